@@ -1,0 +1,167 @@
+"""`./pants run :dev`: the whole system on one machine, for development.
+
+Starts (or reuses) the embedded PostgreSQL server unless database URLs are set, migrates it, then runs
+core, marketing and admin as child processes, each line of their output prefixed with the service's
+name. Ctrl-C stops everything it started; a service that dies stops the rest and the exit is non-zero.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+
+from nectar.schema.migrate import upgrade
+from nectar.shared.config import ConfigError, env_int, Role, Service, database_url, embedded_database_dir, uses_embedded_database
+from nectar.shared.embedded_postgres import embedded_server_is_running, ensure_embedded_server
+
+READY_TIMEOUT_SECONDS = 90
+STOP_TIMEOUT_SECONDS = 15
+COLOURS = {Service.CORE: "\033[36m", Service.MARKETING: "\033[35m", Service.ADMIN: "\033[33m"}
+
+
+@dataclass
+class Child:
+    service: Service
+    port: int
+    process: subprocess.Popen
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+def _say(message: str) -> None:
+    print(f"{'dev':<9} | {message}", flush=True)
+
+
+def _self_command() -> list[str]:
+    """How to start this same program again: the PEX file when running from one (Pants sets PEX)."""
+    pex = os.environ.get("PEX")
+    return [sys.executable, pex] if pex else [sys.executable, "-m", "nectar.devstack.main"]
+
+
+def _relay(child: Child) -> None:
+    colour = COLOURS[child.service] if sys.stdout.isatty() else ""
+    reset = "\033[0m" if colour else ""
+    assert child.process.stdout is not None
+    for line in child.process.stdout:
+        sys.stdout.write(f"{colour}{child.service:<9}{reset} | {line}")
+        sys.stdout.flush()
+
+
+def _start(service: Service, environ: dict[str, str]) -> Child:
+    port = env_int(environ, f"{service.upper()}_PORT", service.default_port, low=1, high=65535)
+    env = {**environ, "PORT": str(port), "HOST": "127.0.0.1", "PYTHONUNBUFFERED": "1"}
+    env.setdefault("WEB_CONCURRENCY", "1")
+    process = subprocess.Popen(
+        [*_self_command(), "service", str(service), "serve"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,  # Ctrl-C reaches only the launcher, which stops the children in order
+    )
+    child = Child(service, port, process)
+    threading.Thread(target=_relay, args=(child,), daemon=True).start()
+    return child
+
+
+def _ready(child: Child) -> bool:
+    try:
+        with urllib.request.urlopen(f"{child.url}/readyz", timeout=2) as response:  # noqa: S310 - our own URL
+            return response.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def _stop(children: list[Child]) -> None:
+    for child in children:
+        if child.process.poll() is None:
+            child.process.terminate()
+    deadline = time.monotonic() + STOP_TIMEOUT_SECONDS
+    for child in children:
+        try:
+            child.process.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            child.process.kill()
+
+
+def _first_dead(children: list[Child]) -> Child | None:
+    return next((child for child in children if child.process.poll() is not None), None)
+
+
+def launch() -> int:
+    environ = dict(os.environ)
+    started_database = False
+    if uses_embedded_database(environ):
+        started_database = not embedded_server_is_running(embedded_database_dir(environ))
+        server = ensure_embedded_server(embedded_database_dir(environ))
+        _say(f"database: embedded PostgreSQL at 127.0.0.1:{server.port} (data in {server.root})")
+    owner_url = database_url(Role.OWNER, environ)
+    upgrade(owner_url)
+    _say(f"database: {owner_url.database} migrated to head")
+
+    stopping = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: stopping.set())
+    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+
+    children = [_start(service, environ) for service in Service]
+    exit_code = 0
+    try:
+        pending = list(children)
+        deadline = time.monotonic() + READY_TIMEOUT_SECONDS
+        while pending and not stopping.is_set():
+            if dead := _first_dead(children):
+                raise ChildExited(dead)
+            pending = [child for child in pending if not _ready(child)]
+            if time.monotonic() > deadline:
+                raise ConfigError(f"{', '.join(c.service for c in pending)} did not become ready in {READY_TIMEOUT_SECONDS} s")
+            time.sleep(0.3)
+        if not stopping.is_set():
+            _say("Nectar Studio is up:")
+            for child in children:
+                _say(f"  {child.service:<9} {child.url}")
+            _say("Ctrl-C stops everything.")
+        while not stopping.wait(0.5):
+            if dead := _first_dead(children):
+                raise ChildExited(dead)
+        _say("stopping...")
+    except ChildExited as exited:
+        _say(f"{exited.child.service} exited with status {exited.child.process.returncode}; stopping the others")
+        exit_code = 1
+    finally:
+        _stop(children)
+        if started_database:
+            ensure_embedded_server(embedded_database_dir(environ)).stop()
+            _say("database: embedded PostgreSQL stopped")
+    return exit_code
+
+
+class ChildExited(Exception):
+    def __init__(self, child: Child):
+        super().__init__(child.service)
+        self.child = child
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["service"] and len(argv) >= 2 and argv[1] in set(Service):
+        # A child started by `launch`: run that service's own command line.
+        return importlib.import_module(f"nectar.{argv[1]}.main").main(argv[2:])
+    try:
+        return launch()
+    except ConfigError as error:
+        print(f"dev: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

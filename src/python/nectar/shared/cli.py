@@ -1,0 +1,113 @@
+"""The command line every service binary has: `serve` (the default), `migrate`, and what a service adds.
+
+Errors a person can fix (bad settings, unreachable database, port taken) end as one line on stderr
+and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import logging
+import os
+import socket
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from flask import Flask
+from gunicorn.app.base import Application
+
+from nectar.shared.config import ConfigError, Service, Settings, env_int, env_str, load_settings
+from nectar.shared.database import check_connection
+
+USAGE_ERROR = 2
+
+
+@dataclass(frozen=True)
+class Command:
+    help: str
+    run: Callable[[argparse.Namespace], int | None]
+    configure: Callable[[argparse.ArgumentParser], None] = lambda parser: None
+
+
+class _Gunicorn(Application):
+    """Gunicorn serving an app object built here, so settings are validated once, before any fork."""
+
+    def __init__(self, app: Flask, options: dict, config_file: str | None):
+        self._app, self._options, self._config_file = app, options, config_file
+        super().__init__()
+
+    def init(self, parser, opts, args):  # gunicorn's own argv parsing is not used
+        return None
+
+    def load_config(self):
+        if self._config_file:
+            self.load_config_from_file(self._config_file)
+        for key, value in self._options.items():
+            self.cfg.set(key, value)
+
+    def load(self):
+        return self._app
+
+
+def ensure_port_free(host: str, port: int) -> None:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as error:
+            if error.errno == errno.EADDRINUSE:
+                raise ConfigError(f"port {port} is already in use on {host}; stop what holds it or set PORT") from None
+            raise ConfigError(f"cannot listen on {host}:{port}: {error.strerror}") from None
+
+
+def serve(service: Service, create_app: Callable[[Settings], Flask], args: argparse.Namespace) -> int:
+    settings = load_settings(service)
+    check_connection(settings.database_url)
+    host = env_str(os.environ, "HOST", "0.0.0.0")  # noqa: S104 - a service listens for its load balancer
+    ensure_port_free(host, settings.port)
+    options = {
+        "bind": f"{host}:{settings.port}",
+        "workers": env_int(os.environ, "WEB_CONCURRENCY", 2, low=1, high=64),
+        "worker_class": "gthread",
+        "threads": env_int(os.environ, "WEB_THREADS", 4, low=1, high=64),
+        "timeout": 30,
+        "graceful_timeout": 20,
+        "accesslog": "-",
+        "errorlog": "-",
+        "proc_name": f"nectar-{service}",
+        "forwarded_allow_ips": env_str(os.environ, "FORWARDED_ALLOW_IPS", "127.0.0.1"),
+    }
+    app = create_app(settings)
+    print(f"{service}: serving on http://{host}:{settings.port} ({settings.environment})", file=sys.stderr, flush=True)
+    _Gunicorn(app, options, args.config).run()
+    return 0
+
+
+def run_service_cli(
+    service: Service,
+    create_app: Callable[[Settings], Flask],
+    commands: dict[str, Command],
+    argv: Sequence[str] | None = None,
+) -> int:
+    """Parses `argv` and runs the chosen command; `serve` is the default."""
+    parser = argparse.ArgumentParser(prog=str(service), description=f"Nectar Studio {service} service")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    serve_parser = sub.add_parser("serve", help=f"serve under gunicorn on PORT (default {service.default_port})")
+    serve_parser.add_argument("--config", help="a gunicorn configuration file (see deploy/gunicorn/)")
+    for name, command in commands.items():
+        command.configure(sub.add_parser(name, help=command.help))
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {service} %(levelname)s %(name)s: %(message)s")
+    try:
+        if args.command in (None, "serve"):
+            if args.command is None:
+                args.config = None
+            return serve(service, create_app, args)
+        return commands[args.command].run(args) or 0
+    except ConfigError as error:
+        print(f"{service}: error: {error}", file=sys.stderr)
+        return USAGE_ERROR
+    except KeyboardInterrupt:
+        return 130

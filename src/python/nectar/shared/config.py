@@ -1,0 +1,185 @@
+"""Settings from the environment, read and validated once when a process starts.
+
+Every variable the services read is named here, so the README's configuration table and this module
+can be checked against each other. Request code never reads the environment; it reads `Settings`.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
+
+
+class ConfigError(Exception):
+    """A setting is missing or malformed. The message is one line a person can act on."""
+
+
+class Service(StrEnum):
+    CORE = "core"
+    MARKETING = "marketing"
+    ADMIN = "admin"
+
+    @property
+    def default_port(self) -> int:
+        return {Service.CORE: 3001, Service.ADMIN: 4001, Service.MARKETING: 5001}[self]
+
+
+class Role(StrEnum):
+    """The database roles (DESIGN.md): one per service, plus the owner that only migrations use."""
+
+    OWNER = "nectar_owner"
+    APP = "nectar_app_user"
+    MARKETING = "nectar_marketing"
+    ADMIN = "nectar_admin"
+
+    @property
+    def url_variable(self) -> str:
+        return {
+            Role.OWNER: "MIGRATION_DATABASE_URL",
+            Role.APP: "DATABASE_URL",
+            Role.MARKETING: "MARKETING_DATABASE_URL",
+            Role.ADMIN: "ADMIN_DATABASE_URL",
+        }[self]
+
+    @property
+    def attributes(self) -> str:
+        """CREATE ROLE attributes: only admin bypasses row-level security; nobody is a superuser."""
+        bypass = "BYPASSRLS" if self is Role.ADMIN else "NOBYPASSRLS"
+        return f"LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION {bypass}"
+
+
+SERVICE_ROLES = {Service.CORE: Role.APP, Service.MARKETING: Role.MARKETING, Service.ADMIN: Role.ADMIN}
+DATABASE_NAME = "nectarstudio_ai"
+ENVIRONMENTS = ("development", "test", "production")
+
+
+def env_str(environ: Mapping[str, str], name: str, default: str | None = None) -> str | None:
+    value = environ.get(name, "").strip()
+    return value or default
+
+
+def env_int(environ: Mapping[str, str], name: str, default: int, *, low: int = 0, high: int = 2**31) -> int:
+    raw = env_str(environ, name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number, not {raw!r}") from None
+    if not low <= value <= high:
+        raise ConfigError(f"{name} must be between {low} and {high}, not {value}")
+    return value
+
+
+def env_bool(environ: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env_str(environ, name)
+    if raw is None:
+        return default
+    if raw.lower() in ("1", "true", "yes", "on"):
+        return True
+    if raw.lower() in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name} must be true or false, not {raw!r}")
+
+
+def parse_database_url(name: str, raw: str) -> URL:
+    """Validates a PostgreSQL URL and pins the psycopg 3 driver, whichever spelling was given."""
+    try:
+        url = make_url(raw)
+    except ArgumentError:
+        raise ConfigError(f"{name} is not a database URL (expected postgresql://user:password@host:5432/db)") from None
+    if url.get_backend_name() not in ("postgresql", "postgres"):
+        raise ConfigError(f"{name} must be a postgresql:// URL, not {url.get_backend_name()}://")
+    if not url.database:
+        raise ConfigError(f"{name} names no database (expected postgresql://user:password@host:5432/db)")
+    if not url.username:
+        raise ConfigError(f"{name} names no user (expected postgresql://user:password@host:5432/db)")
+    return url.set(drivername="postgresql+psycopg")
+
+
+def uses_embedded_database(environ: Mapping[str, str]) -> bool:
+    """No database URL at all means the shared embedded server under var/ (DESIGN.md: Running)."""
+    return not any(env_str(environ, role.url_variable) for role in Role)
+
+
+def database_url(role: Role, environ: Mapping[str, str] | None = None) -> URL:
+    """The URL a process uses to connect as `role`: from the environment, or the embedded server's."""
+    environ = os.environ if environ is None else environ
+    if uses_embedded_database(environ):
+        from nectar.shared.embedded_postgres import ensure_embedded_server
+
+        return ensure_embedded_server(embedded_database_dir(environ)).url(role, DATABASE_NAME)
+    raw = env_str(environ, role.url_variable)
+    if raw is None:
+        given = next(r.url_variable for r in Role if env_str(environ, r.url_variable))
+        raise ConfigError(
+            f"{role.url_variable} is not set; {given} is, so the embedded database is off and "
+            f"each role needs its own URL (README: Configuration)"
+        )
+    return parse_database_url(role.url_variable, raw)
+
+
+def var_dir(environ: Mapping[str, str]) -> Path:
+    """Where run-time state lives (the embedded database): NECTAR_VAR_DIR, default ./var."""
+    return Path(env_str(environ, "NECTAR_VAR_DIR", "var")).resolve()
+
+
+def embedded_database_dir(environ: Mapping[str, str]) -> Path:
+    return var_dir(environ) / "postgres"
+
+
+@dataclass(frozen=True)
+class Settings:
+    service: Service
+    environment: str
+    secret_key: str
+    port: int
+    database_url: URL
+    # Where each service reaches the others (HTTP contracts, health checks on the admin system page).
+    service_urls: dict[Service, str] = field(default_factory=dict)
+
+    @property
+    def is_production(self) -> bool:
+        return self.environment == "production"
+
+    @property
+    def is_testing(self) -> bool:
+        return self.environment == "test"
+
+
+def load_settings(service: Service, environ: Mapping[str, str] | None = None) -> Settings:
+    """Reads one service's settings; raises ConfigError with a one-line reason when they are unusable."""
+    environ = os.environ if environ is None else environ
+    environment = env_str(environ, "NECTAR_ENV", "development")
+    if environment not in ENVIRONMENTS:
+        raise ConfigError(f"NECTAR_ENV must be one of {', '.join(ENVIRONMENTS)}, not {environment!r}")
+    secret_key = env_str(environ, "SECRET_KEY")
+    if secret_key is None:
+        if environment == "production":
+            raise ConfigError("SECRET_KEY is not set; production refuses to start without one")
+        # Outside production a per-process key is fine: sessions just do not survive a restart.
+        secret_key = secrets.token_urlsafe(32)
+    elif environment == "production" and len(secret_key) < 32:
+        raise ConfigError("SECRET_KEY is too short for production (at least 32 characters)")
+    if environment == "production" and uses_embedded_database(environ):
+        raise ConfigError("production needs database URLs (DATABASE_URL and the others); the embedded one is for development")
+
+    service_urls = {
+        peer: env_str(environ, f"{peer.value.upper()}_API_URL", f"http://127.0.0.1:{peer.default_port}")
+        for peer in Service
+    }
+    return Settings(
+        service=service,
+        environment=environment,
+        secret_key=secret_key,
+        port=env_int(environ, "PORT", service.default_port, low=1, high=65535),
+        database_url=database_url(SERVICE_ROLES[service], environ),
+        service_urls=service_urls,
+    )

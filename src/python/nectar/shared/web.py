@@ -1,0 +1,138 @@
+"""What every service's Flask app has in common: settings, the database, errors, headers and health.
+
+`create_service_app` builds that base; each service's `create_app` adds its own blueprints.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from http import HTTPStatus
+
+from flask import Blueprint, Flask, current_app, jsonify, render_template, request
+from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
+from werkzeug.exceptions import HTTPException
+
+from nectar.shared.config import Settings
+from nectar.shared.database import db, engine_options
+
+PROBLEM_JSON = "application/problem+json"
+
+shared_ui = Blueprint("shared_ui", __name__, template_folder="templates", static_folder="static", static_url_path="/static/shared")
+
+
+def problem(status: int, detail: str | None = None, *, title: str | None = None, **extra):
+    """An RFC 9457 problem document with the given status."""
+    body = {"type": "about:blank", "title": title or HTTPStatus(status).phrase, "status": status}
+    if detail:
+        body["detail"] = detail
+    body.update(extra)
+    response = jsonify(body)
+    response.status_code = status
+    response.mimetype = PROBLEM_JSON
+    return response
+
+
+def wants_json() -> bool:
+    if request.path.startswith("/api/") or request.is_json:
+        return True
+    best = request.accept_mimetypes.best_match(["text/html", "application/json", PROBLEM_JSON])
+    return best in ("application/json", PROBLEM_JSON)
+
+
+def _handle_http_error(error: HTTPException):
+    status = error.code or 500
+    if wants_json():
+        return problem(status, error.description)
+    return render_template("error.html", status=status, title=HTTPStatus(status).phrase, detail=error.description), status
+
+
+def _handle_unexpected_error(error: Exception):
+    current_app.logger.exception("unhandled error on %s %s", request.method, request.path)
+    detail = "Something went wrong on our side. It has been logged."
+    if wants_json():
+        return problem(500, detail)
+    return render_template("error.html", status=500, title="Internal Server Error", detail=detail), 500
+
+
+def _security_headers(response):
+    headers = response.headers
+    headers.setdefault("X-Content-Type-Options", "nosniff")
+    headers.setdefault("X-Frame-Options", "DENY")
+    headers.setdefault("Referrer-Policy", "same-origin")
+    headers.setdefault(
+        "Content-Security-Policy",
+        "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+        "object-src 'none'; frame-ancestors 'none'; base-uri 'self'; form-action 'self'",
+    )
+    if current_app.config["SESSION_COOKIE_SECURE"]:
+        headers.setdefault("Strict-Transport-Security", "max-age=31536000; includeSubDomains")
+    return response
+
+
+def health_blueprint(expected_revision: Callable[[], str]) -> Blueprint:
+    """`/healthz`: the process answers. `/readyz`: its role connects and the schema is at `expected_revision`."""
+    health = Blueprint("health", __name__)
+
+    @health.get("/healthz")
+    def healthz():
+        return jsonify(status="ok", service=current_app.config["NECTAR_SERVICE"])
+
+    @health.get("/readyz")
+    def readyz():
+        service = current_app.config["NECTAR_SERVICE"]
+        started = time.perf_counter()
+        expected = expected_revision()
+        try:
+            with db.engine.connect() as conn:
+                conn.execute(text("SET LOCAL statement_timeout = 2000"))
+                current = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+        except SQLAlchemyError as error:
+            current_app.logger.warning("readiness: database check failed: %s", error.__class__.__name__)
+            return problem(503, "The database cannot be reached with this service's role.", service=service, database="down")
+        latency_ms = round((time.perf_counter() - started) * 1000, 1)
+        if current != expected:
+            return problem(
+                503,
+                f"The schema is at {current or 'nothing'}; this build expects {expected}. Run the migrate command.",
+                service=service,
+                database="up",
+                schema=current,
+                expected_schema=expected,
+            )
+        return jsonify(status="ready", service=service, database="up", schema=current, latency_ms=latency_ms)
+
+    return health
+
+
+def create_service_app(settings: Settings, import_name: str, expected_revision: Callable[[], str]) -> Flask:
+    """The Flask app every service starts from, configured from `settings`."""
+    app = Flask(import_name)
+    secure_cookies = settings.environment == "production"
+    app.config.update(
+        NECTAR_SERVICE=str(settings.service),
+        NECTAR_SETTINGS=settings,
+        SECRET_KEY=settings.secret_key,
+        TESTING=settings.is_testing,
+        SQLALCHEMY_DATABASE_URI=settings.database_url,
+        SQLALCHEMY_ENGINE_OPTIONS=engine_options(str(settings.service)),
+        # One cookie name per service: browsers share cookies across ports of one host.
+        SESSION_COOKIE_NAME=f"nectar_{settings.service}_session",
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=secure_cookies,
+        MAX_CONTENT_LENGTH=1024 * 1024,
+    )
+    db.init_app(app)
+    app.register_blueprint(shared_ui)
+    app.register_blueprint(health_blueprint(expected_revision))
+    app.register_error_handler(HTTPException, _handle_http_error)
+    app.register_error_handler(Exception, _handle_unexpected_error)
+    app.after_request(_security_headers)
+
+    @app.context_processor
+    def _service_name():
+        return {"service_name": str(settings.service), "environment": settings.environment}
+
+    return app

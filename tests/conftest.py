@@ -1,0 +1,73 @@
+"""Fixtures every test shares: one embedded PostgreSQL server, and a fresh database per test process.
+
+Pants runs test files in parallel processes. They share one server (started once, under a file
+lock, with fsync off) and each creates its own database, migrated to head as nectar_owner, so
+parallel processes never see each other's rows.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+import pytest
+from sqlalchemy.engine import URL
+
+from nectar.schema.migrate import upgrade
+from nectar.shared.config import Role, Service, Settings, load_settings
+from nectar.shared.embedded_postgres import EmbeddedServer, ensure_embedded_server
+
+
+@dataclass(frozen=True)
+class DatabaseUnderTest:
+    server: EmbeddedServer
+    name: str
+
+    def url(self, role: Role | str) -> URL:
+        return self.server.url(role, self.name)
+
+    def connect(self, role: Role | str, **kwargs) -> psycopg.Connection:
+        url = self.url(role)
+        return psycopg.connect(
+            host=url.host, port=url.port, user=url.username, password=url.password, dbname=url.database, **kwargs
+        )
+
+    def environ(self, **extra: str) -> dict[str, str]:
+        """The environment a service process would get to use this database."""
+        env = {role.url_variable: self.url(role).render_as_string(hide_password=False) for role in Role}
+        env.update(NECTAR_ENV="test", SECRET_KEY="test-secret-key-that-is-long-enough-to-pass")
+        env.update(extra)
+        return env
+
+
+def test_server_dir() -> Path:
+    configured = os.environ.get("NECTAR_TEST_POSTGRES_DIR")
+    return Path(configured) if configured else Path(tempfile.gettempdir()) / f"nectar-test-postgres-{os.getuid()}"
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> EmbeddedServer:
+    return ensure_embedded_server(test_server_dir(), durable=False)
+
+
+@pytest.fixture(scope="session")
+def database(pg_server: EmbeddedServer) -> Iterator[DatabaseUnderTest]:
+    name = f"nectar_test_{os.environ.get('NECTAR_TEST_SLOT', '0')}_{os.getpid()}"
+    pg_server.drop_database(name)
+    pg_server.create_database(name)
+    test_database = DatabaseUnderTest(pg_server, name)
+    upgrade(test_database.url(Role.OWNER))
+    yield test_database
+    pg_server.drop_database(name)
+
+
+@pytest.fixture(scope="session")
+def settings_for(database: DatabaseUnderTest):
+    def settings(service: Service, **extra: str) -> Settings:
+        return load_settings(service, database.environ(**extra))
+
+    return settings

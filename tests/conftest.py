@@ -33,7 +33,12 @@ class DatabaseUnderTest:
     def connect(self, role: Role | str, **kwargs) -> psycopg.Connection:
         url = self.url(role)
         return psycopg.connect(
-            host=url.host, port=url.port, user=url.username, password=url.password, dbname=url.database, **kwargs
+            host=url.host,
+            port=url.port,
+            user=url.username,
+            password=url.password,
+            dbname=url.database,
+            **kwargs,
         )
 
     def environ(self, **extra: str) -> dict[str, str]:
@@ -46,7 +51,11 @@ class DatabaseUnderTest:
 
 def test_server_dir() -> Path:
     configured = os.environ.get("NECTAR_TEST_POSTGRES_DIR")
-    return Path(configured) if configured else Path(tempfile.gettempdir()) / f"nectar-test-postgres-{os.getuid()}"
+    return (
+        Path(configured)
+        if configured
+        else Path(tempfile.gettempdir()) / f"nectar-test-postgres-{os.getuid()}"
+    )
 
 
 @pytest.fixture(scope="session")

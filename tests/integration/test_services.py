@@ -64,8 +64,12 @@ def test_readyz_fails_when_the_schema_is_behind(service, pg_server, database):
 
         environ = database.environ()
         environ[Role.APP.url_variable] = pg_server.url(Role.APP, name).render_as_string(hide_password=False)
-        environ[Role.MARKETING.url_variable] = pg_server.url(Role.MARKETING, name).render_as_string(hide_password=False)
-        environ[Role.ADMIN.url_variable] = pg_server.url(Role.ADMIN, name).render_as_string(hide_password=False)
+        environ[Role.MARKETING.url_variable] = pg_server.url(Role.MARKETING, name).render_as_string(
+            hide_password=False
+        )
+        environ[Role.ADMIN.url_variable] = pg_server.url(Role.ADMIN, name).render_as_string(
+            hide_password=False
+        )
         app = _module(service, "app").create_app(load_settings(service, environ))
         response = app.test_client().get("/readyz")
         assert response.status_code == 503
@@ -129,10 +133,20 @@ def _one_line_error(code, err, service, fragment):
 
 
 def test_a_malformed_database_url_is_one_line(service, monkeypatch, capsys, database):
-    environ = database.environ(**{Role.APP.url_variable: "postgres//oops", Role.MARKETING.url_variable: "::",
-                                  Role.ADMIN.url_variable: "http://x/y"})
+    environ = database.environ(
+        **{
+            Role.APP.url_variable: "postgres//oops",
+            Role.MARKETING.url_variable: "::",
+            Role.ADMIN.url_variable: "http://x/y",
+        }
+    )
     code, err = _run_main(service, monkeypatch, capsys, environ, ["serve"])
-    _one_line_error(code, err, service, "DATABASE_URL is not a database URL" if service == Service.CORE else "DATABASE_URL")
+    _one_line_error(
+        code,
+        err,
+        service,
+        "DATABASE_URL is not a database URL" if service == Service.CORE else "DATABASE_URL",
+    )
 
 
 def test_an_unreachable_database_is_one_line(service, monkeypatch, capsys, database):

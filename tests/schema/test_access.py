@@ -32,7 +32,9 @@ def test_every_table_grants_exactly_what_its_model_declares(database):
         expected[str(role)]["alembic_version"] = {"SELECT"}
     with database.connect("postgres") as conn:
         for role in SERVICE_ROLES:
-            assert _privileges(conn, str(role)) == expected[str(role)], f"{role} privileges drifted from the models"
+            assert (
+                _privileges(conn, str(role)) == expected[str(role)]
+            ), f"{role} privileges drifted from the models"
 
 
 def test_the_app_role_is_no_superuser_cannot_bypass_rls_and_owns_nothing(database):
@@ -49,7 +51,9 @@ def test_the_app_role_is_no_superuser_cannot_bypass_rls_and_owns_nothing(databas
 
 def test_the_owner_owns_every_table(database):
     with database.connect("postgres") as conn:
-        owners = dict(conn.execute("SELECT tablename, tableowner FROM pg_tables WHERE schemaname = 'public'").fetchall())
+        owners = dict(
+            conn.execute("SELECT tablename, tableowner FROM pg_tables WHERE schemaname = 'public'").fetchall()
+        )
     assert set(owners.values()) == {"nectar_owner"}
     assert {table.name for table in Base.metadata.sorted_tables} <= set(owners)
 

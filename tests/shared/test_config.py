@@ -9,7 +9,12 @@ ALL_URLS = {role.url_variable: VALID for role in Role}
 def test_urls_are_pinned_to_psycopg_3():
     url = database_url(Role.APP, {"DATABASE_URL": VALID, "ADMIN_DATABASE_URL": VALID})
     assert url.drivername == "postgresql+psycopg"
-    assert (url.host, url.port, url.database, url.username) == ("db.example", 5432, "nectarstudio_ai", "nectar_app_user")
+    assert (url.host, url.port, url.database, url.username) == (
+        "db.example",
+        5432,
+        "nectarstudio_ai",
+        "nectar_app_user",
+    )
 
 
 @pytest.mark.parametrize(
@@ -44,7 +49,9 @@ def test_production_needs_a_long_secret_key_and_real_database_urls():
     assert settings.is_production
 
 
-@pytest.mark.parametrize(("service", "port"), [(Service.CORE, 3001), (Service.ADMIN, 4001), (Service.MARKETING, 5001)])
+@pytest.mark.parametrize(
+    ("service", "port"), [(Service.CORE, 3001), (Service.ADMIN, 4001), (Service.MARKETING, 5001)]
+)
 def test_each_service_has_its_default_port_and_honours_port(service, port):
     assert load_settings(service, ALL_URLS).port == port
     assert load_settings(service, {**ALL_URLS, "PORT": "8080"}).port == 8080

@@ -41,7 +41,10 @@ def test_concurrent_first_starts_share_one_server_and_a_second_run_reuses_it(fre
     assert (fresh_root / "credentials.json").stat().st_mode & 0o077 == 0, "credentials must be private"
 
     with psycopg.connect(**_params(again, Role.APP)) as conn:
-        assert conn.execute("SELECT current_user, current_database()").fetchone() == ("nectar_app_user", "nectarstudio_ai")
+        assert conn.execute("SELECT current_user, current_database()").fetchone() == (
+            "nectar_app_user",
+            "nectarstudio_ai",
+        )
 
 
 def test_passwords_are_checked(pg_server):

@@ -19,7 +19,15 @@ import urllib.request
 from dataclasses import dataclass
 
 from nectar.schema.migrate import upgrade
-from nectar.shared.config import ConfigError, env_int, Role, Service, database_url, embedded_database_dir, uses_embedded_database
+from nectar.shared.config import (
+    ConfigError,
+    Role,
+    Service,
+    database_url,
+    embedded_database_dir,
+    env_int,
+    uses_embedded_database,
+)
 from nectar.shared.embedded_postgres import embedded_server_is_running, ensure_embedded_server
 
 READY_TIMEOUT_SECONDS = 90
@@ -123,7 +131,9 @@ def launch() -> int:
                 raise ChildExited(dead)
             pending = [child for child in pending if not _ready(child)]
             if time.monotonic() > deadline:
-                raise ConfigError(f"{', '.join(c.service for c in pending)} did not become ready in {READY_TIMEOUT_SECONDS} s")
+                raise ConfigError(
+                    f"{', '.join(c.service for c in pending)} did not become ready in {READY_TIMEOUT_SECONDS} s"
+                )
             time.sleep(0.3)
         if not stopping.is_set():
             _say("Nectar Studio is up:")
@@ -135,7 +145,9 @@ def launch() -> int:
                 raise ChildExited(dead)
         _say("stopping...")
     except ChildExited as exited:
-        _say(f"{exited.child.service} exited with status {exited.child.process.returncode}; stopping the others")
+        _say(
+            f"{exited.child.service} exited with status {exited.child.process.returncode}; stopping the others"
+        )
         exit_code = 1
     finally:
         _stop(children)

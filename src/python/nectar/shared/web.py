@@ -19,7 +19,13 @@ from nectar.shared.database import db, engine_options
 
 PROBLEM_JSON = "application/problem+json"
 
-shared_ui = Blueprint("shared_ui", __name__, template_folder="templates", static_folder="static", static_url_path="/static/shared")
+shared_ui = Blueprint(
+    "shared_ui",
+    __name__,
+    template_folder="templates",
+    static_folder="static",
+    static_url_path="/static/shared",
+)
 
 
 def problem(status: int, detail: str | None = None, *, title: str | None = None, **extra):
@@ -45,7 +51,12 @@ def _handle_http_error(error: HTTPException):
     status = error.code or 500
     if wants_json():
         return problem(status, error.description)
-    return render_template("error.html", status=status, title=HTTPStatus(status).phrase, detail=error.description), status
+    return (
+        render_template(
+            "error.html", status=status, title=HTTPStatus(status).phrase, detail=error.description
+        ),
+        status,
+    )
 
 
 def _handle_unexpected_error(error: Exception):
@@ -90,7 +101,12 @@ def health_blueprint(expected_revision: Callable[[], str]) -> Blueprint:
                 current = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
         except SQLAlchemyError as error:
             current_app.logger.warning("readiness: database check failed: %s", error.__class__.__name__)
-            return problem(503, "The database cannot be reached with this service's role.", service=service, database="down")
+            return problem(
+                503,
+                "The database cannot be reached with this service's role.",
+                service=service,
+                database="down",
+            )
         latency_ms = round((time.perf_counter() - started) * 1000, 1)
         if current != expected:
             return problem(

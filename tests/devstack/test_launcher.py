@@ -1,0 +1,104 @@
+"""The one-command launcher: starts all three services, stops them on Ctrl-C, fails when one dies."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+from nectar.devstack import main as devstack_main  # noqa: F401 - packs the launcher and the services
+
+pytestmark = pytest.mark.timeout(240)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture
+def launcher(database, tmp_path):
+    ports = {"CORE_PORT": _free_port(), "MARKETING_PORT": _free_port(), "ADMIN_PORT": _free_port()}
+    env = {
+        **os.environ,
+        **database.environ(),
+        **{name: str(port) for name, port in ports.items()},
+        "PYTHONPATH": os.pathsep.join(sys.path),
+        "NECTAR_VAR_DIR": str(tmp_path / "var"),
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "nectar.devstack.main"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    lines: list[str] = []
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        if "Ctrl-C stops everything" in line:
+            break
+    else:
+        process.kill()
+    yield process, ports, lines
+    if process.poll() is None:
+        process.kill()
+        process.wait()
+
+
+def _child_running(parent_pid: int, service: str) -> int:
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat, open(f"/proc/{entry}/cmdline", "rb") as cmdline:
+                parent = int(stat.read().rsplit(")", 1)[1].split()[1])
+                argv = cmdline.read().split(b"\0")
+        except OSError:
+            continue
+        if parent == parent_pid and b"service" in argv and service.encode() in argv:
+            return int(entry)
+    raise AssertionError(f"no {service} child of {parent_pid}")
+
+
+def _drain(process, lines):
+    remaining, _ = process.communicate(timeout=60)
+    lines.extend(remaining.splitlines(keepends=True))
+    return "".join(lines)
+
+
+def test_runs_all_three_services_with_prefixed_logs_and_stops_on_ctrl_c(launcher):
+    process, ports, lines = launcher
+    assert any("Nectar Studio is up" in line for line in lines), "".join(lines)
+    for name, port in ports.items():
+        service = name.removesuffix("_PORT").lower()
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/") as response:  # noqa: S310 - loopback
+            assert f"Nectar Studio {service}" in response.read().decode()
+    process.send_signal(signal.SIGINT)
+    output = _drain(process, lines)
+    assert process.returncode == 0
+    for service in ("core", "marketing", "admin"):
+        assert any(line.startswith(f"{service:<9} | ") for line in output.splitlines()), f"no {service} lines"
+    for port in ports.values():
+        with pytest.raises(OSError):
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2)  # noqa: S310
+
+
+def test_exits_non_zero_when_a_service_dies(launcher):
+    process, ports, lines = launcher
+    assert any("Nectar Studio is up" in line for line in lines), "".join(lines)
+    core_pid = _child_running(process.pid, "core")
+    # Each service runs in its own process group (the launcher's children), so this kills it whole.
+    os.killpg(os.getpgid(core_pid), signal.SIGKILL)
+    output = _drain(process, lines)
+    assert process.returncode == 1
+    assert "core exited with status" in output

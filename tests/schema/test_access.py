@@ -58,7 +58,7 @@ def test_the_owner_owns_every_table(database):
     assert {table.name for table in Base.metadata.sorted_tables} <= set(owners)
 
 
-@pytest.mark.parametrize("table", ["users", "memberships", "organizations"])
+@pytest.mark.parametrize("table", ["users", "memberships", "organizations", "workflows", "api_keys"])
 def test_marketing_cannot_read_core_tables(database, table):
     with database.connect(Role.MARKETING) as conn, pytest.raises(psycopg.errors.InsufficientPrivilege):
         conn.execute(f"SELECT * FROM {table}")  # noqa: S608 - fixed table names
@@ -97,3 +97,13 @@ def test_no_service_role_can_change_the_schema(database, role):
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
                 conn.execute(statement)
             conn.rollback()
+
+
+@pytest.mark.parametrize("role", SERVICE_ROLES)
+def test_a_role_is_refused_on_every_table_it_holds_no_grant_on(database, role):
+    for table in Base.metadata.sorted_tables:
+        granted = access_of(table).privileges().get(role, ())
+        if "SELECT" in granted:
+            continue
+        with database.connect(role) as conn, pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute(f"SELECT 1 FROM {table.name} LIMIT 1")  # noqa: S608 - names from the schema

@@ -27,15 +27,19 @@ class TableAccess:
     service: str
     tenant_column: str | None = None
     append_only: bool = False
-    # Other services' roles that may read (not write) the table, e.g. admin reading everything.
+    # Other services that may only read the table, or only add rows to it.
     readers: tuple[str, ...] = ()
+    inserters: tuple[str, ...] = ()
 
     def privileges(self) -> dict[Role, tuple[str, ...]]:
-        """The exact table privileges each role holds; the owner's are implicit."""
+        """The exact table privileges each role holds; the owner's are implicit. Admin, the
+        back-office, may do what the owning service does."""
         verbs = APPEND_ONLY if self.append_only else DML
         granted = {SERVICE_ROLES[self.service]: verbs, Role.ADMIN: verbs}
         for reader in self.readers:
             granted.setdefault(SERVICE_ROLES[reader], ("SELECT",))
+        for inserter in self.inserters:
+            granted.setdefault(SERVICE_ROLES[inserter], ("INSERT",))
         return granted
 
 
@@ -46,6 +50,7 @@ def access_of(table: Table) -> TableAccess:
         tenant_column=info.get("tenant_column"),
         append_only=info.get("append_only", False),
         readers=tuple(info.get("readers", ())),
+        inserters=tuple(info.get("inserters", ())),
     )
 
 

@@ -42,18 +42,34 @@ db = SQLAlchemy(model_class=Base)
 
 @contextmanager
 def tenant_scope(session: Session, org_id: uuid.UUID | str) -> Iterator[Session]:
-    """Runs the block as organization `org_id`: every transaction the session begins is scoped to it."""
+    """Runs the block as organization `org_id`: every transaction the session begins is scoped to it.
+
+    Leaving the block restores the previous scope, in the open transaction too, so code after it
+    cannot keep acting as `org_id`.
+    """
     previous = session.info.get("org_id")
     session.info["org_id"] = str(uuid.UUID(str(org_id)))
     try:
         if session.in_transaction():
             _set_tenant(session.connection(), session.info["org_id"])
         yield session
-    finally:
-        if previous is None:
-            session.info.pop("org_id", None)
-        else:
-            session.info["org_id"] = previous
+    except BaseException:
+        # The transaction failed or is being abandoned: its rollback discards the setting.
+        _restore_scope(session, previous)
+        raise
+    _restore_scope(session, previous)
+    if session.in_transaction():
+        connection = session.connection()
+        status = connection.connection.dbapi_connection.info.transaction_status
+        if status != psycopg.pq.TransactionStatus.INERROR:  # a failed transaction is rolled back anyway
+            _set_tenant(connection, previous or "")
+
+
+def _restore_scope(session: Session, previous: str | None) -> None:
+    if previous is None:
+        session.info.pop("org_id", None)
+    else:
+        session.info["org_id"] = previous
 
 
 def current_org_id(session: Session) -> uuid.UUID | None:
@@ -75,8 +91,9 @@ def _set_tenant(connection: Connection, org: str) -> None:
 @contextmanager
 def tenant_transaction(conn: psycopg.Connection, org_id: uuid.UUID | str) -> Iterator[psycopg.Connection]:
     """The same scope for a raw psycopg connection: one transaction as organization `org_id`."""
+    org = str(uuid.UUID(str(org_id)))
     with conn.transaction():
-        conn.execute(SET_TENANT_SQL, (str(uuid.UUID(str(org_id))),))
+        conn.execute(SET_TENANT_SQL, (org,))
         yield conn
 
 

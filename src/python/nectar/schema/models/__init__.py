@@ -1,0 +1,51 @@
+"""The one database's tables, by domain.
+
+Every table states, in `__table_args__` info, which service owns it (`service`) and, for a tenant
+table, the column that row-level security compares with the current organization
+(`tenant_column`). `nectar.schema.access` turns those facts into grants and policies; the tests
+derive the tenant tables from the live schema and check every one.
+"""
+
+from nectar.schema.models.accounts import ApiKey, Invitation, Membership, Organization, User
+from nectar.schema.models.billing import StripeEvent, Subscription
+from nectar.schema.models.integrations import CatalogService, IntegrationConnection
+from nectar.schema.models.marketing import (
+    BlogPost,
+    Campaign,
+    EmailOutbox,
+    EmailTemplate,
+    Lead,
+    LeadInquiry,
+    LeadNote,
+    NewsletterSubscriber,
+)
+from nectar.schema.models.staff import AuditEntry, StaffUser, SystemSetting
+from nectar.schema.models.workflows import Endpoint, StepRun, Workflow, WorkflowRun, WorkflowVersion
+
+__all__ = [
+    "ApiKey",
+    "AuditEntry",
+    "BlogPost",
+    "Campaign",
+    "CatalogService",
+    "EmailOutbox",
+    "EmailTemplate",
+    "Endpoint",
+    "IntegrationConnection",
+    "Invitation",
+    "Lead",
+    "LeadInquiry",
+    "LeadNote",
+    "Membership",
+    "NewsletterSubscriber",
+    "Organization",
+    "StaffUser",
+    "StepRun",
+    "StripeEvent",
+    "Subscription",
+    "SystemSetting",
+    "User",
+    "Workflow",
+    "WorkflowRun",
+    "WorkflowVersion",
+]

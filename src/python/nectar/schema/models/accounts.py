@@ -1,0 +1,106 @@
+"""Core: organizations (the tenants), user accounts, memberships, invitations and API keys."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from sqlalchemy import Boolean, CheckConstraint, ForeignKey, Index, Integer, String, Text
+from sqlalchemy.dialects.postgresql import CITEXT, UUID
+from sqlalchemy.orm import Mapped, mapped_column
+
+from nectar.schema.models.columns import created_at, org_id, tenant_key, tenant_table, timestamp, updated_at, uuid_pk
+from nectar.shared.database import Base
+
+MEMBER_ROLES = ("owner", "admin", "member")
+
+
+class Organization(Base):
+    __tablename__ = "organizations"
+    # The tenant root: its own id is what row-level security compares.
+    __table_args__ = (
+        CheckConstraint("status IN ('active', 'suspended')", name="status"),
+        {"info": {"service": "core", "tenant_column": "id"}},
+    )
+
+    id: Mapped[uuid.UUID] = uuid_pk()
+    name: Mapped[str] = mapped_column(String(200), nullable=False)
+    slug: Mapped[str] = mapped_column(String(63), nullable=False, unique=True)
+    timezone: Mapped[str] = mapped_column(String(64), nullable=False, server_default="UTC")
+    plan: Mapped[str] = mapped_column(String(40), nullable=False, server_default="free")
+    status: Mapped[str] = mapped_column(String(20), nullable=False, server_default="active")
+    suspended_reason: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = created_at()
+    updated_at: Mapped[datetime] = updated_at()
+
+
+class User(Base):
+    __tablename__ = "users"
+    # A person's login, global across organizations (what they may see is decided by memberships).
+    __table_args__ = ({"info": {"service": "core"}},)
+
+    id: Mapped[uuid.UUID] = uuid_pk()
+    email: Mapped[str] = mapped_column(CITEXT, nullable=False, unique=True)
+    password_hash: Mapped[str | None] = mapped_column(Text)
+    display_name: Mapped[str | None] = mapped_column(String(200))
+    email_verified_at: Mapped[datetime | None] = timestamp()
+    is_active: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default="true")
+    # Bumped on log-out and password change: sessions carrying an older number are void.
+    session_version: Mapped[int] = mapped_column(Integer, nullable=False, server_default="1")
+    last_login_at: Mapped[datetime | None] = timestamp()
+    created_at: Mapped[datetime] = created_at()
+    updated_at: Mapped[datetime] = updated_at()
+
+
+class Membership(Base):
+    __tablename__ = "memberships"
+    __table_args__ = (
+        CheckConstraint(f"role IN {MEMBER_ROLES}", name="role"),
+        Index("ix_memberships_user_id", "user_id"),
+        tenant_table(),
+    )
+
+    org_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("organizations.id", ondelete="CASCADE"), primary_key=True
+    )
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    role: Mapped[str] = mapped_column(String(20), nullable=False)
+    created_at: Mapped[datetime] = created_at()
+
+
+class Invitation(Base):
+    __tablename__ = "invitations"
+    __table_args__ = (
+        tenant_key("invitations"),
+        CheckConstraint(f"role IN {MEMBER_ROLES}", name="role"),
+        Index("ix_invitations_org_id_email", "org_id", "email"),
+        tenant_table(),
+    )
+
+    id: Mapped[uuid.UUID] = uuid_pk()
+    org_id: Mapped[uuid.UUID] = org_id()
+    email: Mapped[str] = mapped_column(CITEXT, nullable=False)
+    role: Mapped[str] = mapped_column(String(20), nullable=False)
+    invited_by: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True), ForeignKey("users.id", ondelete="SET NULL"))
+    expires_at: Mapped[datetime] = timestamp(nullable=False)
+    accepted_at: Mapped[datetime | None] = timestamp()
+    revoked_at: Mapped[datetime | None] = timestamp()
+    created_at: Mapped[datetime] = created_at()
+
+
+class ApiKey(Base):
+    __tablename__ = "api_keys"
+    __table_args__ = (tenant_key("api_keys"), tenant_table())
+
+    id: Mapped[uuid.UUID] = uuid_pk()
+    org_id: Mapped[uuid.UUID] = org_id()
+    name: Mapped[str] = mapped_column(String(100), nullable=False)
+    # Shown in lists so people can tell keys apart; the secret itself is stored only as a hash.
+    prefix: Mapped[str] = mapped_column(String(24), nullable=False)
+    key_hash: Mapped[str] = mapped_column(String(128), nullable=False, unique=True)
+    created_by: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True), ForeignKey("users.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = created_at()
+    last_used_at: Mapped[datetime | None] = timestamp()
+    revoked_at: Mapped[datetime | None] = timestamp()

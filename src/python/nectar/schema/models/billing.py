@@ -1,0 +1,66 @@
+"""Marketing: the mirror of Stripe subscriptions, and every Stripe event received."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from sqlalchemy import BigInteger, Boolean, ForeignKey, Index, Integer, String, Text
+from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.orm import Mapped, mapped_column
+
+from nectar.schema.models.columns import created_at, timestamp, updated_at, uuid_pk
+from nectar.shared.database import Base
+
+
+class Subscription(Base):
+    __tablename__ = "subscriptions"
+    __table_args__ = (
+        Index("ix_subscriptions_status", "status"),
+        Index("ix_subscriptions_organization_id", "organization_id"),
+        {"info": {"service": "marketing"}},
+    )
+
+    id: Mapped[uuid.UUID] = uuid_pk()
+    stripe_subscription_id: Mapped[str] = mapped_column(String(255), nullable=False, unique=True)
+    stripe_customer_id: Mapped[str] = mapped_column(String(255), nullable=False)
+    # Which organization it pays for once provisioned: a reference, not a tenant key (marketing
+    # sees every subscription).
+    organization_id: Mapped[uuid.UUID | None] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("organizations.id", ondelete="SET NULL")
+    )
+    lead_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True), ForeignKey("leads.id", ondelete="SET NULL"))
+    customer_email: Mapped[str | None] = mapped_column(String(320))
+    plan: Mapped[str] = mapped_column(String(40), nullable=False)
+    status: Mapped[str] = mapped_column(String(40), nullable=False)
+    stripe_price_id: Mapped[str | None] = mapped_column(String(255))
+    quantity: Mapped[int] = mapped_column(Integer, nullable=False, server_default="1")
+    # Price per billing interval in the smallest currency unit; MRR is derived from it and interval.
+    unit_amount: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")
+    currency: Mapped[str] = mapped_column(String(3), nullable=False, server_default="usd")
+    interval: Mapped[str] = mapped_column(String(10), nullable=False, server_default="month")
+    current_period_end: Mapped[datetime | None] = timestamp()
+    cancel_at_period_end: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default="false")
+    canceled_at: Mapped[datetime | None] = timestamp()
+    # The `created` time of the newest Stripe event applied: older events arriving late are ignored.
+    stripe_event_watermark: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")
+    created_at: Mapped[datetime] = created_at()
+    updated_at: Mapped[datetime] = updated_at()
+
+
+class StripeEvent(Base):
+    __tablename__ = "stripe_events"
+    __table_args__ = (
+        Index("ix_stripe_events_pending", "received_at", postgresql_where="processed_at IS NULL"),
+        {"info": {"service": "marketing"}},
+    )
+
+    id: Mapped[str] = mapped_column(String(255), primary_key=True)  # Stripe's evt_... id
+    type: Mapped[str] = mapped_column(String(100), nullable=False)
+    payload: Mapped[dict] = mapped_column(JSONB, nullable=False)
+    stripe_created: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    livemode: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default="false")
+    received_at: Mapped[datetime] = created_at()
+    processed_at: Mapped[datetime | None] = timestamp()
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    last_error: Mapped[str | None] = mapped_column(Text)

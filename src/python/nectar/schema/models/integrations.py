@@ -1,0 +1,47 @@
+"""Core: the catalog of connector templates, and each organization's configured connections."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from sqlalchemy import Boolean, ForeignKey, LargeBinary, String, Text, UniqueConstraint
+from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.orm import Mapped, mapped_column
+
+from nectar.schema.models.columns import created_at, org_id, tenant_key, tenant_table, timestamp, updated_at, uuid_pk
+from nectar.shared.database import Base
+
+
+class CatalogService(Base):
+    __tablename__ = "catalog_services"
+    # Platform-wide connector templates (REST, webhook, SMTP, Slack...): the same for every tenant.
+    __table_args__ = ({"info": {"service": "core"}},)
+
+    key: Mapped[str] = mapped_column(String(40), primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), nullable=False)
+    description: Mapped[str] = mapped_column(Text, nullable=False)
+    # JSON Schemas of the connection's settings and of its secret credentials.
+    config_schema: Mapped[dict] = mapped_column(JSONB, nullable=False)
+    credentials_schema: Mapped[dict] = mapped_column(JSONB, nullable=False)
+    created_at: Mapped[datetime] = created_at()
+
+
+class IntegrationConnection(Base):
+    __tablename__ = "integration_connections"
+    __table_args__ = (tenant_key("integration_connections"), UniqueConstraint("org_id", "name"), tenant_table())
+
+    id: Mapped[uuid.UUID] = uuid_pk()
+    org_id: Mapped[uuid.UUID] = org_id()
+    service_key: Mapped[str] = mapped_column(String(40), ForeignKey("catalog_services.key"), nullable=False)
+    name: Mapped[str] = mapped_column(String(100), nullable=False)
+    config: Mapped[dict] = mapped_column(JSONB, nullable=False, server_default="{}")
+    # Encrypted at rest (Fernet under a key from the environment); key_id names the key, for rotation.
+    credentials_ciphertext: Mapped[bytes | None] = mapped_column(LargeBinary)
+    key_id: Mapped[str | None] = mapped_column(String(40))
+    created_by: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True), ForeignKey("users.id", ondelete="SET NULL"))
+    last_tested_at: Mapped[datetime | None] = timestamp()
+    last_test_ok: Mapped[bool | None] = mapped_column(Boolean)
+    last_test_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = created_at()
+    updated_at: Mapped[datetime] = updated_at()

@@ -1,0 +1,150 @@
+"""Core: workflows and their versions, runs and step runs, and the HTTP endpoints bound to them."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from sqlalchemy import BigInteger, Boolean, CheckConstraint, ForeignKey, Identity, Index, Integer, String, Text
+from sqlalchemy import UniqueConstraint, text
+from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.orm import Mapped, mapped_column
+
+from nectar.schema.models.columns import (
+    created_at,
+    org_id,
+    same_tenant,
+    tenant_key,
+    tenant_table,
+    timestamp,
+    updated_at,
+    uuid_pk,
+)
+from nectar.shared.database import Base
+
+RUN_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
+
+
+class Workflow(Base):
+    __tablename__ = "workflows"
+    __table_args__ = (
+        tenant_key("workflows"),
+        UniqueConstraint("org_id", "name"),
+        tenant_table(),
+    )
+
+    id: Mapped[uuid.UUID] = uuid_pk()
+    org_id: Mapped[uuid.UUID] = org_id()
+    name: Mapped[str] = mapped_column(String(200), nullable=False)
+    description: Mapped[str | None] = mapped_column(Text)
+    # The version endpoints and new runs use unless they pin another; NULL until the first save.
+    current_version: Mapped[int | None] = mapped_column(Integer)
+    is_active: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default="true")
+    created_by: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True), ForeignKey("users.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = created_at()
+    updated_at: Mapped[datetime] = updated_at()
+
+
+class WorkflowVersion(Base):
+    __tablename__ = "workflow_versions"
+    __table_args__ = (
+        tenant_key("workflow_versions"),
+        UniqueConstraint("org_id", "workflow_id", "version"),
+        same_tenant("workflow_id", "workflows"),
+        tenant_table(),
+    )
+
+    id: Mapped[uuid.UUID] = uuid_pk()
+    org_id: Mapped[uuid.UUID] = org_id()
+    workflow_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), nullable=False)
+    version: Mapped[int] = mapped_column(Integer, nullable=False)
+    definition: Mapped[dict] = mapped_column(JSONB, nullable=False)
+    note: Mapped[str | None] = mapped_column(String(500))
+    created_by: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True), ForeignKey("users.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = created_at()
+
+
+class WorkflowRun(Base):
+    __tablename__ = "workflow_runs"
+    __table_args__ = (
+        tenant_key("workflow_runs"),
+        same_tenant("workflow_id", "workflows"),
+        same_tenant("version_id", "workflow_versions"),
+        CheckConstraint(f"status IN {RUN_STATUSES}", name="status"),
+        Index("ix_workflow_runs_org_id_queued_at", "org_id", "queued_at"),
+        Index("ix_workflow_runs_org_id_workflow_id_queued_at", "org_id", "workflow_id", "queued_at"),
+        # A trigger delivered twice with the same key runs once.
+        Index(
+            "uq_workflow_runs_idempotency",
+            "org_id",
+            "workflow_id",
+            "idempotency_key",
+            unique=True,
+            postgresql_where=text("idempotency_key IS NOT NULL"),
+        ),
+        tenant_table(),
+    )
+
+    id: Mapped[uuid.UUID] = uuid_pk()
+    org_id: Mapped[uuid.UUID] = org_id()
+    workflow_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), nullable=False)
+    version_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), nullable=False)
+    trigger: Mapped[str] = mapped_column(String(20), nullable=False)
+    status: Mapped[str] = mapped_column(String(20), nullable=False, server_default="queued")
+    idempotency_key: Mapped[str | None] = mapped_column(String(200))
+    rerun_of: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    input: Mapped[dict | None] = mapped_column(JSONB)
+    output: Mapped[dict | None] = mapped_column(JSONB)
+    error: Mapped[str | None] = mapped_column(Text)
+    queued_at: Mapped[datetime] = created_at()
+    started_at: Mapped[datetime | None] = timestamp()
+    finished_at: Mapped[datetime | None] = timestamp()
+    duration_ms: Mapped[int | None] = mapped_column(Integer)
+
+
+class StepRun(Base):
+    __tablename__ = "step_runs"
+    __table_args__ = (
+        same_tenant("run_id", "workflow_runs"),
+        Index("ix_step_runs_org_id_run_id_position", "org_id", "run_id", "position"),
+        tenant_table(),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
+    org_id: Mapped[uuid.UUID] = org_id()
+    run_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), nullable=False)
+    step_id: Mapped[str] = mapped_column(String(100), nullable=False)
+    step_type: Mapped[str] = mapped_column(String(40), nullable=False)
+    position: Mapped[int] = mapped_column(Integer, nullable=False)
+    attempt: Mapped[int] = mapped_column(Integer, nullable=False, server_default="1")
+    status: Mapped[str] = mapped_column(String(20), nullable=False)
+    input: Mapped[dict | None] = mapped_column(JSONB)
+    output: Mapped[dict | None] = mapped_column(JSONB)
+    error: Mapped[str | None] = mapped_column(Text)
+    started_at: Mapped[datetime] = created_at()
+    finished_at: Mapped[datetime | None] = timestamp()
+
+
+class Endpoint(Base):
+    __tablename__ = "endpoints"
+    __table_args__ = (
+        tenant_key("endpoints"),
+        UniqueConstraint("org_id", "method", "path"),
+        same_tenant("workflow_id", "workflows"),
+        CheckConstraint("auth IN ('public', 'api_key')", name="auth"),
+        tenant_table(),
+    )
+
+    id: Mapped[uuid.UUID] = uuid_pk()
+    org_id: Mapped[uuid.UUID] = org_id()
+    method: Mapped[str] = mapped_column(String(10), nullable=False)
+    path: Mapped[str] = mapped_column(String(300), nullable=False)
+    workflow_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), nullable=False)
+    # NULL follows the workflow's current version; a number pins that version.
+    pinned_version: Mapped[int | None] = mapped_column(Integer)
+    auth: Mapped[str] = mapped_column(String(20), nullable=False, server_default="api_key")
+    request_schema: Mapped[dict | None] = mapped_column(JSONB)
+    description: Mapped[str | None] = mapped_column(Text)
+    is_enabled: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default="true")
+    created_at: Mapped[datetime] = created_at()
+    updated_at: Mapped[datetime] = updated_at()

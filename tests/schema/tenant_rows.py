@@ -1,0 +1,143 @@
+"""One valid row per tenant table, for tests that attack row-level security.
+
+`ROW_BUILDERS` must cover every tenant table: the isolation tests fail when the schema gains a
+tenant table without a builder here, so a new table is attacked from the day it exists.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+
+import psycopg
+
+RowBuilder = Callable[[psycopg.Connection, uuid.UUID, dict], uuid.UUID | int]
+
+
+def _insert(conn: psycopg.Connection, sql: str, params: tuple) -> uuid.UUID | int:
+    return conn.execute(sql, params).fetchone()[0]
+
+
+def organization(conn, org, parents):
+    return _insert(
+        conn,
+        "INSERT INTO organizations (id, name, slug) VALUES (%s, %s, %s) RETURNING id",
+        (org, f"Org {org.hex[:6]}", f"org-{org.hex}"),
+    )
+
+
+def membership(conn, org, parents):
+    conn.execute(
+        "INSERT INTO memberships (org_id, user_id, role) VALUES (%s, %s, 'member')", (org, parents["user"])
+    )
+    return parents["user"]
+
+
+def invitation(conn, org, parents):
+    return _insert(
+        conn,
+        "INSERT INTO invitations (org_id, email, role, expires_at) "
+        "VALUES (%s, %s, 'member', now() + interval '1 day') RETURNING id",
+        (org, f"{uuid.uuid4().hex[:8]}@example.com"),
+    )
+
+
+def api_key(conn, org, parents):
+    return _insert(
+        conn,
+        "INSERT INTO api_keys (org_id, name, prefix, key_hash) VALUES (%s, 'key', 'nsk_test', %s) RETURNING id",
+        (org, uuid.uuid4().hex),
+    )
+
+
+def workflow(conn, org, parents):
+    return _insert(
+        conn,
+        "INSERT INTO workflows (org_id, name, current_version) VALUES (%s, %s, 1) RETURNING id",
+        (org, f"wf-{uuid.uuid4().hex[:8]}"),
+    )
+
+
+def workflow_version(conn, org, parents):
+    return _insert(
+        conn,
+        "INSERT INTO workflow_versions (org_id, workflow_id, version, definition) "
+        "VALUES (%s, %s, %s, '{}') RETURNING id",
+        (org, parents["workflow"], uuid.uuid4().int % 1_000_000 + 2),
+    )
+
+
+def workflow_run(conn, org, parents):
+    return _insert(
+        conn,
+        "INSERT INTO workflow_runs (org_id, workflow_id, version_id, trigger) "
+        "VALUES (%s, %s, %s, 'manual') RETURNING id",
+        (org, parents["workflow"], parents["version"]),
+    )
+
+
+def step_run(conn, org, parents):
+    return _insert(
+        conn,
+        "INSERT INTO step_runs (org_id, run_id, step_id, step_type, position, status) "
+        "VALUES (%s, %s, 'respond', 'respond', 0, 'succeeded') RETURNING id",
+        (org, parents["run"]),
+    )
+
+
+def endpoint(conn, org, parents):
+    return _insert(
+        conn,
+        "INSERT INTO endpoints (org_id, method, path, workflow_id) VALUES (%s, 'GET', %s, %s) RETURNING id",
+        (org, f"/things/{uuid.uuid4().hex[:8]}", parents["workflow"]),
+    )
+
+
+def integration_connection(conn, org, parents):
+    return _insert(
+        conn,
+        "INSERT INTO integration_connections (org_id, service_key, name) VALUES (%s, 'rest', %s) RETURNING id",
+        (org, f"conn-{uuid.uuid4().hex[:8]}"),
+    )
+
+
+ROW_BUILDERS: dict[str, RowBuilder] = {
+    "organizations": organization,
+    "memberships": membership,
+    "invitations": invitation,
+    "api_keys": api_key,
+    "workflows": workflow,
+    "workflow_versions": workflow_version,
+    "workflow_runs": workflow_run,
+    "step_runs": step_run,
+    "endpoints": endpoint,
+    "integration_connections": integration_connection,
+}
+
+
+def seed_tenant(conn: psycopg.Connection, org: uuid.UUID) -> dict:
+    """Seeds one row of every tenant table for `org` (on a connection that bypasses RLS) and returns
+    the parent ids a builder needs to add more rows for that organization."""
+    parents: dict = {}
+    organization(conn, org, parents)
+    parents["user"] = _insert(
+        conn, "INSERT INTO users (email) VALUES (%s) RETURNING id", (f"{org.hex[:12]}@example.com",)
+    )
+    membership(conn, org, parents)
+    parents["workflow"] = workflow(conn, org, parents)
+    parents["version"] = _insert(
+        conn,
+        "INSERT INTO workflow_versions (org_id, workflow_id, version, definition) VALUES (%s, %s, 1, '{}') RETURNING id",
+        (org, parents["workflow"]),
+    )
+    parents["run"] = workflow_run(conn, org, parents)
+    for table in ("invitations", "api_keys", "step_runs", "endpoints", "integration_connections"):
+        ROW_BUILDERS[table](conn, org, parents)
+    return parents
+
+
+def ensure_catalog(conn: psycopg.Connection) -> None:
+    conn.execute(
+        "INSERT INTO catalog_services (key, name, description, config_schema, credentials_schema) "
+        "VALUES ('rest', 'REST API', 'Any HTTP API', '{}', '{}') ON CONFLICT (key) DO NOTHING"
+    )

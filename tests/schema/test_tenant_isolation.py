@@ -23,7 +23,9 @@ from nectar.shared.database import Base, tenant_scope, tenant_transaction
 from tests.schema.tenant_rows import ROW_BUILDERS, ensure_catalog, seed_tenant
 
 MODEL_TENANT_TABLES = {
-    table.name: access_of(table).tenant_column for table in Base.metadata.sorted_tables if access_of(table).tenant_column
+    table.name: access_of(table).tenant_column
+    for table in Base.metadata.sorted_tables
+    if access_of(table).tenant_column
 }
 MODELS = {mapper.class_.__tablename__: mapper.class_ for mapper in Base.registry.mappers}
 RLS_VIOLATION = psycopg.errors.InsufficientPrivilege
@@ -53,7 +55,9 @@ def test_the_tenant_tables_of_the_schema_are_those_the_models_declare(database):
         found = _tenant_tables_in_database(conn)
     declared = {name: column for name, column in MODEL_TENANT_TABLES.items() if column == "org_id"}
     assert found == declared, "a table has org_id without declaring tenant_column, or the reverse"
-    assert set(MODEL_TENANT_TABLES) == set(ROW_BUILDERS), "every tenant table needs a row builder in tenant_rows.py"
+    assert set(MODEL_TENANT_TABLES) == set(
+        ROW_BUILDERS
+    ), "every tenant table needs a row builder in tenant_rows.py"
 
 
 @pytest.mark.parametrize("table", sorted(MODEL_TENANT_TABLES))
@@ -74,7 +78,8 @@ def test_every_tenant_table_forces_rls_with_a_policy_on_the_transaction_setting(
                 assert "current_setting('nectar.org_id'::text, true)" in expression
                 assert "NULLIF" in expression and f"{column} = ( SELECT" in expression
         not_null = conn.execute(
-            "SELECT attnotnull FROM pg_attribute WHERE attrelid = %s::regclass AND attname = %s", (table, column)
+            "SELECT attnotnull FROM pg_attribute WHERE attrelid = %s::regclass AND attname = %s",
+            (table, column),
         ).fetchone()[0]
         assert not_null, f"{table}.{column} must be NOT NULL"
         leading = conn.execute(
@@ -98,7 +103,9 @@ def test_the_policy_reads_the_setting_once_per_query(database, tenants):
 
 
 def _count(conn, table: str, column: str, org) -> int:
-    return conn.execute(f"SELECT count(*) FROM {table} WHERE {column} = %s", (org,)).fetchone()[0]  # noqa: S608
+    return conn.execute(f"SELECT count(*) FROM {table} WHERE {column} = %s", (org,)).fetchone()[
+        0
+    ]  # noqa: S608
 
 
 @pytest.mark.parametrize("table", sorted(MODEL_TENANT_TABLES))
@@ -110,8 +117,13 @@ def test_raw_sql_as_org_a_cannot_see_change_or_delete_org_b(database, tenants, t
             visible = {row[0] for row in conn.execute(f"SELECT {column} FROM {table}")}  # noqa: S608
             assert visible == {org_a}
             assert _count(conn, table, column, org_b) == 0
-            assert conn.execute(f"UPDATE {table} SET {column} = {column} WHERE {column} = %s", (org_b,)).rowcount == 0  # noqa: S608
-            assert conn.execute(f"DELETE FROM {table} WHERE {column} = %s", (org_b,)).rowcount == 0  # noqa: S608
+            assert (
+                conn.execute(f"UPDATE {table} SET {column} = {column} WHERE {column} = %s", (org_b,)).rowcount
+                == 0
+            )  # noqa: S608
+            assert (
+                conn.execute(f"DELETE FROM {table} WHERE {column} = %s", (org_b,)).rowcount == 0
+            )  # noqa: S608
     with database.connect(Role.ADMIN) as admin:
         assert _count(admin, table, column, org_b) >= 1, "org B's rows must survive org A's attempts"
 

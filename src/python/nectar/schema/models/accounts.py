@@ -9,7 +9,15 @@ from sqlalchemy import Boolean, CheckConstraint, ForeignKey, Index, Integer, Str
 from sqlalchemy.dialects.postgresql import CITEXT, UUID
 from sqlalchemy.orm import Mapped, mapped_column
 
-from nectar.schema.models.columns import created_at, org_id, tenant_key, tenant_table, timestamp, updated_at, uuid_pk
+from nectar.schema.models.columns import (
+    created_at,
+    org_id,
+    tenant_key,
+    tenant_table,
+    timestamp,
+    updated_at,
+    uuid_pk,
+)
 from nectar.shared.database import Base
 
 MEMBER_ROLES = ("owner", "admin", "member")
@@ -83,7 +91,9 @@ class Invitation(Base):
     org_id: Mapped[uuid.UUID] = org_id()
     email: Mapped[str] = mapped_column(CITEXT, nullable=False)
     role: Mapped[str] = mapped_column(String(20), nullable=False)
-    invited_by: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True), ForeignKey("users.id", ondelete="SET NULL"))
+    invited_by: Mapped[uuid.UUID | None] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("users.id", ondelete="SET NULL")
+    )
     expires_at: Mapped[datetime] = timestamp(nullable=False)
     accepted_at: Mapped[datetime | None] = timestamp()
     revoked_at: Mapped[datetime | None] = timestamp()
@@ -100,7 +110,9 @@ class ApiKey(Base):
     # Shown in lists so people can tell keys apart; the secret itself is stored only as a hash.
     prefix: Mapped[str] = mapped_column(String(24), nullable=False)
     key_hash: Mapped[str] = mapped_column(String(128), nullable=False, unique=True)
-    created_by: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True), ForeignKey("users.id", ondelete="SET NULL"))
+    created_by: Mapped[uuid.UUID | None] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("users.id", ondelete="SET NULL")
+    )
     created_at: Mapped[datetime] = created_at()
     last_used_at: Mapped[datetime | None] = timestamp()
     revoked_at: Mapped[datetime | None] = timestamp()

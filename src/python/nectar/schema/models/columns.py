@@ -19,7 +19,9 @@ def created_at() -> Mapped[datetime]:
 
 
 def updated_at() -> Mapped[datetime]:
-    return mapped_column(DateTime(timezone=True), nullable=False, server_default=func.now(), onupdate=func.now())
+    return mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=func.now(), onupdate=func.now()
+    )
 
 
 def timestamp(*, nullable: bool = True) -> Mapped[datetime | None]:
@@ -27,7 +29,9 @@ def timestamp(*, nullable: bool = True) -> Mapped[datetime | None]:
 
 
 def org_id() -> Mapped[uuid.UUID]:
-    return mapped_column(UUID(as_uuid=True), ForeignKey("organizations.id", ondelete="CASCADE"), nullable=False)
+    return mapped_column(
+        UUID(as_uuid=True), ForeignKey("organizations.id", ondelete="CASCADE"), nullable=False
+    )
 
 
 def tenant_key(table: str) -> UniqueConstraint:
@@ -39,9 +43,7 @@ def tenant_key(table: str) -> UniqueConstraint:
 def same_tenant(column: str, parent: str, *, ondelete: str = "CASCADE") -> ForeignKeyConstraint:
     """A reference that must stay inside one organization. Foreign-key checks ignore row-level
     security, so a plain key would let org A point at org B's row; (org_id, x_id) cannot."""
-    return ForeignKeyConstraint(
-        ["org_id", column], [f"{parent}.org_id", f"{parent}.id"], ondelete=ondelete
-    )
+    return ForeignKeyConstraint(["org_id", column], [f"{parent}.org_id", f"{parent}.id"], ondelete=ondelete)
 
 
 def tenant_table(service: str = "core", **extra) -> dict:

@@ -9,7 +9,15 @@ from sqlalchemy import Boolean, ForeignKey, LargeBinary, String, Text, UniqueCon
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import Mapped, mapped_column
 
-from nectar.schema.models.columns import created_at, org_id, tenant_key, tenant_table, timestamp, updated_at, uuid_pk
+from nectar.schema.models.columns import (
+    created_at,
+    org_id,
+    tenant_key,
+    tenant_table,
+    timestamp,
+    updated_at,
+    uuid_pk,
+)
 from nectar.shared.database import Base
 
 
@@ -29,7 +37,11 @@ class CatalogService(Base):
 
 class IntegrationConnection(Base):
     __tablename__ = "integration_connections"
-    __table_args__ = (tenant_key("integration_connections"), UniqueConstraint("org_id", "name"), tenant_table())
+    __table_args__ = (
+        tenant_key("integration_connections"),
+        UniqueConstraint("org_id", "name"),
+        tenant_table(),
+    )
 
     id: Mapped[uuid.UUID] = uuid_pk()
     org_id: Mapped[uuid.UUID] = org_id()
@@ -39,7 +51,9 @@ class IntegrationConnection(Base):
     # Encrypted at rest (Fernet under a key from the environment); key_id names the key, for rotation.
     credentials_ciphertext: Mapped[bytes | None] = mapped_column(LargeBinary)
     key_id: Mapped[str | None] = mapped_column(String(40))
-    created_by: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True), ForeignKey("users.id", ondelete="SET NULL"))
+    created_by: Mapped[uuid.UUID | None] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("users.id", ondelete="SET NULL")
+    )
     last_tested_at: Mapped[datetime | None] = timestamp()
     last_test_ok: Mapped[bool | None] = mapped_column(Boolean)
     last_test_error: Mapped[str | None] = mapped_column(Text)

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from nectar.schema import models
 from nectar.schema.access import CURRENT_ORG, access_of
 from nectar.shared.config import Role
-from nectar.shared.database import Base, tenant_scope, tenant_transaction
+from nectar.shared.database import Base, tenant_scope, tenant_transaction, user_scope
 from tests.schema.tenant_rows import ROW_BUILDERS, ensure_catalog, seed_tenant
 
 MODEL_TENANT_TABLES = {
@@ -68,15 +68,22 @@ def test_every_tenant_table_forces_rls_with_a_policy_on_the_transaction_setting(
             "SELECT relrowsecurity, relforcerowsecurity FROM pg_class WHERE oid = %s::regclass", (table,)
         ).fetchone()
         assert enabled and forced, f"{table}: row-level security must be enabled and forced"
-        policies = conn.execute(
-            "SELECT qual, with_check, cmd, permissive FROM pg_policies WHERE tablename = %s", (table,)
-        ).fetchall()
-        assert policies, f"{table} has no policy"
-        for qual, with_check, cmd, permissive in policies:
-            assert cmd == "ALL" and permissive == "PERMISSIVE"
-            for expression in (qual, with_check):
-                assert "current_setting('nectar.org_id'::text, true)" in expression
-                assert "NULLIF" in expression and f"{column} = ( SELECT" in expression
+        policies = {
+            name: (qual, with_check, cmd)
+            for name, qual, with_check, cmd in conn.execute(
+                "SELECT policyname, qual, with_check, cmd FROM pg_policies WHERE tablename = %s", (table,)
+            )
+        }
+        assert "tenant_isolation" in policies, f"{table} has no tenant_isolation policy"
+        qual, with_check, cmd = policies.pop("tenant_isolation")
+        assert cmd == "ALL"
+        for expression in (qual, with_check):
+            assert "current_setting('nectar.org_id'::text, true)" in expression
+            assert "NULLIF" in expression and f"{column} = ( SELECT" in expression
+        for name, (qual, with_check, cmd) in policies.items():
+            # Any other policy only lets a signed-in user read what is theirs; it never writes.
+            assert cmd == "SELECT" and with_check is None, f"{table}.{name} must be read-only"
+            assert "current_setting('nectar.user_id'::text, true)" in qual, f"{table}.{name}"
         not_null = conn.execute(
             "SELECT attnotnull FROM pg_attribute WHERE attrelid = %s::regclass AND attname = %s",
             (table, column),
@@ -176,7 +183,12 @@ def test_admin_sees_every_tenant(database, tenants):
 
 
 def test_marketing_is_refused_on_every_core_table(database):
-    core_tables = [t.name for t in Base.metadata.sorted_tables if access_of(t).service == "core"]
+    core_tables = [
+        t.name
+        for t in Base.metadata.sorted_tables
+        if access_of(t).service == "core" and Role.MARKETING not in access_of(t).privileges()
+    ]
+    assert "users" in core_tables and "workflows" in core_tables
     with database.connect(Role.MARKETING) as conn:
         for table in core_tables:
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
@@ -286,3 +298,25 @@ def test_a_malformed_org_id_is_refused_before_any_query(app_engine):
     with Session(app_engine) as session, pytest.raises(ValueError):
         with tenant_scope(session, "not-a-uuid"):
             pass
+
+
+def test_a_user_scope_reads_only_that_users_memberships_and_organizations(app_engine, tenants):
+    (org_a, org_b, org_c), parents = tenants
+    user_a = parents[org_a]["user"]
+    with Session(app_engine) as session, user_scope(session, user_a):
+        assert set(session.scalars(select(models.Membership.org_id))) == {org_a}
+        assert set(session.scalars(select(models.Organization.id))) == {org_a}
+        # Reading is all a user scope grants: no tenant table opens up, no write passes.
+        assert session.scalar(select(func.count()).select_from(models.Workflow)) == 0
+        assert session.execute(update(models.Organization).values(name="renamed")).rowcount == 0
+        with pytest.raises(ProgrammingError, match="row-level security"):
+            session.execute(insert(models.Membership).values(org_id=org_b, user_id=user_a, role="owner"))
+
+
+def test_user_and_tenant_scopes_combine_without_widening(app_engine, tenants):
+    (org_a, org_b, _), parents = tenants
+    with Session(app_engine) as session, user_scope(session, parents[org_a]["user"]):
+        with tenant_scope(session, org_b):
+            # Org B's own rows, plus user A's own membership (in org A): never another user's in A.
+            seen = {(m.org_id, m.user_id) for m in session.scalars(select(models.Membership))}
+            assert seen == {(org_b, parents[org_b]["user"]), (org_a, parents[org_a]["user"])}

@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
-from flask import Flask, render_template
+from flask import Flask
 
+from nectar.core.access import resolve_request_scope
+from nectar.core.accounts.views import accounts
+from nectar.core.api.views import api
+from nectar.core.api_keys.views import api_keys
+from nectar.core.dashboard import dashboard
+from nectar.core.extensions import csrf, login_manager
+from nectar.core.orgs.views import orgs
+from nectar.core.provisioning.views import service_api
 from nectar.schema.migrate import head_revision
 from nectar.shared.config import Service, Settings, load_settings
 from nectar.shared.web import create_service_app
@@ -14,9 +22,17 @@ SERVICE = Service.CORE
 def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or load_settings(SERVICE)
     app = create_service_app(settings, __package__, head_revision)
+    app.config.update(WTF_CSRF_TIME_LIMIT=None)  # tokens live as long as the session
+    csrf.init_app(app)
+    login_manager.init_app(app)
+    app.before_request(resolve_request_scope)
+    for blueprint in (dashboard, accounts, orgs, api_keys, api, service_api):
+        app.register_blueprint(blueprint)
 
-    @app.get("/")
-    def home():
-        return render_template("core/home.html")
+    @app.context_processor
+    def _navigation():
+        from flask import g
+
+        return {"org_context": g.get("org_context")}
 
     return app

@@ -12,13 +12,14 @@ from dataclasses import dataclass
 from sqlalchemy import Table
 
 from nectar.shared.config import Role
-from nectar.shared.database import TENANT_SETTING
+from nectar.shared.database import TENANT_SETTING, USER_SETTING
 
 DML = ("SELECT", "INSERT", "UPDATE", "DELETE")
 APPEND_ONLY = ("SELECT", "INSERT")
 SERVICE_ROLES = {"core": Role.APP, "marketing": Role.MARKETING, "admin": Role.ADMIN}
 # Evaluated once per query (an InitPlan), and NULL, so matching nothing, when no tenant is set.
 CURRENT_ORG = f"(SELECT NULLIF(current_setting('{TENANT_SETTING}', true), '')::uuid)"
+CURRENT_USER = f"(SELECT NULLIF(current_setting('{USER_SETTING}', true), '')::uuid)"
 TENANT_POLICY = "tenant_isolation"
 
 
@@ -30,6 +31,7 @@ class TableAccess:
     # Other services that may only read the table, or only add rows to it.
     readers: tuple[str, ...] = ()
     inserters: tuple[str, ...] = ()
+    writers: tuple[str, ...] = ()
 
     def privileges(self) -> dict[Role, tuple[str, ...]]:
         """The exact table privileges each role holds; the owner's are implicit. Admin, the
@@ -38,6 +40,8 @@ class TableAccess:
         granted = {SERVICE_ROLES[self.service]: verbs, Role.ADMIN: verbs}
         for reader in self.readers:
             granted.setdefault(SERVICE_ROLES[reader], ("SELECT",))
+        for writer in self.writers:
+            granted.setdefault(SERVICE_ROLES[writer], DML)
         for inserter in self.inserters:
             granted.setdefault(SERVICE_ROLES[inserter], ("INSERT",))
         return granted
@@ -51,6 +55,7 @@ def access_of(table: Table) -> TableAccess:
         append_only=info.get("append_only", False),
         readers=tuple(info.get("readers", ())),
         inserters=tuple(info.get("inserters", ())),
+        writers=tuple(info.get("writers", ())),
     )
 
 
@@ -80,4 +85,15 @@ def database_access_sql() -> list[str]:
         f"GRANT USAGE ON SCHEMA public TO {roles}",
         # Every service checks the schema version for /readyz.
         f"GRANT SELECT ON TABLE alembic_version TO {roles}",
+    ]
+
+
+def user_membership_policies_sql() -> list[str]:
+    """Read-only policies for a signed-in user with no organization chosen yet: they see their own
+    memberships and the organizations those name (to pick one), nothing more."""
+    # Built from constants only; nothing here comes from input.
+    return [  # noqa: S608
+        f"CREATE POLICY member_self ON memberships FOR SELECT USING (user_id = {CURRENT_USER})",
+        f"CREATE POLICY member_of ON organizations FOR SELECT "
+        f"USING (id IN (SELECT org_id FROM memberships WHERE user_id = {CURRENT_USER}))",
     ]

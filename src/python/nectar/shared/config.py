@@ -146,6 +146,10 @@ class Settings:
     database_url: URL
     # Where each service reaches the others (HTTP contracts, health checks on the admin system page).
     service_urls: dict[Service, str] = field(default_factory=dict)
+    # The shared secret that authenticates calls to core's service contract (CORE_SERVICE_TOKEN).
+    service_token: str | None = None
+    # The address people use for this service, for links in emails (<SERVICE>_PUBLIC_URL).
+    public_url: str = ""
 
     @property
     def is_production(self) -> bool:
@@ -179,11 +183,17 @@ def load_settings(service: Service, environ: Mapping[str, str] | None = None) ->
         peer: env_str(environ, f"{peer.value.upper()}_API_URL", f"http://127.0.0.1:{peer.default_port}")
         for peer in Service
     }
+    service_token = env_str(environ, "CORE_SERVICE_TOKEN")
+    if service_token is not None and len(service_token) < 32:
+        raise ConfigError("CORE_SERVICE_TOKEN is too short (at least 32 characters)")
+    port = env_int(environ, "PORT", service.default_port, low=1, high=65535)
     return Settings(
         service=service,
         environment=environment,
         secret_key=secret_key,
-        port=env_int(environ, "PORT", service.default_port, low=1, high=65535),
+        port=port,
         database_url=database_url(SERVICE_ROLES[service], environ),
         service_urls=service_urls,
+        service_token=service_token,
+        public_url=env_str(environ, f"{service.upper()}_PUBLIC_URL", f"http://127.0.0.1:{port}").rstrip("/"),
     )

@@ -16,11 +16,13 @@ import psycopg
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import MetaData, event, text
 from sqlalchemy.engine import URL, Connection
-from sqlalchemy.orm import DeclarativeBase, Session
+from sqlalchemy.orm import DeclarativeBase, Session, scoped_session
 
 from nectar.shared.config import ConfigError
 
 TENANT_SETTING = "nectar.org_id"
+USER_SETTING = "nectar.user_id"
+SCOPE_KEY = "nectar_scope"
 SET_TENANT_SQL = "SELECT set_config('nectar.org_id', %s, true)"
 
 # Stable constraint names, so Alembic migrations can name what they create and drop.
@@ -47,45 +49,84 @@ def tenant_scope(session: Session, org_id: uuid.UUID | str) -> Iterator[Session]
     Leaving the block restores the previous scope, in the open transaction too, so code after it
     cannot keep acting as `org_id`.
     """
-    previous = session.info.get("org_id")
-    session.info["org_id"] = str(uuid.UUID(str(org_id)))
+    with _scoped(session, TENANT_SETTING, org_id):
+        yield session
+
+
+@contextmanager
+def user_scope(session: Session, user_id: uuid.UUID | str) -> Iterator[Session]:
+    """Runs the block as user `user_id`: the user's own memberships and organizations become
+    readable (policies `member_self`, `member_of`), nothing else of any organization."""
+    with _scoped(session, USER_SETTING, user_id):
+        yield session
+
+
+def scope_session(
+    session: Session, *, org_id: uuid.UUID | None = None, user_id: uuid.UUID | None = None
+) -> None:
+    """Sets the scope for the rest of a session's life (a web request's session, which is discarded
+    at the end of the request), in the open transaction too. None clears that part of the scope."""
+    session = _plain(session)
+    scope = {TENANT_SETTING: str(org_id) if org_id else "", USER_SETTING: str(user_id) if user_id else ""}
+    session.info[SCOPE_KEY] = {name: value for name, value in scope.items() if value}
+    if session.in_transaction():
+        _apply_scope(session.connection(), scope)
+
+
+def current_org_id(session: Session) -> uuid.UUID | None:
+    org = session.info.get(SCOPE_KEY, {}).get(TENANT_SETTING)
+    return uuid.UUID(org) if org else None
+
+
+@contextmanager
+def _scoped(session: Session, setting: str, value: uuid.UUID | str) -> Iterator[None]:
+    session = _plain(session)
+    scope: dict[str, str] = session.info.setdefault(SCOPE_KEY, {})
+    previous = scope.get(setting)
+    scope[setting] = str(uuid.UUID(str(value)))
     try:
         if session.in_transaction():
-            _set_tenant(session.connection(), session.info["org_id"])
-        yield session
+            _apply_scope(session.connection(), scope)
+        yield
     except BaseException:
         # The transaction failed or is being abandoned: its rollback discards the setting.
-        _restore_scope(session, previous)
+        _restore(scope, setting, previous)
         raise
-    _restore_scope(session, previous)
+    _restore(scope, setting, previous)
     if session.in_transaction():
         connection = session.connection()
         status = connection.connection.dbapi_connection.info.transaction_status
         if status != psycopg.pq.TransactionStatus.INERROR:  # a failed transaction is rolled back anyway
-            _set_tenant(connection, previous or "")
+            _apply_scope(connection, {setting: previous or ""})
 
 
-def _restore_scope(session: Session, previous: str | None) -> None:
+def _plain(session: Session | scoped_session) -> Session:
+    """Flask-SQLAlchemy's `db.session` is a scoped_session proxy; the scope lives on the real one."""
+    return session() if isinstance(session, scoped_session) else session
+
+
+def _restore(scope: dict[str, str], setting: str, previous: str | None) -> None:
     if previous is None:
-        session.info.pop("org_id", None)
+        scope.pop(setting, None)
     else:
-        session.info["org_id"] = previous
-
-
-def current_org_id(session: Session) -> uuid.UUID | None:
-    org = session.info.get("org_id")
-    return uuid.UUID(org) if org else None
+        scope[setting] = previous
 
 
 @event.listens_for(Session, "after_begin")
 def _scope_new_transaction(session: Session, _transaction, connection: Connection) -> None:
-    org = session.info.get("org_id")
-    if org:
-        _set_tenant(connection, org)
+    scope = session.info.get(SCOPE_KEY)
+    if scope:
+        _apply_scope(connection, scope)
 
 
-def _set_tenant(connection: Connection, org: str) -> None:
-    connection.execute(text("SELECT set_config('nectar.org_id', :org, true)"), {"org": org})
+def _apply_scope(connection: Connection, scope: dict[str, str]) -> None:
+    """Sets every scope setting in one statement (one round trip), transaction-local."""
+    names = sorted(scope)
+    columns = ", ".join(f"set_config(:name{i}, :value{i}, true)" for i in range(len(names)))
+    params = {}
+    for i, name in enumerate(names):
+        params[f"name{i}"], params[f"value{i}"] = name, scope[name]
+    connection.execute(text(f"SELECT {columns}"), params)  # noqa: S608 - placeholders only
 
 
 @contextmanager

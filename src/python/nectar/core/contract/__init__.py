@@ -1,5 +1,17 @@
 """Core's contract: the part of core that marketing and admin may import.
 
-It holds the service-to-service API (request and response shapes, and a client that calls core over
-HTTP with a service credential); nothing in it touches core's tables or internals.
+`CoreClient` calls core's service API (/internal/v1) over HTTP with the shared service credential
+(CORE_SERVICE_TOKEN). Every call is idempotent, so the client retries connection failures and 5xx
+answers with backoff; when core stays unreachable it raises `CoreUnavailable` with a message a
+person can read, and a refusal by core raises `CoreRefused` with core's own explanation.
 """
+
+from nectar.core.contract.client import (
+    CoreClient,
+    CoreRefused,
+    CoreUnavailable,
+    OrganizationPlan,
+    ProvisionedAccount,
+)
+
+__all__ = ["CoreClient", "CoreRefused", "CoreUnavailable", "OrganizationPlan", "ProvisionedAccount"]

@@ -6,7 +6,7 @@ table, the column that row-level security compares with the current organization
 derive the tenant tables from the live schema and check every one.
 """
 
-from nectar.schema.models.accounts import ApiKey, Invitation, Membership, Organization, User
+from nectar.schema.models.accounts import ApiKey, Invitation, Membership, Organization, User, UserSession
 from nectar.schema.models.billing import StripeEvent, Subscription
 from nectar.schema.models.integrations import CatalogService, IntegrationConnection
 from nectar.schema.models.marketing import (
@@ -19,6 +19,7 @@ from nectar.schema.models.marketing import (
     LeadNote,
     NewsletterSubscriber,
 )
+from nectar.schema.models.platform import RateLimitBucket
 from nectar.schema.models.staff import AuditEntry, StaffUser, SystemSetting
 from nectar.schema.models.workflows import Endpoint, StepRun, Workflow, WorkflowRun, WorkflowVersion
 
@@ -39,12 +40,14 @@ __all__ = [
     "Membership",
     "NewsletterSubscriber",
     "Organization",
+    "RateLimitBucket",
     "StaffUser",
     "StepRun",
     "StripeEvent",
     "Subscription",
     "SystemSetting",
     "User",
+    "UserSession",
     "Workflow",
     "WorkflowRun",
     "WorkflowVersion",

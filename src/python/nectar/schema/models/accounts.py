@@ -5,17 +5,17 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import Boolean, CheckConstraint, ForeignKey, Index, Integer, String, Text
-from sqlalchemy.dialects.postgresql import CITEXT, UUID
+from sqlalchemy import Boolean, CheckConstraint, ForeignKey, Index, String, Text
+from sqlalchemy.dialects.postgresql import CITEXT, INET, UUID
 from sqlalchemy.orm import Mapped, mapped_column
 
 from nectar.schema.models.columns import (
-    created_at,
+    created_timestamp,
     org_id,
     tenant_key,
     tenant_table,
     timestamp,
-    updated_at,
+    updated_timestamp,
     uuid_pk,
 )
 from nectar.shared.database import Base
@@ -38,8 +38,11 @@ class Organization(Base):
     plan: Mapped[str] = mapped_column(String(40), nullable=False, server_default="free")
     status: Mapped[str] = mapped_column(String(20), nullable=False, server_default="active")
     suspended_reason: Mapped[str | None] = mapped_column(Text)
-    created_at: Mapped[datetime] = created_at()
-    updated_at: Mapped[datetime] = updated_at()
+    # Set when another service provisions the organization (e.g. a Stripe checkout session id), so a
+    # retried provisioning request finds the organization it already made.
+    external_ref: Mapped[str | None] = mapped_column(String(255), unique=True)
+    created_at: Mapped[datetime] = created_timestamp()
+    updated_at: Mapped[datetime] = updated_timestamp()
 
 
 class User(Base):
@@ -53,11 +56,25 @@ class User(Base):
     display_name: Mapped[str | None] = mapped_column(String(200))
     email_verified_at: Mapped[datetime | None] = timestamp()
     is_active: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default="true")
-    # Bumped on log-out and password change: sessions carrying an older number are void.
-    session_version: Mapped[int] = mapped_column(Integer, nullable=False, server_default="1")
     last_login_at: Mapped[datetime | None] = timestamp()
-    created_at: Mapped[datetime] = created_at()
-    updated_at: Mapped[datetime] = updated_at()
+    created_at: Mapped[datetime] = created_timestamp()
+    updated_at: Mapped[datetime] = updated_timestamp()
+
+
+class UserSession(Base):
+    __tablename__ = "user_sessions"
+    # One row per signed-in browser: the cookie names the row, and signing out revokes it.
+    __table_args__ = (Index("ix_user_sessions_user_id", "user_id"), {"info": {"service": "core"}})
+
+    id: Mapped[uuid.UUID] = uuid_pk()
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("users.id", ondelete="CASCADE"), nullable=False
+    )
+    address: Mapped[str | None] = mapped_column(INET)
+    user_agent: Mapped[str | None] = mapped_column(String(300))
+    created_at: Mapped[datetime] = created_timestamp()
+    last_seen_at: Mapped[datetime] = created_timestamp()
+    revoked_at: Mapped[datetime | None] = timestamp()
 
 
 class Membership(Base):
@@ -75,7 +92,7 @@ class Membership(Base):
         UUID(as_uuid=True), ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
     )
     role: Mapped[str] = mapped_column(String(20), nullable=False)
-    created_at: Mapped[datetime] = created_at()
+    created_at: Mapped[datetime] = created_timestamp()
 
 
 class Invitation(Base):
@@ -97,7 +114,7 @@ class Invitation(Base):
     expires_at: Mapped[datetime] = timestamp(nullable=False)
     accepted_at: Mapped[datetime | None] = timestamp()
     revoked_at: Mapped[datetime | None] = timestamp()
-    created_at: Mapped[datetime] = created_at()
+    created_at: Mapped[datetime] = created_timestamp()
 
 
 class ApiKey(Base):
@@ -113,6 +130,6 @@ class ApiKey(Base):
     created_by: Mapped[uuid.UUID | None] = mapped_column(
         UUID(as_uuid=True), ForeignKey("users.id", ondelete="SET NULL")
     )
-    created_at: Mapped[datetime] = created_at()
+    created_at: Mapped[datetime] = created_timestamp()
     last_used_at: Mapped[datetime | None] = timestamp()
     revoked_at: Mapped[datetime | None] = timestamp()

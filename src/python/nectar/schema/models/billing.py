@@ -9,7 +9,7 @@ from sqlalchemy import BigInteger, Boolean, ForeignKey, Index, Integer, String, 
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import Mapped, mapped_column
 
-from nectar.schema.models.columns import created_at, timestamp, updated_at, uuid_pk
+from nectar.schema.models.columns import created_timestamp, timestamp, updated_timestamp, uuid_pk
 from nectar.shared.database import Base
 
 
@@ -46,8 +46,8 @@ class Subscription(Base):
     canceled_at: Mapped[datetime | None] = timestamp()
     # The `created` time of the newest Stripe event applied: older events arriving late are ignored.
     stripe_event_watermark: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")
-    created_at: Mapped[datetime] = created_at()
-    updated_at: Mapped[datetime] = updated_at()
+    created_at: Mapped[datetime] = created_timestamp()
+    updated_at: Mapped[datetime] = updated_timestamp()
 
 
 class StripeEvent(Base):
@@ -62,7 +62,7 @@ class StripeEvent(Base):
     payload: Mapped[dict] = mapped_column(JSONB, nullable=False)
     stripe_created: Mapped[int] = mapped_column(BigInteger, nullable=False)
     livemode: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default="false")
-    received_at: Mapped[datetime] = created_at()
+    received_at: Mapped[datetime] = created_timestamp()
     processed_at: Mapped[datetime | None] = timestamp()
     attempts: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
     last_error: Mapped[str | None] = mapped_column(Text)

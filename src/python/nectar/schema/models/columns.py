@@ -14,11 +14,11 @@ def uuid_pk() -> Mapped[uuid.UUID]:
     return mapped_column(UUID(as_uuid=True), primary_key=True, server_default=text("gen_random_uuid()"))
 
 
-def created_at() -> Mapped[datetime]:
+def created_timestamp() -> Mapped[datetime]:
     return mapped_column(DateTime(timezone=True), nullable=False, server_default=func.now())
 
 
-def updated_at() -> Mapped[datetime]:
+def updated_timestamp() -> Mapped[datetime]:
     return mapped_column(
         DateTime(timezone=True), nullable=False, server_default=func.now(), onupdate=func.now()
     )

@@ -10,12 +10,12 @@ from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import Mapped, mapped_column
 
 from nectar.schema.models.columns import (
-    created_at,
+    created_timestamp,
     org_id,
     tenant_key,
     tenant_table,
     timestamp,
-    updated_at,
+    updated_timestamp,
     uuid_pk,
 )
 from nectar.shared.database import Base
@@ -32,7 +32,7 @@ class CatalogService(Base):
     # JSON Schemas of the connection's settings and of its secret credentials.
     config_schema: Mapped[dict] = mapped_column(JSONB, nullable=False)
     credentials_schema: Mapped[dict] = mapped_column(JSONB, nullable=False)
-    created_at: Mapped[datetime] = created_at()
+    created_at: Mapped[datetime] = created_timestamp()
 
 
 class IntegrationConnection(Base):
@@ -57,5 +57,5 @@ class IntegrationConnection(Base):
     last_tested_at: Mapped[datetime | None] = timestamp()
     last_test_ok: Mapped[bool | None] = mapped_column(Boolean)
     last_test_error: Mapped[str | None] = mapped_column(Text)
-    created_at: Mapped[datetime] = created_at()
-    updated_at: Mapped[datetime] = updated_at()
+    created_at: Mapped[datetime] = created_timestamp()
+    updated_at: Mapped[datetime] = updated_timestamp()

@@ -10,7 +10,7 @@ from sqlalchemy import CheckConstraint, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.dialects.postgresql import CITEXT, INET, JSONB, UUID
 from sqlalchemy.orm import Mapped, mapped_column
 
-from nectar.schema.models.columns import created_at, timestamp, updated_at, uuid_pk
+from nectar.schema.models.columns import created_timestamp, timestamp, updated_timestamp, uuid_pk
 from nectar.shared.database import Base
 
 LEAD_STAGES = ("new", "contacted", "qualified", "won", "lost")
@@ -35,8 +35,8 @@ class Lead(Base):
         UUID(as_uuid=True), ForeignKey("staff_users.id", ondelete="SET NULL")
     )
     last_inquiry_at: Mapped[datetime | None] = timestamp()
-    created_at: Mapped[datetime] = created_at()
-    updated_at: Mapped[datetime] = updated_at()
+    created_at: Mapped[datetime] = created_timestamp()
+    updated_at: Mapped[datetime] = updated_timestamp()
 
 
 class LeadInquiry(Base):
@@ -52,7 +52,7 @@ class LeadInquiry(Base):
     utm: Mapped[dict] = mapped_column(JSONB, nullable=False, server_default="{}")
     address: Mapped[str | None] = mapped_column(INET)
     user_agent: Mapped[str | None] = mapped_column(String(500))
-    created_at: Mapped[datetime] = created_at()
+    created_at: Mapped[datetime] = created_timestamp()
 
 
 class LeadNote(Base):
@@ -68,7 +68,7 @@ class LeadNote(Base):
         UUID(as_uuid=True), ForeignKey("staff_users.id", ondelete="SET NULL")
     )
     body: Mapped[str] = mapped_column(Text, nullable=False)
-    created_at: Mapped[datetime] = created_at()
+    created_at: Mapped[datetime] = created_timestamp()
 
 
 class NewsletterSubscriber(Base):
@@ -85,8 +85,8 @@ class NewsletterSubscriber(Base):
     source: Mapped[str | None] = mapped_column(String(100))
     confirmed_at: Mapped[datetime | None] = timestamp()
     unsubscribed_at: Mapped[datetime | None] = timestamp()
-    created_at: Mapped[datetime] = created_at()
-    updated_at: Mapped[datetime] = updated_at()
+    created_at: Mapped[datetime] = created_timestamp()
+    updated_at: Mapped[datetime] = updated_timestamp()
 
 
 class EmailTemplate(Base):
@@ -98,8 +98,8 @@ class EmailTemplate(Base):
     name: Mapped[str] = mapped_column(String(200), nullable=False)
     subject: Mapped[str] = mapped_column(String(300), nullable=False)
     body_markdown: Mapped[str] = mapped_column(Text, nullable=False)
-    created_at: Mapped[datetime] = created_at()
-    updated_at: Mapped[datetime] = updated_at()
+    created_at: Mapped[datetime] = created_timestamp()
+    updated_at: Mapped[datetime] = updated_timestamp()
 
 
 class Campaign(Base):
@@ -124,8 +124,8 @@ class Campaign(Base):
     created_by: Mapped[uuid.UUID | None] = mapped_column(
         UUID(as_uuid=True), ForeignKey("staff_users.id", ondelete="SET NULL")
     )
-    created_at: Mapped[datetime] = created_at()
-    updated_at: Mapped[datetime] = updated_at()
+    created_at: Mapped[datetime] = created_timestamp()
+    updated_at: Mapped[datetime] = updated_timestamp()
 
 
 class BlogPost(Base):
@@ -145,8 +145,8 @@ class BlogPost(Base):
     # A published post with a future date stays hidden until then.
     published_at: Mapped[datetime | None] = timestamp()
     author_name: Mapped[str | None] = mapped_column(String(200))
-    created_at: Mapped[datetime] = created_at()
-    updated_at: Mapped[datetime] = updated_at()
+    created_at: Mapped[datetime] = created_timestamp()
+    updated_at: Mapped[datetime] = updated_timestamp()
 
 
 class EmailOutbox(Base):
@@ -173,7 +173,7 @@ class EmailOutbox(Base):
     )
     status: Mapped[str] = mapped_column(String(20), nullable=False, server_default="pending")
     attempts: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
-    next_attempt_at: Mapped[datetime] = created_at()
+    next_attempt_at: Mapped[datetime] = created_timestamp()
     last_error: Mapped[str | None] = mapped_column(Text)
     sent_at: Mapped[datetime | None] = timestamp()
-    created_at: Mapped[datetime] = created_at()
+    created_at: Mapped[datetime] = created_timestamp()

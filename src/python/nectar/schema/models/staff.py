@@ -19,7 +19,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import CITEXT, INET, JSONB, UUID
 from sqlalchemy.orm import Mapped, mapped_column
 
-from nectar.schema.models.columns import created_at, timestamp, updated_at, uuid_pk
+from nectar.schema.models.columns import created_timestamp, timestamp, updated_timestamp, uuid_pk
 from nectar.shared.database import Base
 
 STAFF_ROLES = ("superadmin", "support", "read_only")
@@ -37,10 +37,9 @@ class StaffUser(Base):
     totp_secret_ciphertext: Mapped[bytes | None] = mapped_column(LargeBinary)
     totp_enabled_at: Mapped[datetime | None] = timestamp()
     is_active: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default="true")
-    session_version: Mapped[int] = mapped_column(nullable=False, server_default="1")
     last_login_at: Mapped[datetime | None] = timestamp()
-    created_at: Mapped[datetime] = created_at()
-    updated_at: Mapped[datetime] = updated_at()
+    created_at: Mapped[datetime] = created_timestamp()
+    updated_at: Mapped[datetime] = updated_timestamp()
 
 
 class AuditEntry(Base):
@@ -59,7 +58,7 @@ class AuditEntry(Base):
     before: Mapped[dict | None] = mapped_column(JSONB)
     after: Mapped[dict | None] = mapped_column(JSONB)
     address: Mapped[str | None] = mapped_column(INET)
-    created_at: Mapped[datetime] = created_at()
+    created_at: Mapped[datetime] = created_timestamp()
 
 
 class SystemSetting(Base):
@@ -73,4 +72,4 @@ class SystemSetting(Base):
     updated_by: Mapped[uuid.UUID | None] = mapped_column(
         UUID(as_uuid=True), ForeignKey("staff_users.id", ondelete="SET NULL")
     )
-    updated_at: Mapped[datetime] = updated_at()
+    updated_at: Mapped[datetime] = updated_timestamp()

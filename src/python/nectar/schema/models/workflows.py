@@ -22,13 +22,13 @@ from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import Mapped, mapped_column
 
 from nectar.schema.models.columns import (
-    created_at,
+    created_timestamp,
     org_id,
     same_tenant,
     tenant_key,
     tenant_table,
     timestamp,
-    updated_at,
+    updated_timestamp,
     uuid_pk,
 )
 from nectar.shared.database import Base
@@ -54,8 +54,8 @@ class Workflow(Base):
     created_by: Mapped[uuid.UUID | None] = mapped_column(
         UUID(as_uuid=True), ForeignKey("users.id", ondelete="SET NULL")
     )
-    created_at: Mapped[datetime] = created_at()
-    updated_at: Mapped[datetime] = updated_at()
+    created_at: Mapped[datetime] = created_timestamp()
+    updated_at: Mapped[datetime] = updated_timestamp()
 
 
 class WorkflowVersion(Base):
@@ -76,7 +76,7 @@ class WorkflowVersion(Base):
     created_by: Mapped[uuid.UUID | None] = mapped_column(
         UUID(as_uuid=True), ForeignKey("users.id", ondelete="SET NULL")
     )
-    created_at: Mapped[datetime] = created_at()
+    created_at: Mapped[datetime] = created_timestamp()
 
 
 class WorkflowRun(Base):
@@ -111,7 +111,7 @@ class WorkflowRun(Base):
     input: Mapped[dict | None] = mapped_column(JSONB)
     output: Mapped[dict | None] = mapped_column(JSONB)
     error: Mapped[str | None] = mapped_column(Text)
-    queued_at: Mapped[datetime] = created_at()
+    queued_at: Mapped[datetime] = created_timestamp()
     started_at: Mapped[datetime | None] = timestamp()
     finished_at: Mapped[datetime | None] = timestamp()
     duration_ms: Mapped[int | None] = mapped_column(Integer)
@@ -136,7 +136,7 @@ class StepRun(Base):
     input: Mapped[dict | None] = mapped_column(JSONB)
     output: Mapped[dict | None] = mapped_column(JSONB)
     error: Mapped[str | None] = mapped_column(Text)
-    started_at: Mapped[datetime] = created_at()
+    started_at: Mapped[datetime] = created_timestamp()
     finished_at: Mapped[datetime | None] = timestamp()
 
 
@@ -161,5 +161,5 @@ class Endpoint(Base):
     request_schema: Mapped[dict | None] = mapped_column(JSONB)
     description: Mapped[str | None] = mapped_column(Text)
     is_enabled: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default="true")
-    created_at: Mapped[datetime] = created_at()
-    updated_at: Mapped[datetime] = updated_at()
+    created_at: Mapped[datetime] = created_timestamp()
+    updated_at: Mapped[datetime] = updated_timestamp()

@@ -158,7 +158,6 @@ def upgrade() -> None:
             sa.Column("totp_secret_ciphertext", sa.LargeBinary(), nullable=True),
             sa.Column("totp_enabled_at", sa.DateTime(timezone=True), nullable=True),
             sa.Column("is_active", sa.Boolean(), server_default="true", nullable=False),
-            sa.Column("session_version", sa.Integer(), server_default="1", nullable=False),
             sa.Column("last_login_at", sa.DateTime(timezone=True), nullable=True),
             sa.Column(
                 "created_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False
@@ -208,7 +207,6 @@ def upgrade() -> None:
             sa.Column("display_name", sa.String(length=200), nullable=True),
             sa.Column("email_verified_at", sa.DateTime(timezone=True), nullable=True),
             sa.Column("is_active", sa.Boolean(), server_default="true", nullable=False),
-            sa.Column("session_version", sa.Integer(), server_default="1", nullable=False),
             sa.Column("last_login_at", sa.DateTime(timezone=True), nullable=True),
             sa.Column(
                 "created_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False

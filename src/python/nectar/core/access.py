@@ -1,0 +1,98 @@
+"""Who is asking, and as which organization: resolved once per request, enforced by decorators.
+
+Every request's database session is scoped to the signed-in user (their memberships become
+readable) and, once an organization is chosen and the user is a member of it, to that
+organization. With no organization chosen, tenant tables read as empty: core fails closed.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from functools import wraps
+
+from flask import abort, flash, g, redirect, render_template, request, session, url_for
+from flask_login import current_user
+
+from nectar.schema.models import Membership, Organization
+from nectar.shared.database import db, scope_session
+
+ROLE_RANK = {"member": 1, "admin": 2, "owner": 3}
+
+
+class PermissionDenied(Exception):
+    """The signed-in user's role does not allow this. The message says why, for people."""
+
+
+@dataclass(frozen=True)
+class OrgContext:
+    org: Organization
+    role: str
+
+    @property
+    def org_id(self) -> uuid.UUID:
+        return self.org.id
+
+    def at_least(self, role: str) -> bool:
+        return ROLE_RANK[self.role] >= ROLE_RANK[role]
+
+
+def resolve_request_scope() -> None:
+    """before_request: scope the database session to the user and their chosen organization."""
+    g.org_context = None
+    if not current_user.is_authenticated:
+        scope_session(db.session)
+        return
+    user_id = current_user.user.id
+    scope_session(db.session, user_id=user_id)
+    org_id = _chosen_org_id()
+    if org_id is None:
+        return
+    membership = db.session.get(Membership, (org_id, user_id))
+    if membership is None:
+        session.pop("org_id", None)  # removed from it since: forget the choice
+        return
+    scope_session(db.session, org_id=org_id, user_id=user_id)
+    g.org_context = OrgContext(org=db.session.get(Organization, org_id), role=membership.role)
+
+
+def _chosen_org_id() -> uuid.UUID | None:
+    raw = session.get("org_id")
+    try:
+        return uuid.UUID(raw) if raw else None
+    except ValueError:
+        return None
+
+
+def choose_org(org_id: uuid.UUID) -> None:
+    session["org_id"] = str(org_id)
+
+
+def current_org() -> OrgContext:
+    context = g.get("org_context")
+    if context is None:
+        abort(404)
+    return context
+
+
+def org_required(role: str = "member"):
+    """The view needs a chosen, active organization in which the user holds at least `role`."""
+
+    def decorate(view):
+        @wraps(view)
+        def wrapped(*args, **kwargs):
+            if not current_user.is_authenticated:
+                return redirect(url_for("accounts.login", next=request.full_path))
+            context = g.get("org_context")
+            if context is None:
+                flash("Choose or create an organization first.", "info")
+                return redirect(url_for("orgs.choose"))
+            if context.org.status == "suspended":
+                return render_template("core/orgs/suspended.html", org=context.org), 403
+            if not context.at_least(role):
+                abort(403, f"This needs the {role} role in {context.org.name}; yours is {context.role}.")
+            return view(*args, **kwargs)
+
+        return wrapped
+
+    return decorate

@@ -1,0 +1,38 @@
+"""Account forms. Flask-WTF adds the CSRF token; the service functions do the real validation."""
+
+from flask_wtf import FlaskForm
+from wtforms import EmailField, HiddenField, PasswordField, StringField
+from wtforms.validators import DataRequired, EqualTo, Length, Optional
+
+from nectar.shared.passwords import MAX_LENGTH, MIN_LENGTH
+
+NEW_PASSWORD = [
+    DataRequired(),
+    Length(min=MIN_LENGTH, max=MAX_LENGTH, message=f"Use at least {MIN_LENGTH} characters."),
+]
+
+
+class SignUpForm(FlaskForm):
+    email = EmailField("Email", validators=[DataRequired(), Length(max=320)])
+    display_name = StringField("Your name", validators=[Optional(), Length(max=200)])
+    password = PasswordField("Password", validators=NEW_PASSWORD)
+    confirm = PasswordField(
+        "Repeat the password", validators=[DataRequired(), EqualTo("password", "The passwords differ.")]
+    )
+
+
+class SignInForm(FlaskForm):
+    email = EmailField("Email", validators=[DataRequired(), Length(max=320)])
+    password = PasswordField("Password", validators=[DataRequired(), Length(max=MAX_LENGTH)])
+    next = HiddenField()
+
+
+class ForgotPasswordForm(FlaskForm):
+    email = EmailField("Email", validators=[DataRequired(), Length(max=320)])
+
+
+class ResetPasswordForm(FlaskForm):
+    password = PasswordField("New password", validators=NEW_PASSWORD)
+    confirm = PasswordField(
+        "Repeat it", validators=[DataRequired(), EqualTo("password", "The passwords differ.")]
+    )

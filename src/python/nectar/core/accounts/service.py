@@ -1,0 +1,272 @@
+"""Accounts: sign-up, sign-in with throttling, browser sessions, email verification, password reset.
+
+Functions take the database session and return or raise; views turn that into pages. Everything
+here touches only global tables (users, user_sessions) and the outbox, so it needs no tenant scope.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+
+from email_validator import EmailNotValidError, validate_email
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from nectar.schema.models import User, UserSession
+from nectar.shared import throttle
+from nectar.shared.mail import Email, queue_email
+from nectar.shared.passwords import hash_password, needs_rehash, password_problem, verify_password
+from nectar.shared.tokens import TokenInvalid, fingerprint, make_token, read_token
+
+VERIFY_MAX_AGE = 2 * 24 * 3600
+RESET_MAX_AGE = 3600
+SESSION_IDLE_LIMIT = timedelta(days=30)
+LAST_SEEN_RESOLUTION = timedelta(minutes=5)
+
+# A short lockout after a burst of failures, a hard hourly cap per account, and one per address.
+ACCOUNT_BURST = throttle.Limit(events=5, window_seconds=300)
+ACCOUNT_HOURLY = throttle.Limit(events=100, window_seconds=3600)
+ADDRESS_LIMIT = throttle.Limit(events=50, window_seconds=900)
+
+
+class AccountError(Exception):
+    """Bad input for an account action: `field` names the form field it belongs to (or None)."""
+
+    def __init__(self, message: str, field: str | None = None):
+        super().__init__(message)
+        self.field = field
+
+
+class SignInRefused(Exception):
+    """Wrong credentials or a lockout. The message is safe to show: it never says which was wrong."""
+
+
+def normalize_email(raw: str) -> str:
+    try:
+        return validate_email(raw.strip(), check_deliverability=False).normalized
+    except EmailNotValidError as error:
+        raise AccountError(str(error), field="email") from None
+
+
+def find_user(session: Session, email: str) -> User | None:
+    return session.scalar(select(User).where(User.email == email))
+
+
+def sign_up(session: Session, email: str, password: str, display_name: str | None, verify_link) -> User:
+    """Creates an account and queues the verification email. `verify_link(token)` makes its URL."""
+    email = normalize_email(email)
+    problem = password_problem(password)
+    if problem:
+        raise AccountError(problem, field="password")
+    if find_user(session, email) is not None:
+        raise AccountError(
+            "An account with this email already exists. Sign in, or reset its password.", "email"
+        )
+    user = User(
+        id=uuid.uuid4(), email=email, password_hash=hash_password(password), display_name=display_name or None
+    )
+    session.add(user)
+    session.flush()
+    send_verification(session, user, verify_link)
+    return user
+
+
+def create_invited_account(session: Session, email: str, password: str, display_name: str | None) -> User:
+    """An account made from an invitation link: the link proved the address, so it is verified."""
+    problem = password_problem(password)
+    if problem:
+        raise AccountError(problem, field="password")
+    if find_user(session, email) is not None:
+        raise AccountError("An account with this email already exists. Sign in to accept.", "email")
+    user = User(
+        id=uuid.uuid4(),
+        email=email,
+        password_hash=hash_password(password),
+        display_name=display_name or None,
+        email_verified_at=datetime.now(UTC),
+    )
+    session.add(user)
+    session.flush()
+    return user
+
+
+def send_verification(session: Session, user: User, verify_link) -> None:
+    from flask import current_app
+
+    token = make_token(current_app.secret_key, "verify-email", {"uid": str(user.id), "email": user.email})
+    queue_email(
+        session,
+        Email(
+            to=user.email,
+            subject="Confirm your email for Nectar Studio",
+            body_text=(
+                f"Welcome to Nectar Studio.\n\nConfirm your email address by opening this link within 48 hours:\n\n"
+                f"{verify_link(token)}\n\nIf you did not sign up, ignore this message."
+            ),
+            category="account.verify",
+        ),
+    )
+
+
+def verify_email(session: Session, secret_key: str, token: str) -> User:
+    data = read_token(secret_key, "verify-email", token, VERIFY_MAX_AGE)
+    user = session.get(User, uuid.UUID(data["uid"]))
+    if user is None or user.email != data["email"]:
+        raise TokenInvalid("This link is not valid any more.")
+    if user.email_verified_at is None:
+        user.email_verified_at = datetime.now(UTC)
+    return user
+
+
+def sign_in(session: Session, email: str, password: str, address: str | None) -> User:
+    """Checks credentials under the throttles. Failures are counted even though the caller's
+    transaction may roll back, so commit after calling (the view does)."""
+    try:
+        email = normalize_email(email)
+    except AccountError:
+        raise SignInRefused("Wrong email or password.") from None
+    now = time.time()
+    keys = [
+        (f"core.login.account:{email.lower()}", ACCOUNT_BURST),
+        (f"core.login.account-hour:{email.lower()}", ACCOUNT_HOURLY),
+    ]
+    if address:
+        keys.append((f"core.login.address:{address}", ADDRESS_LIMIT))
+    for key, limit in keys:
+        if throttle.count(session, key, limit, now) >= limit.events:
+            minutes = -(-limit.seconds_left(now) // 60)
+            raise SignInRefused(
+                f"Too many failed sign-in attempts. Sign-in is locked for {minutes} minute{'s' if minutes != 1 else ''}; "
+                "try again then, or reset your password."
+            )
+    user = find_user(session, email)
+    if user is None or not user.is_active or not verify_password(user.password_hash, password):
+        for key, limit in keys:
+            throttle.hit(session, key, limit, now)
+        raise SignInRefused("Wrong email or password.")
+    throttle.clear(session, keys[0][0])
+    if needs_rehash(user.password_hash):
+        user.password_hash = hash_password(password)
+    user.last_login_at = datetime.now(UTC)
+    return user
+
+
+def start_session(session: Session, user: User, address: str | None, user_agent: str | None) -> UserSession:
+    browser = UserSession(
+        id=uuid.uuid4(), user_id=user.id, address=address, user_agent=(user_agent or "")[:300]
+    )
+    session.add(browser)
+    session.flush()
+    return browser
+
+
+def load_session(session: Session, session_id: str) -> tuple[UserSession, User] | None:
+    """The live session and its user, or None when revoked, idle too long or the user is inactive."""
+    try:
+        sid = uuid.UUID(session_id)
+    except ValueError:
+        return None
+    row = session.execute(
+        select(UserSession, User)
+        .join(User, User.id == UserSession.user_id)
+        .where(UserSession.id == sid, UserSession.revoked_at.is_(None), User.is_active.is_(True))
+    ).first()
+    if row is None:
+        return None
+    browser, user = row
+    now = datetime.now(UTC)
+    if now - browser.last_seen_at > SESSION_IDLE_LIMIT:
+        return None
+    if now - browser.last_seen_at > LAST_SEEN_RESOLUTION:
+        browser.last_seen_at = now
+    return browser, user
+
+
+def end_session(session: Session, session_id: uuid.UUID) -> None:
+    session.execute(
+        update(UserSession)
+        .where(UserSession.id == session_id, UserSession.revoked_at.is_(None))
+        .values(revoked_at=datetime.now(UTC))
+    )
+
+
+def end_all_sessions(session: Session, user_id: uuid.UUID) -> None:
+    session.execute(
+        update(UserSession)
+        .where(UserSession.user_id == user_id, UserSession.revoked_at.is_(None))
+        .values(revoked_at=datetime.now(UTC))
+    )
+
+
+def request_password_reset(session: Session, email: str, reset_link) -> None:
+    """Queues a reset email when the account exists; says nothing either way (no account probing)."""
+    from flask import current_app
+
+    try:
+        email = normalize_email(email)
+    except AccountError:
+        return
+    user = find_user(session, email)
+    if user is None or not user.is_active:
+        return
+    token = make_token(
+        current_app.secret_key, "reset-password", {"uid": str(user.id), "fp": fingerprint(user.password_hash)}
+    )
+    queue_email(
+        session,
+        Email(
+            to=user.email,
+            subject="Reset your Nectar Studio password",
+            body_text=(
+                "Someone asked to reset the password of your Nectar Studio account.\n\n"
+                f"Choose a new password within an hour here:\n\n{reset_link(token)}\n\n"
+                "The link works once. If it was not you, ignore this message; your password is unchanged."
+            ),
+            category="account.reset",
+        ),
+    )
+
+
+def send_set_password(session: Session, user: User, reset_link) -> None:
+    """For an account made for someone (by staff, or after a paid checkout): choose a password."""
+    from flask import current_app
+
+    token = make_token(
+        current_app.secret_key, "reset-password", {"uid": str(user.id), "fp": fingerprint(user.password_hash)}
+    )
+    queue_email(
+        session,
+        Email(
+            to=user.email,
+            subject="Your Nectar Studio account is ready",
+            body_text=(
+                "An account on Nectar Studio was created for you.\n\n"
+                f"Choose your password here (the link works once, for an hour):\n\n{reset_link(token)}\n\n"
+                "After an hour, use 'Forgot password' on the sign-in page for a new link."
+            ),
+            category="account.set_password",
+        ),
+    )
+
+
+def user_for_reset(session: Session, secret_key: str, token: str) -> User:
+    data = read_token(secret_key, "reset-password", token, RESET_MAX_AGE)
+    user = session.get(User, uuid.UUID(data["uid"]))
+    # Bound to the password hash: once the password changes, every earlier reset link is dead.
+    if user is None or not user.is_active or fingerprint(user.password_hash) != data["fp"]:
+        raise TokenInvalid("This link has already been used or is no longer valid. Ask for a new one.")
+    return user
+
+
+def reset_password(session: Session, secret_key: str, token: str, new_password: str) -> User:
+    user = user_for_reset(session, secret_key, token)
+    problem = password_problem(new_password)
+    if problem:
+        raise AccountError(problem, field="password")
+    user.password_hash = hash_password(new_password)
+    if user.email_verified_at is None:
+        user.email_verified_at = datetime.now(UTC)  # the reset link reached the inbox
+    end_all_sessions(session, user.id)
+    return user

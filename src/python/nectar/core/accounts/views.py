@@ -1,0 +1,176 @@
+"""Account pages: sign up, sign in and out, verify email, reset a forgotten password."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from flask import Blueprint, current_app, flash, redirect, render_template, request, session, url_for
+from flask_login import current_user, login_required, login_user, logout_user
+
+from nectar.core.accounts import service
+from nectar.core.accounts.forms import ForgotPasswordForm, ResetPasswordForm, SignInForm, SignUpForm
+from nectar.core.extensions import login_manager
+from nectar.core.links import external_url
+from nectar.shared.database import db
+from nectar.shared.tokens import TokenInvalid
+
+accounts = Blueprint("accounts", __name__)
+
+
+class SignedInUser:
+    """What Flask-Login keeps for a request: the user and the browser session row that names them."""
+
+    is_authenticated = True
+    is_active = True
+    is_anonymous = False
+
+    def __init__(self, user, session_id):
+        self.user = user
+        self.session_id = session_id
+
+    def get_id(self) -> str:
+        return str(self.session_id)
+
+
+@login_manager.user_loader
+def _load_signed_in_user(session_id: str):
+    found = service.load_session(db.session, session_id)
+    if found is None:
+        return None
+    browser, user = found
+    return SignedInUser(user, browser.id)
+
+
+def _verify_link(token: str) -> str:
+    return external_url("accounts.verify_email", token=token)
+
+
+def _address() -> str | None:
+    return request.remote_addr
+
+
+def _safe_next(target: str | None) -> str:
+    """Only same-site paths: an open redirect would let a phishing link borrow our sign-in page."""
+    if target and target.startswith("/") and not target.startswith("//") and not urlsplit(target).netloc:
+        return target
+    return url_for("dashboard.home")
+
+
+def _begin_session(user) -> None:
+    session.clear()  # a fresh session at sign-in: nothing from before carries over
+    browser = service.start_session(db.session, user, _address(), request.user_agent.string)
+    db.session.commit()
+    login_user(SignedInUser(user, browser.id))
+
+
+@accounts.route("/signup", methods=["GET", "POST"])
+def signup():
+    form = SignUpForm()
+    if form.validate_on_submit():
+        try:
+            user = service.sign_up(
+                db.session, form.email.data, form.password.data, form.display_name.data, _verify_link
+            )
+        except service.AccountError as error:
+            getattr(form, error.field or "email").errors.append(str(error))
+        else:
+            _begin_session(user)
+            flash(f"Welcome! We sent a confirmation link to {user.email}.", "success")
+            return redirect(url_for("orgs.create"))
+    return render_template("core/accounts/signup.html", form=form)
+
+
+@accounts.route("/login", methods=["GET", "POST"])
+def login():
+    form = SignInForm(next=request.args.get("next", ""))
+    error = None
+    if form.validate_on_submit():
+        try:
+            user = service.sign_in(db.session, form.email.data, form.password.data, _address())
+        except service.SignInRefused as refused:
+            db.session.commit()  # keep the failure counts
+            error = str(refused)
+        else:
+            _begin_session(user)
+            return redirect(_safe_next(form.next.data))
+    status = 429 if error and "locked" in error else (401 if error else 200)
+    return render_template("core/accounts/login.html", form=form, error=error), status
+
+
+@accounts.post("/logout")
+@login_required
+def logout():
+    service.end_session(db.session, current_user.session_id)
+    db.session.commit()
+    logout_user()
+    session.clear()
+    flash("You are signed out.", "info")
+    return redirect(url_for("accounts.login"))
+
+
+@accounts.get("/verify-email")
+def verify_email():
+    try:
+        user = service.verify_email(db.session, current_app.secret_key, request.args.get("token", ""))
+    except TokenInvalid as invalid:
+        return (
+            render_template("core/accounts/message.html", title="Email not confirmed", message=str(invalid)),
+            400,
+        )
+    db.session.commit()
+    flash(f"Thanks, {user.email} is confirmed.", "success")
+    return redirect(url_for("dashboard.home") if current_user.is_authenticated else url_for("accounts.login"))
+
+
+@accounts.post("/verify-email/resend")
+@login_required
+def resend_verification():
+    if current_user.user.email_verified_at is None:
+        service.send_verification(db.session, current_user.user, _verify_link)
+        db.session.commit()
+        flash(f"We sent a new confirmation link to {current_user.user.email}.", "info")
+    return redirect(url_for("dashboard.home"))
+
+
+@accounts.route("/forgot-password", methods=["GET", "POST"])
+def forgot_password():
+    form = ForgotPasswordForm()
+    if form.validate_on_submit():
+        service.request_password_reset(
+            db.session, form.email.data, lambda token: external_url("accounts.reset_password", token=token)
+        )
+        db.session.commit()
+        return render_template(
+            "core/accounts/message.html",
+            title="Check your email",
+            message="If an account uses that address, a link to choose a new password is on its way. It works for an hour.",
+        )
+    return render_template("core/accounts/forgot.html", form=form)
+
+
+@accounts.route("/reset-password", methods=["GET", "POST"])
+def reset_password():
+    token = request.args.get("token", "")
+    form = ResetPasswordForm()
+    try:
+        service.user_for_reset(db.session, current_app.secret_key, token)
+    except TokenInvalid as invalid:
+        return (
+            render_template("core/accounts/message.html", title="Link not valid", message=str(invalid)),
+            400,
+        )
+    if form.validate_on_submit():
+        try:
+            service.reset_password(db.session, current_app.secret_key, token, form.password.data)
+        except service.AccountError as error:
+            form.password.errors.append(str(error))
+        else:
+            db.session.commit()
+            logout_user()
+            session.clear()
+            flash(
+                "Your password is changed and every session is signed out. Sign in with the new one.",
+                "success",
+            )
+            return redirect(url_for("accounts.login"))
+    return render_template("core/accounts/reset.html", form=form, token=token)

@@ -1,0 +1,213 @@
+"""The OpenAPI 3.1 document of core's /api/v1, served at /api/v1/openapi.json."""
+
+from __future__ import annotations
+
+from functools import cache
+
+
+def _ref(name: str) -> dict:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict, description: str = "OK") -> dict:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _page_of(name: str) -> dict:
+    return {
+        "type": "object",
+        "required": ["items", "page", "per_page", "next"],
+        "properties": {
+            "items": {"type": "array", "items": _ref(name)},
+            "page": {"type": "integer", "minimum": 1},
+            "per_page": {"type": "integer", "minimum": 1, "maximum": 100},
+            "next": {"type": ["string", "null"], "description": "URL of the next page, or null"},
+        },
+    }
+
+
+PROBLEM = {"description": "Problem", "content": {"application/problem+json": {"schema": _ref("Problem")}}}
+ERRORS = {"400": PROBLEM, "401": PROBLEM, "403": PROBLEM, "404": PROBLEM, "422": PROBLEM}
+PAGING = [
+    {"name": "page", "in": "query", "schema": {"type": "integer", "minimum": 1, "default": 1}},
+    {
+        "name": "per_page",
+        "in": "query",
+        "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 50},
+    },
+]
+UUID = {"type": "string", "format": "uuid"}
+TIME = {"type": ["string", "null"], "format": "date-time"}
+
+
+@cache
+def openapi_document() -> dict:
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Nectar Studio core API",
+            "version": "1",
+            "description": "Everything acts inside one organization: the API key's, or the signed-in "
+            "user's chosen one. Errors are RFC 9457 problem documents.",
+        },
+        "servers": [{"url": "/api/v1"}],
+        "security": [{"apiKey": []}, {"session": []}],
+        "paths": {
+            "/organization": {
+                "get": {
+                    "summary": "The organization",
+                    "responses": {"200": _json(_ref("Organization")), **ERRORS},
+                }
+            },
+            "/dashboard": {
+                "get": {
+                    "summary": "The organization's counts",
+                    "responses": {"200": _json(_ref("Counts")), **ERRORS},
+                }
+            },
+            "/members": {
+                "get": {
+                    "summary": "Members",
+                    "parameters": PAGING,
+                    "responses": {"200": _json(_page_of("Member")), **ERRORS},
+                }
+            },
+            "/members/{user_id}": {
+                "delete": {
+                    "summary": "Remove a member",
+                    "parameters": [{"name": "user_id", "in": "path", "required": True, "schema": UUID}],
+                    "responses": {"204": {"description": "Removed"}, **ERRORS},
+                }
+            },
+            "/api-keys": {
+                "get": {
+                    "summary": "API keys",
+                    "parameters": PAGING,
+                    "responses": {"200": _json(_page_of("ApiKey")), **ERRORS},
+                },
+                "post": {
+                    "summary": "Create an API key (the token is in this response only)",
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": _ref("NewApiKey")}},
+                    },
+                    "responses": {"201": _json(_ref("CreatedApiKey"), "Created"), **ERRORS},
+                },
+            },
+            "/api-keys/{key_id}": {
+                "delete": {
+                    "summary": "Revoke an API key",
+                    "parameters": [{"name": "key_id", "in": "path", "required": True, "schema": UUID}],
+                    "responses": {"204": {"description": "Revoked"}, **ERRORS},
+                }
+            },
+            "/invitations": {
+                "get": {
+                    "summary": "Invitations",
+                    "parameters": PAGING,
+                    "responses": {"200": _json(_page_of("Invitation")), **ERRORS},
+                },
+                "post": {
+                    "summary": "Invite someone by email",
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": _ref("NewInvitation")}},
+                    },
+                    "responses": {"201": _json(_ref("Invitation"), "Created"), **ERRORS},
+                },
+            },
+            "/invitations/{invitation_id}": {
+                "delete": {
+                    "summary": "Withdraw an invitation",
+                    "parameters": [{"name": "invitation_id", "in": "path", "required": True, "schema": UUID}],
+                    "responses": {"204": {"description": "Withdrawn"}, **ERRORS},
+                }
+            },
+        },
+        "components": {
+            "securitySchemes": {
+                "apiKey": {"type": "http", "scheme": "bearer", "description": "An API key: nsk_..."},
+                "session": {"type": "apiKey", "in": "cookie", "name": "nectar_core_session"},
+            },
+            "schemas": {
+                "Problem": {
+                    "type": "object",
+                    "properties": {
+                        "type": {"type": "string"},
+                        "title": {"type": "string"},
+                        "status": {"type": "integer"},
+                        "detail": {"type": "string"},
+                        "errors": {
+                            "type": "object",
+                            "additionalProperties": {"type": "array", "items": {"type": "string"}},
+                        },
+                    },
+                },
+                "Organization": {
+                    "type": "object",
+                    "properties": {
+                        "id": UUID,
+                        "name": {"type": "string"},
+                        "slug": {"type": "string"},
+                        "timezone": {"type": "string"},
+                        "plan": {"type": "string"},
+                        "status": {"enum": ["active", "suspended"]},
+                    },
+                },
+                "Counts": {
+                    "type": "object",
+                    "properties": {
+                        name: {"type": "integer"}
+                        for name in ("members", "services", "endpoints", "workflows", "runs_this_week")
+                    },
+                },
+                "Member": {
+                    "type": "object",
+                    "properties": {
+                        "user_id": UUID,
+                        "email": {"type": "string", "format": "email"},
+                        "display_name": {"type": ["string", "null"]},
+                        "role": {"enum": ["owner", "admin", "member"]},
+                        "joined_at": TIME,
+                    },
+                },
+                "ApiKey": {
+                    "type": "object",
+                    "properties": {
+                        "id": UUID,
+                        "name": {"type": "string"},
+                        "prefix": {"type": "string"},
+                        "created_at": TIME,
+                        "last_used_at": TIME,
+                        "revoked_at": TIME,
+                    },
+                },
+                "NewApiKey": {
+                    "type": "object",
+                    "required": ["name"],
+                    "properties": {"name": {"type": "string", "minLength": 1, "maxLength": 100}},
+                },
+                "CreatedApiKey": {
+                    "allOf": [_ref("ApiKey"), {"type": "object", "properties": {"token": {"type": "string"}}}]
+                },
+                "Invitation": {
+                    "type": "object",
+                    "properties": {
+                        "id": UUID,
+                        "email": {"type": "string", "format": "email"},
+                        "role": {"enum": ["owner", "admin", "member"]},
+                        "expires_at": TIME,
+                        "accepted_at": TIME,
+                    },
+                },
+                "NewInvitation": {
+                    "type": "object",
+                    "required": ["email"],
+                    "properties": {
+                        "email": {"type": "string", "format": "email"},
+                        "role": {"enum": ["owner", "admin", "member"]},
+                    },
+                },
+            },
+        },
+    }

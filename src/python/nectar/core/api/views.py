@@ -1,0 +1,252 @@
+"""The JSON API under /api/v1: session or API-key authentication, pagination, RFC 9457 errors."""
+
+from __future__ import annotations
+
+import uuid
+
+from flask import Blueprint, g, jsonify, request, url_for
+from flask_login import current_user
+from sqlalchemy import select
+
+from nectar.core.access import OrgContext, PermissionDenied
+from nectar.core.api.openapi import openapi_document
+from nectar.core.api_keys import service as api_keys
+from nectar.core.dashboard import org_counts
+from nectar.core.extensions import csrf
+from nectar.core.links import external_url
+from nectar.core.orgs import service as orgs
+from nectar.schema.models import ApiKey, Invitation, Membership, Organization, User
+from nectar.shared.database import db
+from nectar.shared.web import problem
+
+api = Blueprint("api", __name__, url_prefix="/api/v1")
+csrf.exempt(api)  # bearer requests carry no cookie; session requests are checked in _authenticate
+MAX_PER_PAGE = 100
+UNSAFE = {"POST", "PUT", "PATCH", "DELETE"}
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, detail: str, **extra):
+        super().__init__(detail)
+        self.status, self.detail, self.extra = status, detail, extra
+
+
+@api.errorhandler(ApiError)
+def _api_error(error: ApiError):
+    return problem(error.status, error.detail, **error.extra)
+
+
+@api.errorhandler(PermissionDenied)
+def _denied(error):
+    return problem(403, str(error))
+
+
+@api.errorhandler(LookupError)
+def _missing(_error):
+    return problem(404, "No such resource in this organization.")
+
+
+@api.errorhandler(orgs.OrgError)
+def _invalid(error):
+    return problem(422, str(error), errors={error.field or "body": [str(error)]})
+
+
+@api.before_request
+def _authenticate():
+    if request.endpoint == "api.openapi":
+        return None
+    header = request.headers.get("Authorization", "")
+    if header.startswith("Bearer "):
+        principal = api_keys.authenticate(db.session, header.removeprefix("Bearer ").strip())
+        if principal is None:
+            return _unauthorized("The API key is unknown, revoked, or its organization is suspended.")
+        g.api_principal = principal
+        g.org_context = OrgContext(org=db.session.get(Organization, principal.org_id), role=principal.role)
+        return None
+    if not current_user.is_authenticated:
+        return _unauthorized("Send an API key as `Authorization: Bearer nsk_...`, or sign in.")
+    if request.method in UNSAFE:
+        csrf.protect()  # a browser session must prove the request came from our own pages
+    context = g.get("org_context")
+    if context is None:
+        return problem(409, "Choose an organization first (POST /orgs/<id>/switch in the web app).")
+    if context.org.status != "active":
+        return problem(
+            403, f"{context.org.name} is suspended: {context.org.suspended_reason or 'contact support'}."
+        )
+    return None
+
+
+def _unauthorized(detail: str):
+    response = problem(401, detail)
+    response.headers["WWW-Authenticate"] = 'Bearer realm="nectar"'
+    return response
+
+
+def _ctx() -> OrgContext:
+    return g.org_context
+
+
+def _user_id() -> uuid.UUID | None:
+    return None if g.get("api_principal") else current_user.user.id
+
+
+def _page() -> tuple[int, int]:
+    try:
+        page = int(request.args.get("page", 1))
+        per_page = int(request.args.get("per_page", 50))
+    except ValueError:
+        raise ApiError(400, "page and per_page must be whole numbers.") from None
+    if page < 1 or not 1 <= per_page <= MAX_PER_PAGE:
+        raise ApiError(400, f"page starts at 1; per_page is 1 to {MAX_PER_PAGE}.")
+    return page, per_page
+
+
+def _paginated(statement, render):
+    """One page of `statement`, without counting the whole table: fetch one extra row to know if
+    there is a next page."""
+    page, per_page = _page()
+    rows = list(db.session.execute(statement.limit(per_page + 1).offset((page - 1) * per_page)).tuples())
+    has_next = len(rows) > per_page
+    items = [render(*row) for row in rows[:per_page]]
+    body = {"items": items, "page": page, "per_page": per_page}
+    body["next"] = url_for(request.endpoint, page=page + 1, per_page=per_page) if has_next else None
+    return jsonify(body)
+
+
+def _body() -> dict:
+    data = request.get_json(silent=True)
+    if not isinstance(data, dict):
+        raise ApiError(400, "Send a JSON object with Content-Type: application/json.")
+    return data
+
+
+def _iso(value):
+    return value.isoformat() if value else None
+
+
+@api.get("/openapi.json")
+def openapi():
+    return jsonify(openapi_document())
+
+
+@api.get("/organization")
+def organization():
+    org = _ctx().org
+    return jsonify(
+        id=str(org.id), name=org.name, slug=org.slug, timezone=org.timezone, plan=org.plan, status=org.status
+    )
+
+
+@api.get("/dashboard")
+def dashboard():
+    return jsonify(org_counts(db.session).as_dict())
+
+
+@api.get("/members")
+def members():
+    statement = (
+        select(Membership, User)
+        .join(User, User.id == Membership.user_id)
+        .order_by(Membership.created_at, Membership.user_id)
+    )
+    return _paginated(
+        statement,
+        lambda m, u: {
+            "user_id": str(u.id),
+            "email": u.email,
+            "display_name": u.display_name,
+            "role": m.role,
+            "joined_at": _iso(m.created_at),
+        },
+    )
+
+
+@api.delete("/members/<uuid:user_id>")
+def remove_member(user_id: uuid.UUID):
+    orgs.remove_member(db.session, _ctx(), _user_id(), user_id)
+    db.session.commit()
+    return "", 204
+
+
+def _key_json(key: ApiKey) -> dict:
+    return {
+        "id": str(key.id),
+        "name": key.name,
+        "prefix": key.prefix,
+        "created_at": _iso(key.created_at),
+        "last_used_at": _iso(key.last_used_at),
+        "revoked_at": _iso(key.revoked_at),
+    }
+
+
+@api.get("/api-keys")
+def list_api_keys():
+    return _paginated(select(ApiKey).order_by(ApiKey.created_at.desc(), ApiKey.id), _key_json)
+
+
+@api.post("/api-keys")
+def create_api_key():
+    name = _body().get("name")
+    if not isinstance(name, str):
+        raise ApiError(422, "name is required.", errors={"name": ["A string of 1 to 100 characters."]})
+    try:
+        key, token = api_keys.create_key(db.session, _ctx(), _user_id(), name)
+    except ValueError as error:
+        raise ApiError(422, str(error), errors={"name": [str(error)]}) from None
+    db.session.commit()
+    return jsonify({**_key_json(key), "token": token}), 201
+
+
+@api.delete("/api-keys/<uuid:key_id>")
+def revoke_api_key(key_id: uuid.UUID):
+    api_keys.revoke_key(db.session, _ctx(), key_id)
+    db.session.commit()
+    return "", 204
+
+
+def _invitation_json(invitation: Invitation) -> dict:
+    return {
+        "id": str(invitation.id),
+        "email": invitation.email,
+        "role": invitation.role,
+        "expires_at": _iso(invitation.expires_at),
+        "accepted_at": _iso(invitation.accepted_at),
+    }
+
+
+@api.get("/invitations")
+def list_invitations():
+    return _paginated(
+        select(Invitation).order_by(Invitation.created_at.desc(), Invitation.id), _invitation_json
+    )
+
+
+@api.post("/invitations")
+def create_invitation():
+    body = _body()
+    email, role = body.get("email"), body.get("role", "member")
+    if not isinstance(email, str) or not isinstance(role, str):
+        raise ApiError(422, "email (string) is required; role is owner, admin or member.")
+    from nectar.core.accounts.service import AccountError
+
+    try:
+        invitation = orgs.invite(
+            db.session,
+            _ctx(),
+            _user_id(),
+            email,
+            role,
+            lambda t: external_url("orgs.accept_invitation", token=t),
+        )
+    except AccountError as error:
+        raise ApiError(422, str(error), errors={"email": [str(error)]}) from None
+    db.session.commit()
+    return jsonify(_invitation_json(invitation)), 201
+
+
+@api.delete("/invitations/<uuid:invitation_id>")
+def revoke_invitation(invitation_id: uuid.UUID):
+    orgs.revoke_invitation(db.session, _ctx(), invitation_id)
+    db.session.commit()
+    return "", 204

@@ -1,0 +1,61 @@
+"""API key pages: list, create (the token is shown once), revoke."""
+
+from __future__ import annotations
+
+import uuid
+
+from flask import Blueprint, abort, flash, redirect, render_template, url_for
+from flask_login import current_user
+
+from nectar.core.access import PermissionDenied, current_org, org_required
+from nectar.core.api_keys import service
+from nectar.core.orgs.forms import ActionForm
+from nectar.shared.database import db
+
+api_keys = Blueprint("api_keys", __name__)
+
+
+@api_keys.get("/org/api-keys")
+@org_required()
+def index(new_token: str | None = None):
+    return render_template(
+        "core/api_keys/index.html",
+        ctx=current_org(),
+        keys=service.list_keys(db.session),
+        form=ActionForm(),
+        new_token=new_token,
+    )
+
+
+@api_keys.post("/org/api-keys")
+@org_required("admin")
+def create():
+    form = ActionForm()
+    if not form.validate_on_submit():
+        abort(400, "The form expired; reload the page and try again.")
+    try:
+        key, token = service.create_key(
+            db.session, current_org(), current_user.user.id, form.target.data or ""
+        )
+    except ValueError as error:
+        flash(str(error), "error")
+        return redirect(url_for("api_keys.index"))
+    db.session.commit()
+    flash(f"Key “{key.name}” created. Copy it now: it will not be shown again.", "success")
+    return index(new_token=token)
+
+
+@api_keys.post("/org/api-keys/<uuid:key_id>/revoke")
+@org_required("admin")
+def revoke(key_id: uuid.UUID):
+    if not ActionForm().validate_on_submit():
+        abort(400, "The form expired; reload the page and try again.")
+    try:
+        key = service.revoke_key(db.session, current_org(), key_id)
+    except LookupError:
+        abort(404)
+    except PermissionDenied as denied:
+        abort(403, str(denied))
+    db.session.commit()
+    flash(f"Key “{key.name}” revoked.", "info")
+    return redirect(url_for("api_keys.index"))

@@ -1,0 +1,124 @@
+"""HTTP client for core's service API. Imported by marketing and admin; imports nothing of core."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
+
+API_PREFIX = "/internal/v1"
+
+
+class CoreUnavailable(Exception):
+    """Core did not answer (down, unreachable, timed out, or failing) after the retries."""
+
+
+class CoreRefused(Exception):
+    """Core answered and said no (4xx): `status` and core's `detail`."""
+
+    def __init__(self, status: int, detail: str):
+        super().__init__(f"core refused ({status}): {detail}")
+        self.status, self.detail = status, detail
+
+
+@dataclass(frozen=True)
+class ProvisionedAccount:
+    user_id: uuid.UUID
+    organization_id: uuid.UUID
+    created_user: bool
+    created_organization: bool
+
+
+@dataclass(frozen=True)
+class OrganizationPlan:
+    organization_id: uuid.UUID
+    plan: str
+    status: str
+
+
+class CoreClient:
+    def __init__(self, base_url: str, token: str | None, *, timeout: float = 5.0, retries: int = 3):
+        self.base_url = base_url.rstrip("/")
+        self._token = token
+        self._timeout = timeout
+        self._http = requests.Session()
+        retry = Retry(
+            total=retries,
+            connect=retries,
+            read=retries,
+            status=retries,
+            backoff_factor=0.3,
+            status_forcelist=(502, 503, 504),
+            allowed_methods=None,  # every contract call is idempotent, POST included
+            raise_on_status=False,
+        )
+        self._http.mount("http://", HTTPAdapter(max_retries=retry))
+        self._http.mount("https://", HTTPAdapter(max_retries=retry))
+
+    def create_account(
+        self,
+        *,
+        email: str,
+        organization_name: str,
+        request_id: str,
+        plan: str = "free",
+        display_name: str | None = None,
+    ) -> ProvisionedAccount:
+        """Creates (or finds) the user and a new organization they own. `request_id` makes the call
+        idempotent: the same id returns the organization the first call made. A new user gets an
+        email to set their password."""
+        body = self._call(
+            "POST",
+            "/accounts",
+            {
+                "email": email,
+                "organization_name": organization_name,
+                "plan": plan,
+                "display_name": display_name,
+                "request_id": request_id,
+            },
+        )
+        return ProvisionedAccount(
+            user_id=uuid.UUID(body["user_id"]),
+            organization_id=uuid.UUID(body["organization_id"]),
+            created_user=body["created_user"],
+            created_organization=body["created_organization"],
+        )
+
+    def suspend_organization(self, organization_id: uuid.UUID, reason: str) -> OrganizationPlan:
+        return self._plan(self._call("POST", f"/organizations/{organization_id}/suspend", {"reason": reason}))
+
+    def reactivate_organization(self, organization_id: uuid.UUID) -> OrganizationPlan:
+        return self._plan(self._call("POST", f"/organizations/{organization_id}/reactivate", {}))
+
+    def organization_plan(self, organization_id: uuid.UUID) -> OrganizationPlan:
+        return self._plan(self._call("GET", f"/organizations/{organization_id}/plan"))
+
+    def set_plan(self, organization_id: uuid.UUID, plan: str) -> OrganizationPlan:
+        return self._plan(self._call("PUT", f"/organizations/{organization_id}/plan", {"plan": plan}))
+
+    @staticmethod
+    def _plan(body: dict) -> OrganizationPlan:
+        return OrganizationPlan(uuid.UUID(body["organization_id"]), body["plan"], body["status"])
+
+    def _call(self, method: str, path: str, body: dict | None = None) -> dict:
+        url = f"{self.base_url}{API_PREFIX}{path}"
+        headers = {"Authorization": f"Bearer {self._token}"} if self._token else {}
+        try:
+            response = self._http.request(method, url, json=body, headers=headers, timeout=self._timeout)
+        except requests.RequestException as error:
+            raise CoreUnavailable(
+                f"core is unreachable at {self.base_url} ({type(error).__name__}); try again later"
+            ) from None
+        if response.status_code >= 500:
+            raise CoreUnavailable(f"core answered {response.status_code} at {self.base_url}; try again later")
+        if response.status_code >= 400:
+            try:
+                detail = response.json().get("detail") or response.reason
+            except ValueError:
+                detail = response.reason
+            raise CoreRefused(response.status_code, detail)
+        return response.json()

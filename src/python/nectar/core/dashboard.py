@@ -1,0 +1,52 @@
+"""Each organization's home: its own counts, read under its tenant scope in one query."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from flask import Blueprint, redirect, render_template, url_for
+from flask_login import current_user
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+from nectar.core.access import current_org, org_required
+from nectar.shared.database import db
+
+dashboard = Blueprint("dashboard", __name__)
+
+
+@dataclass(frozen=True)
+class OrgCounts:
+    members: int
+    services: int
+    endpoints: int
+    workflows: int
+    runs_this_week: int
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+def org_counts(session: Session) -> OrgCounts:
+    """Counts for the organization the session is scoped to (row-level security picks the rows)."""
+    row = session.execute(
+        text(
+            "SELECT (SELECT count(*) FROM memberships), (SELECT count(*) FROM integration_connections), "
+            "(SELECT count(*) FROM endpoints), (SELECT count(*) FROM workflows), "
+            "(SELECT count(*) FROM workflow_runs WHERE queued_at >= now() - interval '7 days')"
+        )
+    ).one()
+    return OrgCounts(*row)
+
+
+@dashboard.get("/")
+def landing():
+    if current_user.is_authenticated:
+        return redirect(url_for("dashboard.home"))
+    return render_template("core/home.html")
+
+
+@dashboard.get("/dashboard")
+@org_required()
+def home():
+    return render_template("core/dashboard.html", ctx=current_org(), counts=org_counts(db.session))

@@ -1,0 +1,272 @@
+"""Organizations: create, choose, settings, members and roles, invitations, ownership.
+
+Every function acting inside an organization takes its `OrgContext` (the caller's membership)
+and checks the caller's role here, on the server, whatever the page offered.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+import zoneinfo
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from nectar.core.access import ROLE_RANK, OrgContext, PermissionDenied
+from nectar.schema.models import Invitation, Membership, Organization, User
+from nectar.shared.database import tenant_scope
+from nectar.shared.mail import Email, queue_email
+from nectar.shared.tokens import TokenInvalid, make_token, read_token
+
+INVITATION_DAYS = 7
+SLUG_PATTERN = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+
+
+class OrgError(Exception):
+    """Bad input for an organization action; `field` names the form field (or None)."""
+
+    def __init__(self, message: str, field: str | None = None):
+        super().__init__(message)
+        self.field = field
+
+
+def slugify(name: str) -> str:
+    slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:63].strip("-")
+    return slug or "org"
+
+
+def _check_name(name: str) -> str:
+    name = (name or "").strip()
+    if not 2 <= len(name) <= 200:
+        raise OrgError("Use 2 to 200 characters.", "name")
+    return name
+
+
+def create_organization(
+    session: Session,
+    owner_id: uuid.UUID,
+    name: str,
+    *,
+    slug: str | None = None,
+    plan: str = "free",
+    external_ref: str | None = None,
+    org_id: uuid.UUID | None = None,
+) -> Organization:
+    """Creates the organization with `owner_id` as its owner; adds a number to a taken slug."""
+    name = _check_name(name)
+    base = slugify(slug or name)
+    if slug is not None and not SLUG_PATTERN.match(slug):
+        raise OrgError("Use lowercase letters, digits and dashes.", "slug")
+    org_id = org_id or uuid.uuid4()
+    with tenant_scope(session, org_id):
+        for attempt in range(20):
+            candidate = base if attempt == 0 else f"{base[:58]}-{attempt + 1}"
+            try:
+                with session.begin_nested():
+                    org = Organization(
+                        id=org_id, name=name, slug=candidate, plan=plan, external_ref=external_ref
+                    )
+                    session.add(org)
+                    session.flush()
+                break
+            except IntegrityError as error:
+                if "external_ref" in str(error.orig):
+                    raise
+                if slug is not None:
+                    raise OrgError("That address is taken; choose another.", "slug") from None
+        else:
+            raise OrgError("Could not find a free address for this name; choose one.", "slug")
+        session.add(Membership(org_id=org_id, user_id=owner_id, role="owner"))
+        session.flush()
+    return org
+
+
+def my_organizations(session: Session, user_id: uuid.UUID) -> list[tuple[Organization, str]]:
+    """The user's organizations and their role in each (readable under the user's own scope)."""
+    rows = session.execute(
+        select(Organization, Membership.role)
+        .join(Membership, Membership.org_id == Organization.id)
+        .where(Membership.user_id == user_id)
+        .order_by(Organization.name)
+    )
+    return [(org, role) for org, role in rows]
+
+
+def update_settings(session: Session, ctx: OrgContext, name: str, slug: str, timezone: str) -> Organization:
+    _require(ctx, "admin", "change the organization's settings")
+    org = ctx.org
+    org.name = _check_name(name)
+    if not SLUG_PATTERN.match(slug or ""):
+        raise OrgError("Use lowercase letters, digits and dashes (at most 63).", "slug")
+    if timezone not in zoneinfo.available_timezones():
+        raise OrgError("Choose a time zone from the list, such as Europe/Berlin or UTC.", "timezone")
+    org.slug, org.timezone = slug, timezone
+    try:
+        with session.begin_nested():
+            session.flush()
+    except IntegrityError:
+        raise OrgError("That address is taken; choose another.", "slug") from None
+    return org
+
+
+def members(session: Session, ctx: OrgContext) -> list[tuple[Membership, User]]:
+    return list(
+        session.execute(
+            select(Membership, User)
+            .join(User, User.id == Membership.user_id)
+            .where(Membership.org_id == ctx.org_id)
+            .order_by(Membership.created_at)
+        ).tuples()
+    )
+
+
+def pending_invitations(session: Session, ctx: OrgContext) -> list[Invitation]:
+    return list(
+        session.scalars(
+            select(Invitation)
+            .where(
+                Invitation.accepted_at.is_(None),
+                Invitation.revoked_at.is_(None),
+                Invitation.expires_at > func.now(),
+            )
+            .order_by(Invitation.created_at.desc())
+        )
+    )
+
+
+def _require(ctx: OrgContext, role: str, doing: str) -> None:
+    if ROLE_RANK[ctx.role] < ROLE_RANK[role]:
+        raise PermissionDenied(f"Only an {role} or above can {doing}; your role is {ctx.role}.")
+
+
+def _membership(session: Session, ctx: OrgContext, user_id: uuid.UUID) -> Membership:
+    membership = session.get(Membership, (ctx.org_id, user_id))
+    if membership is None:
+        raise LookupError("no such member")
+    return membership
+
+
+def _owner_count(session: Session) -> int:
+    return session.scalar(select(func.count()).select_from(Membership).where(Membership.role == "owner"))
+
+
+def invite(
+    session: Session, ctx: OrgContext, inviter_id: uuid.UUID, email: str, role: str, accept_link
+) -> Invitation:
+    from flask import current_app
+
+    from nectar.core.accounts.service import normalize_email
+
+    _require(ctx, "admin", "invite people")
+    if role not in ROLE_RANK:
+        raise OrgError("Choose owner, admin or member.", "role")
+    if role == "owner":
+        _require(ctx, "owner", "invite an owner")
+    email = normalize_email(email)
+    existing_user = session.scalar(select(User.id).where(User.email == email))
+    if existing_user is not None and session.get(Membership, (ctx.org_id, existing_user)) is not None:
+        raise OrgError(f"{email} is already a member of {ctx.org.name}.", "email")
+    invitation = Invitation(
+        id=uuid.uuid4(),
+        org_id=ctx.org_id,
+        email=email,
+        role=role,
+        invited_by=inviter_id,
+        expires_at=datetime.now(UTC) + timedelta(days=INVITATION_DAYS),
+    )
+    session.add(invitation)
+    session.flush()
+    token = make_token(
+        current_app.secret_key, "invitation", {"inv": str(invitation.id), "org": str(ctx.org_id)}
+    )
+    queue_email(
+        session,
+        Email(
+            to=email,
+            subject=f"You are invited to {ctx.org.name} on Nectar Studio",
+            body_text=(
+                f"You are invited to join {ctx.org.name} on Nectar Studio as {role}.\n\n"
+                f"Accept within {INVITATION_DAYS} days:\n\n{accept_link(token)}\n"
+            ),
+            category="org.invitation",
+        ),
+    )
+    return invitation
+
+
+def revoke_invitation(session: Session, ctx: OrgContext, invitation_id: uuid.UUID) -> None:
+    _require(ctx, "admin", "revoke invitations")
+    invitation = session.get(Invitation, invitation_id)
+    if invitation is None or invitation.org_id != ctx.org_id:
+        raise LookupError("no such invitation")
+    invitation.revoked_at = datetime.now(UTC)
+
+
+def invitation_from_token(session: Session, secret_key: str, token: str) -> tuple[Invitation, Organization]:
+    """The pending invitation a link names. Leaves the session scoped to its organization, which
+    the accept step needs; the caller's request ends with it."""
+    data = read_token(secret_key, "invitation", token, INVITATION_DAYS * 24 * 3600)
+    org_id = uuid.UUID(data["org"])
+    from nectar.shared.database import scope_session
+
+    scope_session(session, org_id=org_id)
+    invitation = session.get(Invitation, uuid.UUID(data["inv"]))
+    if invitation is None or invitation.revoked_at is not None:
+        raise TokenInvalid("This invitation was withdrawn.")
+    if invitation.accepted_at is not None:
+        raise TokenInvalid("This invitation was already accepted. Sign in to use the organization.")
+    if invitation.expires_at < datetime.now(UTC):
+        raise TokenInvalid("This invitation has expired. Ask for a new one.")
+    return invitation, session.get(Organization, org_id)
+
+
+def accept_invitation(session: Session, invitation: Invitation, user: User) -> Membership:
+    if user.email.lower() != invitation.email.lower():
+        raise OrgError(f"This invitation is for {invitation.email}; you are signed in as {user.email}.")
+    membership = session.get(Membership, (invitation.org_id, user.id))
+    if membership is None:
+        membership = Membership(org_id=invitation.org_id, user_id=user.id, role=invitation.role)
+        session.add(membership)
+    invitation.accepted_at = datetime.now(UTC)
+    session.flush()
+    return membership
+
+
+def change_role(session: Session, ctx: OrgContext, user_id: uuid.UUID, role: str) -> Membership:
+    _require(ctx, "admin", "change roles")
+    if role not in ROLE_RANK:
+        raise OrgError("Choose owner, admin or member.", "role")
+    membership = _membership(session, ctx, user_id)
+    if "owner" in (role, membership.role):
+        _require(ctx, "owner", "make or unmake owners")
+    if membership.role == "owner" and role != "owner" and _owner_count(session) == 1:
+        raise OrgError("An organization needs an owner: make someone else owner first.")
+    membership.role = role
+    return membership
+
+
+def remove_member(
+    session: Session, ctx: OrgContext, acting_user: uuid.UUID | None, user_id: uuid.UUID
+) -> None:
+    membership = _membership(session, ctx, user_id)
+    if user_id != acting_user:
+        _require(ctx, "admin", "remove members")
+        if membership.role == "owner" and ctx.role != "owner":
+            raise PermissionDenied("An admin cannot remove an owner.")
+    if membership.role == "owner" and _owner_count(session) == 1:
+        raise OrgError("The last owner cannot leave: transfer ownership first.")
+    session.delete(membership)
+    session.flush()
+
+
+def transfer_ownership(session: Session, ctx: OrgContext, acting_user: uuid.UUID, user_id: uuid.UUID) -> None:
+    _require(ctx, "owner", "transfer ownership")
+    if user_id == acting_user:
+        raise OrgError("You already own this organization.")
+    target = _membership(session, ctx, user_id)
+    target.role = "owner"
+    session.flush()
+    _membership(session, ctx, acting_user).role = "admin"

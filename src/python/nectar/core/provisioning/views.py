@@ -1,0 +1,150 @@
+"""Core's service API (/internal/v1): what marketing and admin may ask of core, authenticated by the
+shared service credential. The client is nectar.core.contract."""
+
+from __future__ import annotations
+
+import hmac
+import uuid
+
+from flask import Blueprint, current_app, jsonify, request
+from sqlalchemy.exc import IntegrityError
+
+from nectar.core.accounts import service as accounts
+from nectar.core.contract.client import API_PREFIX
+from nectar.core.extensions import csrf
+from nectar.core.links import external_url
+from nectar.core.orgs import service as orgs
+from nectar.schema.models import Organization, User
+from nectar.shared.database import db, scope_session
+from nectar.shared.web import problem
+
+service_api = Blueprint("service_api", __name__, url_prefix=API_PREFIX)
+csrf.exempt(service_api)
+PLANS = ("free", "starter", "pro", "enterprise")
+# Organizations made for a request_id get an id derived from it, so a retry finds the first one.
+REQUEST_NAMESPACE = uuid.UUID("5b0f9c38-6d7e-4c1a-9a55-2f0e8f7f6d11")
+
+
+@service_api.before_request
+def _authenticate():
+    expected = current_app.config["NECTAR_SETTINGS"].service_token
+    if not expected:
+        return problem(503, "The service API is off: CORE_SERVICE_TOKEN is not set on core.")
+    given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+    if not given or not hmac.compare_digest(given.encode(), expected.encode()):
+        response = problem(401, "A valid service credential is required.")
+        response.headers["WWW-Authenticate"] = 'Bearer realm="nectar-services"'
+        return response
+    return None
+
+
+def _body() -> dict:
+    data = request.get_json(silent=True)
+    return data if isinstance(data, dict) else {}
+
+
+def _plan_json(org: Organization):
+    return jsonify(organization_id=str(org.id), plan=org.plan, status=org.status)
+
+
+def _organization(org_id: uuid.UUID) -> Organization | None:
+    scope_session(db.session, org_id=org_id)
+    return db.session.get(Organization, org_id)
+
+
+@service_api.post("/accounts")
+def create_account():
+    body = _body()
+    request_id = body.get("request_id")
+    plan = body.get("plan") or "free"
+    if not isinstance(request_id, str) or not request_id.strip():
+        return problem(422, "request_id is required (it makes retries safe).")
+    if plan not in PLANS:
+        return problem(422, f"plan must be one of {', '.join(PLANS)}.")
+    try:
+        email = accounts.normalize_email(str(body.get("email") or ""))
+    except accounts.AccountError as error:
+        return problem(422, str(error), errors={"email": [str(error)]})
+    org_id = uuid.uuid5(REQUEST_NAMESPACE, request_id)
+    user = accounts.find_user(db.session, email)
+    created_user = user is None
+    if created_user:
+        user = User(id=uuid.uuid4(), email=email, display_name=body.get("display_name") or None)
+        db.session.add(user)
+        db.session.flush()
+    existing = _organization(org_id)
+    if existing is not None:
+        return jsonify(
+            user_id=str(user.id), organization_id=str(org_id), created_user=False, created_organization=False
+        )
+    try:
+        org = orgs.create_organization(
+            db.session,
+            user.id,
+            str(body.get("organization_name") or ""),
+            plan=plan,
+            external_ref=request_id,
+            org_id=org_id,
+        )
+    except orgs.OrgError as error:
+        db.session.rollback()
+        return problem(422, str(error), errors={"organization_name": [str(error)]})
+    except IntegrityError:
+        db.session.rollback()  # a concurrent retry made it first
+        return problem(409, "This request_id is being provisioned already; retry.")
+    if created_user:
+        accounts.send_set_password(
+            db.session, user, lambda t: external_url("accounts.reset_password", token=t)
+        )
+    db.session.commit()
+    return (
+        jsonify(
+            user_id=str(user.id),
+            organization_id=str(org.id),
+            created_user=created_user,
+            created_organization=True,
+        ),
+        201,
+    )
+
+
+@service_api.post("/organizations/<uuid:org_id>/suspend")
+def suspend(org_id: uuid.UUID):
+    org = _organization(org_id)
+    if org is None:
+        return problem(404, "No such organization.")
+    reason = str(_body().get("reason") or "").strip()[:500]
+    if not reason:
+        return problem(422, "A reason is required; the organization's members will see it.")
+    org.status, org.suspended_reason = "suspended", reason
+    db.session.commit()
+    return _plan_json(org)
+
+
+@service_api.post("/organizations/<uuid:org_id>/reactivate")
+def reactivate(org_id: uuid.UUID):
+    org = _organization(org_id)
+    if org is None:
+        return problem(404, "No such organization.")
+    org.status, org.suspended_reason = "active", None
+    db.session.commit()
+    return _plan_json(org)
+
+
+@service_api.get("/organizations/<uuid:org_id>/plan")
+def plan(org_id: uuid.UUID):
+    org = _organization(org_id)
+    return _plan_json(org) if org else problem(404, "No such organization.")
+
+
+@service_api.put("/organizations/<uuid:org_id>/plan")
+def set_plan(org_id: uuid.UUID):
+    org = _organization(org_id)
+    if org is None:
+        return problem(404, "No such organization.")
+    new_plan = _body().get("plan")
+    if new_plan not in PLANS:
+        return problem(422, f"plan must be one of {', '.join(PLANS)}.")
+    org.plan = new_plan
+    db.session.commit()
+    return _plan_json(org)

@@ -1,0 +1,114 @@
+"""Core test helpers: an app on the test database, and a browser-like client that carries the CSRF
+token the way a page's form would."""
+
+from __future__ import annotations
+
+import re
+import uuid
+
+import pytest
+
+from nectar.core.app import create_app
+from nectar.shared.config import Role, Service
+
+SERVICE_TOKEN = "test-service-token-0123456789abcdef-0123456789"
+PASSWORD = "correct horse battery staple"
+
+
+@pytest.fixture(scope="module")
+def core_app(settings_for):
+    app = create_app(settings_for(Service.CORE, CORE_SERVICE_TOKEN=SERVICE_TOKEN))
+    yield app
+    from nectar.shared.database import db
+
+    with app.app_context():
+        db.engine.dispose()
+
+
+class Browser:
+    """A test client that submits forms with the CSRF token its pages carry."""
+
+    def __init__(self, app):
+        self.client = app.test_client()
+
+    def get(self, url, **kwargs):
+        return self.client.get(url, **kwargs)
+
+    def csrf_token(self) -> str:
+        page = self.client.get("/login").get_data(as_text=True)
+        match = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', page) or re.search(
+            r'name="csrf_token" value="([^"]+)"', page
+        )
+        assert match, "no CSRF token on the page"
+        return match.group(1)
+
+    def post(self, url, data=None, **kwargs):
+        data = dict(data or {})
+        data.setdefault("csrf_token", self.csrf_token())
+        return self.client.post(url, data=data, **kwargs)
+
+    def sign_up(self, email=None, password=PASSWORD, name="Test Person"):
+        email = email or unique_email()
+        response = self.post(
+            "/signup", {"email": email, "password": password, "confirm": password, "display_name": name}
+        )
+        assert response.status_code == 302, response.get_data(as_text=True)
+        return email
+
+    def sign_in(self, email, password=PASSWORD):
+        return self.post("/login", {"email": email, "password": password})
+
+    def create_org(self, name=None):
+        name = name or f"Org {uuid.uuid4().hex[:6]}"
+        response = self.post("/orgs/new", {"name": name})
+        assert response.status_code == 302, response.get_data(as_text=True)
+        return org_id_of(self)
+
+    def api(self, method, url, token=None, **kwargs):
+        headers = kwargs.pop("headers", {})
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        return self.client.open(url, method=method, headers=headers, **kwargs)
+
+
+def unique_email() -> str:
+    return f"person-{uuid.uuid4().hex[:10]}@example.com"
+
+
+def org_id_of(browser: Browser) -> uuid.UUID:
+    with browser.client.session_transaction() as session:
+        return uuid.UUID(session["org_id"])
+
+
+@pytest.fixture
+def browser(core_app) -> Browser:
+    return Browser(core_app)
+
+
+@pytest.fixture
+def new_browser(core_app):
+    return lambda: Browser(core_app)
+
+
+@pytest.fixture
+def outbox(database):
+    """Reads the email outbox as the admin role: the newest message to an address."""
+
+    def latest(to: str, category: str | None = None) -> dict:
+        with database.connect(Role.ADMIN) as conn:
+            row = conn.execute(
+                "SELECT subject, body_text, category FROM email_outbox WHERE to_address = %s "
+                "AND (%s::text IS NULL OR category = %s) ORDER BY created_at DESC LIMIT 1",
+                (to, category, category),
+            ).fetchone()
+        assert row is not None, f"no email to {to}"
+        return {"subject": row[0], "body": row[1], "category": row[2]}
+
+    return latest
+
+
+def link_in(body: str) -> str:
+    """The path and query of the first link in an email body (the test client needs no host)."""
+    match = re.search(r"https?://[^/\s]+(/\S+)", body)
+    assert match, body
+    return match.group(1)

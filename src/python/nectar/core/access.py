@@ -1,8 +1,8 @@
 """Who is asking, and as which organization: resolved once per request, enforced by decorators.
 
 Every request's database session is scoped to the signed-in user (their memberships become
-readable) and, once an organization is chosen and the user is a member of it, to that
-organization. With no organization chosen, tenant tables read as empty: core fails closed.
+readable) until an organization is chosen; then to that organization alone, once the user is
+checked to be its member. With no organization chosen, tenant tables read as empty: core fails closed.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from functools import wraps
 
 from flask import abort, flash, g, redirect, render_template, request, session, url_for
 from flask_login import current_user
+from sqlalchemy import select
 
 from nectar.schema.models import Membership, Organization
 from nectar.shared.database import db, scope_session
@@ -48,11 +49,15 @@ def resolve_request_scope() -> None:
     org_id = _chosen_org_id()
     if org_id is None:
         return
-    membership = db.session.get(Membership, (org_id, user_id))
+    membership = db.session.scalar(
+        select(Membership).where(Membership.org_id == org_id, Membership.user_id == user_id)
+    )
     if membership is None:
         session.pop("org_id", None)  # removed from it since: forget the choice
         return
-    scope_session(db.session, org_id=org_id, user_id=user_id)
+    # The tenant alone from here: with the user scope too, the user's memberships elsewhere would
+    # join this organization's rows (policies add up), and counts would be wrong.
+    scope_session(db.session, org_id=org_id)
     g.org_context = OrgContext(org=db.session.get(Organization, org_id), role=membership.role)
 
 

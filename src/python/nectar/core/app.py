@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Flask
 
-from nectar.core.access import resolve_request_scope
+from nectar.core.access import PermissionDenied, resolve_request_scope
 from nectar.core.accounts.views import accounts
 from nectar.core.api.views import api
 from nectar.core.api_keys.views import api_keys
@@ -14,7 +14,7 @@ from nectar.core.orgs.views import orgs
 from nectar.core.provisioning.views import service_api
 from nectar.schema.migrate import head_revision
 from nectar.shared.config import Service, Settings, load_settings
-from nectar.shared.web import create_service_app
+from nectar.shared.web import create_service_app, error_response
 
 SERVICE = Service.CORE
 
@@ -28,6 +28,9 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.before_request(resolve_request_scope)
     for blueprint in (dashboard, accounts, orgs, api_keys, api, service_api):
         app.register_blueprint(blueprint)
+    # Services raise these; every page and API route answers them the same way.
+    app.register_error_handler(PermissionDenied, lambda error: error_response(403, str(error)))
+    app.register_error_handler(LookupError, lambda _error: error_response(404, "There is nothing here."))
 
     @app.context_processor
     def _navigation():

@@ -39,7 +39,9 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
-db = SQLAlchemy(model_class=Base)
+# Objects stay readable after commit: reloading them could happen under a different scope (an
+# organization just created, say, is not visible to the scope the request started with).
+db = SQLAlchemy(model_class=Base, session_options={"expire_on_commit": False})
 
 
 @contextmanager

@@ -47,16 +47,16 @@ def wants_json() -> bool:
     return best in ("application/json", PROBLEM_JSON)
 
 
-def _handle_http_error(error: HTTPException):
-    status = error.code or 500
+def error_response(status: int, detail: str | None):
+    """The error as the client wants it: a problem document for APIs, a page for browsers."""
     if wants_json():
-        return problem(status, error.description)
-    return (
-        render_template(
-            "error.html", status=status, title=HTTPStatus(status).phrase, detail=error.description
-        ),
-        status,
-    )
+        return problem(status, detail)
+    page = render_template("error.html", status=status, title=HTTPStatus(status).phrase, detail=detail)
+    return page, status
+
+
+def _handle_http_error(error: HTTPException):
+    return error_response(error.code or 500, error.description)
 
 
 def _handle_unexpected_error(error: Exception):

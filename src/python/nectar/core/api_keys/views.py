@@ -7,7 +7,7 @@ import uuid
 from flask import Blueprint, abort, flash, redirect, render_template, url_for
 from flask_login import current_user
 
-from nectar.core.access import PermissionDenied, current_org, org_required
+from nectar.core.access import current_org, org_required
 from nectar.core.api_keys import service
 from nectar.core.orgs.forms import ActionForm
 from nectar.shared.database import db
@@ -50,12 +50,7 @@ def create():
 def revoke(key_id: uuid.UUID):
     if not ActionForm().validate_on_submit():
         abort(400, "The form expired; reload the page and try again.")
-    try:
-        key = service.revoke_key(db.session, current_org(), key_id)
-    except LookupError:
-        abort(404)
-    except PermissionDenied as denied:
-        abort(403, str(denied))
+    key = service.revoke_key(db.session, current_org(), key_id)
     db.session.commit()
     flash(f"Key “{key.name}” revoked.", "info")
     return redirect(url_for("api_keys.index"))

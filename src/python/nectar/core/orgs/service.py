@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from nectar.core.access import ROLE_RANK, OrgContext, PermissionDenied
 from nectar.schema.models import Invitation, Membership, Organization, User
-from nectar.shared.database import tenant_scope
+from nectar.shared.database import tenant_scope, user_scope
 from nectar.shared.mail import Email, queue_email
 from nectar.shared.tokens import TokenInvalid, make_token, read_token
 
@@ -86,13 +86,21 @@ def create_organization(
 
 def my_organizations(session: Session, user_id: uuid.UUID) -> list[tuple[Organization, str]]:
     """The user's organizations and their role in each (readable under the user's own scope)."""
-    rows = session.execute(
-        select(Organization, Membership.role)
-        .join(Membership, Membership.org_id == Organization.id)
-        .where(Membership.user_id == user_id)
-        .order_by(Organization.name)
-    )
-    return [(org, role) for org, role in rows]
+    with user_scope(session, user_id):
+        rows = session.execute(
+            select(Organization, Membership.role)
+            .join(Membership, Membership.org_id == Organization.id)
+            .where(Membership.user_id == user_id)
+            .order_by(Organization.name)
+        )
+        return [(org, role) for org, role in rows]
+
+
+def membership_of(session: Session, user_id: uuid.UUID, org_id: uuid.UUID) -> Membership | None:
+    with user_scope(session, user_id):
+        return session.scalar(
+            select(Membership).where(Membership.org_id == org_id, Membership.user_id == user_id)
+        )
 
 
 def update_settings(session: Session, ctx: OrgContext, name: str, slug: str, timezone: str) -> Organization:

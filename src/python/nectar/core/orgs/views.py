@@ -8,26 +8,15 @@ import zoneinfo
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
 
-from nectar.core.access import OrgContext, PermissionDenied, choose_org, current_org, org_required
+from nectar.core.access import OrgContext, choose_org, current_org, org_required
 from nectar.core.accounts import service as accounts
 from nectar.core.links import external_url
 from nectar.core.orgs import service
 from nectar.core.orgs.forms import ActionForm, CreateOrgForm, InviteForm, RoleForm, SettingsForm
-from nectar.schema.models import Membership
 from nectar.shared.database import db
 from nectar.shared.tokens import TokenInvalid
 
 orgs = Blueprint("orgs", __name__)
-
-
-@orgs.errorhandler(PermissionDenied)
-def _denied(error):
-    abort(403, str(error))
-
-
-@orgs.errorhandler(LookupError)
-def _missing(_error):
-    abort(404)
 
 
 @orgs.get("/orgs")
@@ -59,7 +48,7 @@ def create():
 def switch(org_id: uuid.UUID):
     if not ActionForm().validate_on_submit():
         abort(400, "The form expired; try again.")
-    if db.session.get(Membership, (org_id, current_user.user.id)) is None:
+    if service.membership_of(db.session, current_user.user.id, org_id) is None:
         abort(404)
     choose_org(org_id)
     return redirect(url_for("dashboard.home"))

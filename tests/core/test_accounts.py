@@ -1,0 +1,135 @@
+"""Accounts end to end through the web pages, against the real database and the real outbox."""
+
+import re
+
+import pytest
+
+from nectar.core.accounts import service
+from tests.core.conftest import PASSWORD, Browser, link_in, unique_email
+
+
+def test_sign_up_verify_email_and_sign_in(browser, new_browser, outbox):
+    email = browser.sign_up()
+    assert browser.get("/dashboard").headers["Location"].endswith("/orgs")  # signed in, no organization yet
+    message = outbox(email, "account.verify")
+    assert "Confirm your email" in message["subject"]
+    page = browser.get("/orgs/new").get_data(as_text=True)
+    assert "Please confirm" in page
+    assert browser.get(link_in(message["body"])).status_code == 302
+    assert "Please confirm" not in browser.get("/orgs/new").get_data(as_text=True)
+
+    other = new_browser()
+    response = other.sign_in(email)
+    assert response.status_code == 302 and response.headers["Location"].endswith("/dashboard")
+
+
+def test_sign_up_refuses_a_duplicate_email_and_a_short_password(browser, new_browser):
+    email = browser.sign_up()
+    again = new_browser().post("/signup", {"email": email.upper(), "password": PASSWORD, "confirm": PASSWORD})
+    assert again.status_code == 200
+    assert "already exists" in again.get_data(as_text=True)
+    short = new_browser().post("/signup", {"email": unique_email(), "password": "short", "confirm": "short"})
+    page = short.get_data(as_text=True)
+    assert re.search(r'id="password".*?field-error[^>]*>Use at least 12 characters', page, re.S)
+    mismatch = new_browser().post(
+        "/signup", {"email": unique_email(), "password": PASSWORD, "confirm": PASSWORD + "x"}
+    )
+    assert "The passwords differ." in mismatch.get_data(as_text=True)
+
+
+def test_a_wrong_password_is_refused_without_saying_which_part_was_wrong(browser, new_browser):
+    email = browser.sign_up()
+    other = new_browser()
+    wrong = other.sign_in(email, "not the password at all")
+    assert wrong.status_code == 401
+    assert "Wrong email or password." in wrong.get_data(as_text=True)
+    unknown = other.sign_in(unique_email(), PASSWORD)
+    assert unknown.status_code == 401
+    assert "Wrong email or password." in unknown.get_data(as_text=True)
+
+
+def test_repeated_failures_lock_the_account_briefly_and_say_so(browser, new_browser):
+    email = browser.sign_up()
+    attacker = new_browser()
+    for _ in range(service.ACCOUNT_BURST.events):
+        assert attacker.sign_in(email, "guess-guess-guess").status_code == 401
+    locked = attacker.sign_in(email, PASSWORD)  # even the right password waits out the lockout
+    assert locked.status_code == 429
+    assert "locked for" in locked.get_data(as_text=True)
+
+
+def test_sign_in_starts_a_new_session_and_sign_out_kills_it(core_app, browser, new_browser):
+    email = browser.sign_up()
+    browser.post("/logout")
+    before = browser.client.get_cookie("nectar_core_session")
+    browser.sign_in(email)
+    after = browser.client.get_cookie("nectar_core_session")
+    assert before is None or before.value != after.value
+    stolen = after.value
+    assert browser.post("/logout").status_code == 302
+    replay = Browser(core_app)
+    replay.client.set_cookie("nectar_core_session", stolen)
+    assert replay.get("/orgs").status_code == 302, "a signed-out session cookie must be worthless"
+
+
+def test_session_cookie_flags(browser, settings_for):
+    browser.sign_up()
+    cookie = browser.client.get_cookie("nectar_core_session")
+    assert cookie.http_only and cookie.same_site == "Lax"
+    from nectar.core.app import create_app
+    from nectar.shared.config import Service
+
+    production = create_app(settings_for(Service.CORE, NECTAR_ENV="production", SECRET_KEY="p" * 40))
+    assert production.config["SESSION_COOKIE_SECURE"] is True
+
+
+def test_forms_refuse_a_post_without_the_csrf_token(browser):
+    email = browser.sign_up()
+    response = browser.client.post("/login", data={"email": email, "password": PASSWORD})
+    assert response.status_code == 400
+
+
+def test_password_reset_works_once(browser, new_browser, outbox):
+    email = browser.sign_up()
+    visitor = new_browser()
+    assert visitor.post("/forgot-password", {"email": email}).status_code == 200
+    link = link_in(outbox(email, "account.reset")["body"])
+    assert visitor.get(link).status_code == 200
+    new_password = "a brand new password 42"
+    done = visitor.post(link, {"password": new_password, "confirm": new_password})
+    assert done.status_code == 302
+    assert new_browser().sign_in(email, PASSWORD).status_code == 401
+    assert new_browser().sign_in(email, new_password).status_code == 302
+    reused = visitor.post(link, {"password": "yet another password", "confirm": "yet another password"})
+    assert reused.status_code == 400
+    assert "already been used" in reused.get_data(as_text=True)
+    # The reset signed out every session, the original browser's included.
+    assert browser.get("/orgs").status_code == 302
+
+
+def test_an_expired_or_forged_reset_link_is_refused(browser, new_browser, outbox, monkeypatch):
+    email = browser.sign_up()
+    visitor = new_browser()
+    visitor.post("/forgot-password", {"email": email})
+    link = link_in(outbox(email, "account.reset")["body"])
+    monkeypatch.setattr(service, "RESET_MAX_AGE", -1)
+    expired = visitor.get(link)
+    assert expired.status_code == 400 and "expired" in expired.get_data(as_text=True)
+    forged = visitor.get(link[:-3] + "abc")
+    assert forged.status_code == 400 and "not valid" in forged.get_data(as_text=True)
+
+
+def test_forgot_password_does_not_reveal_whether_an_account_exists(new_browser):
+    response = new_browser().post("/forgot-password", {"email": unique_email()})
+    assert response.status_code == 200
+    assert "If an account uses that address" in response.get_data(as_text=True)
+
+
+@pytest.mark.parametrize("target", ["https://evil.example/", "//evil.example/x", "/\\evil"])
+def test_sign_in_never_redirects_off_site(browser, new_browser, target):
+    email = browser.sign_up()
+    other = new_browser()
+    response = other.post("/login", {"email": email, "password": PASSWORD, "next": target})
+    assert response.headers["Location"] in ("/dashboard", "http://localhost/dashboard") or response.headers[
+        "Location"
+    ].endswith("/dashboard")

@@ -1,0 +1,118 @@
+"""API keys and the JSON API: shown once, hashed, scoped, revocable; pagination; problem documents."""
+
+import re
+
+from nectar.shared.config import Role
+from tests.core.conftest import link_in, unique_email
+
+
+def _new_key(browser, name="CI") -> str:
+    page = browser.post("/org/api-keys", {"target": name}).get_data(as_text=True)
+    match = re.search(r'<pre class="token" id="new-token">(nsk_[^<]+)</pre>', page)
+    assert match, page
+    return match.group(1)
+
+
+def test_a_key_is_shown_once_stored_hashed_and_works_until_revoked(browser, database):
+    browser.sign_up()
+    org = browser.create_org()
+    token = _new_key(browser)
+    assert token not in browser.get("/org/api-keys").get_data(as_text=True), "the token is shown only once"
+    with database.connect(Role.ADMIN) as conn:
+        stored = conn.execute("SELECT key_hash, prefix FROM api_keys WHERE org_id = %s", (org,)).fetchone()
+    assert token not in stored and stored[0] != token
+
+    response = browser.api("GET", "/api/v1/organization", token=token)
+    assert response.status_code == 200 and response.json["id"] == str(org)
+    key_id = browser.api("GET", "/api/v1/api-keys", token=token).json["items"][0]["id"]
+    assert browser.api("GET", "/api/v1/api-keys", token=token).json["items"][0]["last_used_at"] is not None
+    assert browser.post(f"/org/api-keys/{key_id}/revoke").status_code == 302
+    refused = browser.api("GET", "/api/v1/organization", token=token)
+    assert refused.status_code == 401
+    assert refused.mimetype == "application/problem+json"
+
+
+def test_the_api_refuses_without_credentials_or_with_garbage(browser):
+    anonymous = browser.api("GET", "/api/v1/organization")
+    assert anonymous.status_code == 401 and anonymous.json["status"] == 401
+    assert anonymous.headers["WWW-Authenticate"].startswith("Bearer")
+    for token in ("nsk_", "nsk_nothex_abc", "nsk_" + "0" * 32 + "_guess", "sk_live_whatever"):
+        assert browser.api("GET", "/api/v1/organization", token=token).status_code == 401
+
+
+def test_api_keys_can_be_made_and_revoked_through_the_api(browser):
+    browser.sign_up()
+    browser.create_org()
+    token = _new_key(browser)
+    created = browser.api("POST", "/api/v1/api-keys", token=token, json={"name": "deploy bot"})
+    assert created.status_code == 201 and created.json["token"].startswith("nsk_")
+    assert browser.api("GET", "/api/v1/organization", token=created.json["token"]).status_code == 200
+    bad = browser.api("POST", "/api/v1/api-keys", token=token, json={"name": ""})
+    assert bad.status_code == 422 and "name" in bad.json["errors"]
+    not_json = browser.api("POST", "/api/v1/api-keys", token=token, data="name=x")
+    assert not_json.status_code == 400
+    assert browser.api("DELETE", f"/api/v1/api-keys/{created.json['id']}", token=token).status_code == 204
+    assert browser.api("GET", "/api/v1/organization", token=created.json["token"]).status_code == 401
+
+
+def test_members_are_paginated_without_counting_everything(browser, database):
+    browser.sign_up()
+    org = browser.create_org()
+    with database.connect(Role.ADMIN, autocommit=True) as conn:
+        for _ in range(7):
+            user = conn.execute(
+                "INSERT INTO users (email) VALUES (%s) RETURNING id", (unique_email(),)
+            ).fetchone()[0]
+            conn.execute(
+                "INSERT INTO memberships (org_id, user_id, role) VALUES (%s, %s, 'member')", (org, user)
+            )
+    token = _new_key(browser)
+    seen, url = [], "/api/v1/members?per_page=3"
+    while url:
+        page = browser.api("GET", url, token=token).json
+        assert len(page["items"]) <= 3
+        seen += [item["user_id"] for item in page["items"]]
+        url = page["next"]
+    assert len(seen) == len(set(seen)) == 8
+    assert browser.api("GET", "/api/v1/members?per_page=500", token=token).status_code == 400
+    assert browser.api("GET", "/api/v1/members?page=zero", token=token).status_code == 400
+
+
+def test_session_requests_need_csrf_for_writes_and_an_organization(browser):
+    browser.sign_up()
+    no_org = browser.api("GET", "/api/v1/organization")
+    assert no_org.status_code == 409 and "Choose an organization" in no_org.json["detail"]
+    browser.create_org()
+    assert browser.api("GET", "/api/v1/organization").status_code == 200
+    forged = browser.api("POST", "/api/v1/api-keys", json={"name": "x"})
+    assert forged.status_code == 400, "a cookie-authenticated write without the CSRF header is refused"
+    ok = browser.api(
+        "POST", "/api/v1/api-keys", json={"name": "x"}, headers={"X-CSRFToken": browser.csrf_token()}
+    )
+    assert ok.status_code == 201
+
+
+def test_invitations_through_the_api(browser, outbox):
+    browser.sign_up()
+    browser.create_org()
+    token = _new_key(browser)
+    email = unique_email()
+    created = browser.api("POST", "/api/v1/invitations", token=token, json={"email": email, "role": "admin"})
+    assert created.status_code == 201 and created.json["role"] == "admin"
+    assert "/invitations/accept?token=" in link_in(outbox(email, "org.invitation")["body"])
+    bad = browser.api("POST", "/api/v1/invitations", token=token, json={"email": "not-an-email"})
+    assert bad.status_code == 422
+
+
+def test_the_openapi_document_describes_the_api(browser):
+    document = browser.get("/api/v1/openapi.json").json
+    assert document["openapi"].startswith("3.1")
+    for path in (
+        "/organization",
+        "/members",
+        "/api-keys",
+        "/api-keys/{key_id}",
+        "/invitations",
+        "/dashboard",
+    ):
+        assert path in document["paths"]

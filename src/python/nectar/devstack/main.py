@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -108,6 +109,8 @@ def _first_dead(children: list[Child]) -> Child | None:
 
 def launch() -> int:
     environ = dict(os.environ)
+    # The services authenticate to core's contract with a shared credential; one per dev run.
+    environ.setdefault("CORE_SERVICE_TOKEN", secrets.token_urlsafe(32))
     started_database = False
     if uses_embedded_database(environ):
         started_database = not embedded_server_is_running(embedded_database_dir(environ))

@@ -181,6 +181,7 @@ def load_session(session: Session, session_id: str) -> tuple[UserSession, User] 
         return None
     if now - browser.last_seen_at > LAST_SEEN_RESOLUTION:
         browser.last_seen_at = now
+        session.commit()  # at most once per LAST_SEEN_RESOLUTION, so the idle limit sees activity
     return browser, user
 
 

@@ -1,10 +1,12 @@
 """Accounts end to end through the web pages, against the real database and the real outbox."""
 
 import re
+import time
 
 import pytest
 
 from nectar.core.accounts import service
+from nectar.shared.config import Role
 from tests.core.conftest import PASSWORD, Browser, link_in, unique_email
 
 
@@ -48,8 +50,10 @@ def test_a_wrong_password_is_refused_without_saying_which_part_was_wrong(browser
     assert "Wrong email or password." in unknown.get_data(as_text=True)
 
 
-def test_repeated_failures_lock_the_account_briefly_and_say_so(browser, new_browser):
+def test_repeated_failures_lock_the_account_briefly_and_say_so(browser, new_browser, monkeypatch):
     email = browser.sign_up()
+    frozen = time.time()
+    monkeypatch.setattr(service.time, "time", lambda: frozen)  # all attempts in one window
     attacker = new_browser()
     for _ in range(service.ACCOUNT_BURST.events):
         assert attacker.sign_in(email, "guess-guess-guess").status_code == 401
@@ -60,15 +64,15 @@ def test_repeated_failures_lock_the_account_briefly_and_say_so(browser, new_brow
 
 def test_sign_in_starts_a_new_session_and_sign_out_kills_it(core_app, browser, new_browser):
     email = browser.sign_up()
-    browser.post("/logout")
-    before = browser.client.get_cookie("nectar_core_session")
-    browser.sign_in(email)
-    after = browser.client.get_cookie("nectar_core_session")
-    assert before is None or before.value != after.value
-    stolen = after.value
+    first = browser.client.get_cookie("nectar_core_session").value
+    assert browser.post("/logout").status_code == 302
+    assert browser.sign_in(email).status_code == 302
+    second = browser.client.get_cookie("nectar_core_session").value
+    assert second != first, "sign-in must start a new session"
+    assert browser.get("/orgs").status_code == 200
     assert browser.post("/logout").status_code == 302
     replay = Browser(core_app)
-    replay.client.set_cookie("nectar_core_session", stolen)
+    replay.client.set_cookie("nectar_core_session", second)
     assert replay.get("/orgs").status_code == 302, "a signed-out session cookie must be worthless"
 
 
@@ -119,10 +123,22 @@ def test_an_expired_or_forged_reset_link_is_refused(browser, new_browser, outbox
     assert forged.status_code == 400 and "not valid" in forged.get_data(as_text=True)
 
 
-def test_forgot_password_does_not_reveal_whether_an_account_exists(new_browser):
-    response = new_browser().post("/forgot-password", {"email": unique_email()})
-    assert response.status_code == 200
-    assert "If an account uses that address" in response.get_data(as_text=True)
+def test_forgot_password_does_not_reveal_whether_an_account_exists(browser, new_browser):
+    known = browser.sign_up()
+    answers = [new_browser().post("/forgot-password", {"email": email}) for email in (known, unique_email())]
+    assert answers[0].status_code == answers[1].status_code == 200
+    assert answers[0].get_data(as_text=True) == answers[1].get_data(as_text=True)
+
+
+def test_reset_emails_to_one_address_are_limited(browser, new_browser, database):
+    email = browser.sign_up()
+    for _ in range(6):
+        new_browser().post("/forgot-password", {"email": email})
+    with database.connect(Role.ADMIN) as conn:
+        sent = conn.execute(
+            "SELECT count(*) FROM email_outbox WHERE to_address = %s AND category = 'account.reset'", (email,)
+        ).fetchone()[0]
+    assert sent == service.EMAIL_PER_ADDRESS.events
 
 
 @pytest.mark.parametrize("target", ["https://evil.example/", "//evil.example/x", "/\\evil"])

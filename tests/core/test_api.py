@@ -116,3 +116,13 @@ def test_the_openapi_document_describes_the_api(browser):
         "/dashboard",
     ):
         assert path in document["paths"]
+
+
+def test_members_cannot_list_invitations_and_huge_pages_are_refused(browser, new_browser, outbox):
+    from tests.core.test_orgs import _join
+
+    browser.sign_up()
+    browser.create_org()
+    _email, member = _join(browser, new_browser, outbox, "member")
+    assert member.api("GET", "/api/v1/invitations").status_code == 403
+    assert browser.api("GET", "/api/v1/members?page=100000000000000000000").status_code == 400

@@ -109,3 +109,25 @@ def test_the_client_times_out_on_a_core_that_hangs():
             CoreClient(f"http://127.0.0.1:{port}", SERVICE_TOKEN, timeout=0.5, retries=0).organization_plan(
                 uuid.uuid4()
             )
+
+
+def test_a_paid_organization_never_goes_to_an_unverified_squatter(client, new_browser, outbox, database):
+    squatter = new_browser()
+    email = squatter.sign_up()  # registered, never verified
+    provisioned = client.create_account(
+        email=email, organization_name="Victim Co", request_id=f"cs_{uuid.uuid4().hex}"
+    )
+    assert not provisioned.created_user
+    assert squatter.get("/orgs").status_code == 302, "the squatter's sessions are ended"
+    assert squatter.sign_in(email).status_code == 401, "and their password no longer works"
+    link = link_in(outbox(email, "account.set_password")["body"])
+    owner = new_browser()
+    assert owner.post(link, {"password": PASSWORD, "confirm": PASSWORD}).status_code == 302
+
+
+def test_a_retry_with_the_same_request_id_reports_the_real_owner(client):
+    request_id = f"cs_{uuid.uuid4().hex}"
+    first = client.create_account(email=unique_email(), organization_name="Once Co", request_id=request_id)
+    retry = client.create_account(email=unique_email(), organization_name="Once Co", request_id=request_id)
+    assert (retry.organization_id, retry.user_id) == (first.organization_id, first.user_id)
+    assert not retry.created_user and not retry.created_organization

@@ -109,11 +109,18 @@ def test_lists_and_counts_show_only_the_callers_organization(two_orgs):
     assert a.api("GET", "/api/v1/organization", token=token).json["id"] == str(two_orgs["org_a"])
 
 
-def test_a_key_cannot_be_pointed_at_another_organization(two_orgs):
-    """The key names its organization; swapping in B's id gives a key that matches nothing."""
-    token = two_orgs["a_token"]
-    forged = "nsk_" + two_orgs["org_b"].hex + token[len("nsk_") + 32 :]
-    assert two_orgs["a"].api("GET", "/api/v1/organization", token=forged).status_code == 401
+def test_a_key_row_of_another_organization_is_invisible_to_the_lookup(two_orgs, database):
+    """A token naming org A whose hash sits in a row of org B: the lookup runs under A's scope, so
+    B's row is invisible and the token is refused (the hash alone must not authenticate)."""
+    import hashlib
+
+    token = "nsk_" + two_orgs["org_a"].hex + "_planted-in-b"
+    with database.connect(Role.ADMIN, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO api_keys (org_id, name, prefix, key_hash) VALUES (%s, 'planted', 'x', %s)",
+            (two_orgs["org_b"], hashlib.sha256(token.encode()).hexdigest()),
+        )
+    assert two_orgs["a"].api("GET", "/api/v1/organization", token=token).status_code == 401
 
 
 def test_a_session_cannot_choose_another_organization_by_editing_its_cookie(two_orgs):

@@ -138,3 +138,35 @@ def test_roles_change_only_within_the_rules(browser, new_browser, outbox, databa
 def _user_id(database, email) -> uuid.UUID:
     with database.connect(Role.ADMIN) as conn:
         return conn.execute("SELECT id FROM users WHERE email = %s", (email,)).fetchone()[0]
+
+
+def test_a_slug_with_a_trailing_newline_is_refused(browser, database):
+    browser.sign_up()
+    org = browser.create_org()
+    response = browser.post("/org/settings", {"name": "Acme", "slug": "acme\n", "timezone": "UTC"})
+    assert "lowercase letters" in response.get_data(as_text=True)
+    with database.connect(Role.ADMIN) as conn:
+        assert "\n" not in conn.execute("SELECT slug FROM organizations WHERE id = %s", (org,)).fetchone()[0]
+
+
+def test_removing_an_admin_revokes_their_keys_and_invitations(browser, new_browser, outbox, database):
+    browser.sign_up()
+    org = browser.create_org()
+    admin_email, admin = _join(browser, new_browser, outbox, "admin")
+    admin.post("/org/api-keys", {"target": "mine"})
+    _invite(admin, unique_email(), "admin")
+    browser.post(f"/org/members/{_user_id(database, admin_email)}/remove")
+    with database.connect(Role.ADMIN) as conn:
+        assert (
+            conn.execute(
+                "SELECT count(*) FROM api_keys WHERE org_id = %s AND revoked_at IS NULL", (org,)
+            ).fetchone()[0]
+            == 0
+        )
+        assert (
+            conn.execute(
+                "SELECT count(*) FROM invitations WHERE org_id = %s AND revoked_at IS NULL AND accepted_at IS NULL",
+                (org,),
+            ).fetchone()[0]
+            == 0
+        )

@@ -150,6 +150,8 @@ class Settings:
     service_token: str | None = None
     # The address people use for this service, for links in emails (<SERVICE>_PUBLIC_URL).
     public_url: str = ""
+    # How many proxies (load balancers) in front may set X-Forwarded-For/-Proto (TRUSTED_PROXY_HOPS).
+    trusted_proxy_hops: int = 0
 
     @property
     def is_production(self) -> bool:
@@ -195,5 +197,6 @@ def load_settings(service: Service, environ: Mapping[str, str] | None = None) ->
         database_url=database_url(SERVICE_ROLES[service], environ),
         service_urls=service_urls,
         service_token=service_token,
+        trusted_proxy_hops=env_int(environ, "TRUSTED_PROXY_HOPS", 0, low=0, high=5),
         public_url=env_str(environ, f"{service.upper()}_PUBLIC_URL", f"http://127.0.0.1:{port}").rstrip("/"),
     )

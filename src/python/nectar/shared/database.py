@@ -90,16 +90,15 @@ def _scoped(session: Session, setting: str, value: uuid.UUID | str) -> Iterator[
         if session.in_transaction():
             _apply_scope(session.connection(), scope)
         yield
-    except BaseException:
-        # The transaction failed or is being abandoned: its rollback discards the setting.
+    finally:
+        # Also when the block raised: a caller that catches the error and goes on in the same
+        # transaction must not stay scoped. A failed transaction is rolled back anyway.
         _restore(scope, setting, previous)
-        raise
-    _restore(scope, setting, previous)
-    if session.in_transaction():
-        connection = session.connection()
-        status = connection.connection.dbapi_connection.info.transaction_status
-        if status != psycopg.pq.TransactionStatus.INERROR:  # a failed transaction is rolled back anyway
-            _apply_scope(connection, {setting: previous or ""})
+        if session.in_transaction():
+            connection = session.connection()
+            status = connection.connection.dbapi_connection.info.transaction_status
+            if status != psycopg.pq.TransactionStatus.INERROR:
+                _apply_scope(connection, {setting: previous or ""})
 
 
 def _plain(session: Session | scoped_session) -> Session:
@@ -135,6 +134,9 @@ def _apply_scope(connection: Connection, scope: dict[str, str]) -> None:
 def tenant_transaction(conn: psycopg.Connection, org_id: uuid.UUID | str) -> Iterator[psycopg.Connection]:
     """The same scope for a raw psycopg connection: one transaction as organization `org_id`."""
     org = str(uuid.UUID(str(org_id)))
+    if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+        # Nested, it would be a savepoint, and the setting would outlive it in the outer transaction.
+        raise RuntimeError("tenant_transaction needs a connection outside any transaction")
     with conn.transaction():
         conn.execute(SET_TENANT_SQL, (org,))
         yield conn

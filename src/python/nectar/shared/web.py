@@ -13,6 +13,7 @@ from flask import Blueprint, Flask, current_app, jsonify, render_template, reque
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from nectar.shared.config import Settings
 from nectar.shared.database import db, engine_options
@@ -140,6 +141,11 @@ def create_service_app(settings: Settings, import_name: str, expected_revision: 
         SESSION_COOKIE_SECURE=secure_cookies,
         MAX_CONTENT_LENGTH=1024 * 1024,
     )
+    if settings.trusted_proxy_hops:
+        # Behind a load balancer: the client's address and scheme come from its X-Forwarded-* headers,
+        # so per-address limits and secure cookies see the real client, not the balancer.
+        hops = settings.trusted_proxy_hops
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
     db.init_app(app)
     app.register_blueprint(shared_ui)
     app.register_blueprint(health_blueprint(expected_revision))

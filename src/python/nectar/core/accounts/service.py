@@ -92,8 +92,22 @@ def create_invited_account(session: Session, email: str, password: str, display_
     return user
 
 
+EMAIL_PER_ADDRESS = throttle.Limit(events=3, window_seconds=3600)
+
+
+def email_allowed(session: Session, kind: str, email: str) -> bool:
+    """At most a few account emails of one kind per address and hour: no mail-bombing through us."""
+    return (
+        throttle.hit(session, f"core.mail.{kind}:{email.lower()}", EMAIL_PER_ADDRESS)
+        <= EMAIL_PER_ADDRESS.events
+    )
+
+
 def send_verification(session: Session, user: User, verify_link) -> None:
     from flask import current_app
+
+    if not email_allowed(session, "verify", user.email):
+        return
 
     token = make_token(current_app.secret_key, "verify-email", {"uid": str(user.id), "email": user.email})
     queue_email(
@@ -142,7 +156,9 @@ def sign_in(session: Session, email: str, password: str, address: str | None) ->
                 "try again then, or reset your password."
             )
     user = find_user(session, email)
-    if user is None or not user.is_active or not verify_password(user.password_hash, password):
+    # Always verify (against a dummy hash when there is no user), so timing reveals nothing.
+    password_ok = verify_password(user.password_hash if user else None, password)
+    if user is None or not user.is_active or not password_ok:
         for key, limit in keys:
             throttle.hit(session, key, limit, now)
         raise SignInRefused("Wrong email or password.")
@@ -210,7 +226,7 @@ def request_password_reset(session: Session, email: str, reset_link) -> None:
     except AccountError:
         return
     user = find_user(session, email)
-    if user is None or not user.is_active:
+    if user is None or not user.is_active or not email_allowed(session, "reset", user.email):
         return
     token = make_token(
         current_app.secret_key, "reset-password", {"uid": str(user.id), "fp": fingerprint(user.password_hash)}

@@ -22,6 +22,7 @@ from nectar.shared.web import problem
 api = Blueprint("api", __name__, url_prefix="/api/v1")
 csrf.exempt(api)  # bearer requests carry no cookie; session requests are checked in _authenticate
 MAX_PER_PAGE = 100
+MAX_PAGE = 100_000
 UNSAFE = {"POST", "PUT", "PATCH", "DELETE"}
 
 
@@ -97,8 +98,8 @@ def _page() -> tuple[int, int]:
         per_page = int(request.args.get("per_page", 50))
     except ValueError:
         raise ApiError(400, "page and per_page must be whole numbers.") from None
-    if page < 1 or not 1 <= per_page <= MAX_PER_PAGE:
-        raise ApiError(400, f"page starts at 1; per_page is 1 to {MAX_PER_PAGE}.")
+    if not 1 <= page <= MAX_PAGE or not 1 <= per_page <= MAX_PER_PAGE:
+        raise ApiError(400, f"page is 1 to {MAX_PAGE}; per_page is 1 to {MAX_PER_PAGE}.")
     return page, per_page
 
 
@@ -217,6 +218,8 @@ def _invitation_json(invitation: Invitation) -> dict:
 
 @api.get("/invitations")
 def list_invitations():
+    if not _ctx().at_least("admin"):
+        raise PermissionDenied("Only an admin or owner can see invitations.")
     return _paginated(
         select(Invitation).order_by(Invitation.created_at.desc(), Invitation.id), _invitation_json
     )

@@ -11,12 +11,12 @@ import uuid
 import zoneinfo
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from nectar.core.access import ROLE_RANK, OrgContext, PermissionDenied
-from nectar.schema.models import Invitation, Membership, Organization, User
+from nectar.schema.models import ApiKey, Invitation, Membership, Organization, User
 from nectar.shared.database import tenant_scope, user_scope
 from nectar.shared.mail import Email, queue_email
 from nectar.shared.tokens import TokenInvalid, make_token, read_token
@@ -58,7 +58,7 @@ def create_organization(
     """Creates the organization with `owner_id` as its owner; adds a number to a taken slug."""
     name = _check_name(name)
     base = slugify(slug or name)
-    if slug is not None and not SLUG_PATTERN.match(slug):
+    if slug is not None and not SLUG_PATTERN.fullmatch(slug):
         raise OrgError("Use lowercase letters, digits and dashes.", "slug")
     org_id = org_id or uuid.uuid4()
     with tenant_scope(session, org_id):
@@ -73,8 +73,8 @@ def create_organization(
                     session.flush()
                 break
             except IntegrityError as error:
-                if "external_ref" in str(error.orig):
-                    raise
+                if getattr(error.orig.diag, "constraint_name", None) != "uq_organizations_slug":
+                    raise  # the id or external_ref is taken: a concurrent provisioning retry
                 if slug is not None:
                     raise OrgError("That address is taken; choose another.", "slug") from None
         else:
@@ -107,7 +107,7 @@ def update_settings(session: Session, ctx: OrgContext, name: str, slug: str, tim
     _require(ctx, "admin", "change the organization's settings")
     org = ctx.org
     org.name = _check_name(name)
-    if not SLUG_PATTERN.match(slug or ""):
+    if not SLUG_PATTERN.fullmatch(slug or ""):
         raise OrgError("Use lowercase letters, digits and dashes (at most 63).", "slug")
     if timezone not in zoneinfo.available_timezones():
         raise OrgError("Choose a time zone from the list, such as Europe/Berlin or UTC.", "timezone")
@@ -252,8 +252,27 @@ def change_role(session: Session, ctx: OrgContext, user_id: uuid.UUID, role: str
         _require(ctx, "owner", "make or unmake owners")
     if membership.role == "owner" and role != "owner" and _owner_count(session) == 1:
         raise OrgError("An organization needs an owner: make someone else owner first.")
+    if ROLE_RANK[role] < ROLE_RANK["admin"] <= ROLE_RANK[membership.role]:
+        _revoke_left_behind(session, user_id)
     membership.role = role
     return membership
+
+
+def _revoke_left_behind(session: Session, user_id: uuid.UUID) -> None:
+    """Keys and invitations a person made as admin stop working when they stop being one."""
+    now = datetime.now(UTC)
+    session.execute(
+        update(ApiKey).where(ApiKey.created_by == user_id, ApiKey.revoked_at.is_(None)).values(revoked_at=now)
+    )
+    session.execute(
+        update(Invitation)
+        .where(
+            Invitation.invited_by == user_id,
+            Invitation.accepted_at.is_(None),
+            Invitation.revoked_at.is_(None),
+        )
+        .values(revoked_at=now)
+    )
 
 
 def remove_member(
@@ -266,6 +285,7 @@ def remove_member(
             raise PermissionDenied("An admin cannot remove an owner.")
     if membership.role == "owner" and _owner_count(session) == 1:
         raise OrgError("The last owner cannot leave: transfer ownership first.")
+    _revoke_left_behind(session, user_id)
     session.delete(membership)
     session.flush()
 

@@ -34,6 +34,7 @@ def create():
         try:
             org = service.create_organization(db.session, current_user.user.id, form.name.data)
         except service.OrgError as error:
+            db.session.rollback()
             form.name.errors.append(str(error))
         else:
             db.session.commit()

@@ -7,6 +7,7 @@ import hmac
 import uuid
 
 from flask import Blueprint, current_app, jsonify, request
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from nectar.core.accounts import service as accounts
@@ -14,7 +15,7 @@ from nectar.core.contract.client import API_PREFIX
 from nectar.core.extensions import csrf
 from nectar.core.links import external_url
 from nectar.core.orgs import service as orgs
-from nectar.schema.models import Organization, User
+from nectar.schema.models import Membership, Organization, User
 from nectar.shared.database import db, scope_session
 from nectar.shared.web import problem
 
@@ -57,26 +58,35 @@ def create_account():
     body = _body()
     request_id = body.get("request_id")
     plan = body.get("plan") or "free"
-    if not isinstance(request_id, str) or not request_id.strip():
-        return problem(422, "request_id is required (it makes retries safe).")
+    display_name = body.get("display_name")
+    if not isinstance(request_id, str) or not request_id.strip() or len(request_id) > 255:
+        return problem(422, "request_id is required, at most 255 characters (it makes retries safe).")
     if plan not in PLANS:
         return problem(422, f"plan must be one of {', '.join(PLANS)}.")
+    if display_name is not None and (not isinstance(display_name, str) or len(display_name) > 200):
+        return problem(422, "display_name must be a string of at most 200 characters.")
     try:
         email = accounts.normalize_email(str(body.get("email") or ""))
     except accounts.AccountError as error:
         return problem(422, str(error), errors={"email": [str(error)]})
     org_id = uuid.uuid5(REQUEST_NAMESPACE, request_id)
+    if _organization(org_id) is not None:  # a retry: answer with what the first call made
+        owner = db.session.scalar(select(Membership.user_id).where(Membership.role == "owner").limit(1))
+        return jsonify(
+            user_id=str(owner), organization_id=str(org_id), created_user=False, created_organization=False
+        )
     user = accounts.find_user(db.session, email)
     created_user = user is None
     if created_user:
-        user = User(id=uuid.uuid4(), email=email, display_name=body.get("display_name") or None)
+        user = User(id=uuid.uuid4(), email=email, display_name=display_name or None)
         db.session.add(user)
         db.session.flush()
-    existing = _organization(org_id)
-    if existing is not None:
-        return jsonify(
-            user_id=str(user.id), organization_id=str(org_id), created_user=False, created_organization=False
-        )
+    # An account nobody proved they own must not receive a paid organization: whoever registered
+    # the address first loses that account's password and sessions; the address's owner sets one.
+    claim = created_user or user.email_verified_at is None
+    if claim and not created_user:
+        user.password_hash = None
+        accounts.end_all_sessions(db.session, user.id)
     try:
         org = orgs.create_organization(
             db.session,
@@ -92,7 +102,7 @@ def create_account():
     except IntegrityError:
         db.session.rollback()  # a concurrent retry made it first
         return problem(409, "This request_id is being provisioned already; retry.")
-    if created_user:
+    if claim:
         accounts.send_set_password(
             db.session, user, lambda t: external_url("accounts.reset_password", token=t)
         )

@@ -1,0 +1,214 @@
+"""The workflow document: a published JSON Schema plus the checks a schema cannot express.
+
+A workflow is a trigger and a list of steps. Steps run in order; `condition` and `for_each` hold
+nested step lists; any step may name an `on_error` list and a `retry` policy. Values are JSON,
+and strings may embed expressions in `{{ ... }}` (JMESPath over the run's context, see
+expressions.py); a string that is exactly one `{{ ... }}` keeps the expression's JSON type.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import cache
+
+import jmespath
+from jsonschema import Draft202012Validator
+
+from nectar.core.workflows.expressions import ExpressionError, expressions_in
+
+STEP_TYPES = ("http_request", "transform", "condition", "for_each", "set", "delay", "send_email", "respond")
+MAX_STEPS_IN_DOCUMENT = 200
+MAX_FOR_EACH_ITEMS = 1000
+
+_STEP_LIST = {"type": "array", "items": {"$ref": "#/$defs/step"}, "maxItems": MAX_STEPS_IN_DOCUMENT}
+_ANY = {}
+
+WORKFLOW_SCHEMA: dict = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "$id": "https://nectar.studio/schemas/workflow-v1.json",
+    "title": "Nectar Studio workflow",
+    "type": "object",
+    "required": ["trigger", "steps"],
+    "additionalProperties": False,
+    "properties": {
+        "description": {"type": "string", "maxLength": 2000},
+        "trigger": {
+            "type": "object",
+            "required": ["type"],
+            "additionalProperties": False,
+            "properties": {
+                "type": {"enum": ["http", "manual", "schedule"]},
+                "cron": {"type": "string", "maxLength": 100},
+                "timezone": {"type": "string", "maxLength": 64},
+            },
+            "if": {"properties": {"type": {"const": "schedule"}}},
+            "then": {"required": ["cron"]},
+        },
+        "steps": {**_STEP_LIST, "minItems": 1},
+    },
+    "$defs": {
+        "retry": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "attempts": {"type": "integer", "minimum": 1, "maximum": 10},
+                "backoff_seconds": {"type": "number", "minimum": 0, "maximum": 300},
+                "multiplier": {"type": "number", "minimum": 1, "maximum": 10},
+            },
+        },
+        "step": {
+            "type": "object",
+            "required": ["id", "type"],
+            "properties": {
+                "id": {"type": "string", "pattern": "^[a-z][a-z0-9_]{0,63}$"},
+                "type": {"enum": list(STEP_TYPES)},
+                "name": {"type": "string", "maxLength": 200},
+                "retry": {"$ref": "#/$defs/retry"},
+                "on_error": _STEP_LIST,
+            },
+            "allOf": [
+                {
+                    "if": {"properties": {"type": {"const": "http_request"}}},
+                    "then": {
+                        "required": ["url"],
+                        "properties": {
+                            "method": {"enum": ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"]},
+                            "url": {"type": "string", "maxLength": 2000},
+                            "headers": {"type": "object", "additionalProperties": {"type": "string"}},
+                            "query": {"type": "object"},
+                            "body": _ANY,
+                            "connection": {"type": "string", "maxLength": 100},
+                            "timeout_seconds": {"type": "number", "exclusiveMinimum": 0, "maximum": 30},
+                        },
+                    },
+                },
+                {
+                    "if": {"properties": {"type": {"const": "transform"}}},
+                    "then": {"required": ["expression"], "properties": {"expression": {"type": "string", "maxLength": 2000}}},
+                },
+                {
+                    "if": {"properties": {"type": {"const": "condition"}}},
+                    "then": {
+                        "required": ["if", "then"],
+                        "properties": {"if": {"type": "string", "maxLength": 2000}, "then": _STEP_LIST, "else": _STEP_LIST},
+                    },
+                },
+                {
+                    "if": {"properties": {"type": {"const": "for_each"}}},
+                    "then": {
+                        "required": ["items", "steps"],
+                        "properties": {
+                            "items": {"type": "string", "maxLength": 2000},
+                            "steps": _STEP_LIST,
+                            "max_items": {"type": "integer", "minimum": 1, "maximum": MAX_FOR_EACH_ITEMS},
+                        },
+                    },
+                },
+                {
+                    "if": {"properties": {"type": {"const": "set"}}},
+                    "then": {"required": ["values"], "properties": {"values": {"type": "object"}}},
+                },
+                {
+                    "if": {"properties": {"type": {"const": "delay"}}},
+                    "then": {"required": ["seconds"], "properties": {"seconds": {"type": "number", "minimum": 0, "maximum": 86400}}},
+                },
+                {
+                    "if": {"properties": {"type": {"const": "send_email"}}},
+                    "then": {
+                        "required": ["to", "subject", "body"],
+                        "properties": {
+                            "to": {"type": "string", "maxLength": 320},
+                            "subject": {"type": "string", "maxLength": 300},
+                            "body": {"type": "string", "maxLength": 20000},
+                        },
+                    },
+                },
+                {
+                    "if": {"properties": {"type": {"const": "respond"}}},
+                    "then": {
+                        "properties": {
+                            "status": {"anyOf": [{"type": "integer", "minimum": 100, "maximum": 599}, {"type": "string"}]},
+                            "headers": {"type": "object", "additionalProperties": {"type": "string"}},
+                            "body": _ANY,
+                        }
+                    },
+                },
+            ],
+        },
+    },
+}
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One problem in a document: where (a JSON Pointer such as /steps/2/if) and what."""
+
+    path: str
+    message: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {"path": self.path, "message": self.message}
+
+
+def _pointer(parts) -> str:
+    return "/" + "/".join(str(part).replace("~", "~0").replace("/", "~1") for part in parts) if parts else "/"
+
+
+@cache
+def _validator() -> Draft202012Validator:
+    Draft202012Validator.check_schema(WORKFLOW_SCHEMA)
+    return Draft202012Validator(WORKFLOW_SCHEMA)
+
+
+def validate(document: object) -> list[Problem]:
+    """Every problem in `document`, each with its exact path; an empty list means it is valid."""
+    problems = [Problem(_pointer(error.absolute_path), error.message) for error in _validator().iter_errors(document)]
+    if problems:
+        return sorted(problems, key=lambda p: p.path)
+    seen: dict[str, str] = {}
+    for path, step in _walk(document["steps"], ["steps"]):
+        if step["id"] in seen:
+            problems.append(Problem(path + "/id", f"step id {step['id']!r} is used twice (first at {seen[step['id']]})"))
+        seen.setdefault(step["id"], path)
+        for field, expression in _expression_fields(step):
+            try:
+                for inner in expressions_in(expression):
+                    jmespath.compile(inner)
+            except (ExpressionError, jmespath.exceptions.JMESPathError) as error:
+                problems.append(Problem(f"{path}/{field}", f"not a valid expression: {error}"))
+    if document["trigger"]["type"] == "schedule":
+        problems += _check_cron(document["trigger"].get("cron", ""))
+    if sum(1 for _ in _walk(document["steps"], ["steps"])) > MAX_STEPS_IN_DOCUMENT:
+        problems.append(Problem("/steps", f"at most {MAX_STEPS_IN_DOCUMENT} steps in one workflow"))
+    return problems
+
+
+def _walk(steps: list, prefix: list) -> Iterator[tuple[str, dict]]:
+    for index, step in enumerate(steps):
+        path = prefix + [index]
+        yield _pointer(path), step
+        for nested in ("then", "else", "steps", "on_error"):
+            if isinstance(step.get(nested), list):
+                yield from _walk(step[nested], path + [nested])
+
+
+def _expression_fields(step: dict) -> Iterator[tuple[str, str]]:
+    """(field, text) for fields holding a bare expression or templates with {{ }}."""
+    if step["type"] == "transform":
+        yield "expression", "{{" + step["expression"] + "}}"
+    if step["type"] == "condition":
+        yield "if", "{{" + step["if"] + "}}"
+    if step["type"] == "for_each":
+        yield "items", "{{" + step["items"] + "}}"
+    for field in ("url", "to", "subject", "body"):
+        if isinstance(step.get(field), str):
+            yield field, step[field]
+
+
+def _check_cron(cron: str) -> list[Problem]:
+    from croniter import croniter
+
+    if not croniter.is_valid(cron):
+        return [Problem("/trigger/cron", f"{cron!r} is not a cron expression (e.g. '*/15 * * * *')")]
+    return []

@@ -1,0 +1,132 @@
+"""Outbound HTTP for `http_request` steps, guarded against server-side request forgery.
+
+A tenant's workflow must not reach the platform's own network: loopback, private, link-local
+(cloud metadata at 169.254.169.254 included), carrier-grade NAT, multicast and reserved addresses
+are refused unless the NECTAR_OUTBOUND_ALLOWLIST setting names them. Every address a host name
+resolves to is checked, the connected peer is checked again (DNS can change between the two),
+redirects are not followed, and responses are cut at a size cap.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import socket
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+import requests
+
+DEFAULT_TIMEOUT = 10.0
+MAX_RESPONSE_BYTES = 1024 * 1024
+_EXTRA_BLOCKED = [ipaddress.ip_network("100.64.0.0/10"), ipaddress.ip_network("fd00:ec2::/32")]
+
+
+class OutboundRefused(Exception):
+    """The request was not sent (or was cut off) for safety; the message says why."""
+
+
+@dataclass(frozen=True)
+class OutboundPolicy:
+    allowlist: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = field(default_factory=tuple)
+    max_response_bytes: int = MAX_RESPONSE_BYTES
+    max_timeout: float = 30.0
+
+    @classmethod
+    def from_setting(cls, raw: str | None) -> OutboundPolicy:
+        networks = []
+        for item in (raw or "").split(","):
+            if item.strip():
+                networks.append(ipaddress.ip_network(item.strip(), strict=False))
+        return cls(allowlist=tuple(networks))
+
+    def allows(self, address: str) -> bool:
+        ip = ipaddress.ip_address(address.split("%")[0])
+        if any(ip in network for network in self.allowlist):
+            return True
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
+            ip = ip.ipv4_mapped
+        blocked = (
+            ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_multicast or ip.is_reserved or ip.is_unspecified
+        )
+        return not blocked and not any(ip in network for network in _EXTRA_BLOCKED)
+
+
+@dataclass(frozen=True)
+class HttpResult:
+    status: int
+    headers: dict[str, str]
+    body: object
+
+    def as_dict(self) -> dict:
+        return {"status": self.status, "headers": self.headers, "body": self.body}
+
+
+def check_url(url: str, policy: OutboundPolicy) -> None:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise OutboundRefused(f"only http and https URLs with a host can be called, not {url[:100]!r}")
+    try:
+        infos = socket.getaddrinfo(parts.hostname, parts.port or (443 if parts.scheme == "https" else 80))
+    except socket.gaierror:
+        raise OutboundRefused(f"the host {parts.hostname!r} does not resolve") from None
+    for info in infos:
+        address = info[4][0]
+        if not policy.allows(address):
+            raise OutboundRefused(f"{parts.hostname} resolves to {address}, a private or internal address; refused")
+
+
+def send(
+    method: str,
+    url: str,
+    *,
+    policy: OutboundPolicy,
+    headers: dict[str, str] | None = None,
+    params: dict | None = None,
+    body: object = None,
+    timeout: float = DEFAULT_TIMEOUT,
+) -> HttpResult:
+    check_url(url, policy)
+    kwargs: dict = {"headers": headers or {}, "params": params, "timeout": min(timeout, policy.max_timeout)}
+    if body is not None:
+        if isinstance(body, (dict, list)):
+            kwargs["json"] = body
+        else:
+            kwargs["data"] = str(body).encode()
+    try:
+        with requests.request(method, url, allow_redirects=False, stream=True, **kwargs) as response:
+            _check_peer(response, policy)
+            content = _read_capped(response, policy.max_response_bytes)
+            return HttpResult(response.status_code, dict(response.headers), _decode(content, response))
+    except requests.Timeout:
+        raise OutboundRefused(f"no answer from {urlsplit(url).hostname} within {kwargs['timeout']} s") from None
+    except requests.RequestException as error:
+        raise OutboundRefused(f"could not reach {urlsplit(url).hostname}: {type(error).__name__}") from None
+
+
+def _check_peer(response: requests.Response, policy: OutboundPolicy) -> None:
+    try:
+        peer = response.raw._connection.sock.getpeername()[0]  # noqa: SLF001 - urllib3 keeps no public handle
+    except AttributeError:
+        return
+    if not policy.allows(peer):
+        raise OutboundRefused(f"the connection went to {peer}, a private or internal address; refused")
+
+
+def _read_capped(response: requests.Response, cap: int) -> bytes:
+    chunks, size = [], 0
+    for chunk in response.iter_content(64 * 1024):
+        size += len(chunk)
+        if size > cap:
+            raise OutboundRefused(f"the response is larger than {cap} bytes; refused")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _decode(content: bytes, response: requests.Response) -> object:
+    if "json" in response.headers.get("Content-Type", ""):
+        try:
+            return json.loads(content)
+        except ValueError:
+            pass
+    return content.decode(response.encoding or "utf-8", errors="replace")

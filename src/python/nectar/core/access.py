@@ -19,6 +19,7 @@ from nectar.schema.models import Membership, Organization
 from nectar.shared.database import db, scope_session
 
 ROLE_RANK = {"member": 1, "admin": 2, "owner": 3}
+PUBLIC_BLUEPRINTS = {"tenant_endpoints", "service_api"}
 
 
 class PermissionDenied(Exception):
@@ -41,6 +42,8 @@ class OrgContext:
 def resolve_request_scope() -> None:
     """before_request: scope the database session to the user and their chosen organization."""
     g.org_context = None
+    if request.blueprint in PUBLIC_BLUEPRINTS:
+        return  # tenant endpoints and the service API carry their own credentials, never a session
     if not current_user.is_authenticated:
         scope_session(db.session)
         return

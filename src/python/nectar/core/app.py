@@ -6,12 +6,15 @@ from flask import Flask
 
 from nectar.core.access import PermissionDenied, resolve_request_scope
 from nectar.core.accounts.views import accounts
+from nectar.core.api import workflows as _workflow_routes  # noqa: F401 - adds routes to `api`
 from nectar.core.api.views import api
 from nectar.core.api_keys.views import api_keys
 from nectar.core.dashboard import dashboard
+from nectar.core.endpoints.serve import tenant_endpoints
 from nectar.core.extensions import csrf, login_manager
 from nectar.core.orgs.views import orgs
 from nectar.core.provisioning.views import service_api
+from nectar.core.workflows.outbound import OutboundPolicy
 from nectar.schema.migrate import head_revision
 from nectar.shared.config import Service, Settings, load_settings
 from nectar.shared.web import create_service_app, error_response
@@ -26,7 +29,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     csrf.init_app(app)
     login_manager.init_app(app)
     app.before_request(resolve_request_scope)
-    for blueprint in (dashboard, accounts, orgs, api_keys, api, service_api):
+    app.config["NECTAR_OUTBOUND_POLICY"] = OutboundPolicy.from_setting(settings.outbound_allowlist)
+    for blueprint in (dashboard, accounts, orgs, api_keys, api, service_api, tenant_endpoints):
         app.register_blueprint(blueprint)
     # Services raise these; every page and API route answers them the same way.
     app.register_error_handler(PermissionDenied, lambda error: error_response(403, str(error)))

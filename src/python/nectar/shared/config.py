@@ -152,6 +152,8 @@ class Settings:
     public_url: str = ""
     # How many proxies (load balancers) in front may set X-Forwarded-For/-Proto (TRUSTED_PROXY_HOPS).
     trusted_proxy_hops: int = 0
+    # Private or internal networks workflow HTTP steps may reach anyway (NECTAR_OUTBOUND_ALLOWLIST, CIDRs).
+    outbound_allowlist: str = ""
 
     @property
     def is_production(self) -> bool:
@@ -198,5 +200,6 @@ def load_settings(service: Service, environ: Mapping[str, str] | None = None) ->
         service_urls=service_urls,
         service_token=service_token,
         trusted_proxy_hops=env_int(environ, "TRUSTED_PROXY_HOPS", 0, low=0, high=5),
+        outbound_allowlist=env_str(environ, "NECTAR_OUTBOUND_ALLOWLIST", ""),
         public_url=env_str(environ, f"{service.upper()}_PUBLIC_URL", f"http://127.0.0.1:{port}").rstrip("/"),
     )

@@ -85,13 +85,20 @@ WORKFLOW_SCHEMA: dict = {
                 },
                 {
                     "if": {"properties": {"type": {"const": "transform"}}},
-                    "then": {"required": ["expression"], "properties": {"expression": {"type": "string", "maxLength": 2000}}},
+                    "then": {
+                        "required": ["expression"],
+                        "properties": {"expression": {"type": "string", "maxLength": 2000}},
+                    },
                 },
                 {
                     "if": {"properties": {"type": {"const": "condition"}}},
                     "then": {
                         "required": ["if", "then"],
-                        "properties": {"if": {"type": "string", "maxLength": 2000}, "then": _STEP_LIST, "else": _STEP_LIST},
+                        "properties": {
+                            "if": {"type": "string", "maxLength": 2000},
+                            "then": _STEP_LIST,
+                            "else": _STEP_LIST,
+                        },
                     },
                 },
                 {
@@ -111,7 +118,10 @@ WORKFLOW_SCHEMA: dict = {
                 },
                 {
                     "if": {"properties": {"type": {"const": "delay"}}},
-                    "then": {"required": ["seconds"], "properties": {"seconds": {"type": "number", "minimum": 0, "maximum": 86400}}},
+                    "then": {
+                        "required": ["seconds"],
+                        "properties": {"seconds": {"type": "number", "minimum": 0, "maximum": 86400}},
+                    },
                 },
                 {
                     "if": {"properties": {"type": {"const": "send_email"}}},
@@ -128,7 +138,12 @@ WORKFLOW_SCHEMA: dict = {
                     "if": {"properties": {"type": {"const": "respond"}}},
                     "then": {
                         "properties": {
-                            "status": {"anyOf": [{"type": "integer", "minimum": 100, "maximum": 599}, {"type": "string"}]},
+                            "status": {
+                                "anyOf": [
+                                    {"type": "integer", "minimum": 100, "maximum": 599},
+                                    {"type": "string"},
+                                ]
+                            },
                             "headers": {"type": "object", "additionalProperties": {"type": "string"}},
                             "body": _ANY,
                         }
@@ -163,13 +178,17 @@ def _validator() -> Draft202012Validator:
 
 def validate(document: object) -> list[Problem]:
     """Every problem in `document`, each with its exact path; an empty list means it is valid."""
-    problems = [Problem(_pointer(error.absolute_path), error.message) for error in _validator().iter_errors(document)]
+    problems = [
+        Problem(_pointer(error.absolute_path), error.message) for error in _validator().iter_errors(document)
+    ]
     if problems:
         return sorted(problems, key=lambda p: p.path)
     seen: dict[str, str] = {}
     for path, step in _walk(document["steps"], ["steps"]):
         if step["id"] in seen:
-            problems.append(Problem(path + "/id", f"step id {step['id']!r} is used twice (first at {seen[step['id']]})"))
+            problems.append(
+                Problem(path + "/id", f"step id {step['id']!r} is used twice (first at {seen[step['id']]})")
+            )
         seen.setdefault(step["id"], path)
         for field, expression in _expression_fields(step):
             try:

@@ -100,8 +100,22 @@ def truncate(value: Any, limit: int) -> Any:
 
 
 class Run:
-    def __init__(self, definition: dict, trigger: dict, effects: Effects, limits: Limits, mode: str, clock: Callable[[], float]):
-        self.definition, self.effects, self.limits, self.mode, self.clock = definition, effects, limits, mode, clock
+    def __init__(
+        self,
+        definition: dict,
+        trigger: dict,
+        effects: Effects,
+        limits: Limits,
+        mode: str,
+        clock: Callable[[], float],
+    ):
+        self.definition, self.effects, self.limits, self.mode, self.clock = (
+            definition,
+            effects,
+            limits,
+            mode,
+            clock,
+        )
         self.context: dict[str, Any] = {"trigger": trigger, "steps": {}, "vars": {}}
         self.records: list[StepRecord] = []
         self.executed = 0
@@ -117,7 +131,10 @@ class Run:
             response = responded.response
         except (StepFailed, RunStopped) as failure:
             status, error = "failed", str(failure)
-        return RunOutcome(status, self.last_output, error, response, self.records, started, datetime.now(UTC))
+        records = [
+            record for record in self.records if record is not None
+        ]  # a limit can stop a step before its record
+        return RunOutcome(status, self.last_output, error, response, records, started, datetime.now(UTC))
 
     def run_steps(self, steps: list[dict], context: dict) -> None:
         for step in steps:
@@ -130,21 +147,24 @@ class Run:
         for attempt in range(1, attempts + 1):
             self._count_step()
             started = datetime.now(UTC)
+            position = len(self.records)
+            self.records.append(None)  # a step's record comes before those of the steps it runs
             step_input = None
             try:
                 step_input, output = self._perform(step, context)
-            except _Responded:
-                self._record(step, attempt, "succeeded", step_input, None, None, started)
+            except _Responded as responded:
+                body = responded.response.body
+                self._record(position, step, attempt, "succeeded", step_input, body, None, started)
                 raise
             except (StepFailed, ExpressionError, OutboundRefused, ValueError, TypeError) as failure:
-                self._record(step, attempt, "failed", step_input, None, str(failure), started)
+                self._record(position, step, attempt, "failed", step_input, None, str(failure), started)
                 if attempt < attempts:
                     self._wait(delay)
                     delay *= retry.get("multiplier", 2.0)
                     continue
                 self._handle_failure(step, context, failure)
                 return
-            self._record(step, attempt, "succeeded", step_input, output, None, started)
+            self._record(position, step, attempt, "succeeded", step_input, output, None, started)
             context["steps"][step["id"]] = output
             self.last_output = output
             return
@@ -167,24 +187,24 @@ class Run:
 
     def _wait(self, seconds: float) -> None:
         if self.clock() + seconds > self.deadline:
-            raise RunStopped(f"waiting {seconds:g} s would pass the run's time limit of {self.limits.time_limit_seconds:g} s")
+            raise RunStopped(
+                f"waiting {seconds:g} s would pass the run's time limit of {self.limits.time_limit_seconds:g} s"
+            )
         self.effects.sleep(seconds)
 
-    def _record(self, step, attempt, status, step_input, output, error, started) -> None:
+    def _record(self, position, step, attempt, status, step_input, output, error, started) -> None:
         limit = self.limits.max_recorded_bytes
-        self.records.append(
-            StepRecord(
-                step_id=step["id"],
-                step_type=step["type"],
-                position=len(self.records),
-                attempt=attempt,
-                status=status,
-                input=truncate(step_input, limit),
-                output=truncate(output, limit),
-                error=error,
-                started_at=started,
-                finished_at=datetime.now(UTC),
-            )
+        self.records[position] = StepRecord(
+            step_id=step["id"],
+            step_type=step["type"],
+            position=position,
+            attempt=attempt,
+            status=status,
+            input=truncate(step_input, limit),
+            output=truncate(output, limit),
+            error=error,
+            started_at=started,
+            finished_at=datetime.now(UTC),
         )
 
     def _perform(self, step: dict, context: dict) -> tuple[Any, Any]:
@@ -209,7 +229,9 @@ class Run:
                 "headers": render(step.get("headers", {}), context),
                 "query": render(step.get("query"), context),
                 "body": render(step.get("body"), context),
-                "timeout_seconds": min(step.get("timeout_seconds", 10), max(0.1, self.deadline - self.clock())),
+                "timeout_seconds": min(
+                    step.get("timeout_seconds", 10), max(0.1, self.deadline - self.clock())
+                ),
             }
             result = self.effects.http(step, request)
             if result["status"] >= 400:
@@ -221,7 +243,9 @@ class Run:
             return message, {"queued": True, "to": message["to"]}
         if kind == "delay":
             if self.mode != "async":
-                raise RunStopped("a delay step needs an asynchronous run (manual or scheduled), not an endpoint call")
+                raise RunStopped(
+                    "a delay step needs an asynchronous run (manual or scheduled), not an endpoint call"
+                )
             self._wait(float(step["seconds"]))
             return {"seconds": step["seconds"]}, {"waited": step["seconds"]}
         if kind == "respond":

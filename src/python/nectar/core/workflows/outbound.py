@@ -47,7 +47,12 @@ class OutboundPolicy:
         if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
             ip = ip.ipv4_mapped
         blocked = (
-            ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_multicast or ip.is_reserved or ip.is_unspecified
+            ip.is_private
+            or ip.is_loopback
+            or ip.is_link_local
+            or ip.is_multicast
+            or ip.is_reserved
+            or ip.is_unspecified
         )
         return not blocked and not any(ip in network for network in _EXTRA_BLOCKED)
 
@@ -73,7 +78,9 @@ def check_url(url: str, policy: OutboundPolicy) -> None:
     for info in infos:
         address = info[4][0]
         if not policy.allows(address):
-            raise OutboundRefused(f"{parts.hostname} resolves to {address}, a private or internal address; refused")
+            raise OutboundRefused(
+                f"{parts.hostname} resolves to {address}, a private or internal address; refused"
+            )
 
 
 def send(
@@ -89,17 +96,21 @@ def send(
     check_url(url, policy)
     kwargs: dict = {"headers": headers or {}, "params": params, "timeout": min(timeout, policy.max_timeout)}
     if body is not None:
-        if isinstance(body, (dict, list)):
+        if isinstance(body, dict | list):
             kwargs["json"] = body
         else:
             kwargs["data"] = str(body).encode()
     try:
-        with requests.request(method, url, allow_redirects=False, stream=True, **kwargs) as response:
+        with requests.request(
+            method, url, allow_redirects=False, stream=True, **kwargs
+        ) as response:  # noqa: S113 - timeout is in kwargs
             _check_peer(response, policy)
             content = _read_capped(response, policy.max_response_bytes)
             return HttpResult(response.status_code, dict(response.headers), _decode(content, response))
     except requests.Timeout:
-        raise OutboundRefused(f"no answer from {urlsplit(url).hostname} within {kwargs['timeout']} s") from None
+        raise OutboundRefused(
+            f"no answer from {urlsplit(url).hostname} within {kwargs['timeout']} s"
+        ) from None
     except requests.RequestException as error:
         raise OutboundRefused(f"could not reach {urlsplit(url).hostname}: {type(error).__name__}") from None
 

@@ -1,0 +1,292 @@
+"""/api/v1 routes for workflows, versions, runs and endpoints (registered on the same blueprint,
+so the same authentication and error handling apply)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from flask import g, jsonify, request
+
+from nectar.core.api.views import ApiError, _body, _ctx, _iso, _user_id, api
+from nectar.core.endpoints import service as endpoints
+from nectar.core.workflows import service as workflows
+from nectar.core.workflows.definition import WORKFLOW_SCHEMA, validate
+from nectar.core.workflows.runner import run_version
+from nectar.core.workflows.service import InvalidWorkflow, RunRequest
+from nectar.shared.database import db
+from nectar.shared.web import problem
+
+
+@api.errorhandler(InvalidWorkflow)
+def _invalid_workflow(error: InvalidWorkflow):
+    return problem(422, "The workflow document is not valid.", errors=[p.as_dict() for p in error.problems])
+
+
+@api.errorhandler(endpoints.InvalidEndpoint)
+def _invalid_endpoint(error):
+    return problem(422, "The endpoint is not valid.", errors=[p.as_dict() for p in error.problems])
+
+
+def workflow_json(workflow, version=None) -> dict:
+    body = {
+        "id": str(workflow.id),
+        "name": workflow.name,
+        "description": workflow.description,
+        "current_version": workflow.current_version,
+        "is_active": workflow.is_active,
+        "updated_at": _iso(workflow.updated_at),
+    }
+    if version is not None:
+        body["definition"] = version.definition
+    return body
+
+
+def run_json(run, steps=None) -> dict:
+    body = {
+        "id": str(run.id),
+        "workflow_id": str(run.workflow_id),
+        "version_id": str(run.version_id),
+        "trigger": run.trigger,
+        "status": run.status,
+        "error": run.error,
+        "queued_at": _iso(run.queued_at),
+        "started_at": _iso(run.started_at),
+        "finished_at": _iso(run.finished_at),
+        "duration_ms": run.duration_ms,
+        "rerun_of": str(run.rerun_of) if run.rerun_of else None,
+    }
+    if steps is not None:
+        body["input"] = run.input
+        body["output"] = run.output
+        body["steps"] = [
+            {
+                "step_id": s.step_id,
+                "type": s.step_type,
+                "position": s.position,
+                "attempt": s.attempt,
+                "status": s.status,
+                "input": s.input,
+                "output": s.output,
+                "error": s.error,
+                "started_at": _iso(s.started_at),
+                "finished_at": _iso(s.finished_at),
+            }
+            for s in steps
+        ]
+    return body
+
+
+@api.get("/workflow-schema.json")
+def workflow_schema():
+    return jsonify(WORKFLOW_SCHEMA)
+
+
+@api.post("/workflows/validate")
+def validate_document():
+    problems = validate(_body().get("definition"))
+    return jsonify(valid=not problems, errors=[p.as_dict() for p in problems])
+
+
+@api.get("/workflows")
+def list_workflows():
+    return jsonify(items=[workflow_json(w) for w in workflows.list_workflows(db.session)])
+
+
+@api.post("/workflows")
+def create_workflow():
+    body = _body()
+    workflow = workflows.create_workflow(
+        db.session, _ctx(), _user_id(), body.get("name"), body.get("definition"), body.get("description")
+    )
+    db.session.commit()
+    return jsonify(workflow_json(workflow)), 201
+
+
+@api.get("/workflows/<uuid:workflow_id>")
+def get_workflow(workflow_id: uuid.UUID):
+    workflow = workflows.get_workflow(db.session, workflow_id)
+    return jsonify(
+        workflow_json(workflow, workflows.version_of(db.session, workflow.id, workflow.current_version))
+    )
+
+
+@api.get("/workflows/<uuid:workflow_id>/versions")
+def list_versions(workflow_id: uuid.UUID):
+    workflows.get_workflow(db.session, workflow_id)
+    return jsonify(
+        items=[
+            {
+                "version": v.version,
+                "note": v.note,
+                "created_at": _iso(v.created_at),
+                "definition": v.definition,
+            }
+            for v in workflows.versions(db.session, workflow_id)
+        ]
+    )
+
+
+@api.post("/workflows/<uuid:workflow_id>/versions")
+def save_version(workflow_id: uuid.UUID):
+    body = _body()
+    workflow = workflows.get_workflow(db.session, workflow_id)
+    version = workflows.save_version(
+        db.session, _ctx(), workflow, body.get("definition"), _user_id(), body.get("note")
+    )
+    db.session.commit()
+    return jsonify(version=version.version), 201
+
+
+@api.post("/workflows/<uuid:workflow_id>/rollback")
+def roll_back(workflow_id: uuid.UUID):
+    to_version = _body().get("version")
+    if not isinstance(to_version, int):
+        raise ApiError(422, "version (a number) is required.")
+    workflow = workflows.get_workflow(db.session, workflow_id)
+    version = workflows.roll_back(db.session, _ctx(), workflow, to_version, _user_id())
+    db.session.commit()
+    return jsonify(version=version.version), 201
+
+
+@api.post("/workflows/<uuid:workflow_id>/runs")
+def run_now(workflow_id: uuid.UUID):
+    """A manual run with the given input, on the current version (or `version`)."""
+    body = _body()
+    workflow = workflows.get_workflow(db.session, workflow_id)
+    version = workflows.version_of(db.session, workflow.id, body.get("version") or workflow.current_version)
+    if version is None:
+        raise ApiError(422, "No such version of this workflow.")
+    run_input = body.get("input", {})
+    key = request.headers.get("Idempotency-Key")
+    if key and (earlier := workflows.run_for_key(db.session, workflow.id, key)) is not None:
+        return jsonify(run_json(earlier)), 200
+    run_id, _outcome = run_version(
+        db.session,
+        g.org_context.org_id,
+        RunRequest(workflow.id, version.id, "manual", run_input, idempotency_key=key),
+        version.definition,
+        mode="async",
+    )
+    db.session.commit()
+    run, steps = workflows.get_run(db.session, run_id)
+    return jsonify(run_json(run, steps)), 201
+
+
+@api.get("/runs")
+def list_runs():
+    before = request.args.get("before")
+    try:
+        before_time = datetime.fromisoformat(before) if before else None
+        workflow_id = uuid.UUID(request.args["workflow_id"]) if request.args.get("workflow_id") else None
+    except ValueError:
+        raise ApiError(400, "before is an ISO 8601 time; workflow_id a UUID.") from None
+    runs = workflows.list_runs(
+        db.session,
+        workflow_id=workflow_id,
+        status=request.args.get("status"),
+        trigger=request.args.get("trigger"),
+        before=before_time,
+        limit=(
+            min(int(request.args.get("limit", 50) or 50), 200)
+            if request.args.get("limit", "50").isdigit()
+            else 50
+        ),
+    )
+    return jsonify(items=[run_json(r) for r in runs], next_before=_iso(runs[-1].queued_at) if runs else None)
+
+
+@api.get("/runs/<uuid:run_id>")
+def get_run(run_id: uuid.UUID):
+    run, steps = workflows.get_run(db.session, run_id)
+    return jsonify(run_json(run, steps))
+
+
+@api.post("/runs/<uuid:run_id>/rerun")
+def rerun(run_id: uuid.UUID):
+    """Runs the same input again from the start, on the original version or (`"version":
+    "current"`) the workflow's current one."""
+    run, _steps = workflows.get_run(db.session, run_id)
+    workflow = workflows.get_workflow(db.session, run.workflow_id)
+    use_current = _body().get("version") == "current" if request.data else False
+    if use_current:
+        version = workflows.version_of(db.session, workflow.id, workflow.current_version)
+    else:
+        from nectar.schema.models import WorkflowVersion
+
+        version = db.session.get(WorkflowVersion, run.version_id)
+    new_id, _outcome = run_version(
+        db.session,
+        g.org_context.org_id,
+        RunRequest(workflow.id, version.id, "rerun", run.input or {}, rerun_of=run.id),
+        version.definition,
+        mode="async",
+    )
+    db.session.commit()
+    new_run, steps = workflows.get_run(db.session, new_id)
+    return jsonify(run_json(new_run, steps)), 201
+
+
+def endpoint_json(endpoint) -> dict:
+    return {
+        "id": str(endpoint.id),
+        "method": endpoint.method,
+        "path": endpoint.path,
+        "url": f"/e/{endpoint.org_id}{endpoint.path}",
+        "workflow_id": str(endpoint.workflow_id),
+        "pinned_version": endpoint.pinned_version,
+        "auth": endpoint.auth,
+        "request_schema": endpoint.request_schema,
+        "description": endpoint.description,
+        "is_enabled": endpoint.is_enabled,
+    }
+
+
+def _endpoint_fields(body: dict) -> dict:
+    try:
+        workflow_id = uuid.UUID(str(body.get("workflow_id")))
+    except ValueError:
+        raise ApiError(422, "workflow_id must be a workflow's id.") from None
+    return {
+        "method": str(body.get("method", "")),
+        "path": body.get("path"),
+        "workflow_id": workflow_id,
+        "auth": body.get("auth", "api_key"),
+        "request_schema": body.get("request_schema"),
+        "pinned_version": body.get("pinned_version"),
+        "description": body.get("description"),
+    }
+
+
+@api.get("/endpoints")
+def list_endpoints():
+    return jsonify(items=[endpoint_json(e) for e in endpoints.list_endpoints(db.session)])
+
+
+@api.post("/endpoints")
+def create_endpoint():
+    endpoint = endpoints.save_endpoint(db.session, _ctx(), **_endpoint_fields(_body()))
+    db.session.commit()
+    return jsonify(endpoint_json(endpoint)), 201
+
+
+@api.put("/endpoints/<uuid:endpoint_id>")
+def update_endpoint(endpoint_id: uuid.UUID):
+    endpoint = endpoints.get_endpoint(db.session, endpoint_id)
+    endpoint = endpoints.save_endpoint(db.session, _ctx(), endpoint=endpoint, **_endpoint_fields(_body()))
+    db.session.commit()
+    return jsonify(endpoint_json(endpoint))
+
+
+@api.delete("/endpoints/<uuid:endpoint_id>")
+def delete_endpoint(endpoint_id: uuid.UUID):
+    endpoints.delete_endpoint(db.session, _ctx(), endpoint_id)
+    db.session.commit()
+    return "", 204
+
+
+@api.get("/endpoints/openapi.json")
+def endpoints_openapi():
+    from nectar.core.endpoints.openapi import organization_openapi
+
+    return jsonify(organization_openapi(_ctx().org, endpoints.list_endpoints(db.session)))

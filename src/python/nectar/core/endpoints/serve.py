@@ -1,0 +1,153 @@
+"""Serving tenant endpoints: /e/<organization id>/<path>. No session cookie, no CSRF: these are
+the organization's public (or API-key) HTTP APIs, answered by running the bound workflow."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+from flask import Blueprint, Response, current_app, jsonify, request
+from sqlalchemy.exc import IntegrityError
+from werkzeug.exceptions import RequestEntityTooLarge
+
+from nectar.core.endpoints import service
+from nectar.core.extensions import csrf
+from nectar.core.workflows.runner import run_version
+from nectar.core.workflows.service import RunRequest, run_for_key
+from nectar.shared.database import db, scope_session
+from nectar.shared.web import problem
+
+tenant_endpoints = Blueprint("tenant_endpoints", __name__, url_prefix="/e")
+csrf.exempt(tenant_endpoints)
+MAX_BODY_BYTES = 256 * 1024
+
+
+@tenant_endpoints.route("/<uuid:org_id>/", defaults={"path": ""}, methods=list(service.METHODS))
+@tenant_endpoints.route("/<uuid:org_id>/<path:path>", methods=list(service.METHODS))
+def call(org_id: uuid.UUID, path: str):
+    return handle_call(
+        org_id, request.method, "/" + path, request.headers, request.args.to_dict(), _read_body()
+    )
+
+
+def _read_body():
+    if request.content_length and request.content_length > MAX_BODY_BYTES:
+        raise RequestEntityTooLarge(f"Request bodies are limited to {MAX_BODY_BYTES // 1024} KiB.")
+    raw = request.get_data(cache=False)
+    if len(raw) > MAX_BODY_BYTES:
+        raise RequestEntityTooLarge(f"Request bodies are limited to {MAX_BODY_BYTES // 1024} KiB.")
+    if not raw:
+        return None
+    if request.mimetype == "application/json":
+        try:
+            return json.loads(raw)
+        except ValueError:
+            return _BadJson()
+    return raw.decode(request.charset if hasattr(request, "charset") else "utf-8", errors="replace")
+
+
+class _BadJson:
+    pass
+
+
+def handle_call(org_id: uuid.UUID, method: str, path: str, headers, query: dict, body):
+    """Everything a call does, shared by real calls and the builder's test console."""
+    if isinstance(body, _BadJson):
+        return problem(400, "The body is not valid JSON.")
+    bearer = headers.get("Authorization", "").removeprefix("Bearer ").strip() or None
+    scope_session(db.session, org_id=org_id)
+    route = service.find_route(db.session, org_id, method, path, bearer)
+    if route is None:
+        db.session.commit()  # keep the rate-limit count
+        return problem(404, f"No endpoint {method} {path} here.")
+    limit = service.rate_limit(route.plan)
+    if route.calls_this_minute > limit:
+        db.session.commit()
+        response = problem(429, f"This organization's plan allows {limit} calls a minute.")
+        response.headers["Retry-After"] = "60"
+        return response
+    if route.auth == "api_key" and not route.key_ok:
+        db.session.commit()
+        response = problem(
+            401, "This endpoint needs an API key of its organization: Authorization: Bearer nsk_..."
+        )
+        response.headers["WWW-Authenticate"] = 'Bearer realm="nectar-endpoints"'
+        return response
+    if route.request_schema is not None:
+        problems = service.body_problems(route.request_schema, body)
+        if problems:
+            db.session.commit()
+            return problem(
+                422,
+                "The request body does not match the endpoint's schema.",
+                errors=[p.as_dict() for p in problems],
+            )
+    key = headers.get("Idempotency-Key")
+    if key:
+        if len(key) > 200:
+            return problem(400, "Idempotency-Key is at most 200 characters.")
+        earlier = run_for_key(db.session, route.workflow_id, key)
+        if earlier is not None:
+            db.session.commit()
+            return _replay(earlier)
+    trigger = {
+        "method": method,
+        "path": path,
+        "params": route.params,
+        "query": query,
+        "headers": {k.lower(): v for k, v in headers.items() if k.lower() != "authorization"},
+        "body": body,
+    }
+    run_id, outcome = run_version(
+        db.session,
+        org_id,
+        RunRequest(route.workflow_id, route.version_id, "http", trigger, idempotency_key=key),
+        route.definition,
+    )
+    try:
+        db.session.commit()
+    except IntegrityError:
+        # The same key arrived twice at once and the other delivery recorded first: answer as it did.
+        db.session.rollback()
+        scope_session(db.session, org_id=org_id)
+        return _replay(run_for_key(db.session, route.workflow_id, key))
+    return _respond(run_id, outcome.status, outcome.error, outcome.response, outcome.output)
+
+
+def _respond(run_id, status, error, response, output):
+    if status != "succeeded":
+        timed_out = error and "time limit" in error
+        answer = problem(504 if timed_out else 500, f"The workflow failed: {error}", run_id=str(run_id))
+    elif response is not None:
+        answer = _body_response(response.body, response.status)
+        for name, value in response.headers.items():
+            if name.lower() not in ("content-length", "transfer-encoding", "set-cookie"):
+                answer.headers[name] = value
+    else:
+        answer = jsonify(run_id=str(run_id), output=output)
+    answer.headers["X-Nectar-Run-Id"] = str(run_id)
+    return answer
+
+
+def _body_response(body, status: int) -> Response:
+    if isinstance(body, dict | list | int | float | bool) or body is None:
+        response = current_app.response_class(json.dumps(body), mimetype="application/json")
+    else:
+        response = current_app.response_class(str(body), mimetype="text/plain")
+    response.status_code = status
+    return response
+
+
+def _replay(run):
+    """The answer the first delivery got: the same key never runs the workflow twice."""
+    stored = run.output or {}
+    if "response" in stored:
+        answer = _body_response(stored["response"]["body"], stored["response"]["status"])
+        answer.headers.update(stored["response"].get("headers", {}))
+    elif run.status != "succeeded":
+        answer = problem(500, f"The workflow failed: {run.error}", run_id=str(run.id))
+    else:
+        answer = jsonify(run_id=str(run.id), output=stored.get("output"))
+    answer.headers["X-Nectar-Run-Id"] = str(run.id)
+    answer.headers["Idempotent-Replayed"] = "true"
+    return answer

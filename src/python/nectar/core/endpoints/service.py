@@ -1,0 +1,196 @@
+"""Tenant API endpoints: `METHOD /path/{param}` bound to a workflow, served at /e/<org id>/<path>.
+
+Serving one call costs five database round trips: BEGIN, the tenant setting, one query that
+finds the endpoint with its workflow version, counts the call against the plan's rate limit and
+checks the API key, the statement that records the run with its steps, and COMMIT.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import time
+import uuid
+from dataclasses import dataclass
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import SchemaError
+from sqlalchemy import select, text
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from nectar.core.access import OrgContext, PermissionDenied
+from nectar.core.workflows.definition import Problem
+from nectar.schema.models import Endpoint, Workflow
+
+METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+PATH_PATTERN = re.compile(r"^(/([A-Za-z0-9._~-]+|\{[a-z_][a-z0-9_]{0,39}\}))+/?$|^/$")
+# Calls per minute per organization, by plan; system settings may override later.
+PLAN_RATE_LIMITS = {"free": 60, "starter": 600, "pro": 6000, "enterprise": 60000}
+
+
+class InvalidEndpoint(Exception):
+    def __init__(self, problems: list[Problem]):
+        super().__init__("; ".join(f"{p.path}: {p.message}" for p in problems))
+        self.problems = problems
+
+
+def compile_path(path: str) -> re.Pattern:
+    pattern = re.sub(r"\\\{([a-z_][a-z0-9_]*)\\\}", r"(?P<\1>[^/]+)", re.escape(path.rstrip("/") or "/"))
+    return re.compile(f"^{pattern}/?$")
+
+
+def _check(method: str, path: str, auth: str, request_schema) -> list[Problem]:
+    problems = []
+    if method not in METHODS:
+        problems.append(Problem("/method", f"Use one of {', '.join(METHODS)}."))
+    if not isinstance(path, str) or len(path) > 300 or not PATH_PATTERN.match(path):
+        problems.append(
+            Problem("/path", "Start with /; use letters, digits, . _ ~ - and {name} for parameters.")
+        )
+    if auth not in ("public", "api_key"):
+        problems.append(Problem("/auth", "Use public or api_key."))
+    if request_schema is not None:
+        try:
+            Draft202012Validator.check_schema(request_schema)
+        except SchemaError as error:
+            problems.append(Problem("/request_schema", f"not a valid JSON Schema: {error.message}"))
+    return problems
+
+
+def save_endpoint(
+    session: Session,
+    ctx: OrgContext,
+    *,
+    method: str,
+    path: str,
+    workflow_id: uuid.UUID,
+    auth: str = "api_key",
+    request_schema: dict | None = None,
+    pinned_version: int | None = None,
+    description: str | None = None,
+    endpoint: Endpoint | None = None,
+) -> Endpoint:
+    if not ctx.at_least("admin"):
+        raise PermissionDenied("Only an admin or owner can change endpoints.")
+    method = (method or "").upper()
+    problems = _check(method, path, auth, request_schema)
+    if session.get(Workflow, workflow_id) is None:
+        problems.append(Problem("/workflow_id", "No such workflow in this organization."))
+    if problems:
+        raise InvalidEndpoint(problems)
+    endpoint = endpoint or Endpoint(id=uuid.uuid4(), org_id=ctx.org_id)
+    endpoint.method, endpoint.path, endpoint.workflow_id, endpoint.auth = method, path, workflow_id, auth
+    endpoint.request_schema, endpoint.pinned_version, endpoint.description = (
+        request_schema,
+        pinned_version,
+        description,
+    )
+    session.add(endpoint)
+    try:
+        with session.begin_nested():
+            session.flush()
+    except IntegrityError:
+        raise InvalidEndpoint([Problem("/path", f"{method} {path} exists already.")]) from None
+    return endpoint
+
+
+def list_endpoints(session: Session) -> list[Endpoint]:
+    return list(session.scalars(select(Endpoint).order_by(Endpoint.path, Endpoint.method)))
+
+
+def get_endpoint(session: Session, endpoint_id: uuid.UUID) -> Endpoint:
+    endpoint = session.get(Endpoint, endpoint_id)
+    if endpoint is None:
+        raise LookupError("no such endpoint")
+    return endpoint
+
+
+def delete_endpoint(session: Session, ctx: OrgContext, endpoint_id: uuid.UUID) -> None:
+    if not ctx.at_least("admin"):
+        raise PermissionDenied("Only an admin or owner can change endpoints.")
+    session.delete(get_endpoint(session, endpoint_id))
+
+
+@dataclass(frozen=True)
+class Route:
+    endpoint_id: uuid.UUID
+    path: str
+    auth: str
+    request_schema: dict | None
+    workflow_id: uuid.UUID
+    version_id: uuid.UUID
+    definition: dict
+    plan: str
+    calls_this_minute: int
+    key_ok: bool
+    params: dict
+
+
+_FIND = text(
+    """
+    WITH hit AS (
+        INSERT INTO rate_limit_buckets (key, window_start, count) VALUES (:rate_key, :window, 1)
+        ON CONFLICT (key, window_start) DO UPDATE SET count = rate_limit_buckets.count + 1
+        RETURNING count
+    )
+    SELECT e.id, e.path, e.auth, e.request_schema, e.workflow_id, v.id, v.definition, o.plan,
+           (SELECT count FROM hit),
+           EXISTS (SELECT 1 FROM api_keys k WHERE k.key_hash = :key_hash AND k.revoked_at IS NULL)
+    FROM endpoints e
+    JOIN workflows w ON w.org_id = e.org_id AND w.id = e.workflow_id AND w.is_active
+    JOIN workflow_versions v ON v.org_id = e.org_id AND v.workflow_id = e.workflow_id
+                             AND v.version = COALESCE(e.pinned_version, w.current_version)
+    CROSS JOIN organizations o
+    WHERE e.method = :method AND e.is_enabled AND o.status = 'active'
+      AND (e.path = :path OR e.path = :path || '/' OR e.path LIKE '%{%')
+    """
+)
+
+
+def find_route(
+    session: Session, org_id: uuid.UUID, method: str, path: str, bearer: str | None
+) -> Route | None:
+    """The endpoint for `method path` in the scoped organization, counted against its rate limit."""
+    window = int(time.time() // 60 * 60)
+    key_hash = hashlib.sha256(bearer.encode()).hexdigest() if bearer else ""
+    rows = session.execute(
+        _FIND,
+        {
+            "rate_key": f"core.endpoint:{org_id}",
+            "window": window,
+            "key_hash": key_hash,
+            "method": method,
+            "path": path,
+        },
+    ).all()
+    exact = [row for row in rows if row[1].rstrip("/") == path.rstrip("/")]
+    for row in exact or rows:
+        match = compile_path(row[1]).match(path)
+        if match:
+            return Route(
+                row[0],
+                row[1],
+                row[2],
+                row[3],
+                row[4],
+                row[5],
+                row[6],
+                row[7],
+                row[8],
+                row[9],
+                match.groupdict(),
+            )
+    return None
+
+
+def rate_limit(plan: str) -> int:
+    return PLAN_RATE_LIMITS.get(plan, PLAN_RATE_LIMITS["free"])
+
+
+def body_problems(schema: dict, body) -> list[Problem]:
+    validator = Draft202012Validator(schema)
+    return [
+        Problem("/" + "/".join(str(p) for p in error.absolute_path), error.message)
+        for error in validator.iter_errors(body)
+    ]

@@ -1,0 +1,58 @@
+"""Running a stored workflow version for real: live effects, then one statement to record the run."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+from flask import current_app
+from sqlalchemy.orm import Session
+
+from nectar.core.workflows import outbound
+from nectar.core.workflows.engine import SYNC_LIMITS, Limits, RunOutcome, execute
+from nectar.core.workflows.service import RunRequest, record_run
+from nectar.shared.mail import Email, queue_email
+
+
+class LiveEffects:
+    """What steps do to the world: guarded HTTP, email through the outbox, real sleeping."""
+
+    def __init__(self, session: Session, policy: outbound.OutboundPolicy):
+        self.session, self.policy = session, policy
+
+    def http(self, step: dict, request: dict) -> dict:
+        return outbound.send(
+            request["method"],
+            request["url"],
+            policy=self.policy,
+            headers=request["headers"],
+            params=request["query"],
+            body=request["body"],
+            timeout=request["timeout_seconds"],
+        ).as_dict()
+
+    def email(self, to: str, subject: str, body: str) -> None:
+        queue_email(self.session, Email(to=to, subject=subject, body_text=body, category="workflow"))
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(seconds)
+
+
+def outbound_policy() -> outbound.OutboundPolicy:
+    return current_app.config["NECTAR_OUTBOUND_POLICY"]
+
+
+def run_version(
+    session: Session,
+    org_id: uuid.UUID,
+    request: RunRequest,
+    definition: dict,
+    *,
+    limits: Limits = SYNC_LIMITS,
+    mode: str = "sync",
+    policy: outbound.OutboundPolicy | None = None,
+) -> tuple[uuid.UUID, RunOutcome]:
+    outcome = execute(
+        definition, request.input, LiveEffects(session, policy or outbound_policy()), limits=limits, mode=mode
+    )
+    return record_run(session, org_id, request, outcome), outcome

@@ -1,0 +1,343 @@
+"""Tenant endpoints end to end: define a workflow and an endpoint through the API, call it, and
+inspect the recorded runs. Plus the guard on outbound HTTP."""
+
+from __future__ import annotations
+
+import json
+import threading
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from sqlalchemy import event
+
+from nectar.core.app import create_app
+from nectar.core.endpoints import service as endpoint_service
+from nectar.shared.config import Role, Service
+from nectar.shared.database import db
+from tests.core.conftest import SERVICE_TOKEN, Browser
+from tests.core.test_api import _new_key
+
+PRICE_CHECK = {
+    "trigger": {"type": "http"},
+    "steps": [
+        {"id": "total", "type": "transform", "expression": "sum(trigger.body.items[].price)"},
+        {
+            "id": "check",
+            "type": "condition",
+            "if": "steps.total > `100`",
+            "then": [
+                {
+                    "id": "big",
+                    "type": "respond",
+                    "status": 200,
+                    "body": {"order": "{{ trigger.params.id }}", "total": "{{ steps.total }}", "tier": "big"},
+                }
+            ],
+            "else": [
+                {
+                    "id": "small",
+                    "type": "respond",
+                    "status": 200,
+                    "body": {
+                        "order": "{{ trigger.params.id }}",
+                        "total": "{{ steps.total }}",
+                        "tier": "small",
+                    },
+                }
+            ],
+        },
+    ],
+}
+ITEMS_SCHEMA = {
+    "type": "object",
+    "required": ["items"],
+    "properties": {
+        "items": {
+            "type": "array",
+            "items": {"type": "object", "required": ["price"], "properties": {"price": {"type": "number"}}},
+        }
+    },
+}
+
+
+@pytest.fixture
+def owner(browser):
+    browser.sign_up()
+    org = browser.create_org()
+    token = _new_key(browser)
+    return browser, org, token
+
+
+def _workflow(browser, token, definition=PRICE_CHECK, name=None):
+    created = browser.api(
+        "POST",
+        "/api/v1/workflows",
+        token=token,
+        json={"name": name or f"wf-{uuid.uuid4().hex[:6]}", "definition": definition},
+    )
+    assert created.status_code == 201, created.json
+    return created.json["id"]
+
+
+def _endpoint(browser, token, workflow_id, **fields):
+    body = {
+        "method": "POST",
+        "path": "/orders/{id}/total",
+        "workflow_id": workflow_id,
+        "auth": "public",
+        **fields,
+    }
+    created = browser.api("POST", "/api/v1/endpoints", token=token, json=body)
+    assert created.status_code == 201, created.json
+    return created.json
+
+
+def test_a_public_endpoint_runs_its_workflow_and_records_the_run(owner):
+    browser, org, token = owner
+    endpoint = _endpoint(browser, token, _workflow(browser, token), request_schema=ITEMS_SCHEMA)
+    answer = browser.client.post(
+        endpoint["url"].replace("{id}", "A-17"), json={"items": [{"price": 90}, {"price": 20}]}
+    )
+    assert answer.status_code == 200
+    assert answer.json == {"order": "A-17", "total": 110, "tier": "big"}
+    run_id = answer.headers["X-Nectar-Run-Id"]
+    run = browser.api("GET", f"/api/v1/runs/{run_id}", token=token).json
+    assert run["status"] == "succeeded" and run["trigger"] == "http"
+    assert [s["step_id"] for s in run["steps"]] == ["total", "check", "big"]
+    assert run["steps"][0]["output"] == 110
+    listed = browser.api("GET", "/api/v1/runs?status=succeeded", token=token).json["items"]
+    assert run_id in {r["id"] for r in listed}
+
+
+def test_bad_bodies_get_the_exact_path_of_each_problem(owner):
+    browser, _org, token = owner
+    endpoint = _endpoint(browser, token, _workflow(browser, token), request_schema=ITEMS_SCHEMA)
+    url = endpoint["url"].replace("{id}", "1")
+    wrong = browser.client.post(url, json={"items": [{"price": "ten"}]})
+    assert wrong.status_code == 422 and wrong.mimetype == "application/problem+json"
+    assert wrong.json["errors"][0]["path"] == "/items/0/price"
+    assert browser.client.post(url, data="{not json", content_type="application/json").status_code == 400
+    huge = browser.client.post(url, data="x" * (300 * 1024), content_type="text/plain")
+    assert huge.status_code == 413
+
+
+def test_api_key_endpoints_need_a_key_of_their_own_organization(owner, new_browser):
+    browser, _org, token = owner
+    endpoint = _endpoint(
+        browser, token, _workflow(browser, token), auth="api_key", method="GET", path="/ping"
+    )
+    assert browser.client.get(endpoint["url"]).status_code == 401
+    other = new_browser()
+    other.sign_up()
+    other.create_org()
+    foreign = _new_key(other)
+    assert (
+        browser.client.get(endpoint["url"], headers={"Authorization": f"Bearer {foreign}"}).status_code == 401
+    )
+    assert browser.client.get(endpoint["url"], headers={"Authorization": f"Bearer {token}"}).status_code in (
+        200,
+        500,
+    )
+
+
+def test_the_plan_rate_limit_answers_429(owner, monkeypatch):
+    browser, _org, token = owner
+    monkeypatch.setitem(endpoint_service.PLAN_RATE_LIMITS, "free", 3)
+    endpoint = _endpoint(browser, token, _workflow(browser, token), method="POST")
+    url = endpoint["url"].replace("{id}", "9")
+    codes = [browser.client.post(url, json={"items": []}).status_code for _ in range(5)]
+    assert codes[:3] == [200, 200, 200] and codes[3:] == [429, 429]
+
+
+def test_the_same_idempotency_key_runs_once(owner, database):
+    browser, org, token = owner
+    workflow_id = _workflow(browser, token)
+    endpoint = _endpoint(browser, token, workflow_id)
+    url = endpoint["url"].replace("{id}", "5")
+    headers = {"Idempotency-Key": "delivery-123"}
+    first = browser.client.post(url, json={"items": [{"price": 1}]}, headers=headers)
+    second = browser.client.post(url, json={"items": [{"price": 1}]}, headers=headers)
+    assert first.json == second.json and second.headers["Idempotent-Replayed"] == "true"
+    assert first.headers["X-Nectar-Run-Id"] == second.headers["X-Nectar-Run-Id"]
+    with database.connect(Role.ADMIN) as conn:
+        assert (
+            conn.execute(
+                "SELECT count(*) FROM workflow_runs WHERE workflow_id = %s", (workflow_id,)
+            ).fetchone()[0]
+            == 1
+        )
+
+
+def test_a_failing_workflow_answers_500_with_its_run_and_never_a_traceback(owner):
+    browser, _org, token = owner
+    failing = {
+        "trigger": {"type": "http"},
+        "steps": [{"id": "boom", "type": "transform", "expression": "abs(trigger.body)"}],
+    }
+    endpoint = _endpoint(browser, token, _workflow(browser, token, failing), method="POST", path="/boom")
+    answer = browser.client.post(endpoint["url"], json="text")
+    assert answer.status_code == 500 and answer.mimetype == "application/problem+json"
+    assert "step 'boom' (transform) failed" in answer.json["detail"] and "Traceback" not in answer.get_data(
+        as_text=True
+    )
+    run = browser.api("GET", f"/api/v1/runs/{answer.json['run_id']}", token=token).json
+    assert run["status"] == "failed" and run["steps"][0]["status"] == "failed"
+
+
+def test_versions_rollback_and_reruns(owner):
+    browser, _org, token = owner
+    workflow_id = _workflow(browser, token)
+    v2 = {"trigger": {"type": "http"}, "steps": [{"id": "r", "type": "respond", "body": "version two"}]}
+    assert (
+        browser.api(
+            "POST", f"/api/v1/workflows/{workflow_id}/versions", token=token, json={"definition": v2}
+        ).json["version"]
+        == 2
+    )
+    invalid = browser.api(
+        "POST", f"/api/v1/workflows/{workflow_id}/versions", token=token, json={"definition": {"steps": "no"}}
+    )
+    assert invalid.status_code == 422 and {e["path"] for e in invalid.json["errors"]} >= {"/", "/steps"}
+    run = browser.api(
+        "POST", f"/api/v1/workflows/{workflow_id}/runs", token=token, json={"input": {"body": {"items": []}}}
+    ).json
+    assert run["status"] == "succeeded" and run["steps"][0]["output"] == "version two"
+    assert (
+        browser.api(
+            "POST", f"/api/v1/workflows/{workflow_id}/rollback", token=token, json={"version": 1}
+        ).json["version"]
+        == 3
+    )
+    again = browser.api("POST", f"/api/v1/runs/{run['id']}/rerun", token=token, json={}).json
+    assert (
+        again["rerun_of"] == run["id"] and again["steps"][0]["output"] == "version two"
+    )  # the original version
+    current = browser.api(
+        "POST", f"/api/v1/runs/{run['id']}/rerun", token=token, json={"version": "current"}
+    ).json
+    assert [s["step_id"] for s in current["steps"]] == ["total", "check", "small"]  # version 3 = version 1
+
+
+def test_the_organization_openapi_lists_its_endpoints(owner):
+    browser, _org, token = owner
+    _endpoint(browser, token, _workflow(browser, token), request_schema=ITEMS_SCHEMA)
+    document = browser.api("GET", "/api/v1/endpoints/openapi.json", token=token).json
+    operation = document["paths"]["/orders/{id}/total"]["post"]
+    assert operation["parameters"][0]["name"] == "id"
+    assert operation["requestBody"]["content"]["application/json"]["schema"] == ITEMS_SCHEMA
+
+
+def test_an_endpoint_call_costs_at_most_five_database_round_trips(owner, core_app):
+    browser, _org, token = owner
+    endpoint = _endpoint(browser, token, _workflow(browser, token))
+    url = endpoint["url"].replace("{id}", "1")
+    browser.client.post(url, json={"items": []})  # warm
+    trips = []
+    with core_app.app_context():
+        engine = db.engine
+    listeners = {
+        "begin": lambda conn: trips.append("BEGIN"),
+        "commit": lambda conn: trips.append("COMMIT"),
+        "before_cursor_execute": lambda conn, cursor, statement, *rest: trips.append(
+            " ".join(statement.split())[:90]
+        ),
+    }
+    for name, listener in listeners.items():
+        event.listen(engine, name, listener)
+    try:
+        caller = core_app.test_client()  # an API caller: no session cookie
+        assert caller.post(url, json={"items": [{"price": 3}]}).status_code == 200
+    finally:
+        for name, listener in listeners.items():
+            event.remove(engine, name, listener)
+    assert len(trips) <= 5, trips
+
+
+# --- outbound HTTP guard ----------------------------------------------------------------------------
+
+
+class _Upstream(BaseHTTPRequestHandler):
+    def do_GET(self):  # noqa: N802 - the stdlib's name
+        if self.path == "/redirect":
+            self.send_response(302)
+            self.send_header("Location", "http://169.254.169.254/latest/meta-data/")
+            self.end_headers()
+            return
+        body = json.dumps({"hello": "from upstream", "path": self.path}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture(scope="module")
+def upstream():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Upstream)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def _fetching(url):
+    return {
+        "trigger": {"type": "manual"},
+        "steps": [
+            {"id": "get", "type": "http_request", "url": url},
+            {"id": "r", "type": "respond", "body": "{{ steps.get.body }}"},
+        ],
+    }
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "{upstream}/x",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://10.0.0.1/",
+        "http://[::1]/",
+        "file:///etc/passwd",
+    ],
+)
+def test_workflows_cannot_reach_internal_addresses(owner, upstream, target):
+    browser, _org, token = owner
+    workflow_id = _workflow(browser, token, _fetching(target.format(upstream=upstream)))
+    run = browser.api("POST", f"/api/v1/workflows/{workflow_id}/runs", token=token, json={}).json
+    assert run["status"] == "failed"
+    assert "refused" in run["error"] or "only http and https" in run["error"]
+
+
+def test_an_allowlisted_address_is_reachable_and_redirects_are_not_followed(settings_for, upstream, database):
+    app = create_app(
+        settings_for(Service.CORE, CORE_SERVICE_TOKEN=SERVICE_TOKEN, NECTAR_OUTBOUND_ALLOWLIST="127.0.0.1/32")
+    )
+    browser = Browser(app)
+    browser.sign_up()
+    browser.create_org()
+    token = _new_key(browser)
+    ok = browser.api(
+        "POST",
+        f"/api/v1/workflows/{_workflow(browser, token, _fetching(upstream + '/hello'))}/runs",
+        token=token,
+        json={},
+    ).json
+    assert ok["status"] == "succeeded" and ok["steps"][1]["output"] == {
+        "hello": "from upstream",
+        "path": "/hello",
+    }
+    redirected = browser.api(
+        "POST",
+        f"/api/v1/workflows/{_workflow(browser, token, _fetching(upstream + '/redirect'))}/runs",
+        token=token,
+        json={},
+    ).json
+    assert (
+        redirected["status"] == "succeeded"
+    )  # the 302 itself is the answer; nobody went to the metadata address
+    assert redirected["steps"][0]["output"]["status"] == 302
+    with app.app_context():
+        db.engine.dispose()

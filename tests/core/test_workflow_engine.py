@@ -1,0 +1,244 @@
+"""The engine over recorded effects: every step type, expressions, retries, error branches, limits."""
+
+import pytest
+
+from nectar.core.workflows.definition import validate
+from nectar.core.workflows.engine import Limits, execute
+
+
+class Recorder:
+    """Effects that record what the workflow asked for and answer from a script."""
+
+    def __init__(self, http_answers=None):
+        self.http_answers = list(http_answers or [])
+        self.requests, self.emails, self.sleeps = [], [], []
+
+    def http(self, step, request):
+        self.requests.append(request)
+        answer = self.http_answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    def email(self, to, subject, body):
+        self.emails.append((to, subject, body))
+
+    def sleep(self, seconds):
+        self.sleeps.append(seconds)
+
+
+def wf(*steps, trigger="http"):
+    document = {"trigger": {"type": trigger}, "steps": list(steps)}
+    assert validate(document) == [], validate(document)
+    return document
+
+
+def test_transform_condition_and_respond():
+    document = wf(
+        {"id": "total", "type": "transform", "expression": "sum(trigger.body.items[].price)"},
+        {
+            "id": "check",
+            "type": "condition",
+            "if": "steps.total > `100`",
+            "then": [
+                {
+                    "id": "big",
+                    "type": "respond",
+                    "status": 200,
+                    "body": {"total": "{{ steps.total }}", "tier": "big"},
+                }
+            ],
+            "else": [{"id": "small", "type": "respond", "status": 201, "body": "total is {{ steps.total }}"}],
+        },
+    )
+    big = execute(document, {"body": {"items": [{"price": 80}, {"price": 30}]}}, Recorder())
+    assert big.status == "succeeded" and big.response.status == 200
+    assert big.response.body == {"total": 110, "tier": "big"}
+    small = execute(document, {"body": {"items": [{"price": 5}]}}, Recorder())
+    assert (small.response.status, small.response.body) == (201, "total is 5")
+    assert [s.step_id for s in small.steps] == ["total", "check", "small"]
+
+
+def test_set_for_each_and_send_email():
+    effects = Recorder()
+    document = wf(
+        {"id": "greeting", "type": "set", "values": {"hello": "Hi"}},
+        {
+            "id": "each",
+            "type": "for_each",
+            "items": "trigger.people",
+            "steps": [
+                {
+                    "id": "mail",
+                    "type": "send_email",
+                    "to": "{{ item.email }}",
+                    "subject": "{{ vars.hello }} {{ item.name }}",
+                    "body": "#{{ index }}",
+                }
+            ],
+        },
+    )
+    outcome = execute(
+        document, {"people": [{"name": "Ann", "email": "a@x.io"}, {"name": "Bo", "email": "b@x.io"}]}, effects
+    )
+    assert outcome.status == "succeeded"
+    assert effects.emails == [("a@x.io", "Hi Ann", "#0"), ("b@x.io", "Hi Bo", "#1")]
+    assert outcome.output == [{"queued": True, "to": "a@x.io"}, {"queued": True, "to": "b@x.io"}]
+
+
+def test_http_request_retries_with_backoff_then_succeeds():
+    effects = Recorder(
+        [{"status": 503, "headers": {}, "body": "busy"}, {"status": 200, "headers": {}, "body": {"ok": True}}]
+    )
+    document = wf(
+        {
+            "id": "call",
+            "type": "http_request",
+            "method": "POST",
+            "url": "https://api.example.com/things/{{ trigger.id }}",
+            "body": {"id": "{{ trigger.id }}"},
+            "retry": {"attempts": 3, "backoff_seconds": 0.5, "multiplier": 2},
+        }
+    )
+    outcome = execute(document, {"id": 7}, effects)
+    assert outcome.status == "succeeded"
+    assert effects.sleeps == [0.5]
+    assert effects.requests[0]["url"] == "https://api.example.com/things/7" and effects.requests[0][
+        "body"
+    ] == {"id": 7}
+    assert [(s.attempt, s.status) for s in outcome.steps] == [(1, "failed"), (2, "succeeded")]
+
+
+def test_an_error_branch_handles_a_failure_and_the_run_goes_on():
+    effects = Recorder([{"status": 500, "headers": {}, "body": "no"}])
+    document = wf(
+        {
+            "id": "call",
+            "type": "http_request",
+            "url": "https://api.example.com/",
+            "on_error": [{"id": "note", "type": "set", "values": {"failed_step": "{{ error.step }}"}}],
+        },
+        {"id": "done", "type": "respond", "body": {"fallback": "{{ vars.failed_step }}"}},
+    )
+    outcome = execute(document, {}, effects)
+    assert outcome.status == "succeeded" and outcome.response.body == {"fallback": "call"}
+
+
+def test_an_unhandled_failure_fails_the_run_with_a_clear_error():
+    outcome = execute(
+        wf({"id": "bad", "type": "transform", "expression": "abs(trigger.x)"}), {"x": "abc"}, Recorder()
+    )
+    assert outcome.status == "failed"
+    assert outcome.error.startswith("step 'bad' (transform) failed")
+
+
+def test_limits_stop_runaway_runs():
+    loop = wf(
+        {
+            "id": "each",
+            "type": "for_each",
+            "items": "trigger.items",
+            "steps": [{"id": "x", "type": "transform", "expression": "item"}],
+        }
+    )
+    outcome = execute(loop, {"items": list(range(50))}, Recorder(), limits=Limits(max_steps=20))
+    assert outcome.status == "failed" and "limit of 20 steps" in outcome.error
+    ticks = iter(range(0, 1000, 5))
+    slow = execute(
+        loop,
+        {"items": list(range(50))},
+        Recorder(),
+        limits=Limits(time_limit_seconds=12),
+        clock=lambda: next(ticks),
+    )
+    assert slow.status == "failed" and "time limit of 12 s" in slow.error
+    too_many = execute(
+        wf(
+            {
+                "id": "each",
+                "type": "for_each",
+                "items": "trigger.items",
+                "max_items": 3,
+                "steps": [{"id": "x", "type": "transform", "expression": "item"}],
+            }
+        ),
+        {"items": [1, 2, 3, 4]},
+        Recorder(),
+    )
+    assert too_many.status == "failed" and "limit of 3" in too_many.error
+
+
+def test_delay_runs_only_asynchronously():
+    document = wf({"id": "wait", "type": "delay", "seconds": 2}, trigger="manual")
+    sync = execute(document, {}, Recorder())
+    assert sync.status == "failed" and "asynchronous" in sync.error
+    effects = Recorder()
+    assert execute(document, {}, effects, mode="async").status == "succeeded"
+    assert effects.sleeps == [2]
+
+
+def test_large_step_data_is_truncated_in_the_record():
+    outcome = execute(
+        wf({"id": "big", "type": "transform", "expression": "trigger.blob"}),
+        {"blob": "x" * 50_000},
+        Recorder(),
+    )
+    record = outcome.steps[0].output
+    assert record["truncated"] is True and record["bytes"] > 50_000
+    assert outcome.output == "x" * 50_000  # the run itself still sees everything
+
+
+@pytest.mark.parametrize(
+    ("document", "path", "fragment"),
+    [
+        ({"steps": []}, "/", "'trigger' is a required property"),
+        (
+            {"trigger": {"type": "http"}, "steps": [{"id": "a", "type": "teleport"}]},
+            "/steps/0/type",
+            "is not one of",
+        ),
+        (
+            {
+                "trigger": {"type": "http"},
+                "steps": [{"id": "a", "type": "transform", "expression": "a ||| b"}],
+            },
+            "/steps/0/expression",
+            "not a valid expression",
+        ),
+        (
+            {
+                "trigger": {"type": "http"},
+                "steps": [{"id": "a", "type": "set", "values": {}}, {"id": "a", "type": "set", "values": {}}],
+            },
+            "/steps/1/id",
+            "used twice",
+        ),
+        (
+            {
+                "trigger": {"type": "schedule", "cron": "every tuesday"},
+                "steps": [{"id": "a", "type": "set", "values": {}}],
+            },
+            "/trigger/cron",
+            "not a cron",
+        ),
+        (
+            {
+                "trigger": {"type": "http"},
+                "steps": [
+                    {
+                        "id": "c",
+                        "type": "condition",
+                        "if": "x",
+                        "then": [{"id": "r", "type": "respond", "status": 99}],
+                    }
+                ],
+            },
+            "/steps/0/then/0/status",
+            "",
+        ),
+    ],
+)
+def test_invalid_documents_name_the_exact_path_of_each_problem(document, path, fragment):
+    problems = validate(document)
+    assert problems, "expected problems"
+    assert any(p.path == path and fragment in p.message for p in problems), problems

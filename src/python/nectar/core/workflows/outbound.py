@@ -94,7 +94,8 @@ def send(
     timeout: float = DEFAULT_TIMEOUT,
 ) -> HttpResult:
     check_url(url, policy)
-    kwargs: dict = {"headers": headers or {}, "params": params, "timeout": min(timeout, policy.max_timeout)}
+    limit = min(timeout, policy.max_timeout)
+    kwargs: dict = {"headers": headers or {}, "params": params}
     if body is not None:
         if isinstance(body, dict | list):
             kwargs["json"] = body
@@ -102,15 +103,13 @@ def send(
             kwargs["data"] = str(body).encode()
     try:
         with requests.request(
-            method, url, allow_redirects=False, stream=True, **kwargs
-        ) as response:  # noqa: S113 - timeout is in kwargs
+            method, url, allow_redirects=False, stream=True, timeout=limit, **kwargs
+        ) as response:
             _check_peer(response, policy)
             content = _read_capped(response, policy.max_response_bytes)
             return HttpResult(response.status_code, dict(response.headers), _decode(content, response))
     except requests.Timeout:
-        raise OutboundRefused(
-            f"no answer from {urlsplit(url).hostname} within {kwargs['timeout']} s"
-        ) from None
+        raise OutboundRefused(f"no answer from {urlsplit(url).hostname} within {limit:g} s") from None
     except requests.RequestException as error:
         raise OutboundRefused(f"could not reach {urlsplit(url).hostname}: {type(error).__name__}") from None
 

@@ -25,6 +25,25 @@ def two_orgs(core_app, database):
     b_email = b.sign_up()
     org_b = b.create_org("Org B")
     b_token = _token(b)
+    b_workflow = b.api(
+        "POST",
+        "/api/v1/workflows",
+        token=b_token,
+        json={
+            "name": "secret",
+            "definition": {
+                "trigger": {"type": "http"},
+                "steps": [{"id": "r", "type": "respond", "body": "B"}],
+            },
+        },
+    ).json["id"]
+    b_endpoint = b.api(
+        "POST",
+        "/api/v1/endpoints",
+        token=b_token,
+        json={"method": "GET", "path": "/secret", "workflow_id": b_workflow, "auth": "api_key"},
+    ).json["id"]
+    b_run = b.api("POST", f"/api/v1/workflows/{b_workflow}/runs", token=b_token, json={}).json["id"]
     invited = unique_email()
     b.post("/org/invitations", {"email": invited, "role": "member"})
     with database.connect(Role.ADMIN, autocommit=True) as conn:
@@ -48,12 +67,20 @@ def two_orgs(core_app, database):
         "b_member": b_member,
         "b_key": b_key,
         "b_invitation": b_invitation,
+        "b_workflow": b_workflow,
+        "b_endpoint": b_endpoint,
+        "b_run": b_run,
     }
 
 
 def _b_state(database, ids) -> tuple:
     with database.connect(Role.ADMIN) as conn:
         return (
+            conn.execute(
+                "SELECT id, current_version FROM workflows WHERE org_id = %s", (ids["org_b"],)
+            ).fetchall(),
+            conn.execute("SELECT count(*) FROM workflow_runs WHERE org_id = %s", (ids["org_b"],)).fetchall(),
+            conn.execute("SELECT id, path FROM endpoints WHERE org_id = %s", (ids["org_b"],)).fetchall(),
             conn.execute(
                 "SELECT user_id, role FROM memberships WHERE org_id = %s ORDER BY user_id", (ids["org_b"],)
             ).fetchall(),
@@ -75,6 +102,15 @@ PAGE_ATTEMPTS = [
 ]
 
 API_ATTEMPTS = [
+    ("GET", "/api/v1/workflows/{b_workflow}"),
+    ("GET", "/api/v1/workflows/{b_workflow}/versions"),
+    ("POST", "/api/v1/workflows/{b_workflow}/versions"),
+    ("POST", "/api/v1/workflows/{b_workflow}/rollback"),
+    ("POST", "/api/v1/workflows/{b_workflow}/runs"),
+    ("GET", "/api/v1/runs/{b_run}"),
+    ("POST", "/api/v1/runs/{b_run}/rerun"),
+    ("PUT", "/api/v1/endpoints/{b_endpoint}"),
+    ("DELETE", "/api/v1/endpoints/{b_endpoint}"),
     ("DELETE", "/api/v1/api-keys/{b_key}"),
     ("DELETE", "/api/v1/members/{b_member}"),
     ("DELETE", "/api/v1/invitations/{b_invitation}"),
@@ -93,7 +129,12 @@ def test_pages_answer_404_for_another_organizations_ids(two_orgs, database, meth
 @pytest.mark.parametrize(("method", "template"), API_ATTEMPTS)
 def test_api_routes_answer_404_for_another_organizations_ids(two_orgs, database, method, template):
     before = _b_state(database, two_orgs)
-    response = two_orgs["a"].api(method, template.format(**two_orgs), token=two_orgs["a_token"])
+    body = {
+        "definition": {"trigger": {"type": "http"}, "steps": [{"id": "x", "type": "respond"}]},
+        "version": 1,
+    }
+    body.update(method="GET", path="/stolen", workflow_id=str(two_orgs["b_workflow"]))
+    response = two_orgs["a"].api(method, template.format(**two_orgs), token=two_orgs["a_token"], json=body)
     assert response.status_code == 404
     assert response.mimetype == "application/problem+json"
     assert _b_state(database, two_orgs) == before
@@ -132,6 +173,21 @@ def test_a_session_cannot_choose_another_organization_by_editing_its_cookie(two_
     with a.client.session_transaction() as session:
         assert "org_id" not in session
         session["org_id"] = str(two_orgs["org_a"])
+
+
+@pytest.mark.parametrize(
+    "template", ["/org/workflows/{b_workflow}", "/org/runs/{b_run}", "/org/endpoints/{b_endpoint}"]
+)
+def test_workflow_pages_answer_404_for_another_organizations_ids(two_orgs, template):
+    response = two_orgs["a"].get(template.format(**two_orgs))
+    assert response.status_code == 404 and "secret" not in response.get_data(as_text=True)
+
+
+def test_another_organizations_endpoint_refuses_our_key(two_orgs):
+    a = two_orgs["a"]
+    url = f"/e/{two_orgs['org_b']}/secret"
+    assert a.client.get(url, headers={"Authorization": f"Bearer {two_orgs['a_token']}"}).status_code == 401
+    assert a.client.get(url, headers={"Authorization": f"Bearer {two_orgs['b_token']}"}).status_code == 200
 
 
 def test_unknown_ids_are_404_too(two_orgs):

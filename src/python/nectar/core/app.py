@@ -15,6 +15,7 @@ from nectar.core.extensions import csrf, login_manager
 from nectar.core.orgs.views import orgs
 from nectar.core.provisioning.views import service_api
 from nectar.core.workflows.outbound import OutboundPolicy
+from nectar.core.workflows.views import workflow_pages
 from nectar.schema.migrate import head_revision
 from nectar.shared.config import Service, Settings, load_settings
 from nectar.shared.web import create_service_app, error_response
@@ -30,7 +31,16 @@ def create_app(settings: Settings | None = None) -> Flask:
     login_manager.init_app(app)
     app.before_request(resolve_request_scope)
     app.config["NECTAR_OUTBOUND_POLICY"] = OutboundPolicy.from_setting(settings.outbound_allowlist)
-    for blueprint in (dashboard, accounts, orgs, api_keys, api, service_api, tenant_endpoints):
+    for blueprint in (
+        dashboard,
+        accounts,
+        orgs,
+        api_keys,
+        api,
+        service_api,
+        tenant_endpoints,
+        workflow_pages,
+    ):
         app.register_blueprint(blueprint)
     # Services raise these; every page and API route answers them the same way.
     app.register_error_handler(PermissionDenied, lambda error: error_response(403, str(error)))

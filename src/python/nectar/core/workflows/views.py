@@ -1,0 +1,126 @@
+"""Workflow pages: the list, the visual builder, runs and a run's step trace; endpoints and their
+test console. The builder and console talk to /api/v1 with the session and its CSRF token."""
+
+from __future__ import annotations
+
+import uuid
+
+from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+from flask_login import current_user
+
+from nectar.core.access import current_org, org_required
+from nectar.core.endpoints import service as endpoints
+from nectar.core.orgs.forms import ActionForm
+from nectar.core.workflows import service
+from nectar.core.workflows.definition import STEP_TYPES
+from nectar.schema.models import WorkflowVersion
+from nectar.shared.database import db
+
+workflow_pages = Blueprint("workflow_pages", __name__)
+
+STARTER = {
+    "trigger": {"type": "http"},
+    "steps": [
+        {
+            "id": "greet",
+            "type": "transform",
+            "expression": "join(' ', ['Hello', trigger.query.name || 'world'])",
+        },
+        {"id": "reply", "type": "respond", "status": 200, "body": {"message": "{{ steps.greet }}"}},
+    ],
+}
+
+
+@workflow_pages.get("/org/workflows")
+@org_required()
+def index():
+    return render_template(
+        "core/workflows/index.html",
+        ctx=current_org(),
+        workflows=service.list_workflows(db.session),
+        form=ActionForm(),
+    )
+
+
+@workflow_pages.post("/org/workflows")
+@org_required("admin")
+def create():
+    form = ActionForm()
+    if not form.validate_on_submit():
+        abort(400, "The form expired; reload the page and try again.")
+    try:
+        workflow = service.create_workflow(
+            db.session, current_org(), current_user.user.id, form.target.data or "", STARTER
+        )
+    except service.InvalidWorkflow as invalid:
+        db.session.rollback()
+        flash(str(invalid.problems[0].message), "error")
+        return redirect(url_for("workflow_pages.index"))
+    db.session.commit()
+    return redirect(url_for("workflow_pages.builder", workflow_id=workflow.id))
+
+
+@workflow_pages.get("/org/workflows/<uuid:workflow_id>")
+@org_required()
+def builder(workflow_id: uuid.UUID):
+    workflow = service.get_workflow(db.session, workflow_id)
+    current = service.version_of(db.session, workflow.id, workflow.current_version)
+    return render_template(
+        "core/workflows/builder.html",
+        ctx=current_org(),
+        workflow=workflow,
+        definition=current.definition if current else STARTER,
+        versions=service.versions(db.session, workflow.id),
+        step_types=STEP_TYPES,
+        runs=service.list_runs(db.session, workflow_id=workflow.id, limit=10),
+    )
+
+
+@workflow_pages.get("/org/runs")
+@org_required()
+def runs():
+    status = request.args.get("status") or None
+    trigger = request.args.get("trigger") or None
+    try:
+        workflow_id = uuid.UUID(request.args["workflow_id"]) if request.args.get("workflow_id") else None
+    except ValueError:
+        abort(400, "workflow_id must be a workflow's id.")
+    return render_template(
+        "core/workflows/runs.html",
+        ctx=current_org(),
+        runs=service.list_runs(
+            db.session, workflow_id=workflow_id, status=status, trigger=trigger, limit=100
+        ),
+        workflows={w.id: w for w in service.list_workflows(db.session)},
+        filters={"status": status, "trigger": trigger, "workflow_id": workflow_id},
+    )
+
+
+@workflow_pages.get("/org/runs/<uuid:run_id>")
+@org_required()
+def run_detail(run_id: uuid.UUID):
+    run, steps = service.get_run(db.session, run_id)
+    version = db.session.get(WorkflowVersion, run.version_id)
+    workflow = service.get_workflow(db.session, run.workflow_id)
+    return render_template(
+        "core/workflows/run.html", ctx=current_org(), run=run, steps=steps, version=version, workflow=workflow
+    )
+
+
+@workflow_pages.get("/org/endpoints")
+@org_required()
+def endpoint_index():
+    return render_template(
+        "core/endpoints/index.html",
+        ctx=current_org(),
+        endpoints=endpoints.list_endpoints(db.session),
+        workflows=service.list_workflows(db.session),
+        methods=endpoints.METHODS,
+    )
+
+
+@workflow_pages.get("/org/endpoints/<uuid:endpoint_id>")
+@org_required()
+def endpoint_console(endpoint_id: uuid.UUID):
+    endpoint = endpoints.get_endpoint(db.session, endpoint_id)
+    return render_template("core/endpoints/console.html", ctx=current_org(), endpoint=endpoint)

@@ -83,7 +83,14 @@ def test_session_cookie_flags(browser, settings_for):
     from nectar.core.app import create_app
     from nectar.shared.config import Service
 
-    production = create_app(settings_for(Service.CORE, NECTAR_ENV="production", SECRET_KEY="p" * 40))
+    from cryptography.fernet import Fernet
+
+    from nectar.shared.config import ConfigError
+
+    with pytest.raises(ConfigError, match="NECTAR_ENCRYPTION_KEYS is not set"):
+        create_app(settings_for(Service.CORE, NECTAR_ENV="production", SECRET_KEY="p" * 40))
+    keys = f"k1:{Fernet.generate_key().decode()}"
+    production = create_app(settings_for(Service.CORE, NECTAR_ENV="production", SECRET_KEY="p" * 40, NECTAR_ENCRYPTION_KEYS=keys))
     assert production.config["SESSION_COOKIE_SECURE"] is True
 
 

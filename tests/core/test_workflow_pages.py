@@ -24,7 +24,9 @@ def test_pages_show_workflows_runs_and_endpoints(browser):
         assert step in trace
     assert "/orders/{id}/total" in browser.get("/org/endpoints").get_data(as_text=True)
     assert browser.get(f"/org/endpoints/{endpoint['id']}").status_code == 200
-    for asset in ("api.js", "builder.js", "run.js", "endpoints.js", "console.js"):
+    connections = browser.get("/org/connections").get_data(as_text=True)
+    assert "Slack incoming webhook" in connections and "REST API" in connections
+    for asset in ("api.js", "builder.js", "run.js", "endpoints.js", "console.js", "connections.js"):
         served = browser.get(f"/static/{asset}")
         assert served.status_code == 200 and served.mimetype in ("text/javascript", "application/javascript")
 

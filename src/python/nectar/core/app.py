@@ -6,6 +6,7 @@ from flask import Flask
 
 from nectar.core.access import PermissionDenied, resolve_request_scope
 from nectar.core.accounts.views import accounts
+from nectar.core.api import integrations as _integration_routes  # noqa: F401 - adds routes to `api`
 from nectar.core.api import workflows as _workflow_routes  # noqa: F401 - adds routes to `api`
 from nectar.core.api.views import api
 from nectar.core.api_keys.views import api_keys
@@ -18,6 +19,7 @@ from nectar.core.workflows.outbound import OutboundPolicy
 from nectar.core.workflows.views import workflow_pages
 from nectar.schema.migrate import head_revision
 from nectar.shared.config import Service, Settings, load_settings
+from nectar.shared.encryption import key_ring
 from nectar.shared.web import create_service_app, error_response
 
 SERVICE = Service.CORE
@@ -31,6 +33,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     login_manager.init_app(app)
     app.before_request(resolve_request_scope)
     app.config["NECTAR_OUTBOUND_POLICY"] = OutboundPolicy.from_setting(settings.outbound_allowlist)
+    app.config["NECTAR_KEY_RING"] = key_ring(settings)
     for blueprint in (
         dashboard,
         accounts,

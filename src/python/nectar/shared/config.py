@@ -154,6 +154,9 @@ class Settings:
     trusted_proxy_hops: int = 0
     # Private or internal networks workflow HTTP steps may reach anyway (NECTAR_OUTBOUND_ALLOWLIST, CIDRs).
     outbound_allowlist: str = ""
+    # Fernet keys for secrets at rest, newest first (NECTAR_ENCRYPTION_KEYS; see shared/encryption.py).
+    encryption_keys: str = ""
+    var_dir: Path = Path("var")
 
     @property
     def is_production(self) -> bool:
@@ -201,5 +204,7 @@ def load_settings(service: Service, environ: Mapping[str, str] | None = None) ->
         service_token=service_token,
         trusted_proxy_hops=env_int(environ, "TRUSTED_PROXY_HOPS", 0, low=0, high=5),
         outbound_allowlist=env_str(environ, "NECTAR_OUTBOUND_ALLOWLIST", ""),
+        encryption_keys=env_str(environ, "NECTAR_ENCRYPTION_KEYS", ""),
+        var_dir=var_dir(environ),
         public_url=env_str(environ, f"{service.upper()}_PUBLIC_URL", f"http://127.0.0.1:{port}").rstrip("/"),
     )

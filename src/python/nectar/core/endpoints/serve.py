@@ -30,6 +30,49 @@ def call(org_id: uuid.UUID, path: str):
     )
 
 
+@tenant_endpoints.post("/<uuid:org_id>/_hooks/<uuid:connection_id>")
+def incoming_webhook(org_id: uuid.UUID, connection_id: uuid.UUID):
+    """An incoming-webhook connection: a signed POST starts its workflow."""
+    from nectar.core.integrations.service import signature_valid
+    from nectar.core.workflows.service import version_of
+    from nectar.schema.models import IntegrationConnection, Workflow
+
+    raw = request.get_data(cache=True)
+    if len(raw) > MAX_BODY_BYTES:
+        raise RequestEntityTooLarge(f"Request bodies are limited to {MAX_BODY_BYTES // 1024} KiB.")
+    scope_session(db.session, org_id=org_id)
+    connection = db.session.get(IntegrationConnection, connection_id)
+    keys = current_app.config["NECTAR_KEY_RING"]
+    if connection is None or not signature_valid(
+        connection, keys, raw, request.headers.get("X-Nectar-Signature")
+    ):
+        return problem(401, "Unknown hook or a missing or wrong X-Nectar-Signature.")
+    workflow = db.session.get(Workflow, uuid.UUID(connection.config["workflow_id"]))
+    version = version_of(db.session, workflow.id, workflow.current_version) if workflow else None
+    if version is None:
+        return problem(404, "The hook's workflow does not exist any more.")
+    body = _read_body()
+    trigger = {
+        "method": "POST",
+        "path": request.path,
+        "params": {},
+        "query": request.args.to_dict(),
+        "headers": {},
+        "body": body,
+    }
+    key = request.headers.get("Idempotency-Key")
+    if key and (earlier := run_for_key(db.session, workflow.id, key)) is not None:
+        return _replay(earlier)
+    run_id, outcome = run_version(
+        db.session,
+        org_id,
+        RunRequest(workflow.id, version.id, "http", trigger, idempotency_key=key),
+        version.definition,
+    )
+    db.session.commit()
+    return _respond(run_id, outcome.status, outcome.error, outcome.response, outcome.output)
+
+
 def _read_body():
     if request.content_length and request.content_length > MAX_BODY_BYTES:
         raise RequestEntityTooLarge(f"Request bodies are limited to {MAX_BODY_BYTES // 1024} KiB.")

@@ -21,11 +21,19 @@ class LiveEffects:
         self.session, self.policy = session, policy
 
     def http(self, step: dict, request: dict) -> dict:
+        url, headers = request["url"], request["headers"]
+        if step.get("connection"):
+            from nectar.core.integrations.service import authorize, connection_named
+
+            connection = connection_named(self.session, step["connection"])
+            if connection is None:
+                raise ValueError(f"no connection named {step['connection']!r} in this organization")
+            url, headers = authorize(connection, current_app.config["NECTAR_KEY_RING"], url, headers)
         return outbound.send(
             request["method"],
-            request["url"],
+            url,
             policy=self.policy,
-            headers=request["headers"],
+            headers=headers,
             params=request["query"],
             body=request["body"],
             timeout=request["timeout_seconds"],

@@ -124,3 +124,16 @@ def endpoint_index():
 def endpoint_console(endpoint_id: uuid.UUID):
     endpoint = endpoints.get_endpoint(db.session, endpoint_id)
     return render_template("core/endpoints/console.html", ctx=current_org(), endpoint=endpoint)
+
+
+@workflow_pages.get("/org/connections")
+@org_required()
+def connections():
+    from nectar.core.integrations import service as integrations
+
+    return render_template(
+        "core/integrations/index.html",
+        ctx=current_org(),
+        catalog=integrations.catalog(db.session),
+        connections=integrations.list_connections(db.session),
+    )

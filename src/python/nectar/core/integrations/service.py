@@ -1,0 +1,201 @@
+"""The integration hub: connections an organization configures from the catalog's templates.
+
+Credentials are validated against the template, encrypted at rest (nectar.shared.encryption)
+and never returned: the API and pages only say whether a connection has them. "Test connection"
+makes a real call and stores the outcome.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import smtplib
+import uuid
+from datetime import UTC, datetime
+
+from jsonschema import Draft202012Validator
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from nectar.core.access import OrgContext, PermissionDenied
+from nectar.core.workflows import outbound
+from nectar.core.workflows.definition import Problem
+from nectar.schema.models import CatalogService, IntegrationConnection
+from nectar.shared.encryption import DecryptionFailed, KeyRing
+
+
+class InvalidConnection(Exception):
+    def __init__(self, problems: list[Problem]):
+        super().__init__("; ".join(f"{p.path}: {p.message}" for p in problems))
+        self.problems = problems
+
+
+def catalog(session: Session) -> list[CatalogService]:
+    return list(session.scalars(select(CatalogService).order_by(CatalogService.name)))
+
+
+def _problems(schema: dict, value, prefix: str) -> list[Problem]:
+    return [
+        Problem(prefix + "".join(f"/{p}" for p in error.absolute_path), error.message)
+        for error in Draft202012Validator(
+            schema, format_checker=Draft202012Validator.FORMAT_CHECKER
+        ).iter_errors(value)
+    ]
+
+
+def save_connection(
+    session: Session,
+    ctx: OrgContext,
+    keys: KeyRing,
+    *,
+    service_key: str,
+    name: str,
+    config: dict,
+    credentials: dict | None,
+    user_id=None,
+    connection: IntegrationConnection | None = None,
+) -> IntegrationConnection:
+    """Creates or updates a connection. `credentials=None` on an update keeps the stored ones."""
+    if not ctx.at_least("admin"):
+        raise PermissionDenied("Only an admin or owner can change connections.")
+    template = session.get(CatalogService, service_key)
+    if template is None:
+        raise InvalidConnection([Problem("/service_key", f"No connector {service_key!r} in the catalog.")])
+    name = (name or "").strip()
+    problems = [] if 1 <= len(name) <= 100 else [Problem("/name", "Use 1 to 100 characters.")]
+    problems += _problems(template.config_schema, config, "/config")
+    if credentials is not None:
+        problems += _problems(template.credentials_schema, credentials, "/credentials")
+    elif connection is None:
+        problems += _problems(template.credentials_schema, {}, "/credentials")
+    if problems:
+        raise InvalidConnection(problems)
+    connection = connection or IntegrationConnection(id=uuid.uuid4(), org_id=ctx.org_id, created_by=user_id)
+    connection.service_key, connection.name, connection.config = service_key, name, config
+    if credentials is not None:
+        connection.credentials_ciphertext, connection.key_id = keys.encrypt(json.dumps(credentials).encode())
+    connection.updated_at = datetime.now(UTC)
+    session.add(connection)
+    try:
+        with session.begin_nested():
+            session.flush()
+    except IntegrityError:
+        raise InvalidConnection([Problem("/name", f"A connection named {name!r} exists already.")]) from None
+    return connection
+
+
+def get_connection(session: Session, connection_id: uuid.UUID) -> IntegrationConnection:
+    connection = session.get(IntegrationConnection, connection_id)
+    if connection is None:
+        raise LookupError("no such connection")
+    return connection
+
+
+def connection_named(session: Session, name: str) -> IntegrationConnection | None:
+    return session.scalar(select(IntegrationConnection).where(IntegrationConnection.name == name))
+
+
+def list_connections(session: Session) -> list[IntegrationConnection]:
+    return list(session.scalars(select(IntegrationConnection).order_by(IntegrationConnection.name)))
+
+
+def delete_connection(session: Session, ctx: OrgContext, connection_id: uuid.UUID) -> None:
+    if not ctx.at_least("admin"):
+        raise PermissionDenied("Only an admin or owner can change connections.")
+    session.delete(get_connection(session, connection_id))
+
+
+def credentials_of(connection: IntegrationConnection, keys: KeyRing) -> dict:
+    if connection.credentials_ciphertext is None:
+        return {}
+    return json.loads(keys.decrypt(connection.credentials_ciphertext))
+
+
+def authorize(connection: IntegrationConnection, keys: KeyRing, url: str, headers: dict) -> tuple[str, dict]:
+    """A REST connection's base URL and auth applied to a step's request."""
+    if connection.service_key != "rest":
+        raise ValueError(
+            f"connection {connection.name!r} is a {connection.service_key} connector, not a REST API"
+        )
+    config, secret = connection.config, credentials_of(connection, keys)
+    if not url.startswith(("http://", "https://")):
+        url = config["base_url"].rstrip("/") + "/" + url.lstrip("/")
+    elif not url.startswith(config["base_url"]):
+        # Credentials only ever go to the connection's own service.
+        raise ValueError(f"{url} is outside the connection's base URL {config['base_url']}")
+    headers = dict(headers)
+    auth = config["auth"]
+    if auth == "bearer":
+        headers["Authorization"] = f"Bearer {secret.get('token', '')}"
+    elif auth == "basic":
+        pair = f"{secret.get('username', '')}:{secret.get('password', '')}".encode()
+        headers["Authorization"] = "Basic " + base64.b64encode(pair).decode()
+    elif auth == "api_key":
+        headers[config.get("api_key_header") or "X-API-Key"] = secret.get("api_key", "")
+    return url, headers
+
+
+def test_connection(
+    session: Session, ctx: OrgContext, keys: KeyRing, connection: IntegrationConnection, policy
+) -> tuple[bool, str]:
+    """Makes a real call with the connection and records the outcome; returns (ok, message)."""
+    if not ctx.at_least("admin"):
+        raise PermissionDenied("Only an admin or owner can test connections.")
+    try:
+        message = _probe(connection, keys, policy)
+        ok = True
+    except (outbound.OutboundRefused, DecryptionFailed, ValueError, OSError, smtplib.SMTPException) as error:
+        ok, message = False, str(error) or type(error).__name__
+    connection.last_tested_at, connection.last_test_ok = datetime.now(UTC), ok
+    connection.last_test_error = None if ok else message[:1000]
+    return ok, message
+
+
+def _probe(connection: IntegrationConnection, keys: KeyRing, policy) -> str:
+    kind, config = connection.service_key, connection.config
+    secret = credentials_of(connection, keys)
+    if kind == "rest":
+        url, headers = authorize(connection, keys, config.get("health_path") or "/", {})
+        result = outbound.send("GET", url, policy=policy, headers=headers, timeout=10)
+        if result.status >= 400:
+            raise ValueError(f"GET {url} answered {result.status}")
+        return f"GET {url} answered {result.status}"
+    if kind == "slack":
+        result = outbound.send(
+            "POST",
+            secret["webhook_url"],
+            policy=policy,
+            body={"text": "Nectar Studio connection test"},
+            timeout=10,
+        )
+        if result.status >= 400:
+            raise ValueError(f"Slack answered {result.status}: {str(result.body)[:200]}")
+        return "Slack accepted the test message"
+    if kind == "smtp":
+        outbound.check_url(f"http://{config['host']}:{config['port']}/", policy)
+        with smtplib.SMTP(config["host"], config["port"], timeout=10) as smtp:
+            smtp.ehlo()
+            if config.get("starttls"):
+                smtp.starttls()
+                smtp.ehlo()
+            if secret.get("username"):
+                smtp.login(secret["username"], secret.get("password", ""))
+            smtp.noop()
+        return f"{config['host']}:{config['port']} accepted the connection"
+    if kind == "webhook":
+        return (
+            "Ready: POST to its URL with X-Nectar-Signature: sha256=<HMAC-SHA256 of the body with the secret>"
+        )
+    raise ValueError(f"no test for {kind} connections")
+
+
+def signature_valid(
+    connection: IntegrationConnection, keys: KeyRing, body: bytes, header: str | None
+) -> bool:
+    if connection.service_key != "webhook" or not header or not header.startswith("sha256="):
+        return False
+    expected = hmac.new(credentials_of(connection, keys)["secret"].encode(), body, hashlib.sha256).hexdigest()
+    return hmac.compare_digest(expected, header.removeprefix("sha256="))

@@ -1,0 +1,223 @@
+"""The integration hub: catalog, encrypted credentials that never come back, real connection
+tests, authenticated calls from workflows, key rotation and signed incoming webhooks."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import socket
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from cryptography.fernet import Fernet
+
+from nectar.admin.main import main as admin_main
+from nectar.core.app import create_app
+from nectar.shared.config import Role, Service
+from nectar.shared.database import db
+from tests.core.conftest import SERVICE_TOKEN, Browser
+from tests.core.test_api import _new_key
+from tests.core.test_endpoints import _workflow
+
+KEY_A, KEY_B = Fernet.generate_key().decode(), Fernet.generate_key().decode()
+TOKEN = "upstream-bearer-token-1234567890"
+
+
+class _Echo(BaseHTTPRequestHandler):
+    def do_GET(self):  # noqa: N802
+        status = 200 if self.headers.get("Authorization") == f"Bearer {TOKEN}" else 401
+        body = json.dumps({"path": self.path, "authorized": status == 200}).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture(scope="module")
+def upstream():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Echo)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def _make_app(settings_for, keys: str):
+    return create_app(
+        settings_for(
+            Service.CORE,
+            CORE_SERVICE_TOKEN=SERVICE_TOKEN,
+            NECTAR_OUTBOUND_ALLOWLIST="127.0.0.1/32",
+            NECTAR_ENCRYPTION_KEYS=keys,
+        )
+    )
+
+
+@pytest.fixture(scope="module")
+def hub(settings_for):
+    app = _make_app(settings_for, f"a:{KEY_A}")
+    browser = Browser(app)
+    browser.sign_up()
+    org = browser.create_org()
+    yield browser, org, _new_key(browser), app
+    with app.app_context():
+        db.engine.dispose()
+
+
+def _rest(browser, token, upstream, name="upstream"):
+    created = browser.api(
+        "POST",
+        "/api/v1/connections",
+        token=token,
+        json={
+            "service_key": "rest",
+            "name": name,
+            "config": {"base_url": upstream, "auth": "bearer"},
+            "credentials": {"token": TOKEN},
+        },
+    )
+    assert created.status_code == 201, created.json
+    return created.json
+
+
+def test_the_catalog_offers_the_four_connectors(hub):
+    browser, _org, token, _app = hub
+    keys = {c["key"] for c in browser.api("GET", "/api/v1/catalog", token=token).json["items"]}
+    assert keys == {"rest", "webhook", "smtp", "slack"}
+
+
+def test_credentials_are_encrypted_and_never_returned(hub, upstream, database):
+    browser, org, token, _app = hub
+    connection = _rest(browser, token, upstream, "secretive")
+    assert connection["has_credentials"] is True and "credentials" not in connection
+    assert TOKEN not in json.dumps(browser.api("GET", "/api/v1/connections", token=token).json)
+    with database.connect(Role.ADMIN) as conn:
+        ciphertext, key_id = conn.execute(
+            "SELECT credentials_ciphertext, key_id FROM integration_connections WHERE id = %s",
+            (connection["id"],),
+        ).fetchone()
+    assert TOKEN.encode() not in bytes(ciphertext) and key_id == "a"
+
+
+def test_bad_settings_are_refused_with_paths(hub):
+    browser, _org, token, _app = hub
+    bad = browser.api(
+        "POST",
+        "/api/v1/connections",
+        token=token,
+        json={
+            "service_key": "rest",
+            "name": "x",
+            "config": {"base_url": "ftp://x", "auth": "magic"},
+            "credentials": {"token": 5},
+        },
+    )
+    assert bad.status_code == 422
+    assert {e["path"] for e in bad.json["errors"]} >= {
+        "/config/base_url",
+        "/config/auth",
+        "/credentials/token",
+    }
+    assert (
+        browser.api(
+            "POST", "/api/v1/connections", token=token, json={"service_key": "fax", "name": "x"}
+        ).status_code
+        == 422
+    )
+
+
+def test_testing_a_connection_reports_success_or_the_error(hub, upstream):
+    browser, _org, token, _app = hub
+    good = _rest(browser, token, upstream, "good")
+    result = browser.api("POST", f"/api/v1/connections/{good['id']}/test", token=token).json
+    assert result["ok"] is True and result["connection"]["last_test_ok"] is True
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        dead = probe.getsockname()[1]
+    broken = _rest(browser, token, f"http://127.0.0.1:{dead}", "broken")
+    failed = browser.api("POST", f"/api/v1/connections/{broken['id']}/test", token=token).json
+    assert failed["ok"] is False and "could not reach" in failed["message"]
+
+
+def test_a_workflow_calls_through_a_connection_with_its_credentials(hub, upstream):
+    browser, _org, token, _app = hub
+    _rest(browser, token, upstream, "api")
+    definition = {
+        "trigger": {"type": "manual"},
+        "steps": [
+            {"id": "get", "type": "http_request", "connection": "api", "url": "/orders"},
+            {"id": "r", "type": "respond", "body": "{{ steps.get.body }}"},
+        ],
+    }
+    run = browser.api(
+        "POST", f"/api/v1/workflows/{_workflow(browser, token, definition)}/runs", token=token, json={}
+    ).json
+    assert run["status"] == "succeeded", run
+    assert run["steps"][1]["output"] == {"path": "/orders", "authorized": True}
+    outside = {
+        **definition,
+        "steps": [
+            {"id": "get", "type": "http_request", "connection": "api", "url": "https://elsewhere.example/"}
+        ],
+    }
+    leak = browser.api(
+        "POST", f"/api/v1/workflows/{_workflow(browser, token, outside)}/runs", token=token, json={}
+    ).json
+    assert leak["status"] == "failed" and "outside the connection's base URL" in leak["error"]
+
+
+def test_keys_rotate_without_losing_credentials(hub, upstream, settings_for, database, monkeypatch, capsys):
+    browser, _org, token, _app = hub
+    connection = _rest(browser, token, upstream, "rotating")
+    environ = database.environ(NECTAR_ENCRYPTION_KEYS=f"b:{KEY_B},a:{KEY_A}")
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+    assert admin_main(["rotate-credentials"]) == 0
+    assert "with key b" in capsys.readouterr().out
+    only_b = _make_app(settings_for, f"b:{KEY_B}")
+    other = Browser(only_b)
+    result = other.api("POST", f"/api/v1/connections/{connection['id']}/test", token=token).json
+    assert result["ok"] is True, result
+    with only_b.app_context():
+        db.engine.dispose()
+
+
+def test_a_signed_incoming_webhook_starts_its_workflow(hub):
+    browser, org, token, _app = hub
+    workflow_id = _workflow(
+        browser,
+        token,
+        {
+            "trigger": {"type": "http"},
+            "steps": [{"id": "r", "type": "respond", "body": {"got": "{{ trigger.body.event }}"}}],
+        },
+    )
+    hook = browser.api(
+        "POST",
+        "/api/v1/connections",
+        token=token,
+        json={
+            "service_key": "webhook",
+            "name": "github",
+            "config": {"workflow_id": workflow_id},
+            "credentials": {"secret": "s" * 32},
+        },
+    ).json
+    body = json.dumps({"event": "push"}).encode()
+    signature = "sha256=" + hmac.new(b"s" * 32, body, hashlib.sha256).hexdigest()
+    headers = {"Content-Type": "application/json"}
+    assert (
+        browser.client.post(
+            hook["webhook_url"], data=body, headers={**headers, "X-Nectar-Signature": "sha256=bad"}
+        ).status_code
+        == 401
+    )
+    ok = browser.client.post(
+        hook["webhook_url"], data=body, headers={**headers, "X-Nectar-Signature": signature}
+    )
+    assert ok.status_code == 200 and ok.json == {"got": "push"}

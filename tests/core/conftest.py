@@ -29,6 +29,7 @@ class Browser:
     """A test client that submits forms with the CSRF token its pages carry."""
 
     def __init__(self, app):
+        self.app = app
         self.client = app.test_client()
 
     def get(self, url, **kwargs):
@@ -112,3 +113,24 @@ def link_in(body: str) -> str:
     match = re.search(r"https?://[^/\s]+(/\S+)", body)
     assert match, body
     return match.group(1)
+
+
+def drain_jobs(app) -> None:
+    """Runs core's worker until its queue is empty, as `core.pex worker --once` would."""
+    from nectar.core.workflows import jobs
+    from nectar.shared.jobs import job_app
+
+    jobs.bind(app)
+    worker = job_app(app.config["NECTAR_SETTINGS"].database_url, jobs.blueprint)
+    worker.run_worker(queues=[jobs.QUEUE], wait=False, install_signal_handlers=False)
+
+
+def run_and_wait(browser, token, workflow_id, run_input=None) -> dict:
+    """Starts a manual run through the API, lets the worker run it, and returns the finished run."""
+    started = browser.api(
+        "POST", f"/api/v1/workflows/{workflow_id}/runs", token=token, json={"input": run_input or {}}
+    )
+    assert started.status_code == 202, started.json
+    assert started.json["status"] == "queued"
+    drain_jobs(browser.app)
+    return browser.api("GET", f"/api/v1/runs/{started.json['id']}", token=token).json

@@ -80,17 +80,17 @@ def test_session_cookie_flags(browser, settings_for):
     browser.sign_up()
     cookie = browser.client.get_cookie("nectar_core_session")
     assert cookie.http_only and cookie.same_site == "Lax"
-    from nectar.core.app import create_app
-    from nectar.shared.config import Service
-
     from cryptography.fernet import Fernet
 
-    from nectar.shared.config import ConfigError
+    from nectar.core.app import create_app
+    from nectar.shared.config import ConfigError, Service
 
     with pytest.raises(ConfigError, match="NECTAR_ENCRYPTION_KEYS is not set"):
         create_app(settings_for(Service.CORE, NECTAR_ENV="production", SECRET_KEY="p" * 40))
     keys = f"k1:{Fernet.generate_key().decode()}"
-    production = create_app(settings_for(Service.CORE, NECTAR_ENV="production", SECRET_KEY="p" * 40, NECTAR_ENCRYPTION_KEYS=keys))
+    production = create_app(
+        settings_for(Service.CORE, NECTAR_ENV="production", SECRET_KEY="p" * 40, NECTAR_ENCRYPTION_KEYS=keys)
+    )
     assert production.config["SESSION_COOKIE_SECURE"] is True
 
 

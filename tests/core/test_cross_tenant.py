@@ -43,7 +43,9 @@ def two_orgs(core_app, database):
         token=b_token,
         json={"method": "GET", "path": "/secret", "workflow_id": b_workflow, "auth": "api_key"},
     ).json["id"]
-    b_run = b.api("POST", f"/api/v1/workflows/{b_workflow}/runs", token=b_token, json={}).json["id"]
+    b_run = b.api("POST", f"/api/v1/workflows/{b_workflow}/runs", token=b_token, json={}).json[
+        "id"
+    ]  # queued is enough
     invited = unique_email()
     b.post("/org/invitations", {"email": invited, "role": "member"})
     with database.connect(Role.ADMIN, autocommit=True) as conn:

@@ -15,7 +15,7 @@ from nectar.core.app import create_app
 from nectar.core.endpoints import service as endpoint_service
 from nectar.shared.config import Role, Service
 from nectar.shared.database import db
-from tests.core.conftest import SERVICE_TOKEN, Browser
+from tests.core.conftest import SERVICE_TOKEN, Browser, drain_jobs, run_and_wait
 from tests.core.test_api import _new_key
 
 PRICE_CHECK = {
@@ -199,9 +199,7 @@ def test_versions_rollback_and_reruns(owner):
         "POST", f"/api/v1/workflows/{workflow_id}/versions", token=token, json={"definition": {"steps": "no"}}
     )
     assert invalid.status_code == 422 and {e["path"] for e in invalid.json["errors"]} >= {"/", "/steps"}
-    run = browser.api(
-        "POST", f"/api/v1/workflows/{workflow_id}/runs", token=token, json={"input": {"body": {"items": []}}}
-    ).json
+    run = run_and_wait(browser, token, workflow_id, {"body": {"items": []}})
     assert run["status"] == "succeeded" and run["steps"][0]["output"] == "version two"
     assert (
         browser.api(
@@ -209,13 +207,16 @@ def test_versions_rollback_and_reruns(owner):
         ).json["version"]
         == 3
     )
-    again = browser.api("POST", f"/api/v1/runs/{run['id']}/rerun", token=token, json={}).json
+    again_id = browser.api("POST", f"/api/v1/runs/{run['id']}/rerun", token=token, json={}).json["id"]
+    current_id = browser.api(
+        "POST", f"/api/v1/runs/{run['id']}/rerun", token=token, json={"version": "current"}
+    ).json["id"]
+    drain_jobs(browser.app)
+    again = browser.api("GET", f"/api/v1/runs/{again_id}", token=token).json
     assert (
         again["rerun_of"] == run["id"] and again["steps"][0]["output"] == "version two"
     )  # the original version
-    current = browser.api(
-        "POST", f"/api/v1/runs/{run['id']}/rerun", token=token, json={"version": "current"}
-    ).json
+    current = browser.api("GET", f"/api/v1/runs/{current_id}", token=token).json
     assert [s["step_id"] for s in current["steps"]] == ["total", "check", "small"]  # version 3 = version 1
 
 
@@ -306,7 +307,7 @@ def _fetching(url):
 def test_workflows_cannot_reach_internal_addresses(owner, upstream, target):
     browser, _org, token = owner
     workflow_id = _workflow(browser, token, _fetching(target.format(upstream=upstream)))
-    run = browser.api("POST", f"/api/v1/workflows/{workflow_id}/runs", token=token, json={}).json
+    run = run_and_wait(browser, token, workflow_id)
     assert run["status"] == "failed"
     assert "refused" in run["error"] or "only http and https" in run["error"]
 
@@ -319,22 +320,12 @@ def test_an_allowlisted_address_is_reachable_and_redirects_are_not_followed(sett
     browser.sign_up()
     browser.create_org()
     token = _new_key(browser)
-    ok = browser.api(
-        "POST",
-        f"/api/v1/workflows/{_workflow(browser, token, _fetching(upstream + '/hello'))}/runs",
-        token=token,
-        json={},
-    ).json
+    ok = run_and_wait(browser, token, _workflow(browser, token, _fetching(upstream + "/hello")))
     assert ok["status"] == "succeeded" and ok["steps"][1]["output"] == {
         "hello": "from upstream",
         "path": "/hello",
     }
-    redirected = browser.api(
-        "POST",
-        f"/api/v1/workflows/{_workflow(browser, token, _fetching(upstream + '/redirect'))}/runs",
-        token=token,
-        json={},
-    ).json
+    redirected = run_and_wait(browser, token, _workflow(browser, token, _fetching(upstream + "/redirect")))
     assert (
         redirected["status"] == "succeeded"
     )  # the 302 itself is the answer; nobody went to the metadata address

@@ -17,7 +17,7 @@ from nectar.admin.main import main as admin_main
 from nectar.core.app import create_app
 from nectar.shared.config import Role, Service
 from nectar.shared.database import db
-from tests.core.conftest import SERVICE_TOKEN, Browser
+from tests.core.conftest import SERVICE_TOKEN, Browser, run_and_wait
 from tests.core.test_api import _new_key
 from tests.core.test_endpoints import _workflow
 
@@ -154,9 +154,7 @@ def test_a_workflow_calls_through_a_connection_with_its_credentials(hub, upstrea
             {"id": "r", "type": "respond", "body": "{{ steps.get.body }}"},
         ],
     }
-    run = browser.api(
-        "POST", f"/api/v1/workflows/{_workflow(browser, token, definition)}/runs", token=token, json={}
-    ).json
+    run = run_and_wait(browser, token, _workflow(browser, token, definition))
     assert run["status"] == "succeeded", run
     assert run["steps"][1]["output"] == {"path": "/orders", "authorized": True}
     outside = {
@@ -165,9 +163,7 @@ def test_a_workflow_calls_through_a_connection_with_its_credentials(hub, upstrea
             {"id": "get", "type": "http_request", "connection": "api", "url": "https://elsewhere.example/"}
         ],
     }
-    leak = browser.api(
-        "POST", f"/api/v1/workflows/{_workflow(browser, token, outside)}/runs", token=token, json={}
-    ).json
+    leak = run_and_wait(browser, token, _workflow(browser, token, outside))
     assert leak["status"] == "failed" and "outside the connection's base URL" in leak["error"]
 
 

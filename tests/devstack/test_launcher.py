@@ -65,7 +65,7 @@ def _child_running(parent_pid: int, service: str) -> int:
                 argv = cmdline.read().split(b"\0")
         except OSError:
             continue
-        if parent == parent_pid and b"service" in argv and service.encode() in argv:
+        if parent == parent_pid and b"service" in argv and service.encode() in argv and b"serve" in argv:
             return int(entry)
     raise AssertionError(f"no {service} child of {parent_pid}")
 
@@ -87,7 +87,10 @@ def test_runs_all_three_services_with_prefixed_logs_and_stops_on_ctrl_c(launcher
     output = _drain(process, lines)
     assert process.returncode == 0
     for service in ("core", "marketing", "admin"):
-        assert any(line.startswith(f"{service:<9} | ") for line in output.splitlines()), f"no {service} lines"
+        assert any(
+            line.startswith(f"{service:<11} | ") for line in output.splitlines()
+        ), f"no {service} lines"
+    assert any(line.startswith("core-worker | ") for line in output.splitlines()), "no worker lines"
     for port in ports.values():
         with pytest.raises(OSError):
             urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2)  # noqa: S310

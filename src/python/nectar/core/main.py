@@ -3,12 +3,25 @@
 import sys
 
 from nectar.core.app import SERVICE, create_app
+from nectar.core.workflows import jobs
 from nectar.schema.migrate import migrate_command
 from nectar.shared.cli import run_service_cli
+from nectar.shared.config import load_settings
+from nectar.shared.database import check_connection
+from nectar.shared.jobs import job_app, worker_command
+
+
+def _worker():
+    """The Flask app (for settings and the database session) and procrastinate over core's queue."""
+    settings = load_settings(SERVICE)
+    check_connection(settings.database_url)
+    jobs.bind(create_app(settings))
+    return job_app(settings.database_url, jobs.blueprint), [jobs.QUEUE]
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_service_cli(SERVICE, create_app, {"migrate": migrate_command}, argv)
+    commands = {"migrate": migrate_command, "worker": worker_command(_worker)}
+    return run_service_cli(SERVICE, create_app, commands, argv)
 
 
 if __name__ == "__main__":

@@ -34,13 +34,28 @@ from nectar.shared.embedded_postgres import embedded_server_is_running, ensure_e
 READY_TIMEOUT_SECONDS = 90
 STOP_TIMEOUT_SECONDS = 15
 COLOURS = {Service.CORE: "\033[36m", Service.MARKETING: "\033[35m", Service.ADMIN: "\033[33m"}
+LABEL_WIDTH = 11
+
+
+# What runs: each service's web process, and the workers of services that have background jobs.
+PROCESSES = [
+    (Service.CORE, "serve"),
+    (Service.MARKETING, "serve"),
+    (Service.ADMIN, "serve"),
+    (Service.CORE, "worker"),
+]
 
 
 @dataclass
 class Child:
     service: Service
+    command: str
     port: int
     process: subprocess.Popen
+
+    @property
+    def label(self) -> str:
+        return str(self.service) if self.command == "serve" else f"{self.service}-{self.command}"
 
     @property
     def url(self) -> str:
@@ -48,7 +63,7 @@ class Child:
 
 
 def _say(message: str) -> None:
-    print(f"{'dev':<9} | {message}", flush=True)
+    print(f"{'dev':<{LABEL_WIDTH}} | {message}", flush=True)
 
 
 def _self_command() -> list[str]:
@@ -62,23 +77,23 @@ def _relay(child: Child) -> None:
     reset = "\033[0m" if colour else ""
     assert child.process.stdout is not None
     for line in child.process.stdout:
-        sys.stdout.write(f"{colour}{child.service:<9}{reset} | {line}")
+        sys.stdout.write(f"{colour}{child.label:<{LABEL_WIDTH}}{reset} | {line}")
         sys.stdout.flush()
 
 
-def _start(service: Service, environ: dict[str, str]) -> Child:
+def _start(service: Service, command: str, environ: dict[str, str]) -> Child:
     port = env_int(environ, f"{service.upper()}_PORT", service.default_port, low=1, high=65535)
     env = {**environ, "PORT": str(port), "HOST": "127.0.0.1", "PYTHONUNBUFFERED": "1"}
     env.setdefault("WEB_CONCURRENCY", "1")
     process = subprocess.Popen(
-        [*_self_command(), "service", str(service), "serve"],
+        [*_self_command(), "service", str(service), command],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
         start_new_session=True,  # Ctrl-C reaches only the launcher, which stops the children in order
     )
-    child = Child(service, port, process)
+    child = Child(service, command, port, process)
     threading.Thread(target=_relay, args=(child,), daemon=True).start()
     return child
 
@@ -124,10 +139,10 @@ def launch() -> int:
     signal.signal(signal.SIGINT, lambda *_: stopping.set())
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
 
-    children = [_start(service, environ) for service in Service]
+    children = [_start(service, command, environ) for service, command in PROCESSES]
     exit_code = 0
     try:
-        pending = list(children)
+        pending = [child for child in children if child.command == "serve"]
         deadline = time.monotonic() + READY_TIMEOUT_SECONDS
         while pending and not stopping.is_set():
             if dead := _first_dead(children):
@@ -141,7 +156,9 @@ def launch() -> int:
         if not stopping.is_set():
             _say("Nectar Studio is up:")
             for child in children:
-                _say(f"  {child.service:<9} {child.url}")
+                _say(
+                    f"  {child.label:<{LABEL_WIDTH}} {child.url if child.command == 'serve' else 'background jobs'}"
+                )
             _say("Ctrl-C stops everything.")
         while not stopping.wait(0.5):
             if dead := _first_dead(children):

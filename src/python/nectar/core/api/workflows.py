@@ -12,8 +12,8 @@ from nectar.core.api.views import ApiError, _body, _ctx, _iso, _user_id, api
 from nectar.core.endpoints import service as endpoints
 from nectar.core.workflows import service as workflows
 from nectar.core.workflows.definition import WORKFLOW_SCHEMA, validate
-from nectar.core.workflows.runner import run_version
-from nectar.core.workflows.service import InvalidWorkflow, RunRequest
+from nectar.core.workflows.jobs import queue_run
+from nectar.core.workflows.service import InvalidWorkflow
 from nectar.shared.database import db
 from nectar.shared.web import problem
 
@@ -161,16 +161,14 @@ def run_now(workflow_id: uuid.UUID):
     key = request.headers.get("Idempotency-Key")
     if key and (earlier := workflows.run_for_key(db.session, workflow.id, key)) is not None:
         return jsonify(run_json(earlier)), 200
-    run_id, _outcome = run_version(
-        db.session,
-        g.org_context.org_id,
-        RunRequest(workflow.id, version.id, "manual", run_input, idempotency_key=key),
-        version.definition,
-        mode="async",
+    if not isinstance(run_input, dict):
+        raise ApiError(422, "input must be a JSON object.")
+    run_id = queue_run(
+        db.session, g.org_context.org_id, workflow.id, version.id, "manual", run_input, key=key
     )
     db.session.commit()
     run, steps = workflows.get_run(db.session, run_id)
-    return jsonify(run_json(run, steps)), 201
+    return jsonify(run_json(run, steps)), 202
 
 
 @api.get("/runs")
@@ -187,13 +185,16 @@ def list_runs():
         status=request.args.get("status"),
         trigger=request.args.get("trigger"),
         before=before_time,
-        limit=(
-            min(int(request.args.get("limit", 50) or 50), 200)
-            if request.args.get("limit", "50").isdigit()
-            else 50
-        ),
+        limit=_limit(),
     )
     return jsonify(items=[run_json(r) for r in runs], next_before=_iso(runs[-1].queued_at) if runs else None)
+
+
+def _limit() -> int:
+    raw = request.args.get("limit", "50")
+    if not raw.isdigit() or not 1 <= int(raw) <= 200:
+        raise ApiError(400, "limit is 1 to 200.")
+    return int(raw)
 
 
 @api.get("/runs/<uuid:run_id>")
@@ -215,16 +216,12 @@ def rerun(run_id: uuid.UUID):
         from nectar.schema.models import WorkflowVersion
 
         version = db.session.get(WorkflowVersion, run.version_id)
-    new_id, _outcome = run_version(
-        db.session,
-        g.org_context.org_id,
-        RunRequest(workflow.id, version.id, "rerun", run.input or {}, rerun_of=run.id),
-        version.definition,
-        mode="async",
+    new_id = queue_run(
+        db.session, g.org_context.org_id, workflow.id, version.id, "rerun", run.input or {}, rerun_of=run.id
     )
     db.session.commit()
     new_run, steps = workflows.get_run(db.session, new_id)
-    return jsonify(run_json(new_run, steps)), 201
+    return jsonify(run_json(new_run, steps)), 202
 
 
 def endpoint_json(endpoint) -> dict:

@@ -139,10 +139,17 @@
   $("run-now").onclick = async () => {
     let input;
     try { input = JSON.parse($("run-input").value); } catch (e) { $("run-result").textContent = "The input is not valid JSON."; return; }
-    const result = await nectarApi("POST", "/api/v1/workflows/" + data.workflow_id + "/runs", { input });
+    let result = await nectarApi("POST", "/api/v1/workflows/" + data.workflow_id + "/runs", { input });
     const out = $("run-result");
     out.textContent = "";
-    if (result.status !== 201) { nectarShowProblems(out, result.data); return; }
+    if (result.status !== 202) { nectarShowProblems(out, result.data); return; }
+    out.textContent = "Queued; the worker runs it…";
+    // Manual runs go through the job queue: poll until the worker has finished it.
+    for (let i = 0; i < 60 && ["queued", "running"].includes(result.data.status); i++) {
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      result = await nectarApi("GET", "/api/v1/runs/" + result.data.id);
+    }
+    out.textContent = "";
     const link = document.createElement("a");
     link.href = "/org/runs/" + result.data.id;
     link.textContent = "Run " + result.data.status + " in " + result.data.duration_ms + " ms: open its trace";

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from nectar.core.workflows import outbound
 from nectar.core.workflows.engine import SYNC_LIMITS, Limits, RunOutcome, execute
-from nectar.core.workflows.service import RunRequest, record_run
+from nectar.core.workflows.service import RunRequest, complete_run, record_run
 from nectar.shared.mail import Email, queue_email
 
 
@@ -48,6 +48,26 @@ class LiveEffects:
 
 def outbound_policy() -> outbound.OutboundPolicy:
     return current_app.config["NECTAR_OUTBOUND_POLICY"]
+
+
+def run_queued(session: Session, org_id: uuid.UUID, run_id: uuid.UUID, *, limits: Limits) -> None:
+    """Executes a queued run (the worker's part): marks it running, runs it, completes it."""
+    from sqlalchemy import select
+
+    from nectar.schema.models import WorkflowRun, WorkflowVersion
+    from nectar.shared.database import scope_session
+
+    scope_session(session, org_id=org_id)
+    run = session.scalar(select(WorkflowRun).where(WorkflowRun.id == run_id).with_for_update())
+    if run is None or run.status not in ("queued", "running"):
+        return  # already done (a retried job after a crash) or removed
+    run.status = "running"
+    session.commit()
+    definition = session.get(WorkflowVersion, run.version_id).definition
+    outcome = execute(
+        definition, run.input or {}, LiveEffects(session, outbound_policy()), limits=limits, mode="async"
+    )
+    complete_run(session, run_id, outcome)
 
 
 def run_version(

@@ -84,6 +84,10 @@ def save_version(
     workflow.current_version = number
     workflow.updated_at = datetime.now(UTC)
     session.flush()
+    from nectar.core.workflows.jobs import sync_schedule
+
+    sync_schedule(session, workflow, definition)
+    session.flush()
     return version
 
 
@@ -215,6 +219,40 @@ def record_run(session: Session, org_id: uuid.UUID, request: RunRequest, outcome
         },
     )
     return run_id
+
+
+_COMPLETE_RUN = text(
+    """
+    WITH run AS (
+        UPDATE workflow_runs SET status = :status, output = CAST(:output AS jsonb), error = :error,
+               started_at = :started_at, finished_at = :finished_at, duration_ms = :duration_ms
+        WHERE id = :id RETURNING id, org_id
+    )
+    INSERT INTO step_runs (org_id, run_id, step_id, step_type, position, attempt, status, input, output, error,
+                           started_at, finished_at)
+    SELECT run.org_id, run.id, s.step_id, s.step_type, s.position, s.attempt, s.status, s.input, s.output, s.error,
+           s.started_at, s.finished_at
+    FROM run, jsonb_to_recordset(CAST(:steps AS jsonb)) AS s(step_id text, step_type text, position int, attempt int,
+         status text, input jsonb, output jsonb, error text, started_at timestamptz, finished_at timestamptz)
+    """
+)
+
+
+def complete_run(session: Session, run_id: uuid.UUID, outcome: RunOutcome) -> None:
+    """Writes a queued run's outcome and steps in one statement."""
+    session.execute(
+        _COMPLETE_RUN,
+        {
+            "id": run_id,
+            "status": outcome.status,
+            "output": _output_json(outcome),
+            "error": outcome.error,
+            "started_at": outcome.started_at,
+            "finished_at": outcome.finished_at,
+            "duration_ms": outcome.duration_ms,
+            "steps": _steps_json(outcome),
+        },
+    )
 
 
 def run_for_key(session: Session, workflow_id: uuid.UUID, key: str) -> WorkflowRun | None:

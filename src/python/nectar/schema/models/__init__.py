@@ -21,7 +21,14 @@ from nectar.schema.models.marketing import (
 )
 from nectar.schema.models.platform import RateLimitBucket
 from nectar.schema.models.staff import AuditEntry, StaffUser, SystemSetting
-from nectar.schema.models.workflows import Endpoint, StepRun, Workflow, WorkflowRun, WorkflowVersion
+from nectar.schema.models.workflows import (
+    Endpoint,
+    StepRun,
+    Workflow,
+    WorkflowRun,
+    WorkflowSchedule,
+    WorkflowVersion,
+)
 
 __all__ = [
     "ApiKey",
@@ -50,5 +57,6 @@ __all__ = [
     "UserSession",
     "Workflow",
     "WorkflowRun",
+    "WorkflowSchedule",
     "WorkflowVersion",
 ]

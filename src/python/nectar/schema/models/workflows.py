@@ -163,3 +163,22 @@ class Endpoint(Base):
     is_enabled: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default="true")
     created_at: Mapped[datetime] = created_timestamp()
     updated_at: Mapped[datetime] = updated_timestamp()
+
+
+class WorkflowSchedule(Base):
+    __tablename__ = "workflow_schedules"
+    # The scheduler's index of cron triggers across organizations: ids and times only, so it is a
+    # platform table (no RLS); the runs it starts are created under each organization's scope.
+    __table_args__ = (
+        Index("ix_workflow_schedules_next_run_at", "next_run_at"),
+        {"info": {"service": "core"}},
+    )
+
+    workflow_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("workflows.id", ondelete="CASCADE"), primary_key=True
+    )
+    organization_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), nullable=False)
+    cron: Mapped[str] = mapped_column(String(100), nullable=False)
+    timezone: Mapped[str] = mapped_column(String(64), nullable=False, server_default="UTC")
+    next_run_at: Mapped[datetime] = timestamp(nullable=False)
+    last_run_at: Mapped[datetime | None] = timestamp()

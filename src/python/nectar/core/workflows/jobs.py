@@ -1,0 +1,157 @@
+"""Core's background jobs: asynchronous workflow runs (manual, scheduled, re-runs) and the
+scheduler that turns cron triggers into runs. Run by `core.pex worker`."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
+
+import procrastinate
+from croniter import croniter
+from flask import Flask
+from sqlalchemy import select, text, update
+
+from nectar.core.workflows.engine import ASYNC_LIMITS
+from nectar.core.workflows.runner import run_queued
+from nectar.schema.models import Workflow, WorkflowRun, WorkflowSchedule
+from nectar.shared.database import db, scope_session
+from nectar.shared.jobs import enqueue
+
+QUEUE = "core"
+RUN_TASK = "core.run_workflow"
+blueprint = procrastinate.Blueprint()
+_flask_app: Flask | None = None
+
+
+def bind(app: Flask) -> None:
+    """Tasks run inside this app's context (database session, settings, key ring)."""
+    global _flask_app
+    _flask_app = app
+
+
+def queue_run(
+    session,
+    org_id: uuid.UUID,
+    workflow_id,
+    version_id,
+    trigger: str,
+    run_input: dict,
+    *,
+    key=None,
+    rerun_of=None,
+):
+    """Records a queued run and its job in the caller's transaction; returns the run's id."""
+    run_id = uuid.uuid4()
+    session.add(
+        WorkflowRun(
+            id=run_id,
+            org_id=org_id,
+            workflow_id=workflow_id,
+            version_id=version_id,
+            trigger=trigger,
+            status="queued",
+            idempotency_key=key,
+            rerun_of=rerun_of,
+            input=run_input,
+        )
+    )
+    session.flush()
+    enqueue(session, RUN_TASK, {"org_id": str(org_id), "run_id": str(run_id)}, queue=QUEUE)
+    return run_id
+
+
+@blueprint.task(
+    name=RUN_TASK, queue=QUEUE, retry=procrastinate.RetryStrategy(max_attempts=5, exponential_wait=2)
+)
+def run_workflow(org_id: str, run_id: str) -> None:
+    assert _flask_app is not None, "bind(app) before running the worker"
+    with _flask_app.app_context():
+        try:
+            run_queued(db.session, uuid.UUID(org_id), uuid.UUID(run_id), limits=ASYNC_LIMITS)
+            db.session.commit()
+        finally:
+            db.session.remove()
+
+
+@blueprint.periodic(cron="* * * * *")
+@blueprint.task(name="core.tick_schedules", queue=QUEUE, pass_context=False)
+def tick_schedules(timestamp: int) -> None:
+    assert _flask_app is not None, "bind(app) before running the worker"
+    with _flask_app.app_context():
+        try:
+            start_due_runs(db.session)
+        finally:
+            db.session.remove()
+
+
+def start_due_runs(session, now: datetime | None = None, limit: int = 200) -> int:
+    """Queues a run for every schedule that is due and moves it to its next time. Safe with several
+    workers: rows are claimed with SKIP LOCKED, and the run's idempotency key is the due time."""
+    now = now or datetime.now(UTC)
+    due = (
+        session.execute(
+            select(WorkflowSchedule)
+            .where(WorkflowSchedule.next_run_at <= now)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        .scalars()
+        .all()
+    )
+    started = 0
+    for schedule in due:
+        scope_session(session, org_id=schedule.organization_id)
+        workflow = session.get(Workflow, schedule.workflow_id)
+        if workflow is not None and workflow.is_active and workflow.current_version:
+            version_id = session.scalar(
+                text("SELECT id FROM workflow_versions WHERE workflow_id = :w AND version = :v"),
+                {"w": workflow.id, "v": workflow.current_version},
+            )
+            key = f"schedule:{schedule.next_run_at.isoformat()}"
+            exists = session.scalar(
+                select(WorkflowRun.id).where(
+                    WorkflowRun.workflow_id == workflow.id, WorkflowRun.idempotency_key == key
+                )
+            )
+            if exists is None:
+                queue_run(
+                    session,
+                    schedule.organization_id,
+                    workflow.id,
+                    version_id,
+                    "schedule",
+                    {"scheduled_for": schedule.next_run_at.isoformat()},
+                    key=key,
+                )
+                started += 1
+        scope_session(session)
+        session.execute(
+            update(WorkflowSchedule)
+            .where(WorkflowSchedule.workflow_id == schedule.workflow_id)
+            .values(
+                last_run_at=schedule.next_run_at, next_run_at=next_time(schedule.cron, schedule.timezone, now)
+            )
+        )
+    session.commit()
+    return started
+
+
+def next_time(cron: str, timezone: str, after: datetime) -> datetime:
+    local = after.astimezone(ZoneInfo(timezone))
+    return croniter(cron, local).get_next(datetime).astimezone(UTC)
+
+
+def sync_schedule(session, workflow: Workflow, definition: dict) -> None:
+    """Keeps the schedule index in step with the current version's trigger."""
+    trigger = definition.get("trigger", {})
+    existing = session.get(WorkflowSchedule, workflow.id)
+    if trigger.get("type") != "schedule":
+        if existing is not None:
+            session.delete(existing)
+        return
+    timezone = trigger.get("timezone") or "UTC"
+    schedule = existing or WorkflowSchedule(workflow_id=workflow.id, organization_id=workflow.org_id)
+    schedule.cron, schedule.timezone = trigger["cron"], timezone
+    schedule.next_run_at = next_time(trigger["cron"], timezone, datetime.now(UTC))
+    session.add(schedule)

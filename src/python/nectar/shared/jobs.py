@@ -1,0 +1,77 @@
+"""Durable background work: procrastinate's job queue, in the one PostgreSQL database.
+
+Web code enqueues with `enqueue(session, ...)` inside its own transaction, so a job exists
+exactly when the change that needs it was committed. Each service binary's `worker` command runs
+procrastinate's worker over that service's queue, with retries and backoff per task.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from collections.abc import Callable
+from datetime import datetime
+
+import procrastinate
+from sqlalchemy import text
+from sqlalchemy.engine import URL
+from sqlalchemy.orm import Session
+
+from nectar.shared.cli import Command
+
+_ENQUEUE = text(
+    "SELECT procrastinate_defer_jobs_v1(ARRAY[ROW(:queue, :task, 0, :lock, :queueing_lock, CAST(:args AS jsonb), "
+    ":scheduled_at)::procrastinate_job_to_defer_v1])"
+)
+
+
+def enqueue(
+    session: Session,
+    task_name: str,
+    args: dict,
+    *,
+    queue: str,
+    scheduled_at: datetime | None = None,
+    lock: str | None = None,
+) -> None:
+    """Adds a job in the session's transaction (procrastinate's own SQL function)."""
+    session.execute(
+        _ENQUEUE,
+        {
+            "queue": queue,
+            "task": task_name,
+            "lock": lock,
+            "queueing_lock": None,
+            "args": json.dumps(args),
+            "scheduled_at": scheduled_at,
+        },
+    )
+
+
+def job_app(url: URL, blueprint: procrastinate.Blueprint) -> procrastinate.App:
+    conninfo = url.set(drivername="postgresql").render_as_string(hide_password=False)
+    app = procrastinate.App(
+        connector=procrastinate.PsycopgConnector(conninfo=conninfo, min_size=1, max_size=4)
+    )
+    app.add_tasks_from(blueprint, namespace="")
+    return app
+
+
+def worker_command(build: Callable[[], tuple[procrastinate.App, list[str]]]) -> Command:
+    """The `worker` command: runs the service's queues until SIGINT/SIGTERM (or, with --once,
+    until they are empty)."""
+
+    def run(args: argparse.Namespace) -> int:
+        app, queues = build()
+        logging.getLogger("procrastinate").setLevel(logging.INFO)
+        app.run_worker(queues=queues, wait=not args.once, install_signal_handlers=True)
+        return 0
+
+    return Command(
+        help="run this service's background jobs (durable, retried) until stopped",
+        run=run,
+        configure=lambda parser: parser.add_argument(
+            "--once", action="store_true", help="stop when the queues are empty"
+        ),
+    )

@@ -1,0 +1,111 @@
+"""Asynchronous runs through the durable queue: manual runs, schedules, and failures that never
+take the worker down."""
+
+from datetime import UTC, datetime, timedelta
+
+from nectar.core.workflows import jobs
+from nectar.shared.config import Role
+from nectar.shared.database import db
+from tests.core.conftest import drain_jobs, run_and_wait
+from tests.core.test_api import _new_key
+from tests.core.test_endpoints import _workflow
+
+SCHEDULED = {
+    "trigger": {"type": "schedule", "cron": "*/5 * * * *"},
+    "steps": [{"id": "tick", "type": "set", "values": {"at": "{{ trigger.scheduled_for }}"}}],
+}
+
+
+def test_a_manual_run_is_queued_then_run_by_the_worker(browser, database):
+    browser.sign_up()
+    browser.create_org()
+    token = _new_key(browser)
+    workflow_id = _workflow(
+        browser,
+        token,
+        {"trigger": {"type": "manual"}, "steps": [{"id": "wait", "type": "delay", "seconds": 0}]},
+    )
+    run = run_and_wait(browser, token, workflow_id)
+    assert run["status"] == "succeeded" and run["trigger"] == "manual"
+    with database.connect(Role.ADMIN) as conn:
+        assert conn.execute(
+            "SELECT status FROM procrastinate_jobs WHERE task_name = 'core.run_workflow'"
+        ).fetchall()[-1] == ("succeeded",)
+
+
+def test_a_failing_or_runaway_workflow_fails_its_run_and_the_worker_goes_on(browser):
+    browser.sign_up()
+    browser.create_org()
+    token = _new_key(browser)
+    broken = _workflow(
+        browser,
+        token,
+        {
+            "trigger": {"type": "manual"},
+            "steps": [{"id": "x", "type": "transform", "expression": "abs(trigger)"}],
+        },
+    )
+    loop = _workflow(
+        browser,
+        token,
+        {
+            "trigger": {"type": "manual"},
+            "steps": [
+                {
+                    "id": "l",
+                    "type": "for_each",
+                    "items": "trigger.items",
+                    "steps": [
+                        {"id": "s", "type": "set", "values": {}},
+                        {"id": "t", "type": "set", "values": {}},
+                    ],
+                }
+            ],
+        },
+    )
+    fine = _workflow(
+        browser,
+        token,
+        {"trigger": {"type": "manual"}, "steps": [{"id": "ok", "type": "set", "values": {"a": 1}}]},
+    )
+    ids = [
+        browser.api("POST", f"/api/v1/workflows/{w}/runs", token=token, json={"input": i}).json["id"]
+        for w, i in ((broken, {}), (loop, {"items": list(range(1000))}), (fine, {}))
+    ]
+    drain_jobs(browser.app)
+    statuses = [browser.api("GET", f"/api/v1/runs/{i}", token=token).json for i in ids]
+    assert [s["status"] for s in statuses] == ["failed", "failed", "succeeded"]
+    assert "limit of 2000 steps" in statuses[1]["error"]
+
+
+def test_schedules_start_runs_once_per_due_time(browser, core_app, database):
+    browser.sign_up()
+    org = browser.create_org()
+    token = _new_key(browser)
+    workflow_id = _workflow(browser, token, SCHEDULED)
+    with database.connect(Role.ADMIN) as conn:
+        next_run = conn.execute(
+            "SELECT next_run_at FROM workflow_schedules WHERE workflow_id = %s", (workflow_id,)
+        ).fetchone()[0]
+    assert next_run > datetime.now(UTC) - timedelta(minutes=1)
+    later = next_run + timedelta(seconds=1)
+    with core_app.app_context():
+        assert jobs.start_due_runs(db.session, now=later) >= 1
+        assert jobs.start_due_runs(db.session, now=later) == 0  # moved on: the same time never runs twice
+        db.session.remove()
+    drain_jobs(core_app)
+    runs = browser.api("GET", f"/api/v1/runs?workflow_id={workflow_id}&trigger=schedule", token=token).json[
+        "items"
+    ]
+    assert len(runs) == 1 and runs[0]["status"] == "succeeded"
+    # Changing the trigger away from a schedule removes it from the index.
+    manual = {**SCHEDULED, "trigger": {"type": "manual"}}
+    browser.api("POST", f"/api/v1/workflows/{workflow_id}/versions", token=token, json={"definition": manual})
+    with database.connect(Role.ADMIN) as conn:
+        assert (
+            conn.execute(
+                "SELECT count(*) FROM workflow_schedules WHERE workflow_id = %s", (workflow_id,)
+            ).fetchone()[0]
+            == 0
+        )
+    assert org

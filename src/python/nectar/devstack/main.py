@@ -17,7 +17,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from nectar.schema.migrate import upgrade
 from nectar.shared.config import (
@@ -34,7 +34,7 @@ from nectar.shared.embedded_postgres import embedded_server_is_running, ensure_e
 READY_TIMEOUT_SECONDS = 90
 STOP_TIMEOUT_SECONDS = 15
 COLOURS = {Service.CORE: "\033[36m", Service.MARKETING: "\033[35m", Service.ADMIN: "\033[33m"}
-LABEL_WIDTH = 11
+LABEL_WIDTH = 12
 
 
 # What runs: each service's web process, and the workers of services that have background jobs.
@@ -43,7 +43,9 @@ PROCESSES = [
     (Service.MARKETING, "serve"),
     (Service.ADMIN, "serve"),
     (Service.CORE, "worker"),
+    (Service.ADMIN, "worker"),
 ]
+WORKER_READY = "worker: running jobs"
 
 
 @dataclass
@@ -52,6 +54,7 @@ class Child:
     command: str
     port: int
     process: subprocess.Popen
+    started: threading.Event = field(default_factory=threading.Event)  # a worker said it runs
 
     @property
     def label(self) -> str:
@@ -77,6 +80,8 @@ def _relay(child: Child) -> None:
     reset = "\033[0m" if colour else ""
     assert child.process.stdout is not None
     for line in child.process.stdout:
+        if WORKER_READY in line:
+            child.started.set()
         sys.stdout.write(f"{colour}{child.label:<{LABEL_WIDTH}}{reset} | {line}")
         sys.stdout.flush()
 
@@ -99,6 +104,8 @@ def _start(service: Service, command: str, environ: dict[str, str]) -> Child:
 
 
 def _ready(child: Child) -> bool:
+    if child.command != "serve":
+        return child.started.is_set()
     try:
         with urllib.request.urlopen(f"{child.url}/readyz", timeout=2) as response:  # noqa: S310 - our own URL
             return response.status == 200
@@ -142,7 +149,7 @@ def launch() -> int:
     children = [_start(service, command, environ) for service, command in PROCESSES]
     exit_code = 0
     try:
-        pending = [child for child in children if child.command == "serve"]
+        pending = list(children)
         deadline = time.monotonic() + READY_TIMEOUT_SECONDS
         while pending and not stopping.is_set():
             if dead := _first_dead(children):

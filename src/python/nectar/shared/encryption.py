@@ -9,6 +9,7 @@ production a key is generated once into var/encryption.key, so development needs
 from __future__ import annotations
 
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -74,14 +75,18 @@ def key_ring(settings: Settings) -> KeyRing:
 
 
 def _development_key(directory: Path) -> str:
+    """A key made once per var/ directory; written aside and linked into place, so a process
+    starting at the same moment never reads a half-written file."""
     path = directory / "encryption.key"
     if not path.exists():
         directory.mkdir(parents=True, exist_ok=True)
+        fd, temporary = tempfile.mkstemp(dir=directory, prefix=".encryption.key.")
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            pass  # another process made it a moment ago
-        else:
             with os.fdopen(fd, "w") as handle:
                 handle.write(Fernet.generate_key().decode())
+            os.link(temporary, path)  # fails if another process linked its key first: theirs wins
+        except FileExistsError:
+            pass
+        finally:
+            os.unlink(temporary)
     return path.read_text().strip()

@@ -65,6 +65,7 @@ def worker_command(build: Callable[[], tuple[procrastinate.App, list[str]]]) -> 
     def run(args: argparse.Namespace) -> int:
         app, queues = build()
         logging.getLogger("procrastinate").setLevel(logging.INFO)
+        print(f"worker: running jobs from queue {', '.join(queues)}", flush=True)
         app.run_worker(queues=queues, wait=not args.once, install_signal_handlers=True)
         return 0
 

@@ -1,0 +1,64 @@
+"""Admin's background jobs: platform upkeep across every tenant, as nectar_admin (BYPASSRLS).
+Run by `admin.pex worker`."""
+
+from __future__ import annotations
+
+import logging
+
+import procrastinate
+from sqlalchemy import Engine, text
+
+from nectar.shared import throttle
+
+QUEUE = "admin"
+DEFAULT_RUN_RETENTION_DAYS = 30
+blueprint = procrastinate.Blueprint()
+_engine: Engine | None = None
+log = logging.getLogger(__name__)
+
+
+def bind(engine: Engine) -> None:
+    global _engine
+    _engine = engine
+
+
+def run_retention_days(conn) -> int:
+    """System setting `run_retention_days` ({"days": N}), editable by staff; 30 by default."""
+    value = conn.execute(text("SELECT value FROM system_settings WHERE key = 'run_retention_days'")).scalar()
+    try:
+        return max(1, int(value["days"])) if value else DEFAULT_RUN_RETENTION_DAYS
+    except (KeyError, TypeError, ValueError):
+        return DEFAULT_RUN_RETENTION_DAYS
+
+
+def prune(engine: Engine, batch: int = 10_000) -> int:
+    """Deletes workflow runs (and, by cascade, their steps) older than the retention, in batches so
+    a large backlog never holds long locks; also drops expired rate-limit counters."""
+    deleted = 0
+    with engine.begin() as conn:
+        days = run_retention_days(conn)
+    while True:
+        with engine.begin() as conn:
+            count = conn.execute(
+                text(
+                    "DELETE FROM workflow_runs WHERE id IN (SELECT id FROM workflow_runs "
+                    "WHERE queued_at < now() - make_interval(days => :days) LIMIT :batch)"
+                ),
+                {"days": days, "batch": batch},
+            ).rowcount
+        deleted += count
+        if count < batch:
+            break
+    from sqlalchemy.orm import Session
+
+    with Session(engine) as session, session.begin():
+        throttle.prune(session)
+    log.info("pruned %d workflow runs older than %d days", deleted, days)
+    return deleted
+
+
+@blueprint.periodic(cron="17 3 * * *")
+@blueprint.task(name="admin.prune", queue=QUEUE, pass_context=False)
+def prune_daily(timestamp: int) -> None:
+    assert _engine is not None, "bind(engine) before running the worker"
+    prune(_engine)

@@ -11,7 +11,9 @@ from nectar.shared.config import Role
 
 def _seed(conn, org, ages_in_days):
     conn.execute("INSERT INTO organizations (id, name, slug) VALUES (%s, 'R', %s)", (org, f"r-{org.hex}"))
-    workflow = conn.execute("INSERT INTO workflows (org_id, name) VALUES (%s, 'w') RETURNING id", (org,)).fetchone()[0]
+    workflow = conn.execute(
+        "INSERT INTO workflows (org_id, name) VALUES (%s, 'w') RETURNING id", (org,)
+    ).fetchone()[0]
     version = conn.execute(
         "INSERT INTO workflow_versions (org_id, workflow_id, version, definition) VALUES (%s, %s, 1, '{}') RETURNING id",
         (org, workflow),
@@ -32,7 +34,8 @@ def _runs(conn, org):
     return sorted(
         round(row[0])
         for row in conn.execute(
-            "SELECT extract(epoch FROM now() - queued_at) / 86400 FROM workflow_runs WHERE org_id = %s", (org,)
+            "SELECT extract(epoch FROM now() - queued_at) / 86400 FROM workflow_runs WHERE org_id = %s",
+            (org,),
         ).fetchall()
     )
 
@@ -49,9 +52,12 @@ def test_old_runs_are_pruned_across_organizations(database):
         with database.connect(Role.ADMIN, autocommit=True) as conn:
             assert _runs(conn, orgs[0]) == [1, 29]
             assert _runs(conn, orgs[1]) == [2]
-            assert conn.execute(
-                "SELECT count(*) FROM step_runs s LEFT JOIN workflow_runs r ON r.id = s.run_id WHERE r.id IS NULL"
-            ).fetchone()[0] == 0
+            assert (
+                conn.execute(
+                    "SELECT count(*) FROM step_runs s LEFT JOIN workflow_runs r ON r.id = s.run_id WHERE r.id IS NULL"
+                ).fetchone()[0]
+                == 0
+            )
             conn.execute(
                 "INSERT INTO system_settings (key, value) VALUES ('run_retention_days', '{\"days\": 1}') "
                 "ON CONFLICT (key) DO UPDATE SET value = excluded.value"

@@ -91,7 +91,9 @@ def test_runs_all_three_services_with_prefixed_logs_and_stops_on_ctrl_c(launcher
             line.startswith(f"{service:<12} | ") for line in output.splitlines()
         ), f"no {service} lines"
     for worker in ("core-worker", "admin-worker"):
-        assert any(line.startswith(f"{worker:<12} | ") for line in output.splitlines()), f"no {worker} lines in:\n{output}"
+        assert any(
+            line.startswith(f"{worker:<12} | ") for line in output.splitlines()
+        ), f"no {worker} lines in:\n{output}"
     for port in ports.values():
         with pytest.raises(OSError):
             urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2)  # noqa: S310

@@ -4,8 +4,8 @@ import sys
 
 from sqlalchemy import create_engine
 
-from nectar.admin.app import SERVICE, create_app
 from nectar.admin import jobs
+from nectar.admin.app import SERVICE, create_app
 from nectar.admin.commands import rotate_credentials_command
 from nectar.schema.migrate import migrate_command
 from nectar.shared.cli import run_service_cli

@@ -104,7 +104,7 @@ def handle_call(org_id: uuid.UUID, method: str, path: str, headers, query: dict,
         db.session.commit()  # keep the rate-limit count
         return problem(404, f"No endpoint {method} {path} here.")
     limit = service.rate_limit(route.plan)
-    if route.calls_this_minute > limit:
+    if route.calls_this_minute >= limit:  # the calls counted before this one
         db.session.commit()
         response = problem(429, f"This organization's plan allows {limit} calls a minute.")
         response.headers["Retry-After"] = "60"
@@ -146,6 +146,7 @@ def handle_call(org_id: uuid.UUID, method: str, path: str, headers, query: dict,
         org_id,
         RunRequest(route.workflow_id, route.version_id, "http", trigger, idempotency_key=key),
         route.definition,
+        rate_bucket=service.rate_counter(org_id),
     )
     try:
         db.session.commit()

@@ -79,8 +79,9 @@ def run_version(
     limits: Limits = SYNC_LIMITS,
     mode: str = "sync",
     policy: outbound.OutboundPolicy | None = None,
+    rate_bucket: tuple[str, int] | None = None,
 ) -> tuple[uuid.UUID, RunOutcome]:
     outcome = execute(
         definition, request.input, LiveEffects(session, policy or outbound_policy()), limits=limits, mode=mode
     )
-    return record_run(session, org_id, request, outcome), outcome
+    return record_run(session, org_id, request, outcome, rate_bucket), outcome

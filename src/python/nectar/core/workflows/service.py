@@ -176,10 +176,16 @@ def _output_json(outcome: RunOutcome) -> str:
     return json.dumps(body, default=str)
 
 
-# One statement writes the run and all its steps: one round trip, whatever the step count.
+# One statement writes the run and all its steps: one round trip, whatever the step count. It
+# also counts the call for the plan's rate limit when given a bucket (endpoint calls).
 _RECORD_RUN = text(
     """
-    WITH run AS (
+    WITH counted AS (
+        INSERT INTO rate_limit_buckets (key, window_start, count)
+        SELECT CAST(:rate_key AS text), CAST(:rate_window AS bigint), 1 WHERE CAST(:rate_key AS text) IS NOT NULL
+        ON CONFLICT (key, window_start) DO UPDATE SET count = rate_limit_buckets.count + 1
+    ),
+    run AS (
         INSERT INTO workflow_runs (id, org_id, workflow_id, version_id, trigger, status, idempotency_key, rerun_of,
                                    input, output, error, queued_at, started_at, finished_at, duration_ms)
         VALUES (:id, :org_id, :workflow_id, :version_id, :trigger, :status, :idempotency_key, :rerun_of,
@@ -196,11 +202,20 @@ _RECORD_RUN = text(
 )
 
 
-def record_run(session: Session, org_id: uuid.UUID, request: RunRequest, outcome: RunOutcome) -> uuid.UUID:
+def record_run(
+    session: Session,
+    org_id: uuid.UUID,
+    request: RunRequest,
+    outcome: RunOutcome,
+    rate_bucket: tuple[str, int] | None = None,
+) -> uuid.UUID:
     run_id = uuid.uuid4()
+    rate_key, rate_window = rate_bucket or (None, None)
     session.execute(
         _RECORD_RUN,
         {
+            "rate_key": rate_key,
+            "rate_window": rate_window,
             "id": run_id,
             "org_id": org_id,
             "workflow_id": request.workflow_id,

@@ -1,0 +1,272 @@
+"""Benchmark: a tenant endpoint whose workflow is transform -> condition -> respond, against a bare
+Flask route returning the same JSON, both under gunicorn with the same settings, loaded by wrk
+from a separate process, in one run. Also counts database round trips per endpoint call.
+
+    apt-get install wrk                              # once; Debian's package
+    ./pants run benchmarks/endpoint_throughput.py    # about 2 minutes
+
+Goals (issue 5): at least 50% of the bare route's requests per second; p99 under 15 ms at one
+connection; at most 5 database round trips per synchronous execution.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import re
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+import psycopg
+from flask import Flask, jsonify
+
+from nectar.schema.migrate import upgrade
+from nectar.shared.config import Role, Service, load_settings
+from nectar.shared.embedded_postgres import EmbeddedServer, ensure_embedded_server
+
+DATABASE = "nectar_bench_endpoints"
+WORKFLOW = {
+    "trigger": {"type": "http"},
+    "steps": [
+        {"id": "total", "type": "transform", "expression": "sum(trigger.body.items[].price)"},
+        {
+            "id": "check",
+            "type": "condition",
+            "if": "steps.total > `100`",
+            "then": [
+                {
+                    "id": "big",
+                    "type": "respond",
+                    "status": 200,
+                    "body": {"total": "{{ steps.total }}", "tier": "big"},
+                }
+            ],
+            "else": [
+                {
+                    "id": "small",
+                    "type": "respond",
+                    "status": 200,
+                    "body": {"total": "{{ steps.total }}", "tier": "small"},
+                }
+            ],
+        },
+    ],
+}
+BODY = {"items": [{"price": 80}, {"price": 30}]}
+EXPECTED = {"total": 110, "tier": "big"}
+GUNICORN = {
+    "workers": 2,
+    "worker_class": "gthread",
+    "threads": 4,
+    "accesslog": None,
+    "errorlog": "-",
+    "loglevel": "warning",
+}
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def environ_for(server: EmbeddedServer) -> dict[str, str]:
+    env = {
+        role.url_variable: server.url(role, DATABASE).render_as_string(hide_password=False) for role in Role
+    }
+    return {**env, "NECTAR_ENV": "test", "SECRET_KEY": "benchmark-secret-key-long-enough-0123456789"}
+
+
+def seed(server: EmbeddedServer) -> str:
+    server.drop_database(DATABASE)
+    server.create_database(DATABASE)
+    upgrade(server.url(Role.OWNER, DATABASE))
+    url = server.url(Role.ADMIN, DATABASE)
+    org = uuid.uuid4()
+    with psycopg.connect(
+        host=url.host,
+        port=url.port,
+        user=url.username,
+        password=url.password,
+        dbname=DATABASE,
+        autocommit=True,
+    ) as conn:
+        conn.execute(
+            "INSERT INTO organizations (id, name, slug, plan) VALUES (%s, 'Bench', 'bench', 'enterprise')",
+            (org,),
+        )
+        workflow = conn.execute(
+            "INSERT INTO workflows (org_id, name, current_version) VALUES (%s, 'totals', 1) RETURNING id",
+            (org,),
+        ).fetchone()[0]
+        conn.execute(
+            "INSERT INTO workflow_versions (org_id, workflow_id, version, definition) VALUES (%s, %s, 1, %s)",
+            (org, workflow, json.dumps(WORKFLOW)),
+        )
+        conn.execute(
+            "INSERT INTO endpoints (org_id, method, path, workflow_id, auth) VALUES (%s, 'POST', '/orders/{id}/total', %s, 'public')",
+            (org, workflow),
+        )
+    return f"/e/{org}/orders/A-17/total"
+
+
+def bare_app() -> Flask:
+    app = Flask("bare")
+
+    @app.post("/bare")
+    def bare():
+        return jsonify(EXPECTED)
+
+    return app
+
+
+def serve(kind: str, port: int, environ: dict[str, str]) -> None:
+    from nectar.shared.cli import _Gunicorn
+
+    if kind == "core":
+        from nectar.core.app import create_app
+
+        app = create_app(load_settings(Service.CORE, environ))
+    else:
+        app = bare_app()
+    _Gunicorn(app, {**GUNICORN, "bind": f"127.0.0.1:{port}"}, None).run()
+
+
+def wait_until_up(url: str) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            request = urllib.request.Request(
+                url, data=json.dumps(BODY).encode(), headers={"Content-Type": "application/json"}
+            )
+            with urllib.request.urlopen(request, timeout=2) as response:  # noqa: S310 - loopback
+                assert json.loads(response.read()) == EXPECTED, "the two servers must answer the same"
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise SystemExit(f"{url} did not come up")
+
+
+def wrk(url: str, connections: int, seconds: int, script: Path) -> dict:
+    output = subprocess.run(
+        [
+            "wrk",
+            f"-t{min(2, connections)}",
+            f"-c{connections}",
+            f"-d{seconds}s",
+            "--latency",
+            "-s",
+            str(script),
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))
+    p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)", output)
+    scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}[p99.group(2)]
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    return {
+        "rps": rps,
+        "p99_ms": float(p99.group(1)) * scale,
+        "non_2xx": int(errors.group(1)) if errors else 0,
+    }
+
+
+def count_round_trips(environ: dict[str, str], path: str) -> list[str]:
+    from sqlalchemy import event
+
+    from nectar.core.app import create_app
+    from nectar.shared.database import db
+
+    app = create_app(load_settings(Service.CORE, environ))
+    client = app.test_client()
+    client.post(path, json=BODY)
+    trips: list[str] = []
+    with app.app_context():
+        engine = db.engine
+    listeners = {
+        "begin": lambda conn: trips.append("BEGIN"),
+        "commit": lambda conn: trips.append("COMMIT"),
+        "before_cursor_execute": lambda conn, cursor, statement, *rest: trips.append(
+            " ".join(statement.split())[:60]
+        ),
+    }
+    for name, listener in listeners.items():
+        event.listen(engine, name, listener)
+    assert client.post(path, json=BODY).json == EXPECTED
+    return trips
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=int, default=15)
+    parser.add_argument("--connections", type=int, default=16)
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is not installed: apt-get install wrk")
+
+    server = ensure_embedded_server(Path("var/bench-postgres").resolve(), durable=False)
+    path = seed(server)
+    environ = environ_for(server)
+    trips = count_round_trips(environ, path)
+
+    ports = {"core": free_port(), "bare": free_port()}
+    context = multiprocessing.get_context("fork")
+    processes = [
+        context.Process(target=serve, args=(kind, port, environ), daemon=True) for kind, port in ports.items()
+    ]
+    for process in processes:
+        process.start()
+    urls = {
+        "core": f"http://127.0.0.1:{ports['core']}{path}",
+        "bare": f"http://127.0.0.1:{ports['bare']}/bare",
+    }
+    try:
+        for url in urls.values():
+            wait_until_up(url)
+        with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
+            script.write(
+                f'wrk.method = "POST"\nwrk.body = {json.dumps(json.dumps(BODY))}\nwrk.headers["Content-Type"] = "application/json"\n'
+            )
+        results = {}
+        for kind in ("bare", "core", "bare", "core"):  # alternate, and keep the second round of each
+            results[kind] = {
+                "load": wrk(urls[kind], args.connections, args.seconds, Path(script.name)),
+                "single": wrk(urls[kind], 1, max(5, args.seconds // 2), Path(script.name)),
+            }
+    finally:
+        for process in processes:
+            process.terminate()
+            process.join(10)
+
+    core, bare = results["core"], results["bare"]
+    ratio = core["load"]["rps"] / bare["load"]["rps"]
+    print(
+        f"\ngunicorn {GUNICORN['workers']} workers x {GUNICORN['threads']} threads each; wrk {args.connections} connections, {args.seconds} s\n"
+    )
+    print(f"{'':28} {'req/s':>10} {'p99 @1 conn':>12} {'non-2xx':>8}")
+    for name, result in (("bare Flask route", bare), ("tenant endpoint (workflow)", core)):
+        print(
+            f"{name:28} {result['load']['rps']:>10.0f} {result['single']['p99_ms']:>10.2f} ms {result['load']['non_2xx']:>8}"
+        )
+    print(
+        f"\nthroughput ratio: {ratio:.0%} of the bare route (goal >= 50%: {'OK' if ratio >= 0.5 else 'MISSED'})"
+    )
+    p99 = core["single"]["p99_ms"]
+    print(f"p99 at one connection: {p99:.2f} ms (goal < 15 ms: {'OK' if p99 < 15 else 'MISSED'})")
+    print(f"database round trips per call: {len(trips)} (goal <= 5: {'OK' if len(trips) <= 5 else 'MISSED'})")
+    for trip in trips:
+        print(f"  {trip}")
+
+
+if __name__ == "__main__":
+    main()

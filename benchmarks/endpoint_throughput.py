@@ -143,10 +143,8 @@ def wait_until_up(url: str) -> None:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:
-            headers = {"Content-Type": "application/json"}
-            request = urllib.request.Request(
-                url, data=json.dumps(BODY).encode(), headers=headers
-            )  # noqa: S310
+            data, headers = json.dumps(BODY).encode(), {"Content-Type": "application/json"}
+            request = urllib.request.Request(url, data=data, headers=headers)  # noqa: S310 - loopback
             with urllib.request.urlopen(request, timeout=2) as response:  # noqa: S310 - loopback
                 assert json.loads(response.read()) == EXPECTED, "the two servers must answer the same"
                 return

@@ -180,29 +180,19 @@ def wrk(url: str, connections: int, seconds: int, script: Path) -> dict:
     }
 
 
-def count_round_trips(environ: dict[str, str], path: str) -> list[str]:
-    from sqlalchemy import event
-
+def count_round_trips(environ: dict[str, str], path: str) -> int:
+    """Network round trips to PostgreSQL for one call, read from libpq's protocol trace."""
     from nectar.core.app import create_app
-    from nectar.shared.database import db
+    from nectar.shared.database import RoundTrips, db
 
     app = create_app(load_settings(Service.CORE, environ))
     client = app.test_client()
     client.post(path, json=BODY)
-    trips: list[str] = []
     with app.app_context():
         engine = db.engine
-    listeners = {
-        "begin": lambda conn: trips.append("BEGIN"),
-        "commit": lambda conn: trips.append("COMMIT"),
-        "before_cursor_execute": lambda conn, cursor, statement, *rest: trips.append(
-            " ".join(statement.split())[:60]
-        ),
-    }
-    for name, listener in listeners.items():
-        event.listen(engine, name, listener)
-    assert client.post(path, json=BODY).json == EXPECTED
-    return trips
+    with RoundTrips(engine) as trips:
+        assert client.post(path, json=BODY).json == EXPECTED
+    return trips.count
 
 
 def main() -> None:
@@ -262,9 +252,7 @@ def main() -> None:
     )
     p99 = core["single"]["p99_ms"]
     print(f"p99 at one connection: {p99:.2f} ms (goal < 15 ms: {'OK' if p99 < 15 else 'MISSED'})")
-    print(f"database round trips per call: {len(trips)} (goal <= 5: {'OK' if len(trips) <= 5 else 'MISSED'})")
-    for trip in trips:
-        print(f"  {trip}")
+    print(f"database round trips per call: {trips} (goal <= 5: {'OK' if trips <= 5 else 'MISSED'})")
 
 
 if __name__ == "__main__":

@@ -9,12 +9,11 @@ import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from sqlalchemy import event
 
 from nectar.core.app import create_app
 from nectar.core.endpoints import service as endpoint_service
 from nectar.shared.config import Role, Service
-from nectar.shared.database import db
+from nectar.shared.database import RoundTrips, db
 from tests.core.conftest import SERVICE_TOKEN, Browser, drain_jobs, run_and_wait
 from tests.core.test_api import _new_key
 
@@ -233,26 +232,19 @@ def test_an_endpoint_call_costs_at_most_five_database_round_trips(owner, core_ap
     browser, _org, token = owner
     endpoint = _endpoint(browser, token, _workflow(browser, token))
     url = endpoint["url"].replace("{id}", "1")
-    browser.client.post(url, json={"items": []})  # warm
-    trips = []
+    caller = core_app.test_client()  # an API caller: no session cookie
+    caller.post(url, json={"items": []})  # warm
     with core_app.app_context():
         engine = db.engine
-    listeners = {
-        "begin": lambda conn: trips.append("BEGIN"),
-        "commit": lambda conn: trips.append("COMMIT"),
-        "before_cursor_execute": lambda conn, cursor, statement, *rest: trips.append(
-            " ".join(statement.split())[:90]
-        ),
-    }
-    for name, listener in listeners.items():
-        event.listen(engine, name, listener)
-    try:
-        caller = core_app.test_client()  # an API caller: no session cookie
+    with RoundTrips(engine) as trips:
         assert caller.post(url, json={"items": [{"price": 3}]}).status_code == 200
-    finally:
-        for name, listener in listeners.items():
-            event.remove(engine, name, listener)
-    assert len(trips) <= 5, trips
+    assert 1 <= trips.count <= 5, trips.count
+    with RoundTrips(engine) as keyed:
+        assert (
+            caller.post(url, json={"items": [{"price": 3}]}, headers={"Idempotency-Key": "k-1"}).status_code
+            == 200
+        )
+    assert keyed.count > trips.count, "the counter must see the extra lookups an idempotency key costs"
 
 
 # --- outbound HTTP guard ----------------------------------------------------------------------------

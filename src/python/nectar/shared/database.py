@@ -168,3 +168,37 @@ def check_connection(url: URL, timeout: int = 5) -> None:
 
 def _libpq_dsn(url: URL) -> str:
     return url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+class RoundTrips:
+    """Counts network round trips to PostgreSQL on an engine's connections, from libpq's protocol
+    trace: the client waits for the server once per Sync (extended protocol, pipelines included)
+    and once per simple Query. For tests and benchmarks."""
+
+    def __init__(self, engine):
+        self.engine = engine
+        self.count = 0
+        self._files: list = []
+
+    def __enter__(self) -> RoundTrips:
+        event.listen(self.engine, "checkout", self._trace)
+        return self
+
+    def _trace(self, dbapi_connection, _record, _proxy) -> None:
+        import tempfile
+
+        handle = tempfile.TemporaryFile("w+")
+        dbapi_connection.pgconn.trace(handle.fileno())
+        dbapi_connection.pgconn.set_trace_flags(psycopg.pq.Trace.SUPPRESS_TIMESTAMPS)
+        self._files.append((dbapi_connection, handle))
+
+    def __exit__(self, *exc) -> None:
+        event.remove(self.engine, "checkout", self._trace)
+        for connection, handle in self._files:
+            connection.pgconn.untrace()
+            handle.seek(0)
+            for line in handle:
+                fields = line.split("\t")
+                if len(fields) >= 3 and fields[0].strip() == "F" and fields[2].strip() in ("Sync", "Query"):
+                    self.count += 1
+            handle.close()

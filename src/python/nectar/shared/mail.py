@@ -10,7 +10,6 @@ import json
 import uuid
 from dataclasses import dataclass, field
 
-from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 
@@ -25,26 +24,32 @@ class Email:
     dedupe_key: str | None = None
 
 
+# psycopg's parameter style, so raw connections (the endpoint hot path) can send it too.
+OUTBOX_INSERT_SQL = (
+    "INSERT INTO email_outbox (id, to_address, subject, body_text, body_html, headers, category, dedupe_key) "
+    "VALUES (%(id)s, %(to)s, %(subject)s, %(body_text)s, %(body_html)s, CAST(%(headers)s AS jsonb), %(category)s, "
+    "%(dedupe_key)s)"
+)
+
+
+def outbox_params(email: Email) -> dict:
+    return {
+        "id": uuid.uuid4(),
+        "to": email.to,
+        "subject": email.subject,
+        "body_text": email.body_text,
+        "body_html": email.body_html,
+        "headers": json.dumps(email.headers),
+        "category": email.category,
+        "dedupe_key": email.dedupe_key,
+    }
+
+
 def queue_email(session: Session, email: Email) -> uuid.UUID:
     """Adds `email` to the outbox in the session's transaction and returns its id.
 
     No RETURNING: core may insert into the outbox but not read it (least privilege).
     """
-    message_id = uuid.uuid4()
-    session.execute(
-        text(
-            "INSERT INTO email_outbox (id, to_address, subject, body_text, body_html, headers, category, dedupe_key) "
-            "VALUES (:id, :to, :subject, :body_text, :body_html, CAST(:headers AS jsonb), :category, :dedupe_key)"
-        ),
-        {
-            "id": message_id,
-            "to": email.to,
-            "subject": email.subject,
-            "body_text": email.body_text,
-            "body_html": email.body_html,
-            "headers": json.dumps(email.headers),
-            "category": email.category,
-            "dedupe_key": email.dedupe_key,
-        },
-    )
-    return message_id
+    params = outbox_params(email)
+    session.connection().exec_driver_sql(OUTBOX_INSERT_SQL, params)
+    return params["id"]

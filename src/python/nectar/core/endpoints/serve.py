@@ -6,15 +6,18 @@ from __future__ import annotations
 import json
 import uuid
 
+import psycopg
 from flask import Blueprint, Response, current_app, jsonify, request
 from sqlalchemy.exc import IntegrityError
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from nectar.core.endpoints import service
 from nectar.core.extensions import csrf
-from nectar.core.workflows.runner import run_version
-from nectar.core.workflows.service import RunRequest, run_for_key
-from nectar.shared.database import db, scope_session
+from nectar.core.workflows.engine import execute
+from nectar.core.workflows.runner import CollectingEffects, run_version
+from nectar.core.workflows.service import RECORD_RUN_SQL, RunRequest, record_run_params, run_for_key
+from nectar.shared.database import SET_TENANT_SQL, db, scope_session
+from nectar.shared.mail import OUTBOX_INSERT_SQL, outbox_params
 from nectar.shared.web import problem
 
 tenant_endpoints = Blueprint("tenant_endpoints", __name__, url_prefix="/e")
@@ -98,19 +101,24 @@ def handle_call(org_id: uuid.UUID, method: str, path: str, headers, query: dict,
     if isinstance(body, _BadJson):
         return problem(400, "The body is not valid JSON.")
     bearer = headers.get("Authorization", "").removeprefix("Bearer ").strip() or None
-    scope_session(db.session, org_id=org_id)
-    route = service.find_route(db.session, org_id, method, path, bearer)
+    key = headers.get("Idempotency-Key")
+    if key is not None:
+        if len(key) > 200:
+            return problem(400, "Idempotency-Key is at most 200 characters.")
+        return _call_once(org_id, method, path, headers, query, body, bearer, key)
+    return _call(org_id, method, path, headers, query, body, bearer)
+
+
+def _refusal(route, method: str, path: str, body):
+    """Why the call may not run (404, 429, 401, 422), as a response; None when it may."""
     if route is None:
-        db.session.commit()  # keep the rate-limit count
         return problem(404, f"No endpoint {method} {path} here.")
     limit = service.rate_limit(route.plan)
     if route.calls_this_minute >= limit:  # the calls counted before this one
-        db.session.commit()
         response = problem(429, f"This organization's plan allows {limit} calls a minute.")
         response.headers["Retry-After"] = "60"
         return response
     if route.auth == "api_key" and not route.key_ok:
-        db.session.commit()
         response = problem(
             401, "This endpoint needs an API key of its organization: Authorization: Bearer nsk_..."
         )
@@ -119,21 +127,16 @@ def handle_call(org_id: uuid.UUID, method: str, path: str, headers, query: dict,
     if route.request_schema is not None:
         problems = service.body_problems(route.request_schema, body)
         if problems:
-            db.session.commit()
             return problem(
                 422,
                 "The request body does not match the endpoint's schema.",
                 errors=[p.as_dict() for p in problems],
             )
-    key = headers.get("Idempotency-Key")
-    if key:
-        if len(key) > 200:
-            return problem(400, "Idempotency-Key is at most 200 characters.")
-        earlier = run_for_key(db.session, route.workflow_id, key)
-        if earlier is not None:
-            db.session.commit()
-            return _replay(earlier)
-    trigger = {
+    return None
+
+
+def _trigger(method, path, route, headers, query, body) -> dict:
+    return {
         "method": method,
         "path": path,
         "params": route.params,
@@ -141,6 +144,64 @@ def handle_call(org_id: uuid.UUID, method: str, path: str, headers, query: dict,
         "headers": {k.lower(): v for k, v in headers.items() if k.lower() != "authorization"},
         "body": body,
     }
+
+
+def _call(org_id, method, path, headers, query, body, bearer):
+    """The hot path, in two round trips: psycopg's pipeline sends BEGIN, the tenant setting and the
+    route query together; then the run record, any queued email and COMMIT together. (psycopg's
+    own transaction block would add a sync after BEGIN and one at COMMIT, so the connection runs
+    in autocommit mode and the transaction is spelled out.)"""
+    raw = db.engine.raw_connection()
+    conn = raw.driver_connection
+    conn.autocommit = True
+    try:
+        with conn.pipeline():
+            conn.execute("BEGIN")
+            conn.execute(SET_TENANT_SQL, (str(org_id),))
+            rows = conn.execute(
+                service.FIND_SQL, service.find_params(org_id, method, path, bearer)
+            ).fetchall()
+            route = service.match_route(rows, path)
+            refusal = _refusal(route, method, path, body)
+            if refusal is not None:
+                conn.execute("ROLLBACK")
+                return refusal
+            effects = CollectingEffects(db.session, current_app.config["NECTAR_OUTBOUND_POLICY"])
+            request = RunRequest(
+                route.workflow_id,
+                route.version_id,
+                "http",
+                _trigger(method, path, route, headers, query, body),
+            )
+            outcome = execute(route.definition, request.input, effects)
+            params = record_run_params(org_id, request, outcome, service.rate_counter(org_id))
+            conn.execute(RECORD_RUN_SQL, params)
+            for email in effects.emails:
+                conn.execute(OUTBOX_INSERT_SQL, outbox_params(email))
+            conn.execute("COMMIT")
+    except BaseException:
+        if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+            conn.execute("ROLLBACK")
+        raise
+    finally:
+        conn.autocommit = False
+        raw.close()
+    return _respond(params["id"], outcome.status, outcome.error, outcome.response, outcome.output)
+
+
+def _call_once(org_id, method, path, headers, query, body, bearer, key):
+    """A call with an Idempotency-Key: a second delivery gets the first one's answer, never a run."""
+    scope_session(db.session, org_id=org_id)
+    route = service.find_route(db.session, org_id, method, path, bearer)
+    refusal = _refusal(route, method, path, body)
+    if refusal is not None:
+        db.session.rollback()
+        return refusal
+    earlier = run_for_key(db.session, route.workflow_id, key)
+    if earlier is not None:
+        db.session.rollback()
+        return _replay(earlier)
+    trigger = _trigger(method, path, route, headers, query, body)
     run_id, outcome = run_version(
         db.session,
         org_id,

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
-from sqlalchemy import select, text
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -130,20 +130,20 @@ class Route:
     params: dict
 
 
-_FIND = text(
-    """
+# In psycopg's own parameter style: the hot path sends it on a raw connection (see serve.py).
+FIND_SQL = """
     SELECT e.id, e.path, e.auth, e.request_schema, e.workflow_id, v.id, v.definition, o.plan,
-           (SELECT COALESCE(sum(count), 0) FROM rate_limit_buckets WHERE key = ANY(:rate_keys) AND window_start = :window),
-           EXISTS (SELECT 1 FROM api_keys k WHERE k.key_hash = :key_hash AND k.revoked_at IS NULL)
+           (SELECT COALESCE(sum(count), 0) FROM rate_limit_buckets
+            WHERE key = ANY(%(rate_keys)s) AND window_start = %(window)s),
+           EXISTS (SELECT 1 FROM api_keys k WHERE k.key_hash = %(key_hash)s AND k.revoked_at IS NULL)
     FROM endpoints e
     JOIN workflows w ON w.org_id = e.org_id AND w.id = e.workflow_id AND w.is_active
     JOIN workflow_versions v ON v.org_id = e.org_id AND v.workflow_id = e.workflow_id
                              AND v.version = COALESCE(e.pinned_version, w.current_version)
     CROSS JOIN organizations o
-    WHERE e.method = :method AND e.is_enabled AND o.status = 'active'
-      AND (e.path = :path OR e.path = :path || '/' OR e.path LIKE '%{%')
-    """
-)
+    WHERE e.method = %(method)s AND e.is_enabled AND o.status = 'active'
+      AND (e.path = %(path)s OR e.path = %(path)s || '/' OR e.path LIKE '%%{%%')
+"""
 
 
 RATE_SHARDS = 16
@@ -159,38 +159,32 @@ def rate_keys(org_id: uuid.UUID) -> list[str]:
     return [f"core.endpoint:{org_id}:{shard}" for shard in range(RATE_SHARDS)]
 
 
-def find_route(
-    session: Session, org_id: uuid.UUID, method: str, path: str, bearer: str | None
-) -> Route | None:
-    """The endpoint for `method path` in the scoped organization, with this minute's call count."""
-    window = int(time.time() // 60 * 60)
-    key_hash = hashlib.sha256(bearer.encode()).hexdigest() if bearer else ""
-    parameters = {
+def find_params(org_id: uuid.UUID, method: str, path: str, bearer: str | None) -> dict:
+    return {
         "rate_keys": rate_keys(org_id),
-        "window": window,
-        "key_hash": key_hash,
+        "window": int(time.time() // 60 * 60),
+        "key_hash": hashlib.sha256(bearer.encode()).hexdigest() if bearer else "",
         "method": method,
         "path": path,
     }
-    rows = session.execute(_FIND, parameters).all()
+
+
+def match_route(rows, path: str) -> Route | None:
+    """The endpoint among the candidate rows whose path pattern matches (exact paths first)."""
     exact = [row for row in rows if row[1].rstrip("/") == path.rstrip("/")]
     for row in exact or rows:
         match = compile_path(row[1]).match(path)
         if match:
-            return Route(
-                row[0],
-                row[1],
-                row[2],
-                row[3],
-                row[4],
-                row[5],
-                row[6],
-                row[7],
-                row[8],
-                row[9],
-                match.groupdict(),
-            )
+            return Route(*row[:10], params=match.groupdict())
     return None
+
+
+def find_route(
+    session: Session, org_id: uuid.UUID, method: str, path: str, bearer: str | None
+) -> Route | None:
+    """The endpoint for `method path` in the scoped organization, with this minute's call count."""
+    rows = session.connection().exec_driver_sql(FIND_SQL, find_params(org_id, method, path, bearer)).all()
+    return match_route(rows, path)
 
 
 def rate_limit(plan: str) -> int:

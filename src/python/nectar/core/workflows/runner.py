@@ -46,6 +46,17 @@ class LiveEffects:
         time.sleep(seconds)
 
 
+class CollectingEffects(LiveEffects):
+    """Live effects whose emails are kept for the caller to write in its own transaction."""
+
+    def __init__(self, session: Session, policy: outbound.OutboundPolicy):
+        super().__init__(session, policy)
+        self.emails: list[Email] = []
+
+    def email(self, to: str, subject: str, body: str) -> None:
+        self.emails.append(Email(to=to, subject=subject, body_text=body, category="workflow"))
+
+
 def outbound_policy() -> outbound.OutboundPolicy:
     return current_app.config["NECTAR_OUTBOUND_POLICY"]
 

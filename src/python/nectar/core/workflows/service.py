@@ -177,29 +177,54 @@ def _output_json(outcome: RunOutcome) -> str:
 
 
 # One statement writes the run and all its steps: one round trip, whatever the step count. It
-# also counts the call for the plan's rate limit when given a bucket (endpoint calls).
-_RECORD_RUN = text(
-    """
+# also counts the call for the plan's rate limit when given a bucket (endpoint calls). In
+# psycopg's parameter style, as the endpoint hot path sends it on a raw connection.
+RECORD_RUN_SQL = """
     WITH counted AS (
         INSERT INTO rate_limit_buckets (key, window_start, count)
-        SELECT CAST(:rate_key AS text), CAST(:rate_window AS bigint), 1 WHERE CAST(:rate_key AS text) IS NOT NULL
+        SELECT CAST(%(rate_key)s AS text), CAST(%(rate_window)s AS bigint), 1 WHERE CAST(%(rate_key)s AS text) IS NOT NULL
         ON CONFLICT (key, window_start) DO UPDATE SET count = rate_limit_buckets.count + 1
     ),
     run AS (
         INSERT INTO workflow_runs (id, org_id, workflow_id, version_id, trigger, status, idempotency_key, rerun_of,
                                    input, output, error, queued_at, started_at, finished_at, duration_ms)
-        VALUES (:id, :org_id, :workflow_id, :version_id, :trigger, :status, :idempotency_key, :rerun_of,
-                CAST(:input AS jsonb), CAST(:output AS jsonb), :error, :started_at, :started_at, :finished_at, :duration_ms)
+        VALUES (%(id)s, %(org_id)s, %(workflow_id)s, %(version_id)s, %(trigger)s, %(status)s, %(idempotency_key)s,
+                %(rerun_of)s, CAST(%(input)s AS jsonb), CAST(%(output)s AS jsonb), %(error)s, %(started_at)s,
+                %(started_at)s, %(finished_at)s, %(duration_ms)s)
         RETURNING id, org_id
     )
     INSERT INTO step_runs (org_id, run_id, step_id, step_type, position, attempt, status, input, output, error,
                            started_at, finished_at)
     SELECT run.org_id, run.id, s.step_id, s.step_type, s.position, s.attempt, s.status, s.input, s.output, s.error,
            s.started_at, s.finished_at
-    FROM run, jsonb_to_recordset(CAST(:steps AS jsonb)) AS s(step_id text, step_type text, position int, attempt int,
-         status text, input jsonb, output jsonb, error text, started_at timestamptz, finished_at timestamptz)
-    """
-)
+    FROM run, jsonb_to_recordset(CAST(%(steps)s AS jsonb)) AS s(step_id text, step_type text, position int,
+         attempt int, status text, input jsonb, output jsonb, error text, started_at timestamptz, finished_at timestamptz)
+"""
+
+
+def record_run_params(
+    org_id: uuid.UUID, request: RunRequest, outcome: RunOutcome, rate_bucket: tuple[str, int] | None = None
+) -> dict:
+    rate_key, rate_window = rate_bucket or (None, None)
+    return {
+        "rate_key": rate_key,
+        "rate_window": rate_window,
+        "id": uuid.uuid4(),
+        "org_id": org_id,
+        "workflow_id": request.workflow_id,
+        "version_id": request.version_id,
+        "trigger": request.trigger,
+        "status": outcome.status,
+        "idempotency_key": request.idempotency_key,
+        "rerun_of": request.rerun_of,
+        "input": json.dumps(request.input, default=str),
+        "output": _output_json(outcome),
+        "error": outcome.error,
+        "started_at": outcome.started_at,
+        "finished_at": outcome.finished_at,
+        "duration_ms": outcome.duration_ms,
+        "steps": _steps_json(outcome),
+    }
 
 
 def record_run(
@@ -209,31 +234,9 @@ def record_run(
     outcome: RunOutcome,
     rate_bucket: tuple[str, int] | None = None,
 ) -> uuid.UUID:
-    run_id = uuid.uuid4()
-    rate_key, rate_window = rate_bucket or (None, None)
-    session.execute(
-        _RECORD_RUN,
-        {
-            "rate_key": rate_key,
-            "rate_window": rate_window,
-            "id": run_id,
-            "org_id": org_id,
-            "workflow_id": request.workflow_id,
-            "version_id": request.version_id,
-            "trigger": request.trigger,
-            "status": outcome.status,
-            "idempotency_key": request.idempotency_key,
-            "rerun_of": request.rerun_of,
-            "input": json.dumps(request.input, default=str),
-            "output": _output_json(outcome),
-            "error": outcome.error,
-            "started_at": outcome.started_at,
-            "finished_at": outcome.finished_at,
-            "duration_ms": outcome.duration_ms,
-            "steps": _steps_json(outcome),
-        },
-    )
-    return run_id
+    params = record_run_params(org_id, request, outcome, rate_bucket)
+    session.connection().exec_driver_sql(RECORD_RUN_SQL, params)
+    return params["id"]
 
 
 _COMPLETE_RUN = text(

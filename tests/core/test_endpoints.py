@@ -324,3 +324,95 @@ def test_an_allowlisted_address_is_reachable_and_redirects_are_not_followed(sett
     assert redirected["steps"][0]["output"]["status"] == 302
     with app.app_context():
         db.engine.dispose()
+
+
+# --- what a tenant endpoint may not do to the platform's origin or its callers ------------------
+
+
+def test_endpoints_never_see_cookies_and_cannot_script_the_origin(owner, database):
+    browser, org, token = owner
+    echo = {
+        "trigger": {"type": "http"},
+        "steps": [
+            {
+                "id": "r",
+                "type": "respond",
+                "headers": {
+                    "Content-Type": "text/html",
+                    "Set-Cookie": "stolen=1",
+                    "Content-Security-Policy": "script-src *",
+                },
+                "body": "{{ trigger.headers }}",
+            }
+        ],
+    }
+    endpoint = _endpoint(browser, token, _workflow(browser, token, echo), method="GET", path="/echo")
+    answer = browser.client.get(
+        endpoint["url"], headers={"Cookie": "nectar_core_session=secret-session", "X-Trace": "t1"}
+    )
+    assert answer.status_code == 200
+    assert "secret-session" not in answer.get_data(as_text=True) and "t1" in answer.get_data(as_text=True)
+    assert "Set-Cookie" not in answer.headers
+    assert answer.headers["Content-Security-Policy"].startswith("sandbox")
+    with database.connect(Role.ADMIN) as conn:
+        stored = conn.execute("SELECT input::text FROM workflow_runs WHERE org_id = %s", (org,)).fetchall()
+    assert all("secret-session" not in row[0] for row in stored)
+
+
+def test_unsafe_endpoint_definitions_are_refused(owner):
+    browser, _org, token = owner
+    workflow_id = _workflow(browser, token)
+    remote = browser.api(
+        "POST",
+        "/api/v1/endpoints",
+        token=token,
+        json={
+            "method": "POST",
+            "path": "/x",
+            "workflow_id": workflow_id,
+            "request_schema": {"$ref": "http://169.254.169.254/"},
+        },
+    )
+    assert remote.status_code == 422 and "Only local references" in json.dumps(remote.json)
+    twice = browser.api(
+        "POST",
+        "/api/v1/endpoints",
+        token=token,
+        json={"method": "GET", "path": "/{a}/{a}", "workflow_id": workflow_id},
+    )
+    assert twice.status_code == 422
+
+
+def test_bodies_jsonb_cannot_store_are_refused_or_cleaned(owner):
+    browser, _org, token = owner
+    endpoint = _endpoint(
+        browser,
+        token,
+        _workflow(
+            browser,
+            token,
+            {
+                "trigger": {"type": "http"},
+                "steps": [{"id": "r", "type": "respond", "body": "{{ trigger.query }}"}],
+            },
+        ),
+        method="POST",
+        path="/odd",
+    )
+    assert (
+        browser.client.post(endpoint["url"], data='{"a": NaN}', content_type="application/json").status_code
+        == 400
+    )
+    cleaned = browser.client.post(endpoint["url"] + "?q=a%00b", json={})
+    assert cleaned.status_code == 200
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["http://169.254.169.254\\\\@example.com/", "http://user:pw@example.com/", "http://example.com /x"],
+)
+def test_ambiguous_urls_are_refused_before_any_connection(url):
+    from nectar.core.workflows.outbound import OutboundPolicy, OutboundRefused, check_url
+
+    with pytest.raises(OutboundRefused):
+        check_url(url, OutboundPolicy())

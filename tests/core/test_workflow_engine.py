@@ -242,3 +242,17 @@ def test_invalid_documents_name_the_exact_path_of_each_problem(document, path, f
     problems = validate(document)
     assert problems, "expected problems"
     assert any(p.path == path and fragment in p.message for p in problems), problems
+
+
+def test_zero_is_true_in_a_condition_as_in_jmespath():
+    document = wf(
+        {
+            "id": "c",
+            "type": "condition",
+            "if": "trigger.n",
+            "then": [{"id": "yes", "type": "respond", "body": "then"}],
+            "else": [{"id": "no", "type": "respond", "body": "else"}],
+        }
+    )
+    assert execute(document, {"n": 0}, Recorder()).response.body == "then"
+    assert execute(document, {"n": []}, Recorder()).response.body == "else"

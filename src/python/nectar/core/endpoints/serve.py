@@ -86,14 +86,18 @@ def _read_body():
         return None
     if request.mimetype == "application/json":
         try:
-            return json.loads(raw)
-        except ValueError:
+            return json.loads(raw, parse_constant=_refuse_constant)
+        except (ValueError, RecursionError):
             return _BadJson()
     return raw.decode(request.charset if hasattr(request, "charset") else "utf-8", errors="replace")
 
 
 class _BadJson:
     pass
+
+
+def _refuse_constant(name: str):
+    raise ValueError(f"{name} is not JSON")  # NaN and Infinity cannot be stored in jsonb
 
 
 def handle_call(org_id: uuid.UUID, method: str, path: str, headers, query: dict, body):
@@ -135,15 +139,45 @@ def _refusal(route, method: str, path: str, body):
     return None
 
 
+# Headers a workflow may see: never cookies or credentials (a browser following a link to another
+# organization's endpoint must not hand it the visitor's session).
+FORWARDED_HEADERS = {
+    "accept",
+    "accept-language",
+    "content-type",
+    "user-agent",
+    "x-request-id",
+    "idempotency-key",
+}
+BLOCKED_RESPONSE_HEADERS = {
+    "content-length",
+    "transfer-encoding",
+    "set-cookie",
+    "content-security-policy",
+    "connection",
+}
+
+
 def _trigger(method, path, route, headers, query, body) -> dict:
     return {
         "method": method,
         "path": path,
         "params": route.params,
         "query": query,
-        "headers": {k.lower(): v for k, v in headers.items() if k.lower() != "authorization"},
+        "headers": {
+            k.lower(): v
+            for k, v in headers.items()
+            if k.lower() in FORWARDED_HEADERS or k.lower().startswith("x-")
+        },
         "body": body,
     }
+
+
+def _sandboxed(response):
+    """Tenant responses share the app's origin: they may never run script or set cookies there."""
+    response.headers["Content-Security-Policy"] = "sandbox; default-src 'none'"
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    return response
 
 
 def _call(org_id, method, path, headers, query, body, bearer):
@@ -166,6 +200,7 @@ def _call(org_id, method, path, headers, query, body, bearer):
             if refusal is not None:
                 conn.execute("ROLLBACK")
                 return refusal
+            scope_session(db.session, org_id=org_id)  # connection lookups by http steps use the session
             effects = CollectingEffects(db.session, current_app.config["NECTAR_OUTBOUND_POLICY"])
             request = RunRequest(
                 route.workflow_id,
@@ -181,10 +216,17 @@ def _call(org_id, method, path, headers, query, body, bearer):
             conn.execute("COMMIT")
     except BaseException:
         if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
-            conn.execute("ROLLBACK")
+            try:
+                conn.execute("ROLLBACK")
+            except psycopg.Error:
+                pass  # broken: invalidated below
         raise
     finally:
-        conn.autocommit = False
+        # Back to the pool as it came out (not autocommit, no transaction), or not at all.
+        try:
+            conn.autocommit = False
+        except psycopg.Error:
+            raw.invalidate()
         raw.close()
     return _respond(params["id"], outcome.status, outcome.error, outcome.response, outcome.output)
 
@@ -226,12 +268,12 @@ def _respond(run_id, status, error, response, output):
     elif response is not None:
         answer = _body_response(response.body, response.status)
         for name, value in response.headers.items():
-            if name.lower() not in ("content-length", "transfer-encoding", "set-cookie"):
+            if name.lower() not in BLOCKED_RESPONSE_HEADERS and "\n" not in value and "\r" not in value:
                 answer.headers[name] = value
     else:
         answer = jsonify(run_id=str(run_id), output=output)
     answer.headers["X-Nectar-Run-Id"] = str(run_id)
-    return answer
+    return _sandboxed(answer)
 
 
 def _body_response(body, status: int) -> Response:
@@ -248,11 +290,13 @@ def _replay(run):
     stored = run.output or {}
     if "response" in stored:
         answer = _body_response(stored["response"]["body"], stored["response"]["status"])
-        answer.headers.update(stored["response"].get("headers", {}))
+        for name, value in stored["response"].get("headers", {}).items():
+            if name.lower() not in BLOCKED_RESPONSE_HEADERS and "\n" not in value and "\r" not in value:
+                answer.headers[name] = value
     elif run.status != "succeeded":
         answer = problem(500, f"The workflow failed: {run.error}", run_id=str(run.id))
     else:
         answer = jsonify(run_id=str(run.id), output=stored.get("output"))
     answer.headers["X-Nectar-Run-Id"] = str(run.id)
     answer.headers["Idempotent-Replayed"] = "true"
-    return answer
+    return _sandboxed(answer)

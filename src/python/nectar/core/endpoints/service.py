@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
+from referencing import Registry
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -53,12 +54,31 @@ def _check(method: str, path: str, auth: str, request_schema) -> list[Problem]:
         )
     if auth not in ("public", "api_key"):
         problems.append(Problem("/auth", "Use public or api_key."))
+    else:
+        try:
+            compile_path(path)
+        except re.error:
+            problems.append(Problem("/path", "Each {parameter} name may appear once."))
     if request_schema is not None:
         try:
             Draft202012Validator.check_schema(request_schema)
         except SchemaError as error:
             problems.append(Problem("/request_schema", f"not a valid JSON Schema: {error.message}"))
+        if any(not ref.startswith("#") for ref in _refs(request_schema)):
+            # A remote $ref would make core fetch URLs of the tenant's choosing on every call.
+            problems.append(
+                Problem("/request_schema", "Only local references ($ref starting with #) are allowed.")
+            )
     return problems
+
+
+def _refs(value) -> list[str]:
+    if isinstance(value, dict):
+        found = [value["$ref"]] if isinstance(value.get("$ref"), str) else []
+        return found + [ref for item in value.values() for ref in _refs(item)]
+    if isinstance(value, list):
+        return [ref for item in value for ref in _refs(item)]
+    return []
 
 
 def save_endpoint(
@@ -192,7 +212,8 @@ def rate_limit(plan: str) -> int:
 
 
 def body_problems(schema: dict, body) -> list[Problem]:
-    validator = Draft202012Validator(schema)
+    # An empty registry: nothing outside the schema itself is ever fetched.
+    validator = Draft202012Validator(schema, registry=Registry())
     return [
         Problem("/" + "/".join(str(p) for p in error.absolute_path), error.message)
         for error in validator.iter_errors(body)

@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import json
 import smtplib
+import ssl
 import uuid
 from datetime import UTC, datetime
 
@@ -123,7 +124,7 @@ def authorize(connection: IntegrationConnection, keys: KeyRing, url: str, header
     config, secret = connection.config, credentials_of(connection, keys)
     if not url.startswith(("http://", "https://")):
         url = config["base_url"].rstrip("/") + "/" + url.lstrip("/")
-    elif not url.startswith(config["base_url"]):
+    if not _within(url, config["base_url"]):
         # Credentials only ever go to the connection's own service.
         raise ValueError(f"{url} is outside the connection's base URL {config['base_url']}")
     headers = dict(headers)
@@ -136,6 +137,19 @@ def authorize(connection: IntegrationConnection, keys: KeyRing, url: str, header
     elif auth == "api_key":
         headers[config.get("api_key_header") or "X-API-Key"] = secret.get("api_key", "")
     return url, headers
+
+
+def _within(url: str, base: str) -> bool:
+    """Same scheme, host and port as the base, no user info, and under its path on a segment boundary."""
+    from urllib3.util import parse_url
+
+    target, root = parse_url(url), parse_url(base)
+    if target.auth or "\\" in url:
+        return False
+    if (target.scheme, target.host, target.port) != (root.scheme, root.host, root.port):
+        return False
+    prefix = (root.path or "/").rstrip("/") + "/"
+    return ((target.path or "/").rstrip("/") + "/").startswith(prefix)
 
 
 def test_connection(
@@ -179,7 +193,7 @@ def _probe(connection: IntegrationConnection, keys: KeyRing, policy) -> str:
         with smtplib.SMTP(config["host"], config["port"], timeout=10) as smtp:
             smtp.ehlo()
             if config.get("starttls"):
-                smtp.starttls()
+                smtp.starttls(context=ssl.create_default_context())
                 smtp.ehlo()
             if secret.get("username"):
                 smtp.login(secret["username"], secret.get("password", ""))

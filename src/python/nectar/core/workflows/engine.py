@@ -282,7 +282,11 @@ class Run:
 
 def _truthy(value: Any) -> bool:
     """JMESPath truthiness: false, null, empty string, list and object are false."""
-    return value not in (None, False, "", [], {})
+    if value is None or value is False:
+        return False
+    if isinstance(value, str | list | dict):
+        return len(value) > 0
+    return True  # numbers, 0 included, are true in JMESPath
 
 
 def execute(

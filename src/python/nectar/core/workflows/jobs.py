@@ -14,6 +14,7 @@ from sqlalchemy import select, text, update
 
 from nectar.core.workflows.engine import ASYNC_LIMITS
 from nectar.core.workflows.runner import run_queued
+from nectar.core.workflows.service import json_safe
 from nectar.schema.models import Workflow, WorkflowRun, WorkflowSchedule
 from nectar.shared.database import db, scope_session
 from nectar.shared.jobs import enqueue
@@ -53,7 +54,7 @@ def queue_run(
             status="queued",
             idempotency_key=key,
             rerun_of=rerun_of,
-            input=run_input,
+            input=json_safe(run_input),
         )
     )
     session.flush()

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 import requests
+from urllib3.exceptions import LocationParseError
+from urllib3.util import parse_url
 
 DEFAULT_TIMEOUT = 10.0
 MAX_RESPONSE_BYTES = 1024 * 1024
@@ -68,19 +70,27 @@ class HttpResult:
 
 
 def check_url(url: str, policy: OutboundPolicy) -> None:
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise OutboundRefused(f"only http and https URLs with a host can be called, not {url[:100]!r}")
+    # Parsed as urllib3 (and so requests) parses it, so the host checked is the host connected to;
+    # userinfo and backslashes are refused outright, since URL parsers disagree about them.
+    if "\\" in url or any(ord(c) < 33 for c in url):
+        raise OutboundRefused("the URL has a backslash, a space or a control character; refused")
     try:
-        infos = socket.getaddrinfo(parts.hostname, parts.port or (443 if parts.scheme == "https" else 80))
+        parts = parse_url(url)
+    except LocationParseError:
+        raise OutboundRefused(f"not a URL: {url[:100]!r}") from None
+    if parts.scheme not in ("http", "https") or not parts.host:
+        raise OutboundRefused(f"only http and https URLs with a host can be called, not {url[:100]!r}")
+    if parts.auth:
+        raise OutboundRefused("URLs with a user name or password in them are refused; use a connection")
+    host = parts.host.strip("[]")
+    try:
+        infos = socket.getaddrinfo(host, parts.port or (443 if parts.scheme == "https" else 80))
     except socket.gaierror:
-        raise OutboundRefused(f"the host {parts.hostname!r} does not resolve") from None
+        raise OutboundRefused(f"the host {host!r} does not resolve") from None
     for info in infos:
         address = info[4][0]
         if not policy.allows(address):
-            raise OutboundRefused(
-                f"{parts.hostname} resolves to {address}, a private or internal address; refused"
-            )
+            raise OutboundRefused(f"{host} resolves to {address}, a private or internal address; refused")
 
 
 def send(
@@ -139,4 +149,7 @@ def _decode(content: bytes, response: requests.Response) -> object:
             return json.loads(content)
         except ValueError:
             pass
-    return content.decode(response.encoding or "utf-8", errors="replace")
+    try:
+        return content.decode(response.encoding or "utf-8", errors="replace")
+    except LookupError:  # an unknown charset name from the server
+        return content.decode("utf-8", errors="replace")

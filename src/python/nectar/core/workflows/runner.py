@@ -62,8 +62,10 @@ def outbound_policy() -> outbound.OutboundPolicy:
 
 
 def run_queued(session: Session, org_id: uuid.UUID, run_id: uuid.UUID, *, limits: Limits) -> None:
-    """Executes a queued run (the worker's part): marks it running, runs it, completes it."""
-    from sqlalchemy import select
+    """Executes a queued run (the worker's part): marks it running, runs it, completes it. A run
+    found already `running` belonged to a worker that died mid-way: it is failed, not repeated,
+    since its steps may have had effects. Nothing here raises for a workflow's own failures."""
+    from sqlalchemy import select, update
 
     from nectar.schema.models import WorkflowRun, WorkflowVersion
     from nectar.shared.database import scope_session
@@ -71,14 +73,32 @@ def run_queued(session: Session, org_id: uuid.UUID, run_id: uuid.UUID, *, limits
     scope_session(session, org_id=org_id)
     run = session.scalar(select(WorkflowRun).where(WorkflowRun.id == run_id).with_for_update())
     if run is None or run.status not in ("queued", "running"):
-        return  # already done (a retried job after a crash) or removed
+        return  # already finished, or removed
+    if run.status == "running":
+        run.status, run.error = (
+            "failed",
+            "the worker stopped while running it; start it again if that is safe",
+        )
+        return
     run.status = "running"
     session.commit()
     definition = session.get(WorkflowVersion, run.version_id).definition
-    outcome = execute(
-        definition, run.input or {}, LiveEffects(session, outbound_policy()), limits=limits, mode="async"
-    )
-    complete_run(session, run_id, outcome)
+    try:
+        outcome = execute(
+            definition, run.input or {}, LiveEffects(session, outbound_policy()), limits=limits, mode="async"
+        )
+        complete_run(session, run_id, outcome)
+    except Exception as error:  # noqa: BLE001 - a run must end recorded, whatever broke
+        session.rollback()
+        scope_session(session, org_id=org_id)
+        session.execute(
+            update(WorkflowRun)
+            .where(WorkflowRun.id == run_id)
+            .values(
+                status="failed",
+                error=f"the run could not be completed: {type(error).__name__}: {error}"[:2000],
+            )
+        )
 
 
 def run_version(

@@ -147,8 +147,25 @@ class RunRequest:
     rerun_of: uuid.UUID | None = None
 
 
+def json_safe(value):
+    """What jsonb can store: NaN and infinities become null, NUL characters are dropped."""
+    if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):
+        return None
+    if isinstance(value, str):
+        return value.replace("\x00", "")
+    if isinstance(value, dict):
+        return {json_safe(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return value
+
+
+def _dumps(value) -> str:
+    return json.dumps(json_safe(value), default=str, allow_nan=False)
+
+
 def _steps_json(outcome: RunOutcome) -> str:
-    return json.dumps(
+    return _dumps(
         [
             {
                 "step_id": s.step_id,
@@ -163,8 +180,7 @@ def _steps_json(outcome: RunOutcome) -> str:
                 "finished_at": s.finished_at.isoformat(),
             }
             for s in outcome.steps
-        ],
-        default=str,
+        ]
     )
 
 
@@ -173,7 +189,7 @@ def _output_json(outcome: RunOutcome) -> str:
     body = {"output": outcome.output}
     if response is not None:
         body["response"] = {"status": response.status, "headers": response.headers, "body": response.body}
-    return json.dumps(body, default=str)
+    return _dumps(body)
 
 
 # One statement writes the run and all its steps: one round trip, whatever the step count. It
@@ -217,9 +233,9 @@ def record_run_params(
         "status": outcome.status,
         "idempotency_key": request.idempotency_key,
         "rerun_of": request.rerun_of,
-        "input": json.dumps(request.input, default=str),
+        "input": _dumps(request.input),
         "output": _output_json(outcome),
-        "error": outcome.error,
+        "error": json_safe(outcome.error),
         "started_at": outcome.started_at,
         "finished_at": outcome.finished_at,
         "duration_ms": outcome.duration_ms,
@@ -264,7 +280,7 @@ def complete_run(session: Session, run_id: uuid.UUID, outcome: RunOutcome) -> No
             "id": run_id,
             "status": outcome.status,
             "output": _output_json(outcome),
-            "error": outcome.error,
+            "error": json_safe(outcome.error),
             "started_at": outcome.started_at,
             "finished_at": outcome.finished_at,
             "duration_ms": outcome.duration_ms,

@@ -256,3 +256,15 @@ def test_zero_is_true_in_a_condition_as_in_jmespath():
     )
     assert execute(document, {"n": 0}, Recorder()).response.body == "then"
     assert execute(document, {"n": []}, Recorder()).response.body == "else"
+
+
+@pytest.mark.parametrize(
+    ("trigger", "path"),
+    [
+        ({"type": "schedule", "cron": "0 0 31 2 *"}, "/trigger/cron"),
+        ({"type": "schedule", "cron": "* * * * *", "timezone": "Mars/Olympus"}, "/trigger/timezone"),
+    ],
+)
+def test_schedules_that_can_never_run_are_refused(trigger, path):
+    problems = validate({"trigger": trigger, "steps": [{"id": "a", "type": "set", "values": {}}]})
+    assert [p.path for p in problems] == [path]

@@ -154,7 +154,10 @@ def run_now(workflow_id: uuid.UUID):
     """A manual run with the given input, on the current version (or `version`)."""
     body = _body()
     workflow = workflows.get_workflow(db.session, workflow_id)
-    version = workflows.version_of(db.session, workflow.id, body.get("version") or workflow.current_version)
+    requested = body.get("version")
+    if requested is not None and (not isinstance(requested, int) or isinstance(requested, bool)):
+        raise ApiError(422, "version must be a version number.")
+    version = workflows.version_of(db.session, workflow.id, requested or workflow.current_version)
     if version is None:
         raise ApiError(422, "No such version of this workflow.")
     run_input = body.get("input", {})

@@ -198,6 +198,11 @@ def validate(document: object) -> list[Problem]:
                 problems.append(Problem(f"{path}/{field}", f"not a valid expression: {error}"))
     if document["trigger"]["type"] == "schedule":
         problems += _check_cron(document["trigger"].get("cron", ""))
+    timezone = document["trigger"].get("timezone")
+    if timezone is not None and timezone not in _time_zones():
+        problems.append(
+            Problem("/trigger/timezone", f"{timezone!r} is not a time zone (e.g. Europe/Berlin, UTC)")
+        )
     if sum(1 for _ in _walk(document["steps"], ["steps"])) > MAX_STEPS_IN_DOCUMENT:
         problems.append(Problem("/steps", f"at most {MAX_STEPS_IN_DOCUMENT} steps in one workflow"))
     return problems
@@ -226,8 +231,21 @@ def _expression_fields(step: dict) -> Iterator[tuple[str, str]]:
 
 
 def _check_cron(cron: str) -> list[Problem]:
-    from croniter import croniter
+    from datetime import UTC, datetime
+
+    from croniter import CroniterError, croniter
 
     if not croniter.is_valid(cron):
         return [Problem("/trigger/cron", f"{cron!r} is not a cron expression (e.g. '*/15 * * * *')")]
+    try:
+        croniter(cron, datetime.now(UTC)).get_next(datetime)
+    except (CroniterError, ValueError):
+        return [Problem("/trigger/cron", f"{cron!r} never happens (e.g. 31 February)")]
     return []
+
+
+@cache
+def _time_zones() -> frozenset[str]:
+    import zoneinfo
+
+    return frozenset(zoneinfo.available_timezones())

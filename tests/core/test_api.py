@@ -36,7 +36,7 @@ def test_the_api_refuses_without_credentials_or_with_garbage(browser):
     anonymous = browser.api("GET", "/api/v1/organization")
     assert anonymous.status_code == 401 and anonymous.json["status"] == 401
     assert anonymous.headers["WWW-Authenticate"].startswith("Bearer")
-    for token in ("nsk_", "nsk_nothex_abc", "nsk_" + "0" * 32 + "_guess", "sk_live_whatever"):
+    for token in ("nsk_", "nsk_nothex_abc", "nsk_" + "0" * 32 + "_guess", "sk_test_whatever"):
         assert browser.api("GET", "/api/v1/organization", token=token).status_code == 401
 
 

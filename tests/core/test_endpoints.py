@@ -4,9 +4,7 @@ inspect the recorded runs. Plus the guard on outbound HTTP."""
 from __future__ import annotations
 
 import json
-import threading
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -16,6 +14,7 @@ from nectar.shared.config import Role, Service
 from nectar.shared.database import RoundTrips, db
 from tests.core.conftest import SERVICE_TOKEN, Browser, drain_jobs, run_and_wait
 from tests.core.test_api import _new_key
+from tests.core.upstream import serving
 
 PRICE_CHECK = {
     "trigger": {"type": "http"},
@@ -250,30 +249,16 @@ def test_an_endpoint_call_costs_at_most_five_database_round_trips(owner, core_ap
 # --- outbound HTTP guard ----------------------------------------------------------------------------
 
 
-class _Upstream(BaseHTTPRequestHandler):
-    def do_GET(self):  # noqa: N802 - the stdlib's name
-        if self.path == "/redirect":
-            self.send_response(302)
-            self.send_header("Location", "http://169.254.169.254/latest/meta-data/")
-            self.end_headers()
-            return
-        body = json.dumps({"hello": "from upstream", "path": self.path}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
+def _upstream_answer(path: str, headers: dict):
+    if path == "/redirect":
+        return 302, {"Location": "http://169.254.169.254/latest/meta-data/"}, None
+    return 200, {}, {"hello": "from upstream", "path": path}
 
 
 @pytest.fixture(scope="module")
 def upstream():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Upstream)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
+    with serving(_upstream_answer) as url:
+        yield url
 
 
 def _fetching(url):

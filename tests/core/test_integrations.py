@@ -7,8 +7,6 @@ import hashlib
 import hmac
 import json
 import socket
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from cryptography.fernet import Fernet
@@ -20,31 +18,21 @@ from nectar.shared.database import db
 from tests.core.conftest import SERVICE_TOKEN, Browser, run_and_wait
 from tests.core.test_api import _new_key
 from tests.core.test_endpoints import _workflow
+from tests.core.upstream import serving
 
 KEY_A, KEY_B = Fernet.generate_key().decode(), Fernet.generate_key().decode()
 TOKEN = "upstream-bearer-token-1234567890"
 
 
-class _Echo(BaseHTTPRequestHandler):
-    def do_GET(self):  # noqa: N802
-        status = 200 if self.headers.get("Authorization") == f"Bearer {TOKEN}" else 401
-        body = json.dumps({"path": self.path, "authorized": status == 200}).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
+def _echo_authorization(path: str, headers: dict):
+    authorized = headers.get("Authorization") == f"Bearer {TOKEN}"
+    return (200 if authorized else 401), {}, {"path": path, "authorized": authorized}
 
 
 @pytest.fixture(scope="module")
 def upstream():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Echo)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
+    with serving(_echo_authorization) as url:
+        yield url
 
 
 def _make_app(settings_for, keys: str):

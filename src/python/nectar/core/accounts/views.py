@@ -63,7 +63,7 @@ def _safe_next(target: str | None) -> str:
     return url_for("dashboard.home")
 
 
-def _begin_session(user) -> None:
+def begin_session(user) -> None:
     session.clear()  # a fresh session at sign-in: nothing from before carries over
     browser = service.start_session(db.session, user, _address(), request.user_agent.string)
     db.session.commit()
@@ -81,7 +81,7 @@ def signup():
         except service.AccountError as error:
             getattr(form, error.field or "email").errors.append(str(error))
         else:
-            _begin_session(user)
+            begin_session(user)
             flash(f"Welcome! We sent a confirmation link to {user.email}.", "success")
             return redirect(url_for("orgs.create"))
     return render_template("core/accounts/signup.html", form=form)
@@ -98,7 +98,7 @@ def login():
             db.session.commit()  # keep the failure counts
             error = str(refused)
         else:
-            _begin_session(user)
+            begin_session(user)
             return redirect(_safe_next(form.next.data))
     status = 429 if error and "locked" in error else (401 if error else 200)
     return render_template("core/accounts/login.html", form=form, error=error), status

@@ -63,17 +63,11 @@ def incoming_webhook(org_id: uuid.UUID, connection_id: uuid.UUID):
         "headers": {},
         "body": body,
     }
-    key = request.headers.get("Idempotency-Key")
-    if key and (earlier := run_for_key(db.session, workflow.id, key)) is not None:
-        return _replay(earlier)
-    run_id, outcome = run_version(
-        db.session,
-        org_id,
-        RunRequest(workflow.id, version.id, "http", trigger, idempotency_key=key),
-        version.definition,
+    if isinstance(body, _BadJson):
+        return problem(400, "The body is not valid JSON.")
+    return _run_in_session(
+        org_id, workflow.id, version.id, version.definition, trigger, request.headers.get("Idempotency-Key")
     )
-    db.session.commit()
-    return _respond(run_id, outcome.status, outcome.error, outcome.response, outcome.output)
 
 
 def _read_body():
@@ -107,8 +101,6 @@ def handle_call(org_id: uuid.UUID, method: str, path: str, headers, query: dict,
     bearer = headers.get("Authorization", "").removeprefix("Bearer ").strip() or None
     key = headers.get("Idempotency-Key")
     if key is not None:
-        if len(key) > 200:
-            return problem(400, "Idempotency-Key is at most 200 characters.")
         return _call_once(org_id, method, path, headers, query, body, bearer, key)
     return _call(org_id, method, path, headers, query, body, bearer)
 
@@ -239,25 +231,30 @@ def _call_once(org_id, method, path, headers, query, body, bearer, key):
     if refusal is not None:
         db.session.rollback()
         return refusal
-    earlier = run_for_key(db.session, route.workflow_id, key)
-    if earlier is not None:
+    trigger = _trigger(method, path, route, headers, query, body)
+    rate_bucket = service.rate_counter(org_id)
+    return _run_in_session(
+        org_id, route.workflow_id, route.version_id, route.definition, trigger, key, rate_bucket
+    )
+
+
+def _run_in_session(org_id, workflow_id, version_id, definition, trigger, key, rate_bucket=None):
+    """Runs a workflow on the request's session (scoped to `org_id`) and answers; with an
+    Idempotency-Key, a delivery seen before gets the first one's answer instead of a run."""
+    if key is not None and len(key) > 200:
+        return problem(400, "Idempotency-Key is at most 200 characters.")
+    if key and (earlier := run_for_key(db.session, workflow_id, key)) is not None:
         db.session.rollback()
         return _replay(earlier)
-    trigger = _trigger(method, path, route, headers, query, body)
-    run_id, outcome = run_version(
-        db.session,
-        org_id,
-        RunRequest(route.workflow_id, route.version_id, "http", trigger, idempotency_key=key),
-        route.definition,
-        rate_bucket=service.rate_counter(org_id),
-    )
+    request_ = RunRequest(workflow_id, version_id, "http", trigger, idempotency_key=key)
+    run_id, outcome = run_version(db.session, org_id, request_, definition, rate_bucket=rate_bucket)
     try:
         db.session.commit()
     except IntegrityError:
         # The same key arrived twice at once and the other delivery recorded first: answer as it did.
         db.session.rollback()
         scope_session(db.session, org_id=org_id)
-        return _replay(run_for_key(db.session, route.workflow_id, key))
+        return _replay(run_for_key(db.session, workflow_id, key))
     return _respond(run_id, outcome.status, outcome.error, outcome.response, outcome.output)
 
 

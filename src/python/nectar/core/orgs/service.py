@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from nectar.core.access import ROLE_RANK, OrgContext, PermissionDenied
 from nectar.schema.models import ApiKey, Invitation, Membership, Organization, User
-from nectar.shared.database import tenant_scope, user_scope
+from nectar.shared.database import scope_session, tenant_scope, user_scope
 from nectar.shared.mail import Email, queue_email
 from nectar.shared.tokens import TokenInvalid, make_token, read_token
 
@@ -218,8 +218,6 @@ def invitation_from_token(session: Session, secret_key: str, token: str) -> tupl
     the accept step needs; the caller's request ends with it."""
     data = read_token(secret_key, "invitation", token, INVITATION_DAYS * 24 * 3600)
     org_id = uuid.UUID(data["org"])
-    from nectar.shared.database import scope_session
-
     scope_session(session, org_id=org_id)
     invitation = session.get(Invitation, uuid.UUID(data["inv"]))
     if invitation is None or invitation.revoked_at is not None:

@@ -10,6 +10,8 @@ from flask_login import current_user, login_required
 
 from nectar.core.access import OrgContext, choose_org, current_org, org_required
 from nectar.core.accounts import service as accounts
+from nectar.core.accounts.forms import SignUpForm
+from nectar.core.accounts.views import begin_session
 from nectar.core.links import external_url
 from nectar.core.orgs import service
 from nectar.core.orgs.forms import ActionForm, CreateOrgForm, InviteForm, RoleForm, SettingsForm
@@ -177,8 +179,6 @@ def _run(action, success: str) -> bool:
 
 @orgs.route("/invitations/accept", methods=["GET", "POST"])
 def accept_invitation():
-    from nectar.core.accounts.forms import SignUpForm
-
     token = request.values.get("token", "")
     try:
         invitation, org = service.invitation_from_token(db.session, current_app.secret_key, token)
@@ -219,9 +219,7 @@ def accept_invitation():
         except (accounts.AccountError, service.OrgError) as error:
             form.password.errors.append(str(error))
         else:
-            from nectar.core.accounts.views import _begin_session
-
-            _begin_session(user)
+            begin_session(user)
             choose_org(org.id)
             flash(f"Welcome to {org.name}.", "success")
             return redirect(url_for("dashboard.home"))

@@ -76,7 +76,7 @@ class RunOutcome:
 
 
 class StepFailed(Exception):
-    """A step failed; `handled` is False until an on_error branch deals with it."""
+    """A step failed: its retries and on_error branch decide what happens to the run."""
 
 
 class RunStopped(Exception):

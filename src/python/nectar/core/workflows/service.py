@@ -11,7 +11,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import delete, func, select, text
+from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -192,10 +192,22 @@ def _output_json(outcome: RunOutcome) -> str:
     return _dumps(body)
 
 
+# The steps of the run the statement's `run` CTE wrote or updated, from one JSON array.
+_INSERT_STEPS = """
+    INSERT INTO step_runs (org_id, run_id, step_id, step_type, position, attempt, status, input, output, error,
+                           started_at, finished_at)
+    SELECT run.org_id, run.id, s.step_id, s.step_type, s.position, s.attempt, s.status, s.input, s.output, s.error,
+           s.started_at, s.finished_at
+    FROM run, jsonb_to_recordset(CAST(%(steps)s AS jsonb)) AS s(step_id text, step_type text, position int,
+         attempt int, status text, input jsonb, output jsonb, error text, started_at timestamptz, finished_at timestamptz)
+"""
+
 # One statement writes the run and all its steps: one round trip, whatever the step count. It
 # also counts the call for the plan's rate limit when given a bucket (endpoint calls). In
 # psycopg's parameter style, as the endpoint hot path sends it on a raw connection.
-RECORD_RUN_SQL = """
+RECORD_RUN_SQL = "".join(  # a constant head and the shared steps statement
+    (
+        """
     WITH counted AS (
         INSERT INTO rate_limit_buckets (key, window_start, count)
         SELECT CAST(%(rate_key)s AS text), CAST(%(rate_window)s AS bigint), 1 WHERE CAST(%(rate_key)s AS text) IS NOT NULL
@@ -209,13 +221,22 @@ RECORD_RUN_SQL = """
                 %(started_at)s, %(finished_at)s, %(duration_ms)s)
         RETURNING id, org_id
     )
-    INSERT INTO step_runs (org_id, run_id, step_id, step_type, position, attempt, status, input, output, error,
-                           started_at, finished_at)
-    SELECT run.org_id, run.id, s.step_id, s.step_type, s.position, s.attempt, s.status, s.input, s.output, s.error,
-           s.started_at, s.finished_at
-    FROM run, jsonb_to_recordset(CAST(%(steps)s AS jsonb)) AS s(step_id text, step_type text, position int,
-         attempt int, status text, input jsonb, output jsonb, error text, started_at timestamptz, finished_at timestamptz)
-"""
+""",
+        _INSERT_STEPS,
+    )
+)
+
+
+def _outcome_params(outcome: RunOutcome) -> dict:
+    return {
+        "status": outcome.status,
+        "output": _output_json(outcome),
+        "error": json_safe(outcome.error),
+        "started_at": outcome.started_at,
+        "finished_at": outcome.finished_at,
+        "duration_ms": outcome.duration_ms,
+        "steps": _steps_json(outcome),
+    }
 
 
 def record_run_params(
@@ -230,16 +251,10 @@ def record_run_params(
         "workflow_id": request.workflow_id,
         "version_id": request.version_id,
         "trigger": request.trigger,
-        "status": outcome.status,
         "idempotency_key": request.idempotency_key,
         "rerun_of": request.rerun_of,
         "input": _dumps(request.input),
-        "output": _output_json(outcome),
-        "error": json_safe(outcome.error),
-        "started_at": outcome.started_at,
-        "finished_at": outcome.finished_at,
-        "duration_ms": outcome.duration_ms,
-        "steps": _steps_json(outcome),
+        **_outcome_params(outcome),
     }
 
 
@@ -255,38 +270,23 @@ def record_run(
     return params["id"]
 
 
-_COMPLETE_RUN = text(
-    """
+_COMPLETE_RUN_SQL = "".join(  # a constant head and the shared steps statement
+    (
+        """
     WITH run AS (
-        UPDATE workflow_runs SET status = :status, output = CAST(:output AS jsonb), error = :error,
-               started_at = :started_at, finished_at = :finished_at, duration_ms = :duration_ms
-        WHERE id = :id RETURNING id, org_id
+        UPDATE workflow_runs SET status = %(status)s, output = CAST(%(output)s AS jsonb), error = %(error)s,
+               started_at = %(started_at)s, finished_at = %(finished_at)s, duration_ms = %(duration_ms)s
+        WHERE id = %(id)s RETURNING id, org_id
     )
-    INSERT INTO step_runs (org_id, run_id, step_id, step_type, position, attempt, status, input, output, error,
-                           started_at, finished_at)
-    SELECT run.org_id, run.id, s.step_id, s.step_type, s.position, s.attempt, s.status, s.input, s.output, s.error,
-           s.started_at, s.finished_at
-    FROM run, jsonb_to_recordset(CAST(:steps AS jsonb)) AS s(step_id text, step_type text, position int, attempt int,
-         status text, input jsonb, output jsonb, error text, started_at timestamptz, finished_at timestamptz)
-    """
+""",
+        _INSERT_STEPS,
+    )
 )
 
 
 def complete_run(session: Session, run_id: uuid.UUID, outcome: RunOutcome) -> None:
     """Writes a queued run's outcome and steps in one statement."""
-    session.execute(
-        _COMPLETE_RUN,
-        {
-            "id": run_id,
-            "status": outcome.status,
-            "output": _output_json(outcome),
-            "error": json_safe(outcome.error),
-            "started_at": outcome.started_at,
-            "finished_at": outcome.finished_at,
-            "duration_ms": outcome.duration_ms,
-            "steps": _steps_json(outcome),
-        },
-    )
+    session.connection().exec_driver_sql(_COMPLETE_RUN_SQL, {"id": run_id, **_outcome_params(outcome)})
 
 
 def run_for_key(session: Session, workflow_id: uuid.UUID, key: str) -> WorkflowRun | None:

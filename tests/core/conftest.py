@@ -10,6 +10,7 @@ import pytest
 
 from nectar.core.app import create_app
 from nectar.shared.config import Role, Service
+from tests.browser import Browser as BaseBrowser
 
 SERVICE_TOKEN = "test-service-token-0123456789abcdef-0123456789"
 PASSWORD = "correct horse battery staple"
@@ -25,28 +26,8 @@ def core_app(settings_for):
         db.engine.dispose()
 
 
-class Browser:
-    """A test client that submits forms with the CSRF token its pages carry."""
-
-    def __init__(self, app):
-        self.app = app
-        self.client = app.test_client()
-
-    def get(self, url, **kwargs):
-        return self.client.get(url, **kwargs)
-
-    def csrf_token(self) -> str:
-        page = self.client.get("/login").get_data(as_text=True)
-        match = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', page) or re.search(
-            r'name="csrf_token" value="([^"]+)"', page
-        )
-        assert match, "no CSRF token on the page"
-        return match.group(1)
-
-    def post(self, url, data=None, **kwargs):
-        data = dict(data or {})
-        data.setdefault("csrf_token", self.csrf_token())
-        return self.client.post(url, data=data, **kwargs)
+class Browser(BaseBrowser):
+    """A browser on core with the account steps tests repeat."""
 
     def sign_up(self, email=None, password=PASSWORD, name="Test Person"):
         email = email or unique_email()

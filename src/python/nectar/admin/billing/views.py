@@ -1,0 +1,5 @@
+"""Placeholder: the billing pages (filled in by the admin issue)."""
+
+from flask import Blueprint
+
+billing = Blueprint("billing", __name__, url_prefix="/billing")

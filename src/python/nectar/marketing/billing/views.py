@@ -1,0 +1,5 @@
+"""Placeholder: the billing pages (filled in by the marketing issue)."""
+
+from flask import Blueprint
+
+billing = Blueprint("billing", __name__)

@@ -1,0 +1,5 @@
+"""Placeholder: the leads pages (filled in by the marketing issue)."""
+
+from flask import Blueprint
+
+leads = Blueprint("leads", __name__)

@@ -1,0 +1,5 @@
+"""Placeholder: the site pages (filled in by the marketing issue)."""
+
+from flask import Blueprint
+
+site = Blueprint("site", __name__)

@@ -401,3 +401,75 @@ def test_ambiguous_urls_are_refused_before_any_connection(url):
 
     with pytest.raises(OutboundRefused):
         check_url(url, OutboundPolicy())
+
+
+def test_a_dns_answer_that_changes_after_the_check_cannot_redirect_the_connection(monkeypatch):
+    """DNS rebinding: the name first resolves to an allowed address, then (when the HTTP library
+    would look it up again) to a forbidden one. The connection must go to the address checked."""
+    import socket
+
+    from nectar.core.workflows import outbound
+
+    policy = outbound.OutboundPolicy.from_setting("127.0.0.1/32")
+    answers = iter(["127.0.0.1", "10.255.255.1"])
+    lookups = []
+
+    def rebinding_resolver(host, port, *args, **kwargs):
+        if host.replace(".", "").isdigit():  # an address literal resolves to itself, as in libc
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (host, port))]
+        address = next(answers, "10.255.255.1")
+        lookups.append((host, address))
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, port))]
+
+    with serving(_upstream_answer) as url:
+        port = url.rsplit(":", 1)[1]
+        monkeypatch.setattr(socket, "getaddrinfo", rebinding_resolver)
+        result = outbound.send("GET", f"http://rebinding.example:{port}/pinned", policy=policy, timeout=5)
+    assert result.status == 200
+    assert result.body == {"hello": "from upstream", "path": "/pinned"}
+    assert lookups == [("rebinding.example", "127.0.0.1")], "the name must be resolved once, by the check"
+
+
+def test_two_deliveries_of_one_key_at_once_run_the_workflow_once(settings_for):
+    """The second delivery waits for the first and replays its answer: the upstream is called once."""
+    import threading
+    import time
+
+    calls = []
+
+    def slow_upstream(path, headers):
+        calls.append(path)
+        time.sleep(0.5)  # long enough for the second delivery to arrive while the first runs
+        return 200, {}, {"charged": len(calls)}
+
+    app = create_app(
+        settings_for(Service.CORE, CORE_SERVICE_TOKEN=SERVICE_TOKEN, NECTAR_OUTBOUND_ALLOWLIST="127.0.0.1/32")
+    )
+    browser = Browser(app)
+    browser.sign_up()
+    browser.create_org()
+    token = _new_key(browser)
+    with serving(slow_upstream) as upstream:
+        charge = {
+            "trigger": {"type": "http"},
+            "steps": [
+                {"id": "charge", "type": "http_request", "url": upstream + "/charge"},
+                {"id": "r", "type": "respond", "body": "{{ steps.charge.body }}"},
+            ],
+        }
+        endpoint = _endpoint(browser, token, _workflow(browser, token, charge), method="POST", path="/charge")
+        answers = []
+
+        def deliver():
+            answer = app.test_client().post(endpoint["url"], json={}, headers={"Idempotency-Key": "pay-1"})
+            answers.append((answer.status_code, answer.get_json()))
+
+        threads = [threading.Thread(target=deliver) for _ in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert calls == ["/charge"]
+    assert answers == [(200, {"charged": 1})] * 2
+    with app.app_context():
+        db.engine.dispose()

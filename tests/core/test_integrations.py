@@ -205,3 +205,24 @@ def test_a_signed_incoming_webhook_starts_its_workflow(hub):
         hook["webhook_url"], data=body, headers={**headers, "X-Nectar-Signature": signature}
     )
     assert ok.status_code == 200 and ok.json == {"got": "push"}
+
+
+def test_moving_a_connection_to_another_server_needs_its_credentials_again(hub, upstream):
+    browser, _org, token, _app = hub
+    connection = _rest(browser, token, upstream, name="moving")
+    url = f"/api/v1/connections/{connection['id']}"
+    elsewhere = {"base_url": "https://attacker.example", "auth": "bearer"}
+    moved = browser.api("PUT", url, token=token, json={"name": "moving", "config": elsewhere})
+    assert moved.status_code == 422
+    assert [e["path"] for e in moved.json["errors"]] == ["/credentials"]
+    renamed = browser.api(
+        "PUT", url, token=token, json={"name": "renamed", "config": {"base_url": upstream, "auth": "bearer"}}
+    )
+    assert renamed.status_code == 200, renamed.json
+    moved_with_secret = browser.api(
+        "PUT",
+        url,
+        token=token,
+        json={"name": "renamed", "config": elsewhere, "credentials": {"token": "new"}},
+    )
+    assert moved_with_secret.status_code == 200, moved_with_secret.json

@@ -8,6 +8,7 @@ import uuid
 
 import psycopg
 from flask import Blueprint, Response, current_app, jsonify, request
+from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 from werkzeug.exceptions import RequestEntityTooLarge
 
@@ -243,6 +244,12 @@ def _run_in_session(org_id, workflow_id, version_id, definition, trigger, key, r
     Idempotency-Key, a delivery seen before gets the first one's answer instead of a run."""
     if key is not None and len(key) > 200:
         return problem(400, "Idempotency-Key is at most 200 characters.")
+    if key:
+        # Deliveries of one key queue behind each other until the first is recorded, so two at once
+        # never both run the workflow (its effects may not be idempotent).
+        db.session.execute(
+            text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"), {"key": f"{workflow_id}:{key}"}
+        )
     if key and (earlier := run_for_key(db.session, workflow_id, key)) is not None:
         db.session.rollback()
         return _replay(earlier)

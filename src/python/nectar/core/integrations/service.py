@@ -47,6 +47,10 @@ def _problems(schema: dict, value, prefix: str) -> list[Problem]:
     ]
 
 
+# Config that says where credentials are sent.
+DESTINATION_KEYS = ("base_url", "host", "port")
+
+
 def save_connection(
     session: Session,
     ctx: OrgContext,
@@ -72,6 +76,9 @@ def save_connection(
         problems += _problems(template.credentials_schema, credentials, "/credentials")
     elif connection is None:
         problems += _problems(template.credentials_schema, {}, "/credentials")
+    elif any(config.get(key) != connection.config.get(key) for key in DESTINATION_KEYS):
+        # Stored secrets were given for one server: never send them to a new one unasked.
+        problems.append(Problem("/credentials", "The destination changed; enter the credentials again."))
     if problems:
         raise InvalidConnection(problems)
     connection = connection or IntegrationConnection(id=uuid.uuid4(), org_id=ctx.org_id, created_by=user_id)

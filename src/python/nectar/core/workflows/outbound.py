@@ -3,8 +3,10 @@
 A tenant's workflow must not reach the platform's own network: loopback, private, link-local
 (cloud metadata at 169.254.169.254 included), carrier-grade NAT, multicast and reserved addresses
 are refused unless the NECTAR_OUTBOUND_ALLOWLIST setting names them. Every address a host name
-resolves to is checked, the connected peer is checked again (DNS can change between the two),
-redirects are not followed, and responses are cut at a size cap.
+resolves to is checked and the connection goes to the address that was checked (a DNS answer that
+changes between the check and the connection, DNS rebinding, cannot redirect it), while the Host
+header and TLS certificate check still use the name. Redirects are not followed, and responses are
+cut at a size cap.
 """
 
 from __future__ import annotations
@@ -16,7 +18,11 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 import requests
-from urllib3.exceptions import LocationParseError
+from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.exceptions import ConnectTimeoutError, LocationParseError, NewConnectionError
+from urllib3.util import connection as urllib3_connection
 from urllib3.util import parse_url
 
 DEFAULT_TIMEOUT = 10.0
@@ -69,7 +75,8 @@ class HttpResult:
         return {"status": self.status, "headers": self.headers, "body": self.body}
 
 
-def check_url(url: str, policy: OutboundPolicy) -> None:
+def check_url(url: str, policy: OutboundPolicy) -> str:
+    """Refuses a URL that may not be called; returns the checked address to connect to."""
     # Parsed as urllib3 (and so requests) parses it, so the host checked is the host connected to;
     # userinfo and backslashes are refused outright, since URL parsers disagree about them.
     if "\\" in url or any(ord(c) < 33 for c in url):
@@ -91,6 +98,7 @@ def check_url(url: str, policy: OutboundPolicy) -> None:
         address = info[4][0]
         if not policy.allows(address):
             raise OutboundRefused(f"{host} resolves to {address}, a private or internal address; refused")
+    return infos[0][4][0]
 
 
 def send(
@@ -103,7 +111,7 @@ def send(
     body: object = None,
     timeout: float = DEFAULT_TIMEOUT,
 ) -> HttpResult:
-    check_url(url, policy)
+    address = check_url(url, policy)
     limit = min(timeout, policy.max_timeout)
     kwargs: dict = {"headers": headers or {}, "params": params}
     if body is not None:
@@ -112,16 +120,61 @@ def send(
         else:
             kwargs["data"] = str(body).encode()
     try:
-        with requests.request(
-            method, url, allow_redirects=False, stream=True, timeout=limit, **kwargs
-        ) as response:
-            _check_peer(response, policy)
-            content = _read_capped(response, policy.max_response_bytes)
-            return HttpResult(response.status_code, dict(response.headers), _decode(content, response))
+        with requests.Session() as http:
+            adapter = _PinnedAdapter(address)
+            http.mount("http://", adapter)
+            http.mount("https://", adapter)
+            response = http.request(method, url, allow_redirects=False, stream=True, timeout=limit, **kwargs)
+            with response:
+                _check_peer(response, policy)
+                content = _read_capped(response, policy.max_response_bytes)
+                return HttpResult(response.status_code, dict(response.headers), _decode(content, response))
     except requests.Timeout:
         raise OutboundRefused(f"no answer from {urlsplit(url).hostname} within {limit:g} s") from None
     except requests.RequestException as error:
         raise OutboundRefused(f"could not reach {urlsplit(url).hostname}: {type(error).__name__}") from None
+
+
+class _PinnedAdapter(HTTPAdapter):
+    """Connects every request of one call to `address`, the one check_url approved."""
+
+    def __init__(self, address: str):
+        self._address = address
+        super().__init__(max_retries=0)
+
+    def init_poolmanager(self, *args, **kwargs):
+        super().init_poolmanager(*args, **kwargs)
+        address = self._address
+
+        class Connection(_PinnedConnection, HTTPConnection):
+            pinned_address = address
+
+        class SecureConnection(_PinnedConnection, HTTPSConnection):
+            pinned_address = address
+
+        self.poolmanager.pool_classes_by_scheme = {
+            "http": type("PinnedPool", (HTTPConnectionPool,), {"ConnectionCls": Connection}),
+            "https": type("PinnedSecurePool", (HTTPSConnectionPool,), {"ConnectionCls": SecureConnection}),
+        }
+
+
+class _PinnedConnection:
+    """urllib3's connection, with the socket opened to a fixed address instead of a fresh lookup."""
+
+    pinned_address: str
+
+    def _new_conn(self):
+        try:
+            return urllib3_connection.create_connection(
+                (self.pinned_address, self.port),
+                self.timeout,
+                source_address=self.source_address,
+                socket_options=self.socket_options,
+            )
+        except TimeoutError as error:
+            raise ConnectTimeoutError(self, f"connecting to {self.host} timed out") from error
+        except OSError as error:
+            raise NewConnectionError(self, f"failed to connect: {error}") from error
 
 
 def _check_peer(response: requests.Response, policy: OutboundPolicy) -> None:

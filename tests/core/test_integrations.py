@@ -171,8 +171,8 @@ def test_keys_rotate_without_losing_credentials(hub, upstream, settings_for, dat
         db.engine.dispose()
 
 
-def test_a_signed_incoming_webhook_starts_its_workflow(hub):
-    browser, org, token, _app = hub
+def _hook(browser, token) -> tuple[dict, bytes, dict]:
+    """An incoming-webhook connection, a body, and headers that sign it correctly."""
     workflow_id = _workflow(
         browser,
         token,
@@ -187,24 +187,57 @@ def test_a_signed_incoming_webhook_starts_its_workflow(hub):
         token=token,
         json={
             "service_key": "webhook",
-            "name": "github",
+            "name": f"hook-{workflow_id[:8]}",
             "config": {"workflow_id": workflow_id},
             "credentials": {"secret": "s" * 32},
         },
     ).json
     body = json.dumps({"event": "push"}).encode()
     signature = "sha256=" + hmac.new(b"s" * 32, body, hashlib.sha256).hexdigest()
-    headers = {"Content-Type": "application/json"}
+    return hook, body, {"Content-Type": "application/json", "X-Nectar-Signature": signature}
+
+
+def test_a_signed_incoming_webhook_starts_its_workflow(hub):
+    browser, org, token, _app = hub
+    hook, body, headers = _hook(browser, token)
     assert (
         browser.client.post(
             hook["webhook_url"], data=body, headers={**headers, "X-Nectar-Signature": "sha256=bad"}
         ).status_code
         == 401
     )
-    ok = browser.client.post(
-        hook["webhook_url"], data=body, headers={**headers, "X-Nectar-Signature": signature}
-    )
+    ok = browser.client.post(hook["webhook_url"], data=body, headers=headers)
     assert ok.status_code == 200 and ok.json == {"got": "push"}
+
+
+def test_incoming_webhooks_count_against_the_plan_and_stop_when_suspended(
+    settings_for, database, monkeypatch
+):
+    from nectar.core.endpoints import service as endpoint_service
+
+    app = _make_app(settings_for, f"a:{KEY_A}")
+    browser = Browser(app)
+    browser.sign_up()
+    org = browser.create_org()
+    token = _new_key(browser)
+    hook, body, headers = _hook(browser, token)
+    monkeypatch.setitem(endpoint_service.PLAN_RATE_LIMITS, "free", 2)
+    codes = [
+        browser.client.post(hook["webhook_url"], data=body, headers=headers).status_code for _ in range(3)
+    ]
+    assert codes == [200, 200, 429]
+    monkeypatch.setitem(endpoint_service.PLAN_RATE_LIMITS, "free", 1000)
+    with database.connect(Role.ADMIN) as conn:
+        conn.execute("UPDATE organizations SET status = 'suspended' WHERE id = %s", (org,))
+    suspended = browser.client.post(hook["webhook_url"], data=body, headers=headers)
+    assert suspended.status_code == 404
+    with database.connect(Role.ADMIN) as conn:
+        runs = conn.execute(
+            "SELECT count(*) FROM workflow_runs WHERE org_id = %s AND trigger = 'http'", (org,)
+        ).fetchone()[0]
+    assert runs == 2
+    with app.app_context():
+        db.engine.dispose()
 
 
 def test_moving_a_connection_to_another_server_needs_its_credentials_again(hub, upstream):

@@ -39,12 +39,20 @@ def incoming_webhook(org_id: uuid.UUID, connection_id: uuid.UUID):
     """An incoming-webhook connection: a signed POST starts its workflow."""
     from nectar.core.integrations.service import signature_valid
     from nectar.core.workflows.service import version_of
-    from nectar.schema.models import IntegrationConnection, Workflow
+    from nectar.schema.models import IntegrationConnection, Organization, Workflow
 
     raw = request.get_data(cache=True)
     if len(raw) > MAX_BODY_BYTES:
         raise RequestEntityTooLarge(f"Request bodies are limited to {MAX_BODY_BYTES // 1024} KiB.")
     scope_session(db.session, org_id=org_id)
+    org = db.session.get(Organization, org_id)
+    if org is None or org.status != "active":
+        return problem(404, "No such hook here.")
+    limit = service.rate_limit(org.plan)
+    if service.calls_this_minute(db.session, org_id) >= limit:
+        response = problem(429, f"This organization's plan allows {limit} calls a minute.")
+        response.headers["Retry-After"] = "60"
+        return response
     connection = db.session.get(IntegrationConnection, connection_id)
     keys = current_app.config["NECTAR_KEY_RING"]
     if connection is None or not signature_valid(
@@ -67,7 +75,13 @@ def incoming_webhook(org_id: uuid.UUID, connection_id: uuid.UUID):
     if isinstance(body, _BadJson):
         return problem(400, "The body is not valid JSON.")
     return _run_in_session(
-        org_id, workflow.id, version.id, version.definition, trigger, request.headers.get("Idempotency-Key")
+        org_id,
+        workflow.id,
+        version.id,
+        version.definition,
+        trigger,
+        request.headers.get("Idempotency-Key"),
+        service.rate_counter(org_id),
     )
 
 

@@ -207,6 +207,20 @@ def find_route(
     return match_route(rows, path)
 
 
+def calls_this_minute(session: Session, org_id: uuid.UUID) -> int:
+    """The organization's calls counted so far this minute (endpoints and incoming hooks alike)."""
+    params = find_params(org_id, "", "", None)
+    return (
+        session.connection()
+        .exec_driver_sql(
+            "SELECT COALESCE(sum(count), 0) FROM rate_limit_buckets WHERE key = ANY(%(rate_keys)s) "
+            "AND window_start = %(window)s",
+            params,
+        )
+        .scalar_one()
+    )
+
+
 def rate_limit(plan: str) -> int:
     return PLAN_RATE_LIMITS.get(plan, PLAN_RATE_LIMITS["free"])
 

@@ -109,3 +109,32 @@ def test_schedules_start_runs_once_per_due_time(browser, core_app, database):
             == 0
         )
     assert org
+
+
+def test_a_run_whose_worker_died_is_recovered_and_recorded_as_failed(browser, database):
+    """A worker killed mid-run leaves its job 'doing' and the run 'running'. The stalled-job sweep
+    hands the job back, and the run ends failed with a reason instead of hanging for ever."""
+    from nectar.shared.jobs import job_app
+
+    browser.sign_up()
+    browser.create_org()
+    token = _new_key(browser)
+    workflow_id = _workflow(
+        browser, token, {"trigger": {"type": "manual"}, "steps": [{"id": "s", "type": "set", "values": {}}]}
+    )
+    started = browser.api("POST", f"/api/v1/workflows/{workflow_id}/runs", token=token, json={"input": {}})
+    run_id = started.json["id"]
+    with database.connect(Role.ADMIN) as conn:  # what a worker that crashed after starting leaves
+        conn.execute(
+            "UPDATE procrastinate_jobs SET status = 'doing', worker_id = NULL "
+            "WHERE task_name = 'core.run_workflow' AND args->>'run_id' = %s",
+            (run_id,),
+        )
+        conn.execute("UPDATE workflow_runs SET status = 'running' WHERE id = %s", (run_id,))
+    jobs.bind(browser.app)
+    worker = job_app(browser.app.config["NECTAR_SETTINGS"].database_url, jobs.blueprint)
+    with worker.open():
+        worker.configure_task(jobs.RETRY_STALLED_TASK).defer(timestamp=0)
+    drain_jobs(browser.app)
+    run = browser.api("GET", f"/api/v1/runs/{run_id}", token=token).json
+    assert run["status"] == "failed" and "worker stopped" in run["error"]

@@ -49,6 +49,22 @@ def enqueue(
     )
 
 
+def recover_stalled_jobs(blueprint: procrastinate.Blueprint, queue: str) -> str:
+    """Adds a periodic task that hands jobs of a dead worker (no heartbeat for 30 s) back to the
+    queue, so a crash mid-job never leaves work stuck as 'doing'. Returns the task's name."""
+    name = f"{queue}.retry_stalled_jobs"
+
+    @blueprint.periodic(cron="*/2 * * * *", periodic_id=name)
+    @blueprint.task(name=name, queue=queue, pass_context=True)
+    async def retry_stalled_jobs(context: procrastinate.JobContext, timestamp: int) -> None:
+        manager = context.app.job_manager
+        for job in await manager.get_stalled_jobs(queue=queue):
+            if job.task_name != name:
+                await manager.retry_job(job)
+
+    return name
+
+
 def job_app(url: URL, blueprint: procrastinate.Blueprint) -> procrastinate.App:
     conninfo = url.set(drivername="postgresql").render_as_string(hide_password=False)
     app = procrastinate.App(

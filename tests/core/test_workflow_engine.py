@@ -188,6 +188,36 @@ def test_large_step_data_is_truncated_in_the_record():
     assert outcome.output == "x" * 50_000  # the run itself still sees everything
 
 
+def _doubling(step: dict) -> dict:
+    """A loop of 60 steps that doubles a value each time: 2^60 characters if nothing stopped it."""
+    return wf(
+        {"id": "seed", "type": "set", "values": {"x": "ab"}},
+        {
+            "id": "each",
+            "type": "for_each",
+            "items": "trigger.rounds",
+            "steps": [step],
+        },
+    )
+
+
+@pytest.mark.parametrize(
+    "step",
+    [
+        {"id": "grow", "type": "set", "values": {"x": "{{ vars.x }}{{ vars.x }}"}},
+        {"id": "grow", "type": "set", "values": {"x": "{{ join('', [vars.x, vars.x]) }}"}},
+        {"id": "grow", "type": "set", "values": {"x": "{{ [vars.x, vars.x] }}"}},
+        {"id": "grow", "type": "set", "values": {"x": "{{ to_string([vars.x, vars.x]) }}"}},
+    ],
+    ids=["template", "join", "shared-references", "to_string"],
+)
+def test_a_value_that_doubles_every_step_is_stopped_at_a_million_characters(step):
+    outcome = execute(_doubling(step), {"rounds": list(range(60))}, Recorder())
+    assert outcome.status == "failed"
+    assert "larger than 1,000,000 characters" in outcome.error
+    assert len(outcome.steps) < 30  # stopped after about 19 doublings, not at the step limit
+
+
 @pytest.mark.parametrize(
     ("document", "path", "fragment"),
     [

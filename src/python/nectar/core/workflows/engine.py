@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from nectar.core.workflows.definition import MAX_FOR_EACH_ITEMS
-from nectar.core.workflows.expressions import ExpressionError, evaluate, render
+from nectar.core.workflows.expressions import ExpressionError, check_size, evaluate, render
 from nectar.core.workflows.outbound import OutboundRefused
 
 
@@ -164,6 +164,12 @@ class Run:
                     continue
                 self._handle_failure(step, context, failure)
                 return
+            try:
+                check_size(output, f"step {step['id']!r}'s output")
+                check_size(context["vars"], "the run's vars")
+            except ExpressionError as failure:
+                self._record(position, step, attempt, "failed", step_input, None, str(failure), started)
+                raise StepFailed(str(failure)) from None
             self._record(position, step, attempt, "succeeded", step_input, output, None, started)
             context["steps"][step["id"]] = output
             self.last_output = output

@@ -8,15 +8,63 @@ from collections.abc import Iterator
 from typing import Any
 
 import jmespath
+from jmespath import functions
 from jmespath.exceptions import JMESPathError
 
 _TEMPLATE = re.compile(r"\{\{(.*?)\}\}", re.S)
 _WHOLE = re.compile(r"^\s*\{\{(.*?)\}\}\s*$", re.S)
-_options = jmespath.Options(dict_cls=dict)
+# The largest value a run may build (characters of text, as JSON). A template or expression that
+# doubles a value on every step would otherwise exhaust memory long before any step limit.
+MAX_VALUE_SIZE = 1_000_000
 
 
 class ExpressionError(Exception):
     """An expression that does not parse or fails on the data."""
+
+
+def value_size(value: Any, limit: int = MAX_VALUE_SIZE) -> int:
+    """About how many characters `value` takes as JSON; stops counting just past `limit`, so even a
+    value built of shared references (x = [x, x] forty times) costs at most `limit` steps."""
+    size, pending = 0, [value]
+    while pending and size <= limit:
+        item = pending.pop()
+        if isinstance(item, str):
+            size += len(item) + 2
+        elif isinstance(item, dict):
+            size += 2 + len(item)
+            pending.extend(item.keys())
+            pending.extend(item.values())
+        elif isinstance(item, list | tuple):
+            size += 2 + len(item)
+            pending.extend(item)
+        else:
+            size += 8
+    return size
+
+
+def check_size(value: Any, what: str = "a value") -> Any:
+    if value_size(value) > MAX_VALUE_SIZE:
+        raise ExpressionError(f"{what} would be larger than {MAX_VALUE_SIZE:,} characters; refused")
+    return value
+
+
+class _BoundedFunctions(functions.Functions):
+    """JMESPath's functions, with the two that can build large text checked first."""
+
+    @functions.signature({"types": ["string"]}, {"types": ["array-string"]})
+    def _func_join(self, separator, array):
+        check_size(array, "join()'s result")
+        check_size(separator * len(array), "join()'s result")
+        return separator.join(array)
+
+    @functions.signature({"types": []})
+    def _func_to_string(self, arg):
+        return (
+            arg if isinstance(arg, str) else super()._func_to_string(check_size(arg, "to_string()'s result"))
+        )
+
+
+_options = jmespath.Options(dict_cls=dict, custom_functions=_BoundedFunctions())
 
 
 def expressions_in(template: str) -> Iterator[str]:
@@ -37,7 +85,15 @@ def render(value: Any, context: dict) -> Any:
         whole = _WHOLE.match(value)
         if whole and "{{" not in whole.group(1):
             return evaluate(whole.group(1), context)
-        return _TEMPLATE.sub(lambda m: _as_text(evaluate(m.group(1), context)), value)
+        parts, size, last = [], 0, 0
+        for match in _TEMPLATE.finditer(value):
+            text = _as_text(evaluate(match.group(1), context))
+            size += len(text) + match.start() - last
+            if size > MAX_VALUE_SIZE:
+                raise ExpressionError(f"the text would be larger than {MAX_VALUE_SIZE:,} characters; refused")
+            parts += [value[last : match.start()], text]
+            last = match.end()
+        return "".join(parts) + value[last:]
     if isinstance(value, list):
         return [render(item, context) for item in value]
     if isinstance(value, dict):
@@ -52,4 +108,4 @@ def _as_text(value: Any) -> str:
         return value
     import json
 
-    return json.dumps(value, separators=(",", ":"))
+    return json.dumps(check_size(value, "the text"), separators=(",", ":"))

@@ -473,3 +473,43 @@ def test_two_deliveries_of_one_key_at_once_run_the_workflow_once(settings_for):
     assert answers == [(200, {"charged": 1})] * 2
     with app.app_context():
         db.engine.dispose()
+
+
+def test_a_server_that_drips_its_answer_is_cut_off_at_the_time_limit():
+    """Each byte arrives well within the per-read timeout; the whole answer never would."""
+    import socket
+    import threading
+    import time
+
+    from nectar.core.workflows import outbound
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def drip():
+        conn, _ = listener.accept()
+        conn.recv(65536)
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\n")
+        while not stop.is_set():
+            try:
+                conn.sendall(b"x")
+            except OSError:
+                break
+            time.sleep(0.1)
+        conn.close()
+
+    threading.Thread(target=drip, daemon=True).start()
+    port = listener.getsockname()[1]
+    started = time.monotonic()
+    try:
+        with pytest.raises(outbound.OutboundRefused, match="no complete answer .* within 1 s"):
+            outbound.send(
+                "GET",
+                f"http://127.0.0.1:{port}/",
+                policy=outbound.OutboundPolicy.from_setting("127.0.0.1/32"),
+                timeout=1,
+            )
+    finally:
+        stop.set()
+        listener.close()
+    assert time.monotonic() - started < 5

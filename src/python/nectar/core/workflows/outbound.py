@@ -14,6 +14,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import socket
+import threading
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -119,38 +120,58 @@ def send(
             kwargs["json"] = body
         else:
             kwargs["data"] = str(body).encode()
+    adapter = _PinnedAdapter(address, limit)
     try:
         with requests.Session() as http:
-            adapter = _PinnedAdapter(address)
             http.mount("http://", adapter)
             http.mount("https://", adapter)
             response = http.request(method, url, allow_redirects=False, stream=True, timeout=limit, **kwargs)
             with response:
                 _check_peer(response, policy)
                 content = _read_capped(response, policy.max_response_bytes)
-                return HttpResult(response.status_code, dict(response.headers), _decode(content, response))
-    except requests.Timeout:
-        raise OutboundRefused(f"no answer from {urlsplit(url).hostname} within {limit:g} s") from None
+            if adapter.cut_off:  # the body may look complete but was cut at the deadline
+                raise requests.Timeout
+            return HttpResult(response.status_code, dict(response.headers), _decode(content, response))
     except requests.RequestException as error:
+        if isinstance(error, requests.Timeout) or adapter.cut_off:
+            raise OutboundRefused(
+                f"no complete answer from {urlsplit(url).hostname} within {limit:g} s"
+            ) from None
         raise OutboundRefused(f"could not reach {urlsplit(url).hostname}: {type(error).__name__}") from None
 
 
 class _PinnedAdapter(HTTPAdapter):
-    """Connects every request of one call to `address`, the one check_url approved."""
+    """Connects every request of one call to `address`, the one check_url approved, and cuts the
+    connection when the call's whole time is up (requests' timeout bounds each read, so a server
+    dripping one byte at a time could otherwise hold a worker for ever)."""
 
-    def __init__(self, address: str):
-        self._address = address
+    def __init__(self, address: str, total_seconds: float):
+        self._address, self._total_seconds = address, total_seconds
+        self._watchdogs: list[threading.Timer] = []
+        self.cut_off = False
         super().__init__(max_retries=0)
+
+    def cut(self, sock: socket.socket) -> None:
+        self.cut_off = True
+        try:
+            sock.shutdown(socket.SHUT_RDWR)  # wakes a blocked read, which then fails or ends
+        except OSError:
+            pass
+
+    def close(self):
+        for watchdog in self._watchdogs:
+            watchdog.cancel()
+        super().close()
 
     def init_poolmanager(self, *args, **kwargs):
         super().init_poolmanager(*args, **kwargs)
-        address = self._address
+        address, adapter = self._address, self
 
         class Connection(_PinnedConnection, HTTPConnection):
-            pinned_address = address
+            pinned_address, owner = address, adapter
 
         class SecureConnection(_PinnedConnection, HTTPSConnection):
-            pinned_address = address
+            pinned_address, owner = address, adapter
 
         self.poolmanager.pool_classes_by_scheme = {
             "http": type("PinnedPool", (HTTPConnectionPool,), {"ConnectionCls": Connection}),
@@ -162,10 +183,11 @@ class _PinnedConnection:
     """urllib3's connection, with the socket opened to a fixed address instead of a fresh lookup."""
 
     pinned_address: str
+    owner: _PinnedAdapter
 
     def _new_conn(self):
         try:
-            return urllib3_connection.create_connection(
+            sock = urllib3_connection.create_connection(
                 (self.pinned_address, self.port),
                 self.timeout,
                 source_address=self.source_address,
@@ -175,6 +197,11 @@ class _PinnedConnection:
             raise ConnectTimeoutError(self, f"connecting to {self.host} timed out") from error
         except OSError as error:
             raise NewConnectionError(self, f"failed to connect: {error}") from error
+        watchdog = threading.Timer(self.owner._total_seconds, self.owner.cut, (sock,))  # noqa: SLF001
+        watchdog.daemon = True
+        watchdog.start()
+        self.owner._watchdogs.append(watchdog)  # noqa: SLF001
+        return sock
 
 
 def _check_peer(response: requests.Response, policy: OutboundPolicy) -> None:

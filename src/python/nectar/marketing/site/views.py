@@ -1,5 +1,98 @@
-"""Placeholder: the site pages (filled in by the marketing issue)."""
+"""The public pages: landing, features, the blog, and what search engines read (sitemap, robots)."""
 
-from flask import Blueprint
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from flask import Blueprint, Response, abort, render_template, request, url_for
+
+from nectar.marketing.links import external_url, pricing_url, public_base_url
+from nectar.marketing.newsletter.forms import NewsletterForm
+from nectar.marketing.site import service
+from nectar.shared.database import db
 
 site = Blueprint("site", __name__)
+
+
+@site.app_context_processor
+def _site_links():
+    return {"pricing_url": pricing_url}
+
+
+@site.get("/")
+def landing():
+    return render_template(
+        "marketing/site/landing.html",
+        posts=service.latest_posts(db.session, 3),
+        newsletter_form=NewsletterForm(source="landing"),
+    )
+
+
+@site.get("/features")
+def features():
+    return render_template("marketing/site/features.html")
+
+
+@site.get("/blog")
+def blog():
+    page = request.args.get("page", 1, type=int)
+    return render_template(
+        "marketing/site/blog.html",
+        listing=service.published_posts(db.session, page),
+        newsletter_form=NewsletterForm(source="blog"),
+    )
+
+
+@site.get("/blog/<slug>")
+def post(slug: str):
+    found = service.published_post(db.session, slug)
+    if found is None:
+        abort(404, "There is no published post at this address.")
+    return render_template(
+        "marketing/site/post.html",
+        post=found,
+        body=service.post_html(found),
+        newsletter_form=NewsletterForm(source=f"blog:{slug}"[:100]),
+    )
+
+
+@site.get("/blog/feed.xml")
+def feed():
+    posts = service.all_published_posts(db.session)[:20]
+    body = render_template(
+        "marketing/site/feed.xml",
+        posts=posts,
+        updated=posts[0].published_at if posts else datetime(2026, 1, 1, tzinfo=UTC),
+        base_url=public_base_url(),
+        render=service.post_html,
+    )
+    return Response(body, mimetype="application/atom+xml")
+
+
+SITEMAP_PAGES = ("site.landing", "site.features", "site.blog", "leads.contact", "newsletter.signup")
+
+
+@site.get("/sitemap.xml")
+def sitemap():
+    pages = [external_url(endpoint) for endpoint in SITEMAP_PAGES]
+    pages.insert(2, public_base_url() + pricing_url())
+    body = render_template(
+        "marketing/site/sitemap.xml",
+        pages=pages,
+        posts=service.all_published_posts(db.session),
+        base_url=public_base_url(),
+    )
+    return Response(body, mimetype="application/xml")
+
+
+@site.get("/robots.txt")
+def robots():
+    lines = [
+        "User-agent: *",
+        "Allow: /",
+        # Personal links from emails: nothing for an index, and a crawler must never act on them.
+        f"Disallow: {url_for('newsletter.signup')}/confirm/",
+        f"Disallow: {url_for('newsletter.signup')}/unsubscribe/",
+        f"Sitemap: {external_url('site.sitemap')}",
+    ]
+    return Response("\n".join(lines) + "\n", mimetype="text/plain")

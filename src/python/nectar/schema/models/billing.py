@@ -5,17 +5,23 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Boolean, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import BigInteger, Boolean, CheckConstraint, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import Mapped, mapped_column
 
 from nectar.schema.models.columns import created_timestamp, timestamp, updated_timestamp, uuid_pk
 from nectar.shared.database import Base
 
+# none: not from our checkout (made in Stripe's dashboard, say); pending: core has not answered yet;
+# provisioned: the organization exists; refused: core said no (the reason is in provisioning_error).
+PROVISIONING_STATES = ("none", "pending", "provisioned", "refused")
+
 
 class Subscription(Base):
     __tablename__ = "subscriptions"
     __table_args__ = (
+        CheckConstraint(f"provisioning_status IN {PROVISIONING_STATES}", name="provisioning_status"),
+        CheckConstraint("interval_count >= 1", name="interval_count"),
         Index("ix_subscriptions_status", "status"),
         Index("ix_subscriptions_organization_id", "organization_id"),
         {"info": {"service": "marketing"}},
@@ -41,11 +47,25 @@ class Subscription(Base):
     unit_amount: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")
     currency: Mapped[str] = mapped_column(String(3), nullable=False, server_default="usd")
     interval: Mapped[str] = mapped_column(String(10), nullable=False, server_default="month")
+    # Billed every `interval_count` intervals (Stripe's recurring.interval_count: 3 months = a quarter).
+    interval_count: Mapped[int] = mapped_column(Integer, nullable=False, server_default="1")
     current_period_end: Mapped[datetime | None] = timestamp()
     cancel_at_period_end: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default="false")
     canceled_at: Mapped[datetime | None] = timestamp()
     # The `created` time of the newest Stripe event applied: older events arriving late are ignored.
     stripe_event_watermark: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")
+    # The Checkout Session that created it, and the organization name given there (for provisioning).
+    checkout_session_id: Mapped[str | None] = mapped_column(String(255), unique=True)
+    organization_name: Mapped[str | None] = mapped_column(String(200))
+    provisioning_status: Mapped[str] = mapped_column(String(20), nullable=False, server_default="none")
+    provisioning_attempts: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    provisioning_error: Mapped[str | None] = mapped_column(Text)
+    provisioned_at: Mapped[datetime | None] = timestamp()
+    # The plan core was last told for the organization; differs from the desired one until synced.
+    core_plan: Mapped[str | None] = mapped_column(String(40))
+    # Stripe `created` times of the newest paid and failed invoices: failing while the latter is newer.
+    last_paid_at: Mapped[datetime | None] = timestamp()
+    last_payment_failed_at: Mapped[datetime | None] = timestamp()
     created_at: Mapped[datetime] = created_timestamp()
     updated_at: Mapped[datetime] = updated_timestamp()
 

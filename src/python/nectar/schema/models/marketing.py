@@ -6,7 +6,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import CheckConstraint, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import CheckConstraint, ForeignKey, Index, Integer, String, Text, cast, column
 from sqlalchemy.dialects.postgresql import CITEXT, INET, JSONB, UUID
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -22,6 +22,20 @@ class Lead(Base):
         CheckConstraint(f"status IN {LEAD_STAGES}", name="status"),
         Index("ix_leads_created_at", "created_at"),
         Index("ix_leads_status_created_at", "status", "created_at"),
+        # Admin's substring search over a million leads (pg_trgm), one index per searched column.
+        Index(
+            "ix_leads_email_trgm",
+            cast(column("email"), Text).label("email_text"),
+            postgresql_using="gin",
+            postgresql_ops={"email_text": "gin_trgm_ops"},
+        ),
+        Index("ix_leads_name_trgm", "name", postgresql_using="gin", postgresql_ops={"name": "gin_trgm_ops"}),
+        Index(
+            "ix_leads_company_trgm",
+            "company",
+            postgresql_using="gin",
+            postgresql_ops={"company": "gin_trgm_ops"},
+        ),
         {"info": {"service": "marketing"}},
     )
 
@@ -75,7 +89,8 @@ class NewsletterSubscriber(Base):
     __tablename__ = "newsletter_subscribers"
     __table_args__ = (
         CheckConstraint("status IN ('pending', 'confirmed', 'unsubscribed')", name="status"),
-        Index("ix_newsletter_subscribers_status", "status"),
+        # Campaigns walk the confirmed subscribers in id order, a batch at a time.
+        Index("ix_newsletter_subscribers_status_id", "status", "id"),
         {"info": {"service": "marketing"}},
     )
 
@@ -156,6 +171,7 @@ class EmailOutbox(Base):
         CheckConstraint("status IN ('pending', 'sending', 'sent', 'failed')", name="status"),
         Index("ix_email_outbox_due", "next_attempt_at", postgresql_where="status = 'pending'"),
         Index("ix_email_outbox_status_created_at", "status", "created_at"),
+        Index("ix_email_outbox_campaign_id", "campaign_id"),
         {"info": {"service": "marketing", "inserters": ["core"]}},
     )
 

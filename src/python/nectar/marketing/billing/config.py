@@ -1,0 +1,114 @@
+"""Billing's settings, read from the environment once when the app is built.
+
+With STRIPE_SECRET_KEY, checkout and the portal go to Stripe. Without it, outside production, the
+pricing page offers a local test checkout whose events are signed with a development webhook secret
+and go through the same webhook endpoint; in production, no key means billing is off.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+
+from flask import Flask, current_app
+
+from nectar.shared.config import ConfigError, Service, Settings, env_str
+
+CONFIG_KEY = "NECTAR_BILLING"
+DEFAULT_API_BASE = "https://api.stripe.com"
+PAID_PLANS = ("starter", "pro")
+DEV_SECRET_FILE = "stripe-dev-webhook-secret"  # noqa: S105 - a file name
+
+
+class BillingMode(StrEnum):
+    STRIPE = "stripe"  # a secret key: real Stripe (test or live keys)
+    TEST = "test"  # no key, not production: the local test checkout
+    OFF = "off"  # no key in production: billing is unavailable
+
+
+@dataclass(frozen=True)
+class BillingConfig:
+    secret_key: str | None = None
+    # None: the development secret under var_dir (created on first use), never in production.
+    webhook_secret: str | None = None
+    price_ids: dict[str, str] = field(default_factory=dict)
+    api_base: str = DEFAULT_API_BASE
+    # Where customers sign in to core (links in emails and on the success page).
+    core_public_url: str = "http://127.0.0.1:3001"
+    production: bool = False
+    var_dir: Path = Path("var")
+
+    @property
+    def mode(self) -> BillingMode:
+        if self.secret_key:
+            return BillingMode.STRIPE
+        return BillingMode.OFF if self.production else BillingMode.TEST
+
+    def signing_secret(self) -> str | None:
+        """The secret webhook signatures are checked with (and the test checkout signs with)."""
+        if self.webhook_secret:
+            return self.webhook_secret
+        if self.production:
+            return None
+        return _development_secret(self.var_dir / DEV_SECRET_FILE)
+
+
+def load_billing_config(settings: Settings, environ: Mapping[str, str] | None = None) -> BillingConfig:
+    """Reads the STRIPE_* variables; raises ConfigError when production is half configured."""
+    environ = os.environ if environ is None else environ
+    secret_key = env_str(environ, "STRIPE_SECRET_KEY")
+    webhook_secret = env_str(environ, "STRIPE_WEBHOOK_SECRET")
+    if settings.is_production and secret_key and not webhook_secret:
+        raise ConfigError(
+            "STRIPE_WEBHOOK_SECRET is not set; with STRIPE_SECRET_KEY, production must verify Stripe's webhooks"
+        )
+    if secret_key and not secret_key.startswith(("sk_", "rk_")):
+        raise ConfigError(
+            "STRIPE_SECRET_KEY must be a Stripe secret key (sk_live_..., sk_test_... or rk_...)"
+        )
+    price_ids = {
+        plan: value for plan in PAID_PLANS if (value := env_str(environ, f"STRIPE_PRICE_{plan.upper()}"))
+    }
+    return BillingConfig(
+        secret_key=secret_key,
+        webhook_secret=webhook_secret,
+        price_ids=price_ids,
+        api_base=env_str(environ, "STRIPE_API_BASE", DEFAULT_API_BASE).rstrip("/"),
+        core_public_url=env_str(environ, "CORE_PUBLIC_URL", settings.service_urls[Service.CORE]).rstrip("/"),
+        production=settings.is_production,
+        var_dir=settings.var_dir,
+    )
+
+
+def configure_billing(app: Flask, config: BillingConfig) -> None:
+    app.config[CONFIG_KEY] = config
+
+
+def billing_config() -> BillingConfig:
+    return current_app.config[CONFIG_KEY]
+
+
+def _development_secret(path: Path) -> str:
+    """One secret per var directory, shared by the web process and the worker (SECRET_KEY may be
+    a per-process random key in development, so it cannot be derived from that)."""
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Written whole to a private file, then linked into place: a reader never sees half a secret.
+    draft = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(f"whsec_dev_{secrets.token_urlsafe(32)}")
+    try:
+        os.link(draft, path)
+    except FileExistsError:  # another process made it first; theirs wins
+        pass
+    finally:
+        draft.unlink()
+    return path.read_text().strip()

@@ -1,0 +1,38 @@
+"""Billing forms. Flask-WTF adds the CSRF token; the service checks the plan against the catalogue."""
+
+from flask_wtf import FlaskForm
+from wtforms import EmailField, HiddenField, StringField
+from wtforms.validators import DataRequired, Email, Length, Optional
+
+
+def _email_field(label: str) -> EmailField:
+    return EmailField(
+        label,
+        validators=[
+            DataRequired("Enter your email address."),
+            Length(max=320, message="That address is too long."),
+            Email("Enter an email address like name@example.com."),
+        ],
+    )
+
+
+class CheckoutForm(FlaskForm):
+    plan = HiddenField(validators=[DataRequired("Choose a plan."), Length(max=40)])
+    email = _email_field("Work email")
+    organization_name = StringField(
+        "Organization name",
+        validators=[
+            DataRequired("Name your organization; you can change it later."),
+            Length(min=2, max=200, message="Use 2 to 200 characters."),
+        ],
+    )
+    # Drawn anew for each page view: a double click sends the same one, so the same checkout.
+    nonce = HiddenField(validators=[Optional(), Length(max=64)])
+
+
+class PortalForm(FlaskForm):
+    email = _email_field("Email you subscribed with")
+
+
+class ConfirmForm(FlaskForm):
+    """A button that needs nothing but the CSRF token (pay in the test checkout, open the portal)."""

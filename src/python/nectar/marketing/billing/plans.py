@@ -1,0 +1,119 @@
+"""The plans on sale and their Stripe prices.
+
+Names, amounts and features live here; Stripe price ids come from STRIPE_PRICE_<PLAN>, and staff can
+override a plan's price id or amount without a deploy through the system setting `billing_plans`
+({"pro": {"price_id": "price_...", "amount_cents": 9900}}).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+from nectar.marketing.billing.config import BillingConfig, BillingMode
+
+SETTING_KEY = "billing_plans"
+# Plans core knows (nectar.core.provisioning.views.PLANS); what a lapsed subscription falls back to.
+FREE = "free"
+
+
+@dataclass(frozen=True)
+class Plan:
+    key: str
+    name: str
+    summary: str
+    amount_cents: int
+    features: tuple[str, ...]
+    currency: str = "usd"
+    interval: str = "month"
+    price_id: str | None = None
+    highlighted: bool = False
+
+    @property
+    def paid(self) -> bool:
+        return self.amount_cents > 0
+
+    @property
+    def price_label(self) -> str:
+        if not self.paid:
+            return "$0"
+        dollars, cents = divmod(self.amount_cents, 100)
+        return f"${dollars:,}" if cents == 0 else f"${dollars:,}.{cents:02d}"
+
+
+CATALOGUE = (
+    Plan(
+        key="free",
+        name="Free",
+        summary="Try endpoints and workflows on your own.",
+        amount_cents=0,
+        features=("HTTP endpoints and workflows", "Manual and scheduled runs", "Community support"),
+    ),
+    Plan(
+        key="starter",
+        name="Starter",
+        summary="For a small team shipping its first integrations.",
+        amount_cents=2900,
+        features=(
+            "Everything in Free",
+            "Team members and roles",
+            "API keys for your services",
+            "Email support",
+        ),
+    ),
+    Plan(
+        key="pro",
+        name="Pro",
+        summary="For teams that run their business on it.",
+        amount_cents=9900,
+        features=(
+            "Everything in Starter",
+            "Integrations with your SaaS tools",
+            "Longer run history",
+            "Priority support",
+        ),
+        highlighted=True,
+    ),
+)
+
+
+def current_plans(session: Session, config: BillingConfig) -> list[Plan]:
+    """The catalogue with today's price ids and amounts (environment, then the staff override)."""
+    overrides = session.execute(
+        text("SELECT value FROM system_settings WHERE key = :key"), {"key": SETTING_KEY}
+    ).scalar()
+    overrides = overrides if isinstance(overrides, dict) else {}
+    plans = []
+    for plan in CATALOGUE:
+        if plan.paid:
+            price_id = config.price_ids.get(plan.key)
+            if price_id is None and config.mode is BillingMode.TEST:
+                price_id = f"price_test_{plan.key}"
+            plan = replace(plan, price_id=price_id)
+        plan = _apply_override(plan, overrides.get(plan.key))
+        plans.append(plan)
+    return plans
+
+
+def _apply_override(plan: Plan, override) -> Plan:
+    if not isinstance(override, dict) or not plan.paid:
+        return plan
+    price_id = override.get("price_id")
+    amount = override.get("amount_cents")
+    if isinstance(price_id, str) and price_id.strip():
+        plan = replace(plan, price_id=price_id.strip())
+    if isinstance(amount, int) and not isinstance(amount, bool) and amount > 0:
+        plan = replace(plan, amount_cents=amount)
+    return plan
+
+
+def find_plan(plans: list[Plan], key: str | None) -> Plan | None:
+    return next((plan for plan in plans if plan.key == key), None)
+
+
+def plan_for_price(plans: list[Plan], price_id: str | None) -> Plan | None:
+    if not price_id:
+        return None
+    return next((plan for plan in plans if plan.price_id == price_id), None)

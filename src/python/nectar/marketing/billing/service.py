@@ -1,0 +1,220 @@
+"""Billing for visitors: starting a checkout, the portal link for existing customers, and what the
+success page shows."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+from nectar.marketing.billing import sandbox, stripe_api
+from nectar.marketing.billing.config import BillingConfig, BillingMode
+from nectar.marketing.billing.plans import Plan, current_plans, find_plan
+from nectar.marketing.billing.stripe_api import CheckoutRequest
+from nectar.marketing.leads.service import UPSERT_LEAD
+from nectar.marketing.limits import FormLimits
+from nectar.shared import throttle
+from nectar.shared.mail import Email, queue_email
+from nectar.shared.tokens import make_token, read_token
+
+CHECKOUT_LIMITS = FormLimits(
+    "checkout",
+    per_email=throttle.Limit(events=10, window_seconds=3600),
+    per_address=throttle.Limit(events=30, window_seconds=3600),
+)
+PORTAL_LIMITS = FormLimits(
+    "portal",
+    per_email=throttle.Limit(events=3, window_seconds=3600),
+    per_address=throttle.Limit(events=20, window_seconds=3600),
+)
+PORTAL_TOKEN_PURPOSE = "billing.portal"  # noqa: S105 - a token salt
+PORTAL_LINK_SECONDS = 3600
+# A customer with several subscriptions: the live one first, then the newest.
+_CUSTOMER_BY_EMAIL = text(
+    "SELECT stripe_customer_id FROM subscriptions WHERE lower(customer_email) = lower(:email) "
+    "AND stripe_customer_id <> '' "
+    "ORDER BY CASE WHEN status IN ('active', 'trialing', 'past_due') THEN 0 ELSE 1 END, created_at DESC LIMIT 1"
+)
+
+
+class BillingUnavailable(Exception):
+    """Checkout cannot start; `str()` says why, for the person."""
+
+
+class NotForSale(Exception):
+    """The form named a plan that cannot be bought (unknown, or free)."""
+
+
+@dataclass(frozen=True)
+class CheckoutStart:
+    plan: str
+    email: str
+    organization_name: str
+    nonce: str
+    address: str | None
+
+
+@dataclass(frozen=True)
+class Links:
+    """Absolute addresses the checkout hands to Stripe (from the public URL, not the request)."""
+
+    success: str  # with the literal {CHECKOUT_SESSION_ID}, which Stripe fills in
+    cancel: str
+    sandbox: Callable[[str], str]  # token -> the test checkout page's address
+
+
+@dataclass(frozen=True)
+class CheckoutStatus:
+    state: str  # waiting, ready, refused
+    plan: str | None = None
+    organization_name: str | None = None
+    masked_email: str | None = None
+    error: str | None = None
+
+
+def new_nonce() -> str:
+    return secrets.token_urlsafe(18)
+
+
+def idempotency_key(start: CheckoutStart) -> str:
+    """The same form (one page view's nonce) with the same details is the same checkout."""
+    nonce = start.nonce.strip() or new_nonce()  # a form without one still works, unprotected
+    material = "\n".join((nonce, start.email.strip().lower(), start.plan, start.organization_name.strip()))
+    return "checkout-" + hashlib.sha256(material.encode()).hexdigest()
+
+
+def checkout_plan(plans: list[Plan], key: str) -> Plan:
+    plan = find_plan(plans, key)
+    if plan is None or not plan.paid:
+        raise NotForSale("Choose one of the paid plans on this page.")
+    if not plan.price_id:
+        raise BillingUnavailable(
+            f"The {plan.name} plan cannot be bought online yet. Contact us and we will set it up."
+        )
+    return plan
+
+
+def start_checkout(session: Session, config: BillingConfig, start: CheckoutStart, links: Links) -> str:
+    """Records the lead, then opens a Checkout Session (Stripe's, or the test one); returns the
+    address to send the visitor to. Commits the lead and the rate-limit count before calling Stripe.
+    Raises NotForSale, BillingUnavailable, StripeUnavailable or RateLimited (committed too: it counts)."""
+    if config.mode is BillingMode.OFF:
+        raise BillingUnavailable(
+            "Online checkout is unavailable right now. Contact us and we will set you up."
+        )
+    plan = checkout_plan(current_plans(session, config), start.plan)
+    email, organization_name = start.email.strip(), start.organization_name.strip()
+    CHECKOUT_LIMITS.check(session, email, start.address)
+    lead_id = session.execute(
+        UPSERT_LEAD, {"email": email, "name": None, "company": organization_name, "source": "pricing"}
+    ).scalar_one()
+    session.commit()
+    request = CheckoutRequest(
+        price_id=plan.price_id,
+        email=email,
+        plan=plan.key,
+        organization_name=organization_name,
+        lead_id=str(lead_id),
+        success_url=links.success,
+        cancel_url=links.cancel,
+        idempotency_key=idempotency_key(start),
+    )
+    if config.mode is BillingMode.STRIPE:
+        return stripe_api.create_checkout_session(config, request)
+    return links.sandbox(_sandbox_token(config, request, plan))
+
+
+def _sandbox_token(config: BillingConfig, request: CheckoutRequest, plan: Plan) -> str:
+    secret = config.signing_secret()
+    session_id = sandbox.session_id_for(secret, request.idempotency_key)
+    checkout = sandbox.SandboxCheckout(
+        session_id=session_id,
+        email=request.email,
+        plan=plan.key,
+        plan_name=plan.name,
+        organization_name=request.organization_name,
+        lead_id=request.lead_id,
+        price_id=request.price_id,
+        amount_cents=plan.amount_cents,
+        currency=plan.currency,
+        interval=plan.interval,
+        success_url=request.success_url.replace("{CHECKOUT_SESSION_ID}", session_id),
+        cancel_url=request.cancel_url,
+    )
+    return sandbox.session_token(secret, checkout)
+
+
+def request_portal_link(
+    session: Session, secret_key: str, email: str, address: str | None, link_for: Callable[[str], str]
+) -> bool:
+    """Emails a link to the billing portal to `email` if it is a customer's address on file (the
+    visitor is told the same either way). Returns whether a link was sent. Raises RateLimited."""
+    email = email.strip()
+    PORTAL_LIMITS.check(session, email, address)
+    customer = session.execute(_CUSTOMER_BY_EMAIL, {"email": email}).scalar()
+    if customer is None:
+        return False
+    token = make_token(secret_key, PORTAL_TOKEN_PURPOSE, {"customer": customer})
+    queue_email(
+        session,
+        Email(
+            to=email,
+            subject="Your Nectar Studio billing link",
+            body_text=(
+                "Hello,\n\n"
+                "Someone (we hope you) asked to manage the Nectar Studio subscription for this address. "
+                "This link opens the billing portal, where you can change your plan, update your card, "
+                "download invoices or cancel. It works for one hour:\n\n"
+                f"{link_for(token)}\n\n"
+                "If you did not ask for it, ignore this email; nothing changes.\n\n"
+                "Nectar Studio\n"
+            ),
+            category="billing.portal_link",
+        ),
+    )
+    return True
+
+
+def open_portal(config: BillingConfig, secret_key: str, token: str, return_url: str) -> str:
+    """The portal session's address for the customer the emailed link names. Raises TokenInvalid,
+    BillingUnavailable or StripeUnavailable."""
+    customer = read_token(secret_key, PORTAL_TOKEN_PURPOSE, token, PORTAL_LINK_SECONDS)["customer"]
+    if config.mode is not BillingMode.STRIPE:
+        raise BillingUnavailable(
+            "The billing portal is Stripe's, and this installation runs the test checkout without Stripe "
+            "keys: there are no cards or invoices to manage."
+        )
+    return stripe_api.create_portal_session(config, customer, return_url)
+
+
+def checkout_status(session: Session, checkout_session_id: str) -> CheckoutStatus:
+    """How far a completed checkout got: waiting (for Stripe's event or for core), ready, refused."""
+    row = session.execute(
+        text(
+            "SELECT plan, organization_name, customer_email, provisioning_status, provisioning_error "
+            "FROM subscriptions WHERE checkout_session_id = :id"
+        ),
+        {"id": checkout_session_id},
+    ).first()
+    if row is None:
+        return CheckoutStatus("waiting")
+    state = {"provisioned": "ready", "refused": "refused"}.get(row.provisioning_status, "waiting")
+    return CheckoutStatus(
+        state,
+        plan=row.plan,
+        organization_name=row.organization_name,
+        masked_email=mask_email(row.customer_email),
+        error=row.provisioning_error if state == "refused" else None,
+    )
+
+
+def mask_email(email: str | None) -> str | None:
+    """j•••@example.com: enough for the buyer to recognise, little for anyone else."""
+    if not email or "@" not in email:
+        return None
+    local, domain = email.rsplit("@", 1)
+    return f"{local[:1]}•••@{domain}"

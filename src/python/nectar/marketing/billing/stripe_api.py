@@ -1,0 +1,96 @@
+"""The calls billing makes to Stripe's API, through the official SDK (a StripeClient per call site,
+pointed at STRIPE_API_BASE, so nothing global is configured)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+
+import stripe
+
+from nectar.marketing.billing.config import BillingConfig
+
+log = logging.getLogger(__name__)
+
+
+class StripeUnavailable(Exception):
+    """Stripe could not do it; `str()` is a sentence for the person waiting."""
+
+
+@dataclass(frozen=True)
+class CheckoutRequest:
+    price_id: str
+    email: str
+    plan: str
+    organization_name: str
+    lead_id: str
+    success_url: str
+    cancel_url: str
+    idempotency_key: str
+
+
+def stripe_client(config: BillingConfig) -> stripe.StripeClient:
+    assert config.secret_key, "no STRIPE_SECRET_KEY: use the test checkout"
+    return stripe.StripeClient(
+        config.secret_key, base_addresses={"api": config.api_base}, max_network_retries=2
+    )
+
+
+def create_checkout_session(config: BillingConfig, checkout: CheckoutRequest) -> str:
+    """A Checkout Session in subscription mode; returns its url. The idempotency key makes a
+    repeated request (a double click) return the first session instead of making a second."""
+    metadata = {
+        "lead_id": checkout.lead_id,
+        "plan": checkout.plan,
+        "organization_name": checkout.organization_name,
+    }
+    params = {
+        "mode": "subscription",
+        "line_items": [{"price": checkout.price_id, "quantity": 1}],
+        "customer_email": checkout.email,
+        "client_reference_id": checkout.lead_id,
+        "metadata": metadata,
+        # Copied onto the subscription, so its own events say which plan and lead it belongs to.
+        "subscription_data": {"metadata": metadata},
+        "success_url": checkout.success_url,
+        "cancel_url": checkout.cancel_url,
+    }
+    try:
+        session = stripe_client(config).v1.checkout.sessions.create(
+            params=params, options={"idempotency_key": checkout.idempotency_key}
+        )
+    except stripe.IdempotencyError:
+        raise StripeUnavailable(
+            "This form was already sent with different details. Reload the page and try again."
+        ) from None
+    except stripe.StripeError as error:
+        raise _unavailable("create a checkout session", error) from None
+    return session.url
+
+
+def create_portal_session(config: BillingConfig, customer_id: str, return_url: str) -> str:
+    """A customer-portal session for `customer_id`; returns its url."""
+    try:
+        session = stripe_client(config).v1.billing_portal.sessions.create(
+            params={"customer": customer_id, "return_url": return_url}
+        )
+    except stripe.StripeError as error:
+        raise _unavailable("open the billing portal", error) from None
+    return session.url
+
+
+def retrieve_subscription(config: BillingConfig, subscription_id: str) -> dict:
+    """The subscription as Stripe has it now, as plain JSON (the shape events carry).
+    Raises stripe.StripeError: the worker retries."""
+    subscription = stripe_client(config).v1.subscriptions.retrieve(subscription_id)
+    return json.loads(subscription.last_response.body)
+
+
+def _unavailable(action: str, error: stripe.StripeError) -> StripeUnavailable:
+    log.warning("stripe: could not %s: %s (%s)", action, type(error).__name__, error.user_message or error)
+    if isinstance(error, stripe.APIConnectionError):
+        return StripeUnavailable("Our payment provider could not be reached. Nothing was charged; try again.")
+    return StripeUnavailable(
+        "Our payment provider refused the request. Nothing was charged; please try again or contact us."
+    )

@@ -1,0 +1,151 @@
+"""Sending through an SMTP server configured by the environment, one connection per flush.
+
+SMTP_HOST (unset: nothing is sent, mail waits in the outbox), SMTP_PORT (587), SMTP_USERNAME and
+SMTP_PASSWORD (SMTP_USER / SMTP_PASS are read too), SMTP_SECURITY (starttls, ssl or none; starttls
+by default), MAIL_FROM ("Nectar Studio <hello@localhost>").
+"""
+
+from __future__ import annotations
+
+import smtplib
+import ssl
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from email.message import EmailMessage
+from email.utils import formatdate, getaddresses
+
+from nectar.shared.config import ConfigError, env_int, env_str
+
+SECURITY_MODES = ("starttls", "ssl", "none")
+DEFAULT_FROM = "Nectar Studio <hello@localhost>"
+TIMEOUT_SECONDS = 30
+# Set by the sender; a stored header may not replace them.
+RESERVED_HEADERS = {"from", "to", "cc", "bcc", "subject", "date", "message-id", "content-type",
+                    "content-transfer-encoding", "mime-version", "sender", "return-path"}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class SmtpSettings:
+    host: str | None
+    port: int = 587
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    security: str = "starttls"
+    mail_from: str = DEFAULT_FROM
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.host)
+
+    @property
+    def from_domain(self) -> str:
+        address = getaddresses([self.mail_from])[0][1]
+        return address.rpartition("@")[2] or "localhost"
+
+
+def load_smtp_settings(environ: Mapping[str, str]) -> SmtpSettings:
+    """Reads and checks the SMTP_* variables; raises ConfigError with a one-line reason."""
+    security = (env_str(environ, "SMTP_SECURITY", "starttls") or "").lower()
+    if security not in SECURITY_MODES:
+        raise ConfigError(f"SMTP_SECURITY must be one of {', '.join(SECURITY_MODES)}, not {security!r}")
+    username = env_str(environ, "SMTP_USERNAME") or env_str(environ, "SMTP_USER")
+    password = env_str(environ, "SMTP_PASSWORD") or env_str(environ, "SMTP_PASS")
+    if bool(username) != bool(password):
+        raise ConfigError("SMTP_USERNAME and SMTP_PASSWORD go together: set both, or neither")
+    mail_from = env_str(environ, "MAIL_FROM", DEFAULT_FROM)
+    if "@" not in getaddresses([mail_from])[0][1]:
+        raise ConfigError(
+            f"MAIL_FROM must be an address like 'Nectar Studio <hello@example.com>', not {mail_from!r}"
+        )
+    return SmtpSettings(
+        host=env_str(environ, "SMTP_HOST"),
+        port=env_int(environ, "SMTP_PORT", 587, low=1, high=65535),
+        username=username,
+        password=password,
+        security=security,
+        mail_from=mail_from,
+    )
+
+
+class SmtpConnection:
+    """One logged-in SMTP session; `send` raises smtplib/OSError exceptions for the caller to judge."""
+
+    def __init__(self, settings: SmtpSettings):
+        self.settings = settings
+        self._smtp: smtplib.SMTP | None = None
+
+    def __enter__(self) -> SmtpConnection:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _connect(self) -> smtplib.SMTP:
+        s = self.settings
+        if s.security == "ssl":
+            smtp: smtplib.SMTP = smtplib.SMTP_SSL(
+                s.host, s.port, timeout=TIMEOUT_SECONDS, context=ssl.create_default_context()
+            )
+        else:
+            smtp = smtplib.SMTP(s.host, s.port, timeout=TIMEOUT_SECONDS)
+        try:
+            smtp.ehlo()
+            if s.security == "starttls":
+                smtp.starttls(context=ssl.create_default_context())
+                smtp.ehlo()
+            if s.username:
+                smtp.login(s.username, s.password or "")
+        except BaseException:
+            smtp.close()
+            raise
+        return smtp
+
+    def send(self, message: EmailMessage) -> None:
+        if self._smtp is None:
+            self._smtp = self._connect()
+        try:
+            self._smtp.send_message(message)
+        except smtplib.SMTPServerDisconnected:
+            self._smtp = None
+            raise
+        except smtplib.SMTPResponseException:
+            # After a refused message the session can continue; reset it for the next one.
+            try:
+                self._smtp.rset()
+            except (smtplib.SMTPException, OSError):
+                self.close()
+            raise
+
+    def close(self) -> None:
+        if self._smtp is not None:
+            try:
+                self._smtp.quit()
+            except (smtplib.SMTPException, OSError):
+                self._smtp.close()
+            self._smtp = None
+
+
+def build_message(
+    settings: SmtpSettings,
+    message_id: str,
+    to: str,
+    subject: str,
+    body_text: str,
+    body_html: str | None,
+    headers: Mapping[str, str],
+) -> EmailMessage:
+    """The MIME message for one outbox row. Its Message-ID comes from the row, so a retried send is
+    recognisably the same message."""
+    message = EmailMessage()
+    message["From"] = settings.mail_from
+    message["To"] = to
+    message["Subject"] = subject
+    message["Date"] = formatdate(localtime=False, usegmt=True)
+    message["Message-ID"] = f"<{message_id}@{settings.from_domain}>"
+    for name, value in (headers or {}).items():
+        if name.lower() not in RESERVED_HEADERS:
+            message[name] = value
+    message.set_content(body_text)
+    if body_html:
+        message.add_alternative(body_html, subtype="html")
+    return message

@@ -1,0 +1,17 @@
+"""Newsletter forms. Flask-WTF adds the CSRF token."""
+
+from flask_wtf import FlaskForm
+from wtforms import EmailField, HiddenField
+from wtforms.validators import DataRequired, Email, Length, Optional
+
+
+class NewsletterForm(FlaskForm):
+    email = EmailField(
+        "Email",
+        validators=[
+            DataRequired("Enter your email address."),
+            Length(max=320, message="That address is too long."),
+            Email("Enter an email address like name@example.com."),
+        ],
+    )
+    source = HiddenField(validators=[Optional(), Length(max=100)])

@@ -1,0 +1,101 @@
+"""A real SMTP server on loopback (aiosmtpd) that keeps what it receives, and can refuse addresses."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import threading
+from dataclasses import dataclass, field
+from email.message import EmailMessage
+
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult, LoginPassword
+
+from tests.serving import free_port
+
+
+@dataclass
+class Received:
+    envelope_to: list[str]
+    message: EmailMessage
+
+    @property
+    def to(self) -> str:
+        return self.message["To"]
+
+    def text(self) -> str:
+        return self.message.get_body(("plain",)).get_content().replace("\r\n", "\n")
+
+    def html(self) -> str | None:
+        part = self.message.get_body(("html",))
+        return part.get_content().replace("\r\n", "\n") if part else None
+
+
+@dataclass
+class _Handler:
+    refuse: dict[str, str] = field(default_factory=dict)  # address -> SMTP reply
+    received: list[Received] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        if address.lower() in self.refuse:
+            return self.refuse[address.lower()]
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server, session, envelope):
+        message = email.message_from_bytes(envelope.content, policy=email.policy.default)
+        with self.lock:
+            self.received.append(Received(list(envelope.rcpt_tos), message))
+        return "250 Message accepted"
+
+
+class MailServer:
+    """`start()` listens on `port` (chosen up front, so a sender can be pointed at it while it is down)."""
+
+    def __init__(self, port: int | None = None, login: tuple[str, str] | None = None):
+        self.port = port or free_port()
+        self.handler = _Handler()
+        self.login = login
+        self._controller: Controller | None = None
+
+    def _authenticate(self, server, session, envelope, mechanism, auth_data) -> AuthResult:
+        ok = (
+            isinstance(auth_data, LoginPassword)
+            and (
+                auth_data.login.decode(),
+                auth_data.password.decode(),
+            )
+            == self.login
+        )
+        return AuthResult(success=ok, handled=False)  # not handled: aiosmtpd answers 235 or 535
+
+    def start(self) -> MailServer:
+        options = {}
+        if self.login:
+            # Plain-text AUTH on loopback only: these tests have no certificate for STARTTLS.
+            options = {"authenticator": self._authenticate, "auth_required": True, "auth_require_tls": False}
+        self._controller = Controller(self.handler, hostname="127.0.0.1", port=self.port, **options)
+        self._controller.start()
+        return self
+
+    def stop(self) -> None:
+        if self._controller is not None:
+            self._controller.stop()
+            self._controller = None
+
+    def refuse(self, address: str, reply: str = "550 5.1.1 No such user here") -> None:
+        self.handler.refuse[address.lower()] = reply
+
+    @property
+    def received(self) -> list[Received]:
+        with self.handler.lock:
+            return list(self.handler.received)
+
+    def to(self, address: str) -> list[Received]:
+        return [r for r in self.received if address.lower() in (a.lower() for a in r.envelope_to)]
+
+    def environ(self) -> dict[str, str]:
+        """The SMTP_* settings that point at this server."""
+        return {"SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(self.port), "SMTP_SECURITY": "none",
+                "MAIL_FROM": "Nectar Studio <hello@nectar.test>"}  # fmt: skip

@@ -1,0 +1,317 @@
+"""A completed checkout provisions the organization in core through core's contract, for real: core's
+app serves its service API on loopback, on the same test database, and marketing's worker calls it."""
+
+from __future__ import annotations
+
+import re
+import uuid
+
+import pytest
+from sqlalchemy import create_engine
+from sqlalchemy.orm import Session
+
+from nectar.core.app import create_app as create_core_app
+from nectar.marketing.billing import jobs
+from nectar.marketing.billing.config import BillingConfig
+from nectar.shared.config import Role, Service
+from nectar.shared.database import db
+from tests.marketing import stripe_fake
+from tests.marketing.billing_helpers import (
+    SERVICE_TOKEN,
+    WEBHOOK_SECRET,
+    billing_app,
+    browser,
+    close_app,
+    deliver,
+    free_port,
+    make_jobs_due,
+    run_billing_jobs,
+    served,
+)
+from tests.marketing.stripe_fake import StripeFake, new_id
+
+PRICE_IDS = {"starter": "price_1StarterMonthly", "pro": "price_1ProMonthly"}
+
+
+@pytest.fixture(scope="module")
+def fake():
+    fake = StripeFake().start()
+    fake.add_price(PRICE_IDS["starter"], 2900)
+    fake.add_price(PRICE_IDS["pro"], 9900)
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture(scope="module")
+def core_app(settings_for):
+    app = create_core_app(settings_for(Service.CORE, CORE_SERVICE_TOKEN=SERVICE_TOKEN))
+    yield app
+    with app.app_context():
+        db.engine.dispose()
+
+
+@pytest.fixture(scope="module")
+def core_port():
+    return free_port()
+
+
+@pytest.fixture
+def core(core_app, core_port):
+    """Core, up, at the address marketing is configured with."""
+    with served(core_app, core_port) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def app(settings_for, fake, core_port):
+    config = BillingConfig(
+        secret_key=fake.secret_key,
+        webhook_secret=WEBHOOK_SECRET,
+        price_ids=PRICE_IDS,
+        api_base=fake.url,
+        core_public_url="https://app.nectar.example",
+    )
+    app = billing_app(
+        settings_for,
+        config,
+        CORE_API_URL=f"http://127.0.0.1:{core_port}",
+        CORE_SERVICE_TOKEN=SERVICE_TOKEN,
+    )
+    yield app
+    close_app(app)
+
+
+@pytest.fixture
+def query(database):
+    def run(sql: str, *params):
+        with database.connect(Role.ADMIN) as conn:
+            return conn.execute(sql, params).fetchall()
+
+    return run
+
+
+def buy(app, fake, plan="pro", organization="Acme Robotics") -> tuple[str, str, list[dict]]:
+    """A visitor checks out on the pricing page and pays on Stripe (the fake): returns the email,
+    the Checkout Session id and the events Stripe sends."""
+    email = f"buyer-{uuid.uuid4().hex[:10]}@example.com"
+    form = {"plan": plan, "email": email, "organization_name": organization, "nonce": uuid.uuid4().hex}
+    response = browser(app).post("/billing/checkout", form)
+    assert response.status_code == 303, response.get_data(as_text=True)
+    session_id = response.headers["Location"].rsplit("/", 1)[1]
+    return email, session_id, fake.complete_checkout(session_id)
+
+
+def organization_in_core(query, session_id: str) -> list:
+    return query(
+        "SELECT o.id, o.name, o.plan, u.email, m.role FROM organizations o JOIN memberships m ON m.org_id = o.id "
+        "JOIN users u ON u.id = m.user_id WHERE o.external_ref = %s",
+        session_id,
+    )
+
+
+def mirror(query, session_id: str) -> dict:
+    ((org, status, error, attempts, core_plan),) = query(
+        "SELECT organization_id, provisioning_status, provisioning_error, provisioning_attempts, core_plan "
+        "FROM subscriptions WHERE checkout_session_id = %s",
+        session_id,
+    )
+    return {
+        "organization_id": org,
+        "status": status,
+        "error": error,
+        "attempts": attempts,
+        "core_plan": core_plan,
+    }
+
+
+def emails(query, to: str, category: str) -> list:
+    return query("SELECT body_text FROM email_outbox WHERE to_address = %s AND category = %s", to, category)
+
+
+def test_a_completed_checkout_creates_the_organization_and_its_owner_in_core(app, fake, core, query):
+    email, session_id, events = buy(app, fake, plan="pro", organization="Acme Robotics")
+    client = app.test_client()
+    for event in events:
+        assert deliver(client, event).status_code == 200
+
+    run_billing_jobs(app)
+
+    ((org_id, name, plan, owner, role),) = organization_in_core(query, session_id)
+    assert (name, plan, owner, role) == ("Acme Robotics", "pro", email, "owner")
+    state = mirror(query, session_id)
+    assert state == {
+        "organization_id": org_id,
+        "status": "provisioned",
+        "error": None,
+        "attempts": 1,
+        "core_plan": "pro",
+    }
+    # Core asks the new user to set a password; marketing welcomes them, once.
+    assert len(emails(query, email, "account.set_password")) == 1
+    ((welcome,),) = emails(query, email, "welcome")
+    assert "Acme Robotics" in welcome and "Pro" in welcome and "https://app.nectar.example/login" in welcome
+    public_url = app.config["NECTAR_SETTINGS"].public_url
+    billing_link = re.search(rf"{re.escape(public_url)}(/billing/\S+)", welcome).group(1)
+    assert "billing link" in browser(app).get(billing_link).get_data(as_text=True)
+    ((lead_status,),) = query("SELECT status FROM leads WHERE email = %s", email)
+    assert lead_status == "won"
+
+    page = browser(app).get(f"/billing/success?session_id={session_id}").get_data(as_text=True)
+    assert "Your organization is ready" in page and "set your password" in page
+
+
+def test_core_down_means_retry_and_then_success_once_it_is_up(
+    app, fake, core_app, core_port, query, database
+):
+    email, session_id, events = buy(app, fake, plan="starter", organization="Patient Co")
+    client = app.test_client()
+    for event in events:
+        deliver(client, event)
+
+    run_billing_jobs(app)  # core is not listening
+
+    state = mirror(query, session_id)
+    assert state["status"] == "pending" and state["attempts"] == 1 and "unreachable" in state["error"]
+    assert organization_in_core(query, session_id) == []
+    assert query(
+        "SELECT status FROM procrastinate_jobs WHERE task_name = 'billing.provision' AND args->>'subscription_id' = %s",
+        str(query("SELECT id FROM subscriptions WHERE checkout_session_id = %s", session_id)[0][0]),
+    ) == [("todo",)], "a retry is scheduled, with backoff"
+    waiting = browser(app).get(f"/billing/success?session_id={session_id}").get_data(as_text=True)
+    assert "setting things up" in waiting
+
+    with served(core_app, core_port):
+        make_jobs_due(database)
+        run_billing_jobs(app)
+
+    ((_, name, plan, owner, _),) = organization_in_core(query, session_id)
+    assert (name, plan, owner) == ("Patient Co", "starter", email)
+    state = mirror(query, session_id)
+    assert state["status"] == "provisioned" and state["error"] is None and state["attempts"] == 2
+    assert len(emails(query, email, "welcome")) == 1
+
+
+def test_the_same_event_twice_provisions_once(app, fake, core, query):
+    email, session_id, events = buy(app, fake, organization="Twice Ltd")
+    client = app.test_client()
+    completed = next(e for e in events if e["type"] == "checkout.session.completed")
+    for event in events + [completed]:
+        deliver(client, event)
+    run_billing_jobs(app)
+    deliver(client, completed)
+    run_billing_jobs(app)
+
+    assert len(organization_in_core(query, session_id)) == 1
+    assert query("SELECT count(*) FROM organizations WHERE name = 'Twice Ltd'") == [(1,)]
+    assert query("SELECT count(*) FROM users WHERE email = %s", email) == [(1,)]
+    assert len(emails(query, email, "welcome")) == 1
+    assert mirror(query, session_id)["status"] == "provisioned"
+
+
+def test_a_lost_answer_from_core_is_retried_into_the_same_organization(app, fake, core, query, database):
+    email, session_id, events = buy(app, fake, organization="Lost Answer Ltd")
+    client = app.test_client()
+    for event in events:
+        deliver(client, event)
+    run_billing_jobs(app)
+    ((first_org, *_),) = organization_in_core(query, session_id)
+    # As if core made the organization but its answer never reached us: our side rolled back.
+    ((subscription_id,),) = query("SELECT id FROM subscriptions WHERE checkout_session_id = %s", session_id)
+    with database.connect(Role.MARKETING) as conn:
+        conn.execute(
+            "UPDATE subscriptions SET provisioning_status = 'pending', organization_id = NULL, core_plan = NULL, "
+            "provisioned_at = NULL WHERE id = %s",
+            (subscription_id,),
+        )
+        conn.execute("DELETE FROM email_outbox WHERE to_address = %s AND category = 'welcome'", (email,))
+        conn.execute(
+            "SELECT procrastinate_defer_jobs_v1(ARRAY[ROW('marketing', 'billing.provision', 0, NULL, NULL, "
+            "%s::jsonb, NULL)::procrastinate_job_to_defer_v1])",
+            (f'{{"subscription_id": "{subscription_id}"}}',),
+        )
+    run_billing_jobs(app)
+
+    assert [row[0] for row in organization_in_core(query, session_id)] == [first_org]
+    assert query("SELECT count(*) FROM organizations WHERE name = 'Lost Answer Ltd'") == [(1,)]
+    assert mirror(query, session_id)["organization_id"] == first_org
+    assert len(emails(query, email, "welcome")) == 1
+
+
+def test_the_sweep_provisions_a_checkout_whose_job_was_lost(app, fake, core_app, core_port, query, database):
+    email, session_id, events = buy(app, fake, organization="Swept Up")
+    for event in events:
+        deliver(app.test_client(), event)
+    run_billing_jobs(app)  # core is down: the provisioning job waits for its retry...
+    assert mirror(query, session_id)["status"] == "pending"
+    with database.connect(Role.OWNER) as conn:
+        # ...and is then lost (a purged queue, say), a while ago.
+        conn.execute(
+            "DELETE FROM procrastinate_jobs WHERE task_name = 'billing.provision' AND status = 'todo'"
+        )
+        conn.execute(
+            "UPDATE subscriptions SET updated_at = now() - interval '10 minutes' WHERE checkout_session_id = %s",
+            (session_id,),
+        )
+
+    engine = create_engine(database.url(Role.MARKETING))
+    with Session(engine) as session:
+        assert jobs.requeue_forgotten(session)["provisioning"] == 1
+        session.commit()
+    engine.dispose()
+    with served(core_app, core_port):
+        run_billing_jobs(app)
+
+    assert mirror(query, session_id)["status"] == "provisioned"
+    assert len(organization_in_core(query, session_id)) == 1
+
+
+def test_plan_changes_and_cancellation_follow_in_core(app, fake, core, query):
+    email, session_id, events = buy(app, fake, plan="pro", organization="Changing Inc")
+    client = app.test_client()
+    for event in events:
+        deliver(client, event)
+    run_billing_jobs(app)
+    sub = fake.objects[fake.objects[session_id]["subscription"]]
+
+    # The customer downgrades in the portal: Stripe has the new state and sends `updated`.
+    sub["items"]["data"][0]["price"] = fake.prices[PRICE_IDS["starter"]]
+    deliver(client, stripe_fake.event("customer.subscription.updated", sub))
+    run_billing_jobs(app)
+    assert organization_in_core(query, session_id)[0][2] == "starter"
+    assert mirror(query, session_id)["core_plan"] == "starter"
+
+    sub.update(status="canceled", canceled_at=sub["created"] + 10)
+    deliver(client, stripe_fake.event("customer.subscription.deleted", sub))
+    run_billing_jobs(app)
+    assert organization_in_core(query, session_id)[0][2] == "free"
+    ((status, core_plan),) = query(
+        "SELECT status, core_plan FROM subscriptions WHERE checkout_session_id = %s", session_id
+    )
+    assert (status, core_plan) == ("canceled", "free")
+
+
+def test_core_refusing_is_recorded_and_not_retried(app, fake, core, query):
+    session_id = new_id("cs_test")
+    sub = fake.put(stripe_fake.subscription(new_id("cus"), fake.prices[PRICE_IDS["pro"]]))
+    checkout = {
+        "id": session_id,
+        "object": "checkout.session",
+        "mode": "subscription",
+        "customer": sub["customer"],
+        "subscription": sub["id"],
+        "customer_details": {"email": "not an address"},
+        "metadata": {"plan": "pro", "organization_name": "Refused Org"},
+        "status": "complete",
+        "payment_status": "paid",
+    }
+    deliver(app.test_client(), stripe_fake.event("checkout.session.completed", checkout))
+    run_billing_jobs(app)
+
+    state = mirror(query, session_id)
+    assert state["status"] == "refused" and state["error"].startswith("core refused (422)")
+    assert state["organization_id"] is None
+    assert query(
+        "SELECT count(*) FROM procrastinate_jobs WHERE task_name = 'billing.provision' AND status = 'todo'"
+    ) == [(0,)]
+    page = browser(app).get(f"/billing/success?session_id={session_id}").get_data(as_text=True)
+    assert "could not set up your organization automatically" in page

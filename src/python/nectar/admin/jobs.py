@@ -9,12 +9,12 @@ import procrastinate
 from sqlalchemy import Engine, text
 
 from nectar.shared import throttle
-from nectar.shared.jobs import recover_stalled_jobs
+from nectar.shared.jobs import add_queue_upkeep
 
 QUEUE = "admin"
 DEFAULT_RUN_RETENTION_DAYS = 30
 blueprint = procrastinate.Blueprint()
-recover_stalled_jobs(blueprint, QUEUE)
+add_queue_upkeep(blueprint, QUEUE)
 _engine: Engine | None = None
 log = logging.getLogger(__name__)
 

@@ -10,8 +10,16 @@ from nectar.core.contract.client import (
     CoreClient,
     CoreRefused,
     CoreUnavailable,
+    CoreUser,
     OrganizationPlan,
     ProvisionedAccount,
 )
 
-__all__ = ["CoreClient", "CoreRefused", "CoreUnavailable", "OrganizationPlan", "ProvisionedAccount"]
+__all__ = [
+    "CoreClient",
+    "CoreRefused",
+    "CoreUnavailable",
+    "CoreUser",
+    "OrganizationPlan",
+    "ProvisionedAccount",
+]

@@ -19,9 +19,11 @@ class CoreUnavailable(Exception):
 class CoreRefused(Exception):
     """Core answered and said no (4xx): `status` and core's `detail`."""
 
-    def __init__(self, status: int, detail: str):
+    def __init__(self, status: int, detail: str, errors: dict[str, list[str]] | None = None):
         super().__init__(f"core refused ({status}): {detail}")
         self.status, self.detail = status, detail
+        # Per-field messages when core names the input at fault, e.g. {"email": ["..."]}.
+        self.errors = errors or {}
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,18 @@ class ProvisionedAccount:
     organization_id: uuid.UUID
     created_user: bool
     created_organization: bool
+
+
+@dataclass(frozen=True)
+class CoreUser:
+    """A customer account as core reports it after a change."""
+
+    user_id: uuid.UUID
+    email: str
+    display_name: str | None
+    is_active: bool
+    email_verified: bool
+    created: bool = False
 
 
 @dataclass(frozen=True)
@@ -88,6 +102,49 @@ class CoreClient:
             created_organization=body["created_organization"],
         )
 
+    def create_user(self, *, email: str, request_id: str, display_name: str | None = None) -> CoreUser:
+        """Creates a customer account with no password; core emails the person a link to choose
+        one. `request_id` makes the call idempotent: a retry returns the account the first made
+        (`created` False). An email already in use is a CoreRefused (409) with errors["email"]."""
+        body = self._call(
+            "POST", "/users", {"email": email, "display_name": display_name, "request_id": request_id}
+        )
+        return self._user(body)
+
+    def update_user(
+        self, user_id: uuid.UUID, *, email: str | None = None, display_name: str | None = None
+    ) -> CoreUser:
+        """Changes the fields given (None leaves one as it is; "" clears the display name). A new
+        email is validated like at sign-up, must be free, and gets a confirmation email."""
+        changes = {
+            name: value
+            for name, value in (("email", email), ("display_name", display_name))
+            if value is not None
+        }
+        return self._user(self._call("PATCH", f"/users/{user_id}", changes))
+
+    def deactivate_user(self, user_id: uuid.UUID) -> CoreUser:
+        """Stops the account signing in and ends every session it has."""
+        return self._user(self._call("POST", f"/users/{user_id}/deactivate", {}))
+
+    def reactivate_user(self, user_id: uuid.UUID) -> CoreUser:
+        return self._user(self._call("POST", f"/users/{user_id}/reactivate", {}))
+
+    def send_password_reset(self, user_id: uuid.UUID) -> None:
+        """Queues core's password-reset email to the account (core's per-address email limit applies)."""
+        self._call("POST", f"/users/{user_id}/password-reset", {})
+
+    @staticmethod
+    def _user(body: dict) -> CoreUser:
+        return CoreUser(
+            user_id=uuid.UUID(body["user_id"]),
+            email=body["email"],
+            display_name=body.get("display_name"),
+            is_active=body["is_active"],
+            email_verified=body["email_verified"],
+            created=body.get("created", False),
+        )
+
     def suspend_organization(self, organization_id: uuid.UUID, reason: str) -> OrganizationPlan:
         return self._plan(self._call("POST", f"/organizations/{organization_id}/suspend", {"reason": reason}))
 
@@ -117,8 +174,9 @@ class CoreClient:
             raise CoreUnavailable(f"core answered {response.status_code} at {self.base_url}; try again later")
         if response.status_code >= 400:
             try:
-                detail = response.json().get("detail") or response.reason
-            except ValueError:
-                detail = response.reason
-            raise CoreRefused(response.status_code, detail)
+                problem = response.json()
+                detail, errors = problem.get("detail") or response.reason, problem.get("errors")
+            except (ValueError, AttributeError):
+                detail, errors = response.reason, None
+            raise CoreRefused(response.status_code, detail, errors if isinstance(errors, dict) else None)
         return response.json()

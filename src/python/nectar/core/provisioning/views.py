@@ -24,6 +24,8 @@ csrf.exempt(service_api)
 PLANS = ("free", "starter", "pro", "enterprise")
 # Organizations made for a request_id get an id derived from it, so a retry finds the first one.
 REQUEST_NAMESPACE = uuid.UUID("5b0f9c38-6d7e-4c1a-9a55-2f0e8f7f6d11")
+# The same for users made by staff (admin): a retried or double-submitted create finds the first.
+USER_REQUEST_NAMESPACE = uuid.UUID("0f3a8d5e-2b71-4c9e-8d0a-6c1e5b7f9a24")
 
 
 @service_api.before_request
@@ -158,3 +160,139 @@ def set_plan(org_id: uuid.UUID):
     org.plan = new_plan
     db.session.commit()
     return _plan_json(org)
+
+
+# --- Customer accounts, for staff (admin). Core's own account rules apply to every change. ---------
+
+
+def _user_json(user: User, status: int = 200, created: bool = False):
+    body = jsonify(
+        user_id=str(user.id),
+        email=user.email,
+        display_name=user.display_name,
+        is_active=user.is_active,
+        email_verified=user.email_verified_at is not None,
+        created=created,
+    )
+    return body, status
+
+
+def _display_name(body: dict) -> tuple[str | None, object]:
+    """The display name from a request body, or a 422 problem: (value, None) or (None, problem)."""
+    name = body.get("display_name")
+    if name is not None and (not isinstance(name, str) or len(name) > 200):
+        message = "display_name must be a string of at most 200 characters."
+        return None, problem(422, message, errors={"display_name": [message]})
+    return (name.strip() or None) if isinstance(name, str) else None, None
+
+
+def _email_taken(email: str, user_id: uuid.UUID | None = None):
+    other = accounts.find_user(db.session, email)
+    if other is not None and other.id != user_id:
+        message = "An account with this email already exists."
+        return problem(409, message, errors={"email": [message]})
+    return None
+
+
+@service_api.post("/users")
+def create_user():
+    body = _body()
+    request_id = body.get("request_id")
+    if not isinstance(request_id, str) or not request_id.strip() or len(request_id) > 255:
+        return problem(422, "request_id is required, at most 255 characters (it makes retries safe).")
+    display_name, invalid = _display_name(body)
+    if invalid:
+        return invalid
+    try:
+        email = accounts.normalize_email(str(body.get("email") or ""))
+    except accounts.AccountError as error:
+        return problem(422, str(error), errors={"email": [str(error)]})
+    user_id = uuid.uuid5(USER_REQUEST_NAMESPACE, request_id)
+    existing = db.session.get(User, user_id)
+    if existing is not None:  # a retry: answer with what the first call made
+        return _user_json(existing)
+    if taken := _email_taken(email):
+        return taken
+    user = User(id=user_id, email=email, display_name=display_name)
+    db.session.add(user)
+    try:
+        db.session.flush()
+    except IntegrityError:
+        db.session.rollback()  # the same address, created concurrently
+        return _email_taken(email) or problem(409, "This request is being handled already; retry.")
+    # No password yet: the person chooses one from this email, which also proves the address.
+    accounts.send_set_password(db.session, user, lambda t: external_url("accounts.reset_password", token=t))
+    db.session.commit()
+    return _user_json(user, 201, created=True)
+
+
+def _user_or_404(user_id: uuid.UUID) -> User | None:
+    return db.session.get(User, user_id)
+
+
+@service_api.patch("/users/<uuid:user_id>")
+def update_user(user_id: uuid.UUID):
+    user = _user_or_404(user_id)
+    if user is None:
+        return problem(404, "No such user.")
+    body = _body()
+    if "display_name" in body:
+        display_name, invalid = _display_name(body)
+        if invalid:
+            return invalid
+        user.display_name = display_name
+    if "email" in body:
+        try:
+            email = accounts.normalize_email(str(body.get("email") or ""))
+        except accounts.AccountError as error:
+            return problem(422, str(error), errors={"email": [str(error)]})
+        if email != user.email:
+            if taken := _email_taken(email, user.id):
+                return taken
+            user.email, user.email_verified_at = email, None
+            try:
+                db.session.flush()
+            except IntegrityError:
+                db.session.rollback()
+                return _email_taken(email, user_id) or problem(409, "The email changed meanwhile; retry.")
+            # The new address must be proved, as at sign-up.
+            accounts.send_verification(
+                db.session, user, lambda t: external_url("accounts.verify_email", token=t)
+            )
+    db.session.commit()
+    return _user_json(user)
+
+
+@service_api.post("/users/<uuid:user_id>/deactivate")
+def deactivate_user(user_id: uuid.UUID):
+    user = _user_or_404(user_id)
+    if user is None:
+        return problem(404, "No such user.")
+    user.is_active = False
+    accounts.end_all_sessions(db.session, user.id)
+    db.session.commit()
+    return _user_json(user)
+
+
+@service_api.post("/users/<uuid:user_id>/reactivate")
+def reactivate_user(user_id: uuid.UUID):
+    user = _user_or_404(user_id)
+    if user is None:
+        return problem(404, "No such user.")
+    user.is_active = True
+    db.session.commit()
+    return _user_json(user)
+
+
+@service_api.post("/users/<uuid:user_id>/password-reset")
+def send_password_reset(user_id: uuid.UUID):
+    user = _user_or_404(user_id)
+    if user is None:
+        return problem(404, "No such user.")
+    if not user.is_active:
+        return problem(409, "This account is deactivated; reactivate it before sending a reset link.")
+    accounts.request_password_reset(
+        db.session, user.email, lambda t: external_url("accounts.reset_password", token=t)
+    )
+    db.session.commit()
+    return jsonify(queued=True), 202

@@ -20,7 +20,7 @@ from nectar.schema.models.marketing import (
     NewsletterSubscriber,
 )
 from nectar.schema.models.platform import RateLimitBucket
-from nectar.schema.models.staff import AuditEntry, StaffUser, SystemSetting
+from nectar.schema.models.staff import AuditEntry, StaffSession, StaffUser, SystemSetting
 from nectar.schema.models.workflows import (
     Endpoint,
     StepRun,
@@ -48,6 +48,7 @@ __all__ = [
     "NewsletterSubscriber",
     "Organization",
     "RateLimitBucket",
+    "StaffSession",
     "StaffUser",
     "StepRun",
     "StripeEvent",

@@ -36,10 +36,30 @@ class StaffUser(Base):
     role: Mapped[str] = mapped_column(String(20), nullable=False)
     totp_secret_ciphertext: Mapped[bytes | None] = mapped_column(LargeBinary)
     totp_enabled_at: Mapped[datetime | None] = timestamp()
+    # The newest TOTP time step accepted: a code is good once, never replayed within its window.
+    totp_last_step: Mapped[int | None] = mapped_column(BigInteger)
     is_active: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default="true")
     last_login_at: Mapped[datetime | None] = timestamp()
     created_at: Mapped[datetime] = created_timestamp()
     updated_at: Mapped[datetime] = updated_timestamp()
+
+
+class StaffSession(Base):
+    __tablename__ = "staff_sessions"
+    # One row per signed-in staff browser: the admin cookie names the row; signing out revokes it.
+    __table_args__ = (Index("ix_staff_sessions_staff_id", "staff_id"), {"info": {"service": "admin"}})
+
+    id: Mapped[uuid.UUID] = uuid_pk()
+    staff_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("staff_users.id", ondelete="CASCADE"), nullable=False
+    )
+    address: Mapped[str | None] = mapped_column(INET)
+    user_agent: Mapped[str | None] = mapped_column(String(300))
+    created_at: Mapped[datetime] = created_timestamp()
+    last_seen_at: Mapped[datetime] = created_timestamp()
+    revoked_at: Mapped[datetime | None] = timestamp()
+    # The second factor was checked in this session (needed when the member has TOTP or is a superadmin).
+    totp_verified: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default="false")
 
 
 class AuditEntry(Base):

@@ -1,0 +1,257 @@
+"""Staff accounts: creation, throttled sign-in, server-side sessions, and TOTP second factor.
+
+Separate from customer accounts (core's users): other table, other sessions, other cookie.
+Functions take the database session and return or raise; views and the CLI turn that into output.
+"""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import pyotp
+from email_validator import EmailNotValidError, validate_email
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from nectar.schema.models import StaffSession, StaffUser
+from nectar.schema.models.staff import STAFF_ROLES
+from nectar.shared import throttle
+from nectar.shared.encryption import KeyRing
+from nectar.shared.passwords import hash_password, needs_rehash, password_problem, verify_password
+
+# Staff sessions are short-lived: a back-office tab left open overnight should not stay signed in.
+IDLE_LIMIT = timedelta(minutes=30)
+ABSOLUTE_LIMIT = timedelta(hours=12)
+LAST_SEEN_RESOLUTION = timedelta(minutes=1)
+
+ACCOUNT_LIMIT = throttle.Limit(events=5, window_seconds=900)
+ADDRESS_LIMIT = throttle.Limit(events=20, window_seconds=900)
+TOTP_LIMIT = throttle.Limit(events=5, window_seconds=300)
+TOTP_ISSUER = "Nectar Studio admin"
+GENERATED_PASSWORD_BYTES = 18  # 24 URL-safe characters
+
+
+class StaffError(Exception):
+    """Bad input for a staff-account action; `field` names the form field it belongs to (or None)."""
+
+    def __init__(self, message: str, field: str | None = None):
+        super().__init__(message)
+        self.field = field
+
+
+class SignInRefused(Exception):
+    """Wrong credentials, an inactive account, or a lockout. Safe to show: never says which."""
+
+
+def normalize_email(raw: str) -> str:
+    try:
+        return validate_email(raw.strip(), check_deliverability=False).normalized
+    except EmailNotValidError as error:
+        raise StaffError(str(error), field="email") from None
+
+
+def find_staff(session: Session, email: str) -> StaffUser | None:
+    return session.scalar(select(StaffUser).where(StaffUser.email == email))
+
+
+def generate_password() -> str:
+    return secrets.token_urlsafe(GENERATED_PASSWORD_BYTES)
+
+
+def create_staff(
+    session: Session, email: str, role: str, password: str, display_name: str | None = None
+) -> StaffUser:
+    email = normalize_email(email)
+    if role not in STAFF_ROLES:
+        raise StaffError(f"role must be one of {', '.join(STAFF_ROLES)}, not {role!r}", field="role")
+    problem = password_problem(password)
+    if problem:
+        raise StaffError(f"password: {problem}", field="password")
+    if find_staff(session, email) is not None:
+        raise StaffError(f"a staff account with email {email} already exists", field="email")
+    staff = StaffUser(
+        id=uuid.uuid4(),
+        email=email,
+        role=role,
+        password_hash=hash_password(password),
+        display_name=(display_name or "").strip()[:200] or None,
+    )
+    session.add(staff)
+    session.flush()
+    return staff
+
+
+def has_superadmin(session: Session) -> bool:
+    return bool(
+        session.scalar(
+            select(func.count())
+            .select_from(StaffUser)
+            .where(StaffUser.role == "superadmin", StaffUser.is_active)
+        )
+    )
+
+
+def sign_in(session: Session, email: str, password: str, address: str | None) -> StaffUser:
+    """Checks credentials under per-email and per-address limits. Failures are counted in the
+    caller's transaction: commit after calling, also when it raises."""
+    try:
+        email = normalize_email(email)
+    except StaffError:
+        email = email.strip().lower()[:320]
+    now = time.time()
+    keys = [(f"admin.login.account:{email.lower()}", ACCOUNT_LIMIT)]
+    if address:
+        keys.append((f"admin.login.address:{address}", ADDRESS_LIMIT))
+    for key, limit in keys:
+        if throttle.count(session, key, limit, now) >= limit.events:
+            minutes = -(-limit.seconds_left(now) // 60)
+            raise SignInRefused(
+                f"Too many failed sign-in attempts. Sign-in is locked for {minutes} minute"
+                f"{'s' if minutes != 1 else ''}."
+            )
+    staff = find_staff(session, email)
+    # Always verify (a dummy hash when there is no account), so timing reveals nothing.
+    password_ok = verify_password(staff.password_hash if staff else None, password)
+    if staff is None or not staff.is_active or not password_ok:
+        for key, limit in keys:
+            throttle.hit(session, key, limit, now)
+        raise SignInRefused("Wrong email or password.")
+    throttle.clear(session, keys[0][0])
+    if needs_rehash(staff.password_hash):
+        staff.password_hash = hash_password(password)
+    staff.last_login_at = datetime.now(UTC)
+    return staff
+
+
+def needs_second_factor(staff: StaffUser) -> bool:
+    """TOTP is checked at sign-in for whoever enrolled, and superadmins must enrol."""
+    return staff.totp_enabled_at is not None or staff.role == "superadmin"
+
+
+def start_session(
+    session: Session, staff: StaffUser, address: str | None, user_agent: str | None
+) -> StaffSession:
+    row = StaffSession(
+        id=uuid.uuid4(),
+        staff_id=staff.id,
+        address=address,
+        user_agent=(user_agent or "")[:300],
+        totp_verified=False,
+    )
+    session.add(row)
+    session.flush()
+    return row
+
+
+@dataclass(frozen=True)
+class LiveSession:
+    row: StaffSession
+    staff: StaffUser
+
+    @property
+    def second_factor_done(self) -> bool:
+        return self.row.totp_verified or not needs_second_factor(self.staff)
+
+
+def load_session(session: Session, session_id: str | None) -> LiveSession | None:
+    """The live session and its staff member, or None when unknown, revoked, idle or too old, or
+    when the member was deactivated."""
+    try:
+        sid = uuid.UUID(str(session_id))
+    except ValueError:
+        return None
+    found = session.execute(
+        select(StaffSession, StaffUser)
+        .join(StaffUser, StaffUser.id == StaffSession.staff_id)
+        .where(StaffSession.id == sid, StaffSession.revoked_at.is_(None), StaffUser.is_active)
+    ).first()
+    if found is None:
+        return None
+    row, staff = found
+    now = datetime.now(UTC)
+    if now - row.last_seen_at > IDLE_LIMIT or now - row.created_at > ABSOLUTE_LIMIT:
+        return None
+    if now - row.last_seen_at > LAST_SEEN_RESOLUTION:
+        row.last_seen_at = now
+        session.commit()  # at most once a minute, so the idle limit sees activity
+    return LiveSession(row, staff)
+
+
+def end_session(session: Session, session_id: uuid.UUID) -> None:
+    session.execute(
+        update(StaffSession)
+        .where(StaffSession.id == session_id, StaffSession.revoked_at.is_(None))
+        .values(revoked_at=datetime.now(UTC))
+    )
+
+
+# --- TOTP ---------------------------------------------------------------------------------------
+
+
+def totp_secret(keys: KeyRing, staff: StaffUser) -> str | None:
+    if staff.totp_secret_ciphertext is None:
+        return None
+    return keys.decrypt(bytes(staff.totp_secret_ciphertext)).decode()
+
+
+def begin_totp_enrolment(keys: KeyRing, staff: StaffUser) -> str:
+    """A new secret, stored encrypted but not active until a code from it is confirmed. Returns it."""
+    if staff.totp_enabled_at is not None:
+        raise StaffError("Two-factor authentication is already on.")
+    secret = pyotp.random_base32()
+    staff.totp_secret_ciphertext, _ = keys.encrypt(secret.encode())
+    staff.totp_last_step = None
+    return secret
+
+
+def provisioning_uri(secret: str, staff: StaffUser) -> str:
+    return pyotp.TOTP(secret).provisioning_uri(name=staff.email, issuer_name=TOTP_ISSUER)
+
+
+def check_totp(session: Session, keys: KeyRing, staff: StaffUser, code: str) -> None:
+    """Accepts a code from the member's secret (one step of clock drift either way), once: a code
+    or an older one is refused after it was used. Failures are throttled; commit after calling."""
+    key = f"admin.totp:{staff.id}"
+    now = time.time()
+    if throttle.count(session, key, TOTP_LIMIT, now) >= TOTP_LIMIT.events:
+        raise StaffError("Too many wrong codes. Wait a few minutes and try again.", field="code")
+    secret = totp_secret(keys, staff)
+    code = "".join(code.split())
+    step = _matching_step(secret, code, now) if secret and code.isdigit() else None
+    if step is None or (staff.totp_last_step is not None and step <= staff.totp_last_step):
+        throttle.hit(session, key, TOTP_LIMIT, now)
+        raise StaffError("That code is not right (or was already used). Enter the current one.", field="code")
+    staff.totp_last_step = step
+    throttle.clear(session, key)
+
+
+def _matching_step(secret: str, code: str, now: float) -> int | None:
+    totp = pyotp.TOTP(secret)
+    current = totp.timecode(datetime.fromtimestamp(now, UTC))
+    for step in (current - 1, current, current + 1):
+        if hmac.compare_digest(totp.generate_otp(step), code):
+            return step
+    return None
+
+
+def confirm_totp_enrolment(session: Session, keys: KeyRing, staff: StaffUser, code: str) -> None:
+    if staff.totp_secret_ciphertext is None:
+        raise StaffError("Start the set-up again: there is no pending secret.", field="code")
+    check_totp(session, keys, staff, code)
+    staff.totp_enabled_at = datetime.now(UTC)
+
+
+def disable_totp(session: Session, keys: KeyRing, staff: StaffUser, code: str) -> None:
+    if staff.role == "superadmin":
+        raise StaffError("Superadmins must keep two-factor authentication on.")
+    if staff.totp_enabled_at is None:
+        raise StaffError("Two-factor authentication is not on.")
+    check_totp(session, keys, staff, code)
+    staff.totp_secret_ciphertext = None
+    staff.totp_enabled_at = None
+    staff.totp_last_step = None

@@ -1,0 +1,146 @@
+"""Staff sign-in, two-factor authentication (enrol, verify, disable), account page and sign-out."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from flask import Blueprint, current_app, flash, g, redirect, render_template, request, session
+
+from nectar.admin import audit
+from nectar.admin.staff import service
+from nectar.admin.staff.access import current_staff, live_session, sign_in_session
+from nectar.admin.staff.forms import CodeForm, SignInForm
+from nectar.shared.database import db
+
+staff = Blueprint("staff", __name__)
+AFTER_SIGN_IN = "after_sign_in"
+
+
+def _keys():
+    return current_app.config["NECTAR_KEY_RING"]
+
+
+def _safe_next(target: str | None) -> str:
+    """Only same-site paths, so the sign-in page cannot be used as an open redirect."""
+    if (
+        target
+        and target.startswith("/")
+        and not target.startswith("//")
+        and "\\" not in target
+        and not urlsplit(target).netloc
+        and not target.startswith("/login")
+    ):
+        return target
+    return "/"
+
+
+@staff.route("/login", methods=["GET", "POST"])
+def login():
+    form = SignInForm(next=request.args.get("next", ""))
+    error = None
+    if form.validate_on_submit():
+        try:
+            member = service.sign_in(db.session, form.email.data, form.password.data, request.remote_addr)
+        except service.SignInRefused as refused:
+            db.session.commit()  # keep the failure counts
+            error = str(refused)
+        else:
+            row = service.start_session(db.session, member, request.remote_addr, request.user_agent.string)
+            db.session.commit()
+            sign_in_session(row)
+            target = _safe_next(form.next.data)
+            if not service.needs_second_factor(member):
+                return redirect(target)
+            session[AFTER_SIGN_IN] = target
+            return redirect("/login/totp" if member.totp_enabled_at else "/account/totp")
+    status = 429 if error and "locked" in error else (401 if error else 200)
+    return render_template("admin/staff/login.html", form=form, error=error, signed_in=g.get("staff")), status
+
+
+@staff.route("/login/totp", methods=["GET", "POST"])
+def totp_verify():
+    live = live_session()
+    if live.second_factor_done:
+        return redirect(session.pop(AFTER_SIGN_IN, "/"))
+    if live.staff.totp_enabled_at is None:
+        return redirect("/account/totp")
+    form = CodeForm()
+    if form.validate_on_submit():
+        try:
+            service.check_totp(db.session, _keys(), live.staff, form.code.data)
+        except service.StaffError as error:
+            db.session.commit()  # keep the failure count
+            form.code.errors.append(str(error))
+        else:
+            live.row.totp_verified = True
+            db.session.commit()
+            return redirect(session.pop(AFTER_SIGN_IN, "/"))
+    return render_template("admin/staff/totp_verify.html", form=form), 200 if not form.errors else 401
+
+
+@staff.route("/account/totp", methods=["GET", "POST"])
+def totp_setup():
+    member = current_staff()
+    live = live_session()
+    if member.totp_enabled_at is not None:
+        return redirect("/account")
+    if member.totp_secret_ciphertext is None:
+        # Made on first view and kept until confirmed, so reloading shows the same secret.
+        service.begin_totp_enrolment(_keys(), member)
+        db.session.commit()
+    secret = service.totp_secret(_keys(), member)
+    form = CodeForm()
+    if form.validate_on_submit():
+        try:
+            service.confirm_totp_enrolment(db.session, _keys(), member, form.code.data)
+        except service.StaffError as error:
+            db.session.commit()
+            form.code.errors.append(str(error))
+        else:
+            live.row.totp_verified = True
+            audit.record("staff.totp_enabled", f"staff:{member.id}", {"totp": False}, {"totp": True})
+            db.session.commit()
+            flash("Two-factor authentication is on.", "success")
+            return redirect(session.pop(AFTER_SIGN_IN, "/account"))
+    return render_template(
+        "admin/staff/totp_setup.html",
+        form=form,
+        secret=secret,
+        uri=service.provisioning_uri(secret, member),
+        required=member.role == "superadmin",
+    ), (422 if form.errors else 200)
+
+
+@staff.post("/account/totp/disable")
+def totp_disable():
+    member = current_staff()
+    form = CodeForm()
+    if not form.validate_on_submit():
+        flash("Enter a current code to turn two-factor authentication off.", "error")
+        return redirect("/account")
+    try:
+        service.disable_totp(db.session, _keys(), member, form.code.data)
+    except service.StaffError as error:
+        db.session.commit()
+        flash(str(error), "error")
+        return redirect("/account")
+    audit.record("staff.totp_disabled", f"staff:{member.id}", {"totp": True}, {"totp": False})
+    db.session.commit()
+    flash("Two-factor authentication is off.", "info")
+    return redirect("/account")
+
+
+@staff.get("/account")
+def account():
+    return render_template("admin/staff/account.html", member=current_staff(), form=CodeForm())
+
+
+@staff.post("/logout")
+def logout():
+    live = live_session()
+    if live is not None:
+        service.end_session(db.session, live.row.id)
+        db.session.commit()
+    session.clear()
+    flash("You are signed out.", "info")
+    return redirect("/login")

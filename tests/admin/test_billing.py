@@ -1,0 +1,119 @@
+"""Billing oversight pages: search and filters, one subscription in full with every Stripe id, failed
+payments read from stored Stripe events (whatever shape the invoice came in), and no writes."""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+
+import pytest
+
+from nectar.shared.config import Role
+
+
+@pytest.fixture
+def tag():
+    return uuid.uuid4().hex[:10]
+
+
+def add_subscription(database, tag, suffix, **columns):
+    values = {
+        "stripe_subscription_id": f"sub_{suffix}_{tag}",
+        "stripe_customer_id": f"cus_{suffix}_{tag}",
+        "stripe_price_id": f"price_{suffix}_{tag}",
+        "customer_email": f"{suffix}-{tag}@example.com",
+        "plan": "pro",
+        "status": "active",
+        "unit_amount": 1999,
+        "currency": "usd",
+        "interval": "month",
+        "quantity": 1,
+    } | columns
+    names = ", ".join(values)
+    marks = ", ".join(["%s"] * len(values))
+    with database.connect(Role.MARKETING, autocommit=True) as conn:
+        return conn.execute(
+            f"INSERT INTO subscriptions ({names}) VALUES ({marks}) RETURNING id",
+            list(values.values()),  # noqa: S608
+        ).fetchone()[0]
+
+
+def test_search_by_email_or_stripe_id_and_filter_by_status(database, staff_browser, tag):
+    add_subscription(database, tag, "one")
+    add_subscription(database, tag, "two", status="past_due")
+    browser = staff_browser("read_only")
+
+    def found(**args):
+        page = browser.get("/billing/", query_string=args).get_data(as_text=True)
+        listed = page[: page.index('id="failing"')]  # the list, not the failing-payments section
+        return sorted(re.findall(rf"<code>(sub_\w+_{tag})</code>", listed))
+
+    assert found(q=tag) == [f"sub_one_{tag}", f"sub_two_{tag}"]
+    assert found(q=tag, status="past_due") == [f"sub_two_{tag}"]
+    assert found(q=f"cus_one_{tag}") == [f"sub_one_{tag}"]
+    assert found(q=f"price_two_{tag}") == [f"sub_two_{tag}"]
+    assert found(q=f"sub_two_{tag}") == [f"sub_two_{tag}"]
+    assert found(q=f"sub_two_{tag[:4]}") == []  # ids match whole, emails by part
+    response = browser.get("/billing/", query_string={"status": "bogus"})
+    assert response.status_code == 400 and "no subscription status" in response.get_data(as_text=True)
+
+
+def test_subscription_detail_shows_every_stripe_id_and_its_monthly_amount(database, staff_browser, tag):
+    with database.connect(Role.ADMIN, autocommit=True) as conn:
+        org = conn.execute(
+            "INSERT INTO organizations (name, slug) VALUES (%s, %s) RETURNING id",
+            (f"Org {tag}", f"org-{tag}"),
+        ).fetchone()[0]
+    subscription_id = add_subscription(
+        database, tag, "yearly", interval="year", unit_amount=120000, quantity=2, currency="eur",
+        organization_id=org, checkout_session_id=f"cs_{tag}", provisioning_status="provisioned",
+    )  # fmt: skip
+    page = staff_browser("read_only").get(f"/billing/subscriptions/{subscription_id}").get_data(as_text=True)
+    for stripe_id in (f"sub_yearly_{tag}", f"cus_yearly_{tag}", f"price_yearly_{tag}", f"cs_{tag}"):
+        assert f"<code>{stripe_id}</code>" in page
+    assert "1,200.00 EUR × 2 per year" in page
+    assert "<tr><th>Per month</th><td>200.00 EUR" in page  # 120000 x 2 / 12 cents
+    assert f'<a href="/orgs/{org}">Org {tag}</a>' in page
+    trial = add_subscription(database, tag, "trial", status="trialing", unit_amount=999, currency="jpy")
+    page = staff_browser("read_only").get(f"/billing/subscriptions/{trial}").get_data(as_text=True)
+    assert "999 JPY" in page and "not counted in MRR: trialing" in page
+    assert staff_browser("read_only").get(f"/billing/subscriptions/{uuid.uuid4()}").status_code == 404
+
+
+def add_event(database, event_id, payload, created=1_700_000_000, event_type="invoice.payment_failed"):
+    with database.connect(Role.MARKETING, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO stripe_events (id, type, payload, stripe_created) VALUES (%s, %s, %s, %s)",
+            (event_id, event_type, json.dumps(payload), created),
+        )
+
+
+def test_failed_payments_read_any_invoice_shape(database, staff_browser, tag):
+    # Stripe's newer API versions move the subscription under parent.subscription_details and may
+    # expand the customer into an object; a malformed payload still lists, with what is known.
+    add_event(database, f"evt_new_{tag}", {"data": {"object": {
+        "id": f"in_new_{tag}", "customer": {"id": f"cus_new_{tag}", "object": "customer"},
+        "parent": {"subscription_details": {"subscription": f"sub_new_{tag}"}},
+        "amount_due": 4900, "currency": "eur", "attempt_count": 3, "next_payment_attempt": 1_900_000_000,
+        "customer_email": f"new-{tag}@example.com"}}}, created=2_000_000_000)  # fmt: skip
+    add_event(database, f"evt_odd_{tag}", {"data": {"object": {"amount_due": "lots"}}}, created=1_999_999_999)
+    add_event(
+        database, f"evt_paid_{tag}", {"data": {"object": {"id": f"in_paid_{tag}"}}}, event_type="invoice.paid"
+    )
+    page = staff_browser("read_only").get("/billing/failed-payments").get_data(as_text=True)
+    assert f"<code>in_new_{tag}</code>" in page and f"<code>sub_new_{tag}</code>" in page
+    assert f"<code>cus_new_{tag}</code>" in page and f"new-{tag}@example.com" in page
+    assert "49.00 EUR" in page and "2030-03-17" in page  # next attempt
+    assert f"<code>evt_odd_{tag}</code>" in page
+    assert f"in_paid_{tag}" not in page
+    assert page.index(f"evt_new_{tag}") < page.index(f"evt_odd_{tag}")  # newest first
+    assert "(not processed yet)" in page
+
+
+def test_billing_pages_need_a_staff_session_and_take_no_writes(admin_app, staff_browser):
+    client = admin_app.test_client()
+    for path in ("/billing/", "/billing/failed-payments", f"/billing/subscriptions/{uuid.uuid4()}"):
+        assert client.get(path).status_code == 302, path
+    browser = staff_browser("superadmin")
+    assert browser.post("/billing/", {}).status_code == 405  # oversight only: Stripe is the source of truth

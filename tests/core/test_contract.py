@@ -1,25 +1,21 @@
 """Core's service contract: authenticated, idempotent, and a client that copes when core is down."""
 
 import socket
-import threading
 import time
 import uuid
 
 import pytest
-from werkzeug.serving import make_server
 
 from nectar.core.contract import CoreClient, CoreRefused, CoreUnavailable
 from nectar.shared.config import Role
 from tests.core.conftest import PASSWORD, SERVICE_TOKEN, link_in, unique_email
+from tests.serving import served
 
 
 @pytest.fixture(scope="module")
 def core_url(core_app):
-    server = make_server("127.0.0.1", 0, core_app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
+    with served(core_app) as url:
+        yield url
 
 
 @pytest.fixture

@@ -82,7 +82,7 @@ def test_runs_all_three_services_with_prefixed_logs_and_stops_on_ctrl_c(launcher
     for name, port in ports.items():
         service = name.removesuffix("_PORT").lower()
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/") as response:  # noqa: S310 - loopback
-            assert f"Nectar Studio {service}" in response.read().decode()
+            assert f'Nectar Studio <span class="badge">{service}</span>' in response.read().decode()
     process.send_signal(signal.SIGINT)
     output = _drain(process, lines)
     assert process.returncode == 0
@@ -90,7 +90,7 @@ def test_runs_all_three_services_with_prefixed_logs_and_stops_on_ctrl_c(launcher
         assert any(
             line.startswith(f"{service:<12} | ") for line in output.splitlines()
         ), f"no {service} lines"
-    for worker in ("core-worker", "admin-worker"):
+    for worker in ("core-worker", "marketing-worker", "admin-worker"):
         assert any(
             line.startswith(f"{worker:<12} | ") for line in output.splitlines()
         ), f"no {worker} lines in:\n{output}"

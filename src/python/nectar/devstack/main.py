@@ -43,6 +43,7 @@ PROCESSES = [
     (Service.MARKETING, "serve"),
     (Service.ADMIN, "serve"),
     (Service.CORE, "worker"),
+    (Service.MARKETING, "worker"),
     (Service.ADMIN, "worker"),
 ]
 WORKER_READY = "worker: running jobs"
@@ -133,6 +134,9 @@ def launch() -> int:
     environ = dict(os.environ)
     # The services authenticate to core's contract with a shared credential; one per dev run.
     environ.setdefault("CORE_SERVICE_TOKEN", secrets.token_urlsafe(32))
+    # One signing key for every process of this run: links the marketing worker signs (unsubscribe in
+    # a campaign) must open on the marketing site, and admin's test sends must too.
+    environ.setdefault("SECRET_KEY", secrets.token_urlsafe(32))
     started_database = False
     if uses_embedded_database(environ):
         started_database = not embedded_server_is_running(embedded_database_dir(environ))
@@ -141,6 +145,7 @@ def launch() -> int:
     owner_url = database_url(Role.OWNER, environ)
     upgrade(owner_url)
     _say(f"database: {owner_url.database} migrated to head")
+    _seed_staff(environ)
 
     stopping = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stopping.set())
@@ -182,6 +187,18 @@ def launch() -> int:
             ensure_embedded_server(embedded_database_dir(environ)).stop()
             _say("database: embedded PostgreSQL stopped")
     return exit_code
+
+
+def _seed_staff(environ: dict[str, str]) -> None:
+    """A first superadmin for the admin service, made once; its password is printed only then."""
+    from nectar.admin.commands import seed_superadmin
+
+    seeded = seed_superadmin(database_url(Role.ADMIN, environ))
+    if seeded:
+        _say(f"admin: created superadmin {seeded[0]} with password {seeded[1]}")
+        _say("admin: sign in at the admin service and set up two-factor authentication (required)")
+    else:
+        _say("admin: a superadmin exists already (add staff with `admin.pex create-staff`)")
 
 
 class ChildExited(Exception):

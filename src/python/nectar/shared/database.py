@@ -151,7 +151,12 @@ def engine_options(service: str) -> dict:
         "pool_size": 5,
         "max_overflow": 5,
         "pool_recycle": 300,
-        "connect_args": {"connect_timeout": 5, "application_name": f"nectar-{service}"},
+        # Times come back in UTC whatever the server's zone, so every page labels them the same way.
+        "connect_args": {
+            "connect_timeout": 5,
+            "application_name": f"nectar-{service}",
+            "options": "-c TimeZone=UTC",
+        },
     }
 
 

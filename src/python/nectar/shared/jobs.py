@@ -49,20 +49,30 @@ def enqueue(
     )
 
 
-def recover_stalled_jobs(blueprint: procrastinate.Blueprint, queue: str) -> str:
-    """Adds a periodic task that hands jobs of a dead worker (no heartbeat for 30 s) back to the
-    queue, so a crash mid-job never leaves work stuck as 'doing'. Returns the task's name."""
-    name = f"{queue}.retry_stalled_jobs"
+FINISHED_JOBS_KEPT_HOURS = 24
 
-    @blueprint.periodic(cron="*/2 * * * *", periodic_id=name)
-    @blueprint.task(name=name, queue=queue, pass_context=True)
+
+def add_queue_upkeep(blueprint: procrastinate.Blueprint, queue: str) -> str:
+    """Adds the periodic upkeep every queue needs, and returns the stalled-job task's name:
+    jobs of a dead worker (no heartbeat for 30 s) go back to the queue, so a crash mid-job never
+    leaves work stuck as 'doing'; finished jobs older than a day are deleted, so frequent periodic
+    tasks do not grow the queue's table for ever."""
+    stalled_name = f"{queue}.retry_stalled_jobs"
+
+    @blueprint.periodic(cron="*/2 * * * *", periodic_id=stalled_name)
+    @blueprint.task(name=stalled_name, queue=queue, pass_context=True)
     async def retry_stalled_jobs(context: procrastinate.JobContext, timestamp: int) -> None:
         manager = context.app.job_manager
         for job in await manager.get_stalled_jobs(queue=queue):
-            if job.task_name != name:
+            if job.task_name != stalled_name:
                 await manager.retry_job(job)
 
-    return name
+    @blueprint.periodic(cron="41 * * * *", periodic_id=f"{queue}.remove_old_jobs")
+    @blueprint.task(name=f"{queue}.remove_old_jobs", queue=queue, pass_context=True)
+    async def remove_old_jobs(context: procrastinate.JobContext, timestamp: int) -> None:
+        await context.app.job_manager.delete_old_jobs(nb_hours=FINISHED_JOBS_KEPT_HOURS, queue=queue)
+
+    return stalled_name
 
 
 def job_app(url: URL, blueprint: procrastinate.Blueprint) -> procrastinate.App:

@@ -17,13 +17,14 @@ from nectar.core.workflows.runner import run_queued
 from nectar.core.workflows.service import json_safe
 from nectar.schema.models import Workflow, WorkflowRun, WorkflowSchedule
 from nectar.shared.database import db, scope_session
-from nectar.shared.jobs import enqueue, recover_stalled_jobs
+from nectar.shared.jobs import add_queue_upkeep, enqueue
 
 QUEUE = "core"
 RUN_TASK = "core.run_workflow"
 blueprint = procrastinate.Blueprint()
-# A run whose worker died is handed back; run_queued then records it as failed (not safe to redo).
-RETRY_STALLED_TASK = recover_stalled_jobs(blueprint, QUEUE)
+# Upkeep: a run whose worker died is handed back (run_queued then records it failed, as it is not
+# safe to redo), and finished jobs are removed after a day.
+RETRY_STALLED_TASK = add_queue_upkeep(blueprint, QUEUE)
 _flask_app: Flask | None = None
 
 

@@ -27,4 +27,17 @@ root="$(pyenv root 2>/dev/null || echo "$HOME/.pyenv")"
 if command -v pyenv >/dev/null 2>&1 && ! python3.11 -c '' 2>/dev/null; then
   pyenv global "$(pyenv global | head -1)" "$(ls -d "$root"/versions/3.11.* | head -1 | xargs basename)"
 fi
+# The browser tests drive Debian's Chromium (never a downloaded browser: none can be fetched here).
+if ! command -v chromium >/dev/null 2>&1; then
+  if command -v apt-get >/dev/null 2>&1; then
+    echo "install: chromium (Debian package, for the browser tests)"
+    sudo_if_needed=""
+    [ "$(id -u)" -eq 0 ] || sudo_if_needed="sudo"
+    $sudo_if_needed apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo_if_needed apt-get install -y -qq chromium >/dev/null
+  else
+    echo "install: chromium is missing and apt-get is not here; install Chromium for the browser tests" >&2
+    exit 1
+  fi
+fi
 echo "install: system packages are in place"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Flask, render_template
+from flask import Flask
 
 from nectar.admin.analytics.views import analytics
 from nectar.admin.audit_log.views import audit_log
@@ -35,16 +35,10 @@ def create_app(settings: Settings | None = None) -> Flask:
     # The staff gate runs before the CSRF check: a visitor without a session is refused first.
     app.before_request(gate)
     csrf.init_app(app)
+    app.url_map.strict_slashes = False  # /orgs and /orgs/ (as typed or linked) are one page
     for blueprint in (staff, users, orgs, system, audit_log, analytics, leads, billing, content, outbox):
         app.register_blueprint(blueprint)
     app.jinja_env.globals.update(
         current_staff=current_staff, can_write=can_write, is_superadmin=is_superadmin, url_with=url_with
     )
-
-    if not any(rule.rule == "/" for rule in app.url_map.iter_rules()):
-        # Until the analytics dashboard claims "/", staff land on a plain start page.
-        @app.get("/")
-        def home():
-            return render_template("admin/home.html")
-
     return app

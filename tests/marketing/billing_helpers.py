@@ -11,6 +11,7 @@ from nectar.marketing.app import create_app
 from nectar.marketing.billing import jobs
 from nectar.marketing.billing.config import BillingConfig, billing_config, configure_billing
 from nectar.marketing.billing.queue import QUEUE
+from nectar.marketing.jobs import worker_engine
 from nectar.shared.config import Role, Service
 from nectar.shared.database import db
 from nectar.shared.jobs import job_app
@@ -38,15 +39,15 @@ def browser(app) -> Browser:
     return Browser(app, token_page="/pricing")
 
 
-def run_billing_jobs(app) -> None:
+def run_billing_jobs(app, concurrency: int = 1) -> None:
     """Runs billing's tasks until nothing is due, as `marketing.pex worker --once` would."""
     settings = app.config["NECTAR_SETTINGS"]
-    engine = create_engine(settings.database_url)
+    engine = worker_engine(settings.database_url)
     try:
         with app.app_context():
             jobs.bind(engine, settings, billing_config())
         worker = job_app(settings.database_url, jobs.blueprint)
-        worker.run_worker(queues=[QUEUE], wait=False, install_signal_handlers=False)
+        worker.run_worker(queues=[QUEUE], wait=False, install_signal_handlers=False, concurrency=concurrency)
     finally:
         engine.dispose()
 

@@ -8,7 +8,7 @@ from sqlalchemy import create_engine
 
 from nectar.marketing.app import create_app
 from nectar.marketing.email.smtp import load_smtp_settings
-from nectar.marketing.newsletter.service import Links
+from nectar.marketing.links import Links
 from nectar.shared.config import Role, Service
 from tests.browser import Browser
 from tests.marketing.mailserver import MailServer

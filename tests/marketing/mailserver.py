@@ -5,6 +5,7 @@ from __future__ import annotations
 import email
 import email.policy
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 
@@ -36,8 +37,18 @@ class _Handler:
     refuse: dict[str, str] = field(default_factory=dict)  # address -> SMTP reply
     received: list[Received] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    # Called with each recipient address as it is given, before it is accepted (a test's probe).
+    on_recipient: Callable[[str], None] | None = None
+    crash_on: str | None = None  # this recipient makes the server hang up and stop listening
+    stop_listening: Callable[[], None] | None = None
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        if self.on_recipient is not None:
+            self.on_recipient(address)
+        if self.crash_on and address.lower() == self.crash_on and self.stop_listening:
+            self.stop_listening()
+            server.transport.close()
+            return "421 4.3.2 Shutting down"
         if address.lower() in self.refuse:
             return self.refuse[address.lower()]
         envelope.rcpt_tos.append(address)
@@ -53,10 +64,11 @@ class _Handler:
 class MailServer:
     """`start()` listens on `port` (chosen up front, so a sender can be pointed at it while it is down)."""
 
-    def __init__(self, port: int | None = None, login: tuple[str, str] | None = None):
+    def __init__(self, port: int | None = None, login: tuple[str, str] | None = None, smtputf8: bool = True):
         self.port = port or free_port()
         self.handler = _Handler()
         self.login = login
+        self.smtputf8 = smtputf8  # False: a server that cannot take internationalised addresses
         self._controller: Controller | None = None
 
     def _authenticate(self, server, session, envelope, mechanism, auth_data) -> AuthResult:
@@ -71,18 +83,25 @@ class MailServer:
         return AuthResult(success=ok, handled=False)  # not handled: aiosmtpd answers 235 or 535
 
     def start(self) -> MailServer:
-        options = {}
+        options = {"enable_SMTPUTF8": self.smtputf8}
         if self.login:
             # Plain-text AUTH on loopback only: these tests have no certificate for STARTTLS.
-            options = {"authenticator": self._authenticate, "auth_required": True, "auth_require_tls": False}
+            options |= {"authenticator": self._authenticate, "auth_required": True, "auth_require_tls": False}
         self._controller = Controller(self.handler, hostname="127.0.0.1", port=self.port, **options)
         self._controller.start()
+        self.handler.stop_listening = self._controller.server.close
         return self
+
+    def crash_when_sending_to(self, address: str) -> None:
+        """While `address` is being given, the server drops the connection and stops listening,
+        as a server that goes down mid-session does (start() brings it back)."""
+        self.handler.crash_on = address.lower()
 
     def stop(self) -> None:
         if self._controller is not None:
             self._controller.stop()
             self._controller = None
+        self.handler.crash_on = None
 
     def refuse(self, address: str, reply: str = "550 5.1.1 No such user here") -> None:
         self.handler.refuse[address.lower()] = reply

@@ -180,6 +180,24 @@ def invoice(subscription_object: dict, *, status: str = "paid", email: str | Non
     }
 
 
+class SlowRead:
+    """A read of one object held by the fake: `started` is set when it arrives; it is answered
+    with the older state once `release()` is called."""
+
+    def __init__(self, older: dict):
+        self.older = json.loads(json.dumps(older))
+        self.started = threading.Event()
+        self._released = threading.Event()
+
+    def release(self) -> None:
+        self._released.set()
+
+    def answer(self) -> dict:
+        self.started.set()
+        self._released.wait(30)
+        return self.older
+
+
 @dataclass
 class StripeFake:
     secret_key: str = field(default_factory=lambda: f"sk_test_fake_{secrets.token_hex(8)}")
@@ -189,6 +207,7 @@ class StripeFake:
     url: str = ""
 
     def __post_init__(self):
+        self._held: dict[str, SlowRead] = {}  # object id -> how its next read is answered
         self._idempotent: dict[str, tuple[str, int, dict]] = {}
         self._created_with: dict[str, dict] = {}  # checkout session id -> the parameters it was made with
         self._lock = threading.Lock()
@@ -212,6 +231,13 @@ class StripeFake:
         """Stores an object as Stripe has it now (what a retrieve returns)."""
         self.objects[obj["id"]] = obj
         return obj
+
+    def answer_next_read_slowly(self, object_id: str, older: dict) -> SlowRead:
+        """The next GET of `object_id` answers `older` (the state before a change, as a read that
+        began before it would see) and waits until the returned SlowRead is released."""
+        held = SlowRead(older)
+        self._held[object_id] = held
+        return held
 
     def calls(self, method: str, path: str) -> list[Recorded]:
         return [r for r in self.requests if r.method == method and r.path == path]
@@ -254,6 +280,9 @@ class StripeFake:
         with self._lock:
             self.requests.append(recorded)
             status, body, replayed = self._answer(request, params)
+            held = self._held.pop(request.path.rsplit("/", 1)[-1], None) if request.method == "GET" else None
+        if held is not None and status == 200:
+            body = held.answer()  # outside the lock: other requests are answered meanwhile
         recorded.status = status
         response = Response(json.dumps(body), status=status, content_type="application/json")
         response.headers["Request-Id"] = new_id("req")

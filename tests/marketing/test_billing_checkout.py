@@ -152,6 +152,7 @@ def test_a_double_click_opens_the_same_session_and_a_new_page_view_a_new_one(vis
     [
         ({"email": ""}, "Enter your email address."),
         ({"email": "not-an-address"}, "Enter an email address like name@example.com."),
+        ({"email": "renée@example.com"}, "accented or non-Latin letters before the @"),
         ({"organization_name": "A"}, "Use 2 to 200 characters."),
         ({"organization_name": ""}, "Name your organization"),
     ],
@@ -274,7 +275,7 @@ def test_success_page_follows_the_checkout_until_the_organization_is_ready(visit
     assert 'http-equiv="refresh"' not in ready
 
 
-def test_success_page_explains_a_refused_provisioning(visitor, database):
+def test_success_page_explains_a_refused_provisioning_in_its_own_words(visitor, database):
     session_id = new_id("cs_test")
     with database.connect(Role.ADMIN) as conn:
         conn.execute(
@@ -284,7 +285,24 @@ def test_success_page_explains_a_refused_provisioning(visitor, database):
             (new_id("sub"), new_id("cus"), session_id),
         )
     page = visitor.get(f"/billing/success?session_id={session_id}").get_data(as_text=True)
-    assert "could not set up your organization automatically" in page and "bad name" in page
+    assert "could not set up your organization automatically" in page and "our team sees this" in page
+    assert "bad name" not in page and "422" not in page  # core's words are for staff (provisioning_error)
+
+
+@pytest.mark.parametrize(
+    "error", [None, "core answered 401 (A valid service credential is required.); retrying"]
+)
+def test_success_page_shows_a_retried_provisioning_as_in_progress(visitor, database, error):
+    session_id = new_id("cs_test")
+    with database.connect(Role.ADMIN) as conn:
+        conn.execute(
+            "INSERT INTO subscriptions (stripe_subscription_id, stripe_customer_id, plan, status, "
+            "checkout_session_id, customer_email, provisioning_status, provisioning_error) "
+            "VALUES (%s, %s, 'pro', 'active', %s, 'x@example.com', 'pending', %s)",
+            (new_id("sub"), new_id("cus"), session_id, error),
+        )
+    page = visitor.get(f"/billing/success?session_id={session_id}").get_data(as_text=True)
+    assert "setting things up" in page and "credential" not in page and "401" not in page
 
 
 def test_success_without_a_checkout_id_is_not_found(visitor):
@@ -311,7 +329,8 @@ class TestPortal:
     def portal_email(self, database, address: str) -> list:
         with database.connect(Role.ADMIN) as conn:
             return conn.execute(
-                "SELECT body_text FROM email_outbox WHERE to_address = %s AND category = 'billing.portal_link'",
+                "SELECT body_text FROM email_outbox WHERE lower(to_address) = lower(%s) "
+                "AND category = 'billing.portal_link'",
                 (address,),
             ).fetchall()
 

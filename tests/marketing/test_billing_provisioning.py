@@ -63,14 +63,18 @@ def core(core_app, core_port):
 
 
 @pytest.fixture(scope="module")
-def app(settings_for, fake, core_port):
-    config = BillingConfig(
+def config(fake) -> BillingConfig:
+    return BillingConfig(
         secret_key=fake.secret_key,
         webhook_secret=WEBHOOK_SECRET,
         price_ids=PRICE_IDS,
         api_base=fake.url,
         core_public_url="https://app.nectar.example",
     )
+
+
+@pytest.fixture(scope="module")
+def app(settings_for, config, core_port):
     app = billing_app(
         settings_for,
         config,
@@ -315,3 +319,167 @@ def test_core_refusing_is_recorded_and_not_retried(app, fake, core, query):
     ) == [(0,)]
     page = browser(app).get(f"/billing/success?session_id={session_id}").get_data(as_text=True)
     assert "could not set up your organization automatically" in page
+    assert "422" not in page and "not an address" not in page  # core's words stay with staff
+
+
+def provision_jobs(query, session_id: str) -> list:
+    return query(
+        "SELECT j.status FROM procrastinate_jobs j JOIN subscriptions s ON j.args->>'subscription_id' = s.id::text "
+        "WHERE j.task_name = 'billing.provision' AND s.checkout_session_id = %s ORDER BY j.id",
+        session_id,
+    )
+
+
+def test_a_wrong_service_token_is_retried_until_it_is_fixed_and_the_buyer_is_provisioned(
+    settings_for, config, app, fake, core, core_port, query, database
+):
+    # Marketing deployed with a CORE_SERVICE_TOKEN core does not accept: core answers 401.
+    misconfigured = billing_app(
+        settings_for,
+        config,
+        CORE_API_URL=f"http://127.0.0.1:{core_port}",
+        CORE_SERVICE_TOKEN="not-the-token-core-has-0123456789abcdef-0123456789",
+    )
+    try:
+        email, session_id, events = buy(misconfigured, fake, organization="Wrong Token Ltd")
+        for event in events:
+            deliver(misconfigured.test_client(), event)
+        for attempt in (1, 2, 3):  # hours of retries, with backoff: still waiting, never given up
+            make_jobs_due(database)
+            run_billing_jobs(misconfigured)
+            state = mirror(query, session_id)
+            assert state["status"] == "pending" and state["attempts"] == attempt
+            assert "401" in state["error"] and "credential" in state["error"]  # for staff
+            assert provision_jobs(query, session_id)[-1] == ("todo",), "a retry is scheduled"
+        assert organization_in_core(query, session_id) == []
+        page = browser(misconfigured).get(f"/billing/success?session_id={session_id}").get_data(as_text=True)
+        assert "setting things up" in page and "401" not in page and "credential" not in page
+    finally:
+        close_app(misconfigured)
+
+    # The token is fixed and the worker restarted (the module's app has core's token).
+    make_jobs_due(database)
+    run_billing_jobs(app)
+
+    ((_, name, plan, owner, _),) = organization_in_core(query, session_id)
+    assert (name, plan, owner) == ("Wrong Token Ltd", "pro", email)
+    state = mirror(query, session_id)
+    assert state["status"] == "provisioned" and state["error"] is None and state["attempts"] == 4
+    assert len(emails(query, email, "welcome")) == 1
+
+
+def test_a_plan_change_core_does_not_accept_for_now_is_retried_not_dropped(
+    settings_for, config, app, fake, core, core_port, query, database
+):
+    email, session_id, events = buy(app, fake, plan="pro", organization="Downgrading Co")
+    client = app.test_client()
+    for event in events:
+        deliver(client, event)
+    run_billing_jobs(app)
+    sub = fake.objects[fake.objects[session_id]["subscription"]]
+    sub["items"]["data"][0]["price"] = fake.prices[PRICE_IDS["starter"]]
+    deliver(client, stripe_fake.event("customer.subscription.updated", sub))
+
+    misconfigured = billing_app(
+        settings_for,
+        config,
+        CORE_API_URL=f"http://127.0.0.1:{core_port}",
+        CORE_SERVICE_TOKEN="not-the-token-core-has-0123456789abcdef-0123456789",
+    )
+    try:
+        run_billing_jobs(misconfigured)
+    finally:
+        close_app(misconfigured)
+    state = mirror(query, session_id)
+    assert state["core_plan"] == "pro" and "401" in state["error"] and "retrying" in state["error"]
+    assert organization_in_core(query, session_id)[0][2] == "pro"
+    ((subscription_id,),) = query("SELECT id FROM subscriptions WHERE checkout_session_id = %s", session_id)
+    assert query(
+        "SELECT status FROM procrastinate_jobs WHERE task_name = 'billing.sync_plan' "
+        "AND args->>'subscription_id' = %s ORDER BY id DESC LIMIT 1",
+        str(subscription_id),
+    ) == [("todo",)]
+    # Were that job lost, the sweep would queue it again: only a 422 is left for staff.
+    with database.connect(Role.OWNER) as conn:
+        conn.execute(
+            "DELETE FROM procrastinate_jobs WHERE args->>'subscription_id' = %s", (str(subscription_id),)
+        )
+        conn.execute(
+            "UPDATE subscriptions SET updated_at = now() - interval '1 hour' WHERE id = %s",
+            (subscription_id,),
+        )
+    engine = create_engine(database.url(Role.MARKETING))
+    with Session(engine) as session:
+        assert jobs.requeue_forgotten(session)["plans"] >= 1
+        session.commit()
+    engine.dispose()
+
+    run_billing_jobs(app)
+    assert organization_in_core(query, session_id)[0][2] == "starter"
+    state = mirror(query, session_id)
+    assert state["core_plan"] == "starter" and state["error"] is None
+
+
+def test_no_transaction_is_held_open_while_core_is_called(app, fake, core_app, core_port, query, database):
+    seen = []
+
+    def core_that_looks_at_marketing_first(environ, start_response):
+        # While core handles the call, marketing's worker is waiting for the answer: any of its
+        # transactions still open shows as 'idle in transaction'.
+        if environ["PATH_INFO"].startswith("/internal/v1/"):
+            with database.connect(Role.MARKETING) as conn:
+                seen.append(
+                    conn.execute(
+                        "SELECT application_name, state, query FROM pg_stat_activity "
+                        "WHERE datname = current_database() AND usename = current_user AND pid <> pg_backend_pid() "
+                        "AND state LIKE 'idle in transaction%%'"
+                    ).fetchall()
+                )
+        return core_app(environ, start_response)
+
+    email, session_id, events = buy(app, fake, plan="pro", organization="No Open Transactions")
+    client = app.test_client()
+    for event in events:
+        deliver(client, event)
+    with served(core_that_looks_at_marketing_first, core_port):
+        run_billing_jobs(app)  # provisions: one call to core
+        sub = fake.objects[fake.objects[session_id]["subscription"]]
+        sub["items"]["data"][0]["price"] = fake.prices[PRICE_IDS["starter"]]
+        deliver(client, stripe_fake.event("customer.subscription.updated", sub))
+        run_billing_jobs(app)  # a plan change: another call
+
+    assert (
+        mirror(query, session_id)["status"] == "provisioned"
+        and organization_in_core(query, session_id)[0][2] == "starter"
+    )
+    assert len(seen) == 2 and seen == [[], []]
+
+
+def test_a_checkout_paid_by_a_delayed_method_is_provisioned_once_the_payment_clears(app, fake, core, query):
+    email, session_id, events = buy(app, fake, organization="Slow Bank Ltd")
+    completed = next(e for e in events if e["type"] == "checkout.session.completed")
+    # A bank debit: the checkout completes before the money arrives.
+    completed["data"]["object"]["payment_status"] = "unpaid"
+    client = app.test_client()
+    deliver(client, completed)
+    run_billing_jobs(app)
+
+    assert mirror(query, session_id)["status"] == "none"
+    assert provision_jobs(query, session_id) == [] and organization_in_core(query, session_id) == []
+    page = browser(app).get(f"/billing/success?session_id={session_id}").get_data(as_text=True)
+    assert "waiting for your payment" in page
+    ((lead_status,),) = query("SELECT status FROM leads WHERE email = %s", email)
+    assert lead_status != "won"
+
+    cleared = dict(completed["data"]["object"], payment_status="paid")
+    deliver(client, stripe_fake.event("checkout.session.async_payment_succeeded", cleared))
+    run_billing_jobs(app)
+
+    ((_, name, _, owner, _),) = organization_in_core(query, session_id)
+    assert (name, owner) == ("Slow Bank Ltd", email)
+    assert mirror(query, session_id)["status"] == "provisioned"
+    assert query("SELECT status FROM leads WHERE email = %s", email) == [("won",)]
+    # The completed event delivered again (order is not trusted) changes nothing.
+    deliver(client, stripe_fake.event("checkout.session.completed", completed["data"]["object"]))
+    run_billing_jobs(app)
+    assert mirror(query, session_id)["status"] == "provisioned" and len(emails(query, email, "welcome")) == 1

@@ -60,7 +60,7 @@ def test_contact_confirmation_arrives(browser, marketing_engine, smtp, mail_serv
     ).fetchone()
     assert status == "sent" and sent_at is not None
     assert received.message["Message-ID"] == f"<{row_id}@nectar.test>"
-    assert "Hello Ada" in received.text()
+    assert received.text().startswith("Hello,\n\nThanks for getting in touch")
 
 
 def test_newsletter_confirmation_then_welcome_then_one_click_unsubscribe(
@@ -217,34 +217,78 @@ def test_a_cancelled_campaign_stops_before_its_next_batch(marketing_engine, link
     )
 
 
-def test_smtp_down_then_up_delivers_every_message_once(marketing_engine, admin_db):
+def test_an_smtp_outage_of_hours_costs_no_message_an_attempt_and_all_go_out_after(marketing_engine, admin_db):
     server = MailServer()  # its port is chosen, nothing listens yet
     smtp = load_smtp_settings(server.environ())
     addresses = [_email("outage") for _ in range(7)]
     ids = _queue(marketing_engine, addresses)
+    before = _rows(admin_db, ids)
     now = datetime.now(UTC)
 
-    down = outbox.flush(marketing_engine, smtp, now=now)
-    assert (down.sent, down.retrying, down.failed) == (0, 7, 0)
-    for status, attempts, error, next_attempt, sent_at in _rows(admin_db, ids).values():
-        assert status == "pending" and attempts == 1 and sent_at is None
-        assert "ConnectionRefused" in error
-        assert next_attempt >= now + outbox.backoff(1)
-    assert outbox.flush(marketing_engine, smtp, now=now + timedelta(seconds=1)).handled == 0  # backing off
-
-    # Still down at the next try: the wait doubles.
-    later = now + outbox.backoff(1)
-    assert outbox.flush(marketing_engine, smtp, now=later).retrying == 7
-    assert all(r[1] == 2 and r[3] >= later + outbox.backoff(2) for r in _rows(admin_db, ids).values())
+    # Twelve hours down, a flush every ten minutes: the server is tried, no row is touched.
+    for minutes in range(0, 12 * 60, 10):
+        down = outbox.flush(marketing_engine, smtp, now=now + timedelta(minutes=minutes))
+        assert down.handled == 0 and "ConnectionRefused" in down.unavailable
+    assert _rows(admin_db, ids) == before
+    assert all(r[0] == "pending" and r[1] == 0 and r[2] is None for r in before.values())
 
     server.start()
     try:
-        up = outbox.flush(marketing_engine, smtp, now=later + outbox.backoff(2))
-        assert up.sent == 7
-        assert outbox.flush(marketing_engine, smtp, now=later + timedelta(days=1)).handled == 0
+        up = outbox.flush(marketing_engine, smtp, now=now + timedelta(hours=12))
+        assert (up.sent, up.unavailable) == (7, None)
+        assert outbox.flush(marketing_engine, smtp, now=now + timedelta(days=1)).handled == 0
         for address in addresses:
             assert len(server.to(address)) == 1
-        assert all(r[0] == "sent" and r[1] == 3 and r[4] is not None for r in _rows(admin_db, ids).values())
+        assert all(r[0] == "sent" and r[1] == 1 and r[4] is not None for r in _rows(admin_db, ids).values())
+    finally:
+        server.stop()
+
+
+def test_one_address_the_server_cannot_take_fails_alone_and_blocks_no_one(marketing_engine, admin_db):
+    # A server without SMTPUTF8 cannot take an internationalised address; it is first in the queue.
+    server = MailServer(smtputf8=False).start()
+    try:
+        smtp = load_smtp_settings(server.environ())
+        bad = f"üser-{uuid.uuid4().hex[:8]}@example.com"
+        good = [_email("after-bad") for _ in range(3)]
+        ids = dict(zip([bad, *good], _queue(marketing_engine, [bad, *good]), strict=True))
+
+        result = outbox.flush(marketing_engine, smtp)
+
+        assert (result.sent, result.retrying, result.failed) == (3, 0, 1)
+        rows = _rows(admin_db, ids.values())
+        status, attempts, error, _next, sent_at = rows[ids[bad]]
+        assert status == "failed" and attempts == 1 and sent_at is None and "SMTPUTF8" in error
+        assert all(rows[ids[address]][:2] == ("sent", 1) for address in good)
+        assert all(len(server.to(address)) == 1 for address in good) and server.to(bad) == []
+        assert outbox.flush(marketing_engine, smtp, now=datetime.now(UTC) + timedelta(days=1)).handled == 0
+    finally:
+        server.stop()
+
+
+def test_a_connection_lost_mid_batch_charges_only_the_message_being_sent(marketing_engine, admin_db):
+    server = MailServer().start()
+    smtp = load_smtp_settings(server.environ())
+    first, dropped, *rest = (_email("drop") for _ in range(4))
+    ids = dict(zip([first, dropped, *rest], _queue(marketing_engine, [first, dropped, *rest]), strict=True))
+    server.crash_when_sending_to(dropped)  # the server goes down while the second one is being sent
+    now = datetime.now(UTC)
+
+    result = outbox.flush(marketing_engine, smtp, now=now)
+
+    assert (result.sent, result.retrying) == (1, 1) and "ConnectionRefused" in result.unavailable
+    rows = _rows(admin_db, ids.values())
+    assert rows[ids[first]][:2] == ("sent", 1)
+    assert rows[ids[dropped]][:2] == ("pending", 1) and rows[ids[dropped]][3] >= now + outbox.backoff(1)
+    for address in rest:  # never tried: released, no attempt used
+        status, attempts, error, next_attempt, _sent = rows[ids[address]]
+        assert (status, attempts) == ("pending", 0) and next_attempt <= now and "ConnectionRefused" in error
+
+    server.stop()
+    server.start()
+    try:
+        assert outbox.flush(marketing_engine, smtp, now=now + timedelta(minutes=5)).sent == 3
+        assert all(len(server.to(address)) == 1 for address in [dropped, *rest])
     finally:
         server.stop()
 
@@ -286,14 +330,15 @@ def test_a_temporary_refusal_is_retried(marketing_engine, smtp, mail_server, adm
     assert len(mail_server.to(address)) == 1
 
 
-def test_after_the_last_attempt_a_message_is_failed_not_lost(marketing_engine, admin_db):
-    server = MailServer()  # never started
-    [row_id] = _queue(marketing_engine, [_email("doomed")])
+def test_after_the_last_attempt_a_message_is_failed_not_lost(marketing_engine, smtp, mail_server, admin_db):
+    address = _email("doomed")
+    mail_server.refuse(address, "450 4.2.0 Mailbox busy, try again later")
+    [row_id] = _queue(marketing_engine, [address])
     admin_db.execute("UPDATE email_outbox SET attempts = %s WHERE id = %s", (outbox.MAX_ATTEMPTS - 1, row_id))
-    result = outbox.flush(marketing_engine, load_smtp_settings(server.environ()))
+    result = outbox.flush(marketing_engine, smtp)
     assert result.failed == 1
     status, attempts, error, _next, _sent = _rows(admin_db, [row_id])[row_id]
-    assert status == "failed" and attempts == outbox.MAX_ATTEMPTS and "ConnectionRefused" in error
+    assert status == "failed" and attempts == outbox.MAX_ATTEMPTS and "450" in error
 
 
 def test_a_message_left_sending_by_a_dead_worker_is_sent_again(marketing_engine, smtp, mail_server, admin_db):
@@ -338,20 +383,86 @@ def test_stored_headers_are_applied_but_cannot_replace_the_senders(marketing_eng
 
 # aiosmtpd warns, on each connection, that AUTH without TLS is unsafe: on loopback that is the point.
 @pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
-def test_smtp_login_is_used_and_a_wrong_password_is_retried_not_failed(marketing_engine, admin_db):
+def test_smtp_login_is_used_and_a_refused_login_costs_no_message_an_attempt(marketing_engine, admin_db):
     server = MailServer(login=("mailer", "right-password")).start()
     try:
         wrong = load_smtp_settings({**server.environ(), "SMTP_USERNAME": "mailer", "SMTP_PASSWORD": "wrong"})
         addresses = [_email("auth") for _ in range(3)]
         ids = _queue(marketing_engine, addresses)
         now = datetime.now(UTC)
-        result = outbox.flush(marketing_engine, wrong, now=now)
-        assert (result.sent, result.retrying, result.failed) == (0, 3, 0)
-        assert all(r[0] == "pending" and "535" in r[2] for r in _rows(admin_db, ids).values())
+        for hours in range(6):  # refused for hours: every row stays as it was
+            result = outbox.flush(marketing_engine, wrong, now=now + timedelta(hours=hours))
+            assert result.handled == 0 and "535" in result.unavailable
+        assert all(r[:3] == ("pending", 0, None) for r in _rows(admin_db, ids).values())
 
         # The seed plan's variable names work too.
         right = load_smtp_settings({**server.environ(), "SMTP_USER": "mailer", "SMTP_PASS": "right-password"})
-        assert outbox.flush(marketing_engine, right, now=now + timedelta(hours=1)).sent == 3
+        assert outbox.flush(marketing_engine, right, now=now + timedelta(hours=6)).sent == 3
         assert all(len(server.to(address)) == 1 for address in addresses)
     finally:
         server.stop()
+
+
+def test_a_refused_sender_address_stops_the_flush_and_costs_no_message_an_attempt(marketing_engine, admin_db):
+    server = MailServer().start()
+    try:
+        refused_sender = {**server.environ(), "MAIL_FROM": "Nectar <nobody@not-allowed.test>"}
+
+        async def refuse_our_sender(server_, session, envelope, address, mail_options):
+            if address == "nobody@not-allowed.test":
+                return "553 5.7.1 Sender address rejected: not owned by you"
+            envelope.mail_from = address
+            return "250 OK"
+
+        server.handler.handle_MAIL = refuse_our_sender
+        ids = _queue(marketing_engine, [_email("sender") for _ in range(3)])
+        result = outbox.flush(marketing_engine, load_smtp_settings(refused_sender))
+        assert result.handled == 0 and "553" in result.unavailable
+        rows = _rows(admin_db, ids).values()
+        assert all(r[0] == "pending" and r[1] == 0 and "553" in r[2] for r in rows)
+        # The setting is fixed: everything goes out.
+        assert outbox.flush(marketing_engine, load_smtp_settings(server.environ())).sent == 3
+    finally:
+        server.stop()
+
+
+def test_each_message_renews_its_lease_just_before_it_is_sent(marketing_engine, smtp, mail_server, admin_db):
+    addresses = [_email("lease") for _ in range(3)]
+    ids = dict(zip(addresses, _queue(marketing_engine, addresses), strict=True))
+    leases = {}
+
+    def lease_of(address):
+        return admin_db.execute(
+            "SELECT next_attempt_at FROM email_outbox WHERE id = %s", (ids[address],)
+        ).fetchone()[0]
+
+    def probe(address):
+        if address == addresses[0]:  # the batch is claimed, the first message is being sent
+            leases["last, when claimed"] = lease_of(addresses[2])
+        if address == addresses[2]:
+            leases["last, when sent"] = lease_of(addresses[2])
+
+    mail_server.handler.on_recipient = probe
+    assert outbox.flush(marketing_engine, smtp).sent == 3
+    assert leases["last, when sent"] > leases["last, when claimed"]
+
+
+def test_a_message_another_worker_took_over_is_not_sent_twice(marketing_engine, smtp, mail_server, admin_db):
+    addresses = [_email("takeover") for _ in range(3)]
+    first, taken, last = addresses
+    ids = dict(zip(addresses, _queue(marketing_engine, addresses), strict=True))
+
+    def another_worker_claims_the_second(address):
+        # As if this worker's lease on it ran out while the first message took long, and another
+        # worker claimed it with its own lease.
+        if address == first:
+            admin_db.execute(
+                "UPDATE email_outbox SET next_attempt_at = now() + interval '15 minutes' WHERE id = %s",
+                (ids[taken],),
+            )
+
+    mail_server.handler.on_recipient = another_worker_claims_the_second
+    result = outbox.flush(marketing_engine, smtp)
+    assert result.sent == 2 and mail_server.to(taken) == []
+    assert len(mail_server.to(first)) == 1 and len(mail_server.to(last)) == 1
+    assert _rows(admin_db, [ids[taken]])[ids[taken]][0] == "sending"  # the other worker's to finish

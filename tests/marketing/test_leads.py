@@ -80,8 +80,34 @@ def test_a_submission_stores_the_lead_its_inquiry_and_queues_a_confirmation(brow
     assert address == "127.0.0.1" and agent == "TestBrowser/1.0"
     [(subject, body, category)] = _outbox(admin_db, email)
     assert category == "lead.confirmation" and "received your message" in subject
-    assert "Hello Ada Lovelace" in body
-    assert "invoicing" not in body  # the message itself is never relayed to the typed-in address
+    assert "Ada" not in body and "invoicing" not in body  # nothing typed is relayed to the typed-in address
+
+
+def test_the_confirmation_relays_nothing_the_visitor_typed(browser, admin_db):
+    # Someone types a victim's address and a link as their name: we must not mail it for them.
+    victim = _email("victim")
+    name = "Claim your prize at https://evil.example/win now"
+    company = "Visit https://evil.example/co"
+    response = browser.post(
+        "/contact", _form(victim, name=name, company=company, message="https://evil.example/m")
+    )
+    assert response.status_code == 302
+    queued = admin_db.execute(
+        "SELECT subject, body_text, coalesce(body_html, ''), headers::text FROM email_outbox WHERE to_address = %s",
+        (victim,),
+    ).fetchall()
+    assert len(queued) == 1
+    for part in queued[0]:
+        assert "evil.example" not in part and "prize" not in part
+    assert _lead(admin_db, victim)[2] == name  # stored for sales all the same
+
+
+def test_an_address_in_another_script_after_the_at_is_kept_in_its_ascii_form(browser, admin_db):
+    local = f"lead-{uuid.uuid4().hex[:8]}"
+    assert browser.post("/contact", _form(f"{local}@Bücher.example")).status_code == 302
+    ascii_address = f"{local}@xn--bcher-kva.example"
+    assert _lead(admin_db, ascii_address) is not None
+    assert [row[2] for row in _outbox(admin_db, ascii_address)] == ["lead.confirmation"]
 
 
 def test_a_second_inquiry_adds_to_the_same_lead(browser, admin_db):
@@ -110,6 +136,7 @@ def test_a_second_inquiry_adds_to_the_same_lead(browser, admin_db):
     ("overrides", "field", "message"),
     [
         ({"email": "not-an-email"}, "email", "Enter an email address like name@example.com."),
+        ({"email": "jürgen@example.com"}, "email", "accented or non-Latin letters before the @"),
         ({"email": ""}, "email", "Enter your email address, so we can answer."),
         ({"name": ""}, "name", "Tell us your name."),
         ({"message": "   "}, "message", "Write a few words about what you need."),

@@ -3,7 +3,9 @@ the raw body, durable storage before the 2xx, processing once, and order not tru
 
 from __future__ import annotations
 
+import threading
 import time
+from dataclasses import replace
 
 import pytest
 from sqlalchemy import create_engine
@@ -326,13 +328,16 @@ class TestWithAStripeKey:
         fake.stop()
 
     @pytest.fixture(scope="class")
-    def keyed_app(self, settings_for, fake):
-        config = BillingConfig(
+    def config(self, fake):
+        return BillingConfig(
             secret_key=fake.secret_key,
             webhook_secret=WEBHOOK_SECRET,
             price_ids={"starter": "price_live_starter", "pro": "price_live_pro"},
             api_base=fake.url,
         )
+
+    @pytest.fixture(scope="class")
+    def keyed_app(self, settings_for, config):
         app = billing_app(settings_for, config)
         yield app
         close_app(app)
@@ -363,6 +368,97 @@ class TestWithAStripeKey:
         assert len(reads) == 2 and all(
             r.headers["Authorization"] == f"Bearer {fake.secret_key}" for r in reads
         )
+
+    def test_an_event_that_failed_40_times_is_still_retried_and_applied_once_the_cause_is_gone(
+        self, settings_for, config, keyed_app, fake, query, database
+    ):
+        # The Stripe key was rotated and ours is stale: every re-read is refused (401).
+        stale_key = billing_app(settings_for, replace(config, secret_key="sk_test_rotated_away_0123456789"))
+        sub = fake.put(subscription(new_id("cus"), price("price_live_pro", 9900)))
+        event = stripe_fake.event("customer.subscription.created", sub)
+        try:
+            deliver(stale_key.test_client(), event)
+            for _ in range(40):
+                make_jobs_due(database)
+                run_billing_jobs(stale_key)
+        finally:
+            close_app(stale_key)
+
+        ((_, processed, attempts, error),) = stored(query, event["id"])
+        assert processed is None and attempts == 40 and "Invalid API Key" in error  # for staff
+        ((status, attempts_in_queue, wait),) = query(
+            "SELECT status, attempts, scheduled_at - now() FROM procrastinate_jobs "
+            "WHERE task_name = 'billing.process_event' AND args->>'event_id' = %s",
+            event["id"],
+        )
+        assert status == "todo" and attempts_in_queue == 40, "still retried, not given up"
+        assert wait.total_seconds() <= jobs.RETRY_CAP_SECONDS  # the backoff levels off at the cap
+
+        # Its job lost too (a purged queue): the sweep still queues it, however often it failed.
+        with database.connect(Role.OWNER) as conn:
+            conn.execute("DELETE FROM procrastinate_jobs WHERE args->>'event_id' = %s", (event["id"],))
+            conn.execute(
+                "UPDATE stripe_events SET received_at = now() - interval '1 day' WHERE id = %s",
+                (event["id"],),
+            )
+        engine = create_engine(database.url(Role.MARKETING))
+        with Session(engine) as session:
+            assert jobs.requeue_forgotten(session)["events"] >= 1
+            session.commit()
+        engine.dispose()
+
+        run_billing_jobs(keyed_app)  # the key is fixed
+        ((_, processed, attempts, error),) = stored(query, event["id"])
+        assert processed is not None and attempts == 41 and error is None
+        assert subscription_row(query, sub["id"])["status"] == "active"
+
+    def test_two_workers_never_write_an_older_state_over_a_newer_one(self, keyed_app, fake, query, database):
+        customer = new_id("cus")
+        older = subscription(customer, price("price_live_starter", 2900), status="incomplete")
+        newer = fake.put(
+            subscription(
+                customer, price("price_live_pro", 9900), subscription_id=older["id"], status="active"
+            )
+        )
+        created = stripe_fake.event("customer.subscription.created", older)
+        updated = stripe_fake.event("customer.subscription.updated", newer)
+        # The first worker to ask Stripe gets the state from before the upgrade, slowly.
+        slow = fake.answer_next_read_slowly(older["id"], older)
+        client = keyed_app.test_client()
+        deliver(client, created)
+        deliver(client, updated)
+
+        workers = threading.Thread(target=run_billing_jobs, args=(keyed_app,), kwargs={"concurrency": 2})
+        workers.start()
+        try:
+            assert slow.started.wait(30), "a worker reads the subscription from Stripe"
+            # Let the slow read finish once the other worker is either done (it wrote the newer
+            # state) or waiting for the first to finish with this subscription.
+            for _ in range(300):
+                processed = query(
+                    "SELECT count(*) FROM stripe_events WHERE id IN (%s, %s) AND processed_at IS NOT NULL",
+                    created["id"],
+                    updated["id"],
+                )[0][0]
+                waiting = query(
+                    "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+                    "WHERE l.locktype = 'advisory' AND NOT l.granted AND a.datname = current_database()"
+                )[0][0]
+                if processed or waiting:
+                    break
+                time.sleep(0.05)
+        finally:
+            slow.release()
+            workers.join(60)
+
+        assert [
+            row[1] is not None for row in (*stored(query, created["id"]), *stored(query, updated["id"]))
+        ] == [
+            True,
+            True,
+        ]
+        mirrored = subscription_row(query, older["id"])
+        assert (mirrored["status"], mirrored["plan"]) == ("active", "pro"), "Stripe's current state"
 
     def test_an_object_stripe_does_not_have_falls_back_to_the_event(self, keyed_app, fake, query):
         sub = subscription(new_id("cus"), price("price_live_starter", 2900))

@@ -7,13 +7,14 @@ import logging
 from dataclasses import dataclass
 
 import procrastinate
-from sqlalchemy import Engine
+from sqlalchemy import URL, Engine, create_engine
 
 from nectar.marketing.billing import jobs as billing_jobs
 from nectar.marketing.email import outbox
 from nectar.marketing.email.smtp import SmtpSettings
+from nectar.marketing.links import Links
 from nectar.marketing.newsletter import campaigns
-from nectar.marketing.newsletter.service import Links
+from nectar.shared.database import engine_options
 from nectar.shared.jobs import add_queue_upkeep
 
 QUEUE = "marketing"
@@ -30,6 +31,12 @@ class WorkerContext:
 
 
 _context: WorkerContext | None = None
+
+
+def worker_engine(database_url: URL) -> Engine:
+    """The worker's engine, named nectar-marketing-worker in pg_stat_activity. Pre-ping: between
+    jobs a pooled connection may sit idle for long."""
+    return create_engine(database_url, **{**engine_options("marketing-worker"), "pool_pre_ping": True})
 
 
 def bind(engine: Engine, links: Links, smtp: SmtpSettings) -> None:

@@ -1,13 +1,62 @@
-"""Absolute links for emails, the sitemap and the feed, from the public address in settings (not the
-request's Host header, which a client controls)."""
+"""Absolute links marketing hands out (in emails, to Stripe, in the sitemap and the feed), from the
+public address in settings, never the request's Host header, which a client controls.
+
+`Links` needs no request, so the worker (campaigns, emails) and the views build the same addresses.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from urllib.parse import urlencode
 
 from flask import current_app, url_for
 
-PRICING_ENDPOINT = "billing.pricing"
+from nectar.marketing.contract.campaigns import unsubscribe_url
+from nectar.shared.tokens import make_token
+
+# A newsletter confirmation link: a signed token naming the subscriber row and the address.
+CONFIRM_PURPOSE = "newsletter-confirm"
+CONFIRM_PATH = "/newsletter/confirm/"
+# Billing's pages that Stripe (or the test checkout) sends the buyer back to; views route these paths.
+CHECKOUT_SUCCESS_PATH = "/billing/success"
+CHECKOUT_CANCEL_PATH = "/billing/cancel"
+TEST_CHECKOUT_PATH = "/billing/test-checkout/"
+
+
+@dataclass(frozen=True)
+class Links:
+    """The key that signs personal links, and the site's public address."""
+
+    secret_key: str
+    base_url: str
+
+    def confirm_url(self, subscriber_id: uuid.UUID, email: str) -> str:
+        token = make_token(self.secret_key, CONFIRM_PURPOSE, {"s": str(subscriber_id), "e": email.lower()})
+        return f"{self.base_url}{CONFIRM_PATH}{token}"
+
+    def unsubscribe_url(self, email: str) -> str:
+        return unsubscribe_url(self.base_url, self.secret_key, email)
+
+    def checkout_success_url(self) -> str:
+        """With Stripe's literal {CHECKOUT_SESSION_ID}, which Stripe fills in."""
+        return f"{self.base_url}{CHECKOUT_SUCCESS_PATH}?session_id={{CHECKOUT_SESSION_ID}}"
+
+    def checkout_cancel_url(self, plan: str) -> str:
+        return f"{self.base_url}{CHECKOUT_CANCEL_PATH}?{urlencode({'plan': plan})}"
+
+    def test_checkout_path(self, token: str) -> str:
+        """A path, not an address: the visitor is on this site already, whatever host they used."""
+        return f"{TEST_CHECKOUT_PATH}{token}"
 
 
 def public_base_url() -> str:
     return current_app.config["NECTAR_SETTINGS"].public_url
+
+
+def app_links() -> Links:
+    """The links of the app handling the current request."""
+    return Links(current_app.secret_key, public_base_url())
 
 
 def external_url(endpoint: str, **values) -> str:
@@ -15,7 +64,4 @@ def external_url(endpoint: str, **values) -> str:
 
 
 def pricing_url() -> str:
-    """Billing's pricing page; by path while that blueprint has no such view, so no link breaks."""
-    if PRICING_ENDPOINT in current_app.view_functions:
-        return url_for(PRICING_ENDPOINT)
-    return "/pricing"
+    return url_for("billing.pricing")

@@ -3,14 +3,12 @@
 import os
 import sys
 
-from sqlalchemy import create_engine
-
 from nectar.marketing import jobs
 from nectar.marketing.app import SERVICE, create_app
 from nectar.marketing.billing import jobs as billing_jobs
 from nectar.marketing.billing.config import load_billing_config
 from nectar.marketing.email.smtp import load_smtp_settings
-from nectar.marketing.newsletter.service import Links
+from nectar.marketing.links import Links
 from nectar.schema.migrate import migrate_command
 from nectar.shared.cli import run_service_cli
 from nectar.shared.config import load_settings
@@ -24,7 +22,7 @@ def _worker():
     smtp = load_smtp_settings(os.environ)
     billing = load_billing_config(settings)
     check_connection(settings.database_url)
-    engine = create_engine(settings.database_url, pool_pre_ping=True)
+    engine = jobs.worker_engine(settings.database_url)
     jobs.bind(engine, Links(settings.secret_key, settings.public_url), smtp)
     billing_jobs.bind(engine, settings, billing)
     return job_app(settings.database_url, jobs.blueprint), [jobs.QUEUE]

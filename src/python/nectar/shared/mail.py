@@ -22,17 +22,22 @@ class Email:
     body_html: str | None = None
     headers: dict[str, str] = field(default_factory=dict)
     dedupe_key: str | None = None
+    campaign_id: uuid.UUID | None = None  # the newsletter campaign it is part of, if any
 
 
 # psycopg's parameter style, so raw connections (the endpoint hot path) can send it too.
 OUTBOX_INSERT_SQL = (
-    "INSERT INTO email_outbox (id, to_address, subject, body_text, body_html, headers, category, dedupe_key) "
-    "VALUES (%(id)s, %(to)s, %(subject)s, %(body_text)s, %(body_html)s, CAST(%(headers)s AS jsonb), %(category)s, "
-    "%(dedupe_key)s)"
+    "INSERT INTO email_outbox (id, to_address, subject, body_text, body_html, headers, category, dedupe_key, "
+    "campaign_id) VALUES (%(id)s, %(to)s, %(subject)s, %(body_text)s, %(body_html)s, CAST(%(headers)s AS jsonb), "
+    "%(category)s, %(dedupe_key)s, %(campaign_id)s)"
 )
+# The same, when a message with the same dedupe_key may be queued already (a resumed batch): the
+# first one stays and this one is dropped.
+OUTBOX_INSERT_ONCE_SQL = OUTBOX_INSERT_SQL + " ON CONFLICT (dedupe_key) DO NOTHING"
 
 
 def outbox_params(email: Email) -> dict:
+    """The parameters of OUTBOX_INSERT_SQL for `email`, with a new id."""
     return {
         "id": uuid.uuid4(),
         "to": email.to,
@@ -42,6 +47,7 @@ def outbox_params(email: Email) -> dict:
         "headers": json.dumps(email.headers),
         "category": email.category,
         "dedupe_key": email.dedupe_key,
+        "campaign_id": email.campaign_id,
     }
 
 

@@ -19,10 +19,11 @@ from nectar.core.workflows.runner import CollectingEffects, run_version
 from nectar.core.workflows.service import RECORD_RUN_SQL, RunRequest, record_run_params, run_for_key
 from nectar.shared.database import SET_TENANT_SQL, db, scope_session
 from nectar.shared.mail import OUTBOX_INSERT_SQL, outbox_params
-from nectar.shared.web import problem
+from nectar.shared.web import keeps_raw_input, problem
 
 tenant_endpoints = Blueprint("tenant_endpoints", __name__, url_prefix="/e")
 csrf.exempt(tenant_endpoints)
+keeps_raw_input(tenant_endpoints)  # bodies may be signed; NULs are cleaned by the workflow service
 MAX_BODY_BYTES = 256 * 1024
 
 

@@ -2,7 +2,9 @@
 
 Each event is processed once: its row is locked and skipped when `processed_at` is set. Order is not
 trusted. With a Stripe key, the subscription is re-read from Stripe, so the mirror takes Stripe's
-current state whatever the order. Without one (the test checkout), the event's own object is applied
+current state whatever the order; a transaction-scoped advisory lock per subscription, taken before
+the re-read and held until the write commits, keeps two workers from writing what they read in the
+wrong order. Without a key (the test checkout), the event's own object is applied
 only when the event is newer than the last one applied (`stripe_event_watermark`, Stripe's `created`
 seconds); within one second a `created` event never overwrites, and a canceled subscription never
 comes back (Stripe's cancellation is final).
@@ -34,6 +36,10 @@ SUBSCRIPTION_EVENTS = {
 }
 INVOICE_EVENTS = {"invoice.paid": "last_paid_at", "invoice.payment_failed": "last_payment_failed_at"}
 CHECKOUT_COMPLETED = "checkout.session.completed"
+# A delayed payment method (a bank debit, say) that cleared after the checkout completed unpaid.
+CHECKOUT_PAID_LATER = "checkout.session.async_payment_succeeded"
+# A checkout is paid for (or costs nothing now, a trial say): only then is an organization made.
+PAID = ("paid", "no_payment_required")
 # Statuses in which the customer no longer pays: their organization goes back to the free plan.
 LAPSED = ("canceled", "unpaid", "incomplete_expired")
 # Plans core accepts (nectar.core.provisioning.views.PLANS).
@@ -85,7 +91,7 @@ _LINK_CHECKOUT = text(
         organization_name, lead_id, provisioning_status
     ) VALUES (
         :subscription, :customer, 'incomplete', :plan, :checkout_session_id, :email, :organization_name,
-        :lead_id, 'pending'
+        :lead_id, :provisioning
     )
     ON CONFLICT (stripe_subscription_id) DO UPDATE SET
         checkout_session_id = COALESCE(s.checkout_session_id, excluded.checkout_session_id),
@@ -93,11 +99,14 @@ _LINK_CHECKOUT = text(
         organization_name = COALESCE(s.organization_name, excluded.organization_name),
         lead_id = COALESCE(s.lead_id, excluded.lead_id),
         plan = CASE WHEN s.plan = 'unknown' THEN excluded.plan ELSE s.plan END,
-        provisioning_status = CASE WHEN s.provisioning_status = 'none' THEN 'pending' ELSE s.provisioning_status END,
+        provisioning_status = CASE WHEN s.provisioning_status = 'none' THEN excluded.provisioning_status
+                                   ELSE s.provisioning_status END,
         updated_at = now()
     RETURNING s.id, s.provisioning_status
     """
 )
+
+_LOCK_SUBSCRIPTION = text("SELECT pg_advisory_xact_lock(hashtextextended('stripe-subscription:' || :id, 0))")
 
 _PLACEHOLDER = text(
     "INSERT INTO subscriptions (stripe_subscription_id, stripe_customer_id, status, plan) "
@@ -136,7 +145,7 @@ def record_failure(session: Session, event_id: str, error: BaseException) -> Non
 
 def apply_event(session: Session, event: dict, context: EventContext) -> str:
     kind, obj, created = event["type"], event["data"]["object"], int(event["created"])
-    if kind == CHECKOUT_COMPLETED:
+    if kind in (CHECKOUT_COMPLETED, CHECKOUT_PAID_LATER):
         return _checkout_completed(session, obj, created, context)
     if kind in SUBSCRIPTION_EVENTS:
         return _subscription_changed(session, obj, created, SUBSCRIPTION_EVENTS[kind], context)
@@ -152,10 +161,20 @@ def desired_core_plan(status: str, plan: str) -> str | None:
     return plan if plan in CORE_PLANS else None
 
 
+def lock_subscription(session: Session, subscription_id: str) -> None:
+    """Waits for, then holds until the transaction ends, the right to re-read and write this
+    subscription: a worker that read an older state from Stripe writes it before another reads."""
+    session.execute(_LOCK_SUBSCRIPTION, {"id": subscription_id})
+
+
 def _checkout_completed(session: Session, checkout: dict, created: int, context: EventContext) -> str:
+    """Links a checkout to its subscription, and queues provisioning once it is paid for (a delayed
+    payment method completes the checkout unpaid, then sends async_payment_succeeded)."""
     subscription_id = _id(checkout.get("subscription"))
     if checkout.get("mode") != "subscription" or not subscription_id:
         return "ignored: not a subscription checkout"
+    lock_subscription(session, subscription_id)
+    paid = checkout.get("payment_status") in PAID
     metadata = checkout.get("metadata") or {}
     email = (checkout.get("customer_details") or {}).get("email") or checkout.get("customer_email")
     plan = metadata.get("plan") if find_plan(context.plans, metadata.get("plan")) else UNKNOWN_PLAN
@@ -166,7 +185,7 @@ def _checkout_completed(session: Session, checkout: dict, created: int, context:
         lead_id = session.execute(
             UPSERT_LEAD, {"email": email, "name": None, "company": None, "source": "checkout"}
         ).scalar_one()
-    if lead_id is not None:
+    if lead_id is not None and paid:
         session.execute(
             text("UPDATE leads SET status = 'won', updated_at = now() WHERE id = :id"), {"id": lead_id}
         )
@@ -180,6 +199,7 @@ def _checkout_completed(session: Session, checkout: dict, created: int, context:
             "email": email,
             "organization_name": organization_name,
             "lead_id": lead_id,
+            "provisioning": "pending" if paid else "none",
         },
     ).one()
     fresh = context.reread(subscription_id)
@@ -187,10 +207,13 @@ def _checkout_completed(session: Session, checkout: dict, created: int, context:
         _apply_state(session, fresh, created, rank=0, context=context, authoritative=True)
     if provisioning == "pending":
         enqueue_provision(session, row_id)
+    if not paid:
+        return f"checkout {checkout.get('id')} linked to {subscription_id}; waiting for its payment"
     return f"checkout {checkout.get('id')} linked to {subscription_id}"
 
 
 def _subscription_changed(session: Session, subscription: dict, created: int, rank: int, context) -> str:
+    lock_subscription(session, subscription["id"])
     fresh = context.reread(subscription["id"])
     applied = _apply_state(
         session, fresh or subscription, created, rank=rank, context=context, authoritative=fresh is not None
@@ -202,6 +225,7 @@ def _invoice(session: Session, invoice: dict, created: int, column: str, context
     subscription_id = _invoice_subscription(invoice)
     if not subscription_id:
         return "ignored: not a subscription invoice"
+    lock_subscription(session, subscription_id)
     fresh = context.reread(subscription_id)
     if fresh is not None:
         _apply_state(session, fresh, created, rank=0, context=context, authoritative=True)

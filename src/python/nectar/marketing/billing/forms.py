@@ -2,7 +2,9 @@
 
 from flask_wtf import FlaskForm
 from wtforms import EmailField, HiddenField, StringField
-from wtforms.validators import DataRequired, Email, Length, Optional
+from wtforms.validators import DataRequired, Length, Optional
+
+from nectar.marketing.addresses import DeliverableAddress
 
 
 def _email_field(label: str) -> EmailField:
@@ -11,7 +13,7 @@ def _email_field(label: str) -> EmailField:
         validators=[
             DataRequired("Enter your email address."),
             Length(max=320, message="That address is too long."),
-            Email("Enter an email address like name@example.com."),
+            DeliverableAddress(),
         ],
     )
 

@@ -41,15 +41,17 @@ blueprint = procrastinate.Blueprint()
 PORTAL_PATH = "/billing/portal"  # views.portal: where a customer asks for a billing-portal link
 # Work left this long without a live job is re-queued by the sweep.
 FORGOTTEN_AFTER_SECONDS = 120
-# An event that failed this often needs a person (admin shows its last_error); the sweep stops.
-EVENT_ATTEMPTS_LIMIT = 30
+# The longest wait between two tries of a job that keeps failing.
+RETRY_CAP_SECONDS = 3600
 
 
 class CappedBackoff(BaseRetryStrategy):
     """Exponential backoff (2, 4, 8 ... seconds) that levels off at `cap_seconds` and never gives
-    up: a paying customer's organization must appear once core is back, however long that takes."""
+    up: a paying customer's organization must appear, and a Stripe event must be applied, once the
+    cause is gone (core or Stripe back, a setting fixed), however long that takes. Meanwhile staff
+    see the attempts and the last error on the subscription or the event."""
 
-    def __init__(self, cap_seconds: int = 3600):
+    def __init__(self, cap_seconds: int = RETRY_CAP_SECONDS):
         self.cap_seconds = cap_seconds
 
     def get_retry_decision(self, *, exception: BaseException, job: Job) -> RetryDecision:
@@ -93,12 +95,7 @@ def _bound() -> BillingWorker:
     return _worker
 
 
-@blueprint.task(
-    name=PROCESS_EVENT,
-    queue=QUEUE,
-    pass_context=False,
-    retry=procrastinate.RetryStrategy(max_attempts=10, exponential_wait=2),
-)
+@blueprint.task(name=PROCESS_EVENT, queue=QUEUE, pass_context=False, retry=CappedBackoff())
 def process_event(event_id: str) -> None:
     worker = _bound()
     with Session(worker.engine) as session:
@@ -161,7 +158,6 @@ def sweep(timestamp: int) -> None:
 # Each query skips what already has a job waiting or running (procrastinate's own table).
 _FORGOTTEN_EVENTS = text(
     "SELECT e.id FROM stripe_events e WHERE e.processed_at IS NULL AND e.received_at < :cutoff "
-    "AND e.attempts < :give_up "
     "AND NOT EXISTS (SELECT 1 FROM procrastinate_jobs j WHERE j.task_name = :task "
     "AND j.args->>'event_id' = e.id AND j.status IN ('todo', 'doing')) ORDER BY e.received_at LIMIT 500"
 )
@@ -170,9 +166,11 @@ _FORGOTTEN_PROVISIONING = text(
     "AND NOT EXISTS (SELECT 1 FROM procrastinate_jobs j WHERE j.task_name = :task "
     "AND j.args->>'subscription_id' = s.id::text AND j.status IN ('todo', 'doing')) LIMIT 500"
 )
-# Plans that differ from what core was told (see events.desired_core_plan), unless core refused it.
+# Plans that differ from what core was told (see events.desired_core_plan), unless core refused the
+# change as invalid (422: final); one only retried (core down, a wrong token) is still swept.
 _FORGOTTEN_PLANS = text(
-    "SELECT s.id FROM subscriptions s WHERE s.organization_id IS NOT NULL AND s.provisioning_error IS NULL "
+    "SELECT s.id FROM subscriptions s WHERE s.organization_id IS NOT NULL "
+    "AND (s.provisioning_error IS NULL OR s.provisioning_error NOT LIKE :refused) "
     "AND s.updated_at < :cutoff AND s.core_plan IS DISTINCT FROM (CASE WHEN s.status = ANY(:lapsed) THEN 'free' "
     "WHEN s.plan = ANY(:core_plans) THEN s.plan ELSE s.core_plan END) "
     "AND NOT EXISTS (SELECT 1 FROM procrastinate_jobs j WHERE j.task_name = :task "
@@ -181,14 +179,11 @@ _FORGOTTEN_PLANS = text(
 
 
 def requeue_forgotten(session: Session, older_than_seconds: int = FORGOTTEN_AFTER_SECONDS) -> dict[str, int]:
-    """Queues again what has no live job: events not processed (below EVENT_ATTEMPTS_LIMIT),
-    checkouts not provisioned, plans not in line with core (after a lost job, say, or one that gave
-    up). Processing is idempotent, so a job queued twice does no harm; the check only keeps the
-    queue short."""
+    """Queues again what has no live job: events not processed, checkouts not provisioned, plans
+    not in line with core (after a lost job, say, or a purged queue). Processing is idempotent, so a
+    job queued twice does no harm; the check only keeps the queue short."""
     cutoff = datetime.datetime.now(datetime.UTC) - datetime.timedelta(seconds=older_than_seconds)
-    event_ids = session.scalars(
-        _FORGOTTEN_EVENTS, {"cutoff": cutoff, "task": PROCESS_EVENT, "give_up": EVENT_ATTEMPTS_LIMIT}
-    ).all()
+    event_ids = session.scalars(_FORGOTTEN_EVENTS, {"cutoff": cutoff, "task": PROCESS_EVENT}).all()
     unprovisioned = session.scalars(_FORGOTTEN_PROVISIONING, {"cutoff": cutoff, "task": PROVISION}).all()
     drifted = session.scalars(
         _FORGOTTEN_PLANS,
@@ -197,6 +192,7 @@ def requeue_forgotten(session: Session, older_than_seconds: int = FORGOTTEN_AFTE
             "task": SYNC_PLAN,
             "lapsed": list(events.LAPSED),
             "core_plans": list(events.CORE_PLANS),
+            "refused": provisioning.PLAN_REFUSED + "%",
         },
     ).all()
     for event_id in event_ids:

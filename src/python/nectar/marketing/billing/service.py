@@ -17,6 +17,7 @@ from nectar.marketing.billing.plans import Plan, current_plans, find_plan
 from nectar.marketing.billing.stripe_api import CheckoutRequest
 from nectar.marketing.leads.service import UPSERT_LEAD
 from nectar.marketing.limits import FormLimits
+from nectar.marketing.links import Links
 from nectar.shared import throttle
 from nectar.shared.mail import Email, queue_email
 from nectar.shared.tokens import make_token, read_token
@@ -59,21 +60,13 @@ class CheckoutStart:
 
 
 @dataclass(frozen=True)
-class Links:
-    """Absolute addresses the checkout hands to Stripe (from the public URL, not the request)."""
-
-    success: str  # with the literal {CHECKOUT_SESSION_ID}, which Stripe fills in
-    cancel: str
-    sandbox: Callable[[str], str]  # token -> the test checkout page's address
-
-
-@dataclass(frozen=True)
 class CheckoutStatus:
-    state: str  # waiting, ready, refused
+    # waiting (for Stripe's event or for core), awaiting_payment (a delayed payment method), ready,
+    # refused. Core's own words stay in provisioning_error, for staff: the buyer gets a plain message.
+    state: str
     plan: str | None = None
     organization_name: str | None = None
     masked_email: str | None = None
-    error: str | None = None
 
 
 def new_nonce() -> str:
@@ -119,13 +112,13 @@ def start_checkout(session: Session, config: BillingConfig, start: CheckoutStart
         plan=plan.key,
         organization_name=organization_name,
         lead_id=str(lead_id),
-        success_url=links.success,
-        cancel_url=links.cancel,
+        success_url=links.checkout_success_url(),
+        cancel_url=links.checkout_cancel_url(plan.key),
         idempotency_key=idempotency_key(start),
     )
     if config.mode is BillingMode.STRIPE:
         return stripe_api.create_checkout_session(config, request)
-    return links.sandbox(_sandbox_token(config, request, plan))
+    return links.test_checkout_path(_sandbox_token(config, request, plan))
 
 
 def _sandbox_token(config: BillingConfig, request: CheckoutRequest, plan: Plan) -> str:
@@ -192,23 +185,24 @@ def open_portal(config: BillingConfig, secret_key: str, token: str, return_url: 
 
 
 def checkout_status(session: Session, checkout_session_id: str) -> CheckoutStatus:
-    """How far a completed checkout got: waiting (for Stripe's event or for core), ready, refused."""
+    """How far a completed checkout got (see CheckoutStatus.state)."""
     row = session.execute(
         text(
-            "SELECT plan, organization_name, customer_email, provisioning_status, provisioning_error "
+            "SELECT plan, organization_name, customer_email, provisioning_status "
             "FROM subscriptions WHERE checkout_session_id = :id"
         ),
         {"id": checkout_session_id},
     ).first()
     if row is None:
         return CheckoutStatus("waiting")
-    state = {"provisioned": "ready", "refused": "refused"}.get(row.provisioning_status, "waiting")
+    # 'none' on a row a checkout made: completed, but its payment has not cleared yet.
+    states = {"provisioned": "ready", "refused": "refused", "none": "awaiting_payment"}
+    state = states.get(row.provisioning_status, "waiting")
     return CheckoutStatus(
         state,
         plan=row.plan,
         organization_name=row.organization_name,
         masked_email=mask_email(row.customer_email),
-        error=row.provisioning_error if state == "refused" else None,
     )
 
 

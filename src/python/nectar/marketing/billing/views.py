@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from dataclasses import asdict
 
-from flask import Blueprint, abort, current_app, jsonify, redirect, render_template, request, url_for
+from flask import Blueprint, abort, current_app, jsonify, redirect, render_template, request
 
 from nectar.marketing.billing import service, webhooks
 from nectar.marketing.billing.config import (
@@ -22,7 +22,13 @@ from nectar.marketing.billing.sandbox import read_session
 from nectar.marketing.billing.stripe_api import StripeUnavailable
 from nectar.marketing.extensions import csrf
 from nectar.marketing.limits import RateLimited
-from nectar.marketing.links import external_url
+from nectar.marketing.links import (
+    CHECKOUT_CANCEL_PATH,
+    CHECKOUT_SUCCESS_PATH,
+    TEST_CHECKOUT_PATH,
+    app_links,
+    external_url,
+)
 from nectar.shared.database import db
 from nectar.shared.tokens import TokenInvalid
 from nectar.shared.web import problem
@@ -82,13 +88,8 @@ def checkout():
         nonce=form.nonce.data or "",
         address=request.remote_addr,
     )
-    links = service.Links(
-        success=external_url("billing.success") + "?session_id={CHECKOUT_SESSION_ID}",
-        cancel=external_url("billing.cancel", plan=form.plan.data),
-        sandbox=lambda token: url_for("billing.sandbox_checkout", token=token),
-    )
     try:
-        destination = service.start_checkout(db.session, billing_config(), start, links)
+        destination = service.start_checkout(db.session, billing_config(), start, app_links())
     except RateLimited as limited:
         db.session.commit()  # the refused attempt counts too
         page, status = _pricing_page(form, error=str(limited), status=429)
@@ -101,7 +102,7 @@ def checkout():
     return redirect(destination, code=303)
 
 
-@billing.get("/billing/success")
+@billing.get(CHECKOUT_SUCCESS_PATH)
 def success():
     session_id = request.args.get("session_id", "")
     if not CHECKOUT_SESSION_ID.fullmatch(session_id):
@@ -116,7 +117,7 @@ def success():
     )
 
 
-@billing.get("/billing/cancel")
+@billing.get(CHECKOUT_CANCEL_PATH)
 def cancel():
     plan = find_plan(current_plans(db.session, billing_config()), request.args.get("plan"))
     return render_template("marketing/billing/cancel.html", plan=plan)
@@ -173,7 +174,7 @@ def _sandbox_session(token: str):
         )
 
 
-@billing.route("/billing/test-checkout/<token>", methods=["GET", "POST"])
+@billing.route(f"{TEST_CHECKOUT_PATH}<token>", methods=["GET", "POST"])
 def sandbox_checkout(token: str):
     checkout = _sandbox_session(token)
     form = ConfirmForm()

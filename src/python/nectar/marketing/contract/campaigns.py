@@ -83,6 +83,7 @@ class NewsletterMessage:
         *,
         category: str = CAMPAIGN_CATEGORY,
         dedupe_key: str | None = None,
+        campaign_id: uuid.UUID | None = None,
     ) -> Email:
         text_body = f"{self.body_text}\n\n--\n{FOOTER_TEXT}\nUnsubscribe: {unsubscribe_url}\n"
         html_body = (
@@ -99,6 +100,7 @@ class NewsletterMessage:
             category=category,
             headers=unsubscribe_headers(unsubscribe_url),
             dedupe_key=dedupe_key,
+            campaign_id=campaign_id,
         )
 
 
@@ -153,7 +155,10 @@ def queue_test_send(
     Raises InvalidAddress or CampaignNotFound.
     """
     try:
-        address = validate_email(to_address.strip(), check_deliverability=False).normalized
+        # Plain SMTP only: many servers lack SMTPUTF8, so the part before the @ must be ASCII.
+        address = validate_email(
+            to_address.strip(), check_deliverability=False, allow_smtputf8=False
+        ).ascii_email
     except EmailNotValidError as error:
         raise InvalidAddress(str(error)) from None
     if secret_key is None or base_url is None:

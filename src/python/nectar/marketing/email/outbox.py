@@ -1,10 +1,17 @@
 """The outbox sender: claims due messages, sends them over SMTP, records what happened.
 
+The SMTP server is connected to (and logged in to) before anything is claimed: while it is down or
+refuses our login, rows are left exactly as they are, so an outage of any length costs no message
+an attempt. Only a failure of one message (a refused recipient, an address the server cannot
+take, a connection lost while that message was being sent) counts against it.
+
 A message is claimed in a short transaction (FOR UPDATE SKIP LOCKED, so workers never take the same
 row) and marked 'sending' with a lease: while it is sending, next_attempt_at is when the lease
-ends. It is then sent outside any transaction and marked 'sent', or put back to 'pending' with
-attempts + 1, the error and an exponential backoff, or 'failed' after MAX_ATTEMPTS or a permanent
-(5xx) refusal. A row whose lease ended (its worker died mid-send) is claimed again.
+ends. Each message's lease is renewed just before it is sent, and only if this worker still holds
+it, so a slow server cannot make another worker send it too. It is then sent outside any
+transaction and marked 'sent', or put back to 'pending' with attempts + 1, the error and an
+exponential backoff, or 'failed' after MAX_ATTEMPTS or a permanent refusal. A row whose lease
+ended (its worker died mid-send) is claimed again.
 
 Every time is computed from `now`, a parameter, so tests can move the clock.
 """
@@ -15,21 +22,27 @@ import logging
 import smtplib
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from enum import Enum
 
 from sqlalchemy import Engine, text
 
 from nectar.marketing.email.smtp import SmtpConnection, SmtpSettings, build_message
 
-# 30 s, 1, 2, 4 ... 64 min, then 2 h: the tenth failure, about four hours in, is final.
+# 30 s, 1, 2, 4 ... 64 min, then 2 h: the tenth failure of one message, about four hours in, is final.
 MAX_ATTEMPTS = 10
 BACKOFF_BASE = timedelta(seconds=30)
 BACKOFF_CAP = timedelta(hours=2)
-# A claimed batch must be sent before its lease ends, even when each message takes the whole SMTP
-# timeout (BATCH x 30 s), or another worker would send it again.
+# Small batches, each message's lease renewed before it is sent: the lease must only outlast one
+# message's SMTP exchange (a few commands, each up to the 30 s timeout), and what is left of a
+# batch when the server goes away is little.
 LEASE = timedelta(minutes=15)
-BATCH = 20
+BATCH = 5
 log = logging.getLogger(__name__)
 
+ANY_DUE = text(
+    "SELECT 1 FROM email_outbox WHERE (status = 'pending' OR status = 'sending') AND next_attempt_at <= :now "
+    "LIMIT 1"
+)
 CLAIM = text(
     "WITH due AS ("
     "  SELECT id FROM email_outbox"
@@ -44,6 +57,12 @@ CLAIM = text(
     "FROM due WHERE o.id = due.id "
     "RETURNING o.id, o.to_address, o.subject, o.body_text, o.body_html, o.headers, o.attempts"
 )
+# The lease end doubles as this worker's claim ticket: another worker that took the row over after
+# the lease ran out wrote its own, so this renewal finds nothing and the message is left to it.
+RENEW_LEASE = text(
+    "UPDATE email_outbox SET next_attempt_at = :lease_end "
+    "WHERE id = :id AND status = 'sending' AND next_attempt_at = :held RETURNING id"
+)
 MARK_SENT = text(
     "UPDATE email_outbox SET status = 'sent', sent_at = :now, attempts = attempts + 1, last_error = NULL "
     "WHERE id = :id AND status = 'sending'"
@@ -57,6 +76,11 @@ MARK_FAILED = text(
     "UPDATE email_outbox SET status = 'failed', attempts = attempts + 1, last_error = :error "
     "WHERE id = :id AND status = 'sending'"
 )
+# Claimed but not tried (the server went away first): back to the queue as they were, no attempt used.
+RELEASE = text(
+    "UPDATE email_outbox SET status = 'pending', next_attempt_at = :now, last_error = :error "
+    "WHERE id = :id AND status = 'sending' AND next_attempt_at = :held"
+)
 
 
 @dataclass
@@ -64,14 +88,19 @@ class FlushResult:
     sent: int = 0
     retrying: int = 0
     failed: int = 0
+    # Why the SMTP server could not be used (nothing was claimed, no attempt was used); None if it could.
+    unavailable: str | None = None
 
     @property
     def handled(self) -> int:
         return self.sent + self.retrying + self.failed
 
 
-class Permanent(Exception):
-    """This message can never be delivered as it is (a 5xx refusal, an unusable address)."""
+class Verdict(Enum):
+    PERMANENT = "this message can never be delivered as it is"
+    RETRY = "this message was refused for now"
+    CONNECTION_LOST = "the connection ended while this message was being sent"
+    SENDER_REFUSED = "the server refuses our sender address: a setting, not this message"
 
 
 def backoff(attempts_so_far: int) -> timedelta:
@@ -79,31 +108,48 @@ def backoff(attempts_so_far: int) -> timedelta:
     return min(BACKOFF_CAP, BACKOFF_BASE * (2 ** max(0, attempts_so_far - 1)))
 
 
-def _classify(error: Exception) -> Exception:
-    """Permanent for a 5xx refusal of this message (its recipient or its content); anything else
-    (4xx, connection, TLS, authentication, our sender address: the server's or our configuration's
-    state, not the message's) is retried."""
+def judge(error: BaseException) -> Verdict:
+    """What a failure to send one message means. All but SENDER_REFUSED are about the message alone:
+    the next one is tried on the same session (or a new one, after CONNECTION_LOST)."""
+    if isinstance(error, smtplib.SMTPNotSupportedError | UnicodeError):
+        # An address that needs SMTPUTF8 on a server without it: no retry will change that.
+        return Verdict.PERMANENT
     if isinstance(error, smtplib.SMTPRecipientsRefused):
         codes = [code for code, _ in error.recipients.values()]
-        if codes and all(code >= 500 for code in codes):
-            detail = "; ".join(
-                f"{code} {reason.decode(errors='replace')}" for code, reason in error.recipients.values()
-            )
-            return Permanent(f"recipient refused: {detail}")
-        return error
-    if isinstance(error, smtplib.SMTPDataError) and error.smtp_code >= 500:
-        return Permanent(f"{error.smtp_code} {_reason(error.smtp_error)}")
-    return error
+        return Verdict.PERMANENT if codes and all(code >= 500 for code in codes) else Verdict.RETRY
+    if isinstance(error, smtplib.SMTPServerDisconnected):
+        return Verdict.CONNECTION_LOST
+    if isinstance(error, smtplib.SMTPSenderRefused):
+        # MAIL FROM carries the message's size: 552 refuses this message; anything else refuses
+        # MAIL_FROM itself, which every message shares.
+        return Verdict.PERMANENT if error.smtp_code == 552 else Verdict.SENDER_REFUSED
+    if isinstance(error, smtplib.SMTPResponseException):
+        # 421 is the server closing the session, not an answer about this message.
+        if error.smtp_code == 421:
+            return Verdict.CONNECTION_LOST
+        return Verdict.PERMANENT if error.smtp_code >= 500 else Verdict.RETRY
+    if isinstance(error, OSError):
+        return Verdict.CONNECTION_LOST
+    return Verdict.RETRY
+
+
+def describe(error: BaseException) -> str:
+    """The reason kept in last_error, for staff."""
+    if isinstance(error, smtplib.SMTPNotSupportedError):
+        return (
+            "the address needs internationalised email (SMTPUTF8), which the SMTP server does not offer: "
+            f"{error}"
+        )[:1000]
+    if isinstance(error, smtplib.SMTPRecipientsRefused):
+        detail = "; ".join(f"{code} {_reason(reason)}" for code, reason in error.recipients.values())
+        return f"recipient refused: {detail}"[:1000]
+    if isinstance(error, smtplib.SMTPResponseException):
+        return f"SMTP {error.smtp_code} {_reason(error.smtp_error)}"[:1000]
+    return f"{type(error).__name__}: {error}"[:1000]
 
 
 def _reason(raw) -> str:
     return raw.decode(errors="replace") if isinstance(raw, bytes) else str(raw)
-
-
-def _describe(error: Exception) -> str:
-    if isinstance(error, smtplib.SMTPResponseException):
-        return f"SMTP {error.smtp_code} {_reason(error.smtp_error)}"[:1000]
-    return f"{type(error).__name__}: {error}"[:1000]
 
 
 def flush(
@@ -115,36 +161,69 @@ def flush(
     max_messages: int = 1000,
 ) -> FlushResult:
     """Sends due messages until none is due or `max_messages` were handled. Without an SMTP host it
-    sends nothing: mail stays pending, visible in admin. `now` fixes the clock (for tests)."""
+    sends nothing: mail stays pending, visible in admin. When the server cannot be reached or
+    refuses the login, nothing is claimed and `unavailable` says why. `now` fixes the clock (for tests)."""
     result = FlushResult()
     if not smtp.configured:
         return result
     clock = (lambda: now) if now else (lambda: datetime.now(UTC))
+    with engine.connect() as conn:
+        if conn.execute(ANY_DUE, {"now": clock()}).first() is None:
+            return result  # no SMTP session just to find nothing to send
     with SmtpConnection(smtp) as connection:
+        try:
+            connection.open()
+        except (smtplib.SMTPException, OSError) as error:
+            result.unavailable = describe(error)
+            log.warning(
+                "outbox: the SMTP server %s:%s cannot be used (%s); mail waits, no attempt counted",
+                smtp.host,
+                smtp.port,
+                result.unavailable,
+            )
+            return result
         while result.handled < max_messages:
             claimed_at = clock()
+            lease_end = claimed_at + LEASE
             with engine.begin() as conn:
                 rows = conn.execute(
                     CLAIM,
                     {
                         "now": claimed_at,
-                        "lease_end": claimed_at + LEASE,
+                        "lease_end": lease_end,
                         "limit": min(batch, max_messages - result.handled),
                     },
                 ).all()
             if not rows:
                 break
-            if not _send_batch(engine, connection, smtp, rows, clock, result):
-                break  # the server is unreachable: the rest waits for its backoff
-    if result.handled:
-        log.info("outbox: %d sent, %d to retry, %d failed", result.sent, result.retrying, result.failed)
+            if not _send_batch(engine, connection, smtp, rows, lease_end, clock, result):
+                break
+    if result.handled or result.unavailable:
+        log.info(
+            "outbox: %d sent, %d to retry, %d failed%s",
+            result.sent,
+            result.retrying,
+            result.failed,
+            f"; stopped: {result.unavailable}" if result.unavailable else "",
+        )
     return result
 
 
-def _send_batch(engine, connection, smtp, rows, clock, result) -> bool:
-    """Sends claimed rows one by one; returns False when the server went away (the remaining rows
-    are put back for a later try)."""
+def _send_batch(engine, connection: SmtpConnection, smtp, rows, lease_end, clock, result) -> bool:
+    """Sends claimed rows one by one. Returns False when the server cannot be used any more (it
+    cannot be reached again after losing the session, or it refuses our sender address): the rows
+    not sent are released with the reason, no attempt used."""
     for index, row in enumerate(rows):
+        renewed = clock() + LEASE
+        with engine.begin() as conn:
+            held = conn.execute(RENEW_LEASE, {"id": row.id, "held": lease_end, "lease_end": renewed}).first()
+        if held is None:
+            continue  # another worker took it over after the lease ran out: it sends it
+        if not connection.is_open:
+            try:
+                connection.open()
+            except (smtplib.SMTPException, OSError) as error:
+                return _give_back(engine, row, renewed, rows[index + 1 :], lease_end, error, clock, result)
         try:
             message = build_message(
                 smtp, str(row.id), row.to_address, row.subject, row.body_text, row.body_html, row.headers
@@ -155,36 +234,34 @@ def _send_batch(engine, connection, smtp, rows, clock, result) -> bool:
             continue
         try:
             connection.send(message)
-        except (smtplib.SMTPException, OSError) as raw:
-            error = _classify(raw)
-            if isinstance(error, Permanent):
-                _record(engine, MARK_FAILED, {"id": row.id, "error": str(error)[:1000]})
+        except (smtplib.SMTPException, OSError, UnicodeError) as error:
+            verdict = judge(error)
+            if verdict is Verdict.SENDER_REFUSED:
+                return _give_back(engine, row, renewed, rows[index + 1 :], lease_end, error, clock, result)
+            if verdict is Verdict.PERMANENT:
+                _record(engine, MARK_FAILED, {"id": row.id, "error": describe(error)})
                 result.failed += 1
-                continue
-            _retry(engine, row, _describe(error), clock(), result)
-            if _connection_lost(error):
-                for rest in rows[index + 1 :]:
-                    _retry(engine, rest, _describe(error), clock(), result)
-                return False
+            else:
+                # The connection ending mid-message counts against that message (it may be the
+                # cause); the next message gets a new session.
+                _retry(engine, row, describe(error), clock(), result)
             continue
         _record(engine, MARK_SENT, {"id": row.id, "now": clock()})
         result.sent += 1
     return True
 
 
-def _connection_lost(error: Exception) -> bool:
-    """Whether the session is unusable (so is every message after this one), rather than this
-    one message being refused for now."""
-    session_errors = (
-        smtplib.SMTPAuthenticationError,
-        smtplib.SMTPSenderRefused,
-        smtplib.SMTPServerDisconnected,
-        smtplib.SMTPConnectError,
-        smtplib.SMTPHeloError,
+def _give_back(engine, row, renewed, rest, lease_end, error, clock, result) -> bool:
+    """Releases this row and the rest of the batch, untried and uncharged; always False."""
+    result.unavailable = describe(error)
+    leases = [(row.id, renewed)] + [(other.id, lease_end) for other in rest]
+    with engine.begin() as conn:
+        for row_id, held in leases:
+            conn.execute(RELEASE, {"id": row_id, "held": held, "now": clock(), "error": result.unavailable})
+    log.warning(
+        "outbox: stopped sending (%s); %d messages wait, no attempt counted", result.unavailable, len(leases)
     )
-    if isinstance(error, session_errors):
-        return True
-    return not isinstance(error, smtplib.SMTPResponseException | smtplib.SMTPRecipientsRefused)
+    return False
 
 
 def _retry(engine, row, error: str, now: datetime, result: FlushResult) -> None:

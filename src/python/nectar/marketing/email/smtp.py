@@ -68,7 +68,8 @@ def load_smtp_settings(environ: Mapping[str, str]) -> SmtpSettings:
 
 
 class SmtpConnection:
-    """One logged-in SMTP session; `send` raises smtplib/OSError exceptions for the caller to judge."""
+    """One logged-in SMTP session. `open` connects and logs in; `send` needs an open session and
+    raises smtplib/OSError exceptions for the caller to judge."""
 
     def __init__(self, settings: SmtpSettings):
         self.settings = settings
@@ -79,6 +80,15 @@ class SmtpConnection:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+    @property
+    def is_open(self) -> bool:
+        return self._smtp is not None
+
+    def open(self) -> None:
+        """Connects and logs in, unless already open; raises what connecting or logging in raised."""
+        if self._smtp is None:
+            self._smtp = self._connect()
 
     def _connect(self) -> smtplib.SMTP:
         s = self.settings
@@ -102,19 +112,26 @@ class SmtpConnection:
 
     def send(self, message: EmailMessage) -> None:
         if self._smtp is None:
-            self._smtp = self._connect()
+            raise smtplib.SMTPServerDisconnected("not connected: open() first")
         try:
             self._smtp.send_message(message)
         except smtplib.SMTPServerDisconnected:
             self._smtp = None
             raise
-        except smtplib.SMTPResponseException:
-            # After a refused message the session can continue; reset it for the next one.
-            try:
-                self._smtp.rset()
-            except (smtplib.SMTPException, OSError):
-                self.close()
+        except (smtplib.SMTPException, UnicodeError):
+            # After a refused message the session can continue; reset it for the next one (a
+            # server that hung up instead leaves the connection closed: the next send reopens it).
+            self._reset()
             raise
+        except OSError:
+            self.close()
+            raise
+
+    def _reset(self) -> None:
+        try:
+            self._smtp.rset()
+        except (smtplib.SMTPException, OSError):
+            self.close()
 
     def close(self) -> None:
         if self._smtp is not None:

@@ -2,7 +2,9 @@
 
 from flask_wtf import FlaskForm
 from wtforms import EmailField, HiddenField, StringField, TextAreaField
-from wtforms.validators import DataRequired, Email, Length, Optional
+from wtforms.validators import DataRequired, Length, Optional
+
+from nectar.marketing.addresses import DeliverableAddress
 
 UTM_FIELDS = ("utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content")
 
@@ -24,7 +26,7 @@ class ContactForm(FlaskForm):
         validators=[
             DataRequired("Enter your email address, so we can answer."),
             Length(max=320, message="That address is too long."),
-            Email("Enter an email address like name@example.com."),
+            DeliverableAddress(),
         ],
     )
     company = StringField(

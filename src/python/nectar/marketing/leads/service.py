@@ -85,12 +85,13 @@ def submit_inquiry(session: Session, inquiry: Inquiry) -> uuid.UUID:
 
 
 def _confirmation(inquiry: Inquiry) -> Email:
-    # The message itself is not echoed back: the form must not relay text to any address typed in.
+    # Nothing the visitor typed goes into it (not the name, not the message): anyone can type any
+    # address, and the form must not relay their text (links, say) to it from our domain.
     return Email(
         to=inquiry.email,
         subject="We received your message - Nectar Studio",
         body_text=(
-            f"Hello {inquiry.name},\n\n"
+            "Hello,\n\n"
             "Thanks for getting in touch with Nectar Studio. Your message reached our team, and a person "
             "will answer within one business day.\n\n"
             "If you did not write to us, you can ignore this email.\n\n"

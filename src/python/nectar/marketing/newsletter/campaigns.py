@@ -16,8 +16,8 @@ from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session
 
 from nectar.marketing.contract.campaigns import CampaignNotFound, NewsletterMessage, campaign_markdown
-from nectar.marketing.newsletter.service import Links
-from nectar.shared.mail import outbox_params
+from nectar.marketing.links import Links
+from nectar.shared.mail import OUTBOX_INSERT_ONCE_SQL, outbox_params
 
 BATCH_SIZE = 500
 log = logging.getLogger(__name__)
@@ -33,11 +33,6 @@ UNFINISHED = text("SELECT id FROM campaigns WHERE status = 'sending' ORDER BY st
 NEXT_SUBSCRIBERS = text(
     "SELECT id, email FROM newsletter_subscribers WHERE status = 'confirmed' AND id > :after "
     "ORDER BY id LIMIT :limit"
-)
-QUEUE_MESSAGE = text(
-    "INSERT INTO email_outbox (id, to_address, subject, body_text, body_html, headers, category, dedupe_key, "
-    "campaign_id) VALUES (:id, :to, :subject, :body_text, :body_html, CAST(:headers AS jsonb), :category, "
-    ":dedupe_key, :campaign_id) ON CONFLICT (dedupe_key) DO NOTHING"
 )
 FINISH = text(
     "UPDATE campaigns SET status = 'sent', finished_at = :now, updated_at = now(), "
@@ -88,7 +83,9 @@ def send_campaign(engine: Engine, links: Links, campaign_id, *, batch_size: int 
                 conn.execute(FINISH, {"id": campaign_id, "now": datetime.now(UTC)})
                 log.info("campaign %s: sent", campaign_id)
                 return True
-            conn.execute(QUEUE_MESSAGE, [_row(message, links, campaign_id, s) for s in subscribers])
+            conn.exec_driver_sql(
+                OUTBOX_INSERT_ONCE_SQL, [_row(message, links, campaign_id, s) for s in subscribers]
+            )
         after = subscribers[-1].id
 
 
@@ -97,7 +94,6 @@ def _row(message: NewsletterMessage, links: Links, campaign_id, subscriber) -> d
         subscriber.email,
         links.unsubscribe_url(subscriber.email),
         dedupe_key=f"campaign:{campaign_id}:{subscriber.id}",
+        campaign_id=campaign_id,
     )
-    params = outbox_params(email)
-    params["campaign_id"] = campaign_id
-    return params
+    return outbox_params(email)

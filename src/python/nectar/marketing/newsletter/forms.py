@@ -2,7 +2,9 @@
 
 from flask_wtf import FlaskForm
 from wtforms import EmailField, HiddenField
-from wtforms.validators import DataRequired, Email, Length, Optional
+from wtforms.validators import DataRequired, Length, Optional
+
+from nectar.marketing.addresses import DeliverableAddress
 
 
 class NewsletterForm(FlaskForm):
@@ -11,7 +13,7 @@ class NewsletterForm(FlaskForm):
         validators=[
             DataRequired("Enter your email address."),
             Length(max=320, message="That address is too long."),
-            Email("Enter an email address like name@example.com."),
+            DeliverableAddress(),
         ],
     )
     source = HiddenField(validators=[Optional(), Length(max=100)])

@@ -13,19 +13,13 @@ from dataclasses import dataclass
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from nectar.marketing.contract.campaigns import (
-    UNSUBSCRIBE_MAX_AGE,
-    UNSUBSCRIBE_PURPOSE,
-    NewsletterMessage,
-    unsubscribe_url,
-)
+from nectar.marketing.contract.campaigns import UNSUBSCRIBE_MAX_AGE, UNSUBSCRIBE_PURPOSE, NewsletterMessage
 from nectar.marketing.limits import NEWSLETTER
+from nectar.marketing.links import CONFIRM_PURPOSE, Links
 from nectar.shared.mail import Email, queue_email
-from nectar.shared.tokens import TokenInvalid, make_token, read_token
+from nectar.shared.tokens import TokenInvalid, read_token
 
-CONFIRM_PURPOSE = "newsletter-confirm"
 CONFIRM_MAX_AGE = 7 * 24 * 3600
-CONFIRM_PATH = "/newsletter/confirm/"
 # Staff may write their own welcome email in admin under this template key.
 WELCOME_TEMPLATE_KEY = "newsletter_welcome"
 DEFAULT_WELCOME_SUBJECT = "Welcome to the Nectar Studio newsletter"
@@ -38,21 +32,6 @@ who run on it.
 
 Nothing to do now. If you ever want to stop, every message has an unsubscribe link at the bottom.
 """
-
-
-@dataclass(frozen=True)
-class Links:
-    """What links in emails need: the key that signs them and the site's public address."""
-
-    secret_key: str
-    base_url: str
-
-    def confirm_url(self, subscriber_id: uuid.UUID, email: str) -> str:
-        token = make_token(self.secret_key, CONFIRM_PURPOSE, {"s": str(subscriber_id), "e": email.lower()})
-        return f"{self.base_url}{CONFIRM_PATH}{token}"
-
-    def unsubscribe_url(self, email: str) -> str:
-        return unsubscribe_url(self.base_url, self.secret_key, email)
 
 
 def subscribe(session: Session, links: Links, email: str, source: str | None, address: str | None) -> None:

@@ -6,17 +6,13 @@ from flask import Blueprint, current_app, redirect, render_template, request, ur
 
 from nectar.marketing.extensions import csrf
 from nectar.marketing.limits import RateLimited
-from nectar.marketing.links import public_base_url
+from nectar.marketing.links import app_links
 from nectar.marketing.newsletter import service
 from nectar.marketing.newsletter.forms import NewsletterForm
 from nectar.shared.database import db
 from nectar.shared.tokens import TokenInvalid
 
 newsletter = Blueprint("newsletter", __name__, url_prefix="/newsletter")
-
-
-def _links() -> service.Links:
-    return service.Links(current_app.secret_key, public_base_url())
 
 
 def _link_problem(invalid: TokenInvalid):
@@ -30,7 +26,7 @@ def signup():
     if form.validate_on_submit():
         try:
             service.subscribe(
-                db.session, _links(), form.email.data.strip(), form.source.data, request.remote_addr
+                db.session, app_links(), form.email.data.strip(), form.source.data, request.remote_addr
             )
         except RateLimited as limited:
             db.session.commit()  # the refused attempt counts too
@@ -60,7 +56,7 @@ def confirm_page(token: str):
 @newsletter.post("/confirm/<token>")
 def confirm(token: str):
     try:
-        result = service.confirm(db.session, _links(), token)
+        result = service.confirm(db.session, app_links(), token)
     except TokenInvalid as invalid:
         return _link_problem(invalid)
     db.session.commit()
@@ -92,7 +88,7 @@ def unsubscribe(token: str):
 @newsletter.post("/resubscribe/<token>")
 def resubscribe(token: str):
     try:
-        service.resubscribe(db.session, _links(), token, request.remote_addr)
+        service.resubscribe(db.session, app_links(), token, request.remote_addr)
     except TokenInvalid as invalid:
         return _link_problem(invalid)
     except RateLimited as limited:

@@ -1,0 +1,36 @@
+"""Email addresses visitors type into our forms: accepted only when our outbox can deliver to them.
+
+Plain SMTP (no SMTPUTF8, which many servers lack) cannot carry letters outside ASCII before the @,
+so such an address is refused next to its field rather than failing later in the outbox. A domain
+in another script is kept, written in its ASCII form (xn--...), which every server takes.
+"""
+
+from __future__ import annotations
+
+from email_validator import EmailNotValidError, validate_email
+from wtforms.validators import ValidationError
+
+NOT_AN_ADDRESS = "Enter an email address like name@example.com."
+NOT_ASCII = (
+    "Our email cannot reach addresses with accented or non-Latin letters before the @. "
+    "Please use another address."
+)
+
+
+class DeliverableAddress:
+    """WTForms validator: a well-formed address that plain SMTP can deliver to. On success the
+    field's data becomes the address in ASCII form (the domain's letters in xn-- form, lower case)."""
+
+    def __init__(self, message: str = NOT_AN_ADDRESS):
+        self.message = message
+
+    def __call__(self, form, field) -> None:
+        typed = (field.data or "").strip()
+        try:
+            checked = validate_email(typed, check_deliverability=False, allow_smtputf8=False)
+        except EmailNotValidError:
+            local_part = typed.rpartition("@")[0]
+            raise ValidationError(
+                NOT_ASCII if local_part and not local_part.isascii() else self.message
+            ) from None
+        field.data = checked.ascii_email

@@ -20,13 +20,16 @@ from nectar.shared.encryption import key_ring
 from tests.browser import Browser
 from tests.serving import served
 
-SERVICE_TOKEN = "test-service-token-0123456789abcdef-0123456789"
+SERVICE_TOKEN = "test-service-token-0123456789abcdef-0123456789"  # marketing's credential
+ADMIN_TOKEN = "test-admin-token-0123456789abcdef-0123456789abc"  # admin's
 STAFF_PASSWORD = "staff password long enough 42"
 
 
 @pytest.fixture(scope="module")
 def core_app(settings_for):
-    app = create_core_app(settings_for(Service.CORE, CORE_SERVICE_TOKEN=SERVICE_TOKEN))
+    app = create_core_app(
+        settings_for(Service.CORE, CORE_SERVICE_TOKEN=SERVICE_TOKEN, CORE_ADMIN_TOKEN=ADMIN_TOKEN)
+    )
     yield app
     _dispose(app)
 
@@ -40,7 +43,7 @@ def core_url(core_app):
 
 @pytest.fixture(scope="module")
 def admin_app(settings_for, core_url):
-    app = create_app(settings_for(Service.ADMIN, CORE_SERVICE_TOKEN=SERVICE_TOKEN, CORE_API_URL=core_url))
+    app = create_app(settings_for(Service.ADMIN, CORE_ADMIN_TOKEN=ADMIN_TOKEN, CORE_API_URL=core_url))
     yield app
     _dispose(app)
 

@@ -30,9 +30,10 @@ def test_nectar_admin_cannot_update_or_delete_audit_rows(database):
 
 
 def test_the_audit_page_has_no_write_routes(admin_app):
-    for rule in admin_app.url_map.iter_rules():
-        if rule.endpoint.startswith("audit_log."):
-            assert not {"POST", "PUT", "PATCH", "DELETE"} & set(rule.methods), rule.rule
+    rules = [rule for rule in admin_app.url_map.iter_rules() if rule.endpoint.startswith("audit_log.")]
+    assert [rule.rule for rule in rules] == ["/audit"], "the audit blueprint's routes were found"
+    for rule in rules:
+        assert not {"POST", "PUT", "PATCH", "DELETE"} & set(rule.methods), rule.rule
 
 
 @pytest.fixture(scope="module")
@@ -95,5 +96,9 @@ def test_the_log_is_searchable_by_actor_action_target_and_dates(staff_browser, e
     ]
     assert [a for a, _ in _found(staff, f"actor={marker}&since=2026-03-03")] == ["system_setting.updated"]
     assert len(_found(staff, f"actor={marker}&since=not-a-date")) == 4, "a bad date is ignored"
+    # Dates outside 2000-2100 are ignored too, the last possible day included (no overflow, no 500).
+    for far in ("until=9999-12-31", "since=9999-12-31", "since=0001-01-01", "until=0001-01-01"):
+        assert len(_found(staff, f"actor={marker}&{far}")) == 4, far
+    assert len(_found(staff, f"actor={marker}&until=2100-12-31")) == 4, "the last day allowed"
     page = staff.get(f"/audit?actor={marker}").get_data(as_text=True)
     assert "192.0.2.9" in page and '{"status": "suspended"}' in page

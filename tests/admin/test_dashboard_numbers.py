@@ -14,7 +14,7 @@ import os
 import re
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 
 import pytest
 
@@ -23,6 +23,9 @@ from nectar.shared.config import Role, Service, load_settings
 from tests.conftest import DatabaseUnderTest
 
 NOW = datetime.now(UTC)
+# The dashboard's window: the last 30 UTC days, from UTC midnight of the first.
+WINDOW_START = NOW.date() - timedelta(days=29)
+WINDOW_START_AT = datetime.combine(WINDOW_START, time.min, tzinfo=UTC)
 
 
 def ago(days: int, minutes: int = 5) -> datetime:
@@ -138,9 +141,21 @@ SUBSCRIPTIONS = [
     SeedSubscription("sub_b1", "past_due", "week", 1000, 2, "usd", "beta", last_failed_days_ago=3),
     SeedSubscription("sub_b2", "active", "day", 100, 1, "usd", "beta"),
     SeedSubscription("sub_d1", "active", "month", 4900, 2, "eur", "delta", customer_email="L2@Example.com"),
-    SeedSubscription("sub_d2", "trialing", "year", 9999, 1, "eur", "delta"),
+    SeedSubscription("sub_d2", "trialing", "year", 9999, 1, "eur", "delta", lead=3),  # a trial: not paid
     SeedSubscription("sub_q1", "active", "month", 15000, 1, "eur", "delta", interval_count=3),  # quarterly
-    SeedSubscription("sub_x1", "canceled", "month", 5000, 1, "usd", None, lead=4, last_failed_days_ago=1),
+    SeedSubscription(
+        "sub_x1",
+        "canceled",
+        "month",
+        5000,
+        1,
+        "usd",
+        None,
+        lead=0,
+        last_paid_days_ago=20,
+        last_failed_days_ago=1,
+    ),  # canceled after paying: a customer
+    SeedSubscription("sub_x3", "canceled", "month", 5000, 1, "usd", None, lead=1),  # canceled, never paid
     SeedSubscription("sub_x2", "unpaid", "month", 7000, 1, "usd", "gamma", last_failed_days_ago=8),
     SeedSubscription("sub_j1", "active", "month", 3000, 1, "jpy", None, customer_email="l7@example.com"),
     SeedSubscription("sub_g1", "incomplete", "week", 999, 1, "gbp", None),
@@ -158,6 +173,9 @@ RUNS = [
     ("beta", 31, "failed", 2),
     ("beta", 40, "succeeded", 1),
 ]  # fmt: skip
+# (organization, when, status): gamma ran one minute before the window starts, which is still within
+# 30 times 24 hours of now (except in a day's last minute) but not within the window.
+EDGE_RUNS = [("gamma", WINDOW_START_AT - timedelta(minutes=1), "succeeded")]
 
 OUTBOX = {"pending": 2, "sending": 1, "sent": 3, "failed": 2}
 
@@ -239,13 +257,13 @@ def seeded(database):
                 (orgs[name], workflow),
             ).fetchone()[0]
             workflows[name] = (workflow, version)
-        for org, days, status, count in RUNS:
-            for _ in range(count):
-                conn.execute(
-                    "INSERT INTO workflow_runs (org_id, workflow_id, version_id, trigger, status, queued_at) "
-                    "VALUES (%s, %s, %s, 'manual', %s, %s)",
-                    (orgs[org], *workflows[org], status, ago(days)),
-                )
+        runs = [(org, ago(days), status) for org, days, status, count in RUNS for _ in range(count)]
+        for org, queued_at, status in runs + EDGE_RUNS:
+            conn.execute(
+                "INSERT INTO workflow_runs (org_id, workflow_id, version_id, trigger, status, queued_at) "
+                "VALUES (%s, %s, %s, 'manual', %s, %s)",
+                (orgs[org], *workflows[org], status, queued_at),
+            )
         for status, count in OUTBOX.items():
             for n in range(count):
                 conn.execute(
@@ -289,8 +307,6 @@ def pages(seeded, admin_app, staff_member):
 
 # The truth, from the seed --------------------------------------------------------------------------
 
-WINDOW_START = NOW.date() - timedelta(days=29)
-
 
 def in_window(days: int) -> bool:
     return ago(days).date() >= WINDOW_START
@@ -302,8 +318,10 @@ def test_people_and_organizations(pages):
     assert "5 active" in page  # u5 and u6 are deactivated
     assert figure(page, "organizations") == ["4"]
     assert "1 suspended" in page
-    # acme ran today, delta 29 days ago; beta's last run is 31 days old; gamma never ran.
-    active = {org for org, days, _, _ in RUNS if days < 30}
+    # acme ran today, delta 29 days ago; beta's last run is 31 days old; gamma's one minute before
+    # the window (the same window as the runs figures) began.
+    run_times = [(org, ago(days)) for org, days, _, _ in RUNS] + [(org, at) for org, at, _ in EDGE_RUNS]
+    active = {org for org, at in run_times if at >= WINDOW_START_AT}
     assert active == {"acme", "delta"}
     assert figure(page, "active_organizations") == [str(len(active))]
 
@@ -314,13 +332,21 @@ def test_leads_and_conversion(pages):
     assert figure(page, "leads") == [str(len(LEADS))] == ["10"]
     assert f"{won} won" in page
     assert figure(page, "lead_conversion") == [f"{won / len(LEADS) * 100:.1f}%"] == ["30.0%"]
-    # By checkout link: l4 (twice), l5. By email, whatever its case: l2, l7.
-    linked = {sub.lead for sub in SUBSCRIPTIONS if sub.lead is not None}
-    emails = {sub.customer_email.lower() for sub in SUBSCRIPTIONS if sub.customer_email}
+
+    # Only paid subscriptions make a customer: paid at least once, or active or past_due now.
+    def paid(sub: SeedSubscription) -> bool:
+        return sub.last_paid_days_ago is not None or sub.status in ("active", "past_due")
+
+    linked = {sub.lead for sub in SUBSCRIPTIONS if paid(sub) and sub.lead is not None}
+    emails = {sub.customer_email.lower() for sub in SUBSCRIPTIONS if paid(sub) and sub.customer_email}
     converted = linked | {i for i, lead in enumerate(LEADS) if lead.email in emails}
-    assert converted == {2, 4, 5, 7}
-    assert figure(page, "subscription_conversion") == ["40.0%"]
-    assert "4 with a subscription" in page
+    # By checkout link: l4, l5 (active), l0 (canceled after paying). By email, whatever its case: l2, l7.
+    # Not l3 (a trial) nor l1 (canceled, never paid).
+    assert converted == {0, 2, 4, 5, 7}
+    assert (
+        figure(page, "subscription_conversion") == [f"{len(converted) / len(LEADS) * 100:.1f}%"] == ["50.0%"]
+    )
+    assert f"{len(converted)} with a paid subscription" in page
 
 
 def test_monthly_recurring_revenue(pages):
@@ -402,7 +428,7 @@ def test_billing_lists(pages):
     assert {status: n for status, n in counts.items() if n} == truth
     assert truth["active"] == 6
     assert "1–6 of 6" in pages["/billing/?status=active"]
-    assert "1–11 of 11" in pages["/billing/"]
+    assert f"1–{len(SUBSCRIPTIONS)} of {len(SUBSCRIPTIONS)}" in pages["/billing/"]
     for sub in SUBSCRIPTIONS:
         for stripe_id in (
             sub.stripe_id,

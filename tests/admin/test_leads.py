@@ -122,6 +122,31 @@ def test_bad_filters_are_explained_next_to_the_field(staff_browser):
     assert browser.get("/leads/export.csv", query_string={"stage": "bogus"}).status_code == 400
 
 
+def test_dates_far_out_are_refused_next_to_the_field_and_export_nothing(staff_browser, audit_rows):
+    browser = staff_browser("support")
+    for name, far in (
+        ("created_to", "9999-12-31"),
+        ("created_from", "9999-12-31"),
+        ("created_from", "1899-01-01"),
+    ):
+        response = browser.get("/leads/", query_string={name: far})
+        assert response.status_code == 400, (name, far)
+        page = response.get_data(as_text=True)
+        assert re.search(
+            r'class="field-error" role="alert">Enter a date from 2000-01-01 to 2100-12-31\.', page
+        )
+    assert browser.get("/leads/", query_string={"created_to": "2100-12-31"}).status_code == 200
+
+    # The export validates and builds its query before it records anything: a refusal, no audit row.
+    before = len(audit_rows("lead.export"))
+    refused = browser.get("/leads/export.csv", query_string={"created_to": "9999-12-31"})
+    assert refused.status_code == 400 and "2000-01-01 to 2100-12-31" in refused.get_data(as_text=True)
+    assert len(audit_rows("lead.export")) == before
+    last_day = browser.get("/leads/export.csv", query_string={"created_to": "2100-12-31"})
+    assert last_day.status_code == 200 and last_day.get_data(as_text=True).startswith("email,name,")
+    assert len(audit_rows("lead.export")) == before + 1
+
+
 def test_detail_shows_every_inquiry(database, staff_browser, tag):
     first = datetime(2026, 3, 1, 9, 30, tzinfo=UTC)
     lead_id = add_lead(

@@ -11,7 +11,7 @@ import pytest
 
 from nectar.admin.app import create_app
 from nectar.shared.config import Role, Service
-from tests.admin.conftest import SERVICE_TOKEN, StaffBrowser
+from tests.admin.conftest import ADMIN_TOKEN, StaffBrowser
 from tests.core.conftest import Browser as CoreBrowser
 from tests.serving import dead_url
 
@@ -166,7 +166,7 @@ def test_when_core_is_down_a_suspension_is_not_recorded_and_the_reason_is_kept(
     customer = CoreBrowser(core_app)
     customer.sign_up()
     org = customer.create_org()
-    app = create_app(settings_for(Service.ADMIN, CORE_SERVICE_TOKEN=SERVICE_TOKEN, CORE_API_URL=dead_url()))
+    app = create_app(settings_for(Service.ADMIN, CORE_ADMIN_TOKEN=ADMIN_TOKEN, CORE_API_URL=dead_url()))
     try:
         email, password, _ = staff_member("support")
         staff = StaffBrowser(app)

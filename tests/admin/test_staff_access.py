@@ -5,6 +5,7 @@ are enforced on the server for every route the app has."""
 from __future__ import annotations
 
 import re
+import threading
 import time
 import uuid
 
@@ -255,14 +256,20 @@ def test_support_staff_may_turn_totp_on_and_off_but_a_superadmin_may_not_turn_it
         == "/login/totp"
     )
     before = len(audit_rows("staff.totp_disabled"))
-    support.post("/account/totp/disable", {"code": totp_code(secret, 1)})
-    assert "off" in support.get("/account").get_data(as_text=True)
+    wrong = support.post("/account/totp/disable", {"code": _wrong_code(secret)})
+    assert wrong.status_code == 422 and 'class="field-error"' in wrong.get_data(as_text=True)
+    assert "on since" in support.get("/account").get_data(as_text=True)
+    disabled = support.post("/account/totp/disable", {"code": totp_code(secret, 1)})
+    assert disabled.status_code == 302 and disabled.headers["Location"] == "/account"
+    assert ">off<" in support.get("/account").get_data(as_text=True)
     assert len(audit_rows("staff.totp_disabled")) == before + 1
 
     superadmin = staff_browser("superadmin")
-    superadmin.post("/account/totp/disable", {"code": totp_code(superadmin.totp_secret, 1)})
-    page = superadmin.get("/account").get_data(as_text=True)
-    assert "on since" in page and "must keep two-factor" in page
+    refused = superadmin.post("/account/totp/disable", {"code": totp_code(superadmin.totp_secret, 1)})
+    assert refused.status_code == 403
+    assert "Superadmins must keep two-factor authentication on." in refused.get_data(as_text=True)
+    assert "on since" in superadmin.get("/account").get_data(as_text=True)
+    assert len(audit_rows("staff.totp_disabled")) == before + 1, "nothing was turned off"
 
 
 def _session_row(database, email):
@@ -361,6 +368,69 @@ def test_sign_in_goes_back_to_the_page_asked_for_but_never_off_site(admin_app, s
         "/login?next=%2Faudit%3Factor%3Dx", {"email": email, "password": password, "next": "/audit?actor=x"}
     )
     assert back.headers["Location"] == "/audit?actor=x"
-    other = StaffBrowser(admin_app)
-    away = other.post("/login", {"email": email, "password": password, "next": "//evil.example.com/"})
-    assert away.headers["Location"] == "/"
+    for target in ("//evil.example.com/", "/\\evil.example.com", "https://evil.example.com/", "/login/totp"):
+        other = StaffBrowser(admin_app)
+        away = other.post("/login", {"email": email, "password": password, "next": target})
+        assert away.headers["Location"] == "/", target
+
+
+def _wait_for_lock_waiters(database, statement_start: str, count: int) -> None:
+    """Until `count` sessions wait for a row lock in a statement starting with `statement_start`."""
+    deadline = time.monotonic() + 30
+    with database.connect(Role.ADMIN, autocommit=True) as conn:
+        while time.monotonic() < deadline:
+            waiting = conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND wait_event_type = 'Lock' AND query ILIKE %s",
+                (statement_start + "%",),
+            ).fetchone()[0]
+            if waiting >= count:
+                return
+            time.sleep(0.05)
+    raise AssertionError(f"{count} requests never both waited on {statement_start!r}")
+
+
+def test_one_code_brought_by_two_requests_at_once_signs_in_only_one(admin_app, staff_member, database):
+    email, password, secret = staff_member("superadmin")
+    browsers = [StaffBrowser(admin_app) for _ in range(2)]
+    for browser in browsers:
+        assert (
+            browser.post("/login", {"email": email, "password": password}).headers["Location"]
+            == "/login/totp"
+        )
+    code = totp_code(secret)
+    forms = [{"code": code, "csrf_token": browser.csrf_token()} for browser in browsers]
+    answers = [None, None]
+
+    def bring(index: int) -> None:
+        answers[index] = browsers[index].post("/login/totp", forms[index])
+
+    # The race made certain: holding the staff row's lock lets both requests check the code and
+    # reach the write of the used step before either can finish; then both go at once.
+    with database.connect(Role.ADMIN) as holder:
+        holder.execute("SELECT 1 FROM staff_users WHERE email = %s FOR UPDATE", (email,))
+        threads = [threading.Thread(target=bring, args=(index,)) for index in range(2)]
+        for thread in threads:
+            thread.start()
+        try:
+            _wait_for_lock_waiters(database, "UPDATE staff_users", 2)
+        finally:
+            holder.rollback()
+            for thread in threads:
+                thread.join(30)
+    assert sorted(answer.status_code for answer in answers) == [302, 401]
+    winner = next(answer for answer in answers if answer.status_code == 302)
+    loser = next(answer for answer in answers if answer.status_code == 401)
+    assert winner.headers["Location"] == "/"
+    assert "already used" in loser.get_data(as_text=True)
+    signed_in = [browser.get("/users").status_code for browser in browsers]
+    assert sorted(signed_in) == [200, 302], "only the winner is past the second factor"
+
+
+def test_a_nul_byte_in_a_form_or_query_is_a_400_never_a_500(admin_app, staff_browser):
+    visitor = StaffBrowser(admin_app)
+    answer = visitor.post("/login", {"email": "a\x00@x.com", "password": "a password long enough 42"})
+    assert answer.status_code == 400, answer.status_code
+    staff = staff_browser("read_only")
+    for url in ("/users?q=%00", "/orgs?q=%00", "/leads/?q=%00", "/audit?actor=%00", "/outbox/?q=%00"):
+        assert staff.get(url).status_code == 400, url

@@ -14,7 +14,7 @@ from sqlalchemy import create_engine
 from nectar.admin import jobs
 from nectar.admin.app import create_app
 from nectar.shared.config import Role, Service
-from tests.admin.conftest import SERVICE_TOKEN, StaffBrowser
+from tests.admin.conftest import ADMIN_TOKEN, StaffBrowser
 from tests.serving import served
 
 
@@ -40,7 +40,7 @@ def test_the_page_renders_with_a_service_down_and_shows_it(
         app = create_app(
             settings_for(
                 Service.ADMIN,
-                CORE_SERVICE_TOKEN=SERVICE_TOKEN,
+                CORE_ADMIN_TOKEN=ADMIN_TOKEN,
                 CORE_API_URL=core_url,
                 ADMIN_API_URL=admin_url,
                 MARKETING_API_URL=silent_peer,
@@ -146,3 +146,37 @@ def test_known_settings_have_their_rules_and_others_need_an_object(staff_browser
     assert staff.get("/system/settings/Bad-Key").status_code == 404
     opened = staff.get("/system/settings?key=feature_flags")
     assert opened.headers["Location"] == "/system/settings/feature_flags"
+
+
+def test_a_setting_key_or_flag_name_with_a_trailing_newline_is_refused(staff_browser, database, audit_rows):
+    staff = staff_browser("superadmin")
+    before = len(audit_rows())
+    assert staff.get("/system/settings/support_hours%0A").status_code == 404
+    assert staff.post("/system/settings/support_hours%0A", {"value": '{"from": 9}'}).status_code == 404
+    flags = staff.post("/system/settings/feature_flags", {"value": '{"new_builder\\n": true}'})
+    assert flags.status_code == 422 and "true or false" in flags.get_data(as_text=True)
+    with database.connect(Role.ADMIN) as conn:
+        stored = conn.execute(
+            "SELECT count(*) FROM system_settings WHERE key LIKE %s", ("%" + "\n",)
+        ).fetchone()
+    assert stored == (0,)
+    assert len(audit_rows()) == before
+
+
+def test_queue_and_outbox_figures_are_counted_up_to_a_cap(staff_browser, database):
+    queue = f"q{uuid.uuid4().hex[:8]}"
+    with database.connect(Role.ADMIN, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO procrastinate_jobs (queue_name, task_name, status) "
+            "SELECT %s, 't', 'todo' FROM generate_series(1, 10001)",
+            (queue,),
+        )
+        conn.execute(
+            "INSERT INTO procrastinate_jobs (queue_name, task_name, status) VALUES (%s, 't', 'succeeded')",
+            (queue,),
+        )
+    page = staff_browser("read_only").get("/system").get_data(as_text=True)
+    assert f"<td>{queue}</td><td>todo</td><td>10,000+</td>" in page
+    assert f"<td>{queue}</td><td>succeeded</td>" not in page, "finished jobs are not counted"
+    with database.connect(Role.ADMIN, autocommit=True) as conn:
+        conn.execute("DELETE FROM procrastinate_jobs WHERE queue_name = %s", (queue,))

@@ -5,16 +5,19 @@ then set a password from core's email and sign in to core. Each write leaves one
 from __future__ import annotations
 
 import re
+import threading
+import time
 import uuid
+from contextlib import ExitStack
 
 import pytest
 
 from nectar.admin.app import create_app
 from nectar.shared.config import Role, Service
-from tests.admin.conftest import SERVICE_TOKEN
+from tests.admin.conftest import ADMIN_TOKEN
 from tests.core.conftest import PASSWORD, link_in, unique_email
 from tests.core.conftest import Browser as CoreBrowser
-from tests.serving import dead_url
+from tests.serving import dead_url, served
 
 ROW_LINK = re.compile(r'<td><a href="/users/([0-9a-f-]{36})">([^<]+)</a></td>')
 
@@ -137,11 +140,19 @@ def test_a_user_created_in_admin_sets_a_password_from_the_email_and_signs_in_to_
         ("user.created", f"user:{user_id}", staff.email)
     ]
     assert rows[0]["after"]["email"] == email and rows[0]["address"] == "127.0.0.1"
+    assert rows[0]["after"]["outcome"] == "created"
 
-    # The same form again (a double submit): the same account, no second one, no second row.
+    # The same form again (a double submit): the same account, no second one; the second request is
+    # recorded too (staff asked), as a replay of the first.
     again = staff.post("/users/new", form)
     assert again.headers["Location"] == f"/users/{user_id}"
-    assert len(audit_rows()) == before + 1
+    rows = audit_rows()[before:]
+    assert [(r["action"], r["target"], r["after"]["outcome"]) for r in rows] == [
+        ("user.created", f"user:{user_id}", "created"),
+        ("user.created", f"user:{user_id}", "replayed"),
+    ]
+    with database.connect(Role.ADMIN) as conn:
+        assert conn.execute("SELECT count(*) FROM users WHERE email = %s", (email,)).fetchone()[0] == 1
 
     person = CoreBrowser(core_app)
     link = link_in(outbox_to(email, "account.set_password"))
@@ -169,7 +180,7 @@ def test_when_core_is_down_admin_says_so_and_keeps_the_input(
 ):
     from tests.admin.conftest import StaffBrowser
 
-    app = create_app(settings_for(Service.ADMIN, CORE_SERVICE_TOKEN=SERVICE_TOKEN, CORE_API_URL=dead_url()))
+    app = create_app(settings_for(Service.ADMIN, CORE_ADMIN_TOKEN=ADMIN_TOKEN, CORE_API_URL=dead_url()))
     try:
         email, password, _ = staff_member("support")
         staff = StaffBrowser(app)
@@ -284,3 +295,104 @@ def test_the_detail_shows_memberships_and_sessions(staff_browser, core_app, data
     assert "Detail Org" in page and ">owner<" in page
     assert "1 signed in, 1 in all" in page
     assert staff_browser("read_only").get(f"/users/{uuid.uuid4()}").status_code == 404
+
+
+class HeldFirstAnswer:
+    """Core behind a gateway that holds its first answer to a path ending in `suffix` until after
+    the caller's time-out (core has acted by then), and passes every later request straight on."""
+
+    def __init__(self, app, suffix: str, hold_seconds: float):
+        self.app, self.suffix, self.hold_seconds = app, suffix, hold_seconds
+        self.held = threading.Event()
+        self.calls = 0
+
+    def __call__(self, environ, start_response):
+        answer = {}
+
+        def keep(status, headers, exc_info=None):
+            answer.update(status=status, headers=headers)
+            return lambda _data: None
+
+        result = self.app(environ, keep)
+        try:
+            body = b"".join(result)
+        finally:
+            getattr(result, "close", lambda: None)()
+        if environ["PATH_INFO"].endswith(self.suffix):
+            self.calls += 1
+            if not self.held.is_set():
+                self.held.set()
+                time.sleep(self.hold_seconds)
+        start_response(answer["status"], answer["headers"])
+        return [body]
+
+
+@pytest.fixture
+def admin_behind_slow_gateway(settings_for, core_app):
+    """`make(suffix) -> (admin app, gateway)`: admin calling core through a HeldFirstAnswer gateway,
+    with a one-second time-out so the held answer arrives too late."""
+    from nectar.core.contract import CoreClient
+    from nectar.shared.database import db
+
+    def dispose(app) -> None:
+        with app.app_context():
+            db.engine.dispose()
+
+    with ExitStack() as stack:
+
+        def make(suffix: str):
+            gateway = HeldFirstAnswer(core_app, suffix, hold_seconds=2.0)
+            url = stack.enter_context(served(gateway))
+            app = create_app(settings_for(Service.ADMIN, CORE_ADMIN_TOKEN=ADMIN_TOKEN, CORE_API_URL=url))
+            stack.callback(dispose, app)
+            # The client admin would build, with a shorter time-out than the default five seconds.
+            app.extensions["nectar_core_client"] = CoreClient(url, ADMIN_TOKEN, timeout=1.0)
+            return app, gateway
+
+        yield make
+
+
+def test_a_create_whose_answer_was_lost_is_retried_and_still_audited(
+    admin_behind_slow_gateway, staff_member, audit_rows, database
+):
+    from tests.admin.conftest import StaffBrowser
+
+    app, gateway = admin_behind_slow_gateway("/internal/v1/users")
+    email, password, _ = staff_member("support")
+    staff = StaffBrowser(app)
+    assert staff.sign_in(email, password).status_code == 302
+    before = len(audit_rows())
+    wanted = unique_email()
+    created = staff.post("/users/new", {"email": wanted, "request_id": str(uuid.uuid4())})
+    assert created.status_code == 302, created.get_data(as_text=True)
+    assert gateway.calls == 2, "the first answer was lost, the retry got core's replay"
+    user_id = created.headers["Location"].rsplit("/", 1)[1]
+    with database.connect(Role.ADMIN) as conn:
+        assert conn.execute("SELECT count(*) FROM users WHERE email = %s", (wanted,)).fetchone()[0] == 1
+    rows = audit_rows()[before:]
+    assert [(r["action"], r["target"]) for r in rows] == [("user.created", f"user:{user_id}")]
+    assert rows[0]["after"]["outcome"] == "replayed" and rows[0]["after"]["email"] == wanted
+
+
+def test_a_password_reset_whose_answer_was_lost_is_not_sent_twice(
+    admin_behind_slow_gateway, staff_member, core_app, audit_rows, database
+):
+    from tests.admin.conftest import StaffBrowser
+
+    customer = CoreBrowser(core_app).sign_up()
+    user_id = _user_id(database, customer)
+    app, gateway = admin_behind_slow_gateway("/password-reset")
+    email, password, secret = staff_member("support")
+    staff = StaffBrowser(app)
+    assert staff.sign_in(email, password, secret).status_code == 302
+    before = len(audit_rows())
+    answer = staff.post(f"/users/{user_id}/password-reset", follow_redirects=True)
+    assert "admin cannot tell whether the change was made" in answer.get_data(as_text=True)
+    assert gateway.calls == 1, "not retried: core may have queued the email already"
+    with database.connect(Role.ADMIN) as conn:
+        sent = conn.execute(
+            "SELECT count(*) FROM email_outbox WHERE to_address = %s AND category = 'account.reset'",
+            (customer,),
+        ).fetchone()[0]
+    assert sent == 1
+    assert len(audit_rows()) == before, "nothing is recorded as done when admin cannot tell"

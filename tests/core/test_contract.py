@@ -1,4 +1,4 @@
-"""Core's service contract: authenticated, idempotent, and a client that copes when core is down."""
+"""Core's service contract: authenticated per caller, idempotent, and a client that copes when core is down."""
 
 import socket
 import time
@@ -6,10 +6,26 @@ import uuid
 
 import pytest
 
+from nectar.core.app import create_app
 from nectar.core.contract import CoreClient, CoreRefused, CoreUnavailable
-from nectar.shared.config import Role
+from nectar.shared.config import Role, Service
 from tests.core.conftest import PASSWORD, SERVICE_TOKEN, link_in, unique_email
 from tests.serving import served
+
+ADMIN_TOKEN = "test-admin-token-0123456789abcdef-0123456789abc"
+
+
+@pytest.fixture(scope="module")
+def core_app(settings_for):
+    """Core with both callers' credentials: marketing's (SERVICE_TOKEN) and admin's (ADMIN_TOKEN)."""
+    from nectar.shared.database import db
+
+    app = create_app(
+        settings_for(Service.CORE, CORE_SERVICE_TOKEN=SERVICE_TOKEN, CORE_ADMIN_TOKEN=ADMIN_TOKEN)
+    )
+    yield app
+    with app.app_context():
+        db.engine.dispose()
 
 
 @pytest.fixture(scope="module")
@@ -20,7 +36,13 @@ def core_url(core_app):
 
 @pytest.fixture
 def client(core_url):
+    """Marketing's client."""
     return CoreClient(core_url, SERVICE_TOKEN, timeout=5)
+
+
+@pytest.fixture
+def admin_client(core_url):
+    return CoreClient(core_url, ADMIN_TOKEN, timeout=5)
 
 
 def test_a_missing_or_wrong_credential_is_refused(core_url):
@@ -56,17 +78,17 @@ def test_create_account_provisions_once_and_the_user_sets_a_password(client, new
     assert person.sign_in(email).status_code == 302
 
 
-def test_suspension_locks_the_organization_until_reactivated(client, browser):
+def test_suspension_locks_the_organization_until_reactivated(admin_client, browser):
     browser.sign_up()
     org = browser.create_org()
     token_page = browser.post("/org/api-keys", {"target": "k"}).get_data(as_text=True)
     token = token_page.split('id="new-token">')[1].split("<")[0]
 
-    assert client.suspend_organization(org, "Unpaid invoice").status == "suspended"
+    assert admin_client.suspend_organization(org, "Unpaid invoice").status == "suspended"
     page = browser.get("/dashboard")
     assert page.status_code == 403 and "Unpaid invoice" in page.get_data(as_text=True)
     assert browser.api("GET", "/api/v1/organization", token=token).status_code == 401
-    assert client.reactivate_organization(org).status == "active"
+    assert admin_client.reactivate_organization(org).status == "active"
     assert browser.get("/dashboard").status_code == 200
     assert browser.api("GET", "/api/v1/organization", token=token).status_code == 200
 
@@ -127,3 +149,80 @@ def test_a_retry_with_the_same_request_id_reports_the_real_owner(client):
     retry = client.create_account(email=unique_email(), organization_name="Once Co", request_id=request_id)
     assert (retry.organization_id, retry.user_id) == (first.organization_id, first.user_id)
     assert not retry.created_user and not retry.created_organization
+
+
+def _user_id(database, email: str) -> uuid.UUID:
+    with database.connect(Role.ADMIN) as conn:
+        return conn.execute("SELECT id FROM users WHERE email = %s", (email,)).fetchone()[0]
+
+
+def test_marketings_credential_cannot_touch_accounts_or_suspend(client, admin_client, browser, database):
+    email = browser.sign_up()
+    org = browser.create_org()
+    user_id = _user_id(database, email)
+    staff_calls = {
+        "create a user": lambda: client.create_user(email=unique_email(), request_id=str(uuid.uuid4())),
+        "change an email": lambda: client.update_user(user_id, email=unique_email()),
+        "send a reset": lambda: client.send_password_reset(user_id),
+        "deactivate": lambda: client.deactivate_user(user_id),
+        "reactivate": lambda: client.reactivate_user(user_id),
+        "suspend": lambda: client.suspend_organization(org, "Taken over"),
+        "reactivate an organization": lambda: client.reactivate_organization(org),
+    }
+    for name, call in staff_calls.items():
+        with pytest.raises(CoreRefused) as refused:
+            call()
+        assert refused.value.status == 403, name
+        assert "CORE_ADMIN_TOKEN" in refused.value.detail, name
+    with database.connect(Role.ADMIN) as conn:
+        assert conn.execute("SELECT email, is_active FROM users WHERE id = %s", (user_id,)).fetchone() == (
+            email,
+            True,
+        )
+        assert conn.execute(
+            "SELECT count(*) FROM email_outbox WHERE to_address = %s AND category = 'account.reset'", (email,)
+        ).fetchone() == (0,)
+    assert browser.get("/dashboard").status_code == 200, "nothing happened to the account"
+
+    # What marketing needs still works with its credential; admin's may make every call.
+    assert client.organization_plan(org).status == "active"
+    assert client.set_plan(org, "pro").plan == "pro"
+    assert admin_client.organization_plan(org).plan == "pro"
+    assert admin_client.update_user(user_id, display_name="Renamed").display_name == "Renamed"
+
+
+def test_an_email_change_ends_sessions_and_earlier_reset_links(admin_client, new_browser, outbox, database):
+    person = new_browser()
+    email = person.sign_up()
+    user_id = _user_id(database, email)
+    admin_client.send_password_reset(user_id)
+    old_link = link_in(outbox(email, "account.reset")["body"])
+    assert new_browser().get(old_link).status_code == 200, "the link works before the change"
+
+    # A new name alone changes nothing about sign-in.
+    admin_client.update_user(user_id, display_name="Same Person")
+    assert person.get("/orgs").status_code == 200
+
+    new_email = unique_email()
+    changed = admin_client.update_user(user_id, email=new_email)
+    assert changed.email == new_email and not changed.email_verified
+    assert person.get("/orgs").status_code == 302, "signed out everywhere"
+    assert new_browser().get(old_link).status_code == 400, "the link sent to the old address is dead"
+    assert (
+        new_browser().post(old_link, {"password": PASSWORD + "!", "confirm": PASSWORD + "!"}).status_code
+        == 400
+    )
+    assert new_browser().sign_in(new_email).status_code == 302, "the password still works at the new address"
+
+
+def test_each_credential_is_long_and_admins_differs_from_marketings(database):
+    from nectar.shared.config import ConfigError, load_settings
+
+    with pytest.raises(ConfigError, match="CORE_ADMIN_TOKEN is too short"):
+        load_settings(Service.CORE, database.environ(CORE_ADMIN_TOKEN="short"))
+    with pytest.raises(ConfigError, match="must differ from CORE_SERVICE_TOKEN"):
+        load_settings(
+            Service.CORE, database.environ(CORE_SERVICE_TOKEN=SERVICE_TOKEN, CORE_ADMIN_TOKEN=SERVICE_TOKEN)
+        )
+    settings = load_settings(Service.ADMIN, database.environ(CORE_ADMIN_TOKEN=ADMIN_TOKEN))
+    assert settings.admin_service_token == ADMIN_TOKEN and settings.service_token is None

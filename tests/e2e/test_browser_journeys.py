@@ -22,7 +22,8 @@ from nectar.shared.database import db
 from tests.marketing.billing_helpers import run_billing_jobs
 from tests.serving import served
 
-SERVICE_TOKEN = "e2e-service-token-0123456789abcdef-0123456789"
+SERVICE_TOKEN = "e2e-service-token-0123456789abcdef-0123456789"  # marketing's credential for core
+ADMIN_TOKEN = "e2e-admin-token-0123456789abcdef-0123456789abc"  # admin's
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
 
@@ -40,7 +41,6 @@ def services(settings_for, tmp_path_factory):
         served(dispatch("admin")) as admin,
     ):
         shared = {
-            "CORE_SERVICE_TOKEN": SERVICE_TOKEN,
             "CORE_API_URL": core,
             "CORE_PUBLIC_URL": core,
             "MARKETING_API_URL": marketing,
@@ -48,9 +48,16 @@ def services(settings_for, tmp_path_factory):
             "ADMIN_API_URL": admin,
             "NECTAR_VAR_DIR": str(tmp_path_factory.mktemp("var")),
         }
-        apps["core"] = create_core_app(settings_for(Service.CORE, **shared))
-        apps["marketing"] = create_marketing_app(settings_for(Service.MARKETING, **shared))
-        apps["admin"] = create_admin_app(settings_for(Service.ADMIN, **shared))
+        # Each caller has its own credential for core's contract; core checks both.
+        apps["core"] = create_core_app(
+            settings_for(
+                Service.CORE, **shared, CORE_SERVICE_TOKEN=SERVICE_TOKEN, CORE_ADMIN_TOKEN=ADMIN_TOKEN
+            )
+        )
+        apps["marketing"] = create_marketing_app(
+            settings_for(Service.MARKETING, **shared, CORE_SERVICE_TOKEN=SERVICE_TOKEN)
+        )
+        apps["admin"] = create_admin_app(settings_for(Service.ADMIN, **shared, CORE_ADMIN_TOKEN=ADMIN_TOKEN))
         yield {"core": core, "marketing": marketing, "admin": admin, "apps": apps}
         for app in apps.values():
             with app.app_context():
@@ -149,7 +156,7 @@ def test_a_visitor_becomes_a_customer_and_staff_see_it(services, page: Page, dat
     staff_email = f"staff-{uuid.uuid4().hex[:8]}@example.com"
     staff_password = "staff password long enough 42"
     with pytest.MonkeyPatch.context() as patch:
-        for name, value in database.environ(**{"CORE_SERVICE_TOKEN": SERVICE_TOKEN}).items():
+        for name, value in database.environ(**{"CORE_ADMIN_TOKEN": ADMIN_TOKEN}).items():
             patch.setenv(name, value)
         patch.setattr("sys.stdin", __import__("io").StringIO(staff_password + "\n"))
         assert (

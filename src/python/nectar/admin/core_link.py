@@ -13,6 +13,7 @@ def core_client() -> CoreClient:
     client = current_app.extensions.get("nectar_core_client")
     if client is None:
         settings = current_app.config["NECTAR_SETTINGS"]
-        client = CoreClient(settings.service_urls[Service.CORE], settings.service_token)
+        # Admin's own credential (CORE_ADMIN_TOKEN): marketing's cannot touch customer accounts.
+        client = CoreClient(settings.service_urls[Service.CORE], settings.admin_service_token)
         current_app.extensions["nectar_core_client"] = client
     return client

@@ -12,6 +12,13 @@ def show_core_error(error: CoreRefused | CoreUnavailable, form: FlaskForm | None
     """Puts core's answer on the form (per field where core named one) or in a flash message, and
     returns the status the page should answer with."""
     if isinstance(error, CoreUnavailable):
+        if error.outcome_unknown:
+            flash(
+                f"Core did not answer in time ({error}), so admin cannot tell whether the change was made. "
+                "Check before trying again; your input is kept.",
+                "error",
+            )
+            return 504
         flash(
             f"Core did not answer, so nothing was changed: {error}. Your input is kept; try again.", "error"
         )

@@ -2,7 +2,7 @@
 next page?) and a count that stops at TOTAL_CAP rows ("10,000+"), never a full COUNT(*).
 
 Also the safe reading of list arguments: sort keys from a whitelist, bounded page numbers and texts,
-choices, ids and dates; anything else falls back to the default instead of erroring.
+choices, ids and dates (years 2000 to 2100); anything else falls back to the default instead of erroring.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from flask import request
 from sqlalchemy import Select, func, literal_column, select
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
+from wtforms.validators import ValidationError
 
 from nectar.shared.database import db
 
@@ -25,6 +26,11 @@ TOTAL_CAP = 10_000
 MAX_PER_PAGE = 200
 # Deep OFFSETs read every skipped row; past this, narrow the list with search and filters.
 MAX_PAGE = 1_000
+# Dates a filter may name: wide enough for any real record, and far from date.max, where the
+# "whole last day" bound (day + 1) would overflow.
+EARLIEST_DAY = date(2000, 1, 1)
+LATEST_DAY = date(2100, 12, 31)
+DATE_RANGE_MESSAGE = f"Enter a date from {EARLIEST_DAY.isoformat()} to {LATEST_DAY.isoformat()}."
 
 
 @dataclass(frozen=True)
@@ -71,16 +77,18 @@ def count_label(count: int, cap: int = TOTAL_CAP) -> str:
     return f"{cap:,}+" if count > cap else f"{count:,}"
 
 
-def capped_counts_statement(column, values: Iterable[str], cap: int = TOTAL_CAP) -> Select:
-    """One row: for each value, the rows where `column` = value, counted through its index up to
-    cap + 1 ("more than cap"), instead of a GROUP BY over the table."""
+def capped_counts_statement(
+    column, values: Iterable[str], cap: int = TOTAL_CAP, where: ColumnElement | None = None
+) -> Select:
+    """One row: for each value, the rows where `column` = value (and `where`, if given), counted
+    through an index up to cap + 1 ("more than cap"), instead of a GROUP BY over the table."""
     return select(
         *(
             select(func.count())
             .select_from(
                 select(literal_column("1"))
                 .select_from(column.table)
-                .where(column == value)
+                .where(column == value, *([] if where is None else [where]))
                 .limit(cap + 1)
                 .subquery()
             )
@@ -90,10 +98,18 @@ def capped_counts_statement(column, values: Iterable[str], cap: int = TOTAL_CAP)
     )
 
 
-def capped_counts(session: Session, column, values: Iterable[str], cap: int = TOTAL_CAP) -> dict[str, int]:
-    """{value: rows where `column` = value} for list tabs; exact up to `cap`."""
+def capped_counts(
+    session: Session,
+    column,
+    values: Iterable[str],
+    cap: int = TOTAL_CAP,
+    *,
+    where: ColumnElement | None = None,
+) -> dict[str, int]:
+    """{value: rows where `column` = value} for list tabs and status tables; exact up to `cap`."""
     values = list(values)
-    return dict(zip(values, session.execute(capped_counts_statement(column, values, cap)).one(), strict=True))
+    statement = capped_counts_statement(column, values, cap, where)
+    return dict(zip(values, session.execute(statement).one(), strict=True))
 
 
 @dataclass(frozen=True)
@@ -150,10 +166,18 @@ def read_uuid(args: Mapping[str, str], name: str) -> uuid.UUID | None:
 
 
 def read_date(args: Mapping[str, str], name: str) -> date | None:
+    """A YYYY-MM-DD day from EARLIEST_DAY to LATEST_DAY, or None (no bound)."""
     try:
-        return date.fromisoformat(str(args.get(name) or ""))
+        day = date.fromisoformat(str(args.get(name) or ""))
     except ValueError:
         return None
+    return day if EARLIEST_DAY <= day <= LATEST_DAY else None
+
+
+def date_in_range(form, field) -> None:
+    """WTForms validator: the same bounds for a form's date field, as a message next to the field."""
+    if field.data is not None and not EARLIEST_DAY <= field.data <= LATEST_DAY:
+        raise ValidationError(DATE_RANGE_MESSAGE)
 
 
 def like_pattern(text: str) -> str:

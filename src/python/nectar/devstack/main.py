@@ -47,6 +47,8 @@ PROCESSES = [
     (Service.ADMIN, "worker"),
 ]
 WORKER_READY = "worker: running jobs"
+# Who gets CORE_ADMIN_TOKEN: core checks it, admin calls with it.
+ADMIN_TOKEN_HOLDERS = (Service.CORE, Service.ADMIN)
 
 
 @dataclass
@@ -90,6 +92,8 @@ def _relay(child: Child) -> None:
 def _start(service: Service, command: str, environ: dict[str, str]) -> Child:
     port = env_int(environ, f"{service.upper()}_PORT", service.default_port, low=1, high=65535)
     env = {**environ, "PORT": str(port), "HOST": "127.0.0.1", "PYTHONUNBUFFERED": "1"}
+    if service not in ADMIN_TOKEN_HOLDERS:
+        env.pop("CORE_ADMIN_TOKEN", None)  # marketing gets only its own, narrower credential
     env.setdefault("WEB_CONCURRENCY", "1")
     process = subprocess.Popen(
         [*_self_command(), "service", str(service), command],
@@ -132,8 +136,9 @@ def _first_dead(children: list[Child]) -> Child | None:
 
 def launch() -> int:
     environ = dict(os.environ)
-    # The services authenticate to core's contract with a shared credential; one per dev run.
+    # The services authenticate to core's contract, each with its own credential; new ones per dev run.
     environ.setdefault("CORE_SERVICE_TOKEN", secrets.token_urlsafe(32))
+    environ.setdefault("CORE_ADMIN_TOKEN", secrets.token_urlsafe(32))
     # One signing key for every process of this run: links the marketing worker signs (unsubscribe in
     # a campaign) must open on the marketing site, and admin's test sends must too.
     environ.setdefault("SECRET_KEY", secrets.token_urlsafe(32))

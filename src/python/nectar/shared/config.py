@@ -146,8 +146,11 @@ class Settings:
     database_url: URL
     # Where each service reaches the others (HTTP contracts, health checks on the admin system page).
     service_urls: dict[Service, str] = field(default_factory=dict)
-    # The shared secret that authenticates calls to core's service contract (CORE_SERVICE_TOKEN).
+    # Credentials for core's service contract (/internal/v1), one per caller so each gets only its
+    # part: CORE_SERVICE_TOKEN (marketing: provision accounts, read and set plans) and
+    # CORE_ADMIN_TOKEN (admin: every call, customer accounts included).
     service_token: str | None = None
+    admin_service_token: str | None = None
     # The address people use for this service, for links in emails (<SERVICE>_PUBLIC_URL).
     public_url: str = ""
     # How many proxies (load balancers) in front may set X-Forwarded-For/-Proto (TRUSTED_PROXY_HOPS).
@@ -193,6 +196,11 @@ def load_settings(service: Service, environ: Mapping[str, str] | None = None) ->
     service_token = env_str(environ, "CORE_SERVICE_TOKEN")
     if service_token is not None and len(service_token) < 32:
         raise ConfigError("CORE_SERVICE_TOKEN is too short (at least 32 characters)")
+    admin_service_token = env_str(environ, "CORE_ADMIN_TOKEN")
+    if admin_service_token is not None and len(admin_service_token) < 32:
+        raise ConfigError("CORE_ADMIN_TOKEN is too short (at least 32 characters)")
+    if admin_service_token is not None and admin_service_token == service_token:
+        raise ConfigError("CORE_ADMIN_TOKEN must differ from CORE_SERVICE_TOKEN (each caller has its own)")
     port = env_int(environ, "PORT", service.default_port, low=1, high=65535)
     return Settings(
         service=service,
@@ -202,6 +210,7 @@ def load_settings(service: Service, environ: Mapping[str, str] | None = None) ->
         database_url=database_url(SERVICE_ROLES[service], environ),
         service_urls=service_urls,
         service_token=service_token,
+        admin_service_token=admin_service_token,
         trusted_proxy_hops=env_int(environ, "TRUSTED_PROXY_HOPS", 0, low=0, high=5),
         outbound_allowlist=env_str(environ, "NECTAR_OUTBOUND_ALLOWLIST", ""),
         encryption_keys=env_str(environ, "NECTAR_ENCRYPTION_KEYS", ""),

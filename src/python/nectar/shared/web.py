@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from http import HTTPStatus
+from urllib.parse import urlsplit
 
 from flask import Blueprint, Flask, current_app, jsonify, render_template, request
 from sqlalchemy import text
@@ -48,6 +49,21 @@ def wants_json() -> bool:
     return best in ("application/json", PROBLEM_JSON)
 
 
+def safe_next_path(target: str | None, default: str) -> str:
+    """`target` when it is a path on this site, else `default`: a sign-in page's "next" must not be
+    an open redirect that lends our address to a phishing link."""
+    # Browsers read "/\\host" as "//host", so a backslash disqualifies a target too.
+    if (
+        target
+        and target.startswith("/")
+        and not target.startswith("//")
+        and "\\" not in target
+        and not urlsplit(target).netloc
+    ):
+        return target
+    return default
+
+
 def error_response(status: int, detail: str | None):
     """The error as the client wants it: a problem document for APIs, a page for browsers."""
     if wants_json():
@@ -66,6 +82,37 @@ def _handle_unexpected_error(error: Exception):
     if wants_json():
         return problem(500, detail)
     return render_template("error.html", status=500, title="Internal Server Error", detail=detail), 500
+
+
+FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+NUL_REFUSED = "The request contains a NUL character (%00), which no address or form field may hold."
+RAW_INPUT_BLUEPRINTS = "NECTAR_RAW_INPUT_BLUEPRINTS"
+
+
+def keeps_raw_input(blueprint: Blueprint) -> Blueprint:
+    """Leaves a blueprint's requests out of the NUL check, for views that read their input raw and
+    clean it themselves (core's tenant endpoints: their form bodies may be signed, so they must not
+    be parsed first). Returns the blueprint."""
+
+    def register(state) -> None:
+        state.app.config.setdefault(RAW_INPUT_BLUEPRINTS, set()).add(blueprint.name)
+
+    blueprint.record_once(register)
+    return blueprint
+
+
+def _refuse_nul_bytes():
+    """400 for a NUL in the path, the query string or a submitted form: PostgreSQL text cannot hold
+    one, so it would otherwise fail deep in a view as a 500. JSON and raw bodies are left unread
+    (webhooks verify their signature over the raw body, and JSON escapes NUL anyway)."""
+    if request.blueprint in current_app.config.get(RAW_INPUT_BLUEPRINTS, ()):
+        return None
+    fields = [request.path, *(part for pair in request.args.items(multi=True) for part in pair)]
+    if request.mimetype in FORM_TYPES:
+        fields += [part for pair in request.form.items(multi=True) for part in pair]
+    if any("\x00" in value for value in fields):
+        return error_response(400, NUL_REFUSED)
+    return None
 
 
 def _security_headers(response):
@@ -151,6 +198,7 @@ def create_service_app(settings: Settings, import_name: str, expected_revision: 
     app.register_blueprint(health_blueprint(expected_revision))
     app.register_error_handler(HTTPException, _handle_http_error)
     app.register_error_handler(Exception, _handle_unexpected_error)
+    app.before_request(_refuse_nul_bytes)
     app.after_request(_security_headers)
 
     @app.context_processor

@@ -2,11 +2,17 @@
 security, so nothing is filtered by tenant).
 
 Definitions, also stated on the page:
-- active organization: at least one workflow run queued in the last 30 days;
+- the window: the last 30 UTC days, today included, from UTC midnight of its first day; the runs
+  figures and active organizations both use it;
+- active organization: at least one workflow run queued in the window;
 - lead conversion: leads in stage `won` / all leads; leads that became customers: leads linked to a
-  subscription of any status (by the checkout's lead id, or by the same email address);
+  paid subscription (by the checkout's lead id, or by the same email address), where paid means
+  paid at least once (`last_paid_at` set, so also past_due or canceled after paying) or active or
+  past_due now; trials and checkouts never paid do not count;
 - runs per day: by the UTC day a run was queued; error rate = failed / finished, where finished means
   succeeded or failed (cancelled runs never produced a result, queued and running ones have not yet).
+
+Every total is exact and read from an index where PostgreSQL can (users, leads, runs per day).
 """
 
 from __future__ import annotations
@@ -85,6 +91,11 @@ class Dashboard:
     new_leads: list[DayCount]
 
     @property
+    def first_day(self) -> date:
+        """The window's first UTC day (it starts at that day's UTC midnight)."""
+        return self.runs[0].day
+
+    @property
     def runs_in_window(self) -> int:
         return sum(day.queued for day in self.runs)
 
@@ -101,34 +112,53 @@ class Dashboard:
         return ratio(self.failed_in_window, self.finished_in_window)
 
 
+# The window's first day (UTC), shared by every windowed figure; it starts at that day's UTC midnight.
+BOUNDS_CTE = "bounds AS (SELECT (now() AT TIME ZONE 'UTC')::date - (:days - 1) AS first_day)"
+# Subscriptions that paid, as the module docstring defines it.
+PAID_CTE = """
+    paid AS (
+      SELECT lead_id, customer_email FROM subscriptions
+      WHERE last_paid_at IS NOT NULL OR status IN ('active', 'past_due')
+    )
+"""
+
 TOTALS_SQL = text(
-    """
+    "WITH "  # noqa: S608 - constants only
+    + BOUNDS_CTE
+    + ","
+    + PAID_CTE
+    + """
+    , all_users AS (SELECT count(*) AS n FROM users)
     SELECT
-      (SELECT count(*) FROM users),
-      (SELECT count(*) FROM users WHERE is_active),
+      (SELECT n FROM all_users),
+      -- active = all - inactive: both counts come from indexes (the inactive ones from a small one)
+      (SELECT n FROM all_users) - (SELECT count(*) FROM users WHERE NOT is_active),
       (SELECT count(*) FROM organizations),
-      (SELECT count(*) FROM organizations o WHERE EXISTS (
+      (SELECT count(*) FROM organizations o, bounds WHERE EXISTS (
           SELECT 1 FROM workflow_runs r
-          WHERE r.org_id = o.id AND r.queued_at >= now() - make_interval(days => :days))),
+          WHERE r.org_id = o.id AND r.queued_at >= first_day::timestamp AT TIME ZONE 'UTC')),
       (SELECT count(*) FROM organizations WHERE status = 'suspended'),
       (SELECT count(*) FROM leads),
       (SELECT count(*) FROM leads WHERE status = 'won'),
       (SELECT count(*) FROM (
-          SELECT lead_id FROM subscriptions WHERE lead_id IS NOT NULL
+          SELECT lead_id FROM paid WHERE lead_id IS NOT NULL
           UNION
-          SELECT l.id FROM subscriptions s JOIN leads l ON l.email = s.customer_email::citext
+          SELECT l.id FROM paid JOIN leads l ON l.email = paid.customer_email::citext
       ) AS converted)
     """
 )
 
-# The window's days in UTC, oldest first; `first_day` starts the window at UTC midnight.
-DAYS_CTE = """
-    WITH bounds AS (SELECT (now() AT TIME ZONE 'UTC')::date - (:days - 1) AS first_day),
+# The window's days in UTC, oldest first.
+DAYS_CTE = (
+    "WITH "  # noqa: S608 - constants only
+    + BOUNDS_CTE
+    + """,
     days AS (
       SELECT generate_series(first_day::timestamp, (first_day + (:days - 1))::timestamp, interval '1 day')::date AS day
       FROM bounds
     )
 """
+)
 
 RUNS_SQL = text(
     DAYS_CTE  # noqa: S608 - constants only

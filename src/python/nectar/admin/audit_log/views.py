@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 
 from flask import Blueprint, render_template, request
 from sqlalchemy import Select, select
 from werkzeug.datastructures import MultiDict
 
-from nectar.admin.listing import like_pattern, paginate, read_date, read_page, read_text
+from nectar.admin.listing import (
+    EARLIEST_DAY,
+    LATEST_DAY,
+    like_pattern,
+    paginate,
+    read_date,
+    read_page,
+    read_text,
+)
 from nectar.schema.models import AuditEntry
 
 audit_log = Blueprint("audit_log", __name__, url_prefix="/audit")
@@ -47,11 +55,12 @@ def statement_for(filters: AuditFilters) -> Select:
         statement = statement.where(AuditEntry.action.ilike(like_pattern(filters.action).removeprefix("%")))
     if filters.target:
         statement = statement.where(AuditEntry.target.ilike(like_pattern(filters.target)))
+    # Days are UTC days; read_date keeps them far enough from date.max for the "+ 1 day" below.
     if filters.since:
-        statement = statement.where(AuditEntry.created_at >= datetime.combine(filters.since, time.min))
+        statement = statement.where(AuditEntry.created_at >= datetime.combine(filters.since, time.min, UTC))
     if filters.until:  # the whole "until" day is included
         statement = statement.where(
-            AuditEntry.created_at < datetime.combine(filters.until + timedelta(days=1), time.min)
+            AuditEntry.created_at < datetime.combine(filters.until + timedelta(days=1), time.min, UTC)
         )
     return statement.order_by(AuditEntry.id.desc())
 
@@ -60,4 +69,10 @@ def statement_for(filters: AuditFilters) -> Select:
 def index():
     filters = read_filters(request.args)
     page = paginate(statement_for(filters), read_page(request.args))
-    return render_template("admin/audit/index.html", page=page, filters=filters)
+    return render_template(
+        "admin/audit/index.html",
+        page=page,
+        filters=filters,
+        earliest_day=EARLIEST_DAY.isoformat(),
+        latest_day=LATEST_DAY.isoformat(),
+    )

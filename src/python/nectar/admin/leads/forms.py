@@ -8,6 +8,7 @@ from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, Length, Optional, ValidationError
 
 from nectar.admin.leads.service import NOTE_MAX, LeadFilters
+from nectar.admin.listing import date_in_range
 from nectar.schema.models.marketing import LEAD_STAGES
 
 STAGE_CHOICES = [SelectChoice(stage, stage.capitalize()) for stage in LEAD_STAGES]
@@ -26,8 +27,8 @@ class FilterForm(FlaskForm):
         "Stage", choices=[SelectChoice("", "Any stage"), *STAGE_CHOICES], validators=[Optional()]
     )
     source = StringField("Source", validators=[Optional(), Length(max=100)])
-    created_from = DateField("Created from", validators=[Optional()])
-    created_to = DateField("Created to", validators=[Optional()])
+    created_from = DateField("Created from", validators=[Optional(), date_in_range])
+    created_to = DateField("Created to", validators=[Optional(), date_in_range])
     assigned = SelectField("Owner", validators=[Optional()], validate_choice=True)
 
     def __init__(self, *args, staff=(), **kwargs):

@@ -245,9 +245,11 @@ def safe_cell(value: object) -> str:
     return "'" + text if text.startswith(FORMULA_PREFIXES) else text
 
 
-def export_rows(session: Session, filters: LeadFilters) -> Iterator[tuple]:
-    """Every lead matching `filters`, streamed from a server-side cursor in batches."""
-    result = session.execute(leads_statement(filters), execution_options={"yield_per": EXPORT_BATCH})
+def export_rows(session: Session, statement: Select) -> Iterator[tuple]:
+    """Every lead of `statement` (a `leads_statement`), streamed from a server-side cursor in batches.
+    The statement is built by the caller before it records the export, so a filter that cannot be
+    turned into SQL fails before anything is recorded, not in the middle of the download."""
+    result = session.execute(statement, execution_options={"yield_per": EXPORT_BATCH})
     for lead, assignee in result:
         yield (
             lead.email,

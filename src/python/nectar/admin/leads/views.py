@@ -58,9 +58,10 @@ def export():
         errors = "; ".join(f"{form[name].label.text}: {', '.join(e)}" for name, e in form.errors.items())
         abort(400, f"The filters are not valid ({errors}).")
     filters = form.filters()
+    statement = service.leads_statement(filters)  # before the audit row: nothing can fail after it
     audit.record("lead.export", target="leads", after={"filters": filters.as_args()})
     db.session.commit()
-    rows = service.export_rows(db.session, filters)
+    rows = service.export_rows(db.session, statement)
     response = Response(stream_with_context(service.csv_lines(rows)), mimetype="text/csv")
     response.headers["Content-Disposition"] = "attachment; filename=leads.csv"
     response.headers["Cache-Control"] = "no-store"

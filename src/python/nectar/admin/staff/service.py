@@ -15,8 +15,9 @@ from datetime import UTC, datetime, timedelta
 
 import pyotp
 from email_validator import EmailNotValidError, validate_email
-from sqlalchemy import func, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from nectar.schema.models import StaffSession, StaffUser
 from nectar.schema.models.staff import STAFF_ROLES
@@ -215,7 +216,8 @@ def provisioning_uri(secret: str, staff: StaffUser) -> str:
 
 def check_totp(session: Session, keys: KeyRing, staff: StaffUser, code: str) -> None:
     """Accepts a code from the member's secret (one step of clock drift either way), once: a code
-    or an older one is refused after it was used. Failures are throttled; commit after calling."""
+    or an older one is refused after it was used, also when two requests bring it at the same moment.
+    Failures are throttled; commit after calling."""
     key = f"admin.totp:{staff.id}"
     now = time.time()
     if throttle.count(session, key, TOTP_LIMIT, now) >= TOTP_LIMIT.events:
@@ -223,11 +225,28 @@ def check_totp(session: Session, keys: KeyRing, staff: StaffUser, code: str) -> 
     secret = totp_secret(keys, staff)
     code = "".join(code.split())
     step = _matching_step(secret, code, now) if secret and code.isdigit() else None
-    if step is None or (staff.totp_last_step is not None and step <= staff.totp_last_step):
+    if step is None or not _claim_step(session, staff, step):
         throttle.hit(session, key, TOTP_LIMIT, now)
         raise StaffError("That code is not right (or was already used). Enter the current one.", field="code")
-    staff.totp_last_step = step
     throttle.clear(session, key)
+
+
+def _claim_step(session: Session, staff: StaffUser, step: int) -> bool:
+    """Records `step` as used unless it or a later one already is. One conditional UPDATE: a second
+    request with the same code waits for the first's row lock, then finds the step taken."""
+    claimed = session.execute(
+        update(StaffUser)
+        .where(
+            StaffUser.id == staff.id,
+            or_(StaffUser.totp_last_step.is_(None), StaffUser.totp_last_step < step),
+        )
+        .values(totp_last_step=step)
+        .execution_options(synchronize_session=False)
+    )
+    if claimed.rowcount != 1:
+        return False
+    set_committed_value(staff, "totp_last_step", step)
+    return True
 
 
 def _matching_step(secret: str, code: str, now: float) -> int | None:

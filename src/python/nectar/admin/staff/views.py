@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit
-
-from flask import Blueprint, current_app, flash, g, redirect, render_template, request, session
+from flask import Blueprint, abort, current_app, flash, g, redirect, render_template, request, session
 
 from nectar.admin import audit
 from nectar.admin.staff import service
 from nectar.admin.staff.access import current_staff, live_session, sign_in_session
 from nectar.admin.staff.forms import CodeForm, SignInForm
 from nectar.shared.database import db
+from nectar.shared.web import safe_next_path
 
 staff = Blueprint("staff", __name__)
 AFTER_SIGN_IN = "after_sign_in"
@@ -20,18 +19,10 @@ def _keys():
     return current_app.config["NECTAR_KEY_RING"]
 
 
-def _safe_next(target: str | None) -> str:
-    """Only same-site paths, so the sign-in page cannot be used as an open redirect."""
-    if (
-        target
-        and target.startswith("/")
-        and not target.startswith("//")
-        and "\\" not in target
-        and not urlsplit(target).netloc
-        and not target.startswith("/login")
-    ):
-        return target
-    return "/"
+def _after_sign_in(target: str | None) -> str:
+    """Same-site paths only (no open redirect), and never back to a sign-in step."""
+    path = safe_next_path(target, "/")
+    return "/" if path.startswith("/login") else path
 
 
 @staff.route("/login", methods=["GET", "POST"])
@@ -48,7 +39,7 @@ def login():
             row = service.start_session(db.session, member, request.remote_addr, request.user_agent.string)
             db.session.commit()
             sign_in_session(row)
-            target = _safe_next(form.next.data)
+            target = _after_sign_in(form.next.data)
             if not service.needs_second_factor(member):
                 return redirect(target)
             session[AFTER_SIGN_IN] = target
@@ -114,20 +105,22 @@ def totp_setup():
 @staff.post("/account/totp/disable")
 def totp_disable():
     member = current_staff()
+    if member.role == "superadmin":
+        abort(403, "Superadmins must keep two-factor authentication on.")
     form = CodeForm()
-    if not form.validate_on_submit():
-        flash("Enter a current code to turn two-factor authentication off.", "error")
-        return redirect("/account")
-    try:
-        service.disable_totp(db.session, _keys(), member, form.code.data)
-    except service.StaffError as error:
-        db.session.commit()
-        flash(str(error), "error")
-        return redirect("/account")
-    audit.record("staff.totp_disabled", f"staff:{member.id}", {"totp": True}, {"totp": False})
-    db.session.commit()
-    flash("Two-factor authentication is off.", "info")
-    return redirect("/account")
+    if form.validate_on_submit():
+        try:
+            service.disable_totp(db.session, _keys(), member, form.code.data)
+        except service.StaffError as error:
+            db.session.commit()  # keep the failure count
+            form.code.errors.append(str(error))
+        else:
+            audit.record("staff.totp_disabled", f"staff:{member.id}", {"totp": True}, {"totp": False})
+            db.session.commit()
+            flash("Two-factor authentication is off.", "info")
+            return redirect("/account")
+    # The refusal shows next to the code field, on the account page, with a status that says so.
+    return render_template("admin/staff/account.html", member=member, form=form), 422
 
 
 @staff.get("/account")

@@ -11,11 +11,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import requests
-from sqlalchemy import select, text
+from sqlalchemy import column, select, table, text
+from sqlalchemy.dialects.postgresql import ENUM
 from sqlalchemy.orm import Session
 
 from nectar.admin import audit
-from nectar.schema.models import SystemSetting
+from nectar.admin.listing import capped_counts
+from nectar.schema.models import EmailOutbox, SystemSetting
 from nectar.shared.config import Service, Settings
 
 HEALTH_TIMEOUT_SECONDS = 2.0
@@ -78,31 +80,49 @@ def database_state(session: Session) -> dict:
     }
 
 
+# The job states that need attention (succeeded jobs are pruned after a day; cancelled and aborted
+# ones need nothing more).
+QUEUE_STATUSES = ("todo", "doing", "failed")
+# procrastinate's job table (its schema, not our models): just what the queue figures read.
+JOBS = table(
+    "procrastinate_jobs",
+    column("queue_name"),
+    column("status", ENUM(*QUEUE_STATUSES, name="procrastinate_job_status", create_type=False)),
+)
+# Each queue's name once, by skipping through the queue_name index (a "loose index scan"), instead
+# of reading every job.
+QUEUE_NAMES_SQL = text(
+    """
+    WITH RECURSIVE queues(name) AS (
+      (SELECT min(queue_name) FROM procrastinate_jobs)
+      UNION ALL
+      SELECT (SELECT min(queue_name) FROM procrastinate_jobs WHERE queue_name > name)
+      FROM queues WHERE name IS NOT NULL
+    )
+    SELECT name FROM queues WHERE name IS NOT NULL
+    """
+)
+OUTBOX_STATUSES = ("pending", "sending", "sent", "failed")
+
+
 def queue_depth(session: Session) -> list[tuple[str, str, int]]:
-    """procrastinate's jobs by queue and status (todo, doing, failed, ...)."""
-    return [
-        tuple(row)
-        for row in session.execute(
-            text(
-                "SELECT queue_name, status::text, count(*) FROM procrastinate_jobs "
-                "GROUP BY queue_name, status ORDER BY queue_name, status"
-            )
-        ).all()
-    ]
+    """(queue, status, jobs) for jobs waiting, running or failed, each counted up to TOTAL_CAP."""
+    depth = []
+    for queue in session.scalars(QUEUE_NAMES_SQL).all():
+        counts = capped_counts(session, JOBS.c.status, QUEUE_STATUSES, where=JOBS.c.queue_name == queue)
+        depth += [(queue, status, count) for status, count in counts.items() if count]
+    return depth
 
 
 def outbox_counts(session: Session) -> dict[str, int]:
-    counts = {status: 0 for status in ("pending", "sending", "sent", "failed")}
-    for status, count in session.execute(
-        text("SELECT status, count(*) FROM email_outbox GROUP BY status")
-    ).all():
-        counts[status] = count
-    return counts
+    """Messages per outbox status, each counted up to TOTAL_CAP through the (status, created_at) index."""
+    return capped_counts(session, EmailOutbox.status, OUTBOX_STATUSES)
 
 
 # --- System settings ------------------------------------------------------------------------------
 
-KEY_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,99}$")
+# Matched with fullmatch: `$` would also accept a trailing newline.
+KEY_PATTERN = re.compile(r"[a-z][a-z0-9_]{0,99}")
 PLAN_KEYS = ("free", "starter", "pro", "enterprise")
 
 
@@ -118,7 +138,7 @@ def _retention(value: dict) -> None:
 
 def _feature_flags(value: dict) -> None:
     for name, flag in value.items():
-        if not KEY_PATTERN.match(name) or not isinstance(flag, bool):
+        if not KEY_PATTERN.fullmatch(name) or not isinstance(flag, bool):
             raise SettingInvalid(f'Each flag is "name": true or false; {name!r} is not.')
 
 
@@ -177,7 +197,7 @@ KNOWN_SETTINGS = {
 
 def parse_value(key: str, raw: str) -> dict:
     """The JSON object typed for `key`, checked against that key's rules."""
-    if not KEY_PATTERN.match(key):
+    if not KEY_PATTERN.fullmatch(key):
         raise SettingInvalid("A key is lower-case letters, digits and _, starting with a letter.")
     try:
         value = json.loads(raw)

@@ -6,6 +6,7 @@ import json
 
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, request
 
+from nectar.admin.listing import count_label
 from nectar.admin.staff.access import current_staff, superadmin_required
 from nectar.admin.system import service
 from nectar.admin.system.forms import SettingForm
@@ -25,13 +26,14 @@ def index():
         queue=service.queue_depth(db.session),
         outbox=service.outbox_counts(db.session),
         settings=service.all_settings(db.session),
+        count_label=count_label,
     )
 
 
 @system.route("/settings/<key>", methods=["GET", "POST"])
 @superadmin_required
 def edit_setting(key: str):
-    if not service.KEY_PATTERN.match(key):
+    if not service.KEY_PATTERN.fullmatch(key):
         abort(404, "Setting keys are lower-case letters, digits and _.")
     row = db.session.get(SystemSetting, key)
     known = service.KNOWN_SETTINGS.get(key)
@@ -59,7 +61,7 @@ def edit_setting(key: str):
 def open_setting():
     """The "edit a setting" box on the system page: goes to that key's form."""
     key = request.args.get("key", "").strip().lower()
-    if not service.KEY_PATTERN.match(key):
+    if not service.KEY_PATTERN.fullmatch(key):
         flash("Setting keys are lower-case letters, digits and _, starting with a letter.", "error")
         return redirect("/system#settings")
     return redirect(f"/system/settings/{key}")

@@ -78,7 +78,8 @@ def list_statement(filters: UserFilters, sort: Sort) -> Select:
         statement = statement.where(
             User.id.in_(select(Membership.user_id).where(Membership.org_id == org_id))
         )
-    return statement.order_by(sort.clause, User.id)
+    # id breaks ties in the sort's direction, as each sort's index holds it (models: User).
+    return statement.order_by(sort.clause, User.id.desc() if sort.descending else User.id)
 
 
 def sort_of(args: MultiDict) -> Sort:
@@ -153,9 +154,12 @@ def _target(user_id: uuid.UUID) -> str:
 
 
 def create(email: str, display_name: str | None, request_id: str) -> CoreUser:
+    """Recorded whenever core answers: also when core replays an earlier answer for this request_id
+    (a double submit, or a retry after the first answer was lost), since staff asked either way;
+    `outcome` in the row says which."""
     account = core_client().create_user(email=email, display_name=display_name or None, request_id=request_id)
-    if account.created:
-        audit.record("user.created", _target(account.user_id), None, _after(account))
+    after = _after(account) | {"outcome": "created" if account.created else "replayed"}
+    audit.record("user.created", _target(account.user_id), None, after)
     return account
 
 

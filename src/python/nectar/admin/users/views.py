@@ -44,7 +44,10 @@ def create():
             status = show_core_error(error, form)
         else:
             db.session.commit()
-            flash(f"Created {account.email}. Core emailed them a link to choose a password.", "success")
+            if account.created:
+                flash(f"Created {account.email}. Core emailed them a link to choose a password.", "success")
+            else:
+                flash(f"{account.email} was already created from this form; nothing new was made.", "info")
             return redirect(f"/users/{account.user_id}")
     elif form.errors:
         status = 422

@@ -229,7 +229,7 @@ def request_password_reset(session: Session, email: str, reset_link) -> None:
     if user is None or not user.is_active or not email_allowed(session, "reset", user.email):
         return
     token = make_token(
-        current_app.secret_key, "reset-password", {"uid": str(user.id), "fp": fingerprint(user.password_hash)}
+        current_app.secret_key, "reset-password", {"uid": str(user.id), "fp": _reset_binding(user)}
     )
     queue_email(
         session,
@@ -251,7 +251,7 @@ def send_set_password(session: Session, user: User, reset_link) -> None:
     from flask import current_app
 
     token = make_token(
-        current_app.secret_key, "reset-password", {"uid": str(user.id), "fp": fingerprint(user.password_hash)}
+        current_app.secret_key, "reset-password", {"uid": str(user.id), "fp": _reset_binding(user)}
     )
     queue_email(
         session,
@@ -268,11 +268,17 @@ def send_set_password(session: Session, user: User, reset_link) -> None:
     )
 
 
+def _reset_binding(user: User) -> str:
+    """What a reset link is bound to: the password hash and the address it was sent to, so a new
+    password or a changed email makes every earlier link useless."""
+    return fingerprint(f"{user.password_hash or ''}|{user.email}")
+
+
 def user_for_reset(session: Session, secret_key: str, token: str) -> User:
     data = read_token(secret_key, "reset-password", token, RESET_MAX_AGE)
     user = session.get(User, uuid.UUID(data["uid"]))
-    # Bound to the password hash: once the password changes, every earlier reset link is dead.
-    if user is None or not user.is_active or fingerprint(user.password_hash) != data["fp"]:
+    # Bound to the password hash and address: once either changes, every earlier reset link is dead.
+    if user is None or not user.is_active or _reset_binding(user) != data["fp"]:
         raise TokenInvalid("This link has already been used or is no longer valid. Ask for a new one.")
     return user
 

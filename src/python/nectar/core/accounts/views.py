@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit
-
 from flask import Blueprint, current_app, flash, redirect, render_template, request, session, url_for
 from flask_login import current_user, login_required, login_user, logout_user
 
@@ -13,6 +11,7 @@ from nectar.core.extensions import login_manager
 from nectar.core.links import external_url
 from nectar.shared.database import db
 from nectar.shared.tokens import TokenInvalid
+from nectar.shared.web import safe_next_path
 
 accounts = Blueprint("accounts", __name__)
 
@@ -47,20 +46,6 @@ def _verify_link(token: str) -> str:
 
 def _address() -> str | None:
     return request.remote_addr
-
-
-def _safe_next(target: str | None) -> str:
-    """Only same-site paths: an open redirect would let a phishing link borrow our sign-in page."""
-    # Browsers read "/\\host" as "//host", so a backslash disqualifies a target too.
-    if (
-        target
-        and target.startswith("/")
-        and not target.startswith("//")
-        and "\\" not in target
-        and not urlsplit(target).netloc
-    ):
-        return target
-    return url_for("dashboard.home")
 
 
 def begin_session(user) -> None:
@@ -99,7 +84,7 @@ def login():
             error = str(refused)
         else:
             begin_session(user)
-            return redirect(_safe_next(form.next.data))
+            return redirect(safe_next_path(form.next.data, url_for("dashboard.home")))
     status = 429 if error and "locked" in error else (401 if error else 200)
     return render_template("core/accounts/login.html", form=form, error=error), status
 

@@ -7,13 +7,21 @@ from dataclasses import dataclass
 
 import requests
 from requests.adapters import HTTPAdapter
+from urllib3.exceptions import ConnectTimeoutError, MaxRetryError
 from urllib3.util.retry import Retry
 
 API_PREFIX = "/internal/v1"
 
 
 class CoreUnavailable(Exception):
-    """Core did not answer (down, unreachable, timed out, or failing) after the retries."""
+    """Core did not answer (down, unreachable, timed out, or failing) after the retries.
+
+    `outcome_unknown` is True when the request reached core and the answer never came (a read time-out
+    or a dropped connection): core may have made the change, so the caller must not say it did not."""
+
+    def __init__(self, message: str, *, outcome_unknown: bool = False):
+        super().__init__(message)
+        self.outcome_unknown = outcome_unknown
 
 
 class CoreRefused(Exception):
@@ -53,24 +61,47 @@ class OrganizationPlan:
     status: str
 
 
+def _session(retry: Retry) -> requests.Session:
+    http = requests.Session()
+    http.mount("http://", HTTPAdapter(max_retries=retry))
+    http.mount("https://", HTTPAdapter(max_retries=retry))
+    return http
+
+
+def _never_reached_core(error: requests.RequestException) -> bool:
+    """True when no connection was made (refused, unreachable, connect time-out): core saw nothing."""
+    if isinstance(error, requests.ConnectTimeout):
+        return True
+    cause = error.args[0] if error.args else None
+    if isinstance(cause, MaxRetryError):
+        cause = cause.reason
+    # urllib3's NewConnectionError (refused, no route, no such host) is a ConnectTimeoutError.
+    return isinstance(cause, ConnectTimeoutError)
+
+
 class CoreClient:
     def __init__(self, base_url: str, token: str | None, *, timeout: float = 5.0, retries: int = 3):
         self.base_url = base_url.rstrip("/")
         self._token = token
         self._timeout = timeout
-        self._http = requests.Session()
-        retry = Retry(
-            total=retries,
-            connect=retries,
-            read=retries,
-            status=retries,
-            backoff_factor=0.3,
-            status_forcelist=(502, 503, 504),
-            allowed_methods=None,  # every contract call is idempotent, POST included
-            raise_on_status=False,
+        # Idempotent calls (a request_id, or setting a state) are retried on any failure, POST included.
+        self._http = _session(
+            Retry(
+                total=retries,
+                connect=retries,
+                read=retries,
+                status=retries,
+                backoff_factor=0.3,
+                status_forcelist=(502, 503, 504),
+                allowed_methods=None,
+                raise_on_status=False,
+            )
         )
-        self._http.mount("http://", HTTPAdapter(max_retries=retry))
-        self._http.mount("https://", HTTPAdapter(max_retries=retry))
+        # Calls that act each time (queue an email) are retried only when the connection was never
+        # made: after a read time-out or a 5xx core may have acted, and a retry would act twice.
+        self._http_once = _session(
+            Retry(total=retries, connect=retries, read=False, status=0, other=0, backoff_factor=0.3)
+        )
 
     def create_account(
         self,
@@ -131,8 +162,9 @@ class CoreClient:
         return self._user(self._call("POST", f"/users/{user_id}/reactivate", {}))
 
     def send_password_reset(self, user_id: uuid.UUID) -> None:
-        """Queues core's password-reset email to the account (core's per-address email limit applies)."""
-        self._call("POST", f"/users/{user_id}/password-reset", {})
+        """Queues core's password-reset email to the account (core's per-address email limit applies).
+        Not idempotent: retried only when core was never reached, so one call queues at most one email."""
+        self._call("POST", f"/users/{user_id}/password-reset", {}, idempotent=False)
 
     @staticmethod
     def _user(body: dict) -> CoreUser:
@@ -161,17 +193,27 @@ class CoreClient:
     def _plan(body: dict) -> OrganizationPlan:
         return OrganizationPlan(uuid.UUID(body["organization_id"]), body["plan"], body["status"])
 
-    def _call(self, method: str, path: str, body: dict | None = None) -> dict:
+    def _call(self, method: str, path: str, body: dict | None = None, *, idempotent: bool = True) -> dict:
         url = f"{self.base_url}{API_PREFIX}{path}"
         headers = {"Authorization": f"Bearer {self._token}"} if self._token else {}
+        http = self._http if idempotent else self._http_once
         try:
-            response = self._http.request(method, url, json=body, headers=headers, timeout=self._timeout)
+            response = http.request(method, url, json=body, headers=headers, timeout=self._timeout)
         except requests.RequestException as error:
+            if _never_reached_core(error):
+                raise CoreUnavailable(
+                    f"core is unreachable at {self.base_url} ({type(error).__name__}); try again later"
+                ) from None
             raise CoreUnavailable(
-                f"core is unreachable at {self.base_url} ({type(error).__name__}); try again later"
+                f"core did not answer in time at {self.base_url} ({type(error).__name__})",
+                outcome_unknown=method != "GET",
             ) from None
         if response.status_code >= 500:
-            raise CoreUnavailable(f"core answered {response.status_code} at {self.base_url}; try again later")
+            raise CoreUnavailable(
+                f"core answered {response.status_code} at {self.base_url}; try again later",
+                # A gateway's 502/504 may come after core acted; core's own 500 and 503 roll back.
+                outcome_unknown=method != "GET" and response.status_code in (502, 504),
+            )
         if response.status_code >= 400:
             try:
                 problem = response.json()

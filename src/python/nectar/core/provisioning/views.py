@@ -1,5 +1,6 @@
-"""Core's service API (/internal/v1): what marketing and admin may ask of core, authenticated by the
-shared service credential. The client is nectar.core.contract."""
+"""Core's service API (/internal/v1): what marketing and admin may ask of core. Each caller has its
+own credential: CORE_SERVICE_TOKEN (marketing) may only provision accounts and read or set plans;
+CORE_ADMIN_TOKEN (admin) may make every call. The client is nectar.core.contract."""
 
 from __future__ import annotations
 
@@ -28,17 +29,35 @@ REQUEST_NAMESPACE = uuid.UUID("5b0f9c38-6d7e-4c1a-9a55-2f0e8f7f6d11")
 USER_REQUEST_NAMESPACE = uuid.UUID("0f3a8d5e-2b71-4c9e-8d0a-6c1e5b7f9a24")
 
 
+# What marketing's credential (CORE_SERVICE_TOKEN) may call; everything else needs admin's.
+MARKETING_ENDPOINTS = frozenset({"service_api.create_account", "service_api.plan", "service_api.set_plan"})
+
+
+def _matches(given: str, expected: str | None) -> bool:
+    return bool(expected) and hmac.compare_digest(given.encode(), expected.encode())
+
+
 @service_api.before_request
 def _authenticate():
-    expected = current_app.config["NECTAR_SETTINGS"].service_token
-    if not expected:
-        return problem(503, "The service API is off: CORE_SERVICE_TOKEN is not set on core.")
+    settings = current_app.config["NECTAR_SETTINGS"]
+    if not settings.service_token and not settings.admin_service_token:
+        return problem(
+            503, "The service API is off: neither CORE_SERVICE_TOKEN nor CORE_ADMIN_TOKEN is set on core."
+        )
     given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
-    if not given or not hmac.compare_digest(given.encode(), expected.encode()):
-        response = problem(401, "A valid service credential is required.")
-        response.headers["WWW-Authenticate"] = 'Bearer realm="nectar-services"'
-        return response
-    return None
+    if given and _matches(given, settings.admin_service_token):
+        return None
+    if given and _matches(given, settings.service_token):
+        if request.endpoint in MARKETING_ENDPOINTS:
+            return None
+        return problem(
+            403,
+            "This credential (CORE_SERVICE_TOKEN) may only provision accounts and read or set plans; "
+            "customer accounts and suspensions need admin's credential (CORE_ADMIN_TOKEN).",
+        )
+    response = problem(401, "A valid service credential is required.")
+    response.headers["WWW-Authenticate"] = 'Bearer realm="nectar-services"'
+    return response
 
 
 def _body() -> dict:
@@ -255,6 +274,9 @@ def update_user(user_id: uuid.UUID):
             except IntegrityError:
                 db.session.rollback()
                 return _email_taken(email, user_id) or problem(409, "The email changed meanwhile; retry.")
+            # Whoever was signed in under the old address signs in again (reset links sent there
+            # died with the change: they are bound to the address).
+            accounts.end_all_sessions(db.session, user.id)
             # The new address must be proved, as at sign-up.
             accounts.send_verification(
                 db.session, user, lambda t: external_url("accounts.verify_email", token=t)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import Boolean, CheckConstraint, ForeignKey, Index, String, Text, cast, column
+from sqlalchemy import Boolean, CheckConstraint, ForeignKey, Index, String, Text, cast, column, desc, text
 from sqlalchemy.dialects.postgresql import CITEXT, INET, UUID
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -28,6 +28,8 @@ class Organization(Base):
     # The tenant root: its own id is what row-level security compares.
     __table_args__ = (
         CheckConstraint("status IN ('active', 'suspended')", name="status"),
+        # Admin's dashboard counts the suspended ones from this small index.
+        Index("ix_organizations_suspended", "id", postgresql_where=text("status = 'suspended'")),
         {"info": {"service": "core", "tenant_column": "id"}},
     )
 
@@ -64,6 +66,16 @@ class User(Base):
             postgresql_using="gin",
             postgresql_ops={"display_name": "gin_trgm_ops"},
         ),
+        # Its sorts by name and by last sign-in, empty values last either way: one index per
+        # direction (a backward scan would put the empty ones first), id breaking ties.
+        Index("ix_users_display_name_id", "display_name", "id"),
+        Index("ix_users_display_name_desc_id", desc(column("display_name")).nulls_last(), desc(column("id"))),
+        Index("ix_users_last_login_at_id", "last_login_at", "id"),
+        Index(
+            "ix_users_last_login_at_desc_id", desc(column("last_login_at")).nulls_last(), desc(column("id"))
+        ),
+        # The dashboard's active users: all (any index) minus these few, each counted from an index.
+        Index("ix_users_inactive", "id", postgresql_where=text("NOT is_active")),
         {"info": {"service": "core"}},
     )
 

@@ -76,9 +76,35 @@ def upgrade() -> None:
             postgresql_using="gin",
             postgresql_ops={name: "gin_trgm_ops"},
         )
+    # The users list sorted by name or last sign-in, empty values last either way: one index per
+    # direction, id breaking ties.
+    for name in ("display_name", "last_login_at"):
+        op.create_index(f"ix_users_{name}_id", "users", [name, "id"], unique=False)
+        op.create_index(
+            f"ix_users_{name}_desc_id",
+            "users",
+            [sa.desc(sa.column(name)).nulls_last(), sa.desc(sa.column("id"))],
+            unique=False,
+        )
+    # The dashboard's totals, each counted from an index: inactive users, suspended organizations,
+    # and runs per day across every organization.
+    op.create_index("ix_users_inactive", "users", ["id"], postgresql_where=sa.text("NOT is_active"))
+    op.create_index(
+        "ix_organizations_suspended",
+        "organizations",
+        ["id"],
+        postgresql_where=sa.text("status = 'suspended'"),
+    )
+    op.create_index("ix_workflow_runs_queued_at", "workflow_runs", ["queued_at"], unique=False)
 
 
 def downgrade() -> None:
+    op.drop_index("ix_workflow_runs_queued_at", table_name="workflow_runs")
+    op.drop_index("ix_organizations_suspended", table_name="organizations")
+    op.drop_index("ix_users_inactive", table_name="users")
+    for name in ("display_name", "last_login_at"):
+        op.drop_index(f"ix_users_{name}_desc_id", table_name="users")
+        op.drop_index(f"ix_users_{name}_id", table_name="users")
     for name in ("company", "name", "email"):
         op.drop_index(f"ix_leads_{name}_trgm", table_name="leads")
     op.drop_index("ix_users_display_name_trgm", table_name="users")

@@ -26,11 +26,14 @@ def _email(tag) -> str:
 
 
 def _queue(engine, addresses, category="test"):
-    with Session(engine) as session, session.begin():
-        return [
-            queue_email(session, Email(to=a, subject=f"Hello {a}", body_text="Plain body", category=category))
-            for a in addresses
-        ]
+    """Queues one message per address, each in its own transaction, so they are sent in this order
+    (the sender takes the oldest first; rows of one transaction share its timestamp)."""
+    ids = []
+    for address in addresses:
+        with Session(engine) as session, session.begin():
+            email = Email(to=address, subject=f"Hello {address}", body_text="Plain body", category=category)
+            ids.append(queue_email(session, email))
+    return ids
 
 
 def _rows(admin_db, ids):
@@ -449,20 +452,21 @@ def test_each_message_renews_its_lease_just_before_it_is_sent(marketing_engine, 
 
 def test_a_message_another_worker_took_over_is_not_sent_twice(marketing_engine, smtp, mail_server, admin_db):
     addresses = [_email("takeover") for _ in range(3)]
-    first, taken, last = addresses
     ids = dict(zip(addresses, _queue(marketing_engine, addresses), strict=True))
+    taken = []
 
-    def another_worker_claims_the_second(address):
-        # As if this worker's lease on it ran out while the first message took long, and another
-        # worker claimed it with its own lease.
-        if address == first:
+    def another_worker_claims_one_still_waiting(address):
+        # While the batch's first message is being sent (whichever it is), another worker claims one
+        # of the others with its own lease, as if this worker's lease on it had run out.
+        if not taken:
+            taken.append(next(other for other in addresses if other != address))
             admin_db.execute(
                 "UPDATE email_outbox SET next_attempt_at = now() + interval '15 minutes' WHERE id = %s",
-                (ids[taken],),
+                (ids[taken[0]],),
             )
 
-    mail_server.handler.on_recipient = another_worker_claims_the_second
+    mail_server.handler.on_recipient = another_worker_claims_one_still_waiting
     result = outbox.flush(marketing_engine, smtp)
-    assert result.sent == 2 and mail_server.to(taken) == []
-    assert len(mail_server.to(first)) == 1 and len(mail_server.to(last)) == 1
-    assert _rows(admin_db, [ids[taken]])[ids[taken]][0] == "sending"  # the other worker's to finish
+    assert result.sent == 2 and mail_server.to(taken[0]) == []
+    assert all(len(mail_server.to(address)) == 1 for address in addresses if address != taken[0])
+    assert _rows(admin_db, [ids[taken[0]]])[ids[taken[0]]][0] == "sending"  # the other worker's to finish

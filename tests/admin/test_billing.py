@@ -117,3 +117,36 @@ def test_billing_pages_need_a_staff_session_and_take_no_writes(admin_app, staff_
         assert client.get(path).status_code == 302, path
     browser = staff_browser("superadmin")
     assert browser.post("/billing/", {}).status_code == 405  # oversight only: Stripe is the source of truth
+
+
+def test_events_and_provisioning_stuck_for_more_than_five_minutes_are_listed_with_their_error(
+    database, staff_browser, tag
+):
+    with database.connect(Role.MARKETING, autocommit=True) as conn:
+        for event_id, age, processed, error in (
+            (f"evt_stuck_{tag}", "10 minutes", False, "stripe: the API key is invalid"),
+            (f"evt_fresh_{tag}", "1 minute", False, None),
+            (f"evt_done_{tag}", "1 hour", True, None),
+        ):
+            conn.execute(
+                "INSERT INTO stripe_events (id, type, payload, stripe_created, received_at, processed_at, "
+                "attempts, last_error) VALUES (%s, 'customer.subscription.updated', '{}', 1700000000, "
+                "now() - CAST(%s AS interval), CASE WHEN %s THEN now() END, 7, %s)",
+                (event_id, age, processed, error),
+            )
+    waiting = add_subscription(
+        database, tag, "waiting", provisioning_status="pending", provisioning_attempts=4,
+        provisioning_error="core refused (401): A valid service credential is required.",
+        organization_name=f"Waiting {tag}",
+    )  # fmt: skip
+    add_subscription(database, tag, "justnow", provisioning_status="pending", organization_name=f"Now {tag}")
+    with database.connect(Role.ADMIN, autocommit=True) as conn:
+        conn.execute(
+            "UPDATE subscriptions SET updated_at = now() - interval '10 minutes' WHERE id = %s", (waiting,)
+        )
+    page = staff_browser("read_only").get("/billing/").get_data(as_text=True)
+    section = page[page.index('id="waiting"') :]
+    assert f"<code>evt_stuck_{tag}</code>" in section and "stripe: the API key is invalid" in section
+    assert f"evt_fresh_{tag}" not in section and f"evt_done_{tag}" not in section
+    assert f"Waiting {tag}" in section and "core refused (401)" in section
+    assert f"Now {tag}" not in section

@@ -10,7 +10,7 @@ month: year / 12, week x 52 / 12, day x 365 / 12, divided by interval_count. Sum
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from fractions import Fraction
 
@@ -191,6 +191,40 @@ def _stripe_id(value) -> str | None:
     if isinstance(value, dict):
         value = value.get("id")
     return value if isinstance(value, str) else None
+
+
+# Marketing's worker retries these for ever with a capped backoff; past this age a person should look.
+STUCK_AFTER = timedelta(minutes=5)
+
+
+def stuck_events(session: Session, limit: int = 50) -> list[StripeEvent]:
+    """Stripe events received more than STUCK_AFTER ago and still not processed, oldest first (the
+    partial index on unprocessed events keeps this cheap however many events there are)."""
+    return session.scalars(
+        select(StripeEvent)
+        .where(StripeEvent.processed_at.is_(None), StripeEvent.received_at < func.now() - STUCK_AFTER)
+        .order_by(StripeEvent.received_at)
+        .limit(limit)
+    ).all()
+
+
+def stuck_provisioning(session: Session, limit: int = 50) -> list[Subscription]:
+    """Paid checkouts whose organization core has not made yet (pending past STUCK_AFTER), or that
+    core refused: the buyer is waiting."""
+    return session.scalars(
+        select(Subscription)
+        .where(
+            or_(
+                Subscription.provisioning_status == "refused",
+                and_(
+                    Subscription.provisioning_status == "pending",
+                    Subscription.updated_at < func.now() - STUCK_AFTER,
+                ),
+            )
+        )
+        .order_by(Subscription.created_at)
+        .limit(limit)
+    ).all()
 
 
 def failed_payments_statement() -> Select:

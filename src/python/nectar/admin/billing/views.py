@@ -37,6 +37,8 @@ def index():
         page=page,
         failing=service.failing_subscriptions(db.session),
         failed_payments=[service.failed_payment(event) for event in recent],
+        stuck_events=service.stuck_events(db.session),
+        stuck_provisioning=service.stuck_provisioning(db.session),
         money=service.money,
     )
 

@@ -107,7 +107,7 @@ def _paginated(statement, render):
     """One page of `statement`, without counting the whole table: fetch one extra row to know if
     there is a next page."""
     page, per_page = _page()
-    rows = list(db.session.execute(statement.limit(per_page + 1).offset((page - 1) * per_page)).tuples())
+    rows = list(db.session.execute(statement.limit(per_page + 1).offset((page - 1) * per_page)))
     has_next = len(rows) > per_page
     items = [render(*row) for row in rows[:per_page]]
     body = {"items": items, "page": page, "per_page": per_page}

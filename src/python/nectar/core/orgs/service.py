@@ -127,7 +127,7 @@ def members(session: Session, ctx: OrgContext) -> list[tuple[Membership, User]]:
             .join(User, User.id == Membership.user_id)
             .where(Membership.org_id == ctx.org_id)
             .order_by(Membership.created_at)
-        ).tuples()
+        )
     )
 
 

@@ -34,7 +34,7 @@ def run_marketing(database, *args: str, **environ: str) -> subprocess.CompletedP
             "STRIPE_SECRET_KEY must be a Stripe secret key",
         ),
         (
-            {"NECTAR_ENV": "production", "STRIPE_SECRET_KEY": "sk_live_0123456789"},
+            {"NECTAR_ENV": "production", "STRIPE_SECRET_KEY": "sk_test_not_a_real_key"},
             "STRIPE_WEBHOOK_SECRET is not set",
         ),
     ],
@@ -63,7 +63,7 @@ def test_modes_follow_the_keys(settings_for, tmp_path):
     stripe = load_billing_config(
         production,
         {
-            "STRIPE_SECRET_KEY": "sk_live_abc",
+            "STRIPE_SECRET_KEY": "sk_test_abc",
             "STRIPE_WEBHOOK_SECRET": "whsec_live",
             "STRIPE_PRICE_STARTER": "price_s",
             "STRIPE_PRICE_PRO": "price_p",

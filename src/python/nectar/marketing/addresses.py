@@ -17,6 +17,11 @@ NOT_ASCII = (
 )
 
 
+def deliverable_address(typed: str) -> str:
+    """`typed` in ASCII form if plain SMTP can deliver to it; raises EmailNotValidError otherwise."""
+    return validate_email(typed.strip(), check_deliverability=False, allow_smtputf8=False).ascii_email
+
+
 class DeliverableAddress:
     """WTForms validator: a well-formed address that plain SMTP can deliver to. On success the
     field's data becomes the address in ASCII form (the domain's letters in xn-- form, lower case)."""
@@ -27,10 +32,9 @@ class DeliverableAddress:
     def __call__(self, form, field) -> None:
         typed = (field.data or "").strip()
         try:
-            checked = validate_email(typed, check_deliverability=False, allow_smtputf8=False)
+            field.data = deliverable_address(typed)
         except EmailNotValidError:
             local_part = typed.rpartition("@")[0]
             raise ValidationError(
                 NOT_ASCII if local_part and not local_part.isascii() else self.message
             ) from None
-        field.data = checked.ascii_email

@@ -10,6 +10,7 @@ import procrastinate
 from sqlalchemy import URL, Engine, create_engine
 
 from nectar.marketing.billing import jobs as billing_jobs
+from nectar.marketing.billing.queue import QUEUE  # one queue for all of marketing's jobs
 from nectar.marketing.email import outbox
 from nectar.marketing.email.smtp import SmtpSettings
 from nectar.marketing.links import Links
@@ -17,7 +18,6 @@ from nectar.marketing.newsletter import campaigns
 from nectar.shared.database import engine_options
 from nectar.shared.jobs import add_queue_upkeep
 
-QUEUE = "marketing"
 blueprint = procrastinate.Blueprint()
 add_queue_upkeep(blueprint, QUEUE)  # stalled jobs back to the queue, old finished ones removed
 log = logging.getLogger(__name__)

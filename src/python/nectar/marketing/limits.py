@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from sqlalchemy.orm import Session
 
 from nectar.shared import throttle
+from nectar.shared.database import db
 
 
 class RateLimited(Exception):
@@ -50,6 +51,13 @@ class FormLimits:
                 f"We have had several requests for this email address already. Please try again in {_minutes(wait)}.",
                 wait,
             )
+
+
+def refused(limited: RateLimited, page: str):
+    """The answer to a form refused by a limit: its page with the reason, 429 and Retry-After. The
+    refused attempt counts too, so the request's counters are committed."""
+    db.session.commit()
+    return page, 429, {"Retry-After": str(limited.retry_after)}
 
 
 def _minutes(seconds: int) -> str:

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import Mapping
+import tempfile
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -131,6 +132,24 @@ def database_url(role: Role, environ: Mapping[str, str] | None = None) -> URL:
 def var_dir(environ: Mapping[str, str]) -> Path:
     """Where run-time state lives (the embedded database): NECTAR_VAR_DIR, default ./var."""
     return Path(env_str(environ, "NECTAR_VAR_DIR", "var")).resolve()
+
+
+def development_secret(path: Path, make: Callable[[], str]) -> str:
+    """A secret made once for a var/ directory outside production (`make()` on first use), shared
+    by every process using that directory. Written to a private file aside and linked into place,
+    so a process starting at the same moment never reads half of it; if two race, the first wins."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, draft = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")  # mode 0600
+        try:
+            with os.fdopen(fd, "w") as handle:
+                handle.write(make())
+            os.link(draft, path)
+        except FileExistsError:
+            pass
+        finally:
+            os.unlink(draft)
+    return path.read_text().strip()
 
 
 def embedded_database_dir(environ: Mapping[str, str]) -> Path:

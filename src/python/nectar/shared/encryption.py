@@ -8,14 +8,12 @@ production a key is generated once into var/encryption.key, so development needs
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
-from nectar.shared.config import ConfigError, Settings
+from nectar.shared.config import ConfigError, Settings, development_secret
 
 
 class DecryptionFailed(Exception):
@@ -75,18 +73,4 @@ def key_ring(settings: Settings) -> KeyRing:
 
 
 def _development_key(directory: Path) -> str:
-    """A key made once per var/ directory; written aside and linked into place, so a process
-    starting at the same moment never reads a half-written file."""
-    path = directory / "encryption.key"
-    if not path.exists():
-        directory.mkdir(parents=True, exist_ok=True)
-        fd, temporary = tempfile.mkstemp(dir=directory, prefix=".encryption.key.")
-        try:
-            with os.fdopen(fd, "w") as handle:
-                handle.write(Fernet.generate_key().decode())
-            os.link(temporary, path)  # fails if another process linked its key first: theirs wins
-        except FileExistsError:
-            pass
-        finally:
-            os.unlink(temporary)
-    return path.read_text().strip()
+    return development_secret(directory / "encryption.key", lambda: Fernet.generate_key().decode())

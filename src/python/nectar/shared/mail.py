@@ -59,3 +59,10 @@ def queue_email(session: Session, email: Email) -> uuid.UUID:
     params = outbox_params(email)
     session.connection().exec_driver_sql(OUTBOX_INSERT_SQL, params)
     return params["id"]
+
+
+def queue_email_once(session: Session, email: Email) -> bool:
+    """Like queue_email for a message with a dedupe_key: True if it was added, False if a message
+    with that key was queued before (one statement, safe under concurrency)."""
+    assert email.dedupe_key, "queue_email_once needs a dedupe_key"
+    return session.connection().exec_driver_sql(OUTBOX_INSERT_ONCE_SQL, outbox_params(email)).rowcount == 1

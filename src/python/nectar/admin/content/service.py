@@ -54,26 +54,28 @@ def as_utc(value: datetime | None) -> datetime | None:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-def _changes(model, values: dict) -> tuple[dict, dict]:
-    """(before, after) for the fields `values` would change on `model`, JSON-ready."""
-    before, after = {}, {}
+def _apply_changes(row, values: dict, action: str, target: str, flush=lambda: None) -> None:
+    """Sets `values` on `row`, flushes, and audits only the fields that changed (audit.record makes
+    them JSON-safe); an edit that changes nothing is refused."""
+    before = {name: getattr(row, name) for name, value in values.items() if getattr(row, name) != value}
+    if not before:
+        raise ContentError("Nothing changed.")
+    after = {name: values[name] for name in before}
     for name, value in values.items():
-        old = getattr(model, name)
-        if old != value:
-            before[name], after[name] = _json(old), _json(value)
-    return before, after
+        setattr(row, name, value)
+    flush()
+    audit.record(action, target=target, before=before, after=after)
 
 
-def _json(value):
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, uuid.UUID):
-        return str(value)
-    return value
-
-
-def _unique_violation(error: IntegrityError) -> str | None:
-    return getattr(getattr(error.orig, "diag", None), "constraint_name", None)
+def _flush_unique(session: Session, constraint: str, message: str, field: str) -> None:
+    """Flushes; a concurrent save that took the same unique value becomes `message` on `field`."""
+    try:
+        with session.begin_nested():
+            session.flush()
+    except IntegrityError as error:
+        if getattr(getattr(error.orig, "diag", None), "constraint_name", None) == constraint:
+            raise ContentError(message, field) from None
+        raise
 
 
 # Blog posts ------------------------------------------------------------------------------------
@@ -133,13 +135,9 @@ def _post_values(session: Session, data: PostInput, post: BlogPost | None) -> di
 
 
 def _flush_post(session: Session) -> None:
-    try:
-        with session.begin_nested():
-            session.flush()
-    except IntegrityError as error:
-        if _unique_violation(error) == "uq_blog_posts_slug":
-            raise ContentError("Another post already uses that address; choose another.", "slug") from None
-        raise
+    _flush_unique(
+        session, "uq_blog_posts_slug", "Another post already uses that address; choose another.", "slug"
+    )
 
 
 def create_post(session: Session, data: PostInput) -> BlogPost:
@@ -147,20 +145,14 @@ def create_post(session: Session, data: PostInput) -> BlogPost:
     post = BlogPost(**values)
     session.add(post)
     _flush_post(session)
-    audit.record("blog.create", target=f"blog:{post.id}", after={k: _json(v) for k, v in values.items()})
+    audit.record("blog.create", target=f"blog:{post.id}", after=values)
     return post
 
 
 def update_post(session: Session, post_id: uuid.UUID, data: PostInput) -> BlogPost:
     post = get_post(session, post_id)
     values = _post_values(session, data, post)
-    before, after = _changes(post, values)
-    if not after:
-        raise ContentError("Nothing changed.")
-    for name, value in values.items():
-        setattr(post, name, value)
-    _flush_post(session)
-    audit.record("blog.update", target=f"blog:{post.id}", before=before, after=after)
+    _apply_changes(post, values, "blog.update", f"blog:{post.id}", lambda: _flush_post(session))
     return post
 
 
@@ -205,13 +197,7 @@ def _template_values(session: Session, data: TemplateInput, template_id: uuid.UU
 
 
 def _flush_template(session: Session) -> None:
-    try:
-        with session.begin_nested():
-            session.flush()
-    except IntegrityError as error:
-        if _unique_violation(error) == "uq_email_templates_key":
-            raise ContentError("A template with that key exists already.", "key") from None
-        raise
+    _flush_unique(session, "uq_email_templates_key", "A template with that key exists already.", "key")
 
 
 def create_template(session: Session, data: TemplateInput) -> EmailTemplate:
@@ -226,13 +212,9 @@ def create_template(session: Session, data: TemplateInput) -> EmailTemplate:
 def update_template(session: Session, template_id: uuid.UUID, data: TemplateInput) -> EmailTemplate:
     template = get_template(session, template_id)
     values = _template_values(session, data, template.id)
-    before, after = _changes(template, values)
-    if not after:
-        raise ContentError("Nothing changed.")
-    for name, value in values.items():
-        setattr(template, name, value)
-    _flush_template(session)
-    audit.record("template.update", target=f"template:{template.id}", before=before, after=after)
+    _apply_changes(
+        template, values, "template.update", f"template:{template.id}", lambda: _flush_template(session)
+    )
     return template
 
 
@@ -286,9 +268,7 @@ def create_campaign(session: Session, data: CampaignInput, staff_id: uuid.UUID |
     campaign = Campaign(**values, created_by=staff_id)
     session.add(campaign)
     session.flush()
-    audit.record(
-        "campaign.create", target=f"campaign:{campaign.id}", after={k: _json(v) for k, v in values.items()}
-    )
+    audit.record("campaign.create", target=f"campaign:{campaign.id}", after=values)
     return campaign
 
 
@@ -297,12 +277,7 @@ def update_campaign(session: Session, campaign_id: uuid.UUID, data: CampaignInpu
     if campaign.status not in EDITABLE_CAMPAIGN:
         raise ContentError(f"A campaign that is {campaign.status} can no longer be edited.")
     values = _campaign_values(session, data)
-    before, after = _changes(campaign, values)
-    if not after:
-        raise ContentError("Nothing changed.")
-    for name, value in values.items():
-        setattr(campaign, name, value)
-    audit.record("campaign.update", target=f"campaign:{campaign.id}", before=before, after=after)
+    _apply_changes(campaign, values, "campaign.update", f"campaign:{campaign.id}")
     return campaign
 
 
@@ -316,7 +291,7 @@ def schedule_campaign(session: Session, campaign_id: uuid.UUID, when: datetime |
         when = as_utc(when)
         if when <= now:
             raise ContentError("Choose a time in the future, or send it now.", "scheduled_at")
-    before = {"status": campaign.status, "scheduled_at": _json(campaign.scheduled_at)}
+    before = {"status": campaign.status, "scheduled_at": campaign.scheduled_at}
     campaign.status = "scheduled"
     campaign.scheduled_at = when or now
     action = "campaign.schedule" if when else "campaign.send_now"
@@ -324,7 +299,7 @@ def schedule_campaign(session: Session, campaign_id: uuid.UUID, when: datetime |
         action,
         target=f"campaign:{campaign.id}",
         before=before,
-        after={"status": "scheduled", "scheduled_at": _json(campaign.scheduled_at)},
+        after={"status": "scheduled", "scheduled_at": campaign.scheduled_at},
     )
     return campaign
 
@@ -338,7 +313,7 @@ def cancel_campaign(session: Session, campaign_id: uuid.UUID) -> Campaign:
         raise ContentError(
             f"The campaign is {campaign.status}; only a scheduled or sending one can be cancelled."
         )
-    before = {"status": campaign.status, "scheduled_at": _json(campaign.scheduled_at)}
+    before = {"status": campaign.status, "scheduled_at": campaign.scheduled_at}
     campaign.status = "cancelled"
     audit.record(
         "campaign.cancel", target=f"campaign:{campaign.id}", before=before, after={"status": "cancelled"}

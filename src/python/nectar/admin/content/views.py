@@ -120,14 +120,11 @@ def new_post():
 
 @content.route("/posts/<uuid:post_id>", methods=["GET", "POST"])
 def edit_post(post_id: uuid.UUID):
-    post = db.session.get(BlogPost, post_id)
-    if post is None:
-        abort(404, "There is no such post.")
+    post = db.get_or_404(BlogPost, post_id, description="There is no such post.")
     form = PostForm(obj=post)
     if form.validate_on_submit() and not _previewing():
         if _save(form, "Post saved.", service.update_post, post_id, _post_input(form)) is not None:
             return redirect(url_for("content.edit_post", post_id=post_id))
-        post = db.session.get(BlogPost, post_id)
     return _post_page(form, post, status=400 if form.errors else 200)
 
 
@@ -168,9 +165,7 @@ def new_template():
 
 @content.route("/templates/<uuid:template_id>", methods=["GET", "POST"])
 def edit_template(template_id: uuid.UUID):
-    template = db.session.get(EmailTemplate, template_id)
-    if template is None:
-        abort(404, "There is no such template.")
+    template = db.get_or_404(EmailTemplate, template_id, description="There is no such template.")
     form = TemplateForm(obj=template)
     if form.validate_on_submit() and not _previewing():
         if _save(form, "Template saved.", service.update_template, template_id, _template_input(form)):

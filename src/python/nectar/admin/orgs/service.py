@@ -13,12 +13,11 @@ from werkzeug.datastructures import MultiDict
 from nectar.admin import audit
 from nectar.admin.core_link import core_client
 from nectar.admin.listing import Sort, like_pattern, read_choice, read_sort, read_text
-from nectar.core.contract import OrganizationPlan
+from nectar.core.contract import PLANS, OrganizationPlan
 from nectar.schema.models import Membership, Organization, Subscription, User, Workflow
 
 SORTS = {"created": Organization.created_at, "name": Organization.name, "plan": Organization.plan}
 DEFAULT_SORT = "-created"
-PLANS = ("free", "starter", "pro", "enterprise")
 STATUSES = ("active", "suspended")
 
 

@@ -18,10 +18,7 @@ orgs = Blueprint("orgs", __name__, url_prefix="/orgs")
 
 
 def _org(org_id: uuid.UUID) -> Organization:
-    org = db.session.get(Organization, org_id)
-    if org is None:
-        abort(404, "There is no such organization.")
-    return org
+    return db.get_or_404(Organization, org_id, description="There is no such organization.")
 
 
 @orgs.get("")

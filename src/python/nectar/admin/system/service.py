@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from nectar.admin import audit
 from nectar.admin.listing import capped_counts
+from nectar.core.contract import PLANS
 from nectar.schema.models import EmailOutbox, SystemSetting
 from nectar.shared.config import Service, Settings
 
@@ -123,7 +124,6 @@ def outbox_counts(session: Session) -> dict[str, int]:
 
 # Matched with fullmatch: `$` would also accept a trailing newline.
 KEY_PATTERN = re.compile(r"[a-z][a-z0-9_]{0,99}")
-PLAN_KEYS = ("free", "starter", "pro", "enterprise")
 
 
 class SettingInvalid(Exception):
@@ -144,8 +144,8 @@ def _feature_flags(value: dict) -> None:
 
 def _plan_limits(value: dict) -> None:
     for plan, limits in value.items():
-        if plan not in PLAN_KEYS:
-            raise SettingInvalid(f"Unknown plan {plan!r}; plans are {', '.join(PLAN_KEYS)}.")
+        if plan not in PLANS:
+            raise SettingInvalid(f"Unknown plan {plan!r}; plans are {', '.join(PLANS)}.")
         if not isinstance(limits, dict):
             raise SettingInvalid(f"The limits of {plan} must be an object of name: number.")
         for name, limit in limits.items():
@@ -155,7 +155,7 @@ def _plan_limits(value: dict) -> None:
 
 def _billing_plans(value: dict) -> None:
     for plan, override in value.items():
-        if plan not in PLAN_KEYS or not isinstance(override, dict):
+        if plan not in PLANS or not isinstance(override, dict):
             raise SettingInvalid(f"Expected plan: {{price_id, amount_cents}}; {plan!r} is not a plan object.")
         unknown = set(override) - {"price_id", "amount_cents"}
         if unknown:

@@ -18,10 +18,7 @@ users = Blueprint("users", __name__, url_prefix="/users")
 
 
 def _user(user_id: uuid.UUID) -> User:
-    user = db.session.get(User, user_id)
-    if user is None:
-        abort(404, "There is no such user.")
-    return user
+    return db.get_or_404(User, user_id, description="There is no such user.")
 
 
 @users.get("")

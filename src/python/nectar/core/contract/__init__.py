@@ -11,6 +11,7 @@ own explanation.
 """
 
 from nectar.core.contract.client import (
+    PLANS,
     CoreClient,
     CoreRefused,
     CoreUnavailable,
@@ -20,6 +21,7 @@ from nectar.core.contract.client import (
 )
 
 __all__ = [
+    "PLANS",
     "CoreClient",
     "CoreRefused",
     "CoreUnavailable",

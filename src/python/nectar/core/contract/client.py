@@ -11,6 +11,8 @@ from urllib3.exceptions import ConnectTimeoutError, MaxRetryError
 from urllib3.util.retry import Retry
 
 API_PREFIX = "/internal/v1"
+# The plans an organization can be on: what create_account and set_plan accept.
+PLANS = ("free", "starter", "pro", "enterprise")
 
 
 class CoreUnavailable(Exception):

@@ -286,13 +286,18 @@ def _respond(run_id, status, error, response, output):
         answer = problem(504 if timed_out else 500, f"The workflow failed: {error}", run_id=str(run_id))
     elif response is not None:
         answer = _body_response(response.body, response.status)
-        for name, value in response.headers.items():
-            if name.lower() not in BLOCKED_RESPONSE_HEADERS and "\n" not in value and "\r" not in value:
-                answer.headers[name] = value
+        _copy_headers(answer, response.headers)
     else:
         answer = jsonify(run_id=str(run_id), output=output)
     answer.headers["X-Nectar-Run-Id"] = str(run_id)
     return _sandboxed(answer)
+
+
+def _copy_headers(answer: Response, headers: dict) -> None:
+    """The workflow's response headers, less those it may not set and any with a line break."""
+    for name, value in headers.items():
+        if name.lower() not in BLOCKED_RESPONSE_HEADERS and "\n" not in value and "\r" not in value:
+            answer.headers[name] = value
 
 
 def _body_response(body, status: int) -> Response:
@@ -309,9 +314,7 @@ def _replay(run):
     stored = run.output or {}
     if "response" in stored:
         answer = _body_response(stored["response"]["body"], stored["response"]["status"])
-        for name, value in stored["response"].get("headers", {}).items():
-            if name.lower() not in BLOCKED_RESPONSE_HEADERS and "\n" not in value and "\r" not in value:
-                answer.headers[name] = value
+        _copy_headers(answer, stored["response"].get("headers", {}))
     elif run.status != "succeeded":
         answer = problem(500, f"The workflow failed: {run.error}", run_id=str(run.id))
     else:

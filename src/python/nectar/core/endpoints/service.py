@@ -9,6 +9,7 @@ instead of the whole call: concurrent calls of one organization would otherwise 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import secrets
@@ -39,6 +40,7 @@ class InvalidEndpoint(Exception):
         self.problems = problems
 
 
+@functools.lru_cache(maxsize=4096)  # every call matches its candidate rows' paths: compile each once
 def compile_path(path: str) -> re.Pattern:
     pattern = re.sub(r"\\\{([a-z_][a-z0-9_]*)\\\}", r"(?P<\1>[^/]+)", re.escape(path.rstrip("/") or "/"))
     return re.compile(f"^{pattern}/?$")

@@ -7,12 +7,12 @@ from __future__ import annotations
 import hmac
 import uuid
 
-from flask import Blueprint, current_app, jsonify, request
+from flask import Blueprint, abort, current_app, jsonify, request
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from nectar.core.accounts import service as accounts
-from nectar.core.contract.client import API_PREFIX
+from nectar.core.contract.client import API_PREFIX, PLANS
 from nectar.core.extensions import csrf
 from nectar.core.links import external_url
 from nectar.core.orgs import service as orgs
@@ -22,7 +22,6 @@ from nectar.shared.web import problem
 
 service_api = Blueprint("service_api", __name__, url_prefix=API_PREFIX)
 csrf.exempt(service_api)
-PLANS = ("free", "starter", "pro", "enterprise")
 # Organizations made for a request_id get an id derived from it, so a retry finds the first one.
 REQUEST_NAMESPACE = uuid.UUID("5b0f9c38-6d7e-4c1a-9a55-2f0e8f7f6d11")
 # The same for users made by staff (admin): a retried or double-submitted create finds the first.
@@ -141,9 +140,7 @@ def create_account():
 
 @service_api.post("/organizations/<uuid:org_id>/suspend")
 def suspend(org_id: uuid.UUID):
-    org = _organization(org_id)
-    if org is None:
-        return problem(404, "No such organization.")
+    org = _organization_or_404(org_id)
     reason = str(_body().get("reason") or "").strip()[:500]
     if not reason:
         return problem(422, "A reason is required; the organization's members will see it.")
@@ -154,9 +151,7 @@ def suspend(org_id: uuid.UUID):
 
 @service_api.post("/organizations/<uuid:org_id>/reactivate")
 def reactivate(org_id: uuid.UUID):
-    org = _organization(org_id)
-    if org is None:
-        return problem(404, "No such organization.")
+    org = _organization_or_404(org_id)
     org.status, org.suspended_reason = "active", None
     db.session.commit()
     return _plan_json(org)
@@ -164,15 +159,12 @@ def reactivate(org_id: uuid.UUID):
 
 @service_api.get("/organizations/<uuid:org_id>/plan")
 def plan(org_id: uuid.UUID):
-    org = _organization(org_id)
-    return _plan_json(org) if org else problem(404, "No such organization.")
+    return _plan_json(_organization_or_404(org_id))
 
 
 @service_api.put("/organizations/<uuid:org_id>/plan")
 def set_plan(org_id: uuid.UUID):
-    org = _organization(org_id)
-    if org is None:
-        return problem(404, "No such organization.")
+    org = _organization_or_404(org_id)
     new_plan = _body().get("plan")
     if new_plan not in PLANS:
         return problem(422, f"plan must be one of {', '.join(PLANS)}.")
@@ -245,15 +237,23 @@ def create_user():
     return _user_json(user, 201, created=True)
 
 
-def _user_or_404(user_id: uuid.UUID) -> User | None:
-    return db.session.get(User, user_id)
+def _user_or_404(user_id: uuid.UUID) -> User:
+    user = db.session.get(User, user_id)
+    if user is None:
+        abort(problem(404, "No such user."))
+    return user
+
+
+def _organization_or_404(org_id: uuid.UUID) -> Organization:
+    org = _organization(org_id)
+    if org is None:
+        abort(problem(404, "No such organization."))
+    return org
 
 
 @service_api.patch("/users/<uuid:user_id>")
 def update_user(user_id: uuid.UUID):
     user = _user_or_404(user_id)
-    if user is None:
-        return problem(404, "No such user.")
     body = _body()
     if "display_name" in body:
         display_name, invalid = _display_name(body)
@@ -288,8 +288,6 @@ def update_user(user_id: uuid.UUID):
 @service_api.post("/users/<uuid:user_id>/deactivate")
 def deactivate_user(user_id: uuid.UUID):
     user = _user_or_404(user_id)
-    if user is None:
-        return problem(404, "No such user.")
     user.is_active = False
     accounts.end_all_sessions(db.session, user.id)
     db.session.commit()
@@ -299,8 +297,6 @@ def deactivate_user(user_id: uuid.UUID):
 @service_api.post("/users/<uuid:user_id>/reactivate")
 def reactivate_user(user_id: uuid.UUID):
     user = _user_or_404(user_id)
-    if user is None:
-        return problem(404, "No such user.")
     user.is_active = True
     db.session.commit()
     return _user_json(user)
@@ -309,8 +305,6 @@ def reactivate_user(user_id: uuid.UUID):
 @service_api.post("/users/<uuid:user_id>/password-reset")
 def send_password_reset(user_id: uuid.UUID):
     user = _user_or_404(user_id)
-    if user is None:
-        return problem(404, "No such user.")
     if not user.is_active:
         return problem(409, "This account is deactivated; reactivate it before sending a reset link.")
     accounts.request_password_reset(

@@ -9,9 +9,9 @@ from __future__ import annotations
 import json
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -19,8 +19,6 @@ from nectar.core.access import OrgContext, PermissionDenied
 from nectar.core.workflows.definition import Problem, validate
 from nectar.core.workflows.engine import RunOutcome
 from nectar.schema.models import StepRun, Workflow, WorkflowRun, WorkflowVersion
-
-DEFAULT_RETENTION_DAYS = 30
 
 
 class InvalidWorkflow(Exception):
@@ -323,9 +321,3 @@ def get_run(session: Session, run_id: uuid.UUID) -> tuple[WorkflowRun, list[Step
         raise LookupError("no such run")
     steps = list(session.scalars(select(StepRun).where(StepRun.run_id == run_id).order_by(StepRun.position)))
     return run, steps
-
-
-def prune_runs(session: Session, retention_days: int = DEFAULT_RETENTION_DAYS) -> int:
-    """Deletes the scoped organization's runs older than the retention (their steps cascade)."""
-    cutoff = datetime.now(UTC) - timedelta(days=retention_days)
-    return session.execute(delete(WorkflowRun).where(WorkflowRun.queued_at < cutoff)).rowcount

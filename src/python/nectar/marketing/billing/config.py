@@ -7,6 +7,7 @@ and go through the same webhook endpoint; in production, no key means billing is
 
 from __future__ import annotations
 
+import functools
 import os
 import secrets
 from collections.abc import Mapping
@@ -16,7 +17,7 @@ from pathlib import Path
 
 from flask import Flask, current_app
 
-from nectar.shared.config import ConfigError, Service, Settings, env_str
+from nectar.shared.config import ConfigError, Service, Settings, development_secret, env_str
 
 CONFIG_KEY = "NECTAR_BILLING"
 DEFAULT_API_BASE = "https://api.stripe.com"
@@ -92,23 +93,8 @@ def billing_config() -> BillingConfig:
     return current_app.config[CONFIG_KEY]
 
 
+@functools.lru_cache(maxsize=8)  # read once per process, not on every webhook and checkout
 def _development_secret(path: Path) -> str:
     """One secret per var directory, shared by the web process and the worker (SECRET_KEY may be
     a per-process random key in development, so it cannot be derived from that)."""
-    try:
-        return path.read_text().strip()
-    except FileNotFoundError:
-        pass
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Written whole to a private file, then linked into place: a reader never sees half a secret.
-    draft = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
-    fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(f"whsec_dev_{secrets.token_urlsafe(32)}")
-    try:
-        os.link(draft, path)
-    except FileExistsError:  # another process made it first; theirs wins
-        pass
-    finally:
-        draft.unlink()
-    return path.read_text().strip()
+    return development_secret(path, lambda: f"whsec_dev_{secrets.token_urlsafe(32)}")

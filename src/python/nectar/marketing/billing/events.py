@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
+from nectar.core.contract import PLANS
 from nectar.marketing.billing.plans import FREE, Plan, find_plan, plan_for_price
 from nectar.marketing.billing.queue import enqueue_plan_sync, enqueue_provision
 from nectar.marketing.leads.service import UPSERT_LEAD
@@ -42,8 +43,6 @@ CHECKOUT_PAID_LATER = "checkout.session.async_payment_succeeded"
 PAID = ("paid", "no_payment_required")
 # Statuses in which the customer no longer pays: their organization goes back to the free plan.
 LAPSED = ("canceled", "unpaid", "incomplete_expired")
-# Plans core accepts (nectar.core.provisioning.views.PLANS).
-CORE_PLANS = ("free", "starter", "pro", "enterprise")
 UNKNOWN_PLAN = "unknown"
 ERROR_LIMIT = 2000
 
@@ -158,7 +157,7 @@ def desired_core_plan(status: str, plan: str) -> str | None:
     """The plan core should have for a subscription in this state; None when the plan is not core's."""
     if status in LAPSED:
         return FREE
-    return plan if plan in CORE_PLANS else None
+    return plan if plan in PLANS else None
 
 
 def lock_subscription(session: Session, subscription_id: str) -> None:

@@ -191,7 +191,7 @@ def requeue_forgotten(session: Session, older_than_seconds: int = FORGOTTEN_AFTE
             "cutoff": cutoff,
             "task": SYNC_PLAN,
             "lapsed": list(events.LAPSED),
-            "core_plans": list(events.CORE_PLANS),
+            "core_plans": list(events.PLANS),
             "refused": provisioning.PLAN_REFUSED + "%",
         },
     ).all()

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from nectar.marketing.billing.config import BillingConfig, BillingMode
 
 SETTING_KEY = "billing_plans"
-# Plans core knows (nectar.core.provisioning.views.PLANS); what a lapsed subscription falls back to.
+# What a lapsed subscription falls back to (one of nectar.core.contract.PLANS).
 FREE = "free"
 
 

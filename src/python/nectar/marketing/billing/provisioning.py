@@ -25,7 +25,7 @@ from nectar.marketing.billing.events import ERROR_LIMIT, desired_core_plan
 from nectar.marketing.billing.plans import CATALOGUE, find_plan
 from nectar.marketing.billing.queue import enqueue_plan_sync
 from nectar.schema.models import Subscription
-from nectar.shared.mail import Email, queue_email
+from nectar.shared.mail import Email, queue_email_once
 
 log = logging.getLogger(__name__)
 
@@ -100,9 +100,7 @@ def provision(session: Session, subscription_id: uuid.UUID, core: CoreClient, li
         ),
         {"org": account.organization_id, "plan": order.plan, "id": order.id},
     ).first()
-    welcome = _welcome(order, links)
-    if done is not None and not _queued_already(session, welcome.dedupe_key):
-        queue_email(session, welcome)
+    if done is not None and queue_email_once(session, _welcome(order, links)):
         # The subscription may have changed while core was being called.
         if desired_core_plan(done.status, done.plan) not in (None, order.plan):
             enqueue_plan_sync(session, order.id)
@@ -147,11 +145,6 @@ def sync_plan(session: Session, subscription_id: uuid.UUID, core: CoreClient) ->
     )
     session.commit()
     return f"plan set to {desired}"
-
-
-def _queued_already(session: Session, dedupe_key: str) -> bool:
-    found = session.execute(text("SELECT 1 FROM email_outbox WHERE dedupe_key = :key"), {"key": dedupe_key})
-    return found.first() is not None
 
 
 def _record(session: Session, subscription_id: uuid.UUID, status: str, error: str) -> None:

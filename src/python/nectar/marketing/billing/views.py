@@ -21,7 +21,7 @@ from nectar.marketing.billing.queue import enqueue_sandbox_delivery
 from nectar.marketing.billing.sandbox import read_session
 from nectar.marketing.billing.stripe_api import StripeUnavailable
 from nectar.marketing.extensions import csrf
-from nectar.marketing.limits import RateLimited
+from nectar.marketing.limits import RateLimited, refused
 from nectar.marketing.links import (
     CHECKOUT_CANCEL_PATH,
     CHECKOUT_SUCCESS_PATH,
@@ -91,11 +91,9 @@ def checkout():
     try:
         destination = service.start_checkout(db.session, billing_config(), start, app_links())
     except RateLimited as limited:
-        db.session.commit()  # the refused attempt counts too
-        page, status = _pricing_page(form, error=str(limited), status=429)
-        return page, status, {"Retry-After": str(limited.retry_after)}
-    except service.NotForSale as refused:
-        return _pricing_page(form, error=str(refused), status=400)
+        return refused(limited, _pricing_page(form, error=str(limited), status=429)[0])
+    except service.NotForSale as not_for_sale:
+        return _pricing_page(form, error=str(not_for_sale), status=400)
     except (service.BillingUnavailable, StripeUnavailable) as unavailable:
         db.session.rollback()
         return _pricing_page(form, error=str(unavailable), status=503)
@@ -137,9 +135,9 @@ def portal():
             lambda token: external_url("billing.portal_link", token=token),
         )
     except RateLimited as limited:
-        db.session.commit()
-        page = render_template("marketing/billing/portal.html", form=form, error=str(limited))
-        return page, 429, {"Retry-After": str(limited.retry_after)}
+        return refused(
+            limited, render_template("marketing/billing/portal.html", form=form, error=str(limited))
+        )
     db.session.commit()
     return render_template("marketing/billing/portal_sent.html")
 

@@ -11,10 +11,11 @@ import re
 import uuid
 from dataclasses import dataclass
 
-from email_validator import EmailNotValidError, validate_email
+from email_validator import EmailNotValidError
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from nectar.marketing.addresses import deliverable_address
 from nectar.shared.content import render_markdown
 from nectar.shared.mail import Email, queue_email
 from nectar.shared.tokens import make_token
@@ -155,10 +156,7 @@ def queue_test_send(
     Raises InvalidAddress or CampaignNotFound.
     """
     try:
-        # Plain SMTP only: many servers lack SMTPUTF8, so the part before the @ must be ASCII.
-        address = validate_email(
-            to_address.strip(), check_deliverability=False, allow_smtputf8=False
-        ).ascii_email
+        address = deliverable_address(to_address)
     except EmailNotValidError as error:
         raise InvalidAddress(str(error)) from None
     if secret_key is None or base_url is None:

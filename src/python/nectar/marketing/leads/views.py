@@ -6,7 +6,7 @@ from flask import Blueprint, redirect, render_template, request, url_for
 
 from nectar.marketing.leads import service
 from nectar.marketing.leads.forms import UTM_FIELDS, ContactForm
-from nectar.marketing.limits import RateLimited
+from nectar.marketing.limits import RateLimited, refused
 from nectar.shared.database import db
 
 leads = Blueprint("leads", __name__)
@@ -38,9 +38,9 @@ def contact():
         try:
             service.submit_inquiry(db.session, inquiry)
         except RateLimited as limited:
-            db.session.commit()  # the refused attempt counts too
-            page = render_template("marketing/leads/contact.html", form=form, error=str(limited))
-            return page, 429, {"Retry-After": str(limited.retry_after)}
+            return refused(
+                limited, render_template("marketing/leads/contact.html", form=form, error=str(limited))
+            )
         db.session.commit()
         return redirect(url_for("leads.thanks"))
     status = 400 if form.errors else 200

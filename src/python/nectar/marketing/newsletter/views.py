@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, current_app, redirect, render_template, request, url_for
 
 from nectar.marketing.extensions import csrf
-from nectar.marketing.limits import RateLimited
+from nectar.marketing.limits import RateLimited, refused
 from nectar.marketing.links import app_links
 from nectar.marketing.newsletter import service
 from nectar.marketing.newsletter.forms import NewsletterForm
@@ -29,9 +29,9 @@ def signup():
                 db.session, app_links(), form.email.data.strip(), form.source.data, request.remote_addr
             )
         except RateLimited as limited:
-            db.session.commit()  # the refused attempt counts too
-            page = render_template("marketing/newsletter/signup.html", form=form, error=str(limited))
-            return page, 429, {"Retry-After": str(limited.retry_after)}
+            return refused(
+                limited, render_template("marketing/newsletter/signup.html", form=form, error=str(limited))
+            )
         db.session.commit()
         return redirect(url_for("newsletter.check_inbox"))
     status = 400 if form.errors else 200
@@ -92,10 +92,9 @@ def resubscribe(token: str):
     except TokenInvalid as invalid:
         return _link_problem(invalid)
     except RateLimited as limited:
-        db.session.commit()
         page = render_template(
             "marketing/newsletter/link_problem.html", heading="Please wait a little", message=str(limited)
         )
-        return page, 429, {"Retry-After": str(limited.retry_after)}
+        return refused(limited, page)
     db.session.commit()
     return redirect(url_for("newsletter.check_inbox"))

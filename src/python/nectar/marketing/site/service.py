@@ -28,22 +28,25 @@ class PostPage:
 
 def published_posts(session: Session, page: int = 1, per_page: int = POSTS_PER_PAGE) -> PostPage:
     """One page of public posts, newest first."""
-    now = datetime.now(UTC)
-    total = session.scalar(select(func.count()).select_from(BlogPost).where(_published(now))) or 0
+    total = (
+        session.scalar(select(func.count()).select_from(BlogPost).where(_published(datetime.now(UTC)))) or 0
+    )
     pages = max(1, -(-total // per_page))
     page = min(max(1, page), pages)
-    posts = session.scalars(
-        select(BlogPost)
-        .where(_published(now))
-        .order_by(BlogPost.published_at.desc(), BlogPost.slug)
-        .offset((page - 1) * per_page)
-        .limit(per_page)
-    ).all()
-    return PostPage(list(posts), page, pages)
+    return PostPage(latest_posts(session, per_page, offset=(page - 1) * per_page), page, pages)
 
 
-def latest_posts(session: Session, count: int) -> list[BlogPost]:
-    return published_posts(session, 1, count).posts
+def latest_posts(session: Session, count: int, offset: int = 0) -> list[BlogPost]:
+    """The newest public posts (the landing page's and the feed's), without counting them all."""
+    return list(
+        session.scalars(
+            select(BlogPost)
+            .where(_published(datetime.now(UTC)))
+            .order_by(BlogPost.published_at.desc(), BlogPost.slug)
+            .offset(offset)
+            .limit(count)
+        )
+    )
 
 
 def published_post(session: Session, slug: str) -> BlogPost | None:
@@ -51,7 +54,7 @@ def published_post(session: Session, slug: str) -> BlogPost | None:
 
 
 def all_published_posts(session: Session) -> list[BlogPost]:
-    """Every public post (slug and dates only matter), for the sitemap and the feed."""
+    """Every public post (slug and dates only matter), for the sitemap."""
     return list(
         session.scalars(
             select(BlogPost).where(_published(datetime.now(UTC))).order_by(BlogPost.published_at.desc())

@@ -58,7 +58,7 @@ def post(slug: str):
 
 @site.get("/blog/feed.xml")
 def feed():
-    posts = service.all_published_posts(db.session)[:20]
+    posts = service.latest_posts(db.session, 20)
     body = render_template(
         "marketing/site/feed.xml",
         posts=posts,

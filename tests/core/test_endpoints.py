@@ -4,12 +4,15 @@ inspect the recorded runs. Plus the guard on outbound HTTP."""
 from __future__ import annotations
 
 import json
+import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 from nectar.core.app import create_app
 from nectar.core.endpoints import service as endpoint_service
+from nectar.core.endpoints.recorder import run_writer
 from nectar.shared.config import Role, Service
 from nectar.shared.database import RoundTrips, db
 from tests.core.conftest import SERVICE_TOKEN, Browser, drain_jobs, run_and_wait
@@ -148,6 +151,77 @@ def test_the_plan_rate_limit_answers_429(owner, monkeypatch):
     assert codes[:3] == [200, 200, 200] and codes[3:] == [429, 429]
 
 
+def _eventually(check, seconds=10.0):
+    """Polls `check` until it holds: a change made outside this process arrives by NOTIFY."""
+    deadline = time.monotonic() + seconds
+    while not check():
+        assert time.monotonic() < deadline, "the change never took effect"
+        time.sleep(0.05)
+
+
+def test_changes_take_effect_for_the_next_call(owner, database):
+    """Routes are kept in memory per process: every kind of change must still reach the next call,
+    whether made through this process (at once) or by another one (through NOTIFY)."""
+    browser, org, token = owner
+    workflow_id = _workflow(browser, token)
+    endpoint = _endpoint(browser, token, workflow_id, auth="api_key")
+    url, body = endpoint["url"].replace("{id}", "7"), {"items": [{"price": 150}]}
+    key = {"Authorization": f"Bearer {token}"}
+    assert browser.client.post(url, json=body, headers=key).json["tier"] == "big"
+    # A new version through the API (this process): the very next call runs it.
+    changed = json.loads(json.dumps(PRICE_CHECK).replace('"big"', '"large"'))
+    saved = browser.api(
+        "POST", f"/api/v1/workflows/{workflow_id}/versions", token=token, json={"definition": changed}
+    )
+    assert saved.status_code == 201, saved.json
+    assert browser.client.post(url, json=body, headers=key).json["tier"] == "large"
+    # Changes made by another process (here a raw connection): a revoked key, a disabled
+    # endpoint, a suspended organization, each refused once PostgreSQL has told this process.
+    with database.connect(Role.ADMIN, autocommit=True) as conn:
+        conn.execute("UPDATE api_keys SET revoked_at = now() WHERE org_id = %s", (org,))
+    _eventually(lambda: browser.client.post(url, json=body, headers=key).status_code == 401)
+    with database.connect(Role.ADMIN, autocommit=True) as conn:
+        conn.execute("UPDATE endpoints SET auth = 'public' WHERE org_id = %s", (org,))
+    _eventually(lambda: browser.client.post(url, json=body).status_code == 200)
+    with database.connect(Role.ADMIN, autocommit=True) as conn:
+        conn.execute("UPDATE endpoints SET is_enabled = false WHERE org_id = %s", (org,))
+    _eventually(lambda: browser.client.post(url, json=body).status_code == 404)
+    with database.connect(Role.ADMIN, autocommit=True) as conn:
+        conn.execute("UPDATE endpoints SET is_enabled = true WHERE org_id = %s", (org,))
+    _eventually(lambda: browser.client.post(url, json=body).status_code == 200)
+    with database.connect(Role.ADMIN, autocommit=True) as conn:
+        conn.execute("UPDATE organizations SET status = 'suspended' WHERE id = %s", (org,))
+    _eventually(lambda: browser.client.post(url, json=body).status_code == 404)
+
+
+def test_every_answered_call_is_recorded_once(owner, core_app, database, monkeypatch):
+    """Runs are written after the answer, many per transaction: 200 calls from 8 threads, each
+    answered, each recorded exactly once with its steps."""
+    browser, org, token = owner
+    monkeypatch.setitem(endpoint_service.PLAN_RATE_LIMITS, "free", 1000)
+    endpoint = _endpoint(browser, token, _workflow(browser, token))
+    url = endpoint["url"].replace("{id}", "9")
+
+    def call(n):
+        answer = core_app.test_client().post(url, json={"items": [{"price": n}]})
+        assert answer.status_code == 200
+        return answer.headers["X-Nectar-Run-Id"]
+
+    with ThreadPoolExecutor(8) as pool:
+        run_ids = list(pool.map(call, range(200)))
+    with core_app.app_context():
+        run_writer(db.engine).flush()
+    with database.connect(Role.ADMIN) as conn:
+        rows = conn.execute(
+            "SELECT id::text, jsonb_array_length(steps), output -> 'response' -> 'body' ->> 'total' "
+            "FROM workflow_runs WHERE org_id = %s AND trigger = 'http'",
+            (org,),
+        ).fetchall()
+    assert sorted(r[0] for r in rows) == sorted(run_ids)
+    assert {r[1] for r in rows} == {3}
+    assert sorted(int(r[2]) for r in rows) == list(range(200))
+
+
 def test_the_same_idempotency_key_runs_once(owner, database):
     browser, org, token = owner
     workflow_id = _workflow(browser, token)
@@ -234,11 +308,12 @@ def test_an_endpoint_call_costs_at_most_five_database_round_trips(owner, core_ap
     caller = core_app.test_client()  # an API caller: no session cookie
     caller.post(url, json={"items": []})  # warm
     with core_app.app_context():
-        engine = db.engine
-    with RoundTrips(engine) as trips:
+        writer = run_writer(db.engine)
+    with RoundTrips() as trips:
         assert caller.post(url, json={"items": [{"price": 3}]}).status_code == 200
+        writer.flush()  # the run is written just after the answer: count that too
     assert 1 <= trips.count <= 5, trips.count
-    with RoundTrips(engine) as keyed:
+    with RoundTrips() as keyed:
         assert (
             caller.post(url, json={"items": [{"price": 3}]}, headers={"Idempotency-Key": "k-1"}).status_code
             == 200

@@ -76,15 +76,6 @@ def workflow_run(conn, org, parents):
     )
 
 
-def step_run(conn, org, parents):
-    return _insert(
-        conn,
-        "INSERT INTO step_runs (org_id, run_id, step_id, step_type, position, status) "
-        "VALUES (%s, %s, 'respond', 'respond', 0, 'succeeded') RETURNING id",
-        (org, parents["run"]),
-    )
-
-
 def endpoint(conn, org, parents):
     return _insert(
         conn,
@@ -109,7 +100,6 @@ ROW_BUILDERS: dict[str, RowBuilder] = {
     "workflows": workflow,
     "workflow_versions": workflow_version,
     "workflow_runs": workflow_run,
-    "step_runs": step_run,
     "endpoints": endpoint,
     "integration_connections": integration_connection,
 }
@@ -131,7 +121,7 @@ def seed_tenant(conn: psycopg.Connection, org: uuid.UUID) -> dict:
         (org, parents["workflow"]),
     )
     parents["run"] = workflow_run(conn, org, parents)
-    for table in ("invitations", "api_keys", "step_runs", "endpoints", "integration_connections"):
+    for table in ("invitations", "api_keys", "endpoints", "integration_connections"):
         ROW_BUILDERS[table](conn, org, parents)
     return parents
 

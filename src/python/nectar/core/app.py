@@ -11,7 +11,7 @@ from nectar.core.api import workflows as _workflow_routes  # noqa: F401 - adds r
 from nectar.core.api.views import api
 from nectar.core.api_keys.views import api_keys
 from nectar.core.dashboard import dashboard
-from nectar.core.endpoints.serve import tenant_endpoints
+from nectar.core.endpoints.serve import NoSessionForTenantEndpoints, tenant_endpoints
 from nectar.core.extensions import csrf, login_manager
 from nectar.core.orgs.views import orgs
 from nectar.core.provisioning.views import service_api
@@ -28,6 +28,7 @@ SERVICE = Service.CORE
 def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or load_settings(SERVICE)
     app = create_service_app(settings, __package__, head_revision)
+    app.session_interface = NoSessionForTenantEndpoints()
     app.config.update(WTF_CSRF_TIME_LIMIT=None)  # tokens live as long as the session
     csrf.init_app(app)
     login_manager.init_app(app)

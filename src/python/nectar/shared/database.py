@@ -11,12 +11,14 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import psycopg
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import MetaData, event, text
-from sqlalchemy.engine import URL, Connection
+from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.orm import DeclarativeBase, Session, scoped_session
+from sqlalchemy.pool import Pool
 
 from nectar.shared.config import ConfigError
 
@@ -142,6 +144,38 @@ def tenant_transaction(conn: psycopg.Connection, org_id: uuid.UUID | str) -> Ite
         yield conn
 
 
+def in_one_round_trip(engine: Engine, statements: list[tuple[str, Any]]) -> list[list[tuple] | None]:
+    """Runs `statements` ((query, params) in psycopg's style) as one transaction sent in one message
+    (the simple query protocol, parameters bound and escaped by psycopg on the client), for hot
+    paths where each round trip counts. Returns each statement's rows (None for those without).
+    psycopg's pipeline mode would also send them together, but it waits by polling, which costs
+    more CPU than it saves."""
+    raw = engine.raw_connection()
+    try:
+        conn = raw.driver_connection
+        bind = psycopg.ClientCursor(conn).mogrify
+        script = ";\n".join(["BEGIN", *(bind(query, params) for query, params in statements), "COMMIT"])
+        conn.autocommit = True  # the script says BEGIN itself; psycopg would send one more
+        results: list[list[tuple] | None] = []
+        try:
+            with conn.cursor() as cursor:
+                cursor.execute(script)  # no parameters: sent as one simple Query
+                while True:
+                    results.append(cursor.fetchall() if cursor.description is not None else None)
+                    if not cursor.nextset():
+                        break
+        finally:
+            if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                conn.execute("ROLLBACK")
+            conn.autocommit = False  # back to the pool as it came out
+        return results[1:-1]
+    except psycopg.OperationalError:
+        raw.invalidate()
+        raise
+    finally:
+        raw.close()
+
+
 def engine_options(service: str) -> dict:
     """Pool settings every service uses: small pools, slow peers bounded. No pre-ping: it costs a
     round trip per checkout; a connection that died is invalidated by its first error instead, and
@@ -176,17 +210,17 @@ def _libpq_dsn(url: URL) -> str:
 
 
 class RoundTrips:
-    """Counts network round trips to PostgreSQL on an engine's connections, from libpq's protocol
-    trace: the client waits for the server once per Sync (extended protocol, pipelines included)
-    and once per simple Query. For tests and benchmarks."""
+    """Counts network round trips to PostgreSQL on every connection this process checks out of a
+    pool meanwhile (request threads and background writers alike), from libpq's protocol trace:
+    the client waits for the server once per Sync (extended protocol, pipelines included) and once
+    per simple Query. For tests and benchmarks."""
 
-    def __init__(self, engine):
-        self.engine = engine
+    def __init__(self):
         self.count = 0
         self._files: list = []
 
     def __enter__(self) -> RoundTrips:
-        event.listen(self.engine, "checkout", self._trace)
+        event.listen(Pool, "checkout", self._trace)
         return self
 
     def _trace(self, dbapi_connection, _record, _proxy) -> None:
@@ -198,7 +232,7 @@ class RoundTrips:
         self._files.append((dbapi_connection, handle))
 
     def __exit__(self, *exc) -> None:
-        event.remove(self.engine, "checkout", self._trace)
+        event.remove(Pool, "checkout", self._trace)
         for connection, handle in self._files:
             connection.pgconn.untrace()
             handle.seek(0)

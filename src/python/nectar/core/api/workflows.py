@@ -59,21 +59,7 @@ def run_json(run, steps=None) -> dict:
     if steps is not None:
         body["input"] = run.input
         body["output"] = run.output
-        body["steps"] = [
-            {
-                "step_id": s.step_id,
-                "type": s.step_type,
-                "position": s.position,
-                "attempt": s.attempt,
-                "status": s.status,
-                "input": s.input,
-                "output": s.output,
-                "error": s.error,
-                "started_at": _iso(s.started_at),
-                "finished_at": _iso(s.finished_at),
-            }
-            for s in steps
-        ]
+        body["steps"] = [{"type": s["step_type"], **s} for s in steps]
     return body
 
 

@@ -6,22 +6,24 @@ from __future__ import annotations
 import json
 import uuid
 
-import psycopg
 from flask import Blueprint, Response, current_app, jsonify, request
+from flask.sessions import SecureCookieSessionInterface
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from nectar.core.endpoints import service
+from nectar.core.endpoints.recorder import RecordingFailed, new_run_id, rate_bucket, run_writer
+from nectar.core.endpoints.routing import route_table
 from nectar.core.extensions import csrf
 from nectar.core.workflows.engine import execute
 from nectar.core.workflows.runner import CollectingEffects, run_version
-from nectar.core.workflows.service import RECORD_RUN_SQL, RunRequest, record_run_params, run_for_key
-from nectar.shared.database import SET_TENANT_SQL, db, scope_session
-from nectar.shared.mail import OUTBOX_INSERT_SQL, outbox_params
+from nectar.core.workflows.service import FinishedRun, RunRequest, run_for_key
+from nectar.shared.database import db, scope_session
 from nectar.shared.web import keeps_raw_input, problem
 
-tenant_endpoints = Blueprint("tenant_endpoints", __name__, url_prefix="/e")
+PREFIX = "/e/"
+tenant_endpoints = Blueprint("tenant_endpoints", __name__, url_prefix=PREFIX.rstrip("/"))
 csrf.exempt(tenant_endpoints)
 keeps_raw_input(tenant_endpoints)  # bodies may be signed; NULs are cleaned by the workflow service
 MAX_BODY_BYTES = 256 * 1024
@@ -49,11 +51,6 @@ def incoming_webhook(org_id: uuid.UUID, connection_id: uuid.UUID):
     org = db.session.get(Organization, org_id)
     if org is None or org.status != "active":
         return problem(404, "No such hook here.")
-    limit = service.rate_limit(org.plan)
-    if service.calls_this_minute(db.session, org_id) >= limit:
-        response = problem(429, f"This organization's plan allows {limit} calls a minute.")
-        response.headers["Retry-After"] = "60"
-        return response
     connection = db.session.get(IntegrationConnection, connection_id)
     keys = current_app.config["NECTAR_KEY_RING"]
     if connection is None or not signature_valid(
@@ -75,6 +72,10 @@ def incoming_webhook(org_id: uuid.UUID, connection_id: uuid.UUID):
     }
     if isinstance(body, _BadJson):
         return problem(400, "The body is not valid JSON.")
+    limit = service.rate_limit(org.plan)
+    window = run_writer(db.engine).counts.admit(org_id, limit)
+    if window is None:
+        return _rate_limited(limit)
     return _run_in_session(
         org_id,
         workflow.id,
@@ -82,8 +83,18 @@ def incoming_webhook(org_id: uuid.UUID, connection_id: uuid.UUID):
         version.definition,
         trigger,
         request.headers.get("Idempotency-Key"),
-        service.rate_counter(org_id),
+        window,
     )
+
+
+class NoSessionForTenantEndpoints(SecureCookieSessionInterface):
+    """Tenant endpoints neither read nor set the session cookie: a call never acts as the visitor
+    whose browser made it (and skips the cookie's work on the hot path)."""
+
+    def open_session(self, app, request_):
+        if request_.path.startswith(PREFIX):
+            return self.make_null_session(app)
+        return super().open_session(app, request_)
 
 
 def _read_body():
@@ -111,25 +122,32 @@ def _refuse_constant(name: str):
 
 
 def handle_call(org_id: uuid.UUID, method: str, path: str, headers, query: dict, body):
-    """Everything a call does, shared by real calls and the builder's test console."""
+    """Everything a call does, shared by real calls and the builder's test console: find the
+    endpoint (in memory, see routing.py), check the caller, run the workflow, record the run."""
     if isinstance(body, _BadJson):
         return problem(400, "The body is not valid JSON.")
     bearer = headers.get("Authorization", "").removeprefix("Bearer ").strip() or None
+    route = route_table(db.engine).find(org_id, method, path, bearer)
+    refusal = _refusal(route, method, path, body)
+    if refusal is not None:
+        return refusal
+    limit = service.rate_limit(route.plan)
+    window = run_writer(db.engine).counts.admit(org_id, limit)
+    if window is None:
+        return _rate_limited(limit)
+    trigger = _trigger(method, path, route, headers, query, body)
     key = headers.get("Idempotency-Key")
     if key is not None:
-        return _call_once(org_id, method, path, headers, query, body, bearer, key)
-    return _call(org_id, method, path, headers, query, body, bearer)
+        return _run_in_session(
+            org_id, route.workflow_id, route.version_id, route.definition, trigger, key, window
+        )
+    return _call(org_id, route, trigger, window)
 
 
 def _refusal(route, method: str, path: str, body):
-    """Why the call may not run (404, 429, 401, 422), as a response; None when it may."""
+    """Why the call may not run (404, 401, 422), as a response; None when it may."""
     if route is None:
         return problem(404, f"No endpoint {method} {path} here.")
-    limit = service.rate_limit(route.plan)
-    if route.calls_this_minute >= limit:  # the calls counted before this one
-        response = problem(429, f"This organization's plan allows {limit} calls a minute.")
-        response.headers["Retry-After"] = "60"
-        return response
     if route.auth == "api_key" and not route.key_ok:
         response = problem(
             401, "This endpoint needs an API key of its organization: Authorization: Bearer nsk_..."
@@ -145,6 +163,12 @@ def _refusal(route, method: str, path: str, body):
                 errors=[p.as_dict() for p in problems],
             )
     return None
+
+
+def _rate_limited(limit: int) -> Response:
+    response = problem(429, f"This organization's plan allows {limit} calls a minute.")
+    response.headers["Retry-After"] = "60"
+    return response
 
 
 # Headers a workflow may see: never cookies or credentials (a browser following a link to another
@@ -188,77 +212,46 @@ def _sandboxed(response):
     return response
 
 
-def _call(org_id, method, path, headers, query, body, bearer):
-    """The hot path, in two round trips: psycopg's pipeline sends BEGIN, the tenant setting and the
-    route query together; then the run record, any queued email and COMMIT together. (psycopg's
-    own transaction block would add a sync after BEGIN and one at COMMIT, so the connection runs
-    in autocommit mode and the transaction is spelled out.)"""
-    raw = db.engine.raw_connection()
-    conn = raw.driver_connection
-    conn.autocommit = True
+def _call(org_id: uuid.UUID, route: service.Route, trigger: dict, window: int):
+    """The hot path: no query before the workflow runs (the route is in memory), and its run is
+    written with others in one round trip before the answer (recorder.py)."""
+    effects = CollectingEffects(lambda: _scoped_session(org_id), current_app.config["NECTAR_OUTBOUND_POLICY"])
+    request_ = RunRequest(route.workflow_id, route.version_id, "http", trigger)
+    outcome = execute(route.definition, request_.input, effects)
+    run = FinishedRun(new_run_id(), org_id, request_, outcome)
     try:
-        with conn.pipeline():
-            conn.execute("BEGIN")
-            conn.execute(SET_TENANT_SQL, (str(org_id),))
-            rows = conn.execute(
-                service.FIND_SQL, service.find_params(org_id, method, path, bearer)
-            ).fetchall()
-            route = service.match_route(rows, path)
-            refusal = _refusal(route, method, path, body)
-            if refusal is not None:
-                conn.execute("ROLLBACK")
-                return refusal
-            scope_session(db.session, org_id=org_id)  # connection lookups by http steps use the session
-            effects = CollectingEffects(db.session, current_app.config["NECTAR_OUTBOUND_POLICY"])
-            request = RunRequest(
-                route.workflow_id,
-                route.version_id,
-                "http",
-                _trigger(method, path, route, headers, query, body),
-            )
-            outcome = execute(route.definition, request.input, effects)
-            params = record_run_params(org_id, request, outcome, service.rate_counter(org_id))
-            conn.execute(RECORD_RUN_SQL, params)
-            for email in effects.emails:
-                conn.execute(OUTBOX_INSERT_SQL, outbox_params(email))
-            conn.execute("COMMIT")
-    except BaseException:
-        if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
-            try:
-                conn.execute("ROLLBACK")
-            except psycopg.Error:
-                pass  # broken: invalidated below
-        raise
-    finally:
-        # Back to the pool as it came out (not autocommit, no transaction), or not at all.
-        try:
-            conn.autocommit = False
-        except psycopg.Error:
-            raw.invalidate()
-        raw.close()
-    return _respond(params["id"], outcome.status, outcome.error, outcome.response, outcome.output)
+        run_writer(db.engine).record(run, effects.emails, window)
+    except RecordingFailed as error:
+        current_app.logger.warning("endpoint run %s not recorded: %s", run.id, error)
+        response = problem(503, "The call ran but its run could not be recorded. Try again shortly.")
+        response.headers["Retry-After"] = "5"
+        return _sandboxed(response)
+    return _respond(run.id, outcome.status, outcome.error, outcome.response, outcome.output)
 
 
-def _call_once(org_id, method, path, headers, query, body, bearer, key):
-    """A call with an Idempotency-Key: a second delivery gets the first one's answer, never a run."""
+def _scoped_session(org_id: uuid.UUID):
+    """The request's session as the organization, for steps that look up its connections."""
     scope_session(db.session, org_id=org_id)
-    route = service.find_route(db.session, org_id, method, path, bearer)
-    refusal = _refusal(route, method, path, body)
-    if refusal is not None:
-        db.session.rollback()
-        return refusal
-    trigger = _trigger(method, path, route, headers, query, body)
-    rate_bucket = service.rate_counter(org_id)
-    return _run_in_session(
-        org_id, route.workflow_id, route.version_id, route.definition, trigger, key, rate_bucket
-    )
+    return db.session
 
 
-def _run_in_session(org_id, workflow_id, version_id, definition, trigger, key, rate_bucket=None):
-    """Runs a workflow on the request's session (scoped to `org_id`) and answers; with an
-    Idempotency-Key, a delivery seen before gets the first one's answer instead of a run."""
+def _run_in_session(org_id, workflow_id, version_id, definition, trigger, key, window: int):
+    """Runs a workflow on the request's session (scoped to `org_id`), counting it in the rate
+    limit's `window`, and answers; with an Idempotency-Key, a delivery seen before gets the first
+    one's answer instead of a run."""
+    counts, written = run_writer(db.engine).counts, False
+    try:
+        response, written = _run_once(org_id, workflow_id, version_id, definition, trigger, key, window)
+        return response
+    finally:
+        counts.settle(org_id, window, written=written)
+
+
+def _run_once(org_id, workflow_id, version_id, definition, trigger, key, window: int):
+    """_run_in_session's answer, and whether a run was written."""
     if key is not None and len(key) > 200:
-        return problem(400, "Idempotency-Key is at most 200 characters.")
+        return problem(400, "Idempotency-Key is at most 200 characters."), False
+    scope_session(db.session, org_id=org_id)
     if key:
         # Deliveries of one key queue behind each other until the first is recorded, so two at once
         # never both run the workflow (its effects may not be idempotent).
@@ -267,17 +260,18 @@ def _run_in_session(org_id, workflow_id, version_id, definition, trigger, key, r
         )
     if key and (earlier := run_for_key(db.session, workflow_id, key)) is not None:
         db.session.rollback()
-        return _replay(earlier)
+        return _replay(earlier), False
     request_ = RunRequest(workflow_id, version_id, "http", trigger, idempotency_key=key)
-    run_id, outcome = run_version(db.session, org_id, request_, definition, rate_bucket=rate_bucket)
+    bucket = rate_bucket(org_id)[0], window
+    run_id, outcome = run_version(db.session, org_id, request_, definition, rate_bucket=bucket)
     try:
         db.session.commit()
     except IntegrityError:
         # The same key arrived twice at once and the other delivery recorded first: answer as it did.
         db.session.rollback()
         scope_session(db.session, org_id=org_id)
-        return _replay(run_for_key(db.session, workflow_id, key))
-    return _respond(run_id, outcome.status, outcome.error, outcome.response, outcome.output)
+        return _replay(run_for_key(db.session, workflow_id, key)), False
+    return _respond(run_id, outcome.status, outcome.error, outcome.response, outcome.output), True
 
 
 def _respond(run_id, status, error, response, output):

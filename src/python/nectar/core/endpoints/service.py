@@ -1,19 +1,10 @@
-"""Tenant API endpoints: `METHOD /path/{param}` bound to a workflow, served at /e/<org id>/<path>.
-
-Serving one call costs five database round trips: BEGIN, the tenant setting, one query that
-finds the endpoint with its workflow version, reads the plan's rate-limit count and checks the API
-key, the statement that records the run with its steps and counts the call, and COMMIT. The count
-is bumped in that last statement, not the first, so the counter row is locked for one round trip
-instead of the whole call: concurrent calls of one organization would otherwise queue behind it.
-"""
+"""Tenant API endpoints: `METHOD /path/{param}` bound to a workflow, served at /e/<org id>/<path>
+(serve.py; routing.py finds a call's endpoint, recorder.py writes its run)."""
 
 from __future__ import annotations
 
 import functools
-import hashlib
 import re
-import secrets
-import time
 import uuid
 from dataclasses import dataclass
 
@@ -139,6 +130,8 @@ def delete_endpoint(session: Session, ctx: OrgContext, endpoint_id: uuid.UUID) -
 
 @dataclass(frozen=True)
 class Route:
+    """What a call needs of its endpoint: found by routing.RouteTable."""
+
     endpoint_id: uuid.UUID
     path: str
     auth: str
@@ -147,80 +140,8 @@ class Route:
     version_id: uuid.UUID
     definition: dict
     plan: str
-    calls_this_minute: int
     key_ok: bool
     params: dict
-
-
-# In psycopg's own parameter style: the hot path sends it on a raw connection (see serve.py).
-FIND_SQL = """
-    SELECT e.id, e.path, e.auth, e.request_schema, e.workflow_id, v.id, v.definition, o.plan,
-           (SELECT COALESCE(sum(count), 0) FROM rate_limit_buckets
-            WHERE key = ANY(%(rate_keys)s) AND window_start = %(window)s),
-           EXISTS (SELECT 1 FROM api_keys k WHERE k.key_hash = %(key_hash)s AND k.revoked_at IS NULL)
-    FROM endpoints e
-    JOIN workflows w ON w.org_id = e.org_id AND w.id = e.workflow_id AND w.is_active
-    JOIN workflow_versions v ON v.org_id = e.org_id AND v.workflow_id = e.workflow_id
-                             AND v.version = COALESCE(e.pinned_version, w.current_version)
-    CROSS JOIN organizations o
-    WHERE e.method = %(method)s AND e.is_enabled AND o.status = 'active'
-      AND (e.path = %(path)s OR e.path = %(path)s || '/' OR e.path LIKE '%%{%%')
-"""
-
-
-RATE_SHARDS = 16
-
-
-def rate_counter(org_id: uuid.UUID) -> tuple[str, int]:
-    """The rate-limit bucket (key, window start) this call counts in. An organization's count is
-    spread over RATE_SHARDS rows, so concurrent calls rarely wait for one another's row lock."""
-    return f"core.endpoint:{org_id}:{secrets.randbelow(RATE_SHARDS)}", int(time.time() // 60 * 60)
-
-
-def rate_keys(org_id: uuid.UUID) -> list[str]:
-    return [f"core.endpoint:{org_id}:{shard}" for shard in range(RATE_SHARDS)]
-
-
-def find_params(org_id: uuid.UUID, method: str, path: str, bearer: str | None) -> dict:
-    return {
-        "rate_keys": rate_keys(org_id),
-        "window": int(time.time() // 60 * 60),
-        "key_hash": hashlib.sha256(bearer.encode()).hexdigest() if bearer else "",
-        "method": method,
-        "path": path,
-    }
-
-
-def match_route(rows, path: str) -> Route | None:
-    """The endpoint among the candidate rows whose path pattern matches (exact paths first)."""
-    exact = [row for row in rows if row[1].rstrip("/") == path.rstrip("/")]
-    for row in exact or rows:
-        match = compile_path(row[1]).match(path)
-        if match:
-            return Route(*row[:10], params=match.groupdict())
-    return None
-
-
-def find_route(
-    session: Session, org_id: uuid.UUID, method: str, path: str, bearer: str | None
-) -> Route | None:
-    """The endpoint for `method path` in the scoped organization, with this minute's call count."""
-    rows = session.connection().exec_driver_sql(FIND_SQL, find_params(org_id, method, path, bearer)).all()
-    return match_route(rows, path)
-
-
-def calls_this_minute(session: Session, org_id: uuid.UUID) -> int:
-    """The organization's calls counted so far this minute (endpoints and incoming hooks alike)."""
-    params = find_params(org_id, "", "", None)
-    return (
-        session.connection()
-        .exec_driver_sql(
-            "SELECT COALESCE(sum(count), 0) FROM rate_limit_buckets WHERE key = ANY(%(rate_keys)s) "
-            "AND window_start = %(window)s",
-            params,
-        )
-        .scalar_one()
-    )
 
 
 def rate_limit(plan: str) -> int:

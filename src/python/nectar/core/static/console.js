@@ -15,7 +15,13 @@ consoleForm.onsubmit = async (event) => {
   const run = response.headers.get("X-Nectar-Run-Id");
   const trace = document.getElementById("console-trace");
   if (!run) { trace.textContent = "No run (the call was refused before the workflow started)."; return; }
-  const result = await nectarApi("GET", "/api/v1/runs/" + run);
+  // Runs are written just after the answer: another server process may not have it for a moment.
+  let result = await nectarApi("GET", "/api/v1/runs/" + run);
+  for (let tries = 0; result.status === 404 && tries < 20; tries++) {
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    result = await nectarApi("GET", "/api/v1/runs/" + run);
+  }
+  if (result.status !== 200) { trace.textContent = "The run's steps could not be read (" + result.status + ")."; return; }
   trace.textContent = "";
   const pre = document.createElement("pre");
   pre.className = "token";

@@ -90,6 +90,10 @@ class _Responded(Exception):
 
 def truncate(value: Any, limit: int) -> Any:
     """Keeps a value whole when its JSON fits `limit` bytes; otherwise a marked preview."""
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    if isinstance(value, str) and len(value) * 12 < limit:
+        return value  # fits however it is escaped (12 bytes at most per character, a surrogate pair)
     try:
         text = json.dumps(value, default=str)
     except (TypeError, ValueError):

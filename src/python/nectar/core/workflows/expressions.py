@@ -3,6 +3,7 @@ anything but the data it is given (never `eval`). Templates embed expressions in
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterator
 from typing import Any
@@ -72,9 +73,14 @@ def expressions_in(template: str) -> Iterator[str]:
         yield match.group(1).strip()
 
 
+@functools.lru_cache(maxsize=4096)  # endpoint calls evaluate the same few expressions every time
+def _compiled(expression: str):
+    return jmespath.compile(expression)
+
+
 def evaluate(expression: str, context: dict) -> Any:
     try:
-        return jmespath.search(expression.strip(), context, options=_options)
+        return _compiled(expression.strip()).search(context, options=_options)
     except JMESPathError as error:
         raise ExpressionError(f"{expression.strip()!r}: {error}") from None
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable
 
 from flask import current_app
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, scoped_session
 
 from nectar.core.workflows import outbound
 from nectar.core.workflows.engine import SYNC_LIMITS, Limits, RunOutcome, execute
@@ -15,10 +16,17 @@ from nectar.shared.mail import Email, queue_email
 
 
 class LiveEffects:
-    """What steps do to the world: guarded HTTP, email through the outbox, real sleeping."""
+    """What steps do to the world: guarded HTTP, email through the outbox, real sleeping. The
+    session may be given as a function that makes it, called the first time a step needs it."""
 
-    def __init__(self, session: Session, policy: outbound.OutboundPolicy):
-        self.session, self.policy = session, policy
+    def __init__(self, session: Session | Callable[[], Session], policy: outbound.OutboundPolicy):
+        self._session, self.policy = session, policy
+
+    @property
+    def session(self) -> Session:
+        if not isinstance(self._session, Session | scoped_session):
+            self._session = self._session()
+        return self._session
 
     def http(self, step: dict, request: dict) -> dict:
         url, headers = request["url"], request["headers"]
@@ -49,11 +57,12 @@ class LiveEffects:
 class CollectingEffects(LiveEffects):
     """Live effects whose emails are kept for the caller to write in its own transaction."""
 
-    def __init__(self, session: Session, policy: outbound.OutboundPolicy):
+    def __init__(self, session: Session | Callable[[], Session], policy: outbound.OutboundPolicy):
         super().__init__(session, policy)
         self.emails: list[Email] = []
 
     def email(self, to: str, subject: str, body: str) -> None:
+        to, subject, body = (text.replace("\x00", "") for text in (to, subject, body))  # text cannot hold NUL
         self.emails.append(Email(to=to, subject=subject, body_text=body, category="workflow"))
 
 

@@ -23,7 +23,6 @@ from nectar.schema.models.platform import RateLimitBucket
 from nectar.schema.models.staff import AuditEntry, StaffSession, StaffUser, SystemSetting
 from nectar.schema.models.workflows import (
     Endpoint,
-    StepRun,
     Workflow,
     WorkflowRun,
     WorkflowSchedule,
@@ -50,7 +49,6 @@ __all__ = [
     "RateLimitBucket",
     "StaffSession",
     "StaffUser",
-    "StepRun",
     "StripeEvent",
     "Subscription",
     "SystemSetting",

@@ -6,11 +6,9 @@ import uuid
 from datetime import datetime
 
 from sqlalchemy import (
-    BigInteger,
     Boolean,
     CheckConstraint,
     ForeignKey,
-    Identity,
     Index,
     Integer,
     String,
@@ -117,29 +115,10 @@ class WorkflowRun(Base):
     started_at: Mapped[datetime | None] = timestamp()
     finished_at: Mapped[datetime | None] = timestamp()
     duration_ms: Mapped[int | None] = mapped_column(Integer)
-
-
-class StepRun(Base):
-    __tablename__ = "step_runs"
-    __table_args__ = (
-        same_tenant("run_id", "workflow_runs"),
-        Index("ix_step_runs_org_id_run_id_position", "org_id", "run_id", "position"),
-        tenant_table(),
-    )
-
-    id: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
-    org_id: Mapped[uuid.UUID] = org_id()
-    run_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), nullable=False)
-    step_id: Mapped[str] = mapped_column(String(100), nullable=False)
-    step_type: Mapped[str] = mapped_column(String(40), nullable=False)
-    position: Mapped[int] = mapped_column(Integer, nullable=False)
-    attempt: Mapped[int] = mapped_column(Integer, nullable=False, server_default="1")
-    status: Mapped[str] = mapped_column(String(20), nullable=False)
-    input: Mapped[dict | None] = mapped_column(JSONB)
-    output: Mapped[dict | None] = mapped_column(JSONB)
-    error: Mapped[str | None] = mapped_column(Text)
-    started_at: Mapped[datetime] = created_timestamp()
-    finished_at: Mapped[datetime | None] = timestamp()
+    # Each executed step in order (id, type, position, attempt, status, input, output, error,
+    # started_at, finished_at), kept with its run: one row to write per run, and pruning a run
+    # prunes its steps.
+    steps: Mapped[list] = mapped_column(JSONB, nullable=False, server_default=text("'[]'::jsonb"))
 
 
 class Endpoint(Base):

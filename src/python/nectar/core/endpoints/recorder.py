@@ -1,0 +1,279 @@
+"""Recording endpoint calls: each call's run, any email it queued, and its count against the plan.
+
+Request threads hand their finished runs to one writer thread per process, which writes all that
+have gathered in one transaction sent in one round trip: while one batch is being written the
+next one gathers, so under load one transaction carries many runs. A call is answered without
+waiting for its run's commit, which follows within milliseconds (a process killed meanwhile
+loses those run records, never an answer or an email), except when it queued email or when
+writing is failing: then it waits for its own commit, and gets a 503 if that fails. Runs already
+answered are kept and written once the database is back. Reads of runs in this process first
+wait for what it has queued (`flush`), so a caller that reads its run back finds it.
+
+Rate limits count in memory what the database has not confirmed yet: an organization's calls this
+minute are the total read back after this process's last write, plus its calls still in flight.
+Another process's calls are seen at this process's next write, so under load the limit holds to
+within the few calls in flight at once.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import threading
+import time
+import uuid
+import weakref
+from dataclasses import dataclass, field
+
+import psycopg
+from sqlalchemy.engine import Engine
+
+from nectar.core.workflows.service import RECORD_RUNS_SQL, FinishedRun, record_runs_params
+from nectar.shared.database import SET_TENANT_SQL, in_one_round_trip
+from nectar.shared.mail import OUTBOX_INSERT_SQL, Email, outbox_params
+
+log = logging.getLogger(__name__)
+WINDOW_SECONDS = 60
+RATE_SHARDS = 16
+MAX_BATCH = 500
+MAX_KEPT = 50_000  # answered runs kept while the database is unreachable
+WAIT_SECONDS = 30.0  # a request gives up on its run's write after this long
+
+
+class RecordingFailed(Exception):
+    """The run ran but could not be written."""
+
+
+def current_window() -> int:
+    return int(time.time() // WINDOW_SECONDS * WINDOW_SECONDS)
+
+
+def rate_keys(org_id: uuid.UUID) -> list[str]:
+    return [f"core.endpoint:{org_id}:{shard}" for shard in range(RATE_SHARDS)]
+
+
+def rate_bucket(org_id: uuid.UUID) -> tuple[str, int]:
+    """The bucket this process counts an organization's calls in. The count is spread over
+    RATE_SHARDS rows (one per process, roughly), so processes rarely wait for each other's lock."""
+    return f"core.endpoint:{org_id}:{os.getpid() % RATE_SHARDS}", current_window()
+
+
+CALLS_SQL = (
+    "SELECT COALESCE(sum(count), 0) AS calls_this_minute FROM rate_limit_buckets "
+    "WHERE key = ANY(%(keys)s) AND window_start = %(window)s"
+)
+
+
+def calls_params(org_id: uuid.UUID, window: int) -> dict:
+    return {"keys": rate_keys(org_id), "window": window}
+
+
+class _RunIds:
+    """Random (version 4) UUIDs, 256 per read of the OS's random source: one read per id costs a
+    system call on every endpoint call."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._pool: list[bytes] = []
+
+    def __call__(self) -> uuid.UUID:
+        with self._lock:
+            if not self._pool:
+                block = os.urandom(16 * 256)
+                self._pool = [block[i : i + 16] for i in range(0, len(block), 16)]
+            return uuid.UUID(bytes=self._pool.pop(), version=4)
+
+
+new_run_id = _RunIds()
+
+
+@dataclass
+class _Count:
+    window: int
+    confirmed: int  # the database's total after this process's last write
+    in_flight: int = 0  # admitted here and not yet written
+
+
+class CallCounts:
+    """Each organization's calls this minute as this process knows them."""
+
+    def __init__(self, read_total):
+        self._read_total = read_total  # (org_id, window) -> the database's count
+        self._counts: dict[uuid.UUID, _Count] = {}
+        self._lock = threading.Lock()
+
+    def admit(self, org_id: uuid.UUID, limit: int) -> int | None:
+        """Counts one call in this minute's window and returns the window, unless the organization
+        reached `limit` in it (None). Every admitted call is settled once written or given up."""
+        window = current_window()
+        count = self._counts.get(org_id)
+        if count is None or count.window != window:
+            total = self._read_total(org_id, window)  # once per organization and minute
+            with self._lock:
+                count = self._counts.get(org_id)
+                if count is None or count.window != window:
+                    if len(self._counts) > 10_000:
+                        self._counts = {k: c for k, c in self._counts.items() if c.window == window}
+                    count = self._counts[org_id] = _Count(window, total)
+        with self._lock:
+            if count.confirmed + count.in_flight >= limit:
+                return None
+            count.in_flight += 1
+            return window
+
+    def settle(self, org_id: uuid.UUID, window: int, *, written: bool, total: int | None = None) -> None:
+        """One admitted call was written to the database's count (with the total read back then, if
+        any) or was not."""
+        with self._lock:
+            count = self._counts.get(org_id)
+            if count is not None and count.window == window:
+                count.in_flight = max(0, count.in_flight - 1)
+                if written:  # the total read back includes this call
+                    count.confirmed = count.confirmed + 1 if total is None else max(count.confirmed, total)
+
+
+@dataclass
+class _Pending:
+    run: FinishedRun
+    emails: list[Email]
+    window: int
+    waited_for: bool
+    done: threading.Event = field(default_factory=threading.Event)
+    error: Exception | None = None
+
+
+class RunWriter:
+    """The writer thread of one database in one process."""
+
+    def __init__(self, engine: Engine):
+        self.engine = engine
+        self.counts = CallCounts(self._read_total)
+        self._queue: list[_Pending] = []
+        self._last: _Pending | None = None  # the latest run handed over
+        self._failing = False  # the last write failed for the connection or the server
+        self._wake = threading.Condition()
+        self._thread: threading.Thread | None = None
+
+    def record(self, run: FinishedRun, emails: list[Email], window: int) -> None:
+        """Hands the run over for writing; waits for its commit when it queued email or writing is
+        failing, and raises RecordingFailed if that commit fails."""
+        pending = _Pending(run, emails, window, waited_for=bool(emails) or self._failing)
+        with self._wake:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._write_forever, name="run-writer", daemon=True)
+                self._thread.start()
+                atexit.register(self.flush, WAIT_SECONDS)
+            self._queue.append(pending)
+            self._last = pending
+            self._wake.notify()
+        if pending.waited_for:
+            self._wait(pending, WAIT_SECONDS)
+
+    def flush(self, timeout: float = 5.0) -> None:
+        """Waits until every run handed over so far is written (or `timeout` passes)."""
+        last = self._last
+        if last is not None:
+            last.done.wait(timeout)
+
+    @staticmethod
+    def _wait(pending: _Pending, timeout: float) -> None:
+        if not pending.done.wait(timeout):
+            raise RecordingFailed(f"the database did not take the run within {timeout:g} s")
+        if pending.error is not None:
+            raise RecordingFailed(str(pending.error)) from pending.error
+
+    def _write_forever(self) -> None:
+        backoff = 0.1
+        while True:
+            with self._wake:
+                while not self._queue:
+                    self._wake.wait()
+                batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
+            try:
+                self._write(batch)
+                self._failing, backoff = False, 0.1
+            except psycopg.OperationalError as error:  # the connection or the server
+                log.warning("writing %d runs failed (%s); retrying in %.1f s", len(batch), error, backoff)
+                self._failing = True
+                self._keep_for_later(batch, error)
+                time.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+            except psycopg.Error as error:
+                if len(batch) == 1:
+                    self._finish(batch, {}, error)
+                else:  # a run the database refuses fails alone
+                    log.warning(
+                        "a batch of %d runs was refused (%s); writing them one by one", len(batch), error
+                    )
+                    for pending in batch:
+                        try:
+                            self._write([pending])
+                        except psycopg.Error as single:
+                            self._finish([pending], {}, single)
+            except Exception as error:  # noqa: BLE001 - no request may wait forever
+                log.exception("writing runs failed")
+                self._finish(batch, {}, error)
+
+    def _keep_for_later(self, batch: list[_Pending], error: Exception) -> None:
+        """Calls waiting for their commit get the error; runs already answered go back to the front
+        of the queue, as many as MAX_KEPT."""
+        self._finish([p for p in batch if p.waited_for], {}, error)
+        answered = [p for p in batch if not p.waited_for]
+        with self._wake:
+            room = max(0, MAX_KEPT - len(self._queue))
+            self._queue[:0] = answered[:room]
+        if len(answered) > room:
+            log.error(
+                "%d answered runs dropped unrecorded: the database has been unreachable too long",
+                len(answered) - room,
+            )
+            self._finish(answered[room:], {}, error)
+
+    def _write(self, batch: list[_Pending]) -> None:
+        """One transaction, one round trip: per organization its tenant setting, its runs, steps and
+        count, its emails, and its total this minute."""
+        by_org: dict[uuid.UUID, list[_Pending]] = {}
+        for pending in batch:
+            by_org.setdefault(pending.run.org_id, []).append(pending)
+        window = current_window()
+        statements, total_at = [], {}
+        for org_id, runs in by_org.items():
+            statements.append((SET_TENANT_SQL, (str(org_id),)))
+            bucket = rate_bucket(org_id)[0], window
+            statements.append((RECORD_RUNS_SQL, record_runs_params([p.run for p in runs], bucket)))
+            statements += [(OUTBOX_INSERT_SQL, outbox_params(e)) for p in runs for e in p.emails]
+            total_at[org_id] = len(statements)
+            statements.append((CALLS_SQL, calls_params(org_id, window)))
+        results = in_one_round_trip(self.engine, statements)
+        totals = {org_id: results[index][0][0] for org_id, index in total_at.items()}
+        self._finish(batch, totals, None, window)
+
+    def _finish(self, batch: list[_Pending], totals: dict, error: Exception | None, window=None) -> None:
+        for pending in batch:
+            org_id = pending.run.org_id
+            total = totals.get(org_id) if window == pending.window else None
+            self.counts.settle(org_id, pending.window, written=error is None, total=total)
+            pending.error = error
+            pending.done.set()
+
+    def _read_total(self, org_id: uuid.UUID, window: int) -> int:
+        return in_one_round_trip(self.engine, [(CALLS_SQL, calls_params(org_id, window))])[0][0][0]
+
+
+_writers: dict[tuple[int, str], RunWriter] = {}
+_writer_of_engine: weakref.WeakKeyDictionary[Engine, tuple[int, RunWriter]] = weakref.WeakKeyDictionary()
+_writers_lock = threading.Lock()
+
+
+def run_writer(engine: Engine) -> RunWriter:
+    """The writer of `engine`'s database in this process (one per database: tests make many apps
+    on one; a forked worker starts its own)."""
+    known = _writer_of_engine.get(engine)
+    if known is not None and known[0] == os.getpid():
+        return known[1]
+    with _writers_lock:
+        key = (os.getpid(), engine.url.render_as_string(hide_password=False))
+        writer = _writers.setdefault(key, RunWriter(engine))
+        _writer_of_engine[engine] = (os.getpid(), writer)
+    return writer

@@ -1,0 +1,262 @@
+"""Which endpoint answers a call, without asking the database on every call.
+
+Each core process keeps the routes of the organizations it serves: their enabled endpoints with the
+bound workflow versions, the organization's plan, and the API-key hashes it has seen valid.
+PostgreSQL tells every process of each change: a trigger on those tables sends NOTIFY nectar_routes
+with the organization's id when the change commits (migration 0008), and the listening thread drops
+that organization. Changes made through this process's ORM sessions drop it at commit too, so the
+next call here sees them at once. While the process is not listening (starting, or the listening
+connection lost), nothing is kept and every call reads its route from the database.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import threading
+import time
+import uuid
+import weakref
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+import psycopg
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session
+
+from nectar.core.endpoints.service import Route, compile_path
+from nectar.schema.models import ApiKey, Endpoint, Organization, Workflow, WorkflowVersion
+from nectar.shared.database import SET_TENANT_SQL, in_one_round_trip
+
+log = logging.getLogger(__name__)
+CHANNEL = "nectar_routes"
+MAX_ORGANIZATIONS = 2000  # organizations kept per process; the least recently called go first
+MAX_KEYS = 1000  # valid API-key hashes kept per organization
+LISTEN_WAIT_SECONDS = 2.0
+
+# The organization's enabled endpoints with their workflow versions; no row when it is suspended
+# (or not visible: another organization's id finds nothing under row-level security).
+LOAD_SQL = """
+    SELECT o.plan, e.id, e.method, e.path, e.auth, e.request_schema, e.workflow_id, v.id, v.definition
+    FROM organizations o
+    LEFT JOIN endpoints e ON e.org_id = o.id AND e.is_enabled
+         AND EXISTS (SELECT 1 FROM workflows w WHERE w.org_id = e.org_id AND w.id = e.workflow_id AND w.is_active)
+    LEFT JOIN workflows w ON w.org_id = e.org_id AND w.id = e.workflow_id
+    LEFT JOIN workflow_versions v ON v.org_id = e.org_id AND v.workflow_id = e.workflow_id
+         AND v.version = COALESCE(e.pinned_version, w.current_version)
+    WHERE o.status = 'active'
+"""
+KEY_SQL = "SELECT EXISTS (SELECT 1 FROM api_keys WHERE key_hash = %s AND revoked_at IS NULL)"
+
+
+@dataclass(frozen=True)
+class _Endpoint:
+    id: uuid.UUID
+    path: str
+    auth: str
+    request_schema: dict | None
+    workflow_id: uuid.UUID
+    version_id: uuid.UUID
+    definition: dict
+
+
+@dataclass
+class OrgRoutes:
+    plan: str
+    by_method: dict[str, list[_Endpoint]]
+    valid_keys: set[str] = field(default_factory=set)
+
+    def match(self, method: str, path: str) -> tuple[_Endpoint, dict] | None:
+        """The endpoint whose path matches, an exact path before any with parameters."""
+        candidates = self.by_method.get(method, ())
+        exact = [e for e in candidates if e.path.rstrip("/") == path.rstrip("/")]
+        for endpoint in exact or candidates:
+            if exact or "{" in endpoint.path:
+                found = compile_path(endpoint.path).match(path)
+                if found:
+                    return endpoint, found.groupdict()
+        return None
+
+
+def key_hash(bearer: str | None) -> str | None:
+    return hashlib.sha256(bearer.encode()).hexdigest() if bearer else None
+
+
+class RouteTable:
+    """The routes of one database's organizations, for the threads of one process."""
+
+    def __init__(self, engine: Engine):
+        self.engine = engine
+        self._orgs: OrderedDict[uuid.UUID, OrgRoutes] = OrderedDict()
+        self._lock = threading.Lock()
+        self._generation = 0  # moves on every drop, so a load that raced a change is not kept
+        self._listening = False
+        self._listener: threading.Thread | None = None
+        self._started = threading.Event()  # set once the listener first listened (or gave up)
+
+    # --- lookups --------------------------------------------------------------------------------
+
+    def find(self, org_id: uuid.UUID, method: str, path: str, bearer: str | None) -> Route | None:
+        """The route for `method path` of the organization, None when there is none (or the
+        organization is suspended); `key_ok` says whether `bearer` is one of its valid API keys."""
+        self._ensure_listener()
+        routes = self._routes(org_id)
+        if routes is None:
+            return None
+        found = routes.match(method, path)
+        if found is None:
+            return None
+        endpoint, params = found
+        key_ok = endpoint.auth == "public" or self._key_ok(org_id, routes, bearer)
+        return Route(
+            endpoint.id,
+            endpoint.path,
+            endpoint.auth,
+            endpoint.request_schema,
+            endpoint.workflow_id,
+            endpoint.version_id,
+            endpoint.definition,
+            routes.plan,
+            key_ok,
+            params,
+        )
+
+    def _routes(self, org_id: uuid.UUID) -> OrgRoutes | None:
+        with self._lock:
+            routes = self._orgs.get(org_id)
+            if routes is not None:
+                self._orgs.move_to_end(org_id)
+                return routes
+            generation, keep = self._generation, self._listening
+        rows = self._read(org_id, LOAD_SQL, ())
+        if not rows:
+            return None
+        by_method: dict[str, list[_Endpoint]] = {}
+        for _plan, endpoint_id, method, path, auth, schema, workflow_id, version_id, definition in rows:
+            if endpoint_id is not None and version_id is not None:
+                by_method.setdefault(method, []).append(
+                    _Endpoint(endpoint_id, path, auth, schema, workflow_id, version_id, definition)
+                )
+        routes = OrgRoutes(rows[0][0], by_method)
+        with self._lock:
+            if keep and self._listening and generation == self._generation:
+                self._orgs[org_id] = routes
+                while len(self._orgs) > MAX_ORGANIZATIONS:
+                    self._orgs.popitem(last=False)
+        return routes
+
+    def _key_ok(self, org_id: uuid.UUID, routes: OrgRoutes, bearer: str | None) -> bool:
+        digest = key_hash(bearer)
+        if digest is None:
+            return False
+        if digest in routes.valid_keys:
+            return True
+        valid = self._read(org_id, KEY_SQL, (digest,))[0][0]
+        if valid and len(routes.valid_keys) < MAX_KEYS:
+            routes.valid_keys.add(digest)  # a revocation drops the whole organization
+        return valid
+
+    def _read(self, org_id: uuid.UUID, query: str, params: tuple) -> list[tuple]:
+        return in_one_round_trip(self.engine, [(SET_TENANT_SQL, (str(org_id),)), (query, params)])[1]
+
+    # --- changes --------------------------------------------------------------------------------
+
+    def drop(self, org_id: uuid.UUID | None = None) -> None:
+        """Forgets one organization's routes, or every organization's."""
+        with self._lock:
+            self._generation += 1
+            if org_id is None:
+                self._orgs.clear()
+            else:
+                self._orgs.pop(org_id, None)
+
+    def _ensure_listener(self) -> None:
+        if self._listener is None or not self._listener.is_alive():
+            with self._lock:
+                if self._listener is None or not self._listener.is_alive():
+                    self._listener = threading.Thread(target=self._listen, name="route-changes", daemon=True)
+                    self._listener.start()
+        # The process's first calls wait (briefly) for it to listen, so their routes can be kept.
+        self._started.wait(LISTEN_WAIT_SECONDS)
+
+    def _listen(self) -> None:
+        """Listens for changes until the process ends; reconnects with backoff when the connection
+        is lost, keeping nothing meanwhile."""
+        backoff = 0.1
+        while True:
+            try:
+                raw = self.engine.raw_connection()
+                conn = raw.driver_connection
+                raw.detach()  # a connection of its own for as long as it listens, outside the pool
+                conn.autocommit = True
+                conn.execute(f"LISTEN {CHANNEL}")
+                with self._lock:
+                    self._listening, backoff = True, 0.1
+                self._started.set()
+                for notice in conn.notifies():
+                    try:
+                        self.drop(uuid.UUID(notice.payload))
+                    except ValueError:
+                        self.drop()
+            except (psycopg.Error, OSError) as error:
+                log.warning("route changes: listening stopped (%s); reading routes from the database", error)
+            except Exception:  # noqa: BLE001 - this thread must outlive anything but the process
+                log.exception("route changes: listening stopped")
+            with self._lock:
+                self._listening = False
+            self._started.set()  # calls go on without keeping routes until it listens again
+            self.drop()
+            try:
+                raw.close()
+            except Exception:  # noqa: BLE001, S110 - it is broken already
+                pass
+            time.sleep(backoff)
+            backoff = min(backoff * 2, 5.0)
+
+
+# One table per database per process (tests make many apps on one database; a forked worker
+# starts its own).
+_tables: dict[tuple[int, str], RouteTable] = {}
+_tables_lock = threading.Lock()
+
+
+_table_of_engine: weakref.WeakKeyDictionary[Engine, tuple[int, RouteTable]] = weakref.WeakKeyDictionary()
+
+
+def route_table(engine: Engine) -> RouteTable:
+    known = _table_of_engine.get(engine)
+    if known is not None and known[0] == os.getpid():
+        return known[1]
+    with _tables_lock:
+        key = (os.getpid(), engine.url.render_as_string(hide_password=False))
+        table = _tables.setdefault(key, RouteTable(engine))
+        _table_of_engine[engine] = (os.getpid(), table)
+    return table
+
+
+# --- changes made in this process ----------------------------------------------------------------
+
+_ROUTE_MODELS = (Organization, Endpoint, Workflow, WorkflowVersion, ApiKey)
+_CHANGED = "nectar_route_changes"
+
+
+@event.listens_for(Session, "after_flush")
+def _note_route_changes(session: Session, _context) -> None:
+    for instance in (*session.new, *session.dirty, *session.deleted):
+        if isinstance(instance, _ROUTE_MODELS):
+            org_id = instance.id if isinstance(instance, Organization) else instance.org_id
+            session.info.setdefault(_CHANGED, set()).add(org_id)
+
+
+@event.listens_for(Session, "after_commit")
+def _drop_changed_routes(session: Session) -> None:
+    for org_id in session.info.pop(_CHANGED, ()):
+        for table in list(_tables.values()):
+            table.drop(org_id)
+
+
+@event.listens_for(Session, "after_rollback")
+def _forget_changes(session: Session) -> None:
+    session.info.pop(_CHANGED, None)

@@ -39,13 +39,16 @@ LISTEN_WAIT_SECONDS = 2.0
 # The organization's enabled endpoints with their workflow versions; no row when it is suspended
 # (or not visible: another organization's id finds nothing under row-level security).
 LOAD_SQL = """
-    SELECT o.plan, e.id, e.method, e.path, e.auth, e.request_schema, e.workflow_id, v.id, v.definition
+    SELECT o.plan, r.*
     FROM organizations o
-    LEFT JOIN endpoints e ON e.org_id = o.id AND e.is_enabled
-         AND EXISTS (SELECT 1 FROM workflows w WHERE w.org_id = e.org_id AND w.id = e.workflow_id AND w.is_active)
-    LEFT JOIN workflows w ON w.org_id = e.org_id AND w.id = e.workflow_id
-    LEFT JOIN workflow_versions v ON v.org_id = e.org_id AND v.workflow_id = e.workflow_id
-         AND v.version = COALESCE(e.pinned_version, w.current_version)
+    LEFT JOIN (
+        SELECT e.id, e.method, e.path, e.auth, e.request_schema, e.workflow_id, v.id AS version_id, v.definition
+        FROM endpoints e
+        JOIN workflows w ON w.org_id = e.org_id AND w.id = e.workflow_id AND w.is_active
+        JOIN workflow_versions v ON v.org_id = e.org_id AND v.workflow_id = e.workflow_id
+                                 AND v.version = COALESCE(e.pinned_version, w.current_version)
+        WHERE e.is_enabled
+    ) r ON true
     WHERE o.status = 'active'
 """
 KEY_SQL = "SELECT EXISTS (SELECT 1 FROM api_keys WHERE key_hash = %s AND revoked_at IS NULL)"
@@ -135,7 +138,7 @@ class RouteTable:
             return None
         by_method: dict[str, list[_Endpoint]] = {}
         for _plan, endpoint_id, method, path, auth, schema, workflow_id, version_id, definition in rows:
-            if endpoint_id is not None and version_id is not None:
+            if endpoint_id is not None:
                 by_method.setdefault(method, []).append(
                     _Endpoint(endpoint_id, path, auth, schema, workflow_id, version_id, definition)
                 )

@@ -151,11 +151,14 @@ def test_the_plan_rate_limit_answers_429(owner, monkeypatch):
     assert codes[:3] == [200, 200, 200] and codes[3:] == [429, 429]
 
 
-def _eventually(check, seconds=10.0):
-    """Polls `check` until it holds: a change made outside this process arrives by NOTIFY."""
-    deadline = time.monotonic() + seconds
-    while not check():
-        assert time.monotonic() < deadline, "the change never took effect"
+def _changed_elsewhere(database, statement: str, org, then) -> None:
+    """Runs `statement` on a connection of its own (another process, as far as routes are
+    concerned) and polls until `then()` holds: the change reaches this process by NOTIFY."""
+    with database.connect(Role.ADMIN, autocommit=True) as conn:
+        conn.execute(statement, (org,))
+    deadline = time.monotonic() + 10
+    while not then():
+        assert time.monotonic() < deadline, f"{statement!r} never took effect"
         time.sleep(0.05)
 
 
@@ -175,23 +178,25 @@ def test_changes_take_effect_for_the_next_call(owner, database):
     )
     assert saved.status_code == 201, saved.json
     assert browser.client.post(url, json=body, headers=key).json["tier"] == "large"
+
     # Changes made by another process (here a raw connection): a revoked key, a disabled
     # endpoint, a suspended organization, each refused once PostgreSQL has told this process.
-    with database.connect(Role.ADMIN, autocommit=True) as conn:
-        conn.execute("UPDATE api_keys SET revoked_at = now() WHERE org_id = %s", (org,))
-    _eventually(lambda: browser.client.post(url, json=body, headers=key).status_code == 401)
-    with database.connect(Role.ADMIN, autocommit=True) as conn:
-        conn.execute("UPDATE endpoints SET auth = 'public' WHERE org_id = %s", (org,))
-    _eventually(lambda: browser.client.post(url, json=body).status_code == 200)
-    with database.connect(Role.ADMIN, autocommit=True) as conn:
-        conn.execute("UPDATE endpoints SET is_enabled = false WHERE org_id = %s", (org,))
-    _eventually(lambda: browser.client.post(url, json=body).status_code == 404)
-    with database.connect(Role.ADMIN, autocommit=True) as conn:
-        conn.execute("UPDATE endpoints SET is_enabled = true WHERE org_id = %s", (org,))
-    _eventually(lambda: browser.client.post(url, json=body).status_code == 200)
-    with database.connect(Role.ADMIN, autocommit=True) as conn:
-        conn.execute("UPDATE organizations SET status = 'suspended' WHERE id = %s", (org,))
-    _eventually(lambda: browser.client.post(url, json=body).status_code == 404)
+    def answers(status: int, headers=None):
+        return lambda: browser.client.post(url, json=body, headers=headers).status_code == status
+
+    _changed_elsewhere(
+        database, "UPDATE api_keys SET revoked_at = now() WHERE org_id = %s", org, answers(401, key)
+    )
+    _changed_elsewhere(database, "UPDATE endpoints SET auth = 'public' WHERE org_id = %s", org, answers(200))
+    _changed_elsewhere(
+        database, "UPDATE endpoints SET is_enabled = false WHERE org_id = %s", org, answers(404)
+    )
+    _changed_elsewhere(
+        database, "UPDATE endpoints SET is_enabled = true WHERE org_id = %s", org, answers(200)
+    )
+    _changed_elsewhere(
+        database, "UPDATE organizations SET status = 'suspended' WHERE id = %s", org, answers(404)
+    )
 
 
 def test_every_answered_call_is_recorded_once(owner, core_app, database, monkeypatch):

@@ -8,10 +8,13 @@ tenant into the next request. No scope means no rows: the policies match nothing
 
 from __future__ import annotations
 
+import os
+import threading
 import uuid
-from collections.abc import Iterator
+import weakref
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 from flask_sqlalchemy import SQLAlchemy
@@ -174,6 +177,38 @@ def in_one_round_trip(engine: Engine, statements: list[tuple[str, Any]]) -> list
         raise
     finally:
         raw.close()
+
+
+T = TypeVar("T")
+_per_database: dict[tuple[Callable, int, str], Any] = {}
+_per_engine: weakref.WeakKeyDictionary[Engine, dict] = weakref.WeakKeyDictionary()
+_per_database_lock = threading.Lock()
+
+
+def one_per_database(engine: Engine, kind: Callable[[Engine], T]) -> T:
+    """The single `kind(engine)` for `engine`'s database in this process, made on first use: for
+    helpers that hold threads and connections of their own. Tests make many apps (engines) on one
+    database and share one; a forked worker makes its own."""
+    pid = os.getpid()
+    known = _per_engine.get(engine, {}).get(kind)
+    if known is not None and known[0] == pid:
+        return known[1]
+    with _per_database_lock:
+        key = (kind, pid, engine.url.render_as_string(hide_password=False))
+        if key not in _per_database:
+            _per_database[key] = kind(engine)
+        _per_engine.setdefault(engine, {})[kind] = (pid, _per_database[key])
+        return _per_database[key]
+
+
+def all_per_database(kind: Callable[[Engine], T]) -> list[T]:
+    """Every `kind` this process has made with one_per_database."""
+    pid = os.getpid()
+    return [
+        made
+        for (made_kind, made_pid, _), made in list(_per_database.items())
+        if (made_kind, made_pid) == (kind, pid)
+    ]
 
 
 def engine_options(service: str) -> dict:

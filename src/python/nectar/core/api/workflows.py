@@ -42,7 +42,7 @@ def workflow_json(workflow, version=None) -> dict:
     return body
 
 
-def run_json(run, steps=None) -> dict:
+def run_json(run, *, detail: bool = False) -> dict:
     body = {
         "id": str(run.id),
         "workflow_id": str(run.workflow_id),
@@ -56,10 +56,10 @@ def run_json(run, steps=None) -> dict:
         "duration_ms": run.duration_ms,
         "rerun_of": str(run.rerun_of) if run.rerun_of else None,
     }
-    if steps is not None:
+    if detail:
         body["input"] = run.input
         body["output"] = run.output
-        body["steps"] = [{"type": s["step_type"], **s} for s in steps]
+        body["steps"] = [{"type": s["step_type"], **s} for s in run.steps]
     return body
 
 
@@ -156,8 +156,7 @@ def run_now(workflow_id: uuid.UUID):
         db.session, g.org_context.org_id, workflow.id, version.id, "manual", run_input, key=key
     )
     db.session.commit()
-    run, steps = workflows.get_run(db.session, run_id)
-    return jsonify(run_json(run, steps)), 202
+    return jsonify(run_json(workflows.get_run(db.session, run_id), detail=True)), 202
 
 
 @api.get("/runs")
@@ -188,15 +187,14 @@ def _limit() -> int:
 
 @api.get("/runs/<uuid:run_id>")
 def get_run(run_id: uuid.UUID):
-    run, steps = workflows.get_run(db.session, run_id)
-    return jsonify(run_json(run, steps))
+    return jsonify(run_json(workflows.get_run(db.session, run_id), detail=True))
 
 
 @api.post("/runs/<uuid:run_id>/rerun")
 def rerun(run_id: uuid.UUID):
     """Runs the same input again from the start, on the original version or (`"version":
     "current"`) the workflow's current one."""
-    run, _steps = workflows.get_run(db.session, run_id)
+    run = workflows.get_run(db.session, run_id)
     workflow = workflows.get_workflow(db.session, run.workflow_id)
     use_current = _body().get("version") == "current" if request.data else False
     if use_current:
@@ -209,8 +207,7 @@ def rerun(run_id: uuid.UUID):
         db.session, g.org_context.org_id, workflow.id, version.id, "rerun", run.input or {}, rerun_of=run.id
     )
     db.session.commit()
-    new_run, steps = workflows.get_run(db.session, new_id)
-    return jsonify(run_json(new_run, steps)), 202
+    return jsonify(run_json(workflows.get_run(db.session, new_id), detail=True)), 202
 
 
 def endpoint_json(endpoint) -> dict:

@@ -33,7 +33,8 @@ class ApiPrincipal:
     role: str = "admin"  # a key acts with admin rights in its organization
 
 
-def _hash(token: str) -> str:
+def key_hash(token: str) -> str:
+    """What api_keys.key_hash stores for `token`."""
     return hashlib.sha256(token.encode()).hexdigest()
 
 
@@ -50,7 +51,7 @@ def create_key(session: Session, ctx: OrgContext, user_id: uuid.UUID, name: str)
         org_id=ctx.org_id,
         name=name,
         prefix=token[:8] + "…" + token[-4:],
-        key_hash=_hash(token),
+        key_hash=key_hash(token),
         created_by=user_id,
     )
     session.add(key)
@@ -89,7 +90,9 @@ def authenticate(session: Session, token: str) -> ApiPrincipal | None:
     if not secret:
         return None
     scope_session(session, org_id=org_id)
-    key = session.scalar(select(ApiKey).where(ApiKey.key_hash == _hash(token), ApiKey.revoked_at.is_(None)))
+    key = session.scalar(
+        select(ApiKey).where(ApiKey.key_hash == key_hash(token), ApiKey.revoked_at.is_(None))
+    )
     if key is None:
         scope_session(session)
         return None

@@ -23,14 +23,13 @@ import os
 import threading
 import time
 import uuid
-import weakref
 from dataclasses import dataclass, field
 
 import psycopg
 from sqlalchemy.engine import Engine
 
 from nectar.core.workflows.service import RECORD_RUNS_SQL, FinishedRun, record_runs_params
-from nectar.shared.database import SET_TENANT_SQL, in_one_round_trip
+from nectar.shared.database import SET_TENANT_SQL, in_one_round_trip, one_per_database
 from nectar.shared.mail import OUTBOX_INSERT_SQL, Email, outbox_params
 
 log = logging.getLogger(__name__)
@@ -53,10 +52,10 @@ def rate_keys(org_id: uuid.UUID) -> list[str]:
     return [f"core.endpoint:{org_id}:{shard}" for shard in range(RATE_SHARDS)]
 
 
-def rate_bucket(org_id: uuid.UUID) -> tuple[str, int]:
-    """The bucket this process counts an organization's calls in. The count is spread over
+def rate_key(org_id: uuid.UUID) -> str:
+    """The counter this process counts an organization's calls in. The count is spread over
     RATE_SHARDS rows (one per process, roughly), so processes rarely wait for each other's lock."""
-    return f"core.endpoint:{org_id}:{os.getpid() % RATE_SHARDS}", current_window()
+    return f"core.endpoint:{org_id}:{os.getpid() % RATE_SHARDS}"
 
 
 CALLS_SQL = (
@@ -240,7 +239,7 @@ class RunWriter:
         statements, total_at = [], {}
         for org_id, runs in by_org.items():
             statements.append((SET_TENANT_SQL, (str(org_id),)))
-            bucket = rate_bucket(org_id)[0], window
+            bucket = rate_key(org_id), window
             statements.append((RECORD_RUNS_SQL, record_runs_params([p.run for p in runs], bucket)))
             statements += [(OUTBOX_INSERT_SQL, outbox_params(e)) for p in runs for e in p.emails]
             total_at[org_id] = len(statements)
@@ -261,19 +260,6 @@ class RunWriter:
         return in_one_round_trip(self.engine, [(CALLS_SQL, calls_params(org_id, window))])[0][0][0]
 
 
-_writers: dict[tuple[int, str], RunWriter] = {}
-_writer_of_engine: weakref.WeakKeyDictionary[Engine, tuple[int, RunWriter]] = weakref.WeakKeyDictionary()
-_writers_lock = threading.Lock()
-
-
 def run_writer(engine: Engine) -> RunWriter:
-    """The writer of `engine`'s database in this process (one per database: tests make many apps
-    on one; a forked worker starts its own)."""
-    known = _writer_of_engine.get(engine)
-    if known is not None and known[0] == os.getpid():
-        return known[1]
-    with _writers_lock:
-        key = (os.getpid(), engine.url.render_as_string(hide_password=False))
-        writer = _writers.setdefault(key, RunWriter(engine))
-        _writer_of_engine[engine] = (os.getpid(), writer)
-    return writer
+    """The writer of `engine`'s database in this process."""
+    return one_per_database(engine, RunWriter)

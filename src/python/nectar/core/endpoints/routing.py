@@ -11,13 +11,10 @@ connection lost), nothing is kept and every call reads its route from the databa
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import os
 import threading
 import time
 import uuid
-import weakref
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
@@ -26,9 +23,10 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-from nectar.core.endpoints.service import Route, compile_path
+from nectar.core.api_keys.service import key_hash
+from nectar.core.endpoints.service import BoundEndpoint, Route, compile_path
 from nectar.schema.models import ApiKey, Endpoint, Organization, Workflow, WorkflowVersion
-from nectar.shared.database import SET_TENANT_SQL, in_one_round_trip
+from nectar.shared.database import SET_TENANT_SQL, all_per_database, in_one_round_trip, one_per_database
 
 log = logging.getLogger(__name__)
 CHANNEL = "nectar_routes"
@@ -54,24 +52,13 @@ LOAD_SQL = """
 KEY_SQL = "SELECT EXISTS (SELECT 1 FROM api_keys WHERE key_hash = %s AND revoked_at IS NULL)"
 
 
-@dataclass(frozen=True)
-class _Endpoint:
-    id: uuid.UUID
-    path: str
-    auth: str
-    request_schema: dict | None
-    workflow_id: uuid.UUID
-    version_id: uuid.UUID
-    definition: dict
-
-
 @dataclass
 class OrgRoutes:
     plan: str
-    by_method: dict[str, list[_Endpoint]]
+    by_method: dict[str, list[BoundEndpoint]]
     valid_keys: set[str] = field(default_factory=set)
 
-    def match(self, method: str, path: str) -> tuple[_Endpoint, dict] | None:
+    def match(self, method: str, path: str) -> tuple[BoundEndpoint, dict] | None:
         """The endpoint whose path matches, an exact path before any with parameters."""
         candidates = self.by_method.get(method, ())
         exact = [e for e in candidates if e.path.rstrip("/") == path.rstrip("/")]
@@ -81,10 +68,6 @@ class OrgRoutes:
                 if found:
                     return endpoint, found.groupdict()
         return None
-
-
-def key_hash(bearer: str | None) -> str | None:
-    return hashlib.sha256(bearer.encode()).hexdigest() if bearer else None
 
 
 class RouteTable:
@@ -113,18 +96,7 @@ class RouteTable:
             return None
         endpoint, params = found
         key_ok = endpoint.auth == "public" or self._key_ok(org_id, routes, bearer)
-        return Route(
-            endpoint.id,
-            endpoint.path,
-            endpoint.auth,
-            endpoint.request_schema,
-            endpoint.workflow_id,
-            endpoint.version_id,
-            endpoint.definition,
-            routes.plan,
-            key_ok,
-            params,
-        )
+        return Route(endpoint, routes.plan, key_ok, params)
 
     def _routes(self, org_id: uuid.UUID) -> OrgRoutes | None:
         with self._lock:
@@ -136,11 +108,11 @@ class RouteTable:
         rows = self._read(org_id, LOAD_SQL, ())
         if not rows:
             return None
-        by_method: dict[str, list[_Endpoint]] = {}
+        by_method: dict[str, list[BoundEndpoint]] = {}
         for _plan, endpoint_id, method, path, auth, schema, workflow_id, version_id, definition in rows:
             if endpoint_id is not None:
                 by_method.setdefault(method, []).append(
-                    _Endpoint(endpoint_id, path, auth, schema, workflow_id, version_id, definition)
+                    BoundEndpoint(endpoint_id, path, auth, schema, workflow_id, version_id, definition)
                 )
         routes = OrgRoutes(rows[0][0], by_method)
         with self._lock:
@@ -151,9 +123,9 @@ class RouteTable:
         return routes
 
     def _key_ok(self, org_id: uuid.UUID, routes: OrgRoutes, bearer: str | None) -> bool:
-        digest = key_hash(bearer)
-        if digest is None:
+        if bearer is None:
             return False
+        digest = key_hash(bearer)
         if digest in routes.valid_keys:
             return True
         valid = self._read(org_id, KEY_SQL, (digest,))[0][0]
@@ -219,24 +191,9 @@ class RouteTable:
             backoff = min(backoff * 2, 5.0)
 
 
-# One table per database per process (tests make many apps on one database; a forked worker
-# starts its own).
-_tables: dict[tuple[int, str], RouteTable] = {}
-_tables_lock = threading.Lock()
-
-
-_table_of_engine: weakref.WeakKeyDictionary[Engine, tuple[int, RouteTable]] = weakref.WeakKeyDictionary()
-
-
 def route_table(engine: Engine) -> RouteTable:
-    known = _table_of_engine.get(engine)
-    if known is not None and known[0] == os.getpid():
-        return known[1]
-    with _tables_lock:
-        key = (os.getpid(), engine.url.render_as_string(hide_password=False))
-        table = _tables.setdefault(key, RouteTable(engine))
-        _table_of_engine[engine] = (os.getpid(), table)
-    return table
+    """The route table of `engine`'s database in this process."""
+    return one_per_database(engine, RouteTable)
 
 
 # --- changes made in this process ----------------------------------------------------------------
@@ -256,7 +213,7 @@ def _note_route_changes(session: Session, _context) -> None:
 @event.listens_for(Session, "after_commit")
 def _drop_changed_routes(session: Session) -> None:
     for org_id in session.info.pop(_CHANGED, ()):
-        for table in list(_tables.values()):
+        for table in all_per_database(RouteTable):
             table.drop(org_id)
 
 

@@ -13,7 +13,7 @@ from sqlalchemy.exc import IntegrityError
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from nectar.core.endpoints import service
-from nectar.core.endpoints.recorder import RecordingFailed, new_run_id, rate_bucket, run_writer
+from nectar.core.endpoints.recorder import RecordingFailed, new_run_id, rate_key, run_writer
 from nectar.core.endpoints.routing import route_table
 from nectar.core.extensions import csrf
 from nectar.core.workflows.engine import execute
@@ -138,8 +138,9 @@ def handle_call(org_id: uuid.UUID, method: str, path: str, headers, query: dict,
     trigger = _trigger(method, path, route, headers, query, body)
     key = headers.get("Idempotency-Key")
     if key is not None:
+        endpoint = route.endpoint
         return _run_in_session(
-            org_id, route.workflow_id, route.version_id, route.definition, trigger, key, window
+            org_id, endpoint.workflow_id, endpoint.version_id, endpoint.definition, trigger, key, window
         )
     return _call(org_id, route, trigger, window)
 
@@ -148,14 +149,14 @@ def _refusal(route, method: str, path: str, body):
     """Why the call may not run (404, 401, 422), as a response; None when it may."""
     if route is None:
         return problem(404, f"No endpoint {method} {path} here.")
-    if route.auth == "api_key" and not route.key_ok:
+    if route.endpoint.auth == "api_key" and not route.key_ok:
         response = problem(
             401, "This endpoint needs an API key of its organization: Authorization: Bearer nsk_..."
         )
         response.headers["WWW-Authenticate"] = 'Bearer realm="nectar-endpoints"'
         return response
-    if route.request_schema is not None:
-        problems = service.body_problems(route.request_schema, body)
+    if route.endpoint.request_schema is not None:
+        problems = service.body_problems(route.endpoint.request_schema, body)
         if problems:
             return problem(
                 422,
@@ -216,8 +217,9 @@ def _call(org_id: uuid.UUID, route: service.Route, trigger: dict, window: int):
     """The hot path: no query before the workflow runs (the route is in memory), and its run is
     written with others in one round trip before the answer (recorder.py)."""
     effects = CollectingEffects(lambda: _scoped_session(org_id), current_app.config["NECTAR_OUTBOUND_POLICY"])
-    request_ = RunRequest(route.workflow_id, route.version_id, "http", trigger)
-    outcome = execute(route.definition, request_.input, effects)
+    endpoint = route.endpoint
+    request_ = RunRequest(endpoint.workflow_id, endpoint.version_id, "http", trigger)
+    outcome = execute(endpoint.definition, request_.input, effects)
     run = FinishedRun(new_run_id(), org_id, request_, outcome)
     try:
         run_writer(db.engine).record(run, effects.emails, window)
@@ -262,7 +264,7 @@ def _run_once(org_id, workflow_id, version_id, definition, trigger, key, window:
         db.session.rollback()
         return _replay(earlier), False
     request_ = RunRequest(workflow_id, version_id, "http", trigger, idempotency_key=key)
-    bucket = rate_bucket(org_id)[0], window
+    bucket = rate_key(org_id), window
     run_id, outcome = run_version(db.session, org_id, request_, definition, rate_bucket=bucket)
     try:
         db.session.commit()

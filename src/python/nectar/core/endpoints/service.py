@@ -129,16 +129,24 @@ def delete_endpoint(session: Session, ctx: OrgContext, endpoint_id: uuid.UUID) -
 
 
 @dataclass(frozen=True)
-class Route:
-    """What a call needs of its endpoint: found by routing.RouteTable."""
+class BoundEndpoint:
+    """An enabled endpoint with the workflow version it runs."""
 
-    endpoint_id: uuid.UUID
+    id: uuid.UUID
     path: str
     auth: str
     request_schema: dict | None
     workflow_id: uuid.UUID
     version_id: uuid.UUID
     definition: dict
+
+
+@dataclass(frozen=True)
+class Route:
+    """What a call needs, as routing.RouteTable finds it: the endpoint, the organization's plan,
+    whether the caller's API key is one of the organization's, and the path's parameters."""
+
+    endpoint: BoundEndpoint
     plan: str
     key_ok: bool
     params: dict

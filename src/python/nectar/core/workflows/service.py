@@ -170,17 +170,28 @@ def _dumps(value) -> str:
     return json.dumps(json_safe(value), default=str, allow_nan=False)
 
 
-def _run_row(run_id: uuid.UUID, org_id: uuid.UUID, request: RunRequest, outcome: RunOutcome) -> dict:
+@dataclass(frozen=True)
+class FinishedRun:
+    """A run that has been executed and waits to be recorded."""
+
+    id: uuid.UUID
+    org_id: uuid.UUID
+    request: RunRequest
+    outcome: RunOutcome
+
+
+def _run_row(run: FinishedRun) -> dict:
+    request = run.request
     return {
-        "id": run_id,
-        "org_id": org_id,
+        "id": run.id,
+        "org_id": run.org_id,
         "workflow_id": request.workflow_id,
         "version_id": request.version_id,
         "trigger": request.trigger,
         "idempotency_key": request.idempotency_key,
         "rerun_of": request.rerun_of,
         "input": request.input,
-        **_outcome_row(outcome),
+        **_outcome_row(run.outcome),
     }
 
 
@@ -237,16 +248,6 @@ RECORD_RUNS_SQL = f"""
 """  # noqa: S608 - only the constant column list is filled in
 
 
-@dataclass(frozen=True)
-class FinishedRun:
-    """A run that has been executed and waits to be recorded."""
-
-    id: uuid.UUID
-    org_id: uuid.UUID
-    request: RunRequest
-    outcome: RunOutcome
-
-
 def record_runs_params(runs: list[FinishedRun], rate_bucket: tuple[str, int] | None = None) -> dict:
     """RECORD_RUNS_SQL's parameters for runs of one organization, counting them in `rate_bucket`."""
     rate_key, rate_window = rate_bucket or (None, None)
@@ -254,7 +255,7 @@ def record_runs_params(runs: list[FinishedRun], rate_bucket: tuple[str, int] | N
         "rate_key": rate_key,
         "rate_window": rate_window,
         "rate_count": len(runs),
-        "runs": _dumps([_run_row(run.id, run.org_id, run.request, run.outcome) for run in runs]),
+        "runs": _dumps([_run_row(run) for run in runs]),
     }
 
 
@@ -314,14 +315,14 @@ def list_runs(
     return list(session.scalars(statement))
 
 
-def get_run(session: Session, run_id: uuid.UUID) -> tuple[WorkflowRun, list[dict]]:
-    """The run and its steps in order (step_id, step_type, position, attempt, status, input, output,
+def get_run(session: Session, run_id: uuid.UUID) -> WorkflowRun:
+    """The run; its `steps` in order (step_id, step_type, position, attempt, status, input, output,
     error, started_at and finished_at as ISO 8601 text)."""
     _runs_written(session)
     run = session.get(WorkflowRun, run_id)
     if run is None:
         raise LookupError("no such run")
-    return run, run.steps
+    return run
 
 
 def _runs_written(session: Session) -> None:

@@ -99,11 +99,16 @@ def runs():
 @workflow_pages.get("/org/runs/<uuid:run_id>")
 @org_required()
 def run_detail(run_id: uuid.UUID):
-    run, steps = service.get_run(db.session, run_id)
+    run = service.get_run(db.session, run_id)
     version = db.session.get(WorkflowVersion, run.version_id)
     workflow = service.get_workflow(db.session, run.workflow_id)
     return render_template(
-        "core/workflows/run.html", ctx=current_org(), run=run, steps=steps, version=version, workflow=workflow
+        "core/workflows/run.html",
+        ctx=current_org(),
+        run=run,
+        steps=run.steps,
+        version=version,
+        workflow=workflow,
     )
 
 

@@ -364,6 +364,9 @@ def test_send_now_and_cancel(database, campaign, audit_rows, marketing_engine, t
     )
     assert campaign_row(database, campaign_id)[0] == "cancelled"
     assert one(database, "SELECT count(*) FROM email_outbox WHERE campaign_id = %s", campaign_id)[0] == 0
+    # A campaign that is not there: a 404 page, and nothing recorded.
+    missing = browser.post(f"/content/campaigns/{uuid.uuid4()}/send", {})
+    assert missing.status_code == 404 and "There is nothing here." in missing.get_data(as_text=True)
 
     rows = audit_rows()[before:]
     assert [r["action"] for r in rows] == ["campaign.send_now", "campaign.cancel"]

@@ -77,7 +77,8 @@ def test_detail_shows_headers_body_error_and_attempts(database, staff_browser, t
     assert "Plain &lt;text&gt; body" in page
     assert 'sandbox="" srcdoc="&lt;p&gt;Hi &lt;b&gt;there&lt;/b&gt;&lt;/p&gt;"' in page
     assert "Retry this message" not in page  # read-only staff see no write buttons
-    assert staff_browser("support").get(f"/outbox/{uuid.uuid4()}").status_code == 404
+    missing = staff_browser("support").get(f"/outbox/{uuid.uuid4()}")
+    assert missing.status_code == 404 and "There is no such message." in missing.get_data(as_text=True)
 
 
 def test_retry_hands_a_failed_message_back_to_the_sender(database, staff_browser, audit_rows, tag):

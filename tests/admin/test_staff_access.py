@@ -339,6 +339,17 @@ def test_read_only_staff_get_403_on_every_write_route(admin_app, staff_browser, 
     assert len(audit_rows()) == before
 
 
+def test_a_read_only_refusal_says_why_as_a_page_or_a_problem_document(staff_browser):
+    reader = staff_browser("read_only")
+    token = reader.csrf_token()
+    page = reader.client.post("/users/new", data={"csrf_token": token})
+    assert page.status_code == 403 and page.mimetype == "text/html"
+    assert "Your staff role is read-only." in page.get_data(as_text=True)
+    api = reader.client.post("/users/new", data={"csrf_token": token}, headers={"Accept": "application/json"})
+    assert api.status_code == 403 and api.mimetype == "application/problem+json"
+    assert api.get_json()["detail"] == "Your staff role is read-only."
+
+
 def test_read_only_staff_see_no_write_buttons(staff_browser, core_app):
     customer = CoreBrowser(core_app)
     email = customer.sign_up()

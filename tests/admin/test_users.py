@@ -73,6 +73,9 @@ def test_the_list_searches_pages_and_counts_exactly(staff_browser, seeded):
     assert len(_listed(second)) == 10 and "51–60 of 60" in second.get_data(as_text=True)
     assert set(emails) | set(_listed(second)) == {p["email"] for p in people}
     assert 'rel="next"' in first.get_data(as_text=True) and 'rel="next"' not in second.get_data(as_text=True)
+    # Past the last page: nothing listed, and the total is still counted.
+    beyond = staff.get(f"/users?q={marker}&page=3")
+    assert _listed(beyond) == [] and "Nothing on this page (of 60)" in beyond.get_data(as_text=True)
     # Names are searched too.
     assert _listed(staff.get(f"/users?q={marker}&sort=email")) == sorted(p["email"] for p in people)[:50]
 

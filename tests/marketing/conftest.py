@@ -1,5 +1,5 @@
 """Marketing test helpers: the app on the test database, a browser that submits its forms, the
-marketing role's engine (what the worker uses), and a real SMTP server on loopback."""
+marketing role's engine (what the worker uses), reads as admin, and a real SMTP server on loopback."""
 
 from __future__ import annotations
 
@@ -50,6 +50,17 @@ def admin_db(database):
     """A connection as admin's role: how staff (and tests) see and change marketing's tables."""
     with database.connect(Role.ADMIN, autocommit=True) as conn:
         yield conn
+
+
+@pytest.fixture
+def query(database):
+    """Reads as the admin role, the way the admin service sees these tables."""
+
+    def run(sql: str, *params):
+        with database.connect(Role.ADMIN) as conn:
+            return conn.execute(sql, params).fetchall()
+
+    return run
 
 
 @pytest.fixture

@@ -50,15 +50,6 @@ def visitor(app):
     return browser(app)
 
 
-@pytest.fixture
-def query(database):
-    def run(sql: str, *params):
-        with database.connect(Role.ADMIN) as conn:
-            return conn.execute(sql, params).fetchall()
-
-    return run
-
-
 def email() -> str:
     return f"buyer-{uuid.uuid4().hex[:10]}@example.com"
 

@@ -53,11 +53,11 @@ def test_modes_follow_the_keys(settings_for, tmp_path):
 
     test_mode = load_billing_config(development, {})
     assert test_mode.mode is BillingMode.TEST
-    secret = test_mode.signing_secret()
-    assert secret.startswith("whsec_dev_") and load_billing_config(development, {}).signing_secret() == secret
+    secret = test_mode.webhook_secret
+    assert secret.startswith("whsec_dev_") and load_billing_config(development, {}).webhook_secret == secret
 
     off = load_billing_config(production, {})
-    assert off.mode is BillingMode.OFF and off.signing_secret() is None
+    assert off.mode is BillingMode.OFF and off.webhook_secret is None
     assert not (tmp_path / "prod").exists(), "production never makes a development secret"
 
     stripe = load_billing_config(
@@ -70,6 +70,6 @@ def test_modes_follow_the_keys(settings_for, tmp_path):
             "CORE_PUBLIC_URL": "https://app.example.com/",
         },
     )
-    assert stripe.mode is BillingMode.STRIPE and stripe.signing_secret() == "whsec_live"
+    assert stripe.mode is BillingMode.STRIPE and stripe.webhook_secret == "whsec_live"
     assert stripe.price_ids == {"starter": "price_s", "pro": "price_p"}
     assert stripe.core_public_url == "https://app.example.com"

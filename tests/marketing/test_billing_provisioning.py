@@ -4,10 +4,8 @@ app serves its service API on loopback, on the same test database, and marketing
 from __future__ import annotations
 
 import re
-import uuid
 
 import pytest
-from sqlalchemy import create_engine
 from sqlalchemy.orm import Session
 
 from nectar.core.app import create_app as create_core_app
@@ -21,6 +19,9 @@ from tests.marketing.billing_helpers import (
     WEBHOOK_SECRET,
     billing_app,
     browser,
+    buy,
+    buy_and_process,
+    change_price,
     close_app,
     deliver,
     free_port,
@@ -85,26 +86,6 @@ def app(settings_for, config, core_port):
     close_app(app)
 
 
-@pytest.fixture
-def query(database):
-    def run(sql: str, *params):
-        with database.connect(Role.ADMIN) as conn:
-            return conn.execute(sql, params).fetchall()
-
-    return run
-
-
-def buy(app, fake, plan="pro", organization="Acme Robotics") -> tuple[str, str, list[dict]]:
-    """A visitor checks out on the pricing page and pays on Stripe (the fake): returns the email,
-    the Checkout Session id and the events Stripe sends."""
-    email = f"buyer-{uuid.uuid4().hex[:10]}@example.com"
-    form = {"plan": plan, "email": email, "organization_name": organization, "nonce": uuid.uuid4().hex}
-    response = browser(app).post("/billing/checkout", form)
-    assert response.status_code == 303, response.get_data(as_text=True)
-    session_id = response.headers["Location"].rsplit("/", 1)[1]
-    return email, session_id, fake.complete_checkout(session_id)
-
-
 def organization_in_core(query, session_id: str) -> list:
     return query(
         "SELECT o.id, o.name, o.plan, u.email, m.role FROM organizations o JOIN memberships m ON m.org_id = o.id "
@@ -133,12 +114,7 @@ def emails(query, to: str, category: str) -> list:
 
 
 def test_a_completed_checkout_creates_the_organization_and_its_owner_in_core(app, fake, core, query):
-    email, session_id, events = buy(app, fake, plan="pro", organization="Acme Robotics")
-    client = app.test_client()
-    for event in events:
-        assert deliver(client, event).status_code == 200
-
-    run_billing_jobs(app)
+    email, session_id = buy_and_process(app, fake, plan="pro", organization="Acme Robotics")
 
     ((org_id, name, plan, owner, role),) = organization_in_core(query, session_id)
     assert (name, plan, owner, role) == ("Acme Robotics", "pro", email, "owner")
@@ -167,12 +143,8 @@ def test_a_completed_checkout_creates_the_organization_and_its_owner_in_core(app
 def test_core_down_means_retry_and_then_success_once_it_is_up(
     app, fake, core_app, core_port, query, database
 ):
-    email, session_id, events = buy(app, fake, plan="starter", organization="Patient Co")
-    client = app.test_client()
-    for event in events:
-        deliver(client, event)
-
-    run_billing_jobs(app)  # core is not listening
+    # Core is not listening.
+    email, session_id = buy_and_process(app, fake, plan="starter", organization="Patient Co")
 
     state = mirror(query, session_id)
     assert state["status"] == "pending" and state["attempts"] == 1 and "unreachable" in state["error"]
@@ -213,11 +185,7 @@ def test_the_same_event_twice_provisions_once(app, fake, core, query):
 
 
 def test_a_lost_answer_from_core_is_retried_into_the_same_organization(app, fake, core, query, database):
-    email, session_id, events = buy(app, fake, organization="Lost Answer Ltd")
-    client = app.test_client()
-    for event in events:
-        deliver(client, event)
-    run_billing_jobs(app)
+    email, session_id = buy_and_process(app, fake, organization="Lost Answer Ltd")
     ((first_org, *_),) = organization_in_core(query, session_id)
     # As if core made the organization but its answer never reached us: our side rolled back.
     ((subscription_id,),) = query("SELECT id FROM subscriptions WHERE checkout_session_id = %s", session_id)
@@ -241,11 +209,11 @@ def test_a_lost_answer_from_core_is_retried_into_the_same_organization(app, fake
     assert len(emails(query, email, "welcome")) == 1
 
 
-def test_the_sweep_provisions_a_checkout_whose_job_was_lost(app, fake, core_app, core_port, query, database):
-    email, session_id, events = buy(app, fake, organization="Swept Up")
-    for event in events:
-        deliver(app.test_client(), event)
-    run_billing_jobs(app)  # core is down: the provisioning job waits for its retry...
+def test_the_sweep_provisions_a_checkout_whose_job_was_lost(
+    app, fake, core_app, core_port, query, database, marketing_engine
+):
+    # Core is down: the provisioning job waits for its retry...
+    _, session_id = buy_and_process(app, fake, organization="Swept Up")
     assert mirror(query, session_id)["status"] == "pending"
     with database.connect(Role.OWNER) as conn:
         # ...and is then lost (a purged queue, say), a while ago.
@@ -257,11 +225,9 @@ def test_the_sweep_provisions_a_checkout_whose_job_was_lost(app, fake, core_app,
             (session_id,),
         )
 
-    engine = create_engine(database.url(Role.MARKETING))
-    with Session(engine) as session:
+    with Session(marketing_engine) as session:
         assert jobs.requeue_forgotten(session)["provisioning"] == 1
         session.commit()
-    engine.dispose()
     with served(core_app, core_port):
         run_billing_jobs(app)
 
@@ -270,22 +236,16 @@ def test_the_sweep_provisions_a_checkout_whose_job_was_lost(app, fake, core_app,
 
 
 def test_plan_changes_and_cancellation_follow_in_core(app, fake, core, query):
-    email, session_id, events = buy(app, fake, plan="pro", organization="Changing Inc")
-    client = app.test_client()
-    for event in events:
-        deliver(client, event)
-    run_billing_jobs(app)
-    sub = fake.objects[fake.objects[session_id]["subscription"]]
+    _, session_id = buy_and_process(app, fake, plan="pro", organization="Changing Inc")
 
     # The customer downgrades in the portal: Stripe has the new state and sends `updated`.
-    sub["items"]["data"][0]["price"] = fake.prices[PRICE_IDS["starter"]]
-    deliver(client, stripe_fake.event("customer.subscription.updated", sub))
+    sub = change_price(app, fake, session_id, PRICE_IDS["starter"])
     run_billing_jobs(app)
     assert organization_in_core(query, session_id)[0][2] == "starter"
     assert mirror(query, session_id)["core_plan"] == "starter"
 
     sub.update(status="canceled", canceled_at=sub["created"] + 10)
-    deliver(client, stripe_fake.event("customer.subscription.deleted", sub))
+    deliver(app.test_client(), stripe_fake.event("customer.subscription.deleted", sub))
     run_billing_jobs(app)
     assert organization_in_core(query, session_id)[0][2] == "free"
     ((status, core_plan),) = query(
@@ -369,16 +329,10 @@ def test_a_wrong_service_token_is_retried_until_it_is_fixed_and_the_buyer_is_pro
 
 
 def test_a_plan_change_core_does_not_accept_for_now_is_retried_not_dropped(
-    settings_for, config, app, fake, core, core_port, query, database
+    settings_for, config, app, fake, core, core_port, query, database, marketing_engine
 ):
-    email, session_id, events = buy(app, fake, plan="pro", organization="Downgrading Co")
-    client = app.test_client()
-    for event in events:
-        deliver(client, event)
-    run_billing_jobs(app)
-    sub = fake.objects[fake.objects[session_id]["subscription"]]
-    sub["items"]["data"][0]["price"] = fake.prices[PRICE_IDS["starter"]]
-    deliver(client, stripe_fake.event("customer.subscription.updated", sub))
+    _, session_id = buy_and_process(app, fake, plan="pro", organization="Downgrading Co")
+    change_price(app, fake, session_id, PRICE_IDS["starter"])
 
     misconfigured = billing_app(
         settings_for,
@@ -408,11 +362,9 @@ def test_a_plan_change_core_does_not_accept_for_now_is_retried_not_dropped(
             "UPDATE subscriptions SET updated_at = now() - interval '1 hour' WHERE id = %s",
             (subscription_id,),
         )
-    engine = create_engine(database.url(Role.MARKETING))
-    with Session(engine) as session:
+    with Session(marketing_engine) as session:
         assert jobs.requeue_forgotten(session)["plans"] >= 1
         session.commit()
-    engine.dispose()
 
     run_billing_jobs(app)
     assert organization_in_core(query, session_id)[0][2] == "starter"
@@ -437,15 +389,10 @@ def test_no_transaction_is_held_open_while_core_is_called(app, fake, core_app, c
                 )
         return core_app(environ, start_response)
 
-    email, session_id, events = buy(app, fake, plan="pro", organization="No Open Transactions")
-    client = app.test_client()
-    for event in events:
-        deliver(client, event)
     with served(core_that_looks_at_marketing_first, core_port):
-        run_billing_jobs(app)  # provisions: one call to core
-        sub = fake.objects[fake.objects[session_id]["subscription"]]
-        sub["items"]["data"][0]["price"] = fake.prices[PRICE_IDS["starter"]]
-        deliver(client, stripe_fake.event("customer.subscription.updated", sub))
+        # Buying and delivering call Stripe and marketing only; processing provisions: one call to core.
+        _, session_id = buy_and_process(app, fake, plan="pro", organization="No Open Transactions")
+        change_price(app, fake, session_id, PRICE_IDS["starter"])
         run_billing_jobs(app)  # a plan change: another call
 
     assert (

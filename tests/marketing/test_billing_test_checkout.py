@@ -12,9 +12,15 @@ import pytest
 
 from nectar.core.app import create_app as create_core_app
 from nectar.marketing.app import create_app
-from nectar.marketing.billing.config import DEV_SECRET_FILE, BillingConfig, billing_config, configure_billing
+from nectar.marketing.billing.config import (
+    DEV_SECRET_FILE,
+    BillingConfig,
+    billing_config,
+    configure_billing,
+    development_webhook_secret,
+)
 from nectar.marketing.billing.sandbox import read_session
-from nectar.shared.config import Role, Service
+from nectar.shared.config import Service
 from nectar.shared.database import db
 from tests.marketing.billing_helpers import (
     SERVICE_TOKEN,
@@ -60,15 +66,6 @@ def marketing(settings_for, core_url, var_dir):
         close_app(app)
 
 
-@pytest.fixture
-def query(database):
-    def run(sql: str, *params):
-        with database.connect(Role.ADMIN) as conn:
-            return conn.execute(sql, params).fetchall()
-
-    return run
-
-
 def start_test_checkout(app, plan="pro", organization="Offline Labs"):
     visitor = browser(app)
     email = f"offline-{uuid.uuid4().hex[:10]}@example.com"
@@ -103,7 +100,7 @@ def test_a_test_checkout_goes_through_the_webhook_and_provisions_the_organizatio
     # the time of signing, so compare what it opens).
     again = visitor.post("/billing/checkout", form).headers["Location"]
     with marketing.app_context():
-        secret = billing_config().signing_secret()
+        secret = billing_config().webhook_secret
     assert read_session(secret, again.rsplit("/", 1)[1]) == read_session(secret, location.rsplit("/", 1)[1])
 
     paid = visitor.post(location)
@@ -204,7 +201,7 @@ def test_events_are_redelivered_until_the_webhook_accepts_them(
     settings_for, core_url, var_dir, query, database
 ):
     # Marketing's public address answers nothing: the delivery job keeps the events and retries.
-    config = BillingConfig(var_dir=var_dir)
+    config = BillingConfig(webhook_secret=development_webhook_secret(var_dir))
     app = billing_app(
         settings_for,
         config,

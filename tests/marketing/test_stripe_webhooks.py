@@ -8,7 +8,6 @@ import time
 from dataclasses import replace
 
 import pytest
-from sqlalchemy import create_engine
 from sqlalchemy.orm import Session
 
 from nectar.marketing.billing import jobs
@@ -40,17 +39,6 @@ def app(settings_for):
 @pytest.fixture
 def client(app):
     return app.test_client()
-
-
-@pytest.fixture
-def query(database):
-    """Reads as the admin role, the way the admin service sees these tables."""
-
-    def run(sql: str, *params):
-        with database.connect(Role.ADMIN) as conn:
-            return conn.execute(sql, params).fetchall()
-
-    return run
 
 
 def subscription_row(query, subscription_id: str) -> dict:
@@ -146,7 +134,7 @@ def test_a_signed_body_that_is_not_an_event_gets_400(client, query):
     assert response.status_code == 400 and "not a Stripe event" in response.json["detail"]
 
 
-def test_the_same_event_delivered_twice_is_stored_and_processed_once(client, query, database):
+def test_the_same_event_delivered_twice_is_stored_and_processed_once(client, query, marketing_engine):
     sub = subscription(new_id("cus"), STARTER)
     created = stripe_fake.event("customer.subscription.created", sub)
 
@@ -155,13 +143,11 @@ def test_the_same_event_delivered_twice_is_stored_and_processed_once(client, que
     run_billing_jobs(client.application)
     # A third delivery after processing, and a stray second job for it, change nothing either.
     assert deliver(client, created).json["duplicate"] is True
-    engine = create_engine(database.url(Role.MARKETING))
-    with Session(engine) as session:
+    with Session(marketing_engine) as session:
         from nectar.marketing.billing.queue import enqueue_event
 
         enqueue_event(session, created["id"])
         session.commit()
-    engine.dispose()
     run_billing_jobs(client.application)
 
     (row,) = stored(query, created["id"])
@@ -281,7 +267,7 @@ def test_a_failing_event_records_the_error_and_is_retried(client, query, databas
     assert query("SELECT 1 FROM subscriptions WHERE stripe_subscription_id = %s", broken["id"]) == []
 
 
-def test_the_sweep_requeues_an_event_whose_job_was_lost(client, query, database):
+def test_the_sweep_requeues_an_event_whose_job_was_lost(client, query, database, marketing_engine):
     sub = subscription(new_id("cus"), STARTER)
     event = stripe_fake.event("customer.subscription.created", sub)
     deliver(client, event)
@@ -292,14 +278,12 @@ def test_the_sweep_requeues_an_event_whose_job_was_lost(client, query, database)
             (event["id"],),
         )
 
-    engine = create_engine(database.url(Role.MARKETING))
-    with Session(engine) as session:
+    with Session(marketing_engine) as session:
         counts = jobs.requeue_forgotten(session)
         session.commit()
         # Queued once: a second sweep sees the live job and adds nothing.
         assert jobs.requeue_forgotten(session)["events"] == 0
         session.commit()
-    engine.dispose()
     assert counts["events"] >= 1
     run_billing_jobs(client.application)
     assert stored(query, event["id"])[0][1] is not None
@@ -370,7 +354,7 @@ class TestWithAStripeKey:
         )
 
     def test_an_event_that_failed_40_times_is_still_retried_and_applied_once_the_cause_is_gone(
-        self, settings_for, config, keyed_app, fake, query, database
+        self, settings_for, config, keyed_app, fake, query, database, marketing_engine
     ):
         # The Stripe key was rotated and ours is stale: every re-read is refused (401).
         stale_key = billing_app(settings_for, replace(config, secret_key="sk_test_rotated_away_0123456789"))
@@ -401,11 +385,9 @@ class TestWithAStripeKey:
                 "UPDATE stripe_events SET received_at = now() - interval '1 day' WHERE id = %s",
                 (event["id"],),
             )
-        engine = create_engine(database.url(Role.MARKETING))
-        with Session(engine) as session:
+        with Session(marketing_engine) as session:
             assert jobs.requeue_forgotten(session)["events"] >= 1
             session.commit()
-        engine.dispose()
 
         run_billing_jobs(keyed_app)  # the key is fixed
         ((_, processed, attempts, error),) = stored(query, event["id"])

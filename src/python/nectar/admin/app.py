@@ -6,11 +6,12 @@ from flask import Flask
 
 from nectar.admin.analytics.views import analytics
 from nectar.admin.audit_log.views import audit_log
+from nectar.admin.billing.service import money
 from nectar.admin.billing.views import billing
 from nectar.admin.content.views import content
 from nectar.admin.extensions import csrf
 from nectar.admin.leads.views import leads
-from nectar.admin.listing import url_with
+from nectar.admin.listing import count_label, url_with
 from nectar.admin.orgs.views import orgs
 from nectar.admin.outbox.views import outbox
 from nectar.admin.staff.access import StaffCookieInterface, can_write, current_staff, gate, is_superadmin
@@ -39,6 +40,11 @@ def create_app(settings: Settings | None = None) -> Flask:
     for blueprint in (staff, users, orgs, system, audit_log, analytics, leads, billing, content, outbox):
         app.register_blueprint(blueprint)
     app.jinja_env.globals.update(
-        current_staff=current_staff, can_write=can_write, is_superadmin=is_superadmin, url_with=url_with
+        current_staff=current_staff,
+        can_write=can_write,
+        is_superadmin=is_superadmin,
+        url_with=url_with,
+        count_label=count_label,
+        money=money,
     )
     return app

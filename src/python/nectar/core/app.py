@@ -46,9 +46,9 @@ def create_app(settings: Settings | None = None) -> Flask:
         workflow_pages,
     ):
         app.register_blueprint(blueprint)
-    # Services raise these; every page and API route answers them the same way.
+    # Services raise this; every page and API route answers it the same way (as create_service_app
+    # does LookupError for every service).
     app.register_error_handler(PermissionDenied, lambda error: error_response(403, str(error)))
-    app.register_error_handler(LookupError, lambda _error: error_response(404, "There is nothing here."))
 
     @app.context_processor
     def _navigation():

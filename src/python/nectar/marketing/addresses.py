@@ -8,9 +8,11 @@ in another script is kept, written in its ASCII form (xn--...), which every serv
 from __future__ import annotations
 
 from email_validator import EmailNotValidError, validate_email
-from wtforms.validators import ValidationError
+from wtforms import EmailField
+from wtforms.validators import DataRequired, Length, ValidationError
 
 NOT_AN_ADDRESS = "Enter an email address like name@example.com."
+NO_ADDRESS = "Enter your email address."
 NOT_ASCII = (
     "Our email cannot reach addresses with accented or non-Latin letters before the @. "
     "Please use another address."
@@ -38,3 +40,15 @@ class DeliverableAddress:
             raise ValidationError(
                 NOT_ASCII if local_part and not local_part.isascii() else self.message
             ) from None
+
+
+def email_field(label: str, required_message: str = NO_ADDRESS) -> EmailField:
+    """A required email field for marketing's forms: at most 320 characters and deliverable."""
+    return EmailField(
+        label,
+        validators=[
+            DataRequired(required_message),
+            Length(max=320, message="That address is too long."),
+            DeliverableAddress(),
+        ],
+    )

@@ -22,6 +22,8 @@ CONFIRM_PATH = "/newsletter/confirm/"
 CHECKOUT_SUCCESS_PATH = "/billing/success"
 CHECKOUT_CANCEL_PATH = "/billing/cancel"
 TEST_CHECKOUT_PATH = "/billing/test-checkout/"
+# Where a customer asks for a billing-portal link (the welcome email points here).
+PORTAL_PATH = "/billing/portal"
 
 
 @dataclass(frozen=True)
@@ -57,10 +59,6 @@ def public_base_url() -> str:
 def app_links() -> Links:
     """The links of the app handling the current request."""
     return Links(current_app.secret_key, public_base_url())
-
-
-def external_url(endpoint: str, **values) -> str:
-    return public_base_url() + url_for(endpoint, **values)
 
 
 def pricing_url() -> str:

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from http import HTTPStatus
 from urllib.parse import urlsplit
 
-from flask import Blueprint, Flask, current_app, jsonify, render_template, request
+from flask import Blueprint, Flask, current_app, jsonify, render_template, request, url_for
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException
@@ -40,6 +40,12 @@ def problem(status: int, detail: str | None = None, *, title: str | None = None,
     response.status_code = status
     response.mimetype = PROBLEM_JSON
     return response
+
+
+def external_url(endpoint: str, **values) -> str:
+    """An absolute address of `endpoint` (for emails, Stripe, feeds), from the public address in the
+    app's settings, never the request's Host header, which a client controls."""
+    return current_app.config["NECTAR_SETTINGS"].public_url + url_for(endpoint, **values)
 
 
 def wants_json() -> bool:
@@ -74,6 +80,14 @@ def error_response(status: int, detail: str | None):
 
 def _handle_http_error(error: HTTPException):
     return error_response(error.code or 500, error.description)
+
+
+def _handle_not_found(error: LookupError):
+    """Services raise LookupError for a row that is not there (the session is rolled back at
+    teardown). KeyError and IndexError, its subclasses too, are bugs: logged, and a 500."""
+    if isinstance(error, KeyError | IndexError):
+        return _handle_unexpected_error(error)
+    return error_response(404, "There is nothing here.")
 
 
 def _handle_unexpected_error(error: Exception):
@@ -197,6 +211,7 @@ def create_service_app(settings: Settings, import_name: str, expected_revision: 
     app.register_blueprint(shared_ui)
     app.register_blueprint(health_blueprint(expected_revision))
     app.register_error_handler(HTTPException, _handle_http_error)
+    app.register_error_handler(LookupError, _handle_not_found)
     app.register_error_handler(Exception, _handle_unexpected_error)
     app.before_request(_refuse_nul_bytes)
     app.after_request(_security_headers)

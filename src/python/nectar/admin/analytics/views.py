@@ -6,7 +6,7 @@ from __future__ import annotations
 from flask import Blueprint, render_template
 
 from nectar.admin.analytics import charts, service
-from nectar.admin.billing.service import MRR_STATUSES, money
+from nectar.admin.billing.service import MRR_STATUSES
 from nectar.shared.database import db
 
 analytics = Blueprint("analytics", __name__, url_prefix="")
@@ -50,7 +50,6 @@ def dashboard():
         figures=figures,
         totals=figures.totals,
         percent=service.percent,
-        money=money,
         mrr_statuses=MRR_STATUSES,
         window=service.WINDOW_DAYS,
         runs_chart=runs_chart,

@@ -66,9 +66,6 @@ class Revenue:
     monthly: dict[str, Fraction]
     subscriptions: int
 
-    def formatted(self) -> list[str]:
-        return [money(amount, currency) for currency, amount in self.monthly.items()]
-
 
 def _revenue(session: Session, statuses: tuple[str, ...]) -> Revenue:
     monthly: dict[str, Fraction] = {}

@@ -39,7 +39,6 @@ def index():
         failed_payments=[service.failed_payment(event) for event in recent],
         stuck_events=service.stuck_events(db.session),
         stuck_provisioning=service.stuck_provisioning(db.session),
-        money=service.money,
     )
 
 
@@ -68,5 +67,5 @@ def subscription(subscription_id: uuid.UUID):
         item=item,
         org_name=org_name,
         monthly=service.monthly_amount(item),
-        money=service.money,
+        mrr_statuses=service.MRR_STATUSES,
     )

@@ -3,6 +3,7 @@
 Admin stores; marketing serves published posts whose date has come, and its worker sends campaigns
 that are `scheduled` once `scheduled_at` is due, in batches, to confirmed subscribers. So "send now"
 is "scheduled, due now"; cancelling stops a scheduled campaign, or a sending one before its next batch.
+"Now" is datetime.now(UTC), the clock marketing compares publish and send dates with.
 Every change records one audit entry with the fields it changed.
 """
 
@@ -40,11 +41,6 @@ def slugify(title: str) -> str:
 
 
 SAMPLE_CONTENT = "*Each campaign's own text appears here.*"
-
-
-def database_now(session: Session) -> datetime:
-    """The database's clock: the one marketing compares publish and send dates with."""
-    return session.execute(select(func.now())).scalar_one()
 
 
 def as_utc(value: datetime | None) -> datetime | None:
@@ -120,7 +116,7 @@ def _post_values(session: Session, data: PostInput, post: BlogPost | None) -> di
         raise ContentError(f"Another post already uses /{slug}; choose another address.", "slug")
     published_at = data.published_at
     if data.status == "published" and published_at is None:
-        published_at = database_now(session)  # publish now
+        published_at = datetime.now(UTC)  # publish now
     elif post and post.published_at and published_at == post.published_at.replace(second=0, microsecond=0):
         published_at = post.published_at  # the form shows minutes: an untouched date keeps its seconds
     return {
@@ -286,7 +282,7 @@ def schedule_campaign(session: Session, campaign_id: uuid.UUID, when: datetime |
     campaign = get_campaign(session, campaign_id, for_update=True)
     if campaign.status not in EDITABLE_CAMPAIGN:
         raise ContentError(f"The campaign is {campaign.status}; it cannot be scheduled again.")
-    now = database_now(session)
+    now = datetime.now(UTC)
     if when is not None:
         when = as_utc(when)
         if when <= now:

@@ -7,6 +7,7 @@ server with the same code marketing uses, and nothing is stored.
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime
 
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
 
@@ -25,7 +26,6 @@ from nectar.admin.staff.access import current_staff
 from nectar.marketing.contract import (
     CampaignNotFound,
     InvalidAddress,
-    campaign_markdown,
     compose_campaign_email,
     queue_test_send,
     render_markdown,
@@ -43,6 +43,11 @@ def _previewing() -> bool:
     return request.form.get("action") == "preview"
 
 
+def _saving(form) -> bool:
+    """A valid submission of the Save button (a Preview is validated too, to show its errors)."""
+    return form.validate_on_submit() and not _previewing()
+
+
 def _field_error(form, error: service.ContentError) -> None:
     """Puts the error next to its field, or above the form when it belongs to none."""
     if error.field and error.field in form:
@@ -53,12 +58,10 @@ def _field_error(form, error: service.ContentError) -> None:
 
 def _save(form, success: str, change, *args):
     """Runs one service change, `change(db.session, *args)`, and commits it with its audit row; on
-    bad input, rolls back and shows why next to the field. Returns the changed object, or None."""
+    bad input, rolls back and shows why next to the field. Returns the changed object, or None.
+    (A LookupError is the app's 404.)"""
     try:
         result = change(db.session, *args)
-    except LookupError:
-        db.session.rollback()
-        abort(404, "There is nothing here.")
     except service.ContentError as error:
         db.session.rollback()
         _field_error(form, error)
@@ -75,7 +78,7 @@ def _save(form, success: str, change, *args):
 def index():
     page = paginate(service.posts_statement(), read_page(request.args), PER_PAGE)
     return render_template(
-        "admin/content/posts.html", page=page, now=service.database_now(db.session), state=service.post_state
+        "admin/content/posts.html", page=page, now=datetime.now(UTC), state=service.post_state
     )
 
 
@@ -91,7 +94,7 @@ def _post_input(form: PostForm) -> service.PostInput:
     )
 
 
-def _post_page(form: PostForm, post=None, status: int = 200):
+def _post_page(form: PostForm, post=None):
     preview = (
         render_markdown(form.body_markdown.data or "") if _previewing() and form.body_markdown.data else None
     )
@@ -101,31 +104,31 @@ def _post_page(form: PostForm, post=None, status: int = 200):
             form=form,
             post=post,
             preview=preview,
-            now=service.database_now(db.session),
+            now=datetime.now(UTC),
             state=service.post_state,
         ),
-        status,
+        400 if form.errors else 200,
     )
 
 
 @content.route("/posts/new", methods=["GET", "POST"])
 def new_post():
     form = PostForm(author_name=current_staff().display_name)
-    if form.validate_on_submit() and not _previewing():
+    if _saving(form):
         post = _save(form, "Post saved.", service.create_post, _post_input(form))
         if post is not None:
             return redirect(url_for("content.edit_post", post_id=post.id))
-    return _post_page(form, status=400 if form.errors else 200)
+    return _post_page(form)
 
 
 @content.route("/posts/<uuid:post_id>", methods=["GET", "POST"])
 def edit_post(post_id: uuid.UUID):
     post = db.get_or_404(BlogPost, post_id, description="There is no such post.")
     form = PostForm(obj=post)
-    if form.validate_on_submit() and not _previewing():
+    if _saving(form):
         if _save(form, "Post saved.", service.update_post, post_id, _post_input(form)) is not None:
             return redirect(url_for("content.edit_post", post_id=post_id))
-    return _post_page(form, post, status=400 if form.errors else 200)
+    return _post_page(form, post)
 
 
 # Email templates -------------------------------------------------------------------------------
@@ -143,34 +146,34 @@ def _template_input(form: TemplateForm) -> service.TemplateInput:
     )  # fmt: skip
 
 
-def _template_page(form: TemplateForm, template=None, status: int = 200):
+def _template_page(form: TemplateForm, template=None):
     preview = None
     if _previewing() and form.body_markdown.data:
         preview = render_markdown(wrap_in_template(form.body_markdown.data, service.SAMPLE_CONTENT))
     return (
         render_template("admin/content/template_form.html", form=form, template=template, preview=preview),
-        status,
+        400 if form.errors else 200,
     )
 
 
 @content.route("/templates/new", methods=["GET", "POST"])
 def new_template():
     form = TemplateForm()
-    if form.validate_on_submit() and not _previewing():
+    if _saving(form):
         template = _save(form, "Template saved.", service.create_template, _template_input(form))
         if template is not None:
             return redirect(url_for("content.edit_template", template_id=template.id))
-    return _template_page(form, status=400 if form.errors else 200)
+    return _template_page(form)
 
 
 @content.route("/templates/<uuid:template_id>", methods=["GET", "POST"])
 def edit_template(template_id: uuid.UUID):
     template = db.get_or_404(EmailTemplate, template_id, description="There is no such template.")
     form = TemplateForm(obj=template)
-    if form.validate_on_submit() and not _previewing():
+    if _saving(form):
         if _save(form, "Template saved.", service.update_template, template_id, _template_input(form)):
             return redirect(url_for("content.edit_template", template_id=template_id))
-    return _template_page(form, template, status=400 if form.errors else 200)
+    return _template_page(form, template)
 
 
 # Campaigns -------------------------------------------------------------------------------------
@@ -200,12 +203,17 @@ def _email_preview(subject: str, markdown: str):
     return compose_campaign_email(subject, markdown, current_staff().email, example_link)
 
 
+def _campaign_preview(subject: str, body_markdown: str, template_id: uuid.UUID | None):
+    """The email of a campaign as stored or as typed, in its template (taken from the session's
+    identity map when the page has loaded the templates already)."""
+    template = db.session.get(EmailTemplate, template_id) if template_id else None
+    markdown = wrap_in_template(template.body_markdown if template else None, body_markdown)
+    return _email_preview(subject, markdown)
+
+
 def _form_preview(form: CampaignForm):
-    template = None
-    if form.template_id.data:
-        template = db.session.get(EmailTemplate, uuid.UUID(form.template_id.data))
-    markdown = wrap_in_template(template.body_markdown if template else None, form.body_markdown.data or "")
-    return _email_preview(form.subject.data or "", markdown)
+    template_id = uuid.UUID(form.template_id.data) if form.template_id.data else None
+    return _campaign_preview(form.subject.data or "", form.body_markdown.data or "", template_id)
 
 
 @content.route("/campaigns/new", methods=["GET", "POST"])
@@ -241,13 +249,11 @@ def _campaign_page(campaign_id: uuid.UUID, *, form=None, test_form=None, schedul
         campaign = service.get_campaign(db.session, campaign_id)
     except LookupError:
         abort(404, "There is no such campaign.")
-    templates = service.templates(db.session)
     if form is None:
-        form = CampaignForm(obj=campaign, templates=templates)
+        form = CampaignForm(obj=campaign, templates=service.templates(db.session))
         form.template_id.data = str(campaign.template_id or "")
     if preview is None:
-        subject, markdown = campaign_markdown(db.session, campaign.id)
-        preview = _email_preview(subject, markdown)
+        preview = _campaign_preview(campaign.subject, campaign.body_markdown, campaign.template_id)
     invalid = any(f is not None and f.errors for f in (form, test_form, schedule_form))
     return (
         render_template(

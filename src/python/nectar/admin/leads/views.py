@@ -19,7 +19,7 @@ from flask import (
 from nectar.admin import audit
 from nectar.admin.leads import service
 from nectar.admin.leads.forms import AssignForm, FilterForm, NoteForm, StageForm
-from nectar.admin.listing import count_label, paginate, read_page
+from nectar.admin.listing import paginate, read_page
 from nectar.admin.staff.access import current_staff
 from nectar.schema.models.marketing import LEAD_STAGES
 from nectar.shared.database import db
@@ -45,7 +45,6 @@ def index():
         page=page,
         filters=filters,
         counts=service.stage_counts(db.session),
-        count_label=count_label,
     )
 
 
@@ -76,7 +75,6 @@ def board():
         columns=service.board(db.session),
         stage_form=StageForm(),
         per_stage=service.BOARD_CARDS,
-        count_label=count_label,
     )
 
 

@@ -10,7 +10,7 @@ from nectar.admin.errors import show_core_error
 from nectar.admin.listing import paginate, read_page
 from nectar.admin.orgs import service
 from nectar.admin.orgs.forms import SuspendForm
-from nectar.core.contract import CoreRefused, CoreUnavailable
+from nectar.core.contract import PLANS, CoreRefused, CoreUnavailable
 from nectar.schema.models import Organization
 from nectar.shared.database import db
 
@@ -27,7 +27,15 @@ def index():
     sort = service.sort_of(request.args)
     page = paginate(service.list_statement(filters, sort), read_page(request.args))
     counts = service.member_counts(db.session, [org.id for org in page.items])
-    return render_template("admin/orgs/index.html", page=page, filters=filters, sort=sort, counts=counts)
+    return render_template(
+        "admin/orgs/index.html",
+        page=page,
+        filters=filters,
+        sort=sort,
+        counts=counts,
+        statuses=service.STATUSES,
+        plans=PLANS,
+    )
 
 
 def _show(org_id: uuid.UUID, form: SuspendForm, status: int = 200):

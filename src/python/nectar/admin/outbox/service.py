@@ -1,6 +1,6 @@
-"""The email outbox as staff see it: messages by status, searched by address or category, one
-message in full, and retrying a failed one (marketing's sender picks up pending messages that are
-due, so a retry is: pending again, due now, with a fresh set of attempts)."""
+"""The email outbox as staff see it: messages by status, searched by address or category, and
+retrying a failed one (marketing's sender picks up pending messages that are due, so a retry is:
+pending again, due now, with a fresh set of attempts)."""
 
 from __future__ import annotations
 
@@ -41,13 +41,6 @@ def messages_statement(status: str | None = None, search: str | None = None) -> 
             )
         )
     return statement
-
-
-def get_message(session: Session, message_id: uuid.UUID) -> EmailOutbox:
-    message = session.get(EmailOutbox, message_id)
-    if message is None:
-        raise LookupError(f"no message {message_id}")
-    return message
 
 
 def retry(session: Session, message_id: uuid.UUID) -> EmailOutbox:

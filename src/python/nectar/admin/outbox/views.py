@@ -7,8 +7,9 @@ import uuid
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 from flask_wtf import FlaskForm
 
-from nectar.admin.listing import count_label, paginate, read_choice, read_page, read_text
+from nectar.admin.listing import paginate, read_choice, read_page, read_text
 from nectar.admin.outbox import service
+from nectar.schema.models import EmailOutbox
 from nectar.shared.database import db
 
 outbox = Blueprint("outbox", __name__, url_prefix="/outbox")
@@ -23,7 +24,6 @@ def index():
     return render_template(
         "admin/outbox/index.html",
         counts=service.status_counts(db.session),
-        count_label=count_label,
         status=status,
         search=search,
         page=page,
@@ -32,10 +32,7 @@ def index():
 
 @outbox.get("/<uuid:message_id>")
 def detail(message_id: uuid.UUID):
-    try:
-        message = service.get_message(db.session, message_id)
-    except LookupError:
-        abort(404, "There is no such message.")
+    message = db.get_or_404(EmailOutbox, message_id, description="There is no such message.")
     return render_template("admin/outbox/detail.html", message=message)
 
 

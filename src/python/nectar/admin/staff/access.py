@@ -8,6 +8,7 @@ nothing. Roles are enforced here, on the server: read_only staff cannot make any
 from __future__ import annotations
 
 from functools import wraps
+from urllib.parse import urlencode
 
 from flask import abort, g, redirect, request, session
 from flask.sessions import SecureCookieSessionInterface
@@ -99,18 +100,10 @@ def gate():
             return problem(403, "Finish two-factor authentication first.", location=step)
         return redirect(step)
     if request.method in UNSAFE and live.staff.role == "read_only" and endpoint not in READ_ONLY_WRITES:
-        return _forbidden("Your staff role is read-only.")
+        abort(403, "Your staff role is read-only.")
     return None
 
 
-def _forbidden(detail: str):
-    if wants_json():
-        return problem(403, detail)
-    abort(403, detail)
-
-
 def _next_query() -> str:
-    from urllib.parse import urlencode
-
     target = request.full_path if request.query_string else request.path
     return urlencode({"next": target}) if request.method == "GET" else urlencode({"next": "/"})

@@ -1,5 +1,6 @@
-"""The platform's state for staff: each service's readiness, the database, the job queue, the email
-outbox; and the system settings (validated JSON objects, audited with before and after)."""
+"""The platform's state for staff: each service's readiness, the database and the job queue (the
+system page's outbox figures come from admin/outbox); and the system settings (validated JSON
+objects, audited with before and after)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from sqlalchemy.orm import Session
 from nectar.admin import audit
 from nectar.admin.listing import capped_counts
 from nectar.core.contract import PLANS
-from nectar.schema.models import EmailOutbox, SystemSetting
+from nectar.schema.models import SystemSetting
 from nectar.shared.config import Service, Settings
 
 HEALTH_TIMEOUT_SECONDS = 2.0
@@ -103,7 +104,6 @@ QUEUE_NAMES_SQL = text(
     SELECT name FROM queues WHERE name IS NOT NULL
     """
 )
-OUTBOX_STATUSES = ("pending", "sending", "sent", "failed")
 
 
 def queue_depth(session: Session) -> list[tuple[str, str, int]]:
@@ -113,11 +113,6 @@ def queue_depth(session: Session) -> list[tuple[str, str, int]]:
         counts = capped_counts(session, JOBS.c.status, QUEUE_STATUSES, where=JOBS.c.queue_name == queue)
         depth += [(queue, status, count) for status, count in counts.items() if count]
     return depth
-
-
-def outbox_counts(session: Session) -> dict[str, int]:
-    """Messages per outbox status, each counted up to TOTAL_CAP through the (status, created_at) index."""
-    return capped_counts(session, EmailOutbox.status, OUTBOX_STATUSES)
 
 
 # --- System settings ------------------------------------------------------------------------------

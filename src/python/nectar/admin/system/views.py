@@ -6,7 +6,7 @@ import json
 
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, request
 
-from nectar.admin.listing import count_label
+from nectar.admin.outbox import service as outbox_service
 from nectar.admin.staff.access import current_staff, superadmin_required
 from nectar.admin.system import service
 from nectar.admin.system.forms import SettingForm
@@ -24,9 +24,8 @@ def index():
         health=service.check_services(settings),
         database=service.database_state(db.session),
         queue=service.queue_depth(db.session),
-        outbox=service.outbox_counts(db.session),
+        outbox=outbox_service.status_counts(db.session),
         settings=service.all_settings(db.session),
-        count_label=count_label,
     )
 
 

@@ -8,10 +8,9 @@ from flask_login import current_user, login_required, login_user, logout_user
 from nectar.core.accounts import service
 from nectar.core.accounts.forms import ForgotPasswordForm, ResetPasswordForm, SignInForm, SignUpForm
 from nectar.core.extensions import login_manager
-from nectar.core.links import external_url
 from nectar.shared.database import db
 from nectar.shared.tokens import TokenInvalid
-from nectar.shared.web import safe_next_path
+from nectar.shared.web import external_url, safe_next_path
 
 accounts = Blueprint("accounts", __name__)
 

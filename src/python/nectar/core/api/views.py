@@ -13,11 +13,10 @@ from nectar.core.api.openapi import openapi_document
 from nectar.core.api_keys import service as api_keys
 from nectar.core.dashboard import org_counts
 from nectar.core.extensions import csrf
-from nectar.core.links import external_url
 from nectar.core.orgs import service as orgs
 from nectar.schema.models import ApiKey, Invitation, Membership, Organization, User
 from nectar.shared.database import db
-from nectar.shared.web import problem
+from nectar.shared.web import external_url, problem
 
 api = Blueprint("api", __name__, url_prefix="/api/v1")
 csrf.exempt(api)  # bearer requests carry no cookie; session requests are checked in _authenticate

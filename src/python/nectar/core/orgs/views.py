@@ -12,11 +12,11 @@ from nectar.core.access import OrgContext, choose_org, current_org, org_required
 from nectar.core.accounts import service as accounts
 from nectar.core.accounts.forms import SignUpForm
 from nectar.core.accounts.views import begin_session
-from nectar.core.links import external_url
 from nectar.core.orgs import service
 from nectar.core.orgs.forms import ActionForm, CreateOrgForm, InviteForm, RoleForm, SettingsForm
 from nectar.shared.database import db
 from nectar.shared.tokens import TokenInvalid
+from nectar.shared.web import external_url
 
 orgs = Blueprint("orgs", __name__)
 

@@ -14,11 +14,10 @@ from sqlalchemy.exc import IntegrityError
 from nectar.core.accounts import service as accounts
 from nectar.core.contract.client import API_PREFIX, PLANS
 from nectar.core.extensions import csrf
-from nectar.core.links import external_url
 from nectar.core.orgs import service as orgs
 from nectar.schema.models import Membership, Organization, User
 from nectar.shared.database import db, scope_session
-from nectar.shared.web import problem
+from nectar.shared.web import external_url, problem
 
 service_api = Blueprint("service_api", __name__, url_prefix=API_PREFIX)
 csrf.exempt(service_api)

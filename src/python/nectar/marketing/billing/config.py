@@ -7,7 +7,6 @@ and go through the same webhook endpoint; in production, no key means billing is
 
 from __future__ import annotations
 
-import functools
 import os
 import secrets
 from collections.abc import Mapping
@@ -34,28 +33,20 @@ class BillingMode(StrEnum):
 @dataclass(frozen=True)
 class BillingConfig:
     secret_key: str | None = None
-    # None: the development secret under var_dir (created on first use), never in production.
+    # What webhook signatures are checked with (and the test checkout signs with): STRIPE_WEBHOOK_SECRET,
+    # or outside production the development secret. None (production without it): webhooks are off.
     webhook_secret: str | None = None
     price_ids: dict[str, str] = field(default_factory=dict)
     api_base: str = DEFAULT_API_BASE
     # Where customers sign in to core (links in emails and on the success page).
     core_public_url: str = "http://127.0.0.1:3001"
     production: bool = False
-    var_dir: Path = Path("var")
 
     @property
     def mode(self) -> BillingMode:
         if self.secret_key:
             return BillingMode.STRIPE
         return BillingMode.OFF if self.production else BillingMode.TEST
-
-    def signing_secret(self) -> str | None:
-        """The secret webhook signatures are checked with (and the test checkout signs with)."""
-        if self.webhook_secret:
-            return self.webhook_secret
-        if self.production:
-            return None
-        return _development_secret(self.var_dir / DEV_SECRET_FILE)
 
 
 def load_billing_config(settings: Settings, environ: Mapping[str, str] | None = None) -> BillingConfig:
@@ -71,6 +62,8 @@ def load_billing_config(settings: Settings, environ: Mapping[str, str] | None = 
         raise ConfigError(
             "STRIPE_SECRET_KEY must be a Stripe secret key (sk_live_..., sk_test_... or rk_...)"
         )
+    if not webhook_secret and not settings.is_production:
+        webhook_secret = development_webhook_secret(settings.var_dir)
     price_ids = {
         plan: value for plan in PAID_PLANS if (value := env_str(environ, f"STRIPE_PRICE_{plan.upper()}"))
     }
@@ -81,7 +74,6 @@ def load_billing_config(settings: Settings, environ: Mapping[str, str] | None = 
         api_base=env_str(environ, "STRIPE_API_BASE", DEFAULT_API_BASE).rstrip("/"),
         core_public_url=env_str(environ, "CORE_PUBLIC_URL", settings.service_urls[Service.CORE]).rstrip("/"),
         production=settings.is_production,
-        var_dir=settings.var_dir,
     )
 
 
@@ -93,8 +85,7 @@ def billing_config() -> BillingConfig:
     return current_app.config[CONFIG_KEY]
 
 
-@functools.lru_cache(maxsize=8)  # read once per process, not on every webhook and checkout
-def _development_secret(path: Path) -> str:
+def development_webhook_secret(var_dir: Path) -> str:
     """One secret per var directory, shared by the web process and the worker (SECRET_KEY may be
     a per-process random key in development, so it cannot be derived from that)."""
-    return development_secret(path, lambda: f"whsec_dev_{secrets.token_urlsafe(32)}")
+    return development_secret(var_dir / DEV_SECRET_FILE, lambda: f"whsec_dev_{secrets.token_urlsafe(32)}")

@@ -176,7 +176,7 @@ def _checkout_completed(session: Session, checkout: dict, created: int, context:
     paid = checkout.get("payment_status") in PAID
     metadata = checkout.get("metadata") or {}
     email = (checkout.get("customer_details") or {}).get("email") or checkout.get("customer_email")
-    plan = metadata.get("plan") if find_plan(context.plans, metadata.get("plan")) else UNKNOWN_PLAN
+    plan = _metadata_plan(context.plans, metadata) or UNKNOWN_PLAN
     organization_name = (metadata.get("organization_name") or "").strip()[:200] or _default_org_name(email)
     lead_id = _known_lead(session, checkout.get("client_reference_id") or metadata.get("lead_id"))
     if lead_id is None and email:
@@ -265,11 +265,7 @@ def _apply_state(
     recurring = price.get("recurring") or {}
     metadata = subscription.get("metadata") or {}
     plan = plan_for_price(context.plans, price.get("id"))
-    plan_key = (
-        plan.key
-        if plan
-        else (metadata.get("plan") if find_plan(context.plans, metadata.get("plan")) else None)
-    )
+    plan_key = plan.key if plan else _metadata_plan(context.plans, metadata)
     applied = session.execute(
         _APPLY_STATE,
         {
@@ -324,7 +320,13 @@ def _invoice_plan(invoice: dict, plans: list[Plan]) -> str:
         if plan:
             return plan.key
     metadata = ((invoice.get("parent") or {}).get("subscription_details") or {}).get("metadata") or {}
-    return metadata.get("plan") if find_plan(plans, metadata.get("plan")) else UNKNOWN_PLAN
+    return _metadata_plan(plans, metadata) or UNKNOWN_PLAN
+
+
+def _metadata_plan(plans: list[Plan], metadata: dict) -> str | None:
+    """The plan our checkout wrote into the metadata, when it is one on sale."""
+    plan = find_plan(plans, metadata.get("plan"))
+    return plan.key if plan else None
 
 
 def _known_lead(session: Session, value) -> uuid.UUID | None:

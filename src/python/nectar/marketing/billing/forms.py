@@ -1,26 +1,15 @@
 """Billing forms. Flask-WTF adds the CSRF token; the service checks the plan against the catalogue."""
 
 from flask_wtf import FlaskForm
-from wtforms import EmailField, HiddenField, StringField
+from wtforms import HiddenField, StringField
 from wtforms.validators import DataRequired, Length, Optional
 
-from nectar.marketing.addresses import DeliverableAddress
-
-
-def _email_field(label: str) -> EmailField:
-    return EmailField(
-        label,
-        validators=[
-            DataRequired("Enter your email address."),
-            Length(max=320, message="That address is too long."),
-            DeliverableAddress(),
-        ],
-    )
+from nectar.marketing.addresses import email_field
 
 
 class CheckoutForm(FlaskForm):
     plan = HiddenField(validators=[DataRequired("Choose a plan."), Length(max=40)])
-    email = _email_field("Work email")
+    email = email_field("Work email")
     organization_name = StringField(
         "Organization name",
         validators=[
@@ -33,7 +22,7 @@ class CheckoutForm(FlaskForm):
 
 
 class PortalForm(FlaskForm):
-    email = _email_field("Email you subscribed with")
+    email = email_field("Email you subscribed with")
 
 
 class ConfirmForm(FlaskForm):

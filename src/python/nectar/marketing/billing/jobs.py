@@ -34,11 +34,11 @@ from nectar.marketing.billing.queue import (
 )
 from nectar.marketing.billing.stripe_api import retrieve_subscription
 from nectar.marketing.billing.webhooks import WEBHOOK_PATH
+from nectar.marketing.links import PORTAL_PATH
 from nectar.shared.config import Service, Settings
 
 log = logging.getLogger(__name__)
 blueprint = procrastinate.Blueprint()
-PORTAL_PATH = "/billing/portal"  # views.portal: where a customer asks for a billing-portal link
 # Work left this long without a live job is re-queued by the sweep.
 FORGOTTEN_AFTER_SECONDS = 120
 # The longest wait between two tries of a job that keeps failing.
@@ -64,9 +64,8 @@ class BillingWorker:
     engine: Engine
     settings: Settings
     config: BillingConfig
-
-    def core(self) -> CoreClient:
-        return CoreClient(self.settings.service_urls[Service.CORE], self.settings.service_token)
+    # One client for every job, so its connections to core are reused.
+    core: CoreClient
 
     def event_context(self, session: Session) -> events.EventContext:
         reread = self._reread if self.config.mode is BillingMode.STRIPE else (lambda _id: None)
@@ -87,7 +86,8 @@ _worker: BillingWorker | None = None
 def bind(engine: Engine, settings: Settings, config: BillingConfig) -> None:
     """The database, settings and billing configuration the tasks use (the worker binds at start)."""
     global _worker
-    _worker = BillingWorker(engine, settings, config)
+    core = CoreClient(settings.service_urls[Service.CORE], settings.service_token)
+    _worker = BillingWorker(engine, settings, config, core)
 
 
 def _bound() -> BillingWorker:
@@ -118,7 +118,7 @@ def provision(subscription_id: str) -> None:
             sign_in=worker.config.core_public_url + "/login",
             billing=worker.settings.public_url + PORTAL_PATH,
         )
-        outcome = provisioning.provision(session, uuid.UUID(subscription_id), worker.core(), links)
+        outcome = provisioning.provision(session, uuid.UUID(subscription_id), worker.core, links)
     log.info("subscription %s: %s", subscription_id, outcome)
 
 
@@ -126,7 +126,7 @@ def provision(subscription_id: str) -> None:
 def sync_plan(subscription_id: str) -> None:
     worker = _bound()
     with Session(worker.engine) as session:
-        outcome = provisioning.sync_plan(session, uuid.UUID(subscription_id), worker.core())
+        outcome = provisioning.sync_plan(session, uuid.UUID(subscription_id), worker.core)
     log.info("subscription %s: %s", subscription_id, outcome)
 
 
@@ -140,7 +140,7 @@ def deliver_sandbox_events(checkout: dict) -> None:
     worker = _bound()
     completed = sandbox.SandboxCheckout(**checkout)
     url = worker.settings.public_url + WEBHOOK_PATH
-    sandbox.deliver(sandbox.checkout_events(completed), url, worker.config.signing_secret())
+    sandbox.deliver(sandbox.checkout_events(completed), url, worker.config.webhook_secret)
     log.info("test checkout %s: events delivered to %s", completed.session_id, url)
 
 

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass
 
 import requests
 
+from nectar.marketing.billing.stripe_api import checkout_metadata
 from nectar.marketing.billing.webhooks import SIGNATURE_HEADER, signature_header
 from nectar.shared.tokens import make_token, read_token
 
@@ -71,11 +72,9 @@ def checkout_events(checkout: SandboxCheckout, now: int | None = None) -> list[d
     customer = checkout.object_id("cus")
     subscription_id = checkout.object_id("sub")
     invoice_id = checkout.object_id("in")
-    metadata = {
-        "lead_id": checkout.lead_id,
-        "plan": checkout.plan,
-        "organization_name": checkout.organization_name,
-    }
+    metadata = checkout_metadata(
+        lead_id=checkout.lead_id, plan=checkout.plan, organization_name=checkout.organization_name
+    )
     price = {
         "id": checkout.price_id,
         "object": "price",

@@ -122,7 +122,7 @@ def start_checkout(session: Session, config: BillingConfig, start: CheckoutStart
 
 
 def _sandbox_token(config: BillingConfig, request: CheckoutRequest, plan: Plan) -> str:
-    secret = config.signing_secret()
+    secret = config.webhook_secret
     session_id = sandbox.session_id_for(secret, request.idempotency_key)
     checkout = sandbox.SandboxCheckout(
         session_id=session_id,

@@ -1,8 +1,9 @@
-"""The calls billing makes to Stripe's API, through the official SDK (a StripeClient per call site,
-pointed at STRIPE_API_BASE, so nothing global is configured)."""
+"""The calls billing makes to Stripe's API, through the official SDK (a StripeClient per key and
+STRIPE_API_BASE, so nothing global is configured)."""
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from dataclasses import dataclass
@@ -30,21 +31,27 @@ class CheckoutRequest:
     idempotency_key: str
 
 
+def checkout_metadata(*, lead_id: str, plan: str, organization_name: str) -> dict[str, str]:
+    """What a checkout (and its subscription) carries for events to find its lead, plan and name."""
+    return {"lead_id": lead_id, "plan": plan, "organization_name": organization_name}
+
+
 def stripe_client(config: BillingConfig) -> stripe.StripeClient:
     assert config.secret_key, "no STRIPE_SECRET_KEY: use the test checkout"
-    return stripe.StripeClient(
-        config.secret_key, base_addresses={"api": config.api_base}, max_network_retries=2
-    )
+    return _stripe_client(config.secret_key, config.api_base)
+
+
+@functools.lru_cache(maxsize=8)  # one client per key and address, so its HTTP connections are reused
+def _stripe_client(secret_key: str, api_base: str) -> stripe.StripeClient:
+    return stripe.StripeClient(secret_key, base_addresses={"api": api_base}, max_network_retries=2)
 
 
 def create_checkout_session(config: BillingConfig, checkout: CheckoutRequest) -> str:
     """A Checkout Session in subscription mode; returns its url. The idempotency key makes a
     repeated request (a double click) return the first session instead of making a second."""
-    metadata = {
-        "lead_id": checkout.lead_id,
-        "plan": checkout.plan,
-        "organization_name": checkout.organization_name,
-    }
+    metadata = checkout_metadata(
+        lead_id=checkout.lead_id, plan=checkout.plan, organization_name=checkout.organization_name
+    )
     params = {
         "mode": "subscription",
         "line_items": [{"price": checkout.price_id, "quantity": 1}],

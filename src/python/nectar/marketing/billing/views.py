@@ -25,13 +25,13 @@ from nectar.marketing.limits import RateLimited, refused
 from nectar.marketing.links import (
     CHECKOUT_CANCEL_PATH,
     CHECKOUT_SUCCESS_PATH,
+    PORTAL_PATH,
     TEST_CHECKOUT_PATH,
     app_links,
-    external_url,
 )
 from nectar.shared.database import db
 from nectar.shared.tokens import TokenInvalid
-from nectar.shared.web import problem
+from nectar.shared.web import external_url, problem
 
 billing = Blueprint("billing", __name__)
 CHECKOUT_SESSION_ID = re.compile(r"cs_(test|live)_[A-Za-z0-9]{1,200}")
@@ -121,7 +121,7 @@ def cancel():
     return render_template("marketing/billing/cancel.html", plan=plan)
 
 
-@billing.route("/billing/portal", methods=["GET", "POST"])
+@billing.route(PORTAL_PATH, methods=["GET", "POST"])
 def portal():
     form = PortalForm()
     if not form.validate_on_submit():
@@ -142,7 +142,7 @@ def portal():
     return render_template("marketing/billing/portal_sent.html")
 
 
-@billing.route("/billing/portal/<token>", methods=["GET", "POST"])
+@billing.route(f"{PORTAL_PATH}/<token>", methods=["GET", "POST"])
 def portal_link(token: str):
     # Opening the portal is a POST: a mail scanner that follows the link must not open a session.
     form = ConfirmForm()
@@ -164,7 +164,7 @@ def _sandbox_session(token: str):
     if config.mode is not BillingMode.TEST:
         abort(404, "The test checkout is off: this installation uses Stripe.")
     try:
-        return read_session(config.signing_secret(), token)
+        return read_session(config.webhook_secret, token)
     except TokenInvalid:
         abort(
             400,
@@ -187,7 +187,7 @@ def sandbox_checkout(token: str):
 @billing.post(webhooks.WEBHOOK_PATH)
 @csrf.exempt
 def stripe_webhook():
-    secret = billing_config().signing_secret()
+    secret = billing_config().webhook_secret
     if secret is None:
         return problem(503, "Stripe webhooks are off: STRIPE_WEBHOOK_SECRET is not set.")
     try:

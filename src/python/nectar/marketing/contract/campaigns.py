@@ -7,6 +7,7 @@ campaigns, so a preview and a real send are made by the same code.
 
 from __future__ import annotations
 
+import html
 import re
 import uuid
 from dataclasses import dataclass
@@ -90,7 +91,7 @@ class NewsletterMessage:
         html_body = (
             '<!doctype html><html><body><div class="newsletter">'
             f"{self.body_html}"
-            f'<hr><p><small>{FOOTER_TEXT} <a href="{_attribute(unsubscribe_url)}">Unsubscribe</a>.'
+            f'<hr><p><small>{FOOTER_TEXT} <a href="{html.escape(unsubscribe_url, quote=True)}">Unsubscribe</a>.'
             "</small></p></div></body></html>"
         )
         return Email(
@@ -103,10 +104,6 @@ class NewsletterMessage:
             dedupe_key=dedupe_key,
             campaign_id=campaign_id,
         )
-
-
-def _attribute(value: str) -> str:
-    return value.replace("&", "&amp;").replace('"', "&quot;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def compose_campaign_email(

@@ -1,10 +1,10 @@
 """The contact form. Flask-WTF adds the CSRF token; `website` is the honeypot."""
 
 from flask_wtf import FlaskForm
-from wtforms import EmailField, HiddenField, StringField, TextAreaField
+from wtforms import HiddenField, StringField, TextAreaField
 from wtforms.validators import DataRequired, Length, Optional
 
-from nectar.marketing.addresses import DeliverableAddress
+from nectar.marketing.addresses import email_field
 
 UTM_FIELDS = ("utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content")
 
@@ -21,14 +21,7 @@ class ContactForm(FlaskForm):
             Length(max=200, message="Keep it under 200 characters."),
         ],
     )
-    email = EmailField(
-        "Work email",
-        validators=[
-            DataRequired("Enter your email address, so we can answer."),
-            Length(max=320, message="That address is too long."),
-            DeliverableAddress(),
-        ],
-    )
+    email = email_field("Work email", required_message="Enter your email address, so we can answer.")
     company = StringField(
         "Company", validators=[Optional(), Length(max=200, message="Keep it under 200 characters.")]
     )

@@ -25,10 +25,11 @@ log = logging.getLogger(__name__)
 CLAIM_DUE = text(
     "UPDATE campaigns SET status = 'sending', started_at = COALESCE(started_at, :now), updated_at = now() "
     "WHERE id IN (SELECT id FROM campaigns WHERE status = 'scheduled' AND scheduled_at <= :now "
-    "ORDER BY scheduled_at FOR UPDATE SKIP LOCKED) RETURNING id"
+    "ORDER BY scheduled_at FOR UPDATE SKIP LOCKED)"
 )
-# Campaigns a worker left half-done. The worker runs dispatch under one lock, so none is in progress;
-# were two runs to overlap, the dedupe keys would still let each subscriber get one message.
+# Campaigns just claimed and any a worker left half-done. The worker runs dispatch under one lock, so
+# none is in progress; were two runs to overlap, the dedupe keys would still let each subscriber get
+# one message.
 UNFINISHED = text("SELECT id FROM campaigns WHERE status = 'sending' ORDER BY started_at")
 NEXT_SUBSCRIBERS = text(
     "SELECT id, email FROM newsletter_subscribers WHERE status = 'confirmed' AND id > :after "
@@ -49,11 +50,10 @@ def dispatch_due(
     Returns the ids of the campaigns that finished."""
     now = now or datetime.now(UTC)
     with engine.begin() as conn:
-        due = conn.execute(CLAIM_DUE, {"now": now}).scalars().all()
-    with engine.begin() as conn:
-        unfinished = conn.execute(UNFINISHED).scalars().all()
+        conn.execute(CLAIM_DUE, {"now": now})
+        sending = conn.execute(UNFINISHED).scalars().all()
     finished = []
-    for campaign_id in dict.fromkeys([*unfinished, *due]):
+    for campaign_id in sending:
         if send_campaign(engine, links, campaign_id, batch_size=batch_size):
             finished.append(campaign_id)
     return finished

@@ -1,19 +1,12 @@
 """Newsletter forms. Flask-WTF adds the CSRF token."""
 
 from flask_wtf import FlaskForm
-from wtforms import EmailField, HiddenField
-from wtforms.validators import DataRequired, Length, Optional
+from wtforms import HiddenField
+from wtforms.validators import Length, Optional
 
-from nectar.marketing.addresses import DeliverableAddress
+from nectar.marketing.addresses import email_field
 
 
 class NewsletterForm(FlaskForm):
-    email = EmailField(
-        "Email",
-        validators=[
-            DataRequired("Enter your email address."),
-            Length(max=320, message="That address is too long."),
-            DeliverableAddress(),
-        ],
-    )
+    email = email_field("Email")
     source = HiddenField(validators=[Optional(), Length(max=100)])

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from flask import Blueprint, Response, abort, render_template, request, url_for
+from flask import Blueprint, Response, abort, render_template, request
 
-from nectar.marketing.links import external_url, pricing_url, public_base_url
+from nectar.marketing.contract.campaigns import UNSUBSCRIBE_PATH
+from nectar.marketing.links import CONFIRM_PATH, pricing_url, public_base_url
 from nectar.marketing.newsletter.forms import NewsletterForm
 from nectar.marketing.site import service
 from nectar.shared.database import db
+from nectar.shared.web import external_url
 
 site = Blueprint("site", __name__)
 
@@ -69,16 +71,21 @@ def feed():
     return Response(body, mimetype="application/atom+xml")
 
 
-SITEMAP_PAGES = ("site.landing", "site.features", "site.blog", "leads.contact", "newsletter.signup")
+SITEMAP_PAGES = (
+    "site.landing",
+    "site.features",
+    "billing.pricing",
+    "site.blog",
+    "leads.contact",
+    "newsletter.signup",
+)
 
 
 @site.get("/sitemap.xml")
 def sitemap():
-    pages = [external_url(endpoint) for endpoint in SITEMAP_PAGES]
-    pages.insert(2, public_base_url() + pricing_url())
     body = render_template(
         "marketing/site/sitemap.xml",
-        pages=pages,
+        pages=[external_url(endpoint) for endpoint in SITEMAP_PAGES],
         posts=service.all_published_posts(db.session),
         base_url=public_base_url(),
     )
@@ -91,8 +98,8 @@ def robots():
         "User-agent: *",
         "Allow: /",
         # Personal links from emails: nothing for an index, and a crawler must never act on them.
-        f"Disallow: {url_for('newsletter.signup')}/confirm/",
-        f"Disallow: {url_for('newsletter.signup')}/unsubscribe/",
+        f"Disallow: {CONFIRM_PATH}",
+        f"Disallow: {UNSUBSCRIBE_PATH}",
         f"Sitemap: {external_url('site.sitemap')}",
     ]
     return Response("\n".join(lines) + "\n", mimetype="text/plain")

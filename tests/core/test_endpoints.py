@@ -424,6 +424,33 @@ def test_endpoints_never_see_cookies_and_cannot_script_the_origin(owner, databas
     assert all("secret-session" not in row[0] for row in stored)
 
 
+def test_calls_outside_flasks_request_handling_still_answer_every_case_as_a_problem(
+    owner, monkeypatch, caplog
+):
+    browser, org, token = owner
+    url = _endpoint(browser, token, _workflow(browser, token))["url"].replace("{id}", "9")
+    for method in ("HEAD", "OPTIONS", "TRACE"):
+        refused = browser.client.open(url, method=method)
+        assert refused.status_code == 405, method
+        assert refused.headers["Allow"] == "GET, POST, PUT, PATCH, DELETE"
+    missing = browser.client.post(f"/e/{org}/nothing/here", json={})
+    assert missing.status_code == 404 and missing.json["detail"] == "No endpoint POST /nothing/here here."
+    for answer in (missing, refused):
+        assert answer.headers["Content-Security-Policy"].startswith("sandbox")
+        assert answer.headers["X-Frame-Options"] == "DENY"
+    assert browser.client.post(f"/e/{org}", json={}).status_code == 404  # not a call: Flask's 404
+
+    def broken(*_args, **_kwargs):
+        raise RuntimeError("a bug in the engine")
+
+    monkeypatch.setattr("nectar.core.endpoints.serve.execute", broken)
+    failed = browser.client.post(url, json={"items": []})
+    assert failed.status_code == 500 and failed.mimetype == "application/problem+json"
+    assert "bug in the engine" not in failed.get_data(as_text=True)
+    assert failed.headers["Content-Security-Policy"].startswith("sandbox")
+    assert any("bug in the engine" in str(r.exc_info[1]) for r in caplog.records if r.exc_info)
+
+
 def test_unsafe_endpoint_definitions_are_refused(owner):
     browser, _org, token = owner
     workflow_id = _workflow(browser, token)

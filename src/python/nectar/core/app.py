@@ -11,7 +11,7 @@ from nectar.core.api import workflows as _workflow_routes  # noqa: F401 - adds r
 from nectar.core.api.views import api
 from nectar.core.api_keys.views import api_keys
 from nectar.core.dashboard import dashboard
-from nectar.core.endpoints.serve import NoSessionForTenantEndpoints, tenant_endpoints
+from nectar.core.endpoints.serve import NoSessionForTenantEndpoints, TenantEndpointCalls, tenant_endpoints
 from nectar.core.extensions import csrf, login_manager
 from nectar.core.orgs.views import orgs
 from nectar.core.provisioning.views import service_api
@@ -49,6 +49,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     # Services raise this; every page and API route answers it the same way (as create_service_app
     # does LookupError for every service).
     app.register_error_handler(PermissionDenied, lambda error: error_response(403, str(error)))
+    app.wsgi_app = TenantEndpointCalls(app)
 
     @app.context_processor
     def _navigation():

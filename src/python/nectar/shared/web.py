@@ -90,12 +90,17 @@ def _handle_not_found(error: LookupError):
     return error_response(404, "There is nothing here.")
 
 
+UNEXPECTED_ERROR = "Something went wrong on our side. It has been logged."
+
+
 def _handle_unexpected_error(error: Exception):
     current_app.logger.exception("unhandled error on %s %s", request.method, request.path)
-    detail = "Something went wrong on our side. It has been logged."
     if wants_json():
-        return problem(500, detail)
-    return render_template("error.html", status=500, title="Internal Server Error", detail=detail), 500
+        return problem(500, UNEXPECTED_ERROR)
+    return (
+        render_template("error.html", status=500, title="Internal Server Error", detail=UNEXPECTED_ERROR),
+        500,
+    )
 
 
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
@@ -129,7 +134,9 @@ def _refuse_nul_bytes():
     return None
 
 
-def _security_headers(response):
+def security_headers(response):
+    """after_request of every service (and core's tenant endpoints, which answer outside Flask's
+    request handling)."""
     headers = response.headers
     headers.setdefault("X-Content-Type-Options", "nosniff")
     headers.setdefault("X-Frame-Options", "DENY")
@@ -214,7 +221,7 @@ def create_service_app(settings: Settings, import_name: str, expected_revision: 
     app.register_error_handler(LookupError, _handle_not_found)
     app.register_error_handler(Exception, _handle_unexpected_error)
     app.before_request(_refuse_nul_bytes)
-    app.after_request(_security_headers)
+    app.after_request(security_headers)
 
     @app.context_processor
     def _service_name():

@@ -68,25 +68,6 @@ def calls_params(org_id: uuid.UUID, window: int) -> dict:
     return {"keys": rate_keys(org_id), "window": window}
 
 
-class _RunIds:
-    """Random (version 4) UUIDs, 256 per read of the OS's random source: one read per id costs a
-    system call on every endpoint call."""
-
-    def __init__(self):
-        self._lock = threading.Lock()
-        self._pool: list[bytes] = []
-
-    def __call__(self) -> uuid.UUID:
-        with self._lock:
-            if not self._pool:
-                block = os.urandom(16 * 256)
-                self._pool = [block[i : i + 16] for i in range(0, len(block), 16)]
-            return uuid.UUID(bytes=self._pool.pop(), version=4)
-
-
-new_run_id = _RunIds()
-
-
 @dataclass
 class _Count:
     window: int

@@ -1,40 +1,80 @@
 """Serving tenant endpoints: /e/<organization id>/<path>. No session cookie, no CSRF: these are
-the organization's public (or API-key) HTTP APIs, answered by running the bound workflow."""
+the organization's public (or API-key) HTTP APIs, answered by running the bound workflow.
+
+Calls are answered by `TenantEndpointCalls`, a WSGI middleware in front of Flask's request
+handling: the URL map, the session, sign-in and the hooks of pages cost more than the workflow
+itself here, and a call needs none of them (only the app context: settings and the database).
+Incoming webhooks (/e/<org>/_hooks/<connection>) are an ordinary Flask view."""
 
 from __future__ import annotations
 
 import json
+import re
 import uuid
 
-from flask import Blueprint, Response, current_app, jsonify, request
+from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from flask.sessions import SecureCookieSessionInterface
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
-from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+from werkzeug.wrappers import Request
 
 from nectar.core.endpoints import service
-from nectar.core.endpoints.recorder import RecordingFailed, new_run_id, rate_key, run_writer
+from nectar.core.endpoints.recorder import RecordingFailed, rate_key, run_writer
 from nectar.core.endpoints.routing import route_table
 from nectar.core.extensions import csrf
 from nectar.core.workflows.engine import execute
 from nectar.core.workflows.runner import CollectingEffects, run_version
 from nectar.core.workflows.service import FinishedRun, RunRequest, run_for_key
 from nectar.shared.database import db, scope_session
-from nectar.shared.web import keeps_raw_input, problem
+from nectar.shared.web import UNEXPECTED_ERROR, keeps_raw_input, problem, security_headers
 
 PREFIX = "/e/"
 tenant_endpoints = Blueprint("tenant_endpoints", __name__, url_prefix=PREFIX.rstrip("/"))
 csrf.exempt(tenant_endpoints)
 keeps_raw_input(tenant_endpoints)  # bodies may be signed; NULs are cleaned by the workflow service
 MAX_BODY_BYTES = 256 * 1024
+_UUID = "[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}"
+CALL_PATH = re.compile(rf"^{PREFIX}({_UUID})(/.*)?$", re.DOTALL)
+HOOK_PATH = re.compile(rf"^/_hooks/{_UUID}$")
 
 
-@tenant_endpoints.route("/<uuid:org_id>/", defaults={"path": ""}, methods=list(service.METHODS))
-@tenant_endpoints.route("/<uuid:org_id>/<path:path>", methods=list(service.METHODS))
-def call(org_id: uuid.UUID, path: str):
-    return handle_call(
-        org_id, request.method, "/" + path, request.headers, request.args.to_dict(), _read_body()
-    )
+class TenantEndpointCalls:
+    """WSGI middleware: answers /e/<org id>/<path> calls itself and hands every other request
+    (incoming webhooks included) to Flask."""
+
+    def __init__(self, app: Flask):
+        self.app, self.flask = app, app.wsgi_app
+
+    def __call__(self, environ, start_response):
+        if not environ.get("PATH_INFO", "").startswith(PREFIX):
+            return self.flask(environ, start_response)
+        request_ = Request(environ)
+        match = CALL_PATH.match(request_.path)
+        if match is None or (request_.method == "POST" and HOOK_PATH.match(match[2] or "")):
+            return self.flask(environ, start_response)
+        with self.app.app_context():  # its end returns the database session, if a call used one
+            response = _answer(request_, uuid.UUID(match[1]), match[2] or "/")
+        return response(environ, start_response)
+
+
+def _answer(request_: Request, org_id: uuid.UUID, path: str) -> Response:
+    """The call's response, errors included, as Flask's handlers and after_request would give it."""
+    try:
+        if request_.method not in service.METHODS:
+            response = problem(405, f"Tenant endpoints answer {', '.join(service.METHODS)}.")
+            response.headers["Allow"] = ", ".join(service.METHODS)
+        else:
+            body = _read_body(request_)
+            response = handle_call(
+                org_id, request_.method, path, request_.headers, request_.args.to_dict(), body
+            )
+    except HTTPException as error:
+        response = problem(error.code or 500, error.description)
+    except Exception:  # noqa: BLE001 - a caller gets a problem document, never a traceback
+        current_app.logger.exception("unhandled error on %s %s", request_.method, request_.path)
+        response = problem(500, UNEXPECTED_ERROR)
+    return security_headers(_sandboxed(response))
 
 
 @tenant_endpoints.post("/<uuid:org_id>/_hooks/<uuid:connection_id>")
@@ -61,7 +101,7 @@ def incoming_webhook(org_id: uuid.UUID, connection_id: uuid.UUID):
     version = version_of(db.session, workflow.id, workflow.current_version) if workflow else None
     if version is None:
         return problem(404, "The hook's workflow does not exist any more.")
-    body = _read_body()
+    body = _read_body(request)
     trigger = {
         "method": "POST",
         "path": request.path,
@@ -97,20 +137,20 @@ class NoSessionForTenantEndpoints(SecureCookieSessionInterface):
         return super().open_session(app, request_)
 
 
-def _read_body():
-    if request.content_length and request.content_length > MAX_BODY_BYTES:
+def _read_body(request_: Request):
+    if request_.content_length and request_.content_length > MAX_BODY_BYTES:
         raise RequestEntityTooLarge(f"Request bodies are limited to {MAX_BODY_BYTES // 1024} KiB.")
-    raw = request.get_data(cache=False)
+    raw = request_.get_data(cache=False)
     if len(raw) > MAX_BODY_BYTES:
         raise RequestEntityTooLarge(f"Request bodies are limited to {MAX_BODY_BYTES // 1024} KiB.")
     if not raw:
         return None
-    if request.mimetype == "application/json":
+    if request_.mimetype == "application/json":
         try:
             return json.loads(raw, parse_constant=_refuse_constant)
         except (ValueError, RecursionError):
             return _BadJson()
-    return raw.decode(request.charset if hasattr(request, "charset") else "utf-8", errors="replace")
+    return raw.decode(request_.mimetype_params.get("charset", "utf-8"), errors="replace")
 
 
 class _BadJson:
@@ -206,8 +246,10 @@ def _trigger(method, path, route, headers, query, body) -> dict:
     }
 
 
+@tenant_endpoints.after_request
 def _sandboxed(response):
-    """Tenant responses share the app's origin: they may never run script or set cookies there."""
+    """Tenant responses share the app's origin: they may never run script or set cookies there.
+    (Flask applies it to incoming webhooks; TenantEndpointCalls to calls.)"""
     response.headers["Content-Security-Policy"] = "sandbox; default-src 'none'"
     response.headers["X-Content-Type-Options"] = "nosniff"
     return response
@@ -220,14 +262,14 @@ def _call(org_id: uuid.UUID, route: service.Route, trigger: dict, window: int):
     endpoint = route.endpoint
     request_ = RunRequest(endpoint.workflow_id, endpoint.version_id, "http", trigger)
     outcome = execute(endpoint.definition, request_.input, effects)
-    run = FinishedRun(new_run_id(), org_id, request_, outcome)
+    run = FinishedRun(uuid.uuid4(), org_id, request_, outcome)
     try:
         run_writer(db.engine).record(run, effects.emails, window)
     except RecordingFailed as error:
         current_app.logger.warning("endpoint run %s not recorded: %s", run.id, error)
         response = problem(503, "The call ran but its run could not be recorded. Try again shortly.")
         response.headers["Retry-After"] = "5"
-        return _sandboxed(response)
+        return response
     return _respond(run.id, outcome.status, outcome.error, outcome.response, outcome.output)
 
 
@@ -286,7 +328,7 @@ def _respond(run_id, status, error, response, output):
     else:
         answer = jsonify(run_id=str(run_id), output=output)
     answer.headers["X-Nectar-Run-Id"] = str(run_id)
-    return _sandboxed(answer)
+    return answer
 
 
 def _copy_headers(answer: Response, headers: dict) -> None:
@@ -317,4 +359,4 @@ def _replay(run):
         answer = jsonify(run_id=str(run.id), output=stored.get("output"))
     answer.headers["X-Nectar-Run-Id"] = str(run.id)
     answer.headers["Idempotent-Replayed"] = "true"
-    return _sandboxed(answer)
+    return answer

@@ -4,6 +4,7 @@ inspect the recorded runs. Plus the guard on outbound HTTP."""
 from __future__ import annotations
 
 import json
+import os
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -12,7 +13,7 @@ import pytest
 
 from nectar.core.app import create_app
 from nectar.core.endpoints import service as endpoint_service
-from nectar.core.endpoints.recorder import run_writer
+from nectar.core.endpoints.recorder import new_run_id, run_writer
 from nectar.shared.config import Role, Service
 from nectar.shared.database import RoundTrips, db
 from tests.core.conftest import SERVICE_TOKEN, Browser, drain_jobs, run_and_wait
@@ -227,6 +228,20 @@ def test_every_answered_call_is_recorded_once(owner, core_app, database, monkeyp
     assert sorted(int(r[2]) for r in rows) == list(range(200))
 
 
+def test_forked_workers_never_share_run_ids():
+    """Run ids come from a pool of random bytes; a gunicorn worker forked after the pool was filled
+    must not hand out the ids its parent (or a sibling) will."""
+    new_run_id()  # the pool is filled before the fork
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - runs in the child
+        os.write(write, new_run_id().bytes)
+        os._exit(0)
+    os.waitpid(child, 0)
+    childs_id = uuid.UUID(bytes=os.read(read, 16))
+    assert childs_id != new_run_id() and childs_id.version == 4
+
+
 def test_the_same_idempotency_key_runs_once(owner, database):
     browser, org, token = owner
     workflow_id = _workflow(browser, token)
@@ -314,6 +329,7 @@ def test_an_endpoint_call_costs_at_most_five_database_round_trips(owner, core_ap
     caller.post(url, json={"items": []})  # warm
     with core_app.app_context():
         writer = run_writer(db.engine)
+    writer.flush()  # the warm-up call's run is not this call's
     with RoundTrips() as trips:
         assert caller.post(url, json={"items": [{"price": 3}]}).status_code == 200
         writer.flush()  # the run is written just after the answer: count that too

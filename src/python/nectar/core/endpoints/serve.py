@@ -20,7 +20,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from werkzeug.wrappers import Request
 
 from nectar.core.endpoints import service
-from nectar.core.endpoints.recorder import RecordingFailed, rate_key, run_writer
+from nectar.core.endpoints.recorder import RecordingFailed, new_run_id, rate_key, run_writer
 from nectar.core.endpoints.routing import route_table
 from nectar.core.extensions import csrf
 from nectar.core.workflows.engine import execute
@@ -262,7 +262,7 @@ def _call(org_id: uuid.UUID, route: service.Route, trigger: dict, window: int):
     endpoint = route.endpoint
     request_ = RunRequest(endpoint.workflow_id, endpoint.version_id, "http", trigger)
     outcome = execute(endpoint.definition, request_.input, effects)
-    run = FinishedRun(uuid.uuid4(), org_id, request_, outcome)
+    run = FinishedRun(new_run_id(), org_id, request_, outcome)
     try:
         run_writer(db.engine).record(run, effects.emails, window)
     except RecordingFailed as error:

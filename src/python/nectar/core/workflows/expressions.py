@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import jmespath
-from jmespath import functions
+from jmespath import functions, visitor
 from jmespath.exceptions import JMESPathError
 
 _TEMPLATE = re.compile(r"\{\{(.*?)\}\}", re.S)
@@ -65,7 +65,9 @@ class _BoundedFunctions(functions.Functions):
         )
 
 
-_options = jmespath.Options(dict_cls=dict, custom_functions=_BoundedFunctions())
+# One interpreter for every evaluation: it keeps no state between searches, and making one per
+# search (as ParsedResult.search does) also rebuilds its method cache each time.
+_interpreter = visitor.TreeInterpreter(jmespath.Options(dict_cls=dict, custom_functions=_BoundedFunctions()))
 
 
 def expressions_in(template: str) -> Iterator[str]:
@@ -80,7 +82,7 @@ def _compiled(expression: str):
 
 def evaluate(expression: str, context: dict) -> Any:
     try:
-        return _compiled(expression.strip()).search(context, options=_options)
+        return _interpreter.visit(_compiled(expression.strip()).parsed, context)
     except JMESPathError as error:
         raise ExpressionError(f"{expression.strip()!r}: {error}") from None
 

@@ -9,6 +9,7 @@ from sqlalchemy import (
     Boolean,
     CheckConstraint,
     ForeignKey,
+    ForeignKeyConstraint,
     Index,
     Integer,
     String,
@@ -61,6 +62,7 @@ class WorkflowVersion(Base):
     __table_args__ = (
         tenant_key("workflow_versions"),
         UniqueConstraint("org_id", "workflow_id", "version"),
+        UniqueConstraint("org_id", "workflow_id", "id"),  # the target of a run's one reference
         same_tenant("workflow_id", "workflows"),
         tenant_table(),
     )
@@ -81,8 +83,14 @@ class WorkflowRun(Base):
     __tablename__ = "workflow_runs"
     __table_args__ = (
         tenant_key("workflow_runs"),
-        same_tenant("workflow_id", "workflows"),
-        same_tenant("version_id", "workflow_versions"),
+        # One reference, to the run's version of its workflow in its organization: that version
+        # implies the workflow and the organization (deleting either cascades through it). Each
+        # foreign key is a check per run written, and three took half of writing a run.
+        ForeignKeyConstraint(
+            ["org_id", "workflow_id", "version_id"],
+            ["workflow_versions.org_id", "workflow_versions.workflow_id", "workflow_versions.id"],
+            ondelete="CASCADE",
+        ),
         CheckConstraint(f"status IN {RUN_STATUSES}", name="status"),
         Index("ix_workflow_runs_org_id_queued_at", "org_id", "queued_at"),
         Index("ix_workflow_runs_org_id_workflow_id_queued_at", "org_id", "workflow_id", "queued_at"),
@@ -101,7 +109,7 @@ class WorkflowRun(Base):
     )
 
     id: Mapped[uuid.UUID] = uuid_pk()
-    org_id: Mapped[uuid.UUID] = org_id()
+    org_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), nullable=False)  # see the foreign key
     workflow_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), nullable=False)
     version_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), nullable=False)
     trigger: Mapped[str] = mapped_column(String(20), nullable=False)

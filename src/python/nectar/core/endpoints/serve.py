@@ -17,6 +17,7 @@ from flask.sessions import SecureCookieSessionInterface
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+from werkzeug.http import HTTP_STATUS_CODES
 from werkzeug.wrappers import Request
 
 from nectar.core.endpoints import service
@@ -24,6 +25,7 @@ from nectar.core.endpoints.recorder import RecordingFailed, new_run_id, rate_key
 from nectar.core.endpoints.routing import route_table
 from nectar.core.extensions import csrf
 from nectar.core.workflows.engine import execute
+from nectar.core.workflows.expressions import json_text
 from nectar.core.workflows.runner import CollectingEffects, run_version
 from nectar.core.workflows.service import FinishedRun, RunRequest, run_for_key
 from nectar.shared.database import db, scope_session
@@ -54,11 +56,46 @@ class TenantEndpointCalls:
         if match is None or (request_.method == "POST" and HOOK_PATH.match(match[2] or "")):
             return self.flask(environ, start_response)
         with self.app.app_context():  # its end returns the database session, if a call used one
-            response = _answer(request_, uuid.UUID(match[1]), match[2] or "/")
-        return response(environ, start_response)
+            answer = _answer(request_, uuid.UUID(match[1]), match[2] or "/")
+        return answer(environ, start_response)
 
 
-def _answer(request_: Request, org_id: uuid.UUID, path: str) -> Response:
+class _AnswerHeaders:
+    """Response headers by case-insensitive name, as much of werkzeug's Headers as answers use."""
+
+    def __init__(self, content_type: str):
+        self._by_name = {"content-type": ("Content-Type", content_type)}
+
+    def __setitem__(self, name: str, value: str) -> None:
+        self._by_name[name.lower()] = (name, value)
+
+    def setdefault(self, name: str, value: str) -> None:
+        self._by_name.setdefault(name.lower(), (name, value))
+
+    def __getitem__(self, name: str) -> str:
+        return self._by_name[name.lower()][1]
+
+    def __contains__(self, name: str) -> bool:
+        return name.lower() in self._by_name
+
+    def items(self):
+        return self._by_name.values()
+
+
+class RunAnswer:
+    """A workflow's answer as a WSGI app: plain bytes and a header list, since werkzeug's Response
+    and Headers cost more than everything else in answering a call. A Flask view may return it."""
+
+    def __init__(self, status: int, body: bytes, content_type: str):
+        self.status_code, self.body, self.headers = status, body, _AnswerHeaders(content_type)
+
+    def __call__(self, environ, start_response):
+        headers = [*self.headers.items(), ("Content-Length", str(len(self.body)))]
+        start_response(f"{self.status_code} {HTTP_STATUS_CODES.get(self.status_code, 'UNKNOWN')}", headers)
+        return [self.body]
+
+
+def _answer(request_: Request, org_id: uuid.UUID, path: str) -> Response | RunAnswer:
     """The call's response, errors included, as Flask's handlers and after_request would give it."""
     try:
         if request_.method not in service.METHODS:
@@ -147,7 +184,7 @@ def _read_body(request_: Request):
         return None
     if request_.mimetype == "application/json":
         try:
-            return json.loads(raw, parse_constant=_refuse_constant)
+            return _JSON_BODY.decode(raw.decode("utf-8-sig"))
         except (ValueError, RecursionError):
             return _BadJson()
     return raw.decode(request_.mimetype_params.get("charset", "utf-8"), errors="replace")
@@ -159,6 +196,9 @@ class _BadJson:
 
 def _refuse_constant(name: str):
     raise ValueError(f"{name} is not JSON")  # NaN and Infinity cannot be stored in jsonb
+
+
+_JSON_BODY = json.JSONDecoder(parse_constant=_refuse_constant)  # json.loads would make one per call
 
 
 def handle_call(org_id: uuid.UUID, method: str, path: str, headers, query: dict, body):
@@ -331,20 +371,17 @@ def _respond(run_id, status, error, response, output):
     return answer
 
 
-def _copy_headers(answer: Response, headers: dict) -> None:
+def _copy_headers(answer: RunAnswer, headers: dict) -> None:
     """The workflow's response headers, less those it may not set and any with a line break."""
     for name, value in headers.items():
         if name.lower() not in BLOCKED_RESPONSE_HEADERS and "\n" not in value and "\r" not in value:
             answer.headers[name] = value
 
 
-def _body_response(body, status: int) -> Response:
+def _body_response(body, status: int) -> RunAnswer:
     if isinstance(body, dict | list | int | float | bool) or body is None:
-        response = current_app.response_class(json.dumps(body), mimetype="application/json")
-    else:
-        response = current_app.response_class(str(body), mimetype="text/plain")
-    response.status_code = status
-    return response
+        return RunAnswer(status, json_text(body).encode(), "application/json")
+    return RunAnswer(status, str(body).encode(), "text/plain; charset=utf-8")
 
 
 def _replay(run):

@@ -8,7 +8,6 @@ Any failure becomes a failed run with a clear error; nothing here raises to the 
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -16,7 +15,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from nectar.core.workflows.definition import MAX_FOR_EACH_ITEMS
-from nectar.core.workflows.expressions import ExpressionError, check_size, evaluate, render
+from nectar.core.workflows.expressions import ExpressionError, check_size, evaluate, json_text, render
 from nectar.core.workflows.outbound import OutboundRefused
 
 
@@ -94,13 +93,11 @@ def truncate(value: Any, limit: int) -> Any:
         return value
     if isinstance(value, str) and len(value) * 12 < limit:
         return value  # fits however it is escaped (12 bytes at most per character, a surrogate pair)
-    try:
-        text = json.dumps(value, default=str)
-    except (TypeError, ValueError):
-        text = repr(value)
-    if len(text.encode()) <= limit:
+    text = json_text(value)
+    size = len(text.encode())
+    if size <= limit:
         return value
-    return {"truncated": True, "bytes": len(text.encode()), "preview": text[: limit // 2]}
+    return {"truncated": True, "bytes": size, "preview": text[: limit // 2]}
 
 
 class Run:

@@ -6,7 +6,6 @@ not found.
 
 from __future__ import annotations
 
-import json
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -18,6 +17,7 @@ from sqlalchemy.orm import Session
 from nectar.core.access import OrgContext, PermissionDenied
 from nectar.core.workflows.definition import Problem, validate
 from nectar.core.workflows.engine import RunOutcome
+from nectar.core.workflows.expressions import json_safe, json_text
 from nectar.schema.models import Workflow, WorkflowRun, WorkflowVersion
 
 
@@ -145,29 +145,11 @@ class RunRequest:
     rerun_of: uuid.UUID | None = None
 
 
-def json_safe(value):
-    """What jsonb can store: NaN and infinities become null, NUL characters are dropped."""
-    if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):
-        return None
-    if isinstance(value, str):
-        return value.replace("\x00", "")
-    if isinstance(value, dict):
-        return {json_safe(k): json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [json_safe(v) for v in value]
-    return value
-
-
 def _dumps(value) -> str:
-    """JSON for a jsonb parameter. Values rarely hold what jsonb refuses, so json_safe's slower
-    walk runs only when the quick encoding shows a NaN, an infinity or a NUL."""
-    try:
-        text = json.dumps(value, default=str, allow_nan=False)
-        if "\\u0000" not in text:
-            return text
-    except ValueError:
-        pass
-    return json.dumps(json_safe(value), default=str, allow_nan=False)
+    """JSON for a jsonb parameter. jsonb refuses NUL characters; json_safe's slower walk drops them
+    only when the text shows one."""
+    text = json_text(value)
+    return json_text(json_safe(value)) if "\\u0000" in text else text
 
 
 @dataclass(frozen=True)
@@ -203,8 +185,8 @@ def _outcome_row(outcome: RunOutcome) -> dict:
         "status": outcome.status,
         "output": output,
         "error": outcome.error,
-        "started_at": outcome.started_at.isoformat(),
-        "finished_at": outcome.finished_at.isoformat(),
+        "started_at": outcome.started_at,
+        "finished_at": outcome.finished_at,
         "duration_ms": outcome.duration_ms,
         "steps": [
             {
@@ -216,8 +198,8 @@ def _outcome_row(outcome: RunOutcome) -> dict:
                 "input": s.input,
                 "output": s.output,
                 "error": s.error,
-                "started_at": s.started_at.isoformat(),
-                "finished_at": s.finished_at.isoformat(),
+                "started_at": s.started_at,
+                "finished_at": s.finished_at,
             }
             for s in outcome.steps
         ],

@@ -17,6 +17,7 @@ import multiprocessing
 import re
 import shutil
 import socket
+import statistics
 import subprocess
 import tempfile
 import time
@@ -84,20 +85,24 @@ def environ_for(server: EmbeddedServer) -> dict[str, str]:
     return {**env, "NECTAR_ENV": "test", "SECRET_KEY": "benchmark-secret-key-long-enough-0123456789"}
 
 
-def seed(server: EmbeddedServer) -> str:
-    server.drop_database(DATABASE)
-    server.create_database(DATABASE)
-    upgrade(server.url(Role.OWNER, DATABASE))
+def admin_connection(server: EmbeddedServer) -> psycopg.Connection:
     url = server.url(Role.ADMIN, DATABASE)
-    org = uuid.uuid4()
-    with psycopg.connect(
+    return psycopg.connect(
         host=url.host,
         port=url.port,
         user=url.username,
         password=url.password,
         dbname=DATABASE,
         autocommit=True,
-    ) as conn:
+    )
+
+
+def seed(server: EmbeddedServer) -> str:
+    server.drop_database(DATABASE)
+    server.create_database(DATABASE)
+    upgrade(server.url(Role.OWNER, DATABASE))
+    org = uuid.uuid4()
+    with admin_connection(server) as conn:
         conn.execute(
             "INSERT INTO organizations (id, name, slug, plan) VALUES (%s, 'Bench', 'bench', 'enterprise')",
             (org,),
@@ -132,7 +137,11 @@ def serve(kind: str, port: int, environ: dict[str, str]) -> None:
 
     if kind == "core":
         from nectar.core.app import create_app
+        from nectar.core.endpoints.service import PLAN_RATE_LIMITS
 
+        # wrk calls faster than enterprise's 60,000 a minute. Each call is still counted against
+        # the limit (that work is measured); the limit is only never reached.
+        PLAN_RATE_LIMITS["enterprise"] = 10**9
         app = create_app(load_settings(Service.CORE, environ))
     else:
         app = bare_app()
@@ -170,11 +179,13 @@ def wrk(url: str, connections: int, seconds: int, script: Path) -> dict:
         check=True,
     ).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))
+    requests = int(re.search(r"(\d+) requests in", output).group(1))
     p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)", output)
     scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}[p99.group(2)]
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
     return {
         "rps": rps,
+        "requests": requests,
         "p99_ms": float(p99.group(1)) * scale,
         "non_2xx": int(errors.group(1)) if errors else 0,
     }
@@ -202,6 +213,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=int, default=15)
     parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed: apt-get install wrk")
@@ -211,7 +223,7 @@ def main() -> None:
     environ = environ_for(server)
     trips = count_round_trips(environ, path)
 
-    ports = {"core": free_port(), "bare": free_port()}
+    ports = {"bare": free_port(), "core": free_port()}
     context = multiprocessing.get_context("fork")
     processes = [
         context.Process(target=serve, args=(kind, port, environ), daemon=True) for kind, port in ports.items()
@@ -219,8 +231,8 @@ def main() -> None:
     for process in processes:
         process.start()
     urls = {
-        "core": f"http://127.0.0.1:{ports['core']}{path}",
         "bare": f"http://127.0.0.1:{ports['bare']}/bare",
+        "core": f"http://127.0.0.1:{ports['core']}{path}",
     }
     try:
         for url in urls.values():
@@ -229,33 +241,51 @@ def main() -> None:
             script.write(
                 f'wrk.method = "POST"\nwrk.body = {json.dumps(json.dumps(BODY))}\nwrk.headers["Content-Type"] = "application/json"\n'
             )
-        results = {}
-        for kind in ("bare", "core", "bare", "core"):  # alternate, and keep the second round of each
-            results[kind] = {
-                "load": wrk(urls[kind], args.connections, args.seconds, Path(script.name)),
-                "single": wrk(urls[kind], 1, max(5, args.seconds // 2), Path(script.name)),
-            }
+        script_path = Path(script.name)
+        rounds = []
+        for _ in range(args.rounds):  # alternating, so both see the same machine
+            rounds.append(
+                {kind: wrk(urls[kind], args.connections, args.seconds, script_path) for kind in urls}
+            )
+        single = {kind: wrk(urls[kind], 1, max(5, args.seconds // 2), script_path) for kind in urls}
     finally:
         for process in processes:
             process.terminate()
             process.join(10)
 
-    core, bare = results["core"], results["bare"]
-    ratio = core["load"]["rps"] / bare["load"]["rps"]
-    print(
-        f"\ngunicorn {GUNICORN['workers']} workers x {GUNICORN['threads']} threads each; wrk {args.connections} connections, {args.seconds} s\n"
+    refused = sum(r[kind]["non_2xx"] for r in rounds for kind in r) + sum(
+        s["non_2xx"] for s in single.values()
     )
-    print(f"{'':28} {'req/s':>10} {'p99 @1 conn':>12} {'non-2xx':>8}")
-    for name, result in (("bare Flask route", bare), ("tenant endpoint (workflow)", core)):
-        print(
-            f"{name:28} {result['load']['rps']:>10.0f} {result['single']['p99_ms']:>10.2f} ms {result['load']['non_2xx']:>8}"
-        )
+    if refused:
+        raise SystemExit(f"{refused} answers were not 2xx: the figures would not measure the same work")
     print(
-        f"\nthroughput ratio: {ratio:.0%} of the bare route (goal >= 50%: {'OK' if ratio >= 0.5 else 'MISSED'})"
+        f"\ngunicorn {GUNICORN['workers']} workers x {GUNICORN['threads']} threads each; "
+        f"wrk {args.connections} connections, {args.seconds} s a round, {args.rounds} rounds\n"
     )
-    p99 = core["single"]["p99_ms"]
-    print(f"p99 at one connection: {p99:.2f} ms (goal < 15 ms: {'OK' if p99 < 15 else 'MISSED'})")
+    print(f"{'round':>6} {'bare req/s':>11} {'endpoint req/s':>15} {'ratio':>7}")
+    ratios = []
+    for number, result in enumerate(rounds, 1):
+        ratios.append(result["core"]["rps"] / result["bare"]["rps"])
+        print(f"{number:>6} {result['bare']['rps']:>11.0f} {result['core']['rps']:>15.0f} {ratios[-1]:>7.0%}")
+    ratio = statistics.median(ratios)
+    print(
+        f"\nthroughput ratio (median of rounds): {ratio:.0%} of the bare route (goal >= 50%: {'OK' if ratio >= 0.5 else 'MISSED'})"
+    )
+    print(
+        f"p99 at one connection: bare {single['bare']['p99_ms']:.2f} ms, endpoint {single['core']['p99_ms']:.2f} ms"
+    )
+    p99 = single["core"]["p99_ms"]
+    print(f"endpoint p99 at one connection: {p99:.2f} ms (goal < 15 ms: {'OK' if p99 < 15 else 'MISSED'})")
     print(f"database round trips per call: {trips} (goal <= 5: {'OK' if trips <= 5 else 'MISSED'})")
+    answered = sum(r["core"]["requests"] for r in rounds) + single["core"]["requests"]
+    print(
+        f"runs recorded: {recorded_runs(server)} for {answered} calls wrk counted (wrk leaves out those it cut off)"
+    )
+
+
+def recorded_runs(server: EmbeddedServer) -> int:
+    with admin_connection(server) as conn:
+        return conn.execute("SELECT count(*) FROM workflow_runs WHERE trigger = 'http'").fetchone()[0]
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 import psycopg
 from sqlalchemy.engine import Engine
 
-from nectar.core.workflows.service import RECORD_RUNS_SQL, FinishedRun, record_runs_params
+from nectar.core.workflows.service import RECORD_RUNS_SQL, FinishedRun, record_runs_params, run_json
 from nectar.shared.database import SET_TENANT_SQL, in_one_round_trip, one_per_database
 from nectar.shared.mail import OUTBOX_INSERT_SQL, Email, outbox_params
 
@@ -142,7 +142,8 @@ class CallCounts:
 
 @dataclass
 class _Pending:
-    run: FinishedRun
+    org_id: uuid.UUID
+    run_json: str
     emails: list[Email]
     window: int
     waited_for: bool
@@ -167,7 +168,9 @@ class RunWriter:
     def record(self, run: FinishedRun, emails: list[Email], window: int) -> None:
         """Hands the run over for writing; waits for its commit when it queued email or writing is
         failing, and raises RecordingFailed if that commit fails."""
-        pending = _Pending(run, emails, window, waited_for=bool(emails) or self._failing)
+        pending = _Pending(
+            run.org_id, run_json(run), emails, window, waited_for=bool(emails) or self._failing
+        )
         with self._wake:
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._write_forever, name="run-writer", daemon=True)
@@ -258,13 +261,13 @@ class RunWriter:
         count, its emails, and its total this minute."""
         by_org: dict[uuid.UUID, list[_Pending]] = {}
         for pending in batch:
-            by_org.setdefault(pending.run.org_id, []).append(pending)
+            by_org.setdefault(pending.org_id, []).append(pending)
         window = current_window()
         statements, total_at = [], {}
         for org_id, runs in by_org.items():
             statements.append((SET_TENANT_SQL, (str(org_id),)))
             bucket = rate_key(org_id), window
-            statements.append((RECORD_RUNS_SQL, record_runs_params([p.run for p in runs], bucket)))
+            statements.append((RECORD_RUNS_SQL, record_runs_params([p.run_json for p in runs], bucket)))
             statements += [(OUTBOX_INSERT_SQL, outbox_params(e)) for p in runs for e in p.emails]
             total_at[org_id] = len(statements)
             statements.append((CALLS_SQL, calls_params(org_id, window)))
@@ -274,7 +277,7 @@ class RunWriter:
 
     def _finish(self, batch: list[_Pending], totals: dict, error: Exception | None, window=None) -> None:
         for pending in batch:
-            org_id = pending.run.org_id
+            org_id = pending.org_id
             total = totals.get(org_id) if window == pending.window else None
             self.counts.settle(org_id, pending.window, written=error is None, total=total)
             pending.error = error

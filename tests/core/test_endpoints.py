@@ -3,6 +3,7 @@ inspect the recorded runs. Plus the guard on outbound HTTP."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import time
@@ -122,6 +123,15 @@ def test_bad_bodies_get_the_exact_path_of_each_problem(owner):
     assert browser.client.post(url, data="{not json", content_type="application/json").status_code == 400
     huge = browser.client.post(url, data="x" * (300 * 1024), content_type="text/plain")
     assert huge.status_code == 413
+    # Sent without a length (chunked), a huge body is refused after the limit, not read whole.
+    stream = io.BytesIO(b"x" * (300 * 1024))
+    unannounced = browser.client.post(
+        url,
+        input_stream=stream,
+        content_type="text/plain",
+        environ_overrides={"wsgi.input_terminated": True, "CONTENT_LENGTH": ""},
+    )
+    assert unannounced.status_code == 413 and stream.tell() <= 256 * 1024 + 1
 
 
 def test_api_key_endpoints_need_a_key_of_their_own_organization(owner, new_browser):

@@ -172,9 +172,10 @@ class NoSessionForTenantEndpoints(SecureCookieSessionInterface):
 
 
 def _read_body(request_: Request):
-    if request_.content_length and request_.content_length > MAX_BODY_BYTES:
+    length = request_.content_length
+    if length is not None and length > MAX_BODY_BYTES:
         raise RequestEntityTooLarge(f"Request bodies are limited to {MAX_BODY_BYTES // 1024} KiB.")
-    raw = request_.get_data(cache=False)
+    raw = _read_at_most(request_.stream, MAX_BODY_BYTES)
     if len(raw) > MAX_BODY_BYTES:
         raise RequestEntityTooLarge(f"Request bodies are limited to {MAX_BODY_BYTES // 1024} KiB.")
     if not raw:
@@ -185,6 +186,19 @@ def _read_body(request_: Request):
         except (ValueError, RecursionError):
             return _BadJson()
     return raw.decode(request_.mimetype_params.get("charset", "utf-8"), errors="replace")
+
+
+def _read_at_most(stream, limit: int) -> bytes:
+    """The body, or its first limit + 1 bytes: a body sent without a length (chunked) is never
+    read whole into memory just to be refused."""
+    chunks, size = [], 0
+    while size <= limit:
+        chunk = stream.read(limit + 1 - size)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
 
 
 class _BadJson:

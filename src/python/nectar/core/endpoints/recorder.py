@@ -25,7 +25,7 @@ import os
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import psycopg
 from sqlalchemy.engine import Engine
@@ -142,14 +142,21 @@ class CallCounts:
 
 @dataclass
 class _Pending:
+    seq: int  # the order runs were handed over in
     org_id: uuid.UUID
     run_json: str
     emails: list[Email]
     window: int
-    waited_for: bool
-    queued_at: float = field(default_factory=time.monotonic)
-    done: threading.Event = field(default_factory=threading.Event)
+    queued_at: float
+    # Set once written or given up, for a call that waits for its run's commit. Answered runs have
+    # none (an Event per call costs more than the rest of handing it over); flush() watches
+    # RunWriter._unwritten instead.
+    done: threading.Event | None = None
     error: Exception | None = None
+
+    @property
+    def waited_for(self) -> bool:
+        return self.done is not None
 
 
 class RunWriter:
@@ -159,41 +166,49 @@ class RunWriter:
         self.engine = engine
         self.counts = CallCounts(self._read_total)
         self._queue: list[_Pending] = []
-        self._last: _Pending | None = None  # the latest run handed over
+        self._handed = 0  # runs handed over so far
+        self._unwritten: set[int] = set()  # their seq, until written or given up
         self._failing = False  # the last write failed for the connection or the server
         self._urgent = False  # someone waits for the queue's commit: write it without gathering
-        self._wake = threading.Condition()
+        lock = threading.Lock()
+        self._wake = threading.Condition(lock)  # the writer waits here for runs
+        self._written = threading.Condition(lock)  # flush() waits here for them to be written
         self._thread: threading.Thread | None = None
 
     def record(self, run: FinishedRun, emails: list[Email], window: int) -> None:
         """Hands the run over for writing; waits for its commit when it queued email or writing is
         failing, and raises RecordingFailed if that commit fails."""
-        pending = _Pending(
-            run.org_id, run_json(run), emails, window, waited_for=bool(emails) or self._failing
-        )
+        waited_for, text = bool(emails) or self._failing, run_json(run)
         with self._wake:
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._write_forever, name="run-writer", daemon=True)
                 self._thread.start()
                 atexit.register(self.flush, WAIT_SECONDS)
+            self._handed += 1
+            done = threading.Event() if waited_for else None
+            pending = _Pending(self._handed, run.org_id, text, emails, window, time.monotonic(), done)
             self._queue.append(pending)
-            self._last = pending
+            self._unwritten.add(pending.seq)
             # Wake the writer when it waits for a first run, or for this one; a gathering writer
             # wakes by itself (a wake per run would hand the GIL over on every call).
-            if len(self._queue) == 1 or pending.waited_for or len(self._queue) >= MAX_BATCH:
-                self._urgent = self._urgent or pending.waited_for
+            if len(self._queue) == 1 or waited_for or len(self._queue) >= MAX_BATCH:
+                self._urgent = self._urgent or waited_for
                 self._wake.notify()
-        if pending.waited_for:
+        if waited_for:
             self._wait(pending, WAIT_SECONDS)
 
     def flush(self, timeout: float = 5.0) -> None:
         """Waits until every run handed over so far is written (or `timeout` passes)."""
-        last = self._last
-        if last is not None and not last.done.is_set():
-            with self._wake:
+        with self._wake:
+            through = self._handed
+            if not self._written_through(through):
                 self._urgent = True
                 self._wake.notify()
-            last.done.wait(timeout)
+                self._written.wait_for(lambda: self._written_through(through), timeout)
+
+    def _written_through(self, seq: int) -> bool:
+        """Whether every run up to `seq` is written or given up (the lock held)."""
+        return not self._unwritten or min(self._unwritten) > seq
 
     @staticmethod
     def _wait(pending: _Pending, timeout: float) -> None:
@@ -281,7 +296,11 @@ class RunWriter:
             total = totals.get(org_id) if window == pending.window else None
             self.counts.settle(org_id, pending.window, written=error is None, total=total)
             pending.error = error
-            pending.done.set()
+            if pending.done is not None:
+                pending.done.set()
+        with self._written:
+            self._unwritten.difference_update(pending.seq for pending in batch)
+            self._written.notify_all()
 
     def _read_total(self, org_id: uuid.UUID, window: int) -> int:
         return in_one_round_trip(self.engine, [(CALLS_SQL, calls_params(org_id, window))])[0][0][0]

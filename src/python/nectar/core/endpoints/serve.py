@@ -118,9 +118,8 @@ def incoming_webhook(org_id: uuid.UUID, connection_id: uuid.UUID):
     from nectar.core.workflows.service import version_of
     from nectar.schema.models import IntegrationConnection, Organization, Workflow
 
-    raw = request.get_data(cache=True)
-    if len(raw) > MAX_BODY_BYTES:
-        raise RequestEntityTooLarge(f"Request bodies are limited to {MAX_BODY_BYTES // 1024} KiB.")
+    raw = request.get_data()  # bounded by Flask's MAX_CONTENT_LENGTH; the signature covers it
+    body = _parsed_body(request, raw)
     scope_session(db.session, org_id=org_id)
     org = db.session.get(Organization, org_id)
     if org is None or org.status != "active":
@@ -135,7 +134,6 @@ def incoming_webhook(org_id: uuid.UUID, connection_id: uuid.UUID):
     version = version_of(db.session, workflow.id, workflow.current_version) if workflow else None
     if version is None:
         return problem(404, "The hook's workflow does not exist any more.")
-    body = _read_body(request)
     trigger = {
         "method": "POST",
         "path": request.path,
@@ -172,10 +170,14 @@ class NoSessionForTenantEndpoints(SecureCookieSessionInterface):
 
 
 def _read_body(request_: Request):
+    """The call's body: JSON parsed, text decoded, None when empty, _BadJson when it does not parse."""
     length = request_.content_length
     if length is not None and length > MAX_BODY_BYTES:
         raise RequestEntityTooLarge(f"Request bodies are limited to {MAX_BODY_BYTES // 1024} KiB.")
-    raw = _read_at_most(request_.stream, MAX_BODY_BYTES)
+    return _parsed_body(request_, _read_at_most(request_.stream, MAX_BODY_BYTES))
+
+
+def _parsed_body(request_: Request, raw: bytes):
     if len(raw) > MAX_BODY_BYTES:
         raise RequestEntityTooLarge(f"Request bodies are limited to {MAX_BODY_BYTES // 1024} KiB.")
     if not raw:

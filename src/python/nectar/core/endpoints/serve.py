@@ -25,7 +25,7 @@ from nectar.core.endpoints.recorder import RecordingFailed, RunWriter, new_run_i
 from nectar.core.endpoints.routing import route_table
 from nectar.core.extensions import csrf
 from nectar.core.workflows.engine import execute
-from nectar.core.workflows.expressions import json_text
+from nectar.core.workflows.expressions import json_bytes
 from nectar.core.workflows.runner import CollectingEffects, run_version
 from nectar.core.workflows.service import FinishedRun, RunRequest, run_for_key
 from nectar.shared.database import db, scope_session
@@ -402,7 +402,7 @@ def _copy_headers(answer: RunAnswer, headers: dict) -> None:
 
 def _body_response(body, status: int) -> RunAnswer:
     if isinstance(body, dict | list | int | float | bool) or body is None:
-        return RunAnswer(status, json_text(body).encode(), "application/json")
+        return RunAnswer(status, json_bytes(body), "application/json")
     return RunAnswer(status, str(body).encode(), "text/plain; charset=utf-8")
 
 

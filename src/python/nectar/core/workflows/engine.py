@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from nectar.core.workflows.definition import MAX_FOR_EACH_ITEMS
-from nectar.core.workflows.expressions import ExpressionError, check_size, evaluate, json_text, render
+from nectar.core.workflows.expressions import ExpressionError, check_size, evaluate, json_bytes, render
 from nectar.core.workflows.outbound import OutboundRefused
 
 
@@ -93,11 +93,10 @@ def truncate(value: Any, limit: int) -> Any:
         return value
     if isinstance(value, str) and len(value) * 12 < limit:
         return value  # fits however it is escaped (12 bytes at most per character, a surrogate pair)
-    text = json_text(value)
-    size = len(text.encode())
-    if size <= limit:
+    data = json_bytes(value)
+    if len(data) <= limit:
         return value
-    return {"truncated": True, "bytes": size, "preview": text[: limit // 2]}
+    return {"truncated": True, "bytes": len(data), "preview": data[: limit // 2].decode(errors="ignore")}
 
 
 class Run:

@@ -58,14 +58,18 @@ def json_safe(value):
     return value
 
 
-def json_text(value: Any) -> str:
-    """Compact JSON of a workflow value, with UUIDs, datetimes (ISO 8601) and anything else as text,
-    NaN and infinities as null. orjson writes it several times faster than json, which runs
-    only for what orjson refuses (integers past 64 bits)."""
+def json_bytes(value: Any) -> bytes:
+    """Compact JSON (UTF-8) of a workflow value, with UUIDs, datetimes (ISO 8601) and anything else
+    as text, NaN and infinities as null. orjson writes it several times faster than json, which
+    runs only for what orjson refuses (integers past 64 bits)."""
     try:
-        return orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
+        return orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS)
     except orjson.JSONEncodeError:
-        return json.dumps(json_safe(value), default=str, separators=(",", ":"))
+        return json.dumps(json_safe(value), default=str, separators=(",", ":")).encode()
+
+
+def json_text(value: Any) -> str:
+    return json_bytes(value).decode()
 
 
 def check_size(value: Any, what: str = "a value") -> Any:

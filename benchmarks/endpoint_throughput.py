@@ -3,7 +3,10 @@ Flask route returning the same JSON, both under gunicorn with the same settings,
 from a separate process, in one run. Also counts database round trips per endpoint call.
 
     apt-get install wrk                              # once; Debian's package
-    ./pants run benchmarks/endpoint_throughput.py    # about 2 minutes
+    ./pants run benchmarks/endpoint_throughput.py    # about 3 minutes (-- --seconds 10 --rounds 5)
+
+The machine is shared and noisy: rounds alternate between the two servers and the ratio reported
+is the median of the rounds' ratios.
 
 Goals (issue 5): at least 50% of the bare route's requests per second; p99 under 15 ms at one
 connection; at most 5 database round trips per synchronous execution.

@@ -244,9 +244,11 @@ def test_forked_workers_never_share_run_ids():
     new_run_id()  # the pool is filled before the fork
     read, write = os.pipe()
     child = os.fork()
-    if child == 0:  # pragma: no cover - runs in the child
-        os.write(write, new_run_id().bytes)
-        os._exit(0)
+    if child == 0:  # pragma: no cover - runs in the child, which must never return into pytest
+        try:
+            os.write(write, new_run_id().bytes)
+        finally:
+            os._exit(0)
     os.waitpid(child, 0)
     childs_id = uuid.UUID(bytes=os.read(read, 16))
     assert childs_id != new_run_id() and childs_id.version == 4
@@ -465,6 +467,8 @@ def test_calls_outside_flasks_request_handling_still_answer_every_case_as_a_prob
         assert answer.headers["Content-Security-Policy"].startswith("sandbox")
         assert answer.headers["X-Frame-Options"] == "DENY"
     assert browser.client.post(f"/e/{org}", json={}).status_code == 404  # not a call: Flask's 404
+    empty_segment = browser.client.post(url.replace("/orders/", "/orders//"), json={})
+    assert empty_segment.status_code == 404  # no endpoint path has an empty segment
 
     def broken(*_args, **_kwargs):
         raise RuntimeError("a bug in the engine")
@@ -523,6 +527,44 @@ def test_bodies_jsonb_cannot_store_are_refused_or_cleaned(owner):
     )
     cleaned = browser.client.post(endpoint["url"] + "?q=a%00b", json={})
     assert cleaned.status_code == 200
+    deep = browser.client.post(endpoint["url"], data="[" * 300 + "]" * 300, content_type="application/json")
+    assert deep.status_code == 400 and "deeper than 100 levels" in deep.json["detail"]
+
+
+def test_bodies_in_any_encoding_are_read_and_every_run_is_recorded(owner):
+    """UTF-16 JSON (as json.loads reads it), a charset Python does not know (read as UTF-8), and a
+    lone surrogate, which jsonb refuses: each call is answered and its run recorded."""
+    browser, _org, token = owner
+    echo = {
+        "trigger": {"type": "http"},
+        "steps": [{"id": "r", "type": "respond", "body": "{{ trigger.body }}"}],
+    }
+    url = _endpoint(browser, token, _workflow(browser, token, echo), path="/echo")["url"]
+    utf16 = browser.client.post(url, data='{"a": "é"}'.encode("utf-16"), content_type="application/json")
+    assert utf16.status_code == 200 and utf16.json == {"a": "é"}
+    unknown = browser.client.post(url, data="café".encode(), content_type="text/plain; charset=no-such")
+    assert unknown.status_code == 200 and unknown.get_data(as_text=True) == "café"
+    lone = browser.client.post(url, data='{"s": "a\\ud800b"}', content_type="application/json")
+    assert lone.status_code == 200
+    run = browser.api("GET", f"/api/v1/runs/{lone.headers['X-Nectar-Run-Id']}", token=token)
+    assert run.status_code == 200 and run.json["input"]["body"] == {"s": "a\ufffdb"}
+
+
+def test_an_answer_without_content_sends_no_body(owner):
+    """A 204 with a body would be read as the start of the next answer on a kept-alive connection."""
+    browser, _org, token = owner
+    no_content = {
+        "trigger": {"type": "http"},
+        "steps": [{"id": "r", "type": "respond", "status": 204, "body": {"ignored": True}}],
+    }
+    url = _endpoint(browser, token, _workflow(browser, token, no_content), path="/gone")["url"]
+    answer = browser.client.post(url, json={})
+    assert answer.status_code == 204 and answer.get_data() == b"" and "Content-Length" not in answer.headers
+    informational = {**no_content, "steps": [{**no_content["steps"][0], "status": 101}]}
+    refused = browser.api(
+        "POST", "/api/v1/workflows", token=token, json={"name": "x", "definition": informational}
+    )
+    assert refused.status_code == 422 and any("status" in e["path"] for e in refused.json["errors"])
 
 
 @pytest.mark.parametrize(

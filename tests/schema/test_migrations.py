@@ -4,6 +4,7 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import create_engine, inspect
+from sqlalchemy.exc import IntegrityError
 
 from nectar.schema import models  # noqa: F401 - registers every table
 from nectar.schema.migrate import downgrade, head_revision, upgrade
@@ -50,3 +51,41 @@ def test_the_migrated_schema_matches_the_models(database):
             assert compare_metadata(context, Base.metadata) == []
     finally:
         engine.dispose()
+
+
+def test_a_foreign_key_migration_checks_every_existing_row(empty_database):
+    """0010 replaces a run's three references with one to its workflow's version. Row-level
+    security is forced on the owner, so unless the migration lifts it, the check of existing rows
+    sees none and accepts a run whose version belongs to another workflow."""
+    upgrade(empty_database, "0009")
+    tables = ("organizations", "workflows", "workflow_versions", "workflow_runs")
+    engine = create_engine(empty_database)
+    try:
+        with engine.begin() as conn:
+            for table in tables:
+                conn.exec_driver_sql(f"ALTER TABLE {table} NO FORCE ROW LEVEL SECURITY")
+            org = conn.exec_driver_sql(
+                "INSERT INTO organizations (name, slug) VALUES ('M', 'm') RETURNING id"
+            ).scalar()
+            versions = []
+            for name in ("a", "b"):
+                workflow = conn.exec_driver_sql(
+                    "INSERT INTO workflows (org_id, name) VALUES (%s, %s) RETURNING id", (org, name)
+                ).scalar()
+                version = conn.exec_driver_sql(
+                    "INSERT INTO workflow_versions (org_id, workflow_id, version, definition) "
+                    "VALUES (%s, %s, 1, '{}') RETURNING id",
+                    (org, workflow),
+                ).scalar()
+                versions.append((workflow, version))
+            (workflow_a, _), (_, version_b) = versions
+            conn.exec_driver_sql(  # allowed by 0009's keys: the version is the organization's
+                "INSERT INTO workflow_runs (org_id, workflow_id, version_id, trigger) VALUES (%s, %s, %s, 'http')",
+                (org, workflow_a, version_b),
+            )
+            for table in tables:
+                conn.exec_driver_sql(f"ALTER TABLE {table} FORCE ROW LEVEL SECURITY")
+    finally:
+        engine.dispose()
+    with pytest.raises(IntegrityError, match="fk_workflow_runs_org_id_workflow_versions"):
+        upgrade(empty_database, "0010")

@@ -27,7 +27,7 @@ SERVICE = Service.CORE
 
 def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or load_settings(SERVICE)
-    app = create_service_app(settings, __package__, head_revision)
+    app = create_service_app(settings, __package__, head_revision, middleware=TenantEndpointCalls)
     app.session_interface = NoSessionForTenantEndpoints()
     app.config.update(WTF_CSRF_TIME_LIMIT=None)  # tokens live as long as the session
     csrf.init_app(app)
@@ -49,7 +49,6 @@ def create_app(settings: Settings | None = None) -> Flask:
     # Services raise this; every page and API route answers it the same way (as create_service_app
     # does LookupError for every service).
     app.register_error_handler(PermissionDenied, lambda error: error_response(403, str(error)))
-    app.wsgi_app = TenantEndpointCalls(app)
 
     @app.context_processor
     def _navigation():

@@ -191,8 +191,16 @@ def health_blueprint(expected_revision: Callable[[], str]) -> Blueprint:
     return health
 
 
-def create_service_app(settings: Settings, import_name: str, expected_revision: Callable[[], str]) -> Flask:
-    """The Flask app every service starts from, configured from `settings`."""
+def create_service_app(
+    settings: Settings,
+    import_name: str,
+    expected_revision: Callable[[], str],
+    *,
+    middleware: Callable[[Flask], Callable] | None = None,
+) -> Flask:
+    """The Flask app every service starts from, configured from `settings`. `middleware(app)`, if
+    given, wraps the app's WSGI callable inside the proxy handling, so it sees the client's
+    address and scheme as Flask's views do."""
     app = Flask(import_name)
     secure_cookies = settings.environment == "production"
     app.config.update(
@@ -209,6 +217,8 @@ def create_service_app(settings: Settings, import_name: str, expected_revision: 
         SESSION_COOKIE_SECURE=secure_cookies,
         MAX_CONTENT_LENGTH=1024 * 1024,
     )
+    if middleware is not None:
+        app.wsgi_app = middleware(app)
     if settings.trusted_proxy_hops:
         # Behind a load balancer: the client's address and scheme come from its X-Forwarded-* headers,
         # so per-address limits and secure cookies see the real client, not the balancer.

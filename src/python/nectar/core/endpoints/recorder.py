@@ -178,7 +178,12 @@ class RunWriter:
     def record(self, run: FinishedRun, emails: list[Email], window: int) -> None:
         """Hands the run over for writing; waits for its commit when it queued email or writing is
         failing, and raises RecordingFailed if that commit fails."""
-        waited_for, text = bool(emails) or self._failing, run_json(run)
+        waited_for = bool(emails) or self._failing
+        try:
+            text = run_json(run)
+        except Exception:
+            self.counts.settle(run.org_id, window, written=False)
+            raise
         with self._wake:
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._write_forever, name="run-writer", daemon=True)
@@ -210,9 +215,15 @@ class RunWriter:
         """Whether every run up to `seq` is written or given up (the lock held)."""
         return not self._unwritten or min(self._unwritten) > seq
 
-    @staticmethod
-    def _wait(pending: _Pending, timeout: float) -> None:
+    def _wait(self, pending: _Pending, timeout: float) -> None:
         if not pending.done.wait(timeout):
+            with self._wake:
+                queued = next((i for i, p in enumerate(self._queue) if p is pending), None)
+                if queued is not None:  # not taken yet: withdrawn, so it is never written later
+                    del self._queue[queued]
+            if queued is None:
+                raise RecordingFailed(f"the database did not confirm the run within {timeout:g} s")
+            self._finish([pending], {}, RecordingFailed("withdrawn"))
             raise RecordingFailed(f"the database did not take the run within {timeout:g} s")
         if pending.error is not None:
             raise RecordingFailed(str(pending.error)) from pending.error
@@ -231,30 +242,39 @@ class RunWriter:
                     self._wake.wait(left)
                 batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
                 self._urgent = self._urgent and bool(self._queue)
-            try:
-                self._write(batch)
+            if self._write_batch(batch):
                 self._failing, backoff = False, 0.1
-            except psycopg.OperationalError as error:  # the connection or the server
-                log.warning("writing %d runs failed (%s); retrying in %.1f s", len(batch), error, backoff)
+            else:
                 self._failing = True
-                self._keep_for_later(batch, error)
                 time.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
-            except psycopg.Error as error:
-                if len(batch) == 1:
-                    self._finish(batch, {}, error)
-                else:  # a run the database refuses fails alone
-                    log.warning(
-                        "a batch of %d runs was refused (%s); writing them one by one", len(batch), error
-                    )
-                    for pending in batch:
-                        try:
-                            self._write([pending])
-                        except psycopg.Error as single:
-                            self._finish([pending], {}, single)
-            except Exception as error:  # noqa: BLE001 - no request may wait forever
-                log.exception("writing runs failed")
+
+    def _write_batch(self, batch: list[_Pending]) -> bool:
+        """Writes the batch, or settles every run in it with its error; never raises (a run left
+        unsettled would keep flush() and its caller waiting). False when the database could not
+        be reached: the answered runs are kept for later."""
+        try:
+            self._write(batch)
+            return True
+        except psycopg.OperationalError as error:  # the connection or the server
+            log.warning("writing %d runs failed (%s); retrying shortly", len(batch), error)
+            self._keep_for_later(batch, error)
+            return False
+        except psycopg.Error as error:
+            if len(batch) == 1:
                 self._finish(batch, {}, error)
+                return True
+            # A run the database refuses fails alone.
+            log.warning("a batch of %d runs was refused (%s); writing them one by one", len(batch), error)
+            for index, pending in enumerate(batch):
+                if not self._write_batch([pending]):  # lost the database midway: keep the rest too
+                    self._keep_for_later(batch[index + 1 :], RecordingFailed("the database went away"))
+                    return False
+            return True
+        except Exception as error:  # noqa: BLE001 - see the docstring
+            log.exception("writing runs failed")
+            self._finish(batch, {}, error)
+            return True
 
     def _keep_for_later(self, batch: list[_Pending], error: Exception) -> None:
         """Calls waiting for their commit get the error; runs already answered go back to the front

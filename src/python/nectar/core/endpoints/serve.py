@@ -8,6 +8,7 @@ Incoming webhooks (/e/<org>/_hooks/<connection>) are an ordinary Flask view."""
 
 from __future__ import annotations
 
+import codecs
 import json
 import re
 import uuid
@@ -25,7 +26,7 @@ from nectar.core.endpoints.recorder import RecordingFailed, RunWriter, new_run_i
 from nectar.core.endpoints.routing import route_table
 from nectar.core.extensions import csrf
 from nectar.core.workflows.engine import execute
-from nectar.core.workflows.expressions import json_bytes
+from nectar.core.workflows.expressions import ExpressionError, check_size, json_bytes
 from nectar.core.workflows.runner import CollectingEffects, run_version
 from nectar.core.workflows.service import FinishedRun, RunRequest, run_for_key
 from nectar.shared.database import db, scope_session
@@ -37,8 +38,8 @@ csrf.exempt(tenant_endpoints)
 keeps_raw_input(tenant_endpoints)  # bodies may be signed; NULs are cleaned by the workflow service
 MAX_BODY_BYTES = 256 * 1024
 _UUID = "[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}"
-CALL_PATH = re.compile(rf"^{PREFIX}({_UUID})(/.*)?$", re.DOTALL)
-HOOK_PATH = re.compile(rf"^/_hooks/{_UUID}$")
+CALL_PATH = re.compile(rf"{PREFIX}({_UUID})(/.*)", re.DOTALL)  # fullmatch
+HOOK_PATH = re.compile(rf"/_hooks/{_UUID}")  # fullmatch
 
 
 class TenantEndpointCalls:
@@ -52,11 +53,11 @@ class TenantEndpointCalls:
         if not environ.get("PATH_INFO", "").startswith(PREFIX):
             return self.flask(environ, start_response)
         request_ = Request(environ)
-        match = CALL_PATH.match(request_.path)
-        if match is None or (request_.method == "POST" and HOOK_PATH.match(match[2] or "")):
+        match = CALL_PATH.fullmatch(request_.path)
+        if match is None or (request_.method == "POST" and HOOK_PATH.fullmatch(match[2])):
             return self.flask(environ, start_response)
         with self.app.app_context():  # its end returns the database session, if a call used one
-            answer = _answer(request_, uuid.UUID(match[1]), match[2] or "/")
+            answer = _answer(request_, uuid.UUID(match[1]), match[2])
         return answer(environ, start_response)
 
 
@@ -90,15 +91,22 @@ class RunAnswer:
         self.status_code, self.body, self.headers = status, body, _AnswerHeaders(content_type)
 
     def __call__(self, environ, start_response):
-        headers = [*self.headers.items(), ("Content-Length", str(len(self.body)))]
+        # 204 and 304 answers have no body by definition: one sent anyway would be read as the start
+        # of the next answer on a kept-alive connection (a proxy could hand it to someone else).
+        body = b"" if self.status_code in (204, 304) else self.body
+        headers = [*self.headers.items()]
+        if body:
+            headers.append(("Content-Length", str(len(body))))
         start_response(f"{self.status_code} {HTTP_STATUS_CODES.get(self.status_code, 'UNKNOWN')}", headers)
-        return [self.body]
+        return [body]
 
 
 def _answer(request_: Request, org_id: uuid.UUID, path: str) -> Response | RunAnswer:
     """The call's response, errors included, as Flask's handlers and after_request would give it."""
     try:
-        if request_.method not in service.METHODS:
+        if "//" in path:  # no endpoint's path has an empty segment (Flask would redirect)
+            response = problem(404, f"No endpoint {request_.method} {path} here.")
+        elif request_.method not in service.METHODS:
             response = problem(405, f"Tenant endpoints answer {', '.join(service.METHODS)}.")
             response.headers["Allow"] = ", ".join(service.METHODS)
         else:
@@ -143,7 +151,7 @@ def incoming_webhook(org_id: uuid.UUID, connection_id: uuid.UUID):
         "body": body,
     }
     if isinstance(body, _BadJson):
-        return problem(400, "The body is not valid JSON.")
+        return problem(400, body.reason)
     limit = service.rate_limit(org.plan)
     window = run_writer(db.engine).counts.admit(org_id, limit)
     if window is None:
@@ -160,8 +168,8 @@ def incoming_webhook(org_id: uuid.UUID, connection_id: uuid.UUID):
 
 
 class NoSessionForTenantEndpoints(SecureCookieSessionInterface):
-    """Tenant endpoints neither read nor set the session cookie: a call never acts as the visitor
-    whose browser made it (and skips the cookie's work on the hot path)."""
+    """Incoming webhooks (the /e/ requests Flask handles; TenantEndpointCalls answers the calls)
+    neither read nor set the session cookie: they never act as the visitor whose browser sent them."""
 
     def open_session(self, app, request_):
         if request_.path.startswith(PREFIX):
@@ -183,11 +191,20 @@ def _parsed_body(request_: Request, raw: bytes):
     if not raw:
         return None
     if request_.mimetype == "application/json":
-        try:
-            return _JSON_BODY.decode(raw.decode("utf-8-sig"))
+        try:  # UTF-8, -16 or -32, as json.loads reads bytes
+            body = _JSON_BODY.decode(raw.decode(json.detect_encoding(raw), "surrogatepass"))
         except (ValueError, RecursionError):
-            return _BadJson()
-    return raw.decode(request_.mimetype_params.get("charset", "utf-8"), errors="replace")
+            return _BadJson("The body is not valid JSON.")
+        try:
+            return check_size(body, "The body")
+        except ExpressionError as error:
+            return _BadJson(f"{error}.")
+    charset = request_.mimetype_params.get("charset", "utf-8")
+    try:
+        codecs.lookup(charset)
+    except LookupError:
+        charset = "utf-8"  # a charset Python does not know: read as UTF-8 rather than refuse
+    return raw.decode(charset, errors="replace")
 
 
 def _read_at_most(stream, limit: int) -> bytes:
@@ -204,7 +221,8 @@ def _read_at_most(stream, limit: int) -> bytes:
 
 
 class _BadJson:
-    pass
+    def __init__(self, reason: str):
+        self.reason = reason
 
 
 def _refuse_constant(name: str):
@@ -218,7 +236,7 @@ def handle_call(org_id: uuid.UUID, path: str, request_: Request, body):
     """Everything a call does: find the endpoint (in memory, see routing.py), check the caller, run
     the workflow, record the run."""
     if isinstance(body, _BadJson):
-        return problem(400, "The body is not valid JSON.")
+        return problem(400, body.reason)
     method, headers, engine = request_.method, request_.headers, db.engine
     bearer = headers.get("Authorization", "").removeprefix("Bearer ").strip() or None
     route = route_table(engine).find(org_id, method, path, bearer)
@@ -323,7 +341,11 @@ def _call(org_id: uuid.UUID, route: service.Route, trigger: dict, window: int, w
     effects = CollectingEffects(lambda: _scoped_session(org_id), current_app.config["NECTAR_OUTBOUND_POLICY"])
     endpoint = route.endpoint
     request_ = RunRequest(endpoint.workflow_id, endpoint.version_id, "http", trigger)
-    outcome = execute(endpoint.definition, request_.input, effects)
+    try:
+        outcome = execute(endpoint.definition, request_.input, effects)
+    except BaseException:
+        writer.counts.settle(org_id, window, written=False)  # admitted, and never handed over
+        raise
     run = FinishedRun(new_run_id(), org_id, request_, outcome)
     try:
         writer.record(run, effects.emails, window)

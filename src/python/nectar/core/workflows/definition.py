@@ -140,7 +140,7 @@ WORKFLOW_SCHEMA: dict = {
                         "properties": {
                             "status": {
                                 "anyOf": [
-                                    {"type": "integer", "minimum": 100, "maximum": 599},
+                                    {"type": "integer", "minimum": 200, "maximum": 599},
                                     {"type": "string"},
                                 ]
                             },

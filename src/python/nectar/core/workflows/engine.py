@@ -93,7 +93,10 @@ def truncate(value: Any, limit: int) -> Any:
         return value
     if isinstance(value, str) and len(value) * 12 < limit:
         return value  # fits however it is escaped (12 bytes at most per character, a surrogate pair)
-    data = json_bytes(value)
+    try:
+        data = json_bytes(value)
+    except Exception as error:  # noqa: BLE001 - a record must not fail its run
+        return {"truncated": True, "bytes": None, "preview": f"(not representable as JSON: {error})"}
     if len(data) <= limit:
         return value
     return {"truncated": True, "bytes": len(data), "preview": data[: limit // 2].decode(errors="ignore")}
@@ -260,8 +263,8 @@ class Run:
                 status = int(status)
             except (TypeError, ValueError):
                 raise StepFailed(f"status must be a number, got {status!r}") from None
-            if not 100 <= status <= 599:
-                raise StepFailed(f"status must be 100-599, got {status}")
+            if not 200 <= status <= 599:  # 1xx are not final answers
+                raise StepFailed(f"status must be 200-599, got {status}")
             headers = {str(k): str(v) for k, v in render(step.get("headers", {}), context).items()}
             body = render(step.get("body"), context)
             context["steps"][step["id"]] = body

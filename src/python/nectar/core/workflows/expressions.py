@@ -7,6 +7,7 @@ import functools
 import json
 import re
 from collections.abc import Iterator
+from datetime import datetime
 from typing import Any
 
 import jmespath
@@ -16,41 +17,59 @@ from jmespath.exceptions import JMESPathError
 
 _TEMPLATE = re.compile(r"\{\{(.*?)\}\}", re.S)
 _WHOLE = re.compile(r"^\s*\{\{(.*?)\}\}\s*$", re.S)
+_SURROGATE = re.compile("[\ud800-\udfff]")  # in a str only ever alone: JSON's pairs are decoded whole
 # The largest value a run may build (characters of text, as JSON). A template or expression that
 # doubles a value on every step would otherwise exhaust memory long before any step limit.
 MAX_VALUE_SIZE = 1_000_000
+# The deepest a value may nest: far more than data needs, and well inside what JSON encoders and
+# jsonb take (orjson refuses past 254 levels).
+MAX_VALUE_DEPTH = 100
 
 
 class ExpressionError(Exception):
     """An expression that does not parse or fails on the data."""
 
 
-def value_size(value: Any, limit: int = MAX_VALUE_SIZE) -> int:
-    """About how many characters `value` takes as JSON; stops counting just past `limit`, so even a
-    value built of shared references (x = [x, x] forty times) costs at most `limit` steps."""
-    size, pending = 0, [value]
-    while pending and size <= limit:
-        item = pending.pop()
-        if isinstance(item, str):
-            size += len(item) + 2
-        elif isinstance(item, dict):
-            size += 2 + len(item)
-            pending.extend(item.keys())
-            pending.extend(item.values())
-        elif isinstance(item, list | tuple):
-            size += 2 + len(item)
-            pending.extend(item)
-        else:
-            size += 8
-    return size
+def value_extent(value: Any, limit: int = MAX_VALUE_SIZE) -> tuple[int, int]:
+    """About how many characters `value` takes as JSON, and how many levels it nests; stops
+    counting just past `limit` characters, so even a value built of shared references (x = [x, x]
+    forty times) costs at most about `limit` steps."""
+    size, depth, level = 0, 0, [value]
+    while level and size <= limit:
+        depth += 1
+        deeper: list = []
+        for item in level:
+            if isinstance(item, str):
+                size += len(item) + 2
+            elif isinstance(item, dict):
+                size += 2 + len(item)
+                deeper.extend(item.keys())
+                deeper.extend(item.values())
+            elif isinstance(item, list | tuple):
+                size += 2 + len(item)
+                deeper.extend(item)
+            else:
+                size += 8
+        level = deeper
+    return size, depth
+
+
+def check_size(value: Any, what: str = "a value") -> Any:
+    size, depth = value_extent(value)
+    if size > MAX_VALUE_SIZE:
+        raise ExpressionError(f"{what} would be larger than {MAX_VALUE_SIZE:,} characters; refused")
+    if depth > MAX_VALUE_DEPTH:
+        raise ExpressionError(f"{what} would nest deeper than {MAX_VALUE_DEPTH} levels; refused")
+    return value
 
 
 def json_safe(value):
-    """What jsonb can store: NaN and infinities become null, NUL characters are dropped."""
+    """What jsonb can store: NaN and infinities become null, NUL characters are dropped, and lone
+    surrogates (which "\\ud800" in JSON makes) become U+FFFD."""
     if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):
         return None
     if isinstance(value, str):
-        return value.replace("\x00", "")
+        return _SURROGATE.sub("\ufffd", value.replace("\x00", ""))
     if isinstance(value, dict):
         return {json_safe(k): json_safe(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
@@ -61,21 +80,20 @@ def json_safe(value):
 def json_bytes(value: Any) -> bytes:
     """Compact JSON (UTF-8) of a workflow value, with UUIDs, datetimes (ISO 8601) and anything else
     as text, NaN and infinities as null. orjson writes it several times faster than json, which
-    runs only for what orjson refuses (integers past 64 bits)."""
+    writes the same for what orjson refuses (integers past 64 bits, lone surrogates)."""
     try:
         return orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS)
     except orjson.JSONEncodeError:
-        return json.dumps(json_safe(value), default=str, separators=(",", ":")).encode()
+        text = json.dumps(json_safe(value), default=_as_json_text, ensure_ascii=False, separators=(",", ":"))
+        return text.encode()
+
+
+def _as_json_text(value: Any) -> str:
+    return value.isoformat() if isinstance(value, datetime) else str(value)
 
 
 def json_text(value: Any) -> str:
     return json_bytes(value).decode()
-
-
-def check_size(value: Any, what: str = "a value") -> Any:
-    if value_size(value) > MAX_VALUE_SIZE:
-        raise ExpressionError(f"{what} would be larger than {MAX_VALUE_SIZE:,} characters; refused")
-    return value
 
 
 class _BoundedFunctions(functions.Functions):

@@ -31,10 +31,18 @@ VERSION_KEY = "fk_workflow_runs_org_id_workflow_versions"
 VERSION_TARGET = "uq_workflow_versions_org_id_workflow_id_id"
 
 
+def _owner_sees_every_tenant(on: bool) -> None:
+    # Row-level security is forced on the owner too, and the check of existing rows a new foreign
+    # key makes would see none of them (so it would pass whatever they hold).
+    for table in ("workflow_runs", "workflow_versions", "workflows", "organizations"):
+        op.execute(f"ALTER TABLE {table} {'NO FORCE' if on else 'FORCE'} ROW LEVEL SECURITY")
+
+
 def upgrade() -> None:
     op.create_unique_constraint(VERSION_TARGET, "workflow_versions", ["org_id", "workflow_id", "id"])
     for name in OLD_KEYS:
         op.drop_constraint(name, "workflow_runs", type_="foreignkey")
+    _owner_sees_every_tenant(on=True)
     op.create_foreign_key(
         VERSION_KEY,
         "workflow_runs",
@@ -42,13 +50,14 @@ def upgrade() -> None:
         ["org_id", "workflow_id", "version_id"],
         ["org_id", "workflow_id", "id"],
         ondelete="CASCADE",
-        postgresql_not_valid=True,  # validated below without blocking writes to the runs meanwhile
     )
-    op.execute(f"ALTER TABLE workflow_runs VALIDATE CONSTRAINT {VERSION_KEY}")
+    _owner_sees_every_tenant(on=False)
 
 
 def downgrade() -> None:
     op.drop_constraint(VERSION_KEY, "workflow_runs", type_="foreignkey")
+    _owner_sees_every_tenant(on=True)
     for name, (columns, parent, parent_columns) in OLD_KEYS.items():
         op.create_foreign_key(name, "workflow_runs", parent, columns, parent_columns, ondelete="CASCADE")
+    _owner_sees_every_tenant(on=False)
     op.drop_constraint(VERSION_TARGET, "workflow_versions", type_="unique")

@@ -247,10 +247,15 @@ def main() -> None:
         script_path = Path(script.name)
         rounds = []
         for _ in range(args.rounds):  # alternating, so both see the same machine
-            rounds.append(
-                {kind: wrk(urls[kind], args.connections, args.seconds, script_path) for kind in urls}
-            )
-        single = {kind: wrk(urls[kind], 1, max(5, args.seconds // 2), script_path) for kind in urls}
+            result = {}
+            for kind, url in urls.items():
+                wait_for_quiet(server)
+                result[kind] = wrk(url, args.connections, args.seconds, script_path)
+            rounds.append(result)
+        single = {}
+        for kind, url in urls.items():
+            wait_for_quiet(server)
+            single[kind] = wrk(url, 1, max(5, args.seconds // 2), script_path)
     finally:
         for process in processes:
             process.terminate()
@@ -284,6 +289,21 @@ def main() -> None:
     print(
         f"runs recorded: {recorded_runs(server)} for {answered} calls wrk counted (wrk leaves out those it cut off)"
     )
+
+
+def wait_for_quiet(server: EmbeddedServer, limit: float = 60.0) -> None:
+    """Waits until PostgreSQL is done with the last round's aftermath (autovacuum of the runs the
+    endpoint wrote), so it does not slow the next round, whichever server that is."""
+    deadline = time.monotonic() + limit
+    with admin_connection(server) as conn:
+        while time.monotonic() < deadline:
+            busy = conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'autovacuum worker'"
+            ).fetchone()[0]
+            if not busy:
+                break
+            time.sleep(0.5)
+    time.sleep(1)
 
 
 def recorded_runs(server: EmbeddedServer) -> int:

@@ -150,7 +150,7 @@ def incoming_webhook(org_id: uuid.UUID, connection_id: uuid.UUID):
         "headers": {},
         "body": body,
     }
-    if isinstance(body, _BadJson):
+    if isinstance(body, _RefusedBody):
         return problem(400, body.reason)
     limit = service.rate_limit(org.plan)
     window = run_writer(db.engine).counts.admit(org_id, limit)
@@ -178,7 +178,7 @@ class NoSessionForTenantEndpoints(SecureCookieSessionInterface):
 
 
 def _read_body(request_: Request):
-    """The call's body: JSON parsed, text decoded, None when empty, _BadJson when it does not parse."""
+    """The call's body: JSON parsed, text decoded, None when empty, or a _RefusedBody."""
     length = request_.content_length
     if length is not None and length > MAX_BODY_BYTES:
         raise RequestEntityTooLarge(f"Request bodies are limited to {MAX_BODY_BYTES // 1024} KiB.")
@@ -194,11 +194,11 @@ def _parsed_body(request_: Request, raw: bytes):
         try:  # UTF-8, -16 or -32, as json.loads reads bytes
             body = _JSON_BODY.decode(raw.decode(json.detect_encoding(raw), "surrogatepass"))
         except (ValueError, RecursionError):
-            return _BadJson("The body is not valid JSON.")
+            return _RefusedBody("The body is not valid JSON.")
         try:
             return check_size(body, "The body")
         except ExpressionError as error:
-            return _BadJson(f"{error}.")
+            return _RefusedBody(f"{error}.")
     charset = request_.mimetype_params.get("charset", "utf-8")
     try:
         codecs.lookup(charset)
@@ -220,7 +220,9 @@ def _read_at_most(stream, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-class _BadJson:
+class _RefusedBody:
+    """A body the call cannot run with (not JSON, or nested too deeply), and why: a 400."""
+
     def __init__(self, reason: str):
         self.reason = reason
 
@@ -235,7 +237,7 @@ _JSON_BODY = json.JSONDecoder(parse_constant=_refuse_constant)  # json.loads wou
 def handle_call(org_id: uuid.UUID, path: str, request_: Request, body):
     """Everything a call does: find the endpoint (in memory, see routing.py), check the caller, run
     the workflow, record the run."""
-    if isinstance(body, _BadJson):
+    if isinstance(body, _RefusedBody):
         return problem(400, body.reason)
     method, headers, engine = request_.method, request_.headers, db.engine
     bearer = headers.get("Authorization", "").removeprefix("Bearer ").strip() or None

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import psycopg
 from sqlalchemy.engine import Engine
 
-from nectar.core.workflows.service import RECORD_RUNS_SQL, FinishedRun, record_runs_params, run_json
+from nectar.core.workflows.service import RECORD_RUNS_SQL, FinishedRun, record_runs_params, run_record_json
 from nectar.shared.database import SET_TENANT_SQL, in_one_round_trip, one_per_database
 from nectar.shared.mail import OUTBOX_INSERT_SQL, Email, outbox_params
 
@@ -144,7 +144,7 @@ class CallCounts:
 class _Pending:
     seq: int  # the order runs were handed over in
     org_id: uuid.UUID
-    run_json: str
+    record_json: str
     emails: list[Email]
     window: int
     queued_at: float
@@ -180,7 +180,7 @@ class RunWriter:
         failing, and raises RecordingFailed if that commit fails."""
         waited_for = bool(emails) or self._failing
         try:
-            text = run_json(run)
+            text = run_record_json(run)
         except Exception:
             self.counts.settle(run.org_id, window, written=False)
             raise
@@ -302,7 +302,7 @@ class RunWriter:
         for org_id, runs in by_org.items():
             statements.append((SET_TENANT_SQL, (str(org_id),)))
             bucket = rate_key(org_id), window
-            statements.append((RECORD_RUNS_SQL, record_runs_params([p.run_json for p in runs], bucket)))
+            statements.append((RECORD_RUNS_SQL, record_runs_params([p.record_json for p in runs], bucket)))
             statements += [(OUTBOX_INSERT_SQL, outbox_params(e)) for p in runs for e in p.emails]
             total_at[org_id] = len(statements)
             statements.append((CALLS_SQL, calls_params(org_id, window)))

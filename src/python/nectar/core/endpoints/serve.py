@@ -25,6 +25,7 @@ from nectar.core.endpoints import service
 from nectar.core.endpoints.recorder import RecordingFailed, RunWriter, new_run_id, rate_key, run_writer
 from nectar.core.endpoints.routing import route_table
 from nectar.core.extensions import csrf
+from nectar.core.workflows.engine import Response as WorkflowResponse
 from nectar.core.workflows.engine import execute
 from nectar.core.workflows.expressions import ExpressionError, check_size, json_bytes
 from nectar.core.workflows.runner import CollectingEffects, run_version
@@ -433,13 +434,7 @@ def _body_response(body, status: int) -> RunAnswer:
 def _replay(run):
     """The answer the first delivery got: the same key never runs the workflow twice."""
     stored = run.output or {}
-    if "response" in stored:
-        answer = _body_response(stored["response"]["body"], stored["response"]["status"])
-        _copy_headers(answer, stored["response"].get("headers", {}))
-    elif run.status != "succeeded":
-        answer = problem(500, f"The workflow failed: {run.error}", run_id=str(run.id))
-    else:
-        answer = jsonify(run_id=str(run.id), output=stored.get("output"))
-    answer.headers["X-Nectar-Run-Id"] = str(run.id)
+    response = WorkflowResponse(**stored["response"]) if "response" in stored else None
+    answer = _respond(run.id, run.status, run.error, response, stored.get("output"))
     answer.headers["Idempotent-Replayed"] = "true"
     return answer

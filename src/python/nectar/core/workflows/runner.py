@@ -7,7 +7,7 @@ import uuid
 from collections.abc import Callable
 
 from flask import current_app
-from sqlalchemy.orm import Session, scoped_session
+from sqlalchemy.orm import Session
 
 from nectar.core.workflows import outbound
 from nectar.core.workflows.engine import SYNC_LIMITS, Limits, RunOutcome, execute
@@ -17,15 +17,16 @@ from nectar.shared.mail import Email, queue_email
 
 class LiveEffects:
     """What steps do to the world: guarded HTTP, email through the outbox, real sleeping. The
-    session may be given as a function that makes it, called the first time a step needs it."""
+    session comes from `session_of`, called the first time a step needs one (most endpoint calls
+    never do)."""
 
-    def __init__(self, session: Session | Callable[[], Session], policy: outbound.OutboundPolicy):
-        self._session, self.policy = session, policy
+    def __init__(self, session_of: Callable[[], Session], policy: outbound.OutboundPolicy):
+        self._session_of, self._session, self.policy = session_of, None, policy
 
     @property
     def session(self) -> Session:
-        if not isinstance(self._session, Session | scoped_session):
-            self._session = self._session()
+        if self._session is None:
+            self._session = self._session_of()
         return self._session
 
     def http(self, step: dict, request: dict) -> dict:
@@ -57,8 +58,8 @@ class LiveEffects:
 class CollectingEffects(LiveEffects):
     """Live effects whose emails are kept for the caller to write in its own transaction."""
 
-    def __init__(self, session: Session | Callable[[], Session], policy: outbound.OutboundPolicy):
-        super().__init__(session, policy)
+    def __init__(self, session_of: Callable[[], Session], policy: outbound.OutboundPolicy):
+        super().__init__(session_of, policy)
         self.emails: list[Email] = []
 
     def email(self, to: str, subject: str, body: str) -> None:
@@ -94,7 +95,11 @@ def run_queued(session: Session, org_id: uuid.UUID, run_id: uuid.UUID, *, limits
     definition = session.get(WorkflowVersion, run.version_id).definition
     try:
         outcome = execute(
-            definition, run.input or {}, LiveEffects(session, outbound_policy()), limits=limits, mode="async"
+            definition,
+            run.input or {},
+            LiveEffects(lambda: session, outbound_policy()),
+            limits=limits,
+            mode="async",
         )
         complete_run(session, run_id, outcome)
     except Exception as error:  # noqa: BLE001 - a run must end recorded, whatever broke
@@ -122,6 +127,10 @@ def run_version(
     rate_bucket: tuple[str, int] | None = None,
 ) -> tuple[uuid.UUID, RunOutcome]:
     outcome = execute(
-        definition, request.input, LiveEffects(session, policy or outbound_policy()), limits=limits, mode=mode
+        definition,
+        request.input,
+        LiveEffects(lambda: session, policy or outbound_policy()),
+        limits=limits,
+        mode=mode,
     )
     return record_run(session, org_id, request, outcome, rate_bucket), outcome

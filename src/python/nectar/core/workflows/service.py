@@ -230,21 +230,21 @@ RECORD_RUNS_SQL = f"""
 """  # noqa: S608 - only the constant column list is filled in
 
 
-def run_json(run: FinishedRun) -> str:
+def run_record_json(run: FinishedRun) -> str:
     """A run as RECORD_RUNS_SQL reads it, in JSON. The endpoint hot path makes it as soon as the
     call is answered, so what waits to be written is one string, not the run's objects."""
     return _dumps(_run_row(run))
 
 
-def record_runs_params(run_jsons: list[str], rate_bucket: tuple[str, int] | None = None) -> dict:
-    """RECORD_RUNS_SQL's parameters for runs of one organization (each from run_json), counting them
+def record_runs_params(record_jsons: list[str], rate_bucket: tuple[str, int] | None = None) -> dict:
+    """RECORD_RUNS_SQL's parameters for runs of one organization (each from run_record_json), counting them
     in `rate_bucket`."""
     rate_key, rate_window = rate_bucket or (None, None)
     return {
         "rate_key": rate_key,
         "rate_window": rate_window,
-        "rate_count": len(run_jsons),
-        "runs": f"[{','.join(run_jsons)}]",
+        "rate_count": len(record_jsons),
+        "runs": f"[{','.join(record_jsons)}]",
     }
 
 
@@ -256,7 +256,9 @@ def record_run(
     rate_bucket: tuple[str, int] | None = None,
 ) -> uuid.UUID:
     run = FinishedRun(uuid.uuid4(), org_id, request, outcome)
-    session.connection().exec_driver_sql(RECORD_RUNS_SQL, record_runs_params([run_json(run)], rate_bucket))
+    session.connection().exec_driver_sql(
+        RECORD_RUNS_SQL, record_runs_params([run_record_json(run)], rate_bucket)
+    )
     return run.id
 
 

@@ -17,7 +17,7 @@ from procrastinate.retry import BaseRetryStrategy, RetryDecision
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session
 
-from nectar.core.contract import CoreClient
+from nectar.core.contract import PLANS, CoreClient
 from nectar.marketing.billing import events, provisioning, sandbox
 from nectar.marketing.billing.config import BillingConfig, BillingMode
 from nectar.marketing.billing.plans import current_plans
@@ -191,7 +191,7 @@ def requeue_forgotten(session: Session, older_than_seconds: int = FORGOTTEN_AFTE
             "cutoff": cutoff,
             "task": SYNC_PLAN,
             "lapsed": list(events.LAPSED),
-            "core_plans": list(events.PLANS),
+            "core_plans": list(PLANS),
             "refused": provisioning.PLAN_REFUSED + "%",
         },
     ).all()

@@ -91,7 +91,8 @@ def checkout():
     try:
         destination = service.start_checkout(db.session, billing_config(), start, app_links())
     except RateLimited as limited:
-        return refused(limited, _pricing_page(form, error=str(limited), status=429)[0])
+        page, _ = _pricing_page(form, error=str(limited))
+        return refused(limited, page)
     except service.NotForSale as not_for_sale:
         return _pricing_page(form, error=str(not_for_sale), status=400)
     except (service.BillingUnavailable, StripeUnavailable) as unavailable:

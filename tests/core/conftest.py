@@ -98,7 +98,7 @@ def link_in(body: str) -> str:
 
 def drain_jobs(app) -> None:
     """Runs core's worker until its queue is empty, as `core.pex worker --once` would."""
-    from nectar.core.workflows import jobs
+    from nectar.core.runs import jobs
     from nectar.shared.jobs import job_app
 
     jobs.bind(app)

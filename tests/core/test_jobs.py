@@ -3,7 +3,7 @@ take the worker down."""
 
 from datetime import UTC, datetime, timedelta
 
-from nectar.core.workflows import jobs
+from nectar.core.runs import jobs
 from nectar.shared.config import Role
 from nectar.shared.database import db
 from tests.core.conftest import drain_jobs, run_and_wait

@@ -10,13 +10,13 @@ from nectar.core.api import integrations as _integration_routes  # noqa: F401 - 
 from nectar.core.api import workflows as _workflow_routes  # noqa: F401 - adds routes to `api`
 from nectar.core.api.views import api
 from nectar.core.api_keys.views import api_keys
+from nectar.core.builder.views import workflow_pages
 from nectar.core.dashboard import dashboard
 from nectar.core.endpoints.serve import NoSessionForTenantEndpoints, TenantEndpointCalls, tenant_endpoints
 from nectar.core.extensions import csrf, login_manager
 from nectar.core.orgs.views import orgs
 from nectar.core.provisioning.views import service_api
 from nectar.core.workflows.outbound import OutboundPolicy
-from nectar.core.workflows.views import workflow_pages
 from nectar.schema.migrate import head_revision
 from nectar.shared.config import Service, Settings, load_settings
 from nectar.shared.encryption import key_ring

@@ -21,15 +21,19 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from werkzeug.http import HTTP_STATUS_CODES
 from werkzeug.wrappers import Request
 
+from nectar.core.builder.service import version_of
 from nectar.core.endpoints import service
-from nectar.core.endpoints.recorder import RecordingFailed, RunWriter, new_run_id, rate_key, run_writer
 from nectar.core.endpoints.routing import route_table
 from nectar.core.extensions import csrf
+from nectar.core.integrations.service import signature_valid
+from nectar.core.runs.queries import run_for_key
+from nectar.core.runs.records import FinishedRun, RunRequest
+from nectar.core.runs.runner import CollectingEffects, run_version
+from nectar.core.runs.writer import RecordingFailed, RunWriter, new_run_id, rate_key, run_writer
 from nectar.core.workflows.engine import Response as WorkflowResponse
 from nectar.core.workflows.engine import execute
 from nectar.core.workflows.expressions import ExpressionError, check_size, json_bytes
-from nectar.core.workflows.runner import CollectingEffects, run_version
-from nectar.core.workflows.service import FinishedRun, RunRequest, run_for_key
+from nectar.schema.models import IntegrationConnection, Organization, Workflow
 from nectar.shared.database import db, scope_session
 from nectar.shared.web import UNEXPECTED_ERROR, keeps_raw_input, problem, security_headers
 
@@ -123,10 +127,6 @@ def _answer(request_: Request, org_id: uuid.UUID, path: str) -> Response | RunAn
 @tenant_endpoints.post("/<uuid:org_id>/_hooks/<uuid:connection_id>")
 def incoming_webhook(org_id: uuid.UUID, connection_id: uuid.UUID):
     """An incoming-webhook connection: a signed POST starts its workflow."""
-    from nectar.core.integrations.service import signature_valid
-    from nectar.core.workflows.service import version_of
-    from nectar.schema.models import IntegrationConnection, Organization, Workflow
-
     raw = request.get_data()  # bounded by Flask's MAX_CONTENT_LENGTH; the signature covers it
     body = _parsed_body(request, raw)
     scope_session(db.session, org_id=org_id)
@@ -340,7 +340,7 @@ def _sandboxed(response):
 
 def _call(org_id: uuid.UUID, route: service.Route, trigger: dict, window: int, writer: RunWriter):
     """The hot path: no query before the workflow runs (the route is in memory), and its run is
-    written with others' in one round trip just after the answer (recorder.py)."""
+    written with others' in one round trip just after the answer (runs/writer.py)."""
     effects = CollectingEffects(lambda: _scoped_session(org_id), current_app.config["NECTAR_OUTBOUND_POLICY"])
     endpoint = route.endpoint
     request_ = RunRequest(endpoint.workflow_id, endpoint.version_id, "http", trigger)

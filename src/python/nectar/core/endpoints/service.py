@@ -1,5 +1,5 @@
 """Tenant API endpoints: `METHOD /path/{param}` bound to a workflow, served at /e/<org id>/<path>
-(serve.py; routing.py finds a call's endpoint, recorder.py writes its run)."""
+(serve.py; routing.py finds a call's endpoint, runs/writer.py writes its run)."""
 
 from __future__ import annotations
 

@@ -16,6 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from nectar.core.access import ROLE_RANK, OrgContext, PermissionDenied
+from nectar.core.accounts.service import normalize_email
 from nectar.schema.models import ApiKey, Invitation, Membership, Organization, User
 from nectar.shared.database import scope_session, tenant_scope, user_scope
 from nectar.shared.mail import Email, queue_email
@@ -165,8 +166,6 @@ def invite(
     session: Session, ctx: OrgContext, inviter_id: uuid.UUID, email: str, role: str, accept_link
 ) -> Invitation:
     from flask import current_app
-
-    from nectar.core.accounts.service import normalize_email
 
     _require(ctx, "admin", "invite people")
     if role not in ROLE_RANK:

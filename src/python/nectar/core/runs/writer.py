@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import psycopg
 from sqlalchemy.engine import Engine
 
-from nectar.core.workflows.service import RECORD_RUNS_SQL, FinishedRun, record_runs_params, run_record_json
+from nectar.core.runs.records import RECORD_RUNS_SQL, FinishedRun, record_runs_params, run_record_json
 from nectar.shared.database import SET_TENANT_SQL, in_one_round_trip, one_per_database
 from nectar.shared.mail import OUTBOX_INSERT_SQL, Email, outbox_params
 

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from sqlalchemy import select, update
+from nectar.shared.database import scope_session
+from nectar.schema.models import WorkflowRun, WorkflowVersion
+from nectar.core.integrations.service import authorize, connection_named
 import time
 import uuid
 from collections.abc import Callable
@@ -11,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from nectar.core.workflows import outbound
 from nectar.core.workflows.engine import SYNC_LIMITS, Limits, RunOutcome, execute
-from nectar.core.workflows.service import RunRequest, complete_run, record_run
+from nectar.core.runs.records import RunRequest, complete_run, record_run
 from nectar.shared.mail import Email, queue_email
 
 
@@ -32,8 +36,6 @@ class LiveEffects:
     def http(self, step: dict, request: dict) -> dict:
         url, headers = request["url"], request["headers"]
         if step.get("connection"):
-            from nectar.core.integrations.service import authorize, connection_named
-
             connection = connection_named(self.session, step["connection"])
             if connection is None:
                 raise ValueError(f"no connection named {step['connection']!r} in this organization")
@@ -75,11 +77,6 @@ def run_queued(session: Session, org_id: uuid.UUID, run_id: uuid.UUID, *, limits
     """Executes a queued run (the worker's part): marks it running, runs it, completes it. A run
     found already `running` belonged to a worker that died mid-way: it is failed, not repeated,
     since its steps may have had effects. Nothing here raises for a workflow's own failures."""
-    from sqlalchemy import select, update
-
-    from nectar.schema.models import WorkflowRun, WorkflowVersion
-    from nectar.shared.database import scope_session
-
     scope_session(session, org_id=org_id)
     run = session.scalar(select(WorkflowRun).where(WorkflowRun.id == run_id).with_for_update())
     if run is None or run.status not in ("queued", "running"):

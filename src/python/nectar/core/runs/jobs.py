@@ -14,7 +14,7 @@ from sqlalchemy import select, text, update
 
 from nectar.core.workflows.engine import ASYNC_LIMITS
 from nectar.core.workflows.expressions import json_safe
-from nectar.core.workflows.runner import run_queued
+from nectar.core.runs.runner import run_queued
 from nectar.schema.models import Workflow, WorkflowRun, WorkflowSchedule
 from nectar.shared.database import db, scope_session
 from nectar.shared.jobs import add_queue_upkeep, enqueue

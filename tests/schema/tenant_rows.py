@@ -76,6 +76,15 @@ def workflow_run(conn, org, parents):
     )
 
 
+def workflow_run_checkpoint(conn, org, parents):
+    return _insert(
+        conn,
+        "INSERT INTO workflow_run_checkpoints (org_id, run_id, step_key, status) "
+        "VALUES (%s, %s, %s, 'succeeded') RETURNING step_key",
+        (org, parents["run"], f"step_{uuid.uuid4().hex[:8]}"),
+    )
+
+
 def endpoint(conn, org, parents):
     return _insert(
         conn,
@@ -100,6 +109,7 @@ ROW_BUILDERS: dict[str, RowBuilder] = {
     "workflows": workflow,
     "workflow_versions": workflow_version,
     "workflow_runs": workflow_run,
+    "workflow_run_checkpoints": workflow_run_checkpoint,
     "endpoints": endpoint,
     "integration_connections": integration_connection,
 }
@@ -121,7 +131,7 @@ def seed_tenant(conn: psycopg.Connection, org: uuid.UUID) -> dict:
         (org, parents["workflow"]),
     )
     parents["run"] = workflow_run(conn, org, parents)
-    for table in ("invitations", "api_keys", "endpoints", "integration_connections"):
+    for table in ("invitations", "api_keys", "endpoints", "integration_connections", "workflow_run_checkpoints"):
         ROW_BUILDERS[table](conn, org, parents)
     return parents
 

@@ -15,8 +15,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from nectar.core.access import OrgContext, PermissionDenied
-from nectar.core.workflows.definition import Problem, validate
 from nectar.core.runs.jobs import sync_schedule
+from nectar.core.workflows.definition import Problem, validate
 from nectar.schema.models import Workflow, WorkflowVersion
 
 

@@ -3,16 +3,16 @@ test console. The builder and console talk to /api/v1 with the session and its C
 
 from __future__ import annotations
 
-from nectar.core.integrations import service as integrations
 import uuid
 
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 from flask_login import current_user
 
 from nectar.core.access import current_org, org_required
-from nectar.core.endpoints import service as endpoints
-from nectar.core.orgs.forms import ActionForm
 from nectar.core.builder import service
+from nectar.core.endpoints import service as endpoints
+from nectar.core.integrations import service as integrations
+from nectar.core.orgs.forms import ActionForm
 from nectar.core.runs import queries as run_queries
 from nectar.core.workflows.definition import STEP_TYPES
 from nectar.schema.models import WorkflowVersion

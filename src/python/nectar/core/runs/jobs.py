@@ -8,22 +8,25 @@ from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 import procrastinate
+import psycopg
 from croniter import croniter
 from flask import Flask
 from sqlalchemy import select, text, update
+from sqlalchemy.exc import OperationalError
 
+from nectar.core.runs.runner import activate_run
 from nectar.core.workflows.engine import ASYNC_LIMITS
 from nectar.core.workflows.expressions import json_safe
-from nectar.core.runs.runner import run_queued
 from nectar.schema.models import Workflow, WorkflowRun, WorkflowSchedule
 from nectar.shared.database import db, scope_session
 from nectar.shared.jobs import add_queue_upkeep, enqueue
 
 QUEUE = "core"
 RUN_TASK = "core.run_workflow"
+WAKE_TASK = "core.wake_run"
 blueprint = procrastinate.Blueprint()
-# Upkeep: a run whose worker died is handed back (run_queued then records it failed, as it is not
-# safe to redo), and finished jobs are removed after a day.
+# Upkeep: a run whose worker died is handed back (activate_run resumes it from its journal), and
+# finished jobs are removed after a day.
 RETRY_STALLED_TASK = add_queue_upkeep(blueprint, QUEUE)
 _flask_app: Flask | None = None
 
@@ -61,18 +64,56 @@ def queue_run(
         )
     )
     session.flush()
-    enqueue(session, RUN_TASK, {"org_id": str(org_id), "run_id": str(run_id)}, queue=QUEUE)
+    schedule_activation(session, org_id, run_id)
     return run_id
 
 
-@blueprint.task(
-    name=RUN_TASK, queue=QUEUE, retry=procrastinate.RetryStrategy(max_attempts=5, exponential_wait=2)
-)
+def schedule_activation(session, org_id: uuid.UUID, run_id: uuid.UUID, at: datetime | None = None) -> None:
+    """Queues the run's next activation (now, or at `at`) in the caller's transaction.
+
+    Activations of one run share a procrastinate lock, so they never overlap, whoever queued them.
+    A job waiting for its lock also holds back every later job with that lock, so a wake-up for
+    later is a lock-free job of its own that queues the activation when its time comes: a timeout
+    thirty days away never delays the event that arrives first."""
+    args = {"org_id": str(org_id), "run_id": str(run_id)}
+    if at is not None and at > datetime.now(UTC):
+        enqueue(session, WAKE_TASK, args, queue=QUEUE, scheduled_at=at)
+    else:
+        enqueue(session, RUN_TASK, args, queue=QUEUE, lock=f"run:{run_id}")
+
+
+@blueprint.task(name=WAKE_TASK, queue=QUEUE, retry=procrastinate.RetryStrategy(max_attempts=10, wait=5))
+def wake_run(org_id: str, run_id: str) -> None:
+    assert _flask_app is not None, "bind(app) before running the worker"
+    with _flask_app.app_context():
+        try:
+            schedule_activation(db.session, uuid.UUID(org_id), uuid.UUID(run_id))
+            db.session.commit()
+        finally:
+            db.session.remove()
+
+
+class ActivationRetry(procrastinate.BaseRetryStrategy):
+    """An activation that lost the database is retried for as long as the outage lasts (the run
+    resumes from its journal); any other error a few times (a run's own failures never raise)."""
+
+    def get_retry_decision(self, *, exception: BaseException, job) -> procrastinate.RetryDecision | None:
+        if isinstance(exception, OperationalError | psycopg.OperationalError):
+            return procrastinate.RetryDecision(retry_in={"seconds": min(60, 2 ** min(job.attempts, 6))})
+        if job.attempts >= 5:
+            return None
+        return procrastinate.RetryDecision(retry_in={"seconds": 2 ** (job.attempts + 1)})
+
+
+@blueprint.task(name=RUN_TASK, queue=QUEUE, retry=ActivationRetry())
 def run_workflow(org_id: str, run_id: str) -> None:
     assert _flask_app is not None, "bind(app) before running the worker"
     with _flask_app.app_context():
         try:
-            run_queued(db.session, uuid.UUID(org_id), uuid.UUID(run_id), limits=ASYNC_LIMITS)
+            org, run = uuid.UUID(org_id), uuid.UUID(run_id)
+            outcome = activate_run(db.session, org, run, limits=ASYNC_LIMITS)
+            if outcome is not None and outcome.status == "waiting" and outcome.wake_at is not None:
+                schedule_activation(db.session, org, run, outcome.wake_at)
             db.session.commit()
         finally:
             db.session.remove()

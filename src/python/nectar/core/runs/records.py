@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 
 from sqlalchemy.orm import Session
 
-from nectar.core.workflows.engine import RunOutcome
+from nectar.core.workflows.engine import RunOutcome, StepRecord
 from nectar.core.workflows.expressions import json_safe, json_text
 
 
@@ -22,7 +23,7 @@ class RunRequest:
     rerun_of: uuid.UUID | None = None
 
 
-def _dumps(value) -> str:
+def jsonb_text(value) -> str:
     """JSON for a jsonb parameter. jsonb refuses NUL characters; json_safe's slower walk drops them
     only when the text shows one."""
     text = json_text(value)
@@ -65,22 +66,32 @@ def _outcome_row(outcome: RunOutcome) -> dict:
         "started_at": outcome.started_at,
         "finished_at": outcome.finished_at,
         "duration_ms": outcome.duration_ms,
-        "steps": [
-            {
-                "step_id": s.step_id,
-                "step_type": s.step_type,
-                "position": s.position,
-                "attempt": s.attempt,
-                "status": s.status,
-                "input": s.input,
-                "output": s.output,
-                "error": s.error,
-                "started_at": s.started_at,
-                "finished_at": s.finished_at,
-            }
-            for s in outcome.steps
-        ],
+        "steps": [record_json(s) for s in outcome.steps],
     }
+
+
+def record_json(record: StepRecord) -> dict:
+    """A step's entry in its run's trace, as the `steps` column holds it."""
+    return {
+        "step_id": record.step_id,
+        "step_type": record.step_type,
+        "position": record.position,
+        "attempt": record.attempt,
+        "status": record.status,
+        "input": record.input,
+        "output": record.output,
+        "error": record.error,
+        "started_at": record.started_at,
+        "finished_at": record.finished_at,
+    }
+
+
+def record_from_json(data: dict | None) -> StepRecord | None:
+    """The StepRecord of a trace entry read back (its times are ISO 8601 text in jsonb)."""
+    if data is None:
+        return None
+    started, finished = (datetime.fromisoformat(data[f]) for f in ("started_at", "finished_at"))
+    return StepRecord(**{**data, "started_at": started, "finished_at": finished})
 
 
 _OUTCOME_FIELDS = (
@@ -110,7 +121,7 @@ RECORD_RUNS_SQL = f"""
 def run_record_json(run: FinishedRun) -> str:
     """A run as RECORD_RUNS_SQL reads it, in JSON. The endpoint hot path makes it as soon as the
     call is answered, so what waits to be written is one string, not the run's objects."""
-    return _dumps(_run_row(run))
+    return jsonb_text(_run_row(run))
 
 
 def record_runs_params(record_jsons: list[str], rate_bucket: tuple[str, int] | None = None) -> dict:
@@ -139,16 +150,37 @@ def record_run(
     return run.id
 
 
+# A run that waited keeps the time it first started; its duration runs from then.
 _COMPLETE_RUN_SQL = f"""
-    UPDATE workflow_runs SET status = r.status, output = r.output, error = r.error, started_at = r.started_at,
-           finished_at = r.finished_at, duration_ms = r.duration_ms, steps = r.steps
+    UPDATE workflow_runs SET status = r.status, output = r.output, error = r.error,
+           started_at = COALESCE(workflow_runs.started_at, r.started_at), finished_at = r.finished_at,
+           duration_ms = (EXTRACT(EPOCH FROM r.finished_at - COALESCE(workflow_runs.started_at, r.started_at))
+                          * 1000)::int,
+           steps = r.steps, wake_at = NULL, waiting_for = NULL
     FROM jsonb_to_record(CAST(%(outcome)s AS jsonb)) AS r({_OUTCOME_FIELDS})
     WHERE id = %(id)s
 """  # noqa: S608 - only the constant column list is filled in
 
+_SUSPEND_RUN_SQL = """
+    UPDATE workflow_runs SET status = 'waiting', wake_at = %(wake_at)s, waiting_for = CAST(%(waiting_for)s AS jsonb),
+           steps = CAST(%(steps)s AS jsonb), started_at = COALESCE(started_at, %(started_at)s)
+    WHERE id = %(id)s
+"""
+
 
 def complete_run(session: Session, run_id: uuid.UUID, outcome: RunOutcome) -> None:
-    """Writes a queued run's outcome and steps in one statement."""
+    """Writes a queued run's outcome and steps in one statement: finished, or waiting (with when to
+    wake it and what it waits for)."""
+    if outcome.status == "waiting":
+        params = {
+            "id": run_id,
+            "wake_at": outcome.wake_at,
+            "waiting_for": jsonb_text(outcome.waiting_for),
+            "steps": jsonb_text([record_json(s) for s in outcome.steps]),
+            "started_at": outcome.started_at,
+        }
+        session.connection().exec_driver_sql(_SUSPEND_RUN_SQL, params)
+        return
     session.connection().exec_driver_sql(
-        _COMPLETE_RUN_SQL, {"id": run_id, "outcome": _dumps(_outcome_row(outcome))}
+        _COMPLETE_RUN_SQL, {"id": run_id, "outcome": jsonb_text(_outcome_row(outcome))}
     )

@@ -1,22 +1,26 @@
-"""Running a stored workflow version for real: live effects, then one statement to record the run."""
+"""Running a stored workflow version for real: live effects, then one statement to record the run
+(endpoint calls and tests), or an activation of a durable run from its journal (the worker)."""
 
 from __future__ import annotations
 
-from sqlalchemy import select, update
-from nectar.shared.database import scope_session
-from nectar.schema.models import WorkflowRun, WorkflowVersion
-from nectar.core.integrations.service import authorize, connection_named
 import time
 import uuid
 from collections.abc import Callable
+from datetime import UTC, datetime
 
 from flask import current_app
+from sqlalchemy import select, update
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session
 
+from nectar.core.integrations.service import authorize, connection_named
+from nectar.core.runs.journal import RunJournal
+from nectar.core.runs.records import RunRequest, complete_run, record_run
 from nectar.core.workflows import outbound
 from nectar.core.workflows.engine import SYNC_LIMITS, Limits, RunOutcome, execute
-from nectar.core.runs.records import RunRequest, complete_run, record_run
-from nectar.shared.mail import Email, queue_email
+from nectar.schema.models import WorkflowRun, WorkflowVersion
+from nectar.shared.database import scope_session
+from nectar.shared.mail import Email, queue_email, queue_email_once
 
 
 class LiveEffects:
@@ -50,8 +54,14 @@ class LiveEffects:
             timeout=request["timeout_seconds"],
         ).as_dict()
 
-    def email(self, to: str, subject: str, body: str) -> None:
-        queue_email(self.session, Email(to=to, subject=subject, body_text=body, category="workflow"))
+    def email(self, to: str, subject: str, body: str, *, dedupe_key: str | None = None) -> None:
+        """Queues the message in the run's transaction; with a dedupe key (a durable run's step),
+        a message queued before under that key stays the only one."""
+        email = Email(to=to, subject=subject, body_text=body, category="workflow", dedupe_key=dedupe_key)
+        if dedupe_key:
+            queue_email_once(self.session, email)
+        else:
+            queue_email(self.session, email)
 
     def sleep(self, seconds: float) -> None:
         time.sleep(seconds)
@@ -64,7 +74,7 @@ class CollectingEffects(LiveEffects):
         super().__init__(session_of, policy)
         self.emails: list[Email] = []
 
-    def email(self, to: str, subject: str, body: str) -> None:
+    def email(self, to: str, subject: str, body: str, *, dedupe_key: str | None = None) -> None:
         to, subject, body = (text.replace("\x00", "") for text in (to, subject, body))  # text cannot hold NUL
         self.emails.append(Email(to=to, subject=subject, body_text=body, category="workflow"))
 
@@ -73,20 +83,27 @@ def outbound_policy() -> outbound.OutboundPolicy:
     return current_app.config["NECTAR_OUTBOUND_POLICY"]
 
 
-def run_queued(session: Session, org_id: uuid.UUID, run_id: uuid.UUID, *, limits: Limits) -> None:
-    """Executes a queued run (the worker's part): marks it running, runs it, completes it. A run
-    found already `running` belonged to a worker that died mid-way: it is failed, not repeated,
-    since its steps may have had effects. Nothing here raises for a workflow's own failures."""
+FINAL_STATUSES = ("succeeded", "failed", "cancelled")
+
+
+def activate_run(
+    session: Session,
+    org_id: uuid.UUID,
+    run_id: uuid.UUID,
+    *,
+    limits: Limits,
+    now: Callable[[], datetime] | None = None,
+) -> RunOutcome | None:
+    """Takes a queued or waiting run as far as it can go now (the worker's part), resuming from its
+    journal: a run whose worker died goes on where its journal ends, repeating no effect it had
+    recorded. Its outcome (finished, or waiting until `wake_at`) is written but not committed, so
+    the caller can schedule the next activation in the same transaction. None when there was
+    nothing to do. A workflow's own failures end as a failed run; the database's raise, and the
+    job is retried."""
     scope_session(session, org_id=org_id)
     run = session.scalar(select(WorkflowRun).where(WorkflowRun.id == run_id).with_for_update())
-    if run is None or run.status not in ("queued", "running"):
-        return  # already finished, or removed
-    if run.status == "running":
-        run.status, run.error = (
-            "failed",
-            "the worker stopped while running it; start it again if that is safe",
-        )
-        return
+    if run is None or run.status in FINAL_STATUSES:
+        return None  # already finished, or removed
     run.status = "running"
     session.commit()
     definition = session.get(WorkflowVersion, run.version_id).definition
@@ -97,19 +114,32 @@ def run_queued(session: Session, org_id: uuid.UUID, run_id: uuid.UUID, *, limits
             LiveEffects(lambda: session, outbound_policy()),
             limits=limits,
             mode="async",
+            journal=RunJournal(session, org_id, run_id),
+            now=now or (lambda: datetime.now(UTC)),
         )
         complete_run(session, run_id, outcome)
+        return outcome
+    except DBAPIError as error:
+        if error.connection_invalidated or isinstance(error, OperationalError):
+            raise  # the database went away: the job is retried and the run resumes from its journal
+        return _fail(session, org_id, run_id, error)
     except Exception as error:  # noqa: BLE001 - a run must end recorded, whatever broke
-        session.rollback()
-        scope_session(session, org_id=org_id)
-        session.execute(
-            update(WorkflowRun)
-            .where(WorkflowRun.id == run_id)
-            .values(
-                status="failed",
-                error=f"the run could not be completed: {type(error).__name__}: {error}"[:2000],
-            )
+        return _fail(session, org_id, run_id, error)
+
+
+def _fail(session: Session, org_id: uuid.UUID, run_id: uuid.UUID, error: Exception) -> None:
+    session.rollback()
+    scope_session(session, org_id=org_id)
+    session.execute(
+        update(WorkflowRun)
+        .where(WorkflowRun.id == run_id)
+        .values(
+            status="failed",
+            error=f"the run could not be completed: {type(error).__name__}: {error}"[:2000],
+            wake_at=None,
+            waiting_for=None,
         )
+    )
 
 
 def run_version(

@@ -17,7 +17,18 @@ from jsonschema import Draft202012Validator
 
 from nectar.core.workflows.expressions import ExpressionError, expressions_in
 
-STEP_TYPES = ("http_request", "transform", "condition", "for_each", "set", "delay", "send_email", "respond")
+STEP_TYPES = (
+    "http_request",
+    "transform",
+    "condition",
+    "for_each",
+    "set",
+    "wait",
+    "delay",
+    "send_email",
+    "respond",
+)
+MAX_WAIT_SECONDS = 30 * 86400
 MAX_STEPS_IN_DOCUMENT = 200
 MAX_FOR_EACH_ITEMS = 1000
 
@@ -115,6 +126,27 @@ WORKFLOW_SCHEMA: dict = {
                 {
                     "if": {"properties": {"type": {"const": "set"}}},
                     "then": {"required": ["values"], "properties": {"values": {"type": "object"}}},
+                },
+                {
+                    "if": {"properties": {"type": {"const": "wait"}}},
+                    "then": {
+                        "description": "Pauses an asynchronous run for a duration or until a time, up to 30 days, "
+                        "holding no worker.",
+                        "oneOf": [{"required": ["seconds"]}, {"required": ["until"]}],
+                        "properties": {
+                            "seconds": {
+                                "type": "number",
+                                "minimum": 0,
+                                "maximum": MAX_WAIT_SECONDS,
+                                "description": "How long to wait.",
+                            },
+                            "until": {
+                                "type": "string",
+                                "maxLength": 2000,
+                                "description": "An ISO 8601 time with its zone, or a {{ }} template giving one.",
+                            },
+                        },
+                    },
                 },
                 {
                     "if": {"properties": {"type": {"const": "delay"}}},
@@ -225,7 +257,7 @@ def _expression_fields(step: dict) -> Iterator[tuple[str, str]]:
         yield "if", "{{" + step["if"] + "}}"
     if step["type"] == "for_each":
         yield "items", "{{" + step["items"] + "}}"
-    for field in ("url", "to", "subject", "body"):
+    for field in ("url", "to", "subject", "body", "until"):
         if isinstance(step.get(field), str):
             yield field, step[field]
 

@@ -4,17 +4,25 @@ is tested without a server and the same code serves endpoint calls and backgroun
 The context every expression sees: `trigger` (the input), `steps` (each finished step's output by
 id), `vars` (set by `set` steps), and inside loops `item` and `index`, inside `on_error` `error`.
 Any failure becomes a failed run with a clear error; nothing here raises to the caller.
+
+Durable runs (asynchronous ones) replay: each activation executes the document from the start,
+and every step with an outside effect or a wait first asks the run's `Journal` whether it has
+finished before. If it has, its recorded output stands in for doing it again; if not, it is done
+and saved to the journal before the run goes on. Everything between those steps is a pure
+function of the trigger and the journal, so a run resumed on any worker after any crash reaches
+the same point with the same context, and repeats no email or request it had recorded. A wait
+that is not over yet ends the activation as `waiting`, holding no worker.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
-from nectar.core.workflows.definition import MAX_FOR_EACH_ITEMS
+from nectar.core.workflows.definition import MAX_FOR_EACH_ITEMS, MAX_WAIT_SECONDS
 from nectar.core.workflows.expressions import ExpressionError, check_size, evaluate, json_bytes, render
 from nectar.core.workflows.outbound import OutboundRefused
 
@@ -30,10 +38,15 @@ SYNC_LIMITS = Limits()
 ASYNC_LIMITS = Limits(max_steps=2000, time_limit_seconds=900.0)
 
 
+MAX_WAIT = timedelta(seconds=MAX_WAIT_SECONDS)
+# Steps that act on the world or wait: a durable run journals each one, so a replay never repeats it.
+DURABLE_STEP_TYPES = frozenset({"http_request", "send_email", "wait", "delay"})
+
+
 class Effects(Protocol):
     def http(self, step: dict, request: dict) -> dict: ...
 
-    def email(self, to: str, subject: str, body: str) -> None: ...
+    def email(self, to: str, subject: str, body: str, *, dedupe_key: str | None = None) -> None: ...
 
     def sleep(self, seconds: float) -> None: ...
 
@@ -61,17 +74,61 @@ class Response:
 
 @dataclass
 class RunOutcome:
-    status: str  # succeeded | failed
+    status: str  # succeeded | failed | waiting
     output: Any
     error: str | None
     response: Response | None
     steps: list[StepRecord]
     started_at: datetime
     finished_at: datetime
+    wake_at: datetime | None = None  # waiting: when to activate the run again (None: only when woken)
+    waiting_for: dict | None = None  # waiting: what for, e.g. {"type": "wait", "step": "pause"}
 
     @property
     def duration_ms(self) -> int:
         return int((self.finished_at - self.started_at).total_seconds() * 1000)
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """What a durable step left in its run's journal: finished (succeeded or failed, with its
+    record for the run's trace) or `waiting` (its output says until when)."""
+
+    status: str  # succeeded | failed | waiting
+    output: Any = None
+    error: str | None = None
+    record: StepRecord | None = None
+
+
+class Journal(Protocol):
+    """A run's durable memory of its steps, by step key (the step's id, within loops with each
+    enclosing iteration: `send[3]/notify`)."""
+
+    def recall(self, key: str) -> Checkpoint | None: ...
+
+    def save(self, key: str, checkpoint: Checkpoint) -> None:
+        """Keeps `checkpoint` durably, together with whatever the step queued in the same
+        transaction (its email), before the run goes on."""
+
+    def effect_key(self, key: str) -> str | None:
+        """The key an outside system may deduplicate the step's effect by (an HTTP request's
+        Idempotency-Key, an email's dedupe key): the same for every replay of this run's step."""
+
+
+class NoJournal:
+    """Synchronous runs live in memory: nothing is recalled or kept."""
+
+    def recall(self, key: str) -> Checkpoint | None:
+        return None
+
+    def save(self, key: str, checkpoint: Checkpoint) -> None:
+        pass
+
+    def effect_key(self, key: str) -> str | None:
+        return None
+
+
+NO_JOURNAL = NoJournal()
 
 
 class StepFailed(Exception):
@@ -80,6 +137,14 @@ class StepFailed(Exception):
 
 class RunStopped(Exception):
     """A limit was reached or the document cannot run in this mode: the run fails as a whole."""
+
+
+class Suspended(Exception):
+    """The run waits (for a time, an event or a person): this activation ends here."""
+
+    def __init__(self, wake_at: datetime | None, waiting_for: dict):
+        super().__init__(f"waiting for {waiting_for}")
+        self.wake_at, self.waiting_for = wake_at, waiting_for
 
 
 class _Responded(Exception):
@@ -111,6 +176,8 @@ class Run:
         limits: Limits,
         mode: str,
         clock: Callable[[], float],
+        journal: Journal = NO_JOURNAL,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
     ):
         self.definition, self.effects, self.limits, self.mode, self.clock = (
             definition,
@@ -119,6 +186,7 @@ class Run:
             mode,
             clock,
         )
+        self.journal, self.now = journal, now
         self.context: dict[str, Any] = {"trigger": trigger, "steps": {}, "vars": {}}
         self.records: list[StepRecord] = []
         self.executed = 0
@@ -127,23 +195,35 @@ class Run:
 
     def execute(self) -> RunOutcome:
         started = datetime.now(UTC)
-        status, error, response = "succeeded", None, None
+        status, error, response, suspended = "succeeded", None, None, None
         try:
             self.run_steps(self.definition["steps"], self.context)
         except _Responded as responded:
             response = responded.response
         except (StepFailed, RunStopped) as failure:
             status, error = "failed", str(failure)
+        except Suspended as waiting:
+            status, suspended = "waiting", waiting
         records = [
             record for record in self.records if record is not None
-        ]  # a limit can stop a step before its record
-        return RunOutcome(status, self.last_output, error, response, records, started, datetime.now(UTC))
+        ]  # a limit or a wait can stop a step before its record
+        outcome = RunOutcome(status, self.last_output, error, response, records, started, datetime.now(UTC))
+        if suspended is not None:
+            outcome.wake_at, outcome.waiting_for = suspended.wake_at, suspended.waiting_for
+        return outcome
 
-    def run_steps(self, steps: list[dict], context: dict) -> None:
+    def run_steps(self, steps: list[dict], context: dict, path: str = "") -> None:
+        """Runs `steps` in order; `path` places them in the run (inside loops: each iteration)."""
         for step in steps:
-            self.run_step(step, context)
+            self.run_step(step, context, path)
 
-    def run_step(self, step: dict, context: dict) -> None:
+    def run_step(self, step: dict, context: dict, path: str = "") -> None:
+        key = path + step["id"]
+        durable = step["type"] in DURABLE_STEP_TYPES
+        saved = self.journal.recall(key) if durable else None
+        if saved is not None and saved.status != "waiting":
+            self._replay(step, context, path, saved)
+            return
         retry = step.get("retry", {})
         attempts = retry.get("attempts", 1)
         delay = retry.get("backoff_seconds", 1.0)
@@ -154,7 +234,7 @@ class Run:
             self.records.append(None)  # a step's record comes before those of the steps it runs
             step_input = None
             try:
-                step_input, output = self._perform(step, context)
+                step_input, output = self._perform(step, context, key, path)
             except _Responded as responded:
                 body = responded.response.body
                 self._record(position, step, attempt, "succeeded", step_input, body, None, started)
@@ -165,7 +245,9 @@ class Run:
                     self._wait(delay)
                     delay *= retry.get("multiplier", 2.0)
                     continue
-                self._handle_failure(step, context, failure)
+                if durable:
+                    self.journal.save(key, Checkpoint("failed", None, str(failure), self.records[position]))
+                self._handle_failure(step, context, failure, path)
                 return
             try:
                 check_size(output, f"step {step['id']!r}'s output")
@@ -174,17 +256,29 @@ class Run:
                 self._record(position, step, attempt, "failed", step_input, None, str(failure), started)
                 raise StepFailed(str(failure)) from None
             self._record(position, step, attempt, "succeeded", step_input, output, None, started)
+            if durable:
+                self.journal.save(key, Checkpoint("succeeded", output, None, self.records[position]))
             context["steps"][step["id"]] = output
             self.last_output = output
             return
 
-    def _handle_failure(self, step: dict, context: dict, failure: Exception) -> None:
+    def _replay(self, step: dict, context: dict, path: str, saved: Checkpoint) -> None:
+        """A durable step that finished in an earlier activation: its journaled result, again."""
+        self._count_step()
+        self.records.append(replace(saved.record, position=len(self.records)))
+        if saved.status == "failed":
+            self._handle_failure(step, context, StepFailed(saved.error), path)
+            return
+        context["steps"][step["id"]] = saved.output
+        self.last_output = saved.output
+
+    def _handle_failure(self, step: dict, context: dict, failure: Exception, path: str) -> None:
         message = f"step {step['id']!r} ({step['type']}) failed: {failure}"
         if "on_error" not in step:
             raise StepFailed(message)
         context["error"] = {"step": step["id"], "message": str(failure)}
         context["steps"][step["id"]] = None
-        self.run_steps(step["on_error"], context)
+        self.run_steps(step["on_error"], context, path)
         context.pop("error", None)
 
     def _count_step(self) -> None:
@@ -216,7 +310,7 @@ class Run:
             finished_at=datetime.now(UTC),
         )
 
-    def _perform(self, step: dict, context: dict) -> tuple[Any, Any]:
+    def _perform(self, step: dict, context: dict, key: str, path: str) -> tuple[Any, Any]:
         kind = step["type"]
         if kind == "transform":
             return {"expression": step["expression"]}, evaluate(step["expression"], context)
@@ -227,10 +321,10 @@ class Run:
         if kind == "condition":
             value = evaluate(step["if"], context)
             branch = "then" if _truthy(value) else "else"
-            self.run_steps(step.get(branch, []), context)
+            self.run_steps(step.get(branch, []), context, path)
             return {"if": step["if"], "value": value}, {"branch": branch}
         if kind == "for_each":
-            return self._for_each(step, context)
+            return self._for_each(step, context, path)
         if kind == "http_request":
             request = {
                 "method": step.get("method", "GET"),
@@ -242,21 +336,22 @@ class Run:
                     step.get("timeout_seconds", 10), max(0.1, self.deadline - self.clock())
                 ),
             }
+            if (effect_key := self.journal.effect_key(key)) is not None:
+                # A resumed run may send a request whose answer it never recorded; a target that
+                # honours the key sees it once.
+                request["headers"] = {"Idempotency-Key": effect_key, **request["headers"]}
             result = self.effects.http(step, request)
             if result["status"] >= 400:
                 raise StepFailed(f"{request['method']} {request['url']} answered {result['status']}")
             return {k: v for k, v in request.items() if k != "headers"}, result
         if kind == "send_email":
             message = {key: str(render(step[key], context)) for key in ("to", "subject", "body")}
-            self.effects.email(message["to"], message["subject"], message["body"])
+            self.effects.email(
+                message["to"], message["subject"], message["body"], dedupe_key=self.journal.effect_key(key)
+            )
             return message, {"queued": True, "to": message["to"]}
-        if kind == "delay":
-            if self.mode != "async":
-                raise RunStopped(
-                    "a delay step needs an asynchronous run (manual or scheduled), not an endpoint call"
-                )
-            self._wait(float(step["seconds"]))
-            return {"seconds": step["seconds"]}, {"waited": step["seconds"]}
+        if kind in ("wait", "delay"):
+            return self._wait_step(step, context, key)
         if kind == "respond":
             status = render(step.get("status", 200), context)
             try:
@@ -272,7 +367,41 @@ class Run:
             raise _Responded(Response(status, headers, body))
         raise RunStopped(f"unknown step type {kind!r}")
 
-    def _for_each(self, step: dict, context: dict) -> tuple[Any, Any]:
+    def _wait_step(self, step: dict, context: dict, key: str) -> tuple[Any, Any]:
+        """Until its time has come, the run is suspended (no worker held); the time is fixed the
+        first time the step is reached, so every replay waits for the same moment."""
+        if self.mode != "async":
+            raise RunStopped(
+                f"a {step['type']} step needs an asynchronous run (manual or scheduled), not an endpoint call"
+            )
+        started = self.journal.recall(key)
+        if started is None:
+            until = self._wake_time(step, context)
+            self.journal.save(key, Checkpoint("waiting", {"until": until.isoformat()}))
+        else:
+            until = datetime.fromisoformat(started.output["until"])
+        step_input = {"until": until.isoformat()}
+        if self.now() < until:
+            raise Suspended(until, {"type": "wait", "step": step["id"], "until": until.isoformat()})
+        return step_input, {"waited_until": until.isoformat()}
+
+    def _wake_time(self, step: dict, context: dict) -> datetime:
+        now = self.now()
+        if "until" in step:
+            text = render(step["until"], context)
+            try:
+                until = datetime.fromisoformat(str(text))
+            except ValueError:
+                raise StepFailed(f"until must be an ISO 8601 time, got {text!r}") from None
+            if until.tzinfo is None:
+                raise StepFailed(f"until must say its time zone (e.g. 2027-01-31T09:00:00Z), got {text!r}")
+        else:
+            until = now + timedelta(seconds=float(step["seconds"]))
+        if until - now > MAX_WAIT:
+            raise StepFailed(f"a run waits at most {MAX_WAIT.days} days; {until.isoformat()} is later")
+        return until
+
+    def _for_each(self, step: dict, context: dict, path: str) -> tuple[Any, Any]:
         items = evaluate(step["items"], context)
         if not isinstance(items, list):
             raise StepFailed(f"items must be a list, got {type(items).__name__}")
@@ -282,7 +411,7 @@ class Run:
         results = []
         for index, item in enumerate(items):
             inner = {**context, "item": item, "index": index, "steps": dict(context["steps"])}
-            self.run_steps(step["steps"], inner)
+            self.run_steps(step["steps"], inner, f"{path}{step['id']}[{index}]/")
             last = step["steps"][-1]["id"] if step["steps"] else None
             results.append(inner["steps"].get(last) if last else None)
             context["vars"] = inner["vars"]
@@ -306,6 +435,10 @@ def execute(
     limits: Limits = SYNC_LIMITS,
     mode: str = "sync",
     clock: Callable[[], float] = time.monotonic,
+    journal: Journal = NO_JOURNAL,
+    now: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> RunOutcome:
-    """Runs `definition` with `trigger` as input. Never raises: failures are a failed outcome."""
-    return Run(definition, trigger, effects, limits, mode, clock).execute()
+    """Runs `definition` with `trigger` as input, resuming from `journal` (durable runs). Never
+    raises: failures are a failed outcome, a wait not over yet a waiting one. `clock` measures the
+    time limit; `now` is the wall clock waits are set by."""
+    return Run(definition, trigger, effects, limits, mode, clock, journal, now).execute()

@@ -25,6 +25,7 @@ from nectar.schema.models.workflows import (
     Endpoint,
     Workflow,
     WorkflowRun,
+    WorkflowRunCheckpoint,
     WorkflowSchedule,
     WorkflowVersion,
 )
@@ -56,6 +57,7 @@ __all__ = [
     "UserSession",
     "Workflow",
     "WorkflowRun",
+    "WorkflowRunCheckpoint",
     "WorkflowSchedule",
     "WorkflowVersion",
 ]

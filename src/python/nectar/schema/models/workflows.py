@@ -32,7 +32,8 @@ from nectar.schema.models.columns import (
 )
 from nectar.shared.database import Base
 
-RUN_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
+RUN_STATUSES = ("queued", "running", "waiting", "succeeded", "failed", "cancelled")
+CHECKPOINT_STATUSES = ("succeeded", "failed", "waiting")
 
 
 class Workflow(Base):
@@ -127,6 +128,31 @@ class WorkflowRun(Base):
     # started_at, finished_at), kept with its run: one row to write per run, and pruning a run
     # prunes its steps.
     steps: Mapped[list] = mapped_column(JSONB, nullable=False, server_default=text("'[]'::jsonb"))
+    # A waiting run: when to activate it again (NULL: only when an event or a person wakes it), and
+    # what it waits for ({"type": "wait", "step": ..., "until": ...}).
+    wake_at: Mapped[datetime | None] = timestamp()
+    waiting_for: Mapped[dict | None] = mapped_column(JSONB)
+
+
+class WorkflowRunCheckpoint(Base):
+    """A durable run's journal: one row per step with an outside effect or a wait, written when
+    the step is done (with the step's email, in one transaction) and read when the run resumes."""
+
+    __tablename__ = "workflow_run_checkpoints"
+    __table_args__ = (
+        same_tenant("run_id", "workflow_runs"),
+        CheckConstraint(f"status IN {CHECKPOINT_STATUSES}", name="status"),
+        tenant_table(),
+    )
+
+    org_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)  # see the foreign key
+    run_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    step_key: Mapped[str] = mapped_column(String(500), primary_key=True)
+    status: Mapped[str] = mapped_column(String(20), nullable=False)
+    output: Mapped[dict | list | None] = mapped_column(JSONB)
+    error: Mapped[str | None] = mapped_column(Text)
+    record: Mapped[dict | None] = mapped_column(JSONB)  # the step's entry in the run's trace
+    saved_at: Mapped[datetime] = created_timestamp()
 
 
 class Endpoint(Base):

@@ -228,24 +228,32 @@ ROUTINE_ACTIONS = {"periodic_task_deferred", "start_job", "job_success"}
 
 
 class WorkerLogFilter(logging.Filter):
-    """What a worker's log leaves out, so that it says what an operator needs once: procrastinate's
-    worker-level records of a database error (a side task that lost its connection, with its
-    traceback), which the outage's one warning replaces; and the routine of periodic upkeep (three
-    lines per run, every few seconds on an idle queue), whose failures are still logged."""
+    """What a worker's log says, so that an operator reads each thing once. A database outage is
+    said by run_worker_through_outages' one warning, so procrastinate's (and asyncio's) records of
+    it are left out: a side task that lost its connection, a job's status that could not be saved,
+    each with its traceback. A job the outage interrupted is still logged, in one line, as a
+    warning (it is retried once the database is back). The routine of periodic upkeep (three lines
+    per run, every few seconds on an idle queue) is left out too; its failures are logged."""
 
     def __init__(self, periodic_tasks: set[str]):
         super().__init__()
         self.periodic_tasks = periodic_tasks
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if not record.name.startswith("procrastinate"):
+        if not record.name.startswith(("procrastinate", "asyncio")):
             return True
         job = getattr(record, "job", None)
-        if job is None:
-            error = record.exc_info[1] if record.exc_info else None
-            return error is None or not is_database_outage(error)
+        error = record.exc_info[1] if record.exc_info else None
+        if error is not None and is_database_outage(error):
+            if job is None:
+                return False
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            record.exc_info, record.exc_text = None, None
+            record.msg = f"{record.getMessage()} ({_one_line(error)})"
+            record.args = None
+            return True
         routine = getattr(record, "action", None) in ROUTINE_ACTIONS
-        return not (routine and job.get("task_name") in self.periodic_tasks)
+        return not (routine and job is not None and job.get("task_name") in self.periodic_tasks)
 
 
 def _quiet_worker_logs(app: procrastinate.App) -> None:

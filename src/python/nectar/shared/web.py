@@ -10,7 +10,7 @@ from collections.abc import Callable
 from http import HTTPStatus
 from urllib.parse import urlsplit
 
-from flask import Blueprint, Flask, current_app, jsonify, make_response, render_template, request, url_for
+from flask import Blueprint, Flask, current_app, jsonify, make_response, request, url_for
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException, InternalServerError
@@ -74,8 +74,22 @@ def error_response(status: int, detail: str | None):
     """The error as the client wants it: a problem document for APIs, a page for browsers."""
     if wants_json():
         return problem(status, detail)
-    page = render_template("error.html", status=status, title=HTTPStatus(status).phrase, detail=detail)
-    return page, status
+    return error_page(status, detail)
+
+
+def error_page(status: int, detail: str | None):
+    """The error page, from the shared layout alone: not through render_template, whose context
+    processors may need the database (Flask-Login loads the signed-in user), which may be what
+    failed."""
+    settings: Settings = current_app.config["NECTAR_SETTINGS"]
+    page = current_app.jinja_env.get_template("error.html").render(
+        status=status,
+        title=HTTPStatus(status).phrase,
+        detail=detail,
+        service_name=str(settings.service),
+        environment=settings.environment,
+    )
+    return make_response(page, status)
 
 
 def _handle_http_error(error: HTTPException):
@@ -110,11 +124,7 @@ def unexpected_error_response(error: Exception, method: str, path: str, *, page:
     else:
         current_app.logger.error("unhandled error on %s %s", method, path, exc_info=error)
         status, detail = 500, UNEXPECTED_ERROR
-    if page:
-        body = render_template("error.html", status=status, title=HTTPStatus(status).phrase, detail=detail)
-        response = make_response(body, status)
-    else:
-        response = problem(status, detail)
+    response = error_page(status, detail) if page else problem(status, detail)
     if status == 503:
         response.headers["Retry-After"] = str(DATABASE_RETRY_AFTER_SECONDS)
     return response

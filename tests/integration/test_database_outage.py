@@ -169,6 +169,22 @@ def test_every_worker_keeps_running_through_an_outage_and_takes_work_queued_afte
         assert all("SMTP_HOST is not set" in line or "ended with status" in line for line in warnings), output
 
 
+def test_a_worker_waiting_for_the_database_stops_at_once_on_ctrl_c(own_database):
+    env = {**os.environ, **own_database.environ(), "PYTHONPATH": os.pathsep.join(sys.path)}
+    worker = WorkerProcess(Service.ADMIN, env)
+    try:
+        worker.wait_for("Starting worker on queues", timeout=60)
+        with Outage(own_database):
+            worker.wait_for(LOST, timeout=30)
+            worker.process.send_signal(signal.SIGINT)
+            # Generous: what matters is that it does not wait for the database to come back.
+            assert worker.process.wait(15) == 0, worker.output
+    finally:
+        if worker.process.poll() is None:
+            worker.process.kill()
+            worker.process.wait()
+
+
 # --- the web -------------------------------------------------------------------------------------
 
 ADMIN_TOKEN = "test-admin-token-0123456789abcdef-0123456789abc"

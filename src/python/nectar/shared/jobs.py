@@ -220,8 +220,8 @@ async def _database_back(connector: JobConnector, stop: asyncio.Event) -> bool:
 def _one_line(error: BaseException) -> str:
     while isinstance(error, ConnectorException) and error.__cause__:
         error = error.__cause__  # procrastinate's own says only "Database error."
-    text_ = str(error).strip()
-    return f"{type(error).__name__}: {text_.splitlines()[0]}" if text_ else type(error).__name__
+    message = str(error).strip()
+    return f"{type(error).__name__}: {message.splitlines()[0]}" if message else type(error).__name__
 
 
 ROUTINE_ACTIONS = {"periodic_task_deferred", "start_job", "job_success"}

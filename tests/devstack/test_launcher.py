@@ -1,4 +1,5 @@
-"""The one-command launcher: starts all three services, stops them on Ctrl-C, fails when one dies."""
+"""The one-command launcher: starts all three services, starts again one that dies, stops them all on
+Ctrl-C."""
 
 import os
 import signal
@@ -99,12 +100,28 @@ def test_runs_all_three_services_with_prefixed_logs_and_stops_on_ctrl_c(launcher
             urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2)  # noqa: S310
 
 
-def test_exits_non_zero_when_a_service_dies(launcher):
+def test_a_service_that_dies_is_started_again_and_sigterm_still_stops_everything(launcher):
     process, ports, lines = launcher
     assert any("Nectar Studio is up" in line for line in lines), "".join(lines)
     core_pid = _child_running(process.pid, "core")
     # Each service runs in its own process group (the launcher's children), so this kills it whole.
     os.killpg(os.getpgid(core_pid), signal.SIGKILL)
+    core = f"http://127.0.0.1:{ports['CORE_PORT']}/healthz"
+    deadline = time.monotonic() + 90
+    while True:
+        assert process.poll() is None, "the launcher stopped"
+        assert time.monotonic() < deadline, "core was not started again"
+        try:
+            if _child_running(process.pid, "core") != core_pid:
+                with urllib.request.urlopen(core, timeout=2) as response:  # noqa: S310 - loopback
+                    assert response.status == 200
+                    break
+        except (AssertionError, OSError):
+            time.sleep(0.5)
+    process.send_signal(signal.SIGTERM)  # as a process supervisor stops it (Ctrl-C: the test above)
     output = _drain(process, lines)
-    assert process.returncode == 1
-    assert "core exited with status" in output
+    assert process.returncode == 0
+    assert output.count("core exited with status -9; starting it again in 1 s") == 1, output
+    for port in ports.values():
+        with pytest.raises(OSError):
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2)  # noqa: S310

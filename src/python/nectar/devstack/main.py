@@ -1,8 +1,11 @@
 """`./pants run :dev`: the whole system on one machine, for development.
 
 Starts (or reuses) the embedded PostgreSQL server unless database URLs are set, migrates it, then runs
-core, marketing and admin as child processes, each line of their output prefixed with the service's
-name. Ctrl-C stops everything it started; a service that dies stops the rest and the exit is non-zero.
+core, marketing and admin and their workers as child processes, each line of their output prefixed
+with the process's name. A child that dies is started again, after 1 s, then twice as long each time
+it dies again soon (at most 30 s), with one line saying so; only a child that refuses its settings
+(exit status 2) while the stack starts ends the launch. Ctrl-C (or SIGTERM) stops everything it
+started.
 """
 
 from __future__ import annotations
@@ -33,6 +36,10 @@ from nectar.shared.embedded_postgres import embedded_server_is_running, ensure_e
 
 READY_TIMEOUT_SECONDS = 90
 STOP_TIMEOUT_SECONDS = 15
+RESTART_FIRST_SECONDS = 1.0
+RESTART_MAX_SECONDS = 30.0
+STABLE_SECONDS = 60  # a child that ran this long before dying starts its backoff afresh
+USAGE_ERROR = 2  # the services' exit status for settings a person must fix
 COLOURS = {Service.CORE: "\033[36m", Service.MARKETING: "\033[35m", Service.ADMIN: "\033[33m"}
 LABEL_WIDTH = 12
 
@@ -56,8 +63,12 @@ class Child:
     service: Service
     command: str
     port: int
-    process: subprocess.Popen
+    environ: dict[str, str]
+    process: subprocess.Popen | None = None
     started: threading.Event = field(default_factory=threading.Event)  # a worker said it runs
+    started_at: float = 0.0
+    restart_at: float | None = None  # when a dead child starts again
+    restart_delay: float = RESTART_FIRST_SECONDS
 
     @property
     def label(self) -> str:
@@ -78,11 +89,11 @@ def _self_command() -> list[str]:
     return [sys.executable, pex] if pex else [sys.executable, "-m", "nectar.devstack.main"]
 
 
-def _relay(child: Child) -> None:
+def _relay(child: Child, process: subprocess.Popen) -> None:
     colour = COLOURS[child.service] if sys.stdout.isatty() else ""
     reset = "\033[0m" if colour else ""
-    assert child.process.stdout is not None
-    for line in child.process.stdout:
+    assert process.stdout is not None
+    for line in process.stdout:
         if WORKER_READY in line:
             child.started.set()
         sys.stdout.write(f"{colour}{child.label:<{LABEL_WIDTH}}{reset} | {line}")
@@ -95,20 +106,52 @@ def _start(service: Service, command: str, environ: dict[str, str]) -> Child:
     if service not in ADMIN_TOKEN_HOLDERS:
         env.pop("CORE_ADMIN_TOKEN", None)  # marketing gets only its own, narrower credential
     env.setdefault("WEB_CONCURRENCY", "1")
-    process = subprocess.Popen(
-        [*_self_command(), "service", str(service), command],
-        env=env,
+    child = Child(service, command, port, env)
+    _spawn(child)
+    return child
+
+
+def _spawn(child: Child) -> None:
+    child.started.clear()
+    child.started_at = time.monotonic()
+    child.process = subprocess.Popen(
+        [*_self_command(), "service", str(child.service), child.command],
+        env=child.environ,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
         start_new_session=True,  # Ctrl-C reaches only the launcher, which stops the children in order
     )
-    child = Child(service, command, port, process)
-    threading.Thread(target=_relay, args=(child,), daemon=True).start()
-    return child
+    threading.Thread(target=_relay, args=(child, child.process), daemon=True).start()
+
+
+def _restart_dead(children: list[Child], *, starting: bool) -> None:
+    """Starts again each child that died, once its backoff has passed; says so once per death.
+    While the stack starts, a child that refuses its settings raises ChildExited: it would refuse
+    them again."""
+    now = time.monotonic()
+    for child in children:
+        status = child.process.poll()
+        if status is None:
+            continue
+        if child.restart_at is None:
+            if starting and status == USAGE_ERROR:
+                raise ChildExited(child)
+            if now - child.started_at >= STABLE_SECONDS:
+                child.restart_delay = RESTART_FIRST_SECONDS
+            child.restart_at = now + child.restart_delay
+            _say(
+                f"{child.label} exited with status {status}; starting it again in {child.restart_delay:.0f} s"
+            )
+            child.restart_delay = min(child.restart_delay * 2, RESTART_MAX_SECONDS)
+        elif now >= child.restart_at:
+            child.restart_at = None
+            _spawn(child)
 
 
 def _ready(child: Child) -> bool:
+    if child.process.poll() is not None:
+        return False
     if child.command != "serve":
         return child.started.is_set()
     try:
@@ -128,10 +171,6 @@ def _stop(children: list[Child]) -> None:
             child.process.wait(max(0.1, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             child.process.kill()
-
-
-def _first_dead(children: list[Child]) -> Child | None:
-    return next((child for child in children if child.process.poll() is not None), None)
 
 
 def launch() -> int:
@@ -162,8 +201,7 @@ def launch() -> int:
         pending = list(children)
         deadline = time.monotonic() + READY_TIMEOUT_SECONDS
         while pending and not stopping.is_set():
-            if dead := _first_dead(children):
-                raise ChildExited(dead)
+            _restart_dead(children, starting=True)
             pending = [child for child in pending if not _ready(child)]
             if time.monotonic() > deadline:
                 raise ConfigError(
@@ -178,13 +216,10 @@ def launch() -> int:
                 )
             _say("Ctrl-C stops everything.")
         while not stopping.wait(0.5):
-            if dead := _first_dead(children):
-                raise ChildExited(dead)
+            _restart_dead(children, starting=False)
         _say("stopping...")
     except ChildExited as exited:
-        _say(
-            f"{exited.child.service} exited with status {exited.child.process.returncode}; stopping the others"
-        )
+        _say(f"{exited.child.label} refused its settings (status {USAGE_ERROR}); stopping the others")
         exit_code = 1
     finally:
         _stop(children)

@@ -9,6 +9,7 @@ tenant into the next request. No scope means no rows: the policies match nothing
 from __future__ import annotations
 
 import os
+import select
 import threading
 import uuid
 import weakref
@@ -18,7 +19,7 @@ from typing import Any, TypeVar
 
 import psycopg
 from flask_sqlalchemy import SQLAlchemy
-from sqlalchemy import MetaData, event, text
+from sqlalchemy import MetaData, event, exc, text
 from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.orm import DeclarativeBase, Session, scoped_session
 from sqlalchemy.pool import Pool
@@ -213,8 +214,9 @@ def all_per_database(kind: Callable[[Engine], T]) -> list[T]:
 
 def engine_options(service: str) -> dict:
     """Pool settings every service uses: small pools, slow peers bounded. No pre-ping: it costs a
-    round trip per checkout; a connection that died is invalidated by its first error instead, and
-    connections are recycled well before server-side idle timeouts."""
+    round trip per checkout; a connection the server closed is replaced at checkout instead (see
+    _replace_connections_the_server_closed), and connections are recycled well before server-side
+    idle timeouts."""
     return {
         "pool_pre_ping": False,
         "pool_size": 5,
@@ -227,6 +229,49 @@ def engine_options(service: str) -> dict:
             "options": "-c TimeZone=UTC",
         },
     }
+
+
+@event.listens_for(Pool, "checkout")
+def _replace_connections_the_server_closed(dbapi_connection, _record, _proxy) -> None:
+    """A pooled connection waits with nothing to read. If its socket is readable, the server closed
+    it (a restart, a failover, an outage now over) or spoke unasked: DisconnectionError makes the
+    pool connect afresh, so the first request after an outage does not fail on a connection from
+    before it. One poll() system call, where pool_pre_ping would cost a round trip per checkout."""
+    if not isinstance(dbapi_connection, psycopg.Connection):
+        return
+    if dbapi_connection.closed:
+        raise exc.DisconnectionError("the connection is closed")
+    readable = select.poll()
+    readable.register(dbapi_connection.pgconn.socket, select.POLLIN)
+    if readable.poll(0):
+        raise exc.DisconnectionError("the server closed the connection")
+
+
+# What PostgreSQL answers while it cannot serve: shutting down, crashed, starting, no free connection.
+OUTAGE_SQLSTATES = {"57P01", "57P02", "57P03", "53300"}
+
+
+def is_database_outage(error: BaseException) -> bool:
+    """Whether `error`, or an error that caused it, says the database cannot be reached right now: a
+    refused or lost connection (libpq's own errors, class 08), a server shutting down or starting, a
+    pool with no connection to give. These pass with the outage, so callers answer 503 or retry
+    later; any other error is a bug or bad input, and is not one of them."""
+    pending, seen = [error], set()
+    while pending:
+        current = pending.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, exc.DBAPIError) and current.connection_invalidated:
+            return True
+        if isinstance(current, exc.TimeoutError):  # SQLAlchemy's pool
+            return True
+        if isinstance(current, psycopg.OperationalError | psycopg.InterfaceError):
+            state = current.sqlstate
+            if state is None or state.startswith("08") or state in OUTAGE_SQLSTATES:
+                return True
+        pending += [getattr(current, "orig", None), current.__cause__, current.__context__]
+    return False
 
 
 def check_connection(url: URL, timeout: int = 5) -> None:

@@ -79,8 +79,14 @@ class EmbeddedServer:
         with self.connect_as_superuser() as conn:
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
-    def stop(self) -> None:
-        _pg_ctl(self.root / "data", ["stop", "-m", "fast", "-w"])
+    def stop(self, *, immediate: bool = False) -> None:
+        """Stops the server; `immediate` the way a crash would (sessions cut, recovery at the next
+        start), for tests of an outage."""
+        _pg_ctl(self.root / "data", ["stop", "-m", "immediate" if immediate else "fast", "-w"])
+
+    def start(self, *, durable: bool = True) -> None:
+        """Starts the stopped server again on its port, so its URLs work again."""
+        _start(self.root / "data", durable=durable, port=self.port)
 
 
 _servers: dict[Path, EmbeddedServer] = {}
@@ -249,9 +255,9 @@ def _pg_ctl(data: Path, args: list[str]) -> None:
     _run([_binary("pg_ctl"), "-D", str(data), *args], f"pg_ctl {args[0]}")
 
 
-def _start(data: Path, *, durable: bool) -> int:
+def _start(data: Path, *, durable: bool, port: int | None = None) -> int:
     _prepare_for_os_user(data)
-    port = _free_port()
+    port = port or _free_port()
     options = [
         f"-p {port}",
         "-c listen_addresses=127.0.0.1",

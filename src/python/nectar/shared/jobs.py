@@ -3,22 +3,35 @@
 Web code enqueues with `enqueue(session, ...)` inside its own transaction, so a job exists
 exactly when the change that needs it was committed. Each service binary's `worker` command runs
 procrastinate's worker over that service's queue, with retries and backoff per task.
+
+The worker outlives the database: procrastinate's worker stops itself when it loses its connection,
+so `worker` runs it under a loop that, after a database error, closes its pool, waits for the
+database with backoff (1 s doubling to 30 s), and starts it again, with its periodic tasks and its
+LISTEN. An outage is logged once when it starts and once when it ends. SIGINT and SIGTERM stop it.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import logging
-from collections.abc import Callable
+import signal
+import time
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 
 import procrastinate
+import psycopg
+from procrastinate.exceptions import ConnectorException
 from sqlalchemy import text
 from sqlalchemy.engine import URL
 from sqlalchemy.orm import Session
 
 from nectar.shared.cli import Command
+from nectar.shared.database import is_database_outage
+
+log = logging.getLogger(__name__)
 
 _ENQUEUE = text(
     "SELECT procrastinate_defer_jobs_v1(ARRAY[ROW(:queue, :task, 0, :lock, :queueing_lock, CAST(:args AS jsonb), "
@@ -75,24 +88,192 @@ def add_queue_upkeep(blueprint: procrastinate.Blueprint, queue: str) -> str:
     return stalled_name
 
 
+POOL_WAIT_SECONDS = 5.0
+PROBE_TIMEOUT_SECONDS = 5
+RECONNECT_FIRST_SECONDS = 1.0
+RECONNECT_MAX_SECONDS = 30.0
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class JobConnector(procrastinate.PsycopgConnector):
+    """procrastinate's psycopg connector, which also knows how to ask whether the database answers
+    (without opening a pool, whose every failed attempt would be logged)."""
+
+    def __init__(self, conninfo: str):
+        # A query waits at most POOL_WAIT_SECONDS for a connection, so a worker notices an outage
+        # within seconds and a stop is never held up by a pool waiting for the server.
+        super().__init__(conninfo=conninfo, min_size=1, max_size=4, timeout=POOL_WAIT_SECONDS)
+        self.conninfo = conninfo
+
+    async def database_answers(self) -> bool:
+        """Whether one connection can be made and answers now; other errors (a wrong password,
+        say) are raised, since waiting would not end them."""
+        try:
+            async with await psycopg.AsyncConnection.connect(
+                self.conninfo, connect_timeout=PROBE_TIMEOUT_SECONDS, autocommit=True
+            ) as connection:
+                await connection.execute("SELECT 1")
+        except psycopg.Error as error:
+            if is_database_outage(error):
+                return False
+            raise
+        return True
+
+
 def job_app(url: URL, blueprint: procrastinate.Blueprint) -> procrastinate.App:
+    """procrastinate over the database at `url` with `blueprint`'s tasks."""
     conninfo = url.set(drivername="postgresql").render_as_string(hide_password=False)
-    app = procrastinate.App(
-        connector=procrastinate.PsycopgConnector(conninfo=conninfo, min_size=1, max_size=4)
-    )
+    app = procrastinate.App(connector=JobConnector(conninfo))
     app.add_tasks_from(blueprint, namespace="")
     return app
 
 
+async def run_worker_through_outages(app: procrastinate.App, queues: list[str], *, wait: bool = True) -> None:
+    """Runs procrastinate's worker over `queues` until SIGINT or SIGTERM (or, without `wait`, until
+    they are empty), through database outages of any length: after a database error, or when the
+    worker stopped itself (as procrastinate's does when a side task loses its connection), the
+    pool is closed, the database is awaited with backoff, and a new worker starts on a new pool.
+    A first signal stops the worker gracefully (running jobs finish); a second one at once."""
+    stop = _stop_on_signals()
+    down_since: float | None = None
+    while True:
+        try:
+            async with app.open_async():
+                if down_since is not None:
+                    log.info(
+                        "the database answers again after %.0f s; working on queue %s again",
+                        time.monotonic() - down_since,
+                        ", ".join(queues),
+                    )
+                    down_since = None
+                await _run_until(
+                    stop, app.run_worker_async(queues=queues, wait=wait, install_signal_handlers=False)
+                )
+        except Exception as error:
+            if not is_database_outage(error):
+                raise
+            reason = _one_line(error)
+        else:
+            if stop.is_set() or not wait:
+                return
+            reason = "the worker stopped itself"
+        if stop.is_set():
+            return
+        if down_since is None:
+            down_since = time.monotonic()
+            log.warning(
+                "lost the database (%s); trying again with backoff, at most every %.0f s",
+                reason,
+                RECONNECT_MAX_SECONDS,
+            )
+        if not await _database_back(app.connector, stop):
+            return
+
+
+def _stop_on_signals() -> asyncio.Event:
+    """An event set by the first SIGINT or SIGTERM; the next one gets the default handling."""
+    loop, stop = asyncio.get_running_loop(), asyncio.Event()
+
+    def requested() -> None:
+        stop.set()
+        for number in STOP_SIGNALS:
+            loop.remove_signal_handler(number)
+
+    for number in STOP_SIGNALS:
+        loop.add_signal_handler(number, requested)
+    return stop
+
+
+async def _run_until(stop: asyncio.Event, work: Awaitable[None]) -> None:
+    """Runs `work` until it ends, or cancels it once `stop` is set: procrastinate's worker stops
+    gracefully when cancelled (running jobs finish, the worker is unregistered)."""
+    task = asyncio.ensure_future(work)
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopped.cancel()
+    if not task.done():
+        task.cancel()
+    try:
+        await task
+    except asyncio.CancelledError:
+        if not stop.is_set():
+            raise
+
+
+async def _database_back(connector: JobConnector, stop: asyncio.Event) -> bool:
+    """Waits until the database answers (True) or a stop is requested (False), trying after 1 s,
+    then twice as long each time, at most RECONNECT_MAX_SECONDS apart."""
+    delay = RECONNECT_FIRST_SECONDS
+    while True:
+        try:
+            await asyncio.wait_for(stop.wait(), delay)
+            return False
+        except TimeoutError:
+            pass
+        if await connector.database_answers():
+            return True
+        delay = min(delay * 2, RECONNECT_MAX_SECONDS)
+
+
+def _one_line(error: BaseException) -> str:
+    while isinstance(error, ConnectorException) and error.__cause__:
+        error = error.__cause__  # procrastinate's own says only "Database error."
+    message = str(error).strip()
+    return f"{type(error).__name__}: {message.splitlines()[0]}" if message else type(error).__name__
+
+
+ROUTINE_ACTIONS = {"periodic_task_deferred", "start_job", "job_success"}
+
+
+class WorkerLogFilter(logging.Filter):
+    """What a worker's log says, so that an operator reads each thing once. A database outage is
+    said by run_worker_through_outages' one warning, so procrastinate's (and asyncio's) records of
+    it are left out: a side task that lost its connection, a job's status that could not be saved,
+    each with its traceback. A job the outage interrupted is still logged, in one line, as a
+    warning (it is retried once the database is back). The routine of periodic upkeep (three lines
+    per run, every few seconds on an idle queue) is left out too; its failures are logged."""
+
+    def __init__(self, periodic_tasks: set[str]):
+        super().__init__()
+        self.periodic_tasks = periodic_tasks
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.name.startswith(("procrastinate", "asyncio")):
+            return True
+        job = getattr(record, "job", None)
+        error = record.exc_info[1] if record.exc_info else None
+        if error is not None and is_database_outage(error):
+            if job is None:
+                return False
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            record.exc_info, record.exc_text = None, None
+            record.msg = f"{record.getMessage()} ({_one_line(error)})"
+            record.args = None
+            return True
+        routine = getattr(record, "action", None) in ROUTINE_ACTIONS
+        return not (routine and job is not None and job.get("task_name") in self.periodic_tasks)
+
+
+def _quiet_worker_logs(app: procrastinate.App) -> None:
+    logging.getLogger("procrastinate").setLevel(logging.INFO)
+    # psycopg's pool warns on every failed connection attempt; the outage's warning says it once.
+    logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
+    quiet = WorkerLogFilter({name for name, _periodic_id in app.periodic_registry.periodic_tasks})
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(quiet)
+
+
 def worker_command(build: Callable[[], tuple[procrastinate.App, list[str]]]) -> Command:
     """The `worker` command: runs the service's queues until SIGINT/SIGTERM (or, with --once,
-    until they are empty)."""
+    until they are empty), through database outages."""
 
     def run(args: argparse.Namespace) -> int:
         app, queues = build()
-        logging.getLogger("procrastinate").setLevel(logging.INFO)
+        _quiet_worker_logs(app)
         print(f"worker: running jobs from queue {', '.join(queues)}", flush=True)
-        app.run_worker(queues=queues, wait=not args.once, install_signal_handlers=True)
+        asyncio.run(run_worker_through_outages(app, queues, wait=not args.once))
         return 0
 
     return Command(

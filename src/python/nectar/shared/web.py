@@ -10,14 +10,14 @@ from collections.abc import Callable
 from http import HTTPStatus
 from urllib.parse import urlsplit
 
-from flask import Blueprint, Flask, current_app, jsonify, render_template, request, url_for
+from flask import Blueprint, Flask, current_app, jsonify, make_response, request, url_for
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, InternalServerError
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from nectar.shared.config import Settings
-from nectar.shared.database import db, engine_options
+from nectar.shared.database import db, engine_options, is_database_outage
 
 PROBLEM_JSON = "application/problem+json"
 
@@ -74,11 +74,28 @@ def error_response(status: int, detail: str | None):
     """The error as the client wants it: a problem document for APIs, a page for browsers."""
     if wants_json():
         return problem(status, detail)
-    page = render_template("error.html", status=status, title=HTTPStatus(status).phrase, detail=detail)
-    return page, status
+    return error_page(status, detail)
+
+
+def error_page(status: int, detail: str | None):
+    """The error page, from the shared layout alone: not through render_template, whose context
+    processors may need the database (Flask-Login loads the signed-in user), which may be what
+    failed."""
+    settings: Settings = current_app.config["NECTAR_SETTINGS"]
+    page = current_app.jinja_env.get_template("error.html").render(
+        status=status,
+        title=HTTPStatus(status).phrase,
+        detail=detail,
+        service_name=str(settings.service),
+        environment=settings.environment,
+    )
+    return make_response(page, status)
 
 
 def _handle_http_error(error: HTTPException):
+    if isinstance(error, InternalServerError) and is_database_outage(error.original_exception):
+        # Raised past the views (in an after_request hook, say), where Flask hands it on as a 500.
+        return _handle_unexpected_error(error.original_exception)
     return error_response(error.code or 500, error.description)
 
 
@@ -91,16 +108,30 @@ def _handle_not_found(error: LookupError):
 
 
 UNEXPECTED_ERROR = "Something went wrong on our side. It has been logged."
+DATABASE_UNAVAILABLE = "The service cannot reach its database just now. Try again in a few seconds."
+DATABASE_RETRY_AFTER_SECONDS = 10
+
+
+def unexpected_error_response(error: Exception, method: str, path: str, *, page: bool = False):
+    """The answer to an error no view expected, logged. A database outage is not a bug: 503 with
+    Retry-After, logged in one line; anything else is a 500 with its traceback in the log. A
+    problem document, or the error page when `page`. Core's tenant endpoint calls, answered
+    outside Flask's request handling, answer their errors through it too."""
+    if is_database_outage(error):
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        current_app.logger.warning("database unavailable on %s %s: %s", method, path, reason)
+        status, detail = 503, DATABASE_UNAVAILABLE
+    else:
+        current_app.logger.error("unhandled error on %s %s", method, path, exc_info=error)
+        status, detail = 500, UNEXPECTED_ERROR
+    response = error_page(status, detail) if page else problem(status, detail)
+    if status == 503:
+        response.headers["Retry-After"] = str(DATABASE_RETRY_AFTER_SECONDS)
+    return response
 
 
 def _handle_unexpected_error(error: Exception):
-    current_app.logger.exception("unhandled error on %s %s", request.method, request.path)
-    if wants_json():
-        return problem(500, UNEXPECTED_ERROR)
-    return (
-        render_template("error.html", status=500, title="Internal Server Error", detail=UNEXPECTED_ERROR),
-        500,
-    )
+    return unexpected_error_response(error, request.method, request.path, page=not wants_json())
 
 
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")

@@ -26,7 +26,13 @@ from sqlalchemy.orm import Session
 from nectar.core.api_keys.service import key_hash
 from nectar.core.endpoints.service import BoundEndpoint, Route, compile_path
 from nectar.schema.models import ApiKey, Endpoint, Organization, Workflow, WorkflowVersion
-from nectar.shared.database import SET_TENANT_SQL, all_per_database, in_one_round_trip, one_per_database
+from nectar.shared.database import (
+    SET_TENANT_SQL,
+    all_per_database,
+    in_one_round_trip,
+    is_database_outage,
+    one_per_database,
+)
 
 log = logging.getLogger(__name__)
 CHANNEL = "nectar_routes"
@@ -175,10 +181,13 @@ class RouteTable:
                         self.drop(uuid.UUID(notice.payload))
                     except ValueError:
                         self.drop()
-            except (psycopg.Error, OSError) as error:
-                log.warning("route changes: listening stopped (%s); reading routes from the database", error)
-            except Exception:  # noqa: BLE001 - this thread must outlive anything but the process
-                log.exception("route changes: listening stopped")
+            except Exception as error:  # noqa: BLE001 - this thread must outlive anything but the process
+                if not isinstance(error, psycopg.Error | OSError) and not is_database_outage(error):
+                    log.exception("route changes: listening stopped")
+                elif self._listening:  # said once, not at every attempt to listen again in an outage
+                    log.warning(
+                        "route changes: listening stopped (%s); reading routes from the database", error
+                    )
             with self._lock:
                 self._listening = False
             self._started.set()  # calls go on without keeping routes until it listens again

@@ -35,7 +35,7 @@ from nectar.core.workflows.engine import execute
 from nectar.core.workflows.expressions import ExpressionError, check_size, json_bytes
 from nectar.schema.models import IntegrationConnection, Organization, Workflow
 from nectar.shared.database import db, scope_session
-from nectar.shared.web import UNEXPECTED_ERROR, keeps_raw_input, problem, security_headers
+from nectar.shared.web import keeps_raw_input, problem, security_headers, unexpected_error_response
 
 PREFIX = "/e/"
 tenant_endpoints = Blueprint("tenant_endpoints", __name__, url_prefix=PREFIX.rstrip("/"))
@@ -118,9 +118,8 @@ def _answer(request_: Request, org_id: uuid.UUID, path: str) -> Response | RunAn
             response = handle_call(org_id, path, request_, _read_body(request_))
     except HTTPException as error:
         response = problem(error.code or 500, error.description)
-    except Exception:  # noqa: BLE001 - a caller gets a problem document, never a traceback
-        current_app.logger.exception("unhandled error on %s %s", request_.method, request_.path)
-        response = problem(500, UNEXPECTED_ERROR)
+    except Exception as error:  # noqa: BLE001 - a caller gets a problem document, never a traceback
+        response = unexpected_error_response(error, request_.method, request_.path)
     return security_headers(_sandboxed(response))
 
 

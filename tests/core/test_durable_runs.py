@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
+from nectar.core import main as core_binary
 from nectar.shared.config import Role
 from tests.core.test_api import _new_key
 from tests.core.test_endpoints import _workflow
@@ -28,7 +29,7 @@ class Worker:
     def __init__(self, database):
         env = {**os.environ, **database.environ(**ALLOW_LOOPBACK), "PYTHONPATH": os.pathsep.join(sys.path)}
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "nectar.core.main", "worker"],
+            [sys.executable, "-m", core_binary.__name__, "worker"],
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -36,7 +37,8 @@ class Worker:
         )
         self.lines: list[str] = []
         threading.Thread(target=self._read, daemon=True).start()
-        wait_for(lambda: any("worker: running jobs" in line for line in self.lines), 60, "the worker to start")
+        ready = lambda: any("worker: running jobs" in line for line in self.lines)  # noqa: E731
+        wait_for(ready, 60, "the worker to start", lambda: "".join(self.lines[-30:]))
 
     def _read(self) -> None:
         for line in self.process.stdout:
@@ -67,13 +69,13 @@ def workers(database) -> Iterator[Callable[[], Worker]]:
                     worker.kill()
 
 
-def wait_for(predicate: Callable[[], object], timeout: float, what: str):
+def wait_for(predicate: Callable[[], object], timeout: float, what: str, said: Callable[[], str] = str):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if value := predicate():
             return value
         time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
+    raise AssertionError(f"timed out waiting for {what}\n{said()}")
 
 
 def _run_status(database, run_id) -> tuple[str, str | None]:
@@ -126,14 +128,20 @@ def test_a_worker_killed_after_a_request_before_its_checkpoint_is_replaced_and_t
             {
                 "trigger": {"type": "manual"},
                 "steps": [
-                    {"id": "receipt", "type": "send_email", "to": "buyer@example.com", "subject": "s", "body": "b"},
+                    {
+                        "id": "receipt",
+                        "type": "send_email",
+                        "to": "buyer@example.com",
+                        "subject": "s",
+                        "body": "b",
+                    },
                     {"id": "charge", "type": "http_request", "method": "POST", "url": f"{url}/charge"},
                     {"id": "done", "type": "set", "values": {"charged": "{{ steps.charge.body.charged }}"}},
                 ],
             },
         )
         first = start()
-        assert hit.wait(60), "the worker never sent the request"
+        assert hit.wait(60), _run_status(database, run_id)[1]
         first.kill()  # after the request, before its answer was recorded
         release.set()
         start()
@@ -155,7 +163,13 @@ def test_a_worker_killed_while_sending_email_leaves_one_message_per_step(browser
                         "type": "for_each",
                         "items": "trigger.people",
                         "steps": [
-                            {"id": "hello", "type": "send_email", "to": "{{ item }}", "subject": "s", "body": "b"},
+                            {
+                                "id": "hello",
+                                "type": "send_email",
+                                "to": "{{ item }}",
+                                "subject": "s",
+                                "body": "b",
+                            },
                         ],
                     }
                 ],
@@ -179,9 +193,21 @@ def test_a_worker_killed_while_its_run_waits_costs_nothing(browser, database):
             {
                 "trigger": {"type": "manual"},
                 "steps": [
-                    {"id": "before", "type": "send_email", "to": "early@example.com", "subject": "s", "body": "b"},
+                    {
+                        "id": "before",
+                        "type": "send_email",
+                        "to": "early@example.com",
+                        "subject": "s",
+                        "body": "b",
+                    },
                     {"id": "pause", "type": "wait", "seconds": 3},
-                    {"id": "after", "type": "send_email", "to": "late@example.com", "subject": "s", "body": "b"},
+                    {
+                        "id": "after",
+                        "type": "send_email",
+                        "to": "late@example.com",
+                        "subject": "s",
+                        "body": "b",
+                    },
                 ],
             },
         )

@@ -20,7 +20,7 @@ from nectar.core.workflows import outbound
 from nectar.core.workflows.engine import SYNC_LIMITS, Limits, RunOutcome, execute
 from nectar.schema.models import WorkflowRun, WorkflowVersion
 from nectar.shared.database import scope_session
-from nectar.shared.mail import Email, queue_email, queue_email_once
+from nectar.shared.mail import Email, queue_email
 
 
 class LiveEffects:
@@ -55,13 +55,11 @@ class LiveEffects:
         ).as_dict()
 
     def email(self, to: str, subject: str, body: str, *, dedupe_key: str | None = None) -> None:
-        """Queues the message in the run's transaction; with a dedupe key (a durable run's step),
-        a message queued before under that key stays the only one."""
+        """Queues the message in the run's transaction. A durable run's step gives a dedupe key: the
+        outbox's unique index then holds at most one message per run and step, whatever happens
+        (the step's checkpoint commits with it, so a replay never queues it again)."""
         email = Email(to=to, subject=subject, body_text=body, category="workflow", dedupe_key=dedupe_key)
-        if dedupe_key:
-            queue_email_once(self.session, email)
-        else:
-            queue_email(self.session, email)
+        queue_email(self.session, email)
 
     def sleep(self, seconds: float) -> None:
         time.sleep(seconds)

@@ -77,7 +77,10 @@ def test_an_error_branch_gives_the_code_the_error():
             "RangeError: order 7 is not ok (line 3, column 11)",
         ),
         ("\n\nreturn JSON.parse('{')", "SyntaxError: Expected property name"),
-        ("function down() { return down() + 1 }\nreturn down()", "RangeError: Maximum call stack size exceeded (line 1"),
+        (
+            "function down() { return down() + 1 }\nreturn down()",
+            "RangeError: Maximum call stack size exceeded (line 1",
+        ),
         ("const a = 1;\nreturn a + missing", "ReferenceError: missing is not defined (line 2, column "),
         ("throw 'plain text'", 'the code threw "plain text" (not an Error, so it has no line and column)'),
     ],
@@ -95,15 +98,27 @@ def test_errors_give_the_line_and_column_in_the_steps_own_source(source, message
         ("return", "the code returned nothing; end it with `return` and a JSON value"),
         ("return {total: 3, note: undefined}", 'output.note is undefined (use null for "no value")'),
         ("return {items: [1, () => 2]}", "output.items[1] is a function"),
-        ("const order = {lines: []};\norder.lines.push({order});\nreturn order", "output.lines[0].order refers back to output (a cycle)"),
-        ("return {at: new Date(0)}", "output.at is a Date, not a plain object or array (convert it with .toISOString())"),
+        (
+            "const order = {lines: []};\norder.lines.push({order});\nreturn order",
+            "output.lines[0].order refers back to output (a cycle)",
+        ),
+        (
+            "return {at: new Date(0)}",
+            "output.at is a Date, not a plain object or array (convert it with .toISOString())",
+        ),
         ("return {'odd key': [0, NaN]}", 'output["odd key"][1] is NaN, which JSON cannot hold'),
         ("return 2n ** 70n", "output is a BigInt"),
         ("return new Map([[1, 2]])", "output is a Map, not a plain object or array"),
         ("return Symbol('s')", "output is a symbol"),
         ("return 'x'.repeat(2e6)", "the output is larger than 1000000 characters"),
-        ("let deep = [];\nfor (let i = 0; i < 200; i++) deep = [deep];\nreturn deep", "nests deeper than 100 levels"),
-        ("let x = [1];\nfor (let i = 0; i < 60; i++) x = [x, x];\nreturn x", "larger than 1000000 characters"),
+        (
+            "let deep = [];\nfor (let i = 0; i < 200; i++) deep = [deep];\nreturn deep",
+            "nests deeper than 100 levels",
+        ),
+        (
+            "let x = [1];\nfor (let i = 0; i < 60; i++) x = [x, x];\nreturn x",
+            "larger than 1000000 characters",
+        ),
     ],
 )
 def test_the_output_must_be_json(source, problem):
@@ -139,13 +154,21 @@ def test_the_isolate_has_no_network_files_modules_or_timers():
     dynamic = run(code("const fs = await import('fs');\nreturn 1"))
     assert dynamic.status == "failed" and "Error: Not supported (line 1, column 12)" in dynamic.error
 
-    for source in ("require('fs')", "fetch('http://127.0.0.1/')", "process.exit(1)", "setTimeout(() => 1, 10)"):
+    for source in (
+        "require('fs')",
+        "fetch('http://127.0.0.1/')",
+        "process.exit(1)",
+        "setTimeout(() => 1, 10)",
+    ):
         called = run(code(source))
         assert called.status == "failed" and "is not" in called.error, (source, called.error)
 
 
 def test_a_static_import_is_refused_when_the_workflow_is_saved():
-    document = {"trigger": {"type": "manual"}, "steps": [code("import fs from 'fs';\nreturn fs.readFileSync('/etc/passwd')")]}
+    document = {
+        "trigger": {"type": "manual"},
+        "steps": [code("import fs from 'fs';\nreturn fs.readFileSync('/etc/passwd')")],
+    }
     assert [problem.as_dict() for problem in validate(document)] == [
         {
             "path": "/steps/0/source",
@@ -155,7 +178,9 @@ def test_a_static_import_is_refused_when_the_workflow_is_saved():
 
 
 def test_eval_stays_inside_the_isolate_with_the_same_limits():
-    outcome = run(code("return [eval('6 * 7'), new Function('a', 'return a + 1')(1), eval('typeof require')]"))
+    outcome = run(
+        code("return [eval('6 * 7'), new Function('a', 'return a + 1')(1), eval('typeof require')]")
+    )
     assert outcome.status == "succeeded", outcome.error
     assert outcome.output == [42, 2, "undefined"]
     runaway = run(code("eval('for (;;) {}')", timeout_ms=300))
@@ -260,7 +285,10 @@ def test_concurrent_runs_each_get_their_own_sandbox():
     results: dict[int, object] = {}
 
     def one(number: int) -> None:
-        outcome = run(code("let sum = 0;\nfor (let i = 0; i < 1e6; i++) sum += i % 7;\nreturn [ctx.trigger.n, sum]"), trigger={"n": number})
+        outcome = run(
+            code("let sum = 0;\nfor (let i = 0; i < 1e6; i++) sum += i % 7;\nreturn [ctx.trigger.n, sum]"),
+            trigger={"n": number},
+        )
         results[number] = outcome.output if outcome.status == "succeeded" else outcome.error
 
     threads = [threading.Thread(target=one, args=(number,)) for number in range(6)]
@@ -282,12 +310,25 @@ def test_concurrent_runs_each_get_their_own_sandbox():
         (code("return 1", memory_mb="64"), "/steps/0/memory_mb", "is not of type 'integer'"),
         ({"id": "js", "type": "code"}, "/steps/0", "'source' is a required property"),
         (
-            {"id": "each", "type": "for_each", "items": "trigger.list", "steps": [code("const total = 0;\nlet x = ;\nreturn x")]},
+            {
+                "id": "each",
+                "type": "for_each",
+                "items": "trigger.list",
+                "steps": [code("const total = 0;\nlet x = ;\nreturn x")],
+            },
             "/steps/0/steps/0/source",
             "SyntaxError: Unexpected token ';' (line 2, column 9)",
         ),
-        (code("if (ready) {\n  return [1, 2"), "/steps/0/source", "SyntaxError: the code ends too early (is a bracket"),
-        (code("/* never closed\nreturn 1"), "/steps/0/source", "SyntaxError: Invalid or unexpected token (line 1, column 1)"),
+        (
+            code("if (ready) {\n  return [1, 2"),
+            "/steps/0/source",
+            "SyntaxError: the code ends too early (is a bracket",
+        ),
+        (
+            code("/* never closed\nreturn 1"),
+            "/steps/0/source",
+            "SyntaxError: Invalid or unexpected token (line 1, column 1)",
+        ),
     ],
 )
 def test_a_bad_code_step_is_refused_with_the_path_of_each_problem(step, path, fragment):

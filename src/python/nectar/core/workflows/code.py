@@ -98,7 +98,9 @@ def _failure(reply: dict, source: str, timeout: float, memory_mb: int) -> CodeEr
     if stopped == "time":
         return CodeTimeout(f"the code ran longer than its time limit of {timeout:g} s and was stopped")
     if stopped == "memory":
-        return CodeMemoryExceeded(f"the code used more than its memory limit of {memory_mb} MB and was stopped")
+        return CodeMemoryExceeded(
+            f"the code used more than its memory limit of {memory_mb} MB and was stopped"
+        )
     problem = reply.get("syntax") or reply.get("error")
     if isinstance(problem, dict) and "thrown" in problem:
         return CodeError(f"the code threw {problem['thrown']} (not an Error, so it has no line and column)")
@@ -482,7 +484,10 @@ _PRELUDE = r"""
   });
   defineProperty(global, "__nectar_sandbox", { value: sandbox });
 })();
-""" % {"max_size": MAX_VALUE_SIZE, "max_depth": MAX_VALUE_DEPTH}
+""" % {
+    "max_size": MAX_VALUE_SIZE,
+    "max_depth": MAX_VALUE_DEPTH,
+}
 
 _PARSE_ERROR = re.compile(r"\A[^\n]*?:(?P<line>\d+): (?P<message>[^\n]*)\n[^\n]*\n(?P<pad> *)\^")
 

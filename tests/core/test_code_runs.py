@@ -32,6 +32,15 @@ def test_a_run_with_a_code_step_goes_through_the_api_and_the_queue(owner):  # no
     assert run["steps"][0]["output"] == {"total": 13, "biggest": 3}
     assert run["output"] == {"output": {"summary": "total 13"}}
 
+    # Text jsonb cannot hold (NUL, a lone surrogate) is stored as the other steps' output is.
+    odd = {
+        "trigger": {"type": "manual"},
+        "steps": [{"id": "odd", "type": "code", "source": "return ['a\\u0000b', '\\ud800']"}],
+    }
+    stored = run_and_wait(browser, token, _workflow(browser, token, odd))
+    assert stored["status"] == "succeeded", stored
+    assert stored["steps"][0]["output"] == ["ab", "\ufffd"]
+
     failing = run_and_wait(browser, token, workflow_id, {"lines": None})
     assert failing["status"] == "failed"
     assert failing["error"] == (

@@ -244,6 +244,12 @@ def test_a_builtin_that_ignores_v8s_limits_is_stopped_by_the_host():
     assert run(code("return 'next'")).output == "next"
 
 
+def test_a_context_too_large_to_give_to_code_fails_the_step():
+    outcome = run(code("return 1"), trigger={"blob": "x" * (9 * 2**20)})
+    assert outcome.status == "failed"
+    assert "more than the 8 MB a code step is given" in outcome.error, outcome.error
+
+
 def test_a_promise_that_never_settles_is_an_error_not_a_wait():
     outcome = run(code("await new Promise(() => {});\nreturn 1"))
     assert outcome.status == "failed"

@@ -39,6 +39,7 @@ MAX_SOURCE_CHARS = 20_000
 SYNC_TIME_LIMIT_SECONDS = 2.0  # endpoint calls
 ASYNC_TIME_LIMIT_SECONDS = 10.0  # background runs
 MAX_MEMORY_MB = 64
+MAX_INPUT_BYTES = 8 * 2**20  # the context as JSON; parsed, it takes several times that of the heap
 
 # The host's own bounds around a sandbox. The process may grow by the code's heap limit plus this
 # much (V8's code, a new context, the input copied in) before it is killed.
@@ -49,7 +50,7 @@ _GRACE_SECONDS = 1.0  # the sandbox's answer after its own time limit, on a busy
 _START_TIMEOUT_SECONDS = 20.0
 _READY_TIMEOUT_SECONDS = 2.0  # an idle sandbox not ready by then is replaced
 _WATCH_INTERVAL_SECONDS = 0.025
-MAX_SANDBOXES = 4  # per host process: each may hold about 64 + 130 MB
+_MAX_SANDBOXES = 4  # per host process: each may hold about 64 + 130 MB
 _MAX_IDLE = 2
 _JOBS_PER_SANDBOX = 200  # then a fresh process, so nothing can build up in a long-lived one
 _CHECK_SECONDS = 2.0  # parsing 20,000 characters takes milliseconds
@@ -74,8 +75,14 @@ def run_code(source: str, context: dict, *, timeout_seconds: float, memory_mb: i
     """Runs `source` with `context` as `ctx` in a fresh V8 context of a sandbox process; returns its
     output (JSON) or raises CodeError. The code has `timeout_seconds` once a sandbox is free; waiting
     for one (all busy, or a cold start) is bounded on its own and counted by the caller's clock."""
+    context_json = json_bytes(context)
+    if len(context_json) > MAX_INPUT_BYTES:
+        raise CodeError(
+            f"the run's context is {len(context_json) / 2**20:.1f} MB as JSON, more than the "
+            f"{MAX_INPUT_BYTES // 2**20} MB a code step is given"
+        )
     request = {"op": "run", "source": source, "timeout": timeout_seconds, "memory_mb": memory_mb}
-    reply = _pool().exchange(request, json_bytes(context), timeout_seconds, memory_mb)
+    reply = _pool().exchange(request, context_json, timeout_seconds, memory_mb)
     if "value" in reply:
         return reply["value"]
     raise _failure(reply, source, timeout_seconds, memory_mb)
@@ -90,6 +97,8 @@ def syntax_error(source: str) -> str | None:
         return f"the code could not be checked now ({error}); try again"
     if reply.get("ok"):
         return None
+    if "syntax" not in reply:  # stopped or failed: a fault of the sandbox, not of the source
+        return "the code could not be checked now; try again"
     return str(_failure(reply, source, _CHECK_SECONDS, MAX_MEMORY_MB))
 
 
@@ -185,11 +194,17 @@ class _Sandbox:
         return self._read_message(time.monotonic() + timeout + _GRACE_SECONDS, rss_cap)
 
     def _read_message(self, deadline: float, rss_cap: int | None) -> tuple[dict, bytes]:
-        header = self._read_frame(deadline, rss_cap)
-        return json.loads(header), self._read_frame(deadline, rss_cap)
+        try:
+            header = json.loads(self._read_frame(deadline, rss_cap))
+        except ValueError:
+            self.discard()
+            raise _Stopped("died") from None
+        return header, self._read_frame(deadline, rss_cap)
 
     def _read_frame(self, deadline: float, rss_cap: int | None) -> bytes:
         stdout = self.process.stdout.fileno()
+        poller = select.poll()  # not select(): a busy web process may hold descriptors past 1024
+        poller.register(stdout, select.POLLIN)
         while True:
             if len(self._buffer) >= 4:
                 (size,) = struct.unpack(">I", self._buffer[:4])
@@ -203,8 +218,7 @@ class _Sandbox:
             if rss_cap is not None and self._rss() > rss_cap:
                 self.discard()
                 raise _Stopped("memory")
-            readable, _, _ = select.select([stdout], [], [], min(remaining, _WATCH_INTERVAL_SECONDS))
-            if readable:
+            if poller.poll(min(remaining, _WATCH_INTERVAL_SECONDS) * 1000):
                 data = os.read(stdout, 1 << 20)
                 if not data:
                     self.discard()
@@ -235,12 +249,12 @@ def _message(header: dict, body: bytes) -> bytes:
 
 
 class _Pool:
-    """At most MAX_SANDBOXES sandboxes busy per process; up to _MAX_IDLE kept warm between calls."""
+    """At most _MAX_SANDBOXES sandboxes busy per process; up to _MAX_IDLE kept warm between calls."""
 
     def __init__(self):
         self.idle: list[_Sandbox] = []
         self.lock = threading.Lock()
-        self.slots = threading.BoundedSemaphore(MAX_SANDBOXES)
+        self.slots = threading.BoundedSemaphore(_MAX_SANDBOXES)
 
     def exchange(self, request: dict, context_json: bytes, timeout: float, memory_mb: int) -> dict:
         """The sandbox's answer: the code's result (value, error, invalid, pending), `ok` for a
@@ -277,7 +291,10 @@ class _Pool:
             with self.lock:
                 sandbox = self.idle.pop() if self.idle else None
             if sandbox is None:
-                sandbox = _Sandbox()
+                try:
+                    sandbox = _Sandbox()
+                except OSError as error:  # out of processes or memory: this step fails, not the run's host
+                    raise CodeError(f"the code sandbox could not start: {error}") from None
                 if sandbox.await_ready(_START_TIMEOUT_SECONDS):
                     return sandbox
                 sandbox.discard()
@@ -290,7 +307,13 @@ class _Pool:
         """Starts a sandbox for the idle pool in the background, so the next call finds one warm."""
 
         def start() -> None:
-            sandbox = _Sandbox()
+            with self.lock:
+                if len(self.idle) >= _MAX_IDLE:
+                    return
+            try:
+                sandbox = _Sandbox()
+            except OSError:
+                return  # the next call starts one itself, and says so if it cannot
             if sandbox.await_ready(_START_TIMEOUT_SECONDS):
                 self._give_back(sandbox)
             else:

@@ -15,6 +15,7 @@ from functools import cache
 import jmespath
 from jsonschema import Draft202012Validator
 
+from nectar.core.workflows import code
 from nectar.core.workflows.expressions import ExpressionError, expressions_in
 
 STEP_TYPES = (
@@ -27,6 +28,7 @@ STEP_TYPES = (
     "delay",
     "send_email",
     "respond",
+    "code",
 )
 MAX_WAIT_SECONDS = 30 * 86400
 MAX_STEPS_IN_DOCUMENT = 200
@@ -167,6 +169,41 @@ WORKFLOW_SCHEMA: dict = {
                     },
                 },
                 {
+                    "if": {"properties": {"type": {"const": "code"}}},
+                    "then": {
+                        "description": "Runs JavaScript in an isolated engine: no network, files, modules "
+                        "or timers. The source is the body of an async function with `ctx` in scope (the "
+                        "run's trigger, steps and vars, and item, index or error where the step has them); "
+                        "what it returns is the step's output and must be JSON. Errors give their line and "
+                        "column.",
+                        "required": ["source"],
+                        "properties": {
+                            "source": {
+                                "type": "string",
+                                "minLength": 1,
+                                "maxLength": code.MAX_SOURCE_CHARS,
+                                "description": "JavaScript: a function body ending in `return <a JSON value>`, "
+                                "e.g. `return ctx.trigger.items.length`.",
+                            },
+                            "timeout_ms": {
+                                "type": "integer",
+                                "minimum": 10,
+                                "maximum": int(code.ASYNC_TIME_LIMIT_SECONDS * 1000),
+                                "description": "Wall time the code may take, in milliseconds; at most "
+                                f"{code.SYNC_TIME_LIMIT_SECONDS * 1000:.0f} in endpoint calls and "
+                                f"{code.ASYNC_TIME_LIMIT_SECONDS * 1000:.0f} in background runs (the default), "
+                                "and never more than the run has left.",
+                            },
+                            "memory_mb": {
+                                "type": "integer",
+                                "minimum": 8,
+                                "maximum": code.MAX_MEMORY_MB,
+                                "description": f"Memory the code may use, in MB (default {code.MAX_MEMORY_MB}).",
+                            },
+                        },
+                    },
+                },
+                {
                     "if": {"properties": {"type": {"const": "respond"}}},
                     "then": {
                         "properties": {
@@ -222,6 +259,8 @@ def validate(document: object) -> list[Problem]:
                 Problem(path + "/id", f"step id {step['id']!r} is used twice (first at {seen[step['id']]})")
             )
         seen.setdefault(step["id"], path)
+        if step["type"] == "code" and (error := code.syntax_error(step["source"])) is not None:
+            problems.append(Problem(path + "/source", error))
         for field, expression in _expression_fields(step):
             try:
                 for inner in expressions_in(expression):

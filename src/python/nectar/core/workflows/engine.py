@@ -22,6 +22,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
+from nectar.core.workflows import code
 from nectar.core.workflows.definition import MAX_FOR_EACH_ITEMS, MAX_WAIT_SECONDS
 from nectar.core.workflows.expressions import ExpressionError, check_size, evaluate, json_bytes, render
 from nectar.core.workflows.outbound import OutboundRefused
@@ -40,7 +41,8 @@ ASYNC_LIMITS = Limits(max_steps=2000, time_limit_seconds=900.0)
 
 MAX_WAIT = timedelta(seconds=MAX_WAIT_SECONDS)
 # Steps that act on the world or wait: a durable run journals each one, so a replay never repeats it.
-DURABLE_STEP_TYPES = frozenset({"http_request", "send_email", "wait", "delay"})
+# A code step too: its result may differ between replays (Date.now, Math.random) and cost seconds.
+DURABLE_STEP_TYPES = frozenset({"http_request", "send_email", "wait", "delay", "code"})
 
 
 class Effects(Protocol):
@@ -352,6 +354,8 @@ class Run:
             return message, {"queued": True, "to": message["to"]}
         if kind in ("wait", "delay"):
             return self._wait_step(step, context, key)
+        if kind == "code":
+            return self._code_step(step, context)
         if kind == "respond":
             status = render(step.get("status", 200), context)
             try:
@@ -384,6 +388,31 @@ class Run:
         if self.now() < until:
             raise Suspended(until, {"type": "wait", "step": step["id"], "until": until.isoformat()})
         return step_input, {"waited_until": until.isoformat()}
+
+    def _code_step(self, step: dict, context: dict) -> tuple[Any, Any]:
+        """Runs the step's JavaScript in a sandbox (code.py) for at most its own time limit, the
+        mode's cap, and what the run has left; running out of the run's time stops the run."""
+        cap = code.SYNC_TIME_LIMIT_SECONDS if self.mode == "sync" else code.ASYNC_TIME_LIMIT_SECONDS
+        wanted = min(step.get("timeout_ms", cap * 1000) / 1000, cap)
+        timeout = min(wanted, self.deadline - self.clock())
+        if timeout <= 0:
+            raise RunStopped(f"the run exceeded its time limit of {self.limits.time_limit_seconds:g} s")
+        memory_mb = step.get("memory_mb", code.MAX_MEMORY_MB)
+        step_input = {"timeout_ms": round(timeout * 1000), "memory_mb": memory_mb}
+        try:
+            output = code.run_code(step["source"], context, timeout_seconds=timeout, memory_mb=memory_mb)
+        except code.CodeTimeout as error:
+            if timeout < wanted:
+                raise RunStopped(
+                    f"the run exceeded its time limit of {self.limits.time_limit_seconds:g} s "
+                    f"in code step {step['id']!r}"
+                ) from None
+            raise StepFailed(str(error)) from None
+        except code.CodeError as error:
+            raise StepFailed(str(error)) from None
+        if self.clock() > self.deadline:  # waiting for a free sandbox counts too
+            raise RunStopped(f"the run exceeded its time limit of {self.limits.time_limit_seconds:g} s")
+        return step_input, output
 
     def _wake_time(self, step: dict, context: dict) -> datetime:
         now = self.now()

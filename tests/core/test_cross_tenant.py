@@ -48,7 +48,8 @@ def two_orgs(core_app, database):
     ]  # queued is enough
     with database.connect(Role.ADMIN) as conn:
         (verify,) = conn.execute(
-            "SELECT body_text FROM email_outbox WHERE to_address = %s AND category = 'account.verify'", (b_email,)
+            "SELECT body_text FROM email_outbox WHERE to_address = %s AND category = 'account.verify'",
+            (b_email,),
         ).fetchone()
     assert b.get(link_in(verify)).status_code == 302  # B confirms its address, as inviting needs
     invited = unique_email()

@@ -33,7 +33,9 @@ def _mail_to_each(trigger="http", subject="Your order", body="It ships today."):
                 "id": "each",
                 "type": "for_each",
                 "items": addresses,
-                "steps": [{"id": "mail", "type": "send_email", "to": "{{ item }}", "subject": subject, "body": body}],
+                "steps": [
+                    {"id": "mail", "type": "send_email", "to": "{{ item }}", "subject": subject, "body": body}
+                ],
             }
         ],
     }
@@ -54,7 +56,10 @@ def _quota(monkeypatch, per_hour=1000, per_day=1000):
 
 def _mailing_endpoint(browser, token, **workflow):
     endpoint = _endpoint(
-        browser, token, _workflow(browser, token, _mail_to_each(**workflow)), path=f"/notify-{uuid.uuid4().hex[:6]}"
+        browser,
+        token,
+        _workflow(browser, token, _mail_to_each(**workflow)),
+        path=f"/notify-{uuid.uuid4().hex[:6]}",
     )
     return endpoint["url"]
 
@@ -72,7 +77,8 @@ def _outbox_rows(database, addresses) -> list[dict]:
 def _day_count(database, org) -> int:
     with database.connect(Role.ADMIN) as conn:
         return conn.execute(
-            "SELECT COALESCE(sum(count), 0) FROM rate_limit_buckets WHERE key = %s", (f"core.mail:{org}:86400",)
+            "SELECT COALESCE(sum(count), 0) FROM rate_limit_buckets WHERE key = %s",
+            (f"core.mail:{org}:86400",),
         ).fetchone()[0]
 
 
@@ -101,8 +107,12 @@ def test_an_endpoint_call_past_the_daily_quota_fails_its_step_and_records_why(ow
         "this organization's plan allows 3 emails a day"
     )
     mail_steps = [(s["status"], s["error"]) for s in run["steps"] if s["step_id"] == "mail"]
-    assert mail_steps == [("succeeded", None)] * 3 + [("failed", "this organization's plan allows 3 emails a day")]
-    assert [row["to"] for row in _outbox_rows(database, people)] == people[:3], "the 3 sent, nothing past them"
+    assert mail_steps == [("succeeded", None)] * 3 + [
+        ("failed", "this organization's plan allows 3 emails a day")
+    ]
+    assert [row["to"] for row in _outbox_rows(database, people)] == people[
+        :3
+    ], "the 3 sent, nothing past them"
 
     later = unique_email()
     assert browser.client.post(url, json={"to": [later]}).status_code == 500
@@ -157,13 +167,18 @@ def test_workflow_mail_says_which_organization_sent_it(browser, outbox, database
     confirm_email(browser, outbox, browser.sign_up())
     browser.create_org("Your Bank\r\nSecurity Team\u202e")  # a line break and a right-to-left override
     token = _new_key(browser)
-    url = _mailing_endpoint(browser, token, subject="Action needed\r\nBcc: victim@example.com", body="Click here.")
+    url = _mailing_endpoint(
+        browser, token, subject="Action needed\r\nBcc: victim@example.com", body="Click here."
+    )
     person = unique_email()
     assert browser.client.post(url, json={"to": [person]}).status_code == 200
 
     [message] = _outbox_rows(database, [person])
     assert message["category"] == "workflow"
-    assert message["subject"] == "[Nectar Studio · “Your Bank Security Team”] Action needed Bcc: victim@example.com"
+    assert (
+        message["subject"]
+        == "[Nectar Studio · “Your Bank Security Team”] Action needed Bcc: victim@example.com"
+    )
     body = message["body"]
     assert body.startswith(
         "This message comes from the organization “Your Bank Security Team”, sent by one of its workflows "
@@ -194,12 +209,18 @@ def test_one_click_unsubscribe_stops_that_organizations_mail(owner, new_browser,
     # What a mail client sends (RFC 8058): no cookie, no CSRF token.
     done = stranger.client.post(link, data={"List-Unsubscribe": "One-Click"})
     assert done.status_code == 200 and "You are unsubscribed" in done.get_data(as_text=True)
-    assert stranger.client.post(link, data={"List-Unsubscribe": "One-Click"}).status_code == 200  # again: fine
+    assert (
+        stranger.client.post(link, data={"List-Unsubscribe": "One-Click"}).status_code == 200
+    )  # again: fine
 
     answer = browser.client.post(url, json={"to": [person, other]})
     assert answer.status_code == 200
     assert answer.json["output"] == [
-        {"queued": False, "to": person, "reason": "the recipient unsubscribed from this organization's email"},
+        {
+            "queued": False,
+            "to": person,
+            "reason": "the recipient unsubscribed from this organization's email",
+        },
         {"queued": True, "to": other},
     ]
     assert [row["to"] for row in _outbox_rows(database, [person, other])] == [person, other]
@@ -265,7 +286,9 @@ def test_inviting_again_returns_the_pending_invitation_without_mailing_again(own
     person = unique_email()
     first = browser.api("POST", "/api/v1/invitations", token=token, json={"email": person})
     assert first.status_code == 201
-    again = browser.api("POST", "/api/v1/invitations", token=token, json={"email": person.upper(), "role": "admin"})
+    again = browser.api(
+        "POST", "/api/v1/invitations", token=token, json={"email": person.upper(), "role": "admin"}
+    )
     assert again.status_code == 200 and again.json == first.json
     page = browser.post("/org/invitations", {"email": person, "role": "member"})
     assert f"{person} has a pending invitation already" in _flashes(browser, page)
@@ -310,7 +333,9 @@ def test_invitations_are_throttled_per_organization(owner, monkeypatch, database
     monkeypatch.setattr(orgs_service, "INVITATIONS_PER_ORG", throttle.Limit(events=2, window_seconds=3600))
     people = [unique_email() for _ in range(3)]
     for person in people[:2]:
-        assert browser.api("POST", "/api/v1/invitations", token=token, json={"email": person}).status_code == 201
+        assert (
+            browser.api("POST", "/api/v1/invitations", token=token, json={"email": person}).status_code == 201
+        )
     refused = browser.api("POST", "/api/v1/invitations", token=token, json={"email": people[2]})
     assert refused.status_code == 429 and refused.mimetype == "application/problem+json"
     assert 0 < int(refused.headers["Retry-After"]) <= 3600
@@ -323,7 +348,10 @@ def test_invitations_are_throttled_per_organization(owner, monkeypatch, database
 def test_invitations_count_against_the_plans_mail_quota(owner, monkeypatch, database):
     browser, _org, token = owner
     _quota(monkeypatch, per_day=2)
-    assert browser.client.post(_mailing_endpoint(browser, token), json={"to": [unique_email()]}).status_code == 200
+    assert (
+        browser.client.post(_mailing_endpoint(browser, token), json={"to": [unique_email()]}).status_code
+        == 200
+    )
     invited, refused_person = unique_email(), unique_email()
     assert browser.api("POST", "/api/v1/invitations", token=token, json={"email": invited}).status_code == 201
     refused = browser.api("POST", "/api/v1/invitations", token=token, json={"email": refused_person})

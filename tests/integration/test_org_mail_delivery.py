@@ -7,24 +7,13 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import create_engine
 
-from nectar.core.app import create_app
-from nectar.marketing.email import outbox
+from nectar.marketing.email.outbox import flush as send_outbox
 from nectar.marketing.email.smtp import load_smtp_settings
-from nectar.shared.config import Role, Service
-from tests.core.conftest import SERVICE_TOKEN, Browser, link_in, unique_email
+from nectar.shared.config import Role
+from tests.core.conftest import Browser, confirm_email, core_app, link_in, outbox, unique_email  # noqa: F401
 from tests.core.test_api import _new_key
 from tests.core.test_endpoints import _endpoint, _workflow
 from tests.marketing.mailserver import MailServer
-
-
-@pytest.fixture(scope="module")
-def core_app(settings_for):
-    app = create_app(settings_for(Service.CORE, CORE_SERVICE_TOKEN=SERVICE_TOKEN))
-    yield app
-    from nectar.shared.database import db
-
-    with app.app_context():
-        db.engine.dispose()
 
 
 @pytest.fixture
@@ -34,7 +23,7 @@ def deliver(database):
     engine = create_engine(database.url(Role.MARKETING))
 
     def flush() -> MailServer:
-        outbox.flush(engine, load_smtp_settings(server.environ()))
+        send_outbox(engine, load_smtp_settings(server.environ()))
         return server
 
     yield flush
@@ -42,24 +31,24 @@ def deliver(database):
     engine.dispose()
 
 
-def _confirm(browser, database, email):
-    with database.connect(Role.ADMIN) as conn:
-        (body,) = conn.execute(
-            "SELECT body_text FROM email_outbox WHERE to_address = %s AND category = 'account.verify'", (email,)
-        ).fetchone()
-    assert browser.get(link_in(body)).status_code == 302
-
-
 def test_delivered_workflow_mail_names_its_organization_and_unsubscribes_in_one_click(
-    core_app, database, deliver
+    core_app, outbox, deliver  # noqa: F811 - fixtures imported above
 ):
     owner = Browser(core_app)
-    _confirm(owner, database, owner.sign_up())
+    confirm_email(owner, outbox, owner.sign_up())
     owner.create_org("Acme, Inc.")
     token = _new_key(owner)
     mailing = {
         "trigger": {"type": "http"},
-        "steps": [{"id": "mail", "type": "send_email", "to": "{{ trigger.body.to }}", "subject": "Hi", "body": "Hello!"}],
+        "steps": [
+            {
+                "id": "mail",
+                "type": "send_email",
+                "to": "{{ trigger.body.to }}",
+                "subject": "Hi",
+                "body": "Hello!",
+            }
+        ],
     }
     url = _endpoint(owner, token, _workflow(owner, token, mailing), path="/mail")["url"]
     person = unique_email()
@@ -79,7 +68,9 @@ def test_delivered_workflow_mail_names_its_organization_and_unsubscribes_in_one_
     assert unsubscribe in text
     # A mail client's one-click POST: no cookie, no CSRF token.
     done = core_app.test_client().post(
-        link_in(unsubscribe), data="List-Unsubscribe=One-Click", content_type="application/x-www-form-urlencoded"
+        link_in(unsubscribe),
+        data="List-Unsubscribe=One-Click",
+        content_type="application/x-www-form-urlencoded",
     )
     assert done.status_code == 200
 
@@ -88,9 +79,9 @@ def test_delivered_workflow_mail_names_its_organization_and_unsubscribes_in_one_
     assert len(deliver().to(person)) == 1, "nothing more reaches the address"
 
 
-def test_a_delivered_invitation_is_sent_as_the_organizations(core_app, database, deliver):
+def test_a_delivered_invitation_is_sent_as_the_organizations(core_app, outbox, deliver):  # noqa: F811
     owner = Browser(core_app)
-    _confirm(owner, database, owner.sign_up())
+    confirm_email(owner, outbox, owner.sign_up())
     owner.create_org("Acme Robots")
     token = _new_key(owner)
     person = unique_email()

@@ -94,7 +94,8 @@ def integration_connection(conn, org, parents):
 
 def email_suppression(conn, org, parents):
     conn.execute(
-        "INSERT INTO email_suppressions (org_id, address) VALUES (%s, %s)", (org, f"{uuid.uuid4().hex[:8]}@example.com")
+        "INSERT INTO email_suppressions (org_id, address) VALUES (%s, %s)",
+        (org, f"{uuid.uuid4().hex[:8]}@example.com"),
     )
     return org
 

@@ -12,8 +12,8 @@ from nectar.core.access import OrgContext, PermissionDenied
 from nectar.core.api.openapi import openapi_document
 from nectar.core.api_keys import service as api_keys
 from nectar.core.dashboard import org_counts
-from nectar.core.org_mail.service import MailLimitReached
 from nectar.core.extensions import csrf
+from nectar.core.org_mail.service import MailLimitReached
 from nectar.core.orgs import service as orgs
 from nectar.schema.models import ApiKey, Invitation, Membership, Organization, User
 from nectar.shared.database import db

@@ -72,7 +72,9 @@ def single_address(raw: str) -> str:
 
 def is_suppressed(session: Session, address: str) -> bool:
     """Whether `address` unsubscribed from the mail of the session's organization."""
-    return session.scalar(select(EmailSuppression.org_id).where(EmailSuppression.address == address)) is not None
+    return (
+        session.scalar(select(EmailSuppression.org_id).where(EmailSuppression.address == address)) is not None
+    )
 
 
 def suppress(session: Session, org_id: uuid.UUID, address: str) -> None:

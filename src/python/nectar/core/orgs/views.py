@@ -107,7 +107,12 @@ def invite():
                 form.role.data,
                 lambda token: external_url("orgs.accept_invitation", token=token),
             )
-        except (service.OrgError, accounts.AccountError, MailLimitReached, service.EmailNotConfirmed) as error:
+        except (
+            service.OrgError,
+            accounts.AccountError,
+            MailLimitReached,
+            service.EmailNotConfirmed,
+        ) as error:
             db.session.rollback()
             flash(str(error), "error")
         else:

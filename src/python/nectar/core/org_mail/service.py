@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import time
 import uuid
-from dataclasses import dataclass
 
 from email_validator import EmailNotValidError, validate_email
 from flask import current_app
@@ -131,12 +130,6 @@ def workflow_email(org_id: uuid.UUID, org_name: str, to: str, subject: str, body
     )
 
 
-@dataclass
-class _Org:
-    name: str
-    plan: str
-
-
 class WorkflowMail:
     """The send_email steps of one run in one organization. Each message is checked (one address,
     not unsubscribed) and counted in a short transaction of its own, committed at once: a long run
@@ -146,7 +139,7 @@ class WorkflowMail:
 
     def __init__(self, engine: Engine, org_id: uuid.UUID):
         self.engine, self.org_id = engine, org_id
-        self._org: _Org | None = None
+        self._org = None  # its name and plan, read with the first message
 
     def message(self, to: str, subject: str, body: str) -> Email | None:
         """The message to queue, or None when the recipient unsubscribed from this organization.
@@ -156,10 +149,9 @@ class WorkflowMail:
             raise ValueError(f"the body is {len(body)} characters; an email's is at most {MAX_BODY}")
         with Session(self.engine) as session, tenant_scope(session, self.org_id):
             if self._org is None:
-                row = session.execute(
+                self._org = session.execute(
                     select(Organization.name, Organization.plan).where(Organization.id == self.org_id)
                 ).one()
-                self._org = _Org(row.name, row.plan)
             if is_suppressed(session, address):
                 return None
             charge(session, self.org_id, self._org.plan)  # raising leaves the block: rolled back

@@ -33,7 +33,8 @@ ASYNC_LIMITS = Limits(max_steps=2000, time_limit_seconds=900.0)
 class Effects(Protocol):
     def http(self, step: dict, request: dict) -> dict: ...
 
-    def email(self, to: str, subject: str, body: str) -> None: ...
+    def email(self, to: str, subject: str, body: str) -> dict:
+        """Queues the message (or refuses it, raising); returns the step's output."""
 
     def sleep(self, seconds: float) -> None: ...
 
@@ -248,8 +249,7 @@ class Run:
             return {k: v for k, v in request.items() if k != "headers"}, result
         if kind == "send_email":
             message = {key: str(render(step[key], context)) for key in ("to", "subject", "body")}
-            self.effects.email(message["to"], message["subject"], message["body"])
-            return message, {"queued": True, "to": message["to"]}
+            return message, self.effects.email(message["to"], message["subject"], message["body"])
         if kind == "delay":
             if self.mode != "async":
                 raise RunStopped(

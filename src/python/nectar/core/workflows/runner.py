@@ -9,25 +9,36 @@ from collections.abc import Callable
 from flask import current_app
 from sqlalchemy.orm import Session
 
+from nectar.core.org_mail.service import MailLimitReached, WorkflowMail
 from nectar.core.workflows import outbound
-from nectar.core.workflows.engine import SYNC_LIMITS, Limits, RunOutcome, execute
+from nectar.core.workflows.engine import SYNC_LIMITS, Limits, RunOutcome, StepFailed, execute
 from nectar.core.workflows.service import RunRequest, complete_run, record_run
+from nectar.shared.database import db
 from nectar.shared.mail import Email, queue_email
+
+UNSUBSCRIBED = "the recipient unsubscribed from this organization's email"
 
 
 class LiveEffects:
-    """What steps do to the world: guarded HTTP, email through the outbox, real sleeping. The
-    session comes from `session_of`, called the first time a step needs one (most endpoint calls
-    never do)."""
+    """What steps do to the world: guarded HTTP, email through the outbox (checked and counted
+    against the organization's plan by WorkflowMail), real sleeping. The session comes from
+    `session_of`, called the first time a step needs one (most endpoint calls never do)."""
 
-    def __init__(self, session_of: Callable[[], Session], policy: outbound.OutboundPolicy):
+    def __init__(self, session_of: Callable[[], Session], policy: outbound.OutboundPolicy, org_id: uuid.UUID):
         self._session_of, self._session, self.policy = session_of, None, policy
+        self.org_id, self._mail = org_id, None
 
     @property
     def session(self) -> Session:
         if self._session is None:
             self._session = self._session_of()
         return self._session
+
+    @property
+    def mail(self) -> WorkflowMail:
+        if self._mail is None:
+            self._mail = WorkflowMail(db.engine, self.org_id)
+        return self._mail
 
     def http(self, step: dict, request: dict) -> dict:
         url, headers = request["url"], request["headers"]
@@ -48,8 +59,18 @@ class LiveEffects:
             timeout=request["timeout_seconds"],
         ).as_dict()
 
-    def email(self, to: str, subject: str, body: str) -> None:
-        queue_email(self.session, Email(to=to, subject=subject, body_text=body, category="workflow"))
+    def email(self, to: str, subject: str, body: str) -> dict:
+        try:
+            message = self.mail.message(*(text.replace("\x00", "") for text in (to, subject, body)))
+        except MailLimitReached as limit:
+            raise StepFailed(str(limit)) from None
+        if message is None:
+            return {"queued": False, "to": to, "reason": UNSUBSCRIBED}
+        self.queue(message)
+        return {"queued": True, "to": message.to}
+
+    def queue(self, message: Email) -> None:
+        queue_email(self.session, message)
 
     def sleep(self, seconds: float) -> None:
         time.sleep(seconds)
@@ -58,13 +79,12 @@ class LiveEffects:
 class CollectingEffects(LiveEffects):
     """Live effects whose emails are kept for the caller to write in its own transaction."""
 
-    def __init__(self, session_of: Callable[[], Session], policy: outbound.OutboundPolicy):
-        super().__init__(session_of, policy)
+    def __init__(self, session_of: Callable[[], Session], policy: outbound.OutboundPolicy, org_id: uuid.UUID):
+        super().__init__(session_of, policy, org_id)
         self.emails: list[Email] = []
 
-    def email(self, to: str, subject: str, body: str) -> None:
-        to, subject, body = (text.replace("\x00", "") for text in (to, subject, body))  # text cannot hold NUL
-        self.emails.append(Email(to=to, subject=subject, body_text=body, category="workflow"))
+    def queue(self, message: Email) -> None:
+        self.emails.append(message)
 
 
 def outbound_policy() -> outbound.OutboundPolicy:
@@ -97,7 +117,7 @@ def run_queued(session: Session, org_id: uuid.UUID, run_id: uuid.UUID, *, limits
         outcome = execute(
             definition,
             run.input or {},
-            LiveEffects(lambda: session, outbound_policy()),
+            LiveEffects(lambda: session, outbound_policy(), org_id),
             limits=limits,
             mode="async",
         )
@@ -129,7 +149,7 @@ def run_version(
     outcome = execute(
         definition,
         request.input,
-        LiveEffects(lambda: session, policy or outbound_policy()),
+        LiveEffects(lambda: session, policy or outbound_policy(), org_id),
         limits=limits,
         mode=mode,
     )

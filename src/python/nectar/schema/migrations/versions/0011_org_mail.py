@@ -11,7 +11,7 @@ from sqlalchemy.dialects import postgresql
 
 from nectar.schema.access import access_of, secure_table_sql
 
-revision = "0011c_org_mail"
+revision = "0011"
 down_revision = "0010"
 branch_labels = None
 depends_on = None

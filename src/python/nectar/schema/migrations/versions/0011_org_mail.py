@@ -1,6 +1,6 @@
 """Mail sent for an organization: the addresses that unsubscribed from it.
 
-Revision ID: 0011c_org_mail
+Revision ID: 0011
 Revises: 0010
 Create Date: 2026-11-26
 """

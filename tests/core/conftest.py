@@ -96,6 +96,11 @@ def link_in(body: str) -> str:
     return match.group(1)
 
 
+def confirm_email(browser, outbox, email: str) -> None:
+    """Confirms a signed-up address with the link emailed to it (inviting people needs it)."""
+    assert browser.get(link_in(outbox(email, "account.verify")["body"])).status_code == 302
+
+
 def drain_jobs(app) -> None:
     """Runs core's worker until its queue is empty, as `core.pex worker --once` would."""
     from nectar.core.runs import jobs

@@ -3,7 +3,7 @@
 import uuid
 
 from nectar.shared.config import Role
-from tests.core.conftest import PASSWORD, link_in, org_id_of, unique_email
+from tests.core.conftest import PASSWORD, confirm_email, link_in, org_id_of, unique_email
 
 
 def _member_roles(database, org_id) -> dict[str, str]:
@@ -61,7 +61,7 @@ def test_create_switch_and_settings(browser, database):
 
 
 def test_invite_a_new_person_who_signs_up_from_the_link(browser, new_browser, outbox, database):
-    browser.sign_up()
+    confirm_email(browser, outbox, browser.sign_up())
     org = browser.create_org()
     email, person = _join(browser, new_browser, outbox)
     assert _member_roles(database, org)[email] == "member"
@@ -70,7 +70,7 @@ def test_invite_a_new_person_who_signs_up_from_the_link(browser, new_browser, ou
 
 
 def test_an_existing_account_signs_in_to_accept(browser, new_browser, outbox, database):
-    browser.sign_up()
+    confirm_email(browser, outbox, browser.sign_up())
     org = browser.create_org()
     person = new_browser()
     email = person.sign_up()
@@ -86,6 +86,7 @@ def test_an_existing_account_signs_in_to_accept(browser, new_browser, outbox, da
 
 def test_inviting_an_existing_member_is_refused(browser, new_browser, outbox):
     owner_email = browser.sign_up()
+    confirm_email(browser, outbox, owner_email)
     browser.create_org()
     response = _invite(browser, owner_email)
     assert "is already a member" in browser.get(response.headers["Location"]).get_data(as_text=True)
@@ -93,6 +94,7 @@ def test_inviting_an_existing_member_is_refused(browser, new_browser, outbox):
 
 def test_a_member_cannot_invite_and_an_admin_cannot_remove_an_owner(browser, new_browser, outbox, database):
     owner_email = browser.sign_up()
+    confirm_email(browser, outbox, owner_email)
     org = browser.create_org()
     _member_email, member = _join(browser, new_browser, outbox, "member")
     refused = _invite(member, unique_email())
@@ -110,6 +112,7 @@ def test_a_member_cannot_invite_and_an_admin_cannot_remove_an_owner(browser, new
 
 def test_the_last_owner_cannot_leave_but_can_transfer_then_leave(browser, new_browser, outbox, database):
     owner_email = browser.sign_up()
+    confirm_email(browser, outbox, owner_email)
     org = browser.create_org()
     owner_id = _user_id(database, owner_email)
     browser.post(f"/org/members/{owner_id}/remove")
@@ -123,7 +126,7 @@ def test_the_last_owner_cannot_leave_but_can_transfer_then_leave(browser, new_br
 
 
 def test_roles_change_only_within_the_rules(browser, new_browser, outbox, database):
-    browser.sign_up()
+    confirm_email(browser, outbox, browser.sign_up())
     org = browser.create_org()
     member_email, _member = _join(browser, new_browser, outbox)
     member_id = _user_id(database, member_email)
@@ -150,7 +153,7 @@ def test_a_slug_with_a_trailing_newline_is_refused(browser, database):
 
 
 def test_removing_an_admin_revokes_their_keys_and_invitations(browser, new_browser, outbox, database):
-    browser.sign_up()
+    confirm_email(browser, outbox, browser.sign_up())
     org = browser.create_org()
     admin_email, admin = _join(browser, new_browser, outbox, "admin")
     admin.post("/org/api-keys", {"target": "mine"})

@@ -22,6 +22,7 @@ class Recorder:
 
     def email(self, to, subject, body, *, dedupe_key=None):
         self.emails.append((to, subject, body))
+        return {"queued": True, "to": to}
 
     def sleep(self, seconds):
         self.sleeps.append(seconds)

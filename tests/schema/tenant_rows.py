@@ -101,6 +101,14 @@ def integration_connection(conn, org, parents):
     )
 
 
+def email_suppression(conn, org, parents):
+    conn.execute(
+        "INSERT INTO email_suppressions (org_id, address) VALUES (%s, %s)",
+        (org, f"{uuid.uuid4().hex[:8]}@example.com"),
+    )
+    return org
+
+
 ROW_BUILDERS: dict[str, RowBuilder] = {
     "organizations": organization,
     "memberships": membership,
@@ -112,6 +120,7 @@ ROW_BUILDERS: dict[str, RowBuilder] = {
     "workflow_run_checkpoints": workflow_run_checkpoint,
     "endpoints": endpoint,
     "integration_connections": integration_connection,
+    "email_suppressions": email_suppression,
 }
 
 
@@ -131,7 +140,14 @@ def seed_tenant(conn: psycopg.Connection, org: uuid.UUID) -> dict:
         (org, parents["workflow"]),
     )
     parents["run"] = workflow_run(conn, org, parents)
-    for table in ("invitations", "api_keys", "endpoints", "integration_connections", "workflow_run_checkpoints"):
+    for table in (
+        "invitations",
+        "api_keys",
+        "endpoints",
+        "integration_connections",
+        "workflow_run_checkpoints",
+        "email_suppressions",
+    ):
         ROW_BUILDERS[table](conn, org, parents)
     return parents
 

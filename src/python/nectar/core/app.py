@@ -14,6 +14,7 @@ from nectar.core.builder.views import workflow_pages
 from nectar.core.dashboard import dashboard
 from nectar.core.endpoints.serve import NoSessionForTenantEndpoints, TenantEndpointCalls, tenant_endpoints
 from nectar.core.extensions import csrf, login_manager
+from nectar.core.org_mail.views import org_mail
 from nectar.core.orgs.views import orgs
 from nectar.core.provisioning.views import service_api
 from nectar.core.workflows.outbound import OutboundPolicy
@@ -39,6 +40,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         dashboard,
         accounts,
         orgs,
+        org_mail,
         api_keys,
         api,
         service_api,

@@ -7,6 +7,7 @@ caused it was committed.
 from __future__ import annotations
 
 import json
+import unicodedata
 import uuid
 from dataclasses import dataclass, field
 
@@ -23,6 +24,38 @@ class Email:
     headers: dict[str, str] = field(default_factory=dict)
     dedupe_key: str | None = None
     campaign_id: uuid.UUID | None = None  # the newsletter campaign it is part of, if any
+
+
+# RFC 8058: what a mail client POSTs to the List-Unsubscribe address for a one-click unsubscribe.
+ONE_CLICK = "List-Unsubscribe=One-Click"
+# A stored header the sender turns into the From display name (the address stays MAIL_FROM's), so
+# mail sent for an organization reads "Acme via Nectar Studio" in the inbox. Never sent as it is.
+SENDER_NAME_HEADER = "X-Nectar-Sender-Name"
+
+
+def unsubscribe_headers(url: str) -> dict[str, str]:
+    """RFC 2369 and RFC 8058 headers: mail clients show an unsubscribe button that POSTs to `url`."""
+    return {"List-Unsubscribe": f"<{url}>", "List-Unsubscribe-Post": ONE_CLICK}
+
+
+def one_line(text: str, limit: int) -> str:
+    """Text someone chose, made fit for a subject or a header: line breaks and control characters
+    become spaces, invisible formatting characters (bidirectional overrides among them) go, spaces
+    collapse, and at most `limit` characters remain (cut with "…")."""
+    kept = []
+    for char in str(text):
+        kind = unicodedata.category(char)
+        if kind in ("Cc", "Zl", "Zp"):
+            kept.append(" ")
+        elif kind != "Cf":
+            kept.append(char)
+    flat = " ".join("".join(kept).split())
+    return flat if len(flat) <= limit else flat[: limit - 1].rstrip() + "…"
+
+
+def quoted(text: str, limit: int) -> str:
+    """`one_line(text, limit)` in quotation marks: how mail shows a name someone else chose."""
+    return f"“{one_line(text, limit)}”"
 
 
 # psycopg's parameter style, so raw connections (the endpoint hot path) can send it too.

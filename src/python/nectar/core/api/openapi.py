@@ -109,11 +109,19 @@ def openapi_document() -> dict:
                 },
                 "post": {
                     "summary": "Invite someone by email",
+                    "description": "Needs a confirmed inviter (for an API key, its creator). An invitation "
+                    "to the address that is still pending is answered as it is (200), with no new email. "
+                    "Invitations and their email are limited per organization: 429 with Retry-After.",
                     "requestBody": {
                         "required": True,
                         "content": {"application/json": {"schema": _ref("NewInvitation")}},
                     },
-                    "responses": {"201": _json(_ref("Invitation"), "Created"), **ERRORS},
+                    "responses": {
+                        "200": _json(_ref("Invitation"), "Already pending"),
+                        "201": _json(_ref("Invitation"), "Created"),
+                        **ERRORS,
+                        "429": PROBLEM,
+                    },
                 },
             },
             "/invitations/{invitation_id}": {

@@ -14,6 +14,7 @@ from nectar.core.api.openapi import openapi_document
 from nectar.core.api_keys import service as api_keys
 from nectar.core.dashboard import org_counts
 from nectar.core.extensions import csrf
+from nectar.core.org_mail.service import MailLimitReached
 from nectar.core.orgs import service as orgs
 from nectar.schema.models import ApiKey, Invitation, Membership, Organization, User
 from nectar.shared.database import db
@@ -45,6 +46,13 @@ def _denied(error):
 @api.errorhandler(LookupError)
 def _missing(_error):
     return problem(404, "No such resource in this organization.")
+
+
+@api.errorhandler(MailLimitReached)
+def _mail_limited(error: MailLimitReached):
+    response = problem(429, str(error))
+    response.headers["Retry-After"] = str(error.retry_after)
+    return response
 
 
 @api.errorhandler(orgs.OrgError)
@@ -90,6 +98,15 @@ def _ctx() -> OrgContext:
 
 def _user_id() -> uuid.UUID | None:
     return None if g.get("api_principal") else current_user.user.id
+
+
+def _accountable_user_id() -> uuid.UUID | None:
+    """The person a request acts for: the signed-in user, or whoever made the API key."""
+    principal = g.get("api_principal")
+    if principal is None:
+        return current_user.user.id
+    key = db.session.get(ApiKey, principal.key_id)
+    return key.created_by if key else None
 
 
 def _page() -> tuple[int, int]:
@@ -232,10 +249,10 @@ def create_invitation():
     if not isinstance(email, str) or not isinstance(role, str):
         raise ApiError(422, "email (string) is required; role is owner, admin or member.")
     try:
-        invitation = orgs.invite(
+        invitation, sent = orgs.invite(
             db.session,
             _ctx(),
-            _user_id(),
+            _accountable_user_id(),
             email,
             role,
             lambda t: external_url("orgs.accept_invitation", token=t),
@@ -243,7 +260,7 @@ def create_invitation():
     except AccountError as error:
         raise ApiError(422, str(error), errors={"email": [str(error)]}) from None
     db.session.commit()
-    return jsonify(_invitation_json(invitation)), 201
+    return jsonify(_invitation_json(invitation)), 201 if sent else 200
 
 
 @api.delete("/invitations/<uuid:invitation_id>")

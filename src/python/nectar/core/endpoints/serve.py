@@ -340,7 +340,9 @@ def _sandboxed(response):
 def _call(org_id: uuid.UUID, route: service.Route, trigger: dict, window: int, writer: RunWriter):
     """The hot path: no query before the workflow runs (the route is in memory), and its run is
     written with others' in one round trip just after the answer (runs/writer.py)."""
-    effects = CollectingEffects(lambda: _scoped_session(org_id), current_app.config["NECTAR_OUTBOUND_POLICY"])
+    effects = CollectingEffects(
+        lambda: _scoped_session(org_id), current_app.config["NECTAR_OUTBOUND_POLICY"], org_id
+    )
     endpoint = route.endpoint
     request_ = RunRequest(endpoint.workflow_id, endpoint.version_id, "http", trigger)
     try:

@@ -16,13 +16,14 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from nectar.core.access import OrgContext, PermissionDenied
+from nectar.core.plans import PLAN_LIMITS
 from nectar.core.workflows.definition import Problem
 from nectar.schema.models import Endpoint, Workflow
 
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 PATH_PATTERN = re.compile(r"^(/([A-Za-z0-9._~-]+|\{[a-z_][a-z0-9_]{0,39}\}))+/?$|^/$")
-# Calls per minute per organization, by plan; system settings may override later.
-PLAN_RATE_LIMITS = {"free": 60, "starter": 600, "pro": 6000, "enterprise": 60000}
+# Calls per minute per organization, by plan (declared in plans.py; tests and benchmarks change these).
+PLAN_RATE_LIMITS = {plan: limits.calls_per_minute for plan, limits in PLAN_LIMITS.items()}
 
 
 class InvalidEndpoint(Exception):

@@ -7,23 +7,42 @@ and checks the caller's role here, on the server, whatever the page offered.
 from __future__ import annotations
 
 import re
+import time
 import uuid
 import zoneinfo
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from nectar.core.access import ROLE_RANK, OrgContext, PermissionDenied
 from nectar.core.accounts.service import normalize_email
+from nectar.core.org_mail.service import (
+    MailLimitReached,
+    charge,
+    is_suppressed,
+    organization_headers,
+    unsubscribe_url,
+)
 from nectar.schema.models import ApiKey, Invitation, Membership, Organization, User
+from nectar.shared import throttle
 from nectar.shared.database import scope_session, tenant_scope, user_scope
-from nectar.shared.mail import Email, queue_email
-from nectar.shared.tokens import TokenInvalid, make_token, read_token
+from nectar.shared.mail import Email, queue_email, quoted
+from nectar.shared.tokens import TokenInvalid, fingerprint, make_token, read_token
 
 INVITATION_DAYS = 7
 SLUG_PATTERN = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+# Invitations carry a name the organization chose to people who never asked for mail: besides the
+# plan's mail quota, a few an hour per organization, and a few a day to one address (an invitation
+# still pending is never sent again: inviting again returns it).
+INVITATIONS_PER_ORG = throttle.Limit(events=20, window_seconds=3600)
+INVITATIONS_PER_ADDRESS = throttle.Limit(events=3, window_seconds=86_400)
+
+
+class EmailNotConfirmed(PermissionDenied):
+    """Only a person whose own email address is confirmed may have us email others for the
+    organization."""
 
 
 class OrgError(Exception):
@@ -163,8 +182,13 @@ def _owner_count(session: Session) -> int:
 
 
 def invite(
-    session: Session, ctx: OrgContext, inviter_id: uuid.UUID, email: str, role: str, accept_link
-) -> Invitation:
+    session: Session, ctx: OrgContext, inviter_id: uuid.UUID | None, email: str, role: str, accept_link
+) -> tuple[Invitation, bool]:
+    """Invites `email` with `role` and emails them the link: (the invitation, True). A pending
+    invitation to the address is returned as it is, with no new email: (it, False). The inviter (for
+    an API key, the person who made it) must have confirmed their own address (EmailNotConfirmed);
+    MailLimitReached past the organization's invitation throttles or its plan's mail quota, whose
+    counts the caller's rollback undoes."""
     from flask import current_app
 
     _require(ctx, "admin", "invite people")
@@ -173,15 +197,35 @@ def invite(
     if role == "owner":
         _require(ctx, "owner", "invite an owner")
     email = normalize_email(email)
+    inviter = _confirmed_inviter(session, inviter_id)
     existing_user = session.scalar(select(User.id).where(User.email == email))
     if existing_user is not None and session.get(Membership, (ctx.org_id, existing_user)) is not None:
         raise OrgError(f"{email} is already a member of {ctx.org.name}.", "email")
+    # Two invitations to one address at once: the second waits, then finds the first pending.
+    session.execute(
+        text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"),
+        {"key": f"invitation:{ctx.org_id}:{email.lower()}"},
+    )
+    pending = session.scalar(
+        select(Invitation).where(
+            Invitation.email == email,
+            Invitation.accepted_at.is_(None),
+            Invitation.revoked_at.is_(None),
+            Invitation.expires_at > func.now(),
+        )
+    )
+    if pending is not None:
+        return pending, False
+    if is_suppressed(session, email):
+        raise OrgError(f"{email} asked to get no email from {ctx.org.name}; they cannot be invited.", "email")
+    _count_invitation(session, ctx.org_id, email)
+    charge(session, ctx.org_id, ctx.org.plan)
     invitation = Invitation(
         id=uuid.uuid4(),
         org_id=ctx.org_id,
         email=email,
         role=role,
-        invited_by=inviter_id,
+        invited_by=inviter.id,
         expires_at=datetime.now(UTC) + timedelta(days=INVITATION_DAYS),
     )
     session.add(invitation)
@@ -189,19 +233,62 @@ def invite(
     token = make_token(
         current_app.secret_key, "invitation", {"inv": str(invitation.id), "org": str(ctx.org_id)}
     )
-    queue_email(
-        session,
-        Email(
-            to=email,
-            subject=f"You are invited to {ctx.org.name} on Nectar Studio",
-            body_text=(
-                f"You are invited to join {ctx.org.name} on Nectar Studio as {role}.\n\n"
-                f"Accept within {INVITATION_DAYS} days:\n\n{accept_link(token)}\n"
-            ),
-            category="org.invitation",
+    queue_email(session, _invitation_email(ctx.org, inviter, email, role, accept_link(token)))
+    return invitation, True
+
+
+def _confirmed_inviter(session: Session, inviter_id: uuid.UUID | None) -> User:
+    inviter = session.get(User, inviter_id) if inviter_id else None
+    if inviter is None:
+        raise EmailNotConfirmed(
+            "Invitations are sent in a person's name: this API key's creator is no longer known. "
+            "Make a new key, or invite from the Members page."
+        )
+    if inviter.email_verified_at is None:
+        raise EmailNotConfirmed(
+            f"Confirm the email address {inviter.email} first: invitations go out in the name of a "
+            "person whose address is confirmed (for an API key, whoever made it). Use the link we "
+            "emailed, or ask for a new one."
+        )
+    return inviter
+
+
+def _count_invitation(session: Session, org_id: uuid.UUID, email: str) -> None:
+    for key, limit, message in (
+        (f"core.invite:{org_id}", INVITATIONS_PER_ORG, f"{INVITATIONS_PER_ORG.events} invitations an hour"),
+        (
+            f"core.invite:{org_id}:{fingerprint(email.lower())}",
+            INVITATIONS_PER_ADDRESS,
+            f"{INVITATIONS_PER_ADDRESS.events} invitations a day to one address",
         ),
+    ):
+        if throttle.hit(session, key, limit) > limit.events:
+            raise MailLimitReached(
+                f"An organization may send {message}; try again later.", limit.seconds_left(time.time())
+            )
+
+
+def _invitation_email(org: Organization, inviter: User, to: str, role: str, link: str) -> Email:
+    """Names the organization and the inviter as what they are, text they chose, in quotes and after
+    our own words; Nectar Studio says it did not write them."""
+    org_name = quoted(org.name, 80)
+    who = f"{quoted(inviter.display_name, 80)} ({inviter.email})" if inviter.display_name else inviter.email
+    unsubscribe = unsubscribe_url(org.id, to)
+    return Email(
+        to=to,
+        subject=f"Nectar Studio: an invitation to join {quoted(org.name, 60)}",
+        body_text=(
+            f"{who} invited you to join the organization {org_name} on Nectar Studio, as {role}.\n"
+            "The names in quotation marks were chosen by the people who use Nectar Studio; Nectar "
+            "Studio did not write them.\n\n"
+            f"Accept within {INVITATION_DAYS} days:\n\n{link}\n\n"
+            "If you do not know this person or organization, ignore this message: nothing happens "
+            "unless you accept.\n\n"
+            f"--\nTo get no more email from {org_name} through Nectar Studio, open:\n{unsubscribe}\n"
+        ),
+        category="org.invitation",
+        headers=organization_headers(org.name, unsubscribe),
     )
-    return invitation
 
 
 def revoke_invitation(session: Session, ctx: OrgContext, invitation_id: uuid.UUID) -> None:

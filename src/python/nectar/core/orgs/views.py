@@ -12,6 +12,7 @@ from nectar.core.access import OrgContext, choose_org, current_org, org_required
 from nectar.core.accounts import service as accounts
 from nectar.core.accounts.forms import SignUpForm
 from nectar.core.accounts.views import begin_session
+from nectar.core.org_mail.service import MailLimitReached
 from nectar.core.orgs import service
 from nectar.core.orgs.forms import ActionForm, CreateOrgForm, InviteForm, RoleForm, SettingsForm
 from nectar.shared.database import db
@@ -98,7 +99,7 @@ def invite():
     form = InviteForm()
     if form.validate_on_submit():
         try:
-            invitation = service.invite(
+            invitation, sent = service.invite(
                 db.session,
                 ctx,
                 current_user.user.id,
@@ -106,12 +107,24 @@ def invite():
                 form.role.data,
                 lambda token: external_url("orgs.accept_invitation", token=token),
             )
-        except (service.OrgError, accounts.AccountError) as error:
+        except (
+            service.OrgError,
+            accounts.AccountError,
+            MailLimitReached,
+            service.EmailNotConfirmed,
+        ) as error:
             db.session.rollback()
             flash(str(error), "error")
         else:
             db.session.commit()
-            flash(f"Invitation sent to {invitation.email}.", "success")
+            if sent:
+                flash(f"Invitation sent to {invitation.email}.", "success")
+            else:
+                flash(
+                    f"{invitation.email} has a pending invitation already (until "
+                    f"{invitation.expires_at:%Y-%m-%d}); withdraw it to send a new one.",
+                    "info",
+                )
     else:
         flash("; ".join(e for errors in form.errors.values() for e in errors), "error")
     return redirect(url_for("orgs.members"))

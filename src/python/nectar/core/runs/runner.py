@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 
 from flask import current_app
@@ -14,28 +15,38 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session
 
 from nectar.core.integrations.service import authorize, connection_named
+from nectar.core.org_mail.service import MailLimitReached, WorkflowMail
 from nectar.core.runs.journal import RunJournal
 from nectar.core.runs.records import RunRequest, complete_run, record_run
 from nectar.core.workflows import outbound
-from nectar.core.workflows.engine import SYNC_LIMITS, Limits, RunOutcome, execute
+from nectar.core.workflows.engine import SYNC_LIMITS, Limits, RunOutcome, StepFailed, execute
 from nectar.schema.models import WorkflowRun, WorkflowVersion
-from nectar.shared.database import scope_session
+from nectar.shared.database import db, scope_session
 from nectar.shared.mail import Email, queue_email
+
+UNSUBSCRIBED = "the recipient unsubscribed from this organization's email"
 
 
 class LiveEffects:
-    """What steps do to the world: guarded HTTP, email through the outbox, real sleeping. The
-    session comes from `session_of`, called the first time a step needs one (most endpoint calls
-    never do)."""
+    """What steps do to the world: guarded HTTP, email through the outbox (checked and counted
+    against the organization's plan by WorkflowMail), real sleeping. The session comes from
+    `session_of`, called the first time a step needs one (most endpoint calls never do)."""
 
-    def __init__(self, session_of: Callable[[], Session], policy: outbound.OutboundPolicy):
+    def __init__(self, session_of: Callable[[], Session], policy: outbound.OutboundPolicy, org_id: uuid.UUID):
         self._session_of, self._session, self.policy = session_of, None, policy
+        self.org_id, self._mail = org_id, None
 
     @property
     def session(self) -> Session:
         if self._session is None:
             self._session = self._session_of()
         return self._session
+
+    @property
+    def mail(self) -> WorkflowMail:
+        if self._mail is None:
+            self._mail = WorkflowMail(db.engine, self.org_id)
+        return self._mail
 
     def http(self, step: dict, request: dict) -> dict:
         url, headers = request["url"], request["headers"]
@@ -54,12 +65,21 @@ class LiveEffects:
             timeout=request["timeout_seconds"],
         ).as_dict()
 
-    def email(self, to: str, subject: str, body: str, *, dedupe_key: str | None = None) -> None:
-        """Queues the message in the run's transaction. A durable run's step gives a dedupe key: the
-        outbox's unique index then holds at most one message per run and step, whatever happens
-        (the step's checkpoint commits with it, so a replay never queues it again)."""
-        email = Email(to=to, subject=subject, body_text=body, category="workflow", dedupe_key=dedupe_key)
-        queue_email(self.session, email)
+    def email(self, to: str, subject: str, body: str, *, dedupe_key: str | None = None) -> dict:
+        """Checks, counts and queues the message. A durable run's step gives a dedupe key: the
+        outbox's unique index then holds at most one message per run and step (the step's
+        checkpoint commits with it, so a replay never queues it again)."""
+        try:
+            message = self.mail.message(*(text.replace("\x00", "") for text in (to, subject, body)))
+        except MailLimitReached as limit:
+            raise StepFailed(str(limit)) from None
+        if message is None:
+            return {"queued": False, "to": to, "reason": UNSUBSCRIBED}
+        self.queue(replace(message, dedupe_key=dedupe_key) if dedupe_key else message)
+        return {"queued": True, "to": message.to}
+
+    def queue(self, message: Email) -> None:
+        queue_email(self.session, message)
 
     def sleep(self, seconds: float) -> None:
         time.sleep(seconds)
@@ -68,13 +88,12 @@ class LiveEffects:
 class CollectingEffects(LiveEffects):
     """Live effects whose emails are kept for the caller to write in its own transaction."""
 
-    def __init__(self, session_of: Callable[[], Session], policy: outbound.OutboundPolicy):
-        super().__init__(session_of, policy)
+    def __init__(self, session_of: Callable[[], Session], policy: outbound.OutboundPolicy, org_id: uuid.UUID):
+        super().__init__(session_of, policy, org_id)
         self.emails: list[Email] = []
 
-    def email(self, to: str, subject: str, body: str, *, dedupe_key: str | None = None) -> None:
-        to, subject, body = (text.replace("\x00", "") for text in (to, subject, body))  # text cannot hold NUL
-        self.emails.append(Email(to=to, subject=subject, body_text=body, category="workflow"))
+    def queue(self, message: Email) -> None:
+        self.emails.append(message)
 
 
 def outbound_policy() -> outbound.OutboundPolicy:
@@ -109,7 +128,7 @@ def activate_run(
         outcome = execute(
             definition,
             run.input or {},
-            LiveEffects(lambda: session, outbound_policy()),
+            LiveEffects(lambda: session, outbound_policy(), org_id),
             limits=limits,
             mode="async",
             journal=RunJournal(session, org_id, run_id),
@@ -154,7 +173,7 @@ def run_version(
     outcome = execute(
         definition,
         request.input,
-        LiveEffects(lambda: session, policy or outbound_policy()),
+        LiveEffects(lambda: session, policy or outbound_policy(), org_id),
         limits=limits,
         mode=mode,
     )

@@ -48,7 +48,9 @@ DURABLE_STEP_TYPES = frozenset({"http_request", "send_email", "wait", "delay", "
 class Effects(Protocol):
     def http(self, step: dict, request: dict) -> dict: ...
 
-    def email(self, to: str, subject: str, body: str, *, dedupe_key: str | None = None) -> None: ...
+    def email(self, to: str, subject: str, body: str, *, dedupe_key: str | None = None) -> dict:
+        """Queues the message (or refuses it, raising); returns the step's output. A durable run's
+        step gives a dedupe key: at most one message is ever queued under it."""
 
     def sleep(self, seconds: float) -> None: ...
 
@@ -348,10 +350,10 @@ class Run:
             return {k: v for k, v in request.items() if k != "headers"}, result
         if kind == "send_email":
             message = {key: str(render(step[key], context)) for key in ("to", "subject", "body")}
-            self.effects.email(
-                message["to"], message["subject"], message["body"], dedupe_key=self.journal.effect_key(key)
+            dedupe_key = self.journal.effect_key(key)
+            return message, self.effects.email(
+                message["to"], message["subject"], message["body"], dedupe_key=dedupe_key
             )
-            return message, {"queued": True, "to": message["to"]}
         if kind in ("wait", "delay"):
             return self._wait_step(step, context, key)
         if kind == "code":

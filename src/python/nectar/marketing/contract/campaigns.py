@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from nectar.marketing.addresses import deliverable_address
 from nectar.shared.content import render_markdown
-from nectar.shared.mail import Email, queue_email
+from nectar.shared.mail import Email, queue_email, unsubscribe_headers
 from nectar.shared.tokens import make_token
 
 CAMPAIGN_CATEGORY = "campaign"
@@ -27,7 +27,6 @@ UNSUBSCRIBE_PURPOSE = "newsletter-unsubscribe"
 UNSUBSCRIBE_PATH = "/newsletter/unsubscribe/"
 # Unsubscribe links sit in mailboxes for years and must keep working.
 UNSUBSCRIBE_MAX_AGE = 10 * 365 * 24 * 3600
-ONE_CLICK = "List-Unsubscribe=One-Click"
 # Where a template puts the campaign's body: `{{ content }}` (any spacing) or `{content}`.
 CONTENT_PLACEHOLDER = re.compile(r"\{\{\s*content\s*\}\}|\{content\}")
 FOOTER_TEXT = "You receive this because you subscribed to the Nectar Studio newsletter."
@@ -49,11 +48,6 @@ def unsubscribe_token(secret_key: str, email: str) -> str:
 def unsubscribe_url(base_url: str, secret_key: str, email: str) -> str:
     """The one-click unsubscribe address for `email` on the marketing site at `base_url`."""
     return f"{base_url.rstrip('/')}{UNSUBSCRIBE_PATH}{unsubscribe_token(secret_key, email)}"
-
-
-def unsubscribe_headers(url: str) -> dict[str, str]:
-    """RFC 2369 and RFC 8058 headers: mail clients show an unsubscribe button that POSTs to `url`."""
-    return {"List-Unsubscribe": f"<{url}>", "List-Unsubscribe-Post": ONE_CLICK}
 
 
 def wrap_in_template(template_markdown: str | None, body_markdown: str) -> str:

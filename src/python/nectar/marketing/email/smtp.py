@@ -12,9 +12,10 @@ import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from email.message import EmailMessage
-from email.utils import formatdate, getaddresses
+from email.utils import formataddr, formatdate, getaddresses
 
 from nectar.shared.config import ConfigError, env_int, env_str
+from nectar.shared.mail import SENDER_NAME_HEADER, one_line
 
 SECURITY_MODES = ("starttls", "ssl", "none")
 DEFAULT_FROM = "Nectar Studio <hello@localhost>"
@@ -152,14 +153,21 @@ def build_message(
     headers: Mapping[str, str],
 ) -> EmailMessage:
     """The MIME message for one outbox row. Its Message-ID comes from the row, so a retried send is
-    recognisably the same message."""
+    recognisably the same message. A stored sender name (mail sent for an organization) replaces
+    MAIL_FROM's display name; the address is always MAIL_FROM's."""
+    headers = dict(headers or {})
+    sender_name = headers.pop(SENDER_NAME_HEADER, None)
     message = EmailMessage()
-    message["From"] = settings.mail_from
+    if sender_name:
+        address = getaddresses([settings.mail_from])[0][1]
+        message["From"] = formataddr((one_line(sender_name, 120), address))
+    else:
+        message["From"] = settings.mail_from
     message["To"] = to
     message["Subject"] = subject
     message["Date"] = formatdate(localtime=False, usegmt=True)
     message["Message-ID"] = f"<{message_id}@{settings.from_domain}>"
-    for name, value in (headers or {}).items():
+    for name, value in headers.items():
         if name.lower() not in RESERVED_HEADERS:
             message[name] = value
     message.set_content(body_text)

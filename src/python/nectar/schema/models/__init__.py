@@ -6,7 +6,15 @@ table, the column that row-level security compares with the current organization
 derive the tenant tables from the live schema and check every one.
 """
 
-from nectar.schema.models.accounts import ApiKey, Invitation, Membership, Organization, User, UserSession
+from nectar.schema.models.accounts import (
+    ApiKey,
+    EmailSuppression,
+    Invitation,
+    Membership,
+    Organization,
+    User,
+    UserSession,
+)
 from nectar.schema.models.billing import StripeEvent, Subscription
 from nectar.schema.models.integrations import CatalogService, IntegrationConnection
 from nectar.schema.models.marketing import (
@@ -37,6 +45,7 @@ __all__ = [
     "Campaign",
     "CatalogService",
     "EmailOutbox",
+    "EmailSuppression",
     "EmailTemplate",
     "Endpoint",
     "IntegrationConnection",

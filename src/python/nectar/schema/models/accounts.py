@@ -162,3 +162,16 @@ class ApiKey(Base):
     created_at: Mapped[datetime] = created_timestamp()
     last_used_at: Mapped[datetime | None] = timestamp()
     revoked_at: Mapped[datetime | None] = timestamp()
+
+
+class EmailSuppression(Base):
+    __tablename__ = "email_suppressions"
+    # An address that unsubscribed from the mail an organization sends through us (its workflows'
+    # email and its invitations): none is queued to it any more.
+    __table_args__ = (tenant_table(),)
+
+    org_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("organizations.id", ondelete="CASCADE"), primary_key=True
+    )
+    address: Mapped[str] = mapped_column(CITEXT, primary_key=True)
+    created_at: Mapped[datetime] = created_timestamp()

@@ -217,8 +217,9 @@ def run_noop_worker() -> None:
 
 
 def throughput(server, environ, made, runs: int, workers: int) -> tuple[float, float]:
-    with admin(server) as conn:
+    with admin(server) as conn:  # each round counts only its own jobs and runs
         conn.execute("DELETE FROM procrastinate_jobs")
+        conn.execute("DELETE FROM workflow_runs")
     with Workers(environ, workers, noop=True):
         started = queue_noops(server, runs)
         wait_until(lambda: finished_noops(server) >= runs, 600)

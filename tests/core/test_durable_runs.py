@@ -99,9 +99,11 @@ def _outbox(database, *addresses) -> list[tuple[str, str]]:
         ).fetchall()
 
 
-def _start(browser, definition, run_input=None) -> str:
+def _start(browser, database, definition, run_input=None) -> str:
     browser.sign_up()
-    browser.create_org()
+    org = browser.create_org()
+    with database.connect(Role.ADMIN) as conn:  # room for every email these runs send
+        conn.execute("UPDATE organizations SET plan = 'enterprise' WHERE id = %s", (org,))
     token = _new_key(browser)
     workflow_id = _workflow(browser, token, definition)
     started = browser.api(
@@ -125,6 +127,7 @@ def test_a_worker_killed_after_a_request_before_its_checkpoint_is_replaced_and_t
     with serving(target) as url, workers(database) as start:
         run_id = _start(
             browser,
+            database,
             {
                 "trigger": {"type": "manual"},
                 "steps": [
@@ -155,6 +158,7 @@ def test_a_worker_killed_while_sending_email_leaves_one_message_per_step(browser
     with workers(database) as start:
         run_id = _start(
             browser,
+            database,
             {
                 "trigger": {"type": "manual"},
                 "steps": [
@@ -190,6 +194,7 @@ def test_a_worker_killed_while_its_run_waits_costs_nothing(browser, database):
     with workers(database) as start:
         run_id = _start(
             browser,
+            database,
             {
                 "trigger": {"type": "manual"},
                 "steps": [

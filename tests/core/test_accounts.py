@@ -53,7 +53,7 @@ def test_a_wrong_password_is_refused_without_saying_which_part_was_wrong(browser
 def test_repeated_failures_lock_the_account_briefly_and_say_so(browser, new_browser, monkeypatch):
     email = browser.sign_up()
     frozen = time.time()
-    monkeypatch.setattr(service.time, "time", lambda: frozen)  # all attempts in one window
+    monkeypatch.setattr(time, "time", lambda: frozen)  # all attempts in one window
     attacker = new_browser()
     for _ in range(service.ACCOUNT_BURST.events):
         assert attacker.sign_in(email, "guess-guess-guess").status_code == 401

@@ -6,29 +6,35 @@ here touches only global tables (users, user_sessions) and the outbox, so it nee
 
 from __future__ import annotations
 
-import time
 import uuid
 from datetime import UTC, datetime, timedelta
 
-from email_validator import EmailNotValidError, validate_email
-from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from nectar.schema.models import User, UserSession
-from nectar.shared import throttle
+from nectar.shared import signin, throttle
 from nectar.shared.mail import Email, queue_email
-from nectar.shared.passwords import hash_password, needs_rehash, password_problem, verify_password
+from nectar.shared.passwords import hash_password, password_problem
+from nectar.shared.sessions import SessionStore
 from nectar.shared.tokens import TokenInvalid, fingerprint, make_token, read_token
 
 VERIFY_MAX_AGE = 2 * 24 * 3600
 RESET_MAX_AGE = 3600
-SESSION_IDLE_LIMIT = timedelta(days=30)
-LAST_SEEN_RESOLUTION = timedelta(minutes=5)
 
 # A short lockout after a burst of failures, a hard hourly cap per account, and one per address.
 ACCOUNT_BURST = throttle.Limit(events=5, window_seconds=300)
 ACCOUNT_HOURLY = throttle.Limit(events=100, window_seconds=3600)
 ADDRESS_LIMIT = throttle.Limit(events=50, window_seconds=900)
+PASSWORDS = signin.PasswordSignIn(
+    User,
+    "core.login",
+    account_limits=(("account", ACCOUNT_BURST), ("account-hour", ACCOUNT_HOURLY)),
+    address_limit=ADDRESS_LIMIT,
+    locked_advice="or reset your password.",
+)
+SESSIONS = SessionStore(
+    UserSession, User, "user_id", idle_limit=timedelta(days=30), last_seen_resolution=timedelta(minutes=5)
+)
 
 
 class AccountError(Exception):
@@ -39,19 +45,18 @@ class AccountError(Exception):
         self.field = field
 
 
-class SignInRefused(Exception):
-    """Wrong credentials or a lockout. The message is safe to show: it never says which was wrong."""
+SignInRefused = signin.SignInRefused  # what sign_in raises
 
 
 def normalize_email(raw: str) -> str:
     try:
-        return validate_email(raw.strip(), check_deliverability=False).normalized
-    except EmailNotValidError as error:
+        return signin.normalize_email(raw)
+    except signin.InvalidEmail as error:
         raise AccountError(str(error), field="email") from None
 
 
 def find_user(session: Session, email: str) -> User | None:
-    return session.scalar(select(User).where(User.email == email))
+    return PASSWORDS.find(session, email)
 
 
 def sign_up(session: Session, email: str, password: str, display_name: str | None, verify_link) -> User:
@@ -135,86 +140,14 @@ def verify_email(session: Session, secret_key: str, token: str) -> User:
 
 
 def sign_in(session: Session, email: str, password: str, address: str | None) -> User:
-    """Checks credentials under the throttles. Failures are counted even though the caller's
-    transaction may roll back, so commit after calling (the view does)."""
-    try:
-        email = normalize_email(email)
-    except AccountError:
-        raise SignInRefused("Wrong email or password.") from None
-    now = time.time()
-    keys = [
-        (f"core.login.account:{email.lower()}", ACCOUNT_BURST),
-        (f"core.login.account-hour:{email.lower()}", ACCOUNT_HOURLY),
-    ]
-    if address:
-        keys.append((f"core.login.address:{address}", ADDRESS_LIMIT))
-    for key, limit in keys:
-        if throttle.count(session, key, limit, now) >= limit.events:
-            minutes = -(-limit.seconds_left(now) // 60)
-            raise SignInRefused(
-                f"Too many failed sign-in attempts. Sign-in is locked for {minutes} minute{'s' if minutes != 1 else ''}; "
-                "try again then, or reset your password."
-            )
-    user = find_user(session, email)
-    # Always verify (against a dummy hash when there is no user), so timing reveals nothing.
-    password_ok = verify_password(user.password_hash if user else None, password)
-    if user is None or not user.is_active or not password_ok:
-        for key, limit in keys:
-            throttle.hit(session, key, limit, now)
-        raise SignInRefused("Wrong email or password.")
-    throttle.clear(session, keys[0][0])
-    if needs_rehash(user.password_hash):
-        user.password_hash = hash_password(password)
-    user.last_login_at = datetime.now(UTC)
-    return user
-
-
-def start_session(session: Session, user: User, address: str | None, user_agent: str | None) -> UserSession:
-    browser = UserSession(
-        id=uuid.uuid4(), user_id=user.id, address=address, user_agent=(user_agent or "")[:300]
-    )
-    session.add(browser)
-    session.flush()
-    return browser
-
-
-def load_session(session: Session, session_id: str) -> tuple[UserSession, User] | None:
-    """The live session and its user, or None when revoked, idle too long or the user is inactive."""
-    try:
-        sid = uuid.UUID(session_id)
-    except ValueError:
-        return None
-    row = session.execute(
-        select(UserSession, User)
-        .join(User, User.id == UserSession.user_id)
-        .where(UserSession.id == sid, UserSession.revoked_at.is_(None), User.is_active.is_(True))
-    ).first()
-    if row is None:
-        return None
-    browser, user = row
-    now = datetime.now(UTC)
-    if now - browser.last_seen_at > SESSION_IDLE_LIMIT:
-        return None
-    if now - browser.last_seen_at > LAST_SEEN_RESOLUTION:
-        browser.last_seen_at = now
-        session.commit()  # at most once per LAST_SEEN_RESOLUTION, so the idle limit sees activity
-    return browser, user
-
-
-def end_session(session: Session, session_id: uuid.UUID) -> None:
-    session.execute(
-        update(UserSession)
-        .where(UserSession.id == session_id, UserSession.revoked_at.is_(None))
-        .values(revoked_at=datetime.now(UTC))
-    )
+    """Checks credentials under the throttles (PASSWORDS). Raises SignInRefused. Failures are
+    counted even though the caller's transaction may roll back, so commit after calling (the view does)."""
+    return PASSWORDS.sign_in(session, email, password, address)
 
 
 def end_all_sessions(session: Session, user_id: uuid.UUID) -> None:
-    session.execute(
-        update(UserSession)
-        .where(UserSession.user_id == user_id, UserSession.revoked_at.is_(None))
-        .values(revoked_at=datetime.now(UTC))
-    )
+    """Signs the user out everywhere."""
+    SESSIONS.end_all(session, user_id)
 
 
 def request_password_reset(session: Session, email: str, reset_link) -> None:

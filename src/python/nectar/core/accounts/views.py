@@ -32,7 +32,7 @@ class SignedInUser:
 
 @login_manager.user_loader
 def _load_signed_in_user(session_id: str):
-    found = service.load_session(db.session, session_id)
+    found = service.SESSIONS.load(db.session, session_id)
     if found is None:
         return None
     browser, user = found
@@ -49,7 +49,7 @@ def _address() -> str | None:
 
 def begin_session(user) -> None:
     session.clear()  # a fresh session at sign-in: nothing from before carries over
-    browser = service.start_session(db.session, user, _address(), request.user_agent.string)
+    browser = service.SESSIONS.start(db.session, user, _address(), request.user_agent.string)
     db.session.commit()
     login_user(SignedInUser(user, browser.id))
 
@@ -74,24 +74,24 @@ def signup():
 @accounts.route("/login", methods=["GET", "POST"])
 def login():
     form = SignInForm(next=request.args.get("next", ""))
-    error = None
+    error, locked = None, False
     if form.validate_on_submit():
         try:
             user = service.sign_in(db.session, form.email.data, form.password.data, _address())
         except service.SignInRefused as refused:
             db.session.commit()  # keep the failure counts
-            error = str(refused)
+            error, locked = str(refused), refused.locked
         else:
             begin_session(user)
             return redirect(safe_next_path(form.next.data, url_for("dashboard.home")))
-    status = 429 if error and "locked" in error else (401 if error else 200)
+    status = 429 if locked else (401 if error else 200)
     return render_template("core/accounts/login.html", form=form, error=error), status
 
 
 @accounts.post("/logout")
 @login_required
 def logout():
-    service.end_session(db.session, current_user.session_id)
+    service.SESSIONS.end(db.session, current_user.session_id)
     db.session.commit()
     logout_user()
     session.clear()

@@ -55,25 +55,31 @@ class PasswordSignIn:
         return session.scalar(select(self.account).where(self.account.email == email))
 
     def sign_in(self, session: Session, email: str, password: str, address: str | None):
-        """The account whose credentials these are. Raises SignInRefused. Failures are counted in
-        the caller's transaction: commit after calling, also when it raises."""
+        """The account whose credentials these are. Raises SignInRefused.
+
+        The attempt is counted, and the counts checked, before the password is: in one statement per
+        counter, committed at once (so no row lock is held while the password hash is computed, and
+        neither a rollback nor a crash forgets the attempt). Concurrent attempts each get their own
+        count, so no more of them reach a password check than a limit allows. A successful sign-in
+        is taken back from the counts (they count failures); the caller commits it."""
         try:
             email = normalize_email(email)
         except InvalidEmail:
             email = email.strip().lower()[:320]
         now = time.time()
         counters = self._counters(email, address)
-        for key, limit in counters:
-            if throttle.count(session, key, limit, now) >= limit.events:
-                raise SignInRefused(self._locked_message(limit, now), locked=True)
+        refused_by = throttle.take(session, counters, now)
+        session.commit()
+        if refused_by is not None:
+            raise SignInRefused(self._locked_message(refused_by[1], now), locked=True)
         account = self.find(session, email)
         # Always verify (against a dummy hash when there is no account), so timing reveals nothing.
         password_ok = verify_password(account.password_hash if account else None, password)
         if account is None or not account.is_active or not password_ok:
-            for key, limit in counters:
-                throttle.hit(session, key, limit, now)
             raise SignInRefused(WRONG_CREDENTIALS)
-        throttle.clear(session, counters[0][0])
+        burst, *others = counters
+        throttle.clear(session, burst[0])  # a burst of failures starts over after a success
+        throttle.give_back(session, others, now)
         if needs_rehash(account.password_hash):
             account.password_hash = hash_password(password)
         account.last_login_at = datetime.now(UTC)

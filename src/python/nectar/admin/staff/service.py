@@ -105,7 +105,7 @@ def has_superadmin(session: Session) -> bool:
 
 def sign_in(session: Session, email: str, password: str, address: str | None) -> StaffUser:
     """Checks credentials under per-email and per-address limits (PASSWORDS). Raises SignInRefused.
-    Failures are counted in the caller's transaction: commit after calling, also when it raises."""
+    Commits the attempt's count before checking the password; commit the sign-in after calling."""
     return PASSWORDS.sign_in(session, email, password, address)
 
 
@@ -163,18 +163,21 @@ def provisioning_uri(secret: str, staff: StaffUser) -> str:
 def check_totp(session: Session, keys: KeyRing, staff: StaffUser, code: str) -> None:
     """Accepts a code from the member's secret (one step of clock drift either way), once: a code
     or an older one is refused after it was used, also when two requests bring it at the same moment.
-    Failures are throttled; commit after calling."""
-    key = f"admin.totp:{staff.id}"
+    Attempts are throttled (the count is committed here); commit after calling."""
+    counter = (f"admin.totp:{staff.id}", TOTP_LIMIT)
     now = time.time()
-    if throttle.count(session, key, TOTP_LIMIT, now) >= TOTP_LIMIT.events:
+    # Counted before the code is checked and checked by the count it returns, so concurrent guesses
+    # never get more checks than the limit; committed at once, so no rollback forgets it.
+    refused = throttle.take(session, [counter], now)
+    session.commit()
+    if refused is not None:
         raise StaffError("Too many wrong codes. Wait a few minutes and try again.", field="code")
     secret = totp_secret(keys, staff)
     code = "".join(code.split())
     step = _matching_step(secret, code, now) if secret and code.isdigit() else None
     if step is None or not _claim_step(session, staff, step):
-        throttle.hit(session, key, TOTP_LIMIT, now)
         raise StaffError("That code is not right (or was already used). Enter the current one.", field="code")
-    throttle.clear(session, key)
+    throttle.clear(session, counter[0])
 
 
 def _claim_step(session: Session, staff: StaffUser, step: int) -> bool:

@@ -33,7 +33,6 @@ def login():
         try:
             member = service.sign_in(db.session, form.email.data, form.password.data, request.remote_addr)
         except service.SignInRefused as refused:
-            db.session.commit()  # keep the failure counts
             error, locked = str(refused), refused.locked
         else:
             row = service.start_session(db.session, member, request.remote_addr, request.user_agent.string)

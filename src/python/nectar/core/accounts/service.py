@@ -140,8 +140,8 @@ def verify_email(session: Session, secret_key: str, token: str) -> User:
 
 
 def sign_in(session: Session, email: str, password: str, address: str | None) -> User:
-    """Checks credentials under the throttles (PASSWORDS). Raises SignInRefused. Failures are
-    counted even though the caller's transaction may roll back, so commit after calling (the view does)."""
+    """Checks credentials under the throttles (PASSWORDS). Raises SignInRefused. Commits the
+    attempt's count before checking the password; commit the sign-in after calling."""
     return PASSWORDS.sign_in(session, email, password, address)
 
 

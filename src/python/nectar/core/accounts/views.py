@@ -79,7 +79,6 @@ def login():
         try:
             user = service.sign_in(db.session, form.email.data, form.password.data, _address())
         except service.SignInRefused as refused:
-            db.session.commit()  # keep the failure counts
             error, locked = str(refused), refused.locked
         else:
             begin_session(user)

@@ -7,8 +7,11 @@ here touches only global tables (users, user_sessions) and the outbox, so it nee
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from nectar.schema.models import User, UserSession
@@ -18,7 +21,8 @@ from nectar.shared.passwords import hash_password, password_problem
 from nectar.shared.sessions import SessionStore
 from nectar.shared.tokens import TokenInvalid, fingerprint, make_token, read_token
 
-VERIFY_MAX_AGE = 2 * 24 * 3600
+VERIFY_MAX_AGE = 2 * 24 * 3600  # verification and sign-up links
+SIGNUP_PURPOSE = "signup"
 RESET_MAX_AGE = 3600
 
 # A short lockout after a burst of failures, a hard hourly cap per account, and one per address.
@@ -59,32 +63,74 @@ def find_user(session: Session, email: str) -> User | None:
     return PASSWORDS.find(session, email)
 
 
-def sign_up(session: Session, email: str, password: str, display_name: str | None, verify_link) -> User:
-    """Creates an account and queues the verification email. `verify_link(token)` makes its URL."""
+@dataclass(frozen=True)
+class SignUpLinks:
+    """Where sign-up emails point: `finish(token)` to the page that creates the account, and the
+    sign-in and forgotten-password pages for an address that has an account already."""
+
+    finish: Callable[[str], str]
+    sign_in: str
+    forgot_password: str
+
+
+def request_signup(session: Session, email: str, links: SignUpLinks) -> None:
+    """Starts a sign-up by email, and answers the same whether or not the address has an account:
+    nobody learns which addresses do (no account probing). A new address gets a link to finish
+    signing up (the account is made there, with its password, once the link proved the inbox); an
+    address with an account gets a note that someone tried, with links to sign in or reset the
+    password. Both do the same work: one count, one lookup, one email queued (or, past the per-address
+    limit, none either way). Raises AccountError only for what is not an email address."""
+    from flask import current_app
+
     email = normalize_email(email)
-    problem = password_problem(password)
-    if problem:
-        raise AccountError(problem, field="password")
-    if find_user(session, email) is not None:
-        raise AccountError(
-            "An account with this email already exists. Sign in, or reset its password.", "email"
+    if not email_allowed(session, "signup", email):
+        return
+    if find_user(session, email) is None:
+        token = make_token(current_app.secret_key, SIGNUP_PURPOSE, {"email": email})
+        message = Email(
+            to=email,
+            subject="Finish signing up for Nectar Studio",
+            body_text=(
+                "Someone, we hope you, asked to create a Nectar Studio account for this address.\n\n"
+                f"Choose your name and password here within 48 hours:\n\n{links.finish(token)}\n\n"
+                "If it was not you, ignore this message: no account is made without this link."
+            ),
+            category="account.signup",
         )
-    user = User(
-        id=uuid.uuid4(), email=email, password_hash=hash_password(password), display_name=display_name or None
-    )
-    session.add(user)
-    session.flush()
-    send_verification(session, user, verify_link)
-    return user
+    else:
+        message = Email(
+            to=email,
+            subject="Someone tried to sign up with your email",
+            body_text=(
+                "Someone, perhaps you, tried to create a Nectar Studio account for this address, which "
+                "has one already. No new account was made, and yours is unchanged.\n\n"
+                f"Sign in here:\n\n{links.sign_in}\n\n"
+                f"Forgot the password? Choose a new one here:\n\n{links.forgot_password}\n\n"
+                "If it was not you, you can ignore this message."
+            ),
+            category="account.signup_existing",
+        )
+    queue_email(session, message)
 
 
-def create_invited_account(session: Session, email: str, password: str, display_name: str | None) -> User:
-    """An account made from an invitation link: the link proved the address, so it is verified."""
+def signup_email(session: Session, secret_key: str, token: str) -> str:
+    """The address a sign-up link was sent to. Raises TokenInvalid when the link is forged, expired,
+    or its address has an account by now (the link was used, or the account made another way)."""
+    email = read_token(secret_key, SIGNUP_PURPOSE, token, VERIFY_MAX_AGE)["email"]
+    if find_user(session, email) is not None:
+        raise TokenInvalid(f"{email} has an account already. Sign in, or reset its password.")
+    return email
+
+
+def create_verified_account(session: Session, email: str, password: str, display_name: str | None) -> User:
+    """An account made from an emailed link (a sign-up link, an invitation): the link proved the
+    address, so it is verified. Raises AccountError for a weak password or a taken address."""
     problem = password_problem(password)
     if problem:
         raise AccountError(problem, field="password")
+    taken = AccountError(f"{email} has an account already. Sign in, or reset its password.", "email")
     if find_user(session, email) is not None:
-        raise AccountError("An account with this email already exists. Sign in to accept.", "email")
+        raise taken
     user = User(
         id=uuid.uuid4(),
         email=email,
@@ -92,8 +138,11 @@ def create_invited_account(session: Session, email: str, password: str, display_
         display_name=display_name or None,
         email_verified_at=datetime.now(UTC),
     )
-    session.add(user)
-    session.flush()
+    try:
+        with session.begin_nested():  # the same address, made meanwhile by another request
+            session.add(user)
+    except IntegrityError:
+        raise taken from None
     return user
 
 
@@ -121,8 +170,8 @@ def send_verification(session: Session, user: User, verify_link) -> None:
             to=user.email,
             subject="Confirm your email for Nectar Studio",
             body_text=(
-                f"Welcome to Nectar Studio.\n\nConfirm your email address by opening this link within 48 hours:\n\n"
-                f"{verify_link(token)}\n\nIf you did not sign up, ignore this message."
+                "Confirm this email address for your Nectar Studio account by opening this link within "
+                f"48 hours:\n\n{verify_link(token)}\n\nIf you do not know why you got this, ignore it."
             ),
             category="account.verify",
         ),
@@ -151,15 +200,19 @@ def end_all_sessions(session: Session, user_id: uuid.UUID) -> None:
 
 
 def request_password_reset(session: Session, email: str, reset_link) -> None:
-    """Queues a reset email when the account exists; says nothing either way (no account probing)."""
+    """Queues a reset email when the account exists; says nothing either way (no account probing).
+    The address is counted whether or not it has an account, so both cases do the same work up to
+    the email."""
     from flask import current_app
 
     try:
         email = normalize_email(email)
     except AccountError:
         return
+    if not email_allowed(session, "reset", email):
+        return
     user = find_user(session, email)
-    if user is None or not user.is_active or not email_allowed(session, "reset", user.email):
+    if user is None or not user.is_active:
         return
     token = make_token(
         current_app.secret_key, "reset-password", {"uid": str(user.id), "fp": _reset_binding(user)}

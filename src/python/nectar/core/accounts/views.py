@@ -6,7 +6,13 @@ from flask import Blueprint, current_app, flash, redirect, render_template, requ
 from flask_login import current_user, login_required, login_user, logout_user
 
 from nectar.core.accounts import service
-from nectar.core.accounts.forms import ForgotPasswordForm, ResetPasswordForm, SignInForm, SignUpForm
+from nectar.core.accounts.forms import (
+    ForgotPasswordForm,
+    NewAccountForm,
+    ResetPasswordForm,
+    SignInForm,
+    SignUpForm,
+)
 from nectar.core.extensions import login_manager
 from nectar.shared.database import db
 from nectar.shared.tokens import TokenInvalid
@@ -54,21 +60,55 @@ def begin_session(user) -> None:
     login_user(SignedInUser(user, browser.id))
 
 
+# The same answer whether or not the address has an account (the email differs): no account probing.
+CHECK_EMAIL = (
+    "We sent a message to that address with the next step. It can take a minute to arrive; "
+    "the link in it works for 48 hours."
+)
+
+
 @accounts.route("/signup", methods=["GET", "POST"])
 def signup():
     form = SignUpForm()
     if form.validate_on_submit():
+        links = service.SignUpLinks(
+            finish=lambda token: external_url("accounts.finish_signup", token=token),
+            sign_in=external_url("accounts.login"),
+            forgot_password=external_url("accounts.forgot_password"),
+        )
         try:
-            user = service.sign_up(
-                db.session, form.email.data, form.password.data, form.display_name.data, _verify_link
+            service.request_signup(db.session, form.email.data, links)
+        except service.AccountError as error:
+            form.email.errors.append(str(error))
+        else:
+            db.session.commit()
+            return render_template("core/accounts/message.html", title="Check your email", message=CHECK_EMAIL)
+    return render_template("core/accounts/signup.html", form=form)
+
+
+@accounts.route("/signup/finish", methods=["GET", "POST"])
+def finish_signup():
+    token = request.args.get("token", "")
+    try:
+        email = service.signup_email(db.session, current_app.secret_key, token)
+    except TokenInvalid as invalid:
+        return (
+            render_template("core/accounts/message.html", title="Link not valid", message=str(invalid)),
+            400,
+        )
+    form = NewAccountForm()
+    if form.validate_on_submit():
+        try:
+            user = service.create_verified_account(
+                db.session, email, form.password.data, form.display_name.data
             )
         except service.AccountError as error:
-            getattr(form, error.field or "email").errors.append(str(error))
+            form.password.errors.append(str(error))
         else:
             begin_session(user)
-            flash(f"Welcome! We sent a confirmation link to {user.email}.", "success")
+            flash(f"Welcome! Your account for {email} is ready.", "success")
             return redirect(url_for("orgs.create"))
-    return render_template("core/accounts/signup.html", form=form)
+    return render_template("core/accounts/finish_signup.html", form=form, email=email, token=token)
 
 
 @accounts.route("/login", methods=["GET", "POST"])

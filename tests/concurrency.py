@@ -55,3 +55,22 @@ def within_one_window(limit, attempt: Callable[[], None]) -> None:
         if limit.window_start(time.time()) == started:
             raise
         attempt()
+
+
+def wait_for_lock_waiters(database, count: int, statement_start: str = "") -> None:
+    """Until `count` sessions of the test database wait for a lock in a statement starting with
+    `statement_start` (any statement when empty). Read as the superuser, who sees every role's."""
+    from nectar.shared.embedded_postgres import SUPERUSER
+
+    deadline = time.monotonic() + 30
+    with database.connect(SUPERUSER, autocommit=True) as conn:
+        while time.monotonic() < deadline:
+            waiting = conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND wait_event_type = 'Lock' AND query ILIKE %s",
+                (statement_start + "%",),
+            ).fetchone()[0]
+            if waiting >= count:
+                return
+            time.sleep(0.05)
+    raise AssertionError(f"{count} requests never both waited on {statement_start or 'a lock'!r}")

@@ -17,7 +17,7 @@ from nectar.admin.staff import service as staff_service
 from nectar.admin.staff.access import PUBLIC_ENDPOINTS, READ_ONLY_WRITES, SIGN_IN_ENDPOINTS
 from nectar.shared.config import Role
 from tests.admin.conftest import StaffBrowser, totp_code
-from tests.concurrency import at_once, calls_counted, within_one_window
+from tests.concurrency import at_once, calls_counted, wait_for_lock_waiters, within_one_window
 from tests.core.conftest import Browser as CoreBrowser
 
 UNSAFE = {"POST", "PUT", "PATCH", "DELETE"}
@@ -415,22 +415,6 @@ def test_sign_in_goes_back_to_the_page_asked_for_but_never_off_site(admin_app, s
         assert away.headers["Location"] == "/", target
 
 
-def _wait_for_lock_waiters(database, statement_start: str, count: int) -> None:
-    """Until `count` sessions wait for a row lock in a statement starting with `statement_start`."""
-    deadline = time.monotonic() + 30
-    with database.connect(Role.ADMIN, autocommit=True) as conn:
-        while time.monotonic() < deadline:
-            waiting = conn.execute(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                "AND wait_event_type = 'Lock' AND query ILIKE %s",
-                (statement_start + "%",),
-            ).fetchone()[0]
-            if waiting >= count:
-                return
-            time.sleep(0.05)
-    raise AssertionError(f"{count} requests never both waited on {statement_start!r}")
-
-
 def test_one_code_brought_by_two_requests_at_once_signs_in_only_one(admin_app, staff_member, database):
     email, password, secret = staff_member("superadmin")
     browsers = [StaffBrowser(admin_app) for _ in range(2)]
@@ -454,7 +438,7 @@ def test_one_code_brought_by_two_requests_at_once_signs_in_only_one(admin_app, s
         for thread in threads:
             thread.start()
         try:
-            _wait_for_lock_waiters(database, "UPDATE staff_users", 2)
+            wait_for_lock_waiters(database, 2, "UPDATE staff_users")
         finally:
             holder.rollback()
             for thread in threads:

@@ -1,8 +1,10 @@
 """Organizations: create, switch, settings, members and roles, invitations, ownership, suspension."""
 
+import threading
 import uuid
 
 from nectar.shared.config import Role
+from tests.concurrency import wait_for_lock_waiters
 from tests.core.conftest import PASSWORD, link_in, org_id_of, unique_email
 
 
@@ -120,6 +122,37 @@ def test_the_last_owner_cannot_leave_but_can_transfer_then_leave(browser, new_br
     assert roles == {owner_email: "admin", member_email: "owner"}
     assert browser.post(f"/org/members/{owner_id}/remove").status_code == 302
     assert owner_email not in _member_roles(database, org)
+
+
+def test_two_owners_leaving_at_once_leave_one_owner(browser, new_browser, outbox, database):
+    owner_email = browser.sign_up()
+    org = browser.create_org()
+    other_email, other = _join(browser, new_browser, outbox, role="owner")
+    leavers = [(browser, _user_id(database, owner_email)), (other, _user_id(database, other_email))]
+    forms = [{"csrf_token": leaver.csrf_token()} for leaver, _ in leavers]
+    answers = []
+
+    def leave(leaver, user_id, form):
+        answers.append(leaver.post(f"/org/members/{user_id}/remove", form).status_code)
+
+    # The race made certain: while the members' rows are locked, both requests get as far as they
+    # can; then both go on at once.
+    with database.connect(Role.ADMIN) as holder:
+        holder.execute("SELECT 1 FROM memberships WHERE org_id = %s FOR UPDATE", (org,))
+        threads = [
+            threading.Thread(target=leave, args=(leaver, user_id, form))
+            for (leaver, user_id), form in zip(leavers, forms, strict=True)
+        ]
+        for thread in threads:
+            thread.start()
+        try:
+            wait_for_lock_waiters(database, 2)
+        finally:
+            holder.rollback()
+            for thread in threads:
+                thread.join(30)
+    assert answers == [302, 302]
+    assert list(_member_roles(database, org).values()) == ["owner"], "one owner left, the other stayed"
 
 
 def test_roles_change_only_within_the_rules(browser, new_browser, outbox, database):

@@ -82,7 +82,9 @@ def signup():
             form.email.errors.append(str(error))
         else:
             db.session.commit()
-            return render_template("core/accounts/message.html", title="Check your email", message=CHECK_EMAIL)
+            return render_template(
+                "core/accounts/message.html", title="Check your email", message=CHECK_EMAIL
+            )
     return render_template("core/accounts/signup.html", form=form)
 
 

@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 from nectar.shared.cli import Command
 
 _ENQUEUE = text(
-    "SELECT procrastinate_defer_jobs_v1(ARRAY[ROW(:queue, :task, 0, :lock, :queueing_lock, CAST(:args AS jsonb), "
+    "SELECT procrastinate_defer_jobs_v1(ARRAY[ROW(:queue, :task, :priority, :lock, :queueing_lock, CAST(:args AS jsonb), "
     ":scheduled_at)::procrastinate_job_to_defer_v1])"
 )
 
@@ -34,13 +34,16 @@ def enqueue(
     queue: str,
     scheduled_at: datetime | None = None,
     lock: str | None = None,
+    priority: int = 0,
 ) -> None:
-    """Adds a job in the session's transaction (procrastinate's own SQL function)."""
+    """Adds a job in the session's transaction (procrastinate's own SQL function). Workers take
+    higher `priority` first; jobs with one `lock` run one at a time, in order."""
     session.execute(
         _ENQUEUE,
         {
             "queue": queue,
             "task": task_name,
+            "priority": priority,
             "lock": lock,
             "queueing_lock": None,
             "args": json.dumps(args),
@@ -92,7 +95,10 @@ def worker_command(build: Callable[[], tuple[procrastinate.App, list[str]]]) -> 
         app, queues = build()
         logging.getLogger("procrastinate").setLevel(logging.INFO)
         print(f"worker: running jobs from queue {', '.join(queues)}", flush=True)
-        app.run_worker(queues=queues, wait=not args.once, install_signal_handlers=True)
+        # --once takes one job at a time: with several at once, a job waiting for its lock (held
+        # by one running) would find the worker stopped once the queue looked empty.
+        once = {"concurrency": 1} if args.once else {}
+        app.run_worker(queues=queues, wait=not args.once, install_signal_handlers=True, **once)
         return 0
 
     return Command(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import json
 import re
+import threading
 from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
@@ -14,6 +15,8 @@ import jmespath
 import orjson
 from jmespath import functions, visitor
 from jmespath.exceptions import JMESPathError
+
+from nectar.core.workflows import time_limit
 
 _TEMPLATE = re.compile(r"\{\{(.*?)\}\}", re.S)
 _WHOLE = re.compile(r"^\s*\{\{(.*?)\}\}\s*$", re.S)
@@ -24,6 +27,11 @@ MAX_VALUE_SIZE = 1_000_000
 # The deepest a value may nest: far more than data needs, and well inside what JSON encoders and
 # jsonb take (orjson refuses past 254 levels).
 MAX_VALUE_DEPTH = 100
+# The most nodes one evaluation may visit: each visit can build a list as long as those before it
+# (`[@, @][]` doubles one), so this bounds the memory an expression takes as well as its time.
+# Loops over a thousand items with a dozen nodes each take a hundredth of it.
+MAX_EXPRESSION_VISITS = 1_000_000
+TIME_CHECK_EVERY = 1024  # visits between checks of the run's time limit
 
 
 class ExpressionError(Exception):
@@ -112,9 +120,37 @@ class _BoundedFunctions(functions.Functions):
         )
 
 
-# One interpreter for every evaluation: it keeps no state between searches, and making one per
-# search (as ParsedResult.search does) also rebuilds its method cache each time.
-_interpreter = visitor.TreeInterpreter(jmespath.Options(dict_cls=dict, custom_functions=_BoundedFunctions()))
+class _Visits(threading.local):
+    count = 0
+
+
+class _BoundedInterpreter(visitor.TreeInterpreter):
+    """JMESPath's interpreter, counting the nodes each evaluation on a thread visits: every
+    TIME_CHECK_EVERY it checks the time limit, and past MAX_EXPRESSION_VISITS it stops."""
+
+    def __init__(self, options: jmespath.Options):
+        super().__init__(options)
+        self.visits = _Visits()
+
+    def visit(self, node, *args, **kwargs):
+        visits = self.visits.count = self.visits.count + 1
+        if visits % TIME_CHECK_EVERY == 0:
+            if visits > MAX_EXPRESSION_VISITS:
+                raise ExpressionError(
+                    f"an expression took more than {MAX_EXPRESSION_VISITS:,} steps; refused"
+                )
+            time_limit.check()
+        method = self._method_cache.get(node["type"])
+        if method is None:  # as Visitor.visit
+            method = self._method_cache[node["type"]] = getattr(
+                self, f"visit_{node['type']}", self.default_visit
+            )
+        return method(node, *args, **kwargs)
+
+
+# One interpreter for every evaluation: it keeps no state between searches but its counts (one per
+# thread), and making one per search (as ParsedResult.search does) rebuilds its method cache each time.
+_interpreter = _BoundedInterpreter(jmespath.Options(dict_cls=dict, custom_functions=_BoundedFunctions()))
 
 
 def expressions_in(template: str) -> Iterator[str]:
@@ -128,6 +164,9 @@ def _compiled(expression: str):
 
 
 def evaluate(expression: str, context: dict) -> Any:
+    """The expression's value over `context`. Counts against the thread's time limit
+    (time_limit.py), which raises TimeLimitExceeded past it."""
+    _interpreter.visits.count = 0
     try:
         return _interpreter.visit(_compiled(expression.strip()).parsed, context)
     except JMESPathError as error:

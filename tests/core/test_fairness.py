@@ -16,19 +16,12 @@ import pytest
 import requests
 
 from nectar.shared.config import Role
-from tests.core.test_api import _new_key
+from tests.core.test_bounded_work import _organization
 from tests.core.test_endpoints import _endpoint, _workflow
 from tests.core.upstream import serving
 from tests.serving import service_process
 
 pytestmark = pytest.mark.timeout(180)
-
-
-def _organization(new_browser):
-    browser = new_browser()
-    browser.sign_up()
-    org = browser.create_org()
-    return browser, org, _new_key(browser)
 
 
 def _wait_for(condition, what: str, seconds: float = 30) -> None:

@@ -35,6 +35,3 @@ class ThreadShares:
             held = self._held.pop(org_id) - 1
             if held:
                 self._held[org_id] = held
-
-    def held(self, org_id: uuid.UUID) -> int:
-        return self._held.get(org_id, 0)

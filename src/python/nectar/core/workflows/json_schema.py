@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 from string import hexdigits
+
 import re2
 from jsonschema import Draft202012Validator, FormatChecker, validators
 from jsonschema._keywords import additionalProperties as _additional_properties

@@ -1,5 +1,7 @@
 """The engine over recorded effects: every step type, expressions, retries, error branches, limits."""
 
+import time
+
 import pytest
 
 from nectar.core.workflows.definition import validate
@@ -184,6 +186,16 @@ def test_an_expression_that_doubles_its_value_is_stopped_before_it_takes_the_mem
     document = wf({"id": "t", "type": "transform", "expression": "[@, @][]" * 30})
     outcome = execute(document, {}, Recorder(), limits=Limits(time_limit_seconds=600))
     assert outcome.status == "failed" and "more than 1,000,000 steps" in outcome.error
+
+
+def test_templates_are_found_in_one_pass_over_the_text():
+    """Sixty thousand `{{` and no `}}`: the pattern that found templates rescanned the rest of the
+    text from each one (minutes, holding the interpreter lock); a pass over the text is instant."""
+    text = "{{" * 60_000
+    started = time.monotonic()
+    outcome = execute(wf({"id": "r", "type": "respond", "body": text}), {}, Recorder())
+    assert outcome.status == "succeeded" and outcome.response.body == text
+    assert time.monotonic() - started < 10  # generous: linear time takes milliseconds
 
 
 def test_delay_runs_only_asynchronously():

@@ -25,11 +25,11 @@ from referencing import Registry
 
 from nectar.core.workflows import time_limit
 
-# RE2's memory for one compiled pattern: ample for what schemas hold, and a pattern that needs more
-# (a{1000}{1000}) is refused when saved. Matching never needs more either: RE2 falls back to a
-# slower, still linear, engine when its cache is full.
-PATTERN_MAX_MEMORY = 1 << 20
-PATTERNS_KEPT = 512  # compiled patterns kept per process, most recently used first
+# RE2's memory for one compiled pattern, program and matching cache together: enough for
+# ^[\p{L} .'-]{1,200}$ (1 MiB was not), and a pattern that needs more is refused when saved.
+# Matching never takes more: RE2 falls back to a slower, still linear, engine when its cache is full.
+PATTERN_MAX_MEMORY = 4 << 20
+PATTERNS_KEPT = 128  # compiled patterns kept per process (most recently used): 512 MiB at the very most
 
 
 class PatternRefused(ValueError):

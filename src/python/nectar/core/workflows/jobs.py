@@ -1,5 +1,13 @@
 """Core's background jobs: asynchronous workflow runs (manual, scheduled, re-runs) and the
-scheduler that turns cron triggers into runs. Run by `core.pex worker`."""
+scheduler that turns cron triggers into runs. Run by `core.pex worker`.
+
+Runs are shared out fairly between organizations. An organization's Nth waiting run is queued
+with priority -N, so workers take every organization's first waiting run before anyone's second:
+a thousand queued runs of one organization delay another's by one run each, at most. And its runs
+go round ORG_MAX_WORKER_RUNS procrastinate locks (jobs with one lock run one at a time), so it
+holds at most that many of all workers' slots (WORKER_CONCURRENCY each); the rest stay free for
+other organizations however long its runs take.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +17,7 @@ from zoneinfo import ZoneInfo
 
 import procrastinate
 from croniter import croniter
-from flask import Flask
+from flask import Flask, current_app
 from sqlalchemy import select, text, update
 
 from nectar.core.workflows.engine import ASYNC_LIMITS
@@ -21,6 +29,10 @@ from nectar.shared.jobs import add_queue_upkeep, enqueue
 
 QUEUE = "core"
 RUN_TASK = "core.run_workflow"
+MOST_WAITING_COUNTED = 10_000  # past it, an organization's runs are all last alike
+_WAITING_RUNS = text(
+    "SELECT count(*) FROM (SELECT 1 FROM workflow_runs WHERE org_id = :org_id AND status = 'queued' LIMIT :most) w"
+)
 blueprint = procrastinate.Blueprint()
 # Upkeep: a run whose worker died is handed back (run_queued then records it failed, as it is not
 # safe to redo), and finished jobs are removed after a day.
@@ -45,7 +57,10 @@ def queue_run(
     key=None,
     rerun_of=None,
 ):
-    """Records a queued run and its job in the caller's transaction; returns the run's id."""
+    """Records a queued run and its job in the caller's transaction; returns the run's id. The job
+    waits behind the organization's runs already waiting (see the module's docstring)."""
+    waiting = session.scalar(_WAITING_RUNS, {"org_id": org_id, "most": MOST_WAITING_COUNTED})
+    lanes = current_app.config["NECTAR_SETTINGS"].org_max_worker_runs
     run_id = uuid.uuid4()
     session.add(
         WorkflowRun(
@@ -61,7 +76,14 @@ def queue_run(
         )
     )
     session.flush()
-    enqueue(session, RUN_TASK, {"org_id": str(org_id), "run_id": str(run_id)}, queue=QUEUE)
+    enqueue(
+        session,
+        RUN_TASK,
+        {"org_id": str(org_id), "run_id": str(run_id)},
+        queue=QUEUE,
+        priority=-waiting,
+        lock=f"{RUN_TASK}:{org_id}:{waiting % lanes}",
+    )
     return run_id
 
 

@@ -145,6 +145,8 @@ def serve(kind: str, port: int, environ: dict[str, str]) -> None:
         # wrk calls faster than enterprise's 60,000 a minute. Each call is still counted against
         # the limit (that work is measured); the limit is only never reached.
         PLAN_RATE_LIMITS["enterprise"] = 10**9
+        # One organization is all the load here: it may hold every thread (fairness still counts it).
+        environ = {**environ, "ORG_MAX_THREADS": str(GUNICORN["threads"])}
         app = create_app(load_settings(Service.CORE, environ))
     else:
         app = bare_app()

@@ -3,11 +3,18 @@ do (contract calls, webhooks, browsers), and addresses where nothing listens (a 
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
+import subprocess
+import sys
+import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import requests
 from werkzeug.serving import make_server
 
 
@@ -35,3 +42,41 @@ def free_port() -> int:
 def dead_url() -> str:
     """The address of a peer that is down."""
     return f"http://127.0.0.1:{free_port()}"
+
+
+@contextmanager
+def service_process(module: str, environ: dict[str, str], timeout: float = 60) -> Iterator[str]:
+    """Runs a service binary's default command (gunicorn, as deployed) in a subprocess with
+    `environ` on a free loopback port; yields its base URL once /healthz answers."""
+    port = free_port()
+    env = {
+        **os.environ,
+        **environ,
+        "PORT": str(port),
+        "HOST": "127.0.0.1",
+        "PYTHONPATH": os.pathsep.join(sys.path),
+    }
+    log = tempfile.TemporaryFile()  # a pipe nobody reads would stop the server once full
+    process = subprocess.Popen([sys.executable, "-m", module], env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if process.poll() is not None:
+                log.seek(0)
+                raise AssertionError(f"{module} exited: {log.read().decode(errors='replace')[-3000:]}")
+            assert time.monotonic() < deadline, f"{module} did not answer /healthz within {timeout:g} s"
+            try:
+                if requests.get(f"{url}/healthz", timeout=1).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                time.sleep(0.2)
+        yield url
+    finally:
+        process.send_signal(signal.SIGINT)  # gunicorn's quick shutdown: held requests are cut off
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log.close()

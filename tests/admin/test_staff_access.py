@@ -17,6 +17,7 @@ from nectar.admin.staff import service as staff_service
 from nectar.admin.staff.access import PUBLIC_ENDPOINTS, READ_ONLY_WRITES, SIGN_IN_ENDPOINTS
 from nectar.shared.config import Role
 from tests.admin.conftest import StaffBrowser, totp_code
+from tests.concurrency import at_once, calls_counted, wait_for_lock_waiters, within_one_window
 from tests.core.conftest import Browser as CoreBrowser
 
 UNSAFE = {"POST", "PUT", "PATCH", "DELETE"}
@@ -118,18 +119,6 @@ def test_a_cookie_signed_with_another_salt_is_refused_even_naming_a_live_session
     assert intruder.get("/users").status_code == 302
 
 
-def _within_one_window(limit, attempt) -> None:
-    """Runs `attempt` again (once) when it straddled the boundary of the limit's fixed window,
-    where the counts start over by design."""
-    started = limit.window_start(time.time())
-    try:
-        attempt()
-    except AssertionError:
-        if limit.window_start(time.time()) == started:
-            raise
-        attempt()
-
-
 def test_sign_in_is_rate_limited_per_email(admin_app, staff_member):
     def attempt():
         email, password, _ = staff_member("support")
@@ -143,7 +132,7 @@ def test_sign_in_is_rate_limited_per_email(admin_app, staff_member):
         assert "locked" in locked.get_data(as_text=True)
         assert browser.get("/users").status_code == 302, "the right password did not get in while locked"
 
-    _within_one_window(staff_service.ACCOUNT_LIMIT, attempt)
+    within_one_window(staff_service.ACCOUNT_LIMIT, attempt)
 
 
 def test_sign_in_is_rate_limited_per_address(admin_app, staff_member):
@@ -163,7 +152,29 @@ def test_sign_in_is_rate_limited_per_address(admin_app, staff_member):
         elsewhere = browser.post("/login", {"email": email, "password": password})
         assert elsewhere.status_code == 302, "another address is not locked"
 
-    _within_one_window(staff_service.ADDRESS_LIMIT, attempt)
+    within_one_window(staff_service.ADDRESS_LIMIT, attempt)
+
+
+def test_twenty_concurrent_wrong_passwords_get_at_most_five_password_checks(admin_app, staff_member):
+    import argon2
+
+    def attempt():
+        email, _, _ = staff_member("support")
+        attackers = [StaffBrowser(admin_app) for _ in range(20)]
+        tokens = [attacker.csrf_token() for attacker in attackers]
+        with calls_counted(argon2.PasswordHasher, "verify") as verified:
+            answers = at_once(
+                20,
+                lambda i: attackers[i].post(
+                    "/login", {"email": email, "password": f"wrong guess number {i}", "csrf_token": tokens[i]}
+                ),
+            )
+        statuses = sorted(answer.status_code for answer in answers)
+        assert statuses.count(401) <= staff_service.ACCOUNT_LIMIT.events, statuses
+        assert statuses.count(401) + statuses.count(429) == 20, statuses
+        assert verified[0] <= staff_service.ACCOUNT_LIMIT.events, f"{verified[0]} password checks"
+
+    within_one_window(staff_service.ACCOUNT_LIMIT, attempt)
 
 
 def test_a_superadmin_must_enrol_totp_before_anything_else(admin_app, staff_member, audit_rows, database):
@@ -237,7 +248,26 @@ def test_totp_guessing_is_throttled(admin_app, staff_member):
         locked = browser.post("/login/totp", {"code": totp_code(secret)})
         assert locked.status_code == 401 and "Too many wrong codes" in locked.get_data(as_text=True)
 
-    _within_one_window(staff_service.TOTP_LIMIT, attempt)
+    within_one_window(staff_service.TOTP_LIMIT, attempt)
+
+
+def test_twenty_concurrent_wrong_totp_codes_get_at_most_five_checks(admin_app, staff_member):
+    def attempt():
+        email, password, secret = staff_member("superadmin")
+        guessers = [StaffBrowser(admin_app) for _ in range(20)]
+        for guesser in guessers:
+            assert guesser.post("/login", {"email": email, "password": password}).status_code == 302
+        tokens = [guesser.csrf_token() for guesser in guessers]
+        wrong = _wrong_code(secret)
+        answers = at_once(
+            20, lambda i: guessers[i].post("/login/totp", {"code": wrong, "csrf_token": tokens[i]})
+        )
+        pages = [answer.get_data(as_text=True) for answer in answers]
+        checked = sum("not right" in page for page in pages)
+        assert checked <= staff_service.TOTP_LIMIT.events, f"{checked} codes checked"
+        assert checked + sum("Too many wrong codes" in page for page in pages) == 20
+
+    within_one_window(staff_service.TOTP_LIMIT, attempt)
 
 
 def test_support_staff_may_turn_totp_on_and_off_but_a_superadmin_may_not_turn_it_off(
@@ -385,22 +415,6 @@ def test_sign_in_goes_back_to_the_page_asked_for_but_never_off_site(admin_app, s
         assert away.headers["Location"] == "/", target
 
 
-def _wait_for_lock_waiters(database, statement_start: str, count: int) -> None:
-    """Until `count` sessions wait for a row lock in a statement starting with `statement_start`."""
-    deadline = time.monotonic() + 30
-    with database.connect(Role.ADMIN, autocommit=True) as conn:
-        while time.monotonic() < deadline:
-            waiting = conn.execute(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                "AND wait_event_type = 'Lock' AND query ILIKE %s",
-                (statement_start + "%",),
-            ).fetchone()[0]
-            if waiting >= count:
-                return
-            time.sleep(0.05)
-    raise AssertionError(f"{count} requests never both waited on {statement_start!r}")
-
-
 def test_one_code_brought_by_two_requests_at_once_signs_in_only_one(admin_app, staff_member, database):
     email, password, secret = staff_member("superadmin")
     browsers = [StaffBrowser(admin_app) for _ in range(2)]
@@ -424,7 +438,7 @@ def test_one_code_brought_by_two_requests_at_once_signs_in_only_one(admin_app, s
         for thread in threads:
             thread.start()
         try:
-            _wait_for_lock_waiters(database, "UPDATE staff_users", 2)
+            wait_for_lock_waiters(database, 2, "UPDATE staff_users")
         finally:
             holder.rollback()
             for thread in threads:

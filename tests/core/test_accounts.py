@@ -1,42 +1,103 @@
 """Accounts end to end through the web pages, against the real database and the real outbox."""
 
 import re
+import statistics
 import time
 
+import argon2
 import pytest
 
 from nectar.core.accounts import service
 from nectar.shared.config import Role
+from tests.concurrency import at_once, calls_counted, within_one_window
 from tests.core.conftest import PASSWORD, Browser, link_in, unique_email
 
 
-def test_sign_up_verify_email_and_sign_in(browser, new_browser, outbox):
-    email = browser.sign_up()
-    assert browser.get("/dashboard").headers["Location"].endswith("/orgs")  # signed in, no organization yet
-    message = outbox(email, "account.verify")
-    assert "Confirm your email" in message["subject"]
-    page = browser.get("/orgs/new").get_data(as_text=True)
-    assert "Please confirm" in page
-    assert browser.get(link_in(message["body"])).status_code == 302
-    assert "Please confirm" not in browser.get("/orgs/new").get_data(as_text=True)
+def test_sign_up_by_the_emailed_link_then_sign_in(browser, new_browser, outbox):
+    email = unique_email()
+    started = browser.post("/signup", {"email": email})
+    assert started.status_code == 200 and "Check your email" in started.get_data(as_text=True)
+    assert browser.get("/dashboard").status_code == 302, "no account, no session until the link"
+    assert new_browser().sign_in(email).status_code == 401
+    message = outbox(email, "account.signup")
+    assert message["subject"] == "Finish signing up for Nectar Studio"
+    link = link_in(message["body"])
+    page = browser.get(link).get_data(as_text=True)
+    assert email in page and "Finish signing up" in page
 
+    short = browser.post(link, {"password": "short", "confirm": "short"})
+    assert re.search(
+        r'id="password".*?field-error[^>]*>Use at least 12 characters', short.get_data(as_text=True), re.S
+    )
+    mismatch = browser.post(link, {"password": PASSWORD, "confirm": PASSWORD + "x"})
+    assert "The passwords differ." in mismatch.get_data(as_text=True)
+
+    done = browser.post(link, {"display_name": "New Person", "password": PASSWORD, "confirm": PASSWORD})
+    assert done.status_code == 302 and done.headers["Location"].endswith("/orgs/new")
+    assert browser.get("/dashboard").headers["Location"].endswith("/orgs")  # signed in, no organization yet
+    assert "Please confirm" not in browser.get("/orgs/new").get_data(
+        as_text=True
+    ), "the link proved the address"
     other = new_browser()
     response = other.sign_in(email)
     assert response.status_code == 302 and response.headers["Location"].endswith("/dashboard")
 
+    used = new_browser().get(link)
+    assert used.status_code == 400 and "has an account already" in used.get_data(as_text=True)
+    forged = new_browser().get(link[:-3] + "abc")
+    assert forged.status_code == 400 and "not valid" in forged.get_data(as_text=True)
 
-def test_sign_up_refuses_a_duplicate_email_and_a_short_password(browser, new_browser):
-    email = browser.sign_up()
-    again = new_browser().post("/signup", {"email": email.upper(), "password": PASSWORD, "confirm": PASSWORD})
-    assert again.status_code == 200
-    assert "already exists" in again.get_data(as_text=True)
-    short = new_browser().post("/signup", {"email": unique_email(), "password": "short", "confirm": "short"})
-    page = short.get_data(as_text=True)
-    assert re.search(r'id="password".*?field-error[^>]*>Use at least 12 characters', page, re.S)
-    mismatch = new_browser().post(
-        "/signup", {"email": unique_email(), "password": PASSWORD, "confirm": PASSWORD + "x"}
-    )
-    assert "The passwords differ." in mismatch.get_data(as_text=True)
+
+def _signup_answer(new_browser, email) -> tuple[int, str, float]:
+    """Status, page (CSRF tokens taken out) and seconds of one sign-up from a fresh browser."""
+    visitor = new_browser()
+    token = visitor.csrf_token()
+    started = time.perf_counter()
+    answer = visitor.post("/signup", {"email": email, "csrf_token": token})
+    seconds = time.perf_counter() - started
+    page = re.sub(r'name="csrf_token"[^>]*>', "", answer.get_data(as_text=True))
+    return answer.status_code, page, seconds
+
+
+def test_sign_up_answers_alike_for_an_address_that_has_an_account_and_tells_its_owner(new_browser, outbox):
+    owners = [new_browser().sign_up() for _ in range(5)]
+    existing, new = [], []
+    for owner in owners:  # interleaved, so a slow moment of the machine hits both alike
+        existing.append(_signup_answer(new_browser, owner))
+        new.append(_signup_answer(new_browser, unique_email()))
+    answers = {(status, page) for status, page, _ in existing + new}
+    assert len(answers) == 1, "the same status and page either way"
+    assert next(iter(answers))[0] == 200
+    slow, fast = sorted([statistics.median(t for *_, t in existing), statistics.median(t for *_, t in new)])
+    assert slow <= 3 * fast + 0.05, f"medians {fast * 1000:.1f} ms and {slow * 1000:.1f} ms"
+
+    for owner in owners:
+        note = outbox(owner, "account.signup_existing")
+        assert note["subject"] == "Someone tried to sign up with your email"
+        assert "/login" in note["body"] and "/forgot-password" in note["body"]
+    assert new_browser().sign_in(owners[0]).status_code == 302, "the account is unchanged"
+
+
+def test_sign_up_emails_to_one_address_are_limited(new_browser, database):
+    email = unique_email()
+    owner = new_browser().sign_up()
+    for _ in range(5):
+        for address in (email, owner):
+            assert _signup_answer(new_browser, address)[0] == 200
+    with database.connect(Role.ADMIN) as conn:
+        sent = conn.execute(
+            "SELECT to_address, count(*) FROM email_outbox WHERE to_address IN (%s, %s) "
+            "AND category LIKE 'account.signup%%' GROUP BY to_address",
+            (email, owner),
+        ).fetchall()
+    # The owner's sign-up itself sent one of theirs.
+    assert dict(sent) == {email: service.EMAIL_PER_ADDRESS.events, owner: service.EMAIL_PER_ADDRESS.events}
+
+
+def test_sign_up_refuses_what_is_not_an_email_address(browser):
+    answer = browser.post("/signup", {"email": "not an address"})
+    assert answer.status_code == 200
+    assert re.search(r'id="email".*?field-error', answer.get_data(as_text=True), re.S)
 
 
 def test_a_wrong_password_is_refused_without_saying_which_part_was_wrong(browser, new_browser):
@@ -53,7 +114,7 @@ def test_a_wrong_password_is_refused_without_saying_which_part_was_wrong(browser
 def test_repeated_failures_lock_the_account_briefly_and_say_so(browser, new_browser, monkeypatch):
     email = browser.sign_up()
     frozen = time.time()
-    monkeypatch.setattr(service.time, "time", lambda: frozen)  # all attempts in one window
+    monkeypatch.setattr(time, "time", lambda: frozen)  # all attempts in one window
     attacker = new_browser()
     for _ in range(service.ACCOUNT_BURST.events):
         assert attacker.sign_in(email, "guess-guess-guess").status_code == 401
@@ -156,3 +217,23 @@ def test_sign_in_never_redirects_off_site(browser, new_browser, target):
     assert response.headers["Location"] in ("/dashboard", "http://localhost/dashboard") or response.headers[
         "Location"
     ].endswith("/dashboard")
+
+
+def test_twenty_concurrent_wrong_passwords_get_at_most_five_password_checks(browser, new_browser):
+    def attempt():
+        email = browser.sign_up()
+        attackers = [new_browser() for _ in range(20)]
+        tokens = [attacker.csrf_token() for attacker in attackers]
+        with calls_counted(argon2.PasswordHasher, "verify") as verified:
+            answers = at_once(
+                20,
+                lambda i: attackers[i].post(
+                    "/login", {"email": email, "password": f"wrong guess number {i}", "csrf_token": tokens[i]}
+                ),
+            )
+        statuses = sorted(answer.status_code for answer in answers)
+        assert statuses.count(401) <= service.ACCOUNT_BURST.events, statuses
+        assert statuses.count(401) + statuses.count(429) == 20, statuses
+        assert verified[0] <= service.ACCOUNT_BURST.events, f"{verified[0]} password checks"
+
+    within_one_window(service.ACCOUNT_BURST, attempt)

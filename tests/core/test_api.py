@@ -3,7 +3,7 @@
 import re
 
 from nectar.shared.config import Role
-from tests.core.conftest import confirm_email, link_in, unique_email
+from tests.core.conftest import link_in, unique_email
 
 
 def _new_key(browser, name="CI") -> str:
@@ -93,7 +93,7 @@ def test_session_requests_need_csrf_for_writes_and_an_organization(browser):
 
 
 def test_invitations_through_the_api(browser, outbox):
-    confirm_email(browser, outbox, browser.sign_up())
+    browser.sign_up()
     browser.create_org()
     token = _new_key(browser)
     email = unique_email()
@@ -121,7 +121,7 @@ def test_the_openapi_document_describes_the_api(browser):
 def test_members_cannot_list_invitations_and_huge_pages_are_refused(browser, new_browser, outbox):
     from tests.core.test_orgs import _join
 
-    confirm_email(browser, outbox, browser.sign_up())
+    browser.sign_up()
     browser.create_org()
     _email, member = _join(browser, new_browser, outbox, "member")
     assert member.api("GET", "/api/v1/invitations").status_code == 403

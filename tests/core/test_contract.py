@@ -129,9 +129,14 @@ def test_the_client_times_out_on_a_core_that_hangs():
             )
 
 
-def test_a_paid_organization_never_goes_to_an_unverified_squatter(client, new_browser, outbox, database):
+def test_a_paid_organization_never_goes_to_an_unverified_squatter(
+    client, admin_client, new_browser, outbox, database
+):
     squatter = new_browser()
-    email = squatter.sign_up()  # registered, never verified
+    # Sign-up proves the address; an account whose address staff changed has not proved the new one.
+    email = unique_email()
+    admin_client.update_user(_user_id(database, squatter.sign_up()), email=email)
+    assert squatter.sign_in(email).status_code == 302
     provisioned = client.create_account(
         email=email, organization_name="Victim Co", request_id=f"cs_{uuid.uuid4().hex}"
     )
@@ -213,6 +218,9 @@ def test_an_email_change_ends_sessions_and_earlier_reset_links(admin_client, new
         == 400
     )
     assert new_browser().sign_in(new_email).status_code == 302, "the password still works at the new address"
+    verify = link_in(outbox(new_email, "account.verify")["body"])
+    assert new_browser().get(verify).status_code == 302
+    assert admin_client.update_user(user_id, display_name="Proved").email_verified, "the link proved it"
 
 
 def test_each_credential_is_long_and_admins_differs_from_marketings(database):

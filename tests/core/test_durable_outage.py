@@ -66,14 +66,16 @@ def _seed(database) -> None:
     org = uuid.uuid4()
     with database.connect(Role.ADMIN, autocommit=True) as conn:
         conn.execute(
-            "INSERT INTO organizations (id, name, slug, plan) VALUES (%s, 'Outage', 'outage', 'enterprise')", (org,)
+            "INSERT INTO organizations (id, name, slug, plan) VALUES (%s, 'Outage', 'outage', 'enterprise')",
+            (org,),
         )
         for name, definition, inputs in (
             ("waiting", WAITING, [{"to": f"w{i}@example.com"} for i in range(80)]),
             ("busy", BUSY, [{"people": [f"b{i}-{j}@example.com" for j in range(30)]} for i in range(20)]),
         ):
             workflow = conn.execute(
-                "INSERT INTO workflows (org_id, name, current_version) VALUES (%s, %s, 1) RETURNING id", (org, name)
+                "INSERT INTO workflows (org_id, name, current_version) VALUES (%s, %s, 1) RETURNING id",
+                (org, name),
             ).fetchone()[0]
             version = conn.execute(
                 "INSERT INTO workflow_versions (org_id, workflow_id, version, definition) "
@@ -100,9 +102,16 @@ def test_a_hundred_runs_finish_after_postgresql_is_stopped_hard_and_started_agai
         database.server.stop(immediate=True)  # with runs waiting, and others mid-way through their emails
         time.sleep(10)
         database.server.start()
-        wait_for(lambda: _counts(database).get("succeeded", 0) == 100, 180, "every run to finish", lambda: str(_counts(database)))
+        wait_for(
+            lambda: _counts(database).get("succeeded", 0) == 100,
+            180,
+            "every run to finish",
+            lambda: str(_counts(database)),
+        )
     with database.connect(Role.ADMIN) as conn:
-        per_address = dict(conn.execute("SELECT to_address, count(*) FROM email_outbox GROUP BY to_address").fetchall())
+        per_address = dict(
+            conn.execute("SELECT to_address, count(*) FROM email_outbox GROUP BY to_address").fetchall()
+        )
     assert len(per_address) == 80 + 20 * 30
     assert set(per_address.values()) == {2} | {1} and sum(per_address.values()) == 80 * 2 + 20 * 30
     assert all(per_address[f"w{i}@example.com"] == 2 for i in range(80))

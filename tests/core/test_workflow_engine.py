@@ -1,5 +1,7 @@
 """The engine over recorded effects: every step type, expressions, retries, error branches, limits."""
 
+import time
+
 import pytest
 
 from nectar.core.workflows.definition import validate
@@ -167,6 +169,34 @@ def test_limits_stop_runaway_runs():
         Recorder(),
     )
     assert too_many.status == "failed" and "limit of 3" in too_many.error
+
+
+def test_one_long_expression_counts_against_the_time_limit():
+    """The time limit is checked inside an expression too, not only between steps: this one visits
+    a million cells, far more than a fifth of a second allows."""
+    rows = [{"cells": list(range(1000))}] * 1000
+    document = wf({"id": "t", "type": "transform", "expression": "trigger.rows[*].cells[*].to_string(@)"})
+    outcome = execute(document, {"rows": rows}, Recorder(), limits=Limits(time_limit_seconds=0.2))
+    assert outcome.status == "failed" and "time limit of 0.2 s" in outcome.error
+    assert [(s.step_id, s.status) for s in outcome.steps] == [("t", "failed")]
+
+
+def test_an_expression_that_doubles_its_value_is_stopped_before_it_takes_the_memory():
+    """Each `[@, @][]` doubles a list in one step: the count of visits stops it near a million
+    items, long before 2^30 of them, whatever time it is given."""
+    document = wf({"id": "t", "type": "transform", "expression": "[@, @][]" * 30})
+    outcome = execute(document, {}, Recorder(), limits=Limits(time_limit_seconds=600))
+    assert outcome.status == "failed" and "more than 1,000,000 steps" in outcome.error
+
+
+def test_templates_are_found_in_one_pass_over_the_text():
+    """Sixty thousand `{{` and no `}}`: the pattern that found templates rescanned the rest of the
+    text from each one (minutes, holding the interpreter lock); a pass over the text is instant."""
+    text = "{{" * 60_000
+    started = time.monotonic()
+    outcome = execute(wf({"id": "r", "type": "respond", "body": text}), {}, Recorder())
+    assert outcome.status == "succeeded" and outcome.response.body == text
+    assert time.monotonic() - started < 10  # generous: linear time takes milliseconds
 
 
 def test_delay_runs_only_asynchronously_and_holds_no_worker():

@@ -10,7 +10,7 @@ from sqlalchemy import create_engine
 from nectar.marketing.email.outbox import flush as send_outbox
 from nectar.marketing.email.smtp import load_smtp_settings
 from nectar.shared.config import Role
-from tests.core.conftest import Browser, confirm_email, core_app, link_in, outbox, unique_email  # noqa: F401
+from tests.core.conftest import Browser, core_app, link_in, outbox, unique_email  # noqa: F401
 from tests.core.test_api import _new_key
 from tests.core.test_endpoints import _endpoint, _workflow
 from tests.marketing.mailserver import MailServer
@@ -35,7 +35,7 @@ def test_delivered_workflow_mail_names_its_organization_and_unsubscribes_in_one_
     core_app, outbox, deliver  # noqa: F811 - fixtures imported above
 ):
     owner = Browser(core_app)
-    confirm_email(owner, outbox, owner.sign_up())
+    owner.sign_up()
     owner.create_org("Acme, Inc.")
     token = _new_key(owner)
     mailing = {
@@ -81,7 +81,7 @@ def test_delivered_workflow_mail_names_its_organization_and_unsubscribes_in_one_
 
 def test_a_delivered_invitation_is_sent_as_the_organizations(core_app, outbox, deliver):  # noqa: F811
     owner = Browser(core_app)
-    confirm_email(owner, outbox, owner.sign_up())
+    owner.sign_up()
     owner.create_org("Acme Robots")
     token = _new_key(owner)
     person = unique_email()

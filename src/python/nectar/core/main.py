@@ -12,11 +12,14 @@ from nectar.shared.jobs import job_app, worker_command
 
 
 def _worker():
-    """The Flask app (for settings and the database session) and procrastinate over core's queue."""
+    """The Flask app (for settings and the database session) and procrastinate over core's queue,
+    WORKER_CONCURRENCY runs at once (an organization's share of them: jobs.py)."""
     settings = load_settings(SERVICE)
     check_connection(settings.database_url)
     jobs.bind(create_app(settings))
-    return job_app(settings.database_url, jobs.blueprint), [jobs.QUEUE]
+    app = job_app(settings.database_url, jobs.blueprint)
+    app.worker_defaults["concurrency"] = settings.worker_concurrency
+    return app, [jobs.QUEUE]
 
 
 def main(argv: list[str] | None = None) -> int:

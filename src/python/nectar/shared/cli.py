@@ -91,7 +91,7 @@ def serve(service: Service, create_app: Callable[[Settings], Flask], args: argpa
         "bind": f"{host}:{settings.port}",
         "workers": env_int(os.environ, "WEB_CONCURRENCY", 2, low=1, high=64),
         "worker_class": "gthread",
-        "threads": env_int(os.environ, "WEB_THREADS", 4, low=1, high=64),
+        "threads": settings.web_threads,  # ORG_MAX_THREADS is a share of these
         "timeout": 30,
         "graceful_timeout": 20,
         "accesslog": "-",

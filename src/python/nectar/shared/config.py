@@ -179,6 +179,14 @@ class Settings:
     # Fernet keys for secrets at rest, newest first (NECTAR_ENCRYPTION_KEYS; see shared/encryption.py).
     encryption_keys: str = ""
     var_dir: Path = Path("var")
+    # Fairness between organizations: a web process's request threads (WEB_THREADS) and how many of
+    # them one organization's endpoint calls may hold at once (ORG_MAX_THREADS); core workers'
+    # concurrent runs (WORKER_CONCURRENCY) and how many one organization's runs may take of all
+    # workers' (ORG_MAX_WORKER_RUNS). Each share is half by default.
+    web_threads: int = 4
+    org_max_threads: int = 2
+    worker_concurrency: int = 4
+    org_max_worker_runs: int = 2
 
     @property
     def is_production(self) -> bool:
@@ -221,6 +229,8 @@ def load_settings(service: Service, environ: Mapping[str, str] | None = None) ->
     if admin_service_token is not None and admin_service_token == service_token:
         raise ConfigError("CORE_ADMIN_TOKEN must differ from CORE_SERVICE_TOKEN (each caller has its own)")
     port = env_int(environ, "PORT", service.default_port, low=1, high=65535)
+    web_threads = env_int(environ, "WEB_THREADS", 4, low=1, high=64)
+    worker_concurrency = env_int(environ, "WORKER_CONCURRENCY", 4, low=1, high=64)
     return Settings(
         service=service,
         environment=environment,
@@ -235,4 +245,10 @@ def load_settings(service: Service, environ: Mapping[str, str] | None = None) ->
         encryption_keys=env_str(environ, "NECTAR_ENCRYPTION_KEYS", ""),
         var_dir=var_dir(environ),
         public_url=env_str(environ, f"{service.upper()}_PUBLIC_URL", f"http://127.0.0.1:{port}").rstrip("/"),
+        web_threads=web_threads,
+        org_max_threads=env_int(environ, "ORG_MAX_THREADS", max(1, web_threads // 2), low=1, high=64),
+        worker_concurrency=worker_concurrency,
+        org_max_worker_runs=env_int(
+            environ, "ORG_MAX_WORKER_RUNS", max(1, worker_concurrency // 2), low=1, high=64
+        ),
     )

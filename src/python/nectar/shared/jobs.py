@@ -34,7 +34,7 @@ from nectar.shared.database import is_database_outage
 log = logging.getLogger(__name__)
 
 _ENQUEUE = text(
-    "SELECT procrastinate_defer_jobs_v1(ARRAY[ROW(:queue, :task, 0, :lock, :queueing_lock, CAST(:args AS jsonb), "
+    "SELECT procrastinate_defer_jobs_v1(ARRAY[ROW(:queue, :task, :priority, :lock, :queueing_lock, CAST(:args AS jsonb), "
     ":scheduled_at)::procrastinate_job_to_defer_v1])"
 )
 
@@ -47,13 +47,16 @@ def enqueue(
     queue: str,
     scheduled_at: datetime | None = None,
     lock: str | None = None,
+    priority: int = 0,
 ) -> None:
-    """Adds a job in the session's transaction (procrastinate's own SQL function)."""
+    """Adds a job in the session's transaction (procrastinate's own SQL function). Workers take
+    higher `priority` first; jobs with one `lock` run one at a time, in order."""
     session.execute(
         _ENQUEUE,
         {
             "queue": queue,
             "task": task_name,
+            "priority": priority,
             "lock": lock,
             "queueing_lock": None,
             "args": json.dumps(args),
@@ -142,7 +145,9 @@ def job_app(url: URL, blueprint: procrastinate.Blueprint) -> procrastinate.App:
     return app
 
 
-async def run_worker_through_outages(app: procrastinate.App, queues: list[str], *, wait: bool = True) -> None:
+async def run_worker_through_outages(
+    app: procrastinate.App, queues: list[str], *, wait: bool = True, **options
+) -> None:
     """Runs procrastinate's worker over `queues` until SIGINT or SIGTERM (or, without `wait`, until
     they are empty), through database outages of any length: after a database error, or when the
     worker stopped itself (as procrastinate's does when a side task loses its connection), the
@@ -161,7 +166,10 @@ async def run_worker_through_outages(app: procrastinate.App, queues: list[str], 
                     )
                     down_since = None
                 await _run_until(
-                    stop, app.run_worker_async(queues=queues, wait=wait, install_signal_handlers=False, **WORKER_TIMING)
+                    stop,
+                    app.run_worker_async(
+                        queues=queues, wait=wait, install_signal_handlers=False, **WORKER_TIMING, **options
+                    ),
                 )
         except Exception as error:
             if not is_database_outage(error):
@@ -287,7 +295,10 @@ def worker_command(build: Callable[[], tuple[procrastinate.App, list[str]]]) -> 
         app, queues = build()
         _quiet_worker_logs(app)
         print(f"worker: running jobs from queue {', '.join(queues)}", flush=True)
-        asyncio.run(run_worker_through_outages(app, queues, wait=not args.once))
+        # --once takes one job at a time: with several at once, a job waiting for its lock (held
+        # by one running) would find the worker stopped once the queue looked empty.
+        once = {"concurrency": 1} if args.once else {}
+        asyncio.run(run_worker_through_outages(app, queues, wait=not args.once, **once))
         return 0
 
     return Command(

@@ -14,24 +14,31 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import pyotp
-from email_validator import EmailNotValidError, validate_email
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
 from nectar.schema.models import StaffSession, StaffUser
 from nectar.schema.models.staff import STAFF_ROLES
-from nectar.shared import throttle
+from nectar.shared import signin, throttle
 from nectar.shared.encryption import KeyRing
-from nectar.shared.passwords import hash_password, needs_rehash, password_problem, verify_password
-
-# Staff sessions are short-lived: a back-office tab left open overnight should not stay signed in.
-IDLE_LIMIT = timedelta(minutes=30)
-ABSOLUTE_LIMIT = timedelta(hours=12)
-LAST_SEEN_RESOLUTION = timedelta(minutes=1)
+from nectar.shared.passwords import hash_password, password_problem
+from nectar.shared.sessions import SessionStore
 
 ACCOUNT_LIMIT = throttle.Limit(events=5, window_seconds=900)
 ADDRESS_LIMIT = throttle.Limit(events=20, window_seconds=900)
+PASSWORDS = signin.PasswordSignIn(
+    StaffUser, "admin.login", account_limits=(("account", ACCOUNT_LIMIT),), address_limit=ADDRESS_LIMIT
+)
+# Staff sessions are short-lived: a back-office tab left open overnight should not stay signed in.
+SESSIONS = SessionStore(
+    StaffSession,
+    StaffUser,
+    "staff_id",
+    idle_limit=timedelta(minutes=30),
+    absolute_limit=timedelta(hours=12),
+    last_seen_resolution=timedelta(minutes=1),
+)
 TOTP_LIMIT = throttle.Limit(events=5, window_seconds=300)
 TOTP_ISSUER = "Nectar Studio admin"
 GENERATED_PASSWORD_BYTES = 18  # 24 URL-safe characters
@@ -45,19 +52,18 @@ class StaffError(Exception):
         self.field = field
 
 
-class SignInRefused(Exception):
-    """Wrong credentials, an inactive account, or a lockout. Safe to show: never says which."""
+SignInRefused = signin.SignInRefused  # what sign_in raises
 
 
 def normalize_email(raw: str) -> str:
     try:
-        return validate_email(raw.strip(), check_deliverability=False).normalized
-    except EmailNotValidError as error:
+        return signin.normalize_email(raw)
+    except signin.InvalidEmail as error:
         raise StaffError(str(error), field="email") from None
 
 
 def find_staff(session: Session, email: str) -> StaffUser | None:
-    return session.scalar(select(StaffUser).where(StaffUser.email == email))
+    return PASSWORDS.find(session, email)
 
 
 def generate_password() -> str:
@@ -98,35 +104,9 @@ def has_superadmin(session: Session) -> bool:
 
 
 def sign_in(session: Session, email: str, password: str, address: str | None) -> StaffUser:
-    """Checks credentials under per-email and per-address limits. Failures are counted in the
-    caller's transaction: commit after calling, also when it raises."""
-    try:
-        email = normalize_email(email)
-    except StaffError:
-        email = email.strip().lower()[:320]
-    now = time.time()
-    keys = [(f"admin.login.account:{email.lower()}", ACCOUNT_LIMIT)]
-    if address:
-        keys.append((f"admin.login.address:{address}", ADDRESS_LIMIT))
-    for key, limit in keys:
-        if throttle.count(session, key, limit, now) >= limit.events:
-            minutes = -(-limit.seconds_left(now) // 60)
-            raise SignInRefused(
-                f"Too many failed sign-in attempts. Sign-in is locked for {minutes} minute"
-                f"{'s' if minutes != 1 else ''}."
-            )
-    staff = find_staff(session, email)
-    # Always verify (a dummy hash when there is no account), so timing reveals nothing.
-    password_ok = verify_password(staff.password_hash if staff else None, password)
-    if staff is None or not staff.is_active or not password_ok:
-        for key, limit in keys:
-            throttle.hit(session, key, limit, now)
-        raise SignInRefused("Wrong email or password.")
-    throttle.clear(session, keys[0][0])
-    if needs_rehash(staff.password_hash):
-        staff.password_hash = hash_password(password)
-    staff.last_login_at = datetime.now(UTC)
-    return staff
+    """Checks credentials under per-email and per-address limits (PASSWORDS). Raises SignInRefused.
+    Commits the attempt's count before checking the password; commit the sign-in after calling."""
+    return PASSWORDS.sign_in(session, email, password, address)
 
 
 def needs_second_factor(staff: StaffUser) -> bool:
@@ -137,16 +117,7 @@ def needs_second_factor(staff: StaffUser) -> bool:
 def start_session(
     session: Session, staff: StaffUser, address: str | None, user_agent: str | None
 ) -> StaffSession:
-    row = StaffSession(
-        id=uuid.uuid4(),
-        staff_id=staff.id,
-        address=address,
-        user_agent=(user_agent or "")[:300],
-        totp_verified=False,
-    )
-    session.add(row)
-    session.flush()
-    return row
+    return SESSIONS.start(session, staff, address, user_agent, totp_verified=False)
 
 
 @dataclass(frozen=True)
@@ -162,33 +133,8 @@ class LiveSession:
 def load_session(session: Session, session_id: str | None) -> LiveSession | None:
     """The live session and its staff member, or None when unknown, revoked, idle or too old, or
     when the member was deactivated."""
-    try:
-        sid = uuid.UUID(str(session_id))
-    except ValueError:
-        return None
-    found = session.execute(
-        select(StaffSession, StaffUser)
-        .join(StaffUser, StaffUser.id == StaffSession.staff_id)
-        .where(StaffSession.id == sid, StaffSession.revoked_at.is_(None), StaffUser.is_active)
-    ).first()
-    if found is None:
-        return None
-    row, staff = found
-    now = datetime.now(UTC)
-    if now - row.last_seen_at > IDLE_LIMIT or now - row.created_at > ABSOLUTE_LIMIT:
-        return None
-    if now - row.last_seen_at > LAST_SEEN_RESOLUTION:
-        row.last_seen_at = now
-        session.commit()  # at most once a minute, so the idle limit sees activity
-    return LiveSession(row, staff)
-
-
-def end_session(session: Session, session_id: uuid.UUID) -> None:
-    session.execute(
-        update(StaffSession)
-        .where(StaffSession.id == session_id, StaffSession.revoked_at.is_(None))
-        .values(revoked_at=datetime.now(UTC))
-    )
+    found = SESSIONS.load(session, session_id)
+    return None if found is None else LiveSession(*found)
 
 
 # --- TOTP ---------------------------------------------------------------------------------------
@@ -217,18 +163,21 @@ def provisioning_uri(secret: str, staff: StaffUser) -> str:
 def check_totp(session: Session, keys: KeyRing, staff: StaffUser, code: str) -> None:
     """Accepts a code from the member's secret (one step of clock drift either way), once: a code
     or an older one is refused after it was used, also when two requests bring it at the same moment.
-    Failures are throttled; commit after calling."""
-    key = f"admin.totp:{staff.id}"
+    Attempts are throttled (the count is committed here); commit after calling."""
+    counter = (f"admin.totp:{staff.id}", TOTP_LIMIT)
     now = time.time()
-    if throttle.count(session, key, TOTP_LIMIT, now) >= TOTP_LIMIT.events:
+    # Counted before the code is checked and checked by the count it returns, so concurrent guesses
+    # never get more checks than the limit; committed at once, so no rollback forgets it.
+    refused = throttle.take(session, [counter], now)
+    session.commit()
+    if refused is not None:
         raise StaffError("Too many wrong codes. Wait a few minutes and try again.", field="code")
     secret = totp_secret(keys, staff)
     code = "".join(code.split())
     step = _matching_step(secret, code, now) if secret and code.isdigit() else None
     if step is None or not _claim_step(session, staff, step):
-        throttle.hit(session, key, TOTP_LIMIT, now)
         raise StaffError("That code is not right (or was already used). Enter the current one.", field="code")
-    throttle.clear(session, key)
+    throttle.clear(session, counter[0])
 
 
 def _claim_step(session: Session, staff: StaffUser, step: int) -> bool:

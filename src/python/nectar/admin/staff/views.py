@@ -28,13 +28,12 @@ def _after_sign_in(target: str | None) -> str:
 @staff.route("/login", methods=["GET", "POST"])
 def login():
     form = SignInForm(next=request.args.get("next", ""))
-    error = None
+    error, locked = None, False
     if form.validate_on_submit():
         try:
             member = service.sign_in(db.session, form.email.data, form.password.data, request.remote_addr)
         except service.SignInRefused as refused:
-            db.session.commit()  # keep the failure counts
-            error = str(refused)
+            error, locked = str(refused), refused.locked
         else:
             row = service.start_session(db.session, member, request.remote_addr, request.user_agent.string)
             db.session.commit()
@@ -44,7 +43,7 @@ def login():
                 return redirect(target)
             session[AFTER_SIGN_IN] = target
             return redirect("/login/totp" if member.totp_enabled_at else "/account/totp")
-    status = 429 if error and "locked" in error else (401 if error else 200)
+    status = 429 if locked else (401 if error else 200)
     return render_template("admin/staff/login.html", form=form, error=error, signed_in=g.get("staff")), status
 
 
@@ -132,7 +131,7 @@ def account():
 def logout():
     live = live_session()
     if live is not None:
-        service.end_session(db.session, live.row.id)
+        service.SESSIONS.end(db.session, live.row.id)
         db.session.commit()
     session.clear()
     flash("You are signed out.", "info")

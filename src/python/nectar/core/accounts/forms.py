@@ -13,7 +13,14 @@ NEW_PASSWORD = [
 
 
 class SignUpForm(FlaskForm):
+    """Sign-up starts with the address alone; the emailed link leads to NewAccountForm."""
+
     email = EmailField("Email", validators=[DataRequired(), Length(max=320)])
+
+
+class NewAccountForm(FlaskForm):
+    """The account's name and password, once an emailed link (sign-up, invitation) proved the address."""
+
     display_name = StringField("Your name", validators=[Optional(), Length(max=200)])
     password = PasswordField("Password", validators=NEW_PASSWORD)
     confirm = PasswordField(

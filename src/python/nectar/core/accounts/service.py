@@ -6,29 +6,39 @@ here touches only global tables (users, user_sessions) and the outbox, so it nee
 
 from __future__ import annotations
 
-import time
 import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from email_validator import EmailNotValidError, validate_email
-from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from nectar.schema.models import User, UserSession
-from nectar.shared import throttle
+from nectar.shared import signin, throttle
 from nectar.shared.mail import Email, queue_email
-from nectar.shared.passwords import hash_password, needs_rehash, password_problem, verify_password
+from nectar.shared.passwords import hash_password, password_problem
+from nectar.shared.sessions import SessionStore
 from nectar.shared.tokens import TokenInvalid, fingerprint, make_token, read_token
 
-VERIFY_MAX_AGE = 2 * 24 * 3600
+VERIFY_MAX_AGE = 2 * 24 * 3600  # verification and sign-up links
+SIGNUP_PURPOSE = "signup"
 RESET_MAX_AGE = 3600
-SESSION_IDLE_LIMIT = timedelta(days=30)
-LAST_SEEN_RESOLUTION = timedelta(minutes=5)
 
 # A short lockout after a burst of failures, a hard hourly cap per account, and one per address.
 ACCOUNT_BURST = throttle.Limit(events=5, window_seconds=300)
 ACCOUNT_HOURLY = throttle.Limit(events=100, window_seconds=3600)
 ADDRESS_LIMIT = throttle.Limit(events=50, window_seconds=900)
+PASSWORDS = signin.PasswordSignIn(
+    User,
+    "core.login",
+    account_limits=(("account", ACCOUNT_BURST), ("account-hour", ACCOUNT_HOURLY)),
+    address_limit=ADDRESS_LIMIT,
+    locked_advice="or reset your password.",
+)
+SESSIONS = SessionStore(
+    UserSession, User, "user_id", idle_limit=timedelta(days=30), last_seen_resolution=timedelta(minutes=5)
+)
 
 
 class AccountError(Exception):
@@ -39,47 +49,88 @@ class AccountError(Exception):
         self.field = field
 
 
-class SignInRefused(Exception):
-    """Wrong credentials or a lockout. The message is safe to show: it never says which was wrong."""
+SignInRefused = signin.SignInRefused  # what sign_in raises
 
 
 def normalize_email(raw: str) -> str:
     try:
-        return validate_email(raw.strip(), check_deliverability=False).normalized
-    except EmailNotValidError as error:
+        return signin.normalize_email(raw)
+    except signin.InvalidEmail as error:
         raise AccountError(str(error), field="email") from None
 
 
 def find_user(session: Session, email: str) -> User | None:
-    return session.scalar(select(User).where(User.email == email))
+    return PASSWORDS.find(session, email)
 
 
-def sign_up(session: Session, email: str, password: str, display_name: str | None, verify_link) -> User:
-    """Creates an account and queues the verification email. `verify_link(token)` makes its URL."""
+@dataclass(frozen=True)
+class SignUpLinks:
+    """Where sign-up emails point: `finish(token)` to the page that creates the account, and the
+    sign-in and forgotten-password pages for an address that has an account already."""
+
+    finish: Callable[[str], str]
+    sign_in: str
+    forgot_password: str
+
+
+def request_signup(session: Session, email: str, links: SignUpLinks) -> None:
+    """Starts a sign-up by email, and answers the same whether or not the address has an account:
+    nobody learns which addresses do (no account probing). A new address gets a link to finish
+    signing up (the account is made there, with its password, once the link proved the inbox); an
+    address with an account gets a note that someone tried, with links to sign in or reset the
+    password. Both do the same work: one count, one lookup, one email queued (or, past the per-address
+    limit, none either way). Raises AccountError only for what is not an email address."""
+    from flask import current_app
+
     email = normalize_email(email)
-    problem = password_problem(password)
-    if problem:
-        raise AccountError(problem, field="password")
-    if find_user(session, email) is not None:
-        raise AccountError(
-            "An account with this email already exists. Sign in, or reset its password.", "email"
+    if not email_allowed(session, "signup", email):
+        return
+    if find_user(session, email) is None:
+        token = make_token(current_app.secret_key, SIGNUP_PURPOSE, {"email": email})
+        message = Email(
+            to=email,
+            subject="Finish signing up for Nectar Studio",
+            body_text=(
+                "Someone, we hope you, asked to create a Nectar Studio account for this address.\n\n"
+                f"Choose your name and password here within 48 hours:\n\n{links.finish(token)}\n\n"
+                "If it was not you, ignore this message: no account is made without this link."
+            ),
+            category="account.signup",
         )
-    user = User(
-        id=uuid.uuid4(), email=email, password_hash=hash_password(password), display_name=display_name or None
-    )
-    session.add(user)
-    session.flush()
-    send_verification(session, user, verify_link)
-    return user
+    else:
+        message = Email(
+            to=email,
+            subject="Someone tried to sign up with your email",
+            body_text=(
+                "Someone, perhaps you, tried to create a Nectar Studio account for this address, which "
+                "has one already. No new account was made, and yours is unchanged.\n\n"
+                f"Sign in here:\n\n{links.sign_in}\n\n"
+                f"Forgot the password? Choose a new one here:\n\n{links.forgot_password}\n\n"
+                "If it was not you, you can ignore this message."
+            ),
+            category="account.signup_existing",
+        )
+    queue_email(session, message)
 
 
-def create_invited_account(session: Session, email: str, password: str, display_name: str | None) -> User:
-    """An account made from an invitation link: the link proved the address, so it is verified."""
+def signup_email(session: Session, secret_key: str, token: str) -> str:
+    """The address a sign-up link was sent to. Raises TokenInvalid when the link is forged, expired,
+    or its address has an account by now (the link was used, or the account made another way)."""
+    email = read_token(secret_key, SIGNUP_PURPOSE, token, VERIFY_MAX_AGE)["email"]
+    if find_user(session, email) is not None:
+        raise TokenInvalid(f"{email} has an account already. Sign in, or reset its password.")
+    return email
+
+
+def create_verified_account(session: Session, email: str, password: str, display_name: str | None) -> User:
+    """An account made from an emailed link (a sign-up link, an invitation): the link proved the
+    address, so it is verified. Raises AccountError for a weak password or a taken address."""
     problem = password_problem(password)
     if problem:
         raise AccountError(problem, field="password")
+    taken = AccountError(f"{email} has an account already. Sign in, or reset its password.", "email")
     if find_user(session, email) is not None:
-        raise AccountError("An account with this email already exists. Sign in to accept.", "email")
+        raise taken
     user = User(
         id=uuid.uuid4(),
         email=email,
@@ -87,8 +138,11 @@ def create_invited_account(session: Session, email: str, password: str, display_
         display_name=display_name or None,
         email_verified_at=datetime.now(UTC),
     )
-    session.add(user)
-    session.flush()
+    try:
+        with session.begin_nested():  # the same address, made meanwhile by another request
+            session.add(user)
+    except IntegrityError:
+        raise taken from None
     return user
 
 
@@ -116,8 +170,8 @@ def send_verification(session: Session, user: User, verify_link) -> None:
             to=user.email,
             subject="Confirm your email for Nectar Studio",
             body_text=(
-                f"Welcome to Nectar Studio.\n\nConfirm your email address by opening this link within 48 hours:\n\n"
-                f"{verify_link(token)}\n\nIf you did not sign up, ignore this message."
+                "Confirm this email address for your Nectar Studio account by opening this link within "
+                f"48 hours:\n\n{verify_link(token)}\n\nIf you do not know why you got this, ignore it."
             ),
             category="account.verify",
         ),
@@ -135,98 +189,30 @@ def verify_email(session: Session, secret_key: str, token: str) -> User:
 
 
 def sign_in(session: Session, email: str, password: str, address: str | None) -> User:
-    """Checks credentials under the throttles. Failures are counted even though the caller's
-    transaction may roll back, so commit after calling (the view does)."""
-    try:
-        email = normalize_email(email)
-    except AccountError:
-        raise SignInRefused("Wrong email or password.") from None
-    now = time.time()
-    keys = [
-        (f"core.login.account:{email.lower()}", ACCOUNT_BURST),
-        (f"core.login.account-hour:{email.lower()}", ACCOUNT_HOURLY),
-    ]
-    if address:
-        keys.append((f"core.login.address:{address}", ADDRESS_LIMIT))
-    for key, limit in keys:
-        if throttle.count(session, key, limit, now) >= limit.events:
-            minutes = -(-limit.seconds_left(now) // 60)
-            raise SignInRefused(
-                f"Too many failed sign-in attempts. Sign-in is locked for {minutes} minute{'s' if minutes != 1 else ''}; "
-                "try again then, or reset your password."
-            )
-    user = find_user(session, email)
-    # Always verify (against a dummy hash when there is no user), so timing reveals nothing.
-    password_ok = verify_password(user.password_hash if user else None, password)
-    if user is None or not user.is_active or not password_ok:
-        for key, limit in keys:
-            throttle.hit(session, key, limit, now)
-        raise SignInRefused("Wrong email or password.")
-    throttle.clear(session, keys[0][0])
-    if needs_rehash(user.password_hash):
-        user.password_hash = hash_password(password)
-    user.last_login_at = datetime.now(UTC)
-    return user
-
-
-def start_session(session: Session, user: User, address: str | None, user_agent: str | None) -> UserSession:
-    browser = UserSession(
-        id=uuid.uuid4(), user_id=user.id, address=address, user_agent=(user_agent or "")[:300]
-    )
-    session.add(browser)
-    session.flush()
-    return browser
-
-
-def load_session(session: Session, session_id: str) -> tuple[UserSession, User] | None:
-    """The live session and its user, or None when revoked, idle too long or the user is inactive."""
-    try:
-        sid = uuid.UUID(session_id)
-    except ValueError:
-        return None
-    row = session.execute(
-        select(UserSession, User)
-        .join(User, User.id == UserSession.user_id)
-        .where(UserSession.id == sid, UserSession.revoked_at.is_(None), User.is_active.is_(True))
-    ).first()
-    if row is None:
-        return None
-    browser, user = row
-    now = datetime.now(UTC)
-    if now - browser.last_seen_at > SESSION_IDLE_LIMIT:
-        return None
-    if now - browser.last_seen_at > LAST_SEEN_RESOLUTION:
-        browser.last_seen_at = now
-        session.commit()  # at most once per LAST_SEEN_RESOLUTION, so the idle limit sees activity
-    return browser, user
-
-
-def end_session(session: Session, session_id: uuid.UUID) -> None:
-    session.execute(
-        update(UserSession)
-        .where(UserSession.id == session_id, UserSession.revoked_at.is_(None))
-        .values(revoked_at=datetime.now(UTC))
-    )
+    """Checks credentials under the throttles (PASSWORDS). Raises SignInRefused. Commits the
+    attempt's count before checking the password; commit the sign-in after calling."""
+    return PASSWORDS.sign_in(session, email, password, address)
 
 
 def end_all_sessions(session: Session, user_id: uuid.UUID) -> None:
-    session.execute(
-        update(UserSession)
-        .where(UserSession.user_id == user_id, UserSession.revoked_at.is_(None))
-        .values(revoked_at=datetime.now(UTC))
-    )
+    """Signs the user out everywhere."""
+    SESSIONS.end_all(session, user_id)
 
 
 def request_password_reset(session: Session, email: str, reset_link) -> None:
-    """Queues a reset email when the account exists; says nothing either way (no account probing)."""
+    """Queues a reset email when the account exists; says nothing either way (no account probing).
+    The address is counted whether or not it has an account, so both cases do the same work up to
+    the email."""
     from flask import current_app
 
     try:
         email = normalize_email(email)
     except AccountError:
         return
+    if not email_allowed(session, "reset", email):
+        return
     user = find_user(session, email)
-    if user is None or not user.is_active or not email_allowed(session, "reset", user.email):
+    if user is None or not user.is_active:
         return
     token = make_token(
         current_app.secret_key, "reset-password", {"uid": str(user.id), "fp": _reset_binding(user)}

@@ -6,7 +6,13 @@ from flask import Blueprint, current_app, flash, redirect, render_template, requ
 from flask_login import current_user, login_required, login_user, logout_user
 
 from nectar.core.accounts import service
-from nectar.core.accounts.forms import ForgotPasswordForm, ResetPasswordForm, SignInForm, SignUpForm
+from nectar.core.accounts.forms import (
+    ForgotPasswordForm,
+    NewAccountForm,
+    ResetPasswordForm,
+    SignInForm,
+    SignUpForm,
+)
 from nectar.core.extensions import login_manager
 from nectar.shared.database import db
 from nectar.shared.tokens import TokenInvalid
@@ -32,7 +38,7 @@ class SignedInUser:
 
 @login_manager.user_loader
 def _load_signed_in_user(session_id: str):
-    found = service.load_session(db.session, session_id)
+    found = service.SESSIONS.load(db.session, session_id)
     if found is None:
         return None
     browser, user = found
@@ -49,49 +55,84 @@ def _address() -> str | None:
 
 def begin_session(user) -> None:
     session.clear()  # a fresh session at sign-in: nothing from before carries over
-    browser = service.start_session(db.session, user, _address(), request.user_agent.string)
+    browser = service.SESSIONS.start(db.session, user, _address(), request.user_agent.string)
     db.session.commit()
     login_user(SignedInUser(user, browser.id))
+
+
+# The same answer whether or not the address has an account (the email differs): no account probing.
+CHECK_EMAIL = (
+    "We sent a message to that address with the next step. It can take a minute to arrive; "
+    "the link in it works for 48 hours."
+)
 
 
 @accounts.route("/signup", methods=["GET", "POST"])
 def signup():
     form = SignUpForm()
     if form.validate_on_submit():
+        links = service.SignUpLinks(
+            finish=lambda token: external_url("accounts.finish_signup", token=token),
+            sign_in=external_url("accounts.login"),
+            forgot_password=external_url("accounts.forgot_password"),
+        )
         try:
-            user = service.sign_up(
-                db.session, form.email.data, form.password.data, form.display_name.data, _verify_link
+            service.request_signup(db.session, form.email.data, links)
+        except service.AccountError as error:
+            form.email.errors.append(str(error))
+        else:
+            db.session.commit()
+            return render_template(
+                "core/accounts/message.html", title="Check your email", message=CHECK_EMAIL
+            )
+    return render_template("core/accounts/signup.html", form=form)
+
+
+@accounts.route("/signup/finish", methods=["GET", "POST"])
+def finish_signup():
+    token = request.args.get("token", "")
+    try:
+        email = service.signup_email(db.session, current_app.secret_key, token)
+    except TokenInvalid as invalid:
+        return (
+            render_template("core/accounts/message.html", title="Link not valid", message=str(invalid)),
+            400,
+        )
+    form = NewAccountForm()
+    if form.validate_on_submit():
+        try:
+            user = service.create_verified_account(
+                db.session, email, form.password.data, form.display_name.data
             )
         except service.AccountError as error:
-            getattr(form, error.field or "email").errors.append(str(error))
+            form.password.errors.append(str(error))
         else:
             begin_session(user)
-            flash(f"Welcome! We sent a confirmation link to {user.email}.", "success")
+            flash(f"Welcome! Your account for {email} is ready.", "success")
             return redirect(url_for("orgs.create"))
-    return render_template("core/accounts/signup.html", form=form)
+    return render_template("core/accounts/finish_signup.html", form=form, email=email, token=token)
 
 
 @accounts.route("/login", methods=["GET", "POST"])
 def login():
     form = SignInForm(next=request.args.get("next", ""))
-    error = None
+    error, locked = None, False
     if form.validate_on_submit():
         try:
             user = service.sign_in(db.session, form.email.data, form.password.data, _address())
         except service.SignInRefused as refused:
-            db.session.commit()  # keep the failure counts
-            error = str(refused)
+            error, locked = str(refused), refused.locked
         else:
             begin_session(user)
             return redirect(safe_next_path(form.next.data, url_for("dashboard.home")))
-    status = 429 if error and "locked" in error else (401 if error else 200)
+    status = 429 if locked else (401 if error else 200)
     return render_template("core/accounts/login.html", form=form, error=error), status
 
 
 @accounts.post("/logout")
 @login_required
 def logout():
-    service.end_session(db.session, current_user.session_id)
+    service.SESSIONS.end(db.session, current_user.session_id)
     db.session.commit()
     logout_user()
     session.clear()

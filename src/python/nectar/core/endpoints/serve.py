@@ -11,6 +11,7 @@ from __future__ import annotations
 import codecs
 import json
 import re
+import time
 import uuid
 
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
@@ -23,6 +24,7 @@ from werkzeug.wrappers import Request
 
 from nectar.core.builder.service import version_of
 from nectar.core.endpoints import service
+from nectar.core.endpoints.fairness import ThreadShares
 from nectar.core.endpoints.routing import route_table
 from nectar.core.extensions import csrf
 from nectar.core.integrations.service import signature_valid
@@ -30,8 +32,9 @@ from nectar.core.runs.queries import run_for_key
 from nectar.core.runs.records import FinishedRun, RunRequest
 from nectar.core.runs.runner import CollectingEffects, run_version
 from nectar.core.runs.writer import RecordingFailed, RunWriter, new_run_id, rate_key, run_writer
+from nectar.core.workflows import time_limit
+from nectar.core.workflows.engine import SYNC_LIMITS, execute
 from nectar.core.workflows.engine import Response as WorkflowResponse
-from nectar.core.workflows.engine import execute
 from nectar.core.workflows.expressions import ExpressionError, check_size, json_bytes
 from nectar.schema.models import IntegrationConnection, Organization, Workflow
 from nectar.shared.database import db, scope_session
@@ -49,21 +52,41 @@ HOOK_PATH = re.compile(rf"/_hooks/{_UUID}")  # fullmatch
 
 class TenantEndpointCalls:
     """WSGI middleware: answers /e/<org id>/<path> calls itself and hands every other request
-    (incoming webhooks included) to Flask."""
+    (incoming webhooks included) to Flask. An organization's calls and webhooks hold at most its
+    share of the process's threads (fairness.py)."""
 
     def __init__(self, app: Flask):
         self.app, self.flask = app, app.wsgi_app
+        self.shares = ThreadShares(app.config["NECTAR_SETTINGS"].org_max_threads)
 
     def __call__(self, environ, start_response):
         if not environ.get("PATH_INFO", "").startswith(PREFIX):
             return self.flask(environ, start_response)
         request_ = Request(environ)
         match = CALL_PATH.fullmatch(request_.path)
-        if match is None or (request_.method == "POST" and HOOK_PATH.fullmatch(match[2])):
+        if match is None:
             return self.flask(environ, start_response)
-        with self.app.app_context():  # its end returns the database session, if a call used one
-            answer = _answer(request_, uuid.UUID(match[1]), match[2])
-        return answer(environ, start_response)
+        org_id = uuid.UUID(match[1])
+        if not self.shares.take(org_id):
+            with self.app.app_context():
+                answer = security_headers(_sandboxed(_busy(self.shares.most)))
+            return answer(environ, start_response)
+        try:
+            if request_.method == "POST" and HOOK_PATH.fullmatch(match[2]):
+                return self.flask(environ, start_response)
+            with self.app.app_context():  # its end returns the database session, if a call used one
+                answer = _answer(request_, org_id, match[2])
+            return answer(environ, start_response)
+        finally:
+            self.shares.give_back(org_id)
+
+
+def _busy(share: int) -> Response:
+    response = problem(
+        429, f"This organization's calls already hold {share} of this server's threads; try again shortly."
+    )
+    response.headers["Retry-After"] = "1"
+    return response
 
 
 class _AnswerHeaders:
@@ -242,13 +265,20 @@ def handle_call(org_id: uuid.UUID, path: str, request_: Request, body):
     method, headers, engine = request_.method, request_.headers, db.engine
     bearer = headers.get("Authorization", "").removeprefix("Bearer ").strip() or None
     route = route_table(engine).find(org_id, method, path, bearer)
-    refusal = _refusal(route, method, path, body)
+    refusal = _refusal(route, method, path)
     if refusal is not None:
         return refusal
+    # Charged before any tenant-defined work, so calls past the limit cost nothing to refuse.
     limit, writer = service.rate_limit(route.plan), run_writer(engine)
     window = writer.counts.admit(org_id, limit)
     if window is None:
         return _rate_limited(limit)
+    # The call's time limit starts now: checking its body against the schema is tenant work too.
+    deadline = time.monotonic() + SYNC_LIMITS.time_limit_seconds
+    mismatch = _body_mismatch(route.endpoint.request_schema, body, deadline)
+    if mismatch is not None:
+        writer.count_refused(org_id, window)
+        return mismatch
     trigger = {
         "method": method,
         "path": path,
@@ -261,13 +291,20 @@ def handle_call(org_id: uuid.UUID, path: str, request_: Request, body):
     if key is not None:
         endpoint = route.endpoint
         return _run_in_session(
-            org_id, endpoint.workflow_id, endpoint.version_id, endpoint.definition, trigger, key, window
+            org_id,
+            endpoint.workflow_id,
+            endpoint.version_id,
+            endpoint.definition,
+            trigger,
+            key,
+            window,
+            deadline,
         )
-    return _call(org_id, route, trigger, window, writer)
+    return _call(org_id, route, trigger, window, writer, deadline)
 
 
-def _refusal(route, method: str, path: str, body):
-    """Why the call may not run (404, 401, 422), as a response; None when it may."""
+def _refusal(route, method: str, path: str):
+    """Why the call may not run (404, 401), as a response; None when it may."""
     if route is None:
         return problem(404, f"No endpoint {method} {path} here.")
     if route.endpoint.auth == "api_key" and not route.key_ok:
@@ -276,15 +313,24 @@ def _refusal(route, method: str, path: str, body):
         )
         response.headers["WWW-Authenticate"] = 'Bearer realm="nectar-endpoints"'
         return response
-    if route.endpoint.request_schema is not None:
-        problems = service.body_problems(route.endpoint.request_schema, body)
-        if problems:
-            return problem(
-                422,
-                "The request body does not match the endpoint's schema.",
-                errors=[p.as_dict() for p in problems],
-            )
     return None
+
+
+def _body_mismatch(schema: dict | None, body, deadline: float):
+    """A 422 for a body that does not match the endpoint's request schema (504 when checking it
+    runs past the call's time limit); None when it matches."""
+    if schema is None:
+        return None
+    try:
+        with time_limit.within(deadline, SYNC_LIMITS.time_limit_seconds):
+            problems = service.body_problems(schema, body)
+    except time_limit.TimeLimitExceeded as stopped:
+        return problem(504, f"Checking the body against the endpoint's schema: {stopped}.")
+    if not problems:
+        return None
+    return problem(
+        422, "The request body does not match the endpoint's schema.", errors=[p.as_dict() for p in problems]
+    )
 
 
 def _rate_limited(limit: int) -> Response:
@@ -337,7 +383,7 @@ def _sandboxed(response):
     return response
 
 
-def _call(org_id: uuid.UUID, route: service.Route, trigger: dict, window: int, writer: RunWriter):
+def _call(org_id: uuid.UUID, route: service.Route, trigger: dict, window: int, writer: RunWriter, deadline):
     """The hot path: no query before the workflow runs (the route is in memory), and its run is
     written with others' in one round trip just after the answer (runs/writer.py)."""
     effects = CollectingEffects(
@@ -346,7 +392,7 @@ def _call(org_id: uuid.UUID, route: service.Route, trigger: dict, window: int, w
     endpoint = route.endpoint
     request_ = RunRequest(endpoint.workflow_id, endpoint.version_id, "http", trigger)
     try:
-        outcome = execute(endpoint.definition, request_.input, effects)
+        outcome = execute(endpoint.definition, request_.input, effects, deadline=deadline)
     except BaseException:
         writer.counts.settle(org_id, window, written=False)  # admitted, and never handed over
         raise
@@ -367,19 +413,21 @@ def _scoped_session(org_id: uuid.UUID):
     return db.session
 
 
-def _run_in_session(org_id, workflow_id, version_id, definition, trigger, key, window: int):
+def _run_in_session(org_id, workflow_id, version_id, definition, trigger, key, window: int, deadline=None):
     """Runs a workflow on the request's session (scoped to `org_id`), counting it in the rate
     limit's `window`, and answers; with an Idempotency-Key, a delivery seen before gets the first
-    one's answer instead of a run."""
+    one's answer instead of a run. The run ends by `deadline` if given (see engine.execute)."""
     counts, written = run_writer(db.engine).counts, False
     try:
-        response, written = _run_once(org_id, workflow_id, version_id, definition, trigger, key, window)
+        response, written = _run_once(
+            org_id, workflow_id, version_id, definition, trigger, key, window, deadline
+        )
         return response
     finally:
         counts.settle(org_id, window, written=written)
 
 
-def _run_once(org_id, workflow_id, version_id, definition, trigger, key, window: int):
+def _run_once(org_id, workflow_id, version_id, definition, trigger, key, window: int, deadline):
     """_run_in_session's answer, and whether a run was written."""
     if key is not None and len(key) > 200:
         return problem(400, "Idempotency-Key is at most 200 characters."), False
@@ -395,7 +443,9 @@ def _run_once(org_id, workflow_id, version_id, definition, trigger, key, window:
         return _replay(earlier), False
     request_ = RunRequest(workflow_id, version_id, "http", trigger, idempotency_key=key)
     bucket = rate_key(org_id), window
-    run_id, outcome = run_version(db.session, org_id, request_, definition, rate_bucket=bucket)
+    run_id, outcome = run_version(
+        db.session, org_id, request_, definition, rate_bucket=bucket, deadline=deadline
+    )
     try:
         db.session.commit()
     except IntegrityError:

@@ -16,13 +16,12 @@ import ssl
 import uuid
 from datetime import UTC, datetime
 
-from jsonschema import Draft202012Validator
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from nectar.core.access import OrgContext, PermissionDenied
-from nectar.core.workflows import outbound
+from nectar.core.workflows import json_schema, outbound
 from nectar.core.workflows.definition import Problem
 from nectar.schema.models import CatalogService, IntegrationConnection
 from nectar.shared.encryption import DecryptionFailed, KeyRing
@@ -40,10 +39,8 @@ def catalog(session: Session) -> list[CatalogService]:
 
 def _problems(schema: dict, value, prefix: str) -> list[Problem]:
     return [
-        Problem(prefix + "".join(f"/{p}" for p in error.absolute_path), error.message)
-        for error in Draft202012Validator(
-            schema, format_checker=Draft202012Validator.FORMAT_CHECKER
-        ).iter_errors(value)
+        Problem(prefix + json_schema.pointer(error.absolute_path), error.message)
+        for error in json_schema.validator(schema, check_formats=True).iter_errors(value)
     ]
 
 

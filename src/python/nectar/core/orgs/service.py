@@ -178,7 +178,10 @@ def _membership(session: Session, ctx: OrgContext, user_id: uuid.UUID) -> Member
 
 
 def _owner_count(session: Session) -> int:
-    return session.scalar(select(func.count()).select_from(Membership).where(Membership.role == "owner"))
+    """The organization's owners, their rows locked to the end of the transaction: two owners who
+    step down or leave at once are counted one after the other, so one of them stays owner."""
+    owners = session.scalars(select(Membership.user_id).where(Membership.role == "owner").with_for_update())
+    return len(owners.all())
 
 
 def invite(

@@ -10,7 +10,7 @@ from flask_login import current_user, login_required
 
 from nectar.core.access import OrgContext, choose_org, current_org, org_required
 from nectar.core.accounts import service as accounts
-from nectar.core.accounts.forms import SignUpForm
+from nectar.core.accounts.forms import NewAccountForm
 from nectar.core.accounts.views import begin_session
 from nectar.core.org_mail.service import MailLimitReached
 from nectar.core.orgs import service
@@ -222,10 +222,10 @@ def accept_invitation():
     if accounts.find_user(db.session, invitation.email) is not None:
         flash(f"Sign in as {invitation.email} to accept the invitation to {org.name}.", "info")
         return redirect(url_for("accounts.login", next=url_for("orgs.accept_invitation", token=token)))
-    form = SignUpForm(email=invitation.email)
+    form = NewAccountForm()
     if form.validate_on_submit():
         try:
-            user = accounts.create_invited_account(
+            user = accounts.create_verified_account(
                 db.session, invitation.email, form.password.data, form.display_name.data
             )
             service.accept_invitation(db.session, invitation, user)

@@ -1,5 +1,13 @@
 """Core's background jobs: asynchronous workflow runs (manual, scheduled, re-runs) and the
-scheduler that turns cron triggers into runs. Run by `core.pex worker`."""
+scheduler that turns cron triggers into runs. Run by `core.pex worker`.
+
+Runs are shared out fairly between organizations. An organization's Nth waiting run is queued
+with priority -N, so workers take every organization's first waiting run before anyone's second:
+a thousand queued runs of one organization delay another's by one run each, at most. And its runs
+go round ORG_MAX_WORKER_RUNS procrastinate locks (jobs with one lock run one at a time), so it
+holds at most that many of all workers' slots (WORKER_CONCURRENCY each); the rest stay free for
+other organizations however long its runs take.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +18,7 @@ from zoneinfo import ZoneInfo
 import procrastinate
 import psycopg
 from croniter import croniter
-from flask import Flask
+from flask import Flask, current_app
 from sqlalchemy import select, text, update
 from sqlalchemy.exc import OperationalError
 
@@ -24,6 +32,10 @@ from nectar.shared.jobs import add_queue_upkeep, enqueue
 QUEUE = "core"
 RUN_TASK = "core.run_workflow"
 WAKE_TASK = "core.wake_run"
+MOST_WAITING_COUNTED = 10_000  # past it, an organization's runs are all last alike
+_WAITING_RUNS = text(
+    "SELECT count(*) FROM (SELECT 1 FROM workflow_runs WHERE org_id = :org_id AND status = 'queued' LIMIT :most) w"
+)
 blueprint = procrastinate.Blueprint()
 # Upkeep: a run whose worker died is handed back (activate_run resumes it from its journal), and
 # finished jobs are removed after a day.
@@ -48,7 +60,9 @@ def queue_run(
     key=None,
     rerun_of=None,
 ):
-    """Records a queued run and its job in the caller's transaction; returns the run's id."""
+    """Records a queued run and its job in the caller's transaction; returns the run's id. The job
+    waits behind the organization's runs already waiting (see the module's docstring)."""
+    waiting = session.scalar(_WAITING_RUNS, {"org_id": org_id, "most": MOST_WAITING_COUNTED})
     run_id = uuid.uuid4()
     session.add(
         WorkflowRun(
@@ -64,22 +78,28 @@ def queue_run(
         )
     )
     session.flush()
-    schedule_activation(session, org_id, run_id)
+    schedule_activation(session, org_id, run_id, priority=-waiting)
     return run_id
 
 
-def schedule_activation(session, org_id: uuid.UUID, run_id: uuid.UUID, at: datetime | None = None) -> None:
+def schedule_activation(
+    session, org_id: uuid.UUID, run_id: uuid.UUID, at: datetime | None = None, *, priority: int = 0
+) -> None:
     """Queues the run's next activation (now, or at `at`) in the caller's transaction.
 
-    Activations of one run share a procrastinate lock, so they never overlap, whoever queued them.
-    A job waiting for its lock also holds back every later job with that lock, so a wake-up for
-    later is a lock-free job of its own that queues the activation when its time comes: a timeout
-    thirty days away never delays the event that arrives first."""
+    A run always takes the same of its organization's lanes (procrastinate locks), so its
+    activations never overlap, whoever queued them, and the organization never holds more than
+    ORG_MAX_WORKER_RUNS of the workers' slots. A job waiting for its lock also holds back every
+    later job with that lock, so a wake-up for later is a lock-free job of its own that queues the
+    activation when its time comes: a timeout thirty days away never delays an event that arrives
+    first."""
     args = {"org_id": str(org_id), "run_id": str(run_id)}
     if at is not None and at > datetime.now(UTC):
         enqueue(session, WAKE_TASK, args, queue=QUEUE, scheduled_at=at)
-    else:
-        enqueue(session, RUN_TASK, args, queue=QUEUE, lock=f"run:{run_id}")
+        return
+    lanes = current_app.config["NECTAR_SETTINGS"].org_max_worker_runs
+    lane = uuid.UUID(str(run_id)).int % lanes
+    enqueue(session, RUN_TASK, args, queue=QUEUE, priority=priority, lock=f"{RUN_TASK}:{org_id}:{lane}")
 
 
 @blueprint.task(name=WAKE_TASK, queue=QUEUE, retry=procrastinate.RetryStrategy(max_attempts=10, wait=5))

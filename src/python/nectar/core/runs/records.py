@@ -124,14 +124,16 @@ def run_record_json(run: FinishedRun) -> str:
     return jsonb_text(_run_row(run))
 
 
-def record_runs_params(record_jsons: list[str], rate_bucket: tuple[str, int] | None = None) -> dict:
+def record_runs_params(
+    record_jsons: list[str], rate_bucket: tuple[str, int] | None = None, *, calls: int | None = None
+) -> dict:
     """RECORD_RUNS_SQL's parameters for runs of one organization (each from run_record_json), counting them
-    in `rate_bucket`."""
+    in `rate_bucket`; or counting `calls`, when some calls were refused without a run."""
     rate_key, rate_window = rate_bucket or (None, None)
     return {
         "rate_key": rate_key,
         "rate_window": rate_window,
-        "rate_count": len(record_jsons),
+        "rate_count": len(record_jsons) if calls is None else calls,
         "runs": f"[{','.join(record_jsons)}]",
     }
 

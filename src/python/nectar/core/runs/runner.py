@@ -169,6 +169,7 @@ def run_version(
     mode: str = "sync",
     policy: outbound.OutboundPolicy | None = None,
     rate_bucket: tuple[str, int] | None = None,
+    deadline: float | None = None,
 ) -> tuple[uuid.UUID, RunOutcome]:
     outcome = execute(
         definition,
@@ -176,5 +177,6 @@ def run_version(
         LiveEffects(lambda: session, policy or outbound_policy(), org_id),
         limits=limits,
         mode=mode,
+        deadline=deadline,
     )
     return record_run(session, org_id, request, outcome, rate_bucket), outcome

@@ -1,4 +1,5 @@
-"""Recording endpoint calls: each call's run, any email it queued, and its count against the plan.
+"""Recording endpoint calls: each call's run, any email it queued, and its count against the plan
+(calls refused for their body count too, with no run).
 
 Request threads hand their finished runs to one writer thread per process, which writes all that
 have gathered in one transaction sent in one round trip. It lets a batch gather for up to
@@ -144,7 +145,7 @@ class CallCounts:
 class _Pending:
     seq: int  # the order runs were handed over in
     org_id: uuid.UUID
-    record_json: str
+    record_json: str | None  # None for a call refused before it ran: counted, with no run
     emails: list[Email]
     window: int
     queued_at: float
@@ -184,6 +185,19 @@ class RunWriter:
         except Exception:
             self.counts.settle(run.org_id, window, written=False)
             raise
+        pending = self._hand_over(run.org_id, text, emails, window, waited_for)
+        if waited_for:
+            self._wait(pending, WAIT_SECONDS)
+
+    def count_refused(self, org_id: uuid.UUID, window: int) -> None:
+        """Counts an admitted call that was refused before it ran (its body broke the endpoint's
+        schema) in its organization's calls this minute: written with the next batch of runs, so
+        refusing costs no round trip, and refused calls still reach the rate limit."""
+        self._hand_over(org_id, None, [], window, waited_for=False)
+
+    def _hand_over(
+        self, org_id, text: str | None, emails: list[Email], window: int, waited_for: bool
+    ) -> _Pending:
         with self._wake:
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._write_forever, name="run-writer", daemon=True)
@@ -191,7 +205,7 @@ class RunWriter:
                 atexit.register(self.flush, WAIT_SECONDS)
             self._handed += 1
             done = threading.Event() if waited_for else None
-            pending = _Pending(self._handed, run.org_id, text, emails, window, time.monotonic(), done)
+            pending = _Pending(self._handed, org_id, text, emails, window, time.monotonic(), done)
             self._queue.append(pending)
             self._unwritten.add(pending.seq)
             # Wake the writer when it waits for a first run, or for this one; a gathering writer
@@ -199,8 +213,7 @@ class RunWriter:
             if len(self._queue) == 1 or waited_for or len(self._queue) >= MAX_BATCH:
                 self._urgent = self._urgent or waited_for
                 self._wake.notify()
-        if waited_for:
-            self._wait(pending, WAIT_SECONDS)
+        return pending
 
     def flush(self, timeout: float = 5.0) -> None:
         """Waits until every run handed over so far is written (or `timeout` passes)."""
@@ -302,7 +315,8 @@ class RunWriter:
         for org_id, runs in by_org.items():
             statements.append((SET_TENANT_SQL, (str(org_id),)))
             bucket = rate_key(org_id), window
-            statements.append((RECORD_RUNS_SQL, record_runs_params([p.record_json for p in runs], bucket)))
+            written = [p.record_json for p in runs if p.record_json is not None]
+            statements.append((RECORD_RUNS_SQL, record_runs_params(written, bucket, calls=len(runs))))
             statements += [(OUTBOX_INSERT_SQL, outbox_params(e)) for p in runs for e in p.emails]
             total_at[org_id] = len(statements)
             statements.append((CALLS_SQL, calls_params(org_id, window)))

@@ -17,6 +17,7 @@ from jsonschema import Draft202012Validator
 
 from nectar.core.workflows import code
 from nectar.core.workflows.expressions import ExpressionError, expressions_in
+from nectar.core.workflows.json_schema import TenantValidator
 
 STEP_TYPES = (
     "http_request",
@@ -242,7 +243,7 @@ def _pointer(parts) -> str:
 @cache
 def _validator() -> Draft202012Validator:
     Draft202012Validator.check_schema(WORKFLOW_SCHEMA)
-    return Draft202012Validator(WORKFLOW_SCHEMA)
+    return TenantValidator(WORKFLOW_SCHEMA)  # RE2 and linear uniqueItems over the tenant's document
 
 
 def validate(document: object) -> list[Problem]:

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
-from nectar.core.workflows import code
+from nectar.core.workflows import code, time_limit
 from nectar.core.workflows.definition import MAX_FOR_EACH_ITEMS, MAX_WAIT_SECONDS
 from nectar.core.workflows.expressions import ExpressionError, check_size, evaluate, json_bytes, render
 from nectar.core.workflows.outbound import OutboundRefused
@@ -180,6 +180,7 @@ class Run:
         limits: Limits,
         mode: str,
         clock: Callable[[], float],
+        deadline: float | None = None,
         journal: Journal = NO_JOURNAL,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
     ):
@@ -194,14 +195,15 @@ class Run:
         self.context: dict[str, Any] = {"trigger": trigger, "steps": {}, "vars": {}}
         self.records: list[StepRecord] = []
         self.executed = 0
-        self.deadline = clock() + limits.time_limit_seconds
+        self.deadline = clock() + limits.time_limit_seconds if deadline is None else deadline
         self.last_output: Any = None
 
     def execute(self) -> RunOutcome:
         started = datetime.now(UTC)
         status, error, response, suspended = "succeeded", None, None, None
         try:
-            self.run_steps(self.definition["steps"], self.context)
+            with time_limit.within(self.deadline, self.limits.time_limit_seconds, self.clock):
+                self.run_steps(self.definition["steps"], self.context)
         except _Responded as responded:
             response = responded.response
         except (StepFailed, RunStopped) as failure:
@@ -243,6 +245,9 @@ class Run:
                 body = responded.response.body
                 self._record(position, step, attempt, "succeeded", step_input, body, None, started)
                 raise
+            except time_limit.TimeLimitExceeded as stopped:  # mid-step: no retry or on_error can help
+                self._record(position, step, attempt, "failed", step_input, None, str(stopped), started)
+                raise RunStopped(str(stopped)) from None
             except (StepFailed, ExpressionError, OutboundRefused, ValueError, TypeError) as failure:
                 self._record(position, step, attempt, "failed", step_input, None, str(failure), started)
                 if attempt < attempts:
@@ -466,10 +471,13 @@ def execute(
     limits: Limits = SYNC_LIMITS,
     mode: str = "sync",
     clock: Callable[[], float] = time.monotonic,
+    deadline: float | None = None,
     journal: Journal = NO_JOURNAL,
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> RunOutcome:
     """Runs `definition` with `trigger` as input, resuming from `journal` (durable runs). Never
     raises: failures are a failed outcome, a wait not over yet a waiting one. `clock` measures the
-    time limit; `now` is the wall clock waits are set by."""
-    return Run(definition, trigger, effects, limits, mode, clock, journal, now).execute()
+    time limit, which ends by `deadline` (a `clock()` time) when given, for a call whose time limit
+    began before the run (its body was checked first), and by the limit from now otherwise; `now`
+    is the wall clock waits are set by."""
+    return Run(definition, trigger, effects, limits, mode, clock, deadline, journal, now).execute()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import json
 import re
+import threading
 from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
@@ -15,8 +16,8 @@ import orjson
 from jmespath import functions, visitor
 from jmespath.exceptions import JMESPathError
 
-_TEMPLATE = re.compile(r"\{\{(.*?)\}\}", re.S)
-_WHOLE = re.compile(r"^\s*\{\{(.*?)\}\}\s*$", re.S)
+from nectar.core.workflows import time_limit
+
 _SURROGATE = re.compile("[\ud800-\udfff]")  # in a str only ever alone: JSON's pairs are decoded whole
 # The largest value a run may build (characters of text, as JSON). A template or expression that
 # doubles a value on every step would otherwise exhaust memory long before any step limit.
@@ -24,6 +25,11 @@ MAX_VALUE_SIZE = 1_000_000
 # The deepest a value may nest: far more than data needs, and well inside what JSON encoders and
 # jsonb take (orjson refuses past 254 levels).
 MAX_VALUE_DEPTH = 100
+# The most nodes one evaluation may visit: each visit can build a list as long as those before it
+# (`[@, @][]` doubles one), so this bounds the memory an expression takes as well as its time.
+# Loops over a thousand items with a dozen nodes each take a hundredth of it.
+MAX_EXPRESSION_VISITS = 1_000_000
+TIME_CHECK_EVERY = 1024  # visits between checks of the run's time limit
 
 
 class ExpressionError(Exception):
@@ -112,14 +118,61 @@ class _BoundedFunctions(functions.Functions):
         )
 
 
-# One interpreter for every evaluation: it keeps no state between searches, and making one per
-# search (as ParsedResult.search does) also rebuilds its method cache each time.
-_interpreter = visitor.TreeInterpreter(jmespath.Options(dict_cls=dict, custom_functions=_BoundedFunctions()))
+class _Visits(threading.local):
+    count = 0
+
+
+class _BoundedInterpreter(visitor.TreeInterpreter):
+    """JMESPath's interpreter, counting the nodes each evaluation on a thread visits: every
+    TIME_CHECK_EVERY it checks the time limit, and past MAX_EXPRESSION_VISITS it stops."""
+
+    def __init__(self, options: jmespath.Options):
+        super().__init__(options)
+        self.visits = _Visits()
+
+    def visit(self, node, *args, **kwargs):
+        visits = self.visits.count = self.visits.count + 1
+        if visits % TIME_CHECK_EVERY == 0:
+            if visits > MAX_EXPRESSION_VISITS:
+                raise ExpressionError(
+                    f"an expression took more than {MAX_EXPRESSION_VISITS:,} steps; refused"
+                )
+            time_limit.check()
+        method = self._method_cache.get(node["type"])
+        if method is None:  # as Visitor.visit
+            method = self._method_cache[node["type"]] = getattr(
+                self, f"visit_{node['type']}", self.default_visit
+            )
+        return method(node, *args, **kwargs)
+
+
+# One interpreter for every evaluation: it keeps no state between searches but its counts (one per
+# thread), and making one per search (as ParsedResult.search does) rebuilds its method cache each time.
+_interpreter = _BoundedInterpreter(jmespath.Options(dict_cls=dict, custom_functions=_BoundedFunctions()))
+
+
+def _templates(text: str) -> Iterator[tuple[int, int, str]]:
+    """(start, end, expression) of each `{{ ... }}` in `text`, each ending at the first `}}` after
+    its `{{`. In one pass: the pattern `\\{\\{(.*?)\\}\\}` would rescan to the end from every `{{`
+    with no `}}` after it, which is quadratic (a body of 20,000 `{{` took 11 s)."""
+    start = text.find("{{")
+    while start != -1:
+        end = text.find("}}", start + 2)
+        if end == -1:
+            return
+        yield start, end + 2, text[start + 2 : end]
+        start = text.find("{{", end + 2)
+
+
+def _whole_template(text: str) -> str | None:
+    """The expression when `text` is one `{{ ... }}` (with spaces around it at most), else None."""
+    text = text.strip()
+    return text[2:-2] if len(text) >= 4 and text.startswith("{{") and text.endswith("}}") else None
 
 
 def expressions_in(template: str) -> Iterator[str]:
-    for match in _TEMPLATE.finditer(template):
-        yield match.group(1).strip()
+    for _start, _end, expression in _templates(template):
+        yield expression.strip()
 
 
 @functools.lru_cache(maxsize=4096)  # endpoint calls evaluate the same few expressions every time
@@ -128,6 +181,9 @@ def _compiled(expression: str):
 
 
 def evaluate(expression: str, context: dict) -> Any:
+    """The expression's value over `context`. Counts against the thread's time limit
+    (time_limit.py), which raises TimeLimitExceeded past it."""
+    _interpreter.visits.count = 0
     try:
         return _interpreter.visit(_compiled(expression.strip()).parsed, context)
     except JMESPathError as error:
@@ -137,17 +193,17 @@ def evaluate(expression: str, context: dict) -> Any:
 def render(value: Any, context: dict) -> Any:
     """Fills templates in `value` (strings, lists and objects, recursively)."""
     if isinstance(value, str):
-        whole = _WHOLE.match(value)
-        if whole and "{{" not in whole.group(1):
-            return evaluate(whole.group(1), context)
+        whole = _whole_template(value)
+        if whole is not None and "{{" not in whole:
+            return evaluate(whole, context)
         parts, size, last = [], 0, 0
-        for match in _TEMPLATE.finditer(value):
-            text = _as_text(evaluate(match.group(1), context))
-            size += len(text) + match.start() - last
+        for start, end, expression in _templates(value):
+            text = _as_text(evaluate(expression, context))
+            size += len(text) + start - last
             if size > MAX_VALUE_SIZE:
                 raise ExpressionError(f"the text would be larger than {MAX_VALUE_SIZE:,} characters; refused")
-            parts += [value[last : match.start()], text]
-            last = match.end()
+            parts += [value[last:start], text]
+            last = end
         return "".join(parts) + value[last:]
     if isinstance(value, list):
         return [render(item, context) for item in value]

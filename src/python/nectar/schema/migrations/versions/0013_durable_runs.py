@@ -1,8 +1,8 @@
 """Durable runs: a run may wait (until a time, or until woken), and keeps a journal of the steps
 that acted on the world, so any worker can resume it after a crash without repeating them.
 
-Revision ID: 0012
-Revises: 0011
+Revision ID: 0013
+Revises: 0012
 Create Date: 2026-12-03
 """
 
@@ -12,8 +12,8 @@ from sqlalchemy.dialects import postgresql
 
 from nectar.schema.access import access_of, secure_table_sql
 
-revision = "0012"
-down_revision = "0011"
+revision = "0013"
+down_revision = "0012"
 branch_labels = None
 depends_on = None
 

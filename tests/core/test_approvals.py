@@ -74,13 +74,19 @@ def test_the_people_with_the_role_are_emailed_and_an_admin_approves_through_the_
 ):
     owner, admin, admin_email, member = team(browser, new_browser, outbox)
     token, run_id = start(
-        browser, approval_document(), {"amount": 30, "customer": "Ada", "order": "A-1"}, token=_new_key(browser)
+        browser,
+        approval_document(),
+        {"amount": 30, "customer": "Ada", "order": "A-1"},
+        token=_new_key(browser),
     )
     drain_jobs(browser.app)
     run = get_run(browser, token, run_id)
     assert run["status"] == "waiting", run["error"]
     assert run["waiting_for"]["type"] == "approval"
-    assert run["waiting_for"]["title"] == "Refund 30 EUR to Ada?" and run["waiting_for"]["approver_role"] == "admin"
+    assert (
+        run["waiting_for"]["title"] == "Refund 30 EUR to Ada?"
+        and run["waiting_for"]["approver_role"] == "admin"
+    )
     emails = approval_emails(database, run_id)
     assert set(emails) == {owner, admin_email}  # the owner and the admin; not the plain member
     link = link_in(emails[admin_email])
@@ -139,7 +145,9 @@ def test_an_approval_inside_a_loop_asks_for_each_iteration(browser, new_browser,
                     "id": "each",
                     "type": "for_each",
                     "items": "trigger.refunds",
-                    "steps": [{"id": "ok", "type": "approval", "title": "Refund {{ item }}?", "notify": False}],
+                    "steps": [
+                        {"id": "ok", "type": "approval", "title": "Refund {{ item }}?", "notify": False}
+                    ],
                 }
             ]
         },
@@ -162,7 +170,9 @@ def test_an_approval_inside_a_loop_asks_for_each_iteration(browser, new_browser,
     assert [d["comment"] for d in run["steps"][0]["output"]] == ["", "second"]
 
 
-def test_forged_or_expired_approval_links_are_refused_and_strangers_get_403(browser, new_browser, outbox, database):
+def test_forged_or_expired_approval_links_are_refused_and_strangers_get_403(
+    browser, new_browser, outbox, database
+):
     owner, admin, admin_email, member = team(browser, new_browser, outbox)
     token, run_id = start(browser, approval_document(), {"amount": 1}, token=_new_key(browser))
     drain_jobs(browser.app)
@@ -177,7 +187,8 @@ def test_forged_or_expired_approval_links_are_refused_and_strangers_get_403(brow
     expired = links.approval_url(target, datetime.now(UTC) - timedelta(seconds=1))
     assert admin.get(expired).status_code == 410
     elsewhere = links.approval_url(
-        Target(org_id, uuid.uuid4(), step_key, approval_id=approval_id), datetime.now(UTC) + timedelta(hours=1)
+        Target(org_id, uuid.uuid4(), step_key, approval_id=approval_id),
+        datetime.now(UTC) + timedelta(hours=1),
     )
     assert admin.get(elsewhere).status_code == 403  # bound to its run and step
     stranger = new_browser()
@@ -187,4 +198,3 @@ def test_forged_or_expired_approval_links_are_refused_and_strangers_get_403(brow
     signed_out = new_browser().get(link)
     assert signed_out.status_code == 302 and "/login" in signed_out.headers["Location"]
     assert approvals_of(database, run_id)[0][2] is None
-

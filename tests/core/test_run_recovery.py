@@ -58,7 +58,9 @@ def upstream():
 
 def outbox_count(database, address) -> int:
     with database.connect(Role.ADMIN) as conn:
-        return conn.execute("SELECT count(*) FROM email_outbox WHERE to_address = %s", (address,)).fetchone()[0]
+        return conn.execute("SELECT count(*) FROM email_outbox WHERE to_address = %s", (address,)).fetchone()[
+            0
+        ]
 
 
 def retry(browser, token, run_id, version=None):
@@ -79,7 +81,13 @@ def test_a_retry_goes_on_from_the_failed_step_and_repeats_nothing_before_it(app,
                     "id": "each",
                     "type": "for_each",
                     "items": "trigger.items",
-                    "steps": [{"id": "notify", "type": "http_request", "url": f"{upstream.url}/flaky?item={{{{ item }}}}"}],
+                    "steps": [
+                        {
+                            "id": "notify",
+                            "type": "http_request",
+                            "url": f"{upstream.url}/flaky?item={{{{ item }}}}",
+                        }
+                    ],
                 },
                 {"id": "done", "type": "set", "values": {"charged": "{{ steps.charge.body.path }}"}},
             ]
@@ -105,8 +113,16 @@ def test_a_retry_goes_on_from_the_failed_step_and_repeats_nothing_before_it(app,
     first_key, retry_key = upstream.keys["/flaky?item=2"]
     assert first_key != retry_key  # the retried step is a new request, not a replay of the failed one
     assert [s["step_id"] for s in run["steps"]] == ["charge", "receipt", "each", "notify", "notify", "done"]
-    kept = [s for s in run["steps"] if datetime.fromisoformat(s["started_at"]) < datetime.fromisoformat(run["queued_at"])]
-    assert [s["step_id"] for s in kept] == ["charge", "receipt", "notify"]  # what the failed run did, shown as it was
+    kept = [
+        s
+        for s in run["steps"]
+        if datetime.fromisoformat(s["started_at"]) < datetime.fromisoformat(run["queued_at"])
+    ]
+    assert [s["step_id"] for s in kept] == [
+        "charge",
+        "receipt",
+        "notify",
+    ]  # what the failed run did, shown as it was
     assert run["output"]["output"] == {"charged": "/charge"}
     assert get_run(browser, token, run_id)["status"] == "failed"  # the failed run stays as it happened
 
@@ -213,7 +229,9 @@ def test_waiting_runs_are_listed_with_what_they_wait_for_and_until_when(app, dat
 
 def test_the_run_page_offers_a_retry_of_a_failed_run(app):
     browser = Browser(app)
-    token, run_id = start(browser, {"steps": [{"id": "x", "type": "transform", "expression": "abs(trigger)"}]})
+    token, run_id = start(
+        browser, {"steps": [{"id": "x", "type": "transform", "expression": "abs(trigger)"}]}
+    )
     drain_jobs(app)
     page = browser.get(f"/org/runs/{run_id}").get_data(as_text=True)
     assert "Retry from the failed step on v1" in page and "(step x)" in page

@@ -48,7 +48,9 @@ def activate_at(app, database, run_id, when: datetime):
         org_id = conn.execute("SELECT org_id FROM workflow_runs WHERE id = %s", (run_id,)).fetchone()[0]
     with app.app_context():
         try:
-            outcome = activate_run(db.session, org_id, uuid.UUID(run_id), limits=ASYNC_LIMITS, now=lambda: when)
+            outcome = activate_run(
+                db.session, org_id, uuid.UUID(run_id), limits=ASYNC_LIMITS, now=lambda: when
+            )
             db.session.commit()
             return outcome
         finally:
@@ -214,7 +216,9 @@ def test_the_timeout_branch_is_taken_at_the_timeout_and_the_resume_url_is_gone_a
         ("ok", b"{not json", "application/json", 400),
     ],
 )
-def test_bad_events_are_refused_at_the_edge_and_nothing_is_stored(browser, database, name, body, content_type, status):
+def test_bad_events_are_refused_at_the_edge_and_nothing_is_stored(
+    browser, database, name, body, content_type, status
+):
     token, run_id = start(browser, WAITS_FOR_PAYMENT)
     refused = browser.api(
         "POST", f"/api/v1/runs/{run_id}/events/{name}", token=token, data=body, content_type=content_type

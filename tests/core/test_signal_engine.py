@@ -25,13 +25,19 @@ class MemoryInbox:
         self.is_cancelled = False
 
     def send(self, name, payload, at):
-        self.events.append({"id": f"e{len(self.events)}", "name": name, "received_at": at, "payload": payload})
+        self.events.append(
+            {"id": f"e{len(self.events)}", "name": name, "received_at": at, "payload": payload}
+        )
 
     def take_event(self, key, name, until):
         for event in sorted(self.events, key=lambda e: e["received_at"]):
             if event["name"] == name and "taken_by" not in event and event["received_at"] <= until:
                 event["taken_by"] = key
-                return {"id": event["id"], "received_at": event["received_at"].isoformat(), "payload": event["payload"]}
+                return {
+                    "id": event["id"],
+                    "received_at": event["received_at"].isoformat(),
+                    "payload": event["payload"],
+                }
         return None
 
     def request_approval(self, key, request):
@@ -78,7 +84,11 @@ def test_an_event_sent_before_the_step_is_reached_is_taken_when_it_is():
     assert [e.get("taken_by") for e in inbox.events] == [None, "paid", None]
     # A replay takes the event from the checkpoint, not the inbox again.
     again = run(document, journal, clock, inbox)
-    assert again.output == {"amount": 42} and [e.get("taken_by") for e in inbox.events] == [None, "paid", None]
+    assert again.output == {"amount": 42} and [e.get("taken_by") for e in inbox.events] == [
+        None,
+        "paid",
+        None,
+    ]
 
 
 def test_a_waiting_step_says_what_it_waits_for_and_until_when_and_the_payload_is_its_output():
@@ -109,7 +119,9 @@ def test_the_timeout_branch_is_taken_at_the_timeout_and_a_late_event_does_not_co
             "type": "wait_for_event",
             "event": "reply",
             "timeout_seconds": 86400,
-            "on_timeout": [{"id": "remind", "type": "send_email", "to": "a@x.io", "subject": "s", "body": "b"}],
+            "on_timeout": [
+                {"id": "remind", "type": "send_email", "to": "a@x.io", "subject": "s", "body": "b"}
+            ],
         },
         {"id": "after", "type": "set", "values": {"reply": "{{ steps.reply }}"}},
     )
@@ -175,7 +187,12 @@ def test_an_approval_asks_once_records_who_and_why_and_a_rejection_fails_the_ste
     effects = Recorder([{"status": 200, "headers": {}, "body": {}}])
     done = run(document, journal, clock, inbox, effects, trigger={"amount": 30})
     assert done.status == "succeeded", done.error
-    assert done.steps[0].output == {"decision": "approved", "by": "boss@example.com", "at": START.isoformat(), "comment": "fine"}
+    assert done.steps[0].output == {
+        "decision": "approved",
+        "by": "boss@example.com",
+        "at": START.isoformat(),
+        "comment": "fine",
+    }
     assert len(effects.requests) == 1
 
     journal, inbox = MemoryJournal(), MemoryInbox()
@@ -252,7 +269,10 @@ def test_resume_urls_are_in_the_context_of_the_steps_before_the_wait_each_iterat
     second = run(document, journal, clock, inbox, trigger={"items": [1, 2]})
     assert second.status == "waiting" and second.waiting_for["key"] == "each[1]/signed"
     gave = [s.output["url"] for s in second.steps if s.step_id == "give"]
-    assert gave == ["https://nectar.test/resume/each[0]/signed/signed", "https://nectar.test/resume/each[1]/signed/signed"]
+    assert gave == [
+        "https://nectar.test/resume/each[0]/signed/signed",
+        "https://nectar.test/resume/each[1]/signed/signed",
+    ]
 
 
 def test_a_cancelled_run_stops_before_its_next_step_that_acts_or_waits():
@@ -294,7 +314,9 @@ def test_a_failed_step_inside_a_loop_is_named_and_a_handled_failure_is_not():
     )
     answers = [{"status": 500, "headers": {}, "body": None}, {"status": 200, "headers": {}, "body": {}}]
     answers.append({"status": 503, "headers": {}, "body": None})
-    outcome = run(document, MemoryJournal(), Clock(), MemoryInbox(), Recorder(answers), trigger={"items": [1, 2]})
+    outcome = run(
+        document, MemoryJournal(), Clock(), MemoryInbox(), Recorder(answers), trigger={"items": [1, 2]}
+    )
     assert outcome.status == "failed" and outcome.failed_step == "each[1]/call"
 
 
@@ -312,7 +334,11 @@ APPROVAL = {"id": "a", "type": "approval", "title": "Go?"}
         ({**EVENT, "timeout_seconds": 30 * 86400 + 1}, "/steps/0/timeout_seconds", "maximum"),
         ({**EVENT, "timeout_seconds": 0}, "/steps/0/timeout_seconds", "less than or equal to the minimum"),
         ({**EVENT, "on_timeout": {"id": "x"}}, "/steps/0/on_timeout", "is not of type 'array'"),
-        ({**EVENT, "on_timeout": [{"id": "x", "type": "nope"}]}, "/steps/0/on_timeout/0/type", "is not one of"),
+        (
+            {**EVENT, "on_timeout": [{"id": "x", "type": "nope"}]},
+            "/steps/0/on_timeout/0/type",
+            "is not one of",
+        ),
         ({**EVENT, "retry": {"attempts": 2}}, "/steps/0/retry", "is not retried"),
         ({"id": "a", "type": "approval"}, "/steps/0", "'title' is a required property"),
         ({**APPROVAL, "title": ""}, "/steps/0/title", "should be non-empty"),
@@ -323,7 +349,11 @@ APPROVAL = {"id": "a", "type": "approval", "title": "Go?"}
         ({**APPROVAL, "notify": "yes"}, "/steps/0/notify", "is not of type 'boolean'"),
         ({**APPROVAL, "timeout_seconds": "1d"}, "/steps/0/timeout_seconds", "is not of type 'number'"),
         ({**APPROVAL, "retry": {"attempts": 3}}, "/steps/0/retry", "is not retried"),
-        ({**APPROVAL, "on_timeout": [{"id": "a", "type": "set", "values": {}}]}, "/steps/0/on_timeout/0/id", "used twice"),
+        (
+            {**APPROVAL, "on_timeout": [{"id": "a", "type": "set", "values": {}}]},
+            "/steps/0/on_timeout/0/id",
+            "used twice",
+        ),
     ],
 )
 def test_bad_signal_steps_are_refused_with_the_exact_path(step, path, fragment):

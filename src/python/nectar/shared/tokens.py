@@ -47,7 +47,9 @@ def make_expiring_token(secret_key: str, purpose: str, payload: dict[str, Any], 
     )
 
 
-def read_expiring_token(secret_key: str, purpose: str, token: str, now: float | None = None) -> dict[str, Any]:
+def read_expiring_token(
+    secret_key: str, purpose: str, token: str, now: float | None = None
+) -> dict[str, Any]:
     """The payload of a token from make_expiring_token; TokenExpired once its time has passed,
     TokenInvalid if it is forged, altered or made for another purpose."""
     try:

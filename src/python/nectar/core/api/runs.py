@@ -44,7 +44,9 @@ def retry(run_id: uuid.UUID):
     body = request.get_json(silent=True) if request.data else {}
     choice = body.get("version", "original") if isinstance(body, dict) else None
     if choice not in ("original", "current"):
-        raise ApiError(422, 'version is "original" or "current".', errors={"version": ['"original" or "current"']})
+        raise ApiError(
+            422, 'version is "original" or "current".', errors={"version": ['"original" or "current"']}
+        )
     run = run_queries.get_run(db.session, run_id)
     if choice == "current":
         workflow = workflows.get_workflow(db.session, run.workflow_id)

@@ -92,7 +92,7 @@ class RunInbox:
         )
         body = "\n".join(
             [
-                f"A run of the workflow \"{workflow.name}\" in {org.name} waits for a decision:",
+                f'A run of the workflow "{workflow.name}" in {org.name} waits for a decision:',
                 "",
                 request["title"],
                 *(["", request["details"]] if request["details"] else []),

@@ -41,8 +41,17 @@ class RunLinks:
     public_url: str
 
     def resume_url(self, target: Target, expires_at: datetime) -> str:
-        payload = {"org": str(target.org_id), "run": str(target.run_id), "key": target.step_key, "event": target.event}
-        return self.public_url + RESUME_PATH + make_expiring_token(self.secret_key, "run.resume", payload, expires_at)
+        payload = {
+            "org": str(target.org_id),
+            "run": str(target.run_id),
+            "key": target.step_key,
+            "event": target.event,
+        }
+        return (
+            self.public_url
+            + RESUME_PATH
+            + make_expiring_token(self.secret_key, "run.resume", payload, expires_at)
+        )
 
     def read_resume_token(self, token: str) -> Target:
         """The step a resume URL's token names; TokenExpired or TokenInvalid (forged, altered)."""
@@ -56,13 +65,20 @@ class RunLinks:
             "key": target.step_key,
             "approval": str(target.approval_id),
         }
-        return self.public_url + APPROVAL_PATH + make_expiring_token(self.secret_key, "run.approval", payload, expires_at)
+        return (
+            self.public_url
+            + APPROVAL_PATH
+            + make_expiring_token(self.secret_key, "run.approval", payload, expires_at)
+        )
 
     def read_approval_token(self, token: str) -> Target:
         """The approval an email's link names; TokenExpired or TokenInvalid (forged, altered)."""
         data = read_expiring_token(self.secret_key, "run.approval", token)
         return Target(
-            uuid.UUID(data["org"]), uuid.UUID(data["run"]), data["key"], approval_id=uuid.UUID(data["approval"])
+            uuid.UUID(data["org"]),
+            uuid.UUID(data["run"]),
+            data["key"],
+            approval_id=uuid.UUID(data["approval"]),
         )
 
 

@@ -41,7 +41,9 @@ def retry_run(session: Session, run: WorkflowRun, version: WorkflowVersion) -> u
     if run.status != "failed":
         raise Refused(409, f"Only a failed run can be retried; this one is {run.status}.")
     failed_step = (run.output or {}).get("failed_step") or ""
-    new_id = queue_run(session, run.org_id, run.workflow_id, version.id, "retry", run.input or {}, rerun_of=run.id)
+    new_id = queue_run(
+        session, run.org_id, run.workflow_id, version.id, "retry", run.input or {}, rerun_of=run.id
+    )
     session.execute(_SEED_JOURNAL_SQL, {"new_run": new_id, "failed_run": run.id, "failed_step": failed_step})
     return new_id
 

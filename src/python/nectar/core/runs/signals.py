@@ -23,7 +23,14 @@ from nectar.core.runs.jobs import schedule_activation
 from nectar.core.runs.runner import FINAL_STATUSES
 from nectar.core.workflows.definition import EVENT_NAME_PATTERN
 from nectar.core.workflows.expressions import ExpressionError, check_size, json_safe
-from nectar.schema.models import User, Workflow, WorkflowApproval, WorkflowRun, WorkflowRunCheckpoint, WorkflowRunEvent
+from nectar.schema.models import (
+    User,
+    Workflow,
+    WorkflowApproval,
+    WorkflowRun,
+    WorkflowRunCheckpoint,
+    WorkflowRunEvent,
+)
 
 MAX_PAYLOAD_BYTES = 64 * 1024
 MAX_UNTAKEN_EVENTS = 100  # per run: events no step has taken yet
@@ -43,7 +50,9 @@ class Refused(Exception):
 
 def check_event_name(name: str) -> str:
     if not _EVENT_NAME.match(name):
-        raise Refused(422, "An event name is 1 to 100 letters, digits and _ . : - (starting with a letter or digit).")
+        raise Refused(
+            422, "An event name is 1 to 100 letters, digits and _ . : - (starting with a letter or digit)."
+        )
     return name
 
 
@@ -142,14 +151,18 @@ def _check_still_waits(session: Session, run: WorkflowRun, step_key: str) -> Non
         raise Refused(410, "The step stopped waiting: its time ran out.")
     sent = session.scalar(
         select(WorkflowRunEvent.id).where(
-            WorkflowRunEvent.run_id == run.id, WorkflowRunEvent.step_key == step_key, WorkflowRunEvent.taken_by.is_(None)
+            WorkflowRunEvent.run_id == run.id,
+            WorkflowRunEvent.step_key == step_key,
+            WorkflowRunEvent.taken_by.is_(None),
         )
     )
     if sent is not None:
         raise Refused(409, "An event was sent to this step already; it is taken when the run gets there.")
 
 
-def pending_approvals(session: Session, limit: int = 200) -> list[tuple[WorkflowApproval, WorkflowRun, Workflow]]:
+def pending_approvals(
+    session: Session, limit: int = 200
+) -> list[tuple[WorkflowApproval, WorkflowRun, Workflow]]:
     """The organization's approvals that wait for a decision, oldest first, with their run and workflow."""
     return list(
         session.execute(
@@ -181,7 +194,9 @@ def decide(
     not valid (422), it was decided already or the run has ended (409), or the time to decide
     has passed (410)."""
     if ROLE_RANK[role] < ROLE_RANK[approval.approver_role]:
-        raise PermissionDenied(f"Deciding this needs the {approval.approver_role} role or above; yours is {role}.")
+        raise PermissionDenied(
+            f"Deciding this needs the {approval.approver_role} role or above; yours is {role}."
+        )
     if decision not in DECISIONS:
         raise Refused(422, "The decision is approved or rejected.")
     comment = (comment or "").strip()

@@ -92,7 +92,9 @@ def confirm(token: str):
     except TokenExpired:
         return _message("This link has expired", "The time to decide on this approval has passed.", 410)
     except TokenInvalid:
-        return _message("This link is not valid", "Check that you opened all of the link from the email.", 403)
+        return _message(
+            "This link is not valid", "Check that you opened all of the link from the email.", 403
+        )
     if not current_user.is_authenticated:
         return redirect(url_for("accounts.login", next=request.full_path))
     approval, role = _approval_for(target)

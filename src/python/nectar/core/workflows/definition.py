@@ -302,7 +302,9 @@ def validate(document: object) -> list[Problem]:
         seen.setdefault(step["id"], path)
         if step["type"] in ("wait_for_event", "approval") and "retry" in step:
             problems.append(
-                Problem(path + "/retry", f"a {step['type']} step is not retried: on_timeout and on_error decide")
+                Problem(
+                    path + "/retry", f"a {step['type']} step is not retried: on_timeout and on_error decide"
+                )
             )
         for field, expression in _expression_fields(step):
             try:

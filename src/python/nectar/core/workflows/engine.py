@@ -488,7 +488,9 @@ class Run:
 
     def _settle_signal(self, step: dict, context: dict, key: str, saved: Checkpoint | None) -> Checkpoint:
         if saved is None:
-            until = self.now() + timedelta(seconds=step.get("timeout_seconds", DEFAULT_SIGNAL_TIMEOUT_SECONDS))
+            until = self.now() + timedelta(
+                seconds=step.get("timeout_seconds", DEFAULT_SIGNAL_TIMEOUT_SECONDS)
+            )
             waiting: dict[str, Any] = {"until": until.isoformat()}
             if step["type"] == "approval":
                 waiting["request"] = {
@@ -505,7 +507,11 @@ class Run:
             event = self.inbox.take_event(key, step["event"], until)
             got = None
             if event is not None:
-                got = {"event_id": event["id"], "received_at": event["received_at"], "payload": event["payload"]}
+                got = {
+                    "event_id": event["id"],
+                    "received_at": event["received_at"],
+                    "payload": event["payload"],
+                }
         else:
             decision = self.inbox.decision(key, closing=self.now() >= until)
             got = {"decision": decision} if decision else None
@@ -531,7 +537,9 @@ class Run:
         `path`; a loop's steps have theirs in each iteration."""
         urls = {}
         for step in steps:
-            if step["type"] == "wait_for_event" and (url := self.inbox.resume_url(path + step["id"], step["event"])):
+            if step["type"] == "wait_for_event" and (
+                url := self.inbox.resume_url(path + step["id"], step["event"])
+            ):
                 urls[step["id"]] = url
             for branch in ("then", "else", "on_error", "on_timeout"):
                 urls.update(self._resume_urls(step.get(branch) or [], path))
@@ -563,7 +571,9 @@ class Run:
         results = []
         for index, item in enumerate(items):
             inner = {**context, "item": item, "index": index, "steps": dict(context["steps"])}
-            if self.mode == "async" and (urls := self._resume_urls(step["steps"], f"{path}{step['id']}[{index}]/")):
+            if self.mode == "async" and (
+                urls := self._resume_urls(step["steps"], f"{path}{step['id']}[{index}]/")
+            ):
                 inner["resume_urls"] = {**context.get("resume_urls", {}), **urls}
             self.run_steps(step["steps"], inner, f"{path}{step['id']}[{index}]/")
             last = step["steps"][-1]["id"] if step["steps"] else None

@@ -59,7 +59,9 @@ def upgrade() -> None:
         sa.Column("title", sa.String(length=200), nullable=False),
         sa.Column("details", sa.Text(), nullable=True),
         sa.Column("approver_role", sa.String(length=20), nullable=False),
-        sa.Column("requested_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
+        sa.Column(
+            "requested_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False
+        ),
         sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("closed_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("decision", sa.String(length=20), nullable=True),
@@ -70,7 +72,9 @@ def upgrade() -> None:
         sa.CheckConstraint(
             "approver_role IN ('member', 'admin', 'owner')", name=op.f("ck_workflow_approvals_approver_role")
         ),
-        sa.CheckConstraint("decision IN ('approved', 'rejected')", name=op.f("ck_workflow_approvals_decision")),
+        sa.CheckConstraint(
+            "decision IN ('approved', 'rejected')", name=op.f("ck_workflow_approvals_decision")
+        ),
         sa.ForeignKeyConstraint(
             ["decided_by"],
             ["users.id"],
@@ -91,7 +95,10 @@ def upgrade() -> None:
         info={"service": "core", "tenant_column": "org_id"},
     )
     op.create_index(
-        "ix_workflow_approvals_org_id_requested_at", "workflow_approvals", ["org_id", "requested_at"], unique=False
+        "ix_workflow_approvals_org_id_requested_at",
+        "workflow_approvals",
+        ["org_id", "requested_at"],
+        unique=False,
     )
     for table in (events, approvals):
         for statement in secure_table_sql(table.name, access_of(table)):

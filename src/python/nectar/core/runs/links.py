@@ -41,17 +41,7 @@ class RunLinks:
     public_url: str
 
     def resume_url(self, target: Target, expires_at: datetime) -> str:
-        payload = {
-            "org": str(target.org_id),
-            "run": str(target.run_id),
-            "key": target.step_key,
-            "event": target.event,
-        }
-        return (
-            self.public_url
-            + RESUME_PATH
-            + make_expiring_token(self.secret_key, "run.resume", payload, expires_at)
-        )
+        return self._url(RESUME_PATH, "run.resume", target, expires_at, event=target.event)
 
     def read_resume_token(self, token: str) -> Target:
         """The step a resume URL's token names; TokenExpired or TokenInvalid (forged, altered)."""
@@ -59,27 +49,17 @@ class RunLinks:
         return Target(uuid.UUID(data["org"]), uuid.UUID(data["run"]), data["key"], event=data["event"])
 
     def approval_url(self, target: Target, expires_at: datetime) -> str:
-        payload = {
-            "org": str(target.org_id),
-            "run": str(target.run_id),
-            "key": target.step_key,
-            "approval": str(target.approval_id),
-        }
-        return (
-            self.public_url
-            + APPROVAL_PATH
-            + make_expiring_token(self.secret_key, "run.approval", payload, expires_at)
-        )
+        return self._url(APPROVAL_PATH, "run.approval", target, expires_at, approval=str(target.approval_id))
 
     def read_approval_token(self, token: str) -> Target:
         """The approval an email's link names; TokenExpired or TokenInvalid (forged, altered)."""
         data = read_expiring_token(self.secret_key, "run.approval", token)
-        return Target(
-            uuid.UUID(data["org"]),
-            uuid.UUID(data["run"]),
-            data["key"],
-            approval_id=uuid.UUID(data["approval"]),
-        )
+        approval_id = uuid.UUID(data["approval"])
+        return Target(uuid.UUID(data["org"]), uuid.UUID(data["run"]), data["key"], approval_id=approval_id)
+
+    def _url(self, path: str, purpose: str, target: Target, expires_at: datetime, **extra: str | None) -> str:
+        payload = {"org": str(target.org_id), "run": str(target.run_id), "key": target.step_key, **extra}
+        return self.public_url + path + make_expiring_token(self.secret_key, purpose, payload, expires_at)
 
 
 def run_links() -> RunLinks:

@@ -14,7 +14,7 @@ from sqlalchemy import select
 from wtforms import StringField, TextAreaField
 from wtforms.validators import AnyOf, Length, Optional
 
-from nectar.core.access import ROLE_RANK, PermissionDenied, current_org, org_required
+from nectar.core.access import ROLE_RANK, PermissionDenied, choose_org, current_org, org_required
 from nectar.core.extensions import csrf
 from nectar.core.runs import signals
 from nectar.core.runs.links import APPROVAL_PATH, RESUME_PATH, Target, run_links
@@ -90,17 +90,17 @@ def confirm(token: str):
     try:
         target = run_links().read_approval_token(token)
     except TokenExpired:
-        return _message("This link has expired", "The time to decide on this approval has passed.", 410)
+        abort(410, "This link has expired: the time to decide has passed.")
     except TokenInvalid:
-        return _message(
-            "This link is not valid", "Check that you opened all of the link from the email.", 403
-        )
+        abort(403, "This link is not valid. Check that you opened all of the link from the email.")
     if not current_user.is_authenticated:
         return redirect(url_for("accounts.login", next=request.full_path))
     approval, role = _approval_for(target)
     if request.method == "POST":
         decision = _decide(approval, role)
-        return _message(f"{decision.capitalize()}", f"{approval.title}: {decision}. The run goes on.", 200)
+        choose_org(target.org_id)  # the run's page is in the approval's organization
+        flash(f"{approval.title}: {decision}. The run goes on.", "success")
+        return redirect(url_for("workflow_pages.run_detail", run_id=approval.run_id))
     if ROLE_RANK[role] < ROLE_RANK[approval.approver_role]:
         abort(403, f"Deciding this needs the {approval.approver_role} role or above; yours is {role}.")
     run = db.session.get(WorkflowRun, approval.run_id)
@@ -150,7 +150,3 @@ def _decide(approval: WorkflowApproval, role: str) -> str:
         abort(refused.status, refused.detail)
     db.session.commit()
     return form.decision.data
-
-
-def _message(title: str, message: str, status: int):
-    return render_template("core/approvals/message.html", title=title, message=message), status

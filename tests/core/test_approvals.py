@@ -97,7 +97,8 @@ def test_the_people_with_the_role_are_emailed_and_an_admin_approves_through_the_
     assert "Order A-1" in page.get_data(as_text=True)
     assert approvals_of(database, run_id)[0][2] is None
     confirmed = admin.post(link, {"decision": "approved", "comment": "Customer is right"})
-    assert confirmed.status_code == 200, confirmed.get_data(as_text=True)
+    assert confirmed.status_code == 302, confirmed.get_data(as_text=True)
+    assert confirmed.headers["Location"].endswith(f"/org/runs/{run_id}")
     drain_jobs(browser.app)
     run = get_run(browser, token, run_id)
     assert run["status"] == "succeeded", run["error"]

@@ -41,13 +41,13 @@ def send_event(run_id: uuid.UUID, name: str):
 def retry(run_id: uuid.UUID):
     """Retries a failed run from the step that failed it, keeping what the steps before it did, on
     the run's version (`"version": "original"`, the default) or the workflow's current one."""
+    run = run_queries.get_run(db.session, run_id)
     body = request.get_json(silent=True) if request.data else {}
     choice = body.get("version", "original") if isinstance(body, dict) else None
     if choice not in ("original", "current"):
         raise ApiError(
             422, 'version is "original" or "current".', errors={"version": ['"original" or "current"']}
         )
-    run = run_queries.get_run(db.session, run_id)
     if choice == "current":
         workflow = workflows.get_workflow(db.session, run.workflow_id)
         version = workflows.version_of(db.session, workflow.id, workflow.current_version)

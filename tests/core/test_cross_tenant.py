@@ -99,8 +99,12 @@ def _b_state(database, ids) -> tuple:
             conn.execute(
                 "SELECT id, status FROM workflow_runs WHERE org_id = %s ORDER BY id", (ids["org_b"],)
             ).fetchall(),
-            conn.execute("SELECT id, decision FROM workflow_approvals WHERE org_id = %s", (ids["org_b"],)).fetchall(),
-            conn.execute("SELECT count(*) FROM workflow_run_events WHERE org_id = %s", (ids["org_b"],)).fetchall(),
+            conn.execute(
+                "SELECT id, decision FROM workflow_approvals WHERE org_id = %s", (ids["org_b"],)
+            ).fetchall(),
+            conn.execute(
+                "SELECT count(*) FROM workflow_run_events WHERE org_id = %s", (ids["org_b"],)
+            ).fetchall(),
         )
 
 

@@ -207,6 +207,7 @@ def test_the_timeout_branch_is_taken_at_the_timeout_and_the_resume_url_is_gone_a
     [
         ("has space", b"{}", "application/json", 422),
         ("x" * 101, b"{}", "application/json", 422),
+        ("paid%0A", b"{}", "application/json", 422),
         ("ok", b'{"a": NaN}', "application/json", 400),
         ("ok", b'{"a": "\\ud800"}', "application/json", 400),
         ("ok", b"[" * 150 + b"]" * 150, "application/json", 422),

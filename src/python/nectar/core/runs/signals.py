@@ -49,7 +49,7 @@ class Refused(Exception):
 
 
 def check_event_name(name: str) -> str:
-    if not _EVENT_NAME.match(name):
+    if not _EVENT_NAME.fullmatch(name):  # fullmatch: "$" alone would let a trailing newline through
         raise Refused(
             422, "An event name is 1 to 100 letters, digits and _ . : - (starting with a letter or digit)."
         )

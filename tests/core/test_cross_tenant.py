@@ -65,6 +65,11 @@ def two_orgs(core_app, database):
         conn.execute(
             "INSERT INTO memberships (org_id, user_id, role) VALUES (%s, %s, 'member')", (org_b, b_member)
         )
+        b_approval = conn.execute(
+            "INSERT INTO workflow_approvals (org_id, run_id, step_key, step_id, title, approver_role, expires_at) "
+            "VALUES (%s, %s, 'ok', 'ok', 'secret', 'member', now() + interval '1 day') RETURNING id",
+            (org_b, b_run),
+        ).fetchone()[0]
     return {
         "a": a,
         "a_token": _token(a),
@@ -78,6 +83,7 @@ def two_orgs(core_app, database):
         "b_workflow": b_workflow,
         "b_endpoint": b_endpoint,
         "b_run": b_run,
+        "b_approval": b_approval,
     }
 
 
@@ -96,6 +102,15 @@ def _b_state(database, ids) -> tuple:
             conn.execute(
                 "SELECT id, revoked_at FROM invitations WHERE org_id = %s", (ids["org_b"],)
             ).fetchall(),
+            conn.execute(
+                "SELECT id, status FROM workflow_runs WHERE org_id = %s ORDER BY id", (ids["org_b"],)
+            ).fetchall(),
+            conn.execute(
+                "SELECT id, decision FROM workflow_approvals WHERE org_id = %s", (ids["org_b"],)
+            ).fetchall(),
+            conn.execute(
+                "SELECT count(*) FROM workflow_run_events WHERE org_id = %s", (ids["org_b"],)
+            ).fetchall(),
         )
 
 
@@ -107,6 +122,7 @@ PAGE_ATTEMPTS = [
     ("post", "/org/transfer/{b_member}", {}),
     ("post", "/org/invitations/{b_invitation}/revoke", {}),
     ("post", "/org/api-keys/{b_key}/revoke", {}),
+    ("post", "/org/approvals/{b_approval}", {"decision": "approved"}),
 ]
 
 API_ATTEMPTS = [
@@ -117,6 +133,9 @@ API_ATTEMPTS = [
     ("POST", "/api/v1/workflows/{b_workflow}/runs"),
     ("GET", "/api/v1/runs/{b_run}"),
     ("POST", "/api/v1/runs/{b_run}/rerun"),
+    ("POST", "/api/v1/runs/{b_run}/events/paid"),
+    ("POST", "/api/v1/runs/{b_run}/retry"),
+    ("POST", "/api/v1/runs/{b_run}/cancel"),
     ("PUT", "/api/v1/endpoints/{b_endpoint}"),
     ("DELETE", "/api/v1/endpoints/{b_endpoint}"),
     ("DELETE", "/api/v1/api-keys/{b_key}"),

@@ -17,6 +17,7 @@ from nectar.core.runs import queries as run_queries
 from nectar.core.runs.jobs import queue_run
 from nectar.core.workflows.definition import WORKFLOW_SCHEMA, validate
 from nectar.schema.models import WorkflowVersion
+from nectar.schema.models.workflows import RUN_STATUSES
 from nectar.shared.database import db
 from nectar.shared.web import problem
 
@@ -58,6 +59,10 @@ def run_json(run, *, detail: bool = False) -> dict:
         "finished_at": _iso(run.finished_at),
         "duration_ms": run.duration_ms,
         "rerun_of": str(run.rerun_of) if run.rerun_of else None,
+        # A waiting run: until when (null: until woken) and what for; a failed one: the step that failed it.
+        "wake_at": _iso(run.wake_at),
+        "waiting_for": run.waiting_for,
+        "failed_step": (run.output or {}).get("failed_step") if run.status == "failed" else None,
     }
     if detail:
         body["input"] = run.input
@@ -170,6 +175,8 @@ def list_runs():
         workflow_id = uuid.UUID(request.args["workflow_id"]) if request.args.get("workflow_id") else None
     except ValueError:
         raise ApiError(400, "before is an ISO 8601 time; workflow_id a UUID.") from None
+    if request.args.get("status") and request.args["status"] not in RUN_STATUSES:
+        raise ApiError(400, f"status is one of {', '.join(RUN_STATUSES)}.")
     runs = run_queries.list_runs(
         db.session,
         workflow_id=workflow_id,

@@ -111,6 +111,7 @@ def run_detail(run_id: uuid.UUID):
         steps=run.steps,
         version=version,
         workflow=workflow,
+        failed_step=(run.output or {}).get("failed_step") if run.status == "failed" else None,
     )
 
 

@@ -57,6 +57,8 @@ def _run_row(run: FinishedRun) -> dict:
 
 def _outcome_row(outcome: RunOutcome) -> dict:
     output = {"output": outcome.output}
+    if outcome.failed_step is not None:  # where a retry starts again (recovery.py)
+        output["failed_step"] = outcome.failed_step
     if (response := outcome.response) is not None:
         output["response"] = {"status": response.status, "headers": response.headers, "body": response.body}
     return {

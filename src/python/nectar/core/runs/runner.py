@@ -16,7 +16,9 @@ from sqlalchemy.orm import Session
 
 from nectar.core.integrations.service import authorize, connection_named
 from nectar.core.org_mail.service import MailLimitReached, WorkflowMail
+from nectar.core.runs.inbox import RunInbox
 from nectar.core.runs.journal import RunJournal
+from nectar.core.runs.links import run_links
 from nectar.core.runs.records import RunRequest, complete_run, record_run
 from nectar.core.workflows import outbound
 from nectar.core.workflows.engine import SYNC_LIMITS, Limits, RunOutcome, StepFailed, execute
@@ -116,7 +118,8 @@ def activate_run(
     recorded. Its outcome (finished, or waiting until `wake_at`) is written but not committed, so
     the caller can schedule the next activation in the same transaction. None when there was
     nothing to do. A workflow's own failures end as a failed run; the database's raise, and the
-    job is retried."""
+    job is retried. A run cancelled meanwhile stops before its next step that acts or waits, and
+    ends cancelled whatever it reached."""
     scope_session(session, org_id=org_id)
     run = session.scalar(select(WorkflowRun).where(WorkflowRun.id == run_id).with_for_update())
     if run is None or run.status in FINAL_STATUSES:
@@ -133,7 +136,14 @@ def activate_run(
             mode="async",
             journal=RunJournal(session, org_id, run_id),
             now=now or (lambda: datetime.now(UTC)),
+            inbox=RunInbox(session, run, run_links()),
         )
+        # Locked until the outcome is committed, so a cancel either came first or finds it final.
+        status, error = session.execute(
+            select(WorkflowRun.status, WorkflowRun.error).where(WorkflowRun.id == run_id).with_for_update()
+        ).one()
+        if status == "cancelled":
+            outcome = replace(outcome, status="cancelled", error=error, wake_at=None, waiting_for=None)
         complete_run(session, run_id, outcome)
         return outcome
     except DBAPIError as error:

@@ -1,9 +1,10 @@
 """The workflow document: a published JSON Schema plus the checks a schema cannot express.
 
 A workflow is a trigger and a list of steps. Steps run in order; `condition` and `for_each` hold
-nested step lists; any step may name an `on_error` list and a `retry` policy. Values are JSON,
-and strings may embed expressions in `{{ ... }}` (JMESPath over the run's context, see
-expressions.py); a string that is exactly one `{{ ... }}` keeps the expression's JSON type.
+nested step lists; any step may name an `on_error` list and a `retry` policy; `wait_for_event` and
+`approval` may name an `on_timeout` list. Values are JSON, and strings may embed expressions in
+`{{ ... }}` (JMESPath over the run's context, see expressions.py); a string that is exactly one
+`{{ ... }}` keeps the expression's JSON type.
 """
 
 from __future__ import annotations
@@ -30,8 +31,14 @@ STEP_TYPES = (
     "send_email",
     "respond",
     "code",
+    "wait_for_event",
+    "approval",
 )
 MAX_WAIT_SECONDS = 30 * 86400
+# wait_for_event and approval: how long they wait when the document does not say.
+DEFAULT_SIGNAL_TIMEOUT_SECONDS = 7 * 86400
+EVENT_NAME_PATTERN = "^[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}$"
+APPROVER_ROLES = ("member", "admin", "owner")
 MAX_STEPS_IN_DOCUMENT = 200
 MAX_FOR_EACH_ITEMS = 1000
 
@@ -205,6 +212,77 @@ WORKFLOW_SCHEMA: dict = {
                     },
                 },
                 {
+                    "if": {"properties": {"type": {"const": "wait_for_event"}}},
+                    "then": {
+                        "description": "Pauses an asynchronous run until an event with this name arrives for it "
+                        "(POST /api/v1/runs/{id}/events/{name}, or the step's resume URL, which earlier steps "
+                        "read as {{ resume_urls.<step id> }}) or its timeout passes. The event's JSON payload "
+                        "becomes the step's output; an event that came before the step was reached is taken "
+                        "when it is.",
+                        "required": ["event"],
+                        "properties": {
+                            "event": {
+                                "type": "string",
+                                "pattern": EVENT_NAME_PATTERN,
+                                "description": "The event's name: letters, digits and _ . : - (up to 100).",
+                            },
+                            "timeout_seconds": {
+                                "type": "number",
+                                "exclusiveMinimum": 0,
+                                "maximum": MAX_WAIT_SECONDS,
+                                "description": "How long to wait, up to 30 days (default 7 days).",
+                            },
+                            "on_timeout": {
+                                **_STEP_LIST,
+                                "description": "Steps to run when no event came in time (the step's output "
+                                "is then null); without them the step fails, and on_error applies.",
+                            },
+                        },
+                    },
+                },
+                {
+                    "if": {"properties": {"type": {"const": "approval"}}},
+                    "then": {
+                        "description": "Pauses an asynchronous run until a member with at least approver_role "
+                        "approves or rejects it, on the Approvals page or through the links emailed to those "
+                        "members. Approved: the output says who, when and their comment. Rejected: the step "
+                        "fails (on_error applies). Inside a loop, each iteration asks anew.",
+                        "required": ["title"],
+                        "properties": {
+                            "title": {
+                                "type": "string",
+                                "minLength": 1,
+                                "maxLength": 200,
+                                "description": "What is to be decided, as approvers see it; may hold {{ }} templates.",
+                            },
+                            "details": {
+                                "type": "string",
+                                "maxLength": 5000,
+                                "description": "More for the approvers to read; may hold {{ }} templates.",
+                            },
+                            "approver_role": {
+                                "enum": list(APPROVER_ROLES),
+                                "description": "The least role that may decide (default admin).",
+                            },
+                            "notify": {
+                                "type": "boolean",
+                                "description": "Email the members who may decide (default true).",
+                            },
+                            "timeout_seconds": {
+                                "type": "number",
+                                "exclusiveMinimum": 0,
+                                "maximum": MAX_WAIT_SECONDS,
+                                "description": "How long to wait for a decision, up to 30 days (default 7 days).",
+                            },
+                            "on_timeout": {
+                                **_STEP_LIST,
+                                "description": "Steps to run when nobody decided in time (the step's output is "
+                                "then null); without them the step fails, and on_error applies.",
+                            },
+                        },
+                    },
+                },
+                {
                     "if": {"properties": {"type": {"const": "respond"}}},
                     "then": {
                         "properties": {
@@ -262,6 +340,12 @@ def validate(document: object) -> list[Problem]:
         seen.setdefault(step["id"], path)
         if step["type"] == "code" and (error := code.syntax_error(step["source"])) is not None:
             problems.append(Problem(path + "/source", error))
+        if step["type"] in ("wait_for_event", "approval") and "retry" in step:
+            problems.append(
+                Problem(
+                    path + "/retry", f"a {step['type']} step is not retried: on_timeout and on_error decide"
+                )
+            )
         for field, expression in _expression_fields(step):
             try:
                 for inner in expressions_in(expression):
@@ -284,7 +368,7 @@ def _walk(steps: list, prefix: list) -> Iterator[tuple[str, dict]]:
     for index, step in enumerate(steps):
         path = prefix + [index]
         yield _pointer(path), step
-        for nested in ("then", "else", "steps", "on_error"):
+        for nested in ("then", "else", "steps", "on_error", "on_timeout"):
             if isinstance(step.get(nested), list):
                 yield from _walk(step[nested], path + [nested])
 
@@ -297,7 +381,7 @@ def _expression_fields(step: dict) -> Iterator[tuple[str, str]]:
         yield "if", "{{" + step["if"] + "}}"
     if step["type"] == "for_each":
         yield "items", "{{" + step["items"] + "}}"
-    for field in ("url", "to", "subject", "body", "until"):
+    for field in ("url", "to", "subject", "body", "until", "title", "details"):
         if isinstance(step.get(field), str):
             yield field, step[field]
 

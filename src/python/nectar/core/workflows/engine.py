@@ -12,6 +12,12 @@ and saved to the journal before the run goes on. Everything between those steps 
 function of the trigger and the journal, so a run resumed on any worker after any crash reaches
 the same point with the same context, and repeats no email or request it had recorded. A wait
 that is not over yet ends the activation as `waiting`, holding no worker.
+
+What reaches a run from outside comes through its `Inbox`: a `wait_for_event` step takes the
+earliest event of its name, an `approval` step reads the decision made on it, and either keeps
+what it got (or that its time ran out) in its checkpoint, so replays take the same path. Earlier
+steps can hand a `wait_for_event` step's resume URL to an outside system: the context holds it as
+`resume_urls.<step id>`. A cancelled run stops before its next step that acts or waits.
 """
 
 from __future__ import annotations
@@ -23,7 +29,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from nectar.core.workflows import code, time_limit
-from nectar.core.workflows.definition import MAX_FOR_EACH_ITEMS, MAX_WAIT_SECONDS
+from nectar.core.workflows.definition import (
+    DEFAULT_SIGNAL_TIMEOUT_SECONDS,
+    MAX_FOR_EACH_ITEMS,
+    MAX_WAIT_SECONDS,
+)
 from nectar.core.workflows.expressions import ExpressionError, check_size, evaluate, json_bytes, render
 from nectar.core.workflows.outbound import OutboundRefused
 
@@ -43,6 +53,8 @@ MAX_WAIT = timedelta(seconds=MAX_WAIT_SECONDS)
 # Steps that act on the world or wait: a durable run journals each one, so a replay never repeats it.
 # A code step too: its result may differ between replays (Date.now, Math.random) and cost seconds.
 DURABLE_STEP_TYPES = frozenset({"http_request", "send_email", "wait", "delay", "code"})
+# Steps that wait for something from outside; they keep their own checkpoints (_wait_for_signal).
+SIGNAL_STEP_TYPES = frozenset({"wait_for_event", "approval"})
 
 
 class Effects(Protocol):
@@ -78,7 +90,7 @@ class Response:
 
 @dataclass
 class RunOutcome:
-    status: str  # succeeded | failed | waiting
+    status: str  # succeeded | failed | waiting | cancelled
     output: Any
     error: str | None
     response: Response | None
@@ -87,6 +99,7 @@ class RunOutcome:
     finished_at: datetime
     wake_at: datetime | None = None  # waiting: when to activate the run again (None: only when woken)
     waiting_for: dict | None = None  # waiting: what for, e.g. {"type": "wait", "step": "pause"}
+    failed_step: str | None = None  # failed: the key of the step whose failure ended the run, if one did
 
     @property
     def duration_ms(self) -> int:
@@ -135,6 +148,53 @@ class NoJournal:
 NO_JOURNAL = NoJournal()
 
 
+class Inbox(Protocol):
+    """What reaches a durable run from outside: named events, people's decisions on its approvals,
+    and its cancellation. Its writes join the run's transaction, so they are kept together with the
+    checkpoint of the step that made them."""
+
+    def take_event(self, key: str, name: str, until: datetime) -> dict | None:
+        """Takes, for step `key`, the earliest event `name` received by `until` that no step has
+        taken: {"id", "received_at", "payload"}; None if there is none."""
+
+    def request_approval(self, key: str, request: dict) -> None:
+        """Asks for a decision on step `key` (its title, details, approver_role, notify and until),
+        and tells the people who may decide."""
+
+    def decision(self, key: str, closing: bool) -> dict | None:
+        """The decision made on step `key`: {"decision": "approved" or "rejected", "by", "at",
+        "comment"}; None while there is none. `closing` (its time is up): none can be made after
+        this, so a decision either came before the step gave up waiting or it is refused."""
+
+    def resume_url(self, key: str, event: str) -> str | None:
+        """An address an outside system may POST event `event` to, for step `key`, without credentials."""
+
+    def cancelled(self) -> bool:
+        """Whether the run was cancelled: asked before each step that acts or waits."""
+
+
+class NoInbox:
+    """Synchronous runs hear nothing from outside (they refuse the steps that wait for it)."""
+
+    def take_event(self, key: str, name: str, until: datetime) -> dict | None:
+        return None
+
+    def request_approval(self, key: str, request: dict) -> None:
+        pass
+
+    def decision(self, key: str, closing: bool) -> dict | None:
+        return None
+
+    def resume_url(self, key: str, event: str) -> str | None:
+        return None
+
+    def cancelled(self) -> bool:
+        return False
+
+
+NO_INBOX = NoInbox()
+
+
 class StepFailed(Exception):
     """A step failed: its retries and on_error branch decide what happens to the run."""
 
@@ -149,6 +209,10 @@ class Suspended(Exception):
     def __init__(self, wake_at: datetime | None, waiting_for: dict):
         super().__init__(f"waiting for {waiting_for}")
         self.wake_at, self.waiting_for = wake_at, waiting_for
+
+
+class Cancelled(Exception):
+    """The run was cancelled: it stops here, doing nothing more."""
 
 
 class _Responded(Exception):
@@ -183,6 +247,7 @@ class Run:
         deadline: float | None = None,
         journal: Journal = NO_JOURNAL,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        inbox: Inbox = NO_INBOX,
     ):
         self.definition, self.effects, self.limits, self.mode, self.clock = (
             definition,
@@ -191,7 +256,8 @@ class Run:
             mode,
             clock,
         )
-        self.journal, self.now = journal, now
+        self.journal, self.now, self.inbox = journal, now, inbox
+        self.failed_key: str | None = None  # the step whose failure is on its way up, unhandled so far
         self.context: dict[str, Any] = {"trigger": trigger, "steps": {}, "vars": {}}
         self.records: list[StepRecord] = []
         self.executed = 0
@@ -202,6 +268,8 @@ class Run:
         started = datetime.now(UTC)
         status, error, response, suspended = "succeeded", None, None, None
         try:
+            if self.mode == "async" and (urls := self._resume_urls(self.definition["steps"], "")):
+                self.context["resume_urls"] = urls
             with time_limit.within(self.deadline, self.limits.time_limit_seconds, self.clock):
                 self.run_steps(self.definition["steps"], self.context)
         except _Responded as responded:
@@ -210,12 +278,16 @@ class Run:
             status, error = "failed", str(failure)
         except Suspended as waiting:
             status, suspended = "waiting", waiting
+        except Cancelled:
+            status, error = "cancelled", "the run was cancelled"
         records = [
             record for record in self.records if record is not None
         ]  # a limit or a wait can stop a step before its record
         outcome = RunOutcome(status, self.last_output, error, response, records, started, datetime.now(UTC))
         if suspended is not None:
             outcome.wake_at, outcome.waiting_for = suspended.wake_at, suspended.waiting_for
+        if status == "failed":
+            outcome.failed_step = self.failed_key
         return outcome
 
     def run_steps(self, steps: list[dict], context: dict, path: str = "") -> None:
@@ -230,6 +302,8 @@ class Run:
         if saved is not None and saved.status != "waiting":
             self._replay(step, context, path, saved)
             return
+        if (durable or step["type"] in SIGNAL_STEP_TYPES) and self.inbox.cancelled():
+            raise Cancelled()
         retry = step.get("retry", {})
         attempts = retry.get("attempts", 1)
         delay = retry.get("backoff_seconds", 1.0)
@@ -250,7 +324,9 @@ class Run:
                 raise RunStopped(str(stopped)) from None
             except (StepFailed, ExpressionError, OutboundRefused, ValueError, TypeError) as failure:
                 self._record(position, step, attempt, "failed", step_input, None, str(failure), started)
+                self.failed_key = self.failed_key or key  # a failure inside this step came up first
                 if attempt < attempts:
+                    self.failed_key = None
                     self._wait(delay)
                     delay *= retry.get("multiplier", 2.0)
                     continue
@@ -263,6 +339,7 @@ class Run:
                 check_size(context["vars"], "the run's vars")
             except ExpressionError as failure:
                 self._record(position, step, attempt, "failed", step_input, None, str(failure), started)
+                self.failed_key = self.failed_key or key
                 raise StepFailed(str(failure)) from None
             self._record(position, step, attempt, "succeeded", step_input, output, None, started)
             if durable:
@@ -276,6 +353,7 @@ class Run:
         self._count_step()
         self.records.append(replace(saved.record, position=len(self.records)))
         if saved.status == "failed":
+            self.failed_key = self.failed_key or path + step["id"]
             self._handle_failure(step, context, StepFailed(saved.error), path)
             return
         context["steps"][step["id"]] = saved.output
@@ -285,6 +363,7 @@ class Run:
         message = f"step {step['id']!r} ({step['type']}) failed: {failure}"
         if "on_error" not in step:
             raise StepFailed(message)
+        self.failed_key = None  # handled
         context["error"] = {"step": step["id"], "message": str(failure)}
         context["steps"][step["id"]] = None
         self.run_steps(step["on_error"], context, path)
@@ -363,6 +442,8 @@ class Run:
             return self._wait_step(step, context, key)
         if kind == "code":
             return self._code_step(step, context)
+        if kind in SIGNAL_STEP_TYPES:
+            return self._wait_for_signal(step, context, key, path)
         if kind == "respond":
             status = render(step.get("status", 200), context)
             try:
@@ -381,10 +462,7 @@ class Run:
     def _wait_step(self, step: dict, context: dict, key: str) -> tuple[Any, Any]:
         """Until its time has come, the run is suspended (no worker held); the time is fixed the
         first time the step is reached, so every replay waits for the same moment."""
-        if self.mode != "async":
-            raise RunStopped(
-                f"a {step['type']} step needs an asynchronous run (manual or scheduled), not an endpoint call"
-            )
+        self._require_async(step)
         started = self.journal.recall(key)
         if started is None:
             until = self._wake_time(step, context)
@@ -421,6 +499,88 @@ class Run:
             raise RunStopped(f"the run exceeded its time limit of {self.limits.time_limit_seconds:g} s")
         return step_input, output
 
+    def _require_async(self, step: dict) -> None:
+        if self.mode != "async":
+            raise RunStopped(
+                f"a {step['type']} step needs an asynchronous run (manual or scheduled), not an endpoint call"
+            )
+
+    def _wait_for_signal(self, step: dict, context: dict, key: str, path: str) -> tuple[Any, Any]:
+        """wait_for_event and approval. The deadline is fixed (and an approval requested) the first
+        time the step is reached; what came (the event, the decision) or that nothing came in time
+        is kept in the step's checkpoint once known, so every replay takes the same path."""
+        self._require_async(step)
+        saved = self.journal.recall(key)
+        if saved is None or saved.status == "waiting":
+            saved = self._settle_signal(step, context, key, saved)
+        got = saved.output
+        step_input = {k: v for k, v in got.items() if k != "payload"}
+        if "timed_out" in got and "on_timeout" in step:
+            self.run_steps(step["on_timeout"], context, path)
+            return step_input, None
+        if (failure := _signal_failure(step, got)) is not None:
+            raise StepFailed(failure)
+        return step_input, got["payload"] if step["type"] == "wait_for_event" else got["decision"]
+
+    def _settle_signal(self, step: dict, context: dict, key: str, saved: Checkpoint | None) -> Checkpoint:
+        if saved is None:
+            until = self.now() + timedelta(
+                seconds=step.get("timeout_seconds", DEFAULT_SIGNAL_TIMEOUT_SECONDS)
+            )
+            waiting: dict[str, Any] = {"until": until.isoformat()}
+            if step["type"] == "approval":
+                waiting["request"] = {
+                    "title": str(render(step["title"], context))[:200],
+                    "details": str(render(step.get("details", ""), context))[:5000],
+                    "approver_role": step.get("approver_role", "admin"),
+                }
+                request = {**waiting["request"], "step": step["id"], "until": until}
+                self.inbox.request_approval(key, {**request, "notify": step.get("notify", True)})
+            saved = Checkpoint("waiting", waiting)
+            self.journal.save(key, saved)  # with the approval's request and its emails
+        until = datetime.fromisoformat(saved.output["until"])
+        if step["type"] == "wait_for_event":
+            event = self.inbox.take_event(key, step["event"], until)
+            got = None
+            if event is not None:
+                got = {
+                    "event_id": event["id"],
+                    "received_at": event["received_at"],
+                    "payload": event["payload"],
+                }
+        else:
+            decision = self.inbox.decision(key, closing=self.now() >= until)
+            got = {"decision": decision} if decision else None
+        if got is None and self.now() < until:
+            raise Suspended(until, self._waiting_for(step, key, saved.output))
+        got = {**saved.output, **(got or {"timed_out": True})}
+        failure = None if "timed_out" in got and "on_timeout" in step else _signal_failure(step, got)
+        settled = Checkpoint("succeeded" if failure is None else "failed", got, failure)
+        self.journal.save(key, settled)  # with the event marked as taken
+        return settled
+
+    def _waiting_for(self, step: dict, key: str, waiting: dict) -> dict:
+        what = {"step": step["id"], "key": key, "until": waiting["until"]}
+        if step["type"] == "approval":
+            return {"type": "approval", **what, **waiting["request"]}
+        what = {"type": "event", **what, "event": step["event"]}
+        if url := self.inbox.resume_url(key, step["event"]):
+            what["resume_url"] = url
+        return what
+
+    def _resume_urls(self, steps: list[dict], path: str) -> dict[str, str]:
+        """The resume URL of each wait_for_event step among `steps` (and in their branches) at
+        `path`; a loop's steps have theirs in each iteration."""
+        urls = {}
+        for step in steps:
+            if step["type"] == "wait_for_event" and (
+                url := self.inbox.resume_url(path + step["id"], step["event"])
+            ):
+                urls[step["id"]] = url
+            for branch in ("then", "else", "on_error", "on_timeout"):
+                urls.update(self._resume_urls(step.get(branch) or [], path))
+        return urls
+
     def _wake_time(self, step: dict, context: dict) -> datetime:
         now = self.now()
         if "until" in step:
@@ -447,11 +607,30 @@ class Run:
         results = []
         for index, item in enumerate(items):
             inner = {**context, "item": item, "index": index, "steps": dict(context["steps"])}
+            if self.mode == "async" and (
+                urls := self._resume_urls(step["steps"], f"{path}{step['id']}[{index}]/")
+            ):
+                inner["resume_urls"] = {**context.get("resume_urls", {}), **urls}
             self.run_steps(step["steps"], inner, f"{path}{step['id']}[{index}]/")
             last = step["steps"][-1]["id"] if step["steps"] else None
             results.append(inner["steps"].get(last) if last else None)
             context["vars"] = inner["vars"]
         return {"items": len(items)}, results
+
+
+def _signal_failure(step: dict, got: dict) -> str | None:
+    """Why a settled wait_for_event or approval step fails (nothing came in time, or a rejection),
+    or None."""
+    if "timed_out" in got:
+        waited = f"{step.get('timeout_seconds', DEFAULT_SIGNAL_TIMEOUT_SECONDS):g} s"
+        if step["type"] == "wait_for_event":
+            return f"no event {step['event']!r} arrived within {waited}"
+        return f"nobody decided within {waited}"
+    decision = got.get("decision")
+    if decision is not None and decision["decision"] == "rejected":
+        comment = f": {decision['comment']}" if decision.get("comment") else ""
+        return f"rejected by {decision['by']}{comment}"
+    return None
 
 
 def _truthy(value: Any) -> bool:
@@ -474,10 +653,12 @@ def execute(
     deadline: float | None = None,
     journal: Journal = NO_JOURNAL,
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    inbox: Inbox = NO_INBOX,
 ) -> RunOutcome:
     """Runs `definition` with `trigger` as input, resuming from `journal` (durable runs). Never
     raises: failures are a failed outcome, a wait not over yet a waiting one. `clock` measures the
     time limit, which ends by `deadline` (a `clock()` time) when given, for a call whose time limit
     began before the run (its body was checked first), and by the limit from now otherwise; `now`
-    is the wall clock waits are set by."""
-    return Run(definition, trigger, effects, limits, mode, clock, deadline, journal, now).execute()
+    is the wall clock waits are set by; `inbox` brings events, decisions and cancellation (durable
+    runs)."""
+    return Run(definition, trigger, effects, limits, mode, clock, deadline, journal, now, inbox).execute()

@@ -14,16 +14,13 @@ from flask import Flask
 from sqlalchemy import select, text, update
 from sqlalchemy.exc import OperationalError
 
+from nectar.core.runs.queue import QUEUE, RUN_TASK, WAKE_TASK, queue_run, schedule_activation
 from nectar.core.runs.runner import activate_run
 from nectar.core.workflows.engine import ASYNC_LIMITS
-from nectar.core.workflows.expressions import json_safe
 from nectar.schema.models import Workflow, WorkflowRun, WorkflowSchedule
 from nectar.shared.database import db, scope_session
-from nectar.shared.jobs import add_queue_upkeep, enqueue
+from nectar.shared.jobs import add_queue_upkeep
 
-QUEUE = "core"
-RUN_TASK = "core.run_workflow"
-WAKE_TASK = "core.wake_run"
 blueprint = procrastinate.Blueprint()
 # Upkeep: a run whose worker died is handed back (activate_run resumes it from its journal), and
 # finished jobs are removed after a day.
@@ -35,51 +32,6 @@ def bind(app: Flask) -> None:
     """Tasks run inside this app's context (database session, settings, key ring)."""
     global _flask_app
     _flask_app = app
-
-
-def queue_run(
-    session,
-    org_id: uuid.UUID,
-    workflow_id,
-    version_id,
-    trigger: str,
-    run_input: dict,
-    *,
-    key=None,
-    rerun_of=None,
-):
-    """Records a queued run and its job in the caller's transaction; returns the run's id."""
-    run_id = uuid.uuid4()
-    session.add(
-        WorkflowRun(
-            id=run_id,
-            org_id=org_id,
-            workflow_id=workflow_id,
-            version_id=version_id,
-            trigger=trigger,
-            status="queued",
-            idempotency_key=key,
-            rerun_of=rerun_of,
-            input=json_safe(run_input),
-        )
-    )
-    session.flush()
-    schedule_activation(session, org_id, run_id)
-    return run_id
-
-
-def schedule_activation(session, org_id: uuid.UUID, run_id: uuid.UUID, at: datetime | None = None) -> None:
-    """Queues the run's next activation (now, or at `at`) in the caller's transaction.
-
-    Activations of one run share a procrastinate lock, so they never overlap, whoever queued them.
-    A job waiting for its lock also holds back every later job with that lock, so a wake-up for
-    later is a lock-free job of its own that queues the activation when its time comes: a timeout
-    thirty days away never delays the event that arrives first."""
-    args = {"org_id": str(org_id), "run_id": str(run_id)}
-    if at is not None and at > datetime.now(UTC):
-        enqueue(session, WAKE_TASK, args, queue=QUEUE, scheduled_at=at)
-    else:
-        enqueue(session, RUN_TASK, args, queue=QUEUE, lock=f"run:{run_id}")
 
 
 @blueprint.task(name=WAKE_TASK, queue=QUEUE, retry=procrastinate.RetryStrategy(max_attempts=10, wait=5))

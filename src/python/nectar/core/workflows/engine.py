@@ -12,12 +12,23 @@ and saved to the journal before the run goes on. Everything between those steps 
 function of the trigger and the journal, so a run resumed on any worker after any crash reaches
 the same point with the same context, and repeats no email or request it had recorded. A wait
 that is not over yet ends the activation as `waiting`, holding no worker.
+
+The branches of a `parallel` step run on threads of their own in asynchronous runs, but take turns
+running engine code (one lock per run): a branch lets the others go on only while it waits for an
+HTTP answer, a retry's backoff or branches of its own. So everything else, the journal and the
+effects that write to the run's transaction included, runs one branch at a time, and a step's
+effect and its checkpoint still commit together. Each branch works on its own copy of the context
+and keeps its own records, joined in document order when every branch has ended or suspended.
 """
 
 from __future__ import annotations
 
+import contextvars
+import copy
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
@@ -40,7 +51,8 @@ ASYNC_LIMITS = Limits(max_steps=2000, time_limit_seconds=900.0)
 
 MAX_WAIT = timedelta(seconds=MAX_WAIT_SECONDS)
 # Steps that act on the world or wait: a durable run journals each one, so a replay never repeats it.
-DURABLE_STEP_TYPES = frozenset({"http_request", "send_email", "wait", "delay"})
+DURABLE_STEP_TYPES = frozenset({"http_request", "send_email", "wait", "delay", "call_workflow"})
+MAX_BRANCH_THREADS = 10  # threads one run's parallel steps may use at once; further branches run in turn
 
 
 class Effects(Protocol):
@@ -49,6 +61,13 @@ class Effects(Protocol):
     def email(self, to: str, subject: str, body: str, *, dedupe_key: str | None = None) -> None: ...
 
     def sleep(self, seconds: float) -> None: ...
+
+    def start_workflow(self, workflow: str, run_input: dict, *, key: str | None) -> str:
+        """Queues a run of the organization's workflow `workflow` (id or name), called by this run,
+        in the run's transaction, and returns its id; under `key`, the run queued before."""
+
+    def workflow_result(self, run_id: str) -> dict | None:
+        """A called run's end: {"status", "output", "error"}; None while it has not ended."""
 
 
 @dataclass
@@ -189,13 +208,14 @@ class Run:
         self.journal, self.now = journal, now
         self.context: dict[str, Any] = {"trigger": trigger, "steps": {}, "vars": {}}
         self.records: list[StepRecord] = []
-        self.executed = 0
+        self.shared = _Shared()
         self.deadline = clock() + limits.time_limit_seconds
         self.last_output: Any = None
 
     def execute(self) -> RunOutcome:
         started = datetime.now(UTC)
         status, error, response, suspended = "succeeded", None, None, None
+        self.shared.turn.acquire()
         try:
             self.run_steps(self.definition["steps"], self.context)
         except _Responded as responded:
@@ -204,6 +224,8 @@ class Run:
             status, error = "failed", str(failure)
         except Suspended as waiting:
             status, suspended = "waiting", waiting
+        finally:
+            self.shared.turn.release()
         records = [
             record for record in self.records if record is not None
         ]  # a limit or a wait can stop a step before its record
@@ -282,8 +304,8 @@ class Run:
         context.pop("error", None)
 
     def _count_step(self) -> None:
-        self.executed += 1
-        if self.executed > self.limits.max_steps:
+        self.shared.executed += 1
+        if self.shared.executed > self.limits.max_steps:
             raise RunStopped(f"the run exceeded its limit of {self.limits.max_steps} steps")
         if self.clock() > self.deadline:
             raise RunStopped(f"the run exceeded its time limit of {self.limits.time_limit_seconds:g} s")
@@ -293,7 +315,17 @@ class Run:
             raise RunStopped(
                 f"waiting {seconds:g} s would pass the run's time limit of {self.limits.time_limit_seconds:g} s"
             )
-        self.effects.sleep(seconds)
+        with self._others_may_run():
+            self.effects.sleep(seconds)
+
+    @contextmanager
+    def _others_may_run(self) -> Iterator[None]:
+        """Around waiting (for an answer, a backoff, branches): the run's other branches go on."""
+        self.shared.turn.release()
+        try:
+            yield
+        finally:
+            self.shared.turn.acquire()
 
     def _record(self, position, step, attempt, status, step_input, output, error, started) -> None:
         limit = self.limits.max_recorded_bytes
@@ -340,7 +372,8 @@ class Run:
                 # A resumed run may send a request whose answer it never recorded; a target that
                 # honours the key sees it once.
                 request["headers"] = {"Idempotency-Key": effect_key, **request["headers"]}
-            result = self.effects.http(step, request)
+            with self._others_may_run():
+                result = self.effects.http(step, request)
             if result["status"] >= 400:
                 raise StepFailed(f"{request['method']} {request['url']} answered {result['status']}")
             return {k: v for k, v in request.items() if k != "headers"}, result
@@ -352,6 +385,10 @@ class Run:
             return message, {"queued": True, "to": message["to"]}
         if kind in ("wait", "delay"):
             return self._wait_step(step, context, key)
+        if kind == "call_workflow":
+            return self._call_workflow(step, context, key)
+        if kind == "parallel":
+            return self._parallel(step, context, path)
         if kind == "respond":
             status = render(step.get("status", 200), context)
             try:
@@ -385,6 +422,99 @@ class Run:
             raise Suspended(until, {"type": "wait", "step": step["id"], "until": until.isoformat()})
         return step_input, {"waited_until": until.isoformat()}
 
+    def _call_workflow(self, step: dict, context: dict, key: str) -> tuple[Any, Any]:
+        """Starts the called run once (its id is journaled with it, so a replay never starts a
+        second) and, unless told not to wait, suspends until it has ended: it wakes this run."""
+        wait = step.get("wait", True)
+        if wait and self.mode != "async":
+            raise RunStopped(
+                "a call_workflow step that waits for its output needs an asynchronous run, not an endpoint call"
+            )
+        started = self.journal.recall(key)  # `waiting`: started in an earlier activation
+        if started is None:
+            run_input = render(step.get("input", {}), context)
+            if not isinstance(run_input, dict):
+                raise StepFailed(f"input must be an object, got {type(run_input).__name__}")
+            run_id = self.effects.start_workflow(
+                step["workflow"], run_input, key=self.journal.effect_key(key)
+            )
+            if not wait:
+                return {"workflow": step["workflow"], "input": run_input}, {"run_id": run_id}
+            self.journal.save(key, Checkpoint("waiting", {"run_id": run_id}))
+        else:
+            run_id = started.output["run_id"]
+        result = self.effects.workflow_result(run_id)
+        if result is None:
+            raise Suspended(None, {"type": "workflow", "step": step["id"], "run_id": run_id})
+        if result["status"] != "succeeded":
+            raise StepFailed(f"the called run {run_id} ended {result['status']}: {result['error']}")
+        return {"workflow": step["workflow"], "run_id": run_id}, result["output"]
+
+    def _parallel(self, step: dict, context: dict, path: str) -> tuple[Any, Any]:
+        """Every branch runs to its end or suspension, whatever the others do; then a limit or a
+        failure (the first in document order) decides, else a suspension (the run wakes at the
+        earliest), else the step's output is each branch's, in document order: as a run's, the
+        output of the last step it ran."""
+        branches = step["branches"]
+        lanes = [
+            _Lane(self._branch(), {**context, "steps": dict(context["steps"]), "vars": dict(context["vars"])})
+            for _ in branches
+        ]
+
+        def run_lane(index: int) -> None:
+            try:
+                lanes[index].run.run_steps(branches[index], lanes[index].context, path)
+            except BaseException as ended:  # noqa: BLE001 - judged once every branch has ended
+                lanes[index].ended = ended
+
+        # Endpoint calls run branches in turn: a call's threads are the web process's to share.
+        count = min(len(branches), self.shared.spare_threads) if self.mode == "async" else 0
+        self.shared.spare_threads -= count
+        threads = [
+            threading.Thread(target=contextvars.copy_context().run, args=(self._in_turn, run_lane, index))
+            for index in range(count)
+        ]
+        for thread in threads:
+            thread.start()
+        for index in range(count, len(branches)):  # beyond the run's threads: on this one
+            run_lane(index)
+        with self._others_may_run():
+            for thread in threads:
+                thread.join()
+        self.shared.spare_threads += count
+
+        for lane in lanes:
+            self.records += [replace(r, position=len(self.records) + i) for i, r in enumerate(lane.records())]
+        ends = [lane.ended for lane in lanes if lane.ended is not None]
+        for ended in ends:
+            if not isinstance(ended, StepFailed | Suspended):
+                raise ended  # a limit: the run stops
+        failed = next((ended for ended in ends if isinstance(ended, StepFailed)), None)
+        waiting = [ended for ended in ends if isinstance(ended, Suspended)]
+        if failed is None and waiting:
+            raise _together(step, waiting)
+        before, merged = context["vars"], dict(context["vars"])
+        for lane in lanes:
+            context["steps"].update(lane.context["steps"])
+            merged.update(
+                {k: v for k, v in lane.context["vars"].items() if k not in before or before[k] != v}
+            )
+        context["vars"] = merged
+        if failed is not None:
+            raise failed
+        return {"branches": len(branches)}, [lane.run.last_output for lane in lanes]
+
+    def _branch(self) -> Run:
+        """This run for one branch: the same document, journal, effects, limits and turns, with
+        records of its own."""
+        branch = copy.copy(self)
+        branch.records, branch.last_output = [], None
+        return branch
+
+    def _in_turn(self, work: Callable[[int], None], index: int) -> None:
+        with self.shared.turn:
+            work(index)
+
     def _wake_time(self, step: dict, context: dict) -> datetime:
         now = self.now()
         if "until" in step:
@@ -416,6 +546,39 @@ class Run:
             results.append(inner["steps"].get(last) if last else None)
             context["vars"] = inner["vars"]
         return {"items": len(items)}, results
+
+
+class _Shared:
+    """What a run's branches share: the steps counted against the limit, the turn to run engine
+    code, and the threads left for branches."""
+
+    def __init__(self):
+        self.executed = 0
+        self.turn = threading.Lock()
+        self.spare_threads = MAX_BRANCH_THREADS
+
+
+@dataclass
+class _Lane:
+    """One branch of a parallel step as it runs: its run, its context, and how it ended."""
+
+    run: Run
+    context: dict
+    ended: BaseException | None = None
+
+    def records(self) -> list[StepRecord]:
+        return [record for record in self.run.records if record is not None]
+
+
+def _together(step: dict, waiting: list[Suspended]) -> Suspended:
+    """Branches that suspended, as one suspension of their parallel step: woken at the earliest."""
+    if len(waiting) == 1:
+        return waiting[0]
+    times = [suspended.wake_at for suspended in waiting if suspended.wake_at is not None]
+    return Suspended(
+        min(times) if times else None,
+        {"type": "parallel", "step": step["id"], "waiting_for": [s.waiting_for for s in waiting]},
+    )
 
 
 def _truthy(value: Any) -> bool:

@@ -58,6 +58,7 @@ def run_json(run, *, detail: bool = False) -> dict:
         "finished_at": _iso(run.finished_at),
         "duration_ms": run.duration_ms,
         "rerun_of": str(run.rerun_of) if run.rerun_of else None,
+        "parent_run_id": str(run.parent_run_id) if run.parent_run_id else None,  # a call_workflow step's run
     }
     if detail:
         body["input"] = run.input

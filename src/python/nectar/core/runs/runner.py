@@ -95,8 +95,8 @@ class LiveEffects:
 class CollectingEffects(LiveEffects):
     """Live effects whose emails are kept for the caller to write in its own transaction."""
 
-    def __init__(self, session_of: Callable[[], Session], policy: outbound.OutboundPolicy):
-        super().__init__(session_of, policy)
+    def __init__(self, session_of: Callable[[], Session], policy: outbound.OutboundPolicy, caller: Caller):
+        super().__init__(session_of, policy, caller)
         self.emails: list[Email] = []
 
     def email(self, to: str, subject: str, body: str, *, dedupe_key: str | None = None) -> None:

@@ -468,20 +468,24 @@ class Run:
                 lanes[index].ended = ended
 
         # Endpoint calls run branches in turn: a call's threads are the web process's to share.
-        count = min(len(branches), self.shared.spare_threads) if self.mode == "async" else 0
-        self.shared.spare_threads -= count
-        threads = [
-            threading.Thread(target=contextvars.copy_context().run, args=(self._in_turn, run_lane, index))
-            for index in range(count)
-        ]
-        for thread in threads:
-            thread.start()
-        for index in range(count, len(branches)):  # beyond the run's threads: on this one
+        threads: list[threading.Thread] = []
+        for index in range(min(len(branches), self.shared.spare_threads) if self.mode == "async" else 0):
+            # Each thread runs in a copy of this one's context, so the effects find what they rely on.
+            thread = threading.Thread(
+                target=contextvars.copy_context().run, args=(self._in_turn, run_lane, index)
+            )
+            try:
+                thread.start()
+            except RuntimeError:  # the process has no thread to spare
+                break
+            threads.append(thread)
+        self.shared.spare_threads -= len(threads)
+        for index in range(len(threads), len(branches)):  # beyond the run's threads: on this one
             run_lane(index)
         with self._others_may_run():
             for thread in threads:
                 thread.join()
-        self.shared.spare_threads += count
+        self.shared.spare_threads += len(threads)
 
         for lane in lanes:
             self.records += [replace(r, position=len(self.records) + i) for i, r in enumerate(lane.records())]

@@ -241,6 +241,44 @@ def test_branches_of_an_asynchronous_run_overlap_on_a_slow_server(owner):
     assert len(set(keys)) == 2 and all(keys)  # each branch's request its own idempotency key
 
 
+def test_branches_that_call_workflows_wait_for_both_and_join_their_outputs(owner):
+    browser, _, token = owner
+    tag = uuid.uuid4().hex[:6]
+    for name, seconds in (("slow", 2), ("quick", 1)):
+        _workflow(
+            browser,
+            token,
+            manual(
+                {"id": "nap", "type": "wait", "seconds": seconds},
+                {"id": "said", "type": "set", "values": {"by": name, "n": "{{ trigger.n }}"}},
+            ),
+            name=f"{name}-{tag}",
+        )
+    workflow_id = _workflow(
+        browser,
+        token,
+        manual(
+            {
+                "id": "both",
+                "type": "parallel",
+                "branches": [
+                    [call("ask_slow", f"slow-{tag}", input={"n": 1})],
+                    [call("ask_quick", f"quick-{tag}", input={"n": 2})],
+                ],
+            }
+        ),
+    )
+    run_id = start(browser, token, workflow_id)
+    drain_jobs(browser.app)
+    waiting = run_of(browser, token, run_id)
+    assert waiting["status"] == "waiting"
+    done = finished(browser, token, run_id)
+    assert done["status"] == "succeeded", done["error"]
+    assert done["output"]["output"] == [{"by": "slow", "n": 1}, {"by": "quick", "n": 2}]
+    called = browser.api("GET", "/api/v1/runs?trigger=call", token=token).json["items"]
+    assert sorted(r["parent_run_id"] for r in called) == [run_id, run_id]  # one run each, ever
+
+
 # --- endpoints whose workflows wait -------------------------------------------------------------
 
 

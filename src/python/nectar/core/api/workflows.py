@@ -63,6 +63,7 @@ def run_json(run, *, detail: bool = False) -> dict:
         "wake_at": _iso(run.wake_at),
         "waiting_for": run.waiting_for,
         "failed_step": (run.output or {}).get("failed_step") if run.status == "failed" else None,
+        "parent_run_id": str(run.parent_run_id) if run.parent_run_id else None,  # a call_workflow step's run
     }
     if detail:
         body["input"] = run.input

@@ -15,8 +15,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from nectar.core.access import OrgContext, PermissionDenied
+from nectar.core.runs.calls import find_workflow
 from nectar.core.runs.jobs import sync_schedule
-from nectar.core.workflows.definition import Problem, validate
+from nectar.core.workflows.definition import Problem, calls_in, validate
 from nectar.schema.models import Workflow, WorkflowVersion
 
 
@@ -59,7 +60,7 @@ def save_version(
 ) -> WorkflowVersion:
     """Validates and stores `definition` as the next version, which becomes the current one."""
     _require_editor(ctx)
-    problems = validate(definition)
+    problems = validate(definition) or _call_problems(session, workflow, definition)
     if problems:
         raise InvalidWorkflow(problems)
     number = (
@@ -84,6 +85,41 @@ def save_version(
     sync_schedule(session, workflow, definition)
     session.flush()
     return version
+
+
+def _call_problems(session: Session, workflow: Workflow, definition: dict) -> list[Problem]:
+    """Each call_workflow step names a workflow of this organization, and no chain of calls through
+    current versions leads back to `workflow` (its runs would call each other without end)."""
+    problems = []
+    for path, step in calls_in(definition):
+        target = find_workflow(session, step["workflow"])
+        if target is None:
+            problems.append(
+                Problem(f"{path}/workflow", f"no workflow {step['workflow']!r} in this organization")
+            )
+        elif (cycle := _calls_back(session, target, workflow.id)) is not None:
+            names = " -> ".join([workflow.name, *cycle])
+            problems.append(Problem(f"{path}/workflow", f"this call would make a cycle of calls: {names}"))
+    return problems
+
+
+def _calls_back(session: Session, start: Workflow, home: uuid.UUID) -> list[str] | None:
+    """The names along a chain of calls from `start` to `home`, through each workflow's current
+    version, if there is one."""
+    pending, seen = [(start, [start.name])], set()
+    while pending:
+        workflow, names = pending.pop()
+        if workflow.id == home:
+            return names
+        if workflow.id in seen:
+            continue
+        seen.add(workflow.id)
+        version = version_of(session, workflow.id, workflow.current_version)
+        for _, step in calls_in(version.definition) if version else ():
+            target = find_workflow(session, step["workflow"])
+            if target is not None:
+                pending.append((target, [*names, target.name]))
+    return None
 
 
 def roll_back(

@@ -5,6 +5,7 @@ step, as the run goes (engine.py explains the replay they serve)."""
 from __future__ import annotations
 
 import uuid
+from contextlib import AbstractContextManager, nullcontext
 
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
@@ -25,10 +26,17 @@ _SAVE_SQL = text(
 
 class RunJournal:
     """The journal of run `run_id`, on a session scoped to its organization. `save` commits: the
-    step's own writes in the session's transaction (its email) become durable with it."""
+    step's own writes in the session's transaction (its email) become durable with it. The
+    session's other users (the run's effects) share `session_lock`."""
 
-    def __init__(self, session: Session, org_id: uuid.UUID, run_id: uuid.UUID):
-        self.session, self.org_id, self.run_id = session, org_id, run_id
+    def __init__(
+        self,
+        session: Session,
+        org_id: uuid.UUID,
+        run_id: uuid.UUID,
+        session_lock: AbstractContextManager = nullcontext(),  # noqa: B008 - stateless, shareable
+    ):
+        self.session, self.org_id, self.run_id, self._session_lock = session, org_id, run_id, session_lock
         rows = session.scalars(select(WorkflowRunCheckpoint).where(WorkflowRunCheckpoint.run_id == run_id))
         self._saved = {
             row.step_key: Checkpoint(row.status, row.output, row.error, record_from_json(row.record))
@@ -39,20 +47,21 @@ class RunJournal:
         return self._saved.get(key)
 
     def save(self, key: str, checkpoint: Checkpoint) -> None:
-        self.session.execute(
-            _SAVE_SQL,
-            {
-                "org_id": self.org_id,
-                "run_id": self.run_id,
-                "key": key,
-                "status": checkpoint.status,
-                "output": jsonb_text(checkpoint.output),
-                "error": checkpoint.error,
-                "record": jsonb_text(record_json(checkpoint.record)) if checkpoint.record else None,
-            },
-        )
-        self.session.commit()
-        self._saved[key] = checkpoint
+        with self._session_lock:
+            self.session.execute(
+                _SAVE_SQL,
+                {
+                    "org_id": self.org_id,
+                    "run_id": self.run_id,
+                    "key": key,
+                    "status": checkpoint.status,
+                    "output": jsonb_text(checkpoint.output),
+                    "error": checkpoint.error,
+                    "record": jsonb_text(record_json(checkpoint.record)) if checkpoint.record else None,
+                },
+            )
+            self.session.commit()
+            self._saved[key] = checkpoint
 
     def effect_key(self, key: str) -> str:
         """A UUID named by the run and the step key: the same on every replay, different for

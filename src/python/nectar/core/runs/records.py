@@ -12,6 +12,8 @@ from sqlalchemy.orm import Session
 from nectar.core.workflows.engine import RunOutcome, StepRecord
 from nectar.core.workflows.expressions import json_safe, json_text
 
+FINAL_STATUSES = ("succeeded", "failed", "cancelled")
+
 
 @dataclass(frozen=True)
 class RunRequest:
@@ -146,8 +148,9 @@ def record_run(
     request: RunRequest,
     outcome: RunOutcome,
     rate_bucket: tuple[str, int] | None = None,
+    run_id: uuid.UUID | None = None,
 ) -> uuid.UUID:
-    run = FinishedRun(uuid.uuid4(), org_id, request, outcome)
+    run = FinishedRun(run_id or uuid.uuid4(), org_id, request, outcome)
     session.connection().exec_driver_sql(
         RECORD_RUNS_SQL, record_runs_params([run_record_json(run)], rate_bucket)
     )

@@ -17,6 +17,7 @@ import uuid
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
+from nectar.core.runs.calls import wake_caller
 from nectar.core.runs.jobs import queue_run
 from nectar.core.runs.runner import FINAL_STATUSES
 from nectar.core.runs.signals import Refused
@@ -63,6 +64,8 @@ def cancel_run(session: Session, run_id: uuid.UUID, cancelled_by: str) -> Workfl
         run.error += f" It was waiting for {_describe(waited_for)}."
     run.finished_at, run.wake_at, run.waiting_for = func.now(), None, None
     session.flush()
+    if run.parent_run_id is not None:  # a caller waiting for this run must learn that it ended
+        wake_caller(session, run.org_id, run.id)
     session.refresh(run)
     return run
 

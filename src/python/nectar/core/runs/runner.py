@@ -3,9 +3,11 @@
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import replace
 from datetime import UTC, datetime
 
@@ -16,12 +18,13 @@ from sqlalchemy.orm import Session
 
 from nectar.core.integrations.service import authorize, connection_named
 from nectar.core.org_mail.service import MailLimitReached, WorkflowMail
+from nectar.core.runs.calls import Caller, called_run_result, start_called_run, wake_caller
 from nectar.core.runs.inbox import RunInbox
 from nectar.core.runs.journal import RunJournal
 from nectar.core.runs.links import run_links
-from nectar.core.runs.records import RunRequest, complete_run, record_run
+from nectar.core.runs.records import FINAL_STATUSES, RunRequest, complete_run, record_run
 from nectar.core.workflows import outbound
-from nectar.core.workflows.engine import SYNC_LIMITS, Limits, RunOutcome, StepFailed, execute
+from nectar.core.workflows.engine import SYNC_LIMITS, Limits, RunOutcome, RunStopped, StepFailed, execute
 from nectar.schema.models import WorkflowRun, WorkflowVersion
 from nectar.shared.database import db, scope_session
 from nectar.shared.mail import Email, queue_email
@@ -31,12 +34,21 @@ UNSUBSCRIBED = "the recipient unsubscribed from this organization's email"
 
 class LiveEffects:
     """What steps do to the world: guarded HTTP, email through the outbox (checked and counted
-    against the organization's plan by WorkflowMail), real sleeping. The session comes from
-    `session_of`, called the first time a step needs one (most endpoint calls never do)."""
+    against the organization's plan by WorkflowMail), runs of other workflows called by `caller`,
+    real sleeping. The session comes from `session_of`, called the first time a step needs one
+    (most endpoint calls never do). Branches of a parallel step may use it from several threads:
+    `session_lock` (shared with the run's journal) keeps them to one at a time."""
 
-    def __init__(self, session_of: Callable[[], Session], policy: outbound.OutboundPolicy, org_id: uuid.UUID):
+    def __init__(
+        self,
+        session_of: Callable[[], Session],
+        policy: outbound.OutboundPolicy,
+        caller: Caller,
+        session_lock: AbstractContextManager = nullcontext(),  # noqa: B008 - stateless, shareable
+    ):
         self._session_of, self._session, self.policy = session_of, None, policy
-        self.org_id, self._mail = org_id, None
+        self.caller, self._session_lock = caller, session_lock
+        self.org_id, self._mail = caller.org_id, None
 
     @property
     def session(self) -> Session:
@@ -53,7 +65,8 @@ class LiveEffects:
     def http(self, step: dict, request: dict) -> dict:
         url, headers = request["url"], request["headers"]
         if step.get("connection"):
-            connection = connection_named(self.session, step["connection"])
+            with self._session_lock:
+                connection = connection_named(self.session, step["connection"])
             if connection is None:
                 raise ValueError(f"no connection named {step['connection']!r} in this organization")
             url, headers = authorize(connection, current_app.config["NECTAR_KEY_RING"], url, headers)
@@ -81,28 +94,44 @@ class LiveEffects:
         return {"queued": True, "to": message.to}
 
     def queue(self, message: Email) -> None:
-        queue_email(self.session, message)
+        with self._session_lock:
+            queue_email(self.session, message)
 
     def sleep(self, seconds: float) -> None:
         time.sleep(seconds)
+
+    def start_workflow(self, workflow: str, run_input: dict, *, key: str | None) -> str:
+        """Queues the called run in the run's transaction: it commits with the calling step's
+        checkpoint (durable runs) or the run's record."""
+        if self.caller is None:
+            raise RunStopped("this run cannot call workflows")
+        with self._session_lock:
+            return start_called_run(self.session, self.caller, workflow, run_input, key)
+
+    def workflow_result(self, run_id: str) -> dict | None:
+        with self._session_lock:
+            return called_run_result(self.session, run_id)
 
 
 class CollectingEffects(LiveEffects):
     """Live effects whose emails are kept for the caller to write in its own transaction."""
 
-    def __init__(self, session_of: Callable[[], Session], policy: outbound.OutboundPolicy, org_id: uuid.UUID):
-        super().__init__(session_of, policy, org_id)
+    def __init__(self, session_of: Callable[[], Session], policy: outbound.OutboundPolicy, caller: Caller):
+        super().__init__(session_of, policy, caller)
         self.emails: list[Email] = []
 
     def queue(self, message: Email) -> None:
         self.emails.append(message)
 
+    def start_workflow(self, workflow: str, run_input: dict, *, key: str | None) -> str:
+        """An endpoint call's run is written after its answer: the called run is committed at once."""
+        run_id = super().start_workflow(workflow, run_input, key=key)
+        self.session.commit()
+        return run_id
+
 
 def outbound_policy() -> outbound.OutboundPolicy:
     return current_app.config["NECTAR_OUTBOUND_POLICY"]
-
-
-FINAL_STATUSES = ("succeeded", "failed", "cancelled")
 
 
 def activate_run(
@@ -119,7 +148,8 @@ def activate_run(
     the caller can schedule the next activation in the same transaction. None when there was
     nothing to do. A workflow's own failures end as a failed run; the database's raise, and the
     job is retried. A run cancelled meanwhile stops before its next step that acts or waits, and
-    ends cancelled whatever it reached."""
+    ends cancelled whatever it reached. A called run that ends wakes its caller if the caller waits
+    for it."""
     scope_session(session, org_id=org_id)
     run = session.scalar(select(WorkflowRun).where(WorkflowRun.id == run_id).with_for_update())
     if run is None or run.status in FINAL_STATUSES:
@@ -127,14 +157,17 @@ def activate_run(
     run.status = "running"
     session.commit()
     definition = session.get(WorkflowVersion, run.version_id).definition
+    session_lock = threading.RLock()  # parallel branches share the session (engine.py)
     try:
         outcome = execute(
             definition,
             run.input or {},
-            LiveEffects(lambda: session, outbound_policy(), org_id),
+            LiveEffects(
+                lambda: session, outbound_policy(), Caller(org_id, run_id, run.call_depth), session_lock
+            ),
             limits=limits,
             mode="async",
-            journal=RunJournal(session, org_id, run_id),
+            journal=RunJournal(session, org_id, run_id, session_lock),
             now=now or (lambda: datetime.now(UTC)),
             inbox=RunInbox(session, run, run_links()),
         )
@@ -145,16 +178,19 @@ def activate_run(
         if status == "cancelled":
             outcome = replace(outcome, status="cancelled", error=error, wake_at=None, waiting_for=None)
         complete_run(session, run_id, outcome)
+        if run.parent_run_id is not None and outcome.status != "waiting":
+            wake_caller(session, org_id, run_id)
         return outcome
     except DBAPIError as error:
         if error.connection_invalidated or isinstance(error, OperationalError):
             raise  # the database went away: the job is retried and the run resumes from its journal
-        return _fail(session, org_id, run_id, error)
+        return _fail(session, org_id, run, error)
     except Exception as error:  # noqa: BLE001 - a run must end recorded, whatever broke
-        return _fail(session, org_id, run_id, error)
+        return _fail(session, org_id, run, error)
 
 
-def _fail(session: Session, org_id: uuid.UUID, run_id: uuid.UUID, error: Exception) -> None:
+def _fail(session: Session, org_id: uuid.UUID, run: WorkflowRun, error: Exception) -> None:
+    run_id, called = run.id, run.parent_run_id is not None
     session.rollback()
     scope_session(session, org_id=org_id)
     session.execute(
@@ -167,6 +203,8 @@ def _fail(session: Session, org_id: uuid.UUID, run_id: uuid.UUID, error: Excepti
             waiting_for=None,
         )
     )
+    if called:
+        wake_caller(session, org_id, run_id)
 
 
 def run_version(
@@ -181,12 +219,15 @@ def run_version(
     rate_bucket: tuple[str, int] | None = None,
     deadline: float | None = None,
 ) -> tuple[uuid.UUID, RunOutcome]:
+    """Runs `definition` now and records the run in the session's transaction (uncommitted), with
+    whatever its steps queued (emails, called runs)."""
+    run_id = uuid.uuid4()
     outcome = execute(
         definition,
         request.input,
-        LiveEffects(lambda: session, policy or outbound_policy(), org_id),
+        LiveEffects(lambda: session, policy or outbound_policy(), Caller(org_id, run_id)),
         limits=limits,
         mode=mode,
         deadline=deadline,
     )
-    return record_run(session, org_id, request, outcome, rate_bucket), outcome
+    return record_run(session, org_id, request, outcome, rate_bucket, run_id), outcome

@@ -33,6 +33,8 @@ STEP_TYPES = (
     "code",
     "wait_for_event",
     "approval",
+    "call_workflow",
+    "parallel",
 )
 MAX_WAIT_SECONDS = 30 * 86400
 # wait_for_event and approval: how long they wait when the document does not say.
@@ -41,6 +43,11 @@ EVENT_NAME_PATTERN = "^[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}$"
 APPROVER_ROLES = ("member", "admin", "owner")
 MAX_STEPS_IN_DOCUMENT = 200
 MAX_FOR_EACH_ITEMS = 1000
+MAX_BRANCHES = 10
+MAX_CALL_DEPTH = 5  # a run started by a call_workflow step may call again, this many levels deep
+# Steps that may hold a run until later: a workflow with one runs asynchronously (an endpoint
+# bound to it answers 202). A call_workflow step waits unless it says `"wait": false`.
+SUSPENDING_STEP_TYPES = frozenset({"wait", "delay", "wait_for_event", "approval"})
 
 _STEP_LIST = {"type": "array", "items": {"$ref": "#/$defs/step"}, "maxItems": MAX_STEPS_IN_DOCUMENT}
 _ANY = {}
@@ -283,6 +290,54 @@ WORKFLOW_SCHEMA: dict = {
                     },
                 },
                 {
+                    "if": {"properties": {"type": {"const": "call_workflow"}}},
+                    "then": {
+                        "description": "Runs another workflow of this organization (its current version) with "
+                        "an input, and by default waits for its output, which becomes this step's output; "
+                        "if the called run fails, this step fails. Asynchronous runs only when it waits. "
+                        f"Calls nest at most {MAX_CALL_DEPTH} deep, and a cycle of calls is refused when "
+                        "saved. It does not retry: give the called workflow's steps a retry policy.",
+                        "required": ["workflow"],
+                        "properties": {
+                            "workflow": {
+                                "type": "string",
+                                "minLength": 1,
+                                "maxLength": 200,
+                                "description": "The workflow to run: its id or its name (not a template).",
+                            },
+                            "input": {
+                                "type": "object",
+                                "description": "The called run's trigger input; strings may hold {{ }} templates.",
+                            },
+                            "wait": {
+                                "type": "boolean",
+                                "description": "Wait for the called run's output (default true); false starts it "
+                                "and goes on, with its run id as this step's output.",
+                            },
+                        },
+                    },
+                },
+                {
+                    "if": {"properties": {"type": {"const": "parallel"}}},
+                    "then": {
+                        "description": "Runs branches of steps side by side (concurrently in asynchronous runs, "
+                        "one after another in endpoint calls); the step ends when every branch has, and its "
+                        "output is the list of each branch's output (that of the last step it ran), in "
+                        "document order. A branch works "
+                        "on a copy of the context; the vars each branch sets are merged in document order.",
+                        "required": ["branches"],
+                        "properties": {
+                            "branches": {
+                                "type": "array",
+                                "minItems": 1,
+                                "maxItems": MAX_BRANCHES,
+                                "description": f"At most {MAX_BRANCHES} lists of steps.",
+                                "items": {**_STEP_LIST, "minItems": 1},
+                            },
+                        },
+                    },
+                },
+                {
                     "if": {"properties": {"type": {"const": "respond"}}},
                     "then": {
                         "properties": {
@@ -359,6 +414,7 @@ def validate(document: object) -> list[Problem]:
         problems.append(
             Problem("/trigger/timezone", f"{timezone!r} is not a time zone (e.g. Europe/Berlin, UTC)")
         )
+    problems += _flow_problems(document)
     if sum(1 for _ in _walk(document["steps"], ["steps"])) > MAX_STEPS_IN_DOCUMENT:
         problems.append(Problem("/steps", f"at most {MAX_STEPS_IN_DOCUMENT} steps in one workflow"))
     return problems
@@ -371,6 +427,50 @@ def _walk(steps: list, prefix: list) -> Iterator[tuple[str, dict]]:
         for nested in ("then", "else", "steps", "on_error", "on_timeout"):
             if isinstance(step.get(nested), list):
                 yield from _walk(step[nested], path + [nested])
+        if step.get("type") == "parallel":
+            for branch, branch_steps in enumerate(step.get("branches", [])):
+                yield from _walk(branch_steps, path + ["branches", branch])
+
+
+def calls_in(document: dict) -> Iterator[tuple[str, dict]]:
+    """(path, step) of every call_workflow step of a valid document, nested ones included."""
+    for path, step in _walk(document["steps"], ["steps"]):
+        if step["type"] == "call_workflow":
+            yield path, step
+
+
+def may_wait(document: dict) -> bool:
+    """Whether a valid document has a step that can hold its run until later (a wait, an event, an
+    approval, a call that waits for its output), wherever it is: such a workflow runs
+    asynchronously."""
+    return any(
+        step["type"] in SUSPENDING_STEP_TYPES or (step["type"] == "call_workflow" and step.get("wait", True))
+        for _, step in _walk(document["steps"], ["steps"])
+    )
+
+
+def _flow_problems(document: dict) -> list[Problem]:
+    """What the schema cannot say about call_workflow and parallel steps."""
+    problems = []
+    for path, step in _walk(document["steps"], ["steps"]):
+        if step["type"] == "call_workflow":
+            if "{{" in step["workflow"]:
+                problems.append(Problem(f"{path}/workflow", "name the workflow itself, not a template"))
+            if "retry" in step:
+                problems.append(
+                    Problem(
+                        f"{path}/retry",
+                        "call_workflow does not retry; give the called workflow's steps a retry",
+                    )
+                )
+        if step["type"] == "respond" and "/branches/" in path:  # inside a parallel step's branch
+            problems.append(
+                Problem(
+                    f"{path}/type",
+                    "a branch of a parallel step cannot respond; respond after the parallel step",
+                )
+            )
+    return problems
 
 
 def _expression_fields(step: dict) -> Iterator[tuple[str, str]]:

@@ -18,12 +18,23 @@ earliest event of its name, an `approval` step reads the decision made on it, an
 what it got (or that its time ran out) in its checkpoint, so replays take the same path. Earlier
 steps can hand a `wait_for_event` step's resume URL to an outside system: the context holds it as
 `resume_urls.<step id>`. A cancelled run stops before its next step that acts or waits.
+
+The branches of a `parallel` step run on threads of their own in asynchronous runs, but take turns
+running engine code (one lock per run): a branch lets the others go on only while it waits for an
+HTTP answer, a retry's backoff or branches of its own. So everything else, the journal and the
+effects that write to the run's transaction included, runs one branch at a time, and a step's
+effect and its checkpoint still commit together. Each branch works on its own copy of the context
+and keeps its own records, joined in document order when every branch has ended or suspended.
 """
 
 from __future__ import annotations
 
+import contextvars
+import copy
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
@@ -52,9 +63,10 @@ ASYNC_LIMITS = Limits(max_steps=2000, time_limit_seconds=900.0)
 MAX_WAIT = timedelta(seconds=MAX_WAIT_SECONDS)
 # Steps that act on the world or wait: a durable run journals each one, so a replay never repeats it.
 # A code step too: its result may differ between replays (Date.now, Math.random) and cost seconds.
-DURABLE_STEP_TYPES = frozenset({"http_request", "send_email", "wait", "delay", "code"})
+DURABLE_STEP_TYPES = frozenset({"http_request", "send_email", "wait", "delay", "code", "call_workflow"})
 # Steps that wait for something from outside; they keep their own checkpoints (_wait_for_signal).
 SIGNAL_STEP_TYPES = frozenset({"wait_for_event", "approval"})
+MAX_BRANCH_THREADS = 10  # threads one run's parallel steps may use at once; further branches run in turn
 
 
 class Effects(Protocol):
@@ -65,6 +77,13 @@ class Effects(Protocol):
         step gives a dedupe key: at most one message is ever queued under it."""
 
     def sleep(self, seconds: float) -> None: ...
+
+    def start_workflow(self, workflow: str, run_input: dict, *, key: str | None) -> str:
+        """Queues a run of the organization's workflow `workflow` (id or name), called by this run,
+        in the run's transaction, and returns its id; under `key`, the run queued before."""
+
+    def workflow_result(self, run_id: str) -> dict | None:
+        """A called run's end: {"status", "output", "error"}; None while it has not ended."""
 
 
 @dataclass
@@ -260,13 +279,14 @@ class Run:
         self.failed_key: str | None = None  # the step whose failure is on its way up, unhandled so far
         self.context: dict[str, Any] = {"trigger": trigger, "steps": {}, "vars": {}}
         self.records: list[StepRecord] = []
-        self.executed = 0
+        self.shared = _Shared()
         self.deadline = clock() + limits.time_limit_seconds if deadline is None else deadline
         self.last_output: Any = None
 
     def execute(self) -> RunOutcome:
         started = datetime.now(UTC)
         status, error, response, suspended = "succeeded", None, None, None
+        self.shared.turn.acquire()
         try:
             if self.mode == "async" and (urls := self._resume_urls(self.definition["steps"], "")):
                 self.context["resume_urls"] = urls
@@ -280,6 +300,8 @@ class Run:
             status, suspended = "waiting", waiting
         except Cancelled:
             status, error = "cancelled", "the run was cancelled"
+        finally:
+            self.shared.turn.release()
         records = [
             record for record in self.records if record is not None
         ]  # a limit or a wait can stop a step before its record
@@ -370,8 +392,8 @@ class Run:
         context.pop("error", None)
 
     def _count_step(self) -> None:
-        self.executed += 1
-        if self.executed > self.limits.max_steps:
+        self.shared.executed += 1
+        if self.shared.executed > self.limits.max_steps:
             raise RunStopped(f"the run exceeded its limit of {self.limits.max_steps} steps")
         if self.clock() > self.deadline:
             raise RunStopped(f"the run exceeded its time limit of {self.limits.time_limit_seconds:g} s")
@@ -381,7 +403,17 @@ class Run:
             raise RunStopped(
                 f"waiting {seconds:g} s would pass the run's time limit of {self.limits.time_limit_seconds:g} s"
             )
-        self.effects.sleep(seconds)
+        with self._others_may_run():
+            self.effects.sleep(seconds)
+
+    @contextmanager
+    def _others_may_run(self) -> Iterator[None]:
+        """Around waiting (for an answer, a backoff, branches): the run's other branches go on."""
+        self.shared.turn.release()
+        try:
+            yield
+        finally:
+            self.shared.turn.acquire()
 
     def _record(self, position, step, attempt, status, step_input, output, error, started) -> None:
         limit = self.limits.max_recorded_bytes
@@ -428,7 +460,8 @@ class Run:
                 # A resumed run may send a request whose answer it never recorded; a target that
                 # honours the key sees it once.
                 request["headers"] = {"Idempotency-Key": effect_key, **request["headers"]}
-            result = self.effects.http(step, request)
+            with self._others_may_run():
+                result = self.effects.http(step, request)
             if result["status"] >= 400:
                 raise StepFailed(f"{request['method']} {request['url']} answered {result['status']}")
             return {k: v for k, v in request.items() if k != "headers"}, result
@@ -444,6 +477,10 @@ class Run:
             return self._code_step(step, context)
         if kind in SIGNAL_STEP_TYPES:
             return self._wait_for_signal(step, context, key, path)
+        if kind == "call_workflow":
+            return self._call_workflow(step, context, key)
+        if kind == "parallel":
+            return self._parallel(step, context, path)
         if kind == "respond":
             status = render(step.get("status", 200), context)
             try:
@@ -579,7 +616,108 @@ class Run:
                 urls[step["id"]] = url
             for branch in ("then", "else", "on_error", "on_timeout"):
                 urls.update(self._resume_urls(step.get(branch) or [], path))
+            for branch_steps in step.get("branches") or []:  # a parallel step's
+                urls.update(self._resume_urls(branch_steps, path))
         return urls
+
+    def _call_workflow(self, step: dict, context: dict, key: str) -> tuple[Any, Any]:
+        """Starts the called run once (its id is journaled with it, so a replay never starts a
+        second) and, unless told not to wait, suspends until it has ended: it wakes this run."""
+        wait = step.get("wait", True)
+        if wait and self.mode != "async":
+            raise RunStopped(
+                "a call_workflow step that waits for its output needs an asynchronous run, not an endpoint call"
+            )
+        started = self.journal.recall(key)  # `waiting`: started in an earlier activation
+        if started is None:
+            run_input = render(step.get("input", {}), context)
+            if not isinstance(run_input, dict):
+                raise StepFailed(f"input must be an object, got {type(run_input).__name__}")
+            run_id = self.effects.start_workflow(
+                step["workflow"], run_input, key=self.journal.effect_key(key)
+            )
+            if not wait:
+                return {"workflow": step["workflow"], "input": run_input}, {"run_id": run_id}
+            self.journal.save(key, Checkpoint("waiting", {"run_id": run_id}))
+        else:
+            run_id = started.output["run_id"]
+        result = self.effects.workflow_result(run_id)
+        if result is None:
+            raise Suspended(None, {"type": "workflow", "step": step["id"], "run_id": run_id})
+        if result["status"] != "succeeded":
+            raise StepFailed(f"the called run {run_id} ended {result['status']}: {result['error']}")
+        return {"workflow": step["workflow"], "run_id": run_id}, result["output"]
+
+    def _parallel(self, step: dict, context: dict, path: str) -> tuple[Any, Any]:
+        """Every branch runs to its end or suspension, whatever the others do; then a limit or a
+        failure (the first in document order) decides, else a suspension (the run wakes at the
+        earliest), else the step's output is each branch's, in document order: as a run's, the
+        output of the last step it ran."""
+        branches = step["branches"]
+        lanes = [
+            _Lane(self._branch(), {**context, "steps": dict(context["steps"]), "vars": dict(context["vars"])})
+            for _ in branches
+        ]
+
+        def run_lane(index: int) -> None:
+            try:
+                # The time limit is per thread: a branch's thread keeps the run's.
+                with time_limit.within(self.deadline, self.limits.time_limit_seconds, self.clock):
+                    lanes[index].run.run_steps(branches[index], lanes[index].context, path)
+            except BaseException as ended:  # noqa: BLE001 - judged once every branch has ended
+                lanes[index].ended = ended
+
+        # Endpoint calls run branches in turn: a call's threads are the web process's to share.
+        threads: list[threading.Thread] = []
+        for index in range(min(len(branches), self.shared.spare_threads) if self.mode == "async" else 0):
+            # Each thread runs in a copy of this one's context, so the effects find what they rely on.
+            thread = threading.Thread(
+                target=contextvars.copy_context().run, args=(self._in_turn, run_lane, index)
+            )
+            try:
+                thread.start()
+            except RuntimeError:  # the process has no thread to spare
+                break
+            threads.append(thread)
+        self.shared.spare_threads -= len(threads)
+        for index in range(len(threads), len(branches)):  # beyond the run's threads: on this one
+            run_lane(index)
+        with self._others_may_run():
+            for thread in threads:
+                thread.join()
+        self.shared.spare_threads += len(threads)
+
+        for lane in lanes:
+            self.records += [replace(r, position=len(self.records) + i) for i, r in enumerate(lane.records())]
+        ends = [lane.ended for lane in lanes if lane.ended is not None]
+        for ended in ends:
+            if not isinstance(ended, StepFailed | Suspended):
+                raise ended  # a limit: the run stops
+        failed = next((ended for ended in ends if isinstance(ended, StepFailed)), None)
+        waiting = [ended for ended in ends if isinstance(ended, Suspended)]
+        if failed is None and waiting:
+            raise _together(step, waiting)
+        before, merged = context["vars"], dict(context["vars"])
+        for lane in lanes:
+            context["steps"].update(lane.context["steps"])
+            merged.update(
+                {k: v for k, v in lane.context["vars"].items() if k not in before or before[k] != v}
+            )
+        context["vars"] = merged
+        if failed is not None:
+            raise failed
+        return {"branches": len(branches)}, [lane.run.last_output for lane in lanes]
+
+    def _branch(self) -> Run:
+        """This run for one branch: the same document, journal, effects, limits and turns, with
+        records of its own."""
+        branch = copy.copy(self)
+        branch.records, branch.last_output = [], None
+        return branch
+
+    def _in_turn(self, work: Callable[[int], None], index: int) -> None:
+        with self.shared.turn:
+            work(index)
 
     def _wake_time(self, step: dict, context: dict) -> datetime:
         now = self.now()
@@ -631,6 +769,39 @@ def _signal_failure(step: dict, got: dict) -> str | None:
         comment = f": {decision['comment']}" if decision.get("comment") else ""
         return f"rejected by {decision['by']}{comment}"
     return None
+
+
+class _Shared:
+    """What a run's branches share: the steps counted against the limit, the turn to run engine
+    code, and the threads left for branches."""
+
+    def __init__(self):
+        self.executed = 0
+        self.turn = threading.Lock()
+        self.spare_threads = MAX_BRANCH_THREADS
+
+
+@dataclass
+class _Lane:
+    """One branch of a parallel step as it runs: its run, its context, and how it ended."""
+
+    run: Run
+    context: dict
+    ended: BaseException | None = None
+
+    def records(self) -> list[StepRecord]:
+        return [record for record in self.run.records if record is not None]
+
+
+def _together(step: dict, waiting: list[Suspended]) -> Suspended:
+    """Branches that suspended, as one suspension of their parallel step: woken at the earliest."""
+    if len(waiting) == 1:
+        return waiting[0]
+    times = [suspended.wake_at for suspended in waiting if suspended.wake_at is not None]
+    return Suspended(
+        min(times) if times else None,
+        {"type": "parallel", "step": step["id"], "waiting_for": [s.waiting_for for s in waiting]},
+    )
 
 
 def _truthy(value: Any) -> bool:

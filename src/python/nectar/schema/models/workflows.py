@@ -135,6 +135,10 @@ class WorkflowRun(Base):
     # what it waits for ({"type": "wait", "step": ..., "until": ...}).
     wake_at: Mapped[datetime | None] = timestamp()
     waiting_for: Mapped[dict | None] = mapped_column(JSONB)
+    # A run started by another run's call_workflow step: that run (its caller, woken when this one
+    # ends if it waits for the output), and how deeply calls are nested here (0: not called).
+    parent_run_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    call_depth: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
 
 
 class WorkflowRunCheckpoint(Base):

@@ -35,16 +35,10 @@ from nectar.core.integrations.service import signature_valid
 from nectar.core.runs.calls import Caller
 from nectar.core.runs.queries import run_for_key
 from nectar.core.runs.queue import queue_run
+from nectar.core.runs.rate_window import WINDOW_SECONDS, Admission, rate_key
 from nectar.core.runs.records import FINAL_STATUSES, FinishedRun, RunRequest
 from nectar.core.runs.runner import CollectingEffects, run_version
-from nectar.core.runs.writer import (
-    WINDOW_SECONDS,
-    RecordingFailed,
-    RunWriter,
-    new_run_id,
-    rate_key,
-    run_writer,
-)
+from nectar.core.runs.writer import RecordingFailed, RunWriter, new_run_id, run_writer
 from nectar.core.workflows import time_limit
 from nectar.core.workflows.definition import may_wait
 from nectar.core.workflows.engine import SYNC_LIMITS, execute
@@ -199,19 +193,19 @@ def incoming_webhook(org_id: uuid.UUID, connection_id: uuid.UUID):
     if isinstance(body, _RefusedBody):
         return problem(400, body.reason)
     limit = service.rate_limit(org.plan)
-    window = run_writer(db.engine).counts.admit(org_id, limit)
-    if window is None:
-        return _rate_limited(limit)
-    return _run_in_session(
-        org_id,
-        workflow.id,
-        version.id,
-        version.definition,
-        trigger,
-        request.headers.get("Idempotency-Key"),
-        window,
-        queued=may_wait(version.definition),
-    )
+    with run_writer(db.engine).counts.admitted(org_id, limit) as admission:
+        if admission is None:
+            return _rate_limited(limit)
+        return _run_in_session(
+            org_id,
+            workflow.id,
+            version.id,
+            version.definition,
+            trigger,
+            request.headers.get("Idempotency-Key"),
+            admission,
+            queued=may_wait(version.definition),
+        )
 
 
 @tenant_endpoints.get("/<uuid:org_id>/_runs/<uuid:run_id>")
@@ -327,24 +321,29 @@ def handle_call(org_id: uuid.UUID, path: str, request_: Request, body):
         return refusal
     # Charged before any tenant-defined work, so calls past the limit cost nothing to refuse.
     limit, writer = service.rate_limit(route.plan), run_writer(engine)
-    window = writer.counts.admit(org_id, limit)
-    if window is None:
-        return _rate_limited(limit)
+    with writer.counts.admitted(org_id, limit) as admission:
+        if admission is None:
+            return _rate_limited(limit)
+        return _admitted_call(org_id, path, request_, body, route, admission, writer)
+
+
+def _admitted_call(org_id, path, request_, body, route, admission: Admission, writer: RunWriter):
+    """handle_call's part once the call counts against its organization's rate limit."""
     # The call's time limit starts now: checking its body against the schema is tenant work too.
     deadline = time.monotonic() + SYNC_LIMITS.time_limit_seconds
     mismatch = _body_mismatch(route.endpoint.request_schema, body, deadline)
     if mismatch is not None:
-        writer.count_refused(org_id, window)
+        writer.count_refused(admission)
         return mismatch
     trigger = {
-        "method": method,
+        "method": request_.method,
         "path": path,
         "params": route.params,
         "query": request_.args.to_dict(),
         "headers": _forwarded_headers(request_.environ),
         "body": body,
     }
-    key, endpoint = headers.get("Idempotency-Key"), route.endpoint
+    key, endpoint = request_.headers.get("Idempotency-Key"), route.endpoint
     if key is not None or endpoint.waits:
         return _run_in_session(
             org_id,
@@ -353,11 +352,11 @@ def handle_call(org_id: uuid.UUID, path: str, request_: Request, body):
             endpoint.definition,
             trigger,
             key,
-            window,
+            admission,
             deadline,
             queued=endpoint.waits,
         )
-    return _call(org_id, route, trigger, window, writer, deadline)
+    return _call(org_id, route, trigger, admission, writer, deadline)
 
 
 def _refusal(route, method: str, path: str):
@@ -440,7 +439,9 @@ def _sandboxed(response):
     return response
 
 
-def _call(org_id: uuid.UUID, route: service.Route, trigger: dict, window: int, writer: RunWriter, deadline):
+def _call(
+    org_id: uuid.UUID, route: service.Route, trigger: dict, admission: Admission, writer: RunWriter, deadline
+):
     """The hot path: no query before the workflow runs (the route is in memory), and its run is
     written with others' in one round trip just after the answer (runs/writer.py)."""
     run_id = new_run_id()
@@ -449,14 +450,10 @@ def _call(org_id: uuid.UUID, route: service.Route, trigger: dict, window: int, w
     )
     endpoint = route.endpoint
     request_ = RunRequest(endpoint.workflow_id, endpoint.version_id, "http", trigger)
-    try:
-        outcome = execute(endpoint.definition, request_.input, effects, deadline=deadline)
-    except BaseException:
-        writer.counts.settle(org_id, window, written=False)  # admitted, and never handed over
-        raise
+    outcome = execute(endpoint.definition, request_.input, effects, deadline=deadline)
     run = FinishedRun(run_id, org_id, request_, outcome)
     try:
-        writer.record(run, effects.emails, window)
+        writer.record(run, effects.emails, admission)
     except RecordingFailed as error:
         current_app.logger.warning("endpoint run %s not recorded: %s", run.id, error)
         response = problem(503, "The call ran but its run could not be recorded. Try again shortly.")
@@ -472,20 +469,25 @@ def _scoped_session(org_id: uuid.UUID):
 
 
 def _run_in_session(
-    org_id, workflow_id, version_id, definition, trigger, key, window: int, deadline=None, *, queued=False
+    org_id,
+    workflow_id,
+    version_id,
+    definition,
+    trigger,
+    key,
+    admission: Admission,
+    deadline=None,
+    *,
+    queued=False,
 ):
-    """Runs a workflow on the request's session (scoped to `org_id`), counting it in the rate
-    limit's `window`, and answers; with an Idempotency-Key, a delivery seen before gets the first
-    one's answer instead of a run. The run ends by `deadline` if given (see engine.execute).
+    """Runs a workflow on the request's session (scoped to `org_id`), counting it in its
+    admission's rate window, and answers; with an Idempotency-Key, a delivery seen before gets the
+    first one's answer instead of a run. The run ends by `deadline` if given (see engine.execute).
     `queued`: the run is queued (asynchronous) and the answer is 202."""
-    counts, written = run_writer(db.engine).counts, False
-    try:
-        response, written = _run_once(
-            org_id, workflow_id, version_id, definition, trigger, key, window, deadline, queued
-        )
-        return response
-    finally:
-        counts.settle(org_id, window, written=written)
+    response, admission.written = _run_once(
+        org_id, workflow_id, version_id, definition, trigger, key, admission.window, deadline, queued
+    )
+    return response
 
 
 def _run_once(org_id, workflow_id, version_id, definition, trigger, key, window: int, deadline, queued: bool):

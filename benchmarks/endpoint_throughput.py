@@ -199,7 +199,7 @@ def wrk(url: str, connections: int, seconds: int, script: Path) -> dict:
 def count_round_trips(environ: dict[str, str], path: str) -> int:
     """Network round trips to PostgreSQL for one call, read from libpq's protocol trace."""
     from nectar.core.app import create_app
-    from nectar.core.endpoints.recorder import run_writer
+    from nectar.core.runs.writer import run_writer
     from nectar.shared.database import RoundTrips, db
 
     app = create_app(load_settings(Service.CORE, environ))

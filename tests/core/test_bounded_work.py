@@ -12,7 +12,8 @@ import pytest
 import requests
 
 from nectar.core.endpoints import service as endpoint_service
-from nectar.core.endpoints.recorder import rate_keys, run_writer
+from nectar.core.runs.rate_window import rate_keys
+from nectar.core.runs.writer import run_writer
 from nectar.core.workflows.engine import Limits
 from nectar.shared.config import Role
 from nectar.shared.database import db

@@ -7,7 +7,7 @@ import uuid
 import pytest
 
 from nectar.shared.config import Role
-from tests.core.conftest import link_in, unique_email
+from tests.core.conftest import unique_email
 
 
 def _token(browser) -> str:
@@ -46,12 +46,6 @@ def two_orgs(core_app, database):
     b_run = b.api("POST", f"/api/v1/workflows/{b_workflow}/runs", token=b_token, json={}).json[
         "id"
     ]  # queued is enough
-    with database.connect(Role.ADMIN) as conn:
-        (verify,) = conn.execute(
-            "SELECT body_text FROM email_outbox WHERE to_address = %s AND category = 'account.verify'",
-            (b_email,),
-        ).fetchone()
-    assert b.get(link_in(verify)).status_code == 302  # B confirms its address, as inviting needs
     invited = unique_email()
     b.post("/org/invitations", {"email": invited, "role": "member"})
     with database.connect(Role.ADMIN, autocommit=True) as conn:
@@ -65,6 +59,11 @@ def two_orgs(core_app, database):
         conn.execute(
             "INSERT INTO memberships (org_id, user_id, role) VALUES (%s, %s, 'member')", (org_b, b_member)
         )
+        b_approval = conn.execute(
+            "INSERT INTO workflow_approvals (org_id, run_id, step_key, step_id, title, approver_role, expires_at) "
+            "VALUES (%s, %s, 'ok', 'ok', 'secret', 'member', now() + interval '1 day') RETURNING id",
+            (org_b, b_run),
+        ).fetchone()[0]
     return {
         "a": a,
         "a_token": _token(a),
@@ -78,6 +77,7 @@ def two_orgs(core_app, database):
         "b_workflow": b_workflow,
         "b_endpoint": b_endpoint,
         "b_run": b_run,
+        "b_approval": b_approval,
     }
 
 
@@ -96,6 +96,15 @@ def _b_state(database, ids) -> tuple:
             conn.execute(
                 "SELECT id, revoked_at FROM invitations WHERE org_id = %s", (ids["org_b"],)
             ).fetchall(),
+            conn.execute(
+                "SELECT id, status FROM workflow_runs WHERE org_id = %s ORDER BY id", (ids["org_b"],)
+            ).fetchall(),
+            conn.execute(
+                "SELECT id, decision FROM workflow_approvals WHERE org_id = %s", (ids["org_b"],)
+            ).fetchall(),
+            conn.execute(
+                "SELECT count(*) FROM workflow_run_events WHERE org_id = %s", (ids["org_b"],)
+            ).fetchall(),
         )
 
 
@@ -107,6 +116,7 @@ PAGE_ATTEMPTS = [
     ("post", "/org/transfer/{b_member}", {}),
     ("post", "/org/invitations/{b_invitation}/revoke", {}),
     ("post", "/org/api-keys/{b_key}/revoke", {}),
+    ("post", "/org/approvals/{b_approval}", {"decision": "approved"}),
 ]
 
 API_ATTEMPTS = [
@@ -117,6 +127,9 @@ API_ATTEMPTS = [
     ("POST", "/api/v1/workflows/{b_workflow}/runs"),
     ("GET", "/api/v1/runs/{b_run}"),
     ("POST", "/api/v1/runs/{b_run}/rerun"),
+    ("POST", "/api/v1/runs/{b_run}/events/paid"),
+    ("POST", "/api/v1/runs/{b_run}/retry"),
+    ("POST", "/api/v1/runs/{b_run}/cancel"),
     ("PUT", "/api/v1/endpoints/{b_endpoint}"),
     ("DELETE", "/api/v1/endpoints/{b_endpoint}"),
     ("DELETE", "/api/v1/api-keys/{b_key}"),

@@ -14,7 +14,7 @@ import pytest
 
 from nectar.core.app import create_app
 from nectar.core.endpoints import service as endpoint_service
-from nectar.core.endpoints.recorder import new_run_id, run_writer
+from nectar.core.runs.writer import new_run_id, run_writer
 from nectar.shared.config import Role, Service
 from nectar.shared.database import RoundTrips, db
 from tests.core.conftest import SERVICE_TOKEN, Browser, drain_jobs, run_and_wait

@@ -95,7 +95,9 @@ def test_one_organizations_queued_runs_do_not_starve_anothers(new_browser, datab
     at once: the second organization's run starts at once, and the first never has more than its
     share (two) running."""
     busy, quiet = _organization(new_browser), _organization(new_browser)
-    waits = {"trigger": {"type": "manual"}, "steps": [{"id": "wait", "type": "delay", "seconds": 1}]}
+    # A second of work that holds its worker slot (a wait would not: it suspends the run).
+    busy_second = "const until = Date.now() + 1000; while (Date.now() < until) {} return 1;"
+    waits = {"trigger": {"type": "manual"}, "steps": [{"id": "work", "type": "code", "source": busy_second}]}
 
     def queue(owner) -> str:
         browser, _org, token = owner

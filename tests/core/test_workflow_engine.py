@@ -22,7 +22,7 @@ class Recorder:
             raise answer
         return answer
 
-    def email(self, to, subject, body):
+    def email(self, to, subject, body, *, dedupe_key=None):
         self.emails.append((to, subject, body))
         return {"queued": True, "to": to}
 
@@ -199,13 +199,13 @@ def test_templates_are_found_in_one_pass_over_the_text():
     assert time.monotonic() - started < 10  # generous: linear time takes milliseconds
 
 
-def test_delay_runs_only_asynchronously():
+def test_delay_runs_only_asynchronously_and_holds_no_worker():
     document = wf({"id": "wait", "type": "delay", "seconds": 2}, trigger="manual")
     sync = execute(document, {}, Recorder())
     assert sync.status == "failed" and "asynchronous" in sync.error
     effects = Recorder()
-    assert execute(document, {}, effects, mode="async").status == "succeeded"
-    assert effects.sleeps == [2]
+    waiting = execute(document, {}, effects, mode="async")
+    assert waiting.status == "waiting" and effects.sleeps == []  # suspended, not asleep
 
 
 def test_large_step_data_is_truncated_in_the_record():

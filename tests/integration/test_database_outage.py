@@ -204,6 +204,8 @@ def apps(own_database):
         Service.ADMIN: create_admin_app(_settings(own_database, Service.ADMIN)),
     }
     configure_billing(made[Service.MARKETING], BillingConfig(webhook_secret=WEBHOOK_SECRET))
+    for app in made.values():  # where tests read the outbox: this module's server
+        app.config["NECTAR_TEST_DATABASE"] = own_database
     yield made
     for app in made.values():
         with app.app_context():

@@ -76,6 +76,33 @@ def workflow_run(conn, org, parents):
     )
 
 
+def workflow_run_checkpoint(conn, org, parents):
+    return _insert(
+        conn,
+        "INSERT INTO workflow_run_checkpoints (org_id, run_id, step_key, status) "
+        "VALUES (%s, %s, %s, 'succeeded') RETURNING step_key",
+        (org, parents["run"], f"step_{uuid.uuid4().hex[:8]}"),
+    )
+
+
+def workflow_run_event(conn, org, parents):
+    return _insert(
+        conn,
+        "INSERT INTO workflow_run_events (org_id, run_id, name, payload, source) "
+        "VALUES (%s, %s, 'paid', '{}', 'api') RETURNING id",
+        (org, parents["run"]),
+    )
+
+
+def workflow_approval(conn, org, parents):
+    return _insert(
+        conn,
+        "INSERT INTO workflow_approvals (org_id, run_id, step_key, step_id, title, approver_role, expires_at) "
+        "VALUES (%s, %s, %s, 'ok', 'Go?', 'admin', now() + interval '1 day') RETURNING id",
+        (org, parents["run"], f"ok_{uuid.uuid4().hex[:8]}"),
+    )
+
+
 def endpoint(conn, org, parents):
     return _insert(
         conn,
@@ -108,6 +135,9 @@ ROW_BUILDERS: dict[str, RowBuilder] = {
     "workflows": workflow,
     "workflow_versions": workflow_version,
     "workflow_runs": workflow_run,
+    "workflow_run_checkpoints": workflow_run_checkpoint,
+    "workflow_run_events": workflow_run_event,
+    "workflow_approvals": workflow_approval,
     "endpoints": endpoint,
     "integration_connections": integration_connection,
     "email_suppressions": email_suppression,
@@ -130,7 +160,16 @@ def seed_tenant(conn: psycopg.Connection, org: uuid.UUID) -> dict:
         (org, parents["workflow"]),
     )
     parents["run"] = workflow_run(conn, org, parents)
-    for table in ("invitations", "api_keys", "endpoints", "integration_connections", "email_suppressions"):
+    for table in (
+        "invitations",
+        "api_keys",
+        "endpoints",
+        "integration_connections",
+        "workflow_run_checkpoints",
+        "email_suppressions",
+        "workflow_run_events",
+        "workflow_approvals",
+    ):
         ROW_BUILDERS[table](conn, org, parents)
     return parents
 

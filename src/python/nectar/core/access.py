@@ -19,7 +19,7 @@ from nectar.schema.models import Membership, Organization
 from nectar.shared.database import db, scope_session
 
 ROLE_RANK = {"member": 1, "admin": 2, "owner": 3}
-PUBLIC_BLUEPRINTS = {"tenant_endpoints", "service_api"}
+PUBLIC_BLUEPRINTS = {"tenant_endpoints", "service_api", "run_signals"}
 
 
 class PermissionDenied(Exception):
@@ -43,7 +43,7 @@ def resolve_request_scope() -> None:
     """before_request: scope the database session to the user and their chosen organization."""
     g.org_context = None
     if request.blueprint in PUBLIC_BLUEPRINTS:
-        return  # tenant endpoints and the service API carry their own credentials, never a session
+        return  # tenant endpoints, the service API and resume URLs carry their own credentials
     if not current_user.is_authenticated:
         scope_session(db.session)
         return

@@ -7,17 +7,19 @@ from flask import Flask
 from nectar.core.access import PermissionDenied, resolve_request_scope
 from nectar.core.accounts.views import accounts
 from nectar.core.api import integrations as _integration_routes  # noqa: F401 - adds routes to `api`
+from nectar.core.api import runs as _run_routes  # noqa: F401 - adds routes to `api`
 from nectar.core.api import workflows as _workflow_routes  # noqa: F401 - adds routes to `api`
 from nectar.core.api.views import api
 from nectar.core.api_keys.views import api_keys
+from nectar.core.builder.views import workflow_pages
 from nectar.core.dashboard import dashboard
 from nectar.core.endpoints.serve import NoSessionForTenantEndpoints, TenantEndpointCalls, tenant_endpoints
 from nectar.core.extensions import csrf, login_manager
 from nectar.core.org_mail.views import org_mail
 from nectar.core.orgs.views import orgs
 from nectar.core.provisioning.views import service_api
+from nectar.core.runs.views import approval_pages, run_signals
 from nectar.core.workflows.outbound import OutboundPolicy
-from nectar.core.workflows.views import workflow_pages
 from nectar.schema.migrate import head_revision
 from nectar.shared.config import Service, Settings, load_settings
 from nectar.shared.encryption import key_ring
@@ -46,6 +48,8 @@ def create_app(settings: Settings | None = None) -> Flask:
         service_api,
         tenant_endpoints,
         workflow_pages,
+        approval_pages,
+        run_signals,
     ):
         app.register_blueprint(blueprint)
     # Services raise this; every page and API route answers it the same way (as create_service_app

@@ -3,7 +3,7 @@
 import sys
 
 from nectar.core.app import SERVICE, create_app
-from nectar.core.workflows import jobs
+from nectar.core.runs import jobs
 from nectar.schema.migrate import migrate_command
 from nectar.shared.cli import run_service_cli
 from nectar.shared.config import load_settings

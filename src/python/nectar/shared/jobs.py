@@ -68,18 +68,32 @@ def enqueue(
 FINISHED_JOBS_KEPT_HOURS = 24
 
 
+# A worker says it is alive every HEARTBEAT_SECONDS; one silent for STALLED_AFTER_SECONDS is dead
+# and its jobs are handed to others. Jobs queued for later (a run's wake-up) are looked for every
+# POLL_SECONDS; jobs queued for now arrive at once through LISTEN/NOTIFY.
+HEARTBEAT_SECONDS = 2.0
+STALLED_AFTER_SECONDS = 10.0
+POLL_SECONDS = 0.5
+WORKER_TIMING = {
+    "update_heartbeat_interval": HEARTBEAT_SECONDS,
+    "stalled_worker_timeout": STALLED_AFTER_SECONDS,
+    "fetch_job_polling_interval": POLL_SECONDS,
+}
+
+
 def add_queue_upkeep(blueprint: procrastinate.Blueprint, queue: str) -> str:
     """Adds the periodic upkeep every queue needs, and returns the stalled-job task's name:
-    jobs of a dead worker (no heartbeat for 30 s) go back to the queue, so a crash mid-job never
-    leaves work stuck as 'doing'; finished jobs older than a day are deleted, so frequent periodic
-    tasks do not grow the queue's table for ever."""
+    jobs of a dead worker (no heartbeat for STALLED_AFTER_SECONDS, checked every ten seconds) go
+    back to the queue, so a worker killed mid-job costs a run about twenty seconds, never the run;
+    finished jobs older than a day are deleted, so frequent periodic tasks do not grow the queue's
+    table for ever."""
     stalled_name = f"{queue}.retry_stalled_jobs"
 
-    @blueprint.periodic(cron="*/2 * * * *", periodic_id=stalled_name)
+    @blueprint.periodic(cron="* * * * * */10", periodic_id=stalled_name)  # the sixth field: seconds
     @blueprint.task(name=stalled_name, queue=queue, pass_context=True)
     async def retry_stalled_jobs(context: procrastinate.JobContext, timestamp: int) -> None:
         manager = context.app.job_manager
-        for job in await manager.get_stalled_jobs(queue=queue):
+        for job in await manager.get_stalled_jobs(queue=queue, seconds_since_heartbeat=STALLED_AFTER_SECONDS):
             if job.task_name != stalled_name:
                 await manager.retry_job(job)
 
@@ -153,7 +167,9 @@ async def run_worker_through_outages(
                     down_since = None
                 await _run_until(
                     stop,
-                    app.run_worker_async(queues=queues, wait=wait, install_signal_handlers=False, **options),
+                    app.run_worker_async(
+                        queues=queues, wait=wait, install_signal_handlers=False, **WORKER_TIMING, **options
+                    ),
                 )
         except Exception as error:
             if not is_database_outage(error):

@@ -65,8 +65,9 @@ OUTBOX_INSERT_SQL = (
     "%(category)s, %(dedupe_key)s, %(campaign_id)s)"
 )
 # The same, when a message with the same dedupe_key may be queued already (a resumed batch): the
-# first one stays and this one is dropped.
-OUTBOX_INSERT_ONCE_SQL = OUTBOX_INSERT_SQL + " ON CONFLICT (dedupe_key) DO NOTHING"
+# first one stays and this one is dropped. No conflict target: naming one needs SELECT on its
+# column, which core (insert-only) lacks; the id is new, so dedupe_key is the only one that clashes.
+OUTBOX_INSERT_ONCE_SQL = OUTBOX_INSERT_SQL + " ON CONFLICT DO NOTHING"
 
 
 def outbox_params(email: Email) -> dict:

@@ -9,6 +9,7 @@ from flask_login import current_user
 from sqlalchemy import select
 
 from nectar.core.access import OrgContext, PermissionDenied
+from nectar.core.accounts.service import AccountError
 from nectar.core.api.openapi import openapi_document
 from nectar.core.api_keys import service as api_keys
 from nectar.core.dashboard import org_counts
@@ -247,8 +248,6 @@ def create_invitation():
     email, role = body.get("email"), body.get("role", "member")
     if not isinstance(email, str) or not isinstance(role, str):
         raise ApiError(422, "email (string) is required; role is owner, admin or member.")
-    from nectar.core.accounts.service import AccountError
-
     try:
         invitation, sent = orgs.invite(
             db.session,

@@ -9,11 +9,15 @@ from datetime import datetime
 from flask import g, jsonify, request
 
 from nectar.core.api.views import ApiError, _body, _ctx, _iso, _user_id, api
+from nectar.core.builder import service as workflows
+from nectar.core.builder.service import InvalidWorkflow
 from nectar.core.endpoints import service as endpoints
-from nectar.core.workflows import service as workflows
+from nectar.core.endpoints.openapi import organization_openapi
+from nectar.core.runs import queries as run_queries
+from nectar.core.runs.jobs import queue_run
 from nectar.core.workflows.definition import WORKFLOW_SCHEMA, validate
-from nectar.core.workflows.jobs import queue_run
-from nectar.core.workflows.service import InvalidWorkflow
+from nectar.schema.models import WorkflowVersion
+from nectar.schema.models.workflows import RUN_STATUSES
 from nectar.shared.database import db
 from nectar.shared.web import problem
 
@@ -55,6 +59,11 @@ def run_json(run, *, detail: bool = False) -> dict:
         "finished_at": _iso(run.finished_at),
         "duration_ms": run.duration_ms,
         "rerun_of": str(run.rerun_of) if run.rerun_of else None,
+        # A waiting run: until when (null: until woken) and what for; a failed one: the step that failed it.
+        "wake_at": _iso(run.wake_at),
+        "waiting_for": run.waiting_for,
+        "failed_step": (run.output or {}).get("failed_step") if run.status == "failed" else None,
+        "parent_run_id": str(run.parent_run_id) if run.parent_run_id else None,  # a call_workflow step's run
     }
     if detail:
         body["input"] = run.input
@@ -148,7 +157,7 @@ def run_now(workflow_id: uuid.UUID):
         raise ApiError(422, "No such version of this workflow.")
     run_input = body.get("input", {})
     key = request.headers.get("Idempotency-Key")
-    if key and (earlier := workflows.run_for_key(db.session, workflow.id, key)) is not None:
+    if key and (earlier := run_queries.run_for_key(db.session, workflow.id, key)) is not None:
         return jsonify(run_json(earlier)), 200
     if not isinstance(run_input, dict):
         raise ApiError(422, "input must be a JSON object.")
@@ -156,7 +165,7 @@ def run_now(workflow_id: uuid.UUID):
         db.session, g.org_context.org_id, workflow.id, version.id, "manual", run_input, key=key
     )
     db.session.commit()
-    return jsonify(run_json(workflows.get_run(db.session, run_id), detail=True)), 202
+    return jsonify(run_json(run_queries.get_run(db.session, run_id), detail=True)), 202
 
 
 @api.get("/runs")
@@ -167,7 +176,9 @@ def list_runs():
         workflow_id = uuid.UUID(request.args["workflow_id"]) if request.args.get("workflow_id") else None
     except ValueError:
         raise ApiError(400, "before is an ISO 8601 time; workflow_id a UUID.") from None
-    runs = workflows.list_runs(
+    if request.args.get("status") and request.args["status"] not in RUN_STATUSES:
+        raise ApiError(400, f"status is one of {', '.join(RUN_STATUSES)}.")
+    runs = run_queries.list_runs(
         db.session,
         workflow_id=workflow_id,
         status=request.args.get("status"),
@@ -187,27 +198,25 @@ def _limit() -> int:
 
 @api.get("/runs/<uuid:run_id>")
 def get_run(run_id: uuid.UUID):
-    return jsonify(run_json(workflows.get_run(db.session, run_id), detail=True))
+    return jsonify(run_json(run_queries.get_run(db.session, run_id), detail=True))
 
 
 @api.post("/runs/<uuid:run_id>/rerun")
 def rerun(run_id: uuid.UUID):
     """Runs the same input again from the start, on the original version or (`"version":
     "current"`) the workflow's current one."""
-    run = workflows.get_run(db.session, run_id)
+    run = run_queries.get_run(db.session, run_id)
     workflow = workflows.get_workflow(db.session, run.workflow_id)
     use_current = _body().get("version") == "current" if request.data else False
     if use_current:
         version = workflows.version_of(db.session, workflow.id, workflow.current_version)
     else:
-        from nectar.schema.models import WorkflowVersion
-
         version = db.session.get(WorkflowVersion, run.version_id)
     new_id = queue_run(
         db.session, g.org_context.org_id, workflow.id, version.id, "rerun", run.input or {}, rerun_of=run.id
     )
     db.session.commit()
-    return jsonify(run_json(workflows.get_run(db.session, new_id), detail=True)), 202
+    return jsonify(run_json(run_queries.get_run(db.session, new_id), detail=True)), 202
 
 
 def endpoint_json(endpoint) -> dict:
@@ -270,6 +279,4 @@ def delete_endpoint(endpoint_id: uuid.UUID):
 
 @api.get("/endpoints/openapi.json")
 def endpoints_openapi():
-    from nectar.core.endpoints.openapi import organization_openapi
-
     return jsonify(organization_openapi(_ctx().org, endpoints.list_endpoints(db.session)))

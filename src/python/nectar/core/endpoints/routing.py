@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 
 from nectar.core.api_keys.service import key_hash
 from nectar.core.endpoints.service import BoundEndpoint, Route, compile_path
+from nectar.core.workflows.definition import may_wait
 from nectar.schema.models import ApiKey, Endpoint, Organization, Workflow, WorkflowVersion
 from nectar.shared.database import (
     SET_TENANT_SQL,
@@ -118,7 +119,16 @@ class RouteTable:
         for _plan, endpoint_id, method, path, auth, schema, workflow_id, version_id, definition in rows:
             if endpoint_id is not None:
                 by_method.setdefault(method, []).append(
-                    BoundEndpoint(endpoint_id, path, auth, schema, workflow_id, version_id, definition)
+                    BoundEndpoint(
+                        endpoint_id,
+                        path,
+                        auth,
+                        schema,
+                        workflow_id,
+                        version_id,
+                        definition,
+                        may_wait(definition),
+                    )
                 )
         routes = OrgRoutes(rows[0][0], by_method)
         with self._lock:

@@ -4,7 +4,11 @@ the organization's public (or API-key) HTTP APIs, answered by running the bound 
 Calls are answered by `TenantEndpointCalls`, a WSGI middleware in front of Flask's request
 handling: the URL map, the session, sign-in and the hooks of pages cost more than the workflow
 itself here, and a call needs none of them (only the app context: settings and the database).
-Incoming webhooks (/e/<org>/_hooks/<connection>) are an ordinary Flask view."""
+Incoming webhooks (/e/<org>/_hooks/<connection>) are an ordinary Flask view.
+
+A workflow that may wait (definition.may_wait) is not run during the call: the call queues an
+asynchronous run and answers 202 with the run's status URL (/e/<org>/_runs/<run>, signed for
+that caller, who may hold no API key), which shows how the run ended once it has."""
 
 from __future__ import annotations
 
@@ -22,18 +26,28 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from werkzeug.http import HTTP_STATUS_CODES
 from werkzeug.wrappers import Request
 
+from nectar.core.builder.service import version_of
 from nectar.core.endpoints import service
 from nectar.core.endpoints.fairness import ThreadShares
-from nectar.core.endpoints.recorder import RecordingFailed, RunWriter, new_run_id, rate_key, run_writer
 from nectar.core.endpoints.routing import route_table
 from nectar.core.extensions import csrf
+from nectar.core.integrations.service import signature_valid
+from nectar.core.runs.calls import Caller
+from nectar.core.runs.queries import run_for_key
+from nectar.core.runs.queue import queue_run
+from nectar.core.runs.rate_window import WINDOW_SECONDS, Admission, rate_key
+from nectar.core.runs.records import FINAL_STATUSES, FinishedRun, RunRequest
+from nectar.core.runs.runner import CollectingEffects, run_version
+from nectar.core.runs.writer import RecordingFailed, RunWriter, new_run_id, run_writer
 from nectar.core.workflows import time_limit
+from nectar.core.workflows.definition import may_wait
 from nectar.core.workflows.engine import SYNC_LIMITS, execute
 from nectar.core.workflows.engine import Response as WorkflowResponse
 from nectar.core.workflows.expressions import ExpressionError, check_size, json_bytes
-from nectar.core.workflows.runner import CollectingEffects, run_version
-from nectar.core.workflows.service import FinishedRun, RunRequest, run_for_key
+from nectar.schema.models import IntegrationConnection, Organization, Workflow, WorkflowRun
 from nectar.shared.database import db, scope_session
+from nectar.shared.throttle import Limit, hit
+from nectar.shared.tokens import TokenInvalid, make_token, read_token
 from nectar.shared.web import keeps_raw_input, problem, security_headers, unexpected_error_response
 
 PREFIX = "/e/"
@@ -44,6 +58,11 @@ MAX_BODY_BYTES = 256 * 1024
 _UUID = "[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}"
 CALL_PATH = re.compile(rf"{PREFIX}({_UUID})(/.*)", re.DOTALL)  # fullmatch
 HOOK_PATH = re.compile(rf"/_hooks/{_UUID}")  # fullmatch
+RUN_STATUS_PATH = re.compile(rf"/_runs/{_UUID}")  # fullmatch
+RUN_STATUS_PURPOSE = "run-status"
+RUN_STATUS_SECONDS = 90 * 86400  # a run may wait 30 days, and call runs that wait too
+# Queued calls count in the rate limit's windows as recorded runs do (`admit` checks the limit).
+_CALL_WINDOW = Limit(events=0, window_seconds=WINDOW_SECONDS)
 
 
 class TenantEndpointCalls:
@@ -68,7 +87,9 @@ class TenantEndpointCalls:
                 answer = security_headers(_sandboxed(_busy(self.shares.most)))
             return answer(environ, start_response)
         try:
-            if request_.method == "POST" and HOOK_PATH.fullmatch(match[2]):
+            if (request_.method == "POST" and HOOK_PATH.fullmatch(match[2])) or (
+                request_.method == "GET" and RUN_STATUS_PATH.fullmatch(match[2])
+            ):
                 return self.flask(environ, start_response)
             with self.app.app_context():  # its end returns the database session, if a call used one
                 answer = _answer(request_, org_id, match[2])
@@ -145,10 +166,6 @@ def _answer(request_: Request, org_id: uuid.UUID, path: str) -> Response | RunAn
 @tenant_endpoints.post("/<uuid:org_id>/_hooks/<uuid:connection_id>")
 def incoming_webhook(org_id: uuid.UUID, connection_id: uuid.UUID):
     """An incoming-webhook connection: a signed POST starts its workflow."""
-    from nectar.core.integrations.service import signature_valid
-    from nectar.core.workflows.service import version_of
-    from nectar.schema.models import IntegrationConnection, Organization, Workflow
-
     raw = request.get_data()  # bounded by Flask's MAX_CONTENT_LENGTH; the signature covers it
     body = _parsed_body(request, raw)
     scope_session(db.session, org_id=org_id)
@@ -176,18 +193,52 @@ def incoming_webhook(org_id: uuid.UUID, connection_id: uuid.UUID):
     if isinstance(body, _RefusedBody):
         return problem(400, body.reason)
     limit = service.rate_limit(org.plan)
-    window = run_writer(db.engine).counts.admit(org_id, limit)
-    if window is None:
-        return _rate_limited(limit)
-    return _run_in_session(
-        org_id,
-        workflow.id,
-        version.id,
-        version.definition,
-        trigger,
-        request.headers.get("Idempotency-Key"),
-        window,
-    )
+    with run_writer(db.engine).counts.admitted(org_id, limit) as admission:
+        if admission is None:
+            return _rate_limited(limit)
+        return _run_in_session(
+            org_id,
+            workflow.id,
+            version.id,
+            version.definition,
+            trigger,
+            request.headers.get("Idempotency-Key"),
+            admission,
+            queued=may_wait(version.definition),
+        )
+
+
+@tenant_endpoints.get("/<uuid:org_id>/_runs/<uuid:run_id>")
+def run_status(org_id: uuid.UUID, run_id: uuid.UUID):
+    """A queued call's run, for the caller that got its signed URL: its status, and once it has
+    ended its output (or the response a respond step gave) or its error."""
+    try:
+        signed = read_token(
+            current_app.secret_key, RUN_STATUS_PURPOSE, request.args.get("token", ""), RUN_STATUS_SECONDS
+        )
+    except TokenInvalid as invalid:
+        return problem(403, str(invalid))
+    if signed != {"org": str(org_id), "run": str(run_id)}:
+        return problem(403, "This link is not valid. Check that you copied all of it.")
+    scope_session(db.session, org_id=org_id)
+    run = db.session.get(WorkflowRun, run_id)
+    if run is None:
+        return problem(404, "This run is not kept any more.")
+    body = {"run_id": str(run.id), "status": run.status}
+    if run.status in FINAL_STATUSES:
+        stored = run.output or {}
+        body.update(output=stored.get("output"), error=run.error)
+        if "response" in stored:
+            body["response"] = stored["response"]
+    answer = jsonify(body)
+    answer.headers["Cache-Control"] = "no-store"
+    return answer
+
+
+def run_status_url(org_id: uuid.UUID, run_id: uuid.UUID) -> str:
+    """The signed address where the caller that queued a run sees how it went."""
+    token = make_token(current_app.secret_key, RUN_STATUS_PURPOSE, {"org": str(org_id), "run": str(run_id)})
+    return f"{current_app.config['NECTAR_SETTINGS'].public_url}{PREFIX}{org_id}/_runs/{run_id}?token={token}"
 
 
 class NoSessionForTenantEndpoints(SecureCookieSessionInterface):
@@ -270,26 +321,30 @@ def handle_call(org_id: uuid.UUID, path: str, request_: Request, body):
         return refusal
     # Charged before any tenant-defined work, so calls past the limit cost nothing to refuse.
     limit, writer = service.rate_limit(route.plan), run_writer(engine)
-    window = writer.counts.admit(org_id, limit)
-    if window is None:
-        return _rate_limited(limit)
+    with writer.counts.admitted(org_id, limit) as admission:
+        if admission is None:
+            return _rate_limited(limit)
+        return _admitted_call(org_id, path, request_, body, route, admission, writer)
+
+
+def _admitted_call(org_id, path, request_, body, route, admission: Admission, writer: RunWriter):
+    """handle_call's part once the call counts against its organization's rate limit."""
     # The call's time limit starts now: checking its body against the schema is tenant work too.
     deadline = time.monotonic() + SYNC_LIMITS.time_limit_seconds
     mismatch = _body_mismatch(route.endpoint.request_schema, body, deadline)
     if mismatch is not None:
-        writer.count_refused(org_id, window)
+        writer.count_refused(admission)
         return mismatch
     trigger = {
-        "method": method,
+        "method": request_.method,
         "path": path,
         "params": route.params,
         "query": request_.args.to_dict(),
         "headers": _forwarded_headers(request_.environ),
         "body": body,
     }
-    key = headers.get("Idempotency-Key")
-    if key is not None:
-        endpoint = route.endpoint
+    key, endpoint = request_.headers.get("Idempotency-Key"), route.endpoint
+    if key is not None or endpoint.waits:
         return _run_in_session(
             org_id,
             endpoint.workflow_id,
@@ -297,10 +352,11 @@ def handle_call(org_id: uuid.UUID, path: str, request_: Request, body):
             endpoint.definition,
             trigger,
             key,
-            window,
+            admission,
             deadline,
+            queued=endpoint.waits,
         )
-    return _call(org_id, route, trigger, window, writer, deadline)
+    return _call(org_id, route, trigger, admission, writer, deadline)
 
 
 def _refusal(route, method: str, path: str):
@@ -383,22 +439,21 @@ def _sandboxed(response):
     return response
 
 
-def _call(org_id: uuid.UUID, route: service.Route, trigger: dict, window: int, writer: RunWriter, deadline):
+def _call(
+    org_id: uuid.UUID, route: service.Route, trigger: dict, admission: Admission, writer: RunWriter, deadline
+):
     """The hot path: no query before the workflow runs (the route is in memory), and its run is
-    written with others' in one round trip just after the answer (recorder.py)."""
+    written with others' in one round trip just after the answer (runs/writer.py)."""
+    run_id = new_run_id()
     effects = CollectingEffects(
-        lambda: _scoped_session(org_id), current_app.config["NECTAR_OUTBOUND_POLICY"], org_id
+        lambda: _scoped_session(org_id), current_app.config["NECTAR_OUTBOUND_POLICY"], Caller(org_id, run_id)
     )
     endpoint = route.endpoint
     request_ = RunRequest(endpoint.workflow_id, endpoint.version_id, "http", trigger)
+    outcome = execute(endpoint.definition, request_.input, effects, deadline=deadline)
+    run = FinishedRun(run_id, org_id, request_, outcome)
     try:
-        outcome = execute(endpoint.definition, request_.input, effects, deadline=deadline)
-    except BaseException:
-        writer.counts.settle(org_id, window, written=False)  # admitted, and never handed over
-        raise
-    run = FinishedRun(new_run_id(), org_id, request_, outcome)
-    try:
-        writer.record(run, effects.emails, window)
+        writer.record(run, effects.emails, admission)
     except RecordingFailed as error:
         current_app.logger.warning("endpoint run %s not recorded: %s", run.id, error)
         response = problem(503, "The call ran but its run could not be recorded. Try again shortly.")
@@ -413,21 +468,29 @@ def _scoped_session(org_id: uuid.UUID):
     return db.session
 
 
-def _run_in_session(org_id, workflow_id, version_id, definition, trigger, key, window: int, deadline=None):
-    """Runs a workflow on the request's session (scoped to `org_id`), counting it in the rate
-    limit's `window`, and answers; with an Idempotency-Key, a delivery seen before gets the first
-    one's answer instead of a run. The run ends by `deadline` if given (see engine.execute)."""
-    counts, written = run_writer(db.engine).counts, False
-    try:
-        response, written = _run_once(
-            org_id, workflow_id, version_id, definition, trigger, key, window, deadline
-        )
-        return response
-    finally:
-        counts.settle(org_id, window, written=written)
+def _run_in_session(
+    org_id,
+    workflow_id,
+    version_id,
+    definition,
+    trigger,
+    key,
+    admission: Admission,
+    deadline=None,
+    *,
+    queued=False,
+):
+    """Runs a workflow on the request's session (scoped to `org_id`), counting it in its
+    admission's rate window, and answers; with an Idempotency-Key, a delivery seen before gets the
+    first one's answer instead of a run. The run ends by `deadline` if given (see engine.execute).
+    `queued`: the run is queued (asynchronous) and the answer is 202."""
+    response, admission.written = _run_once(
+        org_id, workflow_id, version_id, definition, trigger, key, admission.window, deadline, queued
+    )
+    return response
 
 
-def _run_once(org_id, workflow_id, version_id, definition, trigger, key, window: int, deadline):
+def _run_once(org_id, workflow_id, version_id, definition, trigger, key, window: int, deadline, queued: bool):
     """_run_in_session's answer, and whether a run was written."""
     if key is not None and len(key) > 200:
         return problem(400, "Idempotency-Key is at most 200 characters."), False
@@ -440,20 +503,36 @@ def _run_once(org_id, workflow_id, version_id, definition, trigger, key, window:
         )
     if key and (earlier := run_for_key(db.session, workflow_id, key)) is not None:
         db.session.rollback()
-        return _replay(earlier), False
-    request_ = RunRequest(workflow_id, version_id, "http", trigger, idempotency_key=key)
-    bucket = rate_key(org_id), window
-    run_id, outcome = run_version(
-        db.session, org_id, request_, definition, rate_bucket=bucket, deadline=deadline
-    )
+        return _replay(earlier, queued), False
+    if queued:
+        run_id = queue_run(db.session, org_id, workflow_id, version_id, "http", trigger, key=key)
+        hit(db.session, rate_key(org_id), _CALL_WINDOW, now=window)
+    else:
+        request_ = RunRequest(workflow_id, version_id, "http", trigger, idempotency_key=key)
+        bucket = rate_key(org_id), window
+        run_id, outcome = run_version(
+            db.session, org_id, request_, definition, rate_bucket=bucket, deadline=deadline
+        )
     try:
         db.session.commit()
     except IntegrityError:
         # The same key arrived twice at once and the other delivery recorded first: answer as it did.
         db.session.rollback()
         scope_session(db.session, org_id=org_id)
-        return _replay(run_for_key(db.session, workflow_id, key)), False
+        return _replay(run_for_key(db.session, workflow_id, key), queued), False
+    if queued:
+        return _accepted(org_id, run_id), True
     return _respond(run_id, outcome.status, outcome.error, outcome.response, outcome.output), True
+
+
+def _accepted(org_id: uuid.UUID, run_id: uuid.UUID) -> Response:
+    """202: the run is queued; its status URL (in Location too) shows it once it has ended."""
+    status_url = run_status_url(org_id, run_id)
+    answer = jsonify(run_id=str(run_id), status_url=status_url)
+    answer.status_code = 202
+    answer.headers["Location"] = status_url
+    answer.headers["X-Nectar-Run-Id"] = str(run_id)
+    return answer
 
 
 def _respond(run_id, status, error, response, output):
@@ -482,10 +561,13 @@ def _body_response(body, status: int) -> RunAnswer:
     return RunAnswer(status, str(body).encode(), "text/plain; charset=utf-8")
 
 
-def _replay(run):
+def _replay(run, queued: bool):
     """The answer the first delivery got: the same key never runs the workflow twice."""
-    stored = run.output or {}
-    response = WorkflowResponse(**stored["response"]) if "response" in stored else None
-    answer = _respond(run.id, run.status, run.error, response, stored.get("output"))
+    if queued:
+        answer = _accepted(run.org_id, run.id)
+    else:
+        stored = run.output or {}
+        response = WorkflowResponse(**stored["response"]) if "response" in stored else None
+        answer = _respond(run.id, run.status, run.error, response, stored.get("output"))
     answer.headers["Idempotent-Replayed"] = "true"
     return answer

@@ -1,5 +1,5 @@
 """Tenant API endpoints: `METHOD /path/{param}` bound to a workflow, served at /e/<org id>/<path>
-(serve.py; routing.py finds a call's endpoint, recorder.py writes its run)."""
+(serve.py; routing.py finds a call's endpoint, runs/writer.py writes its run)."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from nectar.core.workflows.definition import Problem
 from nectar.schema.models import Endpoint, Workflow
 
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+RESERVED_PATHS = ("/_hooks/", "/_runs/")  # incoming webhooks, and queued calls' runs (serve.py)
 PATH_PATTERN = re.compile(r"^(/([A-Za-z0-9._~-]+|\{[a-z_][a-z0-9_]{0,39}\}))+/?$|^/$")
 # Calls per minute per organization, by plan (declared in plans.py; tests and benchmarks change these).
 PLAN_RATE_LIMITS = {plan: limits.calls_per_minute for plan, limits in PLAN_LIMITS.items()}
@@ -44,6 +45,10 @@ def _check(method: str, path: str, auth: str, request_schema) -> list[Problem]:
     if not isinstance(path, str) or len(path) > 300 or not PATH_PATTERN.match(path):
         problems.append(
             Problem("/path", "Start with /; use letters, digits, . _ ~ - and {name} for parameters.")
+        )
+    elif path.startswith(RESERVED_PATHS):
+        problems.append(
+            Problem("/path", f"Paths under {' and '.join(RESERVED_PATHS)} are Nectar Studio's own.")
         )
     if auth not in ("public", "api_key"):
         problems.append(Problem("/auth", "Use public or api_key."))
@@ -139,6 +144,7 @@ class BoundEndpoint:
     workflow_id: uuid.UUID
     version_id: uuid.UUID
     definition: dict
+    waits: bool = False  # the workflow may wait (definition.may_wait): calls queue a run and answer 202
 
 
 @dataclass(frozen=True)

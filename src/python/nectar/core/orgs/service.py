@@ -17,6 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from nectar.core.access import ROLE_RANK, OrgContext, PermissionDenied
+from nectar.core.accounts.service import normalize_email
 from nectar.core.org_mail.service import (
     MailLimitReached,
     charge,
@@ -192,8 +193,6 @@ def invite(
     MailLimitReached past the organization's invitation throttles or its plan's mail quota, whose
     counts the caller's rollback undoes."""
     from flask import current_app
-
-    from nectar.core.accounts.service import normalize_email
 
     _require(ctx, "admin", "invite people")
     if role not in ROLE_RANK:

@@ -14,11 +14,13 @@
     delay: { seconds: 5 },
     send_email: { to: "{{ trigger.body.email }}", subject: "Hello", body: "Hi there" },
     respond: { status: 200, body: { ok: true } },
+    wait_for_event: { event: "payment.done", timeout_seconds: 86400, on_timeout: [] },
+    approval: { title: "Approve {{ trigger.body.amount }}?", approver_role: "admin", timeout_seconds: 604800 },
   };
 
   function uniqueId(type) {
     const used = new Set();
-    (function walk(steps) { for (const s of steps) { used.add(s.id); ["then", "else", "steps", "on_error"].forEach((k) => Array.isArray(s[k]) && walk(s[k])); } })(doc.steps);
+    (function walk(steps) { for (const s of steps) { used.add(s.id); ["then", "else", "steps", "on_error", "on_timeout"].forEach((k) => Array.isArray(s[k]) && walk(s[k])); } })(doc.steps);
     let n = 1;
     while (used.has(type + "_" + n)) n += 1;
     return type + "_" + n;
@@ -69,7 +71,7 @@
     (function lay(steps, depth, label) {
       steps.forEach((step) => {
         boxes.push({ step, depth, label });
-        ["then", "else", "steps", "on_error"].forEach((key) => { if (Array.isArray(step[key]) && step[key].length) lay(step[key], depth + 1, key); });
+        ["then", "else", "steps", "on_error", "on_timeout"].forEach((key) => { if (Array.isArray(step[key]) && step[key].length) lay(step[key], depth + 1, key); });
         label = null;
       });
     })([{ id: "trigger", type: doc.trigger.type + " trigger" }].concat(doc.steps), 0, null);

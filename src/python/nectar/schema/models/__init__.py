@@ -32,7 +32,10 @@ from nectar.schema.models.staff import AuditEntry, StaffSession, StaffUser, Syst
 from nectar.schema.models.workflows import (
     Endpoint,
     Workflow,
+    WorkflowApproval,
     WorkflowRun,
+    WorkflowRunCheckpoint,
+    WorkflowRunEvent,
     WorkflowSchedule,
     WorkflowVersion,
 )
@@ -64,7 +67,10 @@ __all__ = [
     "User",
     "UserSession",
     "Workflow",
+    "WorkflowApproval",
     "WorkflowRun",
+    "WorkflowRunCheckpoint",
+    "WorkflowRunEvent",
     "WorkflowSchedule",
     "WorkflowVersion",
 ]

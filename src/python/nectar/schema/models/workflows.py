@@ -32,7 +32,9 @@ from nectar.schema.models.columns import (
 )
 from nectar.shared.database import Base
 
-RUN_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
+RUN_STATUSES = ("queued", "running", "waiting", "succeeded", "failed", "cancelled")
+CHECKPOINT_STATUSES = ("succeeded", "failed", "waiting")
+EVENT_SOURCES = ("api", "resume_url")
 
 
 class Workflow(Base):
@@ -129,6 +131,105 @@ class WorkflowRun(Base):
     # started_at, finished_at), kept with its run: one row to write per run, and pruning a run
     # prunes its steps.
     steps: Mapped[list] = mapped_column(JSONB, nullable=False, server_default=text("'[]'::jsonb"))
+    # A waiting run: when to activate it again (NULL: only when an event or a person wakes it), and
+    # what it waits for ({"type": "wait", "step": ..., "until": ...}).
+    wake_at: Mapped[datetime | None] = timestamp()
+    waiting_for: Mapped[dict | None] = mapped_column(JSONB)
+    # A run started by another run's call_workflow step: that run (its caller, woken when this one
+    # ends if it waits for the output), and how deeply calls are nested here (0: not called).
+    parent_run_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    call_depth: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+
+
+class WorkflowRunCheckpoint(Base):
+    """A durable run's journal: one row per step with an outside effect or a wait, written when
+    the step is done (with the step's email, in one transaction) and read when the run resumes."""
+
+    __tablename__ = "workflow_run_checkpoints"
+    __table_args__ = (
+        same_tenant("run_id", "workflow_runs"),
+        CheckConstraint(f"status IN {CHECKPOINT_STATUSES}", name="status"),
+        tenant_table(),
+    )
+
+    org_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)  # see the foreign key
+    run_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    step_key: Mapped[str] = mapped_column(String(500), primary_key=True)
+    status: Mapped[str] = mapped_column(String(20), nullable=False)
+    output: Mapped[dict | list | None] = mapped_column(JSONB)
+    error: Mapped[str | None] = mapped_column(Text)
+    record: Mapped[dict | None] = mapped_column(JSONB)  # the step's entry in the run's trace
+    saved_at: Mapped[datetime] = created_timestamp()
+
+
+class WorkflowRunEvent(Base):
+    """An event sent to a run (through the API, or a wait_for_event step's resume URL), kept until a
+    wait_for_event step of its name takes it: one sent before the run reaches the step is not lost."""
+
+    __tablename__ = "workflow_run_events"
+    __table_args__ = (
+        tenant_key("workflow_run_events"),
+        same_tenant("run_id", "workflow_runs"),
+        CheckConstraint(f"source IN {EVENT_SOURCES}", name="source"),
+        # What a step looks for: the earliest event of its name that no step has taken.
+        Index(
+            "ix_workflow_run_events_untaken",
+            "org_id",
+            "run_id",
+            "name",
+            "received_at",
+            postgresql_where=text("taken_by IS NULL"),
+        ),
+        tenant_table(),
+    )
+
+    id: Mapped[uuid.UUID] = uuid_pk()
+    org_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), nullable=False)  # see the foreign key
+    run_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), nullable=False)
+    name: Mapped[str] = mapped_column(String(100), nullable=False)
+    # Through a resume URL: for that step only (its key); through the API: for any step of its name.
+    step_key: Mapped[str | None] = mapped_column(String(500))
+    payload: Mapped[dict | list | str | int | float | bool | None] = mapped_column(JSONB)
+    source: Mapped[str] = mapped_column(String(20), nullable=False)
+    received_at: Mapped[datetime] = created_timestamp()
+    taken_by: Mapped[str | None] = mapped_column(String(500))  # the key of the step that took it
+    taken_at: Mapped[datetime | None] = timestamp()
+
+
+class WorkflowApproval(Base):
+    """The decision an approval step waits for: asked when a run reaches the step (one per step key,
+    so each loop iteration asks anew), made once by a member with the role, or closed unmade when
+    the step's time is up."""
+
+    __tablename__ = "workflow_approvals"
+    __table_args__ = (
+        tenant_key("workflow_approvals"),
+        same_tenant("run_id", "workflow_runs"),
+        UniqueConstraint("org_id", "run_id", "step_key"),
+        CheckConstraint("decision IN ('approved', 'rejected')", name="decision"),
+        CheckConstraint("approver_role IN ('member', 'admin', 'owner')", name="approver_role"),
+        Index("ix_workflow_approvals_org_id_requested_at", "org_id", "requested_at"),
+        tenant_table(),
+    )
+
+    id: Mapped[uuid.UUID] = uuid_pk()
+    org_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), nullable=False)  # see the foreign key
+    run_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), nullable=False)
+    step_key: Mapped[str] = mapped_column(String(500), nullable=False)
+    step_id: Mapped[str] = mapped_column(String(64), nullable=False)
+    title: Mapped[str] = mapped_column(String(200), nullable=False)
+    details: Mapped[str | None] = mapped_column(Text)
+    approver_role: Mapped[str] = mapped_column(String(20), nullable=False)
+    requested_at: Mapped[datetime] = created_timestamp()
+    expires_at: Mapped[datetime] = timestamp(nullable=False)
+    closed_at: Mapped[datetime | None] = timestamp()  # the step stopped waiting with no decision
+    decision: Mapped[str | None] = mapped_column(String(20))
+    decided_by: Mapped[uuid.UUID | None] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("users.id", ondelete="SET NULL")
+    )
+    decided_by_email: Mapped[str | None] = mapped_column(String(320))  # kept if the account goes
+    decided_at: Mapped[datetime | None] = timestamp()
+    comment: Mapped[str | None] = mapped_column(Text)
 
 
 class Endpoint(Base):

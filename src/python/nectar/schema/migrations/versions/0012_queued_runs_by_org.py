@@ -1,7 +1,7 @@
 """An index of each organization's queued runs, so queueing a run can count those already waiting.
 
 Core gives an organization's Nth waiting run a lower priority than every other organization's
-first (core/workflows/jobs.py), so one organization's thousand queued runs never starve another's.
+first (core/runs/jobs.py), so one organization's thousand queued runs never starve another's.
 Endpoint calls' runs are written finished and never enter this index.
 
 Revision ID: 0012

@@ -9,9 +9,11 @@ from flask import Blueprint, abort, flash, redirect, render_template, request, u
 from flask_login import current_user
 
 from nectar.core.access import current_org, org_required
+from nectar.core.builder import service
 from nectar.core.endpoints import service as endpoints
+from nectar.core.integrations import service as integrations
 from nectar.core.orgs.forms import ActionForm
-from nectar.core.workflows import service
+from nectar.core.runs import queries as run_queries
 from nectar.core.workflows.definition import STEP_TYPES
 from nectar.schema.models import WorkflowVersion
 from nectar.shared.database import db
@@ -72,7 +74,7 @@ def builder(workflow_id: uuid.UUID):
         definition=current.definition if current else STARTER,
         versions=service.versions(db.session, workflow.id),
         step_types=STEP_TYPES,
-        runs=service.list_runs(db.session, workflow_id=workflow.id, limit=10),
+        runs=run_queries.list_runs(db.session, workflow_id=workflow.id, limit=10),
     )
 
 
@@ -88,7 +90,7 @@ def runs():
     return render_template(
         "core/workflows/runs.html",
         ctx=current_org(),
-        runs=service.list_runs(
+        runs=run_queries.list_runs(
             db.session, workflow_id=workflow_id, status=status, trigger=trigger, limit=100
         ),
         workflows={w.id: w for w in service.list_workflows(db.session)},
@@ -99,7 +101,7 @@ def runs():
 @workflow_pages.get("/org/runs/<uuid:run_id>")
 @org_required()
 def run_detail(run_id: uuid.UUID):
-    run = service.get_run(db.session, run_id)
+    run = run_queries.get_run(db.session, run_id)
     version = db.session.get(WorkflowVersion, run.version_id)
     workflow = service.get_workflow(db.session, run.workflow_id)
     return render_template(
@@ -109,6 +111,7 @@ def run_detail(run_id: uuid.UUID):
         steps=run.steps,
         version=version,
         workflow=workflow,
+        failed_step=(run.output or {}).get("failed_step") if run.status == "failed" else None,
     )
 
 
@@ -134,8 +137,6 @@ def endpoint_console(endpoint_id: uuid.UUID):
 @workflow_pages.get("/org/connections")
 @org_required()
 def connections():
-    from nectar.core.integrations import service as integrations
-
     return render_template(
         "core/integrations/index.html",
         ctx=current_org(),

@@ -10,12 +10,8 @@ meanwhile loses those run records, never an answer or an email), except when it 
 when writing is failing: then it waits for its own commit, which is written at once, and gets a
 503 if that fails. Runs already answered are kept and written once the database is back. Reads
 of runs in this process first wait for what it has queued (`flush`, which does not wait for the
-batch to gather), so a caller that reads its run back finds it.
-
-Rate limits count in memory what the database has not confirmed yet: an organization's calls this
-minute are the total read back after this process's last write, plus its calls still in flight.
-Another process's calls are seen at this process's next write, so under load the limit holds to
-within the few calls in flight at once.
+batch to gather), so a caller that reads its run back finds it. Each batch also confirms its organizations' calls
+this minute to their rate windows (rate_window.py).
 """
 
 from __future__ import annotations
@@ -31,13 +27,19 @@ from dataclasses import dataclass
 import psycopg
 from sqlalchemy.engine import Engine
 
-from nectar.core.workflows.service import RECORD_RUNS_SQL, FinishedRun, record_runs_params, run_record_json
+from nectar.core.runs.rate_window import (
+    CALLS_SQL,
+    Admission,
+    CallCounts,
+    calls_params,
+    current_window,
+    rate_key,
+)
+from nectar.core.runs.records import RECORD_RUNS_SQL, FinishedRun, record_runs_params, run_record_json
 from nectar.shared.database import SET_TENANT_SQL, in_one_round_trip, one_per_database
 from nectar.shared.mail import OUTBOX_INSERT_SQL, Email, outbox_params
 
 log = logging.getLogger(__name__)
-WINDOW_SECONDS = 60
-RATE_SHARDS = 16
 MAX_BATCH = 500
 GATHER_SECONDS = 0.01  # the longest a batch waits for more runs; PostgreSQL does several times less work per run at ~10 runs a batch
 MAX_KEPT = 50_000  # answered runs kept while the database is unreachable
@@ -46,30 +48,6 @@ WAIT_SECONDS = 30.0  # a request gives up on its run's write after this long
 
 class RecordingFailed(Exception):
     """The run ran but could not be written."""
-
-
-def current_window() -> int:
-    return int(time.time() // WINDOW_SECONDS * WINDOW_SECONDS)
-
-
-def rate_keys(org_id: uuid.UUID) -> list[str]:
-    return [f"core.endpoint:{org_id}:{shard}" for shard in range(RATE_SHARDS)]
-
-
-def rate_key(org_id: uuid.UUID) -> str:
-    """The counter this process counts an organization's calls in. The count is spread over
-    RATE_SHARDS rows (one per process, roughly), so processes rarely wait for each other's lock."""
-    return f"core.endpoint:{org_id}:{os.getpid() % RATE_SHARDS}"
-
-
-CALLS_SQL = (
-    "SELECT COALESCE(sum(count), 0) AS calls_this_minute FROM rate_limit_buckets "
-    "WHERE key = ANY(%(keys)s) AND window_start = %(window)s"
-)
-
-
-def calls_params(org_id: uuid.UUID, window: int) -> dict:
-    return {"keys": rate_keys(org_id), "window": window}
 
 
 class _RunIds:
@@ -94,51 +72,6 @@ class _RunIds:
 
 
 new_run_id = _RunIds()
-
-
-@dataclass
-class _Count:
-    window: int
-    confirmed: int  # the database's total after this process's last write
-    in_flight: int = 0  # admitted here and not yet written
-
-
-class CallCounts:
-    """Each organization's calls this minute as this process knows them."""
-
-    def __init__(self, read_total):
-        self._read_total = read_total  # (org_id, window) -> the database's count
-        self._counts: dict[uuid.UUID, _Count] = {}
-        self._lock = threading.Lock()
-
-    def admit(self, org_id: uuid.UUID, limit: int) -> int | None:
-        """Counts one call in this minute's window and returns the window, unless the organization
-        reached `limit` in it (None). Every admitted call is settled once written or given up."""
-        window = current_window()
-        count = self._counts.get(org_id)
-        if count is None or count.window != window:
-            total = self._read_total(org_id, window)  # once per organization and minute
-            with self._lock:
-                count = self._counts.get(org_id)
-                if count is None or count.window != window:
-                    if len(self._counts) > 10_000:
-                        self._counts = {k: c for k, c in self._counts.items() if c.window == window}
-                    count = self._counts[org_id] = _Count(window, total)
-        with self._lock:
-            if count.confirmed + count.in_flight >= limit:
-                return None
-            count.in_flight += 1
-            return window
-
-    def settle(self, org_id: uuid.UUID, window: int, *, written: bool, total: int | None = None) -> None:
-        """One admitted call was written to the database's count (with the total read back then, if
-        any) or was not."""
-        with self._lock:
-            count = self._counts.get(org_id)
-            if count is not None and count.window == window:
-                count.in_flight = max(0, count.in_flight - 1)
-                if written:  # the total read back includes this call
-                    count.confirmed = count.confirmed + 1 if total is None else max(count.confirmed, total)
 
 
 @dataclass
@@ -176,28 +109,26 @@ class RunWriter:
         self._written = threading.Condition(lock)  # flush() waits here for them to be written
         self._thread: threading.Thread | None = None
 
-    def record(self, run: FinishedRun, emails: list[Email], window: int) -> None:
-        """Hands the run over for writing; waits for its commit when it queued email or writing is
-        failing, and raises RecordingFailed if that commit fails."""
+    def record(self, run: FinishedRun, emails: list[Email], admission: Admission) -> None:
+        """Hands the run over for writing, with its admission (settled once written); waits for its
+        commit when it queued email or writing is failing, and raises RecordingFailed if that
+        commit fails."""
         waited_for = bool(emails) or self._failing
-        try:
-            text = run_record_json(run)
-        except Exception:
-            self.counts.settle(run.org_id, window, written=False)
-            raise
-        pending = self._hand_over(run.org_id, text, emails, window, waited_for)
+        text = run_record_json(run)
+        pending = self._hand_over(run.org_id, text, emails, admission, waited_for)
         if waited_for:
             self._wait(pending, WAIT_SECONDS)
 
-    def count_refused(self, org_id: uuid.UUID, window: int) -> None:
+    def count_refused(self, admission: Admission) -> None:
         """Counts an admitted call that was refused before it ran (its body broke the endpoint's
         schema) in its organization's calls this minute: written with the next batch of runs, so
         refusing costs no round trip, and refused calls still reach the rate limit."""
-        self._hand_over(org_id, None, [], window, waited_for=False)
+        self._hand_over(admission.org_id, None, [], admission, waited_for=False)
 
     def _hand_over(
-        self, org_id, text: str | None, emails: list[Email], window: int, waited_for: bool
+        self, org_id, text: str | None, emails: list[Email], admission: Admission, waited_for: bool
     ) -> _Pending:
+        window, admission.handed_over = admission.window, True
         with self._wake:
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._write_forever, name="run-writer", daemon=True)

@@ -1,13 +1,6 @@
 """Core's background jobs: asynchronous workflow runs (manual, scheduled, re-runs) and the
-scheduler that turns cron triggers into runs. Run by `core.pex worker`.
-
-Runs are shared out fairly between organizations. An organization's Nth waiting run is queued
-with priority -N, so workers take every organization's first waiting run before anyone's second:
-a thousand queued runs of one organization delay another's by one run each, at most. And its runs
-go round ORG_MAX_WORKER_RUNS procrastinate locks (jobs with one lock run one at a time), so it
-holds at most that many of all workers' slots (WORKER_CONCURRENCY each); the rest stay free for
-other organizations however long its runs take.
-"""
+scheduler that turns cron triggers into runs. Run by `core.pex worker`. How runs are queued, and
+shared out fairly between organizations: queue.py."""
 
 from __future__ import annotations
 
@@ -16,26 +9,22 @@ from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 import procrastinate
+import psycopg
 from croniter import croniter
-from flask import Flask, current_app
+from flask import Flask
 from sqlalchemy import select, text, update
+from sqlalchemy.exc import OperationalError
 
+from nectar.core.runs.queue import QUEUE, RUN_TASK, WAKE_TASK, queue_run, schedule_activation
+from nectar.core.runs.runner import activate_run
 from nectar.core.workflows.engine import ASYNC_LIMITS
-from nectar.core.workflows.expressions import json_safe
-from nectar.core.workflows.runner import run_queued
 from nectar.schema.models import Workflow, WorkflowRun, WorkflowSchedule
 from nectar.shared.database import db, scope_session
-from nectar.shared.jobs import add_queue_upkeep, enqueue
+from nectar.shared.jobs import add_queue_upkeep
 
-QUEUE = "core"
-RUN_TASK = "core.run_workflow"
-MOST_WAITING_COUNTED = 10_000  # past it, an organization's runs are all last alike
-_WAITING_RUNS = text(
-    "SELECT count(*) FROM (SELECT 1 FROM workflow_runs WHERE org_id = :org_id AND status = 'queued' LIMIT :most) w"
-)
 blueprint = procrastinate.Blueprint()
-# Upkeep: a run whose worker died is handed back (run_queued then records it failed, as it is not
-# safe to redo), and finished jobs are removed after a day.
+# Upkeep: a run whose worker died is handed back (activate_run resumes it from its journal), and
+# finished jobs are removed after a day.
 RETRY_STALLED_TASK = add_queue_upkeep(blueprint, QUEUE)
 _flask_app: Flask | None = None
 
@@ -46,55 +35,38 @@ def bind(app: Flask) -> None:
     _flask_app = app
 
 
-def queue_run(
-    session,
-    org_id: uuid.UUID,
-    workflow_id,
-    version_id,
-    trigger: str,
-    run_input: dict,
-    *,
-    key=None,
-    rerun_of=None,
-):
-    """Records a queued run and its job in the caller's transaction; returns the run's id. The job
-    waits behind the organization's runs already waiting (see the module's docstring)."""
-    waiting = session.scalar(_WAITING_RUNS, {"org_id": org_id, "most": MOST_WAITING_COUNTED})
-    lanes = current_app.config["NECTAR_SETTINGS"].org_max_worker_runs
-    run_id = uuid.uuid4()
-    session.add(
-        WorkflowRun(
-            id=run_id,
-            org_id=org_id,
-            workflow_id=workflow_id,
-            version_id=version_id,
-            trigger=trigger,
-            status="queued",
-            idempotency_key=key,
-            rerun_of=rerun_of,
-            input=json_safe(run_input),
-        )
-    )
-    session.flush()
-    enqueue(
-        session,
-        RUN_TASK,
-        {"org_id": str(org_id), "run_id": str(run_id)},
-        queue=QUEUE,
-        priority=-waiting,
-        lock=f"{RUN_TASK}:{org_id}:{waiting % lanes}",
-    )
-    return run_id
+@blueprint.task(name=WAKE_TASK, queue=QUEUE, retry=procrastinate.RetryStrategy(max_attempts=10, wait=5))
+def wake_run(org_id: str, run_id: str) -> None:
+    assert _flask_app is not None, "bind(app) before running the worker"
+    with _flask_app.app_context():
+        try:
+            schedule_activation(db.session, uuid.UUID(org_id), uuid.UUID(run_id))
+            db.session.commit()
+        finally:
+            db.session.remove()
 
 
-@blueprint.task(
-    name=RUN_TASK, queue=QUEUE, retry=procrastinate.RetryStrategy(max_attempts=5, exponential_wait=2)
-)
+class ActivationRetry(procrastinate.BaseRetryStrategy):
+    """An activation that lost the database is retried for as long as the outage lasts (the run
+    resumes from its journal); any other error a few times (a run's own failures never raise)."""
+
+    def get_retry_decision(self, *, exception: BaseException, job) -> procrastinate.RetryDecision | None:
+        if isinstance(exception, OperationalError | psycopg.OperationalError):
+            return procrastinate.RetryDecision(retry_in={"seconds": min(60, 2 ** min(job.attempts, 6))})
+        if job.attempts >= 5:
+            return None
+        return procrastinate.RetryDecision(retry_in={"seconds": 2 ** (job.attempts + 1)})
+
+
+@blueprint.task(name=RUN_TASK, queue=QUEUE, retry=ActivationRetry())
 def run_workflow(org_id: str, run_id: str) -> None:
     assert _flask_app is not None, "bind(app) before running the worker"
     with _flask_app.app_context():
         try:
-            run_queued(db.session, uuid.UUID(org_id), uuid.UUID(run_id), limits=ASYNC_LIMITS)
+            org, run = uuid.UUID(org_id), uuid.UUID(run_id)
+            outcome = activate_run(db.session, org, run, limits=ASYNC_LIMITS)
+            if outcome is not None and outcome.status == "waiting" and outcome.wake_at is not None:
+                schedule_activation(db.session, org, run, outcome.wake_at)
             db.session.commit()
         finally:
             db.session.remove()

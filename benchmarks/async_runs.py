@@ -1,0 +1,301 @@
+"""Benchmark: durable asynchronous runs through the job queue, against procrastinate's own no-op job
+throughput on the same database in the same run.
+
+    ./pants run benchmarks/async_runs.py                       # about 3 minutes
+    ./pants run benchmarks/async_runs.py -- --runs 2000 --workers 1
+
+Measured, each with one and with two worker processes (`core.pex worker`, as deployed):
+- throughput: N runs of a three-step asynchronous workflow, queued at once, until all finished,
+  against N no-op procrastinate jobs run by workers with the same settings (goal: at least 50%);
+- resume latency: from a wait's due time to the next step starting, p50 and p99 (goal: p99 < 1 s);
+- a 40-step run, queued to finished, on idle workers (goal: under 0.5 s).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from datetime import datetime
+from pathlib import Path
+
+import procrastinate
+import psycopg
+
+from nectar.core import main as core_binary
+from nectar.schema.migrate import upgrade
+from nectar.shared.config import Role
+from nectar.shared.embedded_postgres import EmbeddedServer, ensure_embedded_server
+from nectar.shared.jobs import job_app
+
+DATABASE = "nectar_bench_runs"
+THREE_STEPS = {
+    "trigger": {"type": "manual"},
+    "steps": [
+        {"id": "total", "type": "transform", "expression": "sum(trigger.items[].price)"},
+        {"id": "remember", "type": "set", "values": {"total": "{{ steps.total }}"}},
+        {"id": "answer", "type": "transform", "expression": "vars.total"},
+    ],
+}
+WAIT_THEN_STEP = {
+    "trigger": {"type": "manual"},
+    "steps": [
+        {"id": "pause", "type": "wait", "seconds": 2},
+        {"id": "after", "type": "set", "values": {"a": 1}},
+    ],
+}
+FORTY_STEPS = {
+    "trigger": {"type": "manual"},
+    "steps": [{"id": f"s{i}", "type": "transform", "expression": f"`{i}`"} for i in range(40)],
+}
+NOOP_QUEUE = "bench"
+
+
+def noop_tasks() -> procrastinate.Blueprint:
+    tasks = procrastinate.Blueprint()
+
+    @tasks.task(name="bench.noop", queue=NOOP_QUEUE)
+    def noop() -> None:
+        pass
+
+    return tasks
+
+
+def environ_for(server: EmbeddedServer) -> dict[str, str]:
+    env = {
+        role.url_variable: server.url(role, DATABASE).render_as_string(hide_password=False) for role in Role
+    }
+    return {**env, "NECTAR_ENV": "test", "SECRET_KEY": "benchmark-secret-key-long-enough-0123456789"}
+
+
+def admin(server: EmbeddedServer) -> psycopg.Connection:
+    url = server.url(Role.ADMIN, DATABASE)
+    return psycopg.connect(
+        host=url.host,
+        port=url.port,
+        user=url.username,
+        password=url.password,
+        dbname=DATABASE,
+        autocommit=True,
+    )
+
+
+def seed(server: EmbeddedServer) -> dict[str, tuple[uuid.UUID, uuid.UUID, uuid.UUID]]:
+    """A fresh database with one organization and the three workflows: name -> (org, workflow, version)."""
+    server.drop_database(DATABASE)
+    server.create_database(DATABASE)
+    upgrade(server.url(Role.OWNER, DATABASE))
+    org, made = uuid.uuid4(), {}
+    with admin(server) as conn:
+        conn.execute(
+            "INSERT INTO organizations (id, name, slug, plan) VALUES (%s, 'Bench', 'bench', 'pro')", (org,)
+        )
+        for name, definition in (("three", THREE_STEPS), ("wait", WAIT_THEN_STEP), ("forty", FORTY_STEPS)):
+            workflow = conn.execute(
+                "INSERT INTO workflows (org_id, name, current_version) VALUES (%s, %s, 1) RETURNING id",
+                (org, name),
+            ).fetchone()[0]
+            version = conn.execute(
+                "INSERT INTO workflow_versions (org_id, workflow_id, version, definition) "
+                "VALUES (%s, %s, 1, %s) RETURNING id",
+                (org, workflow, json.dumps(definition)),
+            ).fetchone()[0]
+            made[name] = (org, workflow, version)
+    return made
+
+
+def queue_runs(server: EmbeddedServer, workflow: tuple, count: int, run_input: dict) -> float:
+    """Queues `count` runs and their activation jobs in one transaction; returns when it committed."""
+    org, workflow_id, version_id = workflow
+    with admin(server) as conn, conn.transaction():
+        conn.execute(
+            """
+            WITH runs AS (
+                INSERT INTO workflow_runs (org_id, workflow_id, version_id, trigger, status, input)
+                SELECT %(org)s, %(workflow)s, %(version)s, 'manual', 'queued', %(input)s
+                FROM generate_series(1, %(count)s) RETURNING id
+            )
+            INSERT INTO procrastinate_jobs (queue_name, task_name, lock, args)
+            SELECT 'core', 'core.run_workflow', 'run:' || id,
+                   jsonb_build_object('org_id', %(org)s::text, 'run_id', id::text)
+            FROM runs
+            """,
+            {
+                "org": org,
+                "workflow": workflow_id,
+                "version": version_id,
+                "input": json.dumps(run_input),
+                "count": count,
+            },
+        )
+    return time.time()
+
+
+def queue_noops(server: EmbeddedServer, count: int) -> float:
+    with admin(server) as conn:
+        conn.execute(
+            "INSERT INTO procrastinate_jobs (queue_name, task_name, args) "
+            "SELECT %s, 'bench.noop', '{}'::jsonb FROM generate_series(1, %s)",
+            (NOOP_QUEUE, count),
+        )
+    return time.time()
+
+
+def finished_runs(server: EmbeddedServer, workflow_id: uuid.UUID) -> tuple[int, float | None]:
+    with admin(server) as conn:
+        done, last = conn.execute(
+            "SELECT count(*), extract(epoch FROM max(finished_at)) FROM workflow_runs "
+            "WHERE workflow_id = %s AND status IN ('succeeded', 'failed')",
+            (workflow_id,),
+        ).fetchone()
+    return done, float(last) if last is not None else None
+
+
+def finished_noops(server: EmbeddedServer) -> int:
+    with admin(server) as conn:
+        return conn.execute(
+            "SELECT count(*) FROM procrastinate_jobs WHERE task_name = 'bench.noop' AND status = 'succeeded'"
+        ).fetchone()[0]
+
+
+def wait_until(predicate, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise SystemExit("benchmark: timed out")
+        time.sleep(0.05)
+
+
+class Workers:
+    """`count` worker processes of one kind, started and ready before anything is queued."""
+
+    def __init__(self, environ: dict[str, str], count: int, noop: bool):
+        command = (
+            [sys.executable, "-m", "benchmarks.async_runs", "--noop-worker"]
+            if noop
+            else [sys.executable, "-m", core_binary.__name__, "worker"]
+        )
+        env = {**os.environ, **environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+        self.processes = [
+            subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            for _ in range(count)
+        ]
+        for process in self.processes:
+            said = []
+            for line in process.stdout:
+                said.append(line)
+                if "worker: running jobs" in line:
+                    break
+            else:
+                raise SystemExit("benchmark: a worker did not start:\n" + "".join(said[-20:]))
+            # Keep reading what it says, or a full pipe would stop the worker mid-log.
+            threading.Thread(target=process.stdout.read, daemon=True).start()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        for process in self.processes:
+            process.terminate()
+        for process in self.processes:
+            process.wait(30)
+
+
+def run_noop_worker() -> None:
+    from nectar.shared.config import Service, load_settings
+    from nectar.shared.jobs import worker_command
+
+    settings = load_settings(Service.CORE)
+    command = worker_command(lambda: (job_app(settings.database_url, noop_tasks()), [NOOP_QUEUE]))
+    command.run(argparse.Namespace(once=False))
+
+
+def throughput(server, environ, made, runs: int, workers: int) -> tuple[float, float]:
+    with admin(server) as conn:  # each round counts only its own jobs and runs
+        conn.execute("DELETE FROM procrastinate_jobs")
+        conn.execute("DELETE FROM workflow_runs")
+    with Workers(environ, workers, noop=True):
+        started = queue_noops(server, runs)
+        wait_until(lambda: finished_noops(server) >= runs, 600)
+        noop_rate = runs / (time.time() - started)
+    with Workers(environ, workers, noop=False):
+        workflow = made["three"]
+        items = {"items": [{"price": 3}, {"price": 4}]}
+        started = queue_runs(server, workflow, runs, items)
+        wait_until(lambda: finished_runs(server, workflow[1])[0] >= runs, 900)
+        run_rate = runs / (finished_runs(server, workflow[1])[1] - started)
+    return noop_rate, run_rate
+
+
+def resume_latencies(server, environ, made, runs: int) -> list[float]:
+    workflow = made["wait"]
+    with Workers(environ, 2, noop=False):
+        queue_runs(server, workflow, runs, {})
+        wait_until(lambda: finished_runs(server, workflow[1])[0] >= runs, 300)
+    with admin(server) as conn:
+        rows = conn.execute(
+            "SELECT steps FROM workflow_runs WHERE workflow_id = %s AND status = 'succeeded'", (workflow[1],)
+        ).fetchall()
+    latencies = []
+    for (steps,) in rows:
+        due = datetime.fromisoformat(steps[0]["input"]["until"])
+        latencies.append((datetime.fromisoformat(steps[1]["started_at"]) - due).total_seconds())
+    return latencies
+
+
+def forty_steps(server, environ, made, tries: int) -> list[float]:
+    workflow, times = made["forty"], []
+    with Workers(environ, 1, noop=False):
+        time.sleep(1)  # idle, as a worker waiting for work is
+        for _ in range(tries):
+            before = finished_runs(server, workflow[1])[0]
+            queued = queue_runs(server, workflow, 1, {})
+            wait_until(lambda before=before: finished_runs(server, workflow[1])[0] > before, 30)
+            times.append(finished_runs(server, workflow[1])[1] - queued)
+            time.sleep(0.2)
+    return times
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=10_000)
+    parser.add_argument("--workers", default="1,2", help="worker process counts to measure")
+    parser.add_argument("--noop-worker", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.noop_worker:
+        run_noop_worker()
+        return
+    server = ensure_embedded_server(Path("var/bench-postgres").resolve(), durable=True)
+    made, environ = seed(server), environ_for(server)
+    print(f"async runs: {args.runs} runs of a three-step workflow vs {args.runs} procrastinate no-op jobs")
+    for count in (int(n) for n in args.workers.split(",")):
+        noop_rate, run_rate = throughput(server, environ, made, args.runs, count)
+        print(
+            f"  {count} worker(s): no-op jobs {noop_rate:,.0f}/s, runs {run_rate:,.0f}/s, "
+            f"ratio {run_rate / noop_rate:.0%} (goal 50%)"
+        )
+    latencies = resume_latencies(server, environ, made, 200)
+    print(
+        f"resume latency (200 waits of 2 s, 2 workers): p50 {statistics.median(latencies) * 1000:.0f} ms, "
+        f"p99 {percentile(latencies, 0.99) * 1000:.0f} ms (goal p99 < 1000 ms)"
+    )
+    times = forty_steps(server, environ, made, 10)
+    print(
+        f"40-step run, queued to finished (10 tries, 1 idle worker): median {statistics.median(times) * 1000:.0f} ms, "
+        f"max {max(times) * 1000:.0f} ms (goal < 500 ms)"
+    )
+
+
+if __name__ == "__main__":
+    main()

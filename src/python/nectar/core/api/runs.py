@@ -1,0 +1,68 @@
+"""/api/v1 routes that act on a run after it started: send it an event, retry it from the step that
+failed it, cancel it (registered on the same blueprint, so the same authentication applies)."""
+
+from __future__ import annotations
+
+import uuid
+
+from flask import g, jsonify, request
+from flask_login import current_user
+
+from nectar.core.api.views import ApiError, _iso, api
+from nectar.core.api.workflows import run_json
+from nectar.core.builder import service as workflows
+from nectar.core.runs import queries as run_queries
+from nectar.core.runs import recovery, signals
+from nectar.schema.models import WorkflowVersion
+from nectar.shared.database import db
+from nectar.shared.web import problem
+
+
+@api.errorhandler(signals.Refused)
+def _refused(error: signals.Refused):
+    return problem(error.status, error.detail)
+
+
+@api.post("/runs/<uuid:run_id>/events/<name>")
+def send_event(run_id: uuid.UUID, name: str):
+    """Sends event `name` with the request's JSON body as its payload; a wait_for_event step of
+    that name takes it (now, if the run waits for it; or when the run gets there)."""
+    try:
+        signals.check_event_name(name)
+    except signals.Refused as refused:
+        raise ApiError(422, refused.detail, errors={"name": [refused.detail]}) from None
+    payload = signals.event_payload(request)
+    event = signals.deliver_event(db.session, g.org_context.org_id, run_id, name, payload)
+    db.session.commit()
+    return jsonify(id=str(event.id), run_id=str(run_id), name=name, received_at=_iso(event.received_at)), 202
+
+
+@api.post("/runs/<uuid:run_id>/retry")
+def retry(run_id: uuid.UUID):
+    """Retries a failed run from the step that failed it, keeping what the steps before it did, on
+    the run's version (`"version": "original"`, the default) or the workflow's current one."""
+    run = run_queries.get_run(db.session, run_id)
+    body = request.get_json(silent=True) if request.data else {}
+    choice = body.get("version", "original") if isinstance(body, dict) else None
+    if choice not in ("original", "current"):
+        raise ApiError(
+            422, 'version is "original" or "current".', errors={"version": ['"original" or "current"']}
+        )
+    if choice == "current":
+        workflow = workflows.get_workflow(db.session, run.workflow_id)
+        version = workflows.version_of(db.session, workflow.id, workflow.current_version)
+    else:
+        version = db.session.get(WorkflowVersion, run.version_id)
+    new_id = recovery.retry_run(db.session, run, version)
+    db.session.commit()
+    return jsonify(run_json(run_queries.get_run(db.session, new_id), detail=True)), 202
+
+
+@api.post("/runs/<uuid:run_id>/cancel")
+def cancel(run_id: uuid.UUID):
+    """Cancels a run that has not ended; a running one stops before its next step that acts or waits."""
+    principal = g.get("api_principal")
+    who = f"the API key {principal.key_id}" if principal else current_user.user.email
+    run = recovery.cancel_run(db.session, run_id, who)
+    db.session.commit()
+    return jsonify(run_json(run, detail=True))

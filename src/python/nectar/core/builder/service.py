@@ -1,0 +1,165 @@
+"""Workflows as their organization edits them: each save is a new version, and the newest is the
+one that runs (schedules follow it).
+
+All functions work inside the session's tenant scope; ids from another organization are simply
+not found.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from nectar.core.access import OrgContext, PermissionDenied
+from nectar.core.runs.calls import find_workflow
+from nectar.core.runs.jobs import sync_schedule
+from nectar.core.workflows.definition import Problem, calls_in, validate
+from nectar.schema.models import Workflow, WorkflowVersion
+
+
+class InvalidWorkflow(Exception):
+    def __init__(self, problems: list[Problem]):
+        super().__init__("; ".join(f"{p.path}: {p.message}" for p in problems))
+        self.problems = problems
+
+
+def _require_editor(ctx: OrgContext) -> None:
+    if not ctx.at_least("admin"):
+        raise PermissionDenied("Only an admin or owner can change workflows.")
+
+
+def create_workflow(
+    session: Session, ctx: OrgContext, user_id, name: str, definition: dict, description=None
+) -> Workflow:
+    _require_editor(ctx)
+    name = (name or "").strip()
+    if not 1 <= len(name) <= 200:
+        raise InvalidWorkflow([Problem("/name", "Use 1 to 200 characters.")])
+    problems = validate(definition)
+    if problems:
+        raise InvalidWorkflow(problems)
+    workflow = Workflow(
+        id=uuid.uuid4(), org_id=ctx.org_id, name=name, description=description, created_by=user_id
+    )
+    session.add(workflow)
+    try:
+        with session.begin_nested():
+            session.flush()
+    except IntegrityError:
+        raise InvalidWorkflow([Problem("/name", f"A workflow named {name!r} exists already.")]) from None
+    save_version(session, ctx, workflow, definition, user_id, note="first version")
+    return workflow
+
+
+def save_version(
+    session: Session, ctx: OrgContext, workflow: Workflow, definition: dict, user_id, note=None
+) -> WorkflowVersion:
+    """Validates and stores `definition` as the next version, which becomes the current one."""
+    _require_editor(ctx)
+    problems = validate(definition) or _call_problems(session, workflow, definition)
+    if problems:
+        raise InvalidWorkflow(problems)
+    number = (
+        session.scalar(
+            select(func.max(WorkflowVersion.version)).where(WorkflowVersion.workflow_id == workflow.id)
+        )
+        or 0
+    ) + 1
+    version = WorkflowVersion(
+        id=uuid.uuid4(),
+        org_id=ctx.org_id,
+        workflow_id=workflow.id,
+        version=number,
+        definition=definition,
+        note=(note or "")[:500] or None,
+        created_by=user_id,
+    )
+    session.add(version)
+    workflow.current_version = number
+    workflow.updated_at = datetime.now(UTC)
+    session.flush()
+    sync_schedule(session, workflow, definition)
+    session.flush()
+    return version
+
+
+def _call_problems(session: Session, workflow: Workflow, definition: dict) -> list[Problem]:
+    """Each call_workflow step names a workflow of this organization, and no chain of calls through
+    current versions leads back to `workflow` (its runs would call each other without end)."""
+    problems = []
+    for path, step in calls_in(definition):
+        target = find_workflow(session, step["workflow"])
+        if target is None:
+            problems.append(
+                Problem(f"{path}/workflow", f"no workflow {step['workflow']!r} in this organization")
+            )
+        elif (cycle := _calls_back(session, target, workflow.id)) is not None:
+            names = " -> ".join([workflow.name, *cycle])
+            problems.append(Problem(f"{path}/workflow", f"this call would make a cycle of calls: {names}"))
+    return problems
+
+
+def _calls_back(session: Session, start: Workflow, home: uuid.UUID) -> list[str] | None:
+    """The names along a chain of calls from `start` to `home`, through each workflow's current
+    version, if there is one."""
+    pending, seen = [(start, [start.name])], set()
+    while pending:
+        workflow, names = pending.pop()
+        if workflow.id == home:
+            return names
+        if workflow.id in seen:
+            continue
+        seen.add(workflow.id)
+        version = version_of(session, workflow.id, workflow.current_version)
+        for _, step in calls_in(version.definition) if version else ():
+            target = find_workflow(session, step["workflow"])
+            if target is not None:
+                pending.append((target, [*names, target.name]))
+    return None
+
+
+def roll_back(
+    session: Session, ctx: OrgContext, workflow: Workflow, to_version: int, user_id
+) -> WorkflowVersion:
+    """Makes an older version current again, as a new version (history only grows)."""
+    old = version_of(session, workflow.id, to_version)
+    if old is None:
+        raise LookupError("no such version")
+    return save_version(
+        session, ctx, workflow, old.definition, user_id, note=f"rolled back to version {to_version}"
+    )
+
+
+def get_workflow(session: Session, workflow_id: uuid.UUID) -> Workflow:
+    workflow = session.get(Workflow, workflow_id)
+    if workflow is None:
+        raise LookupError("no such workflow")
+    return workflow
+
+
+def list_workflows(session: Session) -> list[Workflow]:
+    return list(session.scalars(select(Workflow).order_by(Workflow.name)))
+
+
+def versions(session: Session, workflow_id: uuid.UUID) -> list[WorkflowVersion]:
+    return list(
+        session.scalars(
+            select(WorkflowVersion)
+            .where(WorkflowVersion.workflow_id == workflow_id)
+            .order_by(WorkflowVersion.version.desc())
+        )
+    )
+
+
+def version_of(session: Session, workflow_id: uuid.UUID, number: int | None) -> WorkflowVersion | None:
+    if number is None:
+        return None
+    return session.scalar(
+        select(WorkflowVersion).where(
+            WorkflowVersion.workflow_id == workflow_id, WorkflowVersion.version == number
+        )
+    )

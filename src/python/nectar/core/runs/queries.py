@@ -1,0 +1,61 @@
+"""Reading runs back: by idempotency key, newest first with filters, one with its steps.
+
+All functions work inside the session's tenant scope; ids from another organization are simply
+not found.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from nectar.core.runs.writer import run_writer
+from nectar.schema.models import WorkflowRun
+
+
+def run_for_key(session: Session, workflow_id: uuid.UUID, key: str) -> WorkflowRun | None:
+    return session.scalar(
+        select(WorkflowRun).where(WorkflowRun.workflow_id == workflow_id, WorkflowRun.idempotency_key == key)
+    )
+
+
+def list_runs(
+    session: Session,
+    *,
+    workflow_id: uuid.UUID | None = None,
+    status: str | None = None,
+    trigger: str | None = None,
+    limit: int = 50,
+    before: datetime | None = None,
+) -> list[WorkflowRun]:
+    """Newest first, filtered; `before` (the last queued_at seen) pages without OFFSET."""
+    _runs_written(session)
+    statement = select(WorkflowRun).order_by(WorkflowRun.queued_at.desc(), WorkflowRun.id).limit(limit)
+    if workflow_id:
+        statement = statement.where(WorkflowRun.workflow_id == workflow_id)
+    if status:
+        statement = statement.where(WorkflowRun.status == status)
+    if trigger:
+        statement = statement.where(WorkflowRun.trigger == trigger)
+    if before:
+        statement = statement.where(WorkflowRun.queued_at < before)
+    return list(session.scalars(statement))
+
+
+def get_run(session: Session, run_id: uuid.UUID) -> WorkflowRun:
+    """The run; its `steps` in order (step_id, step_type, position, attempt, status, input, output,
+    error, started_at and finished_at as ISO 8601 text)."""
+    _runs_written(session)
+    run = session.get(WorkflowRun, run_id)
+    if run is None:
+        raise LookupError("no such run")
+    return run
+
+
+def _runs_written(session: Session) -> None:
+    """Endpoint calls' runs are written just after their answer (writer.py): reads wait for those
+    this process has handed over, so a caller reading its run back finds it."""
+    run_writer(session.get_bind()).flush()

@@ -1,0 +1,88 @@
+"""Putting asynchronous runs on core's queue: a queued run with its first activation, and the
+activations that follow (jobs.py holds the tasks that run them).
+
+Runs are shared out fairly between organizations. An organization's Nth waiting run is queued
+with priority -N, so workers take every organization's first waiting run before anyone's second:
+a thousand queued runs of one organization delay another's by one run each, at most. And its runs
+go round ORG_MAX_WORKER_RUNS procrastinate locks (jobs with one lock run one at a time), so it
+holds at most that many of all workers' slots (WORKER_CONCURRENCY each); the rest stay free for
+other organizations however long its runs take.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+
+from flask import current_app
+from sqlalchemy import text
+
+from nectar.core.workflows.expressions import json_safe
+from nectar.schema.models import WorkflowRun
+from nectar.shared.jobs import enqueue
+
+QUEUE = "core"
+RUN_TASK = "core.run_workflow"
+WAKE_TASK = "core.wake_run"
+MOST_WAITING_COUNTED = 10_000  # past it, an organization's runs are all last alike
+_WAITING_RUNS = text(
+    "SELECT count(*) FROM (SELECT 1 FROM workflow_runs WHERE org_id = :org_id AND status = 'queued' LIMIT :most) w"
+)
+
+
+def queue_run(
+    session,
+    org_id: uuid.UUID,
+    workflow_id,
+    version_id,
+    trigger: str,
+    run_input: dict,
+    *,
+    key=None,
+    rerun_of=None,
+    parent_run_id=None,
+    call_depth: int = 0,
+):
+    """Records a queued run and its job in the caller's transaction; returns the run's id. The job
+    waits behind the organization's runs already waiting (see the module's docstring). A run
+    called by another one names it (`parent_run_id`) and how deeply calls are nested."""
+    waiting = session.scalar(_WAITING_RUNS, {"org_id": org_id, "most": MOST_WAITING_COUNTED})
+    run_id = uuid.uuid4()
+    session.add(
+        WorkflowRun(
+            id=run_id,
+            org_id=org_id,
+            workflow_id=workflow_id,
+            version_id=version_id,
+            trigger=trigger,
+            status="queued",
+            idempotency_key=key,
+            rerun_of=rerun_of,
+            parent_run_id=parent_run_id,
+            call_depth=call_depth,
+            input=json_safe(run_input),
+        )
+    )
+    session.flush()
+    schedule_activation(session, org_id, run_id, priority=-waiting)
+    return run_id
+
+
+def schedule_activation(
+    session, org_id: uuid.UUID, run_id: uuid.UUID, at: datetime | None = None, *, priority: int = 0
+) -> None:
+    """Queues the run's next activation (now, or at `at`) in the caller's transaction.
+
+    A run always takes the same of its organization's lanes (procrastinate locks), so its
+    activations never overlap, whoever queued them, and the organization never holds more than
+    ORG_MAX_WORKER_RUNS of the workers' slots. A job waiting for its lock also holds back every
+    later job with that lock, so a wake-up for later is a lock-free job of its own that queues the
+    activation when its time comes: a timeout thirty days away never delays an event that arrives
+    first."""
+    args = {"org_id": str(org_id), "run_id": str(run_id)}
+    if at is not None and at > datetime.now(UTC):
+        enqueue(session, WAKE_TASK, args, queue=QUEUE, scheduled_at=at)
+        return
+    lanes = current_app.config["NECTAR_SETTINGS"].org_max_worker_runs
+    lane = uuid.UUID(str(run_id)).int % lanes
+    enqueue(session, RUN_TASK, args, queue=QUEUE, priority=priority, lock=f"{RUN_TASK}:{org_id}:{lane}")

@@ -1,0 +1,193 @@
+"""Runs in the database: recording finished runs (one statement each, or many at once for the
+batched writer, writer.py), and completing queued ones."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy.orm import Session
+
+from nectar.core.workflows.engine import RunOutcome, StepRecord
+from nectar.core.workflows.expressions import json_safe, json_text
+
+FINAL_STATUSES = ("succeeded", "failed", "cancelled")
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    workflow_id: uuid.UUID
+    version_id: uuid.UUID
+    trigger: str
+    input: dict
+    idempotency_key: str | None = None
+    rerun_of: uuid.UUID | None = None
+
+
+def jsonb_text(value) -> str:
+    """JSON for a jsonb parameter. jsonb refuses NUL characters; json_safe's slower walk drops them
+    only when the text shows one."""
+    text = json_text(value)
+    return json_text(json_safe(value)) if "\\u0000" in text else text
+
+
+@dataclass(frozen=True)
+class FinishedRun:
+    """A run that has been executed and waits to be recorded."""
+
+    id: uuid.UUID
+    org_id: uuid.UUID
+    request: RunRequest
+    outcome: RunOutcome
+
+
+def _run_row(run: FinishedRun) -> dict:
+    request = run.request
+    return {
+        "id": run.id,
+        "org_id": run.org_id,
+        "workflow_id": request.workflow_id,
+        "version_id": request.version_id,
+        "trigger": request.trigger,
+        "idempotency_key": request.idempotency_key,
+        "rerun_of": request.rerun_of,
+        "input": request.input,
+        **_outcome_row(run.outcome),
+    }
+
+
+def _outcome_row(outcome: RunOutcome) -> dict:
+    output = {"output": outcome.output}
+    if outcome.failed_step is not None:  # where a retry starts again (recovery.py)
+        output["failed_step"] = outcome.failed_step
+    if (response := outcome.response) is not None:
+        output["response"] = {"status": response.status, "headers": response.headers, "body": response.body}
+    return {
+        "status": outcome.status,
+        "output": output,
+        "error": outcome.error,
+        "started_at": outcome.started_at,
+        "finished_at": outcome.finished_at,
+        "duration_ms": outcome.duration_ms,
+        "steps": [record_json(s) for s in outcome.steps],
+    }
+
+
+def record_json(record: StepRecord) -> dict:
+    """A step's entry in its run's trace, as the `steps` column holds it."""
+    return {
+        "step_id": record.step_id,
+        "step_type": record.step_type,
+        "position": record.position,
+        "attempt": record.attempt,
+        "status": record.status,
+        "input": record.input,
+        "output": record.output,
+        "error": record.error,
+        "started_at": record.started_at,
+        "finished_at": record.finished_at,
+    }
+
+
+def record_from_json(data: dict | None) -> StepRecord | None:
+    """The StepRecord of a trace entry read back (its times are ISO 8601 text in jsonb)."""
+    if data is None:
+        return None
+    started, finished = (datetime.fromisoformat(data[f]) for f in ("started_at", "finished_at"))
+    return StepRecord(**{**data, "started_at": started, "finished_at": finished})
+
+
+_OUTCOME_FIELDS = (
+    "status text, output jsonb, error text, started_at timestamptz, finished_at timestamptz, duration_ms int, "
+    "steps jsonb"
+)
+
+# One statement writes any number of runs of one organization, their steps included, and counts
+# them for the plan's rate limit when given a bucket (endpoint calls). In psycopg's parameter style,
+# as the endpoint hot path binds it on a raw connection.
+RECORD_RUNS_SQL = f"""
+    WITH counted AS (
+        INSERT INTO rate_limit_buckets (key, window_start, count)
+        SELECT CAST(%(rate_key)s AS text), CAST(%(rate_window)s AS bigint), CAST(%(rate_count)s AS int)
+        WHERE CAST(%(rate_key)s AS text) IS NOT NULL
+        ON CONFLICT (key, window_start) DO UPDATE SET count = rate_limit_buckets.count + EXCLUDED.count
+    )
+    INSERT INTO workflow_runs (id, org_id, workflow_id, version_id, trigger, status, idempotency_key, rerun_of,
+                               input, output, error, queued_at, started_at, finished_at, duration_ms, steps)
+    SELECT r.id, r.org_id, r.workflow_id, r.version_id, r.trigger, r.status, r.idempotency_key, r.rerun_of,
+           r.input, r.output, r.error, r.started_at, r.started_at, r.finished_at, r.duration_ms, r.steps
+    FROM jsonb_to_recordset(CAST(%(runs)s AS jsonb)) AS r(id uuid, org_id uuid, workflow_id uuid,
+         version_id uuid, trigger text, idempotency_key text, rerun_of uuid, input jsonb, {_OUTCOME_FIELDS})
+"""  # noqa: S608 - only the constant column list is filled in
+
+
+def run_record_json(run: FinishedRun) -> str:
+    """A run as RECORD_RUNS_SQL reads it, in JSON. The endpoint hot path makes it as soon as the
+    call is answered, so what waits to be written is one string, not the run's objects."""
+    return jsonb_text(_run_row(run))
+
+
+def record_runs_params(
+    record_jsons: list[str], rate_bucket: tuple[str, int] | None = None, *, calls: int | None = None
+) -> dict:
+    """RECORD_RUNS_SQL's parameters for runs of one organization (each from run_record_json), counting them
+    in `rate_bucket`; or counting `calls`, when some calls were refused without a run."""
+    rate_key, rate_window = rate_bucket or (None, None)
+    return {
+        "rate_key": rate_key,
+        "rate_window": rate_window,
+        "rate_count": len(record_jsons) if calls is None else calls,
+        "runs": f"[{','.join(record_jsons)}]",
+    }
+
+
+def record_run(
+    session: Session,
+    org_id: uuid.UUID,
+    request: RunRequest,
+    outcome: RunOutcome,
+    rate_bucket: tuple[str, int] | None = None,
+    run_id: uuid.UUID | None = None,
+) -> uuid.UUID:
+    run = FinishedRun(run_id or uuid.uuid4(), org_id, request, outcome)
+    session.connection().exec_driver_sql(
+        RECORD_RUNS_SQL, record_runs_params([run_record_json(run)], rate_bucket)
+    )
+    return run.id
+
+
+# A run that waited keeps the time it first started; its duration runs from then.
+_COMPLETE_RUN_SQL = f"""
+    UPDATE workflow_runs SET status = r.status, output = r.output, error = r.error,
+           started_at = COALESCE(workflow_runs.started_at, r.started_at), finished_at = r.finished_at,
+           duration_ms = (EXTRACT(EPOCH FROM r.finished_at - COALESCE(workflow_runs.started_at, r.started_at))
+                          * 1000)::int,
+           steps = r.steps, wake_at = NULL, waiting_for = NULL
+    FROM jsonb_to_record(CAST(%(outcome)s AS jsonb)) AS r({_OUTCOME_FIELDS})
+    WHERE id = %(id)s
+"""  # noqa: S608 - only the constant column list is filled in
+
+_SUSPEND_RUN_SQL = """
+    UPDATE workflow_runs SET status = 'waiting', wake_at = %(wake_at)s, waiting_for = CAST(%(waiting_for)s AS jsonb),
+           steps = CAST(%(steps)s AS jsonb), started_at = COALESCE(started_at, %(started_at)s)
+    WHERE id = %(id)s
+"""
+
+
+def complete_run(session: Session, run_id: uuid.UUID, outcome: RunOutcome) -> None:
+    """Writes a queued run's outcome and steps in one statement: finished, or waiting (with when to
+    wake it and what it waits for)."""
+    if outcome.status == "waiting":
+        params = {
+            "id": run_id,
+            "wake_at": outcome.wake_at,
+            "waiting_for": jsonb_text(outcome.waiting_for),
+            "steps": jsonb_text([record_json(s) for s in outcome.steps]),
+            "started_at": outcome.started_at,
+        }
+        session.connection().exec_driver_sql(_SUSPEND_RUN_SQL, params)
+        return
+    session.connection().exec_driver_sql(
+        _COMPLETE_RUN_SQL, {"id": run_id, "outcome": jsonb_text(_outcome_row(outcome))}
+    )

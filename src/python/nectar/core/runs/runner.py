@@ -1,0 +1,233 @@
+"""Running a stored workflow version for real: live effects, then one statement to record the run
+(endpoint calls and tests), or an activation of a durable run from its journal (the worker)."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import replace
+from datetime import UTC, datetime
+
+from flask import current_app
+from sqlalchemy import select, update
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.orm import Session
+
+from nectar.core.integrations.service import authorize, connection_named
+from nectar.core.org_mail.service import MailLimitReached, WorkflowMail
+from nectar.core.runs.calls import Caller, called_run_result, start_called_run, wake_caller
+from nectar.core.runs.inbox import RunInbox
+from nectar.core.runs.journal import RunJournal
+from nectar.core.runs.links import run_links
+from nectar.core.runs.records import FINAL_STATUSES, RunRequest, complete_run, record_run
+from nectar.core.workflows import outbound
+from nectar.core.workflows.engine import SYNC_LIMITS, Limits, RunOutcome, RunStopped, StepFailed, execute
+from nectar.schema.models import WorkflowRun, WorkflowVersion
+from nectar.shared.database import db, scope_session
+from nectar.shared.mail import Email, queue_email
+
+UNSUBSCRIBED = "the recipient unsubscribed from this organization's email"
+
+
+class LiveEffects:
+    """What steps do to the world: guarded HTTP, email through the outbox (checked and counted
+    against the organization's plan by WorkflowMail), runs of other workflows called by `caller`,
+    real sleeping. The session comes from `session_of`, called the first time a step needs one
+    (most endpoint calls never do). Branches of a parallel step may use it from several threads:
+    `session_lock` (shared with the run's journal) keeps them to one at a time."""
+
+    def __init__(
+        self,
+        session_of: Callable[[], Session],
+        policy: outbound.OutboundPolicy,
+        caller: Caller,
+        session_lock: AbstractContextManager = nullcontext(),  # noqa: B008 - stateless, shareable
+    ):
+        self._session_of, self._session, self.policy = session_of, None, policy
+        self.caller, self._session_lock = caller, session_lock
+        self.org_id, self._mail = caller.org_id, None
+
+    @property
+    def session(self) -> Session:
+        if self._session is None:
+            self._session = self._session_of()
+        return self._session
+
+    @property
+    def mail(self) -> WorkflowMail:
+        if self._mail is None:
+            self._mail = WorkflowMail(db.engine, self.org_id)
+        return self._mail
+
+    def http(self, step: dict, request: dict) -> dict:
+        url, headers = request["url"], request["headers"]
+        if step.get("connection"):
+            with self._session_lock:
+                connection = connection_named(self.session, step["connection"])
+            if connection is None:
+                raise ValueError(f"no connection named {step['connection']!r} in this organization")
+            url, headers = authorize(connection, current_app.config["NECTAR_KEY_RING"], url, headers)
+        return outbound.send(
+            request["method"],
+            url,
+            policy=self.policy,
+            headers=headers,
+            params=request["query"],
+            body=request["body"],
+            timeout=request["timeout_seconds"],
+        ).as_dict()
+
+    def email(self, to: str, subject: str, body: str, *, dedupe_key: str | None = None) -> dict:
+        """Checks, counts and queues the message. A durable run's step gives a dedupe key: the
+        outbox's unique index then holds at most one message per run and step (the step's
+        checkpoint commits with it, so a replay never queues it again)."""
+        try:
+            message = self.mail.message(*(text.replace("\x00", "") for text in (to, subject, body)))
+        except MailLimitReached as limit:
+            raise StepFailed(str(limit)) from None
+        if message is None:
+            return {"queued": False, "to": to, "reason": UNSUBSCRIBED}
+        self.queue(replace(message, dedupe_key=dedupe_key) if dedupe_key else message)
+        return {"queued": True, "to": message.to}
+
+    def queue(self, message: Email) -> None:
+        with self._session_lock:
+            queue_email(self.session, message)
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(seconds)
+
+    def start_workflow(self, workflow: str, run_input: dict, *, key: str | None) -> str:
+        """Queues the called run in the run's transaction: it commits with the calling step's
+        checkpoint (durable runs) or the run's record."""
+        if self.caller is None:
+            raise RunStopped("this run cannot call workflows")
+        with self._session_lock:
+            return start_called_run(self.session, self.caller, workflow, run_input, key)
+
+    def workflow_result(self, run_id: str) -> dict | None:
+        with self._session_lock:
+            return called_run_result(self.session, run_id)
+
+
+class CollectingEffects(LiveEffects):
+    """Live effects whose emails are kept for the caller to write in its own transaction."""
+
+    def __init__(self, session_of: Callable[[], Session], policy: outbound.OutboundPolicy, caller: Caller):
+        super().__init__(session_of, policy, caller)
+        self.emails: list[Email] = []
+
+    def queue(self, message: Email) -> None:
+        self.emails.append(message)
+
+    def start_workflow(self, workflow: str, run_input: dict, *, key: str | None) -> str:
+        """An endpoint call's run is written after its answer: the called run is committed at once."""
+        run_id = super().start_workflow(workflow, run_input, key=key)
+        self.session.commit()
+        return run_id
+
+
+def outbound_policy() -> outbound.OutboundPolicy:
+    return current_app.config["NECTAR_OUTBOUND_POLICY"]
+
+
+def activate_run(
+    session: Session,
+    org_id: uuid.UUID,
+    run_id: uuid.UUID,
+    *,
+    limits: Limits,
+    now: Callable[[], datetime] | None = None,
+) -> RunOutcome | None:
+    """Takes a queued or waiting run as far as it can go now (the worker's part), resuming from its
+    journal: a run whose worker died goes on where its journal ends, repeating no effect it had
+    recorded. Its outcome (finished, or waiting until `wake_at`) is written but not committed, so
+    the caller can schedule the next activation in the same transaction. None when there was
+    nothing to do. A workflow's own failures end as a failed run; the database's raise, and the
+    job is retried. A run cancelled meanwhile stops before its next step that acts or waits, and
+    ends cancelled whatever it reached. A called run that ends wakes its caller if the caller waits
+    for it."""
+    scope_session(session, org_id=org_id)
+    run = session.scalar(select(WorkflowRun).where(WorkflowRun.id == run_id).with_for_update())
+    if run is None or run.status in FINAL_STATUSES:
+        return None  # already finished, or removed
+    run.status = "running"
+    session.commit()
+    definition = session.get(WorkflowVersion, run.version_id).definition
+    session_lock = threading.RLock()  # parallel branches share the session (engine.py)
+    try:
+        outcome = execute(
+            definition,
+            run.input or {},
+            LiveEffects(
+                lambda: session, outbound_policy(), Caller(org_id, run_id, run.call_depth), session_lock
+            ),
+            limits=limits,
+            mode="async",
+            journal=RunJournal(session, org_id, run_id, session_lock),
+            now=now or (lambda: datetime.now(UTC)),
+            inbox=RunInbox(session, run, run_links()),
+        )
+        # Locked until the outcome is committed, so a cancel either came first or finds it final.
+        status, error = session.execute(
+            select(WorkflowRun.status, WorkflowRun.error).where(WorkflowRun.id == run_id).with_for_update()
+        ).one()
+        if status == "cancelled":
+            outcome = replace(outcome, status="cancelled", error=error, wake_at=None, waiting_for=None)
+        complete_run(session, run_id, outcome)
+        if run.parent_run_id is not None and outcome.status != "waiting":
+            wake_caller(session, org_id, run_id)
+        return outcome
+    except DBAPIError as error:
+        if error.connection_invalidated or isinstance(error, OperationalError):
+            raise  # the database went away: the job is retried and the run resumes from its journal
+        return _fail(session, org_id, run, error)
+    except Exception as error:  # noqa: BLE001 - a run must end recorded, whatever broke
+        return _fail(session, org_id, run, error)
+
+
+def _fail(session: Session, org_id: uuid.UUID, run: WorkflowRun, error: Exception) -> None:
+    run_id, called = run.id, run.parent_run_id is not None
+    session.rollback()
+    scope_session(session, org_id=org_id)
+    session.execute(
+        update(WorkflowRun)
+        .where(WorkflowRun.id == run_id)
+        .values(
+            status="failed",
+            error=f"the run could not be completed: {type(error).__name__}: {error}"[:2000],
+            wake_at=None,
+            waiting_for=None,
+        )
+    )
+    if called:
+        wake_caller(session, org_id, run_id)
+
+
+def run_version(
+    session: Session,
+    org_id: uuid.UUID,
+    request: RunRequest,
+    definition: dict,
+    *,
+    limits: Limits = SYNC_LIMITS,
+    mode: str = "sync",
+    policy: outbound.OutboundPolicy | None = None,
+    rate_bucket: tuple[str, int] | None = None,
+    deadline: float | None = None,
+) -> tuple[uuid.UUID, RunOutcome]:
+    """Runs `definition` now and records the run in the session's transaction (uncommitted), with
+    whatever its steps queued (emails, called runs)."""
+    run_id = uuid.uuid4()
+    outcome = execute(
+        definition,
+        request.input,
+        LiveEffects(lambda: session, policy or outbound_policy(), Caller(org_id, run_id)),
+        limits=limits,
+        mode=mode,
+        deadline=deadline,
+    )
+    return record_run(session, org_id, request, outcome, rate_bucket, run_id), outcome

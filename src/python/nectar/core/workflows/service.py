@@ -19,6 +19,7 @@ from nectar.core.workflows.definition import Problem, validate
 from nectar.core.workflows.engine import RunOutcome
 from nectar.core.workflows.expressions import json_safe, json_text
 from nectar.schema.models import Workflow, WorkflowRun, WorkflowVersion
+from nectar.shared.bad_input import BadInput
 
 
 class InvalidWorkflow(Exception):
@@ -133,6 +134,16 @@ def version_of(session: Session, workflow_id: uuid.UUID, number: int | None) -> 
 
 
 # --- runs ------------------------------------------------------------------------------------------
+
+
+IDEMPOTENCY_KEY_MAX = 200  # what workflow_runs.idempotency_key holds
+
+
+def checked_idempotency_key(key: str | None) -> str | None:
+    """An Idempotency-Key header's value, or BadInput (400) when it is longer than a run keeps."""
+    if key is not None and len(key) > IDEMPOTENCY_KEY_MAX:
+        raise BadInput(f"Idempotency-Key is at most {IDEMPOTENCY_KEY_MAX} characters.", field="Idempotency-Key")
+    return key
 
 
 @dataclass(frozen=True)

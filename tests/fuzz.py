@@ -42,7 +42,9 @@ UNSAFE_METHODS = ("POST", "PUT", "PATCH", "DELETE")
 STRONG_PASSWORD = "correct horse battery staple fuzz"
 # Mutations a route may legitimately accept when it ignores the field (they are phase "bounded":
 # the check is that the poison is never stored); every other mutation must be refused outright.
-BOUNDED = ("long", "huge")
+BOUNDED = ("long", "huge", "json-text")
+# JSON as the text of a form field: text to a form, poison to a view that parses it.
+JSON_TEXTS = {"nul": '{"a": "\\u0000"}', "NaN": '{"a": NaN}', "deep": '{"a": ' + DEEP + "}"}
 
 
 @dataclass(frozen=True)
@@ -85,6 +87,10 @@ class _FormReader(HTMLParser):
         if tag == "form":
             self._form = Form(attributes.get("action") or self.page_url, attributes.get("method", "get").upper())
             self.forms.append(self._form)
+        elif tag == "option" and self._field is not None and self._field.kind == "select":
+            value = attributes.get("value", "")
+            if "selected" in attributes or (not self._field.value and value):
+                self._field.value = value
         elif self._form is None or not attributes.get("name"):
             return
         elif tag == "input":
@@ -97,10 +103,6 @@ class _FormReader(HTMLParser):
         elif tag in ("textarea", "select"):
             self._field = FormField(attributes["name"], tag)
             self._form.fields.append(self._field)
-        elif tag == "option" and self._field is not None and self._field.kind == "select":
-            value = attributes.get("value", "")
-            if "selected" in attributes or (not self._field.value and value):
-                self._field.value = value
 
     def handle_data(self, data):
         if self._field is not None and self._field.kind == "textarea":
@@ -203,17 +205,31 @@ class Fuzz:
                     continue
                 self._forms.setdefault((endpoint, form.method), form)
 
+    def check(self, database) -> None:
+        """Learns the forms, then sends every mutation and asserts what the service promises: no 5xx
+        (nor a value only the database refused), no row stored by a refused request, and no over-long
+        value stored by any."""
+        self.learn_forms()  # before counting: a page may record that it was seen (admin's audit log)
+        with database.server.connect_as_superuser(database.name) as conn:
+            before = table_counts(conn)
+            findings = self.run("refused")
+            after = table_counts(conn)
+            findings += self.run("bounded")
+            stored = poison_stored(conn)
+        print(f"{sum(self.statuses.values())} requests: {dict(sorted(self.statuses.items()))}")
+        assert not findings, "\n".join(str(finding) for finding in findings)
+        assert {table: (before.get(table), rows) for table, rows in after.items() if before.get(table) != rows} == {}
+        assert stored == [], "an over-long value was stored"
+
     def run(self, phase: str) -> list[Finding]:
         """Sends the mutations of `phase`: "refused" (no route may accept them) or "bounded"
-        (over-long strings and huge numbers)."""
-        if not self._forms:
-            self.learn_forms()
-        self.phase = phase
+        (over-long strings and huge numbers); returns what answered 5xx."""
+        self.phase, earlier = phase, len(self.findings)
         for rule, method in self.rules():
             principal = self.principal_for(rule)
             principal.renew()
             self._fuzz_route(rule, method, principal)
-        return self.findings
+        return self.findings[earlier:]
 
     # -- one route ----------------------------------------------------------------------------------
 
@@ -255,6 +271,8 @@ class Fuzz:
             self._send(principal, method, url, f"form {name} bad-utf8", raw=raw, content_type=_FORM)
         for name in names:
             self._send(principal, method, url, f"form {name} long", form=body(**{name: LONG}))
+            for label, text in JSON_TEXTS.items():  # for a field that takes JSON (admin's settings)
+                self._send(principal, method, url, f"form {name} {label} json-text", form=body(**{name: text}))
             upload = (io.BytesIO(b"not text \x00\xff"), "upload.bin", "application/octet-stream")
             self._send(principal, method, url, f"form {name} file", form=body(**{name: upload}))
         self._send(principal, method, url, "form key nul", form=body(**{NUL: "x"}))
@@ -359,7 +377,7 @@ def _baseline(form_field: FormField) -> str:
         return "2031-01-01T10:00"
     if form_field.kind == "number":
         return "1"
-    return f"Fuzz {uuid.uuid4().hex[:8]}"
+    return f"fuzz-{uuid.uuid4().hex[:8]}"  # fits a slug or a key as well as a name
 
 
 def table_counts(conn: psycopg.Connection, leave_out: tuple[str, ...] = ("rate_limit_buckets",)) -> dict[str, int]:

@@ -17,11 +17,13 @@ import json
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
+from contextlib import suppress
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from urllib.parse import quote_from_bytes, urlencode, urlsplit
 
 import psycopg
+from werkzeug.exceptions import HTTPException
 from werkzeug.routing import Rule
 
 from nectar.shared.web import DATABASE_REFUSED
@@ -85,7 +87,9 @@ class _FormReader(HTMLParser):
     def handle_starttag(self, tag, attrs):
         attributes = {name: value or "" for name, value in attrs}
         if tag == "form":
-            self._form = Form(attributes.get("action") or self.page_url, attributes.get("method", "get").upper())
+            self._form = Form(
+                attributes.get("action") or self.page_url, attributes.get("method", "get").upper()
+            )
             self.forms.append(self._form)
         elif tag == "option" and self._field is not None and self._field.kind == "select":
             value = attributes.get("value", "")
@@ -183,7 +187,9 @@ class Fuzz:
 
     def url_of(self, rule: Rule, **overrides: str) -> str:
         values = {name: self.value_for(rule, name) for name in rule.arguments if name not in overrides}
-        return _join(rule.build(values | overrides, append_unknown=False)[1], self.queries.get(rule.endpoint, ""))
+        return _join(
+            rule.build(values | overrides, append_unknown=False)[1], self.queries.get(rule.endpoint, "")
+        )
 
     def learn_forms(self) -> None:
         """Reads the forms of every page (GET route) as each route's principal sees it."""
@@ -199,11 +205,9 @@ class Fuzz:
                 continue
             for form in forms_on(response.get_data(as_text=True), url):
                 path = urlsplit(form.action).path
-                try:
+                with suppress(HTTPException):  # a form that posts elsewhere (another service's address)
                     endpoint, _values = adapter.match(path, method=form.method)
-                except Exception:  # noqa: BLE001 - a form that posts elsewhere (another service)
-                    continue
-                self._forms.setdefault((endpoint, form.method), form)
+                    self._forms.setdefault((endpoint, form.method), form)
 
     def check(self, database) -> None:
         """Learns the forms, then sends every mutation and asserts what the service promises: no 5xx
@@ -218,7 +222,9 @@ class Fuzz:
             stored = poison_stored(conn)
         print(f"{sum(self.statuses.values())} requests: {dict(sorted(self.statuses.items()))}")
         assert not findings, "\n".join(str(finding) for finding in findings)
-        assert {table: (before.get(table), rows) for table, rows in after.items() if before.get(table) != rows} == {}
+        assert {
+            table: (before.get(table), rows) for table, rows in after.items() if before.get(table) != rows
+        } == {}
         assert stored == [], "an over-long value was stored"
 
     def run(self, phase: str) -> list[Finding]:
@@ -248,7 +254,13 @@ class Fuzz:
             query = "&".join(f"{n}={quote_from_bytes(value)}" for n in names)
             self._send(principal, method, _join(url, base_query, query), f"query {label}")
         self._send(principal, method, url, "header nul", headers={"User-Agent": NUL, "X-Request-Id": NUL})
-        self._send(principal, method, url, "header long", headers={"Idempotency-Key": LONG_LINE, "User-Agent": LONG_LINE})
+        self._send(
+            principal,
+            method,
+            url,
+            "header long",
+            headers={"Idempotency-Key": LONG_LINE, "User-Agent": LONG_LINE},
+        )
         if method not in UNSAFE_METHODS:
             return
         if self.json_routes(rule):
@@ -272,13 +284,22 @@ class Fuzz:
         for name in names:
             self._send(principal, method, url, f"form {name} long", form=body(**{name: LONG}))
             for label, text in JSON_TEXTS.items():  # for a field that takes JSON (admin's settings)
-                self._send(principal, method, url, f"form {name} {label} json-text", form=body(**{name: text}))
+                self._send(
+                    principal, method, url, f"form {name} {label} json-text", form=body(**{name: text})
+                )
             upload = (io.BytesIO(b"not text \x00\xff"), "upload.bin", "application/octet-stream")
             self._send(principal, method, url, f"form {name} file", form=body(**{name: upload}))
         self._send(principal, method, url, "form key nul", form=body(**{NUL: "x"}))
         for charset in CHARSETS:
             raw = urlencode(body(fuzz=NUL), doseq=True)
-            self._send(principal, method, url, f"form charset {charset}", raw=raw, content_type=f"{_FORM}; charset={charset}")
+            self._send(
+                principal,
+                method,
+                url,
+                f"form charset {charset}",
+                raw=raw,
+                content_type=f"{_FORM}; charset={charset}",
+            )
 
     def _fuzz_json(self, principal: Principal, method: str, url: str) -> None:
         def body(**changes) -> dict:
@@ -287,7 +308,13 @@ class Fuzz:
 
         # Refused whatever the route reads: every field poisoned at once.
         for label, value in (("nul", NUL), ("surrogate", SURROGATE)):
-            self._send(principal, method, url, f"json fields {label}", raw=_dumps({n: value for n in self.json_fields}))
+            self._send(
+                principal,
+                method,
+                url,
+                f"json fields {label}",
+                raw=_dumps({n: value for n in self.json_fields}),
+            )
         raw = _dumps({n: "<deep>" for n in self.json_fields}).replace('"<deep>"', DEEP)
         self._send(principal, method, url, "json fields deep", raw=raw)
         # Limits are the route's own: one field at a time, the others valid.
@@ -300,7 +327,14 @@ class Fuzz:
         self._send(principal, method, url, "json as a file", form={"file": upload})
         for charset in CHARSETS:
             raw = _dumps(body(fuzz=NUL))
-            self._send(principal, method, url, f"json charset {charset}", raw=raw, content_type=f"{_JSON}; charset={charset}")
+            self._send(
+                principal,
+                method,
+                url,
+                f"json charset {charset}",
+                raw=raw,
+                content_type=f"{_JSON}; charset={charset}",
+            )
 
     def _fuzz_json_body(self, principal: Principal, method: str, url: str) -> None:
         """Bodies no JSON reader may accept, sent to every route (a form route may still be asked)."""
@@ -314,6 +348,9 @@ class Fuzz:
             ("surrogate", '{"name": "a\\udc00b"}'),
         ):
             self._send(principal, method, url, f"body {label}", raw=raw)
+        for charset in CHARSETS:
+            text = f"text/plain; charset={charset}"
+            self._send(principal, method, url, f"text charset {charset}", raw=b"e30=\x00", content_type=text)
 
     # -- sending ------------------------------------------------------------------------------------
 
@@ -323,7 +360,9 @@ class Fuzz:
         address = f"10.{self._address >> 16 & 255}.{self._address >> 8 & 255}.{self._address & 255}"
         return {"X-Forwarded-For": address, **principal.headers, **(extra or {})}
 
-    def _send(self, principal, method, url, mutation, *, form=None, raw=None, content_type=None, headers=None):
+    def _send(
+        self, principal, method, url, mutation, *, form=None, raw=None, content_type=None, headers=None
+    ):
         if (mutation.rsplit(" ", 1)[-1] in BOUNDED) != (self.phase == "bounded"):
             return
         kwargs: dict = {"method": method, "headers": self._headers(principal, headers)}
@@ -341,7 +380,9 @@ class Fuzz:
             return
         text = response.get_data(as_text=True)
         self.statuses[response.status_code] += 1
-        if response.status_code >= 500 or DATABASE_REFUSED in text:  # refused by the database: not checked first
+        if (
+            response.status_code >= 500 or DATABASE_REFUSED in text
+        ):  # refused by the database: not checked first
             detail = text
             try:
                 detail = json.loads(detail).get("detail", detail)
@@ -380,14 +421,18 @@ def _baseline(form_field: FormField) -> str:
     return f"fuzz-{uuid.uuid4().hex[:8]}"  # fits a slug or a key as well as a name
 
 
-def table_counts(conn: psycopg.Connection, leave_out: tuple[str, ...] = ("rate_limit_buckets",)) -> dict[str, int]:
+def table_counts(
+    conn: psycopg.Connection, leave_out: tuple[str, ...] = ("rate_limit_buckets",)
+) -> dict[str, int]:
     """Rows in every table of the public schema (counters of attempts left out: refusing counts them)."""
     tables = [
         row[0]
         for row in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY 1")
         if row[0] not in leave_out
     ]
-    return {table: conn.execute(f'SELECT count(*) FROM "{table}"').fetchone()[0] for table in tables}  # noqa: S608
+    return {
+        table: conn.execute(f'SELECT count(*) FROM "{table}"').fetchone()[0] for table in tables
+    }  # noqa: S608
 
 
 def poison_stored(conn: psycopg.Connection) -> list[str]:

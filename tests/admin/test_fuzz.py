@@ -19,7 +19,9 @@ from tests.fuzz import Fuzz, Principal
 def admin_app(settings_for, core_url):
     # One trusted proxy hop: each fuzzed request brings its own address, so no throttle hides a view.
     app = create_app(
-        settings_for(Service.ADMIN, CORE_ADMIN_TOKEN=ADMIN_TOKEN, CORE_API_URL=core_url, TRUSTED_PROXY_HOPS="1")
+        settings_for(
+            Service.ADMIN, CORE_ADMIN_TOKEN=ADMIN_TOKEN, CORE_API_URL=core_url, TRUSTED_PROXY_HOPS="1"
+        )
     )
     yield app
     with app.app_context():
@@ -36,8 +38,17 @@ def variables(database):
     suspended and deactivated by the fuzz)."""
     tag = uuid.uuid4().hex[:8]
     with database.server.connect_as_superuser(database.name) as conn:
-        org = _one(conn, "INSERT INTO organizations (name, slug) VALUES (%s, %s) RETURNING id", f"Fuzz {tag}", f"fuzz-{tag}")
-        user = _one(conn, "INSERT INTO users (email, display_name) VALUES (%s, 'Fuzz') RETURNING id", f"fuzz-{tag}@example.com")
+        org = _one(
+            conn,
+            "INSERT INTO organizations (name, slug) VALUES (%s, %s) RETURNING id",
+            f"Fuzz {tag}",
+            f"fuzz-{tag}",
+        )
+        user = _one(
+            conn,
+            "INSERT INTO users (email, display_name) VALUES (%s, 'Fuzz') RETURNING id",
+            f"fuzz-{tag}@example.com",
+        )
         conn.execute("INSERT INTO memberships (org_id, user_id, role) VALUES (%s, %s, 'owner')", (org, user))
         template = _one(
             conn,
@@ -60,7 +71,9 @@ def variables(database):
                 "INSERT INTO blog_posts (slug, title, body_markdown) VALUES (%s, 'Fuzz', 'Text') RETURNING id",
                 f"fuzz-{tag}",
             ),
-            "lead_id": _one(conn, "INSERT INTO leads (email) VALUES (%s) RETURNING id", f"lead-{tag}@example.com"),
+            "lead_id": _one(
+                conn, "INSERT INTO leads (email) VALUES (%s) RETURNING id", f"lead-{tag}@example.com"
+            ),
             "message_id": _one(
                 conn,
                 "INSERT INTO email_outbox (to_address, subject, body_text, category, status) "
@@ -89,7 +102,10 @@ def test_bad_input_on_any_route_is_refused_without_a_5xx_and_nothing_is_stored(
         assert response.status_code == 302, response.get_data(as_text=True)
 
     signed_in = Principal(
-        staff.client, token_page="/users/new", still_in=lambda: staff.get("/").status_code == 200, sign_in=sign_in
+        staff.client,
+        token_page="/users/new",
+        still_in=lambda: staff.get("/").status_code == 200,
+        sign_in=sign_in,
     )
     sign_in()
     fuzz = Fuzz(admin_app, value_for=lambda rule, name: variables[name], principal_for=lambda rule: signed_in)

@@ -534,10 +534,14 @@ def test_input_text_cannot_hold_is_refused_before_the_workflow_runs(owner, datab
     deep = browser.client.post(endpoint["url"], data="[" * 300 + "]" * 300, content_type="application/json")
     assert deep.status_code == 400 and "deeper than 100 levels" in deep.json["detail"]
     for charset in ("base64", "hex", "rot13"):
-        encoded = browser.client.post(endpoint["url"], data=b"e30=", content_type=f"text/plain; charset={charset}")
+        encoded = browser.client.post(
+            endpoint["url"], data=b"e30=", content_type=f"text/plain; charset={charset}"
+        )
         assert encoded.status_code == 415, charset
     with database.connect(Role.ADMIN) as conn:
-        runs = conn.execute("SELECT count(*) FROM workflow_runs WHERE workflow_id = %s", (endpoint["workflow_id"],))
+        runs = conn.execute(
+            "SELECT count(*) FROM workflow_runs WHERE workflow_id = %s", (endpoint["workflow_id"],)
+        )
         assert runs.fetchone() == (0,)
 
 

@@ -20,7 +20,9 @@ from tests.fuzz import Fuzz, Principal
 ADMIN_TOKEN = "test-admin-token-0123456789abcdef-0123456789abc"
 HOOK_SECRET = "s" * 32
 # A tenant endpoint's calls, as a rule, so the fuzz sends them what it sends every route.
-TENANT_CALLS = list(Map([Rule("/e/<uuid:org_id>/fuzz", endpoint="tenant call", methods=["GET", "POST"])]).iter_rules())
+TENANT_CALLS = list(
+    Map([Rule("/e/<uuid:org_id>/fuzz", endpoint="tenant call", methods=["GET", "POST"])]).iter_rules()
+)
 DEFINITION = {
     "trigger": {"type": "http"},
     "steps": [{"id": "reply", "type": "respond", "status": 200, "body": {"ok": True}}],
@@ -127,7 +129,9 @@ def owner(app, database):
 
 def _signed(body: bytes) -> dict[str, str]:
     """The signature of an incoming webhook's body, as its sender computes it."""
-    return {"X-Nectar-Signature": "sha256=" + hmac.new(HOOK_SECRET.encode(), body, hashlib.sha256).hexdigest()}
+    return {
+        "X-Nectar-Signature": "sha256=" + hmac.new(HOOK_SECRET.encode(), body, hashlib.sha256).hexdigest()
+    }
 
 
 def _json_fields(workflow_id: str) -> dict:

@@ -49,7 +49,8 @@ def addresses(app, database):
     visitor.client.post("/newsletter", data={"email": email, "csrf_token": visitor.csrf_token()})
     with database.server.connect_as_superuser(database.name) as conn:
         body = conn.execute(
-            "SELECT body_text FROM email_outbox WHERE to_address = %s AND category = 'newsletter.confirm'", (email,)
+            "SELECT body_text FROM email_outbox WHERE to_address = %s AND category = 'newsletter.confirm'",
+            (email,),
         ).fetchone()[0]
     checkout = visitor.client.post(
         "/billing/checkout",

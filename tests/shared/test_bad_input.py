@@ -71,7 +71,10 @@ def test_nul_and_lone_surrogates_anywhere_in_json_are_refused_naming_where(clien
         ('{"a": [Infinity]}', "Infinity"),
         ('{"a": -Infinity}', "Infinity"),
         ("[" * 1000 + "]" * 1000, f"deeper than {MAX_JSON_DEPTH} levels"),
-        ('{"a":' * (MAX_JSON_DEPTH + 1) + "1" + "}" * (MAX_JSON_DEPTH + 1), f"deeper than {MAX_JSON_DEPTH} levels"),
+        (
+            '{"a":' * (MAX_JSON_DEPTH + 1) + "1" + "}" * (MAX_JSON_DEPTH + 1),
+            f"deeper than {MAX_JSON_DEPTH} levels",
+        ),
         ('{"a": ', "not valid JSON"),
         ('{"n": 1' + "0" * 5000 + "}", "not valid JSON"),
     ],
@@ -85,12 +88,16 @@ def test_json_as_deep_as_allowed_reaches_the_view_parsed_once(client):
     deepest = "[" * (MAX_JSON_DEPTH - 1) + "1" + "]" * (MAX_JSON_DEPTH - 1)
     response = _json(client, deepest)
     assert response.status_code == 200
-    assert _json(client, '{"café": "\\ud83d\\ude00"}').json["json"] == {"café": "\U0001f600"}  # a pair is fine
+    assert _json(client, '{"café": "\\ud83d\\ude00"}').json["json"] == {
+        "café": "\U0001f600"
+    }  # a pair is fine
 
 
 @pytest.mark.parametrize("charset", ["base64", "hex", "rot13", "zlib"])
 def test_a_charset_that_is_not_a_text_encoding_is_a_415(client, charset):
-    form = client.post("/echo", data="a=b", content_type=f"application/x-www-form-urlencoded; charset={charset}")
+    form = client.post(
+        "/echo", data="a=b", content_type=f"application/x-www-form-urlencoded; charset={charset}"
+    )
     assert form.status_code == 415 and charset in form.get_data(as_text=True)
     api = _json(client, "{}", f"application/json; charset={charset}")
     assert api.status_code == 415 and api.json["errors"][0]["field"] == "Content-Type"
@@ -98,17 +105,23 @@ def test_a_charset_that_is_not_a_text_encoding_is_a_415(client, charset):
 
 @pytest.mark.parametrize("charset", ["utf-8", "UTF-8", "latin-1", "x-no-such-charset"])
 def test_text_encodings_and_unknown_charsets_are_read(client, charset):
-    response = client.post("/echo", data="a=b", content_type=f"application/x-www-form-urlencoded; charset={charset}")
+    response = client.post(
+        "/echo", data="a=b", content_type=f"application/x-www-form-urlencoded; charset={charset}"
+    )
     assert response.status_code == 200 and response.json["form"] == {"a": "b"}
 
 
 def test_a_file_where_text_is_expected_is_a_400_naming_the_field(client):
     response = client.post(
-        "/echo", data={"name": "Ada", "avatar": (io.BytesIO(b"\x89PNG"), "a.png")}, content_type="multipart/form-data"
+        "/echo",
+        data={"name": "Ada", "avatar": (io.BytesIO(b"\x89PNG"), "a.png")},
+        content_type="multipart/form-data",
     )
     assert response.status_code == 400
     page = response.get_data(as_text=True)
-    assert "text/html" in response.content_type and "avatar" in page and "file" in page  # a page for a browser
+    assert (
+        "text/html" in response.content_type and "avatar" in page and "file" in page
+    )  # a page for a browser
 
 
 def test_bytes_that_are_not_utf8_are_refused_in_the_address_and_forms(client):
@@ -117,7 +130,9 @@ def test_bytes_that_are_not_utf8_are_refused_in_the_address_and_forms(client):
     assert client.post("/", environ_overrides={"PATH_INFO": "/echo\xff"}).status_code == 400
     form = client.post("/echo", data=b"name=a%ED%A0%80b", content_type="application/x-www-form-urlencoded")
     assert form.status_code == 400 and "not UTF-8" in form.get_data(as_text=True)
-    fine = client.post("/echo?q=caf%C3%A9", data=b"name=caf%C3%A9", content_type="application/x-www-form-urlencoded")
+    fine = client.post(
+        "/echo?q=caf%C3%A9", data=b"name=caf%C3%A9", content_type="application/x-www-form-urlencoded"
+    )
     assert fine.status_code == 200 and fine.json["form"] == {"name": "café"}
 
 
@@ -127,7 +142,9 @@ def test_a_nul_in_a_header_is_refused(client):
 
 
 def test_a_value_longer_than_its_column_is_a_422_naming_it_before_the_database_sees_it(client):
-    response = client.post("/organizations", data={"name": "x" * 201, "slug": "fine"}, headers={"Accept": "application/json"})
+    response = client.post(
+        "/organizations", data={"name": "x" * 201, "slug": "fine"}, headers={"Accept": "application/json"}
+    )
     assert response.status_code == 422, response.get_data(as_text=True)
     assert response.json["errors"] == [{"field": "name", "detail": "name is at most 200 characters."}]
 

@@ -91,7 +91,9 @@ def test_a_json_body_is_judged_at_the_edge_and_still_read_raw_by_the_view(market
     assert refused.json["errors"][0]["pointer"] == "/data/object/note"
     clean = json.dumps({"id": "evt_1", "note": "ab"}).encode()
     unsigned = marketing.test_client().post(
-        "/stripe/webhook", data=clean, headers={"Content-Type": "application/json", "Stripe-Signature": "t=1,v1=x"}
+        "/stripe/webhook",
+        data=clean,
+        headers={"Content-Type": "application/json", "Stripe-Signature": "t=1,v1=x"},
     )
     assert unsigned.status_code == 400 and "signature" in unsigned.json["detail"]
 

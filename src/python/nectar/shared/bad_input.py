@@ -29,7 +29,9 @@ class BadInput(ValueError):
     """Input refused at the edge: why (`detail`), the status to answer (400, or 415 for a charset),
     and where: a JSON Pointer into a JSON body, or the name of a field, parameter or header."""
 
-    def __init__(self, detail: str, *, status: int = 400, pointer: str | None = None, field: str | None = None):
+    def __init__(
+        self, detail: str, *, status: int = 400, pointer: str | None = None, field: str | None = None
+    ):
         super().__init__(detail)
         self.detail, self.status, self.pointer, self.field = detail, status, pointer, field
 
@@ -108,9 +110,7 @@ def _pointer(path: tuple) -> str:
 
 
 def _printable(value: str | None) -> str:
-    return "".join(
-        f"\\u{ord(c):04x}" if c == "\x00" or "\ud800" <= c <= "\udfff" else c for c in value or ""
-    )
+    return "".join(f"\\u{ord(c):04x}" if c == "\x00" or "\ud800" <= c <= "\udfff" else c for c in value or "")
 
 
 def text_charset(mimetype_params: dict[str, str]) -> str:
@@ -124,7 +124,9 @@ def text_charset(mimetype_params: dict[str, str]) -> str:
     except LookupError:
         return "utf-8"
     if not codec._is_text_encoding:  # noqa: SLF001 - the codecs module's own mark for str <-> bytes codecs
-        raise BadInput(f"“{_printable(name)}” is not a text encoding; send UTF-8.", status=415, field="Content-Type")
+        raise BadInput(
+            f"“{_printable(name)}” is not a text encoding; send UTF-8.", status=415, field="Content-Type"
+        )
     return codec.name
 
 
@@ -154,7 +156,8 @@ def check_address(request: Request) -> None:
 
 
 def check_body(request: Request) -> None:
-    """A form's fields, or a JSON body (parsed once here; the views' get_json reads the cache)."""
+    """A form's fields, a JSON body (parsed once here; the views' get_json reads the cache), or a
+    text body in its charset."""
     if not request.content_length and "chunked" not in request.headers.get("Transfer-Encoding", ""):
         return
     text_charset(request.mimetype_params)
@@ -167,10 +170,14 @@ def check_body(request: Request) -> None:
     elif request.mimetype == _MULTIPART:
         if request.files:
             name = next(iter(request.files))
-            raise BadInput(f"The field “{_printable(name)}” is a file; this address takes text only.", field=name)
+            raise BadInput(
+                f"The field “{_printable(name)}” is a file; this address takes text only.", field=name
+            )
         _check_fields(request.form, "field")
     elif request.is_json and request.get_data():
         request.get_json()
+    elif request.mimetype.startswith("text/"):
+        decode_text(request.get_data(), request.mimetype_params)
 
 
 def _check_fields(fields: MultiDict, kind: str) -> None:
@@ -192,7 +199,9 @@ class JsonObject(dict):
         if value is not None and not isinstance(value, str):
             raise BadInput(f"{name} must be a string.", status=422, pointer=_pointer((name,)))
         if value is not None and len(value) > max_length:
-            raise BadInput(f"{name} is at most {max_length:,} characters.", status=422, pointer=_pointer((name,)))
+            raise BadInput(
+                f"{name} is at most {max_length:,} characters.", status=422, pointer=_pointer((name,))
+            )
         return value
 
     def whole_number(self, name: str, *, minimum: int = 0, maximum: int = MAX_INTEGER) -> int | None:

@@ -151,7 +151,11 @@ def _check_column_value(name: str, column_type, value) -> None:
             raise BadInput(f"{name} is at most {length:,} characters.", status=422, field=name)
     elif isinstance(value, int) and not isinstance(value, bool):
         bound = next(
-            (_INTEGER_RANGES[kind.__name__] for kind in type(column_type).__mro__ if kind.__name__ in _INTEGER_RANGES),
+            (
+                _INTEGER_RANGES[kind.__name__]
+                for kind in type(column_type).__mro__
+                if kind.__name__ in _INTEGER_RANGES
+            ),
             None,
         )
         if bound is not None and not -bound <= value < bound:

@@ -144,7 +144,9 @@ def _handle_data_error(error: DataError):
     """The last line behind validation: a value the database refuses (too long, out of range) is the
     client's 422, never a 500. Logged as an error all the same: the value should have been checked first."""
     db.session.rollback()
-    current_app.logger.error("database refused a value on %s %s: %s", request.method, request.path, error.orig)
+    current_app.logger.error(
+        "database refused a value on %s %s: %s", request.method, request.path, error.orig
+    )
     return error_response(422, DATABASE_REFUSED)
 
 

@@ -142,7 +142,9 @@ IDEMPOTENCY_KEY_MAX = 200  # what workflow_runs.idempotency_key holds
 def checked_idempotency_key(key: str | None) -> str | None:
     """An Idempotency-Key header's value, or BadInput (400) when it is longer than a run keeps."""
     if key is not None and len(key) > IDEMPOTENCY_KEY_MAX:
-        raise BadInput(f"Idempotency-Key is at most {IDEMPOTENCY_KEY_MAX} characters.", field="Idempotency-Key")
+        raise BadInput(
+            f"Idempotency-Key is at most {IDEMPOTENCY_KEY_MAX} characters.", field="Idempotency-Key"
+        )
     return key
 
 

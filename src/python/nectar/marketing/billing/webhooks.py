@@ -31,12 +31,12 @@ class InvalidWebhook(Exception):
     """The request is not a genuine, fresh Stripe event; `str()` says why (for the 400 answer)."""
 
 
-def verify(payload: bytes, header: str | None, secret: str, now: float | None = None) -> dict:
+def verify(payload: bytes, header: str | None, secret: str) -> dict:
     """The event in `payload`, if `header` signs it with `secret` within the tolerance (either way:
     a signature dated in the future is refused like a stale one), and it is an event we can store."""
     if not header:
         raise InvalidWebhook(f"The {SIGNATURE_HEADER} header is missing.")
-    now = time.time() if now is None else now
+    now = time.time()
     try:
         body = payload.decode("utf-8")
         stripe.WebhookSignature.verify_header(body, header, secret, TOLERANCE_SECONDS)

@@ -97,7 +97,10 @@ def test_a_superadmin_edits_settings_as_validated_json_and_each_change_is_audite
     before = len(audit_rows())
 
     for bad, message in (
-        ("{not json", "Not valid JSON"),
+        ("{not json", "not valid JSON"),
+        ('{"days": NaN}', "NaN is not a JSON number"),
+        ('{"days": 7, "note": "a\\u0000b"}', "/note holds a NUL character"),
+        ('{"days": ' + "[" * 1000 + "]" * 1000 + "}", "deeper than 100 levels"),
         ("[1, 2]", "must be a JSON object"),
         ('{"days": 0}', "from 1 to 3650"),
         ('{"days": "7"}', "from 1 to 3650"),

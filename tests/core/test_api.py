@@ -126,3 +126,43 @@ def test_members_cannot_list_invitations_and_huge_pages_are_refused(browser, new
     _email, member = _join(browser, new_browser, outbox, "member")
     assert member.api("GET", "/api/v1/invitations").status_code == 403
     assert browser.api("GET", "/api/v1/members?page=100000000000000000000").status_code == 400
+
+
+def test_bad_input_in_api_fields_is_a_4xx_problem_naming_where(browser):
+    """Issue 13, problem 4: each of these answered 500."""
+    browser.sign_up()
+    browser.create_org()
+    token = _new_key(browser)
+    definition = {
+        "trigger": {"type": "manual"},
+        "steps": [{"id": "a", "type": "transform", "expression": "`1`"}],
+    }
+    workflow = browser.api(
+        "POST", "/api/v1/workflows", token=token, json={"name": "w", "definition": definition}
+    )
+    runs = f"/api/v1/workflows/{workflow.json['id']}/runs"
+    long_key = browser.api(
+        "POST", runs, token=token, json={"input": {}}, headers={"Idempotency-Key": "k" * 201}
+    )
+    assert long_key.status_code == 400 and long_key.json["errors"][0]["field"] == "Idempotency-Key"
+    for body, status, where in (
+        ('{"name": "a\\u0000b", "definition": {}}', 400, {"pointer": "/name"}),
+        ('{"name": "w2", "definition": {"steps": ["\\ud800"]}}', 400, {"pointer": "/definition/steps/0"}),
+        ('{"name": NaN}', 400, {"field": "body"}),
+        ('{"name": ' + "[" * 1000 + "]" * 1000 + "}", 400, {"field": "body"}),
+        ('{"name": 7, "definition": {}}', 422, {"pointer": "/name"}),
+        (
+            '{"name": "w3", "description": "' + "d" * 2001 + '", "definition": {}}',
+            422,
+            {"pointer": "/description"},
+        ),
+    ):
+        refused = browser.api(
+            "POST", "/api/v1/workflows", token=token, data=body, content_type="application/json"
+        )
+        assert refused.status_code == status and refused.mimetype == "application/problem+json", body[:60]
+        assert where.items() <= refused.json["errors"][0].items(), refused.json
+    huge = browser.api("POST", runs, token=token, json={"input": {}, "version": 10**30})
+    assert huge.status_code == 422 and huge.json["errors"][0]["pointer"] == "/version"
+    names = [w["name"] for w in browser.api("GET", "/api/v1/workflows", token=token).json["items"]]
+    assert names == ["w"]  # nothing refused was stored

@@ -507,7 +507,7 @@ def test_unsafe_endpoint_definitions_are_refused(owner):
     assert twice.status_code == 422
 
 
-def test_bodies_jsonb_cannot_store_are_refused_or_cleaned(owner):
+def test_input_text_cannot_hold_is_refused_before_the_workflow_runs(owner, database):
     browser, _org, token = owner
     endpoint = _endpoint(
         browser,
@@ -527,15 +527,29 @@ def test_bodies_jsonb_cannot_store_are_refused_or_cleaned(owner):
         browser.client.post(endpoint["url"], data='{"a": NaN}', content_type="application/json").status_code
         == 400
     )
-    cleaned = browser.client.post(endpoint["url"] + "?q=a%00b", json={})
-    assert cleaned.status_code == 200
+    nul = browser.client.post(endpoint["url"] + "?q=a%00b", json={})
+    assert nul.status_code == 400 and nul.json["errors"][0]["field"] == "q"
+    lone = browser.client.post(endpoint["url"], data='{"s": ["a\\ud800b"]}', content_type="application/json")
+    assert lone.status_code == 400 and lone.json["errors"][0]["pointer"] == "/s/0"
+    text = browser.client.post(endpoint["url"], data=b"a\x00b", content_type="text/plain")
+    assert text.status_code == 400 and "NUL" in text.json["detail"]
     deep = browser.client.post(endpoint["url"], data="[" * 300 + "]" * 300, content_type="application/json")
     assert deep.status_code == 400 and "deeper than 100 levels" in deep.json["detail"]
+    for charset in ("base64", "hex", "rot13"):
+        encoded = browser.client.post(
+            endpoint["url"], data=b"e30=", content_type=f"text/plain; charset={charset}"
+        )
+        assert encoded.status_code == 415, charset
+    with database.connect(Role.ADMIN) as conn:
+        runs = conn.execute(
+            "SELECT count(*) FROM workflow_runs WHERE workflow_id = %s", (endpoint["workflow_id"],)
+        )
+        assert runs.fetchone() == (0,)
 
 
 def test_bodies_in_any_encoding_are_read_and_every_run_is_recorded(owner):
-    """UTF-16 JSON (as json.loads reads it), a charset Python does not know (read as UTF-8), and a
-    lone surrogate, which jsonb refuses: each call is answered and its run recorded."""
+    """UTF-16 JSON (as json.loads reads it), a charset Python does not know (read as UTF-8), and
+    bytes that are not UTF-8 (replaced): each call is answered and its run recorded."""
     browser, _org, token = owner
     echo = {
         "trigger": {"type": "http"},
@@ -546,10 +560,10 @@ def test_bodies_in_any_encoding_are_read_and_every_run_is_recorded(owner):
     assert utf16.status_code == 200 and utf16.json == {"a": "é"}
     unknown = browser.client.post(url, data="café".encode(), content_type="text/plain; charset=no-such")
     assert unknown.status_code == 200 and unknown.get_data(as_text=True) == "café"
-    lone = browser.client.post(url, data='{"s": "a\\ud800b"}', content_type="application/json")
-    assert lone.status_code == 200
-    run = browser.api("GET", f"/api/v1/runs/{lone.headers['X-Nectar-Run-Id']}", token=token)
-    assert run.status_code == 200 and run.json["input"]["body"] == {"s": "a\ufffdb"}
+    latin = browser.client.post(url, data=b"caf\xe9", content_type="text/plain")
+    assert latin.status_code == 200
+    run = browser.api("GET", f"/api/v1/runs/{latin.headers['X-Nectar-Run-Id']}", token=token)
+    assert run.status_code == 200 and run.json["input"]["body"] == "caf\ufffd"
 
 
 def test_an_answer_without_content_sends_no_body(owner):

@@ -3,6 +3,7 @@ the raw body, durable storage before the 2xx, processing once, and order not tru
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from dataclasses import replace
@@ -94,7 +95,14 @@ def test_a_signed_event_is_stored_before_the_answer_and_mirrored_by_the_worker(c
 
 @pytest.mark.parametrize(
     "how",
-    ["wrong secret", "missing header", "stale timestamp", "malformed header", "body changed after signing"],
+    [
+        "wrong secret",
+        "missing header",
+        "stale timestamp",
+        "future timestamp",
+        "malformed header",
+        "body changed after signing",
+    ],
 )
 def test_a_bad_signature_gets_400_and_nothing_is_stored(client, query, how):
     event = stripe_fake.event("customer.subscription.created", subscription(new_id("cus"), PRO))
@@ -103,6 +111,8 @@ def test_a_bad_signature_gets_400_and_nothing_is_stored(client, query, how):
         "missing header": ({"header": ""}, "header is missing"),
         # Older than the 300 s tolerance (a replayed delivery).
         "stale timestamp": ({"timestamp": int(time.time()) - 301}, "tolerance"),
+        # As far in the future: a signature made ahead of time must not be good for longer.
+        "future timestamp": ({"timestamp": int(time.time()) + 301}, "in the future"),
         "malformed header": ({"header": "v1=deadbeef"}, "Unable to extract timestamp"),
         "body changed after signing": (
             {"header": sign(b'{"id": "evt_other"}', WEBHOOK_SECRET)},
@@ -117,6 +127,53 @@ def test_a_bad_signature_gets_400_and_nothing_is_stored(client, query, how):
     assert response.json["status"] == 400 and reason in response.json["detail"]
     assert stored(query, event["id"]) == []
     assert jobs_for(query, event["id"]) == []
+
+
+def _poisoned(event: dict, poison: str) -> bytes:
+    """The event as JSON with `poison` (raw JSON text) as a value deep inside its object."""
+    event["data"]["object"]["metadata"] = {"note": "<poison>"}
+    return json.dumps(event).replace('"<poison>"', poison).encode()
+
+
+@pytest.mark.parametrize(
+    "poison, reason",
+    [
+        ('"a\\u0000b"', "/data/object/metadata/note holds a NUL character"),
+        ('"a\\ud800b"', "lone surrogate"),
+        ("NaN", "NaN is not a JSON number"),
+        ("[" * 1000 + "]" * 1000, "deeper than 100 levels"),
+    ],
+)
+def test_a_signed_event_jsonb_cannot_hold_gets_400_and_nothing_is_stored(client, query, poison, reason):
+    """Issue 13, problem 4: each of these was validly signed and answered 500."""
+    event = stripe_fake.event("customer.subscription.created", subscription(new_id("cus"), PRO))
+    payload = _poisoned(event, poison)
+    response = client.post(
+        "/stripe/webhook",
+        data=payload,
+        headers={"Content-Type": "application/json", "Stripe-Signature": sign(payload, WEBHOOK_SECRET)},
+    )
+    assert response.status_code == 400 and reason in response.json["detail"], response.json
+    assert stored(query, event["id"]) == []
+
+
+@pytest.mark.parametrize("created", [10**30, -1, int(time.time()) + 3600])
+def test_a_signed_event_created_at_no_possible_time_gets_400(client, query, created):
+    event = stripe_fake.event(
+        "customer.subscription.created", subscription(new_id("cus"), PRO), created=created
+    )
+    response = deliver(client, event)
+    assert response.status_code == 400 and "created" in response.json["detail"]
+    assert stored(query, event["id"]) == []
+
+
+def test_a_stored_event_that_cannot_be_applied_is_marked_failed_for_staff(app, client, query):
+    sub = subscription(new_id("cus"), PRO, quantity=10**30)  # stored as Stripe sent it; no column holds it
+    event = stripe_fake.event("customer.subscription.created", sub)
+    assert deliver(client, event).status_code == 200
+    run_billing_jobs(app)
+    [(kind, processed_at, attempts, last_error)] = stored(query, event["id"])
+    assert processed_at is None and attempts == 1 and "out of range" in last_error
 
 
 def test_a_timestamp_inside_the_tolerance_is_accepted(client, query):

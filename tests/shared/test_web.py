@@ -1,5 +1,6 @@
 """What every service's app does before its views run (nectar.shared.web.create_service_app),
-tried on the real apps: a NUL character in the address or a form is a clear 400, never a 500."""
+tried on the real apps: a NUL character in the address or a form is a clear 400, never a 500.
+The rest of the edge's rules are tried in test_bad_input.py."""
 
 from __future__ import annotations
 
@@ -77,16 +78,24 @@ def test_a_nul_in_a_public_form_is_a_clear_400_and_nothing_is_stored(marketing, 
         ).fetchone() == (0,)
 
 
-def test_a_json_body_is_left_for_the_view_to_read(marketing):
-    # The webhook verifies its signature over the raw body: the check must not consume or judge it.
-    body = json.dumps({"id": "evt_1", "note": "a\u0000b"}).encode()
-    response = marketing.test_client().post(
+def test_a_json_body_is_judged_at_the_edge_and_still_read_raw_by_the_view(marketing):
+    # Stripe's webhook verifies its signature over the raw body: the edge parses the body without
+    # consuming it, and refuses what no view could store before any view runs.
+    body = json.dumps({"id": "evt_1", "data": {"object": {"note": "a\u0000b"}}}).encode()
+    refused = marketing.test_client().post(
         "/stripe/webhook",
         data=body,
         headers={"Content-Type": "application/json", "Stripe-Signature": "t=1,v1=x"},
     )
-    assert response.status_code == 400 and "NUL" not in response.json["detail"]
-    assert "signature" in response.json["detail"]
+    assert refused.status_code == 400 and refused.mimetype == "application/problem+json"
+    assert refused.json["errors"][0]["pointer"] == "/data/object/note"
+    clean = json.dumps({"id": "evt_1", "note": "ab"}).encode()
+    unsigned = marketing.test_client().post(
+        "/stripe/webhook",
+        data=clean,
+        headers={"Content-Type": "application/json", "Stripe-Signature": "t=1,v1=x"},
+    )
+    assert unsigned.status_code == 400 and "signature" in unsigned.json["detail"]
 
 
 def test_core_refuses_a_nul_too_and_answers_an_api_client_in_json(core):
@@ -100,7 +109,8 @@ def test_core_refuses_a_nul_too_and_answers_an_api_client_in_json(core):
 
 
 def test_a_blueprint_that_keeps_raw_input_gets_its_body_unread(settings_for):
-    # Like core's tenant endpoints: a signed form body must reach the view byte for byte.
+    # Like core's incoming webhooks: a signed body must reach the view byte for byte (its address
+    # and headers are still checked).
     app = create_service_app(settings_for(Service.MARKETING), __name__, lambda: "head")
     raw, parsed = Blueprint("raw", __name__), Blueprint("parsed", __name__)
     keeps_raw_input(raw)
@@ -117,6 +127,7 @@ def test_a_blueprint_that_keeps_raw_input_gets_its_body_unread(settings_for):
     app.register_blueprint(parsed)
     body = b"text=a%00b&signature=abc"
     client = app.test_client()
-    kept = client.post("/raw?q=%00", data=body, content_type="application/x-www-form-urlencoded")
+    kept = client.post("/raw", data=body, content_type="application/x-www-form-urlencoded")
     assert kept.status_code == 200 and kept.data == body
+    assert _refused(client.post("/raw?q=%00", data=body, content_type="application/x-www-form-urlencoded"))
     assert _refused(client.post("/parsed", data=body, content_type="application/x-www-form-urlencoded"))

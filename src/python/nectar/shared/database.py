@@ -19,11 +19,12 @@ from typing import Any, TypeVar
 
 import psycopg
 from flask_sqlalchemy import SQLAlchemy
-from sqlalchemy import MetaData, event, exc, text
+from sqlalchemy import MetaData, event, exc, inspect, text
 from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.orm import DeclarativeBase, Session, scoped_session
 from sqlalchemy.pool import Pool
 
+from nectar.shared.bad_input import BadInput, check_text
 from nectar.shared.config import ConfigError
 
 TENANT_SETTING = "nectar.org_id"
@@ -124,6 +125,42 @@ def _scope_new_transaction(session: Session, _transaction, connection: Connectio
     scope = session.info.get(SCOPE_KEY)
     if scope:
         _apply_scope(connection, scope)
+
+
+# The range of each integer column type, by the SQLAlchemy type's class name.
+_INTEGER_RANGES = {"SmallInteger": 2**15, "Integer": 2**31, "BigInteger": 2**63}
+
+
+@event.listens_for(Session, "before_flush")
+def _check_row_values(session: Session, _context, _instances) -> None:
+    """Every value an ORM flush is about to write, checked against its column first: text that fits
+    the column's String(n) and can be stored (no NUL), whole numbers inside the column's range. What
+    does not fit is a BadInput (422) naming the column, never a DataError from the database."""
+    for row in (*session.new, *session.dirty):
+        state = inspect(row)
+        for attribute in state.mapper.column_attrs:
+            value = state.dict.get(attribute.key)
+            if value is not None:
+                _check_column_value(attribute.key, attribute.columns[0].type, value)
+
+
+def _check_column_value(name: str, column_type, value) -> None:
+    if isinstance(value, str):
+        check_text(value, field=name)
+        length = getattr(column_type, "length", None)
+        if length is not None and len(value) > length:
+            raise BadInput(f"{name} is at most {length:,} characters.", status=422, field=name)
+    elif isinstance(value, int) and not isinstance(value, bool):
+        bound = next(
+            (
+                _INTEGER_RANGES[kind.__name__]
+                for kind in type(column_type).__mro__
+                if kind.__name__ in _INTEGER_RANGES
+            ),
+            None,
+        )
+        if bound is not None and not -bound <= value < bound:
+            raise BadInput(f"{name} is out of range.", status=422, field=name)
 
 
 def _apply_scope(connection: Connection, scope: dict[str, str]) -> None:

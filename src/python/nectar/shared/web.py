@@ -12,10 +12,11 @@ from urllib.parse import urlsplit
 
 from flask import Blueprint, Flask, current_app, jsonify, make_response, request, url_for
 from sqlalchemy import text
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DataError, SQLAlchemyError
 from werkzeug.exceptions import HTTPException, InternalServerError
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+from nectar.shared.bad_input import BadInput, CheckedRequest, StrictJSONProvider, check_address, check_body
 from nectar.shared.config import Settings
 from nectar.shared.database import db, engine_options, is_database_outage
 
@@ -70,10 +71,11 @@ def safe_next_path(target: str | None, default: str) -> str:
     return default
 
 
-def error_response(status: int, detail: str | None):
-    """The error as the client wants it: a problem document for APIs, a page for browsers."""
+def error_response(status: int, detail: str | None, **extra):
+    """The error as the client wants it: a problem document for APIs (with `extra` members), a page
+    for browsers."""
     if wants_json():
-        return problem(status, detail)
+        return problem(status, detail, **extra)
     return error_page(status, detail)
 
 
@@ -134,15 +136,13 @@ def _handle_unexpected_error(error: Exception):
     return unexpected_error_response(error, request.method, request.path, page=not wants_json())
 
 
-FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
-NUL_REFUSED = "The request contains a NUL character (%00), which no address or form field may hold."
 RAW_INPUT_BLUEPRINTS = "NECTAR_RAW_INPUT_BLUEPRINTS"
 
 
 def keeps_raw_input(blueprint: Blueprint) -> Blueprint:
-    """Leaves a blueprint's requests out of the NUL check, for views that read their input raw and
-    clean it themselves (core's tenant endpoints: their form bodies may be signed, so they must not
-    be parsed first). Returns the blueprint."""
+    """Leaves a blueprint's request bodies unread by the edge's checks (its address and headers are
+    still checked), for views that read their body raw and check it with nectar.shared.bad_input
+    themselves (core's incoming webhooks: their signature covers the exact bytes). Returns the blueprint."""
 
     def register(state) -> None:
         state.app.config.setdefault(RAW_INPUT_BLUEPRINTS, set()).add(blueprint.name)
@@ -151,18 +151,34 @@ def keeps_raw_input(blueprint: Blueprint) -> Blueprint:
     return blueprint
 
 
-def _refuse_nul_bytes():
-    """400 for a NUL in the path, the query string or a submitted form: PostgreSQL text cannot hold
-    one, so it would otherwise fail deep in a view as a 500. JSON and raw bodies are left unread
-    (webhooks verify their signature over the raw body, and JSON escapes NUL anyway)."""
-    if request.blueprint in current_app.config.get(RAW_INPUT_BLUEPRINTS, ()):
-        return None
-    fields = [request.path, *(part for pair in request.args.items(multi=True) for part in pair)]
-    if request.mimetype in FORM_TYPES:
-        fields += [part for pair in request.form.items(multi=True) for part in pair]
-    if any("\x00" in value for value in fields):
-        return error_response(400, NUL_REFUSED)
+def bad_input_response(bad: BadInput):
+    """The refusal as the client wants it: a problem document naming where, or a page saying why."""
+    return error_response(bad.status, bad.detail, errors=[bad.as_error()])
+
+
+def _refuse_bad_input():
+    """before_request of every service: input no view could store is refused here, once, by the rules
+    of nectar.shared.bad_input, instead of failing deep in a view as a 500."""
+    try:
+        check_address(request)
+        if request.blueprint not in current_app.config.get(RAW_INPUT_BLUEPRINTS, ()):
+            check_body(request)
+    except BadInput as bad:
+        return bad_input_response(bad)
     return None
+
+
+DATABASE_REFUSED = "A value is too long or out of range for where it is stored."
+
+
+def _handle_data_error(error: DataError):
+    """The last line behind validation: a value the database refuses (too long, out of range) is the
+    client's 422, never a 500. Logged as an error all the same: the value should have been checked first."""
+    db.session.rollback()
+    current_app.logger.error(
+        "database refused a value on %s %s: %s", request.method, request.path, error.orig
+    )
+    return error_response(422, DATABASE_REFUSED)
 
 
 def security_headers(response):
@@ -233,6 +249,7 @@ def create_service_app(
     given, wraps the app's WSGI callable inside the proxy handling, so it sees the client's
     address and scheme as Flask's views do."""
     app = Flask(import_name)
+    app.request_class, app.json = CheckedRequest, StrictJSONProvider(app)
     secure_cookies = settings.environment == "production"
     app.config.update(
         NECTAR_SERVICE=str(settings.service),
@@ -260,8 +277,10 @@ def create_service_app(
     app.register_blueprint(health_blueprint(expected_revision))
     app.register_error_handler(HTTPException, _handle_http_error)
     app.register_error_handler(LookupError, _handle_not_found)
+    app.register_error_handler(DataError, _handle_data_error)
+    app.register_error_handler(BadInput, bad_input_response)
     app.register_error_handler(Exception, _handle_unexpected_error)
-    app.before_request(_refuse_nul_bytes)
+    app.before_request(_refuse_bad_input)
     app.after_request(security_headers)
 
     @app.context_processor

@@ -4,7 +4,6 @@ objects, audited with before and after)."""
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from collections.abc import Callable
@@ -20,6 +19,7 @@ from nectar.admin import audit
 from nectar.admin.listing import capped_counts
 from nectar.core.contract import PLANS
 from nectar.schema.models import SystemSetting
+from nectar.shared.bad_input import BadInput, loads_json
 from nectar.shared.config import Service, Settings
 
 HEALTH_TIMEOUT_SECONDS = 2.0
@@ -195,11 +195,9 @@ def parse_value(key: str, raw: str) -> dict:
     if not KEY_PATTERN.fullmatch(key):
         raise SettingInvalid("A key is lower-case letters, digits and _, starting with a letter.")
     try:
-        value = json.loads(raw)
-    except json.JSONDecodeError as error:
-        raise SettingInvalid(
-            f"Not valid JSON: {error.msg} at line {error.lineno}, column {error.colno}."
-        ) from None
+        value = loads_json(raw, "The value")  # what jsonb can store: no NaN, no NUL, not too deep
+    except BadInput as bad:
+        raise SettingInvalid(bad.detail) from None
     if not isinstance(value, dict):
         raise SettingInvalid("The value must be a JSON object ({...}).")
     known = KNOWN_SETTINGS.get(key)

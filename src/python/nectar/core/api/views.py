@@ -17,6 +17,7 @@ from nectar.core.extensions import csrf
 from nectar.core.org_mail.service import MailLimitReached
 from nectar.core.orgs import service as orgs
 from nectar.schema.models import ApiKey, Invitation, Membership, Organization, User
+from nectar.shared.bad_input import JsonObject
 from nectar.shared.database import db
 from nectar.shared.web import external_url, problem
 
@@ -132,11 +133,13 @@ def _paginated(statement, render):
     return jsonify(body)
 
 
-def _body() -> dict:
+def _body() -> JsonObject:
+    """The request's JSON object (already parsed and checked at the edge: nectar.shared.bad_input);
+    views read its fields with their kind and limits checked (`text`, `whole_number`)."""
     data = request.get_json(silent=True)
     if not isinstance(data, dict):
         raise ApiError(400, "Send a JSON object with Content-Type: application/json.")
-    return data
+    return JsonObject(data)
 
 
 def _iso(value):

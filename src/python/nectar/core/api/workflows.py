@@ -15,11 +15,15 @@ from nectar.core.endpoints import service as endpoints
 from nectar.core.endpoints.openapi import organization_openapi
 from nectar.core.runs import queries as run_queries
 from nectar.core.runs.jobs import queue_run
+from nectar.core.runs.records import checked_idempotency_key
 from nectar.core.workflows.definition import WORKFLOW_SCHEMA, validate
 from nectar.schema.models import WorkflowVersion
 from nectar.schema.models.workflows import RUN_STATUSES
+from nectar.shared.bad_input import JsonObject
 from nectar.shared.database import db
 from nectar.shared.web import problem
+
+DESCRIPTION_MAX = 2000  # a workflow's or endpoint's description, as people write them
 
 
 @api.errorhandler(InvalidWorkflow)
@@ -92,7 +96,12 @@ def list_workflows():
 def create_workflow():
     body = _body()
     workflow = workflows.create_workflow(
-        db.session, _ctx(), _user_id(), body.get("name"), body.get("definition"), body.get("description")
+        db.session,
+        _ctx(),
+        _user_id(),
+        body.text("name", max_length=200),
+        body.get("definition"),
+        body.text("description", max_length=DESCRIPTION_MAX),
     )
     db.session.commit()
     return jsonify(workflow_json(workflow)), 201
@@ -127,7 +136,7 @@ def save_version(workflow_id: uuid.UUID):
     body = _body()
     workflow = workflows.get_workflow(db.session, workflow_id)
     version = workflows.save_version(
-        db.session, _ctx(), workflow, body.get("definition"), _user_id(), body.get("note")
+        db.session, _ctx(), workflow, body.get("definition"), _user_id(), body.text("note", max_length=500)
     )
     db.session.commit()
     return jsonify(version=version.version), 201
@@ -135,8 +144,8 @@ def save_version(workflow_id: uuid.UUID):
 
 @api.post("/workflows/<uuid:workflow_id>/rollback")
 def roll_back(workflow_id: uuid.UUID):
-    to_version = _body().get("version")
-    if not isinstance(to_version, int):
+    to_version = _body().whole_number("version", minimum=1)
+    if to_version is None:
         raise ApiError(422, "version (a number) is required.")
     workflow = workflows.get_workflow(db.session, workflow_id)
     version = workflows.roll_back(db.session, _ctx(), workflow, to_version, _user_id())
@@ -149,14 +158,12 @@ def run_now(workflow_id: uuid.UUID):
     """A manual run with the given input, on the current version (or `version`)."""
     body = _body()
     workflow = workflows.get_workflow(db.session, workflow_id)
-    requested = body.get("version")
-    if requested is not None and (not isinstance(requested, int) or isinstance(requested, bool)):
-        raise ApiError(422, "version must be a version number.")
+    requested = body.whole_number("version", minimum=1)
     version = workflows.version_of(db.session, workflow.id, requested or workflow.current_version)
     if version is None:
         raise ApiError(422, "No such version of this workflow.")
     run_input = body.get("input", {})
-    key = request.headers.get("Idempotency-Key")
+    key = checked_idempotency_key(request.headers.get("Idempotency-Key"))
     if key and (earlier := run_queries.run_for_key(db.session, workflow.id, key)) is not None:
         return jsonify(run_json(earlier)), 200
     if not isinstance(run_input, dict):
@@ -234,19 +241,19 @@ def endpoint_json(endpoint) -> dict:
     }
 
 
-def _endpoint_fields(body: dict) -> dict:
+def _endpoint_fields(body: JsonObject) -> dict:
     try:
         workflow_id = uuid.UUID(str(body.get("workflow_id")))
     except ValueError:
         raise ApiError(422, "workflow_id must be a workflow's id.") from None
     return {
-        "method": str(body.get("method", "")),
-        "path": body.get("path"),
+        "method": body.text("method", max_length=10, default=""),
+        "path": body.text("path", max_length=300),
         "workflow_id": workflow_id,
-        "auth": body.get("auth", "api_key"),
+        "auth": body.text("auth", max_length=20, default="api_key"),
         "request_schema": body.get("request_schema"),
-        "pinned_version": body.get("pinned_version"),
-        "description": body.get("description"),
+        "pinned_version": body.whole_number("pinned_version", minimum=1),
+        "description": body.text("description", max_length=DESCRIPTION_MAX),
     }
 
 

@@ -12,8 +12,6 @@ that caller, who may hold no API key), which shows how the run ended once it has
 
 from __future__ import annotations
 
-import codecs
-import json
 import re
 import time
 import uuid
@@ -36,7 +34,7 @@ from nectar.core.runs.calls import Caller
 from nectar.core.runs.queries import run_for_key
 from nectar.core.runs.queue import queue_run
 from nectar.core.runs.rate_window import WINDOW_SECONDS, Admission, rate_key
-from nectar.core.runs.records import FINAL_STATUSES, FinishedRun, RunRequest
+from nectar.core.runs.records import FINAL_STATUSES, FinishedRun, RunRequest, checked_idempotency_key
 from nectar.core.runs.runner import CollectingEffects, run_version
 from nectar.core.runs.writer import RecordingFailed, RunWriter, new_run_id, run_writer
 from nectar.core.workflows import time_limit
@@ -45,6 +43,7 @@ from nectar.core.workflows.engine import SYNC_LIMITS, execute
 from nectar.core.workflows.engine import Response as WorkflowResponse
 from nectar.core.workflows.expressions import ExpressionError, check_size, json_bytes
 from nectar.schema.models import IntegrationConnection, Organization, Workflow, WorkflowRun
+from nectar.shared.bad_input import BadInput, check_address, decode_text, loads_json, text_charset
 from nectar.shared.database import db, scope_session
 from nectar.shared.throttle import Limit, hit
 from nectar.shared.tokens import TokenInvalid, make_token, read_token
@@ -53,7 +52,7 @@ from nectar.shared.web import keeps_raw_input, problem, security_headers, unexpe
 PREFIX = "/e/"
 tenant_endpoints = Blueprint("tenant_endpoints", __name__, url_prefix=PREFIX.rstrip("/"))
 csrf.exempt(tenant_endpoints)
-keeps_raw_input(tenant_endpoints)  # bodies may be signed; NULs are cleaned by the workflow service
+keeps_raw_input(tenant_endpoints)  # bodies may be signed: read raw, then checked by _parsed_body
 MAX_BODY_BYTES = 256 * 1024
 _UUID = "[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}"
 CALL_PATH = re.compile(rf"{PREFIX}({_UUID})(/.*)", re.DOTALL)  # fullmatch
@@ -155,7 +154,10 @@ def _answer(request_: Request, org_id: uuid.UUID, path: str) -> Response | RunAn
             response = problem(405, f"Tenant endpoints answer {', '.join(service.METHODS)}.")
             response.headers["Allow"] = ", ".join(service.METHODS)
         else:
+            check_address(request_)
             response = handle_call(org_id, path, request_, _read_body(request_))
+    except BadInput as bad:
+        response = _refused(bad)
     except HTTPException as error:
         response = problem(error.code or 500, error.description)
     except Exception as error:  # noqa: BLE001 - a caller gets a problem document, never a traceback
@@ -191,7 +193,7 @@ def incoming_webhook(org_id: uuid.UUID, connection_id: uuid.UUID):
         "body": body,
     }
     if isinstance(body, _RefusedBody):
-        return problem(400, body.reason)
+        return _refused(body.bad)
     limit = service.rate_limit(org.plan)
     with run_writer(db.engine).counts.admitted(org_id, limit) as admission:
         if admission is None:
@@ -260,25 +262,21 @@ def _read_body(request_: Request):
 
 
 def _parsed_body(request_: Request, raw: bytes):
+    """JSON or text by the rules every service reads bodies by (nectar.shared.bad_input), within
+    the size a run's value may have; a _RefusedBody when it breaks them."""
     if len(raw) > MAX_BODY_BYTES:
         raise RequestEntityTooLarge(f"Request bodies are limited to {MAX_BODY_BYTES // 1024} KiB.")
     if not raw:
         return None
-    if request_.mimetype == "application/json":
-        try:  # UTF-8, -16 or -32, as json.loads reads bytes
-            body = _JSON_BODY.decode(raw.decode(json.detect_encoding(raw), "surrogatepass"))
-        except (ValueError, RecursionError):
-            return _RefusedBody("The body is not valid JSON.")
-        try:
-            return check_size(body, "The body")
-        except ExpressionError as error:
-            return _RefusedBody(f"{error}.")
-    charset = request_.mimetype_params.get("charset", "utf-8")
     try:
-        codecs.lookup(charset)
-    except LookupError:
-        charset = "utf-8"  # a charset Python does not know: read as UTF-8 rather than refuse
-    return raw.decode(charset, errors="replace")
+        if request_.mimetype == "application/json":
+            text_charset(request_.mimetype_params)  # a declared charset must be one, even if JSON ignores it
+            return check_size(loads_json(raw), "The body")
+        return decode_text(raw, request_.mimetype_params)
+    except BadInput as bad:
+        return _RefusedBody(bad)
+    except ExpressionError as error:
+        return _RefusedBody(BadInput(f"{error}."))
 
 
 def _read_at_most(stream, limit: int) -> bytes:
@@ -295,24 +293,21 @@ def _read_at_most(stream, limit: int) -> bytes:
 
 
 class _RefusedBody:
-    """A body the call cannot run with (not JSON, or nested too deeply), and why: a 400."""
+    """A body the call cannot run with (not JSON, not text, too large a value), and why."""
 
-    def __init__(self, reason: str):
-        self.reason = reason
-
-
-def _refuse_constant(name: str):
-    raise ValueError(f"{name} is not JSON")  # NaN and Infinity cannot be stored in jsonb
+    def __init__(self, bad: BadInput):
+        self.bad = bad
 
 
-_JSON_BODY = json.JSONDecoder(parse_constant=_refuse_constant)  # json.loads would make one per call
+def _refused(bad: BadInput) -> Response:
+    return problem(bad.status, bad.detail, errors=[bad.as_error()])
 
 
 def handle_call(org_id: uuid.UUID, path: str, request_: Request, body):
     """Everything a call does: find the endpoint (in memory, see routing.py), check the caller, run
     the workflow, record the run."""
     if isinstance(body, _RefusedBody):
-        return problem(400, body.reason)
+        return _refused(body.bad)
     method, headers, engine = request_.method, request_.headers, db.engine
     bearer = headers.get("Authorization", "").removeprefix("Bearer ").strip() or None
     route = route_table(engine).find(org_id, method, path, bearer)
@@ -492,8 +487,7 @@ def _run_in_session(
 
 def _run_once(org_id, workflow_id, version_id, definition, trigger, key, window: int, deadline, queued: bool):
     """_run_in_session's answer, and whether a run was written."""
-    if key is not None and len(key) > 200:
-        return problem(400, "Idempotency-Key is at most 200 characters."), False
+    checked_idempotency_key(key)
     scope_session(db.session, org_id=org_id)
     if key:
         # Deliveries of one key queue behind each other until the first is recorded, so two at once

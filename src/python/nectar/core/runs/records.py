@@ -11,8 +11,21 @@ from sqlalchemy.orm import Session
 
 from nectar.core.workflows.engine import RunOutcome, StepRecord
 from nectar.core.workflows.expressions import json_safe, json_text
+from nectar.shared.bad_input import BadInput
 
 FINAL_STATUSES = ("succeeded", "failed", "cancelled")
+
+
+IDEMPOTENCY_KEY_MAX = 200  # what workflow_runs.idempotency_key holds
+
+
+def checked_idempotency_key(key: str | None) -> str | None:
+    """An Idempotency-Key header's value, or BadInput (400) when it is longer than a run keeps."""
+    if key is not None and len(key) > IDEMPOTENCY_KEY_MAX:
+        raise BadInput(
+            f"Idempotency-Key is at most {IDEMPOTENCY_KEY_MAX} characters.", field="Idempotency-Key"
+        )
+    return key
 
 
 @dataclass(frozen=True)

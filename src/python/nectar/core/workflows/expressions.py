@@ -17,14 +17,15 @@ from jmespath import functions, visitor
 from jmespath.exceptions import JMESPathError
 
 from nectar.core.workflows import time_limit
+from nectar.shared.bad_input import MAX_JSON_DEPTH
 
 _SURROGATE = re.compile("[\ud800-\udfff]")  # in a str only ever alone: JSON's pairs are decoded whole
 # The largest value a run may build (characters of text, as JSON). A template or expression that
 # doubles a value on every step would otherwise exhaust memory long before any step limit.
 MAX_VALUE_SIZE = 1_000_000
-# The deepest a value may nest: far more than data needs, and well inside what JSON encoders and
-# jsonb take (orjson refuses past 254 levels).
-MAX_VALUE_DEPTH = 100
+# The deepest a value may nest: as deep as any JSON body may (far more than data needs, and well
+# inside what JSON encoders and jsonb take).
+MAX_VALUE_DEPTH = MAX_JSON_DEPTH
 # The most nodes one evaluation may visit: each visit can build a list as long as those before it
 # (`[@, @][]` doubles one), so this bounds the memory an expression takes as well as its time.
 # Loops over a thousand items with a dozen nodes each take a hundredth of it.

@@ -14,6 +14,7 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from nectar.marketing.billing.queue import enqueue_event
+from nectar.shared.bad_input import BadInput, loads_json
 
 WEBHOOK_PATH = "/stripe/webhook"
 TOLERANCE_SECONDS = 300
@@ -31,9 +32,11 @@ class InvalidWebhook(Exception):
 
 
 def verify(payload: bytes, header: str | None, secret: str) -> dict:
-    """The event in `payload`, if `header` signs it with `secret` within the tolerance."""
+    """The event in `payload`, if `header` signs it with `secret` within the tolerance (either way:
+    a signature dated in the future is refused like a stale one), and it is an event we can store."""
     if not header:
         raise InvalidWebhook(f"The {SIGNATURE_HEADER} header is missing.")
+    now = time.time()
     try:
         body = payload.decode("utf-8")
         stripe.WebhookSignature.verify_header(body, header, secret, TOLERANCE_SECONDS)
@@ -41,20 +44,33 @@ def verify(payload: bytes, header: str | None, secret: str) -> dict:
         raise InvalidWebhook("The body is not UTF-8 text.") from None
     except stripe.SignatureVerificationError as error:
         raise InvalidWebhook(f"The signature does not verify: {error.user_message}.") from None
+    if _signed_at(header) > now + TOLERANCE_SECONDS:
+        raise InvalidWebhook("The signature is dated in the future; check the clock.")
     try:
-        event = json.loads(body)
-    except ValueError:
-        raise InvalidWebhook("The body is not JSON.") from None
+        event = loads_json(body)
+    except BadInput as bad:
+        raise InvalidWebhook(bad.detail) from None
+    data = event.get("data") if isinstance(event, dict) else None
     if not (
         isinstance(event, dict)
         and isinstance(event.get("id"), str)
         and 0 < len(event["id"]) <= 255
         and isinstance(event.get("type"), str)
+        and 0 < len(event["type"]) <= 100
         and isinstance(event.get("created"), int)
-        and isinstance((event.get("data") or {}).get("object"), dict)
+        and isinstance(data, dict)
+        and isinstance(data.get("object"), dict)
     ):
         raise InvalidWebhook("The body is not a Stripe event (id, type, created, data.object).")
+    if not 0 < event["created"] <= now + TOLERANCE_SECONDS:
+        raise InvalidWebhook("The event's created time is not a time Stripe could have made it.")
     return event
+
+
+def _signed_at(header: str) -> int:
+    """The t= of a Stripe-Signature header (verify_header has read it already, so it is there)."""
+    stamp = next(part for part in header.split(",") if part.strip().startswith("t="))
+    return int(stamp.strip()[2:])
 
 
 def store(session: Session, event: dict) -> bool:
@@ -63,7 +79,7 @@ def store(session: Session, event: dict) -> bool:
         _STORE,
         {
             "id": event["id"],
-            "type": event["type"][:100],
+            "type": event["type"],
             "payload": json.dumps(event),
             "created": event["created"],
             "livemode": bool(event.get("livemode")),

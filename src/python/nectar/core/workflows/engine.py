@@ -45,7 +45,14 @@ from nectar.core.workflows.definition import (
     MAX_FOR_EACH_ITEMS,
     MAX_WAIT_SECONDS,
 )
-from nectar.core.workflows.expressions import ExpressionError, check_size, evaluate, json_bytes, render
+from nectar.core.workflows.expressions import (
+    ExpressionError,
+    check_size,
+    evaluate,
+    json_bytes,
+    journaled,
+    render,
+)
 from nectar.core.workflows.outbound import OutboundRefused
 
 
@@ -363,6 +370,8 @@ class Run:
                 self._record(position, step, attempt, "failed", step_input, None, str(failure), started)
                 self.failed_key = self.failed_key or key
                 raise StepFailed(str(failure)) from None
+            if durable:
+                output = journaled(output)
             self._record(position, step, attempt, "succeeded", step_input, output, None, started)
             if durable:
                 self.journal.save(key, Checkpoint("succeeded", output, None, self.records[position]))

@@ -11,8 +11,8 @@ from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from nectar.core.runs.records import record_from_json, record_json
-from nectar.core.workflows.expressions import json_text
 from nectar.core.workflows.engine import Checkpoint
+from nectar.core.workflows.expressions import json_text
 from nectar.schema.models import WorkflowRunCheckpoint
 
 # A finished checkpoint is final: only a `waiting` one is replaced (by the wait's end).

@@ -49,8 +49,8 @@ from nectar.core.workflows.expressions import (
     ExpressionError,
     check_size,
     evaluate,
-    json_bytes,
     journaled,
+    json_bytes,
     render,
 )
 from nectar.core.workflows.outbound import OutboundRefused

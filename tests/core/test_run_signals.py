@@ -127,6 +127,31 @@ def test_an_event_that_arrives_before_its_step_is_reached_is_taken_when_the_run_
     assert [taken for _, _, taken, _ in events_of(database, run_id)] == ["paid", "signed"]
 
 
+def test_an_event_for_a_branch_wakes_the_run_while_another_branch_waits(browser, database):
+    token, run_id = start(
+        browser,
+        {
+            "steps": [
+                {
+                    "id": "both",
+                    "type": "parallel",
+                    "branches": [
+                        [{"id": "go", "type": "wait_for_event", "event": "go"}],
+                        [{"id": "ok", "type": "approval", "title": "Ship it?", "notify": False}],
+                    ],
+                }
+            ]
+        },
+    )
+    drain_jobs(browser.app)
+    assert get_run(browser, token, run_id)["waiting_for"]["type"] == "parallel"
+    assert send(browser, token, run_id, "go", {"n": 1}).status_code == 202
+    drain_jobs(browser.app)
+    run = get_run(browser, token, run_id)
+    assert run["status"] == "waiting" and run["waiting_for"]["type"] == "approval", run["waiting_for"]
+    assert [(name, taken) for name, _, taken, _ in events_of(database, run_id)] == [("go", "go")]
+
+
 def test_a_resume_url_resumes_without_credentials_and_forged_or_expired_ones_are_refused(
     browser, new_browser, database
 ):

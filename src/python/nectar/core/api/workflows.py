@@ -157,6 +157,8 @@ def run_now(workflow_id: uuid.UUID):
         raise ApiError(422, "No such version of this workflow.")
     run_input = body.get("input", {})
     key = request.headers.get("Idempotency-Key")
+    if refusal := run_queries.client_key_refusal(key):
+        raise ApiError(400, refusal)
     if key and (earlier := run_queries.run_for_key(db.session, workflow.id, key)) is not None:
         return jsonify(run_json(earlier)), 200
     if not isinstance(run_input, dict):

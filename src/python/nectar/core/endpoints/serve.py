@@ -33,7 +33,7 @@ from nectar.core.endpoints.routing import route_table
 from nectar.core.extensions import csrf
 from nectar.core.integrations.service import signature_valid
 from nectar.core.runs.calls import Caller
-from nectar.core.runs.queries import run_for_key
+from nectar.core.runs.queries import client_key_refusal, run_for_key
 from nectar.core.runs.queue import queue_run
 from nectar.core.runs.rate_window import WINDOW_SECONDS, Admission, rate_key
 from nectar.core.runs.records import FINAL_STATUSES, FinishedRun, RunRequest
@@ -492,8 +492,8 @@ def _run_in_session(
 
 def _run_once(org_id, workflow_id, version_id, definition, trigger, key, window: int, deadline, queued: bool):
     """_run_in_session's answer, and whether a run was written."""
-    if key is not None and len(key) > 200:
-        return problem(400, "Idempotency-Key is at most 200 characters."), False
+    if refusal := client_key_refusal(key):
+        return problem(400, refusal), False
     scope_session(db.session, org_id=org_id)
     if key:
         # Deliveries of one key queue behind each other until the first is recorded, so two at once
@@ -562,8 +562,9 @@ def _body_response(body, status: int) -> RunAnswer:
 
 
 def _replay(run, queued: bool):
-    """The answer the first delivery got: the same key never runs the workflow twice."""
-    if queued:
+    """The answer the first delivery got: the same key never runs the workflow twice. A run that
+    has not ended yet (queued, or waiting) can only be pointed to."""
+    if queued or run.status not in FINAL_STATUSES:
         answer = _accepted(run.org_id, run.id)
     else:
         stored = run.output or {}

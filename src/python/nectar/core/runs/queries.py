@@ -15,6 +15,21 @@ from sqlalchemy.orm import Session
 from nectar.core.runs.writer import run_writer
 from nectar.schema.models import WorkflowRun
 
+# Keys the platform gives runs it starts itself (jobs.py's scheduled runs, calls.py's called ones):
+# a caller's key that looked like one could skip a scheduled run or plant a called one.
+INTERNAL_KEY_PREFIXES = ("schedule:", "call:")
+
+
+def client_key_refusal(key: str | None) -> str | None:
+    """Why a caller's Idempotency-Key is refused (a 400's detail), or None if it may be used."""
+    if key is None:
+        return None
+    if len(key) > 200:
+        return "Idempotency-Key is at most 200 characters."
+    if key.startswith(INTERNAL_KEY_PREFIXES):
+        return f"Idempotency-Key may not start with {' or '.join(INTERNAL_KEY_PREFIXES)}: those are the platform's."
+    return None
+
 
 def run_for_key(session: Session, workflow_id: uuid.UUID, key: str) -> WorkflowRun | None:
     return session.scalar(

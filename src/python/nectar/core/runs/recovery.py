@@ -23,12 +23,14 @@ from nectar.core.runs.runner import FINAL_STATUSES
 from nectar.core.runs.signals import Refused
 from nectar.schema.models import WorkflowRun, WorkflowVersion
 
-# Waiting checkpoints are left out: a wait the failed run had begun begins again.
+# Waiting checkpoints are left out: a wait the failed run had begun begins again. So are the
+# failed step's and the failures under it (in its loop iterations): they are done again.
 _SEED_JOURNAL_SQL = text(
     "INSERT INTO workflow_run_checkpoints (org_id, run_id, step_key, status, output, error, record) "
     "SELECT org_id, :new_run, step_key, status, output, error, record FROM workflow_run_checkpoints "
     "WHERE run_id = :failed_run AND status <> 'waiting' AND step_key <> :failed_step "
-    "AND (status = 'succeeded' OR :failed_step <> '')"
+    "AND (status = 'succeeded' OR (:failed_step <> '' "
+    "AND left(step_key, length(:failed_step) + 1) <> :failed_step || '['))"
 )
 
 

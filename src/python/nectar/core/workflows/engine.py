@@ -714,6 +714,8 @@ class Run:
             )
         context["vars"] = merged
         if failed is not None:
+            # The step that failed in its branch is the run's failed step, as outside a parallel.
+            self.failed_key = next(lane.run.failed_key for lane in lanes if lane.ended is failed)
             raise failed
         return {"branches": len(branches)}, [lane.run.last_output for lane in lanes]
 

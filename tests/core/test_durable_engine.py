@@ -101,7 +101,9 @@ class StoredJournal(MemoryJournal):
         ).fetchone()[0]
 
     def save(self, key, checkpoint):
-        stored = self.conn.execute(f"SELECT CAST(%s AS {self.column_type})::text", [json_text(json_safe(checkpoint.output))])
+        stored = self.conn.execute(
+            f"SELECT CAST(%s AS {self.column_type})::text", [json_text(json_safe(checkpoint.output))]
+        )
         super().save(key, replace(checkpoint, output=json.loads(stored.fetchone()[0])))
 
 
@@ -200,3 +202,15 @@ def test_a_journaled_failure_takes_the_same_error_branch_without_asking_again():
     done = run(document, journal, clock, again)
     assert done.status == "succeeded" and again.requests == []
     assert [s.step_id for s in done.steps] == ["call", "note", "pause"]
+
+
+def test_each_attempt_of_a_request_has_its_own_idempotency_key_and_a_replay_the_same_ones():
+    document = wf(
+        {"id": "call", "type": "http_request", "url": "https://example.com/a", "retry": {"attempts": 3}},
+        {"id": "pause", "type": "wait", "seconds": 60},
+    )
+    failing = {"status": 500, "headers": {}, "body": {}}
+    effects = Recorder([failing, failing, OK])
+    assert run(document, MemoryJournal(), Clock(), effects).status == "waiting"
+    keys = [request["headers"]["Idempotency-Key"] for request in effects.requests]
+    assert keys == ["run-1/call", "run-1/call#2", "run-1/call#3"]

@@ -343,7 +343,7 @@ class Run:
             self.records.append(None)  # a step's record comes before those of the steps it runs
             step_input = None
             try:
-                step_input, output = self._perform(step, context, key, path)
+                step_input, output = self._perform(step, context, key, path, attempt)
             except _Responded as responded:
                 body = responded.response.body
                 self._record(position, step, attempt, "succeeded", step_input, body, None, started)
@@ -439,7 +439,7 @@ class Run:
             finished_at=datetime.now(UTC),
         )
 
-    def _perform(self, step: dict, context: dict, key: str, path: str) -> tuple[Any, Any]:
+    def _perform(self, step: dict, context: dict, key: str, path: str, attempt: int = 1) -> tuple[Any, Any]:
         kind = step["type"]
         if kind == "transform":
             return {"expression": step["expression"]}, evaluate(step["expression"], context)
@@ -465,7 +465,10 @@ class Run:
                     step.get("timeout_seconds", 10), max(0.1, self.deadline - self.clock())
                 ),
             }
-            if (effect_key := self.journal.effect_key(key)) is not None:
+            # Each attempt its own key: a target that caches answers (failures too) under it
+            # would otherwise answer every retry with the first failure.
+            effect = key if attempt == 1 else f"{key}#{attempt}"
+            if (effect_key := self.journal.effect_key(effect)) is not None:
                 # A resumed run may send a request whose answer it never recorded; a target that
                 # honours the key sees it once.
                 request["headers"] = {"Idempotency-Key": effect_key, **request["headers"]}

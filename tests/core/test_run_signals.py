@@ -275,3 +275,27 @@ def test_a_run_takes_at_most_a_bounded_number_of_untaken_events(browser, databas
         )
     refused = send(browser, token, run_id, "payment.done", {"amount": 1})
     assert refused.status_code == 429 and "limit" in refused.json["detail"]
+
+
+def test_a_wake_up_for_a_run_that_no_longer_waits_until_then_does_nothing(browser, database):
+    token, run_id = start(browser, WAITS_FOR_PAYMENT)
+    drain_jobs(browser.app)
+    assert get_run(browser, token, run_id)["status"] == "waiting"  # until its timeout, an hour away
+
+    def jobs(task):
+        with database.connect(Role.ADMIN) as conn:
+            return conn.execute(
+                "SELECT count(*) FROM procrastinate_jobs WHERE task_name = %s AND args ->> 'run_id' = %s",
+                (task, run_id),
+            ).fetchone()[0]
+
+    with database.connect(Role.ADMIN) as conn:  # the timeout's wake-up comes early, as a stale one does
+        conn.execute(
+            "UPDATE procrastinate_jobs SET scheduled_at = now() WHERE task_name = 'core.wake_run' "
+            "AND args ->> 'run_id' = %s",
+            (run_id,),
+        )
+    activations = jobs("core.run_workflow")
+    drain_jobs(browser.app)
+    assert jobs("core.run_workflow") == activations and jobs("core.wake_run") == 1
+    assert get_run(browser, token, run_id)["status"] == "waiting"

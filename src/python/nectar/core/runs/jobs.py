@@ -35,17 +35,6 @@ def bind(app: Flask) -> None:
     _flask_app = app
 
 
-@blueprint.task(name=WAKE_TASK, queue=QUEUE, retry=procrastinate.RetryStrategy(max_attempts=10, wait=5))
-def wake_run(org_id: str, run_id: str) -> None:
-    assert _flask_app is not None, "bind(app) before running the worker"
-    with _flask_app.app_context():
-        try:
-            schedule_activation(db.session, uuid.UUID(org_id), uuid.UUID(run_id))
-            db.session.commit()
-        finally:
-            db.session.remove()
-
-
 class ActivationRetry(procrastinate.BaseRetryStrategy):
     """An activation that lost the database is retried for as long as the outage lasts (the run
     resumes from its journal); any other error a few times (a run's own failures never raise)."""
@@ -56,6 +45,27 @@ class ActivationRetry(procrastinate.BaseRetryStrategy):
         if job.attempts >= 5:
             return None
         return procrastinate.RetryDecision(retry_in={"seconds": 2 ** (job.attempts + 1)})
+
+
+# A wake-up may be stale: the run was woken earlier (an event came) and now waits for later, or
+# has ended. Replaying it for nothing would cost a whole activation.
+_DUE_SQL = text(
+    "SELECT 1 FROM workflow_runs WHERE id = :run_id AND status = 'waiting' "
+    "AND wake_at <= now() + interval '5 seconds'"
+)
+
+
+@blueprint.task(name=WAKE_TASK, queue=QUEUE, retry=ActivationRetry())  # a waiting run's only timer
+def wake_run(org_id: str, run_id: str) -> None:
+    assert _flask_app is not None, "bind(app) before running the worker"
+    with _flask_app.app_context():
+        try:
+            scope_session(db.session, org_id=uuid.UUID(org_id))
+            if db.session.scalar(_DUE_SQL, {"run_id": run_id}) is not None:
+                schedule_activation(db.session, uuid.UUID(org_id), uuid.UUID(run_id))
+            db.session.commit()
+        finally:
+            db.session.remove()
 
 
 @blueprint.task(name=RUN_TASK, queue=QUEUE, retry=ActivationRetry())

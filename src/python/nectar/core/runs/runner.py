@@ -195,7 +195,7 @@ def _fail(session: Session, org_id: uuid.UUID, run: WorkflowRun, error: Exceptio
     scope_session(session, org_id=org_id)
     session.execute(
         update(WorkflowRun)
-        .where(WorkflowRun.id == run_id)
+        .where(WorkflowRun.id == run_id, WorkflowRun.status != "cancelled")  # a cancellation stands
         .values(
             status="failed",
             error=f"the run could not be completed: {type(error).__name__}: {error}"[:2000],

@@ -15,6 +15,7 @@ from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from nectar.core.access import ROLE_RANK
+from nectar.core.org_mail.service import MailLimitReached, charge
 from nectar.core.runs.links import RESUME_URL_LIFETIME, RunLinks, Target
 from nectar.schema.models import Membership, Organization, User, Workflow, WorkflowRun
 from nectar.shared.mail import Email, queue_email_once
@@ -59,7 +60,7 @@ class RunInbox:
             return None
         return {"id": str(row.id), "received_at": row.received_at.isoformat(), "payload": row.payload}
 
-    def request_approval(self, key: str, request: dict) -> None:
+    def request_approval(self, key: str, request: dict) -> str | None:
         approval_id = self.session.scalar(
             _ASK_SQL,
             {
@@ -74,9 +75,12 @@ class RunInbox:
             },
         )
         if approval_id is not None and request["notify"]:
-            self._email_approvers(key, approval_id, request)
+            return self._email_approvers(key, approval_id, request)
+        return None
 
-    def _email_approvers(self, key: str, approval_id: uuid.UUID, request: dict) -> None:
+    def _email_approvers(self, key: str, approval_id: uuid.UUID, request: dict) -> str | None:
+        """Emails the approvers, each message charged to the organization's mail quota; past it,
+        the rest are not emailed (the approval waits in the app all the same): says so."""
         org = self.session.get(Organization, self.run.org_id)
         workflow = self.session.get(Workflow, self.run.workflow_id)
         link = self.links.approval_url(
@@ -89,7 +93,7 @@ class RunInbox:
             .where(Membership.org_id == self.run.org_id, Membership.role.in_(roles), User.is_active.is_(True))
             .order_by(Membership.created_at, User.id)
             .limit(MAX_APPROVAL_EMAILS)
-        )
+        ).all()
         body = "\n".join(
             [
                 f'A run of the workflow "{workflow.name}" in {org.name} waits for a decision:',
@@ -105,7 +109,12 @@ class RunInbox:
                 f"{request['until']:%Y-%m-%d %H:%M} UTC.",
             ]
         )
-        for user_id, email in approvers:
+        for notified, (user_id, email) in enumerate(approvers):
+            try:
+                with self.session.begin_nested():  # past the quota: the charge is undone
+                    charge(self.session, org.id, org.plan)
+            except MailLimitReached as limited:
+                return f"{notified} of {len(approvers)} approvers emailed: {limited}"
             queue_email_once(
                 self.session,
                 Email(

@@ -183,9 +183,9 @@ class Inbox(Protocol):
         """Takes, for step `key`, the earliest event `name` received by `until` that no step has
         taken: {"id", "received_at", "payload"}; None if there is none."""
 
-    def request_approval(self, key: str, request: dict) -> None:
+    def request_approval(self, key: str, request: dict) -> str | None:
         """Asks for a decision on step `key` (its title, details, approver_role, notify and until),
-        and tells the people who may decide."""
+        and tells the people who may decide; returns a notice if some could not be told."""
 
     def decision(self, key: str, closing: bool) -> dict | None:
         """The decision made on step `key`: {"decision": "approved" or "rejected", "by", "at",
@@ -205,8 +205,8 @@ class NoInbox:
     def take_event(self, key: str, name: str, until: datetime) -> dict | None:
         return None
 
-    def request_approval(self, key: str, request: dict) -> None:
-        pass
+    def request_approval(self, key: str, request: dict) -> str | None:
+        return None
 
     def decision(self, key: str, closing: bool) -> dict | None:
         return None
@@ -584,7 +584,8 @@ class Run:
                     "approver_role": step.get("approver_role", "admin"),
                 }
                 request = {**waiting["request"], "step": step["id"], "until": until}
-                self.inbox.request_approval(key, {**request, "notify": step.get("notify", True)})
+                if notice := self.inbox.request_approval(key, {**request, "notify": step.get("notify", True)}):
+                    waiting["notice"] = notice  # in the step's trace: who was not emailed, and why
             saved = Checkpoint("waiting", waiting)
             self.journal.save(key, saved)  # with the approval's request and its emails
         until = datetime.fromisoformat(saved.output["until"])

@@ -9,17 +9,15 @@ from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 import procrastinate
-import psycopg
 from croniter import croniter
 from flask import Flask
 from sqlalchemy import select, text, update
-from sqlalchemy.exc import OperationalError
 
 from nectar.core.runs.queue import QUEUE, RUN_TASK, WAKE_TASK, queue_run, schedule_activation
 from nectar.core.runs.runner import activate_run
 from nectar.core.workflows.engine import ASYNC_LIMITS
 from nectar.schema.models import Workflow, WorkflowRun, WorkflowSchedule
-from nectar.shared.database import db, scope_session
+from nectar.shared.database import db, is_database_outage, scope_session
 from nectar.shared.jobs import add_queue_upkeep
 
 blueprint = procrastinate.Blueprint()
@@ -37,10 +35,11 @@ def bind(app: Flask) -> None:
 
 class ActivationRetry(procrastinate.BaseRetryStrategy):
     """An activation that lost the database is retried for as long as the outage lasts (the run
-    resumes from its journal); any other error a few times (a run's own failures never raise)."""
+    resumes from its journal); any other error (a deadlock, a cancelled query too) a few times:
+    a retry waiting for later holds back its lane."""
 
     def get_retry_decision(self, *, exception: BaseException, job) -> procrastinate.RetryDecision | None:
-        if isinstance(exception, OperationalError | psycopg.OperationalError):
+        if is_database_outage(exception):
             return procrastinate.RetryDecision(retry_in={"seconds": min(60, 2 ** min(job.attempts, 6))})
         if job.attempts >= 5:
             return None

@@ -5,6 +5,8 @@ credentials and is refused when forged (403) or expired (410), and a timeout tak
 
 from __future__ import annotations
 
+import contextvars
+import threading
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -299,3 +301,31 @@ def test_a_wake_up_for_a_run_that_no_longer_waits_until_then_does_nothing(browse
     drain_jobs(browser.app)
     assert jobs("core.run_workflow") == activations and jobs("core.wake_run") == 1
     assert get_run(browser, token, run_id)["status"] == "waiting"
+
+
+def test_the_inbox_waits_for_the_session_its_parallel_branches_share(browser, database):
+    from nectar.core.runs.inbox import RunInbox
+    from nectar.core.runs.links import run_links
+    from nectar.schema.models import WorkflowRun
+    from nectar.shared.database import scope_session
+
+    token, run_id = start(browser, WAITS_FOR_PAYMENT)
+    session_lock, answers = threading.RLock(), []
+    with browser.app.app_context():
+        try:
+            with database.connect(Role.ADMIN) as conn:
+                org_id = conn.execute("SELECT org_id FROM workflow_runs WHERE id = %s", (run_id,)).fetchone()[0]
+            scope_session(db.session, org_id=org_id)
+            run = db.session.get(WorkflowRun, uuid.UUID(run_id))
+            inbox = RunInbox(db.session(), run, run_links(), session_lock)  # the Session, not its proxy
+            with session_lock:  # another branch is using the session
+                asking = threading.Thread(  # in this app context, as a branch's thread is
+                    target=contextvars.copy_context().run, args=(lambda: answers.append(inbox.cancelled()),)
+                )
+                asking.start()
+                asking.join(0.5)
+                assert asking.is_alive() and answers == []  # it waits its turn
+            asking.join(10)
+            assert answers == [False]
+        finally:
+            db.session.remove()

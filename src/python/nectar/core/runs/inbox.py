@@ -9,6 +9,7 @@ step's checkpoint says so, whatever crashes in between.
 from __future__ import annotations
 
 import uuid
+from contextlib import AbstractContextManager, nullcontext
 from datetime import datetime
 
 from sqlalchemy import select, text
@@ -47,36 +48,45 @@ _DECISION_SQL = text(
 
 
 class RunInbox:
-    """The inbox of `run`, on a session scoped to its organization."""
+    """The inbox of `run`, on a session scoped to its organization. The session's other users (the
+    run's journal and effects, in parallel branches) share `session_lock`."""
 
-    def __init__(self, session: Session, run: WorkflowRun, links: RunLinks):
-        self.session, self.run, self.links = session, run, links
+    def __init__(
+        self,
+        session: Session,
+        run: WorkflowRun,
+        links: RunLinks,
+        session_lock: AbstractContextManager = nullcontext(),  # noqa: B008 - stateless, shareable
+    ):
+        self.session, self.run, self.links, self._session_lock = session, run, links, session_lock
 
     def take_event(self, key: str, name: str, until: datetime) -> dict | None:
-        row = self.session.execute(
-            _TAKE_EVENT_SQL, {"run": self.run.id, "name": name, "key": key, "until": until}
-        ).one_or_none()
-        if row is None:
-            return None
-        return {"id": str(row.id), "received_at": row.received_at.isoformat(), "payload": row.payload}
+        with self._session_lock:
+            row = self.session.execute(
+                _TAKE_EVENT_SQL, {"run": self.run.id, "name": name, "key": key, "until": until}
+            ).one_or_none()
+            if row is None:
+                return None
+            return {"id": str(row.id), "received_at": row.received_at.isoformat(), "payload": row.payload}
 
     def request_approval(self, key: str, request: dict) -> str | None:
-        approval_id = self.session.scalar(
-            _ASK_SQL,
-            {
-                "org": self.run.org_id,
-                "run": self.run.id,
-                "key": key,
-                "step": request["step"],
-                "title": request["title"],
-                "details": request["details"] or None,
-                "role": request["approver_role"],
-                "until": request["until"],
-            },
-        )
-        if approval_id is not None and request["notify"]:
-            return self._email_approvers(key, approval_id, request)
-        return None
+        with self._session_lock:
+            approval_id = self.session.scalar(
+                _ASK_SQL,
+                {
+                    "org": self.run.org_id,
+                    "run": self.run.id,
+                    "key": key,
+                    "step": request["step"],
+                    "title": request["title"],
+                    "details": request["details"] or None,
+                    "role": request["approver_role"],
+                    "until": request["until"],
+                },
+            )
+            if approval_id is not None and request["notify"]:
+                return self._email_approvers(key, approval_id, request)
+            return None
 
     def _email_approvers(self, key: str, approval_id: uuid.UUID, request: dict) -> str | None:
         """Emails the approvers, each message charged to the organization's mail quota; past it,
@@ -127,23 +137,25 @@ class RunInbox:
             )
 
     def decision(self, key: str, closing: bool) -> dict | None:
-        params = {"run": self.run.id, "key": key}
-        if closing:
-            self.session.execute(_CLOSE_SQL, params)
-        row = self.session.execute(_DECISION_SQL, params).one_or_none()
-        if row is None or row.decision is None:
-            return None
-        return {
-            "decision": row.decision,
-            "by": row.decided_by_email,
-            "at": row.decided_at.isoformat(),
-            "comment": row.comment or "",
-        }
+        with self._session_lock:
+            params = {"run": self.run.id, "key": key}
+            if closing:
+                self.session.execute(_CLOSE_SQL, params)
+            row = self.session.execute(_DECISION_SQL, params).one_or_none()
+            if row is None or row.decision is None:
+                return None
+            return {
+                "decision": row.decision,
+                "by": row.decided_by_email,
+                "at": row.decided_at.isoformat(),
+                "comment": row.comment or "",
+            }
 
     def resume_url(self, key: str, event: str) -> str:
         target = Target(self.run.org_id, self.run.id, key, event=event)
         return self.links.resume_url(target, self.run.queued_at + RESUME_URL_LIFETIME)
 
     def cancelled(self) -> bool:
-        status = self.session.scalar(select(WorkflowRun.status).where(WorkflowRun.id == self.run.id))
-        return status == "cancelled"
+        with self._session_lock:
+            status = self.session.scalar(select(WorkflowRun.status).where(WorkflowRun.id == self.run.id))
+            return status == "cancelled"

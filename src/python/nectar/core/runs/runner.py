@@ -168,7 +168,7 @@ def activate_run(
             mode="async",
             journal=RunJournal(session, org_id, run_id, session_lock),
             now=now or (lambda: datetime.now(UTC)),
-            inbox=RunInbox(session, run, run_links()),
+            inbox=RunInbox(session, run, run_links(), session_lock),
         )
         # Locked until the outcome is committed, so a cancel either came first or finds it final.
         status, error = session.execute(

@@ -210,9 +210,13 @@ def test_approval_emails_count_against_the_mail_quota_and_past_it_the_step_says_
     browser.create_org()
     free = dataclasses.replace(plans.PLAN_LIMITS["free"], emails_per_hour=1000, emails_per_day=1)
     monkeypatch.setitem(plans.PLAN_LIMITS, "free", free)
-    ask = [{"id": "a", "type": "approval", "title": "First?"}], [{"id": "b", "type": "approval", "title": "Second?"}]
+    ask = [{"id": "a", "type": "approval", "title": "First?"}], [
+        {"id": "b", "type": "approval", "title": "Second?"}
+    ]
     token, run_id = start(
-        browser, {"steps": [{"id": "both", "type": "parallel", "branches": list(ask)}]}, token=_new_key(browser)
+        browser,
+        {"steps": [{"id": "both", "type": "parallel", "branches": list(ask)}]},
+        token=_new_key(browser),
     )
     drain_jobs(browser.app)
     emailed = {key: list(approval_emails(database, run_id, key)) for key in ("a", "b")}
@@ -226,4 +230,6 @@ def test_approval_emails_count_against_the_mail_quota_and_past_it_the_step_says_
     [told] = [key for key, to in emailed.items() if to]
     [untold] = [key for key, to in emailed.items() if not to]
     assert "notice" not in inputs[told]
-    assert inputs[untold]["notice"] == "0 of 1 approvers emailed: this organization's plan allows 1 emails a day"
+    assert (
+        inputs[untold]["notice"] == "0 of 1 approvers emailed: this organization's plan allows 1 emails a day"
+    )

@@ -314,7 +314,9 @@ def test_the_inbox_waits_for_the_session_its_parallel_branches_share(browser, da
     with browser.app.app_context():
         try:
             with database.connect(Role.ADMIN) as conn:
-                org_id = conn.execute("SELECT org_id FROM workflow_runs WHERE id = %s", (run_id,)).fetchone()[0]
+                org_id = conn.execute("SELECT org_id FROM workflow_runs WHERE id = %s", (run_id,)).fetchone()[
+                    0
+                ]
             scope_session(db.session, org_id=org_id)
             run = db.session.get(WorkflowRun, uuid.UUID(run_id))
             inbox = RunInbox(db.session(), run, run_links(), session_lock)  # the Session, not its proxy

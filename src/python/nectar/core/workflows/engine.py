@@ -584,7 +584,9 @@ class Run:
                     "approver_role": step.get("approver_role", "admin"),
                 }
                 request = {**waiting["request"], "step": step["id"], "until": until}
-                if notice := self.inbox.request_approval(key, {**request, "notify": step.get("notify", True)}):
+                if notice := self.inbox.request_approval(
+                    key, {**request, "notify": step.get("notify", True)}
+                ):
                     waiting["notice"] = notice  # in the step's trace: who was not emailed, and why
             saved = Checkpoint("waiting", waiting)
             self.journal.save(key, saved)  # with the approval's request and its emails

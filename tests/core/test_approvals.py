@@ -5,9 +5,11 @@ step, and inside a loop each iteration asks anew."""
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from datetime import UTC, datetime, timedelta
 
+from nectar.core import plans
 from nectar.core.runs.links import RunLinks, Target
 from nectar.shared.config import Role
 from tests.core.conftest import drain_jobs, link_in, unique_email
@@ -199,3 +201,35 @@ def test_forged_or_expired_approval_links_are_refused_and_strangers_get_403(
     signed_out = new_browser().get(link)
     assert signed_out.status_code == 302 and "/login" in signed_out.headers["Location"]
     assert approvals_of(database, run_id)[0][2] is None
+
+
+def test_approval_emails_count_against_the_mail_quota_and_past_it_the_step_says_who_was_not_told(
+    browser, database, monkeypatch
+):
+    owner = browser.sign_up()
+    browser.create_org()
+    free = dataclasses.replace(plans.PLAN_LIMITS["free"], emails_per_hour=1000, emails_per_day=1)
+    monkeypatch.setitem(plans.PLAN_LIMITS, "free", free)
+    ask = [{"id": "a", "type": "approval", "title": "First?"}], [
+        {"id": "b", "type": "approval", "title": "Second?"}
+    ]
+    token, run_id = start(
+        browser,
+        {"steps": [{"id": "both", "type": "parallel", "branches": list(ask)}]},
+        token=_new_key(browser),
+    )
+    drain_jobs(browser.app)
+    emailed = {key: list(approval_emails(database, run_id, key)) for key in ("a", "b")}
+    assert sorted(emailed.values()) == [[], [owner]], emailed  # the day's one email, for either branch
+    for approval_id, *_ in approvals_of(database, run_id):  # both still decided in the app
+        assert decide_on_page(browser, approval_id, "approved").status_code == 302
+    drain_jobs(browser.app)
+    run = get_run(browser, token, run_id)
+    assert run["status"] == "succeeded", run["error"]
+    inputs = {step["step_id"]: step["input"] for step in run["steps"]}
+    [told] = [key for key, to in emailed.items() if to]
+    [untold] = [key for key, to in emailed.items() if not to]
+    assert "notice" not in inputs[told]
+    assert (
+        inputs[untold]["notice"] == "0 of 1 approvers emailed: this organization's plan allows 1 emails a day"
+    )

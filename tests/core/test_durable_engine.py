@@ -1,10 +1,14 @@
 """Durable runs in the engine: replay from a journal repeats no effect, waits suspend the run and
 end at the time fixed when they began (an injected clock: no real sleeping)."""
 
+import json
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from nectar.core.workflows.definition import validate
 from nectar.core.workflows.engine import execute
+from nectar.core.workflows.expressions import json_safe, json_text
+from nectar.shared.config import Role
 from tests.core.test_workflow_engine import Recorder
 
 START = datetime(2027, 1, 1, 9, 0, tzinfo=UTC)
@@ -84,6 +88,51 @@ def test_a_resumed_run_repeats_no_request_or_email_it_recorded():
     assert [s.position for s in done.steps] == [0, 1, 2, 3]
 
 
+class StoredJournal(MemoryJournal):
+    """Keeps each output as the database's checkpoint column gives it back (its real type; jsonb
+    refuses NULs, so they are dropped first, as the journal does)."""
+
+    def __init__(self, database):
+        super().__init__()
+        self.conn = database.connect(Role.ADMIN)
+        self.column_type = self.conn.execute(
+            "SELECT format_type(atttypid, atttypmod) FROM pg_attribute "
+            "WHERE attrelid = 'workflow_run_checkpoints'::regclass AND attname = 'output'"
+        ).fetchone()[0]
+
+    def save(self, key, checkpoint):
+        stored = self.conn.execute(
+            f"SELECT CAST(%s AS {self.column_type})::text", [json_text(json_safe(checkpoint.output))]
+        )
+        super().save(key, replace(checkpoint, output=json.loads(stored.fetchone()[0])))
+
+
+def test_a_loop_over_an_answers_keys_replays_the_same_items_after_a_crash(database):
+    document = wf(
+        {"id": "fetch", "type": "http_request", "url": "https://example.com/people"},
+        {
+            "id": "loop",
+            "type": "for_each",
+            "items": "keys(steps.fetch.body)",
+            "steps": [
+                {"id": "send", "type": "send_email", "to": "{{ item }}", "subject": "s", "body": "b\u0000"},
+                {"id": "pause", "type": "wait", "seconds": 60},
+            ],
+        },
+    )
+    body = {"zed@x.io": 1, "al@x.io": 2, "bob@example.org": 3, "nul\u0000@x.io": 4}
+    journal, clock = StoredJournal(database), Clock()
+    first = Recorder([{"status": 200, "headers": {}, "body": body}])
+    assert run(document, journal, clock, first).status == "waiting"  # after loop[0]/send: as a crash
+    sent = [to for to, _, _ in first.emails]
+    while (outcome := run(document, journal, clock, replayed := Recorder())).status == "waiting":
+        sent += [to for to, _, _ in replayed.emails]
+        clock.now += timedelta(seconds=60)
+    assert outcome.status == "succeeded", outcome.error
+    sent += [to for to, _, _ in replayed.emails]
+    assert sent == ["zed@x.io", "al@x.io", "bob@example.org", "nul@x.io"]  # each once, in the answer's order
+
+
 def test_a_thirty_day_wait_ends_on_its_day_and_a_longer_one_is_refused():
     month = wf(
         {"id": "w", "type": "wait", "seconds": 30 * 86400}, {"id": "x", "type": "set", "values": {"a": 1}}
@@ -153,3 +202,15 @@ def test_a_journaled_failure_takes_the_same_error_branch_without_asking_again():
     done = run(document, journal, clock, again)
     assert done.status == "succeeded" and again.requests == []
     assert [s.step_id for s in done.steps] == ["call", "note", "pause"]
+
+
+def test_each_attempt_of_a_request_has_its_own_idempotency_key_and_a_replay_the_same_ones():
+    document = wf(
+        {"id": "call", "type": "http_request", "url": "https://example.com/a", "retry": {"attempts": 3}},
+        {"id": "pause", "type": "wait", "seconds": 60},
+    )
+    failing = {"status": 500, "headers": {}, "body": {}}
+    effects = Recorder([failing, failing, OK])
+    assert run(document, MemoryJournal(), Clock(), effects).status == "waiting"
+    keys = [request["headers"]["Idempotency-Key"] for request in effects.requests]
+    assert keys == ["run-1/call", "run-1/call#2", "run-1/call#3"]

@@ -275,6 +275,38 @@ def test_the_same_idempotency_key_runs_once(owner, database):
         )
 
 
+def test_keys_of_the_platforms_own_runs_are_refused_and_a_run_not_ended_is_pointed_to(owner, database):
+    browser, org, token = owner
+    workflow_id = _workflow(browser, token)
+    url = _endpoint(browser, token, workflow_id)["url"].replace("{id}", "5")
+    body = {"items": [{"price": 1}]}
+    for key in ("schedule:2027-01-04T09:00:00+00:00", "call:6f1c0e52-0000-5000-8000-000000000000"):
+        refused = browser.client.post(url, json=body, headers={"Idempotency-Key": key})
+        assert refused.status_code == 400 and "platform" in refused.json["detail"], refused.json
+        started = browser.api(
+            "POST",
+            f"/api/v1/workflows/{workflow_id}/runs",
+            token=token,
+            json={"input": body},
+            headers={"Idempotency-Key": key},
+        )
+        assert started.status_code == 400 and "platform" in started.json["detail"], started.json
+    queued = browser.api(
+        "POST",
+        f"/api/v1/workflows/{workflow_id}/runs",
+        token=token,
+        json={"input": body},
+        headers={"Idempotency-Key": "shared-1"},
+    )
+    assert queued.status_code == 202, queued.json
+    answer = browser.client.post(url, json=body, headers={"Idempotency-Key": "shared-1"})
+    assert answer.status_code == 202 and answer.headers["X-Nectar-Run-Id"] == queued.json["id"], answer.json
+    assert answer.json["status_url"] and answer.headers["Idempotent-Replayed"] == "true"
+    with database.connect(Role.ADMIN) as conn:
+        count = conn.execute("SELECT count(*) FROM workflow_runs WHERE workflow_id = %s", (workflow_id,))
+        assert count.fetchone()[0] == 1
+
+
 def test_a_failing_workflow_answers_500_with_its_run_and_never_a_traceback(owner):
     browser, _org, token = owner
     failing = {

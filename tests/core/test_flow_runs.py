@@ -115,6 +115,31 @@ def test_a_caller_gets_the_output_of_a_called_run_that_waited(owner):
     assert run_of(browser, token, child["id"])["status"] == "succeeded"
 
 
+def test_cancelling_a_caller_cancels_the_runs_it_called_that_have_not_ended(owner):
+    browser, _, token = owner
+    inner = f"inner-{uuid.uuid4().hex[:6]}"
+    middle = f"middle-{uuid.uuid4().hex[:6]}"
+    inner_id = _workflow(
+        browser, token, manual({"id": "go", "type": "wait_for_event", "event": "go"}), name=inner
+    )
+    middle_id = _workflow(browser, token, manual(call("deeper", inner)), name=middle)
+    parent_id = _workflow(browser, token, manual(call("work", middle)))
+    run_id = start(browser, token, parent_id)
+    for _ in range(3):  # each level starts the next
+        drain_jobs(browser.app)
+    [child] = runs_of(browser, token, middle_id)
+    [grandchild] = runs_of(browser, token, inner_id)
+    assert child["status"] == "waiting" and grandchild["status"] == "waiting", (child, grandchild)
+
+    cancelled = browser.api("POST", f"/api/v1/runs/{run_id}/cancel", token=token)
+    assert cancelled.status_code == 200, cancelled.json
+    drain_jobs(browser.app)
+    assert [run_of(browser, token, r)["status"] for r in (run_id, child["id"], grandchild["id"])] == [
+        "cancelled"
+    ] * 3
+    assert run_id in run_of(browser, token, child["id"])["error"]
+
+
 def test_calls_nest_at_most_five_deep(owner):
     browser, _, token = owner
     names = [f"level{i}-{uuid.uuid4().hex[:6]}" for i in range(7)]

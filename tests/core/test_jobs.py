@@ -2,6 +2,10 @@
 take the worker down."""
 
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
+
+import psycopg
+import pytest
 
 from nectar.core.runs import jobs
 from nectar.shared.config import Role
@@ -138,3 +142,17 @@ def test_a_run_whose_worker_died_is_handed_back_and_finished_by_another(browser,
     drain_jobs(browser.app)
     run = browser.api("GET", f"/api/v1/runs/{run_id}", token=token).json
     assert run["status"] == "succeeded", run["error"]
+
+
+def test_only_a_database_outage_is_retried_for_ever(database):
+    with database.connect(Role.APP) as conn:
+        conn.execute("SET statement_timeout = 10")
+        with pytest.raises(psycopg.errors.QueryCanceled) as slow:  # an OperationalError, not an outage
+            conn.execute("SELECT pg_sleep(1)")
+    with pytest.raises(psycopg.OperationalError) as refused:
+        psycopg.connect(host="127.0.0.1", port=1, dbname="nectar", connect_timeout=2)
+    strategy = jobs.ActivationRetry()
+    after_many = SimpleNamespace(attempts=50)
+    assert strategy.get_retry_decision(exception=refused.value, job=after_many) is not None
+    assert strategy.get_retry_decision(exception=slow.value, job=after_many) is None
+    assert strategy.get_retry_decision(exception=slow.value, job=SimpleNamespace(attempts=1)) is not None

@@ -127,6 +127,37 @@ def test_a_retry_goes_on_from_the_failed_step_and_repeats_nothing_before_it(app,
     assert get_run(browser, token, run_id)["status"] == "failed"  # the failed run stays as it happened
 
 
+def test_a_retry_does_again_the_step_that_failed_in_a_parallel_branch(app, upstream):
+    browser = Browser(app)
+    token, run_id = start(
+        browser,
+        {
+            "steps": [
+                {
+                    "id": "both",
+                    "type": "parallel",
+                    "branches": [
+                        [{"id": "ok", "type": "http_request", "url": f"{upstream.url}/ok"}],
+                        [{"id": "bad", "type": "http_request", "url": f"{upstream.url}/flaky?item=1"}],
+                    ],
+                }
+            ]
+        },
+    )
+    upstream.failing = {"1"}
+    drain_jobs(app)
+    failed = get_run(browser, token, run_id)
+    assert failed["status"] == "failed" and failed["failed_step"] == "bad", failed
+
+    upstream.failing = set()
+    retried = retry(browser, token, run_id)
+    assert retried.status_code == 202, retried.json
+    drain_jobs(app)
+    run = get_run(browser, token, retried.json["id"])
+    assert run["status"] == "succeeded", run["error"]
+    assert upstream.seen == {"/ok": 1, "/flaky?item=1": 2}  # the failed step again, the other kept
+
+
 def test_a_retry_on_the_current_version_keeps_what_the_steps_before_did(app, upstream, database):
     browser = Browser(app)
     steps = [

@@ -5,6 +5,8 @@ credentials and is refused when forged (403) or expired (410), and a timeout tak
 
 from __future__ import annotations
 
+import contextvars
+import threading
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -125,6 +127,31 @@ def test_an_event_that_arrives_before_its_step_is_reached_is_taken_when_the_run_
     assert run["status"] == "succeeded", run["error"]
     assert [s["output"] for s in run["steps"]] == [{"by": "Ada"}, {"amount": 7}]
     assert [taken for _, _, taken, _ in events_of(database, run_id)] == ["paid", "signed"]
+
+
+def test_an_event_for_a_branch_wakes_the_run_while_another_branch_waits(browser, database):
+    token, run_id = start(
+        browser,
+        {
+            "steps": [
+                {
+                    "id": "both",
+                    "type": "parallel",
+                    "branches": [
+                        [{"id": "go", "type": "wait_for_event", "event": "go"}],
+                        [{"id": "ok", "type": "approval", "title": "Ship it?", "notify": False}],
+                    ],
+                }
+            ]
+        },
+    )
+    drain_jobs(browser.app)
+    assert get_run(browser, token, run_id)["waiting_for"]["type"] == "parallel"
+    assert send(browser, token, run_id, "go", {"n": 1}).status_code == 202
+    drain_jobs(browser.app)
+    run = get_run(browser, token, run_id)
+    assert run["status"] == "waiting" and run["waiting_for"]["type"] == "approval", run["waiting_for"]
+    assert [(name, taken) for name, _, taken, _ in events_of(database, run_id)] == [("go", "go")]
 
 
 def test_a_resume_url_resumes_without_credentials_and_forged_or_expired_ones_are_refused(
@@ -250,3 +277,57 @@ def test_a_run_takes_at_most_a_bounded_number_of_untaken_events(browser, databas
         )
     refused = send(browser, token, run_id, "payment.done", {"amount": 1})
     assert refused.status_code == 429 and "limit" in refused.json["detail"]
+
+
+def test_a_wake_up_for_a_run_that_no_longer_waits_until_then_does_nothing(browser, database):
+    token, run_id = start(browser, WAITS_FOR_PAYMENT)
+    drain_jobs(browser.app)
+    assert get_run(browser, token, run_id)["status"] == "waiting"  # until its timeout, an hour away
+
+    def jobs(task):
+        with database.connect(Role.ADMIN) as conn:
+            return conn.execute(
+                "SELECT count(*) FROM procrastinate_jobs WHERE task_name = %s AND args ->> 'run_id' = %s",
+                (task, run_id),
+            ).fetchone()[0]
+
+    with database.connect(Role.ADMIN) as conn:  # the timeout's wake-up comes early, as a stale one does
+        conn.execute(
+            "UPDATE procrastinate_jobs SET scheduled_at = now() WHERE task_name = 'core.wake_run' "
+            "AND args ->> 'run_id' = %s",
+            (run_id,),
+        )
+    activations = jobs("core.run_workflow")
+    drain_jobs(browser.app)
+    assert jobs("core.run_workflow") == activations and jobs("core.wake_run") == 1
+    assert get_run(browser, token, run_id)["status"] == "waiting"
+
+
+def test_the_inbox_waits_for_the_session_its_parallel_branches_share(browser, database):
+    from nectar.core.runs.inbox import RunInbox
+    from nectar.core.runs.links import run_links
+    from nectar.schema.models import WorkflowRun
+    from nectar.shared.database import scope_session
+
+    token, run_id = start(browser, WAITS_FOR_PAYMENT)
+    session_lock, answers = threading.RLock(), []
+    with browser.app.app_context():
+        try:
+            with database.connect(Role.ADMIN) as conn:
+                org_id = conn.execute("SELECT org_id FROM workflow_runs WHERE id = %s", (run_id,)).fetchone()[
+                    0
+                ]
+            scope_session(db.session, org_id=org_id)
+            run = db.session.get(WorkflowRun, uuid.UUID(run_id))
+            inbox = RunInbox(db.session(), run, run_links(), session_lock)  # the Session, not its proxy
+            with session_lock:  # another branch is using the session
+                asking = threading.Thread(  # in this app context, as a branch's thread is
+                    target=contextvars.copy_context().run, args=(lambda: answers.append(inbox.cancelled()),)
+                )
+                asking.start()
+                asking.join(0.5)
+                assert asking.is_alive() and answers == []  # it waits its turn
+            asking.join(10)
+            assert answers == [False]
+        finally:
+            db.session.remove()

@@ -556,8 +556,9 @@ def _body_response(body, status: int) -> RunAnswer:
 
 
 def _replay(run, queued: bool):
-    """The answer the first delivery got: the same key never runs the workflow twice."""
-    if queued:
+    """The answer the first delivery got: the same key never runs the workflow twice. A run that
+    has not ended yet (queued, or waiting) can only be pointed to."""
+    if queued or run.status not in FINAL_STATUSES:
         answer = _accepted(run.org_id, run.id)
     else:
         stored = run.output or {}

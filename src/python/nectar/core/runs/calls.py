@@ -55,7 +55,9 @@ def start_called_run(session: Session, caller: Caller, ref: str, run_input: dict
     if idempotency_key is not None:
         earlier = session.scalar(
             select(WorkflowRun.id).where(
-                WorkflowRun.workflow_id == workflow.id, WorkflowRun.idempotency_key == idempotency_key
+                WorkflowRun.workflow_id == workflow.id,
+                WorkflowRun.idempotency_key == idempotency_key,
+                WorkflowRun.parent_run_id == caller.run_id,  # only the caller's own child
             )
         )
         if earlier is not None:

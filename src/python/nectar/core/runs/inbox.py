@@ -9,12 +9,14 @@ step's checkpoint says so, whatever crashes in between.
 from __future__ import annotations
 
 import uuid
+from contextlib import AbstractContextManager, nullcontext
 from datetime import datetime
 
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from nectar.core.access import ROLE_RANK
+from nectar.core.org_mail.service import MailLimitReached, charge
 from nectar.core.runs.links import RESUME_URL_LIFETIME, RunLinks, Target
 from nectar.schema.models import Membership, Organization, User, Workflow, WorkflowRun
 from nectar.shared.mail import Email, queue_email_once
@@ -46,37 +48,49 @@ _DECISION_SQL = text(
 
 
 class RunInbox:
-    """The inbox of `run`, on a session scoped to its organization."""
+    """The inbox of `run`, on a session scoped to its organization. The session's other users (the
+    run's journal and effects, in parallel branches) share `session_lock`."""
 
-    def __init__(self, session: Session, run: WorkflowRun, links: RunLinks):
-        self.session, self.run, self.links = session, run, links
+    def __init__(
+        self,
+        session: Session,
+        run: WorkflowRun,
+        links: RunLinks,
+        session_lock: AbstractContextManager = nullcontext(),  # noqa: B008 - stateless, shareable
+    ):
+        self.session, self.run, self.links, self._session_lock = session, run, links, session_lock
 
     def take_event(self, key: str, name: str, until: datetime) -> dict | None:
-        row = self.session.execute(
-            _TAKE_EVENT_SQL, {"run": self.run.id, "name": name, "key": key, "until": until}
-        ).one_or_none()
-        if row is None:
+        with self._session_lock:
+            row = self.session.execute(
+                _TAKE_EVENT_SQL, {"run": self.run.id, "name": name, "key": key, "until": until}
+            ).one_or_none()
+            if row is None:
+                return None
+            return {"id": str(row.id), "received_at": row.received_at.isoformat(), "payload": row.payload}
+
+    def request_approval(self, key: str, request: dict) -> str | None:
+        with self._session_lock:
+            approval_id = self.session.scalar(
+                _ASK_SQL,
+                {
+                    "org": self.run.org_id,
+                    "run": self.run.id,
+                    "key": key,
+                    "step": request["step"],
+                    "title": request["title"],
+                    "details": request["details"] or None,
+                    "role": request["approver_role"],
+                    "until": request["until"],
+                },
+            )
+            if approval_id is not None and request["notify"]:
+                return self._email_approvers(key, approval_id, request)
             return None
-        return {"id": str(row.id), "received_at": row.received_at.isoformat(), "payload": row.payload}
 
-    def request_approval(self, key: str, request: dict) -> None:
-        approval_id = self.session.scalar(
-            _ASK_SQL,
-            {
-                "org": self.run.org_id,
-                "run": self.run.id,
-                "key": key,
-                "step": request["step"],
-                "title": request["title"],
-                "details": request["details"] or None,
-                "role": request["approver_role"],
-                "until": request["until"],
-            },
-        )
-        if approval_id is not None and request["notify"]:
-            self._email_approvers(key, approval_id, request)
-
-    def _email_approvers(self, key: str, approval_id: uuid.UUID, request: dict) -> None:
+    def _email_approvers(self, key: str, approval_id: uuid.UUID, request: dict) -> str | None:
+        """Emails the approvers, each message charged to the organization's mail quota; past it,
+        the rest are not emailed (the approval waits in the app all the same): says so."""
         org = self.session.get(Organization, self.run.org_id)
         workflow = self.session.get(Workflow, self.run.workflow_id)
         link = self.links.approval_url(
@@ -89,7 +103,7 @@ class RunInbox:
             .where(Membership.org_id == self.run.org_id, Membership.role.in_(roles), User.is_active.is_(True))
             .order_by(Membership.created_at, User.id)
             .limit(MAX_APPROVAL_EMAILS)
-        )
+        ).all()
         body = "\n".join(
             [
                 f'A run of the workflow "{workflow.name}" in {org.name} waits for a decision:',
@@ -105,7 +119,12 @@ class RunInbox:
                 f"{request['until']:%Y-%m-%d %H:%M} UTC.",
             ]
         )
-        for user_id, email in approvers:
+        for notified, (user_id, email) in enumerate(approvers):
+            try:
+                with self.session.begin_nested():  # past the quota: the charge is undone
+                    charge(self.session, org.id, org.plan)
+            except MailLimitReached as limited:
+                return f"{notified} of {len(approvers)} approvers emailed: {limited}"
             queue_email_once(
                 self.session,
                 Email(
@@ -118,23 +137,25 @@ class RunInbox:
             )
 
     def decision(self, key: str, closing: bool) -> dict | None:
-        params = {"run": self.run.id, "key": key}
-        if closing:
-            self.session.execute(_CLOSE_SQL, params)
-        row = self.session.execute(_DECISION_SQL, params).one_or_none()
-        if row is None or row.decision is None:
-            return None
-        return {
-            "decision": row.decision,
-            "by": row.decided_by_email,
-            "at": row.decided_at.isoformat(),
-            "comment": row.comment or "",
-        }
+        with self._session_lock:
+            params = {"run": self.run.id, "key": key}
+            if closing:
+                self.session.execute(_CLOSE_SQL, params)
+            row = self.session.execute(_DECISION_SQL, params).one_or_none()
+            if row is None or row.decision is None:
+                return None
+            return {
+                "decision": row.decision,
+                "by": row.decided_by_email,
+                "at": row.decided_at.isoformat(),
+                "comment": row.comment or "",
+            }
 
     def resume_url(self, key: str, event: str) -> str:
         target = Target(self.run.org_id, self.run.id, key, event=event)
         return self.links.resume_url(target, self.run.queued_at + RESUME_URL_LIFETIME)
 
     def cancelled(self) -> bool:
-        status = self.session.scalar(select(WorkflowRun.status).where(WorkflowRun.id == self.run.id))
-        return status == "cancelled"
+        with self._session_lock:
+            status = self.session.scalar(select(WorkflowRun.status).where(WorkflowRun.id == self.run.id))
+            return status == "cancelled"

@@ -9,17 +9,15 @@ from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 import procrastinate
-import psycopg
 from croniter import croniter
 from flask import Flask
 from sqlalchemy import select, text, update
-from sqlalchemy.exc import OperationalError
 
 from nectar.core.runs.queue import QUEUE, RUN_TASK, WAKE_TASK, queue_run, schedule_activation
 from nectar.core.runs.runner import activate_run
 from nectar.core.workflows.engine import ASYNC_LIMITS
 from nectar.schema.models import Workflow, WorkflowRun, WorkflowSchedule
-from nectar.shared.database import db, scope_session
+from nectar.shared.database import db, is_database_outage, scope_session
 from nectar.shared.jobs import add_queue_upkeep
 
 blueprint = procrastinate.Blueprint()
@@ -35,27 +33,38 @@ def bind(app: Flask) -> None:
     _flask_app = app
 
 
-@blueprint.task(name=WAKE_TASK, queue=QUEUE, retry=procrastinate.RetryStrategy(max_attempts=10, wait=5))
-def wake_run(org_id: str, run_id: str) -> None:
-    assert _flask_app is not None, "bind(app) before running the worker"
-    with _flask_app.app_context():
-        try:
-            schedule_activation(db.session, uuid.UUID(org_id), uuid.UUID(run_id))
-            db.session.commit()
-        finally:
-            db.session.remove()
-
-
 class ActivationRetry(procrastinate.BaseRetryStrategy):
     """An activation that lost the database is retried for as long as the outage lasts (the run
-    resumes from its journal); any other error a few times (a run's own failures never raise)."""
+    resumes from its journal); any other error (a deadlock, a cancelled query too) a few times:
+    a retry waiting for later holds back its lane."""
 
     def get_retry_decision(self, *, exception: BaseException, job) -> procrastinate.RetryDecision | None:
-        if isinstance(exception, OperationalError | psycopg.OperationalError):
+        if is_database_outage(exception):
             return procrastinate.RetryDecision(retry_in={"seconds": min(60, 2 ** min(job.attempts, 6))})
         if job.attempts >= 5:
             return None
         return procrastinate.RetryDecision(retry_in={"seconds": 2 ** (job.attempts + 1)})
+
+
+# A wake-up may be stale: the run was woken earlier (an event came) and now waits for later, or
+# has ended. Replaying it for nothing would cost a whole activation.
+_DUE_SQL = text(
+    "SELECT 1 FROM workflow_runs WHERE id = :run_id AND status = 'waiting' "
+    "AND wake_at <= now() + interval '5 seconds'"
+)
+
+
+@blueprint.task(name=WAKE_TASK, queue=QUEUE, retry=ActivationRetry())  # a waiting run's only timer
+def wake_run(org_id: str, run_id: str) -> None:
+    assert _flask_app is not None, "bind(app) before running the worker"
+    with _flask_app.app_context():
+        try:
+            scope_session(db.session, org_id=uuid.UUID(org_id))
+            if db.session.scalar(_DUE_SQL, {"run_id": run_id}) is not None:
+                schedule_activation(db.session, uuid.UUID(org_id), uuid.UUID(run_id))
+            db.session.commit()
+        finally:
+            db.session.remove()
 
 
 @blueprint.task(name=RUN_TASK, queue=QUEUE, retry=ActivationRetry())

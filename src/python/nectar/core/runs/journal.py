@@ -10,14 +10,15 @@ from contextlib import AbstractContextManager, nullcontext
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
-from nectar.core.runs.records import jsonb_text, record_from_json, record_json
+from nectar.core.runs.records import record_from_json, record_json
 from nectar.core.workflows.engine import Checkpoint
+from nectar.core.workflows.expressions import json_text
 from nectar.schema.models import WorkflowRunCheckpoint
 
 # A finished checkpoint is final: only a `waiting` one is replaced (by the wait's end).
 _SAVE_SQL = text(
     "INSERT INTO workflow_run_checkpoints (org_id, run_id, step_key, status, output, error, record) "
-    "VALUES (:org_id, :run_id, :key, :status, CAST(:output AS jsonb), :error, CAST(:record AS jsonb)) "
+    "VALUES (:org_id, :run_id, :key, :status, CAST(:output AS json), :error, CAST(:record AS json)) "
     "ON CONFLICT (org_id, run_id, step_key) DO UPDATE SET status = EXCLUDED.status, "
     "output = EXCLUDED.output, error = EXCLUDED.error, record = EXCLUDED.record, saved_at = now() "
     "WHERE workflow_run_checkpoints.status = 'waiting'"
@@ -55,9 +56,9 @@ class RunJournal:
                     "run_id": self.run_id,
                     "key": key,
                     "status": checkpoint.status,
-                    "output": jsonb_text(checkpoint.output),
+                    "output": json_text(checkpoint.output),
                     "error": checkpoint.error,
-                    "record": jsonb_text(record_json(checkpoint.record)) if checkpoint.record else None,
+                    "record": json_text(record_json(checkpoint.record)) if checkpoint.record else None,
                 },
             )
             self.session.commit()

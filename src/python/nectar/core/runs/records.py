@@ -19,11 +19,22 @@ FINAL_STATUSES = ("succeeded", "failed", "cancelled")
 IDEMPOTENCY_KEY_MAX = 200  # what workflow_runs.idempotency_key holds
 
 
+# Keys the platform gives runs it starts itself (jobs.py's scheduled runs, calls.py's called ones):
+# a caller's key that looked like one could skip a scheduled run or plant a called one.
+INTERNAL_KEY_PREFIXES = ("schedule:", "call:")
+
+
 def checked_idempotency_key(key: str | None) -> str | None:
-    """An Idempotency-Key header's value, or BadInput (400) when it is longer than a run keeps."""
-    if key is not None and len(key) > IDEMPOTENCY_KEY_MAX:
+    """A caller's Idempotency-Key header, or BadInput (400) when it is longer than a run keeps or
+    wears one of the platform's own prefixes."""
+    if key is None:
+        return None
+    if len(key) > IDEMPOTENCY_KEY_MAX:
+        raise BadInput(f"Idempotency-Key is at most {IDEMPOTENCY_KEY_MAX} characters.", field="Idempotency-Key")
+    if key.startswith(INTERNAL_KEY_PREFIXES):
         raise BadInput(
-            f"Idempotency-Key is at most {IDEMPOTENCY_KEY_MAX} characters.", field="Idempotency-Key"
+            f"Idempotency-Key may not start with {' or '.join(INTERNAL_KEY_PREFIXES)}: those are the platform's.",
+            field="Idempotency-Key",
         )
     return key
 

@@ -23,12 +23,14 @@ from nectar.core.runs.runner import FINAL_STATUSES
 from nectar.core.runs.signals import Refused
 from nectar.schema.models import WorkflowRun, WorkflowVersion
 
-# Waiting checkpoints are left out: a wait the failed run had begun begins again.
+# Waiting checkpoints are left out: a wait the failed run had begun begins again. So are the
+# failed step's and the failures under it (in its loop iterations): they are done again.
 _SEED_JOURNAL_SQL = text(
     "INSERT INTO workflow_run_checkpoints (org_id, run_id, step_key, status, output, error, record) "
     "SELECT org_id, :new_run, step_key, status, output, error, record FROM workflow_run_checkpoints "
     "WHERE run_id = :failed_run AND status <> 'waiting' AND step_key <> :failed_step "
-    "AND (status = 'succeeded' OR :failed_step <> '')"
+    "AND (status = 'succeeded' OR (:failed_step <> '' "
+    "AND left(step_key, length(:failed_step) + 1) <> :failed_step || '['))"
 )
 
 
@@ -58,16 +60,35 @@ def cancel_run(session: Session, run_id: uuid.UUID, cancelled_by: str) -> Workfl
         raise LookupError("no such run")
     if run.status in FINAL_STATUSES:
         raise Refused(409, f"The run has ended ({run.status}); there is nothing to cancel.")
-    waited_for = run.waiting_for
-    run.status, run.error = "cancelled", f"Cancelled by {cancelled_by}."[:2000]
-    if waited_for:
-        run.error += f" It was waiting for {_describe(waited_for)}."
-    run.finished_at, run.wake_at, run.waiting_for = func.now(), None, None
+    _end_cancelled(run, f"Cancelled by {cancelled_by}.")
     session.flush()
     if run.parent_run_id is not None:  # a caller waiting for this run must learn that it ended
         wake_caller(session, run.org_id, run.id)
+    _cancel_called_runs(session, run.id)
     session.refresh(run)
     return run
+
+
+def _end_cancelled(run: WorkflowRun, why: str) -> None:
+    waited_for = run.waiting_for
+    run.status, run.error = "cancelled", why[:2000]
+    if waited_for:
+        run.error += f" It was waiting for {_describe(waited_for)}."
+    run.finished_at, run.wake_at, run.waiting_for = func.now(), None, None
+
+
+def _cancel_called_runs(session: Session, caller_id: uuid.UUID) -> None:
+    """The runs a cancelled run called and that have not ended stop too (and theirs, at most
+    MAX_CALL_DEPTH deep): their work was for it."""
+    called = session.scalars(
+        select(WorkflowRun)
+        .where(WorkflowRun.parent_run_id == caller_id, WorkflowRun.status.not_in(FINAL_STATUSES))
+        .with_for_update()
+    ).all()
+    for run in called:
+        _end_cancelled(run, f"Cancelled with the run that called it ({caller_id}).")
+        session.flush()
+        _cancel_called_runs(session, run.id)
 
 
 def _describe(waiting_for: dict) -> str:

@@ -13,7 +13,6 @@ from datetime import UTC, datetime
 
 from flask import current_app
 from sqlalchemy import select, update
-from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session
 
 from nectar.core.integrations.service import authorize, connection_named
@@ -26,7 +25,7 @@ from nectar.core.runs.records import FINAL_STATUSES, RunRequest, complete_run, r
 from nectar.core.workflows import outbound
 from nectar.core.workflows.engine import SYNC_LIMITS, Limits, RunOutcome, RunStopped, StepFailed, execute
 from nectar.schema.models import WorkflowRun, WorkflowVersion
-from nectar.shared.database import db, scope_session
+from nectar.shared.database import db, is_database_outage, scope_session
 from nectar.shared.mail import Email, queue_email
 
 UNSUBSCRIBED = "the recipient unsubscribed from this organization's email"
@@ -169,7 +168,7 @@ def activate_run(
             mode="async",
             journal=RunJournal(session, org_id, run_id, session_lock),
             now=now or (lambda: datetime.now(UTC)),
-            inbox=RunInbox(session, run, run_links()),
+            inbox=RunInbox(session, run, run_links(), session_lock),
         )
         # Locked until the outcome is committed, so a cancel either came first or finds it final.
         status, error = session.execute(
@@ -181,11 +180,9 @@ def activate_run(
         if run.parent_run_id is not None and outcome.status != "waiting":
             wake_caller(session, org_id, run_id)
         return outcome
-    except DBAPIError as error:
-        if error.connection_invalidated or isinstance(error, OperationalError):
-            raise  # the database went away: the job is retried and the run resumes from its journal
-        return _fail(session, org_id, run, error)
     except Exception as error:  # noqa: BLE001 - a run must end recorded, whatever broke
+        if is_database_outage(error):
+            raise  # the database went away: the job is retried and the run resumes from its journal
         return _fail(session, org_id, run, error)
 
 
@@ -195,7 +192,7 @@ def _fail(session: Session, org_id: uuid.UUID, run: WorkflowRun, error: Exceptio
     scope_session(session, org_id=org_id)
     session.execute(
         update(WorkflowRun)
-        .where(WorkflowRun.id == run_id)
+        .where(WorkflowRun.id == run_id, WorkflowRun.status != "cancelled")  # a cancellation stands
         .values(
             status="failed",
             error=f"the run could not be completed: {type(error).__name__}: {error}"[:2000],

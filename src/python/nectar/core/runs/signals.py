@@ -119,14 +119,9 @@ def deliver_event(
     )
     session.add(event)
     session.flush()
-    waiting = run.waiting_for or {}
-    # A running activation may have looked for events already: the next one takes it.
-    if run.status == "running" or (
-        run.status == "waiting"
-        and waiting.get("type") == "event"
-        and waiting.get("event") == name
-        and step_key in (None, waiting.get("key"))
-    ):
+    # A running activation may have looked for events already: the next one takes it. A waiting
+    # run may wait for it in any branch of a parallel step; a replay costs less than a lost event.
+    if run.status in ("running", "waiting"):
         schedule_activation(session, org_id, run_id)
     return event
 

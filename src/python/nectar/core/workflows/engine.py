@@ -45,7 +45,14 @@ from nectar.core.workflows.definition import (
     MAX_FOR_EACH_ITEMS,
     MAX_WAIT_SECONDS,
 )
-from nectar.core.workflows.expressions import ExpressionError, check_size, evaluate, json_bytes, render
+from nectar.core.workflows.expressions import (
+    ExpressionError,
+    check_size,
+    evaluate,
+    journaled,
+    json_bytes,
+    render,
+)
 from nectar.core.workflows.outbound import OutboundRefused
 
 
@@ -176,9 +183,9 @@ class Inbox(Protocol):
         """Takes, for step `key`, the earliest event `name` received by `until` that no step has
         taken: {"id", "received_at", "payload"}; None if there is none."""
 
-    def request_approval(self, key: str, request: dict) -> None:
+    def request_approval(self, key: str, request: dict) -> str | None:
         """Asks for a decision on step `key` (its title, details, approver_role, notify and until),
-        and tells the people who may decide."""
+        and tells the people who may decide; returns a notice if some could not be told."""
 
     def decision(self, key: str, closing: bool) -> dict | None:
         """The decision made on step `key`: {"decision": "approved" or "rejected", "by", "at",
@@ -198,8 +205,8 @@ class NoInbox:
     def take_event(self, key: str, name: str, until: datetime) -> dict | None:
         return None
 
-    def request_approval(self, key: str, request: dict) -> None:
-        pass
+    def request_approval(self, key: str, request: dict) -> str | None:
+        return None
 
     def decision(self, key: str, closing: bool) -> dict | None:
         return None
@@ -336,7 +343,7 @@ class Run:
             self.records.append(None)  # a step's record comes before those of the steps it runs
             step_input = None
             try:
-                step_input, output = self._perform(step, context, key, path)
+                step_input, output = self._perform(step, context, key, path, attempt)
             except _Responded as responded:
                 body = responded.response.body
                 self._record(position, step, attempt, "succeeded", step_input, body, None, started)
@@ -363,6 +370,8 @@ class Run:
                 self._record(position, step, attempt, "failed", step_input, None, str(failure), started)
                 self.failed_key = self.failed_key or key
                 raise StepFailed(str(failure)) from None
+            if durable:
+                output = journaled(output)
             self._record(position, step, attempt, "succeeded", step_input, output, None, started)
             if durable:
                 self.journal.save(key, Checkpoint("succeeded", output, None, self.records[position]))
@@ -430,7 +439,7 @@ class Run:
             finished_at=datetime.now(UTC),
         )
 
-    def _perform(self, step: dict, context: dict, key: str, path: str) -> tuple[Any, Any]:
+    def _perform(self, step: dict, context: dict, key: str, path: str, attempt: int = 1) -> tuple[Any, Any]:
         kind = step["type"]
         if kind == "transform":
             return {"expression": step["expression"]}, evaluate(step["expression"], context)
@@ -456,7 +465,10 @@ class Run:
                     step.get("timeout_seconds", 10), max(0.1, self.deadline - self.clock())
                 ),
             }
-            if (effect_key := self.journal.effect_key(key)) is not None:
+            # Each attempt its own key: a target that caches answers (failures too) under it
+            # would otherwise answer every retry with the first failure.
+            effect = key if attempt == 1 else f"{key}#{attempt}"
+            if (effect_key := self.journal.effect_key(effect)) is not None:
                 # A resumed run may send a request whose answer it never recorded; a target that
                 # honours the key sees it once.
                 request["headers"] = {"Idempotency-Key": effect_key, **request["headers"]}
@@ -572,7 +584,10 @@ class Run:
                     "approver_role": step.get("approver_role", "admin"),
                 }
                 request = {**waiting["request"], "step": step["id"], "until": until}
-                self.inbox.request_approval(key, {**request, "notify": step.get("notify", True)})
+                if notice := self.inbox.request_approval(
+                    key, {**request, "notify": step.get("notify", True)}
+                ):
+                    waiting["notice"] = notice  # in the step's trace: who was not emailed, and why
             saved = Checkpoint("waiting", waiting)
             self.journal.save(key, saved)  # with the approval's request and its emails
         until = datetime.fromisoformat(saved.output["until"])
@@ -705,6 +720,8 @@ class Run:
             )
         context["vars"] = merged
         if failed is not None:
+            # The step that failed in its branch is the run's failed step, as outside a parallel.
+            self.failed_key = next(lane.run.failed_key for lane in lanes if lane.ended is failed)
             raise failed
         return {"branches": len(branches)}, [lane.run.last_output for lane in lanes]
 

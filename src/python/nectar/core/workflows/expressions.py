@@ -84,6 +84,13 @@ def json_safe(value):
     return value
 
 
+def journaled(value: Any) -> Any:
+    """`value` as a run's journal gives it back: its JSON text read again, keys in their order,
+    NULs, NaN and lone surrogates gone. A durable step's first activation goes on with this, so
+    every replay sees the same value."""
+    return json.loads(json_text(json_safe(value)))
+
+
 def json_bytes(value: Any) -> bytes:
     """Compact JSON (UTF-8) of a workflow value, with UUIDs, datetimes (ISO 8601) and anything else
     as text, NaN and infinities as null. orjson writes it several times faster than json, which

@@ -17,7 +17,7 @@ from sqlalchemy import (
     UniqueConstraint,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.dialects.postgresql import JSON, JSONB, UUID
 from sqlalchemy.orm import Mapped, mapped_column
 
 from nectar.schema.models.columns import (
@@ -156,9 +156,10 @@ class WorkflowRunCheckpoint(Base):
     run_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
     step_key: Mapped[str] = mapped_column(String(500), primary_key=True)
     status: Mapped[str] = mapped_column(String(20), nullable=False)
-    output: Mapped[dict | list | None] = mapped_column(JSONB)
+    # json, not jsonb: replays must read an output's keys in the order the step first saw them.
+    output: Mapped[dict | list | None] = mapped_column(JSON)
     error: Mapped[str | None] = mapped_column(Text)
-    record: Mapped[dict | None] = mapped_column(JSONB)  # the step's entry in the run's trace
+    record: Mapped[dict | None] = mapped_column(JSON)  # the step's entry in the run's trace
     saved_at: Mapped[datetime] = created_timestamp()
 
 

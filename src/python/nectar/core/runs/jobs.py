@@ -4,6 +4,8 @@ scheduler that turns cron triggers into runs. Run by `core.pex worker`."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
@@ -35,6 +37,17 @@ def bind(app: Flask) -> None:
     """Tasks run inside this app's context (database session, settings, key ring)."""
     global _flask_app
     _flask_app = app
+
+
+@contextmanager
+def bound_app_context() -> Iterator[None]:
+    """A task's context: the bound app's, whose database session is given back at the end."""
+    assert _flask_app is not None, "bind(app) before running the worker"
+    with _flask_app.app_context():
+        try:
+            yield
+        finally:
+            db.session.remove()
 
 
 def queue_run(
@@ -95,14 +108,19 @@ def wake_run(org_id: str, run_id: str) -> None:
 
 class ActivationRetry(procrastinate.BaseRetryStrategy):
     """An activation that lost the database is retried for as long as the outage lasts (the run
-    resumes from its journal); any other error a few times (a run's own failures never raise)."""
+    resumes from its journal); any other error `attempts` times (a run's own failures never raise),
+    waiting twice as long each time, at most `longest_wait` seconds."""
+
+    attempts, longest_wait = 5, 60
 
     def get_retry_decision(self, *, exception: BaseException, job) -> procrastinate.RetryDecision | None:
         if isinstance(exception, OperationalError | psycopg.OperationalError):
             return procrastinate.RetryDecision(retry_in={"seconds": min(60, 2 ** min(job.attempts, 6))})
-        if job.attempts >= 5:
+        if job.attempts >= self.attempts:
             return None
-        return procrastinate.RetryDecision(retry_in={"seconds": 2 ** (job.attempts + 1)})
+        return procrastinate.RetryDecision(
+            retry_in={"seconds": min(self.longest_wait, 2 ** (job.attempts + 1))}
+        )
 
 
 @blueprint.task(name=RUN_TASK, queue=QUEUE, retry=ActivationRetry())

@@ -10,14 +10,14 @@ from dataclasses import replace
 from datetime import UTC, datetime
 
 from flask import current_app
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session
 
 from nectar.core.integrations.service import authorize, connection_named
 from nectar.core.org_mail.service import MailLimitReached, WorkflowMail
 from nectar.core.runs.journal import RunJournal
-from nectar.core.runs.records import RunRequest, complete_run, record_run
+from nectar.core.runs.records import RunRequest, complete_run, fail_run, record_run
 from nectar.core.workflows import outbound
 from nectar.core.workflows.engine import SYNC_LIMITS, Limits, RunOutcome, StepFailed, execute
 from nectar.schema.models import WorkflowRun, WorkflowVersion
@@ -147,16 +147,7 @@ def activate_run(
 def _fail(session: Session, org_id: uuid.UUID, run_id: uuid.UUID, error: Exception) -> None:
     session.rollback()
     scope_session(session, org_id=org_id)
-    session.execute(
-        update(WorkflowRun)
-        .where(WorkflowRun.id == run_id)
-        .values(
-            status="failed",
-            error=f"the run could not be completed: {type(error).__name__}: {error}"[:2000],
-            wake_at=None,
-            waiting_for=None,
-        )
-    )
+    fail_run(session, run_id, f"the run could not be completed: {type(error).__name__}: {error}"[:2000])
 
 
 def run_version(

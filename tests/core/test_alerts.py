@@ -535,6 +535,13 @@ def test_the_page_creates_shows_a_webhook_secret_once_and_turns_rules_off(owner,
     assert browser.api("GET", "/api/v1/alert-rules", token=token).json["items"] == []
 
 
+def test_the_openapi_document_describes_alert_rules(owner):
+    browser, _org, _token = owner
+    paths = browser.get("/api/v1/openapi.json").json["paths"]
+    assert set(paths["/alert-rules"]) == {"get", "post"}
+    assert set(paths["/alert-rules/{rule_id}"]) == {"patch", "delete"}
+
+
 def test_webhook_secrets_rotate_with_the_encryption_keys(owner, database, monkeypatch, capsys):
     browser, _org, token = owner
     rule = _rule(browser, token, channel="webhook", target="https://hooks.example.com/x")

@@ -110,7 +110,9 @@ def _flush(session: Session, rule: AlertRule) -> None:
     try:
         with session.begin_nested():
             session.flush()
-    except IntegrityError:
+    except IntegrityError as error:
+        if "uq_alert_rules_org_id_name" not in str(error.orig):
+            raise
         raise InvalidRule([Problem("/name", f"An alert rule named {rule.name!r} exists already.")]) from None
 
 
@@ -118,7 +120,8 @@ def _checked(
     session: Session, data: dict, *, required: tuple[str, ...] = (), current: AlertRule | None = None
 ) -> dict:
     """The rule's values from `data`, or InvalidRule naming every field that is wrong."""
-    problems = [Problem(f"/{name}", "Unknown field.") for name in data if name not in FIELDS]
+    unknown = (str(name).replace("~", "~0").replace("/", "~1") for name in data if name not in FIELDS)
+    problems = [Problem(f"/{name}", "Unknown field.") for name in unknown]
     problems += [Problem(f"/{name}", "Required.") for name in required if name not in data]
     values: dict = {}
     for name in FIELDS:

@@ -3,9 +3,11 @@ do (contract calls, webhooks, browsers), and addresses where nothing listens (a 
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -13,23 +15,61 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import requests
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from werkzeug.serving import make_server
 
 
 @contextmanager
-def served(app, port: int = 0) -> Iterator[str]:
-    """Serves a WSGI app with a threaded werkzeug server in a thread; yields its base URL."""
-    server = make_server("127.0.0.1", port, app, threaded=True)
+def served(app, port: int = 0, *, tls: Path | None = None) -> Iterator[str]:
+    """Serves a WSGI app with a threaded werkzeug server in a thread; yields its base URL. With
+    `tls` (a directory), over HTTPS with a new self-signed certificate for 127.0.0.1, written to
+    tls/ca.pem for clients to trust (REQUESTS_CA_BUNDLE)."""
+    context = _self_signed(tls) if tls is not None else None
+    server = make_server("127.0.0.1", port, app, threaded=True, ssl_context=context)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{server.server_port}"
+        yield f"{'https' if tls else 'http'}://127.0.0.1:{server.server_port}"
     finally:
         server.shutdown()
         server.server_close()
         thread.join(10)
+
+
+def _self_signed(directory: Path) -> ssl.SSLContext:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.now(UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(days=1))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+        .sign(key, hashes.SHA256())
+    )
+    (directory / "ca.pem").write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    (directory / "key.pem").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(directory / "ca.pem", directory / "key.pem")
+    return context
 
 
 def free_port() -> int:

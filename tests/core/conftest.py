@@ -114,11 +114,12 @@ def confirm_email(browser, outbox, email: str) -> None:
 
 def drain_jobs(app) -> None:
     """Runs core's worker until its queue is empty, as `core.pex worker --once` would."""
+    from nectar.core.main import WORKER_BLUEPRINTS
     from nectar.core.runs import jobs
     from nectar.shared.jobs import job_app
 
     jobs.bind(app)
-    worker = job_app(app.config["NECTAR_SETTINGS"].database_url, jobs.blueprint)
+    worker = job_app(app.config["NECTAR_SETTINGS"].database_url, *WORKER_BLUEPRINTS)
     worker.run_worker(queues=[jobs.QUEUE], wait=False, install_signal_handlers=False)
 
 

@@ -6,6 +6,7 @@ import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from http import HTTPStatus
+from pathlib import Path
 
 from tests.serving import served
 
@@ -14,8 +15,9 @@ Answer = Callable[[str, dict], tuple[int, dict, object]]
 
 
 @contextmanager
-def serving(answer: Answer) -> Iterator[str]:
-    """Serves requests with `answer` until the block ends; yields the base URL."""
+def serving(answer: Answer, *, tls: Path | None = None) -> Iterator[str]:
+    """Serves requests with `answer` until the block ends; yields the base URL (HTTPS with `tls`:
+    see tests.serving.served)."""
 
     def app(environ, start_response):
         query = environ.get("QUERY_STRING")
@@ -33,5 +35,5 @@ def serving(answer: Answer) -> Iterator[str]:
         )
         return [payload]
 
-    with served(app) as url:
+    with served(app, tls=tls) as url:
         yield url

@@ -127,6 +127,15 @@ def email_suppression(conn, org, parents):
     return org
 
 
+def alert_rule(conn, org, parents):
+    return _insert(
+        conn,
+        "INSERT INTO alert_rules (org_id, name, workflow_id, channel, target) "
+        "VALUES (%s, %s, %s, 'email', 'oncall@example.com') RETURNING id",
+        (org, f"rule-{uuid.uuid4().hex[:8]}", parents["workflow"]),
+    )
+
+
 ROW_BUILDERS: dict[str, RowBuilder] = {
     "organizations": organization,
     "memberships": membership,
@@ -141,6 +150,7 @@ ROW_BUILDERS: dict[str, RowBuilder] = {
     "endpoints": endpoint,
     "integration_connections": integration_connection,
     "email_suppressions": email_suppression,
+    "alert_rules": alert_rule,
 }
 
 
@@ -169,6 +179,7 @@ def seed_tenant(conn: psycopg.Connection, org: uuid.UUID) -> dict:
         "email_suppressions",
         "workflow_run_events",
         "workflow_approvals",
+        "alert_rules",
     ):
         ROW_BUILDERS[table](conn, org, parents)
     return parents

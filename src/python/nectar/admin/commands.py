@@ -17,6 +17,12 @@ from nectar.shared.config import ConfigError, Service, load_settings
 from nectar.shared.database import check_connection
 from nectar.shared.encryption import key_ring
 
+# Every column encrypted under NECTAR_ENCRYPTION_KEYS whose row names its key in `key_id`.
+ENCRYPTED_COLUMNS = (
+    ("integration_connections", "credentials_ciphertext"),
+    ("alert_rules", "secret_ciphertext"),
+)
+
 
 def _rotate(args: argparse.Namespace) -> int:
     """Re-encrypts every stored credential with the newest key of NECTAR_ENCRYPTION_KEYS."""
@@ -25,20 +31,17 @@ def _rotate(args: argparse.Namespace) -> int:
     engine = create_engine(settings.database_url)
     rotated = 0
     with engine.begin() as conn:
-        rows = conn.execute(
-            text(
-                "SELECT id, credentials_ciphertext FROM integration_connections WHERE credentials_ciphertext IS NOT NULL FOR UPDATE"
-            )
-        ).all()
-        for row_id, ciphertext in rows:
-            new, key_id = keys.rotate(bytes(ciphertext))
-            conn.execute(
-                text(
-                    "UPDATE integration_connections SET credentials_ciphertext = :c, key_id = :k WHERE id = :id"
-                ),
-                {"c": new, "k": key_id, "id": row_id},
-            )
-            rotated += 1
+        for table, column in ENCRYPTED_COLUMNS:  # constants: no input reaches the SQL text
+            rows = conn.execute(
+                text(f"SELECT id, {column} FROM {table} WHERE {column} IS NOT NULL FOR UPDATE")  # noqa: S608
+            ).all()
+            for row_id, ciphertext in rows:
+                new, key_id = keys.rotate(bytes(ciphertext))
+                conn.execute(
+                    text(f"UPDATE {table} SET {column} = :c, key_id = :k WHERE id = :id"),  # noqa: S608
+                    {"c": new, "k": key_id, "id": row_id},
+                )
+                rotated += 1
     engine.dispose()
     print(f"re-encrypted {rotated} credential(s) with key {keys.current_id}")
     return 0

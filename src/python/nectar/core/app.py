@@ -6,6 +6,8 @@ from flask import Flask
 
 from nectar.core.access import PermissionDenied, resolve_request_scope
 from nectar.core.accounts.views import accounts
+from nectar.core.alerts.views import alert_pages
+from nectar.core.api import alerts as _alert_routes  # noqa: F401 - adds routes to `api`
 from nectar.core.api import integrations as _integration_routes  # noqa: F401 - adds routes to `api`
 from nectar.core.api import runs as _run_routes  # noqa: F401 - adds routes to `api`
 from nectar.core.api import workflows as _workflow_routes  # noqa: F401 - adds routes to `api`
@@ -50,6 +52,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         workflow_pages,
         approval_pages,
         run_signals,
+        alert_pages,
     ):
         app.register_blueprint(blueprint)
     # Services raise this; every page and API route answers it the same way (as create_service_app

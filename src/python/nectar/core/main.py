@@ -2,6 +2,7 @@
 
 import sys
 
+from nectar.core.alerts import jobs as alert_jobs
 from nectar.core.app import SERVICE, create_app
 from nectar.core.runs import jobs
 from nectar.schema.migrate import migrate_command
@@ -10,6 +11,9 @@ from nectar.shared.config import load_settings
 from nectar.shared.database import check_connection
 from nectar.shared.jobs import job_app, worker_command
 
+# Everything core's worker runs: workflow runs and schedules, alerts.
+WORKER_BLUEPRINTS = (jobs.blueprint, alert_jobs.blueprint)
+
 
 def _worker():
     """The Flask app (for settings and the database session) and procrastinate over core's queue,
@@ -17,7 +21,7 @@ def _worker():
     settings = load_settings(SERVICE)
     check_connection(settings.database_url)
     jobs.bind(create_app(settings))
-    app = job_app(settings.database_url, jobs.blueprint)
+    app = job_app(settings.database_url, *WORKER_BLUEPRINTS)
     app.worker_defaults["concurrency"] = settings.worker_concurrency
     return app, [jobs.QUEUE]
 

@@ -65,6 +65,36 @@ def enqueue(
     )
 
 
+# Added only when no job waits under the same queueing lock already (procrastinate's unique index
+# on the lock of jobs still to do); otherwise nothing happens. For INSERTs into procrastinate_jobs.
+QUEUED_ONCE = "ON CONFLICT (queueing_lock) WHERE status = 'todo' DO NOTHING"
+_ENQUEUE_ONCE = text(
+    "INSERT INTO procrastinate_jobs (queue_name, task_name, queueing_lock, args, scheduled_at) "  # noqa: S608
+    f"VALUES (:queue, :task, :queueing_lock, CAST(:args AS jsonb), :scheduled_at) {QUEUED_ONCE}"
+)
+
+
+def enqueue_once(
+    session: Session,
+    task_name: str,
+    args: dict,
+    *,
+    queue: str,
+    queueing_lock: str,
+    scheduled_at: datetime | None = None,
+) -> bool:
+    """Adds a job in the session's transaction unless one with the same queueing lock is waiting
+    to be done; True when it was added."""
+    params = {
+        "queue": queue,
+        "task": task_name,
+        "queueing_lock": queueing_lock,
+        "args": json.dumps(args),
+        "scheduled_at": scheduled_at,
+    }
+    return session.execute(_ENQUEUE_ONCE, params).rowcount == 1
+
+
 FINISHED_JOBS_KEPT_HOURS = 24
 
 
@@ -137,11 +167,12 @@ class JobConnector(procrastinate.PsycopgConnector):
         return True
 
 
-def job_app(url: URL, blueprint: procrastinate.Blueprint) -> procrastinate.App:
-    """procrastinate over the database at `url` with `blueprint`'s tasks."""
+def job_app(url: URL, *blueprints: procrastinate.Blueprint) -> procrastinate.App:
+    """procrastinate over the database at `url` with the blueprints' tasks."""
     conninfo = url.set(drivername="postgresql").render_as_string(hide_password=False)
     app = procrastinate.App(connector=JobConnector(conninfo))
-    app.add_tasks_from(blueprint, namespace="")
+    for blueprint in blueprints:
+        app.add_tasks_from(blueprint, namespace="")
     return app
 
 

@@ -13,6 +13,10 @@ def _json(schema: dict, description: str = "OK") -> dict:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
+def _list_of(name: str) -> dict:
+    return {"type": "object", "properties": {"items": {"type": "array", "items": _ref(name)}}}
+
+
 def _page_of(name: str) -> dict:
     return {
         "type": "object",
@@ -38,6 +42,19 @@ PAGING = [
 ]
 UUID = {"type": "string", "format": "uuid"}
 TIME = {"type": ["string", "null"], "format": "date-time"}
+ALERT_RULE_FIELDS = {
+    "name": {"type": "string", "minLength": 1, "maxLength": 100},
+    "workflow_id": {"type": ["string", "null"], "format": "uuid", "description": "null: any workflow"},
+    "threshold": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 1},
+    "window_minutes": {"type": "integer", "minimum": 1, "maximum": 10080, "default": 60},
+    "channel": {"enum": ["email", "slack", "webhook", "workflow"]},
+    "target": {
+        "type": "string",
+        "maxLength": 2000,
+        "description": "an email address, a Slack connection's name, an http(s) URL, or a workflow's id",
+    },
+    "enabled": {"type": "boolean", "default": True},
+}
 
 
 @cache
@@ -131,6 +148,39 @@ def openapi_document() -> dict:
                     "responses": {"204": {"description": "Withdrawn"}, **ERRORS},
                 }
             },
+            "/alert-rules": {
+                "get": {
+                    "summary": "Alert rules",
+                    "responses": {"200": _json(_list_of("AlertRule")), **ERRORS},
+                },
+                "post": {
+                    "summary": "Create an alert rule (a webhook's signing secret is in this response only)",
+                    "description": "Fires when `threshold` runs of the workflow (any, without `workflow_id`) "
+                    "failed within `window_minutes`, at most once per window. Webhooks are POSTed with "
+                    "X-Nectar-Signature: t=<unix time>,v1=<hex HMAC-SHA256 of `t.body` with the secret>.",
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": _ref("NewAlertRule")}},
+                    },
+                    "responses": {"201": _json(_ref("AlertRule"), "Created"), **ERRORS},
+                },
+            },
+            "/alert-rules/{rule_id}": {
+                "patch": {
+                    "summary": "Change an alert rule (not its channel)",
+                    "parameters": [{"name": "rule_id", "in": "path", "required": True, "schema": UUID}],
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": _ref("AlertRuleChange")}},
+                    },
+                    "responses": {"200": _json(_ref("AlertRule")), **ERRORS},
+                },
+                "delete": {
+                    "summary": "Delete an alert rule",
+                    "parameters": [{"name": "rule_id", "in": "path", "required": True, "schema": UUID}],
+                    "responses": {"204": {"description": "Deleted"}, **ERRORS},
+                },
+            },
         },
         "components": {
             "securitySchemes": {
@@ -207,6 +257,33 @@ def openapi_document() -> dict:
                         "expires_at": TIME,
                         "accepted_at": TIME,
                     },
+                },
+                "AlertRule": {
+                    "type": "object",
+                    "properties": {
+                        "id": UUID,
+                        **ALERT_RULE_FIELDS,
+                        "has_secret": {"type": "boolean"},
+                        "secret": {
+                            "type": "string",
+                            "description": "a webhook's, in its creation's answer only",
+                        },
+                        "last_fired_at": TIME,
+                        "last_delivered_at": TIME,
+                        "last_error": {"type": ["string", "null"]},
+                        "created_at": TIME,
+                    },
+                },
+                "NewAlertRule": {
+                    "type": "object",
+                    "required": ["name", "channel", "target"],
+                    "additionalProperties": False,
+                    "properties": ALERT_RULE_FIELDS,
+                },
+                "AlertRuleChange": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "properties": ALERT_RULE_FIELDS,
                 },
                 "NewInvitation": {
                     "type": "object",

@@ -182,15 +182,7 @@ def _probe(connection: IntegrationConnection, keys: KeyRing, policy) -> str:
             raise ValueError(f"GET {url} answered {result.status}")
         return f"GET {url} answered {result.status}"
     if kind == "slack":
-        result = outbound.send(
-            "POST",
-            secret["webhook_url"],
-            policy=policy,
-            body={"text": "Nectar Studio connection test"},
-            timeout=10,
-        )
-        if result.status >= 400:
-            raise ValueError(f"Slack answered {result.status}: {str(result.body)[:200]}")
+        post_to_slack(connection, keys, policy, "Nectar Studio connection test")
         return "Slack accepted the test message"
     if kind == "smtp":
         outbound.check_url(f"http://{config['host']}:{config['port']}/", policy)
@@ -208,6 +200,20 @@ def _probe(connection: IntegrationConnection, keys: KeyRing, policy) -> str:
             "Ready: POST to its URL with X-Nectar-Signature: sha256=<HMAC-SHA256 of the body with the secret>"
         )
     raise ValueError(f"no test for {kind} connections")
+
+
+def post_to_slack(
+    connection: IntegrationConnection, keys: KeyRing, policy, text: str, *, idempotency_key: str | None = None
+) -> None:
+    """Posts `text` through a Slack connection's incoming webhook; ValueError (or OutboundRefused)
+    when it was not accepted."""
+    if connection.service_key != "slack":
+        raise ValueError(f"connection {connection.name!r} is a {connection.service_key} connector, not Slack")
+    headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+    url = credentials_of(connection, keys)["webhook_url"]
+    result = outbound.send("POST", url, policy=policy, headers=headers, body={"text": text}, timeout=10)
+    if result.status >= 400:
+        raise ValueError(f"Slack answered {result.status}: {str(result.body)[:200]}")
 
 
 def signature_valid(

@@ -5,6 +5,8 @@ shared out fairly between organizations: queue.py."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
@@ -33,17 +35,33 @@ def bind(app: Flask) -> None:
     _flask_app = app
 
 
+@contextmanager
+def bound_app_context() -> Iterator[None]:
+    """A task's context: the bound app's, whose database session is given back at the end."""
+    assert _flask_app is not None, "bind(app) before running the worker"
+    with _flask_app.app_context():
+        try:
+            yield
+        finally:
+            db.session.remove()
+
+
 class ActivationRetry(procrastinate.BaseRetryStrategy):
     """An activation that lost the database is retried for as long as the outage lasts (the run
-    resumes from its journal); any other error (a deadlock, a cancelled query too) a few times:
-    a retry waiting for later holds back its lane."""
+    resumes from its journal); any other error (a deadlock, a cancelled query too) `attempts` times,
+    waiting twice as long each time, at most `longest_wait` seconds: a retry waiting for later holds
+    back its lane."""
+
+    attempts, longest_wait = 5, 60
 
     def get_retry_decision(self, *, exception: BaseException, job) -> procrastinate.RetryDecision | None:
         if is_database_outage(exception):
             return procrastinate.RetryDecision(retry_in={"seconds": min(60, 2 ** min(job.attempts, 6))})
-        if job.attempts >= 5:
+        if job.attempts >= self.attempts:
             return None
-        return procrastinate.RetryDecision(retry_in={"seconds": 2 ** (job.attempts + 1)})
+        return procrastinate.RetryDecision(
+            retry_in={"seconds": min(self.longest_wait, 2 ** (job.attempts + 1))}
+        )
 
 
 # A wake-up may be stale: the run was woken earlier (an event came) and now waits for later, or
@@ -56,40 +74,28 @@ _DUE_SQL = text(
 
 @blueprint.task(name=WAKE_TASK, queue=QUEUE, retry=ActivationRetry())  # a waiting run's only timer
 def wake_run(org_id: str, run_id: str) -> None:
-    assert _flask_app is not None, "bind(app) before running the worker"
-    with _flask_app.app_context():
-        try:
-            scope_session(db.session, org_id=uuid.UUID(org_id))
-            if db.session.scalar(_DUE_SQL, {"run_id": run_id}) is not None:
-                schedule_activation(db.session, uuid.UUID(org_id), uuid.UUID(run_id))
-            db.session.commit()
-        finally:
-            db.session.remove()
+    with bound_app_context():
+        scope_session(db.session, org_id=uuid.UUID(org_id))
+        if db.session.scalar(_DUE_SQL, {"run_id": run_id}) is not None:
+            schedule_activation(db.session, uuid.UUID(org_id), uuid.UUID(run_id))
+        db.session.commit()
 
 
 @blueprint.task(name=RUN_TASK, queue=QUEUE, retry=ActivationRetry())
 def run_workflow(org_id: str, run_id: str) -> None:
-    assert _flask_app is not None, "bind(app) before running the worker"
-    with _flask_app.app_context():
-        try:
-            org, run = uuid.UUID(org_id), uuid.UUID(run_id)
-            outcome = activate_run(db.session, org, run, limits=ASYNC_LIMITS)
-            if outcome is not None and outcome.status == "waiting" and outcome.wake_at is not None:
-                schedule_activation(db.session, org, run, outcome.wake_at)
-            db.session.commit()
-        finally:
-            db.session.remove()
+    with bound_app_context():
+        org, run = uuid.UUID(org_id), uuid.UUID(run_id)
+        outcome = activate_run(db.session, org, run, limits=ASYNC_LIMITS)
+        if outcome is not None and outcome.status == "waiting" and outcome.wake_at is not None:
+            schedule_activation(db.session, org, run, outcome.wake_at)
+        db.session.commit()
 
 
 @blueprint.periodic(cron="* * * * *")
 @blueprint.task(name="core.tick_schedules", queue=QUEUE, pass_context=False)
 def tick_schedules(timestamp: int) -> None:
-    assert _flask_app is not None, "bind(app) before running the worker"
-    with _flask_app.app_context():
-        try:
-            start_due_runs(db.session)
-        finally:
-            db.session.remove()
+    with bound_app_context():
+        start_due_runs(db.session)
 
 
 def start_due_runs(session, now: datetime | None = None, limit: int = 200) -> int:

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 from nectar.core.workflows.engine import RunOutcome, StepRecord
 from nectar.core.workflows.expressions import json_safe, json_text
 from nectar.shared.bad_input import BadInput
+from nectar.shared.jobs import QUEUED_ONCE
 
 FINAL_STATUSES = ("succeeded", "failed", "cancelled")
 
@@ -127,23 +128,44 @@ _OUTCOME_FIELDS = (
     "steps jsonb"
 )
 
-# One statement writes any number of runs of one organization, their steps included, and counts
-# them for the plan's rate limit when given a bucket (endpoint calls). In psycopg's parameter style,
-# as the endpoint hot path binds it on a raw connection.
+# A failed run asks for its organization's alert rules to be checked (core/alerts), unless an alert
+# started it (no loops) or the organization has no rule on. The check is one job per organization
+# at a time: procrastinate's queueing lock refuses a second job waiting under the same lock, so a
+# storm of failures queues one. `failed` names a row source with org_id, trigger and status.
+CHECK_ALERTS_TASK = "core.check_alerts"
+CHECK_ALERTS_QUEUE = "core"  # core's worker queue (jobs.QUEUE; jobs imports this module)
+ALERT_TRIGGER = "alert"
+
+
+def check_alerts_sql(failed: str) -> str:
+    return f"""
+    INSERT INTO procrastinate_jobs (queue_name, task_name, queueing_lock, args)
+    SELECT '{CHECK_ALERTS_QUEUE}', '{CHECK_ALERTS_TASK}', 'alerts:' || f.org_id, jsonb_build_object('org_id', f.org_id)
+    FROM (SELECT DISTINCT org_id FROM {failed} WHERE status = 'failed' AND trigger <> '{ALERT_TRIGGER}') AS f
+    WHERE EXISTS (SELECT FROM alert_rules a WHERE a.org_id = f.org_id AND a.enabled)
+    {QUEUED_ONCE}
+"""  # noqa: S608 - built from constants only
+
+
+# One statement writes any number of runs of one organization, their steps included, counts them
+# for the plan's rate limit when given a bucket (endpoint calls), and asks for an alert check when
+# one failed. In psycopg's parameter style, as the endpoint hot path binds it on a raw connection.
 RECORD_RUNS_SQL = f"""
     WITH counted AS (
         INSERT INTO rate_limit_buckets (key, window_start, count)
         SELECT CAST(%(rate_key)s AS text), CAST(%(rate_window)s AS bigint), CAST(%(rate_count)s AS int)
         WHERE CAST(%(rate_key)s AS text) IS NOT NULL
         ON CONFLICT (key, window_start) DO UPDATE SET count = rate_limit_buckets.count + EXCLUDED.count
-    )
+    ), r AS (
+        SELECT * FROM jsonb_to_recordset(CAST(%(runs)s AS jsonb)) AS r(id uuid, org_id uuid, workflow_id uuid,
+             version_id uuid, trigger text, idempotency_key text, rerun_of uuid, input jsonb, {_OUTCOME_FIELDS})
+    ), alerted AS ({check_alerts_sql("r")})
     INSERT INTO workflow_runs (id, org_id, workflow_id, version_id, trigger, status, idempotency_key, rerun_of,
                                input, output, error, queued_at, started_at, finished_at, duration_ms, steps)
     SELECT r.id, r.org_id, r.workflow_id, r.version_id, r.trigger, r.status, r.idempotency_key, r.rerun_of,
            r.input, r.output, r.error, r.started_at, r.started_at, r.finished_at, r.duration_ms, r.steps
-    FROM jsonb_to_recordset(CAST(%(runs)s AS jsonb)) AS r(id uuid, org_id uuid, workflow_id uuid,
-         version_id uuid, trigger text, idempotency_key text, rerun_of uuid, input jsonb, {_OUTCOME_FIELDS})
-"""  # noqa: S608 - only the constant column list is filled in
+    FROM r
+"""  # noqa: S608 - only constants are filled in
 
 
 def run_record_json(run: FinishedRun) -> str:
@@ -183,14 +205,27 @@ def record_run(
 
 # A run that waited keeps the time it first started; its duration runs from then.
 _COMPLETE_RUN_SQL = f"""
-    UPDATE workflow_runs SET status = r.status, output = r.output, error = r.error,
-           started_at = COALESCE(workflow_runs.started_at, r.started_at), finished_at = r.finished_at,
-           duration_ms = (EXTRACT(EPOCH FROM r.finished_at - COALESCE(workflow_runs.started_at, r.started_at))
-                          * 1000)::int,
-           steps = r.steps, wake_at = NULL, waiting_for = NULL
-    FROM jsonb_to_record(CAST(%(outcome)s AS jsonb)) AS r({_OUTCOME_FIELDS})
-    WHERE id = %(id)s
-"""  # noqa: S608 - only the constant column list is filled in
+    WITH completed AS (
+        UPDATE workflow_runs SET status = r.status, output = r.output, error = r.error,
+               started_at = COALESCE(workflow_runs.started_at, r.started_at), finished_at = r.finished_at,
+               duration_ms = (EXTRACT(EPOCH FROM r.finished_at - COALESCE(workflow_runs.started_at, r.started_at))
+                              * 1000)::int,
+               steps = r.steps, wake_at = NULL, waiting_for = NULL
+        FROM jsonb_to_record(CAST(%(outcome)s AS jsonb)) AS r({_OUTCOME_FIELDS})
+        WHERE id = %(id)s
+        RETURNING workflow_runs.org_id, workflow_runs.trigger, workflow_runs.status
+    ) {check_alerts_sql("completed")}
+"""  # noqa: S608 - only constants are filled in
+
+# A run that could not be completed (its workflow raised, or its version is broken).
+_FAIL_RUN_SQL = f"""
+    WITH failed AS (
+        UPDATE workflow_runs SET status = 'failed', error = %(error)s, finished_at = COALESCE(finished_at, now()),
+               wake_at = NULL, waiting_for = NULL
+        WHERE id = %(id)s AND status <> 'cancelled'  -- a cancellation stands
+        RETURNING org_id, trigger, status
+    ) {check_alerts_sql("failed")}
+"""  # noqa: S608 - only constants are filled in
 
 _SUSPEND_RUN_SQL = """
     UPDATE workflow_runs SET status = 'waiting', wake_at = %(wake_at)s, waiting_for = CAST(%(waiting_for)s AS jsonb),
@@ -215,3 +250,8 @@ def complete_run(session: Session, run_id: uuid.UUID, outcome: RunOutcome) -> No
     session.connection().exec_driver_sql(
         _COMPLETE_RUN_SQL, {"id": run_id, "outcome": jsonb_text(_outcome_row(outcome))}
     )
+
+
+def fail_run(session: Session, run_id: uuid.UUID, error: str) -> None:
+    """Ends a run that is not cancelled as failed with `error`, in the session's transaction."""
+    session.connection().exec_driver_sql(_FAIL_RUN_SQL, {"id": run_id, "error": error})

@@ -12,7 +12,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 
 from flask import current_app
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from nectar.core.integrations.service import authorize, connection_named
@@ -21,7 +21,7 @@ from nectar.core.runs.calls import Caller, called_run_result, start_called_run, 
 from nectar.core.runs.inbox import RunInbox
 from nectar.core.runs.journal import RunJournal
 from nectar.core.runs.links import run_links
-from nectar.core.runs.records import FINAL_STATUSES, RunRequest, complete_run, record_run
+from nectar.core.runs.records import FINAL_STATUSES, RunRequest, complete_run, fail_run, record_run
 from nectar.core.workflows import outbound
 from nectar.core.workflows.engine import SYNC_LIMITS, Limits, RunOutcome, RunStopped, StepFailed, execute
 from nectar.schema.models import WorkflowRun, WorkflowVersion
@@ -190,16 +190,7 @@ def _fail(session: Session, org_id: uuid.UUID, run: WorkflowRun, error: Exceptio
     run_id, called = run.id, run.parent_run_id is not None
     session.rollback()
     scope_session(session, org_id=org_id)
-    session.execute(
-        update(WorkflowRun)
-        .where(WorkflowRun.id == run_id, WorkflowRun.status != "cancelled")  # a cancellation stands
-        .values(
-            status="failed",
-            error=f"the run could not be completed: {type(error).__name__}: {error}"[:2000],
-            wake_at=None,
-            waiting_for=None,
-        )
-    )
+    fail_run(session, run_id, f"the run could not be completed: {type(error).__name__}: {error}"[:2000])
     if called:
         wake_caller(session, org_id, run_id)
 

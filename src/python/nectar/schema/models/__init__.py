@@ -15,6 +15,7 @@ from nectar.schema.models.accounts import (
     User,
     UserSession,
 )
+from nectar.schema.models.alerts import AlertRule
 from nectar.schema.models.billing import StripeEvent, Subscription
 from nectar.schema.models.integrations import CatalogService, IntegrationConnection
 from nectar.schema.models.marketing import (
@@ -41,6 +42,7 @@ from nectar.schema.models.workflows import (
 )
 
 __all__ = [
+    "AlertRule",
     "ApiKey",
     "AuditEntry",
     "BlogPost",

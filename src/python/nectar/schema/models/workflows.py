@@ -109,6 +109,8 @@ class WorkflowRun(Base):
             unique=True,
             postgresql_where=text("idempotency_key IS NOT NULL"),
         ),
+        # Alert rules count an organization's failures of the last minutes (core/alerts).
+        Index("ix_workflow_runs_failed", "org_id", "finished_at", postgresql_where=text("status = 'failed'")),
         tenant_table(),
     )
 

@@ -122,6 +122,13 @@ def expressions_in(template: str) -> Iterator[str]:
         yield match.group(1).strip()
 
 
+def template_parts(template: str) -> Iterator[tuple[int, str]]:
+    """(offset, expression) of each `{{ ... }}` in `template`, the offset being where the
+    expression's text starts: an error in it can point at its place in the template."""
+    for match in _TEMPLATE.finditer(template):
+        yield match.start(1), match.group(1)
+
+
 @functools.lru_cache(maxsize=4096)  # endpoint calls evaluate the same few expressions every time
 def _compiled(expression: str):
     return jmespath.compile(expression)

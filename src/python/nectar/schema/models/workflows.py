@@ -132,6 +132,9 @@ class WorkflowRun(Base):
     # what it waits for ({"type": "wait", "step": ..., "until": ...}).
     wake_at: Mapped[datetime | None] = timestamp()
     waiting_for: Mapped[dict | None] = mapped_column(JSONB)
+    # A test run (trigger "test") of a draft from the builder: the document it ran, saved or not
+    # (its version is the one the draft was opened from). NULL for every other run.
+    definition: Mapped[dict | None] = mapped_column(JSONB)
 
 
 class WorkflowRunCheckpoint(Base):

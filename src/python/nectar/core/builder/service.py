@@ -15,7 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from nectar.core.access import OrgContext, PermissionDenied
-from nectar.core.runs.jobs import sync_schedule
+from nectar.core.runs.jobs import queue_run, sync_schedule
 from nectar.core.workflows.definition import Problem, validate
 from nectar.schema.models import Workflow, WorkflowVersion
 
@@ -96,6 +96,18 @@ def roll_back(
     return save_version(
         session, ctx, workflow, old.definition, user_id, note=f"rolled back to version {to_version}"
     )
+
+
+def test_draft(session: Session, ctx: OrgContext, workflow: Workflow, definition: dict, run_input: dict):
+    """Queues a test run of `definition` (the builder's draft, saved or not) with `run_input`;
+    returns its id. It runs like a manual run but is marked as a test (trigger "test") and keeps
+    the document it ran; it counts towards no usage. Editors only, as saving is."""
+    _require_editor(ctx)
+    problems = validate(definition)
+    if problems:
+        raise InvalidWorkflow(problems)
+    current = version_of(session, workflow.id, workflow.current_version)
+    return queue_run(session, ctx.org_id, workflow.id, current.id, "test", run_input, definition=definition)
 
 
 def get_workflow(session: Session, workflow_id: uuid.UUID) -> Workflow:

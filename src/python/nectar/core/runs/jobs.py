@@ -47,8 +47,10 @@ def queue_run(
     *,
     key=None,
     rerun_of=None,
+    definition: dict | None = None,
 ):
-    """Records a queued run and its job in the caller's transaction; returns the run's id."""
+    """Records a queued run and its job in the caller's transaction; returns the run's id. A test
+    run gives the `definition` it runs (a draft); others run their version's."""
     run_id = uuid.uuid4()
     session.add(
         WorkflowRun(
@@ -61,6 +63,7 @@ def queue_run(
             idempotency_key=key,
             rerun_of=rerun_of,
             input=json_safe(run_input),
+            definition=definition,
         )
     )
     session.flush()

@@ -123,7 +123,7 @@ def activate_run(
         return None  # already finished, or removed
     run.status = "running"
     session.commit()
-    definition = session.get(WorkflowVersion, run.version_id).definition
+    definition = run.definition or session.get(WorkflowVersion, run.version_id).definition
     try:
         outcome = execute(
             definition,

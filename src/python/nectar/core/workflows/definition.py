@@ -142,8 +142,14 @@ WORKFLOW_SCHEMA: dict = {
                                 "additionalProperties": {"type": "string"},
                                 "description": "Request headers; values may hold {{ }} templates.",
                             },
-                            "query": {"type": "object", "description": "Query string parameters, added to the URL."},
-                            "body": {**_ANY, "description": "The JSON body to send; strings may hold {{ }} templates."},
+                            "query": {
+                                "type": "object",
+                                "description": "Query string parameters, added to the URL.",
+                            },
+                            "body": {
+                                **_ANY,
+                                "description": "The JSON body to send; strings may hold {{ }} templates.",
+                            },
                             "connection": {
                                 "type": "string",
                                 "maxLength": 100,
@@ -277,8 +283,16 @@ WORKFLOW_SCHEMA: dict = {
                                 "maxLength": 320,
                                 "description": "The address, e.g. {{ trigger.body.email }}.",
                             },
-                            "subject": {"type": "string", "maxLength": 300, "description": "The subject line."},
-                            "body": {"type": "string", "maxLength": 20000, "description": "The message text."},
+                            "subject": {
+                                "type": "string",
+                                "maxLength": 300,
+                                "description": "The subject line.",
+                            },
+                            "body": {
+                                "type": "string",
+                                "maxLength": 20000,
+                                "description": "The message text.",
+                            },
                         },
                     },
                 },
@@ -336,8 +350,11 @@ WORKFLOW_SCHEMA: dict = {
                                 "additionalProperties": {"type": "string"},
                                 "description": "Response headers.",
                             },
-                            "body": {**_ANY, "description": "The JSON answer; strings may hold {{ }} templates."},
-                        }
+                            "body": {
+                                **_ANY,
+                                "description": "The JSON answer; strings may hold {{ }} templates.",
+                            },
+                        },
                     },
                 },
             ],
@@ -451,7 +468,8 @@ def _nested_lists(kind: str) -> tuple[tuple[str, int], ...]:
 
 def _lists_of(step: dict) -> Iterator[tuple[list, list, str]]:
     """(path parts below the step, the steps, the property) of each step list a step holds."""
-    for name, depth in _nested_lists(step["type"]):
+    kind = step.get("type")
+    for name, depth in _nested_lists(kind) if isinstance(kind, str) else ():
         value = step.get(name)
         if not isinstance(value, list):
             continue
@@ -472,7 +490,8 @@ def _walk(steps: list, prefix: list) -> Iterator[tuple[str, dict]]:
 
 
 def scopes(steps: list) -> dict[str, Scope]:
-    """The scope of each step's fields, by the step's JSON Pointer (of a valid document)."""
+    """The scope of each step's fields, by the step's JSON Pointer. A document being edited may be
+    invalid: what is not a step is passed over."""
     found: dict[str, Scope] = {}
     _scope_steps(steps, ["steps"], Scope(()), found)
     return found
@@ -483,6 +502,8 @@ def _scope_steps(steps: list, prefix: list, outer: Scope, found: dict[str, Scope
     added: list[str] = []
     for index, step in enumerate(steps):
         path = prefix + [index]
+        if not isinstance(step, dict) or not isinstance(step.get("id"), str):
+            continue
         here = Scope(outer.steps + tuple(added), outer.loop, outer.error)
         found[_pointer(path)] = here
         for parts, inner, name in _lists_of(step):
@@ -599,7 +620,9 @@ def _reference_problem(name, next_name, scope: Scope, path: str, pointers, order
     if path.startswith(pointers[next_name] + "/"):
         return f"steps.{next_name} is not there until step {next_name!r}, which holds this one, has finished"
     if order[next_name] > order[own_id]:
-        return f"step {next_name!r} runs after this one ({pointers[next_name]}), so its output is not there yet"
+        return (
+            f"step {next_name!r} runs after this one ({pointers[next_name]}), so its output is not there yet"
+        )
     return (
         f"step {next_name!r} runs inside a loop or parallel branch ({pointers[next_name]}); its output is "
         "only there inside it (read the loop's or parallel step's output instead)"
@@ -607,7 +630,9 @@ def _reference_problem(name, next_name, scope: Scope, path: str, pointers, order
 
 
 def _parts_of(pointer: str) -> list:
-    return [int(p) if p.isdigit() else p.replace("~1", "/").replace("~0", "~") for p in pointer.split("/")[1:]]
+    return [
+        int(p) if p.isdigit() else p.replace("~1", "/").replace("~0", "~") for p in pointer.split("/")[1:]
+    ]
 
 
 def _step_at(steps: list, pointer: str) -> dict:

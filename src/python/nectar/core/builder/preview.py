@@ -92,11 +92,11 @@ def context_at(document: dict, pointer: str, sample: dict) -> tuple[Scope, dict]
     }
     if owner is None:
         return scope, context
-    for holder, name, step in _holders(steps, owner):
+    for name, step in _holders(steps, owner):
         if (step.get("type"), name) in LOOP_LISTS:
             try:
                 items = evaluate(str(step.get("items", "")), context)
-            except ExpressionError:
+            except (ExpressionError, ValueError, TypeError):
                 items = None
             context["item"] = items[0] if isinstance(items, list) and items else None
             context["index"] = 0
@@ -107,10 +107,9 @@ def context_at(document: dict, pointer: str, sample: dict) -> tuple[Scope, dict]
 
 
 def _holders(steps: list, pointer: str):
-    """(pointer, list property, step) of each step holding the one at `pointer`, outermost first."""
+    """(list property, step) of each step holding the one at `pointer`, outermost first."""
     parts = pointer.split("/")[1:]
     value: Any = {"steps": steps}
-    path = ""
     for i, part in enumerate(parts):
         key = int(part) if part.isdigit() else part
         if (
@@ -119,12 +118,11 @@ def _holders(steps: list, pointer: str):
             and isinstance(value.get(key), list)
             and "id" in value
         ):
-            yield path, key, value
+            yield key, value
         try:
             value = value[key]
         except (KeyError, IndexError, TypeError):
             return
-        path += "/" + part
 
 
 def preview(text: str, bare: bool, context: dict) -> dict:

@@ -27,7 +27,7 @@ def test_pages_show_workflows_runs_and_endpoints(browser):
     assert browser.get(f"/org/endpoints/{endpoint['id']}").status_code == 200
     connections = browser.get("/org/connections").get_data(as_text=True)
     assert "Slack incoming webhook" in connections and "REST API" in connections
-    for asset in ("api.js", "builder.js", "run.js", "endpoints.js", "console.js", "connections.js"):
+    for asset in ("api.js", "builder/main.js", "builder/canvas.js", "builder/builder.css", "run.js", "endpoints.js", "console.js", "connections.js"):
         served = browser.get(f"/static/{asset}")
         assert served.status_code == 200 and served.mimetype in ("text/javascript", "application/javascript")
 

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from nectar.core.access import OrgContext, PermissionDenied
 from nectar.core.runs.jobs import queue_run, sync_schedule
 from nectar.core.workflows.definition import Problem, validate
-from nectar.schema.models import Workflow, WorkflowVersion
+from nectar.schema.models import User, Workflow, WorkflowVersion
 
 
 class InvalidWorkflow(Exception):
@@ -129,6 +129,14 @@ def versions(session: Session, workflow_id: uuid.UUID) -> list[WorkflowVersion]:
             .order_by(WorkflowVersion.version.desc())
         )
     )
+
+
+def authors(session: Session, versions: list[WorkflowVersion]) -> dict[uuid.UUID, str]:
+    """Who saved each version, by user id: their name, or their email when they gave none."""
+    ids = {v.created_by for v in versions if v.created_by}
+    if not ids:
+        return {}
+    return {user.id: user.display_name or user.email for user in session.scalars(select(User).where(User.id.in_(ids)))}
 
 
 def version_of(session: Session, workflow_id: uuid.UUID, number: int | None) -> WorkflowVersion | None:

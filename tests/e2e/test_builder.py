@@ -11,7 +11,16 @@ import re
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.e2e.builder_support import ORDERS, builder_ready, chromium, core_served, new_workflow, screenshot, sign_up_with_an_org
+from tests.e2e.builder_support import (
+    axe_violations,
+    builder_ready,
+    chromium,
+    core_served,
+    new_page,
+    new_workflow,
+    screenshot,
+    sign_up_with_an_org,
+)
 
 
 @pytest.fixture(scope="module")
@@ -21,10 +30,16 @@ def core(settings_for, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def page(core):
-    with chromium() as page:
-        sign_up_with_an_org(page, core["url"])
-        yield page
+def browser():
+    with chromium() as browser:
+        yield browser
+
+
+@pytest.fixture(scope="module")
+def page(core, browser):
+    page = new_page(browser)
+    sign_up_with_an_org(page, core["url"])
+    return page
 
 
 def node(page: Page, step_id: str):
@@ -150,4 +165,198 @@ def test_a_workflow_built_with_the_mouse_is_tested_saved_compared_and_rolled_bac
     page.locator("tbody a").first.click()
     expect(page.locator("body")).to_contain_text("test run")
     expect(page.locator("table")).to_contain_text("fetch")
+    assert page.problems == []
+
+
+def tab_to(page: Page, selector: str, backwards: bool = False, limit: int = 150) -> None:
+    """Presses Tab (or Shift+Tab) until the focus is on an element matching `selector`."""
+    for _ in range(limit):
+        if page.evaluate("(s) => !!document.activeElement && document.activeElement.matches(s)", selector):
+            return
+        page.keyboard.press("Shift+Tab" if backwards else "Tab")
+    raise AssertionError(f"Tab never reached {selector}")
+
+
+def focused_label(page: Page) -> str:
+    return page.evaluate("() => document.activeElement.getAttribute('aria-label') || document.activeElement.id")
+
+
+def test_a_workflow_built_with_the_keyboard_alone(core, page: Page):
+    page.goto(core["url"] + "/org/workflows")
+    tab_to(page, "#wf-name")
+    page.keyboard.type("Orders by keyboard")
+    page.keyboard.press("Enter")
+    builder_ready(page)
+    # Into the canvas, down to the + after greet, and add a transform.
+    tab_to(page, '.node[data-key="trigger"]')
+    for _ in range(3):
+        page.keyboard.press("ArrowDown")
+    assert focused_label(page) == "Add a step after greet"
+    page.keyboard.press("Enter")
+    assert page.evaluate("() => document.activeElement.dataset.type") == "http_request"
+    page.keyboard.press("ArrowDown")
+    assert page.evaluate("() => document.activeElement.dataset.type") == "transform"
+    page.keyboard.press("Enter")
+    assert focused_label(page).startswith("Step transform, transform")
+    # Enter opens its settings: the generated form, field by field.
+    page.keyboard.press("Enter")
+    page.keyboard.press("Tab")  # type -> id
+    page.keyboard.press("Control+A")
+    page.keyboard.type("total")
+    tab_to(page, "#panel input[data-expression=jmespath]")
+    page.keyboard.press("Control+A")
+    page.keyboard.type("length(trigger.bo")
+    expect(page.get_by_role("option", name=re.compile("^body"))).to_be_visible()
+    page.keyboard.press("Enter")  # takes the suggestion
+    page.keyboard.type(".items)")
+    expect(page.locator("#panel input[data-expression=jmespath]")).to_have_value("length(trigger.body.items)")
+    expect(page.locator("#panel .expr:has([data-expression=jmespath]) .preview")).to_contain_text(
+        "✗"
+    )  # no items in the empty sample yet
+    # Back to the canvas: delete, undo, redo, undo.
+    tab_to(page, '.node[data-key="/steps/1"]', backwards=True)
+    page.keyboard.press("Delete")
+    expect(node(page, "total")).to_have_count(0)
+    page.keyboard.press("Control+Z")
+    expect(node(page, "total")).to_have_count(1)
+    page.keyboard.press("Control+Shift+Z")
+    expect(node(page, "total")).to_have_count(0)
+    page.keyboard.press("Control+Z")
+    expect(node(page, "total")).to_have_count(1)
+    # Copy, paste at the next +, and move the copy up with Alt+↑; then delete it.
+    tab_to(page, '.node[aria-label^="Step total,"]', backwards=True)
+    page.keyboard.press("Control+C")
+    page.keyboard.press("ArrowDown")
+    assert focused_label(page) == "Add a step after total"
+    page.keyboard.press("Control+V")
+    expect(node(page, "total_copy")).to_be_visible()
+    assert focused_label(page).startswith("Step total_copy")
+    page.keyboard.press("Alt+ArrowUp")
+    assert page.evaluate("() => nectarBuilder.doc.steps.map((s) => s.id)") == ["greet", "total_copy", "total", "reply"]
+    page.keyboard.press("Delete")
+    expect(node(page, "total_copy")).to_have_count(0)
+    # Test the draft and save, by keyboard.
+    tab_to(page, "#test-input")
+    page.keyboard.press("Control+A")
+    page.keyboard.type('{"body": {"items": [1, 2, 3]}}')
+    tab_to(page, "#test")
+    page.keyboard.press("Enter")
+    expect(page.locator(".test-status")).to_contain_text("succeeded", timeout=30_000)
+    expect(node(page, "total").locator(".node-run")).to_have_text("✓ 3")
+    tab_to(page, "#version-note", backwards=True)
+    page.keyboard.type("counts the items")
+    page.keyboard.press("Tab")
+    page.keyboard.press("Enter")
+    expect(page.get_by_role("heading", level=1)).to_contain_text("v2")
+    builder_ready(page)
+    assert page.evaluate("() => nectarBuilder.doc.steps.map((s) => s.id)") == ["greet", "total", "reply"]
+    assert page.problems == []
+
+
+def test_bad_input_gets_a_message_where_it_is_and_loses_nothing(core, page: Page):
+    new_workflow(page, core["url"], "Bad input")
+    dialogs = []
+    page.on("dialog", lambda dialog: dialogs.append(dialog.type))
+    # An expression that does not parse: marked at its character, and listed with its path.
+    choose(page, "greet")
+    panel_field(page, "expression").fill("join(' ', [trigger.query.name")
+    expect(page.locator("#panel .preview-error mark")).to_be_visible()
+    expect(page.locator("#problems-summary")).to_contain_text("/steps/0/expression: not a valid expression")
+    expect(node(page, "greet")).to_have_class(re.compile("invalid"))
+    panel_field(page, "expression").fill("trigger.query.name")
+    # A reference to a step that does not exist: next to the field, from the server's validate().
+    choose(page, "reply")
+    panel_field(page, "body").fill('{"x": "{{ steps.nosuch.field }}"}')
+    expect(page.locator('#panel .field[data-pointer="/steps/1/body"] .field-error.server')).to_have_text(
+        "x: there is no step 'nosuch'"
+    )
+    panel_field(page, "body").fill('{"x": ')
+    expect(page.locator("#panel .json-field .field-error")).to_contain_text("Not valid JSON yet")
+    # The JSON view: invalid JSON is refused in place; a duplicate id is a problem at its path.
+    page.get_by_role("button", name="JSON").click()
+    editor = page.get_by_label("Workflow document (JSON)")
+    good = editor.input_value()
+    editor.fill(good[:-5])
+    expect(page.locator("#json-error")).to_contain_text("Not valid JSON")
+    page.get_by_role("button", name="Canvas").click()
+    expect(node(page, "reply")).to_be_visible()
+    page.get_by_role("button", name="JSON").click()
+    twice = json.loads(good)
+    twice["steps"][1]["id"] = "greet"
+    editor.fill(json.dumps(twice))
+    expect(page.locator("#problems-summary")).to_contain_text("/steps/1/id: step id 'greet' is used twice")
+    # Over the size limit: said next to the toolbar, and Save and Test are off.
+    huge = json.loads(good)
+    huge["description"] = "x" * 1_100_000
+    editor.fill(json.dumps(huge))
+    expect(page.locator("#size-problem")).to_contain_text("over the limit")
+    expect(page.get_by_role("button", name="Save as new version")).to_be_disabled()
+    editor.fill(json.dumps(twice))
+    page.get_by_role("button", name="Canvas").click()
+    # Saving an invalid document is refused with the reason; the saved version is untouched.
+    page.get_by_role("button", name="Save as new version").click()
+    expect(page.locator("#save-problem")).to_contain_text("Not saved")
+    page.fill("#test-input", "{not json")
+    page.get_by_role("button", name="Test the draft").click()
+    expect(page.locator("#test-input-error")).to_contain_text("not valid JSON")
+    # Leaving with unsaved changes asks first; the saved version is as it was.
+    page.reload()
+    assert "beforeunload" in dialogs
+    builder_ready(page)
+    expect(page.get_by_role("heading", level=1)).to_contain_text("v1")
+    expect(node(page, "greet")).to_be_visible()
+    assert page.evaluate("() => nectarBuilder.doc.steps.map((s) => s.id)") == ["greet", "reply"]
+    assert page.problems == [], page.problems
+
+
+def test_endpoints_page_names_workflows_gives_full_urls_and_a_console(core, page: Page):
+    new_workflow(page, core["url"], "Greeter")
+    page.goto(core["url"] + "/org/endpoints")
+    page.get_by_label("Method").select_option("GET")
+    page.get_by_label("Path").fill("/hello")
+    page.get_by_label("Workflow").select_option(label="Greeter")
+    page.get_by_label("Authentication").select_option("public")
+    page.get_by_role("button", name="Add endpoint").click()
+    row = page.locator(".endpoints-table tbody tr").filter(has_text="/hello")
+    expect(row.get_by_role("link", name="Greeter")).to_be_visible()
+    expect(row.locator(".address code")).to_have_text(re.compile(r"^https?://[^/]+/e/[0-9a-f-]{36}/hello$"))
+    row.get_by_text("curl example").click()
+    expect(row.locator(".curl pre")).to_contain_text("curl -X GET")
+    expect(page.get_by_role("link", name="this organization's OpenAPI document")).to_be_visible()
+    row.get_by_role("button", name="Try GET /hello in the console").click()
+    page.get_by_label("Path (fill in its parameters)").fill("/hello?name=Ada")
+    page.get_by_role("button", name="Send", exact=True).click()
+    expect(page.locator("#console-response")).to_contain_text("Hello Ada")
+    expect(page.locator("#console-trace")).to_contain_text("greet")
+    assert page.problems == []
+
+
+@pytest.mark.parametrize("width", [1280, 390])
+def test_the_builder_runs_and_endpoints_pages_are_accessible_at_both_widths(core, browser, width):
+    page = new_page(browser, width=width, height=900 if width > 500 else 844)
+    sign_up_with_an_org(page, core["url"])
+    new_workflow(page, core["url"], "Accessible")
+    page.locator(".node").nth(1).focus()
+    page.keyboard.press("Enter")  # a step's form open
+    page.wait_for_timeout(400)
+    found = {"builder": axe_violations(page)}
+    screenshot(page, f"builder-{width}")
+    page.fill("#test-input", '{"query": {"name": "Ada"}}')
+    page.get_by_role("button", name="Test the draft").click()
+    expect(page.locator(".test-status")).to_contain_text("succeeded", timeout=30_000)
+    page.get_by_role("link", name="Open its trace").click()
+    found["run"] = axe_violations(page)
+    screenshot(page, f"run-{width}")
+    page.goto(core["url"] + "/org/runs")
+    found["runs"] = axe_violations(page)
+    screenshot(page, f"runs-{width}")
+    page.goto(core["url"] + "/org/endpoints")
+    page.get_by_label("Path").fill("/accessible")
+    page.get_by_role("button", name="Add endpoint").click()
+    expect(page.locator(".endpoints-table")).to_contain_text("/accessible")
+    found["endpoints"] = axe_violations(page)
+    screenshot(page, f"endpoints-{width}")
+    assert found == {"builder": [], "run": [], "runs": [], "endpoints": []}
+    if width < 500:  # nothing wider than the screen
+        assert page.evaluate("() => document.documentElement.scrollWidth") <= width
     assert page.problems == []

@@ -12,7 +12,7 @@ import uuid
 from typing import Any
 
 import jmespath
-from jmespath.exceptions import JMESPathError
+from jmespath.exceptions import IncompleteExpressionError, JMESPathError, LexerError
 from sqlalchemy.orm import Session
 
 from nectar.core.runs import queries as run_queries
@@ -135,16 +135,8 @@ def preview(text: str, bare: bool, context: dict) -> dict:
             jmespath.compile(expression)
         except JMESPathError as error:
             position = getattr(error, "lex_position", None)
-            message = getattr(error, "msg", None) or str(error)
-            detail = getattr(error, "message", None)  # the lexer's own words (an unclosed quote)
-            if detail:
-                message = detail
-            elif getattr(error, "token_value", None) is not None or getattr(error, "token_type", None):
-                message = f"{message}: unexpected {error.token_value or error.token_type!s}"
-            return {
-                "error": f"{message} at character {offset + (position or 0) + 1}",
-                "position": offset + position if isinstance(position, int) else None,
-            }
+            where = offset + position if isinstance(position, int) else None
+            return {"error": _parse_message(error) + (f" at character {where + 1}" if where is not None else ""), "position": where}
     try:
         value = evaluate(text, context) if bare else render(text, context)
         check_size(value, "the value")
@@ -153,3 +145,13 @@ def preview(text: str, bare: bool, context: dict) -> dict:
     except (ValueError, TypeError) as error:  # JMESPath's functions on the wrong types
         return {"error": str(error), "position": None}
     return {"value": value}
+
+
+def _parse_message(error: JMESPathError) -> str:
+    """A person's words for a parse error (JMESPath's own list the tokens it expected)."""
+    if isinstance(error, IncompleteExpressionError):
+        return "the expression is not finished"
+    if isinstance(error, LexerError):
+        return error.message  # e.g. Unclosed ' delimiter
+    token = getattr(error, "token_value", None)
+    return f"unexpected {token!r}" if token else "the expression ends too soon"

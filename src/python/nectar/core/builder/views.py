@@ -124,11 +124,16 @@ def run_detail(run_id: uuid.UUID):
 @workflow_pages.get("/org/endpoints")
 @org_required()
 def endpoint_index():
+    listed = endpoints.list_endpoints(db.session)
+    public = current_app.config["NECTAR_SETTINGS"].public_url
     return render_template(
         "core/endpoints/index.html",
         ctx=current_org(),
-        endpoints=endpoints.list_endpoints(db.session),
+        endpoints=listed,
         workflows=service.list_workflows(db.session),
+        workflow_names={w.id: w.name for w in service.list_workflows(db.session)},
+        # The address callers use: the service's public address, never the request's Host header.
+        base_url=f"{public}/e/{current_org().org_id}",
         methods=endpoints.METHODS,
     )
 

@@ -131,7 +131,7 @@ function field(ctx, pointer, label, required, description, make) {
     h("label", { for: id }, label, required ? h("span", { class: "required", "aria-hidden": "true", text: " *" }) : null, required ? h("span", { class: "sr-only", text: " (required)" }) : null),
     control.wrapper || control,
     description ? h("p", { id: helpId, class: "muted help", text: description }) : null,
-    messages.length ? h("p", { id: errorId, class: "field-error", text: messages.join("; ") }) : null);
+    messages.length ? h("p", { id: errorId, class: "field-error server", text: messages.join("; ") }) : null);
 }
 
 function groupFields(ctx, step, name, schema, pointer, description) {

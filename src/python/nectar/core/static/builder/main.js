@@ -125,8 +125,12 @@ function drawCanvas() {
   window.nectarBuilder.timings.lastDraw = performance.now() - started;
 }
 
-function problemsAt(pointer) {
-  return problems.filter((p) => p.path === pointer).map((p) => p.message);
+// The problems of a field (those inside its value too, e.g. /steps/1/body/x, with where), or
+// with `exact`, only those at the pointer itself.
+function problemsAt(pointer, exact) {
+  return problems
+    .filter((p) => p.path === pointer || (!exact && p.path.startsWith(pointer + "/")))
+    .map((p) => (p.path === pointer ? p.message : p.path.slice(pointer.length + 1) + ": " + p.message));
 }
 
 function drawPanel(focus) {
@@ -338,7 +342,6 @@ function updateFieldErrors() {
     field.classList.add("has-error");
     if (control) control.setAttribute("aria-invalid", "true");
   });
-  document.querySelectorAll("#panel .field > .field-error:not(.server)").forEach((old) => old.remove());
 }
 
 // ---- the JSON view -------------------------------------------------------------------------

@@ -90,7 +90,9 @@ def test_a_workflow_built_with_the_mouse_is_tested_saved_compared_and_rolled_bac
     panel_field(page, "expression").fill("item.qty")
     # The answer reads the loop's output; the starter's greet step goes (undone, redone).
     choose(page, "reply")
-    panel_field(page, "body").fill('{"quantities": "{{ steps.each }}"}')
+    body = page.locator("#panel").get_by_role("group", name="body", exact=True)
+    body.get_by_label("body value of message").fill("{{ steps.each }}")
+    body.get_by_label("body name").fill("quantities")
     choose(page, "greet")
     page.get_by_role("button", name="Delete step").click()
     expect(node(page, "greet")).to_have_count(0)
@@ -266,6 +268,7 @@ def test_bad_input_gets_a_message_where_it_is_and_loses_nothing(core, page: Page
     panel_field(page, "expression").fill("trigger.query.name")
     # A reference to a step that does not exist: next to the field, from the server's validate().
     choose(page, "reply")
+    page.locator("#panel").get_by_role("button", name="As JSON").click()
     panel_field(page, "body").fill('{"x": "{{ steps.nosuch.field }}"}')
     expect(page.locator('#panel .field[data-pointer="/steps/1/body"] .field-error.server')).to_have_text(
         "x: there is no step 'nosuch'"
@@ -273,14 +276,14 @@ def test_bad_input_gets_a_message_where_it_is_and_loses_nothing(core, page: Page
     panel_field(page, "body").fill('{"x": ')
     expect(page.locator("#panel .json-field .field-error")).to_contain_text("Not valid JSON yet")
     # The JSON view: invalid JSON is refused in place; a duplicate id is a problem at its path.
-    page.get_by_role("button", name="JSON").click()
+    page.get_by_role("button", name="JSON", exact=True).click()
     editor = page.get_by_label("Workflow document (JSON)")
     good = editor.input_value()
     editor.fill(good[:-5])
     expect(page.locator("#json-error")).to_contain_text("Not valid JSON")
-    page.get_by_role("button", name="Canvas").click()
+    page.get_by_role("button", name="Canvas", exact=True).click()
     expect(node(page, "reply")).to_be_visible()
-    page.get_by_role("button", name="JSON").click()
+    page.get_by_role("button", name="JSON", exact=True).click()
     twice = json.loads(good)
     twice["steps"][1]["id"] = "greet"
     editor.fill(json.dumps(twice))
@@ -292,7 +295,7 @@ def test_bad_input_gets_a_message_where_it_is_and_loses_nothing(core, page: Page
     expect(page.locator("#size-problem")).to_contain_text("over the limit")
     expect(page.get_by_role("button", name="Save as new version")).to_be_disabled()
     editor.fill(json.dumps(twice))
-    page.get_by_role("button", name="Canvas").click()
+    page.get_by_role("button", name="Canvas", exact=True).click()
     # Saving an invalid document is refused with the reason; the saved version is untouched.
     page.get_by_role("button", name="Save as new version").click()
     expect(page.locator("#save-problem")).to_contain_text("Not saved")

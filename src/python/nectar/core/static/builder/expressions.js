@@ -107,6 +107,8 @@ export class Expressions {
     const typed = match ? match[1] : "";
     const prevChar = at.before.slice(0, at.before.length - typed.length).slice(-1);
     if (prevChar === "&" || prevChar === "`" || prevChar === "'" || prevChar === '"') return this.close(state);
+    // Nothing typed yet: names only where one can start (not right after `)` or a value).
+    if (!typed && prevChar && !/[\s(,[{:|!=<>]/.test(prevChar)) return this.close(state);
     const parts = typed.split(".");
     const partial = parts.pop();
     let value = context;
@@ -172,7 +174,7 @@ export class Expressions {
       event.preventDefault();
       state.active = (state.active + (event.key === "ArrowDown" ? 1 : -1) + state.items.length) % state.items.length;
       this.renderList(state);
-    } else if (event.key === "Enter" || event.key === "Tab") {
+    } else if (event.key === "Enter" || (event.key === "Tab" && !event.shiftKey)) {
       event.preventDefault();
       this.accept(state);
     } else if (event.key === "Escape") {

@@ -37,6 +37,8 @@ function kindOf(prop) {
     return (prop.maxLength || 0) > 400 ? "textarea" : "text";
   }
   if (prop.type === "object" && prop.additionalProperties && prop.additionalProperties.type === "string") return "pairs";
+  if (prop.type === "object") return "pairs-loose";
+  if (!prop.type && !prop.anyOf && !prop.oneOf) return "any";
   return "json";
 }
 
@@ -174,7 +176,9 @@ function control(ctx, id, describedBy, step, name, prop, pointer) {
     input.addEventListener("input", () => ctx.change((s) => { if (input.value === "") delete s[name]; else s[name] = Number(input.value); }, name));
     return input;
   }
-  if (kind === "pairs") return pairsEditor(ctx, id, describedBy, step, name, pointer);
+  if (kind === "pairs") return pairsEditor(ctx, id, describedBy, step, name, pointer, false);
+  if (kind === "pairs-loose") return pairsEditor(ctx, id, describedBy, step, name, pointer, true);
+  if (kind === "any") return anyEditor(ctx, id, describedBy, step, name, pointer, prop);
   if (kind === "json") return jsonEditor(ctx, id, describedBy, step, name, pointer, prop);
   return textInput(ctx, id, describedBy, step, name, prop, kind, pointer);
 }
@@ -200,14 +204,25 @@ function textInput(ctx, id, describedBy, step, name, prop, kind, pointer) {
   return input;
 }
 
-function pairsEditor(ctx, id, describedBy, step, name, pointer) {
+// Text typed as a value: numbers, true/false/null and JSON objects or lists are kept as such
+// (when `loose`); anything else is text, which may hold {{ }} templates.
+function looseValue(text) {
+  const trimmed = text.trim();
+  if (/^(-?\d+(\.\d+)?([eE][+-]?\d+)?|true|false|null)$/.test(trimmed) || /^[[{]/.test(trimmed)) {
+    try { return JSON.parse(trimmed); } catch (error) { return text; }
+  }
+  return text;
+}
+
+function pairsEditor(ctx, id, describedBy, step, name, pointer, loose) {
   const wrapper = h("div", { class: "pairs" });
-  const entries = Object.entries(step[name] || {});
+  const value = step[name];
+  const entries = value && typeof value === "object" && !Array.isArray(value) ? Object.entries(value) : [];
   const commit = () => ctx.change((s) => {
     const out = {};
     wrapper.querySelectorAll(".pair").forEach((row) => {
       const [k, v] = row.querySelectorAll("input");
-      if (k.value) out[k.value] = v.value;
+      if (k.value) out[k.value] = loose ? looseValue(v.value) : v.value;
     });
     if (Object.keys(out).length) s[name] = out; else delete s[name];
   }, name);
@@ -228,9 +243,50 @@ function pairsEditor(ctx, id, describedBy, step, name, pointer) {
   // The label points at the first name field.
   if (!wrapper.querySelector("#" + CSS.escape(id))) wrapper.querySelector(".pair input").id = id;
   wrapper.setAttribute("role", "group");
-  const holder = wrapper;
-  holder.wrapper = wrapper;
-  return holder;
+  wrapper.setAttribute("aria-label", name.replace(/_/g, " "));
+  if (loose) wrapper.appendChild(h("p", { class: "muted help", text: "Numbers, true/false and JSON are kept as such; anything else is text, which may hold {{ }}." }));
+  wrapper.wrapper = wrapper;
+  return wrapper;
+}
+
+// A value of any JSON type (a request or answer body): as fields (an object), as text (which
+// may be one {{ }} template giving any value), or as JSON; the choice follows the value.
+function anyEditor(ctx, id, describedBy, step, name, pointer, prop) {
+  const value = step[name];
+  let mode = value === undefined || (value && typeof value === "object" && !Array.isArray(value)) ? "fields" : typeof value === "string" ? "text" : "json";
+  const box = h("div", { class: "any-field" });
+  const modes = h("div", { class: "modes", role: "group", "aria-label": "Show " + name.replace(/_/g, " ") + " as" });
+  const holder = h("div");
+  const labels = { fields: "Fields", text: "Text", json: "As JSON" };
+  const draw = () => {
+    holder.textContent = "";
+    modes.querySelectorAll("button").forEach((b) => b.setAttribute("aria-pressed", String(b.dataset.mode === mode)));
+    const current = { [name]: step[name] };
+    if (mode === "fields") holder.appendChild(pairsEditor(ctx, id, describedBy, current, name, pointer, true));
+    else if (mode === "text") {
+      const input = textInput(ctx, id, describedBy, current, name, { type: "string" }, "textarea", pointer);
+      holder.appendChild(input.wrapper || input);
+    } else {
+      const input = jsonEditor(ctx, id, describedBy, current, name, pointer, prop);
+      holder.appendChild(input.wrapper);
+    }
+  };
+  for (const key of ["fields", "text", "json"]) {
+    modes.appendChild(h("button", { type: "button", class: "tool small", "data-mode": key, text: labels[key], onclick: () => {
+      const now = step[name];
+      if (key === "fields" && now !== undefined && (typeof now !== "object" || Array.isArray(now) || now === null)) {
+        holder.prepend(h("p", { class: "field-error", role: "alert", text: "Only an object can be shown as fields; use Text or As JSON." }));
+        return;
+      }
+      mode = key;
+      draw();
+    } }));
+  }
+  box.appendChild(modes);
+  box.appendChild(holder);
+  draw();
+  box.wrapper = box;
+  return box;
 }
 
 function jsonEditor(ctx, id, describedBy, step, name, pointer, prop) {

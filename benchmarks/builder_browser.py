@@ -29,7 +29,7 @@ from nectar.shared.config import Role, Service, load_settings
 from nectar.shared.embedded_postgres import ensure_embedded_server
 
 DATABASE = "nectar_bench_builder"
-PASSWORD = "a long enough password 42"
+PASSWORD = "a long enough password 42"  # noqa: S105 - the benchmark's own throwaway account
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
 
@@ -49,7 +49,11 @@ def two_hundred_steps() -> dict:
                         "items": "trigger.body.items",
                         "steps": [
                             {"id": f"price_{i}", "type": "transform", "expression": "item.price"},
-                            {"id": f"label_{i}", "type": "transform", "expression": "join('-', [item.sku, 'x'])"},
+                            {
+                                "id": f"label_{i}",
+                                "type": "transform",
+                                "expression": "join('-', [item.sku, 'x'])",
+                            },
                         ],
                     }
                 ],
@@ -73,7 +77,9 @@ def main() -> None:
     server.drop_database(DATABASE)
     server.create_database(DATABASE)
     upgrade(server.url(Role.OWNER, DATABASE))
-    environ = {role.url_variable: server.url(role, DATABASE).render_as_string(hide_password=False) for role in Role}
+    environ = {
+        role.url_variable: server.url(role, DATABASE).render_as_string(hide_password=False) for role in Role
+    }
     environ |= {"NECTAR_ENV": "test", "SECRET_KEY": "benchmark-secret-key-long-enough-0123456789"}
     app = create_app(load_settings(Service.CORE, environ))
     web = make_server("127.0.0.1", 0, app, threaded=True)

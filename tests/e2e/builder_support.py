@@ -4,6 +4,7 @@ and a signed-in customer with an organization."""
 
 from __future__ import annotations
 
+import logging
 import shutil
 import threading
 import time
@@ -46,7 +47,7 @@ def core_served(settings_for, tmp_path_factory) -> Iterator[dict]:
             try:
                 drain_jobs(app)
             except Exception:  # noqa: BLE001 - a worker outlives a failed job, as the real one does
-                pass
+                logging.getLogger(__name__).exception("the test worker's jobs failed")
             stop.wait(0.2)
 
     worker = threading.Thread(target=work, daemon=True)
@@ -84,15 +85,19 @@ def new_page(browser: Browser, width: int = 1280, height: int = 900) -> Page:
     page.on("pageerror", lambda error: page.problems.append(f"script error: {error}"))
     page.on(
         "console",
-        lambda message: page.problems.append(f"console: {message.text}")
-        if message.type == "error" and "Failed to load resource" not in message.text
-        else None,
+        lambda message: (
+            page.problems.append(f"console: {message.text}")
+            if message.type == "error" and "Failed to load resource" not in message.text
+            else None
+        ),
     )
     page.on(
         "response",
-        lambda response: page.problems.append(f"{response.status} {response.url}")
-        if response.status >= 500 or (response.status == 404 and "favicon" not in response.url)
-        else None,
+        lambda response: (
+            page.problems.append(f"{response.status} {response.url}")
+            if response.status >= 500 or (response.status == 404 and "favicon" not in response.url)
+            else None
+        ),
     )
     return page
 

@@ -14,5 +14,5 @@ def pytest_runtest_makereport(item, call):
 
             try:
                 screenshot(page, f"failed-{item.name}")
-            except Exception:  # noqa: BLE001 - the failure itself is what is reported
-                pass
+            except Exception as error:  # noqa: BLE001 - the failure itself is what is reported
+                report.sections.append(("screenshot", f"none taken: {error}"))

@@ -180,7 +180,9 @@ def tab_to(page: Page, selector: str, backwards: bool = False, limit: int = 150)
 
 
 def focused_label(page: Page) -> str:
-    return page.evaluate("() => document.activeElement.getAttribute('aria-label') || document.activeElement.id")
+    return page.evaluate(
+        "() => document.activeElement.getAttribute('aria-label') || document.activeElement.id"
+    )
 
 
 def test_a_workflow_built_with_the_keyboard_alone(core, page: Page):
@@ -234,7 +236,12 @@ def test_a_workflow_built_with_the_keyboard_alone(core, page: Page):
     expect(node(page, "total_copy")).to_be_visible()
     assert focused_label(page).startswith("Step total_copy")
     page.keyboard.press("Alt+ArrowUp")
-    assert page.evaluate("() => nectarBuilder.doc.steps.map((s) => s.id)") == ["greet", "total_copy", "total", "reply"]
+    assert page.evaluate("() => nectarBuilder.doc.steps.map((s) => s.id)") == [
+        "greet",
+        "total_copy",
+        "total",
+        "reply",
+    ]
     page.keyboard.press("Delete")
     expect(node(page, "total_copy")).to_have_count(0)
     # Test the draft and save, by keyboard.

@@ -136,7 +136,10 @@ def preview(text: str, bare: bool, context: dict) -> dict:
         except JMESPathError as error:
             position = getattr(error, "lex_position", None)
             where = offset + position if isinstance(position, int) else None
-            return {"error": _parse_message(error) + (f" at character {where + 1}" if where is not None else ""), "position": where}
+            return {
+                "error": _parse_message(error) + (f" at character {where + 1}" if where is not None else ""),
+                "position": where,
+            }
     try:
         value = evaluate(text, context) if bare else render(text, context)
         check_size(value, "the value")

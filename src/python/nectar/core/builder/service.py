@@ -136,7 +136,10 @@ def authors(session: Session, versions: list[WorkflowVersion]) -> dict[uuid.UUID
     ids = {v.created_by for v in versions if v.created_by}
     if not ids:
         return {}
-    return {user.id: user.display_name or user.email for user in session.scalars(select(User).where(User.id.in_(ids)))}
+    return {
+        user.id: user.display_name or user.email
+        for user in session.scalars(select(User).where(User.id.in_(ids)))
+    }
 
 
 def version_of(session: Session, workflow_id: uuid.UUID, number: int | None) -> WorkflowVersion | None:

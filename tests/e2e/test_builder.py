@@ -351,6 +351,8 @@ def test_the_builder_runs_and_endpoints_pages_are_accessible_at_both_widths(core
     page.wait_for_timeout(400)
     found = {"builder": axe_violations(page)}
     screenshot(page, f"builder-{width}")
+    page.locator("#canvas").scroll_into_view_if_needed()
+    screenshot(page, f"builder-{width}-screen", full_page=False)
     page.fill("#test-input", '{"query": {"name": "Ada"}}')
     page.get_by_role("button", name="Test the draft").click()
     expect(page.locator(".test-status")).to_contain_text("succeeded", timeout=30_000)

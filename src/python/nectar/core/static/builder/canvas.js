@@ -94,6 +94,7 @@ export class Canvas {
     this.state = state; // {selected, problems: Map(pointer prefix -> count), run: Map(stepId -> record), dragging}
     const focused = document.activeElement && this.svg.contains(document.activeElement) ? document.activeElement.dataset.key : null;
     this.parts = [];
+    this.edges = { edge: [], "edge edge-error": [] };
     this.sizes = new Map();
     const steps = Array.isArray(doc.steps) ? doc.steps : [];
     const size = this.measureList(steps, ["steps"]);
@@ -103,8 +104,10 @@ export class Canvas {
     const trigger = doc.trigger || {};
     this.drawNode(cx, 16, { id: "trigger", type: (trigger.type || "?") + " trigger" }, null, trigger.cron || "");
     const bottom = this.drawList(steps, ["steps"], cx, 16 + NODE_H, size.w);
-    this.viewport.innerHTML = this.parts.join("");
-    this.parts = null;
+    // Every edge of a kind is one path: far fewer elements for the browser to lay out.
+    const edges = Object.entries(this.edges).map(([cls, d]) => (d.length ? tag("path", { d: d.join(""), class: cls }) : "")).join("");
+    this.viewport.innerHTML = edges + this.parts.join("");
+    this.parts = this.edges = null;
     this.focusables = Array.from(this.viewport.querySelectorAll(".node, .slot"));
     this.contentSize = { w: width, h: bottom + 24 };
     // As tall as the flow needs (pan for the rest), between a usable minimum and most of the screen.
@@ -198,7 +201,7 @@ export class Canvas {
   }
 
   drawEdge(x1, y1, x2, y2, cls) {
-    this.parts.push(tag("line", { x1, y1, x2, y2, class: cls || "edge" }));
+    this.edges[cls || "edge"].push(`M${x1} ${y1}L${x2} ${y2}`);
   }
 
   keydown(event, group, path, kind, listPath, index) {

@@ -27,9 +27,14 @@ def test_pages_show_workflows_runs_and_endpoints(browser):
     assert browser.get(f"/org/endpoints/{endpoint['id']}").status_code == 200
     connections = browser.get("/org/connections").get_data(as_text=True)
     assert "Slack incoming webhook" in connections and "REST API" in connections
-    for asset in ("api.js", "builder.js", "run.js", "endpoints.js", "console.js", "connections.js"):
+    builder_modules = [
+        f"builder/{name}.js" for name in ("main", "model", "canvas", "form", "expressions", "versions")
+    ]
+    for asset in ("api.js", *builder_modules, "run.js", "endpoints.js", "console.js", "connections.js"):
         served = browser.get(f"/static/{asset}")
+        # Modules are refused by browsers unless served as JavaScript.
         assert served.status_code == 200 and served.mimetype in ("text/javascript", "application/javascript")
+    assert browser.get("/static/builder/builder.css").mimetype == "text/css"
 
 
 def test_creating_a_workflow_from_the_page_starts_from_a_valid_document(browser):

@@ -33,7 +33,8 @@ def org_counts(session: Session) -> OrgCounts:
         text(
             "SELECT (SELECT count(*) FROM memberships), (SELECT count(*) FROM integration_connections), "
             "(SELECT count(*) FROM endpoints), (SELECT count(*) FROM workflows), "
-            "(SELECT count(*) FROM workflow_runs WHERE queued_at >= now() - interval '7 days')"
+            "(SELECT count(*) FROM workflow_runs WHERE queued_at >= now() - interval '7 days' "
+            "AND trigger <> 'test')"
         )
     ).one()
     return OrgCounts(*row)

@@ -136,7 +136,8 @@ TOTALS_SQL = text(
       (SELECT count(*) FROM organizations),
       (SELECT count(*) FROM organizations o, bounds WHERE EXISTS (
           SELECT 1 FROM workflow_runs r
-          WHERE r.org_id = o.id AND r.queued_at >= first_day::timestamp AT TIME ZONE 'UTC')),
+          WHERE r.org_id = o.id AND r.trigger <> 'test'  -- a builder's test run is not usage
+            AND r.queued_at >= first_day::timestamp AT TIME ZONE 'UTC')),
       (SELECT count(*) FROM organizations WHERE status = 'suspended'),
       (SELECT count(*) FROM leads),
       (SELECT count(*) FROM leads WHERE status = 'won'),
@@ -169,7 +170,7 @@ RUNS_SQL = text(
              count(*) FILTER (WHERE status = 'succeeded') AS succeeded,
              count(*) FILTER (WHERE status = 'failed') AS failed
       FROM workflow_runs, bounds
-      WHERE queued_at >= first_day::timestamp AT TIME ZONE 'UTC'
+      WHERE queued_at >= first_day::timestamp AT TIME ZONE 'UTC' AND trigger <> 'test'
       GROUP BY 1
     )
     SELECT days.day, coalesce(queued, 0), coalesce(succeeded, 0), coalesce(failed, 0)

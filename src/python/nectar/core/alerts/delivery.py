@@ -31,7 +31,7 @@ from nectar.core.org_mail.service import (
     organization_headers,
     unsubscribe_url,
 )
-from nectar.core.runs.jobs import queue_run
+from nectar.core.runs.queue import queue_run
 from nectar.core.runs.queries import run_for_key
 from nectar.core.runs.records import ALERT_TRIGGER
 from nectar.core.workflows import outbound

@@ -30,7 +30,7 @@ from urllib3.util import parse_url
 from nectar.core.access import OrgContext, PermissionDenied
 from nectar.core.integrations.service import connection_named
 from nectar.core.org_mail.service import single_address
-from nectar.core.runs.records import ALERT_TRIGGER
+from nectar.core.runs.records import SILENT_FAILURES
 from nectar.core.workflows.definition import Problem
 from nectar.schema.models import AlertRule, Workflow
 from nectar.schema.models.alerts import ALERT_CHANNELS, MAX_WINDOW_MINUTES
@@ -237,7 +237,7 @@ _RECENT_FAILURES = text(
     SELECT r.id, r.workflow_id, w.name AS workflow_name, r.version_id, r.trigger, r.error, r.started_at,
            r.finished_at, count(*) OVER () AS failures
     FROM (SELECT id, workflow_id, version_id, trigger, error, started_at, finished_at FROM workflow_runs
-          WHERE status = 'failed' AND trigger <> '{ALERT_TRIGGER}'
+          WHERE status = 'failed' AND {SILENT_FAILURES}
             AND finished_at > now() - make_interval(mins => :window_minutes)
             AND (CAST(:workflow_id AS uuid) IS NULL OR workflow_id = CAST(:workflow_id AS uuid))
           ORDER BY finished_at DESC LIMIT {MAX_THRESHOLD}) AS r

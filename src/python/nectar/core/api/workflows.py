@@ -9,13 +9,14 @@ from datetime import datetime
 from flask import g, jsonify, request
 
 from nectar.core.api.views import ApiError, _body, _ctx, _iso, _user_id, api
+from nectar.core.builder import preview as previews
 from nectar.core.builder import service as workflows
 from nectar.core.builder.service import InvalidWorkflow
 from nectar.core.endpoints import service as endpoints
 from nectar.core.endpoints.openapi import organization_openapi
 from nectar.core.runs import queries as run_queries
-from nectar.core.runs.jobs import queue_run
-from nectar.core.runs.records import checked_idempotency_key
+from nectar.core.runs.queue import queue_run
+from nectar.core.runs.records import TEST_TRIGGER, checked_idempotency_key
 from nectar.core.workflows.definition import WORKFLOW_SCHEMA, validate
 from nectar.schema.models import WorkflowVersion
 from nectar.schema.models.workflows import RUN_STATUSES
@@ -68,6 +69,7 @@ def run_json(run, *, detail: bool = False) -> dict:
         "waiting_for": run.waiting_for,
         "failed_step": (run.output or {}).get("failed_step") if run.status == "failed" else None,
         "parent_run_id": str(run.parent_run_id) if run.parent_run_id else None,  # a call_workflow step's run
+        "test": run.trigger == TEST_TRIGGER,  # a draft tested in the builder: not counted as usage
     }
     if detail:
         body["input"] = run.input
@@ -175,6 +177,54 @@ def run_now(workflow_id: uuid.UUID):
     return jsonify(run_json(run_queries.get_run(db.session, run_id), detail=True)), 202
 
 
+@api.post("/workflows/<uuid:workflow_id>/test-runs")
+def test_draft(workflow_id: uuid.UUID):
+    """Runs `definition` (the builder's draft, saved or not) as a test run with `input`: recorded
+    like any run, marked as a test, with the document it ran. Nothing is saved as a version."""
+    body = _body()
+    workflow = workflows.get_workflow(db.session, workflow_id)
+    run_input = body.get("input", {})
+    if not isinstance(run_input, dict):
+        raise ApiError(
+            422, "input must be a JSON object.", errors=[{"path": "/input", "message": "not an object"}]
+        )
+    run_id = workflows.test_draft(db.session, _ctx(), workflow, body.get("definition"), run_input)
+    db.session.commit()
+    return jsonify(run_json(run_queries.get_run(db.session, run_id), detail=True)), 202
+
+
+@api.post("/workflows/<uuid:workflow_id>/preview")
+def preview_expression(workflow_id: uuid.UUID):
+    """What `text` (a JMESPath expression when `bare`, else a {{ }} template) gives at `pointer` in
+    `definition`, over the data of the run `run_id` (default: the workflow's newest run).
+    `with_context` adds the context the expression sees there (for completion)."""
+    body = _body()
+    workflows.get_workflow(db.session, workflow_id)
+    principal = g.get("api_principal")
+    try:
+        previews.count_preview(db.session, principal.key_id if principal else _user_id())
+    except previews.PreviewRefused as refused:
+        db.session.commit()
+        response = problem(refused.status, refused.detail)
+        response.headers["Retry-After"] = str(refused.retry_after)
+        return response
+    db.session.commit()
+    text, pointer = body.get("text", ""), body.get("pointer", "")
+    if not isinstance(text, str) or not isinstance(pointer, str):
+        raise ApiError(422, "text and pointer are strings.")
+    try:
+        run_id = uuid.UUID(body["run_id"]) if body.get("run_id") else None
+    except (ValueError, TypeError):
+        raise ApiError(422, "run_id must be a run's id.") from None
+    sample = previews.sample_data(db.session, workflow_id, run_id)
+    scope, context = previews.context_at(body.get("definition"), pointer, sample)
+    result = previews.preview(text, bool(body.get("bare")), context)
+    result["run_id"] = sample["run_id"]
+    if body.get("with_context"):
+        result["context"] = context
+    return jsonify(result)
+
+
 @api.get("/runs")
 def list_runs():
     before = request.args.get("before")
@@ -219,8 +269,16 @@ def rerun(run_id: uuid.UUID):
         version = workflows.version_of(db.session, workflow.id, workflow.current_version)
     else:
         version = db.session.get(WorkflowVersion, run.version_id)
+    test = run.trigger == TEST_TRIGGER and not use_current  # the same draft again, still a test
     new_id = queue_run(
-        db.session, g.org_context.org_id, workflow.id, version.id, "rerun", run.input or {}, rerun_of=run.id
+        db.session,
+        g.org_context.org_id,
+        workflow.id,
+        version.id,
+        TEST_TRIGGER if test else "rerun",
+        run.input or {},
+        rerun_of=run.id,
+        definition=run.definition if test else None,
     )
     db.session.commit()
     return jsonify(run_json(run_queries.get_run(db.session, new_id), detail=True)), 202

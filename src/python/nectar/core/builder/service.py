@@ -17,8 +17,10 @@ from sqlalchemy.orm import Session
 from nectar.core.access import OrgContext, PermissionDenied
 from nectar.core.runs.calls import find_workflow
 from nectar.core.runs.jobs import sync_schedule
+from nectar.core.runs.queue import queue_run
+from nectar.core.runs.records import TEST_TRIGGER
 from nectar.core.workflows.definition import Problem, calls_in, validate
-from nectar.schema.models import Workflow, WorkflowVersion
+from nectar.schema.models import User, Workflow, WorkflowVersion
 
 
 class InvalidWorkflow(Exception):
@@ -134,6 +136,18 @@ def roll_back(
     )
 
 
+def test_draft(session: Session, ctx: OrgContext, workflow: Workflow, definition: dict, run_input: dict):
+    """Queues a test run of `definition` (the builder's draft, saved or not) with `run_input`;
+    returns its id. It runs like a manual run but is marked as a test (trigger "test") and keeps
+    the document it ran; it counts towards no usage. Editors only, as saving is."""
+    _require_editor(ctx)
+    problems = validate(definition)
+    if problems:
+        raise InvalidWorkflow(problems)
+    current = version_of(session, workflow.id, workflow.current_version)
+    return queue_run(session, ctx.org_id, workflow.id, current.id, TEST_TRIGGER, run_input, definition=definition)
+
+
 def get_workflow(session: Session, workflow_id: uuid.UUID) -> Workflow:
     workflow = session.get(Workflow, workflow_id)
     if workflow is None:
@@ -153,6 +167,17 @@ def versions(session: Session, workflow_id: uuid.UUID) -> list[WorkflowVersion]:
             .order_by(WorkflowVersion.version.desc())
         )
     )
+
+
+def authors(session: Session, versions: list[WorkflowVersion]) -> dict[uuid.UUID, str]:
+    """Who saved each version, by user id: their name, or their email when they gave none."""
+    ids = {v.created_by for v in versions if v.created_by}
+    if not ids:
+        return {}
+    return {
+        user.id: user.display_name or user.email
+        for user in session.scalars(select(User).where(User.id.in_(ids)))
+    }
 
 
 def version_of(session: Session, workflow_id: uuid.UUID, number: int | None) -> WorkflowVersion | None:

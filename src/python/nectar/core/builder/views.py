@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import uuid
 
-from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
 from flask_login import current_user
 
 from nectar.core.access import current_org, org_required
@@ -14,7 +14,7 @@ from nectar.core.endpoints import service as endpoints
 from nectar.core.integrations import service as integrations
 from nectar.core.orgs.forms import ActionForm
 from nectar.core.runs import queries as run_queries
-from nectar.core.workflows.definition import STEP_TYPES
+from nectar.core.workflows.definition import WORKFLOW_SCHEMA
 from nectar.schema.models import WorkflowVersion
 from nectar.shared.database import db
 
@@ -67,14 +67,21 @@ def create():
 def builder(workflow_id: uuid.UUID):
     workflow = service.get_workflow(db.session, workflow_id)
     current = service.version_of(db.session, workflow.id, workflow.current_version)
+    versions = service.versions(db.session, workflow.id)
     return render_template(
         "core/workflows/builder.html",
         ctx=current_org(),
         workflow=workflow,
-        definition=current.definition if current else STARTER,
-        versions=service.versions(db.session, workflow.id),
-        step_types=STEP_TYPES,
-        runs=run_queries.list_runs(db.session, workflow_id=workflow.id, limit=10),
+        builder_data={
+            "workflow_id": str(workflow.id),
+            "definition": current.definition if current else STARTER,
+            "schema": WORKFLOW_SCHEMA,
+            "editable": current_org().at_least("admin"),
+            # What one request may carry (the body limit), less room for the rest of the request.
+            "max_document_chars": current_app.config["MAX_CONTENT_LENGTH"] - 16 * 1024,
+        },
+        versions=versions,
+        authors=service.authors(db.session, versions),
     )
 
 
@@ -118,11 +125,16 @@ def run_detail(run_id: uuid.UUID):
 @workflow_pages.get("/org/endpoints")
 @org_required()
 def endpoint_index():
+    listed = endpoints.list_endpoints(db.session)
+    public = current_app.config["NECTAR_SETTINGS"].public_url
     return render_template(
         "core/endpoints/index.html",
         ctx=current_org(),
-        endpoints=endpoints.list_endpoints(db.session),
+        endpoints=listed,
         workflows=service.list_workflows(db.session),
+        workflow_names={w.id: w.name for w in service.list_workflows(db.session)},
+        # The address callers use: the service's public address, never the request's Host header.
+        base_url=f"{public}/e/{current_org().org_id}",
         methods=endpoints.METHODS,
     )
 

@@ -42,10 +42,12 @@ def queue_run(
     rerun_of=None,
     parent_run_id=None,
     call_depth: int = 0,
+    definition: dict | None = None,
 ):
     """Records a queued run and its job in the caller's transaction; returns the run's id. The job
     waits behind the organization's runs already waiting (see the module's docstring). A run
-    called by another one names it (`parent_run_id`) and how deeply calls are nested."""
+    called by another one names it (`parent_run_id`) and how deeply calls are nested. A test run
+    gives the `definition` it runs (a draft); others run their version's."""
     waiting = session.scalar(_WAITING_RUNS, {"org_id": org_id, "most": MOST_WAITING_COUNTED})
     run_id = uuid.uuid4()
     session.add(
@@ -61,6 +63,7 @@ def queue_run(
             parent_run_id=parent_run_id,
             call_depth=call_depth,
             input=json_safe(run_input),
+            definition=definition,
         )
     )
     session.flush()

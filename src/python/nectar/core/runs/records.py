@@ -135,13 +135,16 @@ _OUTCOME_FIELDS = (
 CHECK_ALERTS_TASK = "core.check_alerts"
 CHECK_ALERTS_QUEUE = "core"  # core's worker queue (jobs.QUEUE; jobs imports this module)
 ALERT_TRIGGER = "alert"
+TEST_TRIGGER = "test"  # a draft tested in the builder: no usage, no alerts
+# Runs whose failure alerts no one: an alert's own runs (no loops) and tests of drafts.
+SILENT_FAILURES = f"trigger NOT IN ('{ALERT_TRIGGER}', '{TEST_TRIGGER}')"
 
 
 def check_alerts_sql(failed: str) -> str:
     return f"""
     INSERT INTO procrastinate_jobs (queue_name, task_name, queueing_lock, args)
     SELECT '{CHECK_ALERTS_QUEUE}', '{CHECK_ALERTS_TASK}', 'alerts:' || f.org_id, jsonb_build_object('org_id', f.org_id)
-    FROM (SELECT DISTINCT org_id FROM {failed} WHERE status = 'failed' AND trigger <> '{ALERT_TRIGGER}') AS f
+    FROM (SELECT DISTINCT org_id FROM {failed} WHERE status = 'failed' AND {SILENT_FAILURES}) AS f
     WHERE EXISTS (SELECT FROM alert_rules a WHERE a.org_id = f.org_id AND a.enabled)
     {QUEUED_ONCE}
 """  # noqa: S608 - built from constants only

@@ -18,7 +18,8 @@ from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
 from nectar.core.runs.calls import wake_caller
-from nectar.core.runs.jobs import queue_run
+from nectar.core.runs.queue import queue_run
+from nectar.core.runs.records import TEST_TRIGGER
 from nectar.core.runs.runner import FINAL_STATUSES
 from nectar.core.runs.signals import Refused
 from nectar.schema.models import WorkflowRun, WorkflowVersion
@@ -44,8 +45,17 @@ def retry_run(session: Session, run: WorkflowRun, version: WorkflowVersion) -> u
     if run.status != "failed":
         raise Refused(409, f"Only a failed run can be retried; this one is {run.status}.")
     failed_step = (run.output or {}).get("failed_step") or ""
+    # A test run retried on its own version runs the same draft, and is a test again.
+    draft = run.definition if run.trigger == TEST_TRIGGER and version.id == run.version_id else None
     new_id = queue_run(
-        session, run.org_id, run.workflow_id, version.id, "retry", run.input or {}, rerun_of=run.id
+        session,
+        run.org_id,
+        run.workflow_id,
+        version.id,
+        TEST_TRIGGER if draft is not None else "retry",
+        run.input or {},
+        rerun_of=run.id,
+        definition=draft,
     )
     session.execute(_SEED_JOURNAL_SQL, {"new_run": new_id, "failed_run": run.id, "failed_step": failed_step})
     return new_id

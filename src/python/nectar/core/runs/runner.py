@@ -155,7 +155,7 @@ def activate_run(
         return None  # already finished, or removed
     run.status = "running"
     session.commit()
-    definition = session.get(WorkflowVersion, run.version_id).definition
+    definition = run.definition or session.get(WorkflowVersion, run.version_id).definition
     session_lock = threading.RLock()  # parallel branches share the session (engine.py)
     try:
         outcome = execute(

@@ -9,6 +9,7 @@ nested step lists; any step may name an `on_error` list and a `retry` policy; `w
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cache
@@ -17,7 +18,7 @@ import jmespath
 from jsonschema import Draft202012Validator
 
 from nectar.core.workflows import code
-from nectar.core.workflows.expressions import ExpressionError, expressions_in
+from nectar.core.workflows.expressions import ExpressionError, template_parts
 from nectar.core.workflows.json_schema import TenantValidator
 
 STEP_TYPES = (
@@ -66,9 +67,20 @@ WORKFLOW_SCHEMA: dict = {
             "required": ["type"],
             "additionalProperties": False,
             "properties": {
-                "type": {"enum": ["http", "manual", "schedule"]},
-                "cron": {"type": "string", "maxLength": 100},
-                "timezone": {"type": "string", "maxLength": 64},
+                "type": {
+                    "enum": ["http", "manual", "schedule"],
+                    "description": "What starts a run: an endpoint call, a person (or the API), or a schedule.",
+                },
+                "cron": {
+                    "type": "string",
+                    "maxLength": 100,
+                    "description": "When a scheduled workflow runs, e.g. */15 * * * * (every 15 minutes).",
+                },
+                "timezone": {
+                    "type": "string",
+                    "maxLength": 64,
+                    "description": "The cron's time zone, e.g. Europe/Berlin (default UTC).",
+                },
             },
             "if": {"properties": {"type": {"const": "schedule"}}},
             "then": {"required": ["cron"]},
@@ -80,69 +92,164 @@ WORKFLOW_SCHEMA: dict = {
             "type": "object",
             "additionalProperties": False,
             "properties": {
-                "attempts": {"type": "integer", "minimum": 1, "maximum": 10},
-                "backoff_seconds": {"type": "number", "minimum": 0, "maximum": 300},
-                "multiplier": {"type": "number", "minimum": 1, "maximum": 10},
+                "attempts": {
+                    "type": "integer",
+                    "minimum": 1,
+                    "maximum": 10,
+                    "default": 1,
+                    "description": "How many times to try in all.",
+                },
+                "backoff_seconds": {
+                    "type": "number",
+                    "minimum": 0,
+                    "maximum": 300,
+                    "default": 1,
+                    "description": "The pause before the second try.",
+                },
+                "multiplier": {
+                    "type": "number",
+                    "minimum": 1,
+                    "maximum": 10,
+                    "default": 2,
+                    "description": "Each later pause is this many times the one before.",
+                },
             },
         },
         "step": {
             "type": "object",
             "required": ["id", "type"],
             "properties": {
-                "id": {"type": "string", "pattern": "^[a-z][a-z0-9_]{0,63}$"},
-                "type": {"enum": list(STEP_TYPES)},
-                "name": {"type": "string", "maxLength": 200},
-                "retry": {"$ref": "#/$defs/retry"},
-                "on_error": _STEP_LIST,
+                "id": {
+                    "type": "string",
+                    "pattern": "^[a-z][a-z0-9_]{0,63}$",
+                    "description": "Unique in the workflow: lower-case letters, digits and _; later steps "
+                    "read this step's output as steps.<id>.",
+                },
+                "type": {"enum": list(STEP_TYPES), "description": "What the step does."},
+                "name": {"type": "string", "maxLength": 200, "description": "A label for people."},
+                "retry": {"$ref": "#/$defs/retry", "description": "Try the step again when it fails."},
+                "on_error": {
+                    **_STEP_LIST,
+                    "description": "Steps run when this step fails (after its retries), with `error` in scope; "
+                    "the run then goes on.",
+                },
             },
             "allOf": [
                 {
                     "if": {"properties": {"type": {"const": "http_request"}}},
                     "then": {
+                        "description": "Calls an HTTP API. The output is the answer: status, headers and body "
+                        "(JSON when the answer is JSON). An answer of 400 or more fails the step.",
                         "required": ["url"],
                         "properties": {
-                            "method": {"enum": ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"]},
-                            "url": {"type": "string", "maxLength": 2000},
-                            "headers": {"type": "object", "additionalProperties": {"type": "string"}},
-                            "query": {"type": "object"},
-                            "body": _ANY,
-                            "connection": {"type": "string", "maxLength": 100},
-                            "timeout_seconds": {"type": "number", "exclusiveMinimum": 0, "maximum": 30},
+                            "method": {
+                                "enum": ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"],
+                                "default": "GET",
+                                "description": "The HTTP method.",
+                            },
+                            "url": {
+                                "type": "string",
+                                "maxLength": 2000,
+                                "description": "The address to call, e.g. https://api.example.com/orders/{{ trigger.params.id }}.",
+                            },
+                            "headers": {
+                                "type": "object",
+                                "additionalProperties": {"type": "string"},
+                                "description": "Request headers; values may hold {{ }} templates.",
+                            },
+                            "query": {
+                                "type": "object",
+                                "description": "Query string parameters, added to the URL.",
+                            },
+                            "body": {
+                                **_ANY,
+                                "description": "The JSON body to send; strings may hold {{ }} templates.",
+                            },
+                            "connection": {
+                                "type": "string",
+                                "maxLength": 100,
+                                "description": "The name of a connection (Connections page) whose credentials sign the request.",
+                            },
+                            "timeout_seconds": {
+                                "type": "number",
+                                "exclusiveMinimum": 0,
+                                "maximum": 30,
+                                "default": 10,
+                                "description": "How long to wait for the answer, in seconds.",
+                            },
                         },
                     },
                 },
                 {
                     "if": {"properties": {"type": {"const": "transform"}}},
                     "then": {
+                        "description": "Computes a value from the run's data with a JMESPath expression; the "
+                        "value is the step's output.",
                         "required": ["expression"],
-                        "properties": {"expression": {"type": "string", "maxLength": 2000}},
+                        "properties": {
+                            "expression": {
+                                "type": "string",
+                                "maxLength": 2000,
+                                "format": "jmespath",
+                                "description": "A JMESPath expression, e.g. length(trigger.body.items).",
+                            }
+                        },
                     },
                 },
                 {
                     "if": {"properties": {"type": {"const": "condition"}}},
                     "then": {
+                        "description": "Runs the `then` steps when the expression is true, the `else` steps "
+                        "otherwise (false, null, 0-length text, list or object are false).",
                         "required": ["if", "then"],
                         "properties": {
-                            "if": {"type": "string", "maxLength": 2000},
-                            "then": _STEP_LIST,
-                            "else": _STEP_LIST,
+                            "if": {
+                                "type": "string",
+                                "maxLength": 2000,
+                                "format": "jmespath",
+                                "description": "A JMESPath expression, e.g. trigger.body.total > `100`.",
+                            },
+                            "then": {**_STEP_LIST, "description": "Steps run when the expression is true."},
+                            "else": {**_STEP_LIST, "description": "Steps run when it is false."},
                         },
                     },
                 },
                 {
                     "if": {"properties": {"type": {"const": "for_each"}}},
                     "then": {
+                        "description": "Runs its steps once per item of a list, with `item` and `index` in "
+                        "scope; the output is the list of each iteration's last step output.",
                         "required": ["items", "steps"],
                         "properties": {
-                            "items": {"type": "string", "maxLength": 2000},
-                            "steps": _STEP_LIST,
-                            "max_items": {"type": "integer", "minimum": 1, "maximum": MAX_FOR_EACH_ITEMS},
+                            "items": {
+                                "type": "string",
+                                "maxLength": 2000,
+                                "format": "jmespath",
+                                "description": "A JMESPath expression giving a list, e.g. trigger.body.orders.",
+                            },
+                            "steps": {**_STEP_LIST, "description": "Steps run for each item."},
+                            "max_items": {
+                                "type": "integer",
+                                "minimum": 1,
+                                "maximum": MAX_FOR_EACH_ITEMS,
+                                "default": MAX_FOR_EACH_ITEMS,
+                                "description": "More items than this fails the step.",
+                            },
                         },
                     },
                 },
                 {
                     "if": {"properties": {"type": {"const": "set"}}},
-                    "then": {"required": ["values"], "properties": {"values": {"type": "object"}}},
+                    "then": {
+                        "description": "Sets run variables, read later as vars.<name>.",
+                        "required": ["values"],
+                        "properties": {
+                            "values": {
+                                "type": "object",
+                                "description": "Names and values; strings may hold {{ }} templates.",
+                            }
+                        },
+                    },
                 },
                 {
                     "if": {"properties": {"type": {"const": "wait"}}},
@@ -168,18 +275,39 @@ WORKFLOW_SCHEMA: dict = {
                 {
                     "if": {"properties": {"type": {"const": "delay"}}},
                     "then": {
+                        "description": "Pauses an asynchronous run for a number of seconds (up to a day).",
                         "required": ["seconds"],
-                        "properties": {"seconds": {"type": "number", "minimum": 0, "maximum": 86400}},
+                        "properties": {
+                            "seconds": {
+                                "type": "number",
+                                "minimum": 0,
+                                "maximum": 86400,
+                                "description": "How long to pause.",
+                            }
+                        },
                     },
                 },
                 {
                     "if": {"properties": {"type": {"const": "send_email"}}},
                     "then": {
+                        "description": "Sends a plain-text email through the organization's outbox.",
                         "required": ["to", "subject", "body"],
                         "properties": {
-                            "to": {"type": "string", "maxLength": 320},
-                            "subject": {"type": "string", "maxLength": 300},
-                            "body": {"type": "string", "maxLength": 20000},
+                            "to": {
+                                "type": "string",
+                                "maxLength": 320,
+                                "description": "The address, e.g. {{ trigger.body.email }}.",
+                            },
+                            "subject": {
+                                "type": "string",
+                                "maxLength": 300,
+                                "description": "The subject line.",
+                            },
+                            "body": {
+                                "type": "string",
+                                "maxLength": 20000,
+                                "description": "The message text.",
+                            },
                         },
                     },
                 },
@@ -195,6 +323,7 @@ WORKFLOW_SCHEMA: dict = {
                         "properties": {
                             "source": {
                                 "type": "string",
+                                "contentMediaType": "text/javascript",
                                 "minLength": 1,
                                 "maxLength": code.MAX_SOURCE_CHARS,
                                 "description": "JavaScript: a function body ending in `return <a JSON value>`, "
@@ -323,8 +452,9 @@ WORKFLOW_SCHEMA: dict = {
                         "description": "Runs branches of steps side by side (concurrently in asynchronous runs, "
                         "one after another in endpoint calls); the step ends when every branch has, and its "
                         "output is the list of each branch's output (that of the last step it ran), in "
-                        "document order. A branch works "
-                        "on a copy of the context; the vars each branch sets are merged in document order.",
+                        "document order. A branch works on a copy of the context and sees none of the other "
+                        "branches' steps; after the step, the outputs of every branch's steps are there and "
+                        "the vars each branch sets are merged in document order.",
                         "required": ["branches"],
                         "properties": {
                             "branches": {
@@ -340,16 +470,26 @@ WORKFLOW_SCHEMA: dict = {
                 {
                     "if": {"properties": {"type": {"const": "respond"}}},
                     "then": {
+                        "description": "Answers the endpoint's caller and ends the run.",
                         "properties": {
                             "status": {
                                 "anyOf": [
                                     {"type": "integer", "minimum": 200, "maximum": 599},
                                     {"type": "string"},
-                                ]
+                                ],
+                                "default": 200,
+                                "description": "The HTTP status, 200 to 599 (or a {{ }} template giving one).",
                             },
-                            "headers": {"type": "object", "additionalProperties": {"type": "string"}},
-                            "body": _ANY,
-                        }
+                            "headers": {
+                                "type": "object",
+                                "additionalProperties": {"type": "string"},
+                                "description": "Response headers.",
+                            },
+                            "body": {
+                                **_ANY,
+                                "description": "The JSON answer; strings may hold {{ }} templates.",
+                            },
+                        },
                     },
                 },
             ],
@@ -401,12 +541,7 @@ def validate(document: object) -> list[Problem]:
                     path + "/retry", f"a {step['type']} step is not retried: on_timeout and on_error decide"
                 )
             )
-        for field, expression in _expression_fields(step):
-            try:
-                for inner in expressions_in(expression):
-                    jmespath.compile(inner)
-            except (ExpressionError, jmespath.exceptions.JMESPathError) as error:
-                problems.append(Problem(f"{path}/{field}", f"not a valid expression: {error}"))
+    problems += _expression_problems(document["steps"], seen)
     if document["trigger"]["type"] == "schedule":
         problems += _check_cron(document["trigger"].get("cron", ""))
     timezone = document["trigger"].get("timezone")
@@ -420,16 +555,81 @@ def validate(document: object) -> list[Problem]:
     return problems
 
 
+# How nested step lists see the run's context (engine.py): a loop's steps work on a copy (their
+# outputs stay inside) and see `item` and `index`; a parallel step's branches see none of each
+# other's steps, whose outputs are all there after it; the steps run after a step ended badly
+# (on_error, on_timeout) see that step's id, set to null.
+LOOP_LISTS = frozenset({("for_each", "steps")})
+ISOLATED_LISTS = LOOP_LISTS
+HANDLER_LISTS = frozenset({"on_error", "on_timeout"})
+STEP_REF = "#/$defs/step"
+
+
+@dataclass(frozen=True)
+class Scope:
+    """What an expression in a step's fields can read: the steps whose outputs are in `steps` (in
+    document order), and whether `item`/`index` (inside a loop) and `error` (on_error) are there."""
+
+    steps: tuple[str, ...]
+    loop: bool = False
+    error: bool = False
+
+
+def step_properties(kind: str) -> dict[str, dict]:
+    """The schema of each property a step of type `kind` may have (common ones included)."""
+    return _step_properties().get(kind, {})
+
+
+@cache
+def _step_properties() -> dict[str, dict[str, dict]]:
+    step = WORKFLOW_SCHEMA["$defs"]["step"]
+    result = {}
+    for kind in STEP_TYPES:
+        properties = dict(step["properties"])
+        for rule in step["allOf"]:
+            if rule.get("if", {}).get("properties", {}).get("type", {}).get("const") == kind:
+                properties.update(rule["then"].get("properties", {}))
+        result[kind] = properties
+    return result
+
+
+def step_list_depth(schema: dict) -> int:
+    """1 for a property that is a list of steps, 2 for a list of such lists (parallel branches),
+    0 otherwise: nested steps are found from the schema, so a new step type's lists are too."""
+    items = schema.get("items", {})
+    if items.get("$ref") == STEP_REF:
+        return 1
+    return 2 if items.get("items", {}).get("$ref") == STEP_REF else 0
+
+
+@cache
+def _nested_lists(kind: str) -> tuple[tuple[str, int], ...]:
+    return tuple(
+        (name, depth) for name, schema in step_properties(kind).items() if (depth := step_list_depth(schema))
+    )
+
+
+def _lists_of(step: dict) -> Iterator[tuple[list, list, str]]:
+    """(path parts below the step, the steps, the property) of each step list a step holds."""
+    kind = step.get("type")
+    for name, depth in _nested_lists(kind) if isinstance(kind, str) else ():
+        value = step.get(name)
+        if not isinstance(value, list):
+            continue
+        if depth == 1:
+            yield [name], value, name
+        else:
+            for index, inner in enumerate(value):
+                if isinstance(inner, list):
+                    yield [name, index], inner, name
+
+
 def _walk(steps: list, prefix: list) -> Iterator[tuple[str, dict]]:
     for index, step in enumerate(steps):
         path = prefix + [index]
         yield _pointer(path), step
-        for nested in ("then", "else", "steps", "on_error", "on_timeout"):
-            if isinstance(step.get(nested), list):
-                yield from _walk(step[nested], path + [nested])
-        if step.get("type") == "parallel":
-            for branch, branch_steps in enumerate(step.get("branches", [])):
-                yield from _walk(branch_steps, path + ["branches", branch])
+        for parts, inner, _name in _lists_of(step):
+            yield from _walk(inner, path + parts)
 
 
 def calls_in(document: dict) -> Iterator[tuple[str, dict]]:
@@ -473,17 +673,157 @@ def _flow_problems(document: dict) -> list[Problem]:
     return problems
 
 
-def _expression_fields(step: dict) -> Iterator[tuple[str, str]]:
-    """(field, text) for fields holding a bare expression or templates with {{ }}."""
-    if step["type"] == "transform":
-        yield "expression", "{{" + step["expression"] + "}}"
-    if step["type"] == "condition":
-        yield "if", "{{" + step["if"] + "}}"
-    if step["type"] == "for_each":
-        yield "items", "{{" + step["items"] + "}}"
-    for field in ("url", "to", "subject", "body", "until", "title", "details"):
-        if isinstance(step.get(field), str):
-            yield field, step[field]
+def scopes(steps: list) -> dict[str, Scope]:
+    """The scope of each step's fields, by the step's JSON Pointer. A document being edited may be
+    invalid: what is not a step is passed over."""
+    found: dict[str, Scope] = {}
+    _scope_steps(steps, ["steps"], Scope(()), found)
+    return found
+
+
+def _scope_steps(steps: list, prefix: list, outer: Scope, found: dict[str, Scope]) -> list[str]:
+    """Records the scope of each step of `steps`; returns the ids visible after them."""
+    added: list[str] = []
+    for index, step in enumerate(steps):
+        path = prefix + [index]
+        if not isinstance(step, dict) or not isinstance(step.get("id"), str):
+            continue
+        here = Scope(outer.steps + tuple(added), outer.loop, outer.error)
+        found[_pointer(path)] = here
+        for parts, inner, name in _lists_of(step):
+            inner_scope = Scope(
+                here.steps + ((step["id"],) if name in HANDLER_LISTS else ()),
+                here.loop or (step["type"], name) in LOOP_LISTS,
+                here.error or name == "on_error",
+            )
+            inner_added = _scope_steps(inner, path + parts, inner_scope, found)
+            if (step["type"], name) not in ISOLATED_LISTS:
+                added += inner_added
+        added.append(step["id"])
+    return added
+
+
+def step_expressions(step: dict) -> Iterator[tuple[list, str, bool]]:
+    """(path parts below the step, text, bare) of each expression a step holds: fields whose schema
+    says `"format": "jmespath"` are one bare expression; other strings (nested ones too, but not
+    step lists or code) may hold {{ }} templates."""
+    properties = step_properties(step["type"])
+    lists = {name for name, _ in _nested_lists(step["type"])}
+    for name, value in step.items():
+        schema = properties.get(name, {})
+        if name in ("id", "type", "name", "retry") or name in lists or "contentMediaType" in schema:
+            continue
+        if schema.get("format") == "jmespath":
+            if isinstance(value, str):
+                yield [name], value, True
+            continue
+        pending = [([name], value)]
+        while pending:  # a stack, not recursion: a body may nest deeply
+            parts, item = pending.pop()
+            if isinstance(item, str) and "{{" in item:
+                yield parts, item, False
+            elif isinstance(item, dict):
+                pending += [(parts + [key], inner) for key, inner in reversed(item.items())]
+            elif isinstance(item, list):
+                pending += [(parts + [i], inner) for i, inner in reversed(list(enumerate(item)))]
+
+
+def expression_parts(text: str, bare: bool) -> list[tuple[int, str]]:
+    """(offset in `text`, expression) of each expression: the whole of a bare one, or each {{ }}."""
+    return [(0, text)] if bare else list(template_parts(text))
+
+
+def root_references(node: dict) -> Iterator[tuple[str, str | None]]:
+    """(name, next name) of each name a parsed JMESPath expression reads from the run's context
+    itself, e.g. ("steps", "fetch") for `length(steps.fetch.body)`; not those read from values
+    inside it (`trigger.items[*].name` reads only ("trigger", "items"))."""
+    pending = [(node, True)]
+    while pending:
+        node, at_root = pending.pop()
+        kind, children = node.get("type"), node.get("children", [])
+        if kind == "field":
+            if at_root:
+                yield node["value"], None
+        elif kind == "subexpression":
+            while at_root and len(children) > 1 and children[0].get("type") == "current":
+                children = children[1:]  # @.steps.x reads from the context itself
+            if at_root and children and children[0].get("type") == "field":
+                yield children[0]["value"], _first_field(children[1]) if len(children) > 1 else None
+                pending += [(child, False) for child in children[1:]]
+            else:
+                pending += [(children[0], at_root)] + [(child, False) for child in children[1:]]
+        elif kind in ("index_expression", "projection", "value_projection", "filter_projection", "pipe"):
+            pending += [(children[0], at_root)] + [(child, False) for child in children[1:]]
+        elif kind == "expref":
+            pending += [(child, False) for child in children]
+        else:  # functions, comparisons, and/or/not, multi-selects, flatten: on the same value
+            pending += [(child, at_root) for child in children]
+
+
+def _first_field(node: dict) -> str | None:
+    while node.get("type") in ("subexpression", "index_expression", "projection", "filter_projection"):
+        node = node["children"][0]
+    return node["value"] if node.get("type") == "field" else None
+
+
+def _expression_problems(steps: list, pointers: dict[str, str]) -> list[Problem]:
+    """Expressions that do not parse, and names they read that are not there where they run: a
+    step that does not exist, comes later or runs inside a loop; item/index outside loops; error
+    outside on_error."""
+    problems = []
+    order = {step_id: n for n, step_id in enumerate(pointers)}
+    for path, scope in scopes(steps).items():
+        step = _step_at(steps, path)
+        for parts, text, bare in step_expressions(step):
+            where = _pointer([*_parts_of(path), *parts])
+            for _offset, expression in expression_parts(text, bare):
+                try:
+                    parsed = jmespath.compile(expression).parsed
+                except (ExpressionError, jmespath.exceptions.JMESPathError) as error:
+                    problems.append(Problem(where, f"not a valid expression: {error}"))
+                    continue
+                for name, next_name in root_references(parsed):
+                    message = _reference_problem(name, next_name, scope, path, pointers, order, step["id"])
+                    if message:
+                        problems.append(Problem(where, message))
+    return problems
+
+
+def _reference_problem(name, next_name, scope: Scope, path: str, pointers, order, own_id) -> str | None:
+    if name in ("item", "index") and not scope.loop:
+        return f"`{name}` is only there inside a for_each step's steps"
+    if name == "error" and not scope.error:
+        return "`error` is only there inside on_error steps"
+    if name != "steps" or next_name is None or next_name in scope.steps:
+        return None
+    if next_name == own_id:
+        return f"steps.{next_name} is this step's own output, which is not there until it has finished"
+    if next_name not in pointers:
+        close = difflib.get_close_matches(next_name, list(pointers), n=1)
+        return f"there is no step {next_name!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
+    if path.startswith(pointers[next_name] + "/"):
+        return f"steps.{next_name} is not there until step {next_name!r}, which holds this one, has finished"
+    if order[next_name] > order[own_id]:
+        return (
+            f"step {next_name!r} runs after this one ({pointers[next_name]}), so its output is not there yet"
+        )
+    return (
+        f"step {next_name!r} runs inside a loop or parallel branch ({pointers[next_name]}); its output is "
+        "only there inside it (read the loop's or parallel step's output instead)"
+    )
+
+
+def _parts_of(pointer: str) -> list:
+    return [
+        int(p) if p.isdigit() else p.replace("~1", "/").replace("~0", "~") for p in pointer.split("/")[1:]
+    ]
+
+
+def _step_at(steps: list, pointer: str) -> dict:
+    value: object = {"steps": steps}
+    for part in _parts_of(pointer):
+        value = value[part]  # type: ignore[index]
+    return value  # type: ignore[return-value]
 
 
 def _check_cron(cron: str) -> list[Problem]:

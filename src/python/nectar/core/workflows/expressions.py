@@ -178,9 +178,11 @@ def _whole_template(text: str) -> str | None:
     return text[2:-2] if len(text) >= 4 and text.startswith("{{") and text.endswith("}}") else None
 
 
-def expressions_in(template: str) -> Iterator[str]:
-    for _start, _end, expression in _templates(template):
-        yield expression.strip()
+def template_parts(template: str) -> Iterator[tuple[int, str]]:
+    """(offset, expression) of each `{{ ... }}` in `template`, the offset being where the
+    expression's text starts: an error in it can point at its place in the template."""
+    for start, _end, expression in _templates(template):
+        yield start + 2, expression
 
 
 @functools.lru_cache(maxsize=4096)  # endpoint calls evaluate the same few expressions every time

@@ -141,6 +141,9 @@ class WorkflowRun(Base):
     # ends if it waits for the output), and how deeply calls are nested here (0: not called).
     parent_run_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
     call_depth: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    # A test run (trigger "test") of a draft from the builder: the document it ran, saved or not
+    # (its version is the one the draft was opened from). NULL for every other run.
+    definition: Mapped[dict | None] = mapped_column(JSONB)
 
 
 class WorkflowRunCheckpoint(Base):

@@ -31,8 +31,8 @@ from nectar.core.org_mail.service import (
     organization_headers,
     unsubscribe_url,
 )
-from nectar.core.runs.queue import queue_run
 from nectar.core.runs.queries import run_for_key
+from nectar.core.runs.queue import queue_run
 from nectar.core.runs.records import ALERT_TRIGGER
 from nectar.core.workflows import outbound
 from nectar.schema.models import AlertRule, Organization, Workflow

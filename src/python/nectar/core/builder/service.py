@@ -145,7 +145,9 @@ def test_draft(session: Session, ctx: OrgContext, workflow: Workflow, definition
     if problems:
         raise InvalidWorkflow(problems)
     current = version_of(session, workflow.id, workflow.current_version)
-    return queue_run(session, ctx.org_id, workflow.id, current.id, TEST_TRIGGER, run_input, definition=definition)
+    return queue_run(
+        session, ctx.org_id, workflow.id, current.id, TEST_TRIGGER, run_input, definition=definition
+    )
 
 
 def get_workflow(session: Session, workflow_id: uuid.UUID) -> Workflow:

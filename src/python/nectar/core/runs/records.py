@@ -31,7 +31,9 @@ def checked_idempotency_key(key: str | None) -> str | None:
     if key is None:
         return None
     if len(key) > IDEMPOTENCY_KEY_MAX:
-        raise BadInput(f"Idempotency-Key is at most {IDEMPOTENCY_KEY_MAX} characters.", field="Idempotency-Key")
+        raise BadInput(
+            f"Idempotency-Key is at most {IDEMPOTENCY_KEY_MAX} characters.", field="Idempotency-Key"
+        )
     if key.startswith(INTERNAL_KEY_PREFIXES):
         raise BadInput(
             f"Idempotency-Key may not start with {' or '.join(INTERNAL_KEY_PREFIXES)}: those are the platform's.",

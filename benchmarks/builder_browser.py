@@ -17,7 +17,6 @@ import argparse
 import shutil
 import statistics
 import threading
-import uuid
 from pathlib import Path
 
 from playwright.sync_api import sync_playwright
@@ -27,9 +26,10 @@ from nectar.core.app import create_app
 from nectar.schema.migrate import upgrade
 from nectar.shared.config import Role, Service, load_settings
 from nectar.shared.embedded_postgres import ensure_embedded_server
+from tests.conftest import DatabaseUnderTest
+from tests.e2e.builder_support import outbox_signup_link, sign_up_with_an_org
 
 DATABASE = "nectar_bench_builder"
-PASSWORD = "a long enough password 42"  # noqa: S105 - the benchmark's own throwaway account
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
 
@@ -82,6 +82,7 @@ def main() -> None:
     }
     environ |= {"NECTAR_ENV": "test", "SECRET_KEY": "benchmark-secret-key-long-enough-0123456789"}
     app = create_app(load_settings(Service.CORE, environ))
+    app.config["NECTAR_TEST_DATABASE"] = DatabaseUnderTest(server, DATABASE)  # where the outbox is read
     web = make_server("127.0.0.1", 0, app, threaded=True)
     threading.Thread(target=web.serve_forever, daemon=True).start()
     base = f"http://127.0.0.1:{web.server_port}"
@@ -89,15 +90,7 @@ def main() -> None:
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
             page = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
-            page.goto(base + "/signup")
-            page.fill("input[name=email]", f"bench-{uuid.uuid4().hex[:8]}@example.com")
-            page.fill("input[name=display_name]", "Bench")
-            page.fill("input[name=password]", PASSWORD)
-            page.fill("input[name=confirm]", PASSWORD)
-            page.get_by_role("button", name="Sign up").click()
-            page.goto(base + "/orgs/new")
-            page.fill("input[name=name]", "Bench")
-            page.get_by_role("button", name="Create").click()
+            sign_up_with_an_org(page, base, outbox_signup_link(app))
             page.goto(base + "/org/workflows")
             page.fill("#wf-name", "Two hundred steps")
             page.get_by_role("button", name="New workflow").click()

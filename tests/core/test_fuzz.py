@@ -12,7 +12,7 @@ import pytest
 from werkzeug.routing import Map, Rule
 
 from nectar.core.app import create_app
-from nectar.shared.config import Service
+from nectar.shared.config import Role, Service
 from nectar.shared.database import db
 from tests.core.conftest import PASSWORD, Browser, link_in, org_id_of
 from tests.fuzz import Fuzz, Principal
@@ -90,6 +90,13 @@ def owner(app, database):
             "credentials": {"secret": HOOK_SECRET},
         },
     )
+    rule = _api(
+        api,
+        "POST",
+        "/api/v1/alert-rules",
+        token,
+        json={"name": "fuzz", "channel": "email", "target": "ops@example.com"},
+    )
     invitee = f"invitee-{uuid.uuid4().hex[:8]}@example.com"
     _api(api, "POST", "/api/v1/invitations", token, json={"email": invitee})  # its link is fuzzed
     spare = {"email": f"spare-{uuid.uuid4().hex[:8]}@example.com"}
@@ -121,6 +128,12 @@ def owner(app, database):
             "endpoint_id": endpoint["id"],
             "connection_id": hook["id"],
             "invitation_id": invitation["id"],
+            "rule_id": rule["id"],
+            # Signed tokens (resume, approval and unsubscribe links) and names are fuzzed with values
+            # that were never issued: they must be refused as such, whatever else the request holds.
+            "token": "fuzz-token-never-issued",
+            "name": "paid",
+            "approval_id": str(uuid.uuid4()),
         },
         "other": {"org_id": other["organization_id"], "user_id": other["user_id"]},
         "invitee": invitee,
@@ -167,6 +180,9 @@ def test_bad_input_on_any_route_is_refused_without_a_5xx_and_nothing_is_stored(a
     browser, org = owner["browser"], owner["org"]
     anonymous = Browser(app)
     anonymous.post("/forgot-password", {"email": owner["email"]})
+    with database.connect(Role.ADMIN) as conn:  # sign-up confirmed it: as after staff changed the address
+        conn.execute("UPDATE users SET email_verified_at = NULL WHERE email = %s", (owner["email"],))
+    assert browser.post("/verify-email/resend", {}).status_code == 302  # a verify link to fuzz with
     queries = {
         "accounts.reset_password": f"token={_token_in(outbox, owner['email'], 'account.reset')}",
         "accounts.verify_email": f"token={_token_in(outbox, owner['email'], 'account.verify')}",

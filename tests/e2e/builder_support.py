@@ -9,7 +9,7 @@ import shutil
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -18,7 +18,7 @@ from playwright.sync_api import Browser, Page, sync_playwright
 from nectar.core.app import create_app
 from nectar.shared.config import Service
 from nectar.shared.database import db
-from tests.core.conftest import drain_jobs
+from tests.core.conftest import drain_jobs, link_in, newest_email
 from tests.core.upstream import serving
 from tests.serving import served
 
@@ -102,18 +102,27 @@ def new_page(browser: Browser, width: int = 1280, height: int = 900) -> Page:
     return page
 
 
-def sign_up_with_an_org(page: Page, base: str) -> str:
+def sign_up_with_an_org(page: Page, base: str, signup_link: Callable[[str], str]) -> str:
+    """Signs up as a person would (the address, then the emailed link, which `signup_link(email)`
+    reads from the outbox), then creates an organization; returns the address."""
     email = f"builder-{uuid.uuid4().hex[:8]}@example.com"
     page.goto(base + "/signup")
     page.fill("input[name=email]", email)
+    page.get_by_role("button", name="Sign up").click()
+    page.goto(base + signup_link(email))
     page.fill("input[name=display_name]", "Ada Builder")
     page.fill("input[name=password]", PASSWORD)
     page.fill("input[name=confirm]", PASSWORD)
-    page.get_by_role("button", name="Sign up").click()
+    page.get_by_role("button", name="Create my account").click()
     page.goto(base + "/orgs/new")
     page.fill("input[name=name]", f"Builders {uuid.uuid4().hex[:4]}")
     page.get_by_role("button", name="Create").click()
     return email
+
+
+def outbox_signup_link(app) -> Callable[[str], str]:
+    """signup_link for an app on the test database: the link in the newest sign-up email."""
+    return lambda email: link_in(newest_email(app, email, "account.signup")["body"])
 
 
 def new_workflow(page: Page, base: str, name: str) -> None:

@@ -18,6 +18,7 @@ from tests.e2e.builder_support import (
     core_served,
     new_page,
     new_workflow,
+    outbox_signup_link,
     screenshot,
     sign_up_with_an_org,
 )
@@ -38,7 +39,7 @@ def browser():
 @pytest.fixture(scope="module")
 def page(core, browser):
     page = new_page(browser)
-    sign_up_with_an_org(page, core["url"])
+    sign_up_with_an_org(page, core["url"], outbox_signup_link(core["app"]))
     return page
 
 
@@ -344,7 +345,7 @@ def test_endpoints_page_names_workflows_gives_full_urls_and_a_console(core, page
 @pytest.mark.parametrize("width", [1280, 390])
 def test_the_builder_runs_and_endpoints_pages_are_accessible_at_both_widths(core, browser, width):
     page = new_page(browser, width=width, height=900 if width > 500 else 844)
-    sign_up_with_an_org(page, core["url"])
+    sign_up_with_an_org(page, core["url"], outbox_signup_link(core["app"]))
     new_workflow(page, core["url"], "Accessible")
     page.locator(".node").nth(1).focus()
     page.keyboard.press("Enter")  # a step's form open

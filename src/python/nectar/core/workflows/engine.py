@@ -591,6 +591,8 @@ class Run:
             saved = Checkpoint("waiting", waiting)
             self.journal.save(key, saved)  # with the approval's request and its emails
         until = datetime.fromisoformat(saved.output["until"])
+        # One reading of the clock: an approval found open is closed before the step may time out.
+        closing = self.now() >= until
         if step["type"] == "wait_for_event":
             event = self.inbox.take_event(key, step["event"], until)
             got = None
@@ -601,9 +603,9 @@ class Run:
                     "payload": event["payload"],
                 }
         else:
-            decision = self.inbox.decision(key, closing=self.now() >= until)
+            decision = self.inbox.decision(key, closing=closing)
             got = {"decision": decision} if decision else None
-        if got is None and self.now() < until:
+        if got is None and not closing:
             raise Suspended(until, self._waiting_for(step, key, saved.output))
         got = {**saved.output, **(got or {"timed_out": True})}
         failure = None if "timed_out" in got and "on_timeout" in step else _signal_failure(step, got)

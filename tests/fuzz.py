@@ -289,16 +289,7 @@ class Fuzz:
             upload = (io.BytesIO(b"not text \x00\xff"), "upload.bin", "application/octet-stream")
             self._send(principal, method, url, f"form {name} file", form=body(**{name: upload}))
         self._send(principal, method, url, "form key nul", form=body(**{NUL: "x"}))
-        for charset in CHARSETS:
-            raw = urlencode(body(fuzz=NUL), doseq=True)
-            self._send(
-                principal,
-                method,
-                url,
-                f"form charset {charset}",
-                raw=raw,
-                content_type=f"{_FORM}; charset={charset}",
-            )
+        self._send_in_charsets(principal, method, url, "form", urlencode(body(fuzz=NUL), doseq=True), _FORM)
 
     def _fuzz_json(self, principal: Principal, method: str, url: str) -> None:
         def body(**changes) -> dict:
@@ -324,16 +315,7 @@ class Fuzz:
         self._send(principal, method, url, "json key surrogate", raw=_dumps(body(**{SURROGATE: 1})))
         upload = (io.BytesIO(b"{}"), "body.json", "application/json")
         self._send(principal, method, url, "json as a file", form={"file": upload})
-        for charset in CHARSETS:
-            raw = _dumps(body(fuzz=NUL))
-            self._send(
-                principal,
-                method,
-                url,
-                f"json charset {charset}",
-                raw=raw,
-                content_type=f"{_JSON}; charset={charset}",
-            )
+        self._send_in_charsets(principal, method, url, "json", _dumps(body(fuzz=NUL)), _JSON)
 
     def _fuzz_json_body(self, principal: Principal, method: str, url: str) -> None:
         """Bodies no JSON reader may accept, sent to every route (a form route may still be asked)."""
@@ -347,9 +329,15 @@ class Fuzz:
             ("surrogate", '{"name": "a\\udc00b"}'),
         ):
             self._send(principal, method, url, f"body {label}", raw=raw)
+        self._send_in_charsets(principal, method, url, "text", b"e30=\x00", "text/plain")
+
+    def _send_in_charsets(self, principal: Principal, method: str, url: str, kind: str, raw, mimetype: str):
+        """`raw`, which holds a NUL, declared in each odd charset: refused whichever it is."""
         for charset in CHARSETS:
-            text = f"text/plain; charset={charset}"
-            self._send(principal, method, url, f"text charset {charset}", raw=b"e30=\x00", content_type=text)
+            content_type = f"{mimetype}; charset={charset}"
+            self._send(
+                principal, method, url, f"{kind} charset {charset}", raw=raw, content_type=content_type
+            )
 
     # -- sending ------------------------------------------------------------------------------------
 

@@ -193,6 +193,8 @@ def _check_fields(fields: MultiDict, kind: str) -> None:
 
 # PostgreSQL's integer (int4): version numbers and other counts a client may name.
 MAX_INTEGER = 2**31 - 1
+# The longest email address any form or API takes (RFC 3696's 64 + 1 + 255, rounded as the columns are).
+MAX_EMAIL_LENGTH = 320
 
 
 class JsonObject(dict):

@@ -12,6 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from nectar.shared import throttle
+from nectar.shared.bad_input import MAX_EMAIL_LENGTH
 from nectar.shared.passwords import hash_password, needs_rehash, verify_password
 
 WRONG_CREDENTIALS = "Wrong email or password."
@@ -32,6 +33,8 @@ class SignInRefused(Exception):
 
 def normalize_email(raw: str) -> str:
     """The address in its one stored form. Raises InvalidEmail."""
+    if len(raw) > MAX_EMAIL_LENGTH:  # refused before the validator, which slows down on huge input
+        raise InvalidEmail(f"An email address is at most {MAX_EMAIL_LENGTH} characters.")
     try:
         return validate_email(raw.strip(), check_deliverability=False).normalized
     except EmailNotValidError as error:

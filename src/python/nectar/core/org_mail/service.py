@@ -13,7 +13,6 @@ from __future__ import annotations
 import time
 import uuid
 
-from email_validator import EmailNotValidError, validate_email
 from flask import current_app
 from sqlalchemy import select, text
 from sqlalchemy.engine import Engine
@@ -21,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from nectar.core.plans import limits_of
 from nectar.schema.models import EmailSuppression, Organization
-from nectar.shared import throttle
+from nectar.shared import signin, throttle
 from nectar.shared.database import tenant_scope
 from nectar.shared.mail import SENDER_NAME_HEADER, Email, one_line, quoted, unsubscribe_headers
 from nectar.shared.tokens import make_token, read_token
@@ -64,8 +63,8 @@ def single_address(raw: str) -> str:
     """`raw` as one normalised email address, or ValueError saying why not (a list of addresses or
     a display name would let one step mail many people)."""
     try:
-        return validate_email(raw.strip(), check_deliverability=False).normalized
-    except EmailNotValidError as error:
+        return signin.normalize_email(raw)
+    except signin.InvalidEmail as error:
         raise ValueError(f"{one_line(raw, 100)!r} is not one email address: {error}") from None
 
 

@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from nectar.core.workflows import code as code_module
 from nectar.core.workflows.definition import validate
 from nectar.core.workflows.engine import ASYNC_LIMITS, Limits, execute
 from tests.core.test_durable_engine import START, Clock, MemoryJournal
@@ -303,6 +304,31 @@ def test_concurrent_runs_each_get_their_own_sandbox():
     for thread in threads:
         thread.join(60)
     assert results == {number: [number, 2999997] for number in range(6)}
+
+
+def test_one_organizations_spinning_code_holds_at_most_its_share_of_the_sandboxes():
+    spin = code("while (true) {}", timeout_ms=4000)
+    spinning = [
+        threading.Thread(target=lambda: execute(wf(spin), {}, Recorder(), mode="async", tenant="org-a"))
+        for _ in range(code_module.MAX_SANDBOXES_PER_TENANT)
+    ]
+    for thread in spinning:
+        thread.start()
+    time.sleep(1.0)  # both spinners hold org-a's share (taken before a sandbox is)
+
+    third = execute(wf(code("return 1", timeout_ms=300)), {}, Recorder(), mode="async", tenant="org-a")
+    assert third.status == "failed"
+    assert "sandboxes of this process busy" in third.error
+
+    other = execute(wf(code("return 'served'")), {}, Recorder(), mode="async", tenant="org-b")
+    assert other.status == "succeeded", other.error
+    assert other.output == "served"
+    assert any(thread.is_alive() for thread in spinning)  # served while org-a's code still spun
+    for thread in spinning:
+        thread.join(30)
+
+    after = execute(wf(code("return 2")), {}, Recorder(), mode="async", tenant="org-a")
+    assert after.output == 2  # the share is given back when the code ends
 
 
 @pytest.mark.parametrize(

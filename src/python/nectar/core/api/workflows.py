@@ -17,7 +17,7 @@ from nectar.core.endpoints.openapi import organization_openapi
 from nectar.core.runs import queries as run_queries
 from nectar.core.runs.queue import queue_run
 from nectar.core.runs.records import TEST_TRIGGER, checked_idempotency_key
-from nectar.core.workflows.definition import WORKFLOW_SCHEMA, validate
+from nectar.core.workflows.definition import WORKFLOW_SCHEMA
 from nectar.schema.models import WorkflowVersion
 from nectar.schema.models.workflows import RUN_STATUSES
 from nectar.shared.bad_input import JsonObject
@@ -85,7 +85,7 @@ def workflow_schema():
 
 @api.post("/workflows/validate")
 def validate_document():
-    problems = validate(_body().get("definition"))
+    problems = workflows.problems_of(_ctx(), _body().get("definition"))
     return jsonify(valid=not problems, errors=[p.as_dict() for p in problems])
 
 

@@ -19,6 +19,7 @@ from nectar.core.runs.calls import find_workflow
 from nectar.core.runs.jobs import sync_schedule
 from nectar.core.runs.queue import queue_run
 from nectar.core.runs.records import TEST_TRIGGER
+from nectar.core.workflows import code
 from nectar.core.workflows.definition import Problem, calls_in, validate
 from nectar.schema.models import User, Workflow, WorkflowVersion
 
@@ -28,6 +29,12 @@ class InvalidWorkflow(Exception):
         super().__init__("; ".join(f"{p.path}: {p.message}" for p in problems))
         self.problems = problems
 
+
+
+def problems_of(ctx: OrgContext, definition: object) -> list[Problem]:
+    """validate()'s problems, its code checked within the organization's share of the sandboxes."""
+    with code.tenant_share(ctx.org_id):
+        return validate(definition)
 
 def _require_editor(ctx: OrgContext) -> None:
     if not ctx.at_least("admin"):
@@ -41,7 +48,7 @@ def create_workflow(
     name = (name or "").strip()
     if not 1 <= len(name) <= 200:
         raise InvalidWorkflow([Problem("/name", "Use 1 to 200 characters.")])
-    problems = validate(definition)
+    problems = problems_of(ctx, definition)
     if problems:
         raise InvalidWorkflow(problems)
     workflow = Workflow(
@@ -62,7 +69,7 @@ def save_version(
 ) -> WorkflowVersion:
     """Validates and stores `definition` as the next version, which becomes the current one."""
     _require_editor(ctx)
-    problems = validate(definition) or _call_problems(session, workflow, definition)
+    problems = problems_of(ctx, definition) or _call_problems(session, workflow, definition)
     if problems:
         raise InvalidWorkflow(problems)
     number = (
@@ -141,7 +148,7 @@ def test_draft(session: Session, ctx: OrgContext, workflow: Workflow, definition
     returns its id. It runs like a manual run but is marked as a test (trigger "test") and keeps
     the document it ran; it counts towards no usage. Editors only, as saving is."""
     _require_editor(ctx)
-    problems = validate(definition)
+    problems = problems_of(ctx, definition)
     if problems:
         raise InvalidWorkflow(problems)
     current = version_of(session, workflow.id, workflow.current_version)

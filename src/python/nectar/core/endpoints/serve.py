@@ -445,7 +445,7 @@ def _call(
     )
     endpoint = route.endpoint
     request_ = RunRequest(endpoint.workflow_id, endpoint.version_id, "http", trigger)
-    outcome = execute(endpoint.definition, request_.input, effects, deadline=deadline)
+    outcome = execute(endpoint.definition, request_.input, effects, deadline=deadline, tenant=org_id)
     run = FinishedRun(run_id, org_id, request_, outcome)
     try:
         writer.record(run, effects.emails, admission)

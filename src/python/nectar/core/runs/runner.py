@@ -169,6 +169,7 @@ def activate_run(
             journal=RunJournal(session, org_id, run_id, session_lock),
             now=now or (lambda: datetime.now(UTC)),
             inbox=RunInbox(session, run, run_links(), session_lock),
+            tenant=org_id,
         )
         # Locked until the outcome is committed, so a cancel either came first or finds it final.
         status, error = session.execute(
@@ -217,5 +218,6 @@ def run_version(
         limits=limits,
         mode=mode,
         deadline=deadline,
+        tenant=org_id,
     )
     return record_run(session, org_id, request, outcome, rate_bucket, run_id), outcome

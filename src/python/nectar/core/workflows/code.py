@@ -21,6 +21,7 @@ is prepared while the process is idle) and never share a context.
 
 from __future__ import annotations
 
+import contextvars
 import json
 import os
 import re
@@ -31,6 +32,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from nectar.core.workflows.expressions import MAX_VALUE_DEPTH, MAX_VALUE_SIZE, json_bytes
@@ -51,6 +54,9 @@ _START_TIMEOUT_SECONDS = 20.0
 _READY_TIMEOUT_SECONDS = 2.0  # an idle sandbox not ready by then is replaced
 _WATCH_INTERVAL_SECONDS = 0.025
 _MAX_SANDBOXES = 4  # per host process: each may hold about 64 + 130 MB
+# One tenant's code may keep at most this many of them busy, so a tenant whose code spins cannot
+# hold every sandbox of a web process or worker while others wait (issue 13's fair shares).
+MAX_SANDBOXES_PER_TENANT = 2
 _MAX_IDLE = 2
 _JOBS_PER_SANDBOX = 200  # then a fresh process, so nothing can build up in a long-lived one
 _CHECK_SECONDS = 2.0  # parsing 20,000 characters takes milliseconds
@@ -69,6 +75,21 @@ class CodeTimeout(CodeError):
 
 class CodeMemoryExceeded(CodeError):
     """The code used more memory than its limit and was stopped."""
+
+
+_tenant: contextvars.ContextVar[str | None] = contextvars.ContextVar("code_sandbox_tenant", default=None)
+
+
+@contextmanager
+def tenant_share(tenant: object | None) -> Iterator[None]:
+    """Code run or checked inside (and in threads started with a copy of this context) counts
+    against `tenant`'s share of the sandboxes: at most MAX_SANDBOXES_PER_TENANT at once. None: no
+    share (the platform's own code, tests)."""
+    token = _tenant.set(None if tenant is None else str(tenant))
+    try:
+        yield
+    finally:
+        _tenant.reset(token)
 
 
 def run_code(source: str, context: dict, *, timeout_seconds: float, memory_mb: int = MAX_MEMORY_MB) -> Any:
@@ -249,17 +270,46 @@ def _message(header: dict, body: bytes) -> bytes:
 
 
 class _Pool:
-    """At most _MAX_SANDBOXES sandboxes busy per process; up to _MAX_IDLE kept warm between calls."""
+    """At most _MAX_SANDBOXES sandboxes busy per process, MAX_SANDBOXES_PER_TENANT of them for one
+    tenant; up to _MAX_IDLE kept warm between calls."""
 
     def __init__(self):
         self.idle: list[_Sandbox] = []
         self.lock = threading.Lock()
         self.slots = threading.BoundedSemaphore(_MAX_SANDBOXES)
+        self.busy: dict[str, int] = {}  # sandboxes in use by each tenant
+        self.tenant_freed = threading.Condition(threading.Lock())
 
     def exchange(self, request: dict, context_json: bytes, timeout: float, memory_mb: int) -> dict:
         """The sandbox's answer: the code's result (value, error, invalid, pending), `ok` for a
         check, `syntax`, `stopped` (time or memory) or `failed`."""
         message = _message(request, context_json)
+        with self._tenant_slot(_tenant.get(), max(timeout, 0.1)):
+            return self._exchange(message, timeout, memory_mb)
+
+    @contextmanager
+    def _tenant_slot(self, tenant: str | None, timeout: float) -> Iterator[None]:
+        if tenant is not None:
+            with self.tenant_freed:
+                if not self.tenant_freed.wait_for(
+                    lambda: self.busy.get(tenant, 0) < MAX_SANDBOXES_PER_TENANT, timeout
+                ):
+                    raise CodeError(
+                        f"this organization's code already kept its {MAX_SANDBOXES_PER_TENANT} sandboxes "
+                        f"of this process busy for {timeout:g} s"
+                    )
+                self.busy[tenant] = self.busy.get(tenant, 0) + 1
+        try:
+            yield
+        finally:
+            if tenant is not None:
+                with self.tenant_freed:
+                    self.busy[tenant] -= 1
+                    if not self.busy[tenant]:
+                        del self.busy[tenant]
+                    self.tenant_freed.notify_all()
+
+    def _exchange(self, message: bytes, timeout: float, memory_mb: int) -> dict:
         if not self.slots.acquire(timeout=max(timeout, 0.1)):
             raise CodeError(f"every code sandbox of this process stayed busy for {timeout:g} s")
         try:

@@ -844,11 +844,13 @@ def execute(
     journal: Journal = NO_JOURNAL,
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
     inbox: Inbox = NO_INBOX,
+    tenant: object | None = None,
 ) -> RunOutcome:
     """Runs `definition` with `trigger` as input, resuming from `journal` (durable runs). Never
     raises: failures are a failed outcome, a wait not over yet a waiting one. `clock` measures the
     time limit, which ends by `deadline` (a `clock()` time) when given, for a call whose time limit
     began before the run (its body was checked first), and by the limit from now otherwise; `now`
     is the wall clock waits are set by; `inbox` brings events, decisions and cancellation (durable
-    runs)."""
-    return Run(definition, trigger, effects, limits, mode, clock, deadline, journal, now, inbox).execute()
+    runs). Code steps use the `tenant`'s share of the code sandboxes (code.tenant_share)."""
+    with code.tenant_share(tenant):
+        return Run(definition, trigger, effects, limits, mode, clock, deadline, journal, now, inbox).execute()

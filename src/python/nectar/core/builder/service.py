@@ -30,11 +30,11 @@ class InvalidWorkflow(Exception):
         self.problems = problems
 
 
-
 def problems_of(ctx: OrgContext, definition: object) -> list[Problem]:
     """validate()'s problems, its code checked within the organization's share of the sandboxes."""
     with code.tenant_share(ctx.org_id):
         return validate(definition)
+
 
 def _require_editor(ctx: OrgContext) -> None:
     if not ctx.at_least("admin"):

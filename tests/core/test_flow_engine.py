@@ -351,6 +351,25 @@ def test_bad_parallel_and_call_steps_are_refused_with_their_paths():
     ) == ["/steps/0/wait"]
 
 
+def test_a_branchs_outputs_are_read_after_the_parallel_step_not_from_another_branch():
+    fetch_a = {"id": "a", "type": "transform", "expression": "`1`"}
+    fetch_b = {"id": "b", "type": "transform", "expression": "`2`"}
+    after = {"id": "sum", "type": "transform", "expression": "[steps.a, steps.b]"}
+    document = {
+        "trigger": {"type": "manual"},
+        "steps": [{"id": "p", "type": "parallel", "branches": [[fetch_a], [fetch_b]]}, after],
+    }
+    assert validate(document) == []
+    outcome = execute(document, {}, Recorder())
+    assert outcome.status == "succeeded" and outcome.output == [1, 2]  # what the validator allowed runs
+
+    peeking = {"id": "b", "type": "transform", "expression": "steps.a"}
+    document["steps"][0]["branches"][1] = [peeking]
+    problems = validate(document)
+    assert [p.path for p in problems] == ["/steps/0/branches/1/0/expression"]
+    assert "inside a loop or parallel branch" in problems[0].message
+
+
 @pytest.mark.parametrize(
     ("step", "waits"),
     [

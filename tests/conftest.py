@@ -8,8 +8,10 @@ parallel processes never see each other's rows.
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +20,7 @@ import pytest
 from sqlalchemy.engine import URL
 
 from nectar.schema.migrate import upgrade
-from nectar.shared.config import Role, Service, Settings, load_settings
+from nectar.shared.config import DATABASE_NAME, Role, Service, Settings, load_settings
 from nectar.shared.embedded_postgres import EmbeddedServer, ensure_embedded_server
 
 
@@ -47,6 +49,22 @@ class DatabaseUnderTest:
         env.update(NECTAR_ENV="test", SECRET_KEY="test-secret-key-that-is-long-enough-to-pass")
         env.update(extra)
         return env
+
+
+@contextmanager
+def own_server(name: str) -> Iterator[DatabaseUnderTest]:
+    """A durable PostgreSQL server of a test's own (one it may stop and start), migrated, removed after.
+    Not under pytest's temporary root: each pytest process that starts makes that folder 0700 again,
+    and the server's account (not root) could then no longer reach its data directory."""
+    root = Path(tempfile.mkdtemp(prefix=f"nectar-{name}-"))
+    server = ensure_embedded_server(root / "postgres")
+    try:
+        database = DatabaseUnderTest(server, DATABASE_NAME)
+        upgrade(database.url(Role.OWNER))
+        yield database
+    finally:
+        server.stop()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def test_server_dir() -> Path:

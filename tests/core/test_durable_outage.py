@@ -11,10 +11,8 @@ import uuid
 
 import pytest
 
-from nectar.schema.migrate import upgrade
-from nectar.shared.config import DATABASE_NAME, Role
-from nectar.shared.embedded_postgres import ensure_embedded_server
-from tests.conftest import DatabaseUnderTest
+from nectar.shared.config import Role
+from tests.conftest import own_server
 from tests.core.test_durable_runs import wait_for, workers
 
 pytestmark = pytest.mark.timeout(300)
@@ -41,12 +39,9 @@ BUSY = {
 
 
 @pytest.fixture(scope="module")
-def own_database(tmp_path_factory):
-    server = ensure_embedded_server(tmp_path_factory.mktemp("durable-outage") / "postgres")
-    database = DatabaseUnderTest(server, DATABASE_NAME)
-    upgrade(database.url(Role.OWNER))
-    yield database
-    server.stop()
+def own_database():
+    with own_server("durable-outage") as database:
+        yield database
 
 
 def _queue(conn, org, workflow, version, inputs: list[dict]) -> None:

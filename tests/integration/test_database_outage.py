@@ -33,15 +33,13 @@ from nectar.core.app import create_app as create_core_app
 from nectar.marketing import main as marketing_main  # noqa: F401
 from nectar.marketing.app import create_app as create_marketing_app
 from nectar.marketing.billing.config import BillingConfig, configure_billing
-from nectar.schema.migrate import upgrade
 from nectar.shared.config import DATABASE_NAME, Role, Service, load_settings
 from nectar.shared.database import db
-from nectar.shared.embedded_postgres import ensure_embedded_server
 from nectar.shared.encryption import key_ring
 from nectar.shared.jobs import enqueue
 from nectar.shared.web import PROBLEM_JSON
 from tests.browser import Browser
-from tests.conftest import DatabaseUnderTest
+from tests.conftest import DatabaseUnderTest, own_server
 from tests.core.conftest import Browser as CoreBrowser
 from tests.core.test_api import _new_key
 from tests.marketing.billing_helpers import WEBHOOK_SECRET, deliver
@@ -55,13 +53,10 @@ LOST, BACK = "lost the database", "the database answers again"
 
 
 @pytest.fixture(scope="module")
-def own_database(tmp_path_factory):
+def own_database():
     # Durable, as production is: an immediate stop must lose nothing that was committed.
-    server = ensure_embedded_server(tmp_path_factory.mktemp("outage") / "postgres")
-    database = DatabaseUnderTest(server, DATABASE_NAME)
-    upgrade(database.url(Role.OWNER))
-    yield database
-    server.stop()
+    with own_server("outage") as database:
+        yield database
 
 
 class Outage:

@@ -2,6 +2,8 @@
 
 import multiprocessing
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import psycopg
@@ -17,11 +19,13 @@ def _start_and_report(root: str, queue) -> None:
 
 
 @pytest.fixture
-def fresh_root(tmp_path):
-    root = tmp_path / "postgres"
+def fresh_root():
+    base = Path(tempfile.mkdtemp(prefix="nectar-embedded-"))  # not under pytest's root: see own_server
+    root = base / "postgres"
     yield root
     if embedded_server_is_running(root):
         ensure_embedded_server(root).stop()
+    shutil.rmtree(base, ignore_errors=True)
 
 
 def test_concurrent_first_starts_share_one_server_and_a_second_run_reuses_it(fresh_root):

@@ -11,6 +11,7 @@ from nectar.core.workflows.definition import scopes, validate
 from nectar.shared.config import Role
 from tests.core.conftest import drain_jobs
 from tests.core.test_api import _new_key
+from tests.core.test_orgs import _join
 
 
 def doc(*steps, trigger="manual"):
@@ -318,3 +319,88 @@ def test_previews_are_rate_limited_per_user(editor, database):
         json={"text": "`1`", "bare": True, "pointer": ""},
     )
     assert refused.status_code == 429 and int(refused.headers["Retry-After"]) >= 1
+
+
+def test_hostile_drafts_cost_no_more_than_a_full_one_and_never_a_500(editor):
+    browser, token, _org, workflow_id = editor
+    # 100 steps each holding 200 in on_error: schema-valid lists, 20,100 steps in all.
+    nested = doc(
+        *[
+            {
+                "id": f"s{i}",
+                "type": "transform",
+                "expression": "`1`",
+                "on_error": [
+                    {"id": f"s{i}_{j}", "type": "transform", "expression": "steps.zz"} for j in range(200)
+                ],
+            }
+            for i in range(100)
+        ]
+    )
+    assert problems_of(nested) == {"/steps": "at most 200 steps in one workflow"}
+    flat = {"steps": [{"id": "a"}] * 50_000}  # not even steps: the preview reads drafts as they are
+    for body in (
+        {"definition": nested, "pointer": "/steps/99/on_error/199/expression", "text": "steps.s1"},
+        {"definition": flat, "pointer": "/steps/0", "text": "`1`"},
+        {"definition": doc(), "pointer": "", "text": "!" * 600 + "a", "bare": True},
+        {
+            "definition": {"steps": [{"id": "x", "type": f"t{n}"} for n in range(5000)]},
+            "pointer": "",
+            "text": "1",
+        },
+    ):
+        answer = browser.api("POST", f"/api/v1/workflows/{workflow_id}/preview", token=token, json=body)
+        assert answer.status_code < 500, answer.get_data(as_text=True)
+    nests = browser.api(
+        "POST",
+        f"/api/v1/workflows/{workflow_id}/preview",
+        token=token,
+        json={"definition": doc(), "pointer": "", "text": "(" * 600 + "a" + ")" * 600, "bare": True},
+    )
+    assert nests.status_code == 200 and "nests too deeply" in nests.json["error"]
+
+
+@pytest.mark.parametrize("expression", ["!" * 600 + "a", "(" * 600 + "a" + ")" * 600])
+def test_an_expression_nested_past_the_parser_is_a_problem_at_its_field(editor, expression):
+    browser, token, _org, _workflow_id = editor
+    document = doc({"id": "t", "type": "transform", "expression": expression})
+    assert problems_of(document) == {"/steps/0/expression": "the expression nests too deeply"}
+    answer = browser.api("POST", "/api/v1/workflows/validate", token=token, json={"definition": document})
+    assert answer.status_code == 200 and answer.json["valid"] is False
+
+
+def test_error_handlers_read_what_the_steps_branches_left():
+    fetch = {"id": "fetch", "type": "transform", "expression": "`1`"}
+    report = {"id": "report", "type": "transform", "expression": "steps.fetch"}
+    parallel = {"id": "p", "type": "parallel", "branches": [[fetch]], "on_error": [report]}
+    condition = {"id": "c", "type": "condition", "if": "`true`", "then": [fetch], "on_error": [report]}
+    assert problems_of(doc(parallel)) == {}
+    assert problems_of(doc(condition)) == {}
+
+
+def test_a_tests_calls_are_tests_too_and_only_editors_run_a_draft_again(editor, new_browser, outbox):
+    browser, token, _org, workflow_id = editor
+    child = browser.api(
+        "POST",
+        "/api/v1/workflows",
+        token=token,
+        json={"name": "Child", "definition": doc({"id": "one", "type": "transform", "expression": "`1`"})},
+    )
+    draft = doc({"id": "call", "type": "call_workflow", "workflow": "Child"})
+    started = browser.api(
+        "POST",
+        f"/api/v1/workflows/{workflow_id}/test-runs",
+        token=token,
+        json={"definition": draft, "input": {}},
+    )
+    for _ in range(3):  # the test, its call, the test woken by its call's end
+        drain_jobs(browser.app)
+    runs = browser.api("GET", f"/api/v1/runs?workflow_id={child.json['id']}", token=token).json["items"]
+    assert [(r["trigger"], r["status"]) for r in runs] == [("test", "succeeded")]
+    assert runs[0]["parent_run_id"] == started.json["id"]
+
+    _email, member = _join(browser, new_browser, outbox, "member")
+    for path in (f"/api/v1/runs/{started.json['id']}/rerun", f"/api/v1/runs/{started.json['id']}/retry"):
+        refused = member.api("POST", path, json={}, headers={"X-CSRFToken": member.csrf_token()})
+        assert refused.status_code == 403, refused.get_data(as_text=True)
+    assert "Only an admin or owner" in refused.json["detail"]

@@ -280,7 +280,7 @@ def test_keys_of_the_platforms_own_runs_are_refused_and_a_run_not_ended_is_point
     workflow_id = _workflow(browser, token)
     url = _endpoint(browser, token, workflow_id)["url"].replace("{id}", "5")
     body = {"items": [{"price": 1}]}
-    for key in ("schedule:2027-01-04T09:00:00+00:00", "call:6f1c0e52-0000-5000-8000-000000000000"):
+    for key in ("schedule:2027-01-04T09:00:00+00:00", "call:6f1c0e52-0000-5000-8000-000000000000", "alert:x"):
         refused = browser.client.post(url, json=body, headers={"Idempotency-Key": key})
         assert refused.status_code == 400 and "platform" in refused.json["detail"], refused.json
         started = browser.api(

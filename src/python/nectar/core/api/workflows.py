@@ -270,6 +270,8 @@ def rerun(run_id: uuid.UUID):
     else:
         version = db.session.get(WorkflowVersion, run.version_id)
     test = run.trigger == TEST_TRIGGER and not use_current  # the same draft again, still a test
+    if test:
+        workflows.require_editor(_ctx())  # running an unsaved draft is testing it: editors only
     new_id = queue_run(
         db.session,
         g.org_context.org_id,

@@ -94,8 +94,9 @@ def context_at(document: dict, pointer: str, sample: dict) -> tuple[Scope, dict]
         return scope, context
     for name, step in _holders(steps, owner):
         if (step.get("type"), name) in LOOP_LISTS:
+            items_text = str(step.get("items", ""))
             try:
-                items = evaluate(str(step.get("items", "")), context)
+                items = evaluate(items_text, context) if len(items_text) <= MAX_TEXT else None
             except (ExpressionError, ValueError, TypeError):
                 items = None
             context["item"] = items[0] if isinstance(items, list) and items else None
@@ -133,6 +134,8 @@ def preview(text: str, bare: bool, context: dict) -> dict:
     for offset, expression in expression_parts(text, bare):
         try:
             jmespath.compile(expression)
+        except RecursionError:
+            return {"error": "the expression nests too deeply", "position": offset}
         except JMESPathError as error:
             position = getattr(error, "lex_position", None)
             where = offset + position if isinstance(position, int) else None

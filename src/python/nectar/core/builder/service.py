@@ -36,7 +36,7 @@ def problems_of(ctx: OrgContext, definition: object) -> list[Problem]:
         return validate(definition)
 
 
-def _require_editor(ctx: OrgContext) -> None:
+def require_editor(ctx: OrgContext) -> None:
     if not ctx.at_least("admin"):
         raise PermissionDenied("Only an admin or owner can change workflows.")
 
@@ -44,7 +44,7 @@ def _require_editor(ctx: OrgContext) -> None:
 def create_workflow(
     session: Session, ctx: OrgContext, user_id, name: str, definition: dict, description=None
 ) -> Workflow:
-    _require_editor(ctx)
+    require_editor(ctx)
     name = (name or "").strip()
     if not 1 <= len(name) <= 200:
         raise InvalidWorkflow([Problem("/name", "Use 1 to 200 characters.")])
@@ -68,7 +68,7 @@ def save_version(
     session: Session, ctx: OrgContext, workflow: Workflow, definition: dict, user_id, note=None
 ) -> WorkflowVersion:
     """Validates and stores `definition` as the next version, which becomes the current one."""
-    _require_editor(ctx)
+    require_editor(ctx)
     problems = problems_of(ctx, definition) or _call_problems(session, workflow, definition)
     if problems:
         raise InvalidWorkflow(problems)
@@ -147,7 +147,7 @@ def test_draft(session: Session, ctx: OrgContext, workflow: Workflow, definition
     """Queues a test run of `definition` (the builder's draft, saved or not) with `run_input`;
     returns its id. It runs like a manual run but is marked as a test (trigger "test") and keeps
     the document it ran; it counts towards no usage. Editors only, as saving is."""
-    _require_editor(ctx)
+    require_editor(ctx)
     problems = problems_of(ctx, definition)
     if problems:
         raise InvalidWorkflow(problems)

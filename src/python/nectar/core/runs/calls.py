@@ -16,7 +16,7 @@ from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from nectar.core.runs.queue import queue_run, schedule_activation
-from nectar.core.runs.records import FINAL_STATUSES
+from nectar.core.runs.records import FINAL_STATUSES, SILENT_TRIGGERS
 from nectar.core.workflows.definition import MAX_CALL_DEPTH
 from nectar.core.workflows.engine import RunStopped, StepFailed
 from nectar.schema.models import Workflow, WorkflowRun, WorkflowVersion
@@ -24,11 +24,13 @@ from nectar.schema.models import Workflow, WorkflowRun, WorkflowVersion
 
 @dataclass(frozen=True)
 class Caller:
-    """The run whose steps call: its organization, its id, and how deeply it was called itself."""
+    """The run whose steps call: its organization, its id, how deeply it was called itself, and its
+    trigger."""
 
     org_id: uuid.UUID
     run_id: uuid.UUID
     depth: int = 0
+    trigger: str = "call"
 
 
 def find_workflow(session: Session, ref: str) -> Workflow | None:
@@ -72,7 +74,8 @@ def start_called_run(session: Session, caller: Caller, ref: str, run_input: dict
         caller.org_id,
         workflow.id,
         version_id,
-        "call",
+        # A test's or an alert's calls are part of it: they count as no usage and alert no one either.
+        caller.trigger if caller.trigger in SILENT_TRIGGERS else "call",
         run_input,
         key=idempotency_key,
         parent_run_id=caller.run_id,

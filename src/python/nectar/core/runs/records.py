@@ -20,9 +20,9 @@ FINAL_STATUSES = ("succeeded", "failed", "cancelled")
 IDEMPOTENCY_KEY_MAX = 200  # what workflow_runs.idempotency_key holds
 
 
-# Keys the platform gives runs it starts itself (jobs.py's scheduled runs, calls.py's called ones):
+# Keys the platform gives runs it starts itself (scheduled runs, called ones, alerts' error workflows):
 # a caller's key that looked like one could skip a scheduled run or plant a called one.
-INTERNAL_KEY_PREFIXES = ("schedule:", "call:")
+INTERNAL_KEY_PREFIXES = ("schedule:", "call:", "alert:")
 
 
 def checked_idempotency_key(key: str | None) -> str | None:
@@ -138,7 +138,9 @@ CHECK_ALERTS_TASK = "core.check_alerts"
 CHECK_ALERTS_QUEUE = "core"  # core's worker queue (jobs.QUEUE; jobs imports this module)
 ALERT_TRIGGER = "alert"
 TEST_TRIGGER = "test"  # a draft tested in the builder: no usage, no alerts
-# Runs whose failure alerts no one: an alert's own runs (no loops) and tests of drafts.
+# Runs whose failure alerts no one: an alert's own runs (no loops) and tests of drafts, with the
+# runs they call (calls.py gives those their caller's trigger).
+SILENT_TRIGGERS = (ALERT_TRIGGER, TEST_TRIGGER)
 SILENT_FAILURES = f"trigger NOT IN ('{ALERT_TRIGGER}', '{TEST_TRIGGER}')"
 
 

@@ -35,7 +35,9 @@ _SEED_JOURNAL_SQL = text(
 )
 
 
-def retry_run(session: Session, run: WorkflowRun, version: WorkflowVersion) -> uuid.UUID:
+def retry_run(
+    session: Session, run: WorkflowRun, version: WorkflowVersion, *, as_test: bool = False
+) -> uuid.UUID:
     """Queues the retry of failed `run` on `version` (its own or the workflow's current one) in the
     caller's transaction; returns the new run's id. Refused (409) unless the run failed.
 
@@ -45,8 +47,8 @@ def retry_run(session: Session, run: WorkflowRun, version: WorkflowVersion) -> u
     if run.status != "failed":
         raise Refused(409, f"Only a failed run can be retried; this one is {run.status}.")
     failed_step = (run.output or {}).get("failed_step") or ""
-    # A test run retried on its own version runs the same draft, and is a test again.
-    draft = run.definition if run.trigger == TEST_TRIGGER and version.id == run.version_id else None
+    # `as_test`: a test run retried as it was runs the same draft, and is a test again.
+    draft = run.definition if as_test and run.trigger == TEST_TRIGGER else None
     new_id = queue_run(
         session,
         run.org_id,

@@ -162,7 +162,10 @@ def activate_run(
             definition,
             run.input or {},
             LiveEffects(
-                lambda: session, outbound_policy(), Caller(org_id, run_id, run.call_depth), session_lock
+                lambda: session,
+                outbound_policy(),
+                Caller(org_id, run_id, run.call_depth, run.trigger),
+                session_lock,
             ),
             limits=limits,
             mode="async",

@@ -526,6 +526,8 @@ def validate(document: object) -> list[Problem]:
     ]
     if problems:
         return sorted(problems, key=lambda p: p.path)
+    if too_many_steps(document["steps"]):  # before any work that grows with the steps
+        return [Problem("/steps", f"at most {MAX_STEPS_IN_DOCUMENT} steps in one workflow")]
     seen: dict[str, str] = {}
     for path, step in _walk(document["steps"], ["steps"]):
         if step["id"] in seen:
@@ -550,8 +552,6 @@ def validate(document: object) -> list[Problem]:
             Problem("/trigger/timezone", f"{timezone!r} is not a time zone (e.g. Europe/Berlin, UTC)")
         )
     problems += _flow_problems(document)
-    if sum(1 for _ in _walk(document["steps"], ["steps"])) > MAX_STEPS_IN_DOCUMENT:
-        problems.append(Problem("/steps", f"at most {MAX_STEPS_IN_DOCUMENT} steps in one workflow"))
     return problems
 
 
@@ -612,7 +612,7 @@ def _nested_lists(kind: str) -> tuple[tuple[str, int], ...]:
 def _lists_of(step: dict) -> Iterator[tuple[list, list, str]]:
     """(path parts below the step, the steps, the property) of each step list a step holds."""
     kind = step.get("type")
-    for name, depth in _nested_lists(kind) if isinstance(kind, str) else ():
+    for name, depth in _nested_lists(kind) if kind in STEP_TYPES else ():
         value = step.get(name)
         if not isinstance(value, list):
             continue
@@ -677,8 +677,23 @@ def scopes(steps: list) -> dict[str, Scope]:
     """The scope of each step's fields, by the step's JSON Pointer. A document being edited may be
     invalid: what is not a step is passed over."""
     found: dict[str, Scope] = {}
-    _scope_steps(steps, ["steps"], Scope(()), found)
+    if not too_many_steps(steps):  # a draft past the limit has no scopes: they grow with its square
+        _scope_steps(steps, ["steps"], Scope(()), found)
     return found
+
+
+def too_many_steps(steps: list, most: int = MAX_STEPS_IN_DOCUMENT) -> bool:
+    """Whether `steps` holds more than `most` steps, nested ones included: counted only that far, so
+    a hostile document costs no more than a full one."""
+    pending, count = [steps], 0
+    while pending:
+        for step in pending.pop():
+            if isinstance(step, dict):
+                count += 1
+                if count > most:
+                    return True
+                pending += [inner for _, inner, _ in _lists_of(step)]
+    return False
 
 
 def _scope_steps(steps: list, prefix: list, outer: Scope, found: dict[str, Scope]) -> list[str]:
@@ -690,15 +705,20 @@ def _scope_steps(steps: list, prefix: list, outer: Scope, found: dict[str, Scope
             continue
         here = Scope(outer.steps + tuple(added), outer.loop, outer.error)
         found[_pointer(path)] = here
-        for parts, inner, name in _lists_of(step):
+        own: list[str] = []  # what the step's own lists leave in the context
+        # Handlers run after the rest of the step (a parallel step's branches, a condition's branch):
+        # they see what those left, and the step's id.
+        for parts, inner, name in sorted(_lists_of(step), key=lambda entry: entry[2] in HANDLER_LISTS):
+            handler = name in HANDLER_LISTS
             inner_scope = Scope(
-                here.steps + ((step["id"],) if name in HANDLER_LISTS else ()),
+                here.steps + ((*own, step["id"]) if handler else ()),
                 here.loop or (step["type"], name) in LOOP_LISTS,
                 here.error or name == "on_error",
             )
             inner_added = _scope_steps(inner, path + parts, inner_scope, found)
             if (step["type"], name) not in ISOLATED_LISTS:
-                added += inner_added
+                own += inner_added
+        added += own
         added.append(step["id"])
     return added
 
@@ -766,6 +786,9 @@ def _first_field(node: dict) -> str | None:
     return node["value"] if node.get("type") == "field" else None
 
 
+MAX_EXPRESSION_PROBLEMS = 100
+
+
 def _expression_problems(steps: list, pointers: dict[str, str]) -> list[Problem]:
     """Expressions that do not parse, and names they read that are not there where they run: a
     step that does not exist, comes later or runs inside a loop; item/index outside loops; error
@@ -779,6 +802,9 @@ def _expression_problems(steps: list, pointers: dict[str, str]) -> list[Problem]
             for _offset, expression in expression_parts(text, bare):
                 try:
                     parsed = jmespath.compile(expression).parsed
+                except RecursionError:
+                    problems.append(Problem(where, "the expression nests too deeply"))
+                    continue
                 except (ExpressionError, jmespath.exceptions.JMESPathError) as error:
                     problems.append(Problem(where, f"not a valid expression: {error}"))
                     continue
@@ -786,6 +812,8 @@ def _expression_problems(steps: list, pointers: dict[str, str]) -> list[Problem]
                     message = _reference_problem(name, next_name, scope, path, pointers, order, step["id"])
                     if message:
                         problems.append(Problem(where, message))
+            if len(problems) >= MAX_EXPRESSION_PROBLEMS:  # enough to act on; the rest cost time only
+                return problems
     return problems
 
 

@@ -187,7 +187,10 @@ def template_parts(template: str) -> Iterator[tuple[int, str]]:
 
 @functools.lru_cache(maxsize=4096)  # endpoint calls evaluate the same few expressions every time
 def _compiled(expression: str):
-    return jmespath.compile(expression)
+    try:
+        return jmespath.compile(expression)
+    except RecursionError:  # jmespath's parser recurses once per nested ( or !
+        raise ExpressionError("the expression nests too deeply") from None
 
 
 def evaluate(expression: str, context: dict) -> Any:

@@ -34,9 +34,9 @@ def upgrade() -> None:
         sa.Column("run_id", sa.UUID(), nullable=False),
         sa.Column("step_key", sa.String(length=500), nullable=False),
         sa.Column("status", sa.String(length=20), nullable=False),
-        sa.Column("output", postgresql.JSON(astext_type=sa.Text()), nullable=True),
+        sa.Column("output", postgresql.JSONB(astext_type=sa.Text()), nullable=True),
         sa.Column("error", sa.Text(), nullable=True),
-        sa.Column("record", postgresql.JSON(astext_type=sa.Text()), nullable=True),
+        sa.Column("record", postgresql.JSONB(astext_type=sa.Text()), nullable=True),
         sa.Column("saved_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
         sa.CheckConstraint(
             "status IN ('succeeded', 'failed', 'waiting')", name=op.f("ck_workflow_run_checkpoints_status")

@@ -242,6 +242,31 @@ def test_a_failure_ends_a_parallel_step_whose_other_branch_waits():
     assert outcome.status == "failed" and "'bad'" in outcome.error
 
 
+def test_a_branch_left_waiting_by_a_handled_failure_never_goes_on_in_later_activations():
+    document = wf(
+        parallel(
+            "both",
+            [
+                {"id": "nap", "type": "wait", "seconds": 60},
+                {"id": "late", "type": "http_request", "url": "http://x/late"},
+            ],
+            [{"id": "bad", "type": "transform", "expression": "abs('not a number')"}],
+            on_error=[{"id": "noted", "type": "transform", "expression": "error.step"}],
+        ),
+        {"id": "later", "type": "wait", "seconds": 3600},
+        {"id": "done", "type": "http_request", "url": "http://x/done"},
+    )
+    journal, effects, clock = MemoryJournal(), Effects(), Clock()
+    first = run_async(document, effects, journal, clock)
+    assert first.status == "waiting" and first.waiting_for["step"] == "later"
+
+    clock.now += timedelta(seconds=3601)  # the branch's wait is long over by the next activation
+    second = run_async(document, effects, journal, clock)
+    assert second.status == "succeeded", second.error
+    assert [r["url"] for r in effects.requests] == ["http://x/done"]  # not http://x/late
+    assert second.steps[-1].step_id == "done"
+
+
 # --- call_workflow ------------------------------------------------------------------------------
 
 

@@ -241,6 +241,11 @@ class Cancelled(Exception):
     """The run was cancelled: it stops here, doing nothing more."""
 
 
+class _Abandoned(Exception):
+    """A branch of a parallel step that a failure decided in an earlier activation reached a step
+    it had not finished then: it stops there, as it did then, and does nothing new."""
+
+
 class _Responded(Exception):
     def __init__(self, response: Response):
         self.response = response
@@ -289,6 +294,7 @@ class Run:
         self.shared = _Shared()
         self.deadline = clock() + limits.time_limit_seconds if deadline is None else deadline
         self.last_output: Any = None
+        self.settled_only = False  # a branch of a decided parallel step: replays, never acts (_parallel)
 
     def execute(self) -> RunOutcome:
         started = datetime.now(UTC)
@@ -331,6 +337,8 @@ class Run:
         if saved is not None and saved.status != "waiting":
             self._replay(step, context, path, saved)
             return
+        if self.settled_only and (durable or self._unsettled_signal(step, key)):
+            raise _Abandoned()
         if (durable or step["type"] in SIGNAL_STEP_TYPES) and self.inbox.cancelled():
             raise Cancelled()
         retry = step.get("retry", {})
@@ -378,6 +386,12 @@ class Run:
             context["steps"][step["id"]] = output
             self.last_output = output
             return
+
+    def _unsettled_signal(self, step: dict, key: str) -> bool:
+        if step["type"] not in SIGNAL_STEP_TYPES:
+            return False
+        saved = self.journal.recall(key)
+        return saved is None or saved.status == "waiting"
 
     def _replay(self, step: dict, context: dict, path: str, saved: Checkpoint) -> None:
         """A durable step that finished in an earlier activation: its journaled result, again."""
@@ -671,8 +685,15 @@ class Run:
         earliest), else the step's output is each branch's, in document order: as a run's, the
         output of the last step it ran."""
         branches = step["branches"]
+        # A failure that decided this step while a branch waited is journaled: later activations
+        # replay the branches only as far as they went, so the waiting one never goes on.
+        decided_key = path + step["id"] + "!decided"
+        settled_only = self.settled_only or self.journal.recall(decided_key) is not None
         lanes = [
-            _Lane(self._branch(), {**context, "steps": dict(context["steps"]), "vars": dict(context["vars"])})
+            _Lane(
+                self._branch(settled_only),
+                {**context, "steps": dict(context["steps"]), "vars": dict(context["vars"])},
+            )
             for _ in branches
         ]
 
@@ -708,12 +729,14 @@ class Run:
             self.records += [replace(r, position=len(self.records) + i) for i, r in enumerate(lane.records())]
         ends = [lane.ended for lane in lanes if lane.ended is not None]
         for ended in ends:
-            if not isinstance(ended, StepFailed | Suspended):
+            if not isinstance(ended, StepFailed | Suspended | _Abandoned):
                 raise ended  # a limit: the run stops
         failed = next((ended for ended in ends if isinstance(ended, StepFailed)), None)
         waiting = [ended for ended in ends if isinstance(ended, Suspended)]
         if failed is None and waiting:
             raise _together(step, waiting)
+        if failed is None and any(isinstance(ended, _Abandoned) for ended in ends):
+            raise StepFailed("a branch of this parallel step was left when a failure decided it")
         before, merged = context["vars"], dict(context["vars"])
         for lane in lanes:
             context["steps"].update(lane.context["steps"])
@@ -722,16 +745,18 @@ class Run:
             )
         context["vars"] = merged
         if failed is not None:
+            if waiting and not settled_only:
+                self.journal.save(decided_key, Checkpoint("waiting", {"decided": "failed"}))
             # The step that failed in its branch is the run's failed step, as outside a parallel.
             self.failed_key = next(lane.run.failed_key for lane in lanes if lane.ended is failed)
             raise failed
         return {"branches": len(branches)}, [lane.run.last_output for lane in lanes]
 
-    def _branch(self) -> Run:
+    def _branch(self, settled_only: bool) -> Run:
         """This run for one branch: the same document, journal, effects, limits and turns, with
         records of its own."""
         branch = copy.copy(self)
-        branch.records, branch.last_output = [], None
+        branch.records, branch.last_output, branch.settled_only = [], None, settled_only
         return branch
 
     def _in_turn(self, work: Callable[[int], None], index: int) -> None:

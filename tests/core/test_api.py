@@ -1,6 +1,7 @@
 """API keys and the JSON API: shown once, hashed, scoped, revocable; pagination; problem documents."""
 
 import re
+import threading
 
 from nectar.shared.config import Role
 from tests.core.conftest import link_in, unique_email
@@ -166,3 +167,37 @@ def test_bad_input_in_api_fields_is_a_4xx_problem_naming_where(browser):
     assert huge.status_code == 422 and huge.json["errors"][0]["pointer"] == "/version"
     names = [w["name"] for w in browser.api("GET", "/api/v1/workflows", token=token).json["items"]]
     assert names == ["w"]  # nothing refused was stored
+
+
+def test_the_same_idempotency_key_sent_at_once_starts_one_run_and_no_request_fails(browser):
+    browser.sign_up()
+    browser.create_org()
+    token = _new_key(browser)
+    definition = {
+        "trigger": {"type": "manual"},
+        "steps": [{"id": "a", "type": "transform", "expression": "`1`"}],
+    }
+    workflow = browser.api(
+        "POST", "/api/v1/workflows", token=token, json={"name": "w", "definition": definition}
+    )
+    runs = f"/api/v1/workflows/{workflow.json['id']}/runs"
+    answers: list[tuple[int, str]] = []
+    start = threading.Barrier(8)
+
+    def send() -> None:
+        client = browser.app.test_client()
+        start.wait()
+        answer = client.post(
+            runs,
+            json={"input": {"a": 1}},
+            headers={"Authorization": f"Bearer {token}", "Idempotency-Key": "race"},
+        )
+        answers.append((answer.status_code, answer.json["id"]))
+
+    threads = [threading.Thread(target=send) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert sorted(status for status, _ in answers) == [200] * 7 + [202], answers
+    assert len({run_id for _, run_id in answers}) == 1

@@ -371,3 +371,21 @@ def test_a_bad_code_step_is_refused_with_the_path_of_each_problem(step, path, fr
 
 def test_checking_a_saved_source_runs_none_of_it():
     assert validate({"trigger": {"type": "manual"}, "steps": [code("for (;;) {}")]}) == []
+
+
+def test_code_in_parallel_branches_runs_at_the_same_time():
+    busy = "const s = Date.now(); while (Date.now() - s < 500) {} return [s, Date.now()]"
+    document = wf(
+        {
+            "id": "both",
+            "type": "parallel",
+            "branches": [
+                [code(busy, step_id="a", timeout_ms=5000)],
+                [code(busy, step_id="b", timeout_ms=5000)],
+            ],
+        }
+    )
+    outcome = execute(document, {}, Recorder(), mode="async", limits=ASYNC_LIMITS)
+    assert outcome.status == "succeeded", outcome.error
+    (a_start, a_end), (b_start, b_end) = outcome.output
+    assert max(a_start, b_start) < min(a_end, b_end), "the second branch waited for the first"

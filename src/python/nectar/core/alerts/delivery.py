@@ -166,8 +166,10 @@ def _webhook(session: Session, rule: AlertRule, alert: dict) -> None:
         result = outbound.send(
             "POST", rule.target, policy=_policy(), headers=headers, body=body, timeout=TIMEOUT_SECONDS
         )
-    except outbound.OutboundRefused as error:
+    except outbound.OutboundUnavailable as error:
         raise DeliveryFailed(str(error)) from None
+    except outbound.OutboundRefused as error:  # an address it may never call: trying again cannot help
+        raise Undeliverable(str(error)) from None
     if not 200 <= result.status < 300:
         raise DeliveryFailed(f"the webhook answered {result.status}")
 

@@ -24,13 +24,12 @@ from flask import current_app
 from sqlalchemy import func, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
-from urllib3.exceptions import LocationParseError
-from urllib3.util import parse_url
 
 from nectar.core.access import OrgContext, PermissionDenied
 from nectar.core.integrations.service import connection_named
 from nectar.core.org_mail.service import single_address
 from nectar.core.runs.records import SILENT_FAILURES
+from nectar.core.workflows import outbound
 from nectar.core.workflows.definition import Problem
 from nectar.schema.models import AlertRule, Workflow
 from nectar.schema.models.alerts import ALERT_CHANNELS, MAX_WINDOW_MINUTES
@@ -214,12 +213,12 @@ def _target(session: Session, channel: str, target: str) -> str:
             raise ValueError(f"No Slack connection named {target!r} in this organization.")
         return target
     if channel == "webhook":
-        try:
-            url = parse_url(target)
-        except LocationParseError:
-            url = None
-        if url is None or url.scheme not in ("http", "https") or not url.host or url.auth or "\\" in target:
-            raise ValueError("An http or https URL with a host and no user name or password.")
+        try:  # the check every delivery makes again: a private or internal address is never called
+            outbound.check_url(target, current_app.config["NECTAR_OUTBOUND_POLICY"])
+        except outbound.OutboundUnavailable:
+            pass  # it may resolve by the time an alert is sent
+        except outbound.OutboundRefused as error:
+            raise ValueError(f"Not an address alerts may call: {error}.") from None
         return target
     return str(_workflow(session, target))
 

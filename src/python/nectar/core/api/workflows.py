@@ -7,6 +7,7 @@ import uuid
 from datetime import datetime
 
 from flask import g, jsonify, request
+from sqlalchemy.exc import IntegrityError
 
 from nectar.core.api.views import ApiError, _body, _ctx, _iso, _user_id, api
 from nectar.core.builder import preview as previews
@@ -170,9 +171,16 @@ def run_now(workflow_id: uuid.UUID):
         return jsonify(run_json(earlier)), 200
     if not isinstance(run_input, dict):
         raise ApiError(422, "input must be a JSON object.")
-    run_id = queue_run(
-        db.session, g.org_context.org_id, workflow.id, version.id, "manual", run_input, key=key
-    )
+    try:
+        with db.session.begin_nested():
+            run_id = queue_run(
+                db.session, g.org_context.org_id, workflow.id, version.id, "manual", run_input, key=key
+            )
+    except IntegrityError:  # the same key, sent at the same moment, was recorded first
+        earlier = run_queries.run_for_key(db.session, workflow.id, key) if key else None
+        if earlier is None:
+            raise
+        return jsonify(run_json(earlier)), 200
     db.session.commit()
     return jsonify(run_json(run_queries.get_run(db.session, run_id), detail=True)), 202
 

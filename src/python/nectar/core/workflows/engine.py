@@ -548,7 +548,8 @@ class Run:
         memory_mb = step.get("memory_mb", code.MAX_MEMORY_MB)
         step_input = {"timeout_ms": round(timeout * 1000), "memory_mb": memory_mb}
         try:
-            output = code.run_code(step["source"], context, timeout_seconds=timeout, memory_mb=memory_mb)
+            with self._others_may_run():  # the code runs in its sandbox: the run's other branches go on
+                output = code.run_code(step["source"], context, timeout_seconds=timeout, memory_mb=memory_mb)
         except code.CodeTimeout as error:
             if timeout < wanted:
                 raise RunStopped(

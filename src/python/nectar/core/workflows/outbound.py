@@ -35,6 +35,11 @@ class OutboundRefused(Exception):
     """The request was not sent (or was cut off) for safety; the message says why."""
 
 
+class OutboundUnavailable(OutboundRefused):
+    """Not sent, or no answer, for a reason that may pass (the host does not resolve or cannot be
+    reached, or did not answer in time), unlike the other refusals."""
+
+
 @dataclass(frozen=True)
 class OutboundPolicy:
     allowlist: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = field(default_factory=tuple)
@@ -94,7 +99,7 @@ def check_url(url: str, policy: OutboundPolicy) -> str:
     try:
         infos = socket.getaddrinfo(host, parts.port or (443 if parts.scheme == "https" else 80))
     except socket.gaierror:
-        raise OutboundRefused(f"the host {host!r} does not resolve") from None
+        raise OutboundUnavailable(f"the host {host!r} does not resolve") from None
     for info in infos:
         address = info[4][0]
         if not policy.allows(address):
@@ -134,10 +139,12 @@ def send(
             return HttpResult(response.status_code, dict(response.headers), _decode(content, response))
     except requests.RequestException as error:
         if isinstance(error, requests.Timeout) or adapter.cut_off:
-            raise OutboundRefused(
+            raise OutboundUnavailable(
                 f"no complete answer from {urlsplit(url).hostname} within {limit:g} s"
             ) from None
-        raise OutboundRefused(f"could not reach {urlsplit(url).hostname}: {type(error).__name__}") from None
+        raise OutboundUnavailable(
+            f"could not reach {urlsplit(url).hostname}: {type(error).__name__}"
+        ) from None
 
 
 class _PinnedAdapter(HTTPAdapter):

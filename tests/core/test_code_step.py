@@ -374,7 +374,7 @@ def test_checking_a_saved_source_runs_none_of_it():
 
 
 def test_code_in_parallel_branches_runs_at_the_same_time():
-    busy = "const s = Date.now(); while (Date.now() - s < 500) {} return [s, Date.now()]"
+    busy = "const s = Date.now(); while (Date.now() - s < 1500) {} return [s, Date.now()]"
     document = wf(
         {
             "id": "both",
@@ -385,6 +385,16 @@ def test_code_in_parallel_branches_runs_at_the_same_time():
             ],
         }
     )
+    quick = wf(
+        {
+            "id": "warm",
+            "type": "parallel",
+            "branches": [[code("return 1", step_id="c")], [code("return 2", step_id="d")]],
+        }
+    )
+    assert (
+        execute(quick, {}, Recorder(), mode="async", limits=ASYNC_LIMITS).status == "succeeded"
+    )  # two warm sandboxes
     outcome = execute(document, {}, Recorder(), mode="async", limits=ASYNC_LIMITS)
     assert outcome.status == "succeeded", outcome.error
     (a_start, a_end), (b_start, b_end) = outcome.output

@@ -33,6 +33,7 @@ from nectar.schema.migrate import upgrade
 from nectar.shared.config import Role
 from nectar.shared.embedded_postgres import EmbeddedServer, ensure_embedded_server
 from nectar.shared.jobs import job_app
+from tests.conftest import DatabaseUnderTest
 
 DATABASE = "nectar_bench_runs"
 THREE_STEPS = {
@@ -68,30 +69,13 @@ def noop_tasks() -> procrastinate.Blueprint:
 
 
 def environ_for(server: EmbeddedServer) -> dict[str, str]:
-    env = {
-        role.url_variable: server.url(role, DATABASE).render_as_string(hide_password=False) for role in Role
-    }
     # One organization runs everything here: its share of the workers' slots (a fairness limit,
     # not what is measured) is set to all of them.
-    return {
-        **env,
-        "NECTAR_ENV": "test",
-        "SECRET_KEY": "benchmark-secret-key-long-enough-0123456789",
-        "WORKER_CONCURRENCY": "4",
-        "ORG_MAX_WORKER_RUNS": "8",
-    }
+    return DatabaseUnderTest(server, DATABASE).environ(WORKER_CONCURRENCY="4", ORG_MAX_WORKER_RUNS="8")
 
 
 def admin(server: EmbeddedServer) -> psycopg.Connection:
-    url = server.url(Role.ADMIN, DATABASE)
-    return psycopg.connect(
-        host=url.host,
-        port=url.port,
-        user=url.username,
-        password=url.password,
-        dbname=DATABASE,
-        autocommit=True,
-    )
+    return DatabaseUnderTest(server, DATABASE).connect(Role.ADMIN, autocommit=True)
 
 
 def seed(server: EmbeddedServer) -> dict[str, tuple[uuid.UUID, uuid.UUID, uuid.UUID]]:

@@ -77,12 +77,9 @@ def main() -> None:
     server.drop_database(DATABASE)
     server.create_database(DATABASE)
     upgrade(server.url(Role.OWNER, DATABASE))
-    environ = {
-        role.url_variable: server.url(role, DATABASE).render_as_string(hide_password=False) for role in Role
-    }
-    environ |= {"NECTAR_ENV": "test", "SECRET_KEY": "benchmark-secret-key-long-enough-0123456789"}
-    app = create_app(load_settings(Service.CORE, environ))
-    app.config["NECTAR_TEST_DATABASE"] = DatabaseUnderTest(server, DATABASE)  # where the outbox is read
+    database = DatabaseUnderTest(server, DATABASE)
+    app = create_app(load_settings(Service.CORE, database.environ()))
+    app.config["NECTAR_TEST_DATABASE"] = database  # where the outbox is read
     web = make_server("127.0.0.1", 0, app, threaded=True)
     threading.Thread(target=web.serve_forever, daemon=True).start()
     base = f"http://127.0.0.1:{web.server_port}"

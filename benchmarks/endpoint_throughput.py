@@ -34,6 +34,7 @@ from flask import Flask, jsonify
 from nectar.schema.migrate import upgrade
 from nectar.shared.config import Role, Service, load_settings
 from nectar.shared.embedded_postgres import EmbeddedServer, ensure_embedded_server
+from tests.conftest import DatabaseUnderTest
 
 DATABASE = "nectar_bench_endpoints"
 WORKFLOW = {
@@ -82,22 +83,11 @@ def free_port() -> int:
 
 
 def environ_for(server: EmbeddedServer) -> dict[str, str]:
-    env = {
-        role.url_variable: server.url(role, DATABASE).render_as_string(hide_password=False) for role in Role
-    }
-    return {**env, "NECTAR_ENV": "test", "SECRET_KEY": "benchmark-secret-key-long-enough-0123456789"}
+    return DatabaseUnderTest(server, DATABASE).environ()
 
 
 def admin_connection(server: EmbeddedServer) -> psycopg.Connection:
-    url = server.url(Role.ADMIN, DATABASE)
-    return psycopg.connect(
-        host=url.host,
-        port=url.port,
-        user=url.username,
-        password=url.password,
-        dbname=DATABASE,
-        autocommit=True,
-    )
+    return DatabaseUnderTest(server, DATABASE).connect(Role.ADMIN, autocommit=True)
 
 
 def seed(server: EmbeddedServer) -> str:

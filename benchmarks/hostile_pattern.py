@@ -20,13 +20,13 @@ import time
 import uuid
 from pathlib import Path
 
-import psycopg
 import requests
 
 from benchmarks.endpoint_throughput import free_port
 from nectar.schema.migrate import upgrade
 from nectar.shared.config import Role, Service, load_settings
 from nectar.shared.embedded_postgres import EmbeddedServer, ensure_embedded_server
+from tests.conftest import DatabaseUnderTest
 
 DATABASE = "nectar_bench_hostile"
 ECHO = {"trigger": {"type": "http"}, "steps": [{"id": "r", "type": "respond", "body": "{{ trigger.body }}"}]}
@@ -39,16 +39,8 @@ def seed(server: EmbeddedServer) -> tuple[str, str]:
     server.drop_database(DATABASE)
     server.create_database(DATABASE)
     upgrade(server.url(Role.OWNER, DATABASE))
-    url = server.url(Role.ADMIN, DATABASE)
     paths = []
-    with psycopg.connect(
-        host=url.host,
-        port=url.port,
-        user=url.username,
-        password=url.password,
-        dbname=DATABASE,
-        autocommit=True,
-    ) as conn:
+    with DatabaseUnderTest(server, DATABASE).connect(Role.ADMIN, autocommit=True) as conn:
         for name, schema in (("hostile", SCHEMA), ("other", None)):
             org = uuid.uuid4()
             conn.execute(
@@ -104,10 +96,7 @@ def main() -> None:
     args = parser.parse_args()
     server = ensure_embedded_server(Path("var/bench-postgres").resolve(), durable=False)
     hostile_path, other_path = seed(server)
-    environ = {
-        role.url_variable: server.url(role, DATABASE).render_as_string(hide_password=False) for role in Role
-    }
-    environ.update({"NECTAR_ENV": "test", "SECRET_KEY": "benchmark-secret-key-long-enough-0123456789"})
+    environ = DatabaseUnderTest(server, DATABASE).environ()
     port = free_port()
     process = multiprocessing.get_context("fork").Process(target=serve, args=(port, environ), daemon=True)
     process.start()

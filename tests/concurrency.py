@@ -74,3 +74,22 @@ def wait_for_lock_waiters(database, count: int, statement_start: str = "") -> No
                 return
             time.sleep(0.05)
     raise AssertionError(f"{count} requests never both waited on {statement_start or 'a lock'!r}")
+
+
+def wrong_passwords_at_once(attackers: list, email: str, limit) -> None:
+    """Twenty wrong passwords for `email` from `attackers` (browsers with csrf_token and post) at
+    the same moment: at most `limit.events` are checked (argon2 verify), and the rest get 429."""
+    import argon2
+
+    tokens = [attacker.csrf_token() for attacker in attackers]
+    with calls_counted(argon2.PasswordHasher, "verify") as verified:
+        answers = at_once(
+            len(attackers),
+            lambda i: attackers[i].post(
+                "/login", {"email": email, "password": f"wrong guess number {i}", "csrf_token": tokens[i]}
+            ),
+        )
+    statuses = sorted(answer.status_code for answer in answers)
+    assert statuses.count(401) <= limit.events, statuses
+    assert statuses.count(401) + statuses.count(429) == len(attackers), statuses
+    assert verified[0] <= limit.events, f"{verified[0]} password checks"

@@ -4,12 +4,11 @@ import re
 import statistics
 import time
 
-import argon2
 import pytest
 
 from nectar.core.accounts import service
 from nectar.shared.config import Role
-from tests.concurrency import at_once, calls_counted, within_one_window
+from tests.concurrency import within_one_window, wrong_passwords_at_once
 from tests.core.conftest import PASSWORD, Browser, link_in, unique_email
 
 
@@ -222,18 +221,6 @@ def test_sign_in_never_redirects_off_site(browser, new_browser, target):
 def test_twenty_concurrent_wrong_passwords_get_at_most_five_password_checks(browser, new_browser):
     def attempt():
         email = browser.sign_up()
-        attackers = [new_browser() for _ in range(20)]
-        tokens = [attacker.csrf_token() for attacker in attackers]
-        with calls_counted(argon2.PasswordHasher, "verify") as verified:
-            answers = at_once(
-                20,
-                lambda i: attackers[i].post(
-                    "/login", {"email": email, "password": f"wrong guess number {i}", "csrf_token": tokens[i]}
-                ),
-            )
-        statuses = sorted(answer.status_code for answer in answers)
-        assert statuses.count(401) <= service.ACCOUNT_BURST.events, statuses
-        assert statuses.count(401) + statuses.count(429) == 20, statuses
-        assert verified[0] <= service.ACCOUNT_BURST.events, f"{verified[0]} password checks"
+        wrong_passwords_at_once([new_browser() for _ in range(20)], email, service.ACCOUNT_BURST)
 
     within_one_window(service.ACCOUNT_BURST, attempt)

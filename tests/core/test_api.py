@@ -129,8 +129,8 @@ def test_members_cannot_list_invitations_and_huge_pages_are_refused(browser, new
     assert browser.api("GET", "/api/v1/members?page=100000000000000000000").status_code == 400
 
 
-def test_bad_input_in_api_fields_is_a_4xx_problem_naming_where(browser):
-    """Issue 13, problem 4: each of these answered 500."""
+def _owner_with_a_workflow(browser) -> tuple[str, str]:
+    """A new owner's API key, and the runs URL of a one-step workflow "w" of theirs."""
     browser.sign_up()
     browser.create_org()
     token = _new_key(browser)
@@ -141,7 +141,12 @@ def test_bad_input_in_api_fields_is_a_4xx_problem_naming_where(browser):
     workflow = browser.api(
         "POST", "/api/v1/workflows", token=token, json={"name": "w", "definition": definition}
     )
-    runs = f"/api/v1/workflows/{workflow.json['id']}/runs"
+    return token, f"/api/v1/workflows/{workflow.json['id']}/runs"
+
+
+def test_bad_input_in_api_fields_is_a_4xx_problem_naming_where(browser):
+    """Issue 13, problem 4: each of these answered 500."""
+    token, runs = _owner_with_a_workflow(browser)
     long_key = browser.api(
         "POST", runs, token=token, json={"input": {}}, headers={"Idempotency-Key": "k" * 201}
     )
@@ -170,17 +175,7 @@ def test_bad_input_in_api_fields_is_a_4xx_problem_naming_where(browser):
 
 
 def test_the_same_idempotency_key_sent_at_once_starts_one_run_and_no_request_fails(browser):
-    browser.sign_up()
-    browser.create_org()
-    token = _new_key(browser)
-    definition = {
-        "trigger": {"type": "manual"},
-        "steps": [{"id": "a", "type": "transform", "expression": "`1`"}],
-    }
-    workflow = browser.api(
-        "POST", "/api/v1/workflows", token=token, json={"name": "w", "definition": definition}
-    )
-    runs = f"/api/v1/workflows/{workflow.json['id']}/runs"
+    token, runs = _owner_with_a_workflow(browser)
     answers: list[tuple[int, str]] = []
     start = threading.Barrier(8)
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from playwright.sync_api import sync_playwright
 from werkzeug.serving import make_server
 
+from benchmarks.async_runs import percentile
 from nectar.core.app import create_app
 from nectar.schema.migrate import upgrade
 from nectar.shared.config import Role, Service, load_settings
@@ -61,11 +62,6 @@ def two_hundred_steps() -> dict:
             }
         )
     return {"trigger": {"type": "manual"}, "steps": steps}
-
-
-def percentile(values: list[float], share: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
 
 
 def main() -> None:

@@ -409,3 +409,11 @@ def test_a_workflow_that_may_wait_is_known_from_its_document(step, waits):
     nested = parallel("p", [{"id": "n", "type": "transform", "expression": "`1`"}], [step])
     assert may_wait(wf(step)) is waits
     assert may_wait(wf(nested)) is waits  # wherever the step is
+
+
+def test_a_list_the_schema_does_not_place_on_a_step_is_not_walked_as_steps():
+    document = wf(
+        {"id": "s", "type": "set", "values": {"a": 1}, "then": [{"x": 1}]}
+    )  # "then" means nothing on set
+    outcome = run_async(document, Effects())
+    assert outcome.status == "succeeded", outcome.error

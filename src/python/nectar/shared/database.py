@@ -8,6 +8,7 @@ tenant into the next request. No scope means no rows: the policies match nothing
 
 from __future__ import annotations
 
+import functools
 import os
 import select
 import threading
@@ -151,16 +152,14 @@ def _check_column_value(name: str, column_type, value) -> None:
         if length is not None and len(value) > length:
             raise BadInput(f"{name} is at most {length:,} characters.", status=422, field=name)
     elif isinstance(value, int) and not isinstance(value, bool):
-        bound = next(
-            (
-                _INTEGER_RANGES[kind.__name__]
-                for kind in type(column_type).__mro__
-                if kind.__name__ in _INTEGER_RANGES
-            ),
-            None,
-        )
+        bound = _integer_bound(type(column_type))
         if bound is not None and not -bound <= value < bound:
             raise BadInput(f"{name} is out of range.", status=422, field=name)
+
+
+@functools.cache  # every flush asks, for a handful of column types
+def _integer_bound(kind: type) -> int | None:
+    return next((_INTEGER_RANGES[k.__name__] for k in kind.__mro__ if k.__name__ in _INTEGER_RANGES), None)
 
 
 def _apply_scope(connection: Connection, scope: dict[str, str]) -> None:

@@ -68,7 +68,7 @@ class PasswordSignIn:
         try:
             email = normalize_email(email)
         except InvalidEmail:
-            email = email.strip().lower()[:320]
+            email = email.strip().lower()[:MAX_EMAIL_LENGTH]
         now = time.time()
         counters = self._counters(email, address)
         refused_by = throttle.take(session, counters, now)

@@ -34,6 +34,7 @@ from nectar.core.org_mail.service import (
 from nectar.core.runs.queries import run_for_key
 from nectar.core.runs.queue import queue_run
 from nectar.core.runs.records import ALERT_TRIGGER
+from nectar.core.runs.runner import outbound_policy
 from nectar.core.workflows import outbound
 from nectar.schema.models import AlertRule, Organization, Workflow
 from nectar.shared.database import scope_session
@@ -139,7 +140,7 @@ def _slack(session: Session, rule: AlertRule, alert: dict) -> None:
         raise Undeliverable(f"no Slack connection named {rule.target!r} any more")
     text = f":rotating_light: {summary(alert)}.\n{_details(alert)}"
     try:
-        post_to_slack(connection, _keys(), _policy(), text, idempotency_key=alert["id"])
+        post_to_slack(connection, _keys(), outbound_policy(), text, idempotency_key=alert["id"])
     except (ValueError, outbound.OutboundRefused) as error:
         raise DeliveryFailed(str(error)) from None
 
@@ -164,7 +165,7 @@ def _webhook(session: Session, rule: AlertRule, alert: dict) -> None:
     }
     try:
         result = outbound.send(
-            "POST", rule.target, policy=_policy(), headers=headers, body=body, timeout=TIMEOUT_SECONDS
+            "POST", rule.target, policy=outbound_policy(), headers=headers, body=body, timeout=TIMEOUT_SECONDS
         )
     except outbound.OutboundUnavailable as error:
         raise DeliveryFailed(str(error)) from None
@@ -198,7 +199,3 @@ _CHANNELS = {"email": _email, "slack": _slack, "webhook": _webhook, "workflow": 
 
 def _keys():
     return current_app.config["NECTAR_KEY_RING"]
-
-
-def _policy() -> outbound.OutboundPolicy:
-    return current_app.config["NECTAR_OUTBOUND_POLICY"]

@@ -29,6 +29,7 @@ from nectar.core.access import OrgContext, PermissionDenied
 from nectar.core.integrations.service import connection_named
 from nectar.core.org_mail.service import single_address
 from nectar.core.runs.records import SILENT_FAILURES
+from nectar.core.runs.runner import outbound_policy
 from nectar.core.workflows import outbound
 from nectar.core.workflows.definition import Problem
 from nectar.schema.models import AlertRule, Workflow
@@ -214,7 +215,7 @@ def _target(session: Session, channel: str, target: str) -> str:
         return target
     if channel == "webhook":
         try:  # the check every delivery makes again: a private or internal address is never called
-            outbound.check_url(target, current_app.config["NECTAR_OUTBOUND_POLICY"])
+            outbound.check_url(target, outbound_policy())
         except outbound.OutboundUnavailable:
             pass  # it may resolve by the time an alert is sent
         except outbound.OutboundRefused as error:

@@ -8,13 +8,10 @@ import uuid
 from flask import g, jsonify, request
 from flask_login import current_user
 
-from nectar.core.api.views import ApiError, _ctx, _iso, api
-from nectar.core.api.workflows import run_json
-from nectar.core.builder import service as workflows
+from nectar.core.api.views import ApiError, _iso, api
+from nectar.core.api.workflows import run_json, version_to_run_again
 from nectar.core.runs import queries as run_queries
 from nectar.core.runs import recovery, signals
-from nectar.core.runs.records import TEST_TRIGGER
-from nectar.schema.models import WorkflowVersion
 from nectar.shared.database import db
 from nectar.shared.web import problem
 
@@ -49,14 +46,7 @@ def retry(run_id: uuid.UUID):
         raise ApiError(
             422, 'version is "original" or "current".', errors={"version": ['"original" or "current"']}
         )
-    if choice == "current":
-        workflow = workflows.get_workflow(db.session, run.workflow_id)
-        version = workflows.version_of(db.session, workflow.id, workflow.current_version)
-    else:
-        version = db.session.get(WorkflowVersion, run.version_id)
-    as_test = run.trigger == TEST_TRIGGER and choice == "original"  # the same draft: as testing it
-    if as_test:
-        workflows.require_editor(_ctx())
+    version, as_test = version_to_run_again(run, choice == "current")
     new_id = recovery.retry_run(db.session, run, version, as_test=as_test)
     db.session.commit()
     return jsonify(run_json(run_queries.get_run(db.session, new_id), detail=True)), 202

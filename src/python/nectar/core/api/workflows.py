@@ -266,24 +266,32 @@ def get_run(run_id: uuid.UUID):
     return jsonify(run_json(run_queries.get_run(db.session, run_id), detail=True))
 
 
+def version_to_run_again(run, use_current: bool) -> tuple[WorkflowVersion, bool]:
+    """The version a re-run or retry of `run` runs (its own, or the workflow's current one), and
+    whether it is a test again: a test run on its own version runs the same draft, which is testing
+    it (editors only)."""
+    if use_current:
+        workflow = workflows.get_workflow(db.session, run.workflow_id)
+        version = workflows.version_of(db.session, workflow.id, workflow.current_version)
+    else:
+        version = db.session.get(WorkflowVersion, run.version_id)
+    test = run.trigger == TEST_TRIGGER and not use_current
+    if test:
+        workflows.require_editor(_ctx())
+    return version, test
+
+
 @api.post("/runs/<uuid:run_id>/rerun")
 def rerun(run_id: uuid.UUID):
     """Runs the same input again from the start, on the original version or (`"version":
     "current"`) the workflow's current one."""
     run = run_queries.get_run(db.session, run_id)
-    workflow = workflows.get_workflow(db.session, run.workflow_id)
     use_current = _body().get("version") == "current" if request.data else False
-    if use_current:
-        version = workflows.version_of(db.session, workflow.id, workflow.current_version)
-    else:
-        version = db.session.get(WorkflowVersion, run.version_id)
-    test = run.trigger == TEST_TRIGGER and not use_current  # the same draft again, still a test
-    if test:
-        workflows.require_editor(_ctx())  # running an unsaved draft is testing it: editors only
+    version, test = version_to_run_again(run, use_current)
     new_id = queue_run(
         db.session,
         g.org_context.org_id,
-        workflow.id,
+        run.workflow_id,
         version.id,
         TEST_TRIGGER if test else "rerun",
         run.input or {},

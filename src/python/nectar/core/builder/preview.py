@@ -11,7 +11,6 @@ import time
 import uuid
 from typing import Any
 
-import jmespath
 from jmespath.exceptions import IncompleteExpressionError, JMESPathError, LexerError
 from sqlalchemy.orm import Session
 
@@ -22,7 +21,7 @@ from nectar.core.workflows.definition import (
     expression_parts,
     scopes,
 )
-from nectar.core.workflows.expressions import ExpressionError, check_size, evaluate, render
+from nectar.core.workflows.expressions import ExpressionError, check_size, compiled, evaluate, render
 from nectar.shared import throttle
 
 MAX_TEXT = 20_000
@@ -133,9 +132,9 @@ def preview(text: str, bare: bool, context: dict) -> dict:
         return {"error": f"longer than {MAX_TEXT:,} characters", "position": None}
     for offset, expression in expression_parts(text, bare):
         try:
-            jmespath.compile(expression)
-        except RecursionError:
-            return {"error": "the expression nests too deeply", "position": offset}
+            compiled(expression)
+        except ExpressionError as error:  # nested past the parser
+            return {"error": str(error), "position": offset}
         except JMESPathError as error:
             position = getattr(error, "lex_position", None)
             where = offset + position if isinstance(position, int) else None

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 from nectar.core.access import OrgContext, PermissionDenied
 from nectar.core.runs.calls import find_workflow
 from nectar.core.runs.jobs import sync_schedule
+from nectar.core.runs.queries import version_of  # noqa: F401 - workflows.version_of for the pages and API
 from nectar.core.runs.queue import queue_run
 from nectar.core.runs.records import TEST_TRIGGER
 from nectar.core.workflows import code
@@ -187,13 +188,3 @@ def authors(session: Session, versions: list[WorkflowVersion]) -> dict[uuid.UUID
         user.id: user.display_name or user.email
         for user in session.scalars(select(User).where(User.id.in_(ids)))
     }
-
-
-def version_of(session: Session, workflow_id: uuid.UUID, number: int | None) -> WorkflowVersion | None:
-    if number is None:
-        return None
-    return session.scalar(
-        select(WorkflowVersion).where(
-            WorkflowVersion.workflow_id == workflow_id, WorkflowVersion.version == number
-        )
-    )

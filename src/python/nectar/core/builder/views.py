@@ -127,12 +127,13 @@ def run_detail(run_id: uuid.UUID):
 def endpoint_index():
     listed = endpoints.list_endpoints(db.session)
     public = current_app.config["NECTAR_SETTINGS"].public_url
+    workflows = service.list_workflows(db.session)
     return render_template(
         "core/endpoints/index.html",
         ctx=current_org(),
         endpoints=listed,
-        workflows=service.list_workflows(db.session),
-        workflow_names={w.id: w.name for w in service.list_workflows(db.session)},
+        workflows=workflows,
+        workflow_names={w.id: w.name for w in workflows},
         # The address callers use: the service's public address, never the request's Host header.
         base_url=f"{public}/e/{current_org().org_id}",
         methods=endpoints.METHODS,

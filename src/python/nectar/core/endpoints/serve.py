@@ -35,7 +35,7 @@ from nectar.core.runs.queries import run_for_key
 from nectar.core.runs.queue import queue_run
 from nectar.core.runs.rate_window import WINDOW_SECONDS, Admission, rate_key
 from nectar.core.runs.records import FINAL_STATUSES, FinishedRun, RunRequest, checked_idempotency_key
-from nectar.core.runs.runner import CollectingEffects, run_version
+from nectar.core.runs.runner import CollectingEffects, outbound_policy, run_version
 from nectar.core.runs.writer import RecordingFailed, RunWriter, new_run_id, run_writer
 from nectar.core.workflows import time_limit
 from nectar.core.workflows.definition import may_wait
@@ -440,9 +440,7 @@ def _call(
     """The hot path: no query before the workflow runs (the route is in memory), and its run is
     written with others' in one round trip just after the answer (runs/writer.py)."""
     run_id = new_run_id()
-    effects = CollectingEffects(
-        lambda: _scoped_session(org_id), current_app.config["NECTAR_OUTBOUND_POLICY"], Caller(org_id, run_id)
-    )
+    effects = CollectingEffects(lambda: _scoped_session(org_id), outbound_policy(), Caller(org_id, run_id))
     endpoint = route.endpoint
     request_ = RunRequest(endpoint.workflow_id, endpoint.version_id, "http", trigger)
     outcome = execute(endpoint.definition, request_.input, effects, deadline=deadline, tenant=org_id)

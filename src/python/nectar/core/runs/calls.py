@@ -15,11 +15,12 @@ from dataclasses import dataclass
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
+from nectar.core.runs.queries import version_of
 from nectar.core.runs.queue import queue_run, schedule_activation
 from nectar.core.runs.records import FINAL_STATUSES, SILENT_TRIGGERS
 from nectar.core.workflows.definition import MAX_CALL_DEPTH
 from nectar.core.workflows.engine import RunStopped, StepFailed
-from nectar.schema.models import Workflow, WorkflowRun, WorkflowVersion
+from nectar.schema.models import Workflow, WorkflowRun
 
 
 @dataclass(frozen=True)
@@ -64,11 +65,7 @@ def start_called_run(session: Session, caller: Caller, ref: str, run_input: dict
         )
         if earlier is not None:
             return str(earlier)
-    version_id = session.scalar(
-        select(WorkflowVersion.id).where(
-            WorkflowVersion.workflow_id == workflow.id, WorkflowVersion.version == workflow.current_version
-        )
-    )
+    version_id = version_of(session, workflow.id, workflow.current_version).id
     run_id = queue_run(
         session,
         caller.org_id,

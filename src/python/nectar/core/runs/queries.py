@@ -13,7 +13,17 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from nectar.core.runs.writer import run_writer
-from nectar.schema.models import WorkflowRun
+from nectar.schema.models import WorkflowRun, WorkflowVersion
+
+
+def version_of(session: Session, workflow_id: uuid.UUID, number: int | None) -> WorkflowVersion | None:
+    if number is None:
+        return None
+    return session.scalar(
+        select(WorkflowVersion).where(
+            WorkflowVersion.workflow_id == workflow_id, WorkflowVersion.version == number
+        )
+    )
 
 
 def run_for_key(session: Session, workflow_id: uuid.UUID, key: str) -> WorkflowRun | None:

@@ -141,7 +141,7 @@ TEST_TRIGGER = "test"  # a draft tested in the builder: no usage, no alerts
 # Runs whose failure alerts no one: an alert's own runs (no loops) and tests of drafts, with the
 # runs they call (calls.py gives those their caller's trigger).
 SILENT_TRIGGERS = (ALERT_TRIGGER, TEST_TRIGGER)
-SILENT_FAILURES = f"trigger NOT IN ('{ALERT_TRIGGER}', '{TEST_TRIGGER}')"
+SILENT_FAILURES = "trigger NOT IN (" + ", ".join(f"'{trigger}'" for trigger in SILENT_TRIGGERS) + ")"
 
 
 def check_alerts_sql(failed: str) -> str:

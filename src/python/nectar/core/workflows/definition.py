@@ -18,8 +18,8 @@ import jmespath
 from jsonschema import Draft202012Validator
 
 from nectar.core.workflows import code
-from nectar.core.workflows.expressions import ExpressionError, template_parts
-from nectar.core.workflows.json_schema import TenantValidator
+from nectar.core.workflows.expressions import ExpressionError, compiled, template_parts
+from nectar.core.workflows.json_schema import TenantValidator, pointer
 
 STEP_TYPES = (
     "http_request",
@@ -510,7 +510,7 @@ class Problem:
 
 
 def _pointer(parts) -> str:
-    return "/" + "/".join(str(part).replace("~", "~0").replace("/", "~1") for part in parts) if parts else "/"
+    return pointer(parts) or "/"
 
 
 @cache
@@ -560,7 +560,6 @@ def validate(document: object) -> list[Problem]:
 # other's steps, whose outputs are all there after it; the steps run after a step ended badly
 # (on_error, on_timeout) see that step's id, set to null.
 LOOP_LISTS = frozenset({("for_each", "steps")})
-ISOLATED_LISTS = LOOP_LISTS
 HANDLER_LISTS = frozenset({"on_error", "on_timeout"})
 STEP_REF = "#/$defs/step"
 
@@ -609,7 +608,7 @@ def _nested_lists(kind: str) -> tuple[tuple[str, int], ...]:
     )
 
 
-def _lists_of(step: dict) -> Iterator[tuple[list, list, str]]:
+def step_lists(step: dict) -> Iterator[tuple[list, list, str]]:
     """(path parts below the step, the steps, the property) of each step list a step holds."""
     kind = step.get("type")
     for name, depth in _nested_lists(kind) if kind in STEP_TYPES else ():
@@ -628,7 +627,7 @@ def _walk(steps: list, prefix: list) -> Iterator[tuple[str, dict]]:
     for index, step in enumerate(steps):
         path = prefix + [index]
         yield _pointer(path), step
-        for parts, inner, _name in _lists_of(step):
+        for parts, inner, _name in step_lists(step):
             yield from _walk(inner, path + parts)
 
 
@@ -692,7 +691,7 @@ def too_many_steps(steps: list, most: int = MAX_STEPS_IN_DOCUMENT) -> bool:
                 count += 1
                 if count > most:
                     return True
-                pending += [inner for _, inner, _ in _lists_of(step)]
+                pending += [inner for _, inner, _ in step_lists(step)]
     return False
 
 
@@ -708,7 +707,7 @@ def _scope_steps(steps: list, prefix: list, outer: Scope, found: dict[str, Scope
         own: list[str] = []  # what the step's own lists leave in the context
         # Handlers run after the rest of the step (a parallel step's branches, a condition's branch):
         # they see what those left, and the step's id.
-        for parts, inner, name in sorted(_lists_of(step), key=lambda entry: entry[2] in HANDLER_LISTS):
+        for parts, inner, name in sorted(step_lists(step), key=lambda entry: entry[2] in HANDLER_LISTS):
             handler = name in HANDLER_LISTS
             inner_scope = Scope(
                 here.steps + ((*own, step["id"]) if handler else ()),
@@ -716,7 +715,7 @@ def _scope_steps(steps: list, prefix: list, outer: Scope, found: dict[str, Scope
                 here.error or name == "on_error",
             )
             inner_added = _scope_steps(inner, path + parts, inner_scope, found)
-            if (step["type"], name) not in ISOLATED_LISTS:
+            if (step["type"], name) not in LOOP_LISTS:
                 own += inner_added
         added += own
         added.append(step["id"])
@@ -801,11 +800,11 @@ def _expression_problems(steps: list, pointers: dict[str, str]) -> list[Problem]
             where = _pointer([*_parts_of(path), *parts])
             for _offset, expression in expression_parts(text, bare):
                 try:
-                    parsed = jmespath.compile(expression).parsed
-                except RecursionError:
-                    problems.append(Problem(where, "the expression nests too deeply"))
+                    parsed = compiled(expression).parsed
+                except ExpressionError as error:  # nested past the parser
+                    problems.append(Problem(where, str(error)))
                     continue
-                except (ExpressionError, jmespath.exceptions.JMESPathError) as error:
+                except jmespath.exceptions.JMESPathError as error:
                     problems.append(Problem(where, f"not a valid expression: {error}"))
                     continue
                 for name, next_name in root_references(parsed):

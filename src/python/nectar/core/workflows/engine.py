@@ -42,8 +42,10 @@ from typing import Any, Protocol
 from nectar.core.workflows import code, time_limit
 from nectar.core.workflows.definition import (
     DEFAULT_SIGNAL_TIMEOUT_SECONDS,
+    LOOP_LISTS,
     MAX_FOR_EACH_ITEMS,
     MAX_WAIT_SECONDS,
+    step_lists,
 )
 from nectar.core.workflows.expressions import (
     ExpressionError,
@@ -646,10 +648,9 @@ class Run:
                 url := self.inbox.resume_url(path + step["id"], step["event"])
             ):
                 urls[step["id"]] = url
-            for branch in ("then", "else", "on_error", "on_timeout"):
-                urls.update(self._resume_urls(step.get(branch) or [], path))
-            for branch_steps in step.get("branches") or []:  # a parallel step's
-                urls.update(self._resume_urls(branch_steps, path))
+            for _parts, inner, name in step_lists(step):  # as the schema places nested steps
+                if (step["type"], name) not in LOOP_LISTS:
+                    urls.update(self._resume_urls(inner, path))
         return urls
 
     def _call_workflow(self, step: dict, context: dict, key: str) -> tuple[Any, Any]:

@@ -186,7 +186,7 @@ def template_parts(template: str) -> Iterator[tuple[int, str]]:
 
 
 @functools.lru_cache(maxsize=4096)  # endpoint calls evaluate the same few expressions every time
-def _compiled(expression: str):
+def compiled(expression: str):
     try:
         return jmespath.compile(expression)
     except RecursionError:  # jmespath's parser recurses once per nested ( or !
@@ -198,7 +198,7 @@ def evaluate(expression: str, context: dict) -> Any:
     (time_limit.py), which raises TimeLimitExceeded past it."""
     _interpreter.visits.count = 0
     try:
-        return _interpreter.visit(_compiled(expression.strip()).parsed, context)
+        return _interpreter.visit(compiled(expression.strip()).parsed, context)
     except JMESPathError as error:
         raise ExpressionError(f"{expression.strip()!r}: {error}") from None
 

@@ -239,6 +239,28 @@ def test_a_running_run_stops_at_its_next_step_once_cancelled(app, upstream, data
     assert outbox_count(database, later) == 0
 
 
+def test_a_run_cancelled_during_its_last_step_stays_cancelled_with_that_step(app, upstream):
+    """No step follows to stop at: the run's outcome is written over a cancellation that came first,
+    and the cancellation stands."""
+    browser = Browser(app)
+    started: dict = {}
+    upstream.on_request = lambda path: started.update(
+        answer=browser.api(
+            "POST", f"/api/v1/runs/{started['run']}/cancel", token=started["token"]
+        ).status_code
+    )
+    token, run_id = start(
+        browser, {"steps": [{"id": "slow", "type": "http_request", "url": f"{upstream.url}/slow"}]}
+    )
+    started.update(run=run_id, token=token)
+    drain_jobs(app)
+    assert started["answer"] == 200
+    run = get_run(browser, token, run_id)
+    assert run["status"] == "cancelled" and run["error"].startswith("Cancelled by")
+    assert [s["step_id"] for s in run["steps"]] == ["slow"] and run["finished_at"]
+    assert browser.api("POST", f"/api/v1/runs/{run_id}/cancel", token=token).status_code == 409
+
+
 def test_waiting_runs_are_listed_with_what_they_wait_for_and_until_when(app, database):
     browser = Browser(app)
     token, waiting_id = start(browser, WAITS_FOR_PAYMENT)

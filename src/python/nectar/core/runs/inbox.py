@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from nectar.core.access import ROLE_RANK
 from nectar.core.org_mail.service import MailLimitReached, charge
+from nectar.core.runs.journal import ClaimedRun
 from nectar.core.runs.links import RESUME_URL_LIFETIME, RunLinks, Target
 from nectar.schema.models import Membership, Organization, User, Workflow, WorkflowRun
 from nectar.shared.mail import Email, queue_email_once
@@ -54,7 +55,7 @@ class RunInbox:
     def __init__(
         self,
         session: Session,
-        run: WorkflowRun,
+        run: ClaimedRun,
         links: RunLinks,
         session_lock: AbstractContextManager = nullcontext(),  # noqa: B008 - stateless, shareable
     ):

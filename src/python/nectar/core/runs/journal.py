@@ -6,14 +6,62 @@ from __future__ import annotations
 
 import uuid
 from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+from datetime import datetime
 
-from sqlalchemy import select, text
+from sqlalchemy import text
+from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-from nectar.core.runs.records import record_from_json, record_json
+from nectar.core.runs.records import FINAL_STATUSES, record_from_json, record_json
 from nectar.core.workflows.engine import Checkpoint
 from nectar.core.workflows.expressions import json_text
-from nectar.schema.models import WorkflowRunCheckpoint
+from nectar.shared.database import SET_TENANT_SQL, in_one_round_trip
+
+
+@dataclass(frozen=True)
+class ClaimedRun:
+    """What an activation needs of its run, read as it starts."""
+
+    id: uuid.UUID
+    org_id: uuid.UUID
+    workflow_id: uuid.UUID
+    version_id: uuid.UUID
+    definition: dict | None  # a draft's (a test run), else the version's
+    input: dict | None
+    call_depth: int
+    trigger: str
+    parent_run_id: uuid.UUID | None
+    queued_at: datetime
+
+
+_CLAIM_SQL = f"""
+    UPDATE workflow_runs SET status = 'running'
+    WHERE id = %(run)s AND status NOT IN {FINAL_STATUSES!r}
+    RETURNING id, org_id, workflow_id, version_id, definition, input, call_depth, trigger, parent_run_id, queued_at
+"""  # noqa: S608 - constants only
+_CHECKPOINTS_SQL = (
+    "SELECT step_key, status, output, error, record FROM workflow_run_checkpoints WHERE run_id = %(run)s"
+)
+
+
+def claim_run(
+    engine: Engine, org_id: uuid.UUID, run_id: uuid.UUID
+) -> tuple[ClaimedRun, dict[str, Checkpoint]] | None:
+    """An activation's start, in one round trip (the worker's hot path): run `run_id` marked
+    running and read with its journal's checkpoints, or None when it has ended (or is not there)."""
+    params = {"run": run_id}
+    _, claimed, checkpoints = in_one_round_trip(
+        engine, [(SET_TENANT_SQL, (str(org_id),)), (_CLAIM_SQL, params), (_CHECKPOINTS_SQL, params)]
+    )
+    if not claimed:
+        return None
+    saved = {
+        key: Checkpoint(status, output, error, record_from_json(record))
+        for key, status, output, error, record in checkpoints
+    }
+    return ClaimedRun(*claimed[0]), saved
+
 
 # A finished checkpoint is final: only a `waiting` one is replaced (by the wait's end).
 _SAVE_SQL = text(
@@ -26,23 +74,21 @@ _SAVE_SQL = text(
 
 
 class RunJournal:
-    """The journal of run `run_id`, on a session scoped to its organization. `save` commits: the
-    step's own writes in the session's transaction (its email) become durable with it. The
-    session's other users (the run's effects) share `session_lock`."""
+    """The journal of run `run_id`, on a session scoped to its organization, holding the checkpoints
+    `saved` so far (claim_run read them). `save` commits: the step's own writes in the session's
+    transaction (its email) become durable with it. The session's other users (the run's effects)
+    share `session_lock`."""
 
     def __init__(
         self,
         session: Session,
         org_id: uuid.UUID,
         run_id: uuid.UUID,
+        saved: dict[str, Checkpoint],
         session_lock: AbstractContextManager = nullcontext(),  # noqa: B008 - stateless, shareable
     ):
         self.session, self.org_id, self.run_id, self._session_lock = session, org_id, run_id, session_lock
-        rows = session.scalars(select(WorkflowRunCheckpoint).where(WorkflowRunCheckpoint.run_id == run_id))
-        self._saved = {
-            row.step_key: Checkpoint(row.status, row.output, row.error, record_from_json(row.record))
-            for row in rows
-        }
+        self._saved = dict(saved)
 
     def recall(self, key: str) -> Checkpoint | None:
         return self._saved.get(key)

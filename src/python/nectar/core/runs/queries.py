@@ -6,7 +6,9 @@ not found.
 
 from __future__ import annotations
 
+import threading
 import uuid
+from collections import OrderedDict
 from datetime import datetime
 
 from sqlalchemy import select
@@ -24,6 +26,31 @@ def version_of(session: Session, workflow_id: uuid.UUID, number: int | None) -> 
             WorkflowVersion.workflow_id == workflow_id, WorkflowVersion.version == number
         )
     )
+
+
+# A saved version never changes, so each worker keeps the definitions it ran last: an activation
+# then reads nothing but its run. Bounded: at most this many documents, each within the API's body limit.
+DEFINITIONS_KEPT = 64
+_definitions: OrderedDict[tuple[uuid.UUID, uuid.UUID], dict] = OrderedDict()
+_definitions_lock = threading.Lock()
+
+
+def saved_definition(session: Session, org_id: uuid.UUID, version_id: uuid.UUID) -> dict:
+    """The definition of saved version `version_id` of organization `org_id` (the session's scope),
+    read once per process while it is among the last DEFINITIONS_KEPT used. Callers must not change it."""
+    key = (org_id, version_id)
+    with _definitions_lock:
+        if (definition := _definitions.get(key)) is not None:
+            _definitions.move_to_end(key)
+            return definition
+    definition = session.scalar(select(WorkflowVersion.definition).where(WorkflowVersion.id == version_id))
+    if definition is None:
+        raise LookupError(f"workflow version {version_id} is not in this organization")
+    with _definitions_lock:
+        _definitions[key] = definition
+        while len(_definitions) > DEFINITIONS_KEPT:
+            _definitions.popitem(last=False)
+    return definition
 
 
 def run_for_key(session: Session, workflow_id: uuid.UUID, key: str) -> WorkflowRun | None:

@@ -210,18 +210,23 @@ def record_run(
     return run.id
 
 
-# A run that waited keeps the time it first started; its duration runs from then.
+# A run that waited keeps the time it first started; its duration runs from then. A run cancelled
+# while it ran stays cancelled, with the steps it took (a cancellation stands).
 _COMPLETE_RUN_SQL = f"""
     WITH completed AS (
-        UPDATE workflow_runs SET status = r.status, output = r.output, error = r.error,
-               started_at = COALESCE(workflow_runs.started_at, r.started_at), finished_at = r.finished_at,
+        UPDATE workflow_runs SET
+               status = CASE WHEN workflow_runs.status = 'cancelled' THEN 'cancelled' ELSE r.status END,
+               error = CASE WHEN workflow_runs.status = 'cancelled' THEN workflow_runs.error ELSE r.error END,
+               output = r.output, started_at = COALESCE(workflow_runs.started_at, r.started_at),
+               finished_at = r.finished_at,
                duration_ms = (EXTRACT(EPOCH FROM r.finished_at - COALESCE(workflow_runs.started_at, r.started_at))
                               * 1000)::int,
                steps = r.steps, wake_at = NULL, waiting_for = NULL
         FROM jsonb_to_record(CAST(%(outcome)s AS jsonb)) AS r({_OUTCOME_FIELDS})
         WHERE id = %(id)s
-        RETURNING workflow_runs.org_id, workflow_runs.trigger, workflow_runs.status
-    ) {check_alerts_sql("completed")}
+        RETURNING workflow_runs.org_id, workflow_runs.trigger, workflow_runs.status, workflow_runs.error
+    ), alerted AS ({check_alerts_sql("completed")})
+    SELECT status, error FROM completed
 """  # noqa: S608 - only constants are filled in
 
 # A run that could not be completed (its workflow raised, or its version is broken).
@@ -237,13 +242,17 @@ _FAIL_RUN_SQL = f"""
 _SUSPEND_RUN_SQL = """
     UPDATE workflow_runs SET status = 'waiting', wake_at = %(wake_at)s, waiting_for = CAST(%(waiting_for)s AS jsonb),
            steps = CAST(%(steps)s AS jsonb), started_at = COALESCE(started_at, %(started_at)s)
-    WHERE id = %(id)s
+    WHERE id = %(id)s AND status <> 'cancelled'
+    RETURNING status, error
 """
 
 
-def complete_run(session: Session, run_id: uuid.UUID, outcome: RunOutcome) -> None:
-    """Writes a queued run's outcome and steps in one statement: finished, or waiting (with when to
-    wake it and what it waits for)."""
+def complete_run(session: Session, run_id: uuid.UUID, outcome: RunOutcome) -> tuple[str, str | None]:
+    """Writes an activation's outcome and steps in one statement, in the session's transaction:
+    finished, or waiting (with when to wake it and what it waits for). The row's lock orders it
+    with a cancel: a run cancelled first stays cancelled (with these steps), one cancelled later
+    finds it final. Returns the run's status and error as written."""
+    connection = session.connection()
     if outcome.status == "waiting":
         params = {
             "id": run_id,
@@ -252,11 +261,12 @@ def complete_run(session: Session, run_id: uuid.UUID, outcome: RunOutcome) -> No
             "steps": jsonb_text([record_json(s) for s in outcome.steps]),
             "started_at": outcome.started_at,
         }
-        session.connection().exec_driver_sql(_SUSPEND_RUN_SQL, params)
-        return
-    session.connection().exec_driver_sql(
+        if (written := connection.exec_driver_sql(_SUSPEND_RUN_SQL, params).first()) is not None:
+            return tuple(written)
+    written = connection.exec_driver_sql(
         _COMPLETE_RUN_SQL, {"id": run_id, "outcome": jsonb_text(_outcome_row(outcome))}
-    )
+    ).one()
+    return tuple(written)
 
 
 def fail_run(session: Session, run_id: uuid.UUID, error: str) -> None:

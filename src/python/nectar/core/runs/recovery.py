@@ -19,8 +19,7 @@ from sqlalchemy.orm import Session
 
 from nectar.core.runs.calls import wake_caller
 from nectar.core.runs.queue import queue_run
-from nectar.core.runs.records import TEST_TRIGGER
-from nectar.core.runs.runner import FINAL_STATUSES
+from nectar.core.runs.records import FINAL_STATUSES, TEST_TRIGGER
 from nectar.core.runs.signals import Refused
 from nectar.schema.models import WorkflowRun, WorkflowVersion
 

@@ -12,19 +12,18 @@ from dataclasses import replace
 from datetime import UTC, datetime
 
 from flask import current_app
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from nectar.core.integrations.service import authorize, connection_named
 from nectar.core.org_mail.service import MailLimitReached, WorkflowMail
 from nectar.core.runs.calls import Caller, called_run_result, start_called_run, wake_caller
 from nectar.core.runs.inbox import RunInbox
-from nectar.core.runs.journal import RunJournal
+from nectar.core.runs.journal import ClaimedRun, RunJournal, claim_run
 from nectar.core.runs.links import run_links
-from nectar.core.runs.records import FINAL_STATUSES, RunRequest, complete_run, fail_run, record_run
+from nectar.core.runs.queries import saved_definition
+from nectar.core.runs.records import RunRequest, complete_run, fail_run, record_run
 from nectar.core.workflows import outbound
 from nectar.core.workflows.engine import SYNC_LIMITS, Limits, RunOutcome, RunStopped, StepFailed, execute
-from nectar.schema.models import WorkflowRun, WorkflowVersion
 from nectar.shared.database import db, is_database_outage, scope_session
 from nectar.shared.mail import Email, queue_email
 
@@ -150,14 +149,13 @@ def activate_run(
     ends cancelled whatever it reached. A called run that ends wakes its caller if the caller waits
     for it."""
     scope_session(session, org_id=org_id)
-    run = session.scalar(select(WorkflowRun).where(WorkflowRun.id == run_id).with_for_update())
-    if run is None or run.status in FINAL_STATUSES:
+    claimed = claim_run(session.get_bind(), org_id, run_id)
+    if claimed is None:
         return None  # already finished, or removed
-    run.status = "running"
-    session.commit()
-    definition = run.definition or session.get(WorkflowVersion, run.version_id).definition
+    run, saved = claimed
     session_lock = threading.RLock()  # parallel branches share the session (engine.py)
     try:
+        definition = run.definition or saved_definition(session, org_id, run.version_id)
         outcome = execute(
             definition,
             run.input or {},
@@ -169,18 +167,14 @@ def activate_run(
             ),
             limits=limits,
             mode="async",
-            journal=RunJournal(session, org_id, run_id, session_lock),
+            journal=RunJournal(session, org_id, run_id, saved, session_lock),
             now=now or (lambda: datetime.now(UTC)),
             inbox=RunInbox(session, run, run_links(), session_lock),
             tenant=org_id,
         )
-        # Locked until the outcome is committed, so a cancel either came first or finds it final.
-        status, error = session.execute(
-            select(WorkflowRun.status, WorkflowRun.error).where(WorkflowRun.id == run_id).with_for_update()
-        ).one()
-        if status == "cancelled":
-            outcome = replace(outcome, status="cancelled", error=error, wake_at=None, waiting_for=None)
-        complete_run(session, run_id, outcome)
+        status, error = complete_run(session, run_id, outcome)
+        if status != outcome.status:  # cancelled meanwhile: the cancellation stands
+            outcome = replace(outcome, status=status, error=error, wake_at=None, waiting_for=None)
         if run.parent_run_id is not None and outcome.status != "waiting":
             wake_caller(session, org_id, run_id)
         return outcome
@@ -190,7 +184,7 @@ def activate_run(
         return _fail(session, org_id, run, error)
 
 
-def _fail(session: Session, org_id: uuid.UUID, run: WorkflowRun, error: Exception) -> None:
+def _fail(session: Session, org_id: uuid.UUID, run: ClaimedRun, error: Exception) -> None:
     run_id, called = run.id, run.parent_run_id is not None
     session.rollback()
     scope_session(session, org_id=org_id)

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from nectar.core.access import ROLE_RANK, PermissionDenied
 from nectar.core.runs.queue import schedule_activation
-from nectar.core.runs.runner import FINAL_STATUSES
+from nectar.core.runs.records import FINAL_STATUSES
 from nectar.core.workflows.definition import EVENT_NAME_PATTERN
 from nectar.core.workflows.expressions import ExpressionError, check_size, json_safe
 from nectar.schema.models import (

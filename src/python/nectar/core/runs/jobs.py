@@ -84,11 +84,7 @@ def wake_run(org_id: str, run_id: str) -> None:
 @blueprint.task(name=RUN_TASK, queue=QUEUE, retry=ActivationRetry())
 def run_workflow(org_id: str, run_id: str) -> None:
     with bound_app_context():
-        org, run = uuid.UUID(org_id), uuid.UUID(run_id)
-        outcome = activate_run(db.session, org, run, limits=ASYNC_LIMITS)
-        if outcome is not None and outcome.status == "waiting" and outcome.wake_at is not None:
-            schedule_activation(db.session, org, run, outcome.wake_at)
-        db.session.commit()
+        activate_run(db.session, uuid.UUID(org_id), uuid.UUID(run_id), limits=ASYNC_LIMITS)
 
 
 @blueprint.periodic(cron="* * * * *")

@@ -19,7 +19,7 @@ from sqlalchemy import text
 
 from nectar.core.workflows.expressions import json_safe
 from nectar.schema.models import WorkflowRun
-from nectar.shared.jobs import enqueue
+from nectar.shared.jobs import job_statement
 
 QUEUE = "core"
 RUN_TASK = "core.run_workflow"
@@ -74,7 +74,14 @@ def queue_run(
 def schedule_activation(
     session, org_id: uuid.UUID, run_id: uuid.UUID, at: datetime | None = None, *, priority: int = 0
 ) -> None:
-    """Queues the run's next activation (now, or at `at`) in the caller's transaction.
+    """Queues the run's next activation (now, or at `at`) in the caller's transaction (activation_job)."""
+    session.connection().exec_driver_sql(*activation_job(org_id, run_id, at, priority=priority))
+
+
+def activation_job(
+    org_id: uuid.UUID, run_id: uuid.UUID, at: datetime | None = None, *, priority: int = 0
+) -> tuple[str, dict]:
+    """The statement that queues the run's next activation (now, or at `at`).
 
     A run always takes the same of its organization's lanes (procrastinate locks), so its
     activations never overlap, whoever queued them, and the organization never holds more than
@@ -84,8 +91,7 @@ def schedule_activation(
     first."""
     args = {"org_id": str(org_id), "run_id": str(run_id)}
     if at is not None and at > datetime.now(UTC):
-        enqueue(session, WAKE_TASK, args, queue=QUEUE, scheduled_at=at)
-        return
+        return job_statement(WAKE_TASK, args, queue=QUEUE, scheduled_at=at)
     lanes = current_app.config["NECTAR_SETTINGS"].org_max_worker_runs
     lane = uuid.UUID(str(run_id)).int % lanes
-    enqueue(session, RUN_TASK, args, queue=QUEUE, priority=priority, lock=f"{RUN_TASK}:{org_id}:{lane}")
+    return job_statement(RUN_TASK, args, queue=QUEUE, priority=priority, lock=f"{RUN_TASK}:{org_id}:{lane}")

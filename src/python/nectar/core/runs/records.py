@@ -240,33 +240,36 @@ _FAIL_RUN_SQL = f"""
 """  # noqa: S608 - only constants are filled in
 
 _SUSPEND_RUN_SQL = """
-    UPDATE workflow_runs SET status = 'waiting', wake_at = %(wake_at)s, waiting_for = CAST(%(waiting_for)s AS jsonb),
+    UPDATE workflow_runs SET
+           status = CASE WHEN status = 'cancelled' THEN status ELSE 'waiting' END,
+           wake_at = CASE WHEN status = 'cancelled' THEN NULL ELSE CAST(%(wake_at)s AS timestamptz) END,
+           waiting_for = CASE WHEN status = 'cancelled' THEN NULL ELSE CAST(%(waiting_for)s AS jsonb) END,
            steps = CAST(%(steps)s AS jsonb), started_at = COALESCE(started_at, %(started_at)s)
-    WHERE id = %(id)s AND status <> 'cancelled'
+    WHERE id = %(id)s
     RETURNING status, error
 """
 
 
-def complete_run(session: Session, run_id: uuid.UUID, outcome: RunOutcome) -> tuple[str, str | None]:
-    """Writes an activation's outcome and steps in one statement, in the session's transaction:
+def outcome_statement(run_id: uuid.UUID, outcome: RunOutcome) -> tuple[str, dict]:
+    """The one statement that writes an activation's outcome and steps (psycopg's parameter style):
     finished, or waiting (with when to wake it and what it waits for). The row's lock orders it
     with a cancel: a run cancelled first stays cancelled (with these steps), one cancelled later
-    finds it final. Returns the run's status and error as written."""
-    connection = session.connection()
+    finds it final. It returns the run's status and error as written."""
     if outcome.status == "waiting":
-        params = {
+        return _SUSPEND_RUN_SQL, {
             "id": run_id,
             "wake_at": outcome.wake_at,
             "waiting_for": jsonb_text(outcome.waiting_for),
             "steps": jsonb_text([record_json(s) for s in outcome.steps]),
             "started_at": outcome.started_at,
         }
-        if (written := connection.exec_driver_sql(_SUSPEND_RUN_SQL, params).first()) is not None:
-            return tuple(written)
-    written = connection.exec_driver_sql(
-        _COMPLETE_RUN_SQL, {"id": run_id, "outcome": jsonb_text(_outcome_row(outcome))}
-    ).one()
-    return tuple(written)
+    return _COMPLETE_RUN_SQL, {"id": run_id, "outcome": jsonb_text(_outcome_row(outcome))}
+
+
+def complete_run(session: Session, run_id: uuid.UUID, outcome: RunOutcome) -> tuple[str, str | None]:
+    """Writes an activation's outcome in the session's transaction (outcome_statement); returns
+    the run's status and error as written."""
+    return tuple(session.connection().exec_driver_sql(*outcome_statement(run_id, outcome)).one())
 
 
 def fail_run(session: Session, run_id: uuid.UUID, error: str) -> None:

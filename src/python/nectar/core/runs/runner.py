@@ -21,10 +21,11 @@ from nectar.core.runs.inbox import RunInbox
 from nectar.core.runs.journal import ClaimedRun, RunJournal, claim_run
 from nectar.core.runs.links import run_links
 from nectar.core.runs.queries import saved_definition
-from nectar.core.runs.records import RunRequest, complete_run, fail_run, record_run
+from nectar.core.runs.queue import activation_job
+from nectar.core.runs.records import RunRequest, complete_run, fail_run, outcome_statement, record_run
 from nectar.core.workflows import outbound
 from nectar.core.workflows.engine import SYNC_LIMITS, Limits, RunOutcome, RunStopped, StepFailed, execute
-from nectar.shared.database import db, is_database_outage, scope_session
+from nectar.shared.database import SET_TENANT_SQL, db, in_one_round_trip, is_database_outage, scope_session
 from nectar.shared.mail import Email, queue_email
 
 UNSUBSCRIBED = "the recipient unsubscribed from this organization's email"
@@ -142,12 +143,11 @@ def activate_run(
 ) -> RunOutcome | None:
     """Takes a queued or waiting run as far as it can go now (the worker's part), resuming from its
     journal: a run whose worker died goes on where its journal ends, repeating no effect it had
-    recorded. Its outcome (finished, or waiting until `wake_at`) is written but not committed, so
-    the caller can schedule the next activation in the same transaction. None when there was
-    nothing to do. A workflow's own failures end as a failed run; the database's raise, and the
-    job is retried. A run cancelled meanwhile stops before its next step that acts or waits, and
-    ends cancelled whatever it reached. A called run that ends wakes its caller if the caller waits
-    for it."""
+    recorded. Its outcome (finished, or waiting until `wake_at`) is written and committed with its
+    next activation. None when there was nothing to do. A workflow's own failures end as a failed
+    run; the database's raise, and the job is retried. A run cancelled meanwhile stops before its
+    next step that acts or waits, and ends cancelled whatever it reached. A called run that ends
+    wakes its caller if the caller waits for it."""
     scope_session(session, org_id=org_id)
     claimed = claim_run(session.get_bind(), org_id, run_id)
     if claimed is None:
@@ -172,16 +172,34 @@ def activate_run(
             inbox=RunInbox(session, run, run_links(), session_lock),
             tenant=org_id,
         )
-        status, error = complete_run(session, run_id, outcome)
-        if status != outcome.status:  # cancelled meanwhile: the cancellation stands
-            outcome = replace(outcome, status=status, error=error, wake_at=None, waiting_for=None)
-        if run.parent_run_id is not None and outcome.status != "waiting":
-            wake_caller(session, org_id, run_id)
-        return outcome
+        return _settle(session, org_id, run, outcome)
     except Exception as error:  # noqa: BLE001 - a run must end recorded, whatever broke
         if is_database_outage(error):
             raise  # the database went away: the job is retried and the run resumes from its journal
-        return _fail(session, org_id, run, error)
+        _fail(session, org_id, run, error)
+        return None
+
+
+def _settle(session: Session, org_id: uuid.UUID, run: ClaimedRun, outcome: RunOutcome) -> RunOutcome:
+    """Writes and commits the activation's outcome with what follows it: the run's own wake-up
+    when it waits until a time; its caller's activation when it was called and has ended."""
+    wake_up = [activation_job(org_id, run.id, outcome.wake_at)] if outcome.wake_at else []
+    if run.parent_run_id is None:
+        # The usual case, in one round trip (the worker's hot path), after whatever the steps
+        # left open (usually nothing: each step that writes commits with its checkpoint).
+        session.commit()
+        statements = [(SET_TENANT_SQL, (str(org_id),)), outcome_statement(run.id, outcome), *wake_up]
+        status, error = in_one_round_trip(session.get_bind(), statements)[1][0]
+    else:
+        status, error = complete_run(session, run.id, outcome)
+        for statement in wake_up:
+            session.connection().exec_driver_sql(*statement)
+        if status != "waiting":
+            wake_caller(session, org_id, run.id)
+        session.commit()
+    if status != outcome.status:  # cancelled meanwhile: the cancellation stands
+        outcome = replace(outcome, status=status, error=error, wake_at=None, waiting_for=None)
+    return outcome
 
 
 def _fail(session: Session, org_id: uuid.UUID, run: ClaimedRun, error: Exception) -> None:
@@ -191,6 +209,7 @@ def _fail(session: Session, org_id: uuid.UUID, run: ClaimedRun, error: Exception
     fail_run(session, run_id, f"the run could not be completed: {type(error).__name__}: {error}"[:2000])
     if called:
         wake_caller(session, org_id, run_id)
+    session.commit()
 
 
 def run_version(

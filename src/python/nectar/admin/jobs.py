@@ -7,6 +7,7 @@ import logging
 
 import procrastinate
 from sqlalchemy import Engine, text
+from sqlalchemy.orm import Session
 
 from nectar.shared import throttle
 from nectar.shared.jobs import add_queue_upkeep
@@ -33,26 +34,28 @@ def run_retention_days(conn) -> int:
         return DEFAULT_RUN_RETENTION_DAYS
 
 
+# Only runs that have ended: one still waiting (up to 30 days, then its approval or event timeout)
+# or running is kept however long ago it was queued.
+_PRUNE_SQL = text(
+    "DELETE FROM workflow_runs WHERE id IN (SELECT id FROM workflow_runs "
+    "WHERE status IN ('succeeded', 'failed', 'cancelled') "
+    "AND COALESCE(finished_at, queued_at) < now() - make_interval(days => :days) LIMIT :batch)"
+)
+
+
 def prune(engine: Engine, batch: int = 10_000) -> int:
-    """Deletes workflow runs (and, by cascade, their steps) older than the retention, in batches so
-    a large backlog never holds long locks; also drops expired rate-limit counters."""
+    """Deletes workflow runs that ended longer ago than the retention (and, by cascade, their
+    checkpoints, events and approvals), in batches so a large backlog never holds long locks; also
+    drops expired rate-limit counters."""
     deleted = 0
     with engine.begin() as conn:
         days = run_retention_days(conn)
     while True:
         with engine.begin() as conn:
-            count = conn.execute(
-                text(
-                    "DELETE FROM workflow_runs WHERE id IN (SELECT id FROM workflow_runs "
-                    "WHERE queued_at < now() - make_interval(days => :days) LIMIT :batch)"
-                ),
-                {"days": days, "batch": batch},
-            ).rowcount
+            count = conn.execute(_PRUNE_SQL, {"days": days, "batch": batch}).rowcount
         deleted += count
         if count < batch:
             break
-    from sqlalchemy.orm import Session
-
     with Session(engine) as session, session.begin():
         throttle.prune(session)
     log.info("pruned %d workflow runs older than %d days", deleted, days)

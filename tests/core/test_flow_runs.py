@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from nectar.core.app import create_app
+from nectar.core.runs.queue import MAX_QUEUED_RUNS
 from nectar.shared.config import Role, Service
 from nectar.shared.database import db
 from tests.core.conftest import SERVICE_TOKEN, Browser, drain_jobs
@@ -410,3 +411,57 @@ def test_endpoint_paths_of_the_platform_are_reserved(owner):
             json={"method": "GET", "path": path, "workflow_id": workflow_id},
         )
         assert refused.status_code == 422 and refused.json["errors"][0]["path"] == "/path"
+
+
+# --- an organization's queue --------------------------------------------------------------------
+
+
+def test_an_organization_may_have_only_so_many_runs_waiting_to_start(owner, database):
+    """A workflow that starts others in a loop cannot fill the queue (and the database) for
+    everyone: past MAX_QUEUED_RUNS, new runs are refused however they are asked for, and nothing
+    is written; once the queue drains, runs start again."""
+    browser, org, token = owner
+    tag = uuid.uuid4().hex[:6]
+    target_id = _workflow(browser, token, manual({"id": "s", "type": "set", "values": {}}), name=f"t-{tag}")
+    fan_out_id = _workflow(
+        browser,
+        token,
+        {
+            "trigger": {"type": "http"},
+            "steps": [
+                call("kick", f"t-{tag}", wait=False),
+                {"id": "answer", "type": "respond", "body": {"run": "{{ steps.kick.run_id }}"}},
+            ],
+        },
+    )
+    _endpoint(browser, token, fan_out_id, path="/fan-out")
+    waits_id = _workflow(browser, token, {"trigger": {"type": "http"}, "steps": [call("w", f"t-{tag}")]})
+    _endpoint(browser, token, waits_id, path="/waits")
+    with database.connect(Role.ADMIN, autocommit=True) as conn:
+        org_id, version_id = conn.execute(
+            "SELECT org_id, id FROM workflow_versions WHERE workflow_id = %s", (target_id,)
+        ).fetchone()
+        conn.execute(  # a queue already full, as a runaway loop would leave it
+            "INSERT INTO workflow_runs (org_id, workflow_id, version_id, trigger, status, input) "
+            "SELECT %s, %s, %s, 'manual', 'queued', '{}' FROM generate_series(1, %s)",
+            (org_id, target_id, version_id, MAX_QUEUED_RUNS),
+        )
+
+    refused = browser.api("POST", f"/api/v1/workflows/{target_id}/runs", token=token, json={"input": {}})
+    assert refused.status_code == 429 and refused.headers["Retry-After"] == "60"
+    assert f"{MAX_QUEUED_RUNS:,} runs waiting to start" in refused.json["detail"]
+    queued_call = browser.client.post(f"/e/{org}/waits", json={})
+    assert queued_call.status_code == 429 and "waiting to start" in queued_call.json["detail"]
+    fan_out = browser.client.post(f"/e/{org}/fan-out", json={})
+    assert fan_out.status_code == 500  # the run failed at its call step
+    [failed] = runs_of(browser, token, fan_out_id)
+    assert failed["status"] == "failed" and "waiting to start" in failed["error"]
+    with database.connect(Role.ADMIN) as conn:
+        assert (
+            conn.execute("SELECT count(*) FROM workflow_runs WHERE org_id = %s", (org_id,)).fetchone()[0]
+            == MAX_QUEUED_RUNS + 1
+        )  # the failed endpoint run only
+
+    with database.connect(Role.ADMIN, autocommit=True) as conn:
+        conn.execute("DELETE FROM workflow_runs WHERE org_id = %s AND status = 'queued'", (org_id,))
+    assert start(browser, token, target_id)

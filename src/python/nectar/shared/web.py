@@ -10,7 +10,7 @@ from collections.abc import Callable
 from http import HTTPStatus
 from urllib.parse import urlsplit
 
-from flask import Blueprint, Flask, current_app, jsonify, make_response, request, url_for
+from flask import Blueprint, Flask, Response, current_app, jsonify, make_response, request, url_for
 from sqlalchemy import text
 from sqlalchemy.exc import DataError, SQLAlchemyError
 from werkzeug.exceptions import HTTPException, InternalServerError
@@ -40,6 +40,13 @@ def problem(status: int, detail: str | None = None, *, title: str | None = None,
     response = jsonify(body)
     response.status_code = status
     response.mimetype = PROBLEM_JSON
+    return response
+
+
+def problem_later(status: int, detail: str, retry_after: int) -> Response:
+    """A problem document for a refusal that passes (429, 503): with Retry-After, in seconds."""
+    response = problem(status, detail)
+    response.headers["Retry-After"] = str(retry_after)
     return response
 
 

@@ -16,10 +16,11 @@ from nectar.core.dashboard import org_counts
 from nectar.core.extensions import csrf
 from nectar.core.org_mail.service import MailLimitReached
 from nectar.core.orgs import service as orgs
+from nectar.core.runs.queue import QueueFull
 from nectar.schema.models import ApiKey, Invitation, Membership, Organization, User
 from nectar.shared.bad_input import JsonObject
 from nectar.shared.database import db
-from nectar.shared.web import external_url, problem
+from nectar.shared.web import external_url, problem, problem_later
 
 api = Blueprint("api", __name__, url_prefix="/api/v1")
 csrf.exempt(api)  # bearer requests carry no cookie; session requests are checked in _authenticate
@@ -51,9 +52,12 @@ def _missing(_error):
 
 @api.errorhandler(MailLimitReached)
 def _mail_limited(error: MailLimitReached):
-    response = problem(429, str(error))
-    response.headers["Retry-After"] = str(error.retry_after)
-    return response
+    return problem_later(429, str(error), error.retry_after)
+
+
+@api.errorhandler(QueueFull)
+def _queue_full(error: QueueFull):
+    return problem_later(429, str(error), error.retry_after)
 
 
 @api.errorhandler(orgs.OrgError)

@@ -23,7 +23,7 @@ from nectar.schema.models import WorkflowVersion
 from nectar.schema.models.workflows import RUN_STATUSES
 from nectar.shared.bad_input import JsonObject
 from nectar.shared.database import db
-from nectar.shared.web import problem
+from nectar.shared.web import problem, problem_later
 
 DESCRIPTION_MAX = 2000  # a workflow's or endpoint's description, as people write them
 
@@ -213,9 +213,7 @@ def preview_expression(workflow_id: uuid.UUID):
         previews.count_preview(db.session, principal.key_id if principal else _user_id())
     except previews.PreviewRefused as refused:
         db.session.commit()
-        response = problem(refused.status, refused.detail)
-        response.headers["Retry-After"] = str(refused.retry_after)
-        return response
+        return problem_later(refused.status, refused.detail, refused.retry_after)
     db.session.commit()
     text, pointer = body.get("text", ""), body.get("pointer", "")
     if not isinstance(text, str) or not isinstance(pointer, str):

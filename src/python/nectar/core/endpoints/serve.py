@@ -32,7 +32,7 @@ from nectar.core.extensions import csrf
 from nectar.core.integrations.service import signature_valid
 from nectar.core.runs.calls import Caller
 from nectar.core.runs.queries import run_for_key
-from nectar.core.runs.queue import queue_run
+from nectar.core.runs.queue import QueueFull, queue_run
 from nectar.core.runs.rate_window import WINDOW_SECONDS, Admission, rate_key
 from nectar.core.runs.records import FINAL_STATUSES, FinishedRun, RunRequest, checked_idempotency_key
 from nectar.core.runs.runner import CollectingEffects, outbound_policy, run_version
@@ -47,7 +47,13 @@ from nectar.shared.bad_input import BadInput, check_address, decode_text, loads_
 from nectar.shared.database import db, scope_session
 from nectar.shared.throttle import Limit, hit
 from nectar.shared.tokens import TokenInvalid, make_token, read_token
-from nectar.shared.web import keeps_raw_input, problem, security_headers, unexpected_error_response
+from nectar.shared.web import (
+    keeps_raw_input,
+    problem,
+    problem_later,
+    security_headers,
+    unexpected_error_response,
+)
 
 PREFIX = "/e/"
 tenant_endpoints = Blueprint("tenant_endpoints", __name__, url_prefix=PREFIX.rstrip("/"))
@@ -98,11 +104,9 @@ class TenantEndpointCalls:
 
 
 def _busy(share: int) -> Response:
-    response = problem(
-        429, f"This organization's calls already hold {share} of this server's threads; try again shortly."
+    return problem_later(
+        429, f"This organization's calls already hold {share} of this server's threads; try again shortly.", 1
     )
-    response.headers["Retry-After"] = "1"
-    return response
 
 
 class _AnswerHeaders:
@@ -385,9 +389,7 @@ def _body_mismatch(schema: dict | None, body, deadline: float):
 
 
 def _rate_limited(limit: int) -> Response:
-    response = problem(429, f"This organization's plan allows {limit} calls a minute.")
-    response.headers["Retry-After"] = "60"
-    return response
+    return problem_later(429, f"This organization's plan allows {limit} calls a minute.", 60)
 
 
 # Headers a workflow may see: never cookies or credentials (a browser following a link to another
@@ -449,9 +451,7 @@ def _call(
         writer.record(run, effects.emails, admission)
     except RecordingFailed as error:
         current_app.logger.warning("endpoint run %s not recorded: %s", run.id, error)
-        response = problem(503, "The call ran but its run could not be recorded. Try again shortly.")
-        response.headers["Retry-After"] = "5"
-        return response
+        return problem_later(503, "The call ran but its run could not be recorded. Try again shortly.", 5)
     return _respond(run.id, outcome.status, outcome.error, outcome.response, outcome.output)
 
 
@@ -497,7 +497,11 @@ def _run_once(org_id, workflow_id, version_id, definition, trigger, key, window:
         db.session.rollback()
         return _replay(earlier, queued), False
     if queued:
-        run_id = queue_run(db.session, org_id, workflow_id, version_id, "http", trigger, key=key)
+        try:
+            run_id = queue_run(db.session, org_id, workflow_id, version_id, "http", trigger, key=key)
+        except QueueFull as full:
+            db.session.rollback()
+            return problem_later(429, str(full), full.retry_after), False
         hit(db.session, rate_key(org_id), _CALL_WINDOW, now=window)
     else:
         request_ = RunRequest(workflow_id, version_id, "http", trigger, idempotency_key=key)

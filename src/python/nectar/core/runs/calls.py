@@ -16,7 +16,7 @@ from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from nectar.core.runs.queries import version_of
-from nectar.core.runs.queue import queue_run, schedule_activation
+from nectar.core.runs.queue import QueueFull, queue_run, schedule_activation
 from nectar.core.runs.records import FINAL_STATUSES, SILENT_TRIGGERS
 from nectar.core.workflows.definition import MAX_CALL_DEPTH
 from nectar.core.workflows.engine import RunStopped, StepFailed
@@ -66,18 +66,21 @@ def start_called_run(session: Session, caller: Caller, ref: str, run_input: dict
         if earlier is not None:
             return str(earlier)
     version_id = version_of(session, workflow.id, workflow.current_version).id
-    run_id = queue_run(
-        session,
-        caller.org_id,
-        workflow.id,
-        version_id,
-        # A test's or an alert's calls are part of it: they count as no usage and alert no one either.
-        caller.trigger if caller.trigger in SILENT_TRIGGERS else "call",
-        run_input,
-        key=idempotency_key,
-        parent_run_id=caller.run_id,
-        call_depth=caller.depth + 1,
-    )
+    try:
+        run_id = queue_run(
+            session,
+            caller.org_id,
+            workflow.id,
+            version_id,
+            # A test's or an alert's calls are part of it: they count as no usage and alert no one either.
+            caller.trigger if caller.trigger in SILENT_TRIGGERS else "call",
+            run_input,
+            key=idempotency_key,
+            parent_run_id=caller.run_id,
+            call_depth=caller.depth + 1,
+        )
+    except QueueFull as full:  # the calling step fails, and its on_error says what follows
+        raise StepFailed(str(full)) from None
     return str(run_id)
 
 

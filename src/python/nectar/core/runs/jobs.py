@@ -4,6 +4,7 @@ shared out fairly between organizations: queue.py."""
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,7 +16,7 @@ from croniter import croniter
 from flask import Flask
 from sqlalchemy import select, text, update
 
-from nectar.core.runs.queue import QUEUE, RUN_TASK, WAKE_TASK, queue_run, schedule_activation
+from nectar.core.runs.queue import QUEUE, RUN_TASK, WAKE_TASK, QueueFull, queue_run, schedule_activation
 from nectar.core.runs.runner import activate_run
 from nectar.core.workflows.engine import ASYNC_LIMITS
 from nectar.schema.models import Workflow, WorkflowRun, WorkflowSchedule
@@ -27,6 +28,7 @@ blueprint = procrastinate.Blueprint()
 # finished jobs are removed after a day.
 RETRY_STALLED_TASK = add_queue_upkeep(blueprint, QUEUE)
 _flask_app: Flask | None = None
+log = logging.getLogger(__name__)
 
 
 def bind(app: Flask) -> None:
@@ -124,16 +126,21 @@ def start_due_runs(session, now: datetime | None = None, limit: int = 200) -> in
                 )
             )
             if exists is None:
-                queue_run(
-                    session,
-                    schedule.organization_id,
-                    workflow.id,
-                    version_id,
-                    "schedule",
-                    {"scheduled_for": schedule.next_run_at.isoformat()},
-                    key=key,
-                )
-                started += 1
+                try:
+                    queue_run(
+                        session,
+                        schedule.organization_id,
+                        workflow.id,
+                        version_id,
+                        "schedule",
+                        {"scheduled_for": schedule.next_run_at.isoformat()},
+                        key=key,
+                    )
+                    started += 1
+                except QueueFull:  # this time is skipped, as when a worker was down past it
+                    log.warning(
+                        "scheduled run of workflow %s skipped: its organization's queue is full", workflow.id
+                    )
         scope_session(session)
         session.execute(
             update(WorkflowSchedule)

@@ -3,7 +3,9 @@ activations that follow (jobs.py holds the tasks that run them).
 
 Runs are shared out fairly between organizations. An organization's Nth waiting run is queued
 with priority -N, so workers take every organization's first waiting run before anyone's second:
-a thousand queued runs of one organization delay another's by one run each, at most. And its runs
+a thousand queued runs of one organization delay another's by one run each, at most. It may have
+MAX_QUEUED_RUNS waiting to start; one more is refused (QueueFull) until they drain, so a workflow
+that calls others in a loop cannot fill the queue and the database for everyone. And its runs
 go round ORG_MAX_WORKER_RUNS procrastinate locks (jobs with one lock run one at a time), so it
 holds at most that many of all workers' slots (WORKER_CONCURRENCY each); the rest stay free for
 other organizations however long its runs take.
@@ -24,7 +26,21 @@ from nectar.shared.jobs import job_statement
 QUEUE = "core"
 RUN_TASK = "core.run_workflow"
 WAKE_TASK = "core.wake_run"
-MOST_WAITING_COUNTED = 10_000  # past it, an organization's runs are all last alike
+MAX_QUEUED_RUNS = 10_000
+
+
+class QueueFull(Exception):
+    """The organization already has MAX_QUEUED_RUNS runs waiting to start."""
+
+    retry_after = 60  # seconds: a 429's Retry-After
+
+    def __init__(self) -> None:
+        super().__init__(
+            f"This organization already has {MAX_QUEUED_RUNS:,} runs waiting to start; "
+            "new ones are refused until they drain."
+        )
+
+
 _WAITING_RUNS = text(
     "SELECT count(*) FROM (SELECT 1 FROM workflow_runs WHERE org_id = :org_id AND status = 'queued' LIMIT :most) w"
 )
@@ -47,8 +63,11 @@ def queue_run(
     """Records a queued run and its job in the caller's transaction; returns the run's id. The job
     waits behind the organization's runs already waiting (see the module's docstring). A run
     called by another one names it (`parent_run_id`) and how deeply calls are nested. A test run
-    gives the `definition` it runs (a draft); others run their version's."""
-    waiting = session.scalar(_WAITING_RUNS, {"org_id": org_id, "most": MOST_WAITING_COUNTED})
+    gives the `definition` it runs (a draft); others run their version's. QueueFull when the
+    organization has MAX_QUEUED_RUNS waiting already (nothing is written then)."""
+    waiting = session.scalar(_WAITING_RUNS, {"org_id": org_id, "most": MAX_QUEUED_RUNS})
+    if waiting >= MAX_QUEUED_RUNS:
+        raise QueueFull()
     run_id = uuid.uuid4()
     session.add(
         WorkflowRun(

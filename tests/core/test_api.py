@@ -196,3 +196,23 @@ def test_the_same_idempotency_key_sent_at_once_starts_one_run_and_no_request_fai
         thread.join(60)
     assert sorted(status for status, _ in answers) == [200] * 7 + [202], answers
     assert len({run_id for _, run_id in answers}) == 1
+
+
+def test_an_idempotency_key_names_one_request(browser):
+    """Sent again with the same input, a key gets the first run back; with another input, a 422
+    that says so (replaying the first run would hide that this request never ran)."""
+    token, runs = _owner_with_a_workflow(browser)
+    first = browser.api(
+        "POST", runs, token=token, json={"input": {"a": 1}}, headers={"Idempotency-Key": "once"}
+    )
+    again = browser.api(
+        "POST", runs, token=token, json={"input": {"a": 1}}, headers={"Idempotency-Key": "once"}
+    )
+    assert first.status_code == 202 and again.status_code == 200 and again.json["id"] == first.json["id"]
+    other = browser.api(
+        "POST", runs, token=token, json={"input": {"a": 2}}, headers={"Idempotency-Key": "once"}
+    )
+    assert other.status_code == 422 and other.json["errors"][0]["field"] == "Idempotency-Key", other.json
+    workflow_id = runs.split("/")[4]  # /api/v1/workflows/<id>/runs
+    listed = browser.api("GET", f"/api/v1/runs?workflow_id={workflow_id}", token=token)
+    assert [run["id"] for run in listed.json["items"]] == [first.json["id"]]

@@ -266,6 +266,20 @@ def test_the_same_idempotency_key_runs_once(owner, database):
     second = browser.client.post(url, json={"items": [{"price": 1}]}, headers=headers)
     assert first.json == second.json and second.headers["Idempotent-Replayed"] == "true"
     assert first.headers["X-Nectar-Run-Id"] == second.headers["X-Nectar-Run-Id"]
+    retried = browser.client.post(  # a retry may carry other headers (a new timestamp, a trace id)
+        url, json={"items": [{"price": 1}]}, headers={**headers, "X-Request-Id": "retry-2"}
+    )
+    assert retried.headers["X-Nectar-Run-Id"] == first.headers["X-Nectar-Run-Id"]
+    for other in (
+        {"json": {"items": [{"price": 2}]}},
+        {"json": {"items": [{"price": 1}]}, "query_string": "a=1"},
+    ):
+        reused = browser.client.post(url, headers=headers, **other)
+        assert reused.status_code == 422, reused.json  # a key names one request; this one never ran
+        assert (
+            reused.json["errors"][0]["field"] == "Idempotency-Key"
+            and "different request" in reused.json["detail"]
+        )
     with database.connect(Role.ADMIN) as conn:
         assert (
             conn.execute(
@@ -275,7 +289,7 @@ def test_the_same_idempotency_key_runs_once(owner, database):
         )
 
 
-def test_keys_of_the_platforms_own_runs_are_refused_and_a_run_not_ended_is_pointed_to(owner, database):
+def test_keys_of_the_platforms_own_runs_are_refused_and_a_key_names_one_request(owner, database):
     browser, org, token = owner
     workflow_id = _workflow(browser, token)
     url = _endpoint(browser, token, workflow_id)["url"].replace("{id}", "5")
@@ -299,9 +313,21 @@ def test_keys_of_the_platforms_own_runs_are_refused_and_a_run_not_ended_is_point
         headers={"Idempotency-Key": "shared-1"},
     )
     assert queued.status_code == 202, queued.json
+    again = browser.api(
+        "POST",
+        f"/api/v1/workflows/{workflow_id}/runs",
+        token=token,
+        json={"input": body},
+        headers={"Idempotency-Key": "shared-1"},
+    )
+    assert (
+        again.status_code == 200
+        and again.json["id"] == queued.json["id"]
+        and again.json["status"] == "queued"
+    )
+    # The same key for a call of the workflow's endpoint is another request: refused, not replayed.
     answer = browser.client.post(url, json=body, headers={"Idempotency-Key": "shared-1"})
-    assert answer.status_code == 202 and answer.headers["X-Nectar-Run-Id"] == queued.json["id"], answer.json
-    assert answer.json["status_url"] and answer.headers["Idempotent-Replayed"] == "true"
+    assert answer.status_code == 422 and answer.json["errors"][0]["field"] == "Idempotency-Key", answer.json
     with database.connect(Role.ADMIN) as conn:
         count = conn.execute("SELECT count(*) FROM workflow_runs WHERE workflow_id = %s", (workflow_id,))
         assert count.fetchone()[0] == 1

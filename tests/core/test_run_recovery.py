@@ -288,3 +288,30 @@ def test_the_run_page_offers_a_retry_of_a_failed_run(app):
     drain_jobs(app)
     page = browser.get(f"/org/runs/{run_id}").get_data(as_text=True)
     assert "Retry from the failed step on v1" in page and "(step x)" in page
+
+
+def test_a_retry_or_re_run_sent_again_with_its_idempotency_key_starts_nothing_more(app):
+    browser = Browser(app)
+    failing = {"steps": [{"id": "boom", "type": "http_request", "url": "http://127.0.0.1:9/{{ trigger.n }}"}]}
+    token, failed_id = start(browser, failing, {"n": "1"})
+    workflow_id = get_run(browser, token, failed_id)["workflow_id"]
+    other = browser.api(
+        "POST", f"/api/v1/workflows/{workflow_id}/runs", token=token, json={"input": {"n": "2"}}
+    )
+    other_id = other.json["id"]  # keys are the workflow's: another run of it
+    drain_jobs(app)
+    assert get_run(browser, token, failed_id)["status"] == "failed"
+
+    def ask(action, run_id, key):
+        return browser.api(
+            "POST", f"/api/v1/runs/{run_id}/{action}", token=token, headers={"Idempotency-Key": key}
+        )
+
+    for action in ("retry", "rerun"):
+        first, again = ask(action, failed_id, f"{action}-1"), ask(action, failed_id, f"{action}-1")
+        assert first.status_code == 202 and again.status_code == 200, (first.json, again.json)
+        assert again.json["id"] == first.json["id"] and first.json["rerun_of"] == failed_id
+        of_another = ask(action, other_id, f"{action}-1")  # the key names the first request
+        assert of_another.status_code == 422 and of_another.json["errors"][0]["field"] == "Idempotency-Key"
+    listed = browser.api("GET", "/api/v1/runs", token=token).json["items"]
+    assert sorted(run["trigger"] for run in listed) == ["manual", "manual", "rerun", "retry"]

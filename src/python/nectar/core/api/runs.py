@@ -9,7 +9,7 @@ from flask import g, jsonify, request
 from flask_login import current_user
 
 from nectar.core.api.views import ApiError, _iso, api
-from nectar.core.api.workflows import run_json, version_to_run_again
+from nectar.core.api.workflows import run_json, start_once, version_to_run_again
 from nectar.core.runs import queries as run_queries
 from nectar.core.runs import recovery, signals
 from nectar.shared.database import db
@@ -47,9 +47,12 @@ def retry(run_id: uuid.UUID):
             422, 'version is "original" or "current".', errors={"version": ['"original" or "current"']}
         )
     version, as_test = version_to_run_again(run, choice == "current")
-    new_id = recovery.retry_run(db.session, run, version, as_test=as_test)
-    db.session.commit()
-    return jsonify(run_json(run_queries.get_run(db.session, new_id), detail=True)), 202
+    return start_once(
+        run.workflow_id,
+        run.input or {},
+        lambda key: recovery.retry_run(db.session, run, version, as_test=as_test, key=key),
+        rerun_of=run.id,
+    )
 
 
 @api.post("/runs/<uuid:run_id>/cancel")

@@ -4,6 +4,7 @@ so the same authentication and error handling apply)."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from datetime import datetime
 
 from flask import g, jsonify, request
@@ -166,18 +167,39 @@ def run_now(workflow_id: uuid.UUID):
     if version is None:
         raise ApiError(422, "No such version of this workflow.")
     run_input = body.get("input", {})
-    key = checked_idempotency_key(request.headers.get("Idempotency-Key"))
-    if key and (earlier := run_queries.run_for_key(db.session, workflow.id, key)) is not None:
-        return jsonify(run_json(earlier)), 200
     if not isinstance(run_input, dict):
         raise ApiError(422, "input must be a JSON object.")
+    org_id = g.org_context.org_id
+    return start_once(
+        workflow.id,
+        run_input,
+        lambda key: queue_run(db.session, org_id, workflow.id, version.id, "manual", run_input, key=key),
+    )
+
+
+def start_once(
+    workflow_id: uuid.UUID,
+    run_input: dict,
+    start: Callable[[str | None], uuid.UUID],
+    rerun_of: uuid.UUID | None = None,
+):
+    """The answer to a request that starts a run with `start(key)`, once per Idempotency-Key: 202
+    with the new run, or 200 with the run the key started before (the same request sent again:
+    run_to_replay), also when both were sent at the same moment."""
+    key = checked_idempotency_key(request.headers.get("Idempotency-Key"))
+    if key and (
+        earlier := run_queries.run_to_replay(db.session, workflow_id, key, run_input, rerun_of=rerun_of)
+    ):
+        return jsonify(run_json(earlier)), 200
     try:
         with db.session.begin_nested():
-            run_id = queue_run(
-                db.session, g.org_context.org_id, workflow.id, version.id, "manual", run_input, key=key
-            )
+            run_id = start(key)
     except IntegrityError:  # the same key, sent at the same moment, was recorded first
-        earlier = run_queries.run_for_key(db.session, workflow.id, key) if key else None
+        earlier = (
+            run_queries.run_to_replay(db.session, workflow_id, key, run_input, rerun_of=rerun_of)
+            if key
+            else None
+        )
         if earlier is None:
             raise
         return jsonify(run_json(earlier)), 200
@@ -286,18 +308,23 @@ def rerun(run_id: uuid.UUID):
     run = run_queries.get_run(db.session, run_id)
     use_current = _body().get("version") == "current" if request.data else False
     version, test = version_to_run_again(run, use_current)
-    new_id = queue_run(
-        db.session,
-        g.org_context.org_id,
-        run.workflow_id,
-        version.id,
-        TEST_TRIGGER if test else "rerun",
-        run.input or {},
-        rerun_of=run.id,
-        definition=run.definition if test else None,
-    )
-    db.session.commit()
-    return jsonify(run_json(run_queries.get_run(db.session, new_id), detail=True)), 202
+    org_id = g.org_context.org_id
+
+    def again(key: str | None) -> uuid.UUID:
+        trigger, definition = (TEST_TRIGGER, run.definition) if test else ("rerun", None)
+        return queue_run(
+            db.session,
+            org_id,
+            run.workflow_id,
+            version.id,
+            trigger,
+            run.input or {},
+            key=key,
+            rerun_of=run.id,
+            definition=definition,
+        )
+
+    return start_once(run.workflow_id, run.input or {}, again, rerun_of=run.id)
 
 
 def endpoint_json(endpoint) -> dict:

@@ -31,7 +31,7 @@ from nectar.core.endpoints.routing import route_table
 from nectar.core.extensions import csrf
 from nectar.core.integrations.service import signature_valid
 from nectar.core.runs.calls import Caller
-from nectar.core.runs.queries import run_for_key
+from nectar.core.runs.queries import run_to_replay
 from nectar.core.runs.queue import QueueFull, queue_run
 from nectar.core.runs.rate_window import WINDOW_SECONDS, Admission, rate_key
 from nectar.core.runs.records import FINAL_STATUSES, FinishedRun, RunRequest, checked_idempotency_key
@@ -461,6 +461,11 @@ def _scoped_session(org_id: uuid.UUID):
     return db.session
 
 
+# What a delivery under an Idempotency-Key must repeat to be the same request; its headers may
+# differ (a new timestamp, a trace id).
+REPEATED_REQUEST = ("method", "path", "params", "query", "body")
+
+
 def _run_in_session(
     org_id,
     workflow_id,
@@ -493,7 +498,10 @@ def _run_once(org_id, workflow_id, version_id, definition, trigger, key, window:
         db.session.execute(
             text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"), {"key": f"{workflow_id}:{key}"}
         )
-    if key and (earlier := run_for_key(db.session, workflow_id, key)) is not None:
+    if (
+        key
+        and (earlier := run_to_replay(db.session, workflow_id, key, trigger, REPEATED_REQUEST)) is not None
+    ):
         db.session.rollback()
         return _replay(earlier, queued), False
     if queued:
@@ -515,7 +523,7 @@ def _run_once(org_id, workflow_id, version_id, definition, trigger, key, window:
         # The same key arrived twice at once and the other delivery recorded first: answer as it did.
         db.session.rollback()
         scope_session(db.session, org_id=org_id)
-        return _replay(run_for_key(db.session, workflow_id, key), queued), False
+        return _replay(run_to_replay(db.session, workflow_id, key, trigger, REPEATED_REQUEST), queued), False
     if queued:
         return _accepted(org_id, run_id), True
     return _respond(run_id, outcome.status, outcome.error, outcome.response, outcome.output), True

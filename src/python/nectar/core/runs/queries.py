@@ -15,7 +15,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from nectar.core.runs.writer import run_writer
+from nectar.core.workflows.expressions import journaled
 from nectar.schema.models import WorkflowRun, WorkflowVersion
+from nectar.shared.bad_input import BadInput
 
 
 def version_of(session: Session, workflow_id: uuid.UUID, number: int | None) -> WorkflowVersion | None:
@@ -57,6 +59,36 @@ def run_for_key(session: Session, workflow_id: uuid.UUID, key: str) -> WorkflowR
     return session.scalar(
         select(WorkflowRun).where(WorkflowRun.workflow_id == workflow_id, WorkflowRun.idempotency_key == key)
     )
+
+
+def run_to_replay(
+    session: Session,
+    workflow_id: uuid.UUID,
+    key: str,
+    run_input: dict,
+    compared: tuple[str, ...] | None = None,
+    *,
+    rerun_of: uuid.UUID | None = None,
+) -> WorkflowRun | None:
+    """The run a request with Idempotency-Key `key` started before, whose answer is given again,
+    or None. A key names one request: when the earlier one asked for something else (another
+    input, or other `compared` fields of it; a re-run or retry of another run), BadInput (422), as
+    the IETF Idempotency-Key draft answers; replaying it would hide that this request never ran."""
+    earlier = run_for_key(session, workflow_id, key)
+    if earlier is None:
+        return None
+    asked_before = (earlier.rerun_of, _asked(earlier.input or {}, compared))
+    if asked_before != (rerun_of, _asked(journaled(run_input), compared)):
+        raise BadInput(
+            "This Idempotency-Key was used for a different request; a new request needs a new key.",
+            status=422,
+            field="Idempotency-Key",
+        )
+    return earlier
+
+
+def _asked(run_input: dict, compared: tuple[str, ...] | None) -> dict:
+    return run_input if compared is None else {name: run_input.get(name) for name in compared}
 
 
 def list_runs(

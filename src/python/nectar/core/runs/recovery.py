@@ -35,10 +35,16 @@ _SEED_JOURNAL_SQL = text(
 
 
 def retry_run(
-    session: Session, run: WorkflowRun, version: WorkflowVersion, *, as_test: bool = False
+    session: Session,
+    run: WorkflowRun,
+    version: WorkflowVersion,
+    *,
+    as_test: bool = False,
+    key: str | None = None,
 ) -> uuid.UUID:
     """Queues the retry of failed `run` on `version` (its own or the workflow's current one) in the
-    caller's transaction; returns the new run's id. Refused (409) unless the run failed.
+    caller's transaction, under Idempotency-Key `key` if given; returns the new run's id. Refused
+    (409) unless the run failed.
 
     On another version, a step keeps its recorded outcome if its id is the same. A run that
     failed without naming its step (it failed before runs recorded that) keeps only the steps that
@@ -55,6 +61,7 @@ def retry_run(
         version.id,
         TEST_TRIGGER if draft is not None else "retry",
         run.input or {},
+        key=key,
         rerun_of=run.id,
         definition=draft,
     )

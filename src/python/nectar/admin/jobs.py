@@ -9,8 +9,10 @@ import procrastinate
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session
 
+from nectar.core.contract.runs import LOST_RUN, RECOVER_TASK
+from nectar.core.contract.runs import QUEUE as CORE_QUEUE
 from nectar.shared import throttle
-from nectar.shared.jobs import add_queue_upkeep
+from nectar.shared.jobs import QUEUED_ONCE, add_queue_upkeep
 
 QUEUE = "admin"
 DEFAULT_RUN_RETENTION_DAYS = 30
@@ -67,3 +69,33 @@ def prune(engine: Engine, batch: int = 10_000) -> int:
 def prune_daily(timestamp: int) -> None:
     assert _engine is not None, "bind(engine) before running the worker"
     prune(_engine)
+
+
+# At most this many lost runs are handed back a minute: a flood of them (a queue emptied by hand)
+# reaches core's workers as a stream, not all at once.
+LOST_RUNS_PER_SWEEP = 500
+_HAND_BACK_SQL = text(
+    f"""
+    INSERT INTO procrastinate_jobs (queue_name, task_name, queueing_lock, args)
+    SELECT '{CORE_QUEUE}', '{RECOVER_TASK}', 'recover:' || r.id, jsonb_build_object('org_id', r.org_id, 'run_id', r.id)
+    FROM workflow_runs r WHERE {LOST_RUN} LIMIT :most
+    {QUEUED_ONCE}
+    """  # noqa: S608 - constants only
+)
+
+
+def hand_back_lost_runs(engine: Engine, most: int = LOST_RUNS_PER_SWEEP) -> int:
+    """Hands core every run that has lost its next activation (core/contract/runs.py), across
+    organizations; returns how many."""
+    with engine.begin() as conn:
+        handed = conn.execute(_HAND_BACK_SQL, {"most": most}).rowcount
+    if handed:
+        log.warning("handed %d runs without a coming activation back to core", handed)
+    return handed
+
+
+@blueprint.periodic(cron="* * * * *")
+@blueprint.task(name="admin.hand_back_lost_runs", queue=QUEUE, pass_context=False)
+def hand_back_lost_runs_every_minute(timestamp: int) -> None:
+    assert _engine is not None, "bind(engine) before running the worker"
+    hand_back_lost_runs(_engine)

@@ -16,7 +16,8 @@ from croniter import croniter
 from flask import Flask
 from sqlalchemy import select, text, update
 
-from nectar.core.runs.queue import QUEUE, RUN_TASK, WAKE_TASK, QueueFull, queue_run, schedule_activation
+from nectar.core.contract.runs import LOST_RUN, QUEUE, RECOVER_TASK, RUN_TASK, WAKE_TASK
+from nectar.core.runs.queue import QueueFull, queue_run, schedule_activation
 from nectar.core.runs.runner import activate_run
 from nectar.core.workflows.engine import ASYNC_LIMITS
 from nectar.schema.models import Workflow, WorkflowRun, WorkflowSchedule
@@ -79,6 +80,21 @@ def wake_run(org_id: str, run_id: str) -> None:
     with bound_app_context():
         scope_session(db.session, org_id=uuid.UUID(org_id))
         if db.session.scalar(_DUE_SQL, {"run_id": run_id}) is not None:
+            schedule_activation(db.session, uuid.UUID(org_id), uuid.UUID(run_id))
+        db.session.commit()
+
+
+_LOST_SQL = text(f"SELECT 1 FROM workflow_runs r WHERE r.id = :run_id AND {LOST_RUN}")  # noqa: S608
+
+
+@blueprint.task(name=RECOVER_TASK, queue=QUEUE, retry=ActivationRetry())
+def recover_run(org_id: str, run_id: str) -> None:
+    """A run admin's sweep found without a job coming for it (contract/runs.py): if it still has
+    none, its activation is queued; it resumes from its journal."""
+    with bound_app_context():
+        scope_session(db.session, org_id=uuid.UUID(org_id))
+        if db.session.scalar(_LOST_SQL, {"run_id": run_id}) is not None:
+            log.warning("run %s of organization %s had no activation coming; one is queued", run_id, org_id)
             schedule_activation(db.session, uuid.UUID(org_id), uuid.UUID(run_id))
         db.session.commit()
 

@@ -19,13 +19,11 @@ from datetime import UTC, datetime
 from flask import current_app
 from sqlalchemy import text
 
+from nectar.core.contract.runs import QUEUE, RUN_TASK, WAKE_TASK
 from nectar.core.workflows.expressions import json_safe
 from nectar.schema.models import WorkflowRun
 from nectar.shared.jobs import job_statement
 
-QUEUE = "core"
-RUN_TASK = "core.run_workflow"
-WAKE_TASK = "core.wake_run"
 MAX_QUEUED_RUNS = 10_000
 
 

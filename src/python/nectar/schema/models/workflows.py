@@ -111,6 +111,13 @@ class WorkflowRun(Base):
         ),
         # Alert rules count an organization's failures of the last minutes (core/alerts).
         Index("ix_workflow_runs_failed", "org_id", "finished_at", postgresql_where=text("status = 'failed'")),
+        # Admin's sweep for runs whose next activation was lost (core/contract/runs.py).
+        Index("ix_workflow_runs_waiting_wake_at", "wake_at", postgresql_where=text("status = 'waiting'")),
+        Index(
+            "ix_workflow_runs_going_queued_at",
+            "queued_at",
+            postgresql_where=text("status IN ('queued', 'running')"),
+        ),
         tenant_table(),
     )
 

@@ -233,3 +233,35 @@ def test_approval_emails_count_against_the_mail_quota_and_past_it_the_step_says_
     assert (
         inputs[untold]["notice"] == "0 of 1 approvers emailed: this organization's plan allows 1 emails a day"
     )
+
+
+def test_an_approval_left_waiting_when_a_failure_decided_its_parallel_step_is_closed(
+    browser, new_browser, outbox, database
+):
+    """The failure, handled by on_error, decided the step; the branch that asked for the approval
+    never goes on, so no one is asked any more: it leaves the list and a decision is refused."""
+    owner, admin, admin_email, member = team(browser, new_browser, outbox)
+    document = {
+        "steps": [
+            {
+                "id": "both",
+                "type": "parallel",
+                "branches": [
+                    [{"id": "ok", "type": "approval", "title": "Ship order {{ trigger.order }}?"}],
+                    [{"id": "bad", "type": "transform", "expression": "abs('not a number')"}],
+                ],
+                "on_error": [{"id": "noted", "type": "transform", "expression": "error.step"}],
+            },
+            {"id": "later", "type": "wait", "seconds": 3600},
+        ]
+    }
+    token, run_id = start(browser, document, {"order": 7}, token=_new_key(browser))
+    drain_jobs(browser.app)
+    run = get_run(browser, token, run_id)
+    assert run["status"] == "waiting" and run["waiting_for"]["step"] == "later", run
+    ((approval_id, key, decision, *_),) = approvals_of(database, run_id)
+    assert key == "ok" and decision is None
+    assert "Ship order 7" not in admin.get("/org/approvals").get_data(as_text=True)
+    refused = decide_on_page(admin, approval_id, "approved")
+    assert refused.status_code == 410
+    assert approvals_of(database, run_id)[0][2] is None

@@ -40,6 +40,9 @@ _CLAIM_SQL = f"""
     WHERE id = %(run)s AND status NOT IN {FINAL_STATUSES!r}
     RETURNING id, org_id, workflow_id, version_id, definition, input, call_depth, trigger, parent_run_id, queued_at
 """  # noqa: S608 - constants only
+# "running" is for people to see: a crash that loses it loses nothing (the job is retried and the
+# run resumes from its journal), so its commit does not wait for the disk.
+_NO_FLUSH_SQL = "SET LOCAL synchronous_commit = off"
 _CHECKPOINTS_SQL = (
     "SELECT step_key, status, output, error, record FROM workflow_run_checkpoints WHERE run_id = %(run)s"
 )
@@ -51,8 +54,14 @@ def claim_run(
     """An activation's start, in one round trip (the worker's hot path): run `run_id` marked
     running and read with its journal's checkpoints, or None when it has ended (or is not there)."""
     params = {"run": run_id}
-    _, claimed, checkpoints = in_one_round_trip(
-        engine, [(SET_TENANT_SQL, (str(org_id),)), (_CLAIM_SQL, params), (_CHECKPOINTS_SQL, params)]
+    _, _, claimed, checkpoints = in_one_round_trip(
+        engine,
+        [
+            (SET_TENANT_SQL, (str(org_id),)),
+            (_NO_FLUSH_SQL, None),
+            (_CLAIM_SQL, params),
+            (_CHECKPOINTS_SQL, params),
+        ],
     )
     if not claimed:
         return None

@@ -212,18 +212,24 @@ def record_run(
 
 # A run that waited keeps the time it first started; its duration runs from then. A run cancelled
 # while it ran stays cancelled, with the steps it took (a cancellation stands).
-_COMPLETE_RUN_SQL = f"""
+_COMPLETE_RUN = f"""
+    UPDATE workflow_runs SET
+           status = CASE WHEN workflow_runs.status = 'cancelled' THEN 'cancelled' ELSE r.status END,
+           error = CASE WHEN workflow_runs.status = 'cancelled' THEN workflow_runs.error ELSE r.error END,
+           output = r.output, started_at = COALESCE(workflow_runs.started_at, r.started_at),
+           finished_at = r.finished_at,
+           duration_ms = (EXTRACT(EPOCH FROM r.finished_at - COALESCE(workflow_runs.started_at, r.started_at))
+                          * 1000)::int,
+           steps = r.steps, wake_at = NULL, waiting_for = NULL
+    FROM jsonb_to_record(CAST(%(outcome)s AS jsonb)) AS r({_OUTCOME_FIELDS})
+    WHERE id = %(id)s
+"""  # noqa: S608 - only constants are filled in
+_COMPLETE_RUN_SQL = _COMPLETE_RUN + "RETURNING workflow_runs.status, workflow_runs.error"
+# Only a failed run asks for its alert rules to be checked (the rest is planned for nothing on the
+# worker's hot path).
+_COMPLETE_FAILED_RUN_SQL = f"""
     WITH completed AS (
-        UPDATE workflow_runs SET
-               status = CASE WHEN workflow_runs.status = 'cancelled' THEN 'cancelled' ELSE r.status END,
-               error = CASE WHEN workflow_runs.status = 'cancelled' THEN workflow_runs.error ELSE r.error END,
-               output = r.output, started_at = COALESCE(workflow_runs.started_at, r.started_at),
-               finished_at = r.finished_at,
-               duration_ms = (EXTRACT(EPOCH FROM r.finished_at - COALESCE(workflow_runs.started_at, r.started_at))
-                              * 1000)::int,
-               steps = r.steps, wake_at = NULL, waiting_for = NULL
-        FROM jsonb_to_record(CAST(%(outcome)s AS jsonb)) AS r({_OUTCOME_FIELDS})
-        WHERE id = %(id)s
+        {_COMPLETE_RUN}
         RETURNING workflow_runs.org_id, workflow_runs.trigger, workflow_runs.status, workflow_runs.error
     ), alerted AS ({check_alerts_sql("completed")})
     SELECT status, error FROM completed
@@ -263,7 +269,8 @@ def outcome_statement(run_id: uuid.UUID, outcome: RunOutcome) -> tuple[str, dict
             "steps": jsonb_text([record_json(s) for s in outcome.steps]),
             "started_at": outcome.started_at,
         }
-    return _COMPLETE_RUN_SQL, {"id": run_id, "outcome": jsonb_text(_outcome_row(outcome))}
+    complete = _COMPLETE_FAILED_RUN_SQL if outcome.status == "failed" else _COMPLETE_RUN_SQL
+    return complete, {"id": run_id, "outcome": jsonb_text(_outcome_row(outcome))}
 
 
 def complete_run(session: Session, run_id: uuid.UUID, outcome: RunOutcome) -> tuple[str, str | None]:

@@ -749,6 +749,8 @@ class Run:
         if failed is not None:
             if waiting and not settled_only:
                 self.journal.save(decided_key, Checkpoint("waiting", {"decided": "failed"}))
+                for approval in _approvals_waited_for([w.waiting_for for w in waiting]):
+                    self.inbox.decision(approval, closing=True)  # no one is asked any more
             # The step that failed in its branch is the run's failed step, as outside a parallel.
             self.failed_key = next(lane.run.failed_key for lane in lanes if lane.ended is failed)
             raise failed
@@ -837,6 +839,17 @@ class _Lane:
 
     def records(self) -> list[StepRecord]:
         return [record for record in self.run.records if record is not None]
+
+
+def _approvals_waited_for(waiting_for: list[dict]) -> list[str]:
+    """The keys of the approval steps among suspensions (a parallel step's own, in its branches)."""
+    keys = []
+    for what in waiting_for:
+        if what["type"] == "approval":
+            keys.append(what["key"])
+        elif what["type"] == "parallel":
+            keys += _approvals_waited_for(what["waiting_for"])
+    return keys
 
 
 def _together(step: dict, waiting: list[Suspended]) -> Suspended:

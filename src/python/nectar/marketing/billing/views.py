@@ -66,7 +66,6 @@ def _pricing_page(submitted: CheckoutForm | None = None, *, error: str | None = 
         error=error,
         error_plan=error_plan,  # the card that shows the error; None: shown above the cards
         portal_form=PortalForm(formdata=None),
-        signup_url=config.core_public_url + "/signup",
     )
     return page, status
 
@@ -108,12 +107,7 @@ def success():
         abort(404, "There is no checkout at this address. If you just paid, check your email.")
     status = service.checkout_status(db.session, session_id)
     plan = find_plan(current_plans(db.session, billing_config()), status.plan)
-    return render_template(
-        "marketing/billing/success.html",
-        status=status,
-        plan=plan,
-        sign_in_url=billing_config().core_public_url + "/login",
-    )
+    return render_template("marketing/billing/success.html", status=status, plan=plan)
 
 
 @billing.get(CHECKOUT_CANCEL_PATH)

@@ -153,7 +153,7 @@ def test_bad_input_is_shown_next_to_the_field_and_nothing_is_sent(visitor, fake,
     form = dict(checkout_form(), **change)
     response = visitor.post("/billing/checkout", form)
 
-    assert response.status_code == 400
+    assert response.status_code == 422
     html = response.get_data(as_text=True)
     assert re.search(r'class="field has-error".*?' + re.escape(field_error), html, re.S)
     assert len(fake.requests) == before

@@ -197,6 +197,8 @@ def reset_password():
         )
     # An account made for someone (by staff, or after a checkout) has no password yet: its first.
     first_password = user.password_hash is None
+    if first_password:
+        form.password.label.text = "Password"
     if form.validate_on_submit():
         try:
             service.reset_password(db.session, current_app.secret_key, token, form.password.data)

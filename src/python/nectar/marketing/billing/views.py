@@ -31,7 +31,7 @@ from nectar.marketing.links import (
 )
 from nectar.shared.database import db
 from nectar.shared.tokens import TokenInvalid
-from nectar.shared.web import external_url, problem
+from nectar.shared.web import external_url, form_status, problem
 
 billing = Blueprint("billing", __name__)
 CHECKOUT_SESSION_ID = re.compile(r"cs_(test|live)_[A-Za-z0-9]{1,200}")
@@ -79,7 +79,7 @@ def pricing():
 def checkout():
     form = CheckoutForm()
     if not form.validate_on_submit():
-        return _pricing_page(form, status=400)
+        return _pricing_page(form, status=form_status(form))
     start = service.CheckoutStart(
         plan=form.plan.data,
         email=form.email.data,
@@ -120,7 +120,7 @@ def cancel():
 def portal():
     form = PortalForm()
     if not form.validate_on_submit():
-        return render_template("marketing/billing/portal.html", form=form), 400 if form.errors else 200
+        return render_template("marketing/billing/portal.html", form=form), form_status(form)
     try:
         service.request_portal_link(
             db.session,

@@ -367,7 +367,7 @@ class TestPortal:
 
     def test_bad_input_and_too_many_requests(self, visitor, fake, database):
         bad = visitor.post("/billing/portal", {"email": "nope"})
-        assert bad.status_code == 400 and "name@example.com" in bad.get_data(as_text=True)
+        assert bad.status_code == 422 and "name@example.com" in bad.get_data(as_text=True)
         address = email()
         self.customer(fake, database, address)
         for _ in range(3):

@@ -11,7 +11,13 @@ from nectar.shared.passwords import MAX_LENGTH, MIN_LENGTH
 
 NEW_PASSWORD = [
     DataRequired(),
-    Length(min=MIN_LENGTH, max=MAX_LENGTH, message=f"Use at least {MIN_LENGTH} characters."),
+    Length(min=MIN_LENGTH, message=f"Use at least {MIN_LENGTH} characters."),
+    Length(max=MAX_LENGTH, message=f"Use at most {MAX_LENGTH} characters."),
+]
+REPEATED_PASSWORD = [
+    DataRequired(),
+    Length(max=MAX_LENGTH, message=f"Use at most {MAX_LENGTH} characters."),
+    EqualTo("password", "The passwords differ."),
 ]
 
 
@@ -26,9 +32,7 @@ class NewAccountForm(FlaskForm):
 
     display_name = StringField("Your name", validators=[Optional(), Length(max=max_length(User.display_name))])
     password = PasswordField("Password", validators=NEW_PASSWORD)
-    confirm = PasswordField(
-        "Repeat the password", validators=[DataRequired(), EqualTo("password", "The passwords differ.")]
-    )
+    confirm = PasswordField("Repeat the password", validators=REPEATED_PASSWORD)
 
 
 class SignInForm(FlaskForm):
@@ -43,6 +47,4 @@ class ForgotPasswordForm(FlaskForm):
 
 class ResetPasswordForm(FlaskForm):
     password = PasswordField("New password", validators=NEW_PASSWORD)
-    confirm = PasswordField(
-        "Repeat it", validators=[DataRequired(), EqualTo("password", "The passwords differ.")]
-    )
+    confirm = PasswordField("Repeat it", validators=REPEATED_PASSWORD)

@@ -13,7 +13,8 @@ def test_the_back_offices_forms_say_their_limits_and_the_server_holds_them(staff
     org_id, user_id = uuid.uuid4(), uuid.uuid4()
     with database.connect(Role.ADMIN, autocommit=True) as conn:
         conn.execute(
-            "INSERT INTO organizations (id, name, slug) VALUES (%s, %s, %s)", (org_id, f"Org {marker}", marker)
+            "INSERT INTO organizations (id, name, slug) VALUES (%s, %s, %s)",
+            (org_id, f"Org {marker}", marker),
         )
         conn.execute("INSERT INTO users (id, email) VALUES (%s, %s)", (user_id, f"u-{marker}@example.com"))
         lead_id = conn.execute(

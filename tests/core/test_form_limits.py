@@ -25,6 +25,13 @@ def test_an_organizations_forms_say_their_limits_and_the_server_holds_them(brows
     browser.sign_up(password=PASSWORD)
     browser.create_org()
     problems = []
-    for path in ("/orgs/new", "/org/settings", "/org/members", "/org/api-keys", "/org/workflows", "/org/alerts"):
+    for path in (
+        "/orgs/new",
+        "/org/settings",
+        "/org/members",
+        "/org/api-keys",
+        "/org/workflows",
+        "/org/alerts",
+    ):
         problems += form_limit_problems(browser, path)
     assert not problems, "\n".join(problems)

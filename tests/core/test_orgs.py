@@ -93,7 +93,9 @@ def test_inviting_an_existing_member_is_refused(browser, new_browser, outbox):
     response = _invite(browser, owner_email)
     assert response.status_code == 422  # the members page again, the message next to the address
     assert re.search(
-        r'<div class="field has-error">\s*<label for="email".*?is already a member', response.get_data(as_text=True), re.S
+        r'<div class="field has-error">\s*<label for="email".*?is already a member',
+        response.get_data(as_text=True),
+        re.S,
     )
 
 

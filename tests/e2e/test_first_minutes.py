@@ -46,7 +46,9 @@ def sign_up(page: Page, services: dict) -> str:
     page.goto(services["core"] + "/signup")
     page.fill("input[name=email]", email)
     page.get_by_role("button", name="Sign up").click()
-    page.goto(services["core"] + link_in(newest_email(services["apps"]["core"], email, "account.signup")["body"]))
+    page.goto(
+        services["core"] + link_in(newest_email(services["apps"]["core"], email, "account.signup")["body"])
+    )
     page.fill("input[name=display_name]", "Ada Newcomer")
     page.fill("input[name=password]", PASSWORD)
     page.fill("input[name=confirm]", PASSWORD)

@@ -8,7 +8,9 @@ from nectar.shared.mail import Email, linked_text, text_as_html
 
 
 def test_a_message_without_html_gets_its_text_as_html():
-    email = Email(to="a@example.com", subject="Hi", body_text="Hello <b>you</b>\n\nhttps://x.example/a", category="t")
+    email = Email(
+        to="a@example.com", subject="Hi", body_text="Hello <b>you</b>\n\nhttps://x.example/a", category="t"
+    )
     assert email.body_html.startswith("<!doctype html>")
     assert "<p>Hello &lt;b&gt;you&lt;/b&gt;</p>" in email.body_html
     assert '<p><a href="https://x.example/a">https://x.example/a</a></p>' in email.body_html
@@ -39,4 +41,6 @@ def test_text_as_html_escapes_and_links_only_web_addresses(text, html):
 
 
 def test_linked_text_keeps_line_breaks():
-    assert linked_text("a\nhttp://b.example/c\n") == 'a\n<a href="http://b.example/c">http://b.example/c</a>\n'
+    assert (
+        linked_text("a\nhttp://b.example/c\n") == 'a\n<a href="http://b.example/c">http://b.example/c</a>\n'
+    )

@@ -46,7 +46,9 @@ def text_as_html(text: str) -> str:
     """Plain text as HTML: escaped, http(s) addresses made links, blank lines between paragraphs,
     single line breaks kept: what the text part says, the HTML part says."""
     paragraphs = [part for part in re.split(r"\n\s*\n", text.strip()) if part.strip()]
-    return "\n".join(f"<p>{'<br>'.join(linked_text(line) for line in part.splitlines())}</p>" for part in paragraphs)
+    return "\n".join(
+        f"<p>{'<br>'.join(linked_text(line) for line in part.splitlines())}</p>" for part in paragraphs
+    )
 
 
 def linked_text(text: str) -> str:

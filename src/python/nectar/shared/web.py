@@ -36,7 +36,10 @@ ICON_MAX_AGE = 7 * 24 * 3600
 def favicon():
     """Browsers ask every site for /favicon.ico whatever the page links: the same icon as the pages'."""
     return send_from_directory(
-        shared_ui.static_folder, "icons/favicon.ico", mimetype="image/vnd.microsoft.icon", max_age=ICON_MAX_AGE
+        shared_ui.static_folder,
+        "icons/favicon.ico",
+        mimetype="image/vnd.microsoft.icon",
+        max_age=ICON_MAX_AGE,
     )
 
 

@@ -30,7 +30,9 @@ class SignUpForm(FlaskForm):
 class NewAccountForm(FlaskForm):
     """The account's name and password, once an emailed link (sign-up, invitation) proved the address."""
 
-    display_name = StringField("Your name", validators=[Optional(), Length(max=max_length(User.display_name))])
+    display_name = StringField(
+        "Your name", validators=[Optional(), Length(max=max_length(User.display_name))]
+    )
     password = PasswordField("Password", validators=NEW_PASSWORD)
     confirm = PasswordField("Repeat the password", validators=REPEATED_PASSWORD)
 

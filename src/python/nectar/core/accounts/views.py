@@ -209,9 +209,11 @@ def reset_password():
             logout_user()
             session.clear()
             flash(
-                "Your password is set. Sign in with it."
-                if first_password
-                else "Your password is changed and every session is signed out. Sign in with the new one.",
+                (
+                    "Your password is set. Sign in with it."
+                    if first_password
+                    else "Your password is changed and every session is signed out. Sign in with the new one."
+                ),
                 "success",
             )
             return redirect(url_for("accounts.login"))

@@ -12,5 +12,8 @@ class NewKeyForm(FlaskForm):
     target = StringField(
         "Name",
         id="key-name",
-        validators=[DataRequired("Name the key."), Length(max=NAME_MAX, message=f"Use 1 to {NAME_MAX} characters.")],
+        validators=[
+            DataRequired("Name the key."),
+            Length(max=NAME_MAX, message=f"Use 1 to {NAME_MAX} characters."),
+        ],
     )

@@ -54,7 +54,9 @@ def create():
     if not form.validate_on_submit():
         return index(form)
     try:
-        workflow = service.create_workflow(db.session, current_org(), current_user.user.id, form.target.data, STARTER)
+        workflow = service.create_workflow(
+            db.session, current_org(), current_user.user.id, form.target.data, STARTER
+        )
     except service.InvalidWorkflow as invalid:
         db.session.rollback()
         form.target.errors.append(str(invalid.problems[0].message))

@@ -19,8 +19,12 @@ class CreateOrgForm(FlaskForm):
 
 class SettingsForm(FlaskForm):
     name = StringField("Name", validators=[DataRequired(), NAME_LENGTH])
-    slug = StringField("Address (slug)", validators=[DataRequired(), Length(max=max_length(Organization.slug))])
-    timezone = StringField("Time zone", validators=[DataRequired(), Length(max=max_length(Organization.timezone))])
+    slug = StringField(
+        "Address (slug)", validators=[DataRequired(), Length(max=max_length(Organization.slug))]
+    )
+    timezone = StringField(
+        "Time zone", validators=[DataRequired(), Length(max=max_length(Organization.timezone))]
+    )
 
 
 class InviteForm(FlaskForm):

@@ -19,9 +19,7 @@ class CheckoutForm(FlaskForm):
         "Organization name",
         validators=[
             DataRequired("Name your organization; you can change it later."),
-            Length(
-                min=2, max=ORGANIZATION_NAME_MAX, message=f"Use 2 to {ORGANIZATION_NAME_MAX} characters."
-            ),
+            Length(min=2, max=ORGANIZATION_NAME_MAX, message=f"Use 2 to {ORGANIZATION_NAME_MAX} characters."),
         ],
     )
     # Drawn anew for each page view: a double click sends the same one, so the same checkout.

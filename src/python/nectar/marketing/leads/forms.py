@@ -29,7 +29,8 @@ class ContactForm(FlaskForm):
     )
     email = email_field("Work email", required_message="Enter your email address, so we can answer.")
     company = StringField(
-        "Company", validators=[Optional(), Length(max=COMPANY_MAX, message=f"Keep it to {COMPANY_MAX} characters.")]
+        "Company",
+        validators=[Optional(), Length(max=COMPANY_MAX, message=f"Keep it to {COMPANY_MAX} characters.")],
     )
     message = TextAreaField(
         "How can we help?",

@@ -67,8 +67,8 @@ def sign_out(page: Page) -> None:
     expect(page.locator(".flash")).to_have_text("You are signed out.")
 
 
-def sign_in(page: Page, services: dict, email: str) -> None:
-    page.goto(services["core"] + "/login")
+def sign_in(page: Page, services: dict, email: str, path: str = "/login") -> None:
+    page.goto(services["core"] + path)
     page.fill("input[name=email]", email)
     page.fill("input[name=password]", PASSWORD)
     page.get_by_role("button", name="Sign in").click()
@@ -163,17 +163,11 @@ def test_signing_in_lands_in_the_organization_in_use(services, page: Page):
 
     # A `next` on this site still wins; one elsewhere is ignored.
     sign_out(page)
-    page.goto(services["core"] + "/login?next=/org/members")
-    page.fill("input[name=email]", email)
-    page.fill("input[name=password]", PASSWORD)
-    page.get_by_role("button", name="Sign in").click()
+    sign_in(page, services, email, "/login?next=/org/members")
     expect(page).to_have_url(services["core"] + "/org/members")
     expect(page.locator("main")).to_contain_text(email)
     sign_out(page)
-    page.goto(services["core"] + "/login?next=https://elsewhere.example/")
-    page.fill("input[name=email]", email)
-    page.fill("input[name=password]", PASSWORD)
-    page.get_by_role("button", name="Sign in").click()
+    sign_in(page, services, email, "/login?next=https://elsewhere.example/")
     expect(page).to_have_url(services["core"] + "/dashboard")
 
 

@@ -9,12 +9,12 @@ from flask_login import current_user
 
 from nectar.core.access import current_org, org_required
 from nectar.core.api_keys import service
-from nectar.core.api_keys.forms import NewKeyForm
-from nectar.core.orgs.forms import ActionForm
+from nectar.core.orgs.forms import ActionForm, naming_form
 from nectar.shared.database import db
 from nectar.shared.web import form_status
 
 api_keys = Blueprint("api_keys", __name__)
+NewKeyForm = naming_form("key-name", service.NAME_MAX, "Name the key.")
 
 
 @api_keys.get("/org/api-keys")

@@ -10,9 +10,9 @@ from flask_login import current_user
 
 from nectar.core.access import current_org, org_required
 from nectar.core.builder import service
-from nectar.core.builder.forms import NewWorkflowForm
 from nectar.core.endpoints import service as endpoints
 from nectar.core.integrations import service as integrations
+from nectar.core.orgs.forms import naming_form
 from nectar.core.runs import queries as run_queries
 from nectar.core.workflows.definition import WORKFLOW_SCHEMA
 from nectar.schema.models import WorkflowVersion
@@ -20,6 +20,7 @@ from nectar.shared.database import db
 from nectar.shared.web import form_status
 
 workflow_pages = Blueprint("workflow_pages", __name__)
+NewWorkflowForm = naming_form("wf-name", service.NAME_MAX, "Name the workflow.")
 
 STARTER = {
     "trigger": {"type": "http"},

@@ -36,6 +36,20 @@ class RoleForm(FlaskForm):
     role = SelectField("Role", choices=ROLE_CHOICES)
 
 
+def naming_form(field_id: str, limit: int, missing: str) -> type[FlaskForm]:
+    """A form that names something new (an API key, a workflow): one field, posted as `target`
+    (the name those pages have always sent), required and at most `limit` characters."""
+
+    class NamingForm(FlaskForm):
+        target = StringField(
+            "Name",
+            id=field_id,
+            validators=[DataRequired(missing), Length(max=limit, message=f"Use 1 to {limit} characters.")],
+        )
+
+    return NamingForm
+
+
 class ActionForm(FlaskForm):
     """A button-only form (switch, remove, revoke, leave, transfer): just the CSRF token."""
 

@@ -77,6 +77,7 @@ def test_create_account_provisions_once_and_the_user_sets_a_password(client, new
     page = person.get(link).get_data(as_text=True)
     # Their first password: set, not changed, and no talk of sessions that never were.
     assert "<h1>Set your password</h1>" in page and "new password" not in page
+    assert "At least 12 characters." in page and 'minlength="12"' in page and 'maxlength="1024"' in page
     saved = person.post(link, {"password": PASSWORD, "confirm": PASSWORD})
     assert saved.status_code == 302
     flashed = person.get(saved.headers["Location"]).get_data(as_text=True)

@@ -72,10 +72,11 @@ def _chosen_org_id() -> uuid.UUID | None:
         return None
 
 
-def choose_org(user: User, org_id: uuid.UUID) -> None:
-    """Opens `org_id` for this browser, and remembers it for the user's next sign-in (the caller commits)."""
+def choose_org(org_id: uuid.UUID) -> None:
+    """Opens `org_id` for this browser, and remembers it for the signed-in user's next sign-in
+    (kept when the caller commits)."""
     session["org_id"] = str(org_id)
-    user.last_org_id = org_id
+    current_user.user.last_org_id = org_id
 
 
 def open_org_after_sign_in(user: User) -> str:
@@ -89,7 +90,7 @@ def open_org_after_sign_in(user: User) -> str:
         chosen = org_ids[0]
     else:
         return url_for("orgs.choose") if org_ids else url_for("orgs.create")
-    choose_org(user, chosen)
+    choose_org(chosen)
     return url_for("dashboard.home")
 
 

@@ -40,7 +40,7 @@ def create():
             db.session.rollback()
             form.name.errors.append(str(error))
         else:
-            choose_org(current_user.user, org.id)
+            choose_org(org.id)
             db.session.commit()
             flash(f"{org.name} is ready.", "success")
             return redirect(url_for("dashboard.home"))
@@ -54,7 +54,7 @@ def switch(org_id: uuid.UUID):
         abort(400, "The form expired; try again.")
     if service.membership_of(db.session, current_user.user.id, org_id) is None:
         abort(404)
-    choose_org(current_user.user, org_id)
+    choose_org(org_id)
     db.session.commit()
     return redirect(url_for("dashboard.home"))
 
@@ -216,7 +216,7 @@ def accept_invitation():
                     ),
                     403,
                 )
-            choose_org(current_user.user, org.id)
+            choose_org(org.id)
             db.session.commit()
             flash(f"Welcome to {org.name}.", "success")
             return redirect(url_for("dashboard.home"))
@@ -238,7 +238,7 @@ def accept_invitation():
             form.password.errors.append(str(error))
         else:
             begin_session(user)
-            choose_org(user, org.id)
+            choose_org(org.id)
             db.session.commit()
             flash(f"Welcome to {org.name}.", "success")
             return redirect(url_for("dashboard.home"))

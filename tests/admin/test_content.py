@@ -141,12 +141,12 @@ def test_blog_slugs_are_validated_and_unique(database, staff_browser, audit_rows
     for slug, message in ((f"taken-{tag}", f"Another post already uses /taken-{tag}"),
                           ("Not A Slug!", "Use lowercase letters, digits and single dashes")):  # fmt: skip
         response = browser.post("/content/posts/new", post_form(title=f"Second {tag}", slug=slug))
-        assert response.status_code == 400
+        assert response.status_code == 422
         page = response.get_data(as_text=True)
         field = page[page.index('name="slug"') - 400 : page.index('name="slug"') + 600]
         assert message in field, page  # next to the slug field
     response = browser.post("/content/posts/new", post_form(title="", body_markdown=""))
-    assert response.status_code == 400 and "This field is required." in response.get_data(as_text=True)
+    assert response.status_code == 422 and "This field is required." in response.get_data(as_text=True)
     assert one(database, "SELECT count(*) FROM blog_posts WHERE title = %s", f"Second {tag}")[0] == 0
     assert len(audit_rows()) == before
     assert browser.get(f"/content/posts/{uuid.uuid4()}").status_code == 404
@@ -186,7 +186,7 @@ def test_email_templates(database, staff_browser, audit_rows, tag):
         response = browser.post(
             "/content/templates/new", template_form(tag, **{"key": f"other-{tag}", **overrides})
         )
-        assert response.status_code == 400 and message in response.get_data(as_text=True), overrides
+        assert response.status_code == 422 and message in response.get_data(as_text=True), overrides
 
     response = browser.post(f"/content/templates/{template_id}", template_form(tag, subject="Monthly news"))
     assert response.status_code == 302
@@ -280,7 +280,7 @@ def test_test_send_queues_exactly_one_message(database, campaign, audit_rows, ta
     assert campaign_row(database, campaign_id) == ("draft", None, 0)  # not a send
 
     response = browser.post(f"/content/campaigns/{campaign_id}/test", {"to_address": "not an address"})
-    assert response.status_code == 400
+    assert response.status_code == 422
     assert "An email address must have an @-sign." in response.get_data(as_text=True)
     assert len(audit_rows()) == before + 1
     assert browser.post(f"/content/campaigns/{uuid.uuid4()}/test", {"to_address": address}).status_code == 404
@@ -306,7 +306,7 @@ def test_scheduled_campaign_is_sent_by_marketing_when_due(
     response = browser.post(
         f"/content/campaigns/{campaign_id}/schedule", {"scheduled_at": "2001-01-01T10:00"}
     )
-    assert response.status_code == 400 and "Choose a time in the future" in response.get_data(as_text=True)
+    assert response.status_code == 422 and "Choose a time in the future" in response.get_data(as_text=True)
     when = (datetime.now(UTC) + timedelta(hours=2)).replace(second=0, microsecond=0)
     response = browser.post(f"/content/campaigns/{campaign_id}/schedule", {"scheduled_at": in_utc(when)})
     assert response.status_code == 302

@@ -248,7 +248,7 @@ def test_notes_and_assignment(database, staff_browser, staff_member, audit_rows,
 
     # An empty note, a read-only owner, an unknown staff id: refused with a reason, nothing stored.
     response = browser.post(f"/leads/{lead_id}/notes", {"body": "   "})
-    assert response.status_code == 400 and "Write something in the note." in response.get_data(as_text=True)
+    assert response.status_code == 422 and "Write something in the note." in response.get_data(as_text=True)
     response = browser.post(f"/leads/{lead_id}/assign", {"staff_id": str(reader_id)}, follow_redirects=True)
     assert "Choose an active staff member" in response.get_data(as_text=True)
     browser.post(f"/leads/{lead_id}/assign", {"staff_id": str(uuid.uuid4())})

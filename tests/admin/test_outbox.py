@@ -75,10 +75,28 @@ def test_detail_shows_headers_body_error_and_attempts(database, staff_browser, t
     assert "<tr><th>Attempts</th><td>8</td></tr>" in page
     assert "List-Unsubscribe" in page and "&lt;https://m.test/u/1&gt;" in page and "X-Campaign" in page
     assert "Plain &lt;text&gt; body" in page
-    assert 'sandbox="" srcdoc="&lt;p&gt;Hi &lt;b&gt;there&lt;/b&gt;&lt;/p&gt;"' in page
+    # Sandboxed (no scripts, no forms); its links open in a tab of their own.
+    assert (
+        'sandbox="allow-popups allow-popups-to-escape-sandbox" '
+        'srcdoc="<base target=&quot;_blank&quot;>&lt;p&gt;Hi &lt;b&gt;there&lt;/b&gt;&lt;/p&gt;"'
+    ) in page
     assert "Retry this message" not in page  # read-only staff see no write buttons
     missing = staff_browser("support").get(f"/outbox/{uuid.uuid4()}")
     assert missing.status_code == 404 and "There is no such message." in missing.get_data(as_text=True)
+
+
+def test_links_in_a_message_can_be_opened(database, staff_browser, tag):
+    link = "https://core.test/reset-password?token=a.b&x=1"
+    with database.connect(Role.ADMIN, autocommit=True) as conn:
+        message_id = conn.execute(
+            "INSERT INTO email_outbox (to_address, subject, body_text, category) VALUES (%s, 'Links', %s, 'test') "
+            "RETURNING id",
+            (f"l-{tag}@example.com", f"Choose a password <here>:\n\n{link}.\n"),
+        ).fetchone()[0]
+    page = staff_browser("read_only").get(f"/outbox/{message_id}").get_data(as_text=True)
+    escaped = link.replace("&", "&amp;")
+    text = page.split('id="mail-text">')[1].split("</pre>")[0]
+    assert text == f'Choose a password &lt;here&gt;:\n\n<a href="{escaped}">{escaped}</a>.\n'
 
 
 def test_retry_hands_a_failed_message_back_to_the_sender(database, staff_browser, audit_rows, tag):

@@ -74,8 +74,17 @@ def test_create_account_provisions_once_and_the_user_sets_a_password(client, new
 
     link = link_in(outbox(email, "account.set_password")["body"])
     person = new_browser()
-    assert person.post(link, {"password": PASSWORD, "confirm": PASSWORD}).status_code == 302
-    assert person.sign_in(email).status_code == 302
+    page = person.get(link).get_data(as_text=True)
+    # Their first password: set, not changed, and no talk of sessions that never were.
+    assert "<h1>Set your password</h1>" in page and "new password" not in page
+    assert "At least 12 characters." in page and 'minlength="12"' in page and 'maxlength="1024"' in page
+    saved = person.post(link, {"password": PASSWORD, "confirm": PASSWORD})
+    assert saved.status_code == 302
+    flashed = person.get(saved.headers["Location"]).get_data(as_text=True)
+    assert "Your password is set. Sign in with it." in flashed and "signed out" not in flashed
+    signed_in = person.sign_in(email)  # straight into the organization made for them
+    assert signed_in.status_code == 302 and signed_in.headers["Location"].endswith("/dashboard")
+    assert "Paid Co" in person.get("/dashboard").get_data(as_text=True)
 
 
 def test_suspension_locks_the_organization_until_reactivated(admin_client, browser):

@@ -1,5 +1,6 @@
 """Organizations: create, switch, settings, members and roles, invitations, ownership, suspension."""
 
+import re
 import threading
 import uuid
 
@@ -90,7 +91,12 @@ def test_inviting_an_existing_member_is_refused(browser, new_browser, outbox):
     owner_email = browser.sign_up()
     browser.create_org()
     response = _invite(browser, owner_email)
-    assert "is already a member" in browser.get(response.headers["Location"]).get_data(as_text=True)
+    assert response.status_code == 422  # the members page again, the message next to the address
+    assert re.search(
+        r'<div class="field has-error">\s*<label for="email".*?is already a member',
+        response.get_data(as_text=True),
+        re.S,
+    )
 
 
 def test_a_member_cannot_invite_and_an_admin_cannot_remove_an_owner(browser, new_browser, outbox, database):
@@ -108,6 +114,47 @@ def test_a_member_cannot_invite_and_an_admin_cannot_remove_an_owner(browser, new
     refused = admin.post(f"/org/members/{owner_id}/remove")
     assert refused.status_code == 403
     assert _member_roles(database, org)[owner_email] == "owner"
+
+
+def _signs_in_to(person, email) -> uuid.UUID | None:
+    """Signs `person` out and in again; the organization sign-in opened (None: none)."""
+    person.post("/logout")
+    response = person.sign_in(email)
+    assert response.status_code == 302
+    with person.client.session_transaction() as session:
+        return uuid.UUID(session["org_id"]) if "org_id" in session else None
+
+
+def test_sign_in_opens_the_organization_used_last(browser, new_browser, outbox, database):
+    email = browser.sign_up()
+    assert _signs_in_to(browser, email) is None  # none yet: on to creating one
+    assert browser.sign_in(email).headers["Location"].endswith("/orgs/new")
+    first = browser.create_org()
+    assert _signs_in_to(browser, email) == first  # the only one
+    second = browser.create_org()
+    assert _signs_in_to(browser, email) == second  # the one made last
+    browser.post(f"/orgs/{first}/switch")
+    assert _signs_in_to(browser, email) == first  # the one opened last, across signing out
+    # On another browser too: it is the account's, not a cookie's.
+    elsewhere = new_browser()
+    assert elsewhere.sign_in(email).headers["Location"].endswith("/dashboard")
+    assert org_id_of(elsewhere) == first
+
+    # A member of several, removed from the one remembered, gets the list to choose from.
+    member_email, member = _join(browser, new_browser, outbox)
+    assert _signs_in_to(member, member_email) == first  # joined it last
+    member.create_org()
+    member.create_org()
+    member.post(f"/orgs/{first}/switch")
+    browser.post(f"/org/members/{_user_id(database, member_email)}/remove")
+    assert _signs_in_to(member, member_email) is None
+    assert member.sign_in(member_email).headers["Location"].endswith("/orgs")
+
+    # An organization deleted is forgotten, not the user.
+    with database.connect(Role.ADMIN, autocommit=True) as conn:
+        assert conn.execute("DELETE FROM organizations WHERE id = %s", (first,)).rowcount == 1
+        assert conn.execute("SELECT last_org_id FROM users WHERE email = %s", (email,)).fetchone() == (None,)
+    assert _signs_in_to(browser, email) == second
 
 
 def test_the_last_owner_cannot_leave_but_can_transfer_then_leave(browser, new_browser, outbox, database):

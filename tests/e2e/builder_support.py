@@ -80,7 +80,7 @@ def new_page(browser: Browser, width: int = 1280, height: int = 900) -> Page:
     """A page in a fresh context (its own cookies) that records what it broke on."""
     page = browser.new_context(viewport={"width": width, "height": height}).new_page()
     page.on("dialog", lambda dialog: dialog.accept())  # "leave with unsaved changes?"
-    # What the page broke on: script errors, console errors, failed resources (but a favicon).
+    # What the page broke on: script errors, console errors, failed resources (the favicon too).
     page.problems = []
     page.on("pageerror", lambda error: page.problems.append(f"script error: {error}"))
     page.on(
@@ -95,7 +95,7 @@ def new_page(browser: Browser, width: int = 1280, height: int = 900) -> Page:
         "response",
         lambda response: (
             page.problems.append(f"{response.status} {response.url}")
-            if response.status >= 500 or (response.status == 404 and "favicon" not in response.url)
+            if response.status >= 500 or response.status == 404
             else None
         ),
     )

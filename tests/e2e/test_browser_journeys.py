@@ -14,54 +14,10 @@ import pyotp
 import pytest
 from playwright.sync_api import Page, expect, sync_playwright
 
-from nectar.admin.app import create_app as create_admin_app
-from nectar.core.app import create_app as create_core_app
-from nectar.marketing.app import create_app as create_marketing_app
-from nectar.shared.config import Role, Service
-from nectar.shared.database import db
+from nectar.shared.config import Role
+from tests.e2e.builder_support import CHROMIUM
+from tests.e2e.conftest import create_superadmin
 from tests.marketing.billing_helpers import run_billing_jobs
-from tests.serving import served
-
-SERVICE_TOKEN = "e2e-service-token-0123456789abcdef-0123456789"  # marketing's credential for core
-ADMIN_TOKEN = "e2e-admin-token-0123456789abcdef-0123456789abc"  # admin's
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-
-
-@pytest.fixture(scope="module")
-def services(settings_for, tmp_path_factory):
-    """core, marketing and admin served on loopback, wired to each other as in production."""
-    apps = {}
-
-    def dispatch(name):
-        return lambda environ, start: apps[name](environ, start)
-
-    with (
-        served(dispatch("core")) as core,
-        served(dispatch("marketing")) as marketing,
-        served(dispatch("admin")) as admin,
-    ):
-        shared = {
-            "CORE_API_URL": core,
-            "CORE_PUBLIC_URL": core,
-            "MARKETING_API_URL": marketing,
-            "MARKETING_PUBLIC_URL": marketing,
-            "ADMIN_API_URL": admin,
-            "NECTAR_VAR_DIR": str(tmp_path_factory.mktemp("var")),
-        }
-        # Each caller has its own credential for core's contract; core checks both.
-        apps["core"] = create_core_app(
-            settings_for(
-                Service.CORE, **shared, CORE_SERVICE_TOKEN=SERVICE_TOKEN, CORE_ADMIN_TOKEN=ADMIN_TOKEN
-            )
-        )
-        apps["marketing"] = create_marketing_app(
-            settings_for(Service.MARKETING, **shared, CORE_SERVICE_TOKEN=SERVICE_TOKEN)
-        )
-        apps["admin"] = create_admin_app(settings_for(Service.ADMIN, **shared, CORE_ADMIN_TOKEN=ADMIN_TOKEN))
-        yield {"core": core, "marketing": marketing, "admin": admin, "apps": apps}
-        for app in apps.values():
-            with app.app_context():
-                db.engine.dispose()
 
 
 @pytest.fixture(scope="module")
@@ -141,28 +97,19 @@ def test_a_visitor_becomes_a_customer_and_staff_see_it(services, page: Page, dat
     body = newest_email(database, email, "account.set_password")
     link = re.search(r"https?://\S+", body).group(0)
     page.goto(link)
+    expect(page.get_by_role("heading", level=1)).to_have_text("Set your password")  # their first
     page.fill("input[name=password]", "a long enough password 42")
     page.fill("input[name=confirm]", "a long enough password 42")
     page.get_by_role("button", name="Save the password").click()
-    page.goto(services["core"] + "/login")
+    expect(page.locator(".flash")).to_have_text("Your password is set. Sign in with it.")
     page.fill("input[name=email]", email)
     page.fill("input[name=password]", "a long enough password 42")
     page.get_by_role("button", name="Sign in").click()
+    expect(page).to_have_url(re.compile(r"/dashboard$"))  # straight into their one organization
     expect(page.locator("body")).to_contain_text("Buyer Ltd")
 
     # A superadmin signs in to admin, enrols TOTP, and finds the lead and the organization.
-    from nectar.admin.main import main as admin_main
-
-    staff_email = f"staff-{uuid.uuid4().hex[:8]}@example.com"
-    staff_password = "staff password long enough 42"
-    with pytest.MonkeyPatch.context() as patch:
-        for name, value in database.environ(**{"CORE_ADMIN_TOKEN": ADMIN_TOKEN}).items():
-            patch.setenv(name, value)
-        patch.setattr("sys.stdin", __import__("io").StringIO(staff_password + "\n"))
-        assert (
-            admin_main(["create-staff", "--email", staff_email, "--role", "superadmin", "--password-stdin"])
-            == 0
-        )
+    staff_email, staff_password = create_superadmin(database)
     page.goto(services["admin"] + "/leads/")
     expect(page).to_have_url(re.compile(r"/login"))
     page.fill("input[name=email]", staff_email)
@@ -171,6 +118,11 @@ def test_a_visitor_becomes_a_customer_and_staff_see_it(services, page: Page, dat
     secret = page.locator("#totp-secret").inner_text().strip()
     page.fill("input[name=code]", pyotp.TOTP(secret).now())
     page.get_by_role("button", name="Turn on").click()
+    # The outbox shows the set-password message with its link to click.
+    page.goto(services["admin"] + f"/outbox/?q={email}")
+    message = page.get_by_role("row").filter(has_text="Your Nectar Studio account is ready")
+    message.get_by_role("link", name=email).click()
+    expect(page.locator("#mail-text a")).to_have_attribute("href", link)
     page.goto(services["admin"] + f"/leads/?q={email}")
     expect(page.locator("main")).to_contain_text(email)
     page.goto(services["admin"] + "/orgs/?q=Buyer")

@@ -1,6 +1,7 @@
 """What all three services promise alike: they start, answer health checks, say who they are, and
 turn bad settings into one line on stderr."""
 
+import re
 import socket
 
 import pytest
@@ -83,14 +84,40 @@ def test_readyz_fails_when_the_schema_is_behind(service, pg_server, database):
         pg_server.drop_database(name)
 
 
-def test_the_home_page_names_the_service(client, service):
+def test_only_staff_pages_name_the_service(client, service):
     # Every admin page needs a staff session: its sign-in page is the front door.
     response = client.get("/login" if service == Service.ADMIN else "/")
     assert response.status_code == 200
     page = response.get_data(as_text=True)
-    assert f'Nectar Studio <span class="badge">{service}</span>' in page  # the shared layout's brand
+    if service == Service.ADMIN:
+        assert 'Nectar Studio <span class="badge">admin</span>' in page
+        assert "admin service · test" in page
+    else:  # customers meet one product, whichever service answers
+        assert 'class="badge"' not in page
+        assert f"{service} service" not in page
+        assert "· test" not in page
     assert response.headers["X-Content-Type-Options"] == "nosniff"
     assert "frame-ancestors 'none'" in response.headers["Content-Security-Policy"]
+
+
+def test_every_service_has_its_icons(client, service):
+    page = client.get("/login" if service == Service.ADMIN else "/").get_data(as_text=True)
+    linked = re.findall(r'<link rel="((?:apple-touch-)?icon)" href="([^"]+)"', page)
+    assert {rel for rel, _ in linked} == {"icon", "apple-touch-icon"}
+    kinds = set()
+    for _, href in linked:
+        response = client.get(href)
+        assert response.status_code == 200, href
+        kinds.add(response.mimetype)
+        if response.mimetype == "image/png":
+            assert response.data.startswith(b"\x89PNG\r\n\x1a\n")
+    assert kinds == {"image/svg+xml", "image/png"}
+    # Browsers ask for /favicon.ico whatever a page links: an ICO holding the 32-pixel PNG.
+    favicon = client.get("/favicon.ico")
+    assert favicon.status_code == 200
+    assert favicon.mimetype == "image/vnd.microsoft.icon"
+    assert favicon.data[:4] == b"\x00\x00\x01\x00" and b"\x89PNG" in favicon.data
+    assert "max-age" in favicon.headers["Cache-Control"]
 
 
 def test_unknown_api_paths_get_a_problem_document(client):

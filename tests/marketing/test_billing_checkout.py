@@ -153,7 +153,7 @@ def test_bad_input_is_shown_next_to_the_field_and_nothing_is_sent(visitor, fake,
     form = dict(checkout_form(), **change)
     response = visitor.post("/billing/checkout", form)
 
-    assert response.status_code == 400
+    assert response.status_code == 422
     html = response.get_data(as_text=True)
     assert re.search(r'class="field has-error".*?' + re.escape(field_error), html, re.S)
     assert len(fake.requests) == before
@@ -367,7 +367,7 @@ class TestPortal:
 
     def test_bad_input_and_too_many_requests(self, visitor, fake, database):
         bad = visitor.post("/billing/portal", {"email": "nope"})
-        assert bad.status_code == 400 and "name@example.com" in bad.get_data(as_text=True)
+        assert bad.status_code == 422 and "name@example.com" in bad.get_data(as_text=True)
         address = email()
         self.customer(fake, database, address)
         for _ in range(3):

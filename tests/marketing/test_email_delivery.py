@@ -66,6 +66,36 @@ def test_contact_confirmation_arrives(browser, marketing_engine, smtp, mail_serv
     assert received.text().startswith("Hello,\n\nThanks for getting in touch")
 
 
+def test_every_message_has_a_text_and_an_html_part(marketing_engine, smtp, mail_server, admin_db):
+    email = _email("parts")
+    link = "https://core.example/reset-password?token=abc&next=1"
+    with Session(marketing_engine) as session, session.begin():
+        queue_email(
+            session,
+            Email(
+                to=email,
+                subject="Two parts",
+                body_text=f"Hello <friend> & co,\n\nChoose your password here:\n\n{link}.\n\nThanks",
+                category="test",
+            ),
+        )
+    # A message queued before every Email had its HTML part gets one when it is sent.
+    old = _email("old")
+    admin_db.execute(
+        "INSERT INTO email_outbox (to_address, subject, body_text, category) VALUES (%s, 'Old', 'See https://a.example/x', 'test')",
+        (old,),
+    )
+    outbox.flush(marketing_engine, smtp)
+    [received] = mail_server.to(email)
+    assert received.message.get_content_type() == "multipart/alternative"
+    assert received.text().startswith("Hello <friend> & co,")
+    html = received.html()
+    assert "<p>Hello &lt;friend&gt; &amp; co,</p>" in html
+    assert f'<a href="{link.replace("&", "&amp;")}">' in html and "</a>.</p>" in html
+    [received_old] = mail_server.to(old)
+    assert '<a href="https://a.example/x">' in received_old.html()
+
+
 def test_newsletter_confirmation_then_welcome_then_one_click_unsubscribe(
     browser, marketing_app, marketing_engine, smtp, mail_server, admin_db
 ):

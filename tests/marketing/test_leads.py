@@ -140,7 +140,7 @@ def test_a_second_inquiry_adds_to_the_same_lead(browser, admin_db):
         ({"email": ""}, "email", "Enter your email address, so we can answer."),
         ({"name": ""}, "name", "Tell us your name."),
         ({"message": "   "}, "message", "Write a few words about what you need."),
-        ({"message": "x" * 5001}, "message", "Keep the message under 5000 characters."),
+        ({"message": "x" * 5001}, "message", "Keep the message to 5000 characters."),
         ({"utm_source": "u" * 201}, "utm_source", None),
     ],
 )
@@ -153,7 +153,7 @@ def test_invalid_input_is_refused_next_to_its_field_and_nothing_is_stored(
         "SELECT (SELECT count(*) FROM lead_inquiries), (SELECT count(*) FROM email_outbox)"
     ).fetchone()
     response = browser.post("/contact", data)
-    assert response.status_code == 400
+    assert response.status_code == 422
     html = response.get_data(as_text=True)
     assert "Please check the fields marked below." in html
     if message:

@@ -10,6 +10,8 @@ from xml.etree import ElementTree
 
 import pytest
 
+from nectar.marketing.billing.config import CONFIG_KEY
+
 PAGES = ["/", "/features", "/blog", "/contact", "/newsletter"]
 
 
@@ -41,9 +43,15 @@ def test_each_page_has_its_own_title_description_and_the_site_nav(browser, path)
     for label, href in [("Features", "/features"), ("Pricing", "/pricing"), ("Blog", "/blog"),
                         ("Contact", "/contact"), ("Newsletter", "/newsletter")]:  # fmt: skip
         assert f'<a href="{href}">{label}</a>' in html
-    # The CSP forbids inline code; nothing is loaded from elsewhere.
+    # Signing in and starting free happen in core, at its public address.
+    core = browser.app.config[CONFIG_KEY].core_public_url
+    assert f'<a href="{core}/login">Sign in</a>' in html
+    assert f'<a class="button" href="{core}/signup">Start free</a>' in html
+    # The CSP forbids inline code; nothing is loaded from elsewhere, and core is the only other site linked.
     assert "<script" not in html and "style=" not in html
-    assert "http://" not in html.replace("http://www.w3.org", "") and "https://" not in html
+    assert not re.search(r'(src|<link[^>]*href)="(https?:)?//', html)
+    elsewhere = set(re.findall(r'href="(https?://[^"/]+)', html)) - {core}
+    assert not elsewhere and "https://" not in html
     assert 'name="viewport"' in html
 
 

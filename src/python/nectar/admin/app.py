@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from flask import Flask
+from markupsafe import Markup
 
 from nectar.admin.analytics.views import analytics
 from nectar.admin.audit_log.views import audit_log
@@ -21,6 +22,7 @@ from nectar.admin.users.views import users
 from nectar.schema.migrate import head_revision
 from nectar.shared.config import Service, Settings, load_settings
 from nectar.shared.encryption import key_ring
+from nectar.shared.mail import linked_text
 from nectar.shared.web import create_service_app
 
 SERVICE = Service.ADMIN
@@ -47,4 +49,6 @@ def create_app(settings: Settings | None = None) -> Flask:
         count_label=count_label,
         money=money,
     )
+    # Staff open the links of outbox messages (a set-password link, say) from the text part.
+    app.jinja_env.filters["linked_text"] = lambda text: Markup(linked_text(text or ""))
     return app

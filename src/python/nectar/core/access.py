@@ -15,7 +15,7 @@ from flask import abort, flash, g, redirect, render_template, request, session, 
 from flask_login import current_user
 from sqlalchemy import select
 
-from nectar.schema.models import Membership, Organization
+from nectar.schema.models import Membership, Organization, User
 from nectar.shared.database import db, scope_session
 
 ROLE_RANK = {"member": 1, "admin": 2, "owner": 3}
@@ -73,7 +73,25 @@ def _chosen_org_id() -> uuid.UUID | None:
 
 
 def choose_org(org_id: uuid.UUID) -> None:
+    """Opens `org_id` for this browser, and remembers it for the signed-in user's next sign-in
+    (kept when the caller commits)."""
     session["org_id"] = str(org_id)
+    current_user.user.last_org_id = org_id
+
+
+def open_org_after_sign_in(user: User) -> str:
+    """Where a user lands after signing in: in the organization they used last (if still a member),
+    else in their only one; with several and none remembered, on the list; with none, creating one."""
+    scope_session(db.session, user_id=user.id)  # the session was anonymous until now
+    org_ids = db.session.scalars(select(Membership.org_id).where(Membership.user_id == user.id)).all()
+    if user.last_org_id in org_ids:
+        chosen = user.last_org_id
+    elif len(org_ids) == 1:
+        chosen = org_ids[0]
+    else:
+        return url_for("orgs.choose") if org_ids else url_for("orgs.create")
+    choose_org(chosen)
+    return url_for("dashboard.home")
 
 
 def current_org() -> OrgContext:

@@ -47,12 +47,12 @@ class DeliverableAddress:
 
 
 def email_field(label: str, required_message: str = NO_ADDRESS) -> EmailField:
-    """A required email field for marketing's forms: at most 320 characters and deliverable."""
+    """A required email field for marketing's forms: at most MAX_EMAIL_LENGTH characters and deliverable."""
     return EmailField(
         label,
         validators=[
             DataRequired(required_message),
-            Length(max=320, message="That address is too long."),
+            Length(max=MAX_EMAIL_LENGTH, message="That address is too long."),
             DeliverableAddress(),
         ],
     )

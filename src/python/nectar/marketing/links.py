@@ -12,6 +12,7 @@ from urllib.parse import urlencode
 
 from flask import current_app, url_for
 
+from nectar.marketing.billing.config import billing_config
 from nectar.marketing.contract.campaigns import unsubscribe_url
 from nectar.shared.tokens import make_token
 
@@ -24,6 +25,9 @@ CHECKOUT_CANCEL_PATH = "/billing/cancel"
 TEST_CHECKOUT_PATH = "/billing/test-checkout/"
 # Where a customer asks for a billing-portal link (the welcome email points here).
 PORTAL_PATH = "/billing/portal"
+# Core's pages where customers sign in and sign up (core routes these paths).
+CORE_SIGN_IN_PATH = "/login"
+CORE_SIGN_UP_PATH = "/signup"
 
 
 @dataclass(frozen=True)
@@ -63,3 +67,13 @@ def app_links() -> Links:
 
 def pricing_url() -> str:
     return url_for("billing.pricing")
+
+
+def core_sign_in_url() -> str:
+    """Core's sign-in page, at core's public address (CORE_PUBLIC_URL)."""
+    return billing_config().core_public_url + CORE_SIGN_IN_PATH
+
+
+def core_sign_up_url() -> str:
+    """Core's sign-up page, at core's public address (CORE_PUBLIC_URL)."""
+    return billing_config().core_public_url + CORE_SIGN_UP_PATH

@@ -6,7 +6,9 @@ caused it was committed.
 
 from __future__ import annotations
 
+import html
 import json
+import re
 import unicodedata
 import uuid
 from dataclasses import dataclass, field
@@ -16,6 +18,10 @@ from sqlalchemy.orm import Session
 
 @dataclass(frozen=True)
 class Email:
+    """One message for the outbox. Every message has a text part and an HTML part: without a
+    `body_html` of its own (a campaign has one), the HTML part is the text, escaped, its links
+    made clickable (text_as_html)."""
+
     to: str
     subject: str
     body_text: str
@@ -24,6 +30,43 @@ class Email:
     headers: dict[str, str] = field(default_factory=dict)
     dedupe_key: str | None = None
     campaign_id: uuid.UUID | None = None  # the newsletter campaign it is part of, if any
+
+    def __post_init__(self) -> None:
+        if self.body_html is None:
+            object.__setattr__(self, "body_html", html_part(self.body_text))
+
+
+# An address in running text: it ends at white space or at what cannot be in one unescaped, and
+# sentence punctuation just after it is not part of it.
+_LINK = re.compile(r"""https?://[^\s<>"']+""")
+_TRAILING = ".,;:!?)]}"
+
+
+def text_as_html(text: str) -> str:
+    """Plain text as HTML: escaped, http(s) addresses made links, blank lines between paragraphs,
+    single line breaks kept: what the text part says, the HTML part says."""
+    paragraphs = [part for part in re.split(r"\n\s*\n", text.strip()) if part.strip()]
+    return "\n".join(
+        f"<p>{'<br>'.join(linked_text(line) for line in part.splitlines())}</p>" for part in paragraphs
+    )
+
+
+def linked_text(text: str) -> str:
+    """`text` escaped for HTML, its http(s) addresses made links; line breaks stay as they are."""
+    out, last = [], 0
+    for match in _LINK.finditer(text):
+        address = match.group(0).rstrip(_TRAILING)
+        out.append(html.escape(text[last : match.start()], quote=False))
+        escaped = html.escape(address, quote=True)
+        out.append(f'<a href="{escaped}">{escaped}</a>')
+        last = match.start() + len(address)
+    out.append(html.escape(text[last:], quote=False))
+    return "".join(out)
+
+
+def html_part(text: str) -> str:
+    """The HTML part of a message whose text part is `text`: a whole document."""
+    return f'<!doctype html><html><head><meta charset="utf-8"></head><body>{text_as_html(text)}</body></html>'
 
 
 # RFC 8058: what a mail client POSTs to the List-Unsubscribe address for a one-click unsubscribe.

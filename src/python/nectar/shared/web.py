@@ -10,7 +10,17 @@ from collections.abc import Callable
 from http import HTTPStatus
 from urllib.parse import urlsplit
 
-from flask import Blueprint, Flask, Response, current_app, jsonify, make_response, request, url_for
+from flask import (
+    Blueprint,
+    Flask,
+    Response,
+    current_app,
+    jsonify,
+    make_response,
+    request,
+    send_from_directory,
+    url_for,
+)
 from sqlalchemy import text
 from sqlalchemy.exc import DataError, SQLAlchemyError
 from werkzeug.exceptions import HTTPException, InternalServerError
@@ -29,6 +39,18 @@ shared_ui = Blueprint(
     static_folder="static",
     static_url_path="/static/shared",
 )
+ICON_MAX_AGE = 7 * 24 * 3600
+
+
+@shared_ui.get("/favicon.ico")
+def favicon():
+    """Browsers ask every site for /favicon.ico whatever the page links: the same icon as the pages'."""
+    return send_from_directory(
+        shared_ui.static_folder,
+        "icons/favicon.ico",
+        mimetype="image/vnd.microsoft.icon",
+        max_age=ICON_MAX_AGE,
+    )
 
 
 def problem(status: int, detail: str | None = None, *, title: str | None = None, **extra):
@@ -76,6 +98,15 @@ def safe_next_path(target: str | None, default: str) -> str:
     ):
         return target
     return default
+
+
+FORM_REFUSED = 422
+
+
+def form_status(*forms) -> int:
+    """The status of a page showing `forms`: 422 when one was refused (its messages stand next to
+    its fields), else 200. Every service answers a refused form this way."""
+    return FORM_REFUSED if any(form.errors for form in forms) else 200
 
 
 def error_response(status: int, detail: str | None, **extra):

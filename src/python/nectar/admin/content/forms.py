@@ -7,20 +7,24 @@ from wtforms import DateTimeLocalField, EmailField, SelectField, StringField, Te
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, Length, Optional
 
+from nectar.schema.models import BlogPost, Campaign, EmailTemplate
+from nectar.schema.models.columns import max_length
+from nectar.shared.bad_input import MAX_EMAIL_LENGTH
+
 DATETIME_FORMATS = ["%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S"]
 BODY_MAX = 200_000
 
 
 class PostForm(FlaskForm):
-    title = StringField("Title", validators=[DataRequired(), Length(max=300)])
+    title = StringField("Title", validators=[DataRequired(), Length(max=max_length(BlogPost.title))])
     slug = StringField(
         "Address (slug)",
-        validators=[Optional(), Length(max=200)],
+        validators=[Optional(), Length(max=max_length(BlogPost.slug))],
         description="The post lives at /blog/<slug>. Left empty, it is made from the title.",
     )
     summary = StringField(
         "Summary",
-        validators=[Optional(), Length(max=500)],
+        validators=[Optional(), Length(max=max_length(BlogPost.summary))],
         description="Shown in the blog index and as the page description.",
     )
     body_markdown = TextAreaField("Body (Markdown)", validators=[DataRequired(), Length(max=BODY_MAX)])
@@ -35,17 +39,19 @@ class PostForm(FlaskForm):
         validators=[Optional()],
         description="A future date schedules the post; left empty, publishing uses the current time.",
     )
-    author_name = StringField("Author", validators=[Optional(), Length(max=200)])
+    author_name = StringField("Author", validators=[Optional(), Length(max=max_length(BlogPost.author_name))])
 
 
 class TemplateForm(FlaskForm):
     key = StringField(
         "Key",
-        validators=[DataRequired(), Length(max=100)],
+        validators=[DataRequired(), Length(max=max_length(EmailTemplate.key))],
         description="A short name code refers to, e.g. newsletter.",
     )
-    name = StringField("Name", validators=[DataRequired(), Length(max=200)])
-    subject = StringField("Default subject", validators=[DataRequired(), Length(max=300)])
+    name = StringField("Name", validators=[DataRequired(), Length(max=max_length(EmailTemplate.name))])
+    subject = StringField(
+        "Default subject", validators=[DataRequired(), Length(max=max_length(EmailTemplate.subject))]
+    )
     body_markdown = TextAreaField(
         "Body (Markdown)",
         validators=[DataRequired(), Length(max=BODY_MAX)],
@@ -54,8 +60,8 @@ class TemplateForm(FlaskForm):
 
 
 class CampaignForm(FlaskForm):
-    name = StringField("Name (for staff)", validators=[DataRequired(), Length(max=200)])
-    subject = StringField("Subject", validators=[DataRequired(), Length(max=300)])
+    name = StringField("Name (for staff)", validators=[DataRequired(), Length(max=max_length(Campaign.name))])
+    subject = StringField("Subject", validators=[DataRequired(), Length(max=max_length(Campaign.subject))])
     template_id = SelectField("Template", validate_choice=True)
     body_markdown = TextAreaField("Body (Markdown)", validators=[DataRequired(), Length(max=BODY_MAX)])
 
@@ -67,7 +73,7 @@ class CampaignForm(FlaskForm):
 
 
 class TestSendForm(FlaskForm):
-    to_address = EmailField("Send a test to", validators=[DataRequired(), Length(max=320)])
+    to_address = EmailField("Send a test to", validators=[DataRequired(), Length(max=MAX_EMAIL_LENGTH)])
 
 
 class ScheduleForm(FlaskForm):

@@ -34,6 +34,7 @@ from nectar.marketing.contract import (
 from nectar.schema.models import BlogPost, EmailTemplate
 from nectar.shared.config import Service
 from nectar.shared.database import db
+from nectar.shared.web import form_status
 
 content = Blueprint("content", __name__, url_prefix="/content")
 PER_PAGE = 50
@@ -107,7 +108,7 @@ def _post_page(form: PostForm, post=None):
             now=datetime.now(UTC),
             state=service.post_state,
         ),
-        400 if form.errors else 200,
+        form_status(form),
     )
 
 
@@ -152,7 +153,7 @@ def _template_page(form: TemplateForm, template=None):
         preview = render_markdown(wrap_in_template(form.body_markdown.data, service.SAMPLE_CONTENT))
     return (
         render_template("admin/content/template_form.html", form=form, template=template, preview=preview),
-        400 if form.errors else 200,
+        form_status(form),
     )
 
 
@@ -235,7 +236,7 @@ def new_campaign():
                 return redirect(url_for("content.campaign", campaign_id=campaign.id))
     return (
         render_template("admin/content/campaign_new.html", form=form, preview=preview),
-        400 if form.errors else 200,
+        form_status(form),
     )
 
 
@@ -254,7 +255,6 @@ def _campaign_page(campaign_id: uuid.UUID, *, form=None, test_form=None, schedul
         form.template_id.data = str(campaign.template_id or "")
     if preview is None:
         preview = _campaign_preview(campaign.subject, campaign.body_markdown, campaign.template_id)
-    invalid = any(f is not None and f.errors for f in (form, test_form, schedule_form))
     return (
         render_template(
             "admin/content/campaign.html",
@@ -267,7 +267,7 @@ def _campaign_page(campaign_id: uuid.UUID, *, form=None, test_form=None, schedul
             preview=preview,
             subscribers=service.confirmed_subscribers(db.session),
         ),
-        400 if invalid else 200,
+        form_status(*(f for f in (form, test_form, schedule_form) if f is not None)),
     )
 
 

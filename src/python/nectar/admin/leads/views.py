@@ -23,6 +23,7 @@ from nectar.admin.listing import paginate, read_page
 from nectar.admin.staff.access import current_staff
 from nectar.schema.models.marketing import LEAD_STAGES
 from nectar.shared.database import db
+from nectar.shared.web import FORM_REFUSED, form_status
 
 leads = Blueprint("leads", __name__, url_prefix="/leads")
 PER_PAGE = 50
@@ -146,7 +147,7 @@ def assign(lead_id: uuid.UUID):
 def add_note(lead_id: uuid.UUID):
     form = NoteForm()
     if not form.validate_on_submit():
-        return _detail(lead_id, note_form=form, status=400)
+        return _detail(lead_id, note_form=form, status=form_status(form))
     if _write("Note added.", service.add_note, lead_id, current_staff().id, form.body.data) is None:
-        return _detail(lead_id, note_form=form, status=400)
+        return _detail(lead_id, note_form=form, status=FORM_REFUSED)  # why is flashed above
     return redirect(url_for("leads.detail", lead_id=lead_id) + "#notes")

@@ -20,8 +20,8 @@ from nectar.shared.web import problem, wants_json
 
 SESSION_KEY = "staff_session"
 UNSAFE = {"POST", "PUT", "PATCH", "DELETE"}
-# Reachable without a session: health checks and stylesheets; signing in and out.
-PUBLIC_ENDPOINTS = {"health.healthz", "health.readyz", "static", "shared_ui.static"}
+# Reachable without a session: health checks, stylesheets and icons; signing in and out.
+PUBLIC_ENDPOINTS = {"health.healthz", "health.readyz", "static", "shared_ui.static", "shared_ui.favicon"}
 SIGN_IN_ENDPOINTS = {"staff.login", "staff.logout"}
 # Reachable with a password but no second factor yet: checking a code, or enrolling one.
 SECOND_FACTOR_ENDPOINTS = {"staff.totp_verify", "staff.totp_setup", "staff.logout"}

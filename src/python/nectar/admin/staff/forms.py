@@ -4,10 +4,13 @@ from flask_wtf import FlaskForm
 from wtforms import EmailField, HiddenField, PasswordField, StringField
 from wtforms.validators import DataRequired, Length
 
+from nectar.shared.bad_input import MAX_EMAIL_LENGTH
+from nectar.shared.passwords import MAX_LENGTH
+
 
 class SignInForm(FlaskForm):
-    email = EmailField("Email", validators=[DataRequired(), Length(max=320)])
-    password = PasswordField("Password", validators=[DataRequired(), Length(max=1024)])
+    email = EmailField("Email", validators=[DataRequired(), Length(max=MAX_EMAIL_LENGTH)])
+    password = PasswordField("Password", validators=[DataRequired(), Length(max=MAX_LENGTH)])
     next = HiddenField()
 
 

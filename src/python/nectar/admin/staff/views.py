@@ -79,6 +79,7 @@ def totp_setup():
         service.begin_totp_enrolment(_keys(), member)
         db.session.commit()
     secret = service.totp_secret(_keys(), member)
+    uri = service.provisioning_uri(secret, member)
     form = CodeForm()
     if form.validate_on_submit():
         try:
@@ -96,7 +97,8 @@ def totp_setup():
         "admin/staff/totp_setup.html",
         form=form,
         secret=secret,
-        uri=service.provisioning_uri(secret, member),
+        uri=uri,
+        qr_code=service.provisioning_qr(uri),
         required=member.role == "superadmin",
     ), (422 if form.errors else 200)
 

@@ -6,10 +6,14 @@ from flask_wtf import FlaskForm
 from wtforms import EmailField, HiddenField, StringField
 from wtforms.validators import DataRequired, Length, Optional
 
+from nectar.schema.models import User
+from nectar.schema.models.columns import max_length
+from nectar.shared.bad_input import MAX_EMAIL_LENGTH
+
 
 class UserForm(FlaskForm):
-    email = EmailField("Email", validators=[DataRequired(), Length(max=320)])
-    display_name = StringField("Name", validators=[Optional(), Length(max=200)])
+    email = EmailField("Email", validators=[DataRequired(), Length(max=MAX_EMAIL_LENGTH)])
+    display_name = StringField("Name", validators=[Optional(), Length(max=max_length(User.display_name))])
 
 
 class CreateUserForm(UserForm):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, current_app, flash, redirect, render_template, request, session, url_for
 from flask_login import current_user, login_required, login_user, logout_user
 
+from nectar.core.access import open_org_after_sign_in
 from nectar.core.accounts import service
 from nectar.core.accounts.forms import (
     ForgotPasswordForm,
@@ -16,7 +17,7 @@ from nectar.core.accounts.forms import (
 from nectar.core.extensions import login_manager
 from nectar.shared.database import db
 from nectar.shared.tokens import TokenInvalid
-from nectar.shared.web import external_url, safe_next_path
+from nectar.shared.web import external_url, form_status, safe_next_path
 
 accounts = Blueprint("accounts", __name__)
 
@@ -85,7 +86,7 @@ def signup():
             return render_template(
                 "core/accounts/message.html", title="Check your email", message=CHECK_EMAIL
             )
-    return render_template("core/accounts/signup.html", form=form)
+    return render_template("core/accounts/signup.html", form=form), form_status(form)
 
 
 @accounts.route("/signup/finish", methods=["GET", "POST"])
@@ -110,7 +111,8 @@ def finish_signup():
             begin_session(user)
             flash(f"Welcome! Your account for {email} is ready.", "success")
             return redirect(url_for("orgs.create"))
-    return render_template("core/accounts/finish_signup.html", form=form, email=email, token=token)
+    page = render_template("core/accounts/finish_signup.html", form=form, email=email, token=token)
+    return page, form_status(form)
 
 
 @accounts.route("/login", methods=["GET", "POST"])
@@ -124,8 +126,10 @@ def login():
             error, locked = str(refused), refused.locked
         else:
             begin_session(user)
-            return redirect(safe_next_path(form.next.data, url_for("dashboard.home")))
-    status = 429 if locked else (401 if error else 200)
+            landing = open_org_after_sign_in(user)
+            db.session.commit()
+            return redirect(safe_next_path(form.next.data, landing))
+    status = 429 if locked else (401 if error else form_status(form))
     return render_template("core/accounts/login.html", form=form, error=error), status
 
 
@@ -177,7 +181,7 @@ def forgot_password():
             title="Check your email",
             message="If an account uses that address, a link to choose a new password is on its way. It works for an hour.",
         )
-    return render_template("core/accounts/forgot.html", form=form)
+    return render_template("core/accounts/forgot.html", form=form), form_status(form)
 
 
 @accounts.route("/reset-password", methods=["GET", "POST"])
@@ -185,12 +189,16 @@ def reset_password():
     token = request.args.get("token", "")
     form = ResetPasswordForm()
     try:
-        service.user_for_reset(db.session, current_app.secret_key, token)
+        user = service.user_for_reset(db.session, current_app.secret_key, token)
     except TokenInvalid as invalid:
         return (
             render_template("core/accounts/message.html", title="Link not valid", message=str(invalid)),
             400,
         )
+    # An account made for someone (by staff, or after a checkout) has no password yet: its first.
+    first_password = user.password_hash is None
+    if first_password:
+        form.password.label.text = "Password"
     if form.validate_on_submit():
         try:
             service.reset_password(db.session, current_app.secret_key, token, form.password.data)
@@ -201,8 +209,14 @@ def reset_password():
             logout_user()
             session.clear()
             flash(
-                "Your password is changed and every session is signed out. Sign in with the new one.",
+                (
+                    "Your password is set. Sign in with it."
+                    if first_password
+                    else "Your password is changed and every session is signed out. Sign in with the new one."
+                ),
                 "success",
             )
             return redirect(url_for("accounts.login"))
-    return render_template("core/accounts/reset.html", form=form, token=token)
+    return render_template(
+        "core/accounts/reset.html", form=form, token=token, first_password=first_password
+    ), form_status(form)

@@ -34,10 +34,13 @@ from nectar.core.workflows import outbound
 from nectar.core.workflows.definition import Problem
 from nectar.schema.models import AlertRule, Workflow
 from nectar.schema.models.alerts import ALERT_CHANNELS, MAX_WINDOW_MINUTES
+from nectar.schema.models.columns import max_length
 from nectar.shared.encryption import KeyRing
 
 MAX_RULES = 50  # per organization
 MAX_THRESHOLD = 1000  # failures counted for one decision; more are "1000 or more"
+NAME_MAX = max_length(AlertRule.name)
+TARGET_MAX = max_length(AlertRule.target)
 FIELDS = ("name", "workflow_id", "threshold", "window_minutes", "channel", "target", "enabled")
 TARGET_HELP = {
     "email": "an email address",
@@ -194,12 +197,12 @@ def _channel(_session: Session, value) -> str:
 
 
 _FIELD_CHECKS = {
-    "name": lambda _session, value: _text(value, 100),
+    "name": lambda _session, value: _text(value, NAME_MAX),
     "workflow_id": _workflow,
     "threshold": lambda _session, value: _whole(value, 1, MAX_THRESHOLD),
     "window_minutes": lambda _session, value: _whole(value, 1, MAX_WINDOW_MINUTES),
     "channel": _channel,
-    "target": lambda _session, value: _text(value, 2000),
+    "target": lambda _session, value: _text(value, TARGET_MAX),
     "enabled": _enabled,
 }
 

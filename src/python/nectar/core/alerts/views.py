@@ -12,6 +12,7 @@ from nectar.core.alerts import service
 from nectar.core.alerts.forms import AlertRuleForm
 from nectar.core.builder.service import list_workflows
 from nectar.core.orgs.forms import ActionForm
+from nectar.schema.models.alerts import MAX_WINDOW_MINUTES
 from nectar.shared.database import db
 
 alert_pages = Blueprint("alert_pages", __name__)
@@ -30,6 +31,12 @@ def _page(form: AlertRuleForm, new_secret: str | None = None, status: int = 200)
             action=ActionForm(),
             new_secret=new_secret,
             target_help=service.TARGET_HELP,
+            limits={
+                "name": service.NAME_MAX,
+                "target": service.TARGET_MAX,
+                "threshold": service.MAX_THRESHOLD,
+                "window_minutes": MAX_WINDOW_MINUTES,
+            },
         ),
         status,
     )

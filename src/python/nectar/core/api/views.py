@@ -214,7 +214,9 @@ def list_api_keys():
 def create_api_key():
     name = _body().get("name")
     if not isinstance(name, str):
-        raise ApiError(422, "name is required.", errors={"name": ["A string of 1 to 100 characters."]})
+        raise ApiError(
+            422, "name is required.", errors={"name": [f"A string of 1 to {api_keys.NAME_MAX} characters."]}
+        )
     try:
         key, token = api_keys.create_key(db.session, _ctx(), _user_id(), name)
     except ValueError as error:

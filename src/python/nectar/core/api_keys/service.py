@@ -18,7 +18,10 @@ from sqlalchemy.orm import Session
 
 from nectar.core.access import OrgContext, PermissionDenied
 from nectar.schema.models import ApiKey, Organization
+from nectar.schema.models.columns import max_length
 from nectar.shared.database import scope_session
+
+NAME_MAX = max_length(ApiKey.name)
 
 PREFIX = "nsk_"
 LAST_USED_RESOLUTION = timedelta(minutes=1)
@@ -43,8 +46,8 @@ def create_key(session: Session, ctx: OrgContext, user_id: uuid.UUID, name: str)
     if not ctx.at_least("admin"):
         raise PermissionDenied("Only an admin or owner can create API keys.")
     name = (name or "").strip()
-    if not 1 <= len(name) <= 100:
-        raise ValueError("Give the key a name of 1 to 100 characters.")
+    if not 1 <= len(name) <= NAME_MAX:
+        raise ValueError(f"Give the key a name of 1 to {NAME_MAX} characters.")
     token = f"{PREFIX}{ctx.org_id.hex}_{secrets.token_urlsafe(32)}"
     key = ApiKey(
         id=uuid.uuid4(),

@@ -9,37 +9,40 @@ from flask_login import current_user
 
 from nectar.core.access import current_org, org_required
 from nectar.core.api_keys import service
-from nectar.core.orgs.forms import ActionForm
+from nectar.core.orgs.forms import ActionForm, naming_form
 from nectar.shared.database import db
+from nectar.shared.web import form_status
 
 api_keys = Blueprint("api_keys", __name__)
+NewKeyForm = naming_form("key-name", service.NAME_MAX, "Name the key.")
 
 
 @api_keys.get("/org/api-keys")
 @org_required()
-def index(new_token: str | None = None):
-    return render_template(
+def index(new_token: str | None = None, new_key_form: NewKeyForm | None = None):
+    new_key_form = new_key_form or NewKeyForm(formdata=None)
+    page = render_template(
         "core/api_keys/index.html",
         ctx=current_org(),
         keys=service.list_keys(db.session),
-        form=ActionForm(),
+        form=ActionForm(formdata=None),
+        new_key_form=new_key_form,
         new_token=new_token,
     )
+    return page, form_status(new_key_form)
 
 
 @api_keys.post("/org/api-keys")
 @org_required("admin")
 def create():
-    form = ActionForm()
+    form = NewKeyForm()
     if not form.validate_on_submit():
-        abort(400, "The form expired; reload the page and try again.")
+        return index(new_key_form=form)
     try:
-        key, token = service.create_key(
-            db.session, current_org(), current_user.user.id, form.target.data or ""
-        )
+        key, token = service.create_key(db.session, current_org(), current_user.user.id, form.target.data)
     except ValueError as error:
-        flash(str(error), "error")
-        return redirect(url_for("api_keys.index"))
+        form.target.errors.append(str(error))
+        return index(new_key_form=form)
     db.session.commit()
     flash(f"Key “{key.name}” created. Copy it now: it will not be shown again.", "success")
     return index(new_token=token)

@@ -23,6 +23,10 @@ from nectar.core.runs.records import TEST_TRIGGER
 from nectar.core.workflows import code
 from nectar.core.workflows.definition import Problem, calls_in, validate
 from nectar.schema.models import User, Workflow, WorkflowVersion
+from nectar.schema.models.columns import max_length
+
+NAME_MAX = max_length(Workflow.name)
+NOTE_MAX = max_length(WorkflowVersion.note)
 
 
 class InvalidWorkflow(Exception):
@@ -47,8 +51,8 @@ def create_workflow(
 ) -> Workflow:
     require_editor(ctx)
     name = (name or "").strip()
-    if not 1 <= len(name) <= 200:
-        raise InvalidWorkflow([Problem("/name", "Use 1 to 200 characters.")])
+    if not 1 <= len(name) <= NAME_MAX:
+        raise InvalidWorkflow([Problem("/name", f"Use 1 to {NAME_MAX} characters.")])
     problems = problems_of(ctx, definition)
     if problems:
         raise InvalidWorkflow(problems)
@@ -85,7 +89,7 @@ def save_version(
         workflow_id=workflow.id,
         version=number,
         definition=definition,
-        note=(note or "")[:500] or None,
+        note=(note or "")[:NOTE_MAX] or None,
         created_by=user_id,
     )
     session.add(version)

@@ -5,20 +5,22 @@ from __future__ import annotations
 
 import uuid
 
-from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
+from flask import Blueprint, abort, current_app, redirect, render_template, request, url_for
 from flask_login import current_user
 
 from nectar.core.access import current_org, org_required
 from nectar.core.builder import service
 from nectar.core.endpoints import service as endpoints
 from nectar.core.integrations import service as integrations
-from nectar.core.orgs.forms import ActionForm
+from nectar.core.orgs.forms import naming_form
 from nectar.core.runs import queries as run_queries
 from nectar.core.workflows.definition import WORKFLOW_SCHEMA
 from nectar.schema.models import WorkflowVersion
 from nectar.shared.database import db
+from nectar.shared.web import form_status
 
 workflow_pages = Blueprint("workflow_pages", __name__)
+NewWorkflowForm = naming_form("wf-name", service.NAME_MAX, "Name the workflow.")
 
 STARTER = {
     "trigger": {"type": "http"},
@@ -35,29 +37,31 @@ STARTER = {
 
 @workflow_pages.get("/org/workflows")
 @org_required()
-def index():
-    return render_template(
+def index(new_workflow_form: NewWorkflowForm | None = None):
+    new_workflow_form = new_workflow_form or NewWorkflowForm(formdata=None)
+    page = render_template(
         "core/workflows/index.html",
         ctx=current_org(),
         workflows=service.list_workflows(db.session),
-        form=ActionForm(),
+        form=new_workflow_form,
     )
+    return page, form_status(new_workflow_form)
 
 
 @workflow_pages.post("/org/workflows")
 @org_required("admin")
 def create():
-    form = ActionForm()
+    form = NewWorkflowForm()
     if not form.validate_on_submit():
-        abort(400, "The form expired; reload the page and try again.")
+        return index(form)
     try:
         workflow = service.create_workflow(
-            db.session, current_org(), current_user.user.id, form.target.data or "", STARTER
+            db.session, current_org(), current_user.user.id, form.target.data, STARTER
         )
     except service.InvalidWorkflow as invalid:
         db.session.rollback()
-        flash(str(invalid.problems[0].message), "error")
-        return redirect(url_for("workflow_pages.index"))
+        form.target.errors.append(str(invalid.problems[0].message))
+        return index(form)
     db.session.commit()
     return redirect(url_for("workflow_pages.builder", workflow_id=workflow.id))
 
@@ -81,6 +85,7 @@ def builder(workflow_id: uuid.UUID):
             "max_document_chars": current_app.config["MAX_CONTENT_LENGTH"] - 16 * 1024,
         },
         versions=versions,
+        note_max=service.NOTE_MAX,
         authors=service.authors(db.session, versions),
     )
 
@@ -137,6 +142,7 @@ def endpoint_index():
         # The address callers use: the service's public address, never the request's Host header.
         base_url=f"{public}/e/{current_org().org_id}",
         methods=endpoints.METHODS,
+        path_max=endpoints.PATH_MAX,
     )
 
 
@@ -155,4 +161,5 @@ def connections():
         ctx=current_org(),
         catalog=integrations.catalog(db.session),
         connections=integrations.list_connections(db.session),
+        name_max=integrations.NAME_MAX,
     )

@@ -18,8 +18,10 @@ from nectar.core.plans import PLAN_LIMITS
 from nectar.core.workflows import json_schema
 from nectar.core.workflows.definition import Problem
 from nectar.schema.models import Endpoint, Workflow
+from nectar.schema.models.columns import max_length
 
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+PATH_MAX = max_length(Endpoint.path)
 RESERVED_PATHS = ("/_hooks/", "/_runs/")  # incoming webhooks, and queued calls' runs (serve.py)
 PATH_PATTERN = re.compile(r"^(/([A-Za-z0-9._~-]+|\{[a-z_][a-z0-9_]{0,39}\}))+/?$|^/$")
 # Calls per minute per organization, by plan (declared in plans.py; tests and benchmarks change these).
@@ -42,7 +44,7 @@ def _check(method: str, path: str, auth: str, request_schema) -> list[Problem]:
     problems = []
     if method not in METHODS:
         problems.append(Problem("/method", f"Use one of {', '.join(METHODS)}."))
-    if not isinstance(path, str) or len(path) > 300 or not PATH_PATTERN.match(path):
+    if not isinstance(path, str) or len(path) > PATH_MAX or not PATH_PATTERN.match(path):
         problems.append(
             Problem("/path", "Start with /; use letters, digits, . _ ~ - and {name} for parameters.")
         )

@@ -24,7 +24,10 @@ from nectar.core.access import OrgContext, PermissionDenied
 from nectar.core.workflows import json_schema, outbound
 from nectar.core.workflows.definition import Problem
 from nectar.schema.models import CatalogService, IntegrationConnection
+from nectar.schema.models.columns import max_length
 from nectar.shared.encryption import DecryptionFailed, KeyRing
+
+NAME_MAX = max_length(IntegrationConnection.name)
 
 
 class InvalidConnection(Exception):
@@ -67,7 +70,7 @@ def save_connection(
     if template is None:
         raise InvalidConnection([Problem("/service_key", f"No connector {service_key!r} in the catalog.")])
     name = (name or "").strip()
-    problems = [] if 1 <= len(name) <= 100 else [Problem("/name", "Use 1 to 100 characters.")]
+    problems = [] if 1 <= len(name) <= NAME_MAX else [Problem("/name", f"Use 1 to {NAME_MAX} characters.")]
     problems += _problems(template.config_schema, config, "/config")
     if credentials is not None:
         problems += _problems(template.credentials_schema, credentials, "/credentials")

@@ -17,7 +17,7 @@ from nectar.core.orgs import service
 from nectar.core.orgs.forms import ActionForm, CreateOrgForm, InviteForm, RoleForm, SettingsForm
 from nectar.shared.database import db
 from nectar.shared.tokens import TokenInvalid
-from nectar.shared.web import external_url
+from nectar.shared.web import external_url, form_status
 
 orgs = Blueprint("orgs", __name__)
 
@@ -40,11 +40,11 @@ def create():
             db.session.rollback()
             form.name.errors.append(str(error))
         else:
-            db.session.commit()
             choose_org(org.id)
+            db.session.commit()
             flash(f"{org.name} is ready.", "success")
             return redirect(url_for("dashboard.home"))
-    return render_template("core/orgs/create.html", form=form)
+    return render_template("core/orgs/create.html", form=form), form_status(form)
 
 
 @orgs.post("/orgs/<uuid:org_id>/switch")
@@ -55,6 +55,7 @@ def switch(org_id: uuid.UUID):
     if service.membership_of(db.session, current_user.user.id, org_id) is None:
         abort(404)
     choose_org(org_id)
+    db.session.commit()
     return redirect(url_for("dashboard.home"))
 
 
@@ -74,22 +75,28 @@ def settings():
             flash("Settings saved.", "success")
             return redirect(url_for("orgs.settings"))
     zones = sorted(zoneinfo.available_timezones())
-    return render_template("core/orgs/settings.html", form=form, zones=zones, org=ctx.org)
+    page = render_template("core/orgs/settings.html", form=form, zones=zones, org=ctx.org)
+    return page, form_status(form)
 
 
 @orgs.get("/org/members")
 @org_required()
 def members():
+    return _members_page(InviteForm(formdata=None))
+
+
+def _members_page(invite_form: InviteForm):
     ctx = current_org()
-    return render_template(
+    page = render_template(
         "core/orgs/members.html",
         ctx=ctx,
         members=service.members(db.session, ctx),
         invitations=service.pending_invitations(db.session, ctx) if ctx.at_least("admin") else [],
-        invite_form=InviteForm(),
-        role_form=RoleForm(),
-        action_form=ActionForm(),
+        invite_form=invite_form,
+        role_form=RoleForm(formdata=None),
+        action_form=ActionForm(formdata=None),
     )
+    return page, form_status(invite_form)
 
 
 @orgs.post("/org/invitations")
@@ -97,36 +104,34 @@ def members():
 def invite():
     ctx = current_org()
     form = InviteForm()
-    if form.validate_on_submit():
-        try:
-            invitation, sent = service.invite(
-                db.session,
-                ctx,
-                current_user.user.id,
-                form.email.data,
-                form.role.data,
-                lambda token: external_url("orgs.accept_invitation", token=token),
-            )
-        except (
-            service.OrgError,
-            accounts.AccountError,
-            MailLimitReached,
-            service.EmailNotConfirmed,
-        ) as error:
-            db.session.rollback()
-            flash(str(error), "error")
-        else:
-            db.session.commit()
-            if sent:
-                flash(f"Invitation sent to {invitation.email}.", "success")
-            else:
-                flash(
-                    f"{invitation.email} has a pending invitation already (until "
-                    f"{invitation.expires_at:%Y-%m-%d}); withdraw it to send a new one.",
-                    "info",
-                )
+    if not form.validate_on_submit():
+        return _members_page(form)
+    try:
+        invitation, sent = service.invite(
+            db.session,
+            ctx,
+            current_user.user.id,
+            form.email.data,
+            form.role.data,
+            lambda token: external_url("orgs.accept_invitation", token=token),
+        )
+    except (service.OrgError, accounts.AccountError) as error:
+        db.session.rollback()
+        (form[error.field] if error.field in form else form.email).errors.append(str(error))
+        return _members_page(form)
+    except (MailLimitReached, service.EmailNotConfirmed) as error:
+        db.session.rollback()
+        flash(str(error), "error")
     else:
-        flash("; ".join(e for errors in form.errors.values() for e in errors), "error")
+        db.session.commit()
+        if sent:
+            flash(f"Invitation sent to {invitation.email}.", "success")
+        else:
+            flash(
+                f"{invitation.email} has a pending invitation already (until "
+                f"{invitation.expires_at:%Y-%m-%d}); withdraw it to send a new one.",
+                "info",
+            )
     return redirect(url_for("orgs.members"))
 
 
@@ -211,8 +216,8 @@ def accept_invitation():
                     ),
                     403,
                 )
-            db.session.commit()
             choose_org(org.id)
+            db.session.commit()
             flash(f"Welcome to {org.name}.", "success")
             return redirect(url_for("dashboard.home"))
         return render_template(
@@ -234,8 +239,10 @@ def accept_invitation():
         else:
             begin_session(user)
             choose_org(org.id)
+            db.session.commit()
             flash(f"Welcome to {org.name}.", "success")
             return redirect(url_for("dashboard.home"))
-    return render_template(
+    page = render_template(
         "core/orgs/accept_signup.html", invitation=invitation, org=org, form=form, token=token
     )
+    return page, form_status(form)

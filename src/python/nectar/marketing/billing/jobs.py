@@ -34,7 +34,7 @@ from nectar.marketing.billing.queue import (
 )
 from nectar.marketing.billing.stripe_api import retrieve_subscription
 from nectar.marketing.billing.webhooks import WEBHOOK_PATH
-from nectar.marketing.links import PORTAL_PATH
+from nectar.marketing.links import CORE_SIGN_IN_PATH, PORTAL_PATH
 from nectar.shared.config import Service, Settings
 
 log = logging.getLogger(__name__)
@@ -115,7 +115,7 @@ def provision(subscription_id: str) -> None:
     worker = _bound()
     with Session(worker.engine) as session:
         links = provisioning.WelcomeLinks(
-            sign_in=worker.config.core_public_url + "/login",
+            sign_in=worker.config.core_public_url + CORE_SIGN_IN_PATH,
             billing=worker.settings.public_url + PORTAL_PATH,
         )
         outcome = provisioning.provision(session, uuid.UUID(subscription_id), worker.core, links)

@@ -31,7 +31,7 @@ from nectar.marketing.links import (
 )
 from nectar.shared.database import db
 from nectar.shared.tokens import TokenInvalid
-from nectar.shared.web import external_url, problem
+from nectar.shared.web import external_url, form_status, problem
 
 billing = Blueprint("billing", __name__)
 CHECKOUT_SESSION_ID = re.compile(r"cs_(test|live)_[A-Za-z0-9]{1,200}")
@@ -66,7 +66,6 @@ def _pricing_page(submitted: CheckoutForm | None = None, *, error: str | None = 
         error=error,
         error_plan=error_plan,  # the card that shows the error; None: shown above the cards
         portal_form=PortalForm(formdata=None),
-        signup_url=config.core_public_url + "/signup",
     )
     return page, status
 
@@ -80,7 +79,7 @@ def pricing():
 def checkout():
     form = CheckoutForm()
     if not form.validate_on_submit():
-        return _pricing_page(form, status=400)
+        return _pricing_page(form, status=form_status(form))
     start = service.CheckoutStart(
         plan=form.plan.data,
         email=form.email.data,
@@ -108,12 +107,7 @@ def success():
         abort(404, "There is no checkout at this address. If you just paid, check your email.")
     status = service.checkout_status(db.session, session_id)
     plan = find_plan(current_plans(db.session, billing_config()), status.plan)
-    return render_template(
-        "marketing/billing/success.html",
-        status=status,
-        plan=plan,
-        sign_in_url=billing_config().core_public_url + "/login",
-    )
+    return render_template("marketing/billing/success.html", status=status, plan=plan)
 
 
 @billing.get(CHECKOUT_CANCEL_PATH)
@@ -126,7 +120,7 @@ def cancel():
 def portal():
     form = PortalForm()
     if not form.validate_on_submit():
-        return render_template("marketing/billing/portal.html", form=form), 400 if form.errors else 200
+        return render_template("marketing/billing/portal.html", form=form), form_status(form)
     try:
         service.request_portal_link(
             db.session,

@@ -15,7 +15,7 @@ from email.message import EmailMessage
 from email.utils import formataddr, formatdate, getaddresses
 
 from nectar.shared.config import ConfigError, env_int, env_str
-from nectar.shared.mail import SENDER_NAME_HEADER, one_line
+from nectar.shared.mail import SENDER_NAME_HEADER, html_part, one_line
 
 SECURITY_MODES = ("starttls", "ssl", "none")
 DEFAULT_FROM = "Nectar Studio <hello@localhost>"
@@ -171,6 +171,6 @@ def build_message(
         if name.lower() not in RESERVED_HEADERS:
             message[name] = value
     message.set_content(body_text)
-    if body_html:
-        message.add_alternative(body_html, subtype="html")
+    # Messages queued before every Email had an HTML part get theirs here.
+    message.add_alternative(body_html or html_part(body_text), subtype="html")
     return message

@@ -5,12 +5,18 @@ from wtforms import HiddenField, StringField, TextAreaField
 from wtforms.validators import DataRequired, Length, Optional
 
 from nectar.marketing.addresses import email_field
+from nectar.schema.models import Lead
+from nectar.schema.models.columns import max_length
 
 UTM_FIELDS = ("utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content")
+UTM_MAX = 200  # each is kept in the lead's utm document
+MESSAGE_MAX = 5000  # what sales read in one go; the column takes any length
+NAME_MAX = max_length(Lead.name)
+COMPANY_MAX = max_length(Lead.company)
 
 
 def _utm_field():
-    return HiddenField(validators=[Optional(), Length(max=200)])
+    return HiddenField(validators=[Optional(), Length(max=UTM_MAX)])
 
 
 class ContactForm(FlaskForm):
@@ -18,21 +24,22 @@ class ContactForm(FlaskForm):
         "Your name",
         validators=[
             DataRequired("Tell us your name."),
-            Length(max=200, message="Keep it under 200 characters."),
+            Length(max=NAME_MAX, message=f"Keep it to {NAME_MAX} characters."),
         ],
     )
     email = email_field("Work email", required_message="Enter your email address, so we can answer.")
     company = StringField(
-        "Company", validators=[Optional(), Length(max=200, message="Keep it under 200 characters.")]
+        "Company",
+        validators=[Optional(), Length(max=COMPANY_MAX, message=f"Keep it to {COMPANY_MAX} characters.")],
     )
     message = TextAreaField(
         "How can we help?",
         validators=[
             DataRequired("Write a few words about what you need."),
-            Length(max=5000, message="Keep the message under 5000 characters."),
+            Length(max=MESSAGE_MAX, message=f"Keep the message to {MESSAGE_MAX} characters."),
         ],
     )
-    source = HiddenField(validators=[Optional(), Length(max=100)])
+    source = HiddenField(validators=[Optional(), Length(max=max_length(Lead.source))])
     utm_source = _utm_field()
     utm_medium = _utm_field()
     utm_campaign = _utm_field()

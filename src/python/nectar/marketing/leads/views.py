@@ -8,6 +8,7 @@ from nectar.marketing.leads import service
 from nectar.marketing.leads.forms import UTM_FIELDS, ContactForm
 from nectar.marketing.limits import RateLimited, refused
 from nectar.shared.database import db
+from nectar.shared.web import form_status
 
 leads = Blueprint("leads", __name__)
 
@@ -43,8 +44,7 @@ def contact():
             )
         db.session.commit()
         return redirect(url_for("leads.thanks"))
-    status = 400 if form.errors else 200
-    return render_template("marketing/leads/contact.html", form=form), status
+    return render_template("marketing/leads/contact.html", form=form), form_status(form)
 
 
 @leads.get("/contact/thanks")

@@ -11,6 +11,7 @@ from nectar.marketing.newsletter import service
 from nectar.marketing.newsletter.forms import NewsletterForm
 from nectar.shared.database import db
 from nectar.shared.tokens import TokenInvalid
+from nectar.shared.web import form_status
 
 newsletter = Blueprint("newsletter", __name__, url_prefix="/newsletter")
 
@@ -34,8 +35,7 @@ def signup():
             )
         db.session.commit()
         return redirect(url_for("newsletter.check_inbox"))
-    status = 400 if form.errors else 200
-    return render_template("marketing/newsletter/signup.html", form=form), status
+    return render_template("marketing/newsletter/signup.html", form=form), form_status(form)
 
 
 @newsletter.get("/check-your-inbox")

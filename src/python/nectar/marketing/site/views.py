@@ -7,7 +7,13 @@ from datetime import UTC, datetime
 from flask import Blueprint, Response, abort, render_template, request
 
 from nectar.marketing.contract.campaigns import UNSUBSCRIBE_PATH
-from nectar.marketing.links import CONFIRM_PATH, pricing_url, public_base_url
+from nectar.marketing.links import (
+    CONFIRM_PATH,
+    core_sign_in_url,
+    core_sign_up_url,
+    pricing_url,
+    public_base_url,
+)
 from nectar.marketing.newsletter.forms import NewsletterForm
 from nectar.marketing.site import service
 from nectar.shared.database import db
@@ -18,7 +24,7 @@ site = Blueprint("site", __name__)
 
 @site.app_context_processor
 def _site_links():
-    return {"pricing_url": pricing_url}
+    return {"pricing_url": pricing_url, "sign_in_url": core_sign_in_url, "sign_up_url": core_sign_up_url}
 
 
 @site.get("/")

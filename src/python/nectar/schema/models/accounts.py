@@ -76,6 +76,8 @@ class User(Base):
         ),
         # The dashboard's active users: all (any index) minus these few, each counted from an index.
         Index("ix_users_inactive", "id", postgresql_where=text("NOT is_active")),
+        # An organization deleted clears it from its users without reading every user.
+        Index("ix_users_last_org_id", "last_org_id", postgresql_where=text("last_org_id IS NOT NULL")),
         {"info": {"service": "core"}},
     )
 
@@ -86,6 +88,10 @@ class User(Base):
     email_verified_at: Mapped[datetime | None] = timestamp()
     is_active: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default="true")
     last_login_at: Mapped[datetime | None] = timestamp()
+    # The organization they opened last, where signing in takes them (kept across sign-outs).
+    last_org_id: Mapped[uuid.UUID | None] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("organizations.id", ondelete="SET NULL")
+    )
     created_at: Mapped[datetime] = created_timestamp()
     updated_at: Mapped[datetime] = updated_timestamp()
 

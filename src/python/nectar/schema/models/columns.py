@@ -48,3 +48,9 @@ def same_tenant(column: str, parent: str, *, ondelete: str = "CASCADE") -> Forei
 
 def tenant_table(service: str = "core", **extra) -> dict:
     return {"info": {"service": service, "tenant_column": "org_id", **extra}}
+
+
+def max_length(column) -> int:
+    """The length limit of a String column (`Model.attribute`): what a form checks before storing a
+    value in it and tells the browser (maxlength), read from the one declaration."""
+    return column.type.length

@@ -35,41 +35,35 @@ class ClaimedRun:
     queued_at: datetime
 
 
+# The tenant's scope; and "running" is for people to see: a crash that loses it loses nothing (the
+# job is retried and the run resumes from its journal), so its commit does not wait for the disk.
+_SCOPE_NO_FLUSH_SQL = SET_TENANT_SQL + ", set_config('synchronous_commit', 'off', true)"
 _CLAIM_SQL = f"""
     UPDATE workflow_runs SET status = 'running'
     WHERE id = %(run)s AND status NOT IN {FINAL_STATUSES!r}
-    RETURNING id, org_id, workflow_id, version_id, definition, input, call_depth, trigger, parent_run_id, queued_at
+    RETURNING id, org_id, workflow_id, version_id, definition, input, call_depth, trigger, parent_run_id, queued_at,
+        (SELECT json_agg(json_build_array(c.step_key, c.status, c.output, c.error, c.record))
+         FROM workflow_run_checkpoints c WHERE c.run_id = workflow_runs.id)
 """  # noqa: S608 - constants only
-# "running" is for people to see: a crash that loses it loses nothing (the job is retried and the
-# run resumes from its journal), so its commit does not wait for the disk.
-_NO_FLUSH_SQL = "SET LOCAL synchronous_commit = off"
-_CHECKPOINTS_SQL = (
-    "SELECT step_key, status, output, error, record FROM workflow_run_checkpoints WHERE run_id = %(run)s"
-)
 
 
 def claim_run(
     engine: Engine, org_id: uuid.UUID, run_id: uuid.UUID
 ) -> tuple[ClaimedRun, dict[str, Checkpoint]] | None:
-    """An activation's start, in one round trip (the worker's hot path): run `run_id` marked
-    running and read with its journal's checkpoints, or None when it has ended (or is not there)."""
-    params = {"run": run_id}
-    _, _, claimed, checkpoints = in_one_round_trip(
-        engine,
-        [
-            (SET_TENANT_SQL, (str(org_id),)),
-            (_NO_FLUSH_SQL, None),
-            (_CLAIM_SQL, params),
-            (_CHECKPOINTS_SQL, params),
-        ],
+    """An activation's start, in one round trip and one statement past the scope (the worker's hot
+    path): run `run_id` marked running and read with its journal's checkpoints, or None when it has
+    ended (or is not there)."""
+    _, claimed = in_one_round_trip(
+        engine, [(_SCOPE_NO_FLUSH_SQL, (str(org_id),)), (_CLAIM_SQL, {"run": run_id})]
     )
     if not claimed:
         return None
+    *run, checkpoints = claimed[0]
     saved = {
         key: Checkpoint(status, output, error, record_from_json(record))
-        for key, status, output, error, record in checkpoints
+        for key, status, output, error, record in checkpoints or ()
     }
-    return ClaimedRun(*claimed[0]), saved
+    return ClaimedRun(*run), saved
 
 
 # A finished checkpoint is final: only a `waiting` one is replaced (by the wait's end).

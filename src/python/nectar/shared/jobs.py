@@ -312,6 +312,10 @@ class WorkerLogFilter(logging.Filter):
 
 def _quiet_worker_logs(app: procrastinate.App) -> None:
     logging.getLogger("procrastinate").setLevel(logging.INFO)
+    # Registering tasks and schedules at start says a dozen lines about nothing that went wrong;
+    # `worker: running jobs from queue ...` says the worker started, once.
+    for registration in ("procrastinate.blueprints", "procrastinate.periodic"):
+        logging.getLogger(registration).setLevel(logging.WARNING)
     # psycopg's pool warns on every failed connection attempt; the outage's warning says it once.
     logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
     quiet = WorkerLogFilter({name for name, _periodic_id in app.periodic_registry.periodic_tasks})

@@ -1,4 +1,4 @@
-"""The admin service's Flask app (staff; DESIGN.md)."""
+"""The admin service's Flask app (staff; docs/architecture.md)."""
 
 from __future__ import annotations
 

@@ -118,3 +118,14 @@ def test_without_ports_every_url_is_on_the_default_port():
 def test_a_bad_service_port_is_refused():
     with pytest.raises(ConfigError, match="ADMIN_PORT must be between 1 and 65535"):
         load_settings(Service.CORE, {**ALL_URLS, "ADMIN_PORT": "0"})
+
+
+def test_without_urls_reading_settings_names_what_to_do():
+    with pytest.raises(
+        ConfigError, match="MIGRATION_DATABASE_URL is not set and the embedded database was not started"
+    ):
+        database_url(Role.OWNER, {})
+    with pytest.raises(
+        ConfigError, match="MIGRATION_DATABASE_URL is not set; production needs database URLs"
+    ):
+        database_url(Role.OWNER, {"NECTAR_ENV": "production"})

@@ -119,6 +119,11 @@ def database_url(role: Role, environ: Mapping[str, str] | None = None) -> URL:
     environ = os.environ if environ is None else environ
     raw = env_str(environ, role.url_variable)
     if raw is None:
+        if uses_embedded_database(environ) and env_str(environ, "NECTAR_ENV") == "production":
+            raise ConfigError(
+                f"{role.url_variable} is not set; production needs database URLs "
+                f"(the embedded database is for development)"
+            )
         if uses_embedded_database(environ):
             raise ConfigError(
                 f"{role.url_variable} is not set and the embedded database was not started; "

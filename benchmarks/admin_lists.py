@@ -6,7 +6,7 @@ naive full COUNT(*) alone costs on the same table.
     ./pants run benchmarks/admin_lists.py -- --users 200000 --reseed
 
 The list never counts the whole table: LIMIT per_page + 1 says whether there is a next page and the
-total is counted up to 10,001 rows ("10,000+"). Goal (issue 7): a page costs less than one full
+total is counted up to 10,001 rows ("10,000+"). Goal: a page costs less than one full
 COUNT(*), and does not grow with the table.
 """
 

@@ -115,8 +115,7 @@ def main() -> None:
             field = page.locator("#panel input[data-expression=jmespath]")
             field.click()
             page.keyboard.press("End")
-            page.evaluate(
-                """() => {
+            page.evaluate("""() => {
                   window.previewLatencies = [];
                   const field = document.querySelector('#panel input[data-expression=jmespath]');
                   field.addEventListener('keydown', () => { window.keyAt = performance.now(); }, true);
@@ -124,8 +123,7 @@ def main() -> None:
                     if (window.keyAt) window.previewLatencies.push(performance.now() - window.keyAt);
                     window.keyAt = null;
                   });
-                }"""
-            )
+                }""")
             for i in range(args.keys):
                 page.keyboard.press("Backspace" if i % 2 else "x")
                 page.wait_for_function("() => window.keyAt === null", timeout=5000)

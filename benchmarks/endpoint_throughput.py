@@ -8,7 +8,7 @@ from a separate process, in one run. Also counts database round trips per endpoi
 The machine is shared and noisy: rounds alternate between the two servers and the ratio reported
 is the median of the rounds' ratios.
 
-Goals (issue 5): at least 50% of the bare route's requests per second; p99 under 15 ms at one
+Goals: at least 50% of the bare route's requests per second; p99 under 15 ms at one
 connection; at most 5 database round trips per synchronous execution.
 """
 

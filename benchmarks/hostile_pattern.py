@@ -1,4 +1,4 @@
-"""Reproduces issue 13's problem 2: a public endpoint whose request schema has
+"""A catastrophic regular expression in a tenant's schema: a public endpoint whose request schema has
 `"pattern": "^(a+)+$"`, called with a body of n letters and a "!", while /healthz and another
 organization's endpoint are called every 50 ms on the same process (gunicorn, one worker with four
 threads, as the dev launcher runs core).

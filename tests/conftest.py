@@ -2,7 +2,8 @@
 
 Pants runs test files in parallel processes. They share one server (started once, under a file
 lock, with fsync off) and each creates its own database, migrated to head as nectar_owner, so
-parallel processes never see each other's rows.
+parallel processes never see each other's rows. The server stops by itself once no test process
+has used it for TEST_SERVER_IDLE_SECONDS; `./pants run :dev -- embedded-db stop` stops it at once.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import pytest
 from sqlalchemy.engine import URL
 
 from nectar.schema.migrate import upgrade
-from nectar.shared.config import DATABASE_NAME, Role, Service, Settings, load_settings
+from nectar.shared.config import DATABASE_NAME, Role, Service, Settings, load_settings, var_dir
 from nectar.shared.embedded_postgres import EmbeddedServer, ensure_embedded_server
 
 
@@ -51,13 +52,31 @@ class DatabaseUnderTest:
         return env
 
 
+# The shared test server outlives each test process (the next one reuses it) and stops this long
+# after the last one ended.
+TEST_SERVER_IDLE_SECONDS = 300
+
+
+def test_server_dir() -> Path:
+    """var/test-postgres: beside the services' var/postgres, so `embedded-db stop` finds it too."""
+    configured = os.environ.get("NECTAR_TEST_POSTGRES_DIR")
+    return Path(configured) if configured else var_dir(os.environ) / "test-postgres"
+
+
+def own_server_root(name: str) -> Path:
+    """A new directory for a server of a test's own, beside the shared test server. Not under
+    pytest's temporary root: each pytest process that starts makes that folder 0700 again, and the
+    server's account (not root) could then no longer reach its data directory."""
+    parent = test_server_dir().parent
+    parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f"test-{name}-", dir=parent))
+
+
 @contextmanager
 def own_server(name: str) -> Iterator[DatabaseUnderTest]:
-    """A durable PostgreSQL server of a test's own (one it may stop and start), migrated, removed after.
-    Not under pytest's temporary root: each pytest process that starts makes that folder 0700 again,
-    and the server's account (not root) could then no longer reach its data directory."""
-    root = Path(tempfile.mkdtemp(prefix=f"nectar-{name}-"))
-    server = ensure_embedded_server(root / "postgres")
+    """A durable PostgreSQL server of a test's own (one it may stop and start), migrated, removed after."""
+    root = own_server_root(name)
+    server = ensure_embedded_server(root)
     try:
         database = DatabaseUnderTest(server, DATABASE_NAME)
         upgrade(database.url(Role.OWNER))
@@ -67,18 +86,9 @@ def own_server(name: str) -> Iterator[DatabaseUnderTest]:
         shutil.rmtree(root, ignore_errors=True)
 
 
-def test_server_dir() -> Path:
-    configured = os.environ.get("NECTAR_TEST_POSTGRES_DIR")
-    return (
-        Path(configured)
-        if configured
-        else Path(tempfile.gettempdir()) / f"nectar-test-postgres-{os.getuid()}"
-    )
-
-
 @pytest.fixture(scope="session")
 def pg_server() -> EmbeddedServer:
-    return ensure_embedded_server(test_server_dir(), durable=False)
+    return ensure_embedded_server(test_server_dir(), durable=False, stop_when_idle=TEST_SERVER_IDLE_SECONDS)
 
 
 @pytest.fixture(scope="session")

@@ -145,7 +145,7 @@ def _owner_with_a_workflow(browser) -> tuple[str, str]:
 
 
 def test_bad_input_in_api_fields_is_a_4xx_problem_naming_where(browser):
-    """Issue 13, problem 4: each of these answered 500."""
+    """Each of these once answered 500."""
     token, runs = _owner_with_a_workflow(browser)
     long_key = browser.api(
         "POST", runs, token=token, json={"input": {}}, headers={"Idempotency-Key": "k" * 201}

@@ -1,4 +1,4 @@
-"""Tenant-defined work is bounded (issue 13): regular expressions in request schemas run on RE2 or
+"""Tenant-defined work is bounded: regular expressions in request schemas run on RE2 or
 are refused when saved, checking a body counts against the call's time limit, and the rate limit
 is charged before any of it runs."""
 

@@ -1,4 +1,4 @@
-"""Fairness between organizations (issue 13): one organization's slow calls hold at most its share
+"""Fairness between organizations: one organization's slow calls hold at most its share
 of a web process's threads, and its queued runs at most its share of the workers, so another
 organization is served meanwhile. Real processes: gunicorn as deployed, and `core worker`."""
 

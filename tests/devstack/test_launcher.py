@@ -1,12 +1,15 @@
 """The one-command launcher: starts all three services, starts again one that dies, stops them all on
-Ctrl-C."""
+Ctrl-C; once up, it says where everything is and how to sign in, and then stays quiet."""
 
 import json
 import os
+import queue
+import re
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 
@@ -15,6 +18,7 @@ import pytest
 from nectar.devstack import main as devstack_main  # noqa: F401 - packs the launcher and the services
 
 pytestmark = pytest.mark.timeout(240)
+BANNER_END = "Ctrl-C stops everything"
 
 
 def _free_port() -> int:
@@ -40,17 +44,25 @@ def launcher(database, tmp_path):
         stderr=subprocess.STDOUT,
         text=True,
     )
+    # Every line the launcher says, as it says it (None once it closes its output).
+    said: queue.Queue = queue.Queue()
+    reader = threading.Thread(target=lambda: [*map(said.put, process.stdout), said.put(None)], daemon=True)
+    reader.start()
     lines: list[str] = []
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
-        line = process.stdout.readline()
-        if not line:
+        try:
+            line = said.get(timeout=max(0.1, deadline - time.monotonic()))
+        except queue.Empty:
+            break
+        if line is None:
             break
         lines.append(line)
-        if "Ctrl-C stops everything" in line:
+        if BANNER_END in line:
             break
     else:
         process.kill()
+    process.said = said
     yield process, ports, lines
     if process.poll() is None:
         process.kill()
@@ -73,9 +85,50 @@ def _child_running(parent_pid: int, service: str) -> int:
 
 
 def _drain(process, lines):
-    remaining, _ = process.communicate(timeout=60)
-    lines.extend(remaining.splitlines(keepends=True))
+    process.wait(60)
+    while (line := process.said.get(timeout=10)) is not None:
+        lines.append(line)
     return "".join(lines)
+
+
+def _said_within(process, seconds: float) -> list[str]:
+    """What the launcher says in the next `seconds`."""
+    said, deadline = [], time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        try:
+            line = process.said.get(timeout=left)
+        except queue.Empty:
+            break
+        if line is None:
+            break
+        said.append(line)
+    return said
+
+
+def test_the_banner_says_where_everything_is_and_how_to_sign_in_then_the_stack_is_quiet(launcher):
+    process, ports, lines = launcher
+    output = "".join(lines)
+    assert "Nectar Studio is up" in output, output
+    banner = output[output.index("Nectar Studio is up") :]
+    # Starting says what matters once: no worker lists the tasks and schedules it registers.
+    assert "Registering task" not in output and "Adding tasks from blueprint" not in output, output
+    for port in ports.values():
+        assert f"http://127.0.0.1:{port}" in banner
+    sign_in = re.search(r"admin sign-in: (.*)", banner)
+    assert sign_in, banner
+    if "created superadmin" in output:  # the first start on this database: its password, once
+        assert re.search(r"superadmin@example\.com with password \S{12,}", sign_in.group(1)), banner
+    else:
+        assert "create-staff --email" in sign_in.group(1), banner
+    # Idle: workers poll, beat and run their upkeep (every 0.2 to 10 s) without a word.
+    assert _said_within(process, 12) == []
+    # A second stack on other ports talks to its own services: marketing links to this core.
+    pricing = f"http://127.0.0.1:{ports['MARKETING_PORT']}/pricing"
+    with urllib.request.urlopen(pricing) as response:  # noqa: S310 - loopback
+        assert f"http://127.0.0.1:{ports['CORE_PORT']}/" in response.read().decode()
+    process.send_signal(signal.SIGINT)
+    _drain(process, lines)
+    assert process.returncode == 0
 
 
 def test_runs_all_three_services_with_prefixed_logs_and_stops_on_ctrl_c(launcher):

@@ -22,9 +22,7 @@ from tests.marketing.billing_helpers import run_billing_jobs
 
 @pytest.fixture(scope="module")
 def page():
-    assert (
-        shutil.which(CHROMIUM) or CHROMIUM
-    ), "Debian's chromium is needed (build-support/install-system-packages.sh)"
+    assert shutil.which(CHROMIUM) or CHROMIUM, "Debian's chromium is needed (./pants test installs it)"
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         context = browser.new_context(viewport={"width": 1280, "height": 900})

@@ -48,7 +48,10 @@ def test_a_billing_setup_that_cannot_work_stops_the_worker_with_one_line(databas
 def test_modes_follow_the_keys(settings_for, tmp_path):
     development = settings_for(Service.MARKETING, NECTAR_VAR_DIR=str(tmp_path))
     production = settings_for(
-        Service.MARKETING, NECTAR_ENV="production", NECTAR_VAR_DIR=str(tmp_path / "prod")
+        Service.MARKETING,
+        NECTAR_ENV="production",
+        NECTAR_VAR_DIR=str(tmp_path / "prod"),
+        CORE_PUBLIC_URL="https://app.example.com/",
     )
 
     test_mode = load_billing_config(development, {})
@@ -67,7 +70,6 @@ def test_modes_follow_the_keys(settings_for, tmp_path):
             "STRIPE_WEBHOOK_SECRET": "whsec_live",
             "STRIPE_PRICE_STARTER": "price_s",
             "STRIPE_PRICE_PRO": "price_p",
-            "CORE_PUBLIC_URL": "https://app.example.com/",
         },
     )
     assert stripe.mode is BillingMode.STRIPE and stripe.webhook_secret == "whsec_live"

@@ -428,7 +428,7 @@ def test_smtp_login_is_used_and_a_refused_login_costs_no_message_an_attempt(mark
             assert result.handled == 0 and "535" in result.unavailable
         assert all(r[:3] == ("pending", 0, None) for r in _rows(admin_db, ids).values())
 
-        # The seed plan's variable names work too.
+        # The short names SMTP_USER and SMTP_PASS work too.
         right = load_smtp_settings({**server.environ(), "SMTP_USER": "mailer", "SMTP_PASS": "right-password"})
         assert outbox.flush(marketing_engine, right, now=now + timedelta(hours=6)).sent == 3
         assert all(len(server.to(address)) == 1 for address in addresses)

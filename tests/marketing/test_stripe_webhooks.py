@@ -145,7 +145,7 @@ def _poisoned(event: dict, poison: str) -> bytes:
     ],
 )
 def test_a_signed_event_jsonb_cannot_hold_gets_400_and_nothing_is_stored(client, query, poison, reason):
-    """Issue 13, problem 4: each of these was validly signed and answered 500."""
+    """Each of these was validly signed and once answered 500."""
     event = stripe_fake.event("customer.subscription.created", subscription(new_id("cus"), PRO))
     payload = _poisoned(event, poison)
     response = client.post(

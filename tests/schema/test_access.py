@@ -1,4 +1,4 @@
-"""The roles hold exactly the privileges DESIGN.md gives them, checked in the live database."""
+"""The roles hold exactly the privileges docs/architecture.md gives them, checked in the live database."""
 
 import psycopg
 import pytest

@@ -66,3 +66,66 @@ def test_a_bad_port_is_refused(value, message):
 def test_an_unknown_environment_is_refused():
     with pytest.raises(ConfigError, match="NECTAR_ENV must be one of"):
         load_settings(Service.CORE, {**ALL_URLS, "NECTAR_ENV": "staging"})
+
+
+PORTS = {"CORE_PORT": "13001", "MARKETING_PORT": "15001", "ADMIN_PORT": "14001"}
+
+
+@pytest.mark.parametrize("service", list(Service))
+def test_service_ports_carry_into_every_url_derived_from_them(service):
+    settings = load_settings(service, {**ALL_URLS, **PORTS})
+    expected = {
+        Service.CORE: "http://127.0.0.1:13001",
+        Service.MARKETING: "http://127.0.0.1:15001",
+        Service.ADMIN: "http://127.0.0.1:14001",
+    }
+    assert settings.service_urls == expected
+    assert settings.public_urls == expected
+    assert settings.port == int(PORTS[f"{service.upper()}_PORT"])
+    assert settings.public_url == expected[service]
+
+
+def test_port_is_where_this_service_listens_and_explicit_urls_win_over_ports():
+    settings = load_settings(
+        Service.MARKETING,
+        {
+            **ALL_URLS,
+            **PORTS,
+            "PORT": "8080",
+            "CORE_API_URL": "http://core.internal:3001",
+            "CORE_PUBLIC_URL": "https://app.example.com/",
+        },
+    )
+    assert settings.port == 8080
+    assert settings.service_urls[Service.MARKETING] == settings.public_url == "http://127.0.0.1:8080"
+    assert settings.service_urls[Service.CORE] == "http://core.internal:3001"
+    assert settings.public_urls[Service.CORE] == "https://app.example.com"
+    assert (
+        settings.service_urls[Service.ADMIN]
+        == settings.public_urls[Service.ADMIN]
+        == "http://127.0.0.1:14001"
+    )
+
+
+def test_without_ports_every_url_is_on_the_default_port():
+    settings = load_settings(Service.CORE, ALL_URLS)
+    assert settings.service_urls == {
+        service: f"http://127.0.0.1:{service.default_port}" for service in Service
+    }
+    assert settings.public_urls == settings.service_urls
+
+
+def test_a_bad_service_port_is_refused():
+    with pytest.raises(ConfigError, match="ADMIN_PORT must be between 1 and 65535"):
+        load_settings(Service.CORE, {**ALL_URLS, "ADMIN_PORT": "0"})
+
+
+def test_without_urls_reading_settings_names_what_to_do():
+    with pytest.raises(
+        ConfigError, match="MIGRATION_DATABASE_URL is not set and the embedded database was not started"
+    ):
+        database_url(Role.OWNER, {})
+    with pytest.raises(
+        ConfigError, match="MIGRATION_DATABASE_URL is not set; production needs database URLs"
+    ):
+        database_url(Role.OWNER, {"NECTAR_ENV": "production"})

@@ -74,14 +74,12 @@ def prune_daily(timestamp: int) -> None:
 # At most this many lost runs are handed back a minute: a flood of them (a queue emptied by hand)
 # reaches core's workers as a stream, not all at once.
 LOST_RUNS_PER_SWEEP = 500
-_HAND_BACK_SQL = text(
-    f"""
+_HAND_BACK_SQL = text(f"""
     INSERT INTO procrastinate_jobs (queue_name, task_name, queueing_lock, args)
     SELECT '{CORE_QUEUE}', '{RECOVER_TASK}', 'recover:' || r.id, jsonb_build_object('org_id', r.org_id, 'run_id', r.id)
     FROM workflow_runs r WHERE {LOST_RUN} LIMIT :most
     {QUEUED_ONCE}
-    """  # noqa: S608 - constants only
-)
+    """)  # noqa: S608 - constants only
 
 
 def hand_back_lost_runs(engine: Engine, most: int = LOST_RUNS_PER_SWEEP) -> int:

@@ -1,4 +1,4 @@
-"""The core service's Flask app (customers; DESIGN.md)."""
+"""The core service's Flask app (customers; docs/architecture.md)."""
 
 from __future__ import annotations
 

@@ -5,11 +5,14 @@ core, marketing and admin and their workers as child processes, each line of the
 with the process's name. A child that dies is started again, after 1 s, then twice as long each time
 it dies again soon (at most 30 s), with one line saying so; only a child that refuses its settings
 (exit status 2) while the stack starts ends the launch. Ctrl-C (or SIGTERM) stops everything it
-started.
+started. Once all are ready, one banner says where each service is and how to sign in to admin.
+
+`./pants run :dev -- embedded-db stop` stops every embedded server under var/ (the tests' too).
 """
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import os
 import secrets
@@ -23,16 +26,17 @@ import urllib.request
 from dataclasses import dataclass, field
 
 from nectar.schema.migrate import upgrade
+from nectar.shared.cli import embedded_database_command
 from nectar.shared.config import (
     ConfigError,
     Role,
     Service,
     database_url,
     embedded_database_dir,
-    env_int,
+    service_port,
     uses_embedded_database,
 )
-from nectar.shared.embedded_postgres import embedded_server_is_running, ensure_embedded_server
+from nectar.shared.embedded_postgres import embedded_server_is_running, stop_server, use_embedded_database
 
 READY_TIMEOUT_SECONDS = 90
 STOP_TIMEOUT_SECONDS = 15
@@ -101,7 +105,7 @@ def _relay(child: Child, process: subprocess.Popen) -> None:
 
 
 def _start(service: Service, command: str, environ: dict[str, str]) -> Child:
-    port = env_int(environ, f"{service.upper()}_PORT", service.default_port, low=1, high=65535)
+    port = service_port(service, environ)
     env = {**environ, "PORT": str(port), "HOST": "127.0.0.1", "PYTHONUNBUFFERED": "1"}
     if service not in ADMIN_TOKEN_HOLDERS:
         env.pop("CORE_ADMIN_TOKEN", None)  # marketing gets only its own, narrower credential
@@ -181,15 +185,18 @@ def launch() -> int:
     # One signing key for every process of this run: links the marketing worker signs (unsubscribe in
     # a campaign) must open on the marketing site, and admin's test sends must too.
     environ.setdefault("SECRET_KEY", secrets.token_urlsafe(32))
-    started_database = False
-    if uses_embedded_database(environ):
-        started_database = not embedded_server_is_running(embedded_database_dir(environ))
-        server = ensure_embedded_server(embedded_database_dir(environ))
+    # Every child knows every port, so the URLs each derives for the others (API and public) agree.
+    for service in Service:
+        environ[f"{service.upper()}_PORT"] = str(service_port(service, environ))
+    database_root = embedded_database_dir(environ)
+    started_database = uses_embedded_database(environ) and not embedded_server_is_running(database_root)
+    server = use_embedded_database(environ)  # sets the URL variables the children inherit
+    if server is not None:
         _say(f"database: embedded PostgreSQL at 127.0.0.1:{server.port} (data in {server.root})")
     owner_url = database_url(Role.OWNER, environ)
     upgrade(owner_url)
     _say(f"database: {owner_url.database} migrated to head")
-    _seed_staff(environ)
+    staff_sign_in = _seed_staff(environ)
 
     stopping = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stopping.set())
@@ -209,12 +216,7 @@ def launch() -> int:
                 )
             time.sleep(0.3)
         if not stopping.is_set():
-            _say("Nectar Studio is up:")
-            for child in children:
-                _say(
-                    f"  {child.label:<{LABEL_WIDTH}} {child.url if child.command == 'serve' else 'background jobs'}"
-                )
-            _say("Ctrl-C stops everything.")
+            _banner(children, staff_sign_in)
         while not stopping.wait(0.5):
             _restart_dead(children, starting=False)
         _say("stopping...")
@@ -224,21 +226,39 @@ def launch() -> int:
     finally:
         _stop(children)
         if started_database:
-            ensure_embedded_server(embedded_database_dir(environ)).stop()
+            stop_server(database_root)
             _say("database: embedded PostgreSQL stopped")
     return exit_code
 
 
-def _seed_staff(environ: dict[str, str]) -> None:
-    """A first superadmin for the admin service, made once; its password is printed only then."""
+def _banner(children: list[Child], staff_sign_in: str) -> None:
+    """The last thing said before the stack goes quiet: where everything is, and how to get in."""
+    _say("Nectar Studio is up:")
+    for child in children:
+        if child.command == "serve":
+            _say(f"  {child.label:<{LABEL_WIDTH}} {child.url}")
+    workers = ", ".join(str(child.service) for child in children if child.command != "serve")
+    _say(f"  {'workers':<{LABEL_WIDTH}} {workers}: running background jobs")
+    _say(staff_sign_in)
+    _say("Ctrl-C stops everything.")
+
+
+def _seed_staff(environ: dict[str, str]) -> str:
+    """A first superadmin for the admin service, made once. Returns how to sign in to admin: its
+    password on the run that made it (it exists nowhere else), else how to add staff."""
     from nectar.admin.commands import seed_superadmin
 
     seeded = seed_superadmin(database_url(Role.ADMIN, environ))
     if seeded:
-        _say(f"admin: created superadmin {seeded[0]} with password {seeded[1]}")
-        _say("admin: sign in at the admin service and set up two-factor authentication (required)")
-    else:
-        _say("admin: a superadmin exists already (add staff with `admin.pex create-staff`)")
+        _say(f"admin: created superadmin {seeded[0]}")
+        return (
+            f"admin sign-in: {seeded[0]} with password {seeded[1]} (shown this once; "
+            "admin asks for a TOTP authenticator at the first sign-in)"
+        )
+    return (
+        "admin sign-in: with your staff account; to add one: ./pants run src/python/nectar/admin:binary -- "
+        "create-staff --email you@example.com --role superadmin"
+    )
 
 
 class ChildExited(Exception):
@@ -252,6 +272,10 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["service"] and len(argv) >= 2 and argv[1] in set(Service):
         # A child started by `launch`: run that service's own command line.
         return importlib.import_module(f"nectar.{argv[1]}.main").main(argv[2:])
+    if argv[:1] == ["embedded-db"]:
+        parser = argparse.ArgumentParser(prog="dev embedded-db", description=embedded_database_command.help)
+        embedded_database_command.configure(parser)
+        return embedded_database_command.run(parser.parse_args(argv[1:])) or 0
     try:
         return launch()
     except ConfigError as error:

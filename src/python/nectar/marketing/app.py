@@ -1,4 +1,4 @@
-"""The marketing service's Flask app (the public; DESIGN.md)."""
+"""The marketing service's Flask app (the public; docs/architecture.md)."""
 
 from __future__ import annotations
 

@@ -19,17 +19,14 @@ from dataclasses import dataclass
 from flask import Flask
 from gunicorn.app.base import Application
 
-from nectar.shared.config import (
-    ConfigError,
-    Service,
-    Settings,
-    embedded_database_dir,
-    env_int,
-    env_str,
-    load_settings,
-)
+from nectar.shared.config import ConfigError, Service, Settings, env_int, env_str, load_settings, var_dir
 from nectar.shared.database import check_connection
-from nectar.shared.embedded_postgres import embedded_server_is_running, ensure_embedded_server
+from nectar.shared.embedded_postgres import (
+    running_port,
+    servers_under,
+    stop_servers_under,
+    use_embedded_database,
+)
 
 USAGE_ERROR = 2
 
@@ -39,6 +36,8 @@ class Command:
     help: str
     run: Callable[[argparse.Namespace], int | None]
     configure: Callable[[argparse.ArgumentParser], None] = lambda parser: None
+    # With no database URL set, the embedded server is started before the command reads settings.
+    uses_database: bool = True
 
 
 class _Gunicorn(Application):
@@ -112,23 +111,29 @@ def serve(service: Service, create_app: Callable[[Settings], Flask], args: argpa
 
 
 def _embedded_database(args: argparse.Namespace) -> int:
-    root = embedded_database_dir(os.environ)
-    if not embedded_server_is_running(root):
-        print(f"embedded PostgreSQL ({root}): not running")
-        return 0 if args.action in ("status", "stop") else 1
-    server = ensure_embedded_server(root)
+    var = var_dir(os.environ)
     if args.action == "stop":
-        server.stop()
-        print(f"embedded PostgreSQL ({root}): stopped")
-    else:
-        print(f"embedded PostgreSQL ({root}): running on 127.0.0.1:{server.port}")
+        stopped = stop_servers_under(var)
+        for root in stopped:
+            print(f"embedded PostgreSQL ({root}): stopped")
+        if not stopped:
+            print(f"embedded PostgreSQL: none running under {var}")
+        return 0
+    roots = servers_under(var)
+    for root in roots:
+        port = running_port(root)
+        print(f"embedded PostgreSQL ({root}): {f'running on 127.0.0.1:{port}' if port else 'not running'}")
+    if not roots:
+        print(f"embedded PostgreSQL: none under {var}")
     return 0
 
 
 embedded_database_command = Command(
-    help="status or stop of the embedded development database under NECTAR_VAR_DIR (default ./var)",
+    help="status or stop of every embedded PostgreSQL server under NECTAR_VAR_DIR (default ./var): "
+    "the services' (var/postgres), the tests' (var/test-postgres) and the benchmarks'",
     run=_embedded_database,
     configure=lambda parser: parser.add_argument("action", choices=["status", "stop"]),
+    uses_database=False,
 )
 
 
@@ -156,8 +161,12 @@ def run_service_cli(
         if args.command in (None, "serve"):
             if args.command is None:
                 args.config = None
+            use_embedded_database(os.environ)
             return serve(service, create_app, args)
-        return commands[args.command].run(args) or 0
+        command = commands[args.command]
+        if command.uses_database:
+            use_embedded_database(os.environ)
+        return command.run(args) or 0
     except ConfigError as error:
         print(f"{service}: error: {error}", file=sys.stderr)
         return USAGE_ERROR

@@ -33,7 +33,7 @@ class Service(StrEnum):
 
 
 class Role(StrEnum):
-    """The database roles (DESIGN.md): one per service, plus the owner that only migrations use."""
+    """The database roles (docs/architecture.md): one per service, plus the owner that only migrations use."""
 
     OWNER = "nectar_owner"
     APP = "nectar_app_user"
@@ -108,19 +108,27 @@ def parse_database_url(name: str, raw: str) -> URL:
 
 
 def uses_embedded_database(environ: Mapping[str, str]) -> bool:
-    """No database URL at all means the shared embedded server under var/ (DESIGN.md: Running)."""
+    """No database URL at all means the shared embedded server under var/ (docs/architecture.md)."""
     return not any(env_str(environ, role.url_variable) for role in Role)
 
 
 def database_url(role: Role, environ: Mapping[str, str] | None = None) -> URL:
-    """The URL a process uses to connect as `role`: from the environment, or the embedded server's."""
+    """The URL a process uses to connect as `role`, from the environment. Reading it starts nothing:
+    a command that may use the embedded server starts it first and sets these variables
+    (`embedded_postgres.use_embedded_database`)."""
     environ = os.environ if environ is None else environ
-    if uses_embedded_database(environ):
-        from nectar.shared.embedded_postgres import ensure_embedded_server
-
-        return ensure_embedded_server(embedded_database_dir(environ)).url(role, DATABASE_NAME)
     raw = env_str(environ, role.url_variable)
     if raw is None:
+        if uses_embedded_database(environ) and env_str(environ, "NECTAR_ENV") == "production":
+            raise ConfigError(
+                f"{role.url_variable} is not set; production needs database URLs "
+                f"(the embedded database is for development)"
+            )
+        if uses_embedded_database(environ):
+            raise ConfigError(
+                f"{role.url_variable} is not set and the embedded database was not started; "
+                f"set the database URLs, or run a binary's command (e.g. `core.pex serve`), which starts it"
+            )
         given = next(r.url_variable for r in Role if env_str(environ, r.url_variable))
         raise ConfigError(
             f"{role.url_variable} is not set; {given} is, so the embedded database is off and "
@@ -153,7 +161,18 @@ def development_secret(path: Path, make: Callable[[], str]) -> str:
 
 
 def embedded_database_dir(environ: Mapping[str, str]) -> Path:
+    """Where the services' embedded server keeps its data: var/postgres."""
     return var_dir(environ) / "postgres"
+
+
+def service_port(service: Service, environ: Mapping[str, str]) -> int:
+    """The port `service` listens on when it runs on this host: <SERVICE>_PORT, else its default.
+    Every URL of that service that is not set explicitly is derived from it."""
+    return env_int(environ, f"{service.upper()}_PORT", service.default_port, low=1, high=65535)
+
+
+def local_url(port: int) -> str:
+    return f"http://127.0.0.1:{port}"
 
 
 @dataclass(frozen=True)
@@ -170,8 +189,8 @@ class Settings:
     # CORE_ADMIN_TOKEN (admin: every call, customer accounts included).
     service_token: str | None = None
     admin_service_token: str | None = None
-    # The address people use for this service, for links in emails (<SERVICE>_PUBLIC_URL).
-    public_url: str = ""
+    # The address people use for each service, for links in pages and emails (<SERVICE>_PUBLIC_URL).
+    public_urls: dict[Service, str] = field(default_factory=dict)
     # How many proxies (load balancers) in front may set X-Forwarded-For/-Proto (TRUSTED_PROXY_HOPS).
     trusted_proxy_hops: int = 0
     # Private or internal networks workflow HTTP steps may reach anyway (NECTAR_OUTBOUND_ALLOWLIST, CIDRs).
@@ -187,6 +206,11 @@ class Settings:
     org_max_threads: int = 2
     worker_concurrency: int = 4
     org_max_worker_runs: int = 2
+
+    @property
+    def public_url(self) -> str:
+        """The address people use for this service."""
+        return self.public_urls[self.service]
 
     @property
     def is_production(self) -> bool:
@@ -216,8 +240,16 @@ def load_settings(service: Service, environ: Mapping[str, str] | None = None) ->
             "production needs database URLs (DATABASE_URL and the others); the embedded one is for development"
         )
 
+    # This service listens on PORT; the others where their <SERVICE>_PORT says (the dev launcher sets
+    # them all). A URL not set explicitly follows the port, so a second stack on other ports never
+    # talks to the first one.
+    ports = {peer: service_port(peer, environ) for peer in Service}
+    port = ports[service] = env_int(environ, "PORT", ports[service], low=1, high=65535)
     service_urls = {
-        peer: env_str(environ, f"{peer.value.upper()}_API_URL", f"http://127.0.0.1:{peer.default_port}")
+        peer: env_str(environ, f"{peer.upper()}_API_URL", local_url(ports[peer])) for peer in Service
+    }
+    public_urls = {
+        peer: env_str(environ, f"{peer.upper()}_PUBLIC_URL", local_url(ports[peer])).rstrip("/")
         for peer in Service
     }
     service_token = env_str(environ, "CORE_SERVICE_TOKEN")
@@ -228,7 +260,6 @@ def load_settings(service: Service, environ: Mapping[str, str] | None = None) ->
         raise ConfigError("CORE_ADMIN_TOKEN is too short (at least 32 characters)")
     if admin_service_token is not None and admin_service_token == service_token:
         raise ConfigError("CORE_ADMIN_TOKEN must differ from CORE_SERVICE_TOKEN (each caller has its own)")
-    port = env_int(environ, "PORT", service.default_port, low=1, high=65535)
     web_threads = env_int(environ, "WEB_THREADS", 4, low=1, high=64)
     worker_concurrency = env_int(environ, "WORKER_CONCURRENCY", 4, low=1, high=64)
     return Settings(
@@ -244,7 +275,7 @@ def load_settings(service: Service, environ: Mapping[str, str] | None = None) ->
         outbound_allowlist=env_str(environ, "NECTAR_OUTBOUND_ALLOWLIST", ""),
         encryption_keys=env_str(environ, "NECTAR_ENCRYPTION_KEYS", ""),
         var_dir=var_dir(environ),
-        public_url=env_str(environ, f"{service.upper()}_PUBLIC_URL", f"http://127.0.0.1:{port}").rstrip("/"),
+        public_urls=public_urls,
         web_threads=web_threads,
         org_max_threads=env_int(environ, "ORG_MAX_THREADS", max(1, web_threads // 2), low=1, high=64),
         worker_concurrency=worker_concurrency,

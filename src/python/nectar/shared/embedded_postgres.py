@@ -4,7 +4,12 @@ The first process to need it creates and starts it; every later one (any service
 a test process) finds it running and reuses it. A file lock makes concurrent starts safe. Unlike the
 wheel's own `get_server` (trust authentication, stopped when its last user exits), this server checks
 passwords, listens on 127.0.0.1 only and outlives the process that started it, because three
-services share it.
+services share it. A server may instead be asked to stop once no process that uses it has been
+alive for a while (`stop_when_idle`): the tests' server does, since no single test process knows
+when the last one ends. `stop_servers_under(var)` stops every server kept under a var/ directory.
+
+Settings never start a server (shared/config only reads the environment): a command that may use the
+embedded database calls `use_embedded_database` first, which starts it and sets the URL variables.
 """
 
 from __future__ import annotations
@@ -13,11 +18,13 @@ import fcntl
 import json
 import os
 import secrets
+import signal
 import socket
 import subprocess
+import sys
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, MutableMapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +33,14 @@ import psycopg
 from psycopg import sql
 from sqlalchemy.engine import URL
 
-from nectar.shared.config import DATABASE_NAME, ConfigError, Role
+from nectar.shared.config import (
+    DATABASE_NAME,
+    ConfigError,
+    Role,
+    embedded_database_dir,
+    env_str,
+    uses_embedded_database,
+)
 
 SUPERUSER = "postgres"
 # When started as root, PostgreSQL refuses to run; it runs as this unprivileged account instead.
@@ -92,10 +106,14 @@ class EmbeddedServer:
 _servers: dict[Path, EmbeddedServer] = {}
 
 
-def ensure_embedded_server(root: Path, *, durable: bool = True) -> EmbeddedServer:
+def ensure_embedded_server(
+    root: Path, *, durable: bool = True, stop_when_idle: float | None = None
+) -> EmbeddedServer:
     """Returns the server kept in `root`, creating, starting and provisioning it first if needed.
 
     `durable=False` turns off fsync: for the test server, whose data is thrown away.
+    `stop_when_idle` (seconds) counts this process among the server's users; a server it starts
+    stops by itself once no such user has been alive for that long.
     """
     root = root.resolve()
     known = _servers.get(root)
@@ -103,6 +121,8 @@ def ensure_embedded_server(root: Path, *, durable: bool = True) -> EmbeddedServe
         return known
     root.mkdir(parents=True, exist_ok=True)
     with _locked(root / "lock"):
+        if stop_when_idle is not None:
+            _register_user(root)
         passwords = _credentials(root)
         data = root / "data"
         if not (data / "PG_VERSION").exists():
@@ -110,6 +130,8 @@ def ensure_embedded_server(root: Path, *, durable: bool = True) -> EmbeddedServe
         port = _running_port(data)
         if port is None:
             port = _start(data, durable=durable)
+            if stop_when_idle is not None:
+                _watch_for_idleness(root, stop_when_idle)
         server = EmbeddedServer(root=root, port=port, passwords=passwords)
         _provision(server)
     _servers[root] = server
@@ -117,7 +139,135 @@ def ensure_embedded_server(root: Path, *, durable: bool = True) -> EmbeddedServe
 
 
 def embedded_server_is_running(root: Path) -> bool:
-    return _running_port(root.resolve() / "data") is not None
+    return running_port(root) is not None
+
+
+def running_port(root: Path) -> int | None:
+    """The port of the server kept in `root` when it runs and accepts connections, else None."""
+    return _running_port(root.resolve() / "data")
+
+
+def use_embedded_database(environ: MutableMapping[str, str]) -> EmbeddedServer | None:
+    """What a command that uses the database does before it reads settings: with no database URL
+    set (and outside production, which refuses the embedded server), starts the embedded server
+    under NECTAR_VAR_DIR if needed and sets every role's URL variable in `environ` to it, for this
+    process and those it starts. Returns the server, or None when URLs are configured."""
+    if not uses_embedded_database(environ) or env_str(environ, "NECTAR_ENV") == "production":
+        return None
+    server = ensure_embedded_server(embedded_database_dir(environ))
+    for role in Role:
+        environ[role.url_variable] = server.url(role).render_as_string(hide_password=False)
+    return server
+
+
+def servers_under(var: Path) -> list[Path]:
+    """The embedded servers kept directly under a var/ directory (the services', the tests', the
+    benchmarks'), running or not."""
+    if not var.is_dir():
+        return []
+    return sorted(root for root in var.iterdir() if (root / "data" / "PG_VERSION").exists())
+
+
+def stop_server(root: Path) -> bool:
+    """Stops the server kept in `root` if it runs (fast: sessions are ended); True if it ran."""
+    if not embedded_server_is_running(root):
+        return False
+    _pg_ctl(root.resolve() / "data", ["stop", "-m", "fast", "-w"])
+    return True
+
+
+def stop_servers_under(var: Path) -> list[Path]:
+    """Stops every embedded server kept under `var`; returns those that were running."""
+    return [root for root in servers_under(var) if stop_server(root)]
+
+
+# A server started with `stop_when_idle` has a watcher: a small process of its own that stops the
+# server once none of the processes registered in users/ has been alive for the idle time.
+USERS_DIR = "users"
+IDLE_CHECK_SECONDS = 2.0
+
+
+def _register_user(root: Path) -> None:
+    users = root / USERS_DIR
+    users.mkdir(exist_ok=True)
+    (users / str(os.getpid())).touch()
+
+
+def _live_users(root: Path) -> list[int]:
+    """The registered users still alive; the entries of those that ended are removed."""
+    alive = []
+    for entry in (root / USERS_DIR).glob("*"):
+        if _alive(int(entry.name)):
+            alive.append(int(entry.name))
+        else:
+            entry.unlink(missing_ok=True)
+    return alive
+
+
+def _watch_for_idleness(root: Path, idle_seconds: float) -> None:
+    """Starts the watcher, detached: it outlives the process that started the server."""
+    subprocess.Popen(  # noqa: S603 - this same module, run by this same interpreter
+        [
+            sys.executable,
+            "-m",
+            "nectar.shared.embedded_postgres",
+            "stop-when-idle",
+            str(root),
+            str(idle_seconds),
+        ],
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(os.path.abspath(entry) for entry in sys.path)},
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+        cwd="/",
+    )
+
+
+def stop_when_idle(root: Path, idle_seconds: float) -> None:
+    """The watcher's loop: returns when the server has stopped, by this loop or otherwise."""
+    data = root / "data"
+    idle_since: float | None = None
+    while _running_port(data) is not None:
+        if _live_users(root):
+            idle_since = None
+        elif idle_since is None:
+            idle_since = time.monotonic()
+        elif time.monotonic() - idle_since >= idle_seconds:
+            # Under the start lock, so a process arriving now either is seen here or starts it again.
+            with _locked(root / "lock"):
+                if not _live_users(root):
+                    _signal_postmaster(data, signal.SIGINT)  # fast shutdown, as pg_ctl -m fast
+                    while _postmaster_pid(data) is not None:
+                        time.sleep(0.1)
+                    return
+            idle_since = None
+        time.sleep(min(IDLE_CHECK_SECONDS, idle_seconds))
+
+
+def _postmaster_pid(data: Path) -> int | None:
+    """The pid of the server process running on `data` (ready or not), or None."""
+    try:
+        pid = int((data / "postmaster.pid").read_text().splitlines()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    return pid if _alive(pid) else None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # alive, owned by another account (the server's own)
+    return True
+
+
+def _signal_postmaster(data: Path, number: int) -> None:
+    pid = _postmaster_pid(data)
+    if pid is not None:
+        os.kill(pid, number)
 
 
 @contextmanager
@@ -236,13 +386,7 @@ def _running_port(data: Path) -> int | None:
         pid, port, status = int(lines[0]), int(lines[3]), lines[7].strip()
     except (OSError, ValueError, IndexError):
         return None
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return None
-    except PermissionError:
-        pass  # alive, owned by the server's own account
-    return port if status == "ready" else None
+    return port if status == "ready" and _alive(pid) else None
 
 
 def _free_port() -> int:
@@ -306,3 +450,7 @@ def _provision(server: EmbeddedServer) -> None:
                     sql.Identifier(DATABASE_NAME), sql.Identifier(Role.OWNER)
                 )
             )
+
+
+if __name__ == "__main__" and sys.argv[1:2] == ["stop-when-idle"]:
+    stop_when_idle(Path(sys.argv[2]), float(sys.argv[3]))

@@ -289,14 +289,17 @@ class WorkerLogFilter(logging.Filter):
     said by run_worker_through_outages' one warning, so procrastinate's (and asyncio's) records of
     it are left out: a side task that lost its connection, a job's status that could not be saved,
     each with its traceback. A job the outage interrupted is still logged, in one line, as a
-    warning (it is retried once the database is back). The routine of periodic upkeep (three lines
-    per run, every few seconds on an idle queue) is left out too; its failures are logged."""
+    warning (it is retried once the database is back). psycopg's warning that it could not cancel
+    a query (its connection was cut) is the outage again. The routine of periodic upkeep (three
+    lines per run, every few seconds on an idle queue) is left out too; its failures are logged."""
 
     def __init__(self, periodic_tasks: set[str]):
         super().__init__()
         self.periodic_tasks = periodic_tasks
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if record.name == "psycopg" and record.getMessage().startswith("query cancellation"):
+            return False
         if not record.name.startswith(("procrastinate", "asyncio")):
             return True
         job = getattr(record, "job", None)
@@ -313,10 +316,17 @@ class WorkerLogFilter(logging.Filter):
         return not (routine and job is not None and job.get("task_name") in self.periodic_tasks)
 
 
-def _quiet_worker_logs(app: procrastinate.App) -> None:
+def _quiet_worker_setup() -> None:
+    """Before the app is built: registering its tasks and schedules says a dozen lines at INFO about
+    nothing that went wrong; `worker: running jobs from queue ...` says the worker started, once."""
     logging.getLogger("procrastinate").setLevel(logging.INFO)
+    for registration in ("procrastinate.blueprints", "procrastinate.periodic"):
+        logging.getLogger(registration).setLevel(logging.WARNING)
     # psycopg's pool warns on every failed connection attempt; the outage's warning says it once.
     logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
+
+
+def _quiet_worker_logs(app: procrastinate.App) -> None:
     quiet = WorkerLogFilter({name for name, _periodic_id in app.periodic_registry.periodic_tasks})
     for handler in logging.getLogger().handlers:
         handler.addFilter(quiet)
@@ -327,6 +337,7 @@ def worker_command(build: Callable[[], tuple[procrastinate.App, list[str]]]) -> 
     until they are empty), through database outages."""
 
     def run(args: argparse.Namespace) -> int:
+        _quiet_worker_setup()
         app, queues = build()
         _quiet_worker_logs(app)
         print(f"worker: running jobs from queue {', '.join(queues)}", flush=True)

@@ -122,12 +122,7 @@ PAID_CTE = """
     )
 """
 
-TOTALS_SQL = text(
-    "WITH "  # noqa: S608 - constants only
-    + BOUNDS_CTE
-    + ","
-    + PAID_CTE
-    + """
+TOTALS_SQL = text("WITH " + BOUNDS_CTE + "," + PAID_CTE + """
     , all_users AS (SELECT count(*) AS n FROM users)
     SELECT
       (SELECT n FROM all_users),
@@ -146,24 +141,17 @@ TOTALS_SQL = text(
           UNION
           SELECT l.id FROM paid JOIN leads l ON l.email = paid.customer_email::citext
       ) AS converted)
-    """
-)
+    """)  # noqa: S608 - constants only
 
 # The window's days in UTC, oldest first.
-DAYS_CTE = (
-    "WITH "  # noqa: S608 - constants only
-    + BOUNDS_CTE
-    + """,
+DAYS_CTE = "WITH " + BOUNDS_CTE + """,
     days AS (
       SELECT generate_series(first_day::timestamp, (first_day + (:days - 1))::timestamp, interval '1 day')::date AS day
       FROM bounds
     )
-"""
-)
+"""  # noqa: S608 - constants only
 
-RUNS_SQL = text(
-    DAYS_CTE  # noqa: S608 - constants only
-    + """
+RUNS_SQL = text(DAYS_CTE + """
     , runs AS (
       SELECT (queued_at AT TIME ZONE 'UTC')::date AS day,
              count(*) AS queued,
@@ -175,8 +163,7 @@ RUNS_SQL = text(
     )
     SELECT days.day, coalesce(queued, 0), coalesce(succeeded, 0), coalesce(failed, 0)
     FROM days LEFT JOIN runs USING (day) ORDER BY days.day
-    """
-)
+    """)  # noqa: S608 - constants only
 
 
 PER_DAY_SQL = """

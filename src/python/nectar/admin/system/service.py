@@ -93,8 +93,7 @@ JOBS = table(
 )
 # Each queue's name once, by skipping through the queue_name index (a "loose index scan"), instead
 # of reading every job.
-QUEUE_NAMES_SQL = text(
-    """
+QUEUE_NAMES_SQL = text("""
     WITH RECURSIVE queues(name) AS (
       (SELECT min(queue_name) FROM procrastinate_jobs)
       UNION ALL
@@ -102,8 +101,7 @@ QUEUE_NAMES_SQL = text(
       FROM queues WHERE name IS NOT NULL
     )
     SELECT name FROM queues WHERE name IS NOT NULL
-    """
-)
+    """)
 
 
 def queue_depth(session: Session) -> list[tuple[str, str, int]]:

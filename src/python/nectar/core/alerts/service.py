@@ -235,8 +235,7 @@ class Alert:
     body: dict
 
 
-_RECENT_FAILURES = text(
-    f"""
+_RECENT_FAILURES = text(f"""
     SELECT r.id, r.workflow_id, w.name AS workflow_name, r.version_id, r.trigger, r.error, r.started_at,
            r.finished_at, count(*) OVER () AS failures
     FROM (SELECT id, workflow_id, version_id, trigger, error, started_at, finished_at FROM workflow_runs
@@ -246,8 +245,7 @@ _RECENT_FAILURES = text(
           ORDER BY finished_at DESC LIMIT {MAX_THRESHOLD}) AS r
     LEFT JOIN workflows w ON w.id = r.workflow_id
     ORDER BY r.finished_at DESC LIMIT 1
-    """  # noqa: S608 - built from constants only
-)
+    """)  # noqa: S608 - built from constants only
 # The decision: fired now, unless it fired within its window already (the row lock makes
 # concurrent checks wait, and the later one then sees the earlier one's time).
 _FIRE = text(

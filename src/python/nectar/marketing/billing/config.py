@@ -72,7 +72,7 @@ def load_billing_config(settings: Settings, environ: Mapping[str, str] | None = 
         webhook_secret=webhook_secret,
         price_ids=price_ids,
         api_base=env_str(environ, "STRIPE_API_BASE", DEFAULT_API_BASE).rstrip("/"),
-        core_public_url=env_str(environ, "CORE_PUBLIC_URL", settings.service_urls[Service.CORE]).rstrip("/"),
+        core_public_url=settings.public_urls[Service.CORE],
         production=settings.is_production,
     )
 

@@ -49,8 +49,7 @@ ERROR_LIMIT = 2000
 # Re-reads a subscription from Stripe; None when there is no Stripe key (or Stripe has no such object).
 Reread = Callable[[str], dict | None]
 
-_APPLY_STATE = text(
-    """
+_APPLY_STATE = text("""
     INSERT INTO subscriptions AS s (
         stripe_subscription_id, stripe_customer_id, status, plan, stripe_price_id, quantity, unit_amount,
         currency, interval, interval_count, current_period_end, cancel_at_period_end, canceled_at,
@@ -80,11 +79,9 @@ _APPLY_STATE = text(
             OR (excluded.stripe_event_watermark = s.stripe_event_watermark AND :rank > 0))
            AND (s.status <> 'canceled' OR excluded.status = 'canceled'))
     RETURNING s.id
-    """
-)
+    """)
 
-_LINK_CHECKOUT = text(
-    """
+_LINK_CHECKOUT = text("""
     INSERT INTO subscriptions AS s (
         stripe_subscription_id, stripe_customer_id, status, plan, checkout_session_id, customer_email,
         organization_name, lead_id, provisioning_status
@@ -102,8 +99,7 @@ _LINK_CHECKOUT = text(
                                    ELSE s.provisioning_status END,
         updated_at = now()
     RETURNING s.id, s.provisioning_status
-    """
-)
+    """)
 
 _LOCK_SUBSCRIPTION = text("SELECT pg_advisory_xact_lock(hashtextextended('stripe-subscription:' || :id, 0))")
 

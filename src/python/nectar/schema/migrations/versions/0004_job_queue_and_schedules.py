@@ -60,8 +60,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_index("ix_workflow_schedules_next_run_at", table_name="workflow_schedules")
     op.drop_table("workflow_schedules")
-    op.execute(
-        """
+    op.execute("""
         DO $$
         DECLARE r record;
         BEGIN
@@ -77,5 +76,4 @@ def downgrade() -> None:
                 EXECUTE format('DROP TYPE IF EXISTS %I CASCADE', r.typname);
             END LOOP;
         END $$
-        """
-    )
+        """)

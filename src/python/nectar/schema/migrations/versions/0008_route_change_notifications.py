@@ -27,8 +27,7 @@ ROUTE_TABLES = {
 
 
 def upgrade() -> None:
-    op.execute(
-        """
+    op.execute("""
         CREATE FUNCTION notify_route_change() RETURNS trigger LANGUAGE plpgsql AS $$
         DECLARE
             changed record;
@@ -38,8 +37,7 @@ def upgrade() -> None:
             RETURN NULL;
         END
         $$
-        """
-    )
+        """)
     for table, column in ROUTE_TABLES.items():
         op.execute(
             f"CREATE TRIGGER route_change AFTER INSERT OR UPDATE OR DELETE ON {table} "

@@ -38,8 +38,7 @@ def upgrade() -> None:
         sa.Column("steps", postgresql.JSONB(), server_default=sa.text("'[]'::jsonb"), nullable=False),
     )
     _owner_sees_every_tenant("workflow_runs", "step_runs", on=True)
-    op.execute(
-        """
+    op.execute("""
         UPDATE workflow_runs r SET steps = s.steps
         FROM (SELECT org_id, run_id,
                      jsonb_agg(jsonb_build_object('step_id', step_id, 'step_type', step_type, 'position', position,
@@ -48,8 +47,7 @@ def upgrade() -> None:
                                ORDER BY position) AS steps
               FROM step_runs GROUP BY org_id, run_id) s
         WHERE r.org_id = s.org_id AND r.id = s.run_id
-        """
-    )
+        """)
     _owner_sees_every_tenant("workflow_runs", on=False)
     op.drop_table("step_runs")
 
@@ -90,14 +88,12 @@ def downgrade() -> None:
     for statement in secure_table_sql("step_runs", TableAccess(service="core", tenant_column="org_id")):
         op.execute(statement)
     _owner_sees_every_tenant("workflow_runs", "step_runs", on=True)
-    op.execute(
-        f"""
+    op.execute(f"""
         INSERT INTO step_runs (org_id, run_id, step_id, step_type, position, attempt, status, input, output,
                                error, started_at, finished_at)
         SELECT r.org_id, r.id, s.step_id, s.step_type, s.position, s.attempt, s.status, s.input, s.output,
                s.error, s.started_at, s.finished_at
         FROM workflow_runs r, jsonb_to_recordset(r.steps) AS s({STEP_FIELDS})
-        """  # noqa: S608 - only the constant column list is filled in
-    )
+        """)  # noqa: S608 - only the constant column list is filled in
     _owner_sees_every_tenant("workflow_runs", "step_runs", on=False)
     op.drop_column("workflow_runs", "steps")

@@ -55,7 +55,7 @@ _READY_TIMEOUT_SECONDS = 2.0  # an idle sandbox not ready by then is replaced
 _WATCH_INTERVAL_SECONDS = 0.025
 _MAX_SANDBOXES = 4  # per host process: each may hold about 64 + 130 MB
 # One tenant's code may keep at most this many of them busy, so a tenant whose code spins cannot
-# hold every sandbox of a web process or worker while others wait (issue 13's fair shares).
+# hold every sandbox of a web process or worker while others wait (a fair share, as for threads).
 MAX_SANDBOXES_PER_TENANT = 2
 _MAX_IDLE = 2
 _JOBS_PER_SANDBOX = 200  # then a fresh process, so nothing can build up in a long-lived one

@@ -313,5 +313,6 @@ def test_a_retry_or_re_run_sent_again_with_its_idempotency_key_starts_nothing_mo
         assert again.json["id"] == first.json["id"] and first.json["rerun_of"] == failed_id
         of_another = ask(action, other_id, f"{action}-1")  # the key names the first request
         assert of_another.status_code == 422 and of_another.json["errors"][0]["field"] == "Idempotency-Key"
+    assert ask("retry", failed_id, "rerun-1").status_code == 422  # that key started a re-run
     listed = browser.api("GET", "/api/v1/runs", token=token).json["items"]
     assert sorted(run["trigger"] for run in listed) == ["manual", "manual", "rerun", "retry"]

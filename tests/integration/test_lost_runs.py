@@ -5,12 +5,14 @@ worker looks again and resumes it. A run with its job still coming, or waiting f
 from __future__ import annotations
 
 import time
+import uuid
 
 from sqlalchemy import create_engine
 
 from nectar.admin.jobs import hand_back_lost_runs
 from nectar.shared.config import Role
 from tests.core.conftest import browser, core_app, drain_jobs  # noqa: F401 - fixtures
+from tests.core.test_endpoints import _workflow
 from tests.core.test_run_signals import WAITS_FOR_PAYMENT, get_run, start
 
 WAITS_A_SECOND = {
@@ -56,5 +58,34 @@ def test_runs_whose_next_activation_was_lost_are_resumed(browser, database):  # 
         ]
         assert get_run(browser, token, for_event_id)["status"] == "waiting"
         assert hand_back_lost_runs(admin) == 0
+    finally:
+        admin.dispose()
+
+
+def test_a_caller_whose_called_run_ended_without_waking_it_is_resumed(browser, database):  # noqa: F811
+    token, _ = start(browser, ONE_STEP)
+    child_name = f"child-{uuid.uuid4().hex[:6]}"
+    _workflow(browser, token, {"trigger": {"type": "manual"}, **WAITS_A_SECOND}, name=child_name)
+    _, caller_id = start(
+        browser, {"steps": [{"id": "call", "type": "call_workflow", "workflow": child_name}]}, token=token
+    )
+    drain_jobs(browser.app)
+    caller = get_run(browser, token, caller_id)
+    assert caller["status"] == "waiting" and caller["waiting_for"]["type"] == "workflow", caller
+    child_id = caller["waiting_for"]["run_id"]
+    # The child ended five minutes ago, and the activation its end queued for its caller was lost.
+    _lose_jobs(database, child_id)
+    with database.connect(Role.ADMIN, autocommit=True) as conn:
+        conn.execute(
+            "UPDATE workflow_runs SET status = 'succeeded', output = '{\"output\": 7}', "
+            "finished_at = now() - interval '5 minutes' WHERE id = %s",
+            (child_id,),
+        )
+    admin = create_engine(database.url(Role.ADMIN))
+    try:
+        assert hand_back_lost_runs(admin) == 1
+        drain_jobs(browser.app)
+        done = get_run(browser, token, caller_id)
+        assert done["status"] == "succeeded" and done["output"]["output"] == 7, done
     finally:
         admin.dispose()

@@ -41,7 +41,9 @@ def run_retention_days(conn) -> int:
 _PRUNE_SQL = text(
     "DELETE FROM workflow_runs WHERE id IN (SELECT id FROM workflow_runs "
     "WHERE status IN ('succeeded', 'failed', 'cancelled') "
-    "AND COALESCE(finished_at, queued_at) < now() - make_interval(days => :days) LIMIT :batch)"
+    "AND COALESCE(finished_at, queued_at) < now() - make_interval(days => :days) "
+    # Implied (a run ends after it is queued), and it lets the index on queued_at bound the scan.
+    "AND queued_at < now() - make_interval(days => :days) LIMIT :batch)"
 )
 
 
@@ -77,7 +79,11 @@ LOST_RUNS_PER_SWEEP = 500
 _HAND_BACK_SQL = text(f"""
     INSERT INTO procrastinate_jobs (queue_name, task_name, queueing_lock, args)
     SELECT '{CORE_QUEUE}', '{RECOVER_TASK}', 'recover:' || r.id, jsonb_build_object('org_id', r.org_id, 'run_id', r.id)
-    FROM workflow_runs r WHERE {LOST_RUN} LIMIT :most
+    FROM workflow_runs r
+    WHERE {LOST_RUN}
+    -- handed back already and not yet looked at: the limit is for the others
+    AND NOT EXISTS (SELECT FROM procrastinate_jobs j WHERE j.queueing_lock = 'recover:' || r.id AND j.status = 'todo')
+    LIMIT :most
     {QUEUED_ONCE}
     """)  # noqa: S608 - constants only
 

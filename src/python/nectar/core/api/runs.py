@@ -51,6 +51,7 @@ def retry(run_id: uuid.UUID):
         run.workflow_id,
         run.input or {},
         lambda key: recovery.retry_run(db.session, run, version, as_test=as_test, key=key),
+        trigger=recovery.retry_trigger(run, as_test),
         rerun_of=run.id,
     )
 

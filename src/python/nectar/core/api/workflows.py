@@ -174,6 +174,7 @@ def run_now(workflow_id: uuid.UUID):
         workflow.id,
         run_input,
         lambda key: queue_run(db.session, org_id, workflow.id, version.id, "manual", run_input, key=key),
+        trigger="manual",
     )
 
 
@@ -181,6 +182,8 @@ def start_once(
     workflow_id: uuid.UUID,
     run_input: dict,
     start: Callable[[str | None], uuid.UUID],
+    *,
+    trigger: str,
     rerun_of: uuid.UUID | None = None,
 ):
     """The answer to a request that starts a run with `start(key)`, once per Idempotency-Key: 202
@@ -188,7 +191,9 @@ def start_once(
     run_to_replay), also when both were sent at the same moment."""
     key = checked_idempotency_key(request.headers.get("Idempotency-Key"))
     if key and (
-        earlier := run_queries.run_to_replay(db.session, workflow_id, key, run_input, rerun_of=rerun_of)
+        earlier := run_queries.run_to_replay(
+            db.session, workflow_id, key, run_input, trigger=trigger, rerun_of=rerun_of
+        )
     ):
         return jsonify(run_json(earlier)), 200
     try:
@@ -196,7 +201,9 @@ def start_once(
             run_id = start(key)
     except IntegrityError:  # the same key, sent at the same moment, was recorded first
         earlier = (
-            run_queries.run_to_replay(db.session, workflow_id, key, run_input, rerun_of=rerun_of)
+            run_queries.run_to_replay(
+                db.session, workflow_id, key, run_input, trigger=trigger, rerun_of=rerun_of
+            )
             if key
             else None
         )
@@ -309,9 +316,9 @@ def rerun(run_id: uuid.UUID):
     use_current = _body().get("version") == "current" if request.data else False
     version, test = version_to_run_again(run, use_current)
     org_id = g.org_context.org_id
+    trigger, definition = (TEST_TRIGGER, run.definition) if test else ("rerun", None)
 
     def again(key: str | None) -> uuid.UUID:
-        trigger, definition = (TEST_TRIGGER, run.definition) if test else ("rerun", None)
         return queue_run(
             db.session,
             org_id,
@@ -324,7 +331,7 @@ def rerun(run_id: uuid.UUID):
             definition=definition,
         )
 
-    return start_once(run.workflow_id, run.input or {}, again, rerun_of=run.id)
+    return start_once(run.workflow_id, run.input or {}, again, trigger=trigger, rerun_of=run.id)
 
 
 def endpoint_json(endpoint) -> dict:

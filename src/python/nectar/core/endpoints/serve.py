@@ -500,7 +500,10 @@ def _run_once(org_id, workflow_id, version_id, definition, trigger, key, window:
         )
     if (
         key
-        and (earlier := run_to_replay(db.session, workflow_id, key, trigger, REPEATED_REQUEST)) is not None
+        and (
+            earlier := run_to_replay(db.session, workflow_id, key, trigger, REPEATED_REQUEST, trigger="http")
+        )
+        is not None
     ):
         db.session.rollback()
         return _replay(earlier, queued), False
@@ -523,7 +526,12 @@ def _run_once(org_id, workflow_id, version_id, definition, trigger, key, window:
         # The same key arrived twice at once and the other delivery recorded first: answer as it did.
         db.session.rollback()
         scope_session(db.session, org_id=org_id)
-        return _replay(run_to_replay(db.session, workflow_id, key, trigger, REPEATED_REQUEST), queued), False
+        return (
+            _replay(
+                run_to_replay(db.session, workflow_id, key, trigger, REPEATED_REQUEST, trigger="http"), queued
+            ),
+            False,
+        )
     if queued:
         return _accepted(org_id, run_id), True
     return _respond(run_id, outcome.status, outcome.error, outcome.response, outcome.output), True

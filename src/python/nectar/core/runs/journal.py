@@ -13,7 +13,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-from nectar.core.runs.records import FINAL_STATUSES, record_from_json, record_json
+from nectar.core.runs.records import FINAL_STATUSES_SQL, record_from_json, record_json
 from nectar.core.workflows.engine import Checkpoint
 from nectar.core.workflows.expressions import json_text
 from nectar.shared.database import SET_TENANT_SQL, in_one_round_trip
@@ -40,30 +40,25 @@ class ClaimedRun:
 _SCOPE_NO_FLUSH_SQL = SET_TENANT_SQL + ", set_config('synchronous_commit', 'off', true)"
 _CLAIM_SQL = f"""
     UPDATE workflow_runs SET status = 'running'
-    WHERE id = %(run)s AND status NOT IN {FINAL_STATUSES!r}
+    WHERE id = %(run)s AND status NOT IN {FINAL_STATUSES_SQL}
     RETURNING id, org_id, workflow_id, version_id, definition, input, call_depth, trigger, parent_run_id, queued_at,
         (SELECT json_agg(json_build_array(c.step_key, c.status, c.output, c.error, c.record))
          FROM workflow_run_checkpoints c WHERE c.run_id = workflow_runs.id)
 """  # noqa: S608 - constants only
 
 
-def claim_run(
-    engine: Engine, org_id: uuid.UUID, run_id: uuid.UUID
-) -> tuple[ClaimedRun, dict[str, Checkpoint]] | None:
+def claim_run(engine: Engine, org_id: uuid.UUID, run_id: uuid.UUID) -> tuple[ClaimedRun, list] | None:
     """An activation's start, in one round trip and one statement past the scope (the worker's hot
-    path): run `run_id` marked running and read with its journal's checkpoints, or None when it has
-    ended (or is not there)."""
+    path): run `run_id` marked running and read with its journal's checkpoints (rows for
+    RunJournal, which reads them where a bad one fails the run), or None when it has ended (or is
+    not there)."""
     _, claimed = in_one_round_trip(
         engine, [(_SCOPE_NO_FLUSH_SQL, (str(org_id),)), (_CLAIM_SQL, {"run": run_id})]
     )
     if not claimed:
         return None
     *run, checkpoints = claimed[0]
-    saved = {
-        key: Checkpoint(status, output, error, record_from_json(record))
-        for key, status, output, error, record in checkpoints or ()
-    }
-    return ClaimedRun(*run), saved
+    return ClaimedRun(*run), checkpoints or []
 
 
 # A finished checkpoint is final: only a `waiting` one is replaced (by the wait's end).
@@ -78,20 +73,23 @@ _SAVE_SQL = text(
 
 class RunJournal:
     """The journal of run `run_id`, on a session scoped to its organization, holding the checkpoints
-    `saved` so far (claim_run read them). `save` commits: the step's own writes in the session's
-    transaction (its email) become durable with it. The session's other users (the run's effects)
-    share `session_lock`."""
+    `saved` so far (claim_run's rows: step key, status, output, error, record). `save` commits: the
+    step's own writes in the session's transaction (its email) become durable with it. The session's
+    other users (the run's effects) share `session_lock`."""
 
     def __init__(
         self,
         session: Session,
         org_id: uuid.UUID,
         run_id: uuid.UUID,
-        saved: dict[str, Checkpoint],
+        saved: list,
         session_lock: AbstractContextManager = nullcontext(),  # noqa: B008 - stateless, shareable
     ):
         self.session, self.org_id, self.run_id, self._session_lock = session, org_id, run_id, session_lock
-        self._saved = dict(saved)
+        self._saved = {
+            key: Checkpoint(status, output, error, record_from_json(record))
+            for key, status, output, error, record in saved
+        }
 
     def recall(self, key: str) -> Checkpoint | None:
         return self._saved.get(key)

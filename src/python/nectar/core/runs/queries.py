@@ -11,11 +11,12 @@ import uuid
 from collections import OrderedDict
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
+from nectar.core.runs.records import jsonb_text
 from nectar.core.runs.writer import run_writer
-from nectar.core.workflows.expressions import journaled
+from nectar.core.workflows.expressions import json_text
 from nectar.schema.models import WorkflowRun, WorkflowVersion
 from nectar.shared.bad_input import BadInput
 
@@ -68,23 +69,34 @@ def run_to_replay(
     run_input: dict,
     compared: tuple[str, ...] | None = None,
     *,
+    trigger: str,
     rerun_of: uuid.UUID | None = None,
 ) -> WorkflowRun | None:
     """The run a request with Idempotency-Key `key` started before, whose answer is given again,
-    or None. A key names one request: when the earlier one asked for something else (another
-    input, or other `compared` fields of it; a re-run or retry of another run), BadInput (422), as
-    the IETF Idempotency-Key draft answers; replaying it would hide that this request never ran."""
+    or None. A key names one request: when the earlier one asked for something else (another kind
+    of run, a re-run or retry of another run, another input or other `compared` fields of it),
+    BadInput (422), as the IETF Idempotency-Key draft answers; replaying it would hide that this
+    request never ran. Inputs are compared as jsonb compares them (1e23 is the number it stored)."""
     earlier = run_for_key(session, workflow_id, key)
     if earlier is None:
         return None
-    asked_before = (earlier.rerun_of, _asked(earlier.input or {}, compared))
-    if asked_before != (rerun_of, _asked(journaled(run_input), compared)):
+    same_input = session.scalar(
+        _SAME_JSON_SQL,
+        {
+            "earlier": json_text(_asked(earlier.input or {}, compared)),
+            "now": jsonb_text(_asked(run_input, compared)),
+        },
+    )
+    if not same_input or (earlier.trigger, earlier.rerun_of) != (trigger, rerun_of):
         raise BadInput(
             "This Idempotency-Key was used for a different request; a new request needs a new key.",
             status=422,
             field="Idempotency-Key",
         )
     return earlier
+
+
+_SAME_JSON_SQL = text("SELECT CAST(:earlier AS jsonb) = CAST(:now AS jsonb)")
 
 
 def _asked(run_input: dict, compared: tuple[str, ...] | None) -> dict:

@@ -15,6 +15,7 @@ from nectar.shared.bad_input import BadInput
 from nectar.shared.jobs import QUEUED_ONCE
 
 FINAL_STATUSES = ("succeeded", "failed", "cancelled")
+FINAL_STATUSES_SQL = "(" + ", ".join(f"'{status}'" for status in FINAL_STATUSES) + ")"
 
 
 IDEMPOTENCY_KEY_MAX = 200  # what workflow_runs.idempotency_key holds

@@ -52,14 +52,13 @@ def retry_run(
     if run.status != "failed":
         raise Refused(409, f"Only a failed run can be retried; this one is {run.status}.")
     failed_step = (run.output or {}).get("failed_step") or ""
-    # `as_test`: a test run retried as it was runs the same draft, and is a test again.
-    draft = run.definition if as_test and run.trigger == TEST_TRIGGER else None
+    draft = run.definition if retry_trigger(run, as_test) == TEST_TRIGGER else None
     new_id = queue_run(
         session,
         run.org_id,
         run.workflow_id,
         version.id,
-        TEST_TRIGGER if draft is not None else "retry",
+        retry_trigger(run, as_test),
         run.input or {},
         key=key,
         rerun_of=run.id,
@@ -67,6 +66,12 @@ def retry_run(
     )
     session.execute(_SEED_JOURNAL_SQL, {"new_run": new_id, "failed_run": run.id, "failed_step": failed_step})
     return new_id
+
+
+def retry_trigger(run: WorkflowRun, as_test: bool) -> str:
+    """What a retry of `run` is: a test run retried as it was (`as_test`) runs the same draft and is
+    a test again; any other is a retry."""
+    return TEST_TRIGGER if as_test and run.trigger == TEST_TRIGGER else "retry"
 
 
 def cancel_run(session: Session, run_id: uuid.UUID, cancelled_by: str) -> WorkflowRun:

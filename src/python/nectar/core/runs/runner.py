@@ -152,7 +152,7 @@ def activate_run(
     claimed = claim_run(session.get_bind(), org_id, run_id)
     if claimed is None:
         return None  # already finished, or removed
-    run, saved = claimed
+    run, checkpoints = claimed
     session_lock = threading.RLock()  # parallel branches share the session (engine.py)
     try:
         definition = run.definition or saved_definition(session, org_id, run.version_id)
@@ -167,7 +167,7 @@ def activate_run(
             ),
             limits=limits,
             mode="async",
-            journal=RunJournal(session, org_id, run_id, saved, session_lock),
+            journal=RunJournal(session, org_id, run_id, checkpoints, session_lock),
             now=now or (lambda: datetime.now(UTC)),
             inbox=RunInbox(session, run, run_links(), session_lock),
             tenant=org_id,

@@ -748,9 +748,10 @@ class Run:
         context["vars"] = merged
         if failed is not None:
             if waiting and not settled_only:
-                self.journal.save(decided_key, Checkpoint("waiting", {"decided": "failed"}))
+                # No one is asked any more; closed in the transaction the decision commits.
                 for approval in _approvals_waited_for([w.waiting_for for w in waiting]):
-                    self.inbox.decision(approval, closing=True)  # no one is asked any more
+                    self.inbox.decision(approval, closing=True)
+                self.journal.save(decided_key, Checkpoint("waiting", {"decided": "failed"}))
             # The step that failed in its branch is the run's failed step, as outside a parallel.
             self.failed_key = next(lane.run.failed_key for lane in lanes if lane.ended is failed)
             raise failed

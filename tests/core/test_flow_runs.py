@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from nectar.core.app import create_app
-from nectar.core.runs.queue import MAX_QUEUED_RUNS
+from nectar.core.runs.queue import MAX_QUEUED_RUNS, MAX_UNFINISHED_RUNS
 from nectar.shared.config import Role, Service
 from nectar.shared.database import db
 from tests.core.conftest import SERVICE_TOKEN, Browser, drain_jobs
@@ -464,4 +464,17 @@ def test_an_organization_may_have_only_so_many_runs_waiting_to_start(owner, data
 
     with database.connect(Role.ADMIN, autocommit=True) as conn:
         conn.execute("DELETE FROM workflow_runs WHERE org_id = %s AND status = 'queued'", (org_id,))
+        conn.execute(  # runs that started and wait (for thirty days, say) count against the other limit
+            "INSERT INTO workflow_runs (org_id, workflow_id, version_id, trigger, status, input, wake_at) "
+            "SELECT %s, %s, %s, 'manual', 'waiting', '{}', now() + interval '30 days' FROM generate_series(1, %s)",
+            (org_id, target_id, version_id, MAX_UNFINISHED_RUNS),
+        )
+    refused = browser.api("POST", f"/api/v1/workflows/{target_id}/runs", token=token, json={"input": {}})
+    assert (
+        refused.status_code == 429
+        and f"{MAX_UNFINISHED_RUNS:,} runs that have not ended" in refused.json["detail"]
+    )
+
+    with database.connect(Role.ADMIN, autocommit=True) as conn:
+        conn.execute("DELETE FROM workflow_runs WHERE org_id = %s AND status = 'waiting'", (org_id,))
     assert start(browser, token, target_id)

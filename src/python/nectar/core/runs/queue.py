@@ -4,8 +4,9 @@ activations that follow (jobs.py holds the tasks that run them).
 Runs are shared out fairly between organizations. An organization's Nth waiting run is queued
 with priority -N, so workers take every organization's first waiting run before anyone's second:
 a thousand queued runs of one organization delay another's by one run each, at most. It may have
-MAX_QUEUED_RUNS waiting to start; one more is refused (QueueFull) until they drain, so a workflow
-that calls others in a loop cannot fill the queue and the database for everyone. And its runs
+MAX_QUEUED_RUNS waiting to start and MAX_UNFINISHED_RUNS that have not ended; one more is refused
+(QueueFull) until they drain, so a workflow that calls others in a loop cannot fill the queue and the
+database for everyone. And its runs
 go round ORG_MAX_WORKER_RUNS procrastinate locks (jobs with one lock run one at a time), so it
 holds at most that many of all workers' slots (WORKER_CONCURRENCY each); the rest stay free for
 other organizations however long its runs take.
@@ -25,22 +26,22 @@ from nectar.schema.models import WorkflowRun
 from nectar.shared.jobs import job_statement
 
 MAX_QUEUED_RUNS = 10_000
+# Runs that have not ended (queued, running or waiting, say thirty days for an approval): a workflow
+# that starts others that wait cannot fill the database either.
+MAX_UNFINISHED_RUNS = 100_000
 
 
 class QueueFull(Exception):
-    """The organization already has MAX_QUEUED_RUNS runs waiting to start."""
+    """The organization already has MAX_QUEUED_RUNS runs waiting to start, or MAX_UNFINISHED_RUNS
+    that have not ended."""
 
     retry_after = 60  # seconds: a 429's Retry-After
 
-    def __init__(self) -> None:
-        super().__init__(
-            f"This organization already has {MAX_QUEUED_RUNS:,} runs waiting to start; "
-            "new ones are refused until they drain."
-        )
 
-
-_WAITING_RUNS = text(
-    "SELECT count(*) FROM (SELECT 1 FROM workflow_runs WHERE org_id = :org_id AND status = 'queued' LIMIT :most) w"
+# Both counts in one index-only scan, each only as far as its limit needs.
+_UNFINISHED_RUNS = text(
+    "SELECT count(*) FILTER (WHERE status = 'queued'), count(*) FROM (SELECT status FROM workflow_runs "
+    "WHERE org_id = :org_id AND status IN ('queued', 'running', 'waiting') LIMIT :most) w"
 )
 
 
@@ -63,9 +64,19 @@ def queue_run(
     called by another one names it (`parent_run_id`) and how deeply calls are nested. A test run
     gives the `definition` it runs (a draft); others run their version's. QueueFull when the
     organization has MAX_QUEUED_RUNS waiting already (nothing is written then)."""
-    waiting = session.scalar(_WAITING_RUNS, {"org_id": org_id, "most": MAX_QUEUED_RUNS})
+    waiting, unfinished = session.execute(
+        _UNFINISHED_RUNS, {"org_id": org_id, "most": MAX_UNFINISHED_RUNS}
+    ).one()
     if waiting >= MAX_QUEUED_RUNS:
-        raise QueueFull()
+        raise QueueFull(
+            f"This organization already has {MAX_QUEUED_RUNS:,} runs waiting to start; "
+            "new ones are refused until they drain."
+        )
+    if unfinished >= MAX_UNFINISHED_RUNS:
+        raise QueueFull(
+            f"This organization already has {MAX_UNFINISHED_RUNS:,} runs that have not ended (queued, running "
+            "or waiting); new ones are refused until some end or are cancelled."
+        )
     run_id = uuid.uuid4()
     session.add(
         WorkflowRun(

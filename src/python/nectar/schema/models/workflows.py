@@ -98,8 +98,14 @@ class WorkflowRun(Base):
         Index("ix_workflow_runs_org_id_workflow_id_queued_at", "org_id", "workflow_id", "queued_at"),
         # Admin's runs per day across every organization (the dashboard's last 30 days).
         Index("ix_workflow_runs_queued_at", "queued_at"),
-        # An organization's runs waiting for a worker, counted when it queues another (fair queueing).
-        Index("ix_workflow_runs_org_id_queued", "org_id", postgresql_where=text("status = 'queued'")),
+        # An organization's runs waiting for a worker and those not ended, counted when it queues
+        # another (fair queueing, and its limits).
+        Index(
+            "ix_workflow_runs_org_id_unfinished",
+            "org_id",
+            "status",
+            postgresql_where=text("status IN ('queued', 'running', 'waiting')"),
+        ),
         # A trigger delivered twice with the same key runs once.
         Index(
             "uq_workflow_runs_idempotency",

@@ -1,5 +1,6 @@
 """Indexes for admin's sweep of runs whose next activation was lost (core/contract/runs.py): waiting
-runs by wake time, queued and running ones by queue time, and the jobs still to do by run.
+runs by wake time, queued and running ones by queue time, and the jobs still to do by run; and an
+organization's runs not ended by status (replacing its queued ones), counted against its limits.
 
 Revision ID: 0019
 Revises: 0018
@@ -16,6 +17,13 @@ depends_on = None
 
 
 def upgrade() -> None:
+    op.drop_index("ix_workflow_runs_org_id_queued", table_name="workflow_runs")
+    op.create_index(
+        "ix_workflow_runs_org_id_unfinished",
+        "workflow_runs",
+        ["org_id", "status"],
+        postgresql_where=sa.text("status IN ('queued', 'running', 'waiting')"),
+    )
     op.create_index(
         "ix_workflow_runs_waiting_wake_at",
         "workflow_runs",
@@ -39,3 +47,10 @@ def downgrade() -> None:
     op.execute("DROP INDEX ix_procrastinate_jobs_pending_run_id")
     op.drop_index("ix_workflow_runs_going_queued_at", table_name="workflow_runs")
     op.drop_index("ix_workflow_runs_waiting_wake_at", table_name="workflow_runs")
+    op.drop_index("ix_workflow_runs_org_id_unfinished", table_name="workflow_runs")
+    op.create_index(
+        "ix_workflow_runs_org_id_queued",
+        "workflow_runs",
+        ["org_id"],
+        postgresql_where=sa.text("status = 'queued'"),
+    )

@@ -27,6 +27,11 @@ def bind(engine: Engine) -> None:
     _engine = engine
 
 
+def _bound_engine() -> Engine:
+    assert _engine is not None, "bind(engine) before running the worker"
+    return _engine
+
+
 def run_retention_days(conn) -> int:
     """System setting `run_retention_days` ({"days": N}), editable by staff; 30 by default."""
     value = conn.execute(text("SELECT value FROM system_settings WHERE key = 'run_retention_days'")).scalar()
@@ -69,8 +74,7 @@ def prune(engine: Engine, batch: int = 10_000) -> int:
 @blueprint.periodic(cron="17 3 * * *")
 @blueprint.task(name="admin.prune", queue=QUEUE, pass_context=False)
 def prune_daily(timestamp: int) -> None:
-    assert _engine is not None, "bind(engine) before running the worker"
-    prune(_engine)
+    prune(_bound_engine())
 
 
 # At most this many lost runs are handed back a minute: a flood of them (a queue emptied by hand)
@@ -101,5 +105,4 @@ def hand_back_lost_runs(engine: Engine, most: int = LOST_RUNS_PER_SWEEP) -> int:
 @blueprint.periodic(cron="* * * * *")
 @blueprint.task(name="admin.hand_back_lost_runs", queue=QUEUE, pass_context=False)
 def hand_back_lost_runs_every_minute(timestamp: int) -> None:
-    assert _engine is not None, "bind(engine) before running the worker"
-    hand_back_lost_runs(_engine)
+    hand_back_lost_runs(_bound_engine())

@@ -1,6 +1,7 @@
 """Asynchronous runs through the durable queue: manual runs, schedules, and failures that never
 take the worker down."""
 
+import uuid
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 
@@ -156,3 +157,42 @@ def test_only_a_database_outage_is_retried_for_ever(database):
     assert strategy.get_retry_decision(exception=refused.value, job=after_many) is not None
     assert strategy.get_retry_decision(exception=slow.value, job=after_many) is None
     assert strategy.get_retry_decision(exception=slow.value, job=SimpleNamespace(attempts=1)) is not None
+
+
+def test_a_stalled_job_whose_work_is_queued_again_under_its_lock_ends_and_the_sweep_goes_on(
+    browser, database
+):
+    """A periodic job stalled by a dead worker, whose next run is already queued under the same
+    queueing lock, cannot go back to the queue (the lock refuses it): it ends failed, and the sweep
+    hands back the other stalled jobs instead of stopping at it."""
+    from nectar.shared.jobs import job_app
+
+    lock = f"periodic-{uuid.uuid4().hex[:8]}"
+    with database.connect(Role.ADMIN) as conn:
+        stalled, other = (
+            conn.execute(
+                "INSERT INTO procrastinate_jobs (queue_name, task_name, queueing_lock, status, args) "
+                "VALUES ('core', 'core.tick_schedules', %s, 'doing', '{\"timestamp\": 0}') RETURNING id",
+                (queueing_lock,),
+            ).fetchone()[0]
+            for queueing_lock in (lock, None)
+        )
+        conn.execute(  # its next run, queued meanwhile; kept for later so the drain leaves it alone
+            "INSERT INTO procrastinate_jobs (queue_name, task_name, queueing_lock, status, args, scheduled_at) "
+            "VALUES ('core', 'core.tick_schedules', %s, 'todo', '{\"timestamp\": 1}', now() + interval '1 hour')",
+            (lock,),
+        )
+    jobs.bind(browser.app)
+    worker = job_app(browser.app.config["NECTAR_SETTINGS"].database_url, jobs.blueprint)
+    with worker.open():
+        worker.configure_task(jobs.RETRY_STALLED_TASK).defer(timestamp=0)
+    drain_jobs(browser.app)
+    with database.connect(Role.ADMIN) as conn:
+        status = dict(
+            conn.execute("SELECT id, status FROM procrastinate_jobs WHERE id IN (%s, %s)", (stalled, other))
+        )
+        sweep = conn.execute(
+            "SELECT status FROM procrastinate_jobs WHERE task_name = %s ORDER BY id DESC LIMIT 1",
+            (jobs.RETRY_STALLED_TASK,),
+        ).fetchone()[0]
+    assert status == {stalled: "failed", other: "succeeded"} and sweep == "succeeded"

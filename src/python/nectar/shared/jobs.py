@@ -128,8 +128,14 @@ def add_queue_upkeep(blueprint: procrastinate.Blueprint, queue: str) -> str:
     async def retry_stalled_jobs(context: procrastinate.JobContext, timestamp: int) -> None:
         manager = context.app.job_manager
         for job in await manager.get_stalled_jobs(queue=queue, seconds_since_heartbeat=STALLED_AFTER_SECONDS):
-            if job.task_name != stalled_name:
+            if job.task_name == stalled_name:
+                continue
+            try:
                 await manager.retry_job(job)
+            except procrastinate.exceptions.UniqueViolation:
+                # The same work is queued again under its queueing lock (a periodic task's next
+                # run): that job does it; this one ends.
+                await manager.finish_job(job, status=procrastinate.jobs.Status.FAILED, delete_job=False)
 
     @blueprint.periodic(cron="41 * * * *", periodic_id=f"{queue}.remove_old_jobs")
     @blueprint.task(name=f"{queue}.remove_old_jobs", queue=queue, pass_context=True)

@@ -294,32 +294,24 @@ def test_keys_of_the_platforms_own_runs_are_refused_and_a_key_names_one_request(
     workflow_id = _workflow(browser, token)
     url = _endpoint(browser, token, workflow_id)["url"].replace("{id}", "5")
     body = {"items": [{"price": 1}]}
-    for key in ("schedule:2027-01-04T09:00:00+00:00", "call:6f1c0e52-0000-5000-8000-000000000000", "alert:x"):
-        refused = browser.client.post(url, json=body, headers={"Idempotency-Key": key})
-        assert refused.status_code == 400 and "platform" in refused.json["detail"], refused.json
-        started = browser.api(
+
+    def run_with(key: str):
+        return browser.api(
             "POST",
             f"/api/v1/workflows/{workflow_id}/runs",
             token=token,
             json={"input": body},
             headers={"Idempotency-Key": key},
         )
+
+    for key in ("schedule:2027-01-04T09:00:00+00:00", "call:6f1c0e52-0000-5000-8000-000000000000", "alert:x"):
+        refused = browser.client.post(url, json=body, headers={"Idempotency-Key": key})
+        assert refused.status_code == 400 and "platform" in refused.json["detail"], refused.json
+        started = run_with(key)
         assert started.status_code == 400 and "platform" in started.json["detail"], started.json
-    queued = browser.api(
-        "POST",
-        f"/api/v1/workflows/{workflow_id}/runs",
-        token=token,
-        json={"input": body},
-        headers={"Idempotency-Key": "shared-1"},
-    )
+    queued = run_with("shared-1")
     assert queued.status_code == 202, queued.json
-    again = browser.api(
-        "POST",
-        f"/api/v1/workflows/{workflow_id}/runs",
-        token=token,
-        json={"input": body},
-        headers={"Idempotency-Key": "shared-1"},
-    )
+    again = run_with("shared-1")
     assert (
         again.status_code == 200
         and again.json["id"] == queued.json["id"]

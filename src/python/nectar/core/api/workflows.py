@@ -190,24 +190,21 @@ def start_once(
     with the new run, or 200 with the run the key started before (the same request sent again:
     run_to_replay), also when both were sent at the same moment."""
     key = checked_idempotency_key(request.headers.get("Idempotency-Key"))
-    if key and (
-        earlier := run_queries.run_to_replay(
+
+    def earlier_run():
+        if not key:
+            return None
+        return run_queries.run_to_replay(
             db.session, workflow_id, key, run_input, trigger=trigger, rerun_of=rerun_of
         )
-    ):
+
+    if (earlier := earlier_run()) is not None:
         return jsonify(run_json(earlier)), 200
     try:
         with db.session.begin_nested():
             run_id = start(key)
     except IntegrityError:  # the same key, sent at the same moment, was recorded first
-        earlier = (
-            run_queries.run_to_replay(
-                db.session, workflow_id, key, run_input, trigger=trigger, rerun_of=rerun_of
-            )
-            if key
-            else None
-        )
-        if earlier is None:
+        if (earlier := earlier_run()) is None:
             raise
         return jsonify(run_json(earlier)), 200
     db.session.commit()

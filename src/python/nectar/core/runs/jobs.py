@@ -77,11 +77,19 @@ _DUE_SQL = text(
 
 @blueprint.task(name=WAKE_TASK, queue=QUEUE, retry=ActivationRetry())  # a waiting run's only timer
 def wake_run(org_id: str, run_id: str) -> None:
+    _activate_if(_DUE_SQL, org_id, run_id)
+
+
+def _activate_if(condition, org_id: str, run_id: str) -> bool:
+    """Queues the run's activation when `condition` (a query on :run_id, in the run's organization)
+    finds it; True when it did."""
     with bound_app_context():
         scope_session(db.session, org_id=uuid.UUID(org_id))
-        if db.session.scalar(_DUE_SQL, {"run_id": run_id}) is not None:
+        found = db.session.scalar(condition, {"run_id": run_id}) is not None
+        if found:
             schedule_activation(db.session, uuid.UUID(org_id), uuid.UUID(run_id))
         db.session.commit()
+        return found
 
 
 _LOST_SQL = text(f"SELECT 1 FROM workflow_runs r WHERE r.id = :run_id AND {LOST_RUN}")  # noqa: S608
@@ -91,12 +99,8 @@ _LOST_SQL = text(f"SELECT 1 FROM workflow_runs r WHERE r.id = :run_id AND {LOST_
 def recover_run(org_id: str, run_id: str) -> None:
     """A run admin's sweep found without a job coming for it (contract/runs.py): if it still has
     none, its activation is queued; it resumes from its journal."""
-    with bound_app_context():
-        scope_session(db.session, org_id=uuid.UUID(org_id))
-        if db.session.scalar(_LOST_SQL, {"run_id": run_id}) is not None:
-            log.warning("run %s of organization %s had no activation coming; one is queued", run_id, org_id)
-            schedule_activation(db.session, uuid.UUID(org_id), uuid.UUID(run_id))
-        db.session.commit()
+    if _activate_if(_LOST_SQL, org_id, run_id):
+        log.warning("run %s of organization %s had no activation coming; one is queued", run_id, org_id)
 
 
 @blueprint.task(name=RUN_TASK, queue=QUEUE, retry=ActivationRetry())

@@ -63,7 +63,8 @@ def queue_run(
     waits behind the organization's runs already waiting (see the module's docstring). A run
     called by another one names it (`parent_run_id`) and how deeply calls are nested. A test run
     gives the `definition` it runs (a draft); others run their version's. QueueFull when the
-    organization has MAX_QUEUED_RUNS waiting already (nothing is written then)."""
+    organization has MAX_QUEUED_RUNS waiting to start or MAX_UNFINISHED_RUNS not ended already
+    (nothing is written then)."""
     waiting, unfinished = session.execute(
         _UNFINISHED_RUNS, {"org_id": org_id, "most": MAX_UNFINISHED_RUNS}
     ).one()

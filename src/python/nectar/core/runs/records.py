@@ -14,8 +14,14 @@ from nectar.core.workflows.expressions import json_safe, json_text
 from nectar.shared.bad_input import BadInput
 from nectar.shared.jobs import QUEUED_ONCE
 
+
+def sql_list(words: tuple[str, ...]) -> str:
+    """Constant words as an SQL list, `('a', 'b')`, to write into statements."""
+    return "(" + ", ".join(f"'{word}'" for word in words) + ")"
+
+
 FINAL_STATUSES = ("succeeded", "failed", "cancelled")
-FINAL_STATUSES_SQL = "(" + ", ".join(f"'{status}'" for status in FINAL_STATUSES) + ")"
+FINAL_STATUSES_SQL = sql_list(FINAL_STATUSES)
 
 
 IDEMPOTENCY_KEY_MAX = 200  # what workflow_runs.idempotency_key holds
@@ -142,7 +148,7 @@ TEST_TRIGGER = "test"  # a draft tested in the builder: no usage, no alerts
 # Runs whose failure alerts no one: an alert's own runs (no loops) and tests of drafts, with the
 # runs they call (calls.py gives those their caller's trigger).
 SILENT_TRIGGERS = (ALERT_TRIGGER, TEST_TRIGGER)
-SILENT_FAILURES = "trigger NOT IN (" + ", ".join(f"'{trigger}'" for trigger in SILENT_TRIGGERS) + ")"
+SILENT_FAILURES = f"trigger NOT IN {sql_list(SILENT_TRIGGERS)}"
 
 
 def check_alerts_sql(failed: str) -> str:

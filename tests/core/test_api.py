@@ -151,6 +151,9 @@ def test_bad_input_in_api_fields_is_a_4xx_problem_naming_where(browser):
         "POST", runs, token=token, json={"input": {}}, headers={"Idempotency-Key": "k" * 201}
     )
     assert long_key.status_code == 400 and long_key.json["errors"][0]["field"] == "Idempotency-Key"
+    for odd in ("k\x00", "k\ud800"):  # not text the database can hold (a test client can send them)
+        refused = browser.api("POST", runs, token=token, json={"input": {}}, headers={"Idempotency-Key": odd})
+        assert refused.status_code == 400 and refused.json["errors"][0]["field"] == "Idempotency-Key"
     for body, status, where in (
         ('{"name": "a\\u0000b", "definition": {}}', 400, {"pointer": "/name"}),
         ('{"name": "w2", "definition": {"steps": ["\\ud800"]}}', 400, {"pointer": "/definition/steps/0"}),

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from nectar.core.workflows.engine import RunOutcome, StepRecord
 from nectar.core.workflows.expressions import json_safe, json_text
-from nectar.shared.bad_input import BadInput
+from nectar.shared.bad_input import BadInput, check_text
 from nectar.shared.jobs import QUEUED_ONCE
 
 
@@ -33,10 +33,11 @@ INTERNAL_KEY_PREFIXES = ("schedule:", "call:", "alert:")
 
 
 def checked_idempotency_key(key: str | None) -> str | None:
-    """A caller's Idempotency-Key header, or BadInput (400) when it is longer than a run keeps or
-    wears one of the platform's own prefixes."""
+    """A caller's Idempotency-Key header, or BadInput (400) when it holds what no text may (NUL, a
+    lone surrogate), is longer than a run keeps or wears one of the platform's own prefixes."""
     if key is None:
         return None
+    check_text(key, field="Idempotency-Key")
     if len(key) > IDEMPOTENCY_KEY_MAX:
         raise BadInput(
             f"Idempotency-Key is at most {IDEMPOTENCY_KEY_MAX} characters.", field="Idempotency-Key"

@@ -239,6 +239,27 @@ def test_a_running_run_stops_at_its_next_step_once_cancelled(app, upstream, data
     assert outbox_count(database, later) == 0
 
 
+def test_a_run_shows_running_once_it_gets_to_a_step_that_takes_time(app, upstream):
+    """Until then it shows queued: most runs finish before anyone could see them running, and each
+    change of status costs a write."""
+    browser = Browser(app)
+    seen: dict = {}
+    token, run_id = start(
+        browser,
+        {
+            "steps": [
+                {"id": "sum", "type": "transform", "expression": "`1`"},
+                {"id": "slow", "type": "http_request", "url": f"{upstream.url}/slow"},
+            ]
+        },
+    )
+    assert get_run(browser, token, run_id)["status"] == "queued"
+    upstream.on_request = lambda path: seen.update(get_run(browser, token, run_id))
+    drain_jobs(app)
+    assert seen["status"] == "running" and seen["started_at"], seen
+    assert get_run(browser, token, run_id)["status"] == "succeeded"
+
+
 def test_a_run_cancelled_during_its_last_step_stays_cancelled_with_that_step(app, upstream):
     """No step follows to stop at: the run's outcome is written over a cancellation that came first,
     and the cancellation stands."""

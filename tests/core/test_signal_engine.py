@@ -291,6 +291,56 @@ def test_a_cancelled_run_stops_before_its_next_step_that_acts_or_waits():
     assert outcome.status == "cancelled" and [e[0] for e in effects.emails] == ["a@x.io"]
 
 
+def test_a_run_that_only_computes_is_asked_once_a_second_has_passed_and_stops_when_cancelled():
+    """Steps that neither act nor wait are not asked about (the run is not shown running for nothing)
+    until a second has gone by since the run began or was last asked."""
+    document = wf(
+        {
+            "id": "each",
+            "type": "for_each",
+            "items": "trigger.items",
+            "steps": [{"id": "x", "type": "transform", "expression": "item"}],
+        }
+    )
+
+    class Asked(MemoryInbox):
+        def __init__(self):
+            super().__init__()
+            self.asked_at: list[float] = []
+
+        def cancelled(self):
+            self.asked_at.append(ticks[0])
+            return len(self.asked_at) >= 3
+
+    ticks = [0.0]
+
+    def clock() -> float:  # each reading a quarter of a second later
+        ticks[0] += 0.25
+        return ticks[0]
+
+    quick = Asked()
+    done = execute(
+        document, {"items": [1, 2]}, Recorder(), mode="async", journal=MemoryJournal(), inbox=quick
+    )
+    assert done.status == "succeeded" and quick.asked_at == []
+
+    slow = Asked()
+    outcome = execute(
+        document,
+        {"items": list(range(100))},
+        Recorder(),
+        mode="async",
+        journal=MemoryJournal(),
+        inbox=slow,
+        clock=clock,
+    )
+    assert outcome.status == "cancelled"
+    gaps = [later - earlier for earlier, later in zip(slow.asked_at, slow.asked_at[1:], strict=False)]
+    assert len(slow.asked_at) == 3 and slow.asked_at[0] > 1.0, slow.asked_at
+    assert all(1.0 < gap <= 2.0 for gap in gaps), slow.asked_at  # about a second: a step or two past it
+    assert len([s for s in outcome.steps if s.step_id == "x"]) < 20
+
+
 def test_signal_steps_need_an_asynchronous_run():
     document = wf({"id": "paid", "type": "wait_for_event", "event": "paid"})
     outcome = execute(document, {}, Recorder())

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from nectar.core.access import ROLE_RANK
 from nectar.core.org_mail.service import MailLimitReached, charge
-from nectar.core.runs.journal import ClaimedRun
+from nectar.core.runs.journal import ClaimedRun, show_running
 from nectar.core.runs.links import RESUME_URL_LIFETIME, RunLinks, Target
 from nectar.schema.models import Membership, Organization, User, Workflow, WorkflowRun
 from nectar.shared.mail import Email, queue_email_once
@@ -60,6 +60,7 @@ class RunInbox:
         session_lock: AbstractContextManager = nullcontext(),  # noqa: B008 - stateless, shareable
     ):
         self.session, self.run, self.links, self._session_lock = session, run, links, session_lock
+        self._shown_running = False
 
     def take_event(self, key: str, name: str, until: datetime) -> dict | None:
         with self._session_lock:
@@ -157,6 +158,11 @@ class RunInbox:
         return self.links.resume_url(target, self.run.queued_at + RESUME_URL_LIFETIME)
 
     def cancelled(self) -> bool:
+        """Asked first, it also shows the run running (journal.show_running): it is about to take
+        time, or has taken some."""
         with self._session_lock:
+            if not self._shown_running:
+                self._shown_running = True
+                return show_running(self.session.get_bind(), self.run.org_id, self.run.id) == "cancelled"
             status = self.session.scalar(select(WorkflowRun.status).where(WorkflowRun.id == self.run.id))
             return status == "cancelled"

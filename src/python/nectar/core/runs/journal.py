@@ -35,30 +35,49 @@ class ClaimedRun:
     queued_at: datetime
 
 
-# The tenant's scope; and "running" is for people to see: a crash that loses it loses nothing (the
-# job is retried and the run resumes from its journal), so its commit does not wait for the disk.
-_SCOPE_NO_FLUSH_SQL = SET_TENANT_SQL + ", set_config('synchronous_commit', 'off', true)"
+# The run with its journal's checkpoints, read (not written: most runs finish before anyone could see
+# them running, and a status change rewrites the row and ten index entries). RunInbox.cancelled
+# shows a run running once it gets to a step that may take time.
 _CLAIM_SQL = f"""
-    UPDATE workflow_runs SET status = 'running'
-    WHERE id = %(run)s AND status NOT IN {FINAL_STATUSES_SQL}
-    RETURNING id, org_id, workflow_id, version_id, definition, input, call_depth, trigger, parent_run_id, queued_at,
+    SELECT id, org_id, workflow_id, version_id, definition, input, call_depth, trigger, parent_run_id, queued_at,
         (SELECT json_agg(json_build_array(c.step_key, c.status, c.output, c.error, c.record))
          FROM workflow_run_checkpoints c WHERE c.run_id = workflow_runs.id)
+    FROM workflow_runs WHERE id = %(run)s AND status NOT IN {FINAL_STATUSES_SQL}
 """  # noqa: S608 - constants only
 
 
 def claim_run(engine: Engine, org_id: uuid.UUID, run_id: uuid.UUID) -> tuple[ClaimedRun, list] | None:
-    """An activation's start, in one round trip and one statement past the scope (the worker's hot
-    path): run `run_id` marked running and read with its journal's checkpoints (rows for
-    RunJournal, which reads them where a bad one fails the run), or None when it has ended (or is
-    not there)."""
-    _, claimed = in_one_round_trip(
-        engine, [(_SCOPE_NO_FLUSH_SQL, (str(org_id),)), (_CLAIM_SQL, {"run": run_id})]
-    )
+    """An activation's start, in one round trip (the worker's hot path): run `run_id` read with its
+    journal's checkpoints (rows for RunJournal, which reads them where a bad one fails the run), or
+    None when it has ended (or is not there)."""
+    _, claimed = in_one_round_trip(engine, [(SET_TENANT_SQL, (str(org_id),)), (_CLAIM_SQL, {"run": run_id})])
     if not claimed:
         return None
     *run, checkpoints = claimed[0]
     return ClaimedRun(*run), checkpoints or []
+
+
+# "running" is for people to see: a crash that loses it loses nothing (the job is retried and the
+# run resumes from its journal), so its commit does not wait for the disk. A run cancelled, or
+# ended, meanwhile keeps its status; either way the statement answers the run's status.
+_SCOPE_NO_FLUSH_SQL = SET_TENANT_SQL + ", set_config('synchronous_commit', 'off', true)"
+_SHOW_RUNNING_SQL = """
+    WITH shown AS (
+        UPDATE workflow_runs SET status = 'running', started_at = COALESCE(started_at, now())
+        WHERE id = %(run)s AND status IN ('queued', 'waiting') RETURNING status
+    )
+    SELECT COALESCE((SELECT status FROM shown), (SELECT status FROM workflow_runs WHERE id = %(run)s))
+"""
+
+
+def show_running(engine: Engine, org_id: uuid.UUID, run_id: uuid.UUID) -> str | None:
+    """Shows a queued or waiting run as running, committed at once on a connection of its own (the
+    run's session may hold a step's writes that must commit only with its checkpoint); returns the
+    run's status."""
+    _, shown = in_one_round_trip(
+        engine, [(_SCOPE_NO_FLUSH_SQL, (str(org_id),)), (_SHOW_RUNNING_SQL, {"run": run_id})]
+    )
+    return shown[0][0] if shown else None
 
 
 # A finished checkpoint is final: only a `waiting` one is replaced (by the wait's end).

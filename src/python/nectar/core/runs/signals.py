@@ -119,10 +119,10 @@ def deliver_event(
     )
     session.add(event)
     session.flush()
-    # A running activation may have looked for events already: the next one takes it. A waiting
-    # run may wait for it in any branch of a parallel step; a replay costs less than a lost event.
-    if run.status in ("running", "waiting"):
-        schedule_activation(session, org_id, run_id)
+    # An activation under way (a queued run shows running only once a step takes time) may have
+    # looked for events already: the next one takes it. A waiting run may wait for it in any branch
+    # of a parallel step; a replay costs less than a lost event.
+    schedule_activation(session, org_id, run_id)
     return event
 
 

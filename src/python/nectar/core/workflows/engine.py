@@ -75,6 +75,8 @@ MAX_WAIT = timedelta(seconds=MAX_WAIT_SECONDS)
 DURABLE_STEP_TYPES = frozenset({"http_request", "send_email", "wait", "delay", "code", "call_workflow"})
 # Steps that wait for something from outside; they keep their own checkpoints (_wait_for_signal).
 SIGNAL_STEP_TYPES = frozenset({"wait_for_event", "approval"})
+# A run that only computes asks whether it was cancelled at its next step once this much has passed.
+ASK_AGAIN_SECONDS = 1.0
 MAX_BRANCH_THREADS = 10  # threads one run's parallel steps may use at once; further branches run in turn
 
 
@@ -198,7 +200,8 @@ class Inbox(Protocol):
         """An address an outside system may POST event `event` to, for step `key`, without credentials."""
 
     def cancelled(self) -> bool:
-        """Whether the run was cancelled: asked before each step that acts or waits."""
+        """Whether the run was cancelled: asked before each step that acts or waits, and before
+        any step once ASK_AGAIN_SECONDS have passed since it was last asked."""
 
 
 class NoInbox:
@@ -293,7 +296,7 @@ class Run:
         self.failed_key: str | None = None  # the step whose failure is on its way up, unhandled so far
         self.context: dict[str, Any] = {"trigger": trigger, "steps": {}, "vars": {}}
         self.records: list[StepRecord] = []
-        self.shared = _Shared()
+        self.shared = _Shared(asked_at=clock())
         self.deadline = clock() + limits.time_limit_seconds if deadline is None else deadline
         self.last_output: Any = None
         self.settled_only = False  # a branch of a decided parallel step: replays, never acts (_parallel)
@@ -341,7 +344,7 @@ class Run:
             return
         if self.settled_only and (durable or self._unsettled_signal(step, key)):
             raise _Abandoned()
-        if (durable or step["type"] in SIGNAL_STEP_TYPES) and self.inbox.cancelled():
+        if (durable or step["type"] in SIGNAL_STEP_TYPES or self._time_to_ask()) and self._cancelled():
             raise Cancelled()
         retry = step.get("retry", {})
         attempts = retry.get("attempts", 1)
@@ -388,6 +391,15 @@ class Run:
             context["steps"][step["id"]] = output
             self.last_output = output
             return
+
+    def _time_to_ask(self) -> bool:
+        """Whether a second has passed since the inbox was last asked (or the run began): steps
+        that only compute hear of a cancellation too."""
+        return self.clock() - self.shared.asked_at > ASK_AGAIN_SECONDS
+
+    def _cancelled(self) -> bool:
+        self.shared.asked_at = self.clock()
+        return self.inbox.cancelled()
 
     def _unsettled_signal(self, step: dict, key: str) -> bool:
         if step["type"] not in SIGNAL_STEP_TYPES:
@@ -824,8 +836,11 @@ class _Shared:
     """What a run's branches share: the steps counted against the limit, the turn to run engine
     code, and the threads left for branches."""
 
-    def __init__(self):
+    def __init__(self, asked_at: float):
         self.executed = 0
+        self.asked_at = (
+            asked_at  # when the inbox was last asked whether the run was cancelled (or the run began)
+        )
         self.turn = threading.Lock()
         self.spare_threads = MAX_BRANCH_THREADS
 

@@ -18,14 +18,26 @@ SERVICE_TOKEN = "test-service-token-0123456789abcdef-0123456789"
 PASSWORD = "correct horse battery staple"
 
 
-@pytest.fixture(scope="module")
-def core_app(settings_for):
-    app = create_app(settings_for(Service.CORE, CORE_SERVICE_TOKEN=SERVICE_TOKEN))
+def _serve_then_dispose(app):
     yield app
     from nectar.shared.database import db
 
     with app.app_context():
         db.engine.dispose()
+
+
+@pytest.fixture(scope="module")
+def core_app(settings_for):
+    yield from _serve_then_dispose(create_app(settings_for(Service.CORE, CORE_SERVICE_TOKEN=SERVICE_TOKEN)))
+
+
+@pytest.fixture(scope="module")
+def local_outbound_app(settings_for):
+    """Core whose workflows may call servers on this machine (the tests' upstreams)."""
+    settings = settings_for(
+        Service.CORE, CORE_SERVICE_TOKEN=SERVICE_TOKEN, NECTAR_OUTBOUND_ALLOWLIST="127.0.0.1/32"
+    )
+    yield from _serve_then_dispose(create_app(settings))
 
 
 class Browser(BaseBrowser):

@@ -12,11 +12,9 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from nectar.core.app import create_app
 from nectar.core.runs.queue import MAX_QUEUED_RUNS, MAX_UNFINISHED_RUNS
-from nectar.shared.config import Role, Service
-from nectar.shared.database import db
-from tests.core.conftest import SERVICE_TOKEN, Browser, drain_jobs
+from nectar.shared.config import Role
+from tests.core.conftest import Browser, drain_jobs
 from tests.core.test_api import _new_key
 from tests.core.test_endpoints import _endpoint, _workflow
 from tests.core.upstream import serving
@@ -25,13 +23,8 @@ FINAL = ("succeeded", "failed", "cancelled")
 
 
 @pytest.fixture(scope="module")
-def flow_app(settings_for):
-    app = create_app(
-        settings_for(Service.CORE, CORE_SERVICE_TOKEN=SERVICE_TOKEN, NECTAR_OUTBOUND_ALLOWLIST="127.0.0.1/32")
-    )
-    yield app
-    with app.app_context():
-        db.engine.dispose()
+def flow_app(local_outbound_app):
+    return local_outbound_app
 
 
 @pytest.fixture

@@ -10,22 +10,15 @@ from datetime import datetime
 
 import pytest
 
-from nectar.core.app import create_app
-from nectar.shared.config import Role, Service
-from nectar.shared.database import db
-from tests.core.conftest import SERVICE_TOKEN, Browser, drain_jobs
+from nectar.shared.config import Role
+from tests.core.conftest import Browser, drain_jobs
 from tests.core.test_run_signals import WAITS_FOR_PAYMENT, get_run, send, start
 from tests.core.upstream import serving
 
 
 @pytest.fixture(scope="module")
-def app(settings_for):
-    app = create_app(
-        settings_for(Service.CORE, CORE_SERVICE_TOKEN=SERVICE_TOKEN, NECTAR_OUTBOUND_ALLOWLIST="127.0.0.1/32")
-    )
-    yield app
-    with app.app_context():
-        db.engine.dispose()
+def app(local_outbound_app):
+    return local_outbound_app
 
 
 class Upstream:

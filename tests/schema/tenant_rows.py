@@ -136,6 +136,15 @@ def alert_rule(conn, org, parents):
     )
 
 
+def usage_day(conn, org, parents):
+    return _insert(
+        conn,
+        "INSERT INTO usage_daily (org_id, day, trigger, shard, runs) "
+        "VALUES (%s, current_date, %s, 0, 1) RETURNING trigger",
+        (org, f"t{uuid.uuid4().hex[:10]}"),
+    )
+
+
 ROW_BUILDERS: dict[str, RowBuilder] = {
     "organizations": organization,
     "memberships": membership,
@@ -151,6 +160,7 @@ ROW_BUILDERS: dict[str, RowBuilder] = {
     "integration_connections": integration_connection,
     "email_suppressions": email_suppression,
     "alert_rules": alert_rule,
+    "usage_daily": usage_day,
 }
 
 
@@ -180,6 +190,7 @@ def seed_tenant(conn: psycopg.Connection, org: uuid.UUID) -> dict:
         "workflow_run_events",
         "workflow_approvals",
         "alert_rules",
+        "usage_daily",
     ):
         ROW_BUILDERS[table](conn, org, parents)
     return parents

@@ -82,6 +82,16 @@ def openapi_document() -> dict:
                     "responses": {"200": _json(_ref("Counts")), **ERRORS},
                 }
             },
+            "/usage": {
+                "get": {
+                    "summary": "The organization's usage per UTC day (runs counted as they end)",
+                    "parameters": [
+                        {"name": name, "in": "query", "schema": {"type": "string", "format": "date"}}
+                        for name in ("from", "to")
+                    ],
+                    "responses": {"200": _json(_ref("UsageReport")), **ERRORS},
+                }
+            },
             "/members": {
                 "get": {
                     "summary": "Members",
@@ -210,6 +220,37 @@ def openapi_document() -> dict:
                         "timezone": {"type": "string"},
                         "plan": {"type": "string"},
                         "status": {"enum": ["active", "suspended"]},
+                    },
+                },
+                "Usage": {
+                    "type": "object",
+                    "properties": {
+                        "runs": {"type": "integer"},
+                        "runs_by_trigger": {"type": "object", "additionalProperties": {"type": "integer"}},
+                        "endpoint_calls": {"type": "integer"},
+                        "steps": {"type": "integer"},
+                        "http_calls": {"type": "integer"},
+                        "run_seconds": {"type": "number"},
+                    },
+                },
+                "UsageReport": {
+                    "type": "object",
+                    "properties": {
+                        "from": {"type": "string", "format": "date"},
+                        "to": {"type": "string", "format": "date"},
+                        "days": {
+                            "type": "array",
+                            "items": {
+                                "allOf": [
+                                    _ref("Usage"),
+                                    {
+                                        "type": "object",
+                                        "properties": {"day": {"type": "string", "format": "date"}},
+                                    },
+                                ]
+                            },
+                        },
+                        "total": _ref("Usage"),
                     },
                 },
                 "Counts": {

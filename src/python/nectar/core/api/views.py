@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, date, datetime
 
 from flask import Blueprint, g, jsonify, request, url_for
 from flask_login import current_user
@@ -17,6 +18,7 @@ from nectar.core.extensions import csrf
 from nectar.core.org_mail.service import MailLimitReached
 from nectar.core.orgs import service as orgs
 from nectar.core.runs.queue import QueueFull
+from nectar.core.usage import checked_period, daily_usage, month_so_far
 from nectar.schema.models import ApiKey, Invitation, Membership, Organization, User
 from nectar.shared.bad_input import JsonObject
 from nectar.shared.database import db
@@ -166,6 +168,32 @@ def organization():
 @api.get("/dashboard")
 def dashboard():
     return jsonify(org_counts(db.session).as_dict())
+
+
+@api.get("/usage")
+def usage():
+    """The organization's usage per UTC day, ?from= and ?to= (YYYY-MM-DD; this month so far by default)."""
+    first, last = month_so_far(datetime.now(UTC).date())
+    try:
+        if "from" in request.args:
+            first = date.fromisoformat(request.args["from"])
+        if "to" in request.args:
+            last = date.fromisoformat(request.args["to"])
+    except ValueError:
+        raise ApiError(400, "'from' and 'to' are dates: YYYY-MM-DD.") from None
+    try:
+        first, last = checked_period(first, last)
+    except ValueError as refused:
+        raise ApiError(400, str(refused)) from None
+    days, total = daily_usage(db.session, first, last)
+    return jsonify(
+        {
+            "from": first.isoformat(),
+            "to": last.isoformat(),
+            "days": [{"day": day.isoformat(), **used.as_dict()} for day, used in days.items()],
+            "total": total.as_dict(),
+        }
+    )
 
 
 @api.get("/members")

@@ -176,9 +176,11 @@ RECORD_RUNS_SQL = f"""
              version_id uuid, trigger text, idempotency_key text, rerun_of uuid, input jsonb, {_OUTCOME_FIELDS})
     ), alerted AS ({check_alerts_sql("r")})
     INSERT INTO workflow_runs (id, org_id, workflow_id, version_id, trigger, status, idempotency_key, rerun_of,
-                               input, output, error, queued_at, started_at, finished_at, duration_ms, steps)
+                               input, output, error, queued_at, started_at, finished_at, duration_ms, active_ms,
+                               steps)
     SELECT r.id, r.org_id, r.workflow_id, r.version_id, r.trigger, r.status, r.idempotency_key, r.rerun_of,
-           r.input, r.output, r.error, r.started_at, r.started_at, r.finished_at, r.duration_ms, r.steps
+           r.input, r.output, r.error, r.started_at, r.started_at, r.finished_at, r.duration_ms, r.duration_ms,
+           r.steps
     FROM r
 """  # noqa: S608 - only constants are filled in
 
@@ -218,7 +220,8 @@ def record_run(
     return run.id
 
 
-# A run that waited keeps the time it first started; its duration runs from then. A run cancelled
+# A run that waited keeps the time it first started; its duration runs from then, and its active time
+# adds up its activations' (an outcome's duration is its activation's). A run cancelled
 # while it ran stays cancelled, with the steps it took (a cancellation stands).
 _COMPLETE_RUN = f"""
     UPDATE workflow_runs SET
@@ -228,6 +231,7 @@ _COMPLETE_RUN = f"""
            finished_at = r.finished_at,
            duration_ms = (EXTRACT(EPOCH FROM r.finished_at - COALESCE(workflow_runs.started_at, r.started_at))
                           * 1000)::int,
+           active_ms = COALESCE(workflow_runs.active_ms, 0) + r.duration_ms,
            steps = r.steps, wake_at = NULL, waiting_for = NULL
     FROM jsonb_to_record(CAST(%(outcome)s AS jsonb)) AS r({_OUTCOME_FIELDS})
     WHERE id = %(id)s
@@ -258,7 +262,8 @@ _SUSPEND_RUN_SQL = """
            status = CASE WHEN status = 'cancelled' THEN status ELSE 'waiting' END,
            wake_at = CASE WHEN status = 'cancelled' THEN NULL ELSE CAST(%(wake_at)s AS timestamptz) END,
            waiting_for = CASE WHEN status = 'cancelled' THEN NULL ELSE CAST(%(waiting_for)s AS jsonb) END,
-           steps = CAST(%(steps)s AS jsonb), started_at = COALESCE(started_at, %(started_at)s)
+           steps = CAST(%(steps)s AS jsonb), started_at = COALESCE(started_at, %(started_at)s),
+           active_ms = COALESCE(active_ms, 0) + %(active_ms)s
     WHERE id = %(id)s
     RETURNING status, error
 """
@@ -276,6 +281,7 @@ def outcome_statement(run_id: uuid.UUID, outcome: RunOutcome) -> tuple[str, dict
             "waiting_for": jsonb_text(outcome.waiting_for),
             "steps": jsonb_text([record_json(s) for s in outcome.steps]),
             "started_at": outcome.started_at,
+            "active_ms": outcome.duration_ms,
         }
     complete = _COMPLETE_FAILED_RUN_SQL if outcome.status == "failed" else _COMPLETE_RUN_SQL
     return complete, {"id": run_id, "outcome": jsonb_text(_outcome_row(outcome))}

@@ -30,6 +30,7 @@ from nectar.schema.models.marketing import (
 )
 from nectar.schema.models.platform import RateLimitBucket
 from nectar.schema.models.staff import AuditEntry, StaffSession, StaffUser, SystemSetting
+from nectar.schema.models.usage import UsageDay
 from nectar.schema.models.workflows import (
     Endpoint,
     Workflow,
@@ -66,6 +67,7 @@ __all__ = [
     "StripeEvent",
     "Subscription",
     "SystemSetting",
+    "UsageDay",
     "User",
     "UserSession",
     "Workflow",

@@ -142,6 +142,8 @@ class WorkflowRun(Base):
     started_at: Mapped[datetime | None] = timestamp()
     finished_at: Mapped[datetime | None] = timestamp()
     duration_ms: Mapped[int | None] = mapped_column(Integer)
+    # Time spent running, over all its activations: what usage counts (a wait of days is not use).
+    active_ms: Mapped[int | None] = mapped_column(Integer)
     # Each executed step in order (id, type, position, attempt, status, input, output, error,
     # started_at, finished_at), kept with its run: one row to write per run, and pruning a run
     # prunes its steps.

@@ -217,6 +217,20 @@ def test_a_run_cancelled_then_completed_counts_once_with_its_final_steps(app, up
     }
 
 
+def test_the_dashboard_shows_this_months_usage_with_a_bar_per_day(app):
+    browser, token, _org = _organization(app)
+    workflow_id = _workflow(browser, token, [{"id": "x", "type": "transform", "expression": "`1`"}])
+    for _ in range(2):
+        _start(browser, token, workflow_id)
+    drain_jobs(app)
+    page = browser.get("/dashboard").get_data(as_text=True)
+    assert 'data-usage="runs">2<' in page and 'data-usage="steps">2<' in page
+    today = datetime.now(UTC).date()
+    assert page.count("<rect ") == today.day  # the 1st to today
+    assert f'data-day="{today.isoformat()}" data-runs="2"' in page
+    assert f"<title>{today.isoformat()}: 2 runs</title>" in page
+
+
 def test_pruning_runs_keeps_their_usage(app, database):
     browser, token, org = _organization(app)
     workflow_id = _workflow(browser, token, [{"id": "x", "type": "transform", "expression": "`1`"}])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
 
 from flask import Blueprint, redirect, render_template, url_for
 from flask_login import current_user
@@ -10,6 +11,7 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from nectar.core.access import current_org, org_required
+from nectar.core.usage import daily_usage, month_so_far, runs_per_day
 from nectar.shared.database import db
 
 dashboard = Blueprint("dashboard", __name__)
@@ -50,4 +52,12 @@ def landing():
 @dashboard.get("/dashboard")
 @org_required()
 def home():
-    return render_template("core/dashboard.html", ctx=current_org(), counts=org_counts(db.session))
+    first, today = month_so_far(datetime.now(UTC).date())
+    days, month = daily_usage(db.session, first, today)
+    return render_template(
+        "core/dashboard.html",
+        ctx=current_org(),
+        counts=org_counts(db.session),
+        month=month.as_dict(),
+        bars=runs_per_day(days, first, today),
+    )

@@ -69,6 +69,25 @@ def month_so_far(today: date) -> tuple[date, date]:
     return today.replace(day=1), today
 
 
+@dataclass(frozen=True)
+class Bar:
+    """A day in a chart of runs per day: its height as a share of the busiest day's."""
+
+    day: date
+    runs: int
+    height: float  # 0 to 1
+
+
+def runs_per_day(days: dict[date, Usage], first: date, last: date) -> list[Bar]:
+    """Every day from `first` to `last`, with its runs, scaled to the busiest."""
+    counts = [
+        (first + timedelta(days=n), sum(days.get(first + timedelta(days=n), Usage()).runs.values()))
+        for n in range((last - first).days + 1)
+    ]
+    busiest = max((runs for _, runs in counts), default=0) or 1
+    return [Bar(day, runs, runs / busiest) for day, runs in counts]
+
+
 def checked_period(first: date, last: date) -> tuple[date, date]:
     """A period to read, or ValueError saying why not."""
     if last < first:

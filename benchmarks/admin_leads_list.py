@@ -20,13 +20,13 @@ import argparse
 import re
 import statistics
 import time
-from pathlib import Path
 
 import psycopg
 
+from benchmarks.servers import bench_server
 from nectar.schema.migrate import upgrade
 from nectar.shared.config import Role, Service, load_settings
-from nectar.shared.embedded_postgres import EmbeddedServer, ensure_embedded_server
+from nectar.shared.embedded_postgres import EmbeddedServer
 
 DATABASE = "nectar_bench_admin_leads"
 LEADS = 1_000_000
@@ -159,7 +159,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=20, help="timed runs per case (after one warm-up)")
     args = parser.parse_args()
 
-    server = ensure_embedded_server(Path("var/bench-postgres").resolve(), durable=False)
+    server = bench_server()
     print(f"database: {server.root} / {DATABASE}")
     seed(server, args.reseed)
 

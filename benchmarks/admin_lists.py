@@ -16,17 +16,17 @@ import argparse
 import re
 import statistics
 import time
-from pathlib import Path
 
 import psycopg
 from sqlalchemy import create_engine
 from sqlalchemy.orm import Session
 
+from benchmarks.servers import bench_server
 from nectar.admin.app import create_app
 from nectar.admin.staff import service as staff_service
 from nectar.schema.migrate import upgrade
 from nectar.shared.config import Role, Service, load_settings
-from nectar.shared.embedded_postgres import EmbeddedServer, ensure_embedded_server
+from nectar.shared.embedded_postgres import EmbeddedServer
 
 DATABASE = "nectar_bench_admin"
 ORGS = 1_000
@@ -108,7 +108,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=15)
     args = parser.parse_args()
 
-    server = ensure_embedded_server(Path("var/bench-postgres").resolve(), durable=False)
+    server = bench_server()
     print(f"database: {server.root}")
     seed(server, args.users, args.reseed)
     app = create_app(load_settings(Service.ADMIN, environ(server)))

@@ -26,16 +26,16 @@ import threading
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import procrastinate
 import psycopg
 
+from benchmarks.servers import bench_server
 from nectar.core import main as core_binary
 from nectar.core.contract.runs import QUEUE, RUN_TASK
 from nectar.schema.migrate import upgrade
 from nectar.shared.config import Role
-from nectar.shared.embedded_postgres import EmbeddedServer, ensure_embedded_server
+from nectar.shared.embedded_postgres import EmbeddedServer
 from nectar.shared.jobs import job_app
 from tests.conftest import DatabaseUnderTest
 
@@ -307,7 +307,7 @@ def main() -> None:
     if args.noop_worker:
         run_noop_worker()
         return
-    server = ensure_embedded_server(Path("var/bench-postgres").resolve(), durable=True)
+    server = bench_server()
     made, environ = seed(server), environ_for(server)
     print(
         f"async runs: {args.runs} runs of a three-step workflow vs {args.runs} procrastinate no-op jobs, "

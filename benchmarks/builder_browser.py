@@ -17,16 +17,15 @@ import argparse
 import shutil
 import statistics
 import threading
-from pathlib import Path
 
 from playwright.sync_api import sync_playwright
 from werkzeug.serving import make_server
 
 from benchmarks.async_runs import percentile
+from benchmarks.servers import bench_server
 from nectar.core.app import create_app
 from nectar.schema.migrate import upgrade
 from nectar.shared.config import Role, Service, load_settings
-from nectar.shared.embedded_postgres import ensure_embedded_server
 from tests.conftest import DatabaseUnderTest
 from tests.e2e.builder_support import outbox_signup_link, sign_up_with_an_org
 
@@ -69,7 +68,7 @@ def main() -> None:
     parser.add_argument("--opens", type=int, default=10)
     parser.add_argument("--keys", type=int, default=40)
     args = parser.parse_args()
-    server = ensure_embedded_server(Path("var/bench-postgres").resolve(), durable=True)
+    server = bench_server()
     server.drop_database(DATABASE)
     server.create_database(DATABASE)
     upgrade(server.url(Role.OWNER, DATABASE))

@@ -8,8 +8,9 @@ from a separate process, in one run. Also counts database round trips per endpoi
 The machine is shared and noisy: rounds alternate between the two servers and the ratio reported
 is the median of the rounds' ratios.
 
-Goals: at least 50% of the bare route's requests per second; p99 under 15 ms at one
-connection; at most 5 database round trips per synchronous execution.
+Goals: at least 60% of the bare route's requests per second (runs metered); p99 under 15 ms at
+one connection; at most 5 database round trips per synchronous execution. PostgreSQL runs with
+production durability (`-- --durability off` for the flattering figure).
 """
 
 from __future__ import annotations
@@ -31,9 +32,10 @@ from pathlib import Path
 import psycopg
 from flask import Flask, jsonify
 
+from benchmarks.servers import bench_server, durability
 from nectar.schema.migrate import upgrade
 from nectar.shared.config import Role, Service, load_settings
-from nectar.shared.embedded_postgres import EmbeddedServer, ensure_embedded_server
+from nectar.shared.embedded_postgres import EmbeddedServer
 from tests.conftest import DatabaseUnderTest
 
 DATABASE = "nectar_bench_endpoints"
@@ -209,11 +211,17 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=15)
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--durability",
+        choices=("production", "off"),
+        default="production",
+        help="PostgreSQL's: production (the default), or fsync, synchronous_commit and full_page_writes off",
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed: apt-get install wrk")
 
-    server = ensure_embedded_server(Path("var/bench-postgres").resolve(), durable=False)
+    server = bench_server(durable=args.durability == "production")
     path = seed(server)
     environ = environ_for(server)
     trips = count_round_trips(environ, path)
@@ -260,7 +268,8 @@ def main() -> None:
         raise SystemExit(f"{refused} answers were not 2xx: the figures would not measure the same work")
     print(
         f"\ngunicorn {GUNICORN['workers']} workers x {GUNICORN['threads']} threads each; "
-        f"wrk {args.connections} connections, {args.seconds} s a round, {args.rounds} rounds\n"
+        f"wrk {args.connections} connections, {args.seconds} s a round, {args.rounds} rounds; "
+        f"PostgreSQL with {durability(server)}\n"
     )
     print(f"{'round':>6} {'bare req/s':>11} {'endpoint req/s':>15} {'ratio':>7}")
     ratios = []
@@ -269,7 +278,7 @@ def main() -> None:
         print(f"{number:>6} {result['bare']['rps']:>11.0f} {result['core']['rps']:>15.0f} {ratios[-1]:>7.0%}")
     ratio = statistics.median(ratios)
     print(
-        f"\nthroughput ratio (median of rounds): {ratio:.0%} of the bare route (goal >= 50%: {'OK' if ratio >= 0.5 else 'MISSED'})"
+        f"\nthroughput ratio (median of rounds): {ratio:.0%} of the bare route (goal >= 60%: {'OK' if ratio >= 0.6 else 'MISSED'})"
     )
     print(
         f"p99 at one connection: bare {single['bare']['p99_ms']:.2f} ms, endpoint {single['core']['p99_ms']:.2f} ms"

@@ -18,14 +18,14 @@ import multiprocessing
 import threading
 import time
 import uuid
-from pathlib import Path
 
 import requests
 
 from benchmarks.endpoint_throughput import free_port
+from benchmarks.servers import bench_server
 from nectar.schema.migrate import upgrade
 from nectar.shared.config import Role, Service, load_settings
-from nectar.shared.embedded_postgres import EmbeddedServer, ensure_embedded_server
+from nectar.shared.embedded_postgres import EmbeddedServer
 from tests.conftest import DatabaseUnderTest
 
 DATABASE = "nectar_bench_hostile"
@@ -94,7 +94,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--lengths", type=int, nargs="+", default=[20, 24, 27])
     args = parser.parse_args()
-    server = ensure_embedded_server(Path("var/bench-postgres").resolve(), durable=False)
+    server = bench_server()
     hostile_path, other_path = seed(server)
     environ = DatabaseUnderTest(server, DATABASE).environ()
     port = free_port()

@@ -16,14 +16,14 @@ import argparse
 import statistics
 import time
 import uuid
-from pathlib import Path
 
 import psycopg
 
+from benchmarks.servers import bench_server
 from nectar.schema.migrate import upgrade
 from nectar.shared.config import Role
 from nectar.shared.database import SET_TENANT_SQL
-from nectar.shared.embedded_postgres import EmbeddedServer, ensure_embedded_server
+from nectar.shared.embedded_postgres import EmbeddedServer
 
 DATABASE = "nectar_bench"
 ORGS = 100
@@ -140,7 +140,7 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    server = ensure_embedded_server(Path("var/bench-postgres").resolve(), durable=False)
+    server = bench_server()
     print(f"database: {server.root}")
     orgs = seed(server, args.reseed)
     with connect(server, Role.APP) as app, connect(server, Role.ADMIN) as admin:

@@ -5,15 +5,23 @@ from __future__ import annotations
 import io
 import re
 import uuid
+from datetime import UTC, datetime
 
 import pytest
+from cryptography.fernet import Fernet
+from sqlalchemy import create_engine
+from sqlalchemy.orm import Session
 
+from nectar.admin.app import create_app
 from nectar.admin.commands import DEV_SUPERADMIN_EMAIL, seed_superadmin
 from nectar.admin.main import main
+from nectar.admin.staff import service as staff_service
 from nectar.schema.migrate import upgrade
-from nectar.shared.config import Role
+from nectar.shared.config import Role, Service
+from nectar.shared.database import db
+from nectar.shared.encryption import parse_keys
 from nectar.shared.passwords import verify_password
-from tests.admin.conftest import StaffBrowser
+from tests.admin.conftest import ADMIN_TOKEN, STAFF_PASSWORD, StaffBrowser
 
 
 @pytest.fixture
@@ -113,3 +121,74 @@ def test_the_dev_launcher_seeds_one_superadmin_once(empty_database):
     assert [(r[0], r[1], r[3]) for r in rows] == [(DEV_SUPERADMIN_EMAIL, "superadmin", None)]
     assert verify_password(rows[0][2], password)
     assert audit == [("dev launcher", "staff.created")]
+
+
+KEY_A, KEY_B = Fernet.generate_key().decode(), Fernet.generate_key().decode()
+
+
+def _totp_staff(database, keys) -> tuple[str, str]:
+    """A staff member enrolled in TOTP, the seed encrypted under `keys`: (email, seed)."""
+    email = f"rotating-{uuid.uuid4().hex[:8]}@staff.example.com"
+    engine = create_engine(database.url(Role.ADMIN))
+    with Session(engine) as session, session.begin():
+        member = staff_service.create_staff(session, email, "superadmin", STAFF_PASSWORD, "Rotating")
+        secret = staff_service.begin_totp_enrolment(keys, member)
+        member.totp_enabled_at = datetime.now(UTC)
+    engine.dispose()
+    return email, secret
+
+
+def test_rotating_keys_keeps_staff_able_to_sign_in_with_totp(
+    database, settings_for, core_url, monkeypatch, capsys
+):
+    """The documented rotation: a new key first, rotate-credentials, then the old key dropped."""
+    email, secret = _totp_staff(database, parse_keys(f"a:{KEY_A}"))
+    for name, value in database.environ(NECTAR_ENCRYPTION_KEYS=f"b:{KEY_B},a:{KEY_A}").items():
+        monkeypatch.setenv(name, value)
+    assert main(["rotate-credentials"]) == 0
+    said = capsys.readouterr().out
+    assert "with key b" in said and re.search(r"staff_users\.totp_secret_ciphertext: [1-9]", said), said
+    only_b = create_app(
+        settings_for(
+            Service.ADMIN,
+            NECTAR_ENCRYPTION_KEYS=f"b:{KEY_B}",
+            CORE_ADMIN_TOKEN=ADMIN_TOKEN,
+            CORE_API_URL=core_url,
+        )
+    )
+    try:
+        signed_in = StaffBrowser(only_b, token_page="/login").sign_in(email, STAFF_PASSWORD, secret)
+        assert signed_in.status_code == 302 and signed_in.headers["Location"] == "/", signed_in.headers
+    finally:
+        with only_b.app_context():
+            db.engine.dispose()
+
+
+def test_a_secret_no_key_decrypts_stops_the_rotation_with_one_line_and_changes_nothing(
+    database, monkeypatch, capsys
+):
+    lost = Fernet.generate_key().decode()
+    email, _secret = _totp_staff(database, parse_keys(f"lost:{lost}"))
+    with database.connect(Role.ADMIN) as conn:
+        before = conn.execute(
+            "SELECT totp_secret_ciphertext FROM staff_users WHERE email = %s", (email,)
+        ).fetchone()
+    for name, value in database.environ(NECTAR_ENCRYPTION_KEYS=f"b:{KEY_B},a:{KEY_A}").items():
+        monkeypatch.setenv(name, value)
+    try:
+        assert main(["rotate-credentials"]) != 0
+        error = capsys.readouterr().err
+        assert (
+            "nothing was re-encrypted" in error
+            and "Traceback" not in error
+            and len(error.strip().splitlines()) == 1
+        )
+        with database.connect(Role.ADMIN) as conn:
+            after = conn.execute(
+                "SELECT totp_secret_ciphertext FROM staff_users WHERE email = %s", (email,)
+            ).fetchone()
+        assert after == before
+    finally:
+        with database.connect(Role.ADMIN) as conn:
+            conn.execute("DELETE FROM staff_users WHERE email = %s", (email,))
+            conn.commit()

@@ -15,35 +15,47 @@ from nectar.schema.models.staff import STAFF_ROLES
 from nectar.shared.cli import Command
 from nectar.shared.config import ConfigError, Service, load_settings
 from nectar.shared.database import check_connection
-from nectar.shared.encryption import key_ring
+from nectar.shared.encryption import DecryptionFailed, key_ring
 
-# Every column encrypted under NECTAR_ENCRYPTION_KEYS whose row names its key in `key_id`.
+# Every column encrypted under NECTAR_ENCRYPTION_KEYS: (table, column, the column naming the key
+# that encrypted it, if the table keeps one). A column left out here would be unreadable once the
+# old key is dropped: staff TOTP seeds were, and locked every staff member out.
 ENCRYPTED_COLUMNS = (
-    ("integration_connections", "credentials_ciphertext"),
-    ("alert_rules", "secret_ciphertext"),
+    ("integration_connections", "credentials_ciphertext", "key_id"),
+    ("alert_rules", "secret_ciphertext", "key_id"),
+    ("staff_users", "totp_secret_ciphertext", None),
 )
 
 
 def _rotate(args: argparse.Namespace) -> int:
-    """Re-encrypts every stored credential with the newest key of NECTAR_ENCRYPTION_KEYS."""
+    """Re-encrypts every stored secret with the newest key of NECTAR_ENCRYPTION_KEYS, all or nothing."""
     settings = load_settings(Service.ADMIN)
     keys = key_ring(settings)
     engine = create_engine(settings.database_url)
-    rotated = 0
+    rotated: dict[str, int] = {}
     with engine.begin() as conn:
-        for table, column in ENCRYPTED_COLUMNS:  # constants: no input reaches the SQL text
+        for table, column, key_column in ENCRYPTED_COLUMNS:  # constants: no input reaches the SQL text
             rows = conn.execute(
                 text(f"SELECT id, {column} FROM {table} WHERE {column} IS NOT NULL FOR UPDATE")  # noqa: S608
             ).all()
+            naming_key = f", {key_column} = :k" if key_column else ""
             for row_id, ciphertext in rows:
-                new, key_id = keys.rotate(bytes(ciphertext))
+                try:
+                    new, key_id = keys.rotate(bytes(ciphertext))
+                except DecryptionFailed as failed:  # the transaction rolls back: nothing changes
+                    raise ConfigError(
+                        f"{table}.{column} of {row_id}: {failed}; nothing was re-encrypted"
+                    ) from None
                 conn.execute(
-                    text(f"UPDATE {table} SET {column} = :c, key_id = :k WHERE id = :id"),  # noqa: S608
+                    text(f"UPDATE {table} SET {column} = :c{naming_key} WHERE id = :id"),  # noqa: S608
                     {"c": new, "k": key_id, "id": row_id},
                 )
-                rotated += 1
+            rotated[f"{table}.{column}"] = len(rows)
     engine.dispose()
-    print(f"re-encrypted {rotated} credential(s) with key {keys.current_id}")
+    print(
+        f"re-encrypted {sum(rotated.values())} secret(s) with key {keys.current_id} "
+        f"({', '.join(f'{name}: {count}' for name, count in rotated.items())})"
+    )
     return 0
 
 

@@ -12,6 +12,7 @@ from cryptography.fernet import Fernet
 from sqlalchemy import create_engine
 from sqlalchemy.orm import Session
 
+from nectar.admin import commands
 from nectar.admin.app import create_app
 from nectar.admin.commands import DEV_SUPERADMIN_EMAIL, seed_superadmin
 from nectar.admin.main import main
@@ -142,12 +143,20 @@ def test_rotating_keys_keeps_staff_able_to_sign_in_with_totp(
     database, settings_for, core_url, monkeypatch, capsys
 ):
     """The documented rotation: a new key first, rotate-credentials, then the old key dropped."""
-    email, secret = _totp_staff(database, parse_keys(f"a:{KEY_A}"))
+    keys_a = parse_keys(f"a:{KEY_A}")
+    email, secret = _totp_staff(database, keys_a)
+    for _ in range(2):
+        _totp_staff(database, keys_a)
     for name, value in database.environ(NECTAR_ENCRYPTION_KEYS=f"b:{KEY_B},a:{KEY_A}").items():
         monkeypatch.setenv(name, value)
+    monkeypatch.setattr(commands, "ROTATION_BATCH", 2)  # several batches, each committed and shown
     assert main(["rotate-credentials"]) == 0
-    said = capsys.readouterr().out
-    assert "with key b" in said and re.search(r"staff_users\.totp_secret_ciphertext: [1-9]", said), said
+    said = capsys.readouterr()
+    assert "with key b" in said.out and re.search(
+        r"staff_users\.totp_secret_ciphertext: [1-9]", said.out
+    ), said
+    progress = re.findall(r"staff_users\.totp_secret_ciphertext: (\d+) of (\d+)", said.err)
+    assert len(progress) >= 2 and progress[-1][0] == progress[-1][1], said.err
     only_b = create_app(
         settings_for(
             Service.ADMIN,

@@ -27,36 +27,68 @@ ENCRYPTED_COLUMNS = (
 )
 
 
+ROTATION_BATCH = 500  # rows re-encrypted and committed at a time
+
+
 def _rotate(args: argparse.Namespace) -> int:
-    """Re-encrypts every stored secret with the newest key of NECTAR_ENCRYPTION_KEYS, all or nothing."""
+    """Re-encrypts every stored secret with the newest key of NECTAR_ENCRYPTION_KEYS. Everything is
+    checked first (a secret no configured key decrypts stops it before any change); then each
+    column is re-encrypted in committed batches, showing progress, so a large table is never
+    locked whole and a run that stops half-way is simply run again."""
     settings = load_settings(Service.ADMIN)
     keys = key_ring(settings)
     engine = create_engine(settings.database_url)
-    rotated: dict[str, int] = {}
-    with engine.begin() as conn:
-        for table, column, key_column in ENCRYPTED_COLUMNS:  # constants: no input reaches the SQL text
-            rows = conn.execute(
-                text(f"SELECT id, {column} FROM {table} WHERE {column} IS NOT NULL FOR UPDATE")  # noqa: S608
-            ).all()
-            naming_key = f", {key_column} = :k" if key_column else ""
-            for row_id, ciphertext in rows:
-                try:
-                    new, key_id = keys.rotate(bytes(ciphertext))
-                except DecryptionFailed as failed:  # the transaction rolls back: nothing changes
-                    raise ConfigError(
-                        f"{table}.{column} of {row_id}: {failed}; nothing was re-encrypted"
-                    ) from None
-                conn.execute(
-                    text(f"UPDATE {table} SET {column} = :c{naming_key} WHERE id = :id"),  # noqa: S608
-                    {"c": new, "k": key_id, "id": row_id},
-                )
-            rotated[f"{table}.{column}"] = len(rows)
-    engine.dispose()
+    try:
+        for table, column, _ in ENCRYPTED_COLUMNS:
+            with engine.connect() as conn:
+                for row_id, ciphertext in _batch(conn, table, column, after=None, limit=None):
+                    try:
+                        keys.decrypt(bytes(ciphertext))
+                    except DecryptionFailed as failed:
+                        raise ConfigError(
+                            f"{table}.{column} of {row_id}: {failed}; nothing was re-encrypted"
+                        ) from None
+        rotated = {
+            f"{table}.{column}": _rotate_column(engine, keys, table, column, key_column)
+            for table, column, key_column in ENCRYPTED_COLUMNS
+        }
+    finally:
+        engine.dispose()
     print(
         f"re-encrypted {sum(rotated.values())} secret(s) with key {keys.current_id} "
         f"({', '.join(f'{name}: {count}' for name, count in rotated.items())})"
     )
     return 0
+
+
+def _batch(conn, table: str, column: str, *, after, limit: int | None, lock: bool = False) -> list:
+    """(id, ciphertext) of the rows of `table` holding a secret in `column`, in id order from after
+    `after` (table and column are constants: no input reaches the SQL text)."""
+    statement = f"SELECT id, {column} FROM {table} WHERE {column} IS NOT NULL"  # noqa: S608
+    statement += " AND id > :after" if after is not None else ""
+    statement += " ORDER BY id" + (f" LIMIT {int(limit)}" if limit else "") + (" FOR UPDATE" if lock else "")
+    return conn.execute(text(statement), {"after": after}).all()
+
+
+def _rotate_column(engine, keys, table: str, column: str, key_column: str | None) -> int:
+    naming_key = f", {key_column} = :k" if key_column else ""
+    with engine.connect() as conn:
+        counting = f"SELECT count(*) FROM {table} WHERE {column} IS NOT NULL"  # noqa: S608 - constants
+        total = conn.execute(text(counting)).scalar()
+    done, after = 0, None
+    while True:
+        with engine.begin() as conn:
+            rows = _batch(conn, table, column, after=after, limit=ROTATION_BATCH, lock=True)
+            for row_id, ciphertext in rows:
+                new, key_id = keys.rotate(bytes(ciphertext))
+                conn.execute(
+                    text(f"UPDATE {table} SET {column} = :c{naming_key} WHERE id = :id"),  # noqa: S608
+                    {"c": new, "k": key_id, "id": row_id},
+                )
+        if not rows:
+            return done
+        done, after = done + len(rows), rows[-1][0]
+        print(f"{table}.{column}: {done:,} of {total:,}", file=sys.stderr, flush=True)
 
 
 rotate_credentials_command = Command(

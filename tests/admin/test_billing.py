@@ -113,7 +113,12 @@ def test_failed_payments_read_any_invoice_shape(database, staff_browser, tag):
 
 def test_billing_pages_need_a_staff_session_and_take_no_writes(admin_app, staff_browser):
     client = admin_app.test_client()
-    for path in ("/billing/", "/billing/failed-payments", f"/billing/subscriptions/{uuid.uuid4()}"):
+    for path in (
+        "/billing/",
+        "/billing/usage",
+        "/billing/failed-payments",
+        f"/billing/subscriptions/{uuid.uuid4()}",
+    ):
         assert client.get(path).status_code == 302, path
     browser = staff_browser("superadmin")
     assert browser.post("/billing/", {}).status_code == 405  # oversight only: Stripe is the source of truth
@@ -150,3 +155,41 @@ def test_events_and_provisioning_stuck_for_more_than_five_minutes_are_listed_wit
     assert f"evt_fresh_{tag}" not in section and f"evt_done_{tag}" not in section
     assert f"Waiting {tag}" in section and "core refused (401)" in section
     assert f"Now {tag}" not in section
+
+
+def test_usage_lists_the_top_consumers_of_a_month_with_the_platform_total(database, staff_browser, tag):
+    orgs = {name: uuid.uuid4() for name in ("busy", "quiet")}
+    with database.connect(Role.ADMIN, autocommit=True) as conn:
+        before = conn.execute(
+            "SELECT coalesce(sum(runs), 0) FROM usage_daily WHERE day BETWEEN '2026-02-01' AND '2026-02-28'"
+        ).fetchone()[0]
+        for name, org in orgs.items():
+            conn.execute(
+                "INSERT INTO organizations (id, name, slug, plan) VALUES (%s, %s, %s, 'pro')",
+                (org, f"{name}-{tag}", f"{name}-{tag}"),
+            )
+        for org, day, trigger, shard, runs, steps, http_calls, run_ms in (
+            (orgs["busy"], "2026-02-03", "http", 0, 900, 1800, 0, 4500),
+            (orgs["busy"], "2026-02-03", "http", 5, 100, 200, 0, 500),  # the same day, another row
+            (orgs["busy"], "2026-02-27", "manual", 0, 10, 30, 10, 2000),
+            (orgs["quiet"], "2026-02-10", "manual", 0, 3, 6, 3, 300),
+            (orgs["quiet"], "2026-03-01", "manual", 0, 50, 50, 0, 100),  # next month
+        ):
+            conn.execute(
+                "INSERT INTO usage_daily (org_id, day, trigger, shard, runs, steps, http_calls, run_ms) "
+                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+                (org, day, trigger, shard, runs, steps, http_calls, run_ms),
+            )
+    browser = staff_browser("support")
+    page = browser.get("/billing/usage?month=2026-02").get_data(as_text=True)
+    assert "Usage in February 2026" in page
+    assert page.index(f"busy-{tag}") < page.index(f"quiet-{tag}")
+    busy = page[page.index(f'data-org="{orgs["busy"]}"') :]
+    assert re.search(r'data-usage="runs">1,010<.*data-usage="endpoint_calls">1,000<', busy, re.S)
+    assert re.search(r'data-usage="run_seconds">7\.0<', busy)
+    quiet = page[page.index(f'data-org="{orgs["quiet"]}"') :]
+    assert re.search(r'data-usage="runs">3<.*data-usage="http_calls">3<', quiet, re.S)
+    total = page[page.index('data-org="all"') :]
+    assert f'data-usage="runs">{before + 1013:,}<' in total
+    for month in ("2026-13", "february", "9999-12", "2026-02\x00"):
+        assert browser.get(f"/billing/usage?month={month}").status_code == 400, month

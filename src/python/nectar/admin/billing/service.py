@@ -252,3 +252,45 @@ def failed_payment(event: StripeEvent) -> FailedPayment:
         next_attempt_at=_epoch(invoice.get("next_payment_attempt")),
         processed=event.processed_at is not None,
     )
+
+
+@dataclass(frozen=True)
+class Consumer:
+    """One organization's usage over a period, as usage_daily counted it."""
+
+    org_id: object
+    name: str
+    plan: str
+    runs: int
+    endpoint_calls: int
+    steps: int
+    http_calls: int
+    run_seconds: float
+
+
+def top_consumers(session: Session, first, last, limit: int = 50) -> tuple[list[Consumer], Consumer]:
+    """The organizations that ran the most from `first` to `last` (UTC days), and every
+    organization's total (name "All organizations")."""
+    sums = (
+        "sum(u.runs), coalesce(sum(u.runs) FILTER (WHERE u.trigger = 'http'), 0), sum(u.steps), "
+        "sum(u.http_calls), sum(u.run_ms) / 1000.0"
+    )
+    period = {"first": first, "last": last}
+    rows = session.execute(
+        text(
+            f"SELECT o.id, o.name, o.plan, {sums} FROM usage_daily u JOIN organizations o ON o.id = u.org_id "  # noqa: S608
+            "WHERE u.day BETWEEN :first AND :last GROUP BY o.id ORDER BY sum(u.runs) DESC, o.name LIMIT :limit"
+        ),
+        {**period, "limit": limit},
+    ).all()
+    total = session.execute(
+        text(f"SELECT {sums} FROM usage_daily u WHERE u.day BETWEEN :first AND :last"), period  # noqa: S608
+    ).one()
+    consumers = [Consumer(*row[:3], *(_number(value) for value in row[3:])) for row in rows]
+    return consumers, Consumer(None, "All organizations", "", *(_number(value) for value in total))
+
+
+def _number(value):
+    if value is None:
+        return 0
+    return float(value) if isinstance(value, Decimal) and value % 1 else int(value)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, date, datetime, timedelta
 
 from flask import Blueprint, abort, render_template, request
 from sqlalchemy import select
@@ -40,6 +41,20 @@ def index():
         stuck_events=service.stuck_events(db.session),
         stuck_provisioning=service.stuck_provisioning(db.session),
     )
+
+
+@billing.get("/usage")
+def usage():
+    """The organizations that used the most in a month (?month=YYYY-MM, this one by default)."""
+    today = datetime.now(UTC).date()
+    month = request.args.get("month", f"{today:%Y-%m}")
+    try:
+        first = date.fromisoformat(f"{month}-01")
+        following = (first.replace(day=28) + timedelta(days=4)).replace(day=1)
+    except (ValueError, OverflowError):
+        abort(400, "month is a month: YYYY-MM.")
+    consumers, total = service.top_consumers(db.session, first, following - timedelta(days=1))
+    return render_template("admin/billing/usage.html", month=first, consumers=consumers, total=total)
 
 
 @billing.get("/failed-payments")

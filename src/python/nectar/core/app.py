@@ -11,6 +11,7 @@ from nectar.core.api import alerts as _alert_routes  # noqa: F401 - adds routes 
 from nectar.core.api import integrations as _integration_routes  # noqa: F401 - adds routes to `api`
 from nectar.core.api import runs as _run_routes  # noqa: F401 - adds routes to `api`
 from nectar.core.api import workflows as _workflow_routes  # noqa: F401 - adds routes to `api`
+from nectar.core.api.schemas import schemas
 from nectar.core.api.views import api
 from nectar.core.api_keys.views import api_keys
 from nectar.core.builder.views import workflow_pages
@@ -47,6 +48,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         org_mail,
         api_keys,
         api,
+        schemas,
         service_api,
         tenant_endpoints,
         workflow_pages,

@@ -10,6 +10,7 @@ from datetime import datetime
 from flask import g, jsonify, request
 from sqlalchemy.exc import IntegrityError
 
+from nectar.core.api.schemas import published_workflow_schema
 from nectar.core.api.views import ApiError, _body, _ctx, _iso, _user_id, api
 from nectar.core.builder import preview as previews
 from nectar.core.builder import service as workflows
@@ -19,7 +20,6 @@ from nectar.core.endpoints.openapi import organization_openapi
 from nectar.core.runs import queries as run_queries
 from nectar.core.runs.queue import queue_run
 from nectar.core.runs.records import TEST_TRIGGER, checked_idempotency_key
-from nectar.core.workflows.definition import WORKFLOW_SCHEMA
 from nectar.schema.models import WorkflowVersion
 from nectar.schema.models.workflows import RUN_STATUSES
 from nectar.shared.bad_input import JsonObject
@@ -82,7 +82,7 @@ def run_json(run, *, detail: bool = False) -> dict:
 
 @api.get("/workflow-schema.json")
 def workflow_schema():
-    return jsonify(WORKFLOW_SCHEMA)
+    return jsonify(published_workflow_schema())
 
 
 @api.post("/workflows/validate")

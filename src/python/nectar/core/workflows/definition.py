@@ -55,6 +55,7 @@ _ANY = {}
 
 WORKFLOW_SCHEMA: dict = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
+    # Served at /schemas/workflow-v1.json, whose address in each deployment becomes its $id.
     "$id": "https://nectar.studio/schemas/workflow-v1.json",
     "title": "Nectar Studio workflow",
     "type": "object",

@@ -11,8 +11,7 @@ import pytest
 from sqlalchemy import create_engine
 
 from nectar.marketing.email.outbox import flush
-from nectar.marketing.email.smtp import load_smtp_settings
-from nectar.shared.config import Role
+from nectar.shared.config import Role, load_smtp_settings
 from tests.marketing.mailserver import MailServer
 
 

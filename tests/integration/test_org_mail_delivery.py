@@ -8,8 +8,7 @@ import pytest
 from sqlalchemy import create_engine
 
 from nectar.marketing.email.outbox import flush as send_outbox
-from nectar.marketing.email.smtp import load_smtp_settings
-from nectar.shared.config import Role
+from nectar.shared.config import Role, load_smtp_settings
 from tests.core.conftest import Browser, core_app, link_in, outbox, unique_email  # noqa: F401
 from tests.core.test_api import _new_key
 from tests.core.test_endpoints import _endpoint, _workflow

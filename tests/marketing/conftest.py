@@ -7,9 +7,8 @@ import pytest
 from sqlalchemy import create_engine
 
 from nectar.marketing.app import create_app
-from nectar.marketing.email.smtp import load_smtp_settings
 from nectar.marketing.links import Links
-from nectar.shared.config import Role, Service
+from nectar.shared.config import Role, Service, load_smtp_settings
 from tests.browser import Browser
 from tests.marketing.mailserver import MailServer
 from tests.serving import served

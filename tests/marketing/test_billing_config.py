@@ -8,7 +8,8 @@ import sys
 
 import pytest
 
-from nectar.marketing.billing.config import BillingMode, load_billing_config
+from nectar.marketing.billing.backends import BillingMode, choose_backend
+from nectar.marketing.billing.config import load_billing_config
 from nectar.shared.config import Service
 
 
@@ -55,12 +56,12 @@ def test_modes_follow_the_keys(settings_for, tmp_path):
     )
 
     test_mode = load_billing_config(development, {})
-    assert test_mode.mode is BillingMode.TEST
+    assert choose_backend(test_mode).mode is BillingMode.TEST
     secret = test_mode.webhook_secret
     assert secret.startswith("whsec_dev_") and load_billing_config(development, {}).webhook_secret == secret
 
     off = load_billing_config(production, {})
-    assert off.mode is BillingMode.OFF and off.webhook_secret is None
+    assert choose_backend(off).mode is BillingMode.OFF and off.webhook_secret is None
     assert not (tmp_path / "prod").exists(), "production never makes a development secret"
 
     stripe = load_billing_config(
@@ -72,6 +73,6 @@ def test_modes_follow_the_keys(settings_for, tmp_path):
             "STRIPE_PRICE_PRO": "price_p",
         },
     )
-    assert stripe.mode is BillingMode.STRIPE and stripe.webhook_secret == "whsec_live"
+    assert choose_backend(stripe).mode is BillingMode.STRIPE and stripe.webhook_secret == "whsec_live"
     assert stripe.price_ids == {"starter": "price_s", "pro": "price_p"}
     assert stripe.core_public_url == "https://app.example.com"

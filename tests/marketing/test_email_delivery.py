@@ -13,8 +13,8 @@ from sqlalchemy import event
 from sqlalchemy.orm import Session
 
 from nectar.marketing.email import outbox
-from nectar.marketing.email.smtp import load_smtp_settings
 from nectar.marketing.newsletter import campaigns
+from nectar.shared.config import load_smtp_settings
 from nectar.shared.mail import Email, queue_email
 from tests.marketing.mailserver import MailServer
 

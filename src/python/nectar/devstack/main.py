@@ -33,6 +33,7 @@ from nectar.shared.config import (
     Service,
     database_url,
     embedded_database_dir,
+    running_pex,
     service_port,
     uses_embedded_database,
 )
@@ -89,7 +90,7 @@ def _say(message: str) -> None:
 
 def _self_command() -> list[str]:
     """How to start this same program again: the PEX file when running from one (Pants sets PEX)."""
-    pex = os.environ.get("PEX")
+    pex = running_pex()
     return [sys.executable, pex] if pex else [sys.executable, "-m", "nectar.devstack.main"]
 
 

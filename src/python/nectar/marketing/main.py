@@ -1,17 +1,15 @@
 """The marketing binary: `marketing.pex [serve|migrate|worker] ...`; serving is the default."""
 
-import os
 import sys
 
 from nectar.marketing import jobs
 from nectar.marketing.app import SERVICE, create_app
 from nectar.marketing.billing import jobs as billing_jobs
 from nectar.marketing.billing.config import load_billing_config
-from nectar.marketing.email.smtp import load_smtp_settings
 from nectar.marketing.links import Links
 from nectar.schema.migrate import migrate_command
 from nectar.shared.cli import run_service_cli
-from nectar.shared.config import load_settings
+from nectar.shared.config import load_settings, load_smtp_settings
 from nectar.shared.database import check_connection
 from nectar.shared.jobs import job_app, worker_command
 
@@ -19,7 +17,7 @@ from nectar.shared.jobs import job_app, worker_command
 def _worker():
     """Procrastinate over marketing's queue: the outbox sender, campaigns, and billing's jobs."""
     settings = load_settings(SERVICE)
-    smtp = load_smtp_settings(os.environ)
+    smtp = load_smtp_settings()
     billing = load_billing_config(settings)
     check_connection(settings.database_url)
     engine = jobs.worker_engine(settings.database_url)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from flask import Flask
 from gunicorn.app.base import Application
 
-from nectar.shared.config import ConfigError, Service, Settings, env_int, env_str, load_settings, var_dir
+from nectar.shared.config import ConfigError, Service, Settings, load_serve_settings, load_settings, var_dir
 from nectar.shared.database import check_connection
 from nectar.shared.embedded_postgres import (
     running_port,
@@ -84,11 +84,12 @@ def ensure_port_free(host: str, port: int) -> None:
 def serve(service: Service, create_app: Callable[[Settings], Flask], args: argparse.Namespace) -> int:
     settings = load_settings(service)
     check_connection(settings.database_url)
-    host = env_str(os.environ, "HOST", "0.0.0.0")  # noqa: S104 - a service listens for its load balancer
+    serving = load_serve_settings()
+    host = serving.host
     ensure_port_free(host, settings.port)
     options = {
         "bind": f"{host}:{settings.port}",
-        "workers": env_int(os.environ, "WEB_CONCURRENCY", 2, low=1, high=64),
+        "workers": serving.workers,
         "worker_class": "gthread",
         "threads": settings.web_threads,  # ORG_MAX_THREADS is a share of these
         "timeout": 30,
@@ -96,7 +97,7 @@ def serve(service: Service, create_app: Callable[[Settings], Flask], args: argpa
         "accesslog": "-",
         "errorlog": "-",
         "proc_name": f"nectar-{service}",
-        "forwarded_allow_ips": env_str(os.environ, "FORWARDED_ALLOW_IPS", "127.0.0.1"),
+        "forwarded_allow_ips": serving.forwarded_allow_ips,
     }
     if args.config and not os.path.isfile(args.config):
         raise ConfigError(f"gunicorn configuration file {args.config} does not exist")
@@ -111,7 +112,7 @@ def serve(service: Service, create_app: Callable[[Settings], Flask], args: argpa
 
 
 def _embedded_database(args: argparse.Namespace) -> int:
-    var = var_dir(os.environ)
+    var = var_dir()
     if args.action == "stop":
         stopped = stop_servers_under(var)
         for root in stopped:
@@ -161,11 +162,11 @@ def run_service_cli(
         if args.command in (None, "serve"):
             if args.command is None:
                 args.config = None
-            use_embedded_database(os.environ)
+            use_embedded_database()
             return serve(service, create_app, args)
         command = commands[args.command]
         if command.uses_database:
-            use_embedded_database(os.environ)
+            use_embedded_database()
         return command.run(args) or 0
     except ConfigError as error:
         print(f"{service}: error: {error}", file=sys.stderr)

@@ -11,6 +11,7 @@ import secrets
 import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from email.utils import getaddresses
 from enum import StrEnum
 from pathlib import Path
 
@@ -90,6 +91,11 @@ def env_bool(environ: Mapping[str, str], name: str, default: bool) -> bool:
     raise ConfigError(f"{name} must be true or false, not {raw!r}")
 
 
+def environment_name(environ: Mapping[str, str]) -> str:
+    """NECTAR_ENV as given (load_settings checks it is one of ENVIRONMENTS), default development."""
+    return env_str(environ, "NECTAR_ENV", "development")
+
+
 def parse_database_url(name: str, raw: str) -> URL:
     """Validates a PostgreSQL URL and pins the psycopg 3 driver, whichever spelling was given."""
     try:
@@ -137,8 +143,9 @@ def database_url(role: Role, environ: Mapping[str, str] | None = None) -> URL:
     return parse_database_url(role.url_variable, raw)
 
 
-def var_dir(environ: Mapping[str, str]) -> Path:
+def var_dir(environ: Mapping[str, str] | None = None) -> Path:
     """Where run-time state lives (the embedded database): NECTAR_VAR_DIR, default ./var."""
+    environ = os.environ if environ is None else environ
     return Path(env_str(environ, "NECTAR_VAR_DIR", "var")).resolve()
 
 
@@ -282,4 +289,113 @@ def load_settings(service: Service, environ: Mapping[str, str] | None = None) ->
         org_max_worker_runs=env_int(
             environ, "ORG_MAX_WORKER_RUNS", max(1, worker_concurrency // 2), low=1, high=64
         ),
+    )
+
+
+# One service's or one command's own settings, read here too so that no other module reads the
+# environment (tests/shared/test_environment.py holds every module to that).
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    """How `serve` runs gunicorn: HOST, WEB_CONCURRENCY (workers), FORWARDED_ALLOW_IPS."""
+
+    host: str = "0.0.0.0"  # noqa: S104 - a service listens for its load balancer
+    workers: int = 2
+    forwarded_allow_ips: str = "127.0.0.1"
+
+
+def load_serve_settings(environ: Mapping[str, str] | None = None) -> ServeSettings:
+    """Reads gunicorn's settings for `serve`; raises ConfigError with a one-line reason."""
+    environ = os.environ if environ is None else environ
+    return ServeSettings(
+        host=env_str(environ, "HOST", ServeSettings.host),
+        workers=env_int(environ, "WEB_CONCURRENCY", ServeSettings.workers, low=1, high=64),
+        forwarded_allow_ips=env_str(environ, "FORWARDED_ALLOW_IPS", ServeSettings.forwarded_allow_ips),
+    )
+
+
+def running_pex(environ: Mapping[str, str] | None = None) -> str | None:
+    """The PEX file this process runs from (PEX, set by the PEX runtime), or None."""
+    return env_str(os.environ if environ is None else environ, "PEX")
+
+
+SMTP_SECURITY_MODES = ("starttls", "ssl", "none")
+DEFAULT_MAIL_FROM = "Nectar Studio <hello@localhost>"
+
+
+@dataclass(frozen=True)
+class SmtpSettings:
+    """The marketing worker's mail server. No host: nothing is sent, mail waits in the outbox."""
+
+    host: str | None
+    port: int = 587
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    security: str = "starttls"
+    mail_from: str = DEFAULT_MAIL_FROM
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.host)
+
+    @property
+    def from_domain(self) -> str:
+        address = getaddresses([self.mail_from])[0][1]
+        return address.rpartition("@")[2] or "localhost"
+
+
+def load_smtp_settings(environ: Mapping[str, str] | None = None) -> SmtpSettings:
+    """Reads and checks the SMTP_* variables and MAIL_FROM; raises ConfigError with a one-line reason."""
+    environ = os.environ if environ is None else environ
+    security = (env_str(environ, "SMTP_SECURITY", "starttls") or "").lower()
+    if security not in SMTP_SECURITY_MODES:
+        raise ConfigError(f"SMTP_SECURITY must be one of {', '.join(SMTP_SECURITY_MODES)}, not {security!r}")
+    username = env_str(environ, "SMTP_USERNAME") or env_str(environ, "SMTP_USER")
+    password = env_str(environ, "SMTP_PASSWORD") or env_str(environ, "SMTP_PASS")
+    if bool(username) != bool(password):
+        raise ConfigError("SMTP_USERNAME and SMTP_PASSWORD go together: set both, or neither")
+    mail_from = env_str(environ, "MAIL_FROM", DEFAULT_MAIL_FROM)
+    if "@" not in getaddresses([mail_from])[0][1]:
+        raise ConfigError(
+            f"MAIL_FROM must be an address like 'Nectar Studio <hello@example.com>', not {mail_from!r}"
+        )
+    return SmtpSettings(
+        host=env_str(environ, "SMTP_HOST"),
+        port=env_int(environ, "SMTP_PORT", 587, low=1, high=65535),
+        username=username,
+        password=password,
+        security=security,
+        mail_from=mail_from,
+    )
+
+
+STRIPE_API_BASE = "https://api.stripe.com"
+STRIPE_PRICED_PLANS = ("starter", "pro")
+
+
+@dataclass(frozen=True)
+class StripeSettings:
+    """Marketing's STRIPE_* variables as given; marketing's billing config decides what they mean."""
+
+    secret_key: str | None = None
+    webhook_secret: str | None = None
+    price_ids: dict[str, str] = field(default_factory=dict)
+    api_base: str = STRIPE_API_BASE
+
+
+def load_stripe_settings(environ: Mapping[str, str] | None = None) -> StripeSettings:
+    """Reads STRIPE_SECRET_KEY, STRIPE_WEBHOOK_SECRET, STRIPE_PRICE_<PLAN> and STRIPE_API_BASE
+    (checked against the environment by nectar.marketing.billing.config)."""
+    environ = os.environ if environ is None else environ
+    price_ids = {
+        plan: value
+        for plan in STRIPE_PRICED_PLANS
+        if (value := env_str(environ, f"STRIPE_PRICE_{plan.upper()}"))
+    }
+    return StripeSettings(
+        secret_key=env_str(environ, "STRIPE_SECRET_KEY"),
+        webhook_secret=env_str(environ, "STRIPE_WEBHOOK_SECRET"),
+        price_ids=price_ids,
+        api_base=env_str(environ, "STRIPE_API_BASE", STRIPE_API_BASE).rstrip("/"),
     )

@@ -38,7 +38,7 @@ from nectar.shared.config import (
     ConfigError,
     Role,
     embedded_database_dir,
-    env_str,
+    environment_name,
     uses_embedded_database,
 )
 
@@ -147,12 +147,14 @@ def running_port(root: Path) -> int | None:
     return _running_port(root.resolve() / "data")
 
 
-def use_embedded_database(environ: MutableMapping[str, str]) -> EmbeddedServer | None:
+def use_embedded_database(environ: MutableMapping[str, str] | None = None) -> EmbeddedServer | None:
     """What a command that uses the database does before it reads settings: with no database URL
     set (and outside production, which refuses the embedded server), starts the embedded server
     under NECTAR_VAR_DIR if needed and sets every role's URL variable in `environ` to it, for this
-    process and those it starts. Returns the server, or None when URLs are configured."""
-    if not uses_embedded_database(environ) or env_str(environ, "NECTAR_ENV") == "production":
+    process and those it starts. Returns the server, or None when URLs are configured.
+    `environ` defaults to this process's own environment."""
+    environ = os.environ if environ is None else environ
+    if not uses_embedded_database(environ) or environment_name(environ) == "production":
         return None
     server = ensure_embedded_server(embedded_database_dir(environ))
     for role in Role:

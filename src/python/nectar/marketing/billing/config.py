@@ -1,4 +1,5 @@
-"""Billing's settings, read from the environment once when the app is built.
+"""Billing's settings, read from the environment once when the app is built, and the backend
+chosen from them (backends.py).
 
 With STRIPE_SECRET_KEY, checkout and the portal go to Stripe. Without it, outside production, the
 pricing page offers a local test checkout whose events are signed with a development webhook secret
@@ -7,27 +8,27 @@ and go through the same webhook endpoint; in production, no key means billing is
 
 from __future__ import annotations
 
-import os
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from enum import StrEnum
 from pathlib import Path
 
 from flask import Flask, current_app
 
-from nectar.shared.config import ConfigError, Service, Settings, development_secret, env_str
+from nectar.marketing.billing.backends import BillingBackend, choose_backend
+from nectar.shared.config import (
+    STRIPE_API_BASE,
+    ConfigError,
+    Service,
+    Settings,
+    development_secret,
+    load_stripe_settings,
+)
 
 CONFIG_KEY = "NECTAR_BILLING"
-DEFAULT_API_BASE = "https://api.stripe.com"
-PAID_PLANS = ("starter", "pro")
+BACKEND_KEY = "NECTAR_BILLING_BACKEND"
+DEFAULT_API_BASE = STRIPE_API_BASE
 DEV_SECRET_FILE = "stripe-dev-webhook-secret"  # noqa: S105 - a file name
-
-
-class BillingMode(StrEnum):
-    STRIPE = "stripe"  # a secret key: real Stripe (test or live keys)
-    TEST = "test"  # no key, not production: the local test checkout
-    OFF = "off"  # no key in production: billing is unavailable
 
 
 @dataclass(frozen=True)
@@ -42,18 +43,12 @@ class BillingConfig:
     core_public_url: str = "http://127.0.0.1:3001"
     production: bool = False
 
-    @property
-    def mode(self) -> BillingMode:
-        if self.secret_key:
-            return BillingMode.STRIPE
-        return BillingMode.OFF if self.production else BillingMode.TEST
-
 
 def load_billing_config(settings: Settings, environ: Mapping[str, str] | None = None) -> BillingConfig:
-    """Reads the STRIPE_* variables; raises ConfigError when production is half configured."""
-    environ = os.environ if environ is None else environ
-    secret_key = env_str(environ, "STRIPE_SECRET_KEY")
-    webhook_secret = env_str(environ, "STRIPE_WEBHOOK_SECRET")
+    """Checks the STRIPE_* variables (read by nectar.shared.config.load_stripe_settings from
+    `environ`, default the process's); raises ConfigError when production is half configured."""
+    stripe = load_stripe_settings(environ)
+    secret_key, webhook_secret = stripe.secret_key, stripe.webhook_secret
     if settings.is_production and secret_key and not webhook_secret:
         raise ConfigError(
             "STRIPE_WEBHOOK_SECRET is not set; with STRIPE_SECRET_KEY, production must verify Stripe's webhooks"
@@ -64,25 +59,28 @@ def load_billing_config(settings: Settings, environ: Mapping[str, str] | None = 
         )
     if not webhook_secret and not settings.is_production:
         webhook_secret = development_webhook_secret(settings.var_dir)
-    price_ids = {
-        plan: value for plan in PAID_PLANS if (value := env_str(environ, f"STRIPE_PRICE_{plan.upper()}"))
-    }
     return BillingConfig(
         secret_key=secret_key,
         webhook_secret=webhook_secret,
-        price_ids=price_ids,
-        api_base=env_str(environ, "STRIPE_API_BASE", DEFAULT_API_BASE).rstrip("/"),
+        price_ids=stripe.price_ids,
+        api_base=stripe.api_base,
         core_public_url=settings.public_urls[Service.CORE],
         production=settings.is_production,
     )
 
 
 def configure_billing(app: Flask, config: BillingConfig) -> None:
+    """Binds the configuration and the backend chosen from it, once, to the app."""
     app.config[CONFIG_KEY] = config
+    app.config[BACKEND_KEY] = choose_backend(config)
 
 
 def billing_config() -> BillingConfig:
     return current_app.config[CONFIG_KEY]
+
+
+def billing_backend() -> BillingBackend:
+    return current_app.config[BACKEND_KEY]
 
 
 def development_webhook_secret(var_dir: Path) -> str:

@@ -11,7 +11,6 @@ import uuid
 from dataclasses import dataclass
 
 import procrastinate
-import stripe
 from procrastinate.jobs import Job
 from procrastinate.retry import BaseRetryStrategy, RetryDecision
 from sqlalchemy import Engine, text
@@ -19,7 +18,8 @@ from sqlalchemy.orm import Session
 
 from nectar.core.contract import PLANS, CoreClient
 from nectar.marketing.billing import events, provisioning, sandbox
-from nectar.marketing.billing.config import BillingConfig, BillingMode
+from nectar.marketing.billing.backends import BillingBackend, choose_backend
+from nectar.marketing.billing.config import BillingConfig
 from nectar.marketing.billing.plans import current_plans
 from nectar.marketing.billing.queue import (
     DELIVER_SANDBOX_EVENTS,
@@ -32,7 +32,6 @@ from nectar.marketing.billing.queue import (
     enqueue_plan_sync,
     enqueue_provision,
 )
-from nectar.marketing.billing.stripe_api import retrieve_subscription
 from nectar.marketing.billing.webhooks import WEBHOOK_PATH
 from nectar.marketing.links import CORE_SIGN_IN_PATH, PORTAL_PATH
 from nectar.shared.config import Service, Settings
@@ -66,18 +65,12 @@ class BillingWorker:
     config: BillingConfig
     # One client for every job, so its connections to core are reused.
     core: CoreClient
+    backend: BillingBackend
 
     def event_context(self, session: Session) -> events.EventContext:
-        reread = self._reread if self.config.mode is BillingMode.STRIPE else (lambda _id: None)
-        return events.EventContext(plans=current_plans(session, self.config), reread=reread)
-
-    def _reread(self, subscription_id: str) -> dict | None:
-        try:
-            return retrieve_subscription(self.config, subscription_id)
-        except stripe.InvalidRequestError as error:
-            if error.code == "resource_missing":
-                return None  # not in this account (or deleted since): the event's object is all there is
-            raise
+        return events.EventContext(
+            plans=current_plans(session, self.backend), reread=self.backend.current_subscription
+        )
 
 
 _worker: BillingWorker | None = None
@@ -87,7 +80,7 @@ def bind(engine: Engine, settings: Settings, config: BillingConfig) -> None:
     """The database, settings and billing configuration the tasks use (the worker binds at start)."""
     global _worker
     core = CoreClient(settings.service_urls[Service.CORE], settings.service_token)
-    _worker = BillingWorker(engine, settings, config, core)
+    _worker = BillingWorker(engine, settings, config, core, choose_backend(config))
 
 
 def _bound() -> BillingWorker:

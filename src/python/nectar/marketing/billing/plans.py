@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from nectar.marketing.billing.config import BillingConfig, BillingMode
+from nectar.marketing.billing.backends import BillingBackend
 
 SETTING_KEY = "billing_plans"
 # What a lapsed subscription falls back to (one of nectar.core.contract.PLANS).
@@ -79,7 +79,7 @@ CATALOGUE = (
 )
 
 
-def current_plans(session: Session, config: BillingConfig) -> list[Plan]:
+def current_plans(session: Session, backend: BillingBackend) -> list[Plan]:
     """The catalogue with today's price ids and amounts (environment, then the staff override)."""
     overrides = session.execute(
         text("SELECT value FROM system_settings WHERE key = :key"), {"key": SETTING_KEY}
@@ -88,10 +88,7 @@ def current_plans(session: Session, config: BillingConfig) -> list[Plan]:
     plans = []
     for plan in CATALOGUE:
         if plan.paid:
-            price_id = config.price_ids.get(plan.key)
-            if price_id is None and config.mode is BillingMode.TEST:
-                price_id = f"price_test_{plan.key}"
-            plan = replace(plan, price_id=price_id)
+            plan = replace(plan, price_id=backend.price_id(plan.key))
         plan = _apply_override(plan, overrides.get(plan.key))
         plans.append(plan)
     return plans

@@ -11,8 +11,7 @@ from dataclasses import dataclass
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from nectar.marketing.billing import sandbox, stripe_api
-from nectar.marketing.billing.config import BillingConfig, BillingMode
+from nectar.marketing.billing.backends import BillingBackend, BillingUnavailable
 from nectar.marketing.billing.plans import Plan, current_plans, find_plan
 from nectar.marketing.billing.stripe_api import CheckoutRequest
 from nectar.marketing.leads.service import UPSERT_LEAD
@@ -40,10 +39,6 @@ _CUSTOMER_BY_EMAIL = text(
     "AND stripe_customer_id <> '' "
     "ORDER BY CASE WHEN status IN ('active', 'trialing', 'past_due') THEN 0 ELSE 1 END, created_at DESC LIMIT 1"
 )
-
-
-class BillingUnavailable(Exception):
-    """Checkout cannot start; `str()` says why, for the person."""
 
 
 class NotForSale(Exception):
@@ -91,15 +86,15 @@ def checkout_plan(plans: list[Plan], key: str) -> Plan:
     return plan
 
 
-def start_checkout(session: Session, config: BillingConfig, start: CheckoutStart, links: Links) -> str:
-    """Records the lead, then opens a Checkout Session (Stripe's, or the test one); returns the
-    address to send the visitor to. Commits the lead and the rate-limit count before calling Stripe.
+def start_checkout(session: Session, backend: BillingBackend, start: CheckoutStart, links: Links) -> str:
+    """Records the lead, then opens a checkout with the backend (Stripe's, or the test one); returns
+    the address to send the visitor to. Commits the lead and the rate-limit count before calling Stripe.
     Raises NotForSale, BillingUnavailable, StripeUnavailable or RateLimited (committed too: it counts)."""
-    if config.mode is BillingMode.OFF:
+    if not backend.sells_online:
         raise BillingUnavailable(
             "Online checkout is unavailable right now. Contact us and we will set you up."
         )
-    plan = checkout_plan(current_plans(session, config), start.plan)
+    plan = checkout_plan(current_plans(session, backend), start.plan)
     email, organization_name = start.email.strip(), start.organization_name.strip()
     CHECKOUT_LIMITS.check(session, email, start.address)
     lead_id = session.execute(
@@ -116,29 +111,7 @@ def start_checkout(session: Session, config: BillingConfig, start: CheckoutStart
         cancel_url=links.checkout_cancel_url(plan.key),
         idempotency_key=idempotency_key(start),
     )
-    if config.mode is BillingMode.STRIPE:
-        return stripe_api.create_checkout_session(config, request)
-    return links.test_checkout_path(_sandbox_token(config, request, plan))
-
-
-def _sandbox_token(config: BillingConfig, request: CheckoutRequest, plan: Plan) -> str:
-    secret = config.webhook_secret
-    session_id = sandbox.session_id_for(secret, request.idempotency_key)
-    checkout = sandbox.SandboxCheckout(
-        session_id=session_id,
-        email=request.email,
-        plan=plan.key,
-        plan_name=plan.name,
-        organization_name=request.organization_name,
-        lead_id=request.lead_id,
-        price_id=request.price_id,
-        amount_cents=plan.amount_cents,
-        currency=plan.currency,
-        interval=plan.interval,
-        success_url=request.success_url.replace("{CHECKOUT_SESSION_ID}", session_id),
-        cancel_url=request.cancel_url,
-    )
-    return sandbox.session_token(secret, checkout)
+    return backend.checkout(request, plan, links)
 
 
 def request_portal_link(
@@ -172,16 +145,11 @@ def request_portal_link(
     return True
 
 
-def open_portal(config: BillingConfig, secret_key: str, token: str, return_url: str) -> str:
+def open_portal(backend: BillingBackend, secret_key: str, token: str, return_url: str) -> str:
     """The portal session's address for the customer the emailed link names. Raises TokenInvalid,
     BillingUnavailable or StripeUnavailable."""
     customer = read_token(secret_key, PORTAL_TOKEN_PURPOSE, token, PORTAL_LINK_SECONDS)["customer"]
-    if config.mode is not BillingMode.STRIPE:
-        raise BillingUnavailable(
-            "The billing portal is Stripe's, and this installation runs the test checkout without Stripe "
-            "keys: there are no cards or invoices to manage."
-        )
-    return stripe_api.create_portal_session(config, customer, return_url)
+    return backend.portal(customer, return_url)
 
 
 def checkout_status(session: Session, checkout_session_id: str) -> CheckoutStatus:

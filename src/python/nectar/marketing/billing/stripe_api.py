@@ -7,10 +7,12 @@ import functools
 import json
 import logging
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import stripe
 
-from nectar.marketing.billing.config import BillingConfig
+if TYPE_CHECKING:
+    from nectar.marketing.billing.config import BillingConfig
 
 log = logging.getLogger(__name__)
 

@@ -9,8 +9,9 @@ from dataclasses import asdict
 from flask import Blueprint, abort, current_app, jsonify, redirect, render_template, request
 
 from nectar.marketing.billing import service, webhooks
+from nectar.marketing.billing.backends import BillingUnavailable, TestCheckoutOff
 from nectar.marketing.billing.config import (
-    BillingMode,
+    billing_backend,
     billing_config,
     configure_billing,
     load_billing_config,
@@ -18,7 +19,6 @@ from nectar.marketing.billing.config import (
 from nectar.marketing.billing.forms import CheckoutForm, ConfirmForm, PortalForm
 from nectar.marketing.billing.plans import current_plans, find_plan
 from nectar.marketing.billing.queue import enqueue_sandbox_delivery
-from nectar.marketing.billing.sandbox import read_session
 from nectar.marketing.billing.stripe_api import StripeUnavailable
 from nectar.marketing.extensions import csrf
 from nectar.marketing.limits import RateLimited, refused
@@ -48,11 +48,11 @@ def _settings():
 
 
 def _pricing_page(submitted: CheckoutForm | None = None, *, error: str | None = None, status: int = 200):
-    config = billing_config()
-    plans = current_plans(db.session, config)
+    backend = billing_backend()
+    plans = current_plans(db.session, backend)
     forms, error_plan = {}, None
     for plan in plans:
-        if not plan.paid or not plan.price_id or config.mode is BillingMode.OFF:
+        if not plan.paid or not plan.price_id or not backend.sells_online:
             continue  # no form on this card
         if submitted is not None and submitted.plan.data == plan.key:
             forms[plan.key], error_plan = submitted, plan.key  # shown again with what was typed
@@ -62,7 +62,7 @@ def _pricing_page(submitted: CheckoutForm | None = None, *, error: str | None = 
         "marketing/billing/pricing.html",
         plans=plans,
         forms=forms,
-        mode=config.mode,
+        mode=backend.mode,
         error=error,
         error_plan=error_plan,  # the card that shows the error; None: shown above the cards
         portal_form=PortalForm(formdata=None),
@@ -88,13 +88,13 @@ def checkout():
         address=request.remote_addr,
     )
     try:
-        destination = service.start_checkout(db.session, billing_config(), start, app_links())
+        destination = service.start_checkout(db.session, billing_backend(), start, app_links())
     except RateLimited as limited:
         page, _ = _pricing_page(form, error=str(limited))
         return refused(limited, page)
     except service.NotForSale as not_for_sale:
         return _pricing_page(form, error=str(not_for_sale), status=400)
-    except (service.BillingUnavailable, StripeUnavailable) as unavailable:
+    except (BillingUnavailable, StripeUnavailable) as unavailable:
         db.session.rollback()
         return _pricing_page(form, error=str(unavailable), status=503)
     return redirect(destination, code=303)
@@ -106,13 +106,13 @@ def success():
     if not CHECKOUT_SESSION_ID.fullmatch(session_id):
         abort(404, "There is no checkout at this address. If you just paid, check your email.")
     status = service.checkout_status(db.session, session_id)
-    plan = find_plan(current_plans(db.session, billing_config()), status.plan)
+    plan = find_plan(current_plans(db.session, billing_backend()), status.plan)
     return render_template("marketing/billing/success.html", status=status, plan=plan)
 
 
 @billing.get(CHECKOUT_CANCEL_PATH)
 def cancel():
-    plan = find_plan(current_plans(db.session, billing_config()), request.args.get("plan"))
+    plan = find_plan(current_plans(db.session, billing_backend()), request.args.get("plan"))
     return render_template("marketing/billing/cancel.html", plan=plan)
 
 
@@ -145,21 +145,20 @@ def portal_link(token: str):
         return render_template("marketing/billing/portal_open.html", form=form)
     try:
         url = service.open_portal(
-            billing_config(), _settings().secret_key, token, external_url("billing.pricing")
+            billing_backend(), _settings().secret_key, token, external_url("billing.pricing")
         )
     except TokenInvalid as invalid:
         return render_template("marketing/billing/portal_open.html", form=form, error=str(invalid)), 400
-    except (service.BillingUnavailable, StripeUnavailable) as unavailable:
+    except (BillingUnavailable, StripeUnavailable) as unavailable:
         return render_template("marketing/billing/portal_open.html", form=form, error=str(unavailable)), 503
     return redirect(url, code=303)
 
 
 def _sandbox_session(token: str):
-    config = billing_config()
-    if config.mode is not BillingMode.TEST:
-        abort(404, "The test checkout is off: this installation uses Stripe.")
     try:
-        return read_session(config.webhook_secret, token)
+        return billing_backend().test_checkout(token)
+    except TestCheckoutOff as off:
+        abort(404, str(off))
     except TokenInvalid:
         abort(
             400,

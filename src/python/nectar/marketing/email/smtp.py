@@ -1,8 +1,7 @@
 """Sending through an SMTP server configured by the environment, one connection per flush.
 
-SMTP_HOST (unset: nothing is sent, mail waits in the outbox), SMTP_PORT (587), SMTP_USERNAME and
-SMTP_PASSWORD (SMTP_USER / SMTP_PASS are read too), SMTP_SECURITY (starttls, ssl or none; starttls
-by default), MAIL_FROM ("Nectar Studio <hello@localhost>").
+The settings (SMTP_HOST, SMTP_PORT, SMTP_USERNAME, SMTP_PASSWORD, SMTP_SECURITY, MAIL_FROM) are
+nectar.shared.config.SmtpSettings, read with every other variable there.
 """
 
 from __future__ import annotations
@@ -10,62 +9,16 @@ from __future__ import annotations
 import smtplib
 import ssl
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from email.message import EmailMessage
 from email.utils import formataddr, formatdate, getaddresses
 
-from nectar.shared.config import ConfigError, env_int, env_str
+from nectar.shared.config import SmtpSettings
 from nectar.shared.mail import SENDER_NAME_HEADER, html_part, one_line
 
-SECURITY_MODES = ("starttls", "ssl", "none")
-DEFAULT_FROM = "Nectar Studio <hello@localhost>"
 TIMEOUT_SECONDS = 30
 # Set by the sender; a stored header may not replace them.
 RESERVED_HEADERS = {"from", "to", "cc", "bcc", "subject", "date", "message-id", "content-type",
                     "content-transfer-encoding", "mime-version", "sender", "return-path"}  # fmt: skip
-
-
-@dataclass(frozen=True)
-class SmtpSettings:
-    host: str | None
-    port: int = 587
-    username: str | None = None
-    password: str | None = field(default=None, repr=False)
-    security: str = "starttls"
-    mail_from: str = DEFAULT_FROM
-
-    @property
-    def configured(self) -> bool:
-        return bool(self.host)
-
-    @property
-    def from_domain(self) -> str:
-        address = getaddresses([self.mail_from])[0][1]
-        return address.rpartition("@")[2] or "localhost"
-
-
-def load_smtp_settings(environ: Mapping[str, str]) -> SmtpSettings:
-    """Reads and checks the SMTP_* variables; raises ConfigError with a one-line reason."""
-    security = (env_str(environ, "SMTP_SECURITY", "starttls") or "").lower()
-    if security not in SECURITY_MODES:
-        raise ConfigError(f"SMTP_SECURITY must be one of {', '.join(SECURITY_MODES)}, not {security!r}")
-    username = env_str(environ, "SMTP_USERNAME") or env_str(environ, "SMTP_USER")
-    password = env_str(environ, "SMTP_PASSWORD") or env_str(environ, "SMTP_PASS")
-    if bool(username) != bool(password):
-        raise ConfigError("SMTP_USERNAME and SMTP_PASSWORD go together: set both, or neither")
-    mail_from = env_str(environ, "MAIL_FROM", DEFAULT_FROM)
-    if "@" not in getaddresses([mail_from])[0][1]:
-        raise ConfigError(
-            f"MAIL_FROM must be an address like 'Nectar Studio <hello@example.com>', not {mail_from!r}"
-        )
-    return SmtpSettings(
-        host=env_str(environ, "SMTP_HOST"),
-        port=env_int(environ, "SMTP_PORT", 587, low=1, high=65535),
-        username=username,
-        password=password,
-        security=security,
-        mail_from=mail_from,
-    )
 
 
 class SmtpConnection:

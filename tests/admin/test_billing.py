@@ -193,3 +193,23 @@ def test_usage_lists_the_top_consumers_of_a_month_with_the_platform_total(databa
     assert f'data-usage="runs">{before + 1013:,}<' in total
     for month in ("2026-13", "february", "9999-12", "2026-02\x00"):
         assert browser.get(f"/billing/usage?month={month}").status_code == 400, month
+
+
+def test_usage_stripe_refused_is_listed_with_why(database, staff_browser, tag):
+    org = uuid.uuid4()
+    with database.connect(Role.ADMIN, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO organizations (id, name, slug) VALUES (%s, %s, %s)",
+            (org, f"refused-{tag}", f"refused-{tag}"),
+        )
+    with database.connect(Role.MARKETING, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO usage_reports (organization_id, day, meter, value, identifier, stripe_customer_id, mode, "
+            "status, error) VALUES (%s, '2026-11-30', 'nectar_runs', 1234, %s, 'cus_gone', 'stripe', 'refused', "
+            "'No such customer: cus_gone')",
+            (org, f"nectar-{tag}"),
+        )
+    page = staff_browser("support").get("/billing/").get_data(as_text=True)
+    refused = page[page.index('id="refused-usage"') :]
+    assert f"refused-{tag}" in refused and "2026-11-30" in refused and "1,234" in refused
+    assert "No such customer: cus_gone" in refused

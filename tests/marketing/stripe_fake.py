@@ -205,6 +205,11 @@ class StripeFake:
     objects: dict[str, dict] = field(default_factory=dict)
     requests: list[Recorded] = field(default_factory=list)
     url: str = ""
+    # Billing Meters by event name, the meter events accepted, and how many of the next ones fail
+    # as Stripe's own trouble would (500): what a retry must cure without billing twice.
+    meters: set[str] = field(default_factory=set)
+    meter_events: list[dict] = field(default_factory=list)
+    meter_failures: int = 0
 
     def __post_init__(self):
         self._held: dict[str, SlowRead] = {}  # object id -> how its next read is answered
@@ -316,6 +321,8 @@ class StripeFake:
             return self._create_checkout(params)
         if method == "POST" and path == "/v1/billing_portal/sessions":
             return self._create_portal(params)
+        if method == "POST" and path == "/v1/billing/meter_events":
+            return self._create_meter_event(params)
         match = re.fullmatch(r"/v1/(checkout/sessions|subscriptions|customers)/([\w-]+)", path)
         if method == "GET" and match:
             obj = self.objects.get(match.group(2))
@@ -361,6 +368,40 @@ class StripeFake:
         )
         self._created_with[session_id] = params
         return 200, session
+
+    def _create_meter_event(self, params: dict) -> tuple[int, dict]:
+        if self.meter_failures > 0:
+            self.meter_failures -= 1
+            return 500, _error("api_error", "An unknown error occurred on Stripe's side.")
+        payload = params.get("payload") or {}
+        if params.get("event_name") not in self.meters:
+            return 400, _error(
+                "invalid_request_error", f"No active meter found for event name {params.get('event_name')!r}."
+            )
+        customer = payload.get("stripe_customer_id")
+        if customer not in self.objects:
+            return 400, _error("invalid_request_error", f"No such customer: '{customer}'", "resource_missing")
+        if not str(payload.get("value", "")).isdigit():
+            return 400, _error("invalid_request_error", "The payload's value must be a whole number.")
+        timestamp = int(params.get("timestamp") or time.time())
+        if not time.time() - 35 * 86400 <= timestamp <= time.time() + 300:
+            return 400, _error("invalid_request_error", "Timestamp must be within the past 35 days.")
+        identifier = params.get("identifier") or new_id("mev")
+        if any(e["identifier"] == identifier for e in self.meter_events):
+            return 400, _error(
+                "invalid_request_error", f"An event already exists with identifier {identifier}.", "duplicate"
+            )
+        created = {
+            "object": "billing.meter_event",
+            "created": int(time.time()),
+            "event_name": params["event_name"],
+            "identifier": identifier,
+            "livemode": False,
+            "payload": payload,
+            "timestamp": timestamp,
+        }
+        self.meter_events.append(created)
+        return 200, created
 
     def _create_portal(self, params: dict) -> tuple[int, dict]:
         customer = params.get("customer")

@@ -17,7 +17,7 @@ from sqlalchemy.exc import ProgrammingError
 from sqlalchemy.orm import Session
 
 from nectar.schema import models
-from nectar.schema.access import CURRENT_ORG, access_of
+from nectar.schema.access import CURRENT_ORG, SERVICE_ROLES, access_of
 from nectar.shared.config import Role
 from nectar.shared.database import Base, tenant_scope, tenant_transaction, user_scope
 from tests.schema.tenant_rows import ROW_BUILDERS, ensure_catalog, seed_tenant
@@ -69,21 +69,30 @@ def test_every_tenant_table_forces_rls_with_a_policy_on_the_transaction_setting(
         ).fetchone()
         assert enabled and forced, f"{table}: row-level security must be enabled and forced"
         policies = {
-            name: (qual, with_check, cmd)
-            for name, qual, with_check, cmd in conn.execute(
-                "SELECT policyname, qual, with_check, cmd FROM pg_policies WHERE tablename = %s", (table,)
+            name: (qual, with_check, cmd, roles)
+            for name, qual, with_check, cmd, roles in conn.execute(
+                "SELECT policyname, qual, with_check, cmd, roles FROM pg_policies WHERE tablename = %s",
+                (table,),
             )
         }
         assert "tenant_isolation" in policies, f"{table} has no tenant_isolation policy"
-        qual, with_check, cmd = policies.pop("tenant_isolation")
+        qual, with_check, cmd, _roles = policies.pop("tenant_isolation")
         assert cmd == "ALL"
         for expression in (qual, with_check):
             assert "current_setting('nectar.org_id'::text, true)" in expression
             assert "NULLIF" in expression and f"{column} = ( SELECT" in expression
-        for name, (qual, with_check, cmd) in policies.items():
-            # Any other policy only lets a signed-in user read what is theirs; it never writes.
+        readers = {
+            f"{reader}_reads": str(SERVICE_ROLES[reader])
+            for reader in access_of(MODELS[table].__table__).readers
+        }
+        for name, (qual, with_check, cmd, roles) in policies.items():
+            # Any other policy only reads: what a signed-in user's is, or (for the one service
+            # that reads the table, and only its role) every organization's rows.
             assert cmd == "SELECT" and with_check is None, f"{table}.{name} must be read-only"
-            assert "current_setting('nectar.user_id'::text, true)" in qual, f"{table}.{name}"
+            if name in readers:
+                assert roles == [readers[name]], f"{table}.{name} admits {roles}"
+            else:
+                assert "current_setting('nectar.user_id'::text, true)" in qual, f"{table}.{name}"
         not_null = conn.execute(
             "SELECT attnotnull FROM pg_attribute WHERE attrelid = %s::regclass AND attname = %s",
             (table, column),

@@ -72,6 +72,12 @@ def secure_table_sql(table: str, access: TableAccess) -> list[str]:
             f"CREATE POLICY {TENANT_POLICY} ON {table} USING ({column} = {CURRENT_ORG}) "
             f"WITH CHECK ({column} = {CURRENT_ORG})",
         ]
+        # A service that reads a tenant table reads every organization's rows (marketing bills
+        # each one's usage); the policy admits its role to nothing else.
+        statements += [
+            f"CREATE POLICY {reader}_reads ON {table} FOR SELECT TO {SERVICE_ROLES[reader]} USING (true)"
+            for reader in access.readers
+        ]
     return statements
 
 

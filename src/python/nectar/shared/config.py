@@ -371,6 +371,7 @@ def load_smtp_settings(environ: Mapping[str, str] | None = None) -> SmtpSettings
 
 
 STRIPE_API_BASE = "https://api.stripe.com"
+STRIPE_METER_EVENT_NAME = "nectar_runs"
 STRIPE_PRICED_PLANS = ("starter", "pro")
 
 
@@ -382,10 +383,12 @@ class StripeSettings:
     webhook_secret: str | None = None
     price_ids: dict[str, str] = field(default_factory=dict)
     api_base: str = STRIPE_API_BASE
+    # The Billing Meter paid plans' runs are reported to (its event name).
+    meter_event_name: str = STRIPE_METER_EVENT_NAME
 
 
 def load_stripe_settings(environ: Mapping[str, str] | None = None) -> StripeSettings:
-    """Reads STRIPE_SECRET_KEY, STRIPE_WEBHOOK_SECRET, STRIPE_PRICE_<PLAN> and STRIPE_API_BASE
+    """Reads STRIPE_SECRET_KEY, STRIPE_WEBHOOK_SECRET, STRIPE_PRICE_<PLAN>, STRIPE_API_BASE and STRIPE_METER_EVENT_NAME
     (checked against the environment by nectar.marketing.billing.config)."""
     environ = os.environ if environ is None else environ
     price_ids = {
@@ -398,4 +401,5 @@ def load_stripe_settings(environ: Mapping[str, str] | None = None) -> StripeSett
         webhook_secret=env_str(environ, "STRIPE_WEBHOOK_SECRET"),
         price_ids=price_ids,
         api_base=env_str(environ, "STRIPE_API_BASE", STRIPE_API_BASE).rstrip("/"),
+        meter_event_name=env_str(environ, "STRIPE_METER_EVENT_NAME", STRIPE_METER_EVENT_NAME),
     )

@@ -18,7 +18,7 @@ from sqlalchemy import Select, and_, func, or_, select, text
 from sqlalchemy.orm import Session
 
 from nectar.admin.listing import like_pattern
-from nectar.schema.models import Organization, StripeEvent, Subscription
+from nectar.schema.models import Organization, StripeEvent, Subscription, UsageReport
 
 MRR_STATUSES = ("active", "past_due")
 TRIAL_STATUSES = ("trialing",)
@@ -201,6 +201,18 @@ def stuck_events(session: Session, limit: int = 50) -> list[StripeEvent]:
         select(StripeEvent)
         .where(StripeEvent.processed_at.is_(None), StripeEvent.received_at < func.now() - STUCK_AFTER)
         .order_by(StripeEvent.received_at)
+        .limit(limit)
+    ).all()
+
+
+def refused_usage_reports(session: Session, limit: int = 50) -> list[tuple[UsageReport, str | None]]:
+    """Usage the payment provider refused to record (a customer gone from Stripe, a meter missing),
+    newest day first, with the organization's name: that usage is not billed until someone acts."""
+    return session.execute(
+        select(UsageReport, Organization.name)
+        .outerjoin(Organization, Organization.id == UsageReport.organization_id)
+        .where(UsageReport.status == "refused")
+        .order_by(UsageReport.day.desc(), UsageReport.organization_id)
         .limit(limit)
     ).all()
 

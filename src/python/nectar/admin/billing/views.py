@@ -40,6 +40,7 @@ def index():
         failed_payments=[service.failed_payment(event) for event in recent],
         stuck_events=service.stuck_events(db.session),
         stuck_provisioning=service.stuck_provisioning(db.session),
+        refused_usage=service.refused_usage_reports(db.session),
     )
 
 

@@ -3,7 +3,7 @@ local test checkout that stands in for it without keys, or nowhere (production w
 
 Everything that differs between the three lives here: which price a plan sells at, where checkout
 sends the visitor, the customer portal, re-reading a subscription, the test checkout page, and
-(later) reporting usage. The rest of billing (pricing page, webhooks, events, provisioning) is the
+reporting usage to a meter. The rest of billing (pricing page, webhooks, events, provisioning) is the
 same code whichever backend runs.
 """
 
@@ -18,11 +18,9 @@ from nectar.marketing.billing import sandbox, stripe_api
 from nectar.marketing.billing.stripe_api import CheckoutRequest
 
 if TYPE_CHECKING:
-    import datetime
-    import uuid
-
     from nectar.marketing.billing.config import BillingConfig
     from nectar.marketing.billing.plans import Plan
+    from nectar.marketing.billing.usage import UsageToReport
     from nectar.marketing.links import Links
 
 
@@ -78,10 +76,16 @@ class BillingBackend:
         """The test checkout a page address carries. Raises TestCheckoutOff, or TokenInvalid."""
         raise TestCheckoutOff("The test checkout is off: this installation uses Stripe.")
 
-    def report_usage(self, organization_id: uuid.UUID, day: datetime.date, usage: dict[str, int]) -> None:
-        """Reports one organization's metered usage of one day to the payment provider, idempotently
-        (the same organization and day never bills twice). Not implemented yet: metering comes first."""
-        raise NotImplementedError("usage reporting is not implemented yet")
+    @property
+    def reports_usage(self) -> bool:
+        """Whether paid plans' usage is reported (usage.py): not where nothing is sold."""
+        return True
+
+    def report_usage(self, report: UsageToReport) -> str:
+        """Reports one organization's usage of one UTC day to the payment provider's meter, safe to
+        repeat (`report.identifier` names it). Returns how it was reported (the mode); raises
+        MeterEventRefused when the provider refuses it for good, anything else to be retried."""
+        return self.mode.value  # without Stripe, recording it (usage.py) is all there is to do
 
 
 class StripeBilling(BillingBackend):
@@ -94,6 +98,16 @@ class StripeBilling(BillingBackend):
 
     def portal(self, customer_id: str, return_url: str) -> str:
         return stripe_api.create_portal_session(self.config, customer_id, return_url)
+
+    def report_usage(self, report: UsageToReport) -> str:
+        stripe_api.create_meter_event(
+            self.config,
+            customer_id=report.stripe_customer_id,
+            value=report.value,
+            identifier=report.identifier,
+            timestamp=report.timestamp,
+        )
+        return self.mode.value
 
     def current_subscription(self, subscription_id: str) -> dict | None:
         try:
@@ -142,6 +156,10 @@ class BillingOff(BillingBackend):
 
     @property
     def sells_online(self) -> bool:
+        return False
+
+    @property
+    def reports_usage(self) -> bool:
         return False
 
     def checkout(self, request: CheckoutRequest, plan: Plan, links: Links) -> str:

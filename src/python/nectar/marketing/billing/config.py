@@ -39,6 +39,7 @@ class BillingConfig:
     webhook_secret: str | None = None
     price_ids: dict[str, str] = field(default_factory=dict)
     api_base: str = DEFAULT_API_BASE
+    meter_event_name: str = "nectar_runs"  # the Billing Meter paid plans' daily runs are reported to
     # Where customers sign in to core (links in emails and on the success page).
     core_public_url: str = "http://127.0.0.1:3001"
     production: bool = False
@@ -64,6 +65,7 @@ def load_billing_config(settings: Settings, environ: Mapping[str, str] | None = 
         webhook_secret=webhook_secret,
         price_ids=stripe.price_ids,
         api_base=stripe.api_base,
+        meter_event_name=stripe.meter_event_name,
         core_public_url=settings.public_urls[Service.CORE],
         production=settings.is_production,
     )

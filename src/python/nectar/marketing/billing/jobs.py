@@ -17,7 +17,7 @@ from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session
 
 from nectar.core.contract import PLANS, CoreClient
-from nectar.marketing.billing import events, provisioning, sandbox
+from nectar.marketing.billing import events, provisioning, sandbox, usage
 from nectar.marketing.billing.backends import BillingBackend, choose_backend
 from nectar.marketing.billing.config import BillingConfig
 from nectar.marketing.billing.plans import current_plans
@@ -26,6 +26,7 @@ from nectar.marketing.billing.queue import (
     PROCESS_EVENT,
     PROVISION,
     QUEUE,
+    REPORT_USAGE,
     SWEEP,
     SYNC_PLAN,
     enqueue_event,
@@ -146,6 +147,26 @@ def sweep(timestamp: int) -> None:
         session.commit()
     if any(counts.values()):
         log.warning("billing sweep re-queued %s", counts)
+
+
+@blueprint.periodic(cron="7 * * * *", periodic_id=REPORT_USAGE)
+@blueprint.task(
+    name=REPORT_USAGE, queue=QUEUE, pass_context=False, queueing_lock=REPORT_USAGE, retry=CappedBackoff()
+)
+def report_usage(timestamp: int) -> None:
+    """Hourly: paid plans' days that are over, reported to the meter (usage.py)."""
+    worker = _bound()
+    if not worker.backend.reports_usage:
+        return
+    with Session(worker.engine) as session:
+        now = datetime.datetime.now(datetime.UTC)
+        counts = usage.report_due_usage(session, worker.backend, worker.config.meter_event_name, now)
+    if counts["reported"] or counts["refused"]:
+        log.info("usage reported to the meter: %s", counts)
+    if counts["refused"]:
+        log.warning(
+            "the payment provider refused %s usage report(s): see admin's billing page", counts["refused"]
+        )
 
 
 # Each query skips what already has a job waiting or running (procrastinate's own table).

@@ -15,6 +15,7 @@ PROVISION = "billing.provision"
 SYNC_PLAN = "billing.sync_plan"
 DELIVER_SANDBOX_EVENTS = "billing.deliver_sandbox_events"
 SWEEP = "billing.sweep"
+REPORT_USAGE = "billing.report_usage"
 
 
 def _subscription_lock(subscription_id: uuid.UUID | str) -> str:

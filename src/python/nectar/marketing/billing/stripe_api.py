@@ -96,6 +96,31 @@ def retrieve_subscription(config: BillingConfig, subscription_id: str) -> dict:
     return json.loads(subscription.last_response.body)
 
 
+class MeterEventRefused(Exception):
+    """Stripe refused a meter event for good (a 4xx other than a rate limit): `str()` says why."""
+
+
+def create_meter_event(
+    config: BillingConfig, *, customer_id: str, value: int, identifier: str, timestamp: int
+) -> None:
+    """Records `value` on the meter STRIPE_METER_EVENT_NAME for `customer_id` at `timestamp`.
+    Stripe keeps one event per `identifier`, and the same idempotency key replays the first answer,
+    so a retry never bills twice. Raises MeterEventRefused, or stripe.StripeError for what a retry
+    may cure (the network, Stripe's errors, a rate limit)."""
+    params = {
+        "event_name": config.meter_event_name,
+        "payload": {"stripe_customer_id": customer_id, "value": str(value)},
+        "identifier": identifier,
+        "timestamp": timestamp,
+    }
+    try:
+        stripe_client(config).v1.billing.meter_events.create(
+            params=params, options={"idempotency_key": identifier}
+        )
+    except (stripe.InvalidRequestError, stripe.IdempotencyError, stripe.PermissionError) as refused:
+        raise MeterEventRefused(refused.user_message or str(refused)) from None
+
+
 def _unavailable(action: str, error: stripe.StripeError) -> StripeUnavailable:
     log.warning("stripe: could not %s: %s (%s)", action, type(error).__name__, error.user_message or error)
     if isinstance(error, stripe.APIConnectionError):

@@ -16,7 +16,7 @@ from nectar.schema.models.accounts import (
     UserSession,
 )
 from nectar.schema.models.alerts import AlertRule
-from nectar.schema.models.billing import StripeEvent, Subscription
+from nectar.schema.models.billing import StripeEvent, Subscription, UsageReport
 from nectar.schema.models.integrations import CatalogService, IntegrationConnection
 from nectar.schema.models.marketing import (
     BlogPost,
@@ -68,6 +68,7 @@ __all__ = [
     "Subscription",
     "SystemSetting",
     "UsageDay",
+    "UsageReport",
     "User",
     "UserSession",
     "Workflow",

@@ -1,11 +1,23 @@
-"""Marketing: the mirror of Stripe subscriptions, and every Stripe event received."""
+"""Marketing: the mirror of Stripe subscriptions, every Stripe event received, and the usage
+reported to Stripe's meters."""
 
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import date, datetime
 
-from sqlalchemy import BigInteger, Boolean, CheckConstraint, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Date,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -86,3 +98,36 @@ class StripeEvent(Base):
     processed_at: Mapped[datetime | None] = timestamp()
     attempts: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
     last_error: Mapped[str | None] = mapped_column(Text)
+
+
+USAGE_REPORT_STATES = ("reported", "refused")
+
+
+class UsageReport(Base):
+    """One organization's usage of one UTC day as reported to the payment provider's meter, once:
+    `reported` (by `mode`: stripe, or the test checkout's stand-in, which only records it), or
+    `refused` by the provider (why in `error`; staff see it on the billing page)."""
+
+    __tablename__ = "usage_reports"
+    __table_args__ = (
+        UniqueConstraint("organization_id", "day", "meter"),
+        CheckConstraint(f"status IN {USAGE_REPORT_STATES}", name="status"),
+        Index("ix_usage_reports_refused", "day", postgresql_where="status = 'refused'"),
+        {"info": {"service": "marketing"}},
+    )
+
+    id: Mapped[uuid.UUID] = uuid_pk()
+    # A reference, not a tenant key: marketing bills every organization.
+    organization_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("organizations.id", ondelete="CASCADE"), nullable=False
+    )
+    day: Mapped[date] = mapped_column(Date, nullable=False)
+    meter: Mapped[str] = mapped_column(String(100), nullable=False)  # the meter's event name
+    value: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    # What the provider deduplicates on: the same organization, day and meter never bill twice.
+    identifier: Mapped[str] = mapped_column(String(100), nullable=False, unique=True)
+    stripe_customer_id: Mapped[str] = mapped_column(String(255), nullable=False)
+    mode: Mapped[str] = mapped_column(String(20), nullable=False)
+    status: Mapped[str] = mapped_column(String(20), nullable=False)
+    error: Mapped[str | None] = mapped_column(Text)
+    reported_at: Mapped[datetime] = created_timestamp()

@@ -21,10 +21,11 @@ USAGE_SHARDS = 16
 class UsageDay(Base):
     """The runs of an organization that ended on `day` (UTC) and were started by `trigger`
     ("http" runs are endpoint calls), with the steps they executed, the outbound HTTP requests
-    among them, and their time. Tests of drafts are not counted. Kept when runs are pruned."""
+    among them, and their time. Tests of drafts are not counted. Kept when runs are pruned.
+    Marketing reads every organization's (it reports paid plans' usage to Stripe)."""
 
     __tablename__ = "usage_daily"
-    __table_args__ = (tenant_table(),)
+    __table_args__ = (tenant_table(readers=["marketing"]),)  # marketing reports it to Stripe
 
     org_id: Mapped[uuid.UUID] = mapped_column(
         UUID(as_uuid=True), ForeignKey("organizations.id", ondelete="CASCADE"), primary_key=True

@@ -19,9 +19,18 @@ from dataclasses import dataclass
 from flask import Flask
 from gunicorn.app.base import Application
 
-from nectar.shared.config import ConfigError, Service, Settings, load_serve_settings, load_settings, var_dir
+from nectar.shared.config import (
+    ConfigError,
+    Service,
+    Settings,
+    embedded_database_dir,
+    load_serve_settings,
+    load_settings,
+    var_dir,
+)
 from nectar.shared.database import check_connection
 from nectar.shared.embedded_postgres import (
+    ensure_embedded_server,
     running_port,
     servers_under,
     stop_servers_under,
@@ -113,6 +122,10 @@ def serve(service: Service, create_app: Callable[[Settings], Flask], args: argpa
 
 def _embedded_database(args: argparse.Namespace) -> int:
     var = var_dir()
+    if args.action == "start":  # the services' server, as `serve` would start it
+        server = ensure_embedded_server(embedded_database_dir())
+        print(f"embedded PostgreSQL ({server.root}): running on 127.0.0.1:{server.port}")
+        return 0
     if args.action == "stop":
         stopped = stop_servers_under(var)
         for root in stopped:
@@ -130,10 +143,10 @@ def _embedded_database(args: argparse.Namespace) -> int:
 
 
 embedded_database_command = Command(
-    help="status or stop of every embedded PostgreSQL server under NECTAR_VAR_DIR (default ./var): "
-    "the services' (var/postgres), the tests' (var/test-postgres) and the benchmarks'",
+    help="start the services' embedded PostgreSQL (var/postgres), or the status or stop of every one "
+    "under NECTAR_VAR_DIR (default ./var): the services', the tests' (var/test-postgres) and the benchmarks'",
     run=_embedded_database,
-    configure=lambda parser: parser.add_argument("action", choices=["status", "stop"]),
+    configure=lambda parser: parser.add_argument("action", choices=["start", "status", "stop"]),
     uses_database=False,
 )
 

@@ -167,7 +167,7 @@ def development_secret(path: Path, make: Callable[[], str]) -> str:
     return path.read_text().strip()
 
 
-def embedded_database_dir(environ: Mapping[str, str]) -> Path:
+def embedded_database_dir(environ: Mapping[str, str] | None = None) -> Path:
     """Where the services' embedded server keeps its data: var/postgres."""
     return var_dir(environ) / "postgres"
 

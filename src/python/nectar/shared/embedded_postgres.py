@@ -45,6 +45,11 @@ from nectar.shared.config import (
 SUPERUSER = "postgres"
 # When started as root, PostgreSQL refuses to run; it runs as this unprivileged account instead.
 OS_USER = "embedded_postgres"
+# What a production binary says when asked for the embedded server it does not carry.
+NO_POSTGRES_HERE = (
+    "this binary carries no PostgreSQL: set the *_DATABASE_URL variables (see the README), or start "
+    "a development database with dev.pex (`dev.pex embedded-db start`) or `./pants run :dev`"
+)
 START_TIMEOUT_SECONDS = 60
 
 
@@ -303,7 +308,10 @@ def _bin_path() -> Path:
     # which this module does not use; its warning would only be noise on every start.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        from embedded_postgres._commands import POSTGRES_BIN_PATH
+        try:
+            from embedded_postgres._commands import POSTGRES_BIN_PATH
+        except ModuleNotFoundError:
+            raise ConfigError(NO_POSTGRES_HERE) from None
     return POSTGRES_BIN_PATH
 
 

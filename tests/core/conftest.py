@@ -7,9 +7,12 @@ import re
 import uuid
 
 import pytest
+from sqlalchemy.orm import Session
 
 from nectar.core.app import create_app
+from nectar.schema.models import Organization
 from nectar.shared.config import Role, Service
+from nectar.shared.database import db, scope_session
 from nectar.shared.embedded_postgres import ensure_embedded_server
 from tests.browser import Browser as BaseBrowser
 from tests.conftest import DatabaseUnderTest, test_server_dir
@@ -56,17 +59,34 @@ class Browser(BaseBrowser):
     def sign_in(self, email, password=PASSWORD):
         return self.post("/login", {"email": email, "password": password})
 
-    def create_org(self, name=None):
+    def create_org(self, name=None, *, api_keys=True):
+        """A new organization on the free plan. Unless `api_keys` is False it is granted API keys
+        (a staff override, as admin's organization page grants), so tests of everything else can
+        call the API with a key and keep the free plan's limits."""
         name = name or f"Org {uuid.uuid4().hex[:6]}"
         response = self.post("/orgs/new", {"name": name})
         assert response.status_code == 302, response.get_data(as_text=True)
-        return org_id_of(self)
+        org_id = org_id_of(self)
+        if api_keys:
+            set_plan_overrides(self.app, org_id, {"api_keys": {"value": True, "reason": "tests use keys"}})
+        return org_id
 
     def api(self, method, url, token=None, **kwargs):
         headers = kwargs.pop("headers", {})
         if token:
             headers["Authorization"] = f"Bearer {token}"
         return self.client.open(url, method=method, headers=headers, **kwargs)
+
+
+def set_plan_overrides(app, org_id: uuid.UUID, overrides: dict, plan: str | None = None) -> None:
+    """Sets an organization's plan overrides (and plan, if given) as staff would, in core's database."""
+    with app.app_context(), Session(db.engine) as session:
+        scope_session(session, org_id=org_id)
+        org = session.get(Organization, org_id)
+        org.plan_overrides = overrides
+        if plan is not None:
+            org.plan = plan
+        session.commit()
 
 
 def unique_email() -> str:

@@ -5,8 +5,10 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from http import HTTPStatus
 from urllib.parse import urlsplit
 
@@ -69,6 +71,19 @@ def problem_later(status: int, detail: str, retry_after: int) -> Response:
     """A problem document for a refusal that passes (429, 503): with Retry-After, in seconds."""
     response = problem(status, detail)
     response.headers["Retry-After"] = str(retry_after)
+    return response
+
+
+def limit_reached(detail: str, limit: int, resets_at: float) -> Response:
+    """A 429 problem for a limit reached: the limit, when the count starts again (`resets_at`, a
+    Unix time, as ISO 8601 UTC) and Retry-After until then."""
+    response = problem(
+        429,
+        detail,
+        limit=limit,
+        resets_at=datetime.fromtimestamp(math.ceil(resets_at), UTC).isoformat().replace("+00:00", "Z"),
+    )
+    response.headers["Retry-After"] = str(max(1, math.ceil(resets_at - time.time())))
     return response
 
 

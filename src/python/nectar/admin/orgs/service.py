@@ -1,11 +1,13 @@
 """Organizations seen by staff: lists and details read directly across tenants; suspending and
 reactivating go through core's contract (core then refuses the organization's sign-ins to its
-pages, its API and its endpoints) and are audited."""
+pages, its API and its endpoints) and are audited. Plan overrides (a limit raised or a feature
+granted for one organization) are written on the organization here, audited too."""
 
 from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from sqlalchemy import Select, func, or_, select
 from werkzeug.datastructures import MultiDict
@@ -13,7 +15,9 @@ from werkzeug.datastructures import MultiDict
 from nectar.admin import audit
 from nectar.admin.core_link import core_client
 from nectar.admin.listing import Sort, like_pattern, read_choice, read_sort, read_text
+from nectar.admin.staff.access import current_staff
 from nectar.core.contract import PLANS, OrganizationPlan
+from nectar.core.contract.plans import FEATURE_NAMES, LIMIT_NAMES, Feature, entitlements, plan_of
 from nectar.schema.models import Membership, Organization, Subscription, User, Workflow
 
 SORTS = {"created": Organization.created_at, "name": Organization.name, "plan": Organization.plan}
@@ -79,6 +83,11 @@ class OrgDetail:
     subscriptions: list[Subscription]
     workflows: int
 
+    @property
+    def entitlements(self):
+        """What the organization may do now: its plan with staff's overrides."""
+        return entitlements(self.org.plan, self.org.plan_overrides)
+
 
 def detail(session, org_id: uuid.UUID) -> OrgDetail | None:
     org = session.get(Organization, org_id)
@@ -129,3 +138,66 @@ def reactivate(org: Organization) -> OrganizationPlan:
     plan = core_client().reactivate_organization(org.id)
     audit.record("organization.reactivated", f"organization:{org.id}", before, _after(plan, None))
     return plan
+
+
+class OverrideInvalid(ValueError):
+    """The override cannot be granted; `str()` says why, for the staff member."""
+
+
+MAX_LIMIT = 10**9
+
+
+def grant_override(org: Organization, name: str, raw_value: str | None, reason: str) -> dict:
+    """Raises one of the organization's plan limits, or grants it a feature, and audits it (who,
+    when, what, why). Core honours it at once (the organization's change notifies its caches).
+    Raises OverrideInvalid for an unknown name, a limit that is not above the plan's, or a
+    feature the plan includes already."""
+    plan = plan_of(org.plan)
+    if name in LIMIT_NAMES:
+        try:
+            value = int((raw_value or "").strip().replace(",", "").replace("_", ""))
+        except ValueError:
+            raise OverrideInvalid("Give the new limit as a whole number.") from None
+        current = getattr(plan.limits, name)
+        if not current < value <= MAX_LIMIT:
+            raise OverrideInvalid(
+                f"An override raises the limit: above the {plan.name} plan's {current:,} and at most {MAX_LIMIT:,}."
+            )
+    elif name in FEATURE_NAMES:
+        if plan.offers(Feature(name)):
+            raise OverrideInvalid(f"The {plan.name} plan includes {Feature(name).title} already.")
+        value = True
+    else:
+        raise OverrideInvalid("Choose a limit or a feature from the list.")
+    staff = current_staff()
+    entry = {
+        "value": value,
+        "reason": reason,
+        "granted_by": staff.email,
+        "granted_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    before = (org.plan_overrides or {}).get(name)
+    org.plan_overrides = {**(org.plan_overrides or {}), name: entry}  # a new dict: the ORM sees the change
+    audit.record(
+        "organization.plan_override_granted",
+        f"organization:{org.id}",
+        _override(name, before),
+        _override(name, entry),
+    )
+    return entry
+
+
+def remove_override(org: Organization, name: str) -> None:
+    """Takes an override back (audited); the plan's own limit or feature applies again."""
+    overrides = dict(org.plan_overrides or {})
+    before = overrides.pop(name, None)
+    if before is None:
+        raise OverrideInvalid("This organization has no such override.")
+    org.plan_overrides = overrides
+    audit.record(
+        "organization.plan_override_removed", f"organization:{org.id}", _override(name, before), None
+    )
+
+
+def _override(name: str, entry: dict | None) -> dict | None:
+    return None if entry is None else {"override": name, **entry}

@@ -9,8 +9,9 @@ from flask import Blueprint, abort, flash, redirect, render_template, request
 from nectar.admin.errors import show_core_error
 from nectar.admin.listing import paginate, read_page
 from nectar.admin.orgs import service
-from nectar.admin.orgs.forms import SuspendForm
+from nectar.admin.orgs.forms import OverrideForm, SuspendForm
 from nectar.core.contract import PLANS, CoreRefused, CoreUnavailable
+from nectar.core.contract.plans import LIMIT_NAMES, Feature
 from nectar.schema.models import Organization
 from nectar.shared.database import db
 
@@ -38,16 +39,52 @@ def index():
     )
 
 
-def _show(org_id: uuid.UUID, form: SuspendForm, status: int = 200):
+def _show(org_id: uuid.UUID, form: SuspendForm, status: int = 200, override_form: OverrideForm | None = None):
     found = service.detail(db.session, org_id)
     if found is None:
         abort(404, "There is no such organization.")
-    return render_template("admin/orgs/show.html", detail=found, form=form), status
+    page = render_template(
+        "admin/orgs/show.html",
+        detail=found,
+        form=form,
+        override_form=override_form or OverrideForm(formdata=None),
+        limit_names=LIMIT_NAMES,
+        features=list(Feature),
+    )
+    return page, status
 
 
 @orgs.get("/<uuid:org_id>")
 def show(org_id: uuid.UUID):
     return _show(org_id, SuspendForm())
+
+
+@orgs.post("/<uuid:org_id>/overrides")
+def grant_override(org_id: uuid.UUID):
+    org = _org(org_id)
+    form = OverrideForm()
+    if not form.validate_on_submit():
+        return _show(org_id, SuspendForm(formdata=None), 422, form)
+    try:
+        service.grant_override(org, form.name.data, form.value.data, form.reason.data.strip())
+    except service.OverrideInvalid as invalid:
+        form.value.errors = [*form.value.errors, str(invalid)]
+        return _show(org_id, SuspendForm(formdata=None), 422, form)
+    db.session.commit()
+    flash(f"{org.name}: {form.name.data.replace('_', ' ')} overridden; core applies it at once.", "success")
+    return redirect(f"/orgs/{org_id}")
+
+
+@orgs.post("/<uuid:org_id>/overrides/<name>/remove")
+def remove_override(org_id: uuid.UUID, name: str):
+    org = _org(org_id)
+    try:
+        service.remove_override(org, name)
+    except service.OverrideInvalid as invalid:
+        abort(404, str(invalid))
+    db.session.commit()
+    flash(f"{org.name}: the {name.replace('_', ' ')} override is removed; the plan applies again.", "success")
+    return redirect(f"/orgs/{org_id}")
 
 
 @orgs.post("/<uuid:org_id>/suspend")

@@ -113,7 +113,7 @@ def openapi_document() -> dict:
                     "responses": {"200": _json(_page_of("ApiKey")), **ERRORS},
                 },
                 "post": {
-                    "summary": "Create an API key (the token is in this response only)",
+                    "summary": "Create an API key (the token is in this response only; 403 on a plan without API keys)",
                     "requestBody": {
                         "required": True,
                         "content": {"application/json": {"schema": _ref("NewApiKey")}},
@@ -138,7 +138,7 @@ def openapi_document() -> dict:
                     "summary": "Invite someone by email",
                     "description": "Needs a confirmed inviter (for an API key, its creator). An invitation "
                     "to the address that is still pending is answered as it is (200), with no new email. "
-                    "Invitations and their email are limited per organization: 429 with Retry-After.",
+                    "Invitations and their email are limited per organization: 429 with Retry-After (a plan's mail limit also gives `limit` and `resets_at`).",
                     "requestBody": {
                         "required": True,
                         "content": {"application/json": {"schema": _ref("NewInvitation")}},

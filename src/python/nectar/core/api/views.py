@@ -17,12 +17,13 @@ from nectar.core.dashboard import org_counts
 from nectar.core.extensions import csrf
 from nectar.core.org_mail.service import MailLimitReached
 from nectar.core.orgs import service as orgs
+from nectar.core.plans import FeatureNotIncluded
 from nectar.core.runs.queue import QueueFull
 from nectar.core.usage import checked_period, daily_usage, month_so_far
 from nectar.schema.models import ApiKey, Invitation, Membership, Organization, User
 from nectar.shared.bad_input import JsonObject
 from nectar.shared.database import db
-from nectar.shared.web import external_url, problem, problem_later
+from nectar.shared.web import external_url, limit_reached, problem, problem_later
 
 api = Blueprint("api", __name__, url_prefix="/api/v1")
 csrf.exempt(api)  # bearer requests carry no cookie; session requests are checked in _authenticate
@@ -47,6 +48,11 @@ def _denied(error):
     return problem(403, str(error))
 
 
+@api.errorhandler(FeatureNotIncluded)
+def _not_included(error: FeatureNotIncluded):
+    return problem(403, str(error), **error.as_problem_fields())
+
+
 @api.errorhandler(LookupError)
 def _missing(_error):
     return problem(404, "No such resource in this organization.")
@@ -54,7 +60,9 @@ def _missing(_error):
 
 @api.errorhandler(MailLimitReached)
 def _mail_limited(error: MailLimitReached):
-    return problem_later(429, str(error), error.retry_after)
+    if error.limit is None:
+        return problem_later(429, str(error), error.retry_after)
+    return limit_reached(str(error), error.limit, error.resets_at)
 
 
 @api.errorhandler(QueueFull)
@@ -73,7 +81,11 @@ def _authenticate():
         return None
     header = request.headers.get("Authorization", "")
     if header.startswith("Bearer "):
-        principal = api_keys.authenticate(db.session, header.removeprefix("Bearer ").strip())
+        try:
+            principal = api_keys.authenticate(db.session, header.removeprefix("Bearer ").strip())
+        except FeatureNotIncluded as lacking:
+            detail = f"{lacking} This key works again once the organization is on one of those plans."
+            return problem(403, detail, **lacking.as_problem_fields())
         if principal is None:
             return _unauthorized("The API key is unknown, revoked, or its organization is suspended.")
         g.api_principal = principal

@@ -17,6 +17,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from nectar.core.access import OrgContext, PermissionDenied
+from nectar.core.contract.plans import Feature
+from nectar.core.plans import lacking, require
 from nectar.schema.models import ApiKey, Organization
 from nectar.schema.models.columns import max_length
 from nectar.shared.database import scope_session
@@ -42,9 +44,11 @@ def key_hash(token: str) -> str:
 
 
 def create_key(session: Session, ctx: OrgContext, user_id: uuid.UUID, name: str) -> tuple[ApiKey, str]:
-    """Returns the stored key and the full token, which is never retrievable again."""
+    """Returns the stored key and the full token, which is never retrievable again. Raises
+    PermissionDenied, or FeatureNotIncluded when the organization's plan has no API keys."""
     if not ctx.at_least("admin"):
         raise PermissionDenied("Only an admin or owner can create API keys.")
+    require(ctx.org, Feature.API_KEYS)
     name = (name or "").strip()
     if not 1 <= len(name) <= NAME_MAX:
         raise ValueError(f"Give the key a name of 1 to {NAME_MAX} characters.")
@@ -82,7 +86,9 @@ def revoke_key(session: Session, ctx: OrgContext, key_id: uuid.UUID) -> ApiKey:
 
 
 def authenticate(session: Session, token: str) -> ApiPrincipal | None:
-    """The principal for a bearer token, with the session scoped to its organization; or None."""
+    """The principal for a bearer token, with the session scoped to its organization; or None.
+    Raises FeatureNotIncluded for a valid key of an organization whose plan no longer includes
+    API keys (a downgrade): its keys stay, unused, and work again after an upgrade."""
     if not token.startswith(PREFIX) or len(token) > 200:
         return None
     org_hex, _, secret = token[len(PREFIX) :].partition("_")
@@ -103,6 +109,10 @@ def authenticate(session: Session, token: str) -> ApiPrincipal | None:
     if org is None or org.status != "active":
         scope_session(session)
         return None
+    refusal = lacking(org.plan, org.plan_overrides, Feature.API_KEYS)
+    if refusal is not None:
+        scope_session(session)
+        raise refusal
     now = datetime.now(UTC)
     if key.last_used_at is None or now - key.last_used_at > LAST_USED_RESOLUTION:
         key.last_used_at = now

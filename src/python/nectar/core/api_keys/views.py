@@ -9,7 +9,9 @@ from flask_login import current_user
 
 from nectar.core.access import current_org, org_required
 from nectar.core.api_keys import service
+from nectar.core.contract.plans import Feature
 from nectar.core.orgs.forms import ActionForm, naming_form
+from nectar.core.plans import FeatureNotIncluded, lacking
 from nectar.shared.database import db
 from nectar.shared.web import form_status
 
@@ -28,6 +30,8 @@ def index(new_token: str | None = None, new_key_form: NewKeyForm | None = None):
         form=ActionForm(formdata=None),
         new_key_form=new_key_form,
         new_token=new_token,
+        # Why the organization cannot create keys (its plan), shown instead of the form; None when it can.
+        not_included=_not_included(),
     )
     return page, form_status(new_key_form)
 
@@ -40,7 +44,7 @@ def create():
         return index(new_key_form=form)
     try:
         key, token = service.create_key(db.session, current_org(), current_user.user.id, form.target.data)
-    except ValueError as error:
+    except (ValueError, FeatureNotIncluded) as error:
         form.target.errors.append(str(error))
         return index(new_key_form=form)
     db.session.commit()
@@ -57,3 +61,9 @@ def revoke(key_id: uuid.UUID):
     db.session.commit()
     flash(f"Key “{key.name}” revoked.", "info")
     return redirect(url_for("api_keys.index"))
+
+
+def _not_included() -> str | None:
+    org = current_org().org
+    refusal = lacking(org.plan, org.plan_overrides, Feature.API_KEYS)
+    return None if refusal is None else str(refusal)

@@ -1,4 +1,5 @@
-"""HTTP client for core's service API. Imported by marketing and admin; imports nothing of core."""
+"""HTTP client for core's service API. Imported by marketing and admin; imports nothing of core
+but the contract."""
 
 from __future__ import annotations
 
@@ -10,9 +11,12 @@ from requests.adapters import HTTPAdapter
 from urllib3.exceptions import ConnectTimeoutError, MaxRetryError
 from urllib3.util.retry import Retry
 
+from nectar.core.contract import plans
+
 API_PREFIX = "/internal/v1"
-# The plans an organization can be on: what create_account and set_plan accept.
-PLANS = ("free", "starter", "pro", "enterprise")
+# The plans an organization can be on: what create_account and set_plan accept (their definitions
+# are nectar.core.contract.plans).
+PLANS = tuple(plans.PLANS)
 
 
 class CoreUnavailable(Exception):

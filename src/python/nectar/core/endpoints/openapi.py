@@ -20,8 +20,13 @@ def organization_openapi(org, endpoints) -> dict:
             "responses": {
                 "200": {"description": "What the workflow responds"},
                 "401": {"description": "API key missing or wrong"},
+                "403": {
+                    "description": "The organization's plan does not include API keys (names the plan that does)"
+                },
                 "422": {"description": "The body does not match the schema"},
-                "429": {"description": "Rate limit of the plan reached"},
+                "429": {
+                    "description": "Rate limit of the plan reached: the problem gives `limit` and `resets_at`"
+                },
             },
         }
         if endpoint.auth == "api_key":

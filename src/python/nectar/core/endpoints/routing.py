@@ -1,7 +1,7 @@
 """Which endpoint answers a call, without asking the database on every call.
 
 Each core process keeps the routes of the organizations it serves: their enabled endpoints with the
-bound workflow versions, the organization's plan, and the API-key hashes it has seen valid.
+bound workflow versions, the organization's plan and staff's overrides of it, and the API-key hashes it has seen valid.
 PostgreSQL tells every process of each change: a trigger on those tables sends NOTIFY nectar_routes
 with the organization's id when the change commits (migration 0008), and the listening thread drops
 that organization. Changes made through this process's ORM sessions drop it at commit too, so the
@@ -44,7 +44,7 @@ LISTEN_WAIT_SECONDS = 2.0
 # The organization's enabled endpoints with their workflow versions; no row when it is suspended
 # (or not visible: another organization's id finds nothing under row-level security).
 LOAD_SQL = """
-    SELECT o.plan, r.*
+    SELECT o.plan, o.plan_overrides, r.*
     FROM organizations o
     LEFT JOIN (
         SELECT e.id, e.method, e.path, e.auth, e.request_schema, e.workflow_id, v.id AS version_id, v.definition
@@ -62,6 +62,7 @@ KEY_SQL = "SELECT EXISTS (SELECT 1 FROM api_keys WHERE key_hash = %s AND revoked
 @dataclass
 class OrgRoutes:
     plan: str
+    plan_overrides: dict
     by_method: dict[str, list[BoundEndpoint]]
     valid_keys: set[str] = field(default_factory=set)
 
@@ -103,7 +104,7 @@ class RouteTable:
             return None
         endpoint, params = found
         key_ok = endpoint.auth == "public" or self._key_ok(org_id, routes, bearer)
-        return Route(endpoint, routes.plan, key_ok, params)
+        return Route(endpoint, routes.plan, key_ok, params, routes.plan_overrides)
 
     def _routes(self, org_id: uuid.UUID) -> OrgRoutes | None:
         with self._lock:
@@ -116,7 +117,8 @@ class RouteTable:
         if not rows:
             return None
         by_method: dict[str, list[BoundEndpoint]] = {}
-        for _plan, endpoint_id, method, path, auth, schema, workflow_id, version_id, definition in rows:
+        for row in rows:  # the organization's plan and overrides, then one endpoint (or none)
+            endpoint_id, method, path, auth, schema, workflow_id, version_id, definition = row[2:]
             if endpoint_id is not None:
                 by_method.setdefault(method, []).append(
                     BoundEndpoint(
@@ -130,7 +132,7 @@ class RouteTable:
                         may_wait(definition),
                     )
                 )
-        routes = OrgRoutes(rows[0][0], by_method)
+        routes = OrgRoutes(rows[0][0], rows[0][1], by_method)
         with self._lock:
             if keep and self._listening and generation == self._generation:
                 self._orgs[org_id] = routes

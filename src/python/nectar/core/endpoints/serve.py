@@ -25,15 +25,17 @@ from werkzeug.http import HTTP_STATUS_CODES
 from werkzeug.wrappers import Request
 
 from nectar.core.builder.service import version_of
+from nectar.core.contract.plans import Feature
 from nectar.core.endpoints import service
 from nectar.core.endpoints.fairness import ThreadShares
 from nectar.core.endpoints.routing import route_table
 from nectar.core.extensions import csrf
 from nectar.core.integrations.service import signature_valid
+from nectar.core.plans import lacking
 from nectar.core.runs.calls import Caller
 from nectar.core.runs.queries import run_to_replay
 from nectar.core.runs.queue import QueueFull, queue_run
-from nectar.core.runs.rate_window import WINDOW_SECONDS, Admission, rate_key
+from nectar.core.runs.rate_window import WINDOW_SECONDS, Admission, current_window, rate_key
 from nectar.core.runs.records import FINAL_STATUSES, FinishedRun, RunRequest, checked_idempotency_key
 from nectar.core.runs.runner import CollectingEffects, outbound_policy, run_version
 from nectar.core.runs.writer import RecordingFailed, RunWriter, new_run_id, run_writer
@@ -49,6 +51,7 @@ from nectar.shared.throttle import Limit, hit
 from nectar.shared.tokens import TokenInvalid, make_token, read_token
 from nectar.shared.web import (
     keeps_raw_input,
+    limit_reached,
     problem,
     problem_later,
     security_headers,
@@ -198,7 +201,7 @@ def incoming_webhook(org_id: uuid.UUID, connection_id: uuid.UUID):
     }
     if isinstance(body, _RefusedBody):
         return _refused(body.bad)
-    limit = service.rate_limit(org.plan)
+    limit = service.rate_limit(org.plan, org.plan_overrides)
     with run_writer(db.engine).counts.admitted(org_id, limit) as admission:
         if admission is None:
             return _rate_limited(limit)
@@ -319,7 +322,7 @@ def handle_call(org_id: uuid.UUID, path: str, request_: Request, body):
     if refusal is not None:
         return refusal
     # Charged before any tenant-defined work, so calls past the limit cost nothing to refuse.
-    limit, writer = service.rate_limit(route.plan), run_writer(engine)
+    limit, writer = service.rate_limit(route.plan, route.plan_overrides), run_writer(engine)
     with writer.counts.admitted(org_id, limit) as admission:
         if admission is None:
             return _rate_limited(limit)
@@ -359,9 +362,14 @@ def _admitted_call(org_id, path, request_, body, route, admission: Admission, wr
 
 
 def _refusal(route, method: str, path: str):
-    """Why the call may not run (404, 401), as a response; None when it may."""
+    """Why the call may not run (404, 403, 401), as a response; None when it may."""
     if route is None:
         return problem(404, f"No endpoint {method} {path} here.")
+    if route.endpoint.auth == "api_key" and (
+        refusal := lacking(route.plan, route.plan_overrides, Feature.API_KEYS)
+    ):
+        detail = f"This endpoint needs an API key of its organization, and {refusal}"
+        return problem(403, detail, **refusal.as_problem_fields())
     if route.endpoint.auth == "api_key" and not route.key_ok:
         response = problem(
             401, "This endpoint needs an API key of its organization: Authorization: Bearer nsk_..."
@@ -389,7 +397,8 @@ def _body_mismatch(schema: dict | None, body, deadline: float):
 
 
 def _rate_limited(limit: int) -> Response:
-    return problem_later(429, f"This organization's plan allows {limit} calls a minute.", 60)
+    resets = current_window() + WINDOW_SECONDS  # the count starts again with the next UTC minute
+    return limit_reached(f"This organization's plan allows {limit} calls a minute.", limit, resets)
 
 
 # Headers a workflow may see: never cookies or credentials (a browser following a link to another

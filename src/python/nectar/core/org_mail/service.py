@@ -18,6 +18,7 @@ from sqlalchemy import select, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
+from nectar.core.contract.plans import raised_limit
 from nectar.core.plans import limits_of
 from nectar.schema.models import EmailSuppression, Organization
 from nectar.shared import signin, throttle
@@ -36,11 +37,12 @@ MAX_BODY = 50_000  # characters of a workflow's email body
 
 class MailLimitReached(Exception):
     """The organization may not send this message now. `str()` says why, for people;
-    `retry_after` is seconds until it may (a 429's Retry-After)."""
+    `retry_after` is seconds until it may (a 429's Retry-After), `limit` the limit it reached."""
 
-    def __init__(self, message: str, retry_after: int):
+    def __init__(self, message: str, retry_after: int, limit: int | None = None):
         super().__init__(message)
-        self.retry_after = retry_after
+        self.retry_after, self.limit = retry_after, limit
+        self.resets_at = time.time() + retry_after
 
 
 def charge(session: Session, org_id: uuid.UUID, plan: str, now: float | None = None) -> None:
@@ -48,14 +50,17 @@ def charge(session: Session, org_id: uuid.UUID, plan: str, now: float | None = N
     MailLimitReached; the caller then rolls back, which uncounts it."""
     now = time.time() if now is None else now
     limits = limits_of(plan)
+    org = session.get(Organization, org_id)  # usually loaded already; staff may have raised the limits
+    overrides = org.plan_overrides if org is not None else None
     for limit, per in (
-        (throttle.Limit(limits.emails_per_hour, 3600), "an hour"),
-        (throttle.Limit(limits.emails_per_day, 86_400), "a day"),
+        (throttle.Limit(raised_limit(limits.emails_per_hour, overrides, "emails_per_hour"), 3600), "an hour"),
+        (throttle.Limit(raised_limit(limits.emails_per_day, overrides, "emails_per_day"), 86_400), "a day"),
     ):
         if throttle.hit(session, f"core.mail:{org_id}:{limit.window_seconds}", limit, now) > limit.events:
             raise MailLimitReached(
                 f"this organization's plan allows {limit.events} emails {per}",
                 limit.seconds_left(now),
+                limit.events,
             )
 
 

@@ -267,7 +267,9 @@ def _count_invitation(session: Session, org_id: uuid.UUID, email: str) -> None:
     ):
         if throttle.hit(session, key, limit) > limit.events:
             raise MailLimitReached(
-                f"An organization may send {message}; try again later.", limit.seconds_left(time.time())
+                f"An organization may send {message}; try again later.",
+                limit.seconds_left(time.time()),
+                limit.events,
             )
 
 

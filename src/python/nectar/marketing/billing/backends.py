@@ -30,6 +30,9 @@ class BillingMode(StrEnum):
     OFF = "off"  # no key in production: billing is unavailable
 
 
+CHECKOUT_OFF = "Online checkout is unavailable right now. Contact us and we will set you up."
+
+
 class BillingUnavailable(Exception):
     """Checkout (or the portal) cannot start; `str()` says why, for the person."""
 
@@ -163,9 +166,7 @@ class BillingOff(BillingBackend):
         return False
 
     def checkout(self, request: CheckoutRequest, plan: Plan, links: Links) -> str:
-        raise BillingUnavailable(
-            "Online checkout is unavailable right now. Contact us and we will set you up."
-        )
+        raise BillingUnavailable(CHECKOUT_OFF)
 
 
 def choose_backend(config: BillingConfig) -> BillingBackend:

@@ -1,6 +1,7 @@
 """The plans on sale and their Stripe prices.
 
-Names, amounts and features live here; Stripe price ids come from STRIPE_PRICE_<PLAN>, and staff can
+Names, amounts, limits and features come from core's contract (one definition for core and this
+page); Stripe price ids come from STRIPE_PRICE_<PLAN>, and staff can
 override a plan's price id or amount without a deploy through the system setting `billing_plans`
 ({"pro": {"price_id": "price_...", "amount_cents": 9900}}).
 """
@@ -12,6 +13,7 @@ from dataclasses import dataclass, replace
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from nectar.core.contract.plans import PLANS, pricing_features
 from nectar.marketing.billing.backends import BillingBackend
 
 SETTING_KEY = "billing_plans"
@@ -43,39 +45,19 @@ class Plan:
         return f"${dollars:,}" if cents == 0 else f"${dollars:,}.{cents:02d}"
 
 
-CATALOGUE = (
+# The plans on sale, from the one definition core enforces (nectar.core.contract.plans): every line a
+# card lists is a limit, a feature or the support that plan has.
+CATALOGUE = tuple(
     Plan(
-        key="free",
-        name="Free",
-        summary="Try endpoints and workflows on your own.",
-        amount_cents=0,
-        features=("HTTP endpoints and workflows", "Manual and scheduled runs", "Community support"),
-    ),
-    Plan(
-        key="starter",
-        name="Starter",
-        summary="For a small team shipping its first integrations.",
-        amount_cents=2900,
-        features=(
-            "Everything in Free",
-            "Team members and roles",
-            "API keys for your services",
-            "Email support",
-        ),
-    ),
-    Plan(
-        key="pro",
-        name="Pro",
-        summary="For teams that run their business on it.",
-        amount_cents=9900,
-        features=(
-            "Everything in Starter",
-            "Integrations with your SaaS tools",
-            "Longer run history",
-            "Priority support",
-        ),
-        highlighted=True,
-    ),
+        key=plan.key,
+        name=plan.name,
+        summary=plan.summary,
+        amount_cents=plan.monthly_price_cents,
+        features=pricing_features(plan),
+        highlighted=plan.highlighted,
+    )
+    for plan in PLANS.values()
+    if plan.on_sale
 )
 
 

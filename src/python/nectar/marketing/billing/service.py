@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from nectar.marketing.billing.backends import BillingBackend, BillingUnavailable
+from nectar.marketing.billing.backends import CHECKOUT_OFF, BillingBackend, BillingUnavailable
 from nectar.marketing.billing.plans import Plan, current_plans, find_plan
 from nectar.marketing.billing.stripe_api import CheckoutRequest
 from nectar.marketing.leads.service import UPSERT_LEAD
@@ -91,9 +91,7 @@ def start_checkout(session: Session, backend: BillingBackend, start: CheckoutSta
     the address to send the visitor to. Commits the lead and the rate-limit count before calling Stripe.
     Raises NotForSale, BillingUnavailable, StripeUnavailable or RateLimited (committed too: it counts)."""
     if not backend.sells_online:
-        raise BillingUnavailable(
-            "Online checkout is unavailable right now. Contact us and we will set you up."
-        )
+        raise BillingUnavailable(CHECKOUT_OFF)
     plan = checkout_plan(current_plans(session, backend), start.plan)
     email, organization_name = start.email.strip(), start.organization_name.strip()
     CHECKOUT_LIMITS.check(session, email, start.address)

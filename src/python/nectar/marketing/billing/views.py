@@ -8,6 +8,7 @@ from dataclasses import asdict
 
 from flask import Blueprint, abort, current_app, jsonify, redirect, render_template, request
 
+from nectar.core.contract.plans import EVERY_PLAN
 from nectar.marketing.billing import service, webhooks
 from nectar.marketing.billing.backends import BillingUnavailable, TestCheckoutOff
 from nectar.marketing.billing.config import (
@@ -66,6 +67,7 @@ def _pricing_page(submitted: CheckoutForm | None = None, *, error: str | None = 
         error=error,
         error_plan=error_plan,  # the card that shows the error; None: shown above the cards
         portal_form=PortalForm(formdata=None),
+        every_plan=EVERY_PLAN,
     )
     return page, status
 

@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 
 from sqlalchemy import Boolean, CheckConstraint, ForeignKey, Index, String, Text, cast, column, desc, text
-from sqlalchemy.dialects.postgresql import CITEXT, INET, UUID
+from sqlalchemy.dialects.postgresql import CITEXT, INET, JSONB, UUID
 from sqlalchemy.orm import Mapped, mapped_column
 
 from nectar.schema.models.columns import (
@@ -38,6 +38,9 @@ class Organization(Base):
     slug: Mapped[str] = mapped_column(String(63), nullable=False, unique=True)
     timezone: Mapped[str] = mapped_column(String(64), nullable=False, server_default="UTC")
     plan: Mapped[str] = mapped_column(String(40), nullable=False, server_default="free")
+    # Staff's raises of the plan's limits and features for this organization
+    # (nectar.core.contract.plans.entitlements reads them; admin's organization page sets them).
+    plan_overrides: Mapped[dict] = mapped_column(JSONB, nullable=False, server_default=text("'{}'::jsonb"))
     status: Mapped[str] = mapped_column(String(20), nullable=False, server_default="active")
     suspended_reason: Mapped[str | None] = mapped_column(Text)
     # Set when another service provisions the organization (e.g. a Stripe checkout session id), so a

@@ -225,6 +225,7 @@ def test_the_dashboard_shows_this_months_usage_with_a_bar_per_day(app):
     drain_jobs(app)
     page = browser.get("/dashboard").get_data(as_text=True)
     assert 'data-usage="runs">2<' in page and 'data-usage="steps">2<' in page
+    assert 'data-included="runs">runs of 1,000 included<' in page  # the free plan's
     today = datetime.now(UTC).date()
     assert page.count("<rect ") == today.day  # the 1st to today
     assert f'data-day="{today.isoformat()}" data-runs="2"' in page
@@ -259,3 +260,68 @@ def test_a_bad_period_is_a_400_problem(app, period):
     answer = browser.api("GET", "/api/v1/usage", token=token, query_string=period)
     assert answer.status_code == 400 and answer.mimetype == "application/problem+json"
     assert "from" in answer.json["detail"] or "period" in answer.json["detail"]
+
+
+def _used_this_month(database, org, runs: int) -> None:
+    with database.connect(Role.ADMIN, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO usage_daily (org_id, day, trigger, shard, runs) VALUES (%s, %s, 'manual', 15, %s)",
+            (org, datetime.now(UTC).date().replace(day=1), runs),
+        )
+
+
+def _next_month() -> str:
+    first = datetime.now(UTC).date().replace(day=1)
+    return (first.replace(day=28) + timedelta(days=4)).replace(day=1).isoformat() + "T00:00:00Z"
+
+
+def test_a_free_plans_runs_past_its_monthly_quota_are_refused_until_the_month_ends(app, database):
+    browser, token, org = _organization(app)
+    workflow_id = _workflow(
+        browser, token, [{"id": "x", "type": "transform", "expression": "`1`"}], trigger="http"
+    )
+    endpoint = browser.api(
+        "POST",
+        "/api/v1/endpoints",
+        token=token,
+        json={"method": "POST", "path": "/quota", "workflow_id": workflow_id, "auth": "public"},
+    ).json
+    _used_this_month(database, org, 1_000)  # the free plan's included runs, all used
+
+    started = browser.api("POST", f"/api/v1/workflows/{workflow_id}/runs", token=token, json={"input": {}})
+    assert started.status_code == 429 and started.mimetype == "application/problem+json"
+    assert started.json["limit"] == 1_000 and started.json["resets_at"] == _next_month()
+    assert "1,000 runs a month" in started.json["detail"] and int(started.headers["Retry-After"]) > 0
+    called = app.test_client().post(endpoint["url"], json={})
+    assert called.status_code == 429 and called.json["limit"] == 1_000
+    tested = browser.api(
+        "POST",
+        f"/api/v1/workflows/{workflow_id}/test-runs",
+        token=token,
+        json={
+            "definition": {
+                "trigger": {"type": "manual"},
+                "steps": [{"id": "y", "type": "transform", "expression": "`2`"}],
+            }
+        },
+    )
+    assert tested.status_code == 202  # testing a draft is not usage
+    with database.connect(Role.ADMIN) as conn:
+        counted = conn.execute(
+            "SELECT count(*) FROM workflow_runs WHERE org_id = %s AND trigger <> 'test'", (org,)
+        ).fetchone()[0]
+    assert counted == 0
+
+
+def test_a_paid_plan_runs_on_past_its_included_runs(app, database):
+    browser, token, org = _organization(app)
+    with database.connect(Role.ADMIN, autocommit=True) as conn:
+        conn.execute("UPDATE organizations SET plan = 'starter' WHERE id = %s", (org,))
+    _used_this_month(database, org, 50_000)  # five times starter's included runs: billed per run
+    workflow_id = _workflow(browser, token, [{"id": "x", "type": "transform", "expression": "`1`"}])
+    assert (
+        browser.api(
+            "POST", f"/api/v1/workflows/{workflow_id}/runs", token=token, json={"input": {}}
+        ).status_code
+        == 202
+    )

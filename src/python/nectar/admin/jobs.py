@@ -4,27 +4,32 @@ Run by `admin.pex worker`."""
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime
 
 import procrastinate
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session
 
+from nectar.core.contract.plans import plan_of
 from nectar.core.contract.runs import LOST_RUN, RECOVER_TASK
 from nectar.core.contract.runs import QUEUE as CORE_QUEUE
 from nectar.shared import throttle
 from nectar.shared.jobs import QUEUED_ONCE, add_queue_upkeep
+from nectar.shared.mail import Email, queue_email_once
 
 QUEUE = "admin"
 DEFAULT_RUN_RETENTION_DAYS = 30
 blueprint = procrastinate.Blueprint()
 add_queue_upkeep(blueprint, QUEUE)
 _engine: Engine | None = None
+_core_url = ""
 log = logging.getLogger(__name__)
 
 
-def bind(engine: Engine) -> None:
-    global _engine
-    _engine = engine
+def bind(engine: Engine, core_url: str = "") -> None:
+    """The database the tasks use, and core's public address for the links in their email."""
+    global _engine, _core_url
+    _engine, _core_url = engine, core_url
 
 
 def _bound_engine() -> Engine:
@@ -106,3 +111,59 @@ def hand_back_lost_runs(engine: Engine, most: int = LOST_RUNS_PER_SWEEP) -> int:
 @blueprint.task(name="admin.hand_back_lost_runs", queue=QUEUE, pass_context=False)
 def hand_back_lost_runs_every_minute(timestamp: int) -> None:
     hand_back_lost_runs(_bound_engine())
+
+
+# An organization whose runs this month reach this share of its plan's included runs is told, once
+# a month: its owners and admins each get one message (the outbox's dedupe key holds it to one).
+USAGE_WARNING_SHARE = 0.8
+_MONTH_USAGE_SQL = text(
+    "SELECT o.id, o.name, o.plan, sum(u.runs) FROM organizations o JOIN usage_daily u ON u.org_id = o.id "
+    "WHERE u.day >= :first AND o.status = 'active' GROUP BY o.id"
+)
+_TOLD_SQL = text(
+    "SELECT u.id, u.email FROM memberships m JOIN users u ON u.id = m.user_id "
+    "WHERE m.org_id = :org AND m.role IN ('owner', 'admin') AND u.is_active ORDER BY m.created_at LIMIT 20"
+)
+
+
+def warn_usage(engine: Engine, core_url: str = "", now: datetime | None = None) -> int:
+    """Emails the owners and admins of every organization past USAGE_WARNING_SHARE of its plan's
+    runs this month, once each a month; returns how many messages were queued."""
+    first = (now or datetime.now(UTC)).date().replace(day=1)
+    queued = 0
+    with Session(engine) as session, session.begin():
+        for org_id, name, plan_key, runs in session.execute(_MONTH_USAGE_SQL, {"first": first}).all():
+            plan = plan_of(plan_key)
+            if runs < USAGE_WARNING_SHARE * plan.included.runs:
+                continue
+            past = (
+                "Runs past them are billed per run."
+                if plan.overage
+                else "Once they are used, new runs are refused until the month ends (UTC), unless you "
+                "move to a paid plan."
+            )
+            body = (
+                f"{name} has used {int(runs):,} of the {plan.included.runs:,} runs its {plan.name} plan "
+                f"includes this month ({runs / plan.included.runs:.0%}). {past}\n\n"
+                f"Your usage, day by day: {core_url}/dashboard\n"
+            )
+            for user_id, email in session.execute(_TOLD_SQL, {"org": org_id}).all():
+                queued += queue_email_once(
+                    session,
+                    Email(
+                        to=email,
+                        subject=f"{name} has used {runs / plan.included.runs:.0%} of this month's runs",
+                        body_text=body,
+                        category="usage.warning",
+                        dedupe_key=f"usage:{org_id}:{first:%Y-%m}:{user_id}",
+                    ),
+                )
+    return queued
+
+
+@blueprint.periodic(cron="23 * * * *")
+@blueprint.task(name="admin.warn_usage", queue=QUEUE, pass_context=False)
+def warn_usage_hourly(timestamp: int) -> None:
+    told = warn_usage(_bound_engine(), _core_url)
+    if told:
+        log.info("usage warnings queued: %d", told)

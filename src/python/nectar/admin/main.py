@@ -9,7 +9,7 @@ from nectar.admin.app import SERVICE, create_app
 from nectar.admin.commands import create_staff_command, rotate_credentials_command
 from nectar.schema.migrate import migrate_command
 from nectar.shared.cli import run_service_cli
-from nectar.shared.config import load_settings
+from nectar.shared.config import Service, load_settings
 from nectar.shared.database import check_connection
 from nectar.shared.jobs import job_app, worker_command
 
@@ -17,7 +17,7 @@ from nectar.shared.jobs import job_app, worker_command
 def _worker():
     settings = load_settings(SERVICE)
     check_connection(settings.database_url)
-    jobs.bind(create_engine(settings.database_url, pool_pre_ping=True))
+    jobs.bind(create_engine(settings.database_url, pool_pre_ping=True), settings.public_urls[Service.CORE])
     return job_app(settings.database_url, jobs.blueprint), [jobs.QUEUE]
 
 

@@ -11,6 +11,7 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from nectar.core.access import current_org, org_required
+from nectar.core.contract.plans import plan_of
 from nectar.core.usage import daily_usage, month_so_far, runs_per_day
 from nectar.shared.database import db
 
@@ -54,10 +55,12 @@ def landing():
 def home():
     first, today = month_so_far(datetime.now(UTC).date())
     days, month = daily_usage(db.session, first, today)
+    ctx = current_org()
     return render_template(
         "core/dashboard.html",
-        ctx=current_org(),
+        ctx=ctx,
         counts=org_counts(db.session),
         month=month.as_dict(),
+        plan=plan_of(ctx.org.plan),
         bars=runs_per_day(days, first, today),
     )

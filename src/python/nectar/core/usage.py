@@ -1,15 +1,24 @@
 """What an organization used, per UTC day, as the database counted it when its runs ended
-(usage_daily, migration 0021): read under its tenant scope, summed over the rows a day is spread over."""
+(usage_daily, migration 0021): read under its tenant scope, summed over the rows a day is spread over.
+And the monthly quota of plans without overage: past their included runs, new runs are refused
+until the month ends (UTC)."""
 
 from __future__ import annotations
 
+import threading
+import time
+import uuid
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
+from datetime import time as time_of_day
 
 from sqlalchemy import func, select
+from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
+from nectar.core.contract.plans import plan_of
 from nectar.schema.models import UsageDay
+from nectar.shared.database import SET_TENANT_SQL, in_one_round_trip, one_per_database
 
 ENDPOINT_TRIGGER = "http"  # an endpoint call's run
 MAX_DAYS = 366
@@ -95,3 +104,60 @@ def checked_period(first: date, last: date) -> tuple[date, date]:
     if last - first > timedelta(days=MAX_DAYS - 1):
         raise ValueError(f"A period is at most {MAX_DAYS} days.")
     return first, last
+
+
+# How long a process trusts its count of an organization's runs this month: a quota is enforced
+# within this many seconds (plus the runs under way, which count when they end), without a
+# database round trip on each call.
+QUOTA_READ_EVERY = 30.0
+_MONTH_RUNS_SQL = "SELECT coalesce(sum(runs), 0) FROM usage_daily WHERE org_id = %(org)s AND day >= %(first)s"
+
+
+@dataclass(frozen=True)
+class QuotaUsedUp:
+    """The organization's plan includes `limit` runs a month and they are used; the count starts
+    again at `resets_at`."""
+
+    plan_name: str
+    limit: int
+    resets_at: datetime
+
+    def __str__(self) -> str:
+        return (
+            f"This organization's {self.plan_name} plan includes {self.limit:,} runs a month, and they are "
+            f"used up: new runs are refused until {self.resets_at:%Y-%m-%d %H:%M} UTC, or a paid plan."
+        )
+
+
+class MonthlyRuns:
+    """Each organization's runs this month as this process last read them (one per database)."""
+
+    def __init__(self, engine: Engine):
+        self.engine, self._lock, self._read = engine, threading.Lock(), {}
+
+    def count(self, org_id: uuid.UUID, first: date) -> int:
+        key = (org_id, first)
+        known = self._read.get(key)
+        if known is not None and time.monotonic() - known[0] < QUOTA_READ_EVERY:
+            return known[1]
+        _, rows = in_one_round_trip(
+            self.engine,
+            [(SET_TENANT_SQL, (str(org_id),)), (_MONTH_RUNS_SQL, {"org": org_id, "first": first})],
+        )
+        runs = int(rows[0][0])
+        with self._lock:
+            self._read[key] = (time.monotonic(), runs)
+        return runs
+
+
+def quota_used_up(engine: Engine, org_id: uuid.UUID, plan_key: str | None) -> QuotaUsedUp | None:
+    """Whether the organization may not start runs now: its plan has no overage and this month's
+    included runs are used (QuotaUsedUp), or None. Plans with overage return at once."""
+    plan = plan_of(plan_key)
+    if plan.overage:
+        return None
+    first = datetime.now(UTC).date().replace(day=1)
+    if one_per_database(engine, MonthlyRuns).count(org_id, first) < plan.included.runs:
+        return None
+    following = (first.replace(day=28) + timedelta(days=4)).replace(day=1)
+    return QuotaUsedUp(plan.name, plan.included.runs, datetime.combine(following, time_of_day(), UTC))

@@ -18,7 +18,7 @@ from nectar.core.extensions import csrf
 from nectar.core.org_mail.service import MailLimitReached
 from nectar.core.orgs import service as orgs
 from nectar.core.plans import FeatureNotIncluded
-from nectar.core.runs.queue import QueueFull
+from nectar.core.runs.queue import QueueFull, QuotaReached
 from nectar.core.usage import checked_period, daily_usage, month_so_far
 from nectar.schema.models import ApiKey, Invitation, Membership, Organization, User
 from nectar.shared.bad_input import JsonObject
@@ -67,6 +67,8 @@ def _mail_limited(error: MailLimitReached):
 
 @api.errorhandler(QueueFull)
 def _queue_full(error: QueueFull):
+    if isinstance(error, QuotaReached):
+        return limit_reached(str(error), error.limit, error.resets_at)
     return problem_later(429, str(error), error.retry_after)
 
 

@@ -37,8 +37,8 @@ class PlanLimits:
 
 @dataclass(frozen=True)
 class IncludedUsage:
-    """What a month of the plan includes. Shown on the pricing page; not enforced yet (quotas
-    come with usage metering)."""
+    """What a month (UTC) of the plan includes, counted as core's usage metering counts it. Runs are
+    the quota: past them a plan without overage refuses new runs (core/usage.py)."""
 
     runs: int
     endpoint_calls: int
@@ -55,6 +55,9 @@ class Plan:
     included: IncludedUsage
     features: frozenset[Feature]
     support: str
+    # Past its included runs, a plan with overage runs on and its runs are billed per run (Stripe's
+    # meter, marketing/billing/usage.py); one without (free) refuses new runs until the month ends.
+    overage: bool = True
     on_sale: bool = True  # shown on the pricing page (enterprise is set up by hand)
     highlighted: bool = False
 
@@ -82,6 +85,7 @@ PLANS: dict[str, Plan] = {
             included=IncludedUsage(runs=1_000, endpoint_calls=10_000, run_seconds=36_000),
             features=frozenset(),
             support="Community support",
+            overage=False,
         ),
         Plan(
             key="starter",
@@ -179,9 +183,10 @@ def entitlements(
 def describe_limits(plan: Plan) -> tuple[str, ...]:
     """The plan's limits and included usage as the pricing page lists them."""
     limits, included = plan.limits, plan.included
+    past = "more runs are billed per run" if plan.overage else "runs stop there until the month ends"
     return (
         f"{included.runs:,} runs, {included.endpoint_calls:,} endpoint calls and "
-        f"{included.run_seconds // 3600:,} run-hours a month",
+        f"{included.run_seconds // 3600:,} run-hours a month; {past}",
         f"Up to {limits.calls_per_minute:,} endpoint calls a minute",
         f"{limits.emails_per_hour:,} emails an hour, {limits.emails_per_day:,} a day",
     )

@@ -39,6 +39,7 @@ from nectar.core.runs.rate_window import WINDOW_SECONDS, Admission, current_wind
 from nectar.core.runs.records import FINAL_STATUSES, FinishedRun, RunRequest, checked_idempotency_key
 from nectar.core.runs.runner import CollectingEffects, outbound_policy, run_version
 from nectar.core.runs.writer import RecordingFailed, RunWriter, new_run_id, run_writer
+from nectar.core.usage import QuotaUsedUp, quota_used_up
 from nectar.core.workflows import time_limit
 from nectar.core.workflows.definition import may_wait
 from nectar.core.workflows.engine import SYNC_LIMITS, execute
@@ -201,6 +202,8 @@ def incoming_webhook(org_id: uuid.UUID, connection_id: uuid.UUID):
     }
     if isinstance(body, _RefusedBody):
         return _refused(body.bad)
+    if (used_up := quota_used_up(db.engine, org_id, org.plan)) is not None:
+        return _quota_used_up(used_up)
     limit = service.rate_limit(org.plan, org.plan_overrides)
     with run_writer(db.engine).counts.admitted(org_id, limit) as admission:
         if admission is None:
@@ -321,7 +324,9 @@ def handle_call(org_id: uuid.UUID, path: str, request_: Request, body):
     refusal = _refusal(route, method, path)
     if refusal is not None:
         return refusal
-    # Charged before any tenant-defined work, so calls past the limit cost nothing to refuse.
+    # Refused before any tenant-defined work, so calls past a limit cost nothing to refuse.
+    if (used_up := quota_used_up(engine, org_id, route.plan)) is not None:
+        return _quota_used_up(used_up)
     limit, writer = service.rate_limit(route.plan, route.plan_overrides), run_writer(engine)
     with writer.counts.admitted(org_id, limit) as admission:
         if admission is None:
@@ -394,6 +399,10 @@ def _body_mismatch(schema: dict | None, body, deadline: float):
     return problem(
         422, "The request body does not match the endpoint's schema.", errors=[p.as_dict() for p in problems]
     )
+
+
+def _quota_used_up(used_up: QuotaUsedUp) -> Response:
+    return limit_reached(str(used_up), used_up.limit, used_up.resets_at.timestamp())
 
 
 def _rate_limited(limit: int) -> Response:

@@ -14,6 +14,7 @@ other organizations however long its runs take.
 
 from __future__ import annotations
 
+import time
 import uuid
 from datetime import UTC, datetime
 
@@ -21,8 +22,10 @@ from flask import current_app
 from sqlalchemy import text
 
 from nectar.core.contract.runs import QUEUE, RUN_TASK, WAKE_TASK
+from nectar.core.runs.records import TEST_TRIGGER
+from nectar.core.usage import QuotaUsedUp, quota_used_up
 from nectar.core.workflows.expressions import json_safe
-from nectar.schema.models import WorkflowRun
+from nectar.schema.models import Organization, WorkflowRun
 from nectar.shared.jobs import job_statement
 
 MAX_QUEUED_RUNS = 10_000
@@ -36,6 +39,15 @@ class QueueFull(Exception):
     that have not ended."""
 
     retry_after = 60  # seconds: a 429's Retry-After
+
+
+class QuotaReached(QueueFull):
+    """The organization's plan has no overage and this month's included runs are used (usage.py)."""
+
+    def __init__(self, used_up: QuotaUsedUp):
+        super().__init__(str(used_up))
+        self.limit, self.resets_at = used_up.limit, used_up.resets_at.timestamp()
+        self.retry_after = max(1, int(self.resets_at - time.time()))
 
 
 # Both counts in one index-only scan, each only as far as its limit needs.
@@ -63,8 +75,8 @@ def queue_run(
     waits behind the organization's runs already waiting (see the module's docstring). A run
     called by another one names it (`parent_run_id`) and how deeply calls are nested. A test run
     gives the `definition` it runs (a draft); others run their version's. QueueFull when the
-    organization has MAX_QUEUED_RUNS waiting to start or MAX_UNFINISHED_RUNS not ended already
-    (nothing is written then)."""
+    organization has MAX_QUEUED_RUNS waiting to start or MAX_UNFINISHED_RUNS not ended already,
+    QuotaReached when its plan's runs this month are used (nothing is written then)."""
     waiting, unfinished = session.execute(
         _UNFINISHED_RUNS, {"org_id": org_id, "most": MAX_UNFINISHED_RUNS}
     ).one()
@@ -78,6 +90,10 @@ def queue_run(
             f"This organization already has {MAX_UNFINISHED_RUNS:,} runs that have not ended (queued, running "
             "or waiting); new ones are refused until some end or are cancelled."
         )
+    if trigger != TEST_TRIGGER:  # testing a draft is not usage
+        org = session.get(Organization, org_id)
+        if (used_up := quota_used_up(session.get_bind(), org_id, org.plan if org else None)) is not None:
+            raise QuotaReached(used_up)
     run_id = uuid.uuid4()
     session.add(
         WorkflowRun(

@@ -2,8 +2,8 @@
 the organization ({name: {value, reason, granted_by, granted_at}}), so core reads them with its
 plan, and changing them notifies the route caches like any change to the organization (0008).
 
-Revision ID: 0022_plan_overrides
-Revises: 0020
+Revision ID: 0023
+Revises: 0022
 Create Date: 2026-12-03
 """
 
@@ -11,8 +11,8 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
-revision = "0022_plan_overrides"
-down_revision = "0020"
+revision = "0023"
+down_revision = "0022"
 branch_labels = None
 depends_on = None
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import errno
 import gc
-import logging
 import os
 import socket
 import sys
@@ -19,7 +18,17 @@ from dataclasses import dataclass
 from flask import Flask
 from gunicorn.app.base import Application
 
-from nectar.shared.config import ConfigError, Service, Settings, env_int, env_str, load_settings, var_dir
+from nectar.shared.config import (
+    ConfigError,
+    Service,
+    Settings,
+    bind_host,
+    env_int,
+    env_str,
+    load_observability,
+    load_settings,
+    var_dir,
+)
 from nectar.shared.database import check_connection
 from nectar.shared.embedded_postgres import (
     running_port,
@@ -27,6 +36,8 @@ from nectar.shared.embedded_postgres import (
     stop_servers_under,
     use_embedded_database,
 )
+from nectar.shared.logs import configure_logging, gunicorn_log_config
+from nectar.shared.metrics import mark_worker_dead, use_multiprocess_dir
 
 USAGE_ERROR = 2
 
@@ -84,7 +95,7 @@ def ensure_port_free(host: str, port: int) -> None:
 def serve(service: Service, create_app: Callable[[Settings], Flask], args: argparse.Namespace) -> int:
     settings = load_settings(service)
     check_connection(settings.database_url)
-    host = env_str(os.environ, "HOST", "0.0.0.0")  # noqa: S104 - a service listens for its load balancer
+    host = bind_host(os.environ)
     ensure_port_free(host, settings.port)
     options = {
         "bind": f"{host}:{settings.port}",
@@ -97,9 +108,15 @@ def serve(service: Service, create_app: Callable[[Settings], Flask], args: argpa
         "errorlog": "-",
         "proc_name": f"nectar-{service}",
         "forwarded_allow_ips": env_str(os.environ, "FORWARDED_ALLOW_IPS", "127.0.0.1"),
+        "child_exit": lambda _server, worker: mark_worker_dead(worker.pid),
     }
+    log_config = gunicorn_log_config(str(service), settings.observability)
+    if log_config is not None:
+        options["logconfig_dict"] = log_config
     if args.config and not os.path.isfile(args.config):
         raise ConfigError(f"gunicorn configuration file {args.config} does not exist")
+    # Before the app exists: its metrics' values go to files its forked workers share.
+    use_multiprocess_dir(settings.observability, str(service))
     app = create_app(settings)
     print(
         f"{service}: serving on http://{host}:{settings.port} ({settings.environment})",
@@ -154,10 +171,8 @@ def run_service_cli(
     for name, command in commands.items():
         command.configure(sub.add_parser(name, help=command.help))
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO, format=f"%(asctime)s {service} %(levelname)s %(name)s: %(message)s"
-    )
     try:
+        configure_logging(str(service), load_observability(os.environ))
         if args.command in (None, "serve"):
             if args.command is None:
                 args.config = None

@@ -171,8 +171,67 @@ def service_port(service: Service, environ: Mapping[str, str]) -> int:
     return env_int(environ, f"{service.upper()}_PORT", service.default_port, low=1, high=65535)
 
 
+def bind_host(environ: Mapping[str, str]) -> str:
+    """The address a process listens on (HOST): its web port, a worker's metrics port."""
+    return env_str(environ, "HOST", "0.0.0.0")  # noqa: S104 - a service listens for its load balancer
+
+
 def local_url(port: int) -> str:
     return f"http://127.0.0.1:{port}"
+
+
+LOG_FORMATS = ("json", "text")
+METRICS_TOKEN_MIN_LENGTH = 16
+
+
+@dataclass(frozen=True)
+class Observability:
+    """Metrics, traces and logs (issue 19). `metrics_token`: what a scrape of /metrics must present
+    as a Bearer token (METRICS_TOKEN); without one, metrics are off in production and open
+    elsewhere. `worker_metrics_port`: where a `worker` process serves its /metrics
+    (WORKER_METRICS_PORT; None: not served). `metrics_dir`: gunicorn's workers' shared metrics
+    files (PROMETHEUS_MULTIPROC_DIR; None: a private temporary directory per serve). `otlp_endpoint`:
+    where spans go over OTLP/HTTP (OTEL_EXPORTER_OTLP_ENDPOINT; None: no tracing at all).
+    `log_format`: json or text (LOG_FORMAT), `log_level` (LOG_LEVEL)."""
+
+    metrics_token: str | None = None
+    metrics_enabled: bool = True
+    worker_metrics_port: int | None = None
+    metrics_dir: Path | None = None
+    otlp_endpoint: str | None = None
+    log_format: str = "text"
+    log_level: str = "INFO"
+
+
+def load_observability(environ: Mapping[str, str]) -> Observability:
+    """The observability settings (Observability); raises ConfigError when one is unusable. Read
+    before the rest, since logging starts before a command loads its settings."""
+    production = env_str(environ, "NECTAR_ENV", "development") == "production"
+    token = env_str(environ, "METRICS_TOKEN")
+    if token is not None and len(token) < METRICS_TOKEN_MIN_LENGTH:
+        raise ConfigError(f"METRICS_TOKEN is too short (at least {METRICS_TOKEN_MIN_LENGTH} characters)")
+    log_format = env_str(environ, "LOG_FORMAT", "json" if production else "text").lower()
+    if log_format not in LOG_FORMATS:
+        raise ConfigError(f"LOG_FORMAT must be json or text, not {log_format!r}")
+    log_level = env_str(environ, "LOG_LEVEL", "INFO").upper()
+    if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise ConfigError(f"LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, not {log_level!r}")
+    worker_port = env_str(environ, "WORKER_METRICS_PORT")
+    metrics_dir = env_str(environ, "PROMETHEUS_MULTIPROC_DIR")
+    otlp_endpoint = env_str(environ, "OTEL_EXPORTER_OTLP_ENDPOINT")
+    if otlp_endpoint is not None and not otlp_endpoint.startswith(("http://", "https://")):
+        raise ConfigError(f"OTEL_EXPORTER_OTLP_ENDPOINT must be an http(s):// URL, not {otlp_endpoint!r}")
+    return Observability(
+        metrics_token=token,
+        metrics_enabled=token is not None or not production,
+        worker_metrics_port=(
+            None if worker_port is None else env_int(environ, "WORKER_METRICS_PORT", 0, low=1, high=65535)
+        ),
+        metrics_dir=Path(metrics_dir).resolve() if metrics_dir else None,
+        otlp_endpoint=otlp_endpoint,
+        log_format=log_format,
+        log_level=log_level,
+    )
 
 
 @dataclass(frozen=True)
@@ -206,6 +265,7 @@ class Settings:
     org_max_threads: int = 2
     worker_concurrency: int = 4
     org_max_worker_runs: int = 2
+    observability: Observability = field(default_factory=Observability)
 
     @property
     def public_url(self) -> str:
@@ -282,4 +342,5 @@ def load_settings(service: Service, environ: Mapping[str, str] | None = None) ->
         org_max_worker_runs=env_int(
             environ, "ORG_MAX_WORKER_RUNS", max(1, worker_concurrency // 2), low=1, high=64
         ),
+        observability=load_observability(environ),
     )

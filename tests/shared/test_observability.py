@@ -18,7 +18,16 @@ from nectar.core.app import create_app as create_core
 from nectar.marketing.app import create_app as create_marketing
 from nectar.shared.config import ConfigError, Service, load_observability, load_settings
 from nectar.shared.jobs import WorkerLogFilter, enqueue
-from nectar.shared.logs import REQUEST_ID_PATTERN, JsonFormatter, RequestIdFilter, log_handler
+from nectar.shared.logs import (
+    REQUEST_ID_PATTERN,
+    JsonFormatter,
+    RequestIdFilter,
+    bind_request_id,
+    log_handler,
+    unbind_request_id,
+)
+from nectar.shared.observe import ObservedRequests
+from nectar.shared.tracing import service_call, tracing
 from nectar.shared.metrics import serve_worker_metrics
 from tests.serving import free_port, service_process
 
@@ -221,3 +230,14 @@ def test_gunicorn_workers_share_one_metrics_directory_made_and_emptied_at_start(
     # At least the six calls and the start-up check, whichever worker answered each.
     assert _sample(text, "nectar_http_request_duration_seconds_count", route="/healthz", status="200") >= 6
     assert _sample(text, "nectar_metrics_database_up") == 1
+
+
+def test_without_an_otlp_endpoint_nothing_is_traced(core):
+    assert not tracing()
+    assert isinstance(core.wsgi_app, ObservedRequests) and not core.wsgi_app.traced
+    token = bind_request_id("job-42")
+    try:
+        with service_call("core POST accounts") as headers:
+            assert headers == {"X-Request-ID": "job-42"}  # no traceparent: no span was started
+    finally:
+        unbind_request_id(token)

@@ -1,0 +1,55 @@
+"""One trace across two services (issue 19, part 2): a call from marketing's side into core's service
+contract, over real HTTP, carries the trace context and the request id in its headers; core's
+request span and its database queries join the caller's trace."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
+
+from nectar.core.app import create_app as create_core
+from nectar.core.contract.client import CoreClient
+from nectar.shared.config import Service
+from nectar.shared.logs import bind_request_id, unbind_request_id
+from nectar.shared.tracing import use_tracer_provider
+from tests.core.conftest import SERVICE_TOKEN
+from tests.serving import served
+
+exported = InMemorySpanExporter()
+
+
+@pytest.fixture(scope="module")
+def core_url(settings_for):
+    # As start_tracing does with OTLP, once per process, before the app is made.
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exported))
+    use_tracer_provider(provider)
+    with served(create_core(settings_for(Service.CORE, CORE_SERVICE_TOKEN=SERVICE_TOKEN))) as url:
+        yield url
+
+
+def test_a_call_into_core_is_one_trace_with_the_callers_request_id(core_url):
+    exported.clear()
+    token = bind_request_id("checkout-7f3a")  # the request marketing is answering
+    try:
+        CoreClient(core_url, SERVICE_TOKEN).create_account(
+            email=f"trace-{uuid.uuid4().hex[:8]}@example.com", organization_name="Traced", request_id=str(uuid.uuid4())
+        )
+    finally:
+        unbind_request_id(token)
+    spans = exported.get_finished_spans()
+    (call,) = [span for span in spans if span.kind is SpanKind.CLIENT and span.name.startswith("core POST")]
+    (served_call,) = [span for span in spans if span.kind is SpanKind.SERVER]
+    assert served_call.context.trace_id == call.context.trace_id
+    assert served_call.parent.span_id == call.context.span_id  # it came in the traceparent header
+    assert served_call.name == "POST /internal/v1/accounts"  # the route template, not the path
+    assert served_call.attributes["nectar.request_id"] == "checkout-7f3a"
+    queries = [span for span in spans if span.attributes.get("db.system") == "postgresql"]
+    assert queries and all(query.context.trace_id == call.context.trace_id for query in queries)
+    assert any(query.name == "INSERT" for query in queries)
+

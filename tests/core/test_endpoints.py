@@ -216,7 +216,7 @@ def test_every_answered_call_is_recorded_once(owner, core_app, database, monkeyp
     browser, org, token = owner
     monkeypatch.setitem(endpoint_service.PLAN_RATE_LIMITS, "free", 1000)
     # One organization is all of this test's load: it may hold every thread (fairness is tested apart).
-    monkeypatch.setattr(core_app.wsgi_app.shares, "most", 8)
+    monkeypatch.setattr(core_app.wsgi_app.app.shares, "most", 8)  # inside the observing middleware
     endpoint = _endpoint(browser, token, _workflow(browser, token))
     url = endpoint["url"].replace("{id}", "9")
 

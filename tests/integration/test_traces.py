@@ -4,6 +4,7 @@ request span and its database queries join the caller's trace."""
 
 from __future__ import annotations
 
+import time
 import uuid
 
 import pytest
@@ -38,11 +39,13 @@ def test_a_call_into_core_is_one_trace_with_the_callers_request_id(core_url):
     token = bind_request_id("checkout-7f3a")  # the request marketing is answering
     try:
         CoreClient(core_url, SERVICE_TOKEN).create_account(
-            email=f"trace-{uuid.uuid4().hex[:8]}@example.com", organization_name="Traced", request_id=str(uuid.uuid4())
+            email=f"trace-{uuid.uuid4().hex[:8]}@example.com",
+            organization_name="Traced",
+            request_id=str(uuid.uuid4()),
         )
     finally:
         unbind_request_id(token)
-    spans = exported.get_finished_spans()
+    spans = _spans_once_core_answered()
     (call,) = [span for span in spans if span.kind is SpanKind.CLIENT and span.name.startswith("core POST")]
     (served_call,) = [span for span in spans if span.kind is SpanKind.SERVER]
     assert served_call.context.trace_id == call.context.trace_id
@@ -53,3 +56,13 @@ def test_a_call_into_core_is_one_trace_with_the_callers_request_id(core_url):
     assert queries and all(query.context.trace_id == call.context.trace_id for query in queries)
     assert any(query.name == "INSERT" for query in queries)
 
+
+def _spans_once_core_answered(wait_seconds: float = 10):
+    """The finished spans, once core's request span is among them: the server ends it after the
+    answer's last byte is sent, which may be a moment after the client has read it."""
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        spans = exported.get_finished_spans()
+        if any(span.kind is SpanKind.SERVER for span in spans) or time.monotonic() > deadline:
+            return spans
+        time.sleep(0.05)

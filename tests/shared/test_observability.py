@@ -11,10 +11,11 @@ import uuid
 from pathlib import Path
 
 import pytest
-from cryptography.fernet import Fernet
 import requests
+from cryptography.fernet import Fernet
 
 from nectar.core.app import create_app as create_core
+from nectar.core.runs.metrics import count_run
 from nectar.marketing.app import create_app as create_marketing
 from nectar.shared.config import ConfigError, Service, load_observability, load_settings
 from nectar.shared.jobs import WorkerLogFilter, enqueue
@@ -26,9 +27,9 @@ from nectar.shared.logs import (
     log_handler,
     unbind_request_id,
 )
+from nectar.shared.metrics import serve_worker_metrics
 from nectar.shared.observe import ObservedRequests
 from nectar.shared.tracing import service_call, tracing
-from nectar.shared.metrics import serve_worker_metrics
 from tests.serving import free_port, service_process
 
 TOKEN = "metrics-token-0123456789abcdef"
@@ -241,3 +242,16 @@ def test_without_an_otlp_endpoint_nothing_is_traced(core):
             assert headers == {"X-Request-ID": "job-42"}  # no traceparent: no span was started
     finally:
         unbind_request_id(token)
+
+
+def test_the_example_dashboard_shows_only_metrics_the_services_expose(settings_for):
+    dashboard = json.loads(Path("deploy/grafana/nectar-dashboard.json").read_text())
+    queries = [target["expr"] for panel in dashboard["panels"] for target in panel["targets"]]
+    shown = set(re.findall(r"\bnectar_\w+", " ".join(queries)))
+    count_run("api", "succeeded")
+    marketing = create_marketing(settings_for(Service.MARKETING))
+    marketing.test_client().get("/healthz")
+    exposed = set(
+        re.findall(r"^(nectar_\w+)", marketing.test_client().get("/metrics").get_data(as_text=True), re.M)
+    )
+    assert shown and shown <= exposed, shown - exposed

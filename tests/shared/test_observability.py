@@ -255,3 +255,18 @@ def test_the_example_dashboard_shows_only_metrics_the_services_expose(settings_f
         re.findall(r"^(nectar_\w+)", marketing.test_client().get("/metrics").get_data(as_text=True), re.M)
     )
     assert shown and shown <= exposed, shown - exposed
+
+
+def test_the_pool_gauge_follows_connections_in_use(core):
+    from nectar.shared.database import db
+
+    def in_use() -> float:
+        text = core.test_client().get("/metrics", headers=AUTH).get_data(as_text=True)
+        return _sample(text, "nectar_db_pool_connections", state="in_use")
+
+    with core.app_context():
+        held = [db.engine.connect() for _ in range(2)]
+        busy = in_use()
+        for connection in held:
+            connection.close()
+        assert in_use() == busy - 2

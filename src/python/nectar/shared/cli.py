@@ -36,7 +36,7 @@ from nectar.shared.embedded_postgres import (
     stop_servers_under,
     use_embedded_database,
 )
-from nectar.shared.logs import configure_logging, gunicorn_log_config
+from nectar.shared.logs import announce, configure_logging, gunicorn_log_config
 from nectar.shared.metrics import mark_worker_dead, use_multiprocess_dir
 
 USAGE_ERROR = 2
@@ -118,11 +118,7 @@ def serve(service: Service, create_app: Callable[[Settings], Flask], args: argpa
     # Before the app exists: its metrics' values go to files its forked workers share.
     use_multiprocess_dir(settings.observability, str(service))
     app = create_app(settings)
-    print(
-        f"{service}: serving on http://{host}:{settings.port} ({settings.environment})",
-        file=sys.stderr,
-        flush=True,
-    )
+    announce(f"{service}: serving on http://{host}:{settings.port} ({settings.environment})", file=sys.stderr)
     _Gunicorn(app, options, args.config).run()
     return 0
 

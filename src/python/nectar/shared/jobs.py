@@ -32,6 +32,7 @@ from sqlalchemy.orm import Session
 from nectar.shared.cli import Command
 from nectar.shared.config import bind_host, load_observability
 from nectar.shared.database import is_database_outage
+from nectar.shared.logs import announce
 from nectar.shared.metrics import serve_worker_metrics, use_single_process_values
 
 log = logging.getLogger(__name__)
@@ -358,8 +359,8 @@ def worker_command(build: Callable[[], tuple[procrastinate.App, list[str]]]) -> 
         _quiet_worker_logs(app)
         metrics = serve_worker_metrics(load_observability(os.environ), bind_host(os.environ))
         if metrics is not None:
-            print(f"worker: metrics on port {metrics.server_port} at /metrics", flush=True)
-        print(f"worker: running jobs from queue {', '.join(queues)}", flush=True)
+            announce(f"worker: metrics on port {metrics.server_port} at /metrics")
+        announce(f"worker: running jobs from queue {', '.join(queues)}")
         # --once takes one job at a time: with several at once, a job waiting for its lock (held
         # by one running) would find the worker stopped once the queue looked empty.
         once = {"concurrency": 1} if args.once else {}

@@ -108,8 +108,22 @@ def log_handler(service: str, observability: Observability) -> logging.Handler:
     return handler
 
 
+_json_lines = False
+
+
+def announce(message: str, file=None) -> None:
+    """A line a command says once (a worker started): printed as it is on the development console,
+    where the launcher waits for it (on stdout, or `file`); a log line like any other in JSON."""
+    if _json_lines:
+        logging.getLogger("nectar").info(message)
+    else:
+        print(message, file=file or sys.stdout, flush=True)
+
+
 def configure_logging(service: str, observability: Observability) -> None:
     """Sends the process's logging through `log_handler`, at LOG_LEVEL."""
+    global _json_lines
+    _json_lines = observability.log_format == "json"
     root = logging.getLogger()
     for handler in list(root.handlers):
         root.removeHandler(handler)

@@ -97,19 +97,24 @@ def mark_worker_dead(pid: int) -> None:
 
 
 def watch_pool(engine: Engine) -> None:
-    """Keeps `nectar_db_pool_connections` up to date from the engine's pool: set (not added to) at
-    each checkout and checkin, so it cannot drift."""
+    """Keeps `nectar_db_pool_connections` up to date from the engine's pool: set from the pool's
+    own counts (never added to, so it cannot drift) at each checkout and checkin. A checkin is
+    announced before the connection is back in the pool, so it counts as returned already."""
     pool = engine.pool
-    in_use, idle = DB_POOL_CONNECTIONS.labels("in_use"), DB_POOL_CONNECTIONS.labels("idle")
     if not hasattr(pool, "checkedout"):
         return  # a pool without counts (NullPool, StaticPool)
+    in_use, idle = DB_POOL_CONNECTIONS.labels("in_use"), DB_POOL_CONNECTIONS.labels("idle")
 
-    def update(*_args) -> None:
+    def checked_out(*_args) -> None:
         in_use.set(pool.checkedout())
         idle.set(pool.checkedin())
 
-    event.listen(pool, "checkout", update)
-    event.listen(pool, "checkin", update)
+    def checked_in(*_args) -> None:
+        in_use.set(pool.checkedout() - 1)
+        idle.set(pool.checkedin() + 1)
+
+    event.listen(pool, "checkout", checked_out)
+    event.listen(pool, "checkin", checked_in)
 
 
 CONNECT_TIMEOUT_SECONDS = 2

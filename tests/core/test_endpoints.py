@@ -248,7 +248,10 @@ def _runs_counted(app, trigger: str, status: str) -> float:
     text = app.test_client().get("/metrics").get_data(as_text=True)
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
-            if sample.name == "nectar_workflow_runs_total" and sample.labels == {"trigger": trigger, "status": status}:
+            if sample.name == "nectar_workflow_runs_total" and sample.labels == {
+                "trigger": trigger,
+                "status": status,
+            }:
                 return sample.value
     return 0.0
 

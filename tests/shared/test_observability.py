@@ -222,15 +222,24 @@ def test_gunicorn_workers_share_one_metrics_directory_made_and_emptied_at_start(
     environ = database.environ(
         METRICS_TOKEN=TOKEN, WEB_CONCURRENCY="2", PROMETHEUS_MULTIPROC_DIR=str(metrics_dir), LOG_FORMAT="json"
     )
-    with service_process("nectar.admin.main", environ) as url:
+    output = tmp_path / "admin.log"
+    with service_process("nectar.admin.main", environ, output=output) as url:
         for _ in range(6):
-            requests.get(f"{url}/healthz", timeout=5)
+            requests.get(f"{url}/healthz", timeout=5, headers={"X-Request-ID": "probe-1"})
         text = requests.get(f"{url}/metrics", headers=AUTH, timeout=5).text
         assert not (metrics_dir / "counter_999999.db").exists()
         assert any(metrics_dir.glob("histogram_*.db"))
     # At least the six calls and the start-up check, whichever worker answered each.
     assert _sample(text, "nectar_http_request_duration_seconds_count", route="/healthz", status="200") >= 6
     assert _sample(text, "nectar_metrics_database_up") == 1
+    # LOG_FORMAT=json: every line gunicorn and the app wrote is one JSON object; the access lines
+    # carry the request id the response did.
+    lines = [json.loads(line) for line in output.read_text().splitlines() if line.strip()]
+    assert any(line["message"].startswith("admin: serving on") for line in lines)
+    access = [
+        line for line in lines if line["logger"] == "gunicorn.access" and line.get("path") == "/healthz"
+    ]
+    assert any(line.get("request_id") == "probe-1" for line in access)
 
 
 def test_without_an_otlp_endpoint_nothing_is_traced(core):

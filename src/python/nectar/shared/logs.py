@@ -42,6 +42,7 @@ def bind_request_id(request_id: str | None):
 
 
 def unbind_request_id(token) -> None:
+    """Restores the request id that was current before `bind_request_id` returned `token`."""
     _request_id.reset(token)
 
 

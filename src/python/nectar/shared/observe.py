@@ -90,7 +90,8 @@ def database_gauges(settings: Settings) -> DatabaseGauges:
 
 
 def observe_app(app: Flask, settings: Settings) -> None:
-    """Makes `app` observable: the last step of create_service_app, so its middleware is outermost."""
+    """Makes `app` observable: the last step of create_service_app, so its middleware is outermost.
+    Traced when this process traces (start_tracing, or use_tracer_provider in a test)."""
     observability = settings.observability
     metrics = (
         MetricsEndpoint(observability, database_gauges(settings)) if observability.metrics_enabled else None
@@ -98,17 +99,9 @@ def observe_app(app: Flask, settings: Settings) -> None:
     app.url_value_preprocessor(_note_route)
     observed = ObservedRequests(app.wsgi_app, metrics)
     app.wsgi_app = observed
-    app.extensions["nectar_observed"] = observed
     with app.app_context():
         engine = db.engine
     watch_pool(engine)
     if tracing.tracing() or tracing.start_tracing(settings):
-        instrument(app)
-
-
-def instrument(app: Flask) -> None:
-    """Traces `app` (tracing must be on: start_tracing, or use_tracer_provider in a test)."""
-    with app.app_context():
-        engine = db.engine
-    tracing.instrument_app(app, engine)
-    app.extensions["nectar_observed"].traced = True
+        tracing.instrument_app(app, engine)  # outside the observing middleware: its span holds it
+        observed.traced = True

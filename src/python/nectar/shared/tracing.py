@@ -51,6 +51,7 @@ def use_tracer_provider(provider) -> None:
 
 
 def tracing() -> bool:
+    """Whether this process traces (start_tracing or use_tracer_provider was called)."""
     return _tracing
 
 

@@ -7,6 +7,7 @@ import io
 import json
 import logging
 import re
+import socket
 import uuid
 from pathlib import Path
 
@@ -111,15 +112,21 @@ def test_the_database_gauges_are_read_at_scrape_time(settings_for, database):
     assert _sample(text, "nectar_db_pool_connections", state="idle") is not None
 
 
-def test_a_scrape_answers_while_the_database_is_down(database):
-    environ = database.environ(METRICS_TOKEN=TOKEN)
-    environ["DATABASE_URL"] = f"postgresql://nectar_app_user:x@127.0.0.1:{free_port()}/nectarstudio_ai"
-    app = create_core(load_settings(Service.CORE, environ))
-    response = app.test_client().get("/metrics", headers=AUTH)
+@pytest.mark.parametrize("database_is", ["refusing", "silent"])
+def test_a_scrape_answers_while_the_database_is_down(database, database_is):
+    with socket.socket() as silent:  # accepts connections, never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        port = silent.getsockname()[1] if database_is == "silent" else free_port()
+        environ = database.environ(METRICS_TOKEN=TOKEN)
+        environ["DATABASE_URL"] = f"postgresql://nectar_app_user:x@127.0.0.1:{port}/nectarstudio_ai"
+        app = create_core(load_settings(Service.CORE, environ))
+        response = app.test_client().get("/metrics", headers=AUTH)
     assert response.status_code == 200
     text = response.get_data(as_text=True)
     assert _sample(text, "nectar_metrics_database_up") == 0
     assert "nectar_job_queue_depth" not in text
+    assert "# TYPE nectar_http_request_duration_seconds histogram" in text  # the rest is served
 
 
 def test_metrics_are_off_in_production_without_a_token(database):

@@ -4,10 +4,13 @@ request span and its database queries join the caller's trace."""
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+import requests
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -19,7 +22,7 @@ from nectar.shared.config import Service
 from nectar.shared.logs import bind_request_id, unbind_request_id
 from nectar.shared.tracing import use_tracer_provider
 from tests.core.conftest import SERVICE_TOKEN
-from tests.serving import served
+from tests.serving import served, service_process
 
 exported = InMemorySpanExporter()
 
@@ -66,3 +69,38 @@ def _spans_once_core_answered(wait_seconds: float = 10):
         if any(span.kind is SpanKind.SERVER for span in spans) or time.monotonic() > deadline:
             return spans
         time.sleep(0.05)
+
+
+def test_a_service_exports_its_spans_over_otlp_when_an_endpoint_is_set(database, tmp_path):
+    """core as deployed (gunicorn, a subprocess) with OTEL_EXPORTER_OTLP_ENDPOINT: its spans arrive
+    at the collector over OTLP/HTTP, as nectar-core, named by route."""
+    received: list[tuple[str, str, bytes]] = []
+
+    class Collector(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 - the name http.server calls
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            received.append((self.path, self.headers["Content-Type"], body))
+            self.send_response(200)
+            self.send_header("Content-Type", "application/x-protobuf")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    collector = ThreadingHTTPServer(("127.0.0.1", 0), Collector)
+    threading.Thread(target=collector.serve_forever, daemon=True).start()
+    environ = database.environ(OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{collector.server_port}")
+    try:
+        with service_process("nectar.core.main", environ) as url:
+            requests.get(f"{url}/healthz", timeout=5)
+            deadline = time.monotonic() + 30  # spans are sent in batches, every few seconds
+            while not any(b"GET /healthz" in body for _, _, body in received) and time.monotonic() < deadline:
+                time.sleep(0.2)
+    finally:
+        collector.shutdown()
+        collector.server_close()
+    exported = [
+        body for path, kind, body in received if path == "/v1/traces" and kind == "application/x-protobuf"
+    ]
+    assert any(b"GET /healthz" in body and b"nectar-core" in body for body in exported)

@@ -223,11 +223,14 @@ def test_a_worker_serves_its_own_metrics_behind_the_token():
 
 
 def test_gunicorn_workers_share_one_metrics_directory_made_and_emptied_at_start(database, tmp_path: Path):
-    metrics_dir = tmp_path / "metrics"
-    metrics_dir.mkdir()
+    metrics_dir = tmp_path / "metrics" / "admin"  # each service its own, under the one given
+    metrics_dir.mkdir(parents=True)
     (metrics_dir / "counter_999999.db").write_bytes(b"left over from an earlier run")
     environ = database.environ(
-        METRICS_TOKEN=TOKEN, WEB_CONCURRENCY="2", PROMETHEUS_MULTIPROC_DIR=str(metrics_dir), LOG_FORMAT="json"
+        METRICS_TOKEN=TOKEN,
+        WEB_CONCURRENCY="2",
+        PROMETHEUS_MULTIPROC_DIR=str(metrics_dir.parent),
+        LOG_FORMAT="json",
     )
     output = tmp_path / "admin.log"
     with service_process("nectar.admin.main", environ, output=output) as url:

@@ -67,13 +67,15 @@ KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPT
 
 
 def use_multiprocess_dir(observability: Observability, service: str) -> Path:
-    """Prepares gunicorn's workers' shared metrics directory before they fork: PROMETHEUS_MULTIPROC_DIR
-    if set (emptied of a previous run's files, whose counters would otherwise carry on), else a new
-    temporary directory, removed when this process ends. Returns it."""
-    path = observability.metrics_dir
-    made_here = path is None
-    if path is None:
+    """Prepares gunicorn's workers' shared metrics directory before they fork: <service>/ under
+    PROMETHEUS_MULTIPROC_DIR if set (so services given the same one never mix or wipe each
+    other's), emptied of a previous run's files, whose counters would otherwise carry on; else a
+    new temporary directory, removed when this process ends. Returns it."""
+    made_here = observability.metrics_dir is None
+    if made_here:
         path = Path(tempfile.mkdtemp(prefix=f"nectar-{service}-metrics-"))
+    else:
+        path = observability.metrics_dir / service
     path.mkdir(parents=True, exist_ok=True)
     for stale in path.glob("*.db"):
         stale.unlink()

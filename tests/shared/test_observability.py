@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import requests
 from cryptography.fernet import Fernet
+from prometheus_client import generate_latest
 
 from nectar.core.app import create_app as create_core
 from nectar.core.runs.metrics import count_run
@@ -139,6 +140,22 @@ def test_metrics_are_off_in_production_without_a_token(database):
     assert app.test_client().get("/metrics").status_code == 404
     with pytest.raises(ConfigError, match="METRICS_TOKEN is too short"):
         load_observability({"METRICS_TOKEN": "short"})
+    with pytest.raises(ConfigError, match="METRICS_ENABLED needs METRICS_TOKEN"):
+        load_observability({"NECTAR_ENV": "production", "METRICS_ENABLED": "true"})
+
+
+def test_metrics_turned_off_count_nothing_and_serve_nothing(settings_for):
+    app = create_core(settings_for(Service.CORE, METRICS_ENABLED="false"))
+    client = app.test_client()
+    assert client.get("/metrics").status_code == 404
+
+    def healthz_counted():
+        text = generate_latest().decode()
+        return _sample(text, "nectar_http_request_duration_seconds_count", route="/healthz", status="200")
+
+    before = healthz_counted()
+    assert client.get("/healthz", headers={"X-Request-ID": "still-42"}).headers["X-Request-ID"] == "still-42"
+    assert healthz_counted() == before  # not counted; the request id still works
 
 
 def test_a_sane_request_id_is_kept_and_a_hostile_one_replaced(core):

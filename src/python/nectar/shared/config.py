@@ -188,7 +188,8 @@ METRICS_TOKEN_MIN_LENGTH = 16
 class Observability:
     """Metrics, traces and logs (issue 19). `metrics_token`: what a scrape of /metrics must present
     as a Bearer token (METRICS_TOKEN); without one, metrics are off in production and open
-    elsewhere. `worker_metrics_port`: where a `worker` process serves its /metrics
+    elsewhere. `metrics_enabled`: /metrics served and requests counted (METRICS_ENABLED, default on
+    where allowed). `worker_metrics_port`: where a `worker` process serves its /metrics
     (WORKER_METRICS_PORT; None: not served). `metrics_dir`: gunicorn's workers' shared metrics
     files (PROMETHEUS_MULTIPROC_DIR; None: a private temporary directory per serve). `otlp_endpoint`:
     where spans go over OTLP/HTTP (OTEL_EXPORTER_OTLP_ENDPOINT; None: no tracing at all).
@@ -216,6 +217,11 @@ def load_observability(environ: Mapping[str, str]) -> Observability:
     log_level = env_str(environ, "LOG_LEVEL", "INFO").upper()
     if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigError(f"LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, not {log_level!r}")
+    # Metrics are served (and requests counted) with a token, or outside production; METRICS_ENABLED
+    # turns them off anywhere (an A/B of their cost), never on in production without a token.
+    metrics_enabled = env_bool(environ, "METRICS_ENABLED", token is not None or not production)
+    if metrics_enabled and production and token is None:
+        raise ConfigError("METRICS_ENABLED needs METRICS_TOKEN in production: /metrics is never open there")
     worker_port = env_str(environ, "WORKER_METRICS_PORT")
     metrics_dir = env_str(environ, "PROMETHEUS_MULTIPROC_DIR")
     otlp_endpoint = env_str(environ, "OTEL_EXPORTER_OTLP_ENDPOINT")
@@ -223,7 +229,7 @@ def load_observability(environ: Mapping[str, str]) -> Observability:
         raise ConfigError(f"OTEL_EXPORTER_OTLP_ENDPOINT must be an http(s):// URL, not {otlp_endpoint!r}")
     return Observability(
         metrics_token=token,
-        metrics_enabled=token is not None or not production,
+        metrics_enabled=metrics_enabled,
         worker_metrics_port=(
             None if worker_port is None else env_int(environ, "WORKER_METRICS_PORT", 0, low=1, high=65535)
         ),

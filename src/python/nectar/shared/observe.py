@@ -35,7 +35,7 @@ class ObservedRequests:
     counted by route template, method and status; /metrics answered when metrics are on."""
 
     def __init__(self, app, metrics: MetricsEndpoint | None):
-        self.app, self.metrics = app, metrics
+        self.app, self.metrics = app, metrics  # None: metrics off, nothing counted
         self.traced = False
 
     def __call__(self, environ, start_response):
@@ -57,9 +57,10 @@ class ObservedRequests:
         finally:
             route = _route(environ)
             method = environ.get("REQUEST_METHOD", "")
-            HTTP_REQUEST_SECONDS.labels(
-                route, method if method in KNOWN_METHODS else "OTHER", answered[0]
-            ).observe(time.perf_counter() - started)
+            if self.metrics is not None:
+                HTTP_REQUEST_SECONDS.labels(
+                    route, method if method in KNOWN_METHODS else "OTHER", answered[0]
+                ).observe(time.perf_counter() - started)
             if self.traced:
                 span = trace.get_current_span()
                 span.update_name(f"{method} {route}")
@@ -101,7 +102,8 @@ def observe_app(app: Flask, settings: Settings) -> None:
     app.wsgi_app = observed
     with app.app_context():
         engine = db.engine
-    watch_pool(engine)
+    if metrics is not None:
+        watch_pool(engine)
     if tracing.tracing() or tracing.start_tracing(settings):
         tracing.instrument_app(app, engine)  # outside the observing middleware: its span holds it
         observed.traced = True

@@ -225,8 +225,10 @@ def test_a_worker_logs_a_jobs_routine_only_at_debug():
 
 
 def test_a_worker_serves_its_own_metrics_behind_the_token():
-    observability = load_observability({"METRICS_TOKEN": TOKEN, "WORKER_METRICS_PORT": str(free_port())})
-    server = serve_worker_metrics(observability, "127.0.0.1")
+    observability = load_observability(
+        {"METRICS_TOKEN": TOKEN, "WORKER_METRICS_PORT": str(free_port()), "HOST": "127.0.0.1"}
+    )
+    server = serve_worker_metrics(observability)
     try:
         url = f"http://127.0.0.1:{server.server_port}/metrics"
         assert requests.get(url, timeout=5).status_code == 401
@@ -236,7 +238,7 @@ def test_a_worker_serves_its_own_metrics_behind_the_token():
     finally:
         server.shutdown()
         server.server_close()
-    assert serve_worker_metrics(load_observability({}), "127.0.0.1") is None
+    assert serve_worker_metrics(load_observability({})) is None
 
 
 def test_gunicorn_workers_share_one_metrics_directory_made_and_emptied_at_start(database, tmp_path: Path):

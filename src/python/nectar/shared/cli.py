@@ -22,7 +22,6 @@ from nectar.shared.config import (
     ConfigError,
     Service,
     Settings,
-    bind_host,
     env_int,
     env_str,
     load_observability,
@@ -95,7 +94,7 @@ def ensure_port_free(host: str, port: int) -> None:
 def serve(service: Service, create_app: Callable[[Settings], Flask], args: argparse.Namespace) -> int:
     settings = load_settings(service)
     check_connection(settings.database_url)
-    host = bind_host(os.environ)
+    host = env_str(os.environ, "HOST", "0.0.0.0")  # noqa: S104 - a service listens for its load balancer
     ensure_port_free(host, settings.port)
     options = {
         "bind": f"{host}:{settings.port}",
@@ -168,7 +167,7 @@ def run_service_cli(
         command.configure(sub.add_parser(name, help=command.help))
     args = parser.parse_args(argv)
     try:
-        configure_logging(str(service), load_observability(os.environ))
+        configure_logging(str(service), load_observability())
         if args.command in (None, "serve"):
             if args.command is None:
                 args.config = None

@@ -171,11 +171,6 @@ def service_port(service: Service, environ: Mapping[str, str]) -> int:
     return env_int(environ, f"{service.upper()}_PORT", service.default_port, low=1, high=65535)
 
 
-def bind_host(environ: Mapping[str, str]) -> str:
-    """The address a process listens on (HOST): its web port, a worker's metrics port."""
-    return env_str(environ, "HOST", "0.0.0.0")  # noqa: S104 - a service listens for its load balancer
-
-
 def local_url(port: int) -> str:
     return f"http://127.0.0.1:{port}"
 
@@ -198,15 +193,17 @@ class Observability:
     metrics_token: str | None = None
     metrics_enabled: bool = True
     worker_metrics_port: int | None = None
+    worker_metrics_host: str = "0.0.0.0"  # noqa: S104 - HOST, as the web port
     metrics_dir: Path | None = None
     otlp_endpoint: str | None = None
     log_format: str = "text"
     log_level: str = "INFO"
 
 
-def load_observability(environ: Mapping[str, str]) -> Observability:
+def load_observability(environ: Mapping[str, str] | None = None) -> Observability:
     """The observability settings (Observability); raises ConfigError when one is unusable. Read
     before the rest, since logging starts before a command loads its settings."""
+    environ = os.environ if environ is None else environ
     production = env_str(environ, "NECTAR_ENV", "development") == "production"
     token = env_str(environ, "METRICS_TOKEN")
     if token is not None and len(token) < METRICS_TOKEN_MIN_LENGTH:
@@ -233,11 +230,18 @@ def load_observability(environ: Mapping[str, str]) -> Observability:
         worker_metrics_port=(
             None if worker_port is None else env_int(environ, "WORKER_METRICS_PORT", 0, low=1, high=65535)
         ),
+        worker_metrics_host=env_str(environ, "HOST", Observability.worker_metrics_host),
         metrics_dir=Path(metrics_dir).resolve() if metrics_dir else None,
         otlp_endpoint=otlp_endpoint,
         log_format=log_format,
         log_level=log_level,
     )
+
+
+def share_metrics_dir(path: Path) -> None:
+    """Names gunicorn's workers' shared metrics directory in the environment, where prometheus-client
+    (this process's and its forked workers') reads it: the one variable written rather than read."""
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(path)
 
 
 @dataclass(frozen=True)

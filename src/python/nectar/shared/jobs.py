@@ -16,7 +16,6 @@ import argparse
 import asyncio
 import json
 import logging
-import os
 import signal
 import time
 from collections.abc import Awaitable, Callable
@@ -30,7 +29,7 @@ from sqlalchemy.engine import URL
 from sqlalchemy.orm import Session
 
 from nectar.shared.cli import Command
-from nectar.shared.config import bind_host, load_observability
+from nectar.shared.config import load_observability
 from nectar.shared.database import is_database_outage
 from nectar.shared.logs import announce
 from nectar.shared.metrics import serve_worker_metrics, use_single_process_values
@@ -357,7 +356,7 @@ def worker_command(build: Callable[[], tuple[procrastinate.App, list[str]]]) -> 
         use_single_process_values()  # before the first value: counted here, served by the worker itself
         app, queues = build()
         _quiet_worker_logs(app)
-        metrics = serve_worker_metrics(load_observability(os.environ), bind_host(os.environ))
+        metrics = serve_worker_metrics(load_observability())
         if metrics is not None:
             announce(f"worker: metrics on port {metrics.server_port} at /metrics")
         announce(f"worker: running jobs from queue {', '.join(queues)}")

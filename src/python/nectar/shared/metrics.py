@@ -41,7 +41,7 @@ from prometheus_client.core import GaugeMetricFamily
 from sqlalchemy import event
 from sqlalchemy.engine import URL, Engine
 
-from nectar.shared.config import Observability
+from nectar.shared.config import Observability, share_metrics_dir
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ def use_multiprocess_dir(observability: Observability, service: str) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     for stale in path.glob("*.db"):
         stale.unlink()
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(path)  # what prometheus-client and the workers read
+    share_metrics_dir(path)
     values.ValueClass = values.get_value_class()
     if made_here:
         owner = os.getpid()  # forked workers run atexit too; only this process removes it
@@ -279,9 +279,9 @@ class _ThreadingServer(ThreadingMixIn, WSGIServer):
     daemon_threads = True
 
 
-def serve_worker_metrics(observability: Observability, host: str) -> WSGIServer | None:
-    """Serves a worker process's /metrics on WORKER_METRICS_PORT in a thread; None when it is not
-    set or metrics are off."""
+def serve_worker_metrics(observability: Observability) -> WSGIServer | None:
+    """Serves a worker process's /metrics on WORKER_METRICS_PORT (at HOST) in a thread; None when
+    it is not set or metrics are off."""
     port = observability.worker_metrics_port
     if port is None or not observability.metrics_enabled:
         return None
@@ -293,6 +293,12 @@ def serve_worker_metrics(observability: Observability, host: str) -> WSGIServer 
             return [b"not found: try /metrics\n"]
         return endpoint(environ, start_response)
 
-    server = make_server(host, port, app, server_class=_ThreadingServer, handler_class=_QuietHandler)
+    server = make_server(
+        observability.worker_metrics_host,
+        port,
+        app,
+        server_class=_ThreadingServer,
+        handler_class=_QuietHandler,
+    )
     threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
     return server

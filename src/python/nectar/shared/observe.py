@@ -55,12 +55,10 @@ class ObservedRequests:
         try:
             return self.app(environ, start)
         finally:
-            route = _route(environ)
-            method = environ.get("REQUEST_METHOD", "")
+            route, method = _route(environ), environ.get("REQUEST_METHOD", "")
+            method = method if method in KNOWN_METHODS else "OTHER"
             if self.metrics is not None:
-                HTTP_REQUEST_SECONDS.labels(
-                    route, method if method in KNOWN_METHODS else "OTHER", answered[0]
-                ).observe(time.perf_counter() - started)
+                HTTP_REQUEST_SECONDS.labels(route, method, answered[0]).observe(time.perf_counter() - started)
             if self.traced:
                 span = trace.get_current_span()
                 span.update_name(f"{method} {route}")

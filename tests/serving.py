@@ -85,9 +85,12 @@ def dead_url() -> str:
 
 
 @contextmanager
-def service_process(module: str, environ: dict[str, str], timeout: float = 60) -> Iterator[str]:
+def service_process(
+    module: str, environ: dict[str, str], timeout: float = 60, *, output: Path | None = None
+) -> Iterator[str]:
     """Runs a service binary's default command (gunicorn, as deployed) in a subprocess with
-    `environ` on a free loopback port; yields its base URL once /healthz answers."""
+    `environ` on a free loopback port; yields its base URL once /healthz answers. Its output goes
+    to the file `output` when given (kept), else to a temporary one."""
     port = free_port()
     env = {
         **os.environ,
@@ -96,7 +99,10 @@ def service_process(module: str, environ: dict[str, str], timeout: float = 60) -
         "HOST": "127.0.0.1",
         "PYTHONPATH": os.pathsep.join(sys.path),
     }
-    log = tempfile.TemporaryFile()  # a pipe nobody reads would stop the server once full
+    # A file: a pipe nobody reads would stop the server once full.
+    log = (
+        open(output, "w+b") if output is not None else tempfile.TemporaryFile()
+    )  # noqa: SIM115 - closed below
     process = subprocess.Popen([sys.executable, "-m", module], env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:

@@ -11,6 +11,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from nectar.core.app import create_app
 from nectar.core.endpoints import service as endpoint_service
@@ -216,9 +217,10 @@ def test_every_answered_call_is_recorded_once(owner, core_app, database, monkeyp
     browser, org, token = owner
     monkeypatch.setitem(endpoint_service.PLAN_RATE_LIMITS, "free", 1000)
     # One organization is all of this test's load: it may hold every thread (fairness is tested apart).
-    monkeypatch.setattr(core_app.wsgi_app.shares, "most", 8)
+    monkeypatch.setattr(core_app.wsgi_app.app.shares, "most", 8)  # inside the observing middleware
     endpoint = _endpoint(browser, token, _workflow(browser, token))
     url = endpoint["url"].replace("{id}", "9")
+    counted_before = _runs_counted(core_app, "http", "succeeded")
 
     def call(n):
         answer = core_app.test_client().post(url, json={"items": [{"price": n}]})
@@ -238,6 +240,20 @@ def test_every_answered_call_is_recorded_once(owner, core_app, database, monkeyp
     assert sorted(r[0] for r in rows) == sorted(run_ids)
     assert {r[1] for r in rows} == {3}
     assert sorted(int(r[2]) for r in rows) == list(range(200))
+    assert _runs_counted(core_app, "http", "succeeded") - counted_before == 200  # the metrics agree
+
+
+def _runs_counted(app, trigger: str, status: str) -> float:
+    """nectar_workflow_runs_total for `trigger` and `status`, as a scrape of /metrics reads it."""
+    text = app.test_client().get("/metrics").get_data(as_text=True)
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "nectar_workflow_runs_total" and sample.labels == {
+                "trigger": trigger,
+                "status": status,
+            }:
+                return sample.value
+    return 0.0
 
 
 def test_forked_workers_never_share_run_ids():

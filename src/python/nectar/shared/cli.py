@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import errno
 import gc
-import logging
 import os
 import socket
 import sys
@@ -24,6 +23,7 @@ from nectar.shared.config import (
     Service,
     Settings,
     embedded_database_dir,
+    load_observability,
     load_serve_settings,
     load_settings,
     var_dir,
@@ -36,6 +36,8 @@ from nectar.shared.embedded_postgres import (
     stop_servers_under,
     use_embedded_database,
 )
+from nectar.shared.logs import announce, configure_logging, gunicorn_log_config
+from nectar.shared.metrics import mark_worker_dead, use_multiprocess_dir
 
 USAGE_ERROR = 2
 
@@ -107,15 +109,17 @@ def serve(service: Service, create_app: Callable[[Settings], Flask], args: argpa
         "errorlog": "-",
         "proc_name": f"nectar-{service}",
         "forwarded_allow_ips": serving.forwarded_allow_ips,
+        "child_exit": lambda _server, worker: mark_worker_dead(worker.pid),
     }
+    log_config = gunicorn_log_config(str(service), settings.observability)
+    if log_config is not None:
+        options["logconfig_dict"] = log_config
     if args.config and not os.path.isfile(args.config):
         raise ConfigError(f"gunicorn configuration file {args.config} does not exist")
+    # Before the app exists: its metrics' values go to files its forked workers share.
+    use_multiprocess_dir(settings.observability, str(service))
     app = create_app(settings)
-    print(
-        f"{service}: serving on http://{host}:{settings.port} ({settings.environment})",
-        file=sys.stderr,
-        flush=True,
-    )
+    announce(f"{service}: serving on http://{host}:{settings.port} ({settings.environment})", file=sys.stderr)
     _Gunicorn(app, options, args.config).run()
     return 0
 
@@ -168,10 +172,8 @@ def run_service_cli(
     for name, command in commands.items():
         command.configure(sub.add_parser(name, help=command.help))
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO, format=f"%(asctime)s {service} %(levelname)s %(name)s: %(message)s"
-    )
     try:
+        configure_logging(str(service), load_observability())
         if args.command in (None, "serve"):
             if args.command is None:
                 args.config = None

@@ -182,6 +182,75 @@ def local_url(port: int) -> str:
     return f"http://127.0.0.1:{port}"
 
 
+LOG_FORMATS = ("json", "text")
+METRICS_TOKEN_MIN_LENGTH = 16
+
+
+@dataclass(frozen=True)
+class Observability:
+    """Metrics, traces and logs (issue 19). `metrics_token`: what a scrape of /metrics must present
+    as a Bearer token (METRICS_TOKEN); without one, metrics are off in production and open
+    elsewhere. `metrics_enabled`: /metrics served and requests counted (METRICS_ENABLED, default on
+    where allowed). `worker_metrics_port`: where a `worker` process serves its /metrics
+    (WORKER_METRICS_PORT; None: not served). `metrics_dir`: gunicorn's workers' shared metrics
+    files (PROMETHEUS_MULTIPROC_DIR; None: a private temporary directory per serve). `otlp_endpoint`:
+    where spans go over OTLP/HTTP (OTEL_EXPORTER_OTLP_ENDPOINT; None: no tracing at all).
+    `log_format`: json or text (LOG_FORMAT), `log_level` (LOG_LEVEL)."""
+
+    metrics_token: str | None = None
+    metrics_enabled: bool = True
+    worker_metrics_port: int | None = None
+    worker_metrics_host: str = "0.0.0.0"  # noqa: S104 - HOST, as the web port
+    metrics_dir: Path | None = None
+    otlp_endpoint: str | None = None
+    log_format: str = "text"
+    log_level: str = "INFO"
+
+
+def load_observability(environ: Mapping[str, str] | None = None) -> Observability:
+    """The observability settings (Observability); raises ConfigError when one is unusable. Read
+    before the rest, since logging starts before a command loads its settings."""
+    environ = os.environ if environ is None else environ
+    production = env_str(environ, "NECTAR_ENV", "development") == "production"
+    token = env_str(environ, "METRICS_TOKEN")
+    if token is not None and len(token) < METRICS_TOKEN_MIN_LENGTH:
+        raise ConfigError(f"METRICS_TOKEN is too short (at least {METRICS_TOKEN_MIN_LENGTH} characters)")
+    log_format = env_str(environ, "LOG_FORMAT", "json" if production else "text").lower()
+    if log_format not in LOG_FORMATS:
+        raise ConfigError(f"LOG_FORMAT must be json or text, not {log_format!r}")
+    log_level = env_str(environ, "LOG_LEVEL", "INFO").upper()
+    if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise ConfigError(f"LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, not {log_level!r}")
+    # Metrics are served (and requests counted) with a token, or outside production; METRICS_ENABLED
+    # turns them off anywhere (an A/B of their cost), never on in production without a token.
+    metrics_enabled = env_bool(environ, "METRICS_ENABLED", token is not None or not production)
+    if metrics_enabled and production and token is None:
+        raise ConfigError("METRICS_ENABLED needs METRICS_TOKEN in production: /metrics is never open there")
+    worker_port = env_str(environ, "WORKER_METRICS_PORT")
+    metrics_dir = env_str(environ, "PROMETHEUS_MULTIPROC_DIR")
+    otlp_endpoint = env_str(environ, "OTEL_EXPORTER_OTLP_ENDPOINT")
+    if otlp_endpoint is not None and not otlp_endpoint.startswith(("http://", "https://")):
+        raise ConfigError(f"OTEL_EXPORTER_OTLP_ENDPOINT must be an http(s):// URL, not {otlp_endpoint!r}")
+    return Observability(
+        metrics_token=token,
+        metrics_enabled=metrics_enabled,
+        worker_metrics_port=(
+            None if worker_port is None else env_int(environ, "WORKER_METRICS_PORT", 0, low=1, high=65535)
+        ),
+        worker_metrics_host=env_str(environ, "HOST", Observability.worker_metrics_host),
+        metrics_dir=Path(metrics_dir).resolve() if metrics_dir else None,
+        otlp_endpoint=otlp_endpoint,
+        log_format=log_format,
+        log_level=log_level,
+    )
+
+
+def share_metrics_dir(path: Path) -> None:
+    """Names gunicorn's workers' shared metrics directory in the environment, where prometheus-client
+    (this process's and its forked workers') reads it: the one variable written rather than read."""
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(path)
+
+
 @dataclass(frozen=True)
 class Settings:
     service: Service
@@ -213,6 +282,7 @@ class Settings:
     org_max_threads: int = 2
     worker_concurrency: int = 4
     org_max_worker_runs: int = 2
+    observability: Observability = field(default_factory=Observability)
 
     @property
     def public_url(self) -> str:
@@ -289,6 +359,7 @@ def load_settings(service: Service, environ: Mapping[str, str] | None = None) ->
         org_max_worker_runs=env_int(
             environ, "ORG_MAX_WORKER_RUNS", max(1, worker_concurrency // 2), low=1, high=64
         ),
+        observability=load_observability(environ),
     )
 
 

@@ -29,7 +29,10 @@ from sqlalchemy.engine import URL
 from sqlalchemy.orm import Session
 
 from nectar.shared.cli import Command
+from nectar.shared.config import load_observability
 from nectar.shared.database import is_database_outage
+from nectar.shared.logs import announce
+from nectar.shared.metrics import serve_worker_metrics, use_single_process_values
 
 log = logging.getLogger(__name__)
 
@@ -297,7 +300,9 @@ class WorkerLogFilter(logging.Filter):
     each with its traceback. A job the outage interrupted is still logged, in one line, as a
     warning (it is retried once the database is back). psycopg's warning that it could not cancel
     a query (its connection was cut) is the outage again. The routine of periodic upkeep (three
-    lines per run, every few seconds on an idle queue) is left out too; its failures are logged."""
+    lines per run, every few seconds on an idle queue) is left out too; its failures are logged.
+    Any other job's start and success are DEBUG lines (LOG_LEVEL=DEBUG shows them): a working
+    queue's log says what went wrong, not everything that went right."""
 
     def __init__(self, periodic_tasks: set[str]):
         super().__init__()
@@ -318,8 +323,12 @@ class WorkerLogFilter(logging.Filter):
             record.msg = f"{record.getMessage()} ({_one_line(error)})"
             record.args = None
             return True
-        routine = getattr(record, "action", None) in ROUTINE_ACTIONS
-        return not (routine and job is not None and job.get("task_name") in self.periodic_tasks)
+        if getattr(record, "action", None) not in ROUTINE_ACTIONS or job is None:
+            return True
+        if job.get("task_name") in self.periodic_tasks:
+            return False
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return logging.getLogger().isEnabledFor(logging.DEBUG)
 
 
 def _quiet_worker_setup() -> None:
@@ -344,9 +353,13 @@ def worker_command(build: Callable[[], tuple[procrastinate.App, list[str]]]) -> 
 
     def run(args: argparse.Namespace) -> int:
         _quiet_worker_setup()
+        use_single_process_values()  # before the first value: counted here, served by the worker itself
         app, queues = build()
         _quiet_worker_logs(app)
-        print(f"worker: running jobs from queue {', '.join(queues)}", flush=True)
+        metrics = serve_worker_metrics(load_observability())
+        if metrics is not None:
+            announce(f"worker: metrics on port {metrics.server_port} at /metrics")
+        announce(f"worker: running jobs from queue {', '.join(queues)}")
         # --once takes one job at a time: with several at once, a job waiting for its lock (held
         # by one running) would find the worker stopped once the queue looked empty.
         once = {"concurrency": 1} if args.once else {}

@@ -31,6 +31,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from nectar.shared.bad_input import BadInput, CheckedRequest, StrictJSONProvider, check_address, check_body
 from nectar.shared.config import Settings
 from nectar.shared.database import db, engine_options, is_database_outage
+from nectar.shared.observe import observe_app
 
 PROBLEM_JSON = "application/problem+json"
 
@@ -300,7 +301,7 @@ def create_service_app(
 ) -> Flask:
     """The Flask app every service starts from, configured from `settings`. `middleware(app)`, if
     given, wraps the app's WSGI callable inside the proxy handling, so it sees the client's
-    address and scheme as Flask's views do."""
+    address and scheme as Flask's views do. Outermost: request ids, metrics and traces (observe_app)."""
     app = Flask(import_name)
     app.request_class, app.json = CheckedRequest, StrictJSONProvider(app)
     secure_cookies = settings.environment == "production"
@@ -340,4 +341,5 @@ def create_service_app(
     def _service_name():
         return {"service_name": str(settings.service), "environment": settings.environment}
 
+    observe_app(app, settings)
     return app

@@ -8,6 +8,7 @@ import re
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextvars import copy_context
 from dataclasses import dataclass
 
 import requests
@@ -21,6 +22,7 @@ from nectar.core.contract import PLANS
 from nectar.schema.models import SystemSetting
 from nectar.shared.bad_input import BadInput, loads_json
 from nectar.shared.config import Service, Settings
+from nectar.shared.tracing import service_call
 
 HEALTH_TIMEOUT_SECONDS = 2.0
 
@@ -38,7 +40,8 @@ def check_service(service: Service, base_url: str, timeout: float = HEALTH_TIMEO
     url = f"{base_url.rstrip('/')}/readyz"
     started = time.perf_counter()
     try:
-        response = requests.get(url, timeout=timeout, headers={"Accept": "application/json"})
+        with service_call(f"{service} GET readyz") as headers:
+            response = requests.get(url, timeout=timeout, headers={**headers, "Accept": "application/json"})
     except requests.RequestException as error:
         return ServiceHealth(str(service), url, False, None, f"no answer ({type(error).__name__})")
     latency = round((time.perf_counter() - started) * 1000, 1)
@@ -56,7 +59,11 @@ def check_services(settings: Settings) -> list[ServiceHealth]:
     """Every service's /readyz at once, each bounded by the timeout: one down peer costs at most
     that, and the page renders regardless."""
     with ThreadPoolExecutor(max_workers=len(Service)) as pool:
-        futures = [pool.submit(check_service, service, settings.service_urls[service]) for service in Service]
+        # Each in a copy of this thread's context: the page's request id and trace go along.
+        futures = [
+            pool.submit(copy_context().run, check_service, service, settings.service_urls[service])
+            for service in Service
+        ]
         return [future.result() for future in futures]
 
 

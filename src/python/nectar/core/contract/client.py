@@ -12,6 +12,7 @@ from urllib3.exceptions import ConnectTimeoutError, MaxRetryError
 from urllib3.util.retry import Retry
 
 from nectar.core.contract import plans
+from nectar.shared.tracing import service_call
 
 API_PREFIX = "/internal/v1"
 # The plans an organization can be on: what create_account and set_plan accept (their definitions
@@ -201,10 +202,13 @@ class CoreClient:
 
     def _call(self, method: str, path: str, body: dict | None = None, *, idempotent: bool = True) -> dict:
         url = f"{self.base_url}{API_PREFIX}{path}"
-        headers = {"Authorization": f"Bearer {self._token}"} if self._token else {}
         http = self._http if idempotent else self._http_once
         try:
-            response = http.request(method, url, json=body, headers=headers, timeout=self._timeout)
+            # The request id and trace context go along, so core's lines and spans join the caller's.
+            with service_call(f"core {method} {path.split('/')[1]}") as headers:
+                if self._token:
+                    headers["Authorization"] = f"Bearer {self._token}"
+                response = http.request(method, url, json=body, headers=headers, timeout=self._timeout)
         except requests.RequestException as error:
             if _never_reached_core(error):
                 raise CoreUnavailable(

@@ -48,6 +48,7 @@ from nectar.core.workflows.expressions import ExpressionError, check_size, json_
 from nectar.schema.models import IntegrationConnection, Organization, Workflow, WorkflowRun
 from nectar.shared.bad_input import BadInput, check_address, decode_text, loads_json, text_charset
 from nectar.shared.database import db, scope_session
+from nectar.shared.observe import ROUTE_KEY
 from nectar.shared.throttle import Limit, hit
 from nectar.shared.tokens import TokenInvalid, make_token, read_token
 from nectar.shared.web import (
@@ -65,6 +66,7 @@ csrf.exempt(tenant_endpoints)
 keeps_raw_input(tenant_endpoints)  # bodies may be signed: read raw, then checked by _parsed_body
 MAX_BODY_BYTES = 256 * 1024
 _UUID = "[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}"
+ENDPOINT_CALL_ROUTE = f"{PREFIX}<org_id>/<path>"
 CALL_PATH = re.compile(rf"{PREFIX}({_UUID})(/.*)", re.DOTALL)  # fullmatch
 HOOK_PATH = re.compile(rf"/_hooks/{_UUID}")  # fullmatch
 RUN_STATUS_PATH = re.compile(rf"/_runs/{_UUID}")  # fullmatch
@@ -91,6 +93,7 @@ class TenantEndpointCalls:
         if match is None:
             return self.flask(environ, start_response)
         org_id = uuid.UUID(match[1])
+        environ[ROUTE_KEY] = ENDPOINT_CALL_ROUTE  # metrics count calls by this, never by their path
         if not self.shares.take(org_id):
             with self.app.app_context():
                 answer = security_headers(_sandboxed(_busy(self.shares.most)))
@@ -99,6 +102,7 @@ class TenantEndpointCalls:
             if (request_.method == "POST" and HOOK_PATH.fullmatch(match[2])) or (
                 request_.method == "GET" and RUN_STATUS_PATH.fullmatch(match[2])
             ):
+                del environ[ROUTE_KEY]  # Flask's route names it
                 return self.flask(environ, start_response)
             with self.app.app_context():  # its end returns the database session, if a call used one
                 answer = _answer(request_, org_id, match[2])

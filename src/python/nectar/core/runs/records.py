@@ -9,6 +9,7 @@ from datetime import datetime
 
 from sqlalchemy.orm import Session
 
+from nectar.core.runs.metrics import count_run
 from nectar.core.workflows.engine import RunOutcome, StepRecord
 from nectar.core.workflows.expressions import json_safe, json_text
 from nectar.shared.bad_input import BadInput, check_text
@@ -217,6 +218,7 @@ def record_run(
     session.connection().exec_driver_sql(
         RECORD_RUNS_SQL, record_runs_params([run_record_json(run)], rate_bucket)
     )
+    count_run(request.trigger, outcome.status)
     return run.id
 
 

@@ -20,6 +20,7 @@ from nectar.core.runs.calls import Caller, called_run_result, start_called_run, 
 from nectar.core.runs.inbox import RunInbox
 from nectar.core.runs.journal import ClaimedRun, RunJournal, claim_run
 from nectar.core.runs.links import run_links
+from nectar.core.runs.metrics import count_run
 from nectar.core.runs.queries import saved_definition
 from nectar.core.runs.queue import activation_job
 from nectar.core.runs.records import RunRequest, complete_run, fail_run, outcome_statement, record_run
@@ -199,6 +200,7 @@ def _settle(session: Session, org_id: uuid.UUID, run: ClaimedRun, outcome: RunOu
         session.commit()
     if status != outcome.status:  # cancelled meanwhile: the cancellation stands
         outcome = replace(outcome, status=status, error=error, wake_at=None, waiting_for=None)
+    count_run(run.trigger, outcome.status)
     return outcome
 
 
@@ -210,6 +212,7 @@ def _fail(session: Session, org_id: uuid.UUID, run: ClaimedRun, error: Exception
     if called:
         wake_caller(session, org_id, run_id)
     session.commit()
+    count_run(run.trigger, "failed")
 
 
 def run_version(

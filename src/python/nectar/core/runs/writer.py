@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import psycopg
 from sqlalchemy.engine import Engine
 
+from nectar.core.runs.metrics import count_run
 from nectar.core.runs.rate_window import (
     CALLS_SQL,
     Admission,
@@ -114,6 +115,7 @@ class RunWriter:
         commit when it queued email or writing is failing, and raises RecordingFailed if that
         commit fails."""
         waited_for = bool(emails) or self._failing
+        count_run(run.request.trigger, run.outcome.status)
         text = run_record_json(run)
         pending = self._hand_over(run.org_id, text, emails, admission, waited_for)
         if waited_for:

@@ -1,6 +1,7 @@
 """Benchmark: a tenant endpoint whose workflow is transform -> condition -> respond, against a bare
 Flask route returning the same JSON, both under gunicorn with the same settings, loaded by wrk
-from a separate process, in one run. Also counts database round trips per endpoint call.
+from a separate process, in one run; and the same endpoint with metrics off (A/B: their cost).
+Also counts database round trips per endpoint call.
 
     apt-get install wrk                              # once; Debian's package
     ./pants run benchmarks/endpoint_throughput.py    # about 3 minutes (-- --seconds 10 --rounds 5)
@@ -8,8 +9,9 @@ from a separate process, in one run. Also counts database round trips per endpoi
 The machine is shared and noisy: rounds alternate between the two servers and the ratio reported
 is the median of the rounds' ratios.
 
-Goals: at least 60% of the bare route's requests per second (runs metered); p99 under 15 ms at
-one connection; at most 5 database round trips per synchronous execution. PostgreSQL runs with
+Goals: at least 60% of the bare route's requests per second (runs metered, metrics on, tracing
+off); metrics cost under 5% of an endpoint call; p99 under 15 ms at one connection; at most 5
+database round trips per synchronous execution. PostgreSQL runs with
 production durability (`-- --durability off` for the flattering figure).
 """
 
@@ -130,7 +132,7 @@ def bare_app() -> Flask:
 def serve(kind: str, port: int, environ: dict[str, str]) -> None:
     from nectar.shared.cli import _Gunicorn
 
-    if kind == "core":
+    if kind.startswith("core"):
         from nectar.core.app import create_app
         from nectar.core.endpoints.service import PLAN_RATE_LIMITS
 
@@ -139,6 +141,8 @@ def serve(kind: str, port: int, environ: dict[str, str]) -> None:
         PLAN_RATE_LIMITS["enterprise"] = 10**9
         # One organization is all the load here: it may hold every thread (fairness still counts it).
         environ = {**environ, "ORG_MAX_THREADS": str(GUNICORN["threads"])}
+        # Metering is always on (the database counts runs); metrics are on unless measured without.
+        environ["METRICS_ENABLED"] = "false" if kind == "core-no-metrics" else "true"
         app = create_app(load_settings(Service.CORE, environ))
     else:
         app = bare_app()
@@ -226,7 +230,7 @@ def main() -> None:
     environ = environ_for(server)
     trips = count_round_trips(environ, path)
 
-    ports = {"bare": free_port(), "core": free_port()}
+    ports = {"bare": free_port(), "core": free_port(), "core-no-metrics": free_port()}
     context = multiprocessing.get_context("fork")
     processes = [
         context.Process(target=serve, args=(kind, port, environ), daemon=True) for kind, port in ports.items()
@@ -236,6 +240,7 @@ def main() -> None:
     urls = {
         "bare": f"http://127.0.0.1:{ports['bare']}/bare",
         "core": f"http://127.0.0.1:{ports['core']}{path}",
+        "core-no-metrics": f"http://127.0.0.1:{ports['core-no-metrics']}{path}",
     }
     try:
         for url in urls.values():
@@ -246,7 +251,7 @@ def main() -> None:
             )
         script_path = Path(script.name)
         rounds = []
-        for _ in range(args.rounds):  # alternating, so both see the same machine
+        for _ in range(args.rounds):  # alternating, so all three see the same machine
             result = {}
             for kind, url in urls.items():
                 wait_for_quiet(server)
@@ -271,14 +276,25 @@ def main() -> None:
         f"wrk {args.connections} connections, {args.seconds} s a round, {args.rounds} rounds; "
         f"PostgreSQL with {durability(server)}\n"
     )
-    print(f"{'round':>6} {'bare req/s':>11} {'endpoint req/s':>15} {'ratio':>7}")
-    ratios = []
+    print(
+        f"{'round':>6} {'bare req/s':>11} {'endpoint req/s':>15} {'ratio':>7} "
+        f"{'without metrics':>16} {'metrics cost':>13}"
+    )
+    ratios, costs = [], []
     for number, result in enumerate(rounds, 1):
         ratios.append(result["core"]["rps"] / result["bare"]["rps"])
-        print(f"{number:>6} {result['bare']['rps']:>11.0f} {result['core']['rps']:>15.0f} {ratios[-1]:>7.0%}")
-    ratio = statistics.median(ratios)
+        costs.append(1 - result["core"]["rps"] / result["core-no-metrics"]["rps"])
+        print(
+            f"{number:>6} {result['bare']['rps']:>11.0f} {result['core']['rps']:>15.0f} {ratios[-1]:>7.0%} "
+            f"{result['core-no-metrics']['rps']:>16.0f} {costs[-1]:>13.1%}"
+        )
+    ratio, cost = statistics.median(ratios), statistics.median(costs)
     print(
-        f"\nthroughput ratio (median of rounds): {ratio:.0%} of the bare route (goal >= 60%: {'OK' if ratio >= 0.6 else 'MISSED'})"
+        f"\nthroughput ratio (median of rounds), metered, metrics on, tracing off: {ratio:.0%} of the bare route "
+        f"(goal >= 60%: {'OK' if ratio >= 0.6 else 'MISSED'})"
+    )
+    print(
+        f"cost of metrics on an endpoint call (median of rounds, A/B): {cost:.1%} (goal < 5%: {'OK' if cost < 0.05 else 'MISSED'})"
     )
     print(
         f"p99 at one connection: bare {single['bare']['p99_ms']:.2f} ms, endpoint {single['core']['p99_ms']:.2f} ms"

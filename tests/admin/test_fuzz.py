@@ -58,6 +58,7 @@ def variables(database):
         )
         return {
             "org_id": org,
+            "name": "calls_per_minute",  # a plan override's
             "user_id": user,
             "template_id": template,
             "campaign_id": _one(

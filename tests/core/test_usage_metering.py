@@ -111,7 +111,7 @@ def test_usage_agrees_exactly_with_the_runs_after_concurrent_calls_and_runs(
 ):
     browser, token, org = _organization(app)
     monkeypatch.setitem(endpoint_service.PLAN_RATE_LIMITS, "free", 10_000)
-    monkeypatch.setattr(app.wsgi_app.shares, "most", 8)  # this organization is the whole load
+    monkeypatch.setattr(app.wsgi_app.app.shares, "most", 8)  # this organization is the whole load
     answering = _workflow(
         browser,
         token,

@@ -1,0 +1,59 @@
+"""A hostile free tenant against its monthly run quota, and odd periods for /api/v1/usage."""
+
+from __future__ import annotations
+
+import pytest
+
+from nectar.core.usage import MonthlyRuns
+from nectar.shared.database import db, one_per_database
+from tests.core.conftest import drain_jobs
+from tests.core.test_usage_metering import _organization, _used_this_month, _workflow
+
+
+@pytest.fixture(scope="module")
+def app(local_outbound_app):
+    return local_outbound_app
+
+
+def test_a_burst_of_queued_runs_cannot_pass_the_free_quota(app, database):
+    # 995 of 1,000 used: runs queued at once (none ended yet) take the last five, not 30.
+    browser, token, org = _organization(app)
+    workflow_id = _workflow(browser, token, [{"id": "x", "type": "transform", "expression": "`1`"}])
+    _used_this_month(database, org, 995)
+    runs = f"/api/v1/workflows/{workflow_id}/runs"
+    statuses = [browser.api("POST", runs, token=token, json={"input": {}}).status_code for _ in range(30)]
+    assert statuses.count(202) == 5 and statuses.count(429) == 25, statuses
+    drain_jobs(app)
+    with app.app_context():
+        one_per_database(db.engine, MonthlyRuns)._read.clear()
+    refused = browser.api("POST", f"/api/v1/workflows/{workflow_id}/runs", token=token, json={"input": {}})
+    assert refused.status_code == 429
+
+
+@pytest.mark.parametrize(
+    "period",
+    [
+        {"from": "0001-01-01", "to": "0001-12-31"},
+        {"from": "9999-01-01", "to": "9999-12-31"},
+        {"from": "2026-W49-4"},
+        {"from": "20261201", "to": "20261202"},
+    ],
+)
+def test_odd_but_valid_periods_answer_200(app, period):
+    browser, token, _org = _organization(app)
+    answer = browser.api("GET", "/api/v1/usage", token=token, query_string=period)
+    assert answer.status_code in (200, 400), answer.get_data(as_text=True)[:500]
+
+
+@pytest.mark.parametrize(
+    "period",
+    [
+        {"from": "", "to": ""},
+        {"to": "+2026-12-01"},
+        {"from": "2026-02-30"},
+    ],
+)
+def test_hostile_periods_are_400(app, period):
+    browser, token, _org = _organization(app)
+    answer = browser.api("GET", "/api/v1/usage", token=token, query_string=period)
+    assert answer.status_code == 400, answer.get_data(as_text=True)[:500]

@@ -57,3 +57,4 @@ def test_hostile_periods_are_400(app, period):
     browser, token, _org = _organization(app)
     answer = browser.api("GET", "/api/v1/usage", token=token, query_string=period)
     assert answer.status_code == 400, answer.get_data(as_text=True)[:500]
+

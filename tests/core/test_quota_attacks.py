@@ -58,3 +58,23 @@ def test_hostile_periods_are_400(app, period):
     answer = browser.api("GET", "/api/v1/usage", token=token, query_string=period)
     assert answer.status_code == 400, answer.get_data(as_text=True)[:500]
 
+
+
+def test_a_workflow_cannot_answer_with_a_request_id_of_its_own(app):
+    browser, token, _org = _organization(app)
+    spoof = {
+        "trigger": {"type": "http"},
+        "steps": [{"id": "r", "type": "respond", "headers": {"X-Request-ID": "spoofed\x1b[2J"}, "body": 1}],
+    }
+    workflow_id = browser.api(
+        "POST", "/api/v1/workflows", token=token, json={"name": "spoof", "definition": spoof}
+    ).json["id"]
+    endpoint = browser.api(
+        "POST",
+        "/api/v1/endpoints",
+        token=token,
+        json={"method": "GET", "path": "/spoof", "workflow_id": workflow_id, "auth": "public"},
+    ).json
+    answer = app.test_client().get(endpoint["url"], headers={"X-Request-ID": "caller-1"})
+    assert answer.status_code == 200
+    assert answer.headers.getlist("X-Request-ID") == ["caller-1"]

@@ -430,6 +430,7 @@ BLOCKED_RESPONSE_HEADERS = {
     "set-cookie",
     "content-security-policy",
     "connection",
+    "x-request-id",  # the platform's own (shared/observe.py): the one its logs and support know the call by
 }
 
 

@@ -22,8 +22,8 @@ from nectar.core.alerts import jobs as alert_jobs
 from nectar.core.app import create_app
 from nectar.core.runs import jobs
 from nectar.core.runs.writer import run_writer
-from nectar.shared.config import Role, Service
 from nectar.core.usage import MonthlyRuns
+from nectar.shared.config import Role, Service
 from nectar.shared.database import db, one_per_database
 from nectar.shared.encryption import parse_keys
 from tests.core.conftest import Browser, drain_jobs, run_and_wait

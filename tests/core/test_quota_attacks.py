@@ -59,7 +59,6 @@ def test_hostile_periods_are_400(app, period):
     assert answer.status_code == 400, answer.get_data(as_text=True)[:500]
 
 
-
 def test_a_workflow_cannot_answer_with_a_request_id_of_its_own(app):
     browser, token, _org = _organization(app)
     spoof = {

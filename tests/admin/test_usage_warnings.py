@@ -56,3 +56,21 @@ def test_owners_and_admins_past_80_percent_are_told_once_a_month(database):
         assert _warnings(conn, calm) == []
         ((_subject, paid_body),) = _warnings(conn, paid)
         assert "billed per run" in paid_body
+
+
+def test_a_name_its_organization_chose_is_one_line_in_the_subject(database):
+    owner = f"owner-{uuid.uuid4().hex[:8]}@example.com"
+    with database.connect(Role.ADMIN, autocommit=True) as conn:
+        org = _organization(conn, "free", 900, {"owner": owner})
+        name = "Acme\r\nBcc: all@example.com\u202e" + "x" * 150  # 2 to 200 characters, any of them
+        conn.execute("UPDATE organizations SET name = %s WHERE id = %s", (name, org))
+    engine = create_engine(database.url(Role.ADMIN))
+    try:
+        jobs.warn_usage(engine)
+    finally:
+        engine.dispose()
+    with database.connect(Role.ADMIN) as conn:
+        ((subject, _body),) = _warnings(conn, owner)
+    assert subject.startswith("“Acme Bcc: all@example.com")
+    assert "\n" not in subject and "\u202e" not in subject
+    assert len(subject) < 120

@@ -22,13 +22,15 @@ from nectar.core.alerts import jobs as alert_jobs
 from nectar.core.app import create_app
 from nectar.core.runs import jobs
 from nectar.core.runs.writer import run_writer
+from nectar.core.usage import MonthlyRuns
 from nectar.shared.config import Role, Service
-from nectar.shared.database import db
+from nectar.shared.database import db, one_per_database
 from nectar.shared.encryption import parse_keys
 from tests.core.conftest import Browser, drain_jobs, run_and_wait
 from tests.core.test_api import _new_key
 from tests.core.test_endpoints import _endpoint, _workflow
 from tests.core.test_orgs import _join
+from tests.core.test_usage_metering import _used_this_month
 from tests.serving import dead_url, served
 
 KEY_A = "a" * 43 + "="
@@ -563,3 +565,19 @@ def test_webhook_secrets_rotate_with_the_encryption_keys(owner, database, monkey
     stored = _stored_rule(database, rule["id"])
     assert stored["key_id"] == "b"
     assert parse_keys(f"b:{KEY_B}").decrypt(bytes(stored["secret_ciphertext"])).decode() == rule["secret"]
+
+
+def test_an_error_workflow_refused_by_the_free_quota_says_so_on_its_rule(owner, database):
+    browser, org, token = owner
+    with database.connect(Role.ADMIN) as conn:
+        conn.execute("UPDATE organizations SET plan = 'free' WHERE id = %s", (org,))
+    handler = _workflow(browser, token, {"trigger": {"type": "manual"}, "steps": [_failing()["steps"][0]]})
+    rule = _rule(browser, token, channel="workflow", target=handler)
+    _call_failing_endpoint(browser, token)
+    _used_this_month(database, org, 1_000)  # the quota is used up before the alert is delivered
+    with browser.app.app_context():
+        one_per_database(db.engine, MonthlyRuns)._read.clear()
+    drain_jobs(browser.app)
+    assert "1,000 runs a month" in (_stored_rule(database, rule["id"])["last_error"] or "")
+    runs = browser.api("GET", f"/api/v1/runs?workflow_id={handler}", token=token).json["items"]
+    assert runs == []

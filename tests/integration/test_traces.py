@@ -104,3 +104,13 @@ def test_a_service_exports_its_spans_over_otlp_when_an_endpoint_is_set(database,
         body for path, kind, body in received if path == "/v1/traces" and kind == "application/x-protobuf"
     ]
     assert any(b"GET /healthz" in body and b"nectar-core" in body for body in exported)
+
+
+def test_a_request_span_keeps_no_query_string(core_url):
+    # Links carry their tokens in the query (a password reset's, a run status link's): a trace
+    # backend is no place for them.
+    exported.clear()
+    requests.get(f"{core_url}/reset-password?token=secret-reset-token&x=1", timeout=5)
+    (served_call,) = [span for span in _spans_once_core_answered() if span.kind is SpanKind.SERVER]
+    assert served_call.attributes.get("http.target", "/reset-password") == "/reset-password"
+    assert not any("secret-reset-token" in str(value) for value in served_call.attributes.values())

@@ -15,7 +15,7 @@ from nectar.core.contract.runs import LOST_RUN, RECOVER_TASK
 from nectar.core.contract.runs import QUEUE as CORE_QUEUE
 from nectar.shared import throttle
 from nectar.shared.jobs import QUEUED_ONCE, add_queue_upkeep
-from nectar.shared.mail import Email, queue_email_once
+from nectar.shared.mail import Email, queue_email_once, quoted
 
 QUEUE = "admin"
 DEFAULT_RUN_RETENTION_DAYS = 30
@@ -116,6 +116,8 @@ def hand_back_lost_runs_every_minute(timestamp: int) -> None:
 # An organization whose runs this month reach this share of its plan's included runs is told, once
 # a month: its owners and admins each get one message (the outbox's dedupe key holds it to one).
 USAGE_WARNING_SHARE = 0.8
+# A name the organization chose is one line in a subject (a line break made the message unsendable).
+NAME_IN_SUBJECT = 60
 _MONTH_USAGE_SQL = text(
     "SELECT o.id, o.name, o.plan, sum(u.runs) FROM organizations o JOIN usage_daily u ON u.org_id = o.id "
     "WHERE u.day >= :first AND o.status = 'active' GROUP BY o.id"
@@ -147,12 +149,14 @@ def warn_usage(engine: Engine, core_url: str = "", now: datetime | None = None) 
                 f"includes this month ({runs / plan.included.runs:.0%}). {past}\n\n"
                 f"Your usage, day by day: {core_url}/dashboard\n"
             )
+            share = f"{runs / plan.included.runs:.0%}"
+            subject = f"{quoted(name, NAME_IN_SUBJECT)} has used {share} of this month's runs"
             for user_id, email in session.execute(_TOLD_SQL, {"org": org_id}).all():
                 queued += queue_email_once(
                     session,
                     Email(
                         to=email,
-                        subject=f"{name} has used {runs / plan.included.runs:.0%} of this month's runs",
+                        subject=subject,
                         body_text=body,
                         category="usage.warning",
                         dedupe_key=f"usage:{org_id}:{first:%Y-%m}:{user_id}",

@@ -150,14 +150,17 @@ class MonthlyRuns:
         return runs
 
 
-def quota_used_up(engine: Engine, org_id: uuid.UUID, plan_key: str | None) -> QuotaUsedUp | None:
+def quota_used_up(
+    engine: Engine, org_id: uuid.UUID, plan_key: str | None, under_way: int = 0
+) -> QuotaUsedUp | None:
     """Whether the organization may not start runs now: its plan has no overage and this month's
-    included runs are used (QuotaUsedUp), or None. Plans with overage return at once."""
+    included runs are used, counting `under_way` runs that have not ended (QuotaUsedUp), or None.
+    Plans with overage return at once."""
     plan = plan_of(plan_key)
     if plan.overage:
         return None
     first = datetime.now(UTC).date().replace(day=1)
-    if one_per_database(engine, MonthlyRuns).count(org_id, first) < plan.included.runs:
+    if one_per_database(engine, MonthlyRuns).count(org_id, first) + under_way < plan.included.runs:
         return None
     following = (first.replace(day=28) + timedelta(days=4)).replace(day=1)
     return QuotaUsedUp(plan.name, plan.included.runs, datetime.combine(following, time_of_day(), UTC))

@@ -61,8 +61,22 @@ def instrument_app(app: Flask, engine: Engine) -> None:
     holds everything else."""
     from opentelemetry.instrumentation.wsgi import OpenTelemetryMiddleware
 
-    app.wsgi_app = OpenTelemetryMiddleware(app.wsgi_app)
+    app.wsgi_app = OpenTelemetryMiddleware(app.wsgi_app, request_hook=_without_query)
     trace_queries(engine)
+
+
+# Links carry tokens in their query (a password reset's, an invitation's, a run status link's): a
+# request's span keeps its path only, as the access log does.
+_URL_ATTRIBUTES = ("http.target", "http.url", "url.full")
+
+
+def _without_query(span, _environ) -> None:
+    attributes = getattr(span, "attributes", None) or {}
+    for name in _URL_ATTRIBUTES:
+        if "?" in str(attributes.get(name, "")):
+            span.set_attribute(name, str(attributes[name]).split("?", 1)[0])
+    if "url.query" in attributes:
+        span.set_attribute("url.query", "")
 
 
 def trace_queries(engine: Engine) -> None:

@@ -32,7 +32,7 @@ from nectar.core.org_mail.service import (
     unsubscribe_url,
 )
 from nectar.core.runs.queries import run_for_key
-from nectar.core.runs.queue import queue_run
+from nectar.core.runs.queue import QueueFull, queue_run
 from nectar.core.runs.records import ALERT_TRIGGER
 from nectar.core.runs.runner import outbound_policy
 from nectar.core.workflows import outbound
@@ -191,7 +191,10 @@ def _workflow(session: Session, rule: AlertRule, alert: dict) -> None:
             "rule": alert["rule"],
             "failed_run": alert["failed_run"],
         }
-        queue_run(session, rule.org_id, workflow.id, version.id, ALERT_TRIGGER, run_input, key=key)
+        try:
+            queue_run(session, rule.org_id, workflow.id, version.id, ALERT_TRIGGER, run_input, key=key)
+        except QueueFull as full:  # the queue drains, the quota resets: said on the rule, tried again
+            raise DeliveryFailed(str(full)) from None
 
 
 _CHANNELS = {"email": _email, "slack": _slack, "webhook": _webhook, "workflow": _workflow}

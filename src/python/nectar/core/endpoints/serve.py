@@ -34,7 +34,7 @@ from nectar.core.integrations.service import signature_valid
 from nectar.core.plans import lacking
 from nectar.core.runs.calls import Caller
 from nectar.core.runs.queries import run_to_replay
-from nectar.core.runs.queue import QueueFull, queue_run
+from nectar.core.runs.queue import QueueFull, QuotaReached, queue_run
 from nectar.core.runs.rate_window import WINDOW_SECONDS, Admission, current_window, rate_key
 from nectar.core.runs.records import FINAL_STATUSES, FinishedRun, RunRequest, checked_idempotency_key
 from nectar.core.runs.runner import CollectingEffects, outbound_policy, run_version
@@ -430,6 +430,7 @@ BLOCKED_RESPONSE_HEADERS = {
     "set-cookie",
     "content-security-policy",
     "connection",
+    "x-request-id",  # the platform's own (shared/observe.py): the one its logs and support know the call by
 }
 
 
@@ -532,6 +533,9 @@ def _run_once(org_id, workflow_id, version_id, definition, trigger, key, window:
     if queued:
         try:
             run_id = queue_run(db.session, org_id, workflow_id, version_id, "http", trigger, key=key)
+        except QuotaReached as used_up:  # as the quota check before it answers
+            db.session.rollback()
+            return limit_reached(str(used_up), used_up.limit, used_up.resets_at), False
         except QueueFull as full:
             db.session.rollback()
             return problem_later(429, str(full), full.retry_after), False

@@ -91,8 +91,11 @@ def queue_run(
             "or waiting); new ones are refused until some end or are cancelled."
         )
     if trigger != TEST_TRIGGER:  # testing a draft is not usage
+        # Runs not ended count too: usage counts a run when it ends, and a burst of queued runs
+        # would otherwise all start past the quota.
         org = session.get(Organization, org_id)
-        if (used_up := quota_used_up(session.get_bind(), org_id, org.plan if org else None)) is not None:
+        used_up = quota_used_up(session.get_bind(), org_id, org.plan if org else None, under_way=unfinished)
+        if used_up is not None:
             raise QuotaReached(used_up)
     run_id = uuid.uuid4()
     session.add(

@@ -1,0 +1,99 @@
+"""A hostile free tenant against its monthly run quota, and odd periods for /api/v1/usage."""
+
+from __future__ import annotations
+
+import pytest
+
+from nectar.core.usage import MonthlyRuns
+from nectar.shared.database import db, one_per_database
+from tests.core.conftest import drain_jobs
+from tests.core.test_usage_metering import _next_month, _organization, _used_this_month, _workflow
+
+
+@pytest.fixture(scope="module")
+def app(local_outbound_app):
+    return local_outbound_app
+
+
+def test_a_burst_of_queued_runs_cannot_pass_the_free_quota(app, database):
+    # 995 of 1,000 used: runs queued at once (none ended yet) take the last five, not 30.
+    browser, token, org = _organization(app)
+    workflow_id = _workflow(browser, token, [{"id": "x", "type": "transform", "expression": "`1`"}])
+    _used_this_month(database, org, 995)
+    runs = f"/api/v1/workflows/{workflow_id}/runs"
+    statuses = [browser.api("POST", runs, token=token, json={"input": {}}).status_code for _ in range(30)]
+    assert statuses.count(202) == 5 and statuses.count(429) == 25, statuses
+    drain_jobs(app)
+    with app.app_context():
+        one_per_database(db.engine, MonthlyRuns)._read.clear()
+    refused = browser.api("POST", f"/api/v1/workflows/{workflow_id}/runs", token=token, json={"input": {}})
+    assert refused.status_code == 429
+
+
+@pytest.mark.parametrize(
+    "period",
+    [
+        {"from": "0001-01-01", "to": "0001-12-31"},
+        {"from": "9999-01-01", "to": "9999-12-31"},
+        {"from": "2026-W49-4"},
+        {"from": "20261201", "to": "20261202"},
+    ],
+)
+def test_odd_but_valid_periods_answer_200(app, period):
+    browser, token, _org = _organization(app)
+    answer = browser.api("GET", "/api/v1/usage", token=token, query_string=period)
+    assert answer.status_code in (200, 400), answer.get_data(as_text=True)[:500]
+
+
+@pytest.mark.parametrize(
+    "period",
+    [
+        {"from": "", "to": ""},
+        {"to": "+2026-12-01"},
+        {"from": "2026-02-30"},
+    ],
+)
+def test_hostile_periods_are_400(app, period):
+    browser, token, _org = _organization(app)
+    answer = browser.api("GET", "/api/v1/usage", token=token, query_string=period)
+    assert answer.status_code == 400, answer.get_data(as_text=True)[:500]
+
+
+def test_a_workflow_cannot_answer_with_a_request_id_of_its_own(app):
+    browser, token, _org = _organization(app)
+    spoof = {
+        "trigger": {"type": "http"},
+        "steps": [{"id": "r", "type": "respond", "headers": {"X-Request-ID": "spoofed\x1b[2J"}, "body": 1}],
+    }
+    workflow_id = browser.api(
+        "POST", "/api/v1/workflows", token=token, json={"name": "spoof", "definition": spoof}
+    ).json["id"]
+    endpoint = browser.api(
+        "POST",
+        "/api/v1/endpoints",
+        token=token,
+        json={"method": "GET", "path": "/spoof", "workflow_id": workflow_id, "auth": "public"},
+    ).json
+    answer = app.test_client().get(endpoint["url"], headers={"X-Request-ID": "caller-1"})
+    assert answer.status_code == 200
+    assert answer.headers.getlist("X-Request-ID") == ["caller-1"]
+
+
+def test_a_queued_endpoint_call_past_the_quota_says_the_limit_and_when_it_resets(app, database):
+    # 999 used and one call queued, not ended: the next call is the 1,001st run of the month.
+    browser, token, org = _organization(app)
+    waits = {"trigger": {"type": "http"}, "steps": [{"id": "later", "type": "wait", "seconds": 3600}]}
+    workflow_id = browser.api(
+        "POST", "/api/v1/workflows", token=token, json={"name": "waits", "definition": waits}
+    ).json["id"]
+    endpoint = browser.api(
+        "POST",
+        "/api/v1/endpoints",
+        token=token,
+        json={"method": "POST", "path": "/later", "workflow_id": workflow_id, "auth": "public"},
+    ).json
+    _used_this_month(database, org, 999)
+    assert app.test_client().post(endpoint["url"], json={}).status_code == 202
+    refused = app.test_client().post(endpoint["url"], json={})
+    assert refused.status_code == 429 and refused.mimetype == "application/problem+json"
+    assert refused.json["limit"] == 1_000 and refused.json["resets_at"] == _next_month()

@@ -7,7 +7,7 @@ import pytest
 from nectar.core.usage import MonthlyRuns
 from nectar.shared.database import db, one_per_database
 from tests.core.conftest import drain_jobs
-from tests.core.test_usage_metering import _next_month, _organization, _used_this_month, _workflow
+from tests.core.test_usage_metering import _endpoint, _next_month, _organization, _used_this_month, _workflow
 
 
 @pytest.fixture(scope="module")
@@ -61,19 +61,9 @@ def test_hostile_periods_are_400(app, period):
 
 def test_a_workflow_cannot_answer_with_a_request_id_of_its_own(app):
     browser, token, _org = _organization(app)
-    spoof = {
-        "trigger": {"type": "http"},
-        "steps": [{"id": "r", "type": "respond", "headers": {"X-Request-ID": "spoofed\x1b[2J"}, "body": 1}],
-    }
-    workflow_id = browser.api(
-        "POST", "/api/v1/workflows", token=token, json={"name": "spoof", "definition": spoof}
-    ).json["id"]
-    endpoint = browser.api(
-        "POST",
-        "/api/v1/endpoints",
-        token=token,
-        json={"method": "GET", "path": "/spoof", "workflow_id": workflow_id, "auth": "public"},
-    ).json
+    spoof = [{"id": "r", "type": "respond", "headers": {"X-Request-ID": "spoofed\x1b[2J"}, "body": 1}]
+    workflow_id = _workflow(browser, token, spoof, trigger="http")
+    endpoint = _endpoint(browser, token, workflow_id, "/spoof", method="GET")
     answer = app.test_client().get(endpoint["url"], headers={"X-Request-ID": "caller-1"})
     assert answer.status_code == 200
     assert answer.headers.getlist("X-Request-ID") == ["caller-1"]
@@ -82,16 +72,9 @@ def test_a_workflow_cannot_answer_with_a_request_id_of_its_own(app):
 def test_a_queued_endpoint_call_past_the_quota_says_the_limit_and_when_it_resets(app, database):
     # 999 used and one call queued, not ended: the next call is the 1,001st run of the month.
     browser, token, org = _organization(app)
-    waits = {"trigger": {"type": "http"}, "steps": [{"id": "later", "type": "wait", "seconds": 3600}]}
-    workflow_id = browser.api(
-        "POST", "/api/v1/workflows", token=token, json={"name": "waits", "definition": waits}
-    ).json["id"]
-    endpoint = browser.api(
-        "POST",
-        "/api/v1/endpoints",
-        token=token,
-        json={"method": "POST", "path": "/later", "workflow_id": workflow_id, "auth": "public"},
-    ).json
+    waits = [{"id": "later", "type": "wait", "seconds": 3600}]
+    workflow_id = _workflow(browser, token, waits, trigger="http")
+    endpoint = _endpoint(browser, token, workflow_id, "/later")
     _used_this_month(database, org, 999)
     assert app.test_client().post(endpoint["url"], json={}).status_code == 202
     refused = app.test_client().post(endpoint["url"], json={})

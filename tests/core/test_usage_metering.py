@@ -58,6 +58,25 @@ def _workflow(browser, token, steps: list[dict], trigger: str = "manual") -> str
     return created.json["id"]
 
 
+def _endpoint(browser, token, workflow_id, path: str, method: str = "POST") -> dict:
+    created = browser.api(
+        "POST",
+        "/api/v1/endpoints",
+        token=token,
+        json={"method": method, "path": path, "workflow_id": workflow_id, "auth": "public"},
+    )
+    assert created.status_code == 201, created.json
+    return created.json
+
+
+def _test_run(browser, token, workflow_id):
+    """A test of a draft (not the saved version) of the workflow, through the API."""
+    draft = {"trigger": {"type": "manual"}, "steps": [{"id": "y", "type": "transform", "expression": "`2`"}]}
+    return browser.api(
+        "POST", f"/api/v1/workflows/{workflow_id}/test-runs", token=token, json={"definition": draft}
+    )
+
+
 def _start(browser, token, workflow_id) -> str:
     started = browser.api("POST", f"/api/v1/workflows/{workflow_id}/runs", token=token, json={"input": {}})
     assert started.status_code == 202, started.json
@@ -121,13 +140,7 @@ def test_usage_agrees_exactly_with_the_runs_after_concurrent_calls_and_runs(
         ],
         trigger="http",
     )
-    created = browser.api(
-        "POST",
-        "/api/v1/endpoints",
-        token=token,
-        json={"method": "POST", "path": "/count", "workflow_id": answering, "auth": "public"},
-    )
-    assert created.status_code == 201, created.json
+    endpoint = _endpoint(browser, token, answering, "/count")
     calling = _workflow(
         browser,
         token,
@@ -140,7 +153,7 @@ def test_usage_agrees_exactly_with_the_runs_after_concurrent_calls_and_runs(
     queued = [_start(browser, token, calling) for _ in range(30)]
 
     def call(n: int) -> None:
-        assert app.test_client().post(created.json["url"], json={"n": n}).status_code == 200
+        assert app.test_client().post(endpoint["url"], json={"n": n}).status_code == 200
 
     worker = threading.Thread(target=drain_jobs, args=(app,))
     worker.start()  # the asynchronous runs end while the calls' runs are written
@@ -173,17 +186,7 @@ def test_tests_of_drafts_are_not_counted_and_other_organizations_see_none_of_it(
     browser, token, _org = _organization(app)
     workflow_id = _workflow(browser, token, [{"id": "x", "type": "transform", "expression": "`1`"}])
     _start(browser, token, workflow_id)
-    tested = browser.api(
-        "POST",
-        f"/api/v1/workflows/{workflow_id}/test-runs",
-        token=token,
-        json={
-            "definition": {
-                "trigger": {"type": "manual"},
-                "steps": [{"id": "y", "type": "transform", "expression": "`2`"}],
-            }
-        },
-    )
+    tested = _test_run(browser, token, workflow_id)
     assert tested.status_code == 202, tested.json
     drain_jobs(app)
     assert _usage(browser, token)["total"]["runs_by_trigger"] == {"manual": 1}
@@ -280,12 +283,7 @@ def test_a_free_plans_runs_past_its_monthly_quota_are_refused_until_the_month_en
     workflow_id = _workflow(
         browser, token, [{"id": "x", "type": "transform", "expression": "`1`"}], trigger="http"
     )
-    endpoint = browser.api(
-        "POST",
-        "/api/v1/endpoints",
-        token=token,
-        json={"method": "POST", "path": "/quota", "workflow_id": workflow_id, "auth": "public"},
-    ).json
+    endpoint = _endpoint(browser, token, workflow_id, "/quota")
     _used_this_month(database, org, 1_000)  # the free plan's included runs, all used
 
     started = browser.api("POST", f"/api/v1/workflows/{workflow_id}/runs", token=token, json={"input": {}})
@@ -294,17 +292,7 @@ def test_a_free_plans_runs_past_its_monthly_quota_are_refused_until_the_month_en
     assert "1,000 runs a month" in started.json["detail"] and int(started.headers["Retry-After"]) > 0
     called = app.test_client().post(endpoint["url"], json={})
     assert called.status_code == 429 and called.json["limit"] == 1_000
-    tested = browser.api(
-        "POST",
-        f"/api/v1/workflows/{workflow_id}/test-runs",
-        token=token,
-        json={
-            "definition": {
-                "trigger": {"type": "manual"},
-                "steps": [{"id": "y", "type": "transform", "expression": "`2`"}],
-            }
-        },
-    )
+    tested = _test_run(browser, token, workflow_id)
     assert tested.status_code == 202  # testing a draft is not usage
     with database.connect(Role.ADMIN) as conn:
         counted = conn.execute(

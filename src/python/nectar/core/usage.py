@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-from nectar.core.contract.plans import plan_of
+from nectar.core.contract.plans import month_after, plan_of
 from nectar.schema.models import UsageDay
 from nectar.shared.database import SET_TENANT_SQL, in_one_round_trip, one_per_database
 
@@ -136,17 +136,16 @@ class MonthlyRuns:
         self.engine, self._lock, self._read = engine, threading.Lock(), {}
 
     def count(self, org_id: uuid.UUID, first: date) -> int:
-        key = (org_id, first)
-        known = self._read.get(key)
-        if known is not None and time.monotonic() - known[0] < QUOTA_READ_EVERY:
-            return known[1]
+        known = self._read.get(org_id)  # one entry per organization: a new month replaces it
+        if known is not None and known[0] == first and time.monotonic() - known[1] < QUOTA_READ_EVERY:
+            return known[2]
         _, rows = in_one_round_trip(
             self.engine,
             [(SET_TENANT_SQL, (str(org_id),)), (_MONTH_RUNS_SQL, {"org": org_id, "first": first})],
         )
         runs = int(rows[0][0])
         with self._lock:
-            self._read[key] = (time.monotonic(), runs)
+            self._read[org_id] = (first, time.monotonic(), runs)
         return runs
 
 
@@ -159,8 +158,9 @@ def quota_used_up(
     plan = plan_of(plan_key)
     if plan.overage:
         return None
-    first = datetime.now(UTC).date().replace(day=1)
+    first, _today = month_so_far(datetime.now(UTC).date())
     if one_per_database(engine, MonthlyRuns).count(org_id, first) + under_way < plan.included.runs:
         return None
-    following = (first.replace(day=28) + timedelta(days=4)).replace(day=1)
-    return QuotaUsedUp(plan.name, plan.included.runs, datetime.combine(following, time_of_day(), UTC))
+    return QuotaUsedUp(
+        plan.name, plan.included.runs, datetime.combine(month_after(first), time_of_day(), UTC)
+    )

@@ -10,6 +10,7 @@ from sqlalchemy import select
 
 from nectar.admin.billing import service
 from nectar.admin.listing import paginate, read_page, read_text
+from nectar.core.contract.plans import month_after
 from nectar.schema.models import Organization, Subscription
 from nectar.shared.database import db
 
@@ -51,7 +52,7 @@ def usage():
     month = request.args.get("month", f"{today:%Y-%m}")
     try:
         first = date.fromisoformat(f"{month}-01")
-        following = (first.replace(day=28) + timedelta(days=4)).replace(day=1)
+        following = month_after(first)
     except (ValueError, OverflowError):
         abort(400, "month is a month: YYYY-MM.")
     consumers, total = service.top_consumers(db.session, first, following - timedelta(days=1))

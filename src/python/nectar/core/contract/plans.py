@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
+from datetime import date, timedelta
 from enum import StrEnum
 
 
@@ -126,6 +127,12 @@ LIMIT_NAMES = tuple(field.name for field in fields(PlanLimits))
 # What staff may override for one organization: a limit (a higher number) or a feature (granted).
 FEATURE_NAMES = tuple(feature.value for feature in Feature)
 OVERRIDE_NAMES = (*LIMIT_NAMES, *FEATURE_NAMES)
+
+
+def month_after(first: date) -> date:
+    """The first day of the month after the one that begins on `first`: when a month's included
+    usage starts again. OverflowError past year 9999."""
+    return (first.replace(day=28) + timedelta(days=4)).replace(day=1)
 
 
 def plan_of(key: str | None) -> Plan:

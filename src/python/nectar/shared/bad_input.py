@@ -88,18 +88,21 @@ _DECODER = json.JSONDecoder(parse_constant=_refuse_constant)  # json.loads would
 
 def _check_tree(value: Any, what: str) -> None:
     """Depth (counted as levels: the value itself is level 1, its items and keys level 2) and text,
-    walked without recursion."""
+    walked without recursion. A pointer is spelled out only for what is refused: every call to a
+    tenant endpoint walks its body here."""
     pending: list[tuple[Any, tuple, int]] = [(value, (), 1)]
     while pending:
         item, path, level = pending.pop()
         if level > MAX_JSON_DEPTH:
             raise BadInput(f"{what} nests deeper than {MAX_JSON_DEPTH} levels.", pointer=_pointer(path))
         if isinstance(item, str):
-            check_text(item, pointer=_pointer(path), what=f"The value at {_pointer(path) or '/'}")
+            if refused_text(item) is not None:
+                check_text(item, pointer=_pointer(path), what=f"The value at {_pointer(path) or '/'}")
         elif isinstance(item, dict):
             for key, child in item.items():
-                where = _pointer((*path, key))
-                check_text(key, pointer=where, what=f"The name of the member at {where}")
+                if refused_text(key) is not None:
+                    where = _pointer((*path, key))
+                    check_text(key, pointer=where, what=f"The name of the member at {where}")
                 pending.append((child, (*path, key), level + 1))
         elif isinstance(item, list):
             pending.extend((child, (*path, index), level + 1) for index, child in enumerate(item))

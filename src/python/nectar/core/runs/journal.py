@@ -13,7 +13,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-from nectar.core.runs.records import FINAL_STATUSES_SQL, record_from_json, record_json
+from nectar.core.runs.records import record_from_json, record_json
 from nectar.core.workflows.engine import Checkpoint
 from nectar.core.workflows.expressions import json_text
 from nectar.shared.database import SET_TENANT_SQL, in_one_round_trip
@@ -36,14 +36,10 @@ class ClaimedRun:
 
 
 # The run with its journal's checkpoints, read (not written: most runs finish before anyone could see
-# them running, and a status change rewrites the row and ten index entries). RunInbox.cancelled
-# shows a run running once it gets to a step that may take time.
-_CLAIM_SQL = f"""
-    SELECT id, org_id, workflow_id, version_id, definition, input, call_depth, trigger, parent_run_id, queued_at,
-        (SELECT json_agg(json_build_array(c.step_key, c.status, c.output, c.error, c.record))
-         FROM workflow_run_checkpoints c WHERE c.run_id = workflow_runs.id)
-    FROM workflow_runs WHERE id = %(run)s AND status NOT IN {FINAL_STATUSES_SQL}
-"""  # noqa: S608 - constants only
+# them running, and a status change rewrites the row and ten index entries), by the database's
+# claimed_workflow_run (migration 0027: a function keeps its plan). RunInbox.cancelled shows a run
+# running once it gets to a step that may take time.
+_CLAIM_SQL = "SELECT * FROM claimed_workflow_run(%(run)s)"
 
 
 def claim_run(engine: Engine, org_id: uuid.UUID, run_id: uuid.UUID) -> tuple[ClaimedRun, list] | None:

@@ -222,30 +222,14 @@ def record_run(
     return run.id
 
 
-# A run that waited keeps the time it first started; its duration runs from then, and its active time
-# adds up its activations' (an outcome's duration is its activation's). A run cancelled
-# while it ran stays cancelled, with the steps it took (a cancellation stands).
-_COMPLETE_RUN = f"""
-    UPDATE workflow_runs SET
-           status = CASE WHEN workflow_runs.status = 'cancelled' THEN 'cancelled' ELSE r.status END,
-           error = CASE WHEN workflow_runs.status = 'cancelled' THEN workflow_runs.error ELSE r.error END,
-           output = r.output, started_at = COALESCE(workflow_runs.started_at, r.started_at),
-           finished_at = r.finished_at,
-           duration_ms = (EXTRACT(EPOCH FROM r.finished_at - COALESCE(workflow_runs.started_at, r.started_at))
-                          * 1000)::int,
-           active_ms = COALESCE(workflow_runs.active_ms, 0) + r.duration_ms,
-           steps = r.steps, wake_at = NULL, waiting_for = NULL
-    FROM jsonb_to_record(CAST(%(outcome)s AS jsonb)) AS r({_OUTCOME_FIELDS})
-    WHERE id = %(id)s
-"""  # noqa: S608 - only constants are filled in
-_COMPLETE_RUN_SQL = _COMPLETE_RUN + "RETURNING workflow_runs.status, workflow_runs.error"
+# The completion itself is the database's complete_workflow_run (migration 0027, where it says what
+# it keeps): a function keeps its plan, which a statement sent as text would have made anew per run.
+_COMPLETE_RUN_SQL = "SELECT status, error FROM complete_workflow_run(%(id)s, CAST(%(outcome)s AS jsonb))"
 # Only a failed run asks for its alert rules to be checked (the rest is planned for nothing on the
 # worker's hot path).
 _COMPLETE_FAILED_RUN_SQL = f"""
-    WITH completed AS (
-        {_COMPLETE_RUN}
-        RETURNING workflow_runs.org_id, workflow_runs.trigger, workflow_runs.status, workflow_runs.error
-    ), alerted AS ({check_alerts_sql("completed")})
+    WITH completed AS (SELECT * FROM complete_workflow_run(%(id)s, CAST(%(outcome)s AS jsonb))),
+    alerted AS ({check_alerts_sql("completed")})
     SELECT status, error FROM completed
 """  # noqa: S608 - only constants are filled in
 

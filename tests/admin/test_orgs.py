@@ -95,7 +95,7 @@ def _endpoint_url(customer: CoreBrowser, token: str) -> str:
 
 
 def _new_key(customer: CoreBrowser) -> str:
-    page = customer.post("/org/api-keys", {"target": "admin-test"}).get_data(as_text=True)
+    page = customer.post("/org/api-keys", {"target": "admin-test", "scopes": "admin"}).get_data(as_text=True)
     return re.search(r'id="new-token">(nsk_[^<]+)<', page).group(1)
 
 

@@ -24,7 +24,7 @@ def test_staff_grant_api_keys_and_core_honours_it_until_taken_back(
     customer = CoreBrowser(core_app)
     customer.sign_up()
     org = customer.create_org(api_keys=False)
-    assert NOT_INCLUDED in customer.post("/org/api-keys", {"target": "CI"}).get_data(as_text=True)
+    assert NOT_INCLUDED in customer.post("/org/api-keys", {"target": "CI", "scopes": "admin"}).get_data(as_text=True)
 
     staff = staff_browser("support")
     before = len(audit_rows())
@@ -47,7 +47,7 @@ def test_staff_grant_api_keys_and_core_honours_it_until_taken_back(
     page = staff.get(f"/orgs/{org}").get_data(as_text=True)
     assert "Pilot with their CTO" in page and f"by {staff.email}" in page
 
-    created = customer.post("/org/api-keys", {"target": "CI"}).get_data(as_text=True)
+    created = customer.post("/org/api-keys", {"target": "CI", "scopes": "admin"}).get_data(as_text=True)
     token = re.search(r'id="new-token">(nsk_[^<]+)<', created).group(1)
     assert customer.api("GET", "/api/v1/organization", token=token).status_code == 200
 

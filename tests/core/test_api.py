@@ -8,7 +8,7 @@ from tests.core.conftest import link_in, unique_email
 
 
 def _new_key(browser, name="CI") -> str:
-    page = browser.post("/org/api-keys", {"target": name}).get_data(as_text=True)
+    page = browser.post("/org/api-keys", {"target": name, "scopes": "admin"}).get_data(as_text=True)
     match = re.search(r'<pre class="token" id="new-token">(nsk_[^<]+)</pre>', page)
     assert match, page
     return match.group(1)

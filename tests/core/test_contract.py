@@ -90,7 +90,7 @@ def test_create_account_provisions_once_and_the_user_sets_a_password(client, new
 def test_suspension_locks_the_organization_until_reactivated(admin_client, browser):
     browser.sign_up()
     org = browser.create_org()
-    token_page = browser.post("/org/api-keys", {"target": "k"}).get_data(as_text=True)
+    token_page = browser.post("/org/api-keys", {"target": "k", "scopes": "admin"}).get_data(as_text=True)
     token = token_page.split('id="new-token">')[1].split("<")[0]
 
     assert admin_client.suspend_organization(org, "Unpaid invoice").status == "suspended"

@@ -11,7 +11,7 @@ from tests.core.conftest import unique_email
 
 
 def _token(browser) -> str:
-    page = browser.post("/org/api-keys", {"target": "k"}).get_data(as_text=True)
+    page = browser.post("/org/api-keys", {"target": "k", "scopes": "admin"}).get_data(as_text=True)
     return re.search(r'id="new-token">(nsk_[^<]+)<', page).group(1)
 
 

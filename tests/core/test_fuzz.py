@@ -55,7 +55,7 @@ def owner(app, database):
     email = browser.sign_up()
     org = browser.create_org()
     api = app.test_client()
-    page = browser.post("/org/api-keys", {"target": "fuzz"}).get_data(as_text=True)
+    page = browser.post("/org/api-keys", {"target": "fuzz", "scopes": "admin"}).get_data(as_text=True)
     token = page.split('id="new-token">', 1)[1].split("<", 1)[0]
     spare_key = _api(api, "POST", "/api/v1/api-keys", token, json={"name": "spare"})
     workflow = _api(api, "POST", "/api/v1/workflows", token, json={"name": "fuzz", "definition": DEFINITION})

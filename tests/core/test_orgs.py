@@ -233,7 +233,7 @@ def test_removing_an_admin_revokes_their_keys_and_invitations(browser, new_brows
     browser.sign_up()
     org = browser.create_org()
     admin_email, admin = _join(browser, new_browser, outbox, "admin")
-    admin.post("/org/api-keys", {"target": "mine"})
+    admin.post("/org/api-keys", {"target": "mine", "scopes": "admin"})
     _invite(admin, unique_email(), "admin")
     browser.post(f"/org/members/{_user_id(database, admin_email)}/remove")
     with database.connect(Role.ADMIN) as conn:

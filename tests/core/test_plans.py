@@ -33,7 +33,7 @@ def test_a_free_organization_is_told_which_plan_includes_api_keys_and_gets_none(
     org = browser.create_org(api_keys=False)
     page = browser.get("/org/api-keys").get_data(as_text=True)
     assert NOT_INCLUDED in page and "Create a key" not in page
-    refused = browser.post("/org/api-keys", {"target": "CI"})
+    refused = browser.post("/org/api-keys", {"target": "CI", "scopes": "admin"})
     assert refused.status_code == 422 and NOT_INCLUDED in refused.get_data(as_text=True)
     assert 'id="new-token"' not in refused.get_data(as_text=True)
     assert _keys(database, org) == []
@@ -44,7 +44,7 @@ def test_every_plan_gets_api_keys_exactly_when_its_definition_says(browser, core
     browser.sign_up()
     org = browser.create_org(api_keys=False)
     set_plan_overrides(core_app, org, {}, plan=plan.key)
-    created = browser.post("/org/api-keys", {"target": "CI"})
+    created = browser.post("/org/api-keys", {"target": "CI", "scopes": "admin"})
     assert ('id="new-token"' in created.get_data(as_text=True)) == plan.offers(Feature.API_KEYS)
     assert len(_keys(database, org)) == (1 if plan.offers(Feature.API_KEYS) else 0)
     # ...and the rate limit core applies is the one the definition (and the pricing page) gives.

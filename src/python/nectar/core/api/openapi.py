@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from functools import cache
 
+from nectar.core.api_keys.service import Scope
+
+SCOPES = [scope.value for scope in Scope]
+
 
 def _ref(name: str) -> dict:
     return {"$ref": f"#/components/schemas/{name}"}
@@ -55,6 +59,21 @@ ALERT_RULE_FIELDS = {
     },
     "enabled": {"type": "boolean", "default": True},
 }
+
+
+def with_scopes(document: dict, scopes: dict[tuple[str, str], str]) -> dict:
+    """`document` with each operation's API-key scope (by (path, method)): in its security
+    requirement, and as `x-required-scope`."""
+    paths = {}
+    for path, operations in document["paths"].items():
+        paths[path] = {}
+        for method, operation in operations.items():
+            scope = scopes.get((path, method))
+            if scope is not None:
+                security = [{"apiKey": [scope]}, {"session": []}]
+                operation = {**operation, "security": security, "x-required-scope": scope}
+            paths[path][method] = operation
+    return {**document, "paths": paths}
 
 
 @cache
@@ -276,6 +295,8 @@ def openapi_document() -> dict:
                         "id": UUID,
                         "name": {"type": "string"},
                         "prefix": {"type": "string"},
+                        "scopes": {"type": "array", "items": {"enum": SCOPES}},
+                        "expires_at": TIME,
                         "created_at": TIME,
                         "last_used_at": TIME,
                         "revoked_at": TIME,
@@ -284,7 +305,21 @@ def openapi_document() -> dict:
                 "NewApiKey": {
                     "type": "object",
                     "required": ["name"],
-                    "properties": {"name": {"type": "string", "minLength": 1, "maxLength": 100}},
+                    "properties": {
+                        "name": {"type": "string", "minLength": 1, "maxLength": 100},
+                        "scopes": {
+                            "type": "array",
+                            "items": {"enum": SCOPES},
+                            "minItems": 1,
+                            "default": ["read"],
+                            "description": "read; workflows:write (reads too); endpoints:call; admin (everything)",
+                        },
+                        "expires_at": {
+                            "type": ["string", "null"],
+                            "format": "date-time",
+                            "description": "When the key stops working (at most two years off); null: never",
+                        },
+                    },
                 },
                 "CreatedApiKey": {
                     "allOf": [_ref("ApiKey"), {"type": "object", "properties": {"token": {"type": "string"}}}]

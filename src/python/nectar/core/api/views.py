@@ -5,14 +5,15 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, date, datetime
 
-from flask import Blueprint, g, jsonify, request, url_for
+from flask import Blueprint, current_app, g, jsonify, request, url_for
 from flask_login import current_user
 from sqlalchemy import select
 
 from nectar.core.access import OrgContext, PermissionDenied
 from nectar.core.accounts.service import AccountError
-from nectar.core.api.openapi import openapi_document
+from nectar.core.api.openapi import openapi_document, with_scopes
 from nectar.core.api_keys import service as api_keys
+from nectar.core.api_keys.service import Scope
 from nectar.core.dashboard import org_counts
 from nectar.core.extensions import csrf
 from nectar.core.org_mail.service import MailLimitReached
@@ -77,6 +78,23 @@ def _invalid(error):
     return problem(422, str(error), errors={error.field or "body": [str(error)]})
 
 
+def needs(scope: Scope):
+    """Marks an API view as needing `scope` of an API key; unmarked, a GET needs `read` and
+    anything else `workflows:write` (see `required_scope`)."""
+
+    def mark(view):
+        view.api_scope = scope
+        return view
+
+    return mark
+
+
+def required_scope(view, method: str) -> Scope:
+    """The scope an API key needs for `method` on `view` (shown per operation in the OpenAPI document)."""
+    default = Scope.READ if method in ("GET", "HEAD") else Scope.WORKFLOWS_WRITE
+    return getattr(view, "api_scope", default)
+
+
 @api.before_request
 def _authenticate():
     if request.endpoint == "api.openapi":
@@ -89,7 +107,17 @@ def _authenticate():
             detail = f"{lacking} This key works again once the organization is on one of those plans."
             return problem(403, detail, **lacking.as_problem_fields())
         if principal is None:
-            return _unauthorized("The API key is unknown, revoked, or its organization is suspended.")
+            return _unauthorized(
+                "The API key is unknown, revoked or expired, or its organization is suspended."
+            )
+        view = current_app.view_functions.get(request.endpoint)
+        needed = required_scope(view, request.method) if view is not None else Scope.READ
+        if not api_keys.allows(principal.scopes, needed):
+            detail = (
+                f"This API key lacks the scope “{needed}”, which {request.method} {request.path} needs "
+                f"(the key holds: {', '.join(principal.scopes)})."
+            )
+            return problem(403, detail, required_scope=str(needed))
         g.api_principal = principal
         g.org_context = OrgContext(org=db.session.get(Organization, principal.org_id), role=principal.role)
         return None
@@ -168,7 +196,21 @@ def _iso(value):
 
 @api.get("/openapi.json")
 def openapi():
-    return jsonify(openapi_document())
+    return jsonify(with_scopes(openapi_document(), _scopes_by_operation()))
+
+
+def _scopes_by_operation() -> dict[tuple[str, str], str]:
+    """The scope of each /api/v1 operation, by (OpenAPI path, lower-case method)."""
+    scopes = {}
+    for rule in current_app.url_map.iter_rules():
+        if rule.endpoint.startswith("api.") and rule.rule.startswith(api.url_prefix):
+            path = rule.rule.removeprefix(api.url_prefix)
+            for name in rule.arguments:
+                path = path.replace(f"<uuid:{name}>", f"{{{name}}}").replace(f"<{name}>", f"{{{name}}}")
+            view = current_app.view_functions[rule.endpoint]
+            for method in rule.methods - {"HEAD", "OPTIONS"}:
+                scopes[(path, method.lower())] = str(required_scope(view, method))
+    return scopes
 
 
 @api.get("/organization")
@@ -211,6 +253,7 @@ def usage():
 
 
 @api.get("/members")
+@needs(Scope.ADMIN)
 def members():
     statement = (
         select(Membership, User)
@@ -230,6 +273,7 @@ def members():
 
 
 @api.delete("/members/<uuid:user_id>")
+@needs(Scope.ADMIN)
 def remove_member(user_id: uuid.UUID):
     orgs.remove_member(db.session, _ctx(), _user_id(), user_id)
     db.session.commit()
@@ -241,6 +285,8 @@ def _key_json(key: ApiKey) -> dict:
         "id": str(key.id),
         "name": key.name,
         "prefix": key.prefix,
+        "scopes": list(key.scopes),
+        "expires_at": _iso(key.expires_at),
         "created_at": _iso(key.created_at),
         "last_used_at": _iso(key.last_used_at),
         "revoked_at": _iso(key.revoked_at),
@@ -248,26 +294,49 @@ def _key_json(key: ApiKey) -> dict:
 
 
 @api.get("/api-keys")
+@needs(Scope.ADMIN)
 def list_api_keys():
     return _paginated(select(ApiKey).order_by(ApiKey.created_at.desc(), ApiKey.id), _key_json)
 
 
 @api.post("/api-keys")
+@needs(Scope.ADMIN)
 def create_api_key():
-    name = _body().get("name")
+    body = _body()
+    name = body.get("name")
     if not isinstance(name, str):
         raise ApiError(
             422, "name is required.", errors={"name": [f"A string of 1 to {api_keys.NAME_MAX} characters."]}
         )
-    try:
-        key, token = api_keys.create_key(db.session, _ctx(), _user_id(), name)
-    except ValueError as error:
-        raise ApiError(422, str(error), errors={"name": [str(error)]}) from None
+    scopes = _checked("scopes", api_keys.checked_scopes, body.get("scopes", [Scope.READ.value]))
+    expires_at = _checked("expires_at", _expiry, body.get("expires_at"))
+    key, token = _checked(
+        "name", api_keys.create_key, db.session, _ctx(), _accountable_user_id(), name, scopes, expires_at
+    )
     db.session.commit()
     return jsonify({**_key_json(key), "token": token}), 201
 
 
+def _expiry(value) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        expires_at = datetime.fromisoformat(value)
+    except (TypeError, ValueError):
+        raise ValueError("expires_at is a date and time with its zone (ISO 8601), or null.") from None
+    return api_keys.checked_expiry(expires_at, datetime.now(UTC))
+
+
+def _checked(field: str, check, *args):
+    """check(*args), or a 422 naming `field` with the ValueError check raised."""
+    try:
+        return check(*args)
+    except ValueError as error:
+        raise ApiError(422, str(error), errors={field: [str(error)]}) from None
+
+
 @api.delete("/api-keys/<uuid:key_id>")
+@needs(Scope.ADMIN)
 def revoke_api_key(key_id: uuid.UUID):
     api_keys.revoke_key(db.session, _ctx(), key_id)
     db.session.commit()
@@ -285,6 +354,7 @@ def _invitation_json(invitation: Invitation) -> dict:
 
 
 @api.get("/invitations")
+@needs(Scope.ADMIN)
 def list_invitations():
     if not _ctx().at_least("admin"):
         raise PermissionDenied("Only an admin or owner can see invitations.")
@@ -294,6 +364,7 @@ def list_invitations():
 
 
 @api.post("/invitations")
+@needs(Scope.ADMIN)
 def create_invitation():
     body = _body()
     email, role = body.get("email"), body.get("role", "member")
@@ -315,6 +386,7 @@ def create_invitation():
 
 
 @api.delete("/invitations/<uuid:invitation_id>")
+@needs(Scope.ADMIN)
 def revoke_invitation(invitation_id: uuid.UUID):
     orgs.revoke_invitation(db.session, _ctx(), invitation_id)
     db.session.commit()

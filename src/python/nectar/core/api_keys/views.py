@@ -1,22 +1,23 @@
-"""API key pages: list, create (the token is shown once), revoke."""
+"""API key pages: list, create with scopes and an expiry (the token is shown once), revoke."""
 
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime
 
 from flask import Blueprint, abort, flash, redirect, render_template, url_for
 from flask_login import current_user
 
 from nectar.core.access import current_org, org_required
 from nectar.core.api_keys import service
+from nectar.core.api_keys.forms import NewKeyForm
 from nectar.core.contract.plans import Feature
-from nectar.core.orgs.forms import ActionForm, naming_form
+from nectar.core.orgs.forms import ActionForm
 from nectar.core.plans import FeatureNotIncluded, lacking
 from nectar.shared.database import db
 from nectar.shared.web import form_status
 
 api_keys = Blueprint("api_keys", __name__)
-NewKeyForm = naming_form("key-name", service.NAME_MAX, "Name the key.")
 
 
 @api_keys.get("/org/api-keys")
@@ -27,6 +28,7 @@ def index(new_token: str | None = None, new_key_form: NewKeyForm | None = None):
         "core/api_keys/index.html",
         ctx=current_org(),
         keys=service.list_keys(db.session),
+        now=datetime.now(UTC),
         form=ActionForm(formdata=None),
         new_key_form=new_key_form,
         new_token=new_token,
@@ -43,7 +45,14 @@ def create():
     if not form.validate_on_submit():
         return index(new_key_form=form)
     try:
-        key, token = service.create_key(db.session, current_org(), current_user.user.id, form.target.data)
+        key, token = service.create_key(
+            db.session,
+            current_org(),
+            current_user.user.id,
+            form.target.data,
+            form.scopes.data,
+            form.expires_at(),
+        )
     except (ValueError, FeatureNotIncluded) as error:
         form.target.errors.append(str(error))
         return index(new_key_form=form)

@@ -17,6 +17,7 @@ import time
 import uuid
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 import psycopg
 from sqlalchemy import event
@@ -56,7 +57,8 @@ LOAD_SQL = """
     ) r ON true
     WHERE o.status = 'active'
 """
-KEY_SQL = "SELECT EXISTS (SELECT 1 FROM api_keys WHERE key_hash = %s AND revoked_at IS NULL)"
+# An unrevoked key's scopes and expiry (none: no such key, or revoked).
+KEY_SQL = "SELECT scopes, expires_at FROM api_keys WHERE key_hash = %s AND revoked_at IS NULL"
 
 
 @dataclass
@@ -64,7 +66,8 @@ class OrgRoutes:
     plan: str
     plan_overrides: dict
     by_method: dict[str, list[BoundEndpoint]]
-    valid_keys: set[str] = field(default_factory=set)
+    # Keys seen valid, by hash: their scopes and expiry.
+    valid_keys: dict[str, tuple[tuple[str, ...], datetime | None]] = field(default_factory=dict)
 
     def match(self, method: str, path: str) -> tuple[BoundEndpoint, dict] | None:
         """The endpoint whose path matches, an exact path before any with parameters."""
@@ -94,7 +97,7 @@ class RouteTable:
 
     def find(self, org_id: uuid.UUID, method: str, path: str, bearer: str | None) -> Route | None:
         """The route for `method path` of the organization, None when there is none (or the
-        organization is suspended); `key_ok` says whether `bearer` is one of its valid API keys."""
+        organization is suspended), with the scopes of `bearer` when it is one of its usable API keys."""
         self._ensure_listener()
         routes = self._routes(org_id)
         if routes is None:
@@ -103,8 +106,8 @@ class RouteTable:
         if found is None:
             return None
         endpoint, params = found
-        key_ok = endpoint.auth == "public" or self._key_ok(org_id, routes, bearer)
-        return Route(endpoint, routes.plan, key_ok, params, routes.plan_overrides)
+        key_scopes = self._key_scopes(org_id, routes, bearer) if endpoint.auth != "public" else None
+        return Route(endpoint, routes.plan, key_scopes, params, routes.plan_overrides)
 
     def _routes(self, org_id: uuid.UUID) -> OrgRoutes | None:
         with self._lock:
@@ -140,16 +143,21 @@ class RouteTable:
                     self._orgs.popitem(last=False)
         return routes
 
-    def _key_ok(self, org_id: uuid.UUID, routes: OrgRoutes, bearer: str | None) -> bool:
+    def _key_scopes(self, org_id: uuid.UUID, routes: OrgRoutes, bearer: str | None) -> tuple[str, ...] | None:
+        """The scopes of `bearer`, if it is an unrevoked, unexpired key of the organization."""
         if bearer is None:
-            return False
+            return None
         digest = key_hash(bearer)
-        if digest in routes.valid_keys:
-            return True
-        valid = self._read(org_id, KEY_SQL, (digest,))[0][0]
-        if valid and len(routes.valid_keys) < MAX_KEYS:
-            routes.valid_keys.add(digest)  # a revocation drops the whole organization
-        return valid
+        known = routes.valid_keys.get(digest)
+        if known is None:
+            rows = self._read(org_id, KEY_SQL, (digest,))
+            if not rows:
+                return None
+            known = (tuple(rows[0][0]), rows[0][1])
+            if len(routes.valid_keys) < MAX_KEYS:
+                routes.valid_keys[digest] = known  # a revocation drops the whole organization
+        scopes, expires_at = known
+        return scopes if expires_at is None or datetime.now(UTC) < expires_at else None
 
     def _read(self, org_id: uuid.UUID, query: str, params: tuple) -> list[tuple]:
         return in_one_round_trip(self.engine, [(SET_TENANT_SQL, (str(org_id),)), (query, params)])[1]

@@ -24,6 +24,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from werkzeug.http import HTTP_STATUS_CODES
 from werkzeug.wrappers import Request
 
+from nectar.core.api_keys.service import Scope, allows
 from nectar.core.builder.service import version_of
 from nectar.core.contract.plans import Feature
 from nectar.core.endpoints import service
@@ -379,12 +380,15 @@ def _refusal(route, method: str, path: str):
     ):
         detail = f"This endpoint needs an API key of its organization, and {refusal}"
         return problem(403, detail, **refusal.as_problem_fields())
-    if route.endpoint.auth == "api_key" and not route.key_ok:
+    if route.endpoint.auth == "api_key" and route.key_scopes is None:
         response = problem(
             401, "This endpoint needs an API key of its organization: Authorization: Bearer nsk_..."
         )
         response.headers["WWW-Authenticate"] = 'Bearer realm="nectar-endpoints"'
         return response
+    if route.endpoint.auth == "api_key" and not allows(route.key_scopes, Scope.ENDPOINTS_CALL):
+        detail = f"This API key lacks the scope “{Scope.ENDPOINTS_CALL}”, which calling endpoints needs."
+        return problem(403, detail, required_scope=str(Scope.ENDPOINTS_CALL))
     return None
 
 

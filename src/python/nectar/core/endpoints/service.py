@@ -153,11 +153,12 @@ class BoundEndpoint:
 @dataclass(frozen=True)
 class Route:
     """What a call needs, as routing.RouteTable finds it: the endpoint, the organization's plan,
-    whether the caller's API key is one of the organization's, and the path's parameters."""
+    the scopes of the caller's API key (None: not a usable key of the organization's), and the
+    path's parameters."""
 
     endpoint: BoundEndpoint
     plan: str
-    key_ok: bool
+    key_scopes: tuple[str, ...] | None
     params: dict
     plan_overrides: dict = field(default_factory=dict)  # organizations.plan_overrides
 

@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 
 from sqlalchemy import Boolean, CheckConstraint, ForeignKey, Index, String, Text, cast, column, desc, text
-from sqlalchemy.dialects.postgresql import CITEXT, INET, JSONB, UUID
+from sqlalchemy.dialects.postgresql import ARRAY, CITEXT, INET, JSONB, UUID
 from sqlalchemy.orm import Mapped, mapped_column
 
 from nectar.schema.models.columns import (
@@ -157,7 +157,11 @@ class Invitation(Base):
 
 class ApiKey(Base):
     __tablename__ = "api_keys"
-    __table_args__ = (tenant_key("api_keys"), tenant_table())
+    __table_args__ = (
+        tenant_key("api_keys"),
+        CheckConstraint("cardinality(scopes) > 0", name="scopes"),
+        tenant_table(),
+    )
 
     id: Mapped[uuid.UUID] = uuid_pk()
     org_id: Mapped[uuid.UUID] = org_id()
@@ -171,6 +175,11 @@ class ApiKey(Base):
     created_at: Mapped[datetime] = created_timestamp()
     last_used_at: Mapped[datetime | None] = timestamp()
     revoked_at: Mapped[datetime | None] = timestamp()
+    # What the key may do (nectar.core.api_keys.service.Scope); keys older than scopes hold admin.
+    scopes: Mapped[list[str]] = mapped_column(
+        ARRAY(String(32)), nullable=False, server_default=text("'{admin}'::varchar[]")
+    )
+    expires_at: Mapped[datetime | None] = timestamp()  # None: it never expires
 
 
 class EmailSuppression(Base):

@@ -96,6 +96,10 @@ def test_a_worker_killed_after_a_request_before_its_checkpoint_is_replaced_and_t
         assert _finished(database, run_id) == ("succeeded", None)
     assert len(seen) == 2 and len(set(seen)) == 1 and seen[0], seen  # delivered twice, one key
     assert len(_outbox(database, "buyer@example.com")) == 1
+    # One result: each step once in the run's trace.
+    with database.connect(Role.ADMIN) as conn:
+        (steps,) = conn.execute("SELECT steps FROM workflow_runs WHERE id = %s", (run_id,)).fetchone()
+    assert [step["step_id"] for step in steps] == ["receipt", "charge", "done"], steps
 
 
 def test_a_worker_killed_while_sending_email_leaves_one_message_per_step(browser, database):

@@ -1,7 +1,7 @@
 """`marketing worker` killed with SIGKILL in the middle of each kind of job it runs, as deployed (a
 real process, the production entry point): sending an email, processing a Stripe event, provisioning
-an organization in core. Another worker takes the job over, and it is done once: one message
-delivered, each event applied once, one organization.
+an organization in core, reporting usage to Stripe's meter. Another worker takes the job over, and
+it is done once: one message delivered, each event applied once, one organization, one meter event.
 
 A dead worker's job goes back to the queue once its heartbeat is older than
 nectar.shared.jobs.STALLED_AFTER_SECONDS (checked every ten seconds); a message it was sending is
@@ -17,8 +17,10 @@ from sqlalchemy.orm import Session
 
 from nectar.core.app import create_app as create_core_app
 from nectar.marketing import main as marketing_binary  # noqa: F401 - packs the worker command run below
+from nectar.marketing.billing.queue import QUEUE, REPORT_USAGE
 from nectar.shared.config import Role, Service
 from nectar.shared.database import db
+from nectar.shared.jobs import job_statement
 from nectar.shared.mail import Email, queue_email
 from tests.marketing.billing_helpers import (
     SERVICE_TOKEN,
@@ -30,7 +32,8 @@ from tests.marketing.billing_helpers import (
     free_port,
     served,
 )
-from tests.marketing.stripe_fake import StripeFake
+from tests.marketing.stripe_fake import StripeFake, new_id
+from tests.marketing.test_usage_reports import METER, _paying_organization, _used
 from tests.workers import wait_for, workers
 
 pytestmark = pytest.mark.timeout(120)
@@ -44,6 +47,7 @@ TAKEOVER_SECONDS = 45
 @pytest.fixture(scope="module")
 def fake():
     fake = StripeFake().start()
+    fake.meters.add(METER)
     for plan, price_id in PRICE_IDS.items():
         fake.add_price(price_id, 2900 if plan == "starter" else 9900)
     yield fake
@@ -220,6 +224,42 @@ def test_a_worker_killed_while_core_provisions_leaves_one_organization(database,
         )
     assert held.accounts_calls == 2  # the killed call and the retry, which found the first one's organization
     _done_once(database, session_id, email)
+
+
+def test_a_worker_killed_while_stripe_answers_a_usage_report_leaves_one_meter_event(database, fake, billing):
+    _app, environ = billing
+    customer = fake.put({"id": new_id("cus"), "object": "customer"})["id"]
+    org = _paying_organization(database, customer)
+    _used(database, org, 2, 40)  # a day that is over, with 40 runs
+    held = fake.hold_next_answer("POST", "/v1/billing/meter_events")
+    with database.connect(Role.MARKETING, autocommit=True) as conn:  # the hourly job, queued now
+        conn.execute(*job_statement(REPORT_USAGE, {"timestamp": 0}, queue=QUEUE))
+
+    def reported() -> list:
+        return _all(
+            database, "SELECT value, status FROM usage_reports WHERE organization_id = %s AND value > 0", org
+        )
+
+    with workers("marketing", database.environ(**environ)) as start:
+        first = start()
+        assert held.started.wait(30), first.output
+        first.kill()  # Stripe has the meter event; its answer never reaches the worker
+        held.release()
+        start()
+        wait_for(reported, TAKEOVER_SECONDS, "the day to be reported")
+    assert reported() == [(40, "reported")]
+    sent = [e for e in fake.meter_events if e["payload"]["stripe_customer_id"] == customer]
+    assert [e["payload"]["value"] for e in sent] == ["40"]  # one event: the retry's answer was replayed
+    assert (
+        len(
+            [
+                c
+                for c in fake.calls("POST", "/v1/billing/meter_events")
+                if c.params["payload"]["stripe_customer_id"] == customer
+            ]
+        )
+        == 2
+    )
 
 
 @pytest.mark.usefixtures("empty_outbox")

@@ -23,6 +23,7 @@ import requests
 from nectar.core import main as core_binary  # noqa: F401 - packs the command run below
 from nectar.shared.config import Role
 from tests.core.test_api import _new_key
+from tests.core.test_endpoints import _endpoint, _workflow
 from tests.serving import gunicorn_process
 from tests.workers import wait_for
 
@@ -94,17 +95,8 @@ def test_a_web_worker_killed_under_load_fails_only_its_calls_in_flight(browser, 
     with database.connect(Role.ADMIN) as conn:  # room for the load: 60,000 calls a minute
         conn.execute("UPDATE organizations SET plan = 'enterprise' WHERE id = %s", (org,))
     token = _new_key(browser)
-    workflow = browser.api(
-        "POST", "/api/v1/workflows", token=token, json={"name": "hello", "definition": HELLO}
-    )
-    assert workflow.status_code == 201, workflow.json
-    endpoint = browser.api(
-        "POST",
-        "/api/v1/endpoints",
-        token=token,
-        json={"method": "GET", "path": "/hello", "workflow_id": workflow.json["id"], "auth": "public"},
-    )
-    assert endpoint.status_code == 201, endpoint.json
+    workflow_id = _workflow(browser, token, HELLO)
+    _endpoint(browser, token, workflow_id, method="GET", path="/hello")
     environ = database.environ(
         WEB_CONCURRENCY=str(WORKERS), WEB_THREADS=str(THREADS), ORG_MAX_THREADS=str(THREADS)
     )
@@ -128,7 +120,7 @@ def test_a_web_worker_killed_under_load_fails_only_its_calls_in_flight(browser, 
         finally:
             load.end()
         assert replaced - workers, "a new worker"
-    answered, recorded = len(load.answered), _recorded(database, workflow.json["id"])
+    answered, recorded = len(load.answered), _recorded(database, workflow_id)
     lost = answered - recorded
     print(f"\nanswered {answered} calls, {len(load.failed)} failed; {recorded} runs recorded, {lost} lost")
     # Only calls begun before the kill failed, at most one per client (each has one call at a time).

@@ -180,24 +180,6 @@ def invoice(subscription_object: dict, *, status: str = "paid", email: str | Non
     }
 
 
-class SlowRead:
-    """A read of one object held by the fake: `started` is set when it arrives; it is answered
-    with the older state once `release()` is called."""
-
-    def __init__(self, older: dict):
-        self.older = json.loads(json.dumps(older))
-        self.started = threading.Event()
-        self._released = threading.Event()
-
-    def release(self) -> None:
-        self._released.set()
-
-    def answer(self) -> dict:
-        self.started.set()
-        self._released.wait(30)
-        return self.older
-
-
 class HeldAnswer:
     """An answer the fake has made (its effect done, an idempotency key's answer kept) but not
     sent: `started` is set when the request arrives; it is sent once `release()` is called."""
@@ -212,6 +194,19 @@ class HeldAnswer:
     def wait(self) -> None:
         self.started.set()
         self._released.wait(30)
+
+
+class SlowRead(HeldAnswer):
+    """A read of one object held by the fake: `started` is set when it arrives; it is answered
+    with the older state once `release()` is called."""
+
+    def __init__(self, older: dict):
+        super().__init__()
+        self.older = json.loads(json.dumps(older))
+
+    def answer(self) -> dict:
+        self.wait()
+        return self.older
 
 
 @dataclass

@@ -91,6 +91,15 @@ def service_process(
     """Runs a service binary's default command (gunicorn, as deployed) in a subprocess with
     `environ` on a free loopback port; yields its base URL once /healthz answers. Its output goes
     to the file `output` when given (kept), else to a temporary one."""
+    with gunicorn_process(module, environ, timeout, output=output) as (url, _master):
+        yield url
+
+
+@contextmanager
+def gunicorn_process(
+    module: str, environ: dict[str, str], timeout: float = 60, *, output: Path | None = None
+) -> Iterator[tuple[str, subprocess.Popen]]:
+    """service_process, yielding its base URL and the process (gunicorn's master)."""
     port = free_port()
     env = {
         **os.environ,
@@ -117,7 +126,7 @@ def service_process(
                     break
             except requests.ConnectionError:
                 time.sleep(0.2)
-        yield url
+        yield url, process
     finally:
         process.send_signal(signal.SIGINT)  # gunicorn's quick shutdown: held requests are cut off
         try:

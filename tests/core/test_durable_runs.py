@@ -4,78 +4,23 @@ Idempotency-Key sees one request per step, and the outbox holds one message per 
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import threading
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 
-from nectar.core import main as core_binary
+from nectar.core import main as core_binary  # noqa: F401 - packs the worker command run below
 from nectar.shared.config import Role
 from tests.core.test_api import _new_key
 from tests.core.test_endpoints import _workflow
 from tests.core.upstream import serving
+from tests.workers import wait_for
+from tests.workers import workers as service_workers
 
 ALLOW_LOOPBACK = {"NECTAR_OUTBOUND_ALLOWLIST": "127.0.0.1/32"}
 TAKEOVER_SECONDS = 90  # a dead worker's job is handed back once its heartbeat is stale
 
 
-class Worker:
-    """`core.pex worker` as a real process; its output is kept, line by line."""
-
-    def __init__(self, database):
-        env = {**os.environ, **database.environ(**ALLOW_LOOPBACK), "PYTHONPATH": os.pathsep.join(sys.path)}
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", core_binary.__name__, "worker"],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        self.lines: list[str] = []
-        threading.Thread(target=self._read, daemon=True).start()
-        ready = lambda: any("worker: running jobs" in line for line in self.lines)  # noqa: E731
-        wait_for(ready, 60, "the worker to start", lambda: "".join(self.lines[-30:]))
-
-    def _read(self) -> None:
-        for line in self.process.stdout:
-            self.lines.append(line)
-
-    def kill(self) -> None:
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(10)
-
-
-@contextmanager
-def workers(database) -> Iterator[Callable[[], Worker]]:
-    started: list[Worker] = []
-
-    def start() -> Worker:
-        started.append(Worker(database))
-        return started[-1]
-
-    try:
-        yield start
-    finally:
-        for worker in started:
-            if worker.process.poll() is None:
-                worker.process.terminate()
-                try:
-                    worker.process.wait(15)
-                except subprocess.TimeoutExpired:
-                    worker.kill()
-
-
-def wait_for(predicate: Callable[[], object], timeout: float, what: str, said: Callable[[], str] = str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := predicate():
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}\n{said()}")
+def workers(database):
+    """Starts `core.pex worker` processes on the test database (tests.workers.workers)."""
+    return service_workers("core", database.environ(**ALLOW_LOOPBACK))
 
 
 def _run_status(database, run_id) -> tuple[str, str | None]:
@@ -151,6 +96,10 @@ def test_a_worker_killed_after_a_request_before_its_checkpoint_is_replaced_and_t
         assert _finished(database, run_id) == ("succeeded", None)
     assert len(seen) == 2 and len(set(seen)) == 1 and seen[0], seen  # delivered twice, one key
     assert len(_outbox(database, "buyer@example.com")) == 1
+    # One result: each step once in the run's trace.
+    with database.connect(Role.ADMIN) as conn:
+        (steps,) = conn.execute("SELECT steps FROM workflow_runs WHERE id = %s", (run_id,)).fetchone()
+    assert [step["step_id"] for step in steps] == ["receipt", "charge", "done"], steps
 
 
 def test_a_worker_killed_while_sending_email_leaves_one_message_per_step(browser, database):

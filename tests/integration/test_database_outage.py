@@ -13,9 +13,7 @@ import json
 import os
 import re
 import signal
-import subprocess
 import sys
-import threading
 import time
 import uuid
 from datetime import UTC, datetime
@@ -44,6 +42,7 @@ from tests.core.conftest import Browser as CoreBrowser
 from tests.core.test_api import _new_key
 from tests.marketing.billing_helpers import WEBHOOK_SECRET, deliver
 from tests.serving import free_port
+from tests.workers import WorkerProcess
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -71,39 +70,6 @@ class Outage:
 
     def __exit__(self, *exc):
         self.server.start()
-
-
-class WorkerProcess:
-    """`<service> worker` as deployed, its output collected as it comes."""
-
-    def __init__(self, service: Service, env: dict[str, str]):
-        self.service = service
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", f"nectar.{service}.main", "worker"],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        self.lines: list[str] = []
-        threading.Thread(target=self._collect, daemon=True).start()
-
-    def _collect(self) -> None:
-        for line in self.process.stdout:
-            self.lines.append(line)
-
-    @property
-    def output(self) -> str:
-        return "".join(self.lines)
-
-    def wait_for(self, needle: str, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while needle not in self.output:
-            assert self.process.poll() is None, f"{self.service} worker exited:\n{self.output}"
-            assert (
-                time.monotonic() < deadline
-            ), f"no {needle!r} from the {self.service} worker:\n{self.output}"
-            time.sleep(0.2)
 
 
 def _queue_upkeep_job(database: DatabaseUnderTest, service: Service, marker: int) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import email
 import email.policy
 import threading
@@ -32,6 +33,24 @@ class Received:
         return part.get_content().replace("\r\n", "\n") if part else None
 
 
+class HeldData:
+    """A message whose end of DATA the server has read but not answered yet: `arrived` is set then;
+    the server answers once `release()` is called. A sender that hangs up meanwhile never got the
+    250, so the message is not taken (a server takes responsibility with that reply, RFC 5321 4.1.1.4)."""
+
+    def __init__(self):
+        self.arrived = threading.Event()
+        self._released = threading.Event()
+
+    def release(self) -> None:
+        self._released.set()
+
+    async def wait(self) -> None:
+        self.arrived.set()
+        while not self._released.is_set():  # cancelled with the session when the sender hangs up
+            await asyncio.sleep(0.05)
+
+
 @dataclass
 class _Handler:
     refuse: dict[str, str] = field(default_factory=dict)  # address -> SMTP reply
@@ -41,6 +60,7 @@ class _Handler:
     on_recipient: Callable[[str], None] | None = None
     crash_on: str | None = None  # this recipient makes the server hang up and stop listening
     stop_listening: Callable[[], None] | None = None
+    held: HeldData | None = None  # the next message's DATA is held
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         if self.on_recipient is not None:
@@ -55,6 +75,9 @@ class _Handler:
         return "250 OK"
 
     async def handle_DATA(self, server, session, envelope):
+        if self.held is not None:
+            held, self.held = self.held, None
+            await held.wait()
         message = email.message_from_bytes(envelope.content, policy=email.policy.default)
         with self.lock:
             self.received.append(Received(list(envelope.rcpt_tos), message))
@@ -96,6 +119,11 @@ class MailServer:
         """While `address` is being given, the server drops the connection and stops listening,
         as a server that goes down mid-session does (start() brings it back)."""
         self.handler.crash_on = address.lower()
+
+    def hold_next_message(self) -> HeldData:
+        """The next message's DATA is held unanswered until the returned HeldData is released."""
+        self.handler.held = HeldData()
+        return self.handler.held
 
     def stop(self) -> None:
         if self._controller is not None:

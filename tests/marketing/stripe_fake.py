@@ -180,21 +180,32 @@ def invoice(subscription_object: dict, *, status: str = "paid", email: str | Non
     }
 
 
-class SlowRead:
-    """A read of one object held by the fake: `started` is set when it arrives; it is answered
-    with the older state once `release()` is called."""
+class HeldAnswer:
+    """An answer the fake has made (its effect done, an idempotency key's answer kept) but not
+    sent: `started` is set when the request arrives; it is sent once `release()` is called."""
 
-    def __init__(self, older: dict):
-        self.older = json.loads(json.dumps(older))
+    def __init__(self):
         self.started = threading.Event()
         self._released = threading.Event()
 
     def release(self) -> None:
         self._released.set()
 
-    def answer(self) -> dict:
+    def wait(self) -> None:
         self.started.set()
         self._released.wait(30)
+
+
+class SlowRead(HeldAnswer):
+    """A read of one object held by the fake: `started` is set when it arrives; it is answered
+    with the older state once `release()` is called."""
+
+    def __init__(self, older: dict):
+        super().__init__()
+        self.older = json.loads(json.dumps(older))
+
+    def answer(self) -> dict:
+        self.wait()
         return self.older
 
 
@@ -213,6 +224,7 @@ class StripeFake:
 
     def __post_init__(self):
         self._held: dict[str, SlowRead] = {}  # object id -> how its next read is answered
+        self._held_answers: dict[tuple[str, str], HeldAnswer] = {}  # (method, path) -> its next answer
         self._idempotent: dict[str, tuple[str, int, dict]] = {}
         self._created_with: dict[str, dict] = {}  # checkout session id -> the parameters it was made with
         self._lock = threading.Lock()
@@ -242,6 +254,12 @@ class StripeFake:
         began before it would see) and waits until the returned SlowRead is released."""
         held = SlowRead(older)
         self._held[object_id] = held
+        return held
+
+    def hold_next_answer(self, method: str, path: str) -> HeldAnswer:
+        """The next `method path` request is carried out, and its answer held until released."""
+        held = HeldAnswer()
+        self._held_answers[(method, path)] = held
         return held
 
     def calls(self, method: str, path: str) -> list[Recorded]:
@@ -286,8 +304,11 @@ class StripeFake:
             self.requests.append(recorded)
             status, body, replayed = self._answer(request, params)
             held = self._held.pop(request.path.rsplit("/", 1)[-1], None) if request.method == "GET" else None
+            held_answer = self._held_answers.pop((request.method, request.path), None)
         if held is not None and status == 200:
             body = held.answer()  # outside the lock: other requests are answered meanwhile
+        if held_answer is not None:
+            held_answer.wait()
         recorded.status = status
         response = Response(json.dumps(body), status=status, content_type="application/json")
         response.headers["Request-Id"] = new_id("req")

@@ -55,11 +55,11 @@ def _bound() -> WorkerContext:
 # most one waiting, so a slow SMTP server never makes them pile up.
 @blueprint.periodic(cron="* * * * * */5")
 @blueprint.task(
-    name="marketing.flush_outbox", queue=QUEUE, pass_context=False, queueing_lock="marketing.flush_outbox"
+    name="marketing.flush_outbox", queue=QUEUE, pass_context=True, queueing_lock="marketing.flush_outbox"
 )
-def flush_outbox(timestamp: int) -> None:
+def flush_outbox(job: procrastinate.JobContext, timestamp: int) -> None:
     context = _bound()
-    outbox.flush(context.engine, context.smtp)
+    outbox.flush(context.engine, context.smtp, worker_id=job.job.worker_id)
 
 
 # One dispatcher at a time (lock), every 10 seconds: "send now" in admin goes out within seconds.

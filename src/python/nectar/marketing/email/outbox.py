@@ -11,7 +11,11 @@ ends. Each message's lease is renewed just before it is sent, and only if this w
 it, so a slow server cannot make another worker send it too. It is then sent outside any
 transaction and marked 'sent', or put back to 'pending' with attempts + 1, the error and an
 exponential backoff, or 'failed' after MAX_ATTEMPTS or a permanent refusal. A row whose lease
-ended (its worker died mid-send) is claimed again.
+ended is claimed again; so is one whose sending worker (a procrastinate worker, named on the row)
+has been silent for STALLED_AFTER_SECONDS, the same sign of death that hands its jobs to others:
+a worker killed mid-send costs its message seconds, not the lease. The SMTP server had not
+answered the message (or the row would say so), so sending it again is the only way it arrives;
+a server that did take it before the worker died gets it twice, with the same Message-ID.
 
 Every time is computed from `now`, a parameter, so tests can move the clock.
 """
@@ -27,6 +31,7 @@ from enum import Enum
 from sqlalchemy import Engine, text
 
 from nectar.marketing.email.smtp import SmtpConnection, SmtpSettings, build_message
+from nectar.shared.jobs import STALLED_AFTER_SECONDS
 
 # 30 s, 1, 2, 4 ... 64 min, then 2 h: the tenth failure of one message, about four hours in, is final.
 MAX_ATTEMPTS = 10
@@ -39,17 +44,21 @@ LEASE = timedelta(minutes=15)
 BATCH = 5
 log = logging.getLogger(__name__)
 
-ANY_DUE = text(
-    "SELECT 1 FROM email_outbox WHERE (status = 'pending' OR status = 'sending') AND next_attempt_at <= :now "
-    "LIMIT 1"
+# Due: pending and its time has come, or sending and abandoned (its lease ended, or its worker's
+# heartbeat is older than a live worker's can be). Heartbeats are the database's clock, so is that test.
+_DUE = (
+    "((status = 'pending' OR status = 'sending') AND next_attempt_at <= :now) "
+    "OR (status = 'sending' AND sending_worker IS NOT NULL AND NOT EXISTS ("
+    "  SELECT FROM procrastinate_workers w WHERE w.id = sending_worker"
+    f"  AND w.last_heartbeat > now() - make_interval(secs => {STALLED_AFTER_SECONDS})))"
 )
+ANY_DUE = text(f"SELECT 1 FROM email_outbox WHERE {_DUE} LIMIT 1")  # noqa: S608 - constants only
 CLAIM = text(
-    "WITH due AS ("
-    "  SELECT id FROM email_outbox"
-    "  WHERE (status = 'pending' OR status = 'sending') AND next_attempt_at <= :now"
+    "WITH due AS ("  # noqa: S608 - constants only
+    f"  SELECT id FROM email_outbox WHERE {_DUE}"
     "  ORDER BY next_attempt_at, created_at LIMIT :limit FOR UPDATE SKIP LOCKED"
     ") "
-    "UPDATE email_outbox o SET status = 'sending', next_attempt_at = :lease_end, "
+    "UPDATE email_outbox o SET status = 'sending', next_attempt_at = :lease_end, sending_worker = :worker, "
     # A row still 'sending' here was abandoned by a worker that died: that attempt counts.
     "  attempts = o.attempts + CASE WHEN o.status = 'sending' THEN 1 ELSE 0 END, "
     "  last_error = CASE WHEN o.status = 'sending' THEN 'the worker sending it stopped; sending again' "
@@ -159,10 +168,13 @@ def flush(
     now: datetime | None = None,
     batch: int = BATCH,
     max_messages: int = 1000,
+    worker_id: int | None = None,
 ) -> FlushResult:
     """Sends due messages until none is due or `max_messages` were handled. Without an SMTP host it
     sends nothing: mail stays pending, visible in admin. When the server cannot be reached or
-    refuses the login, nothing is claimed and `unavailable` says why. `now` fixes the clock (for tests)."""
+    refuses the login, nothing is claimed and `unavailable` says why. `worker_id` is the
+    procrastinate worker running this (its messages are taken over once it stops beating);
+    `now` fixes the clock (for tests)."""
     result = FlushResult()
     if not smtp.configured:
         return result
@@ -192,6 +204,7 @@ def flush(
                         "now": claimed_at,
                         "lease_end": lease_end,
                         "limit": min(batch, max_messages - result.handled),
+                        "worker": worker_id,
                     },
                 ).all()
             if not rows:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import CheckConstraint, ForeignKey, Index, Integer, String, Text, cast, column
+from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Index, Integer, String, Text, cast, column
 from sqlalchemy.dialects.postgresql import CITEXT, INET, JSONB, UUID
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -191,5 +191,7 @@ class EmailOutbox(Base):
     attempts: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
     next_attempt_at: Mapped[datetime] = created_timestamp()
     last_error: Mapped[str | None] = mapped_column(Text)
+    # While 'sending': the procrastinate worker (procrastinate_workers.id) sending it, if a worker is.
+    sending_worker: Mapped[int | None] = mapped_column(BigInteger)
     sent_at: Mapped[datetime | None] = timestamp()
     created_at: Mapped[datetime] = created_timestamp()

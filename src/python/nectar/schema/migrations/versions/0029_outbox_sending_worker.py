@@ -2,16 +2,16 @@
 worker's heartbeat stops, another one sends it within seconds instead of after the 15-minute lease
 (a worker killed mid-send left its message unsent that long).
 
-Revision ID: 0026
-Revises: 0023
+Revision ID: 0029
+Revises: 0028
 Create Date: 2026-12-03
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0026"
-down_revision = "0023"
+revision = "0029"
+down_revision = "0028"
 branch_labels = None
 depends_on = None
 

@@ -51,6 +51,11 @@ class Role(StrEnum):
         }[self]
 
     @property
+    def listen_url_variable(self) -> str:
+        """Where this role LISTENs: a direct connection, since a transaction pooler cannot keep one."""
+        return self.url_variable.replace("_URL", "_LISTEN_URL")
+
+    @property
     def attributes(self) -> str:
         """CREATE ROLE attributes: only admin bypasses row-level security; nobody is a superuser."""
         bypass = "BYPASSRLS" if self is Role.ADMIN else "NOBYPASSRLS"
@@ -141,6 +146,20 @@ def database_url(role: Role, environ: Mapping[str, str] | None = None) -> URL:
             f"each role needs its own URL (README: Configuration)"
         )
     return parse_database_url(role.url_variable, raw)
+
+
+def listen_url(role: Role, environ: Mapping[str, str] | None = None) -> URL:
+    """The direct URL a process LISTENs on as `role` (<ROLE URL>_LISTEN_URL, e.g. DATABASE_LISTEN_URL):
+    behind PgBouncer in transaction mode the role's URL goes through the pooler, which cannot keep a
+    LISTEN. Default: the role's own URL."""
+    environ = os.environ if environ is None else environ
+    raw = env_str(environ, role.listen_url_variable)
+    return database_url(role, environ) if raw is None else parse_database_url(role.listen_url_variable, raw)
+
+
+# How old a per-process copy of database state may get (core's routes, API keys, suspensions, plans,
+# quota counts) when no notification of a change arrives: CACHE_MAX_AGE_SECONDS, at most this.
+CACHE_MAX_AGE_SECONDS = 30
 
 
 def var_dir(environ: Mapping[str, str] | None = None) -> Path:
@@ -258,6 +277,10 @@ class Settings:
     secret_key: str
     port: int
     database_url: URL
+    # A direct connection for LISTEN (<ROLE URL>_LISTEN_URL; default database_url).
+    listen_url: URL
+    # How stale a per-process copy of database state may be (CACHE_MAX_AGE_SECONDS).
+    cache_max_age: float = CACHE_MAX_AGE_SECONDS
     # Where each service reaches the others (HTTP contracts, health checks on the admin system page).
     service_urls: dict[Service, str] = field(default_factory=dict)
     # Credentials for core's service contract (/internal/v1), one per caller so each gets only its
@@ -345,6 +368,8 @@ def load_settings(service: Service, environ: Mapping[str, str] | None = None) ->
         secret_key=secret_key,
         port=port,
         database_url=database_url(SERVICE_ROLES[service], environ),
+        listen_url=listen_url(SERVICE_ROLES[service], environ),
+        cache_max_age=env_int(environ, "CACHE_MAX_AGE_SECONDS", CACHE_MAX_AGE_SECONDS, low=1, high=3600),
         service_urls=service_urls,
         service_token=service_token,
         admin_service_token=admin_service_token,

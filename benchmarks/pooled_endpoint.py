@@ -13,8 +13,6 @@ requests per second. PostgreSQL runs with production durability (`-- --durabilit
 
 from __future__ import annotations
 
-import argparse
-import json
 import multiprocessing
 import shutil
 import statistics
@@ -22,10 +20,11 @@ import tempfile
 from pathlib import Path
 
 from benchmarks.endpoint_throughput import (
-    BODY,
     DATABASE,
     GUNICORN,
     free_port,
+    load_options,
+    post_script,
     recorded_runs,
     seed,
     serve,
@@ -41,18 +40,9 @@ GOAL = 0.9
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seconds", type=int, default=15)
-    parser.add_argument("--connections", type=int, default=16)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser = load_options(__doc__.split("\n\n")[0])
     parser.add_argument(
         "--pool-size", type=int, default=8, help="PgBouncer's server connections per database and role"
-    )
-    parser.add_argument(
-        "--durability",
-        choices=("production", "off"),
-        default="production",
-        help="PostgreSQL's: production (the default), or fsync, synchronous_commit and full_page_writes off",
     )
     args = parser.parse_args()
     for tool, package in (("wrk", "wrk"), (PGBOUNCER, "pgbouncer")):
@@ -86,16 +76,13 @@ def measure(server, environs: dict[str, dict[str, str]], path: str, args) -> tup
     try:
         for url in urls.values():
             wait_until_up(url)
-        with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
-            script.write(
-                f'wrk.method = "POST"\nwrk.body = {json.dumps(json.dumps(BODY))}\nwrk.headers["Content-Type"] = "application/json"\n'
-            )
+        script = post_script()
         rounds = []
         for _ in range(args.rounds):  # alternating, so both see the same machine
             result = {}
             for kind, url in urls.items():
                 wait_for_quiet(server)
-                result[kind] = wrk(url, args.connections, args.seconds, Path(script.name))
+                result[kind] = wrk(url, args.connections, args.seconds, script)
             rounds.append(result)
     finally:
         for process in processes:

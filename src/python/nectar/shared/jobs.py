@@ -187,12 +187,7 @@ class JobConnector(procrastinate.PsycopgConnector):
         delay, said = RECONNECT_FIRST_SECONDS, False
         while True:
             try:
-                async with await psycopg.AsyncConnection.connect(
-                    self.listen_conninfo,
-                    autocommit=True,
-                    connect_timeout=PROBE_TIMEOUT_SECONDS,
-                    **NO_PREPARED_STATEMENTS,
-                ) as connection:
+                async with await _connection_of_its_own(self.listen_conninfo) as connection:
                     for channel in channels:
                         await connection.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
                     if said:
@@ -217,18 +212,21 @@ class JobConnector(procrastinate.PsycopgConnector):
         """Whether one connection can be made and answers now; other errors (a wrong password,
         say) are raised, since waiting would not end them."""
         try:
-            async with await psycopg.AsyncConnection.connect(
-                self.conninfo,
-                connect_timeout=PROBE_TIMEOUT_SECONDS,
-                autocommit=True,
-                **NO_PREPARED_STATEMENTS,
-            ) as connection:
+            async with await _connection_of_its_own(self.conninfo) as connection:
                 await connection.execute("SELECT 1")
         except psycopg.Error as error:
             if is_database_outage(error):
                 return False
             raise
         return True
+
+
+def _connection_of_its_own(conninfo: str) -> Awaitable[psycopg.AsyncConnection]:
+    """A connection outside procrastinate's pool, in autocommit; it prepares nothing on the server
+    (the URL may go through PgBouncer)."""
+    return psycopg.AsyncConnection.connect(
+        conninfo, autocommit=True, connect_timeout=PROBE_TIMEOUT_SECONDS, **NO_PREPARED_STATEMENTS
+    )
 
 
 def job_app(

@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from email.utils import getaddresses
 from enum import StrEnum
+from functools import cached_property
 from pathlib import Path
 
 from sqlalchemy.engine import URL, make_url
@@ -280,7 +281,7 @@ class Settings:
     # A direct connection for LISTEN (<ROLE URL>_LISTEN_URL; default database_url).
     listen_url: URL
     # How stale a per-process copy of database state may be (CACHE_MAX_AGE_SECONDS).
-    cache_max_age: float = CACHE_MAX_AGE_SECONDS
+    cache_max_age: int = CACHE_MAX_AGE_SECONDS
     # Where each service reaches the others (HTTP contracts, health checks on the admin system page).
     service_urls: dict[Service, str] = field(default_factory=dict)
     # Credentials for core's service contract (/internal/v1), one per caller so each gets only its
@@ -306,6 +307,11 @@ class Settings:
     worker_concurrency: int = 4
     org_max_worker_runs: int = 2
     observability: Observability = field(default_factory=Observability)
+
+    @cached_property
+    def listen_url_text(self) -> str:
+        """listen_url as text, made once: a key that is cheap to hash on every call."""
+        return self.listen_url.render_as_string(hide_password=False)
 
     @property
     def public_url(self) -> str:

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 import psycopg
 from sqlalchemy import event
-from sqlalchemy.engine import URL, Engine
+from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import Session
 
 from nectar.core.api_keys.service import key_hash
@@ -93,12 +93,11 @@ class RouteTable:
     """The routes of one database's organizations, for the threads of one process: each kept at
     most `max_age` seconds, and dropped sooner when PostgreSQL notifies a change on `listen_url`."""
 
-    def __init__(self, engine: Engine, listen_url: URL, max_age: float):
+    def __init__(self, engine: Engine, listen_url: str, max_age: float):
         self.engine, self.max_age = engine, max_age
-        self._listen_dsn = libpq_dsn(listen_url)
-        self._listen_where = (
-            f"{listen_url.host or 'localhost'}:{listen_url.port or 5432}/{listen_url.database}"
-        )
+        listen = make_url(listen_url)
+        self._listen_dsn = libpq_dsn(listen)
+        self._listen_where = f"{listen.host or 'localhost'}:{listen.port or 5432}/{listen.database}"
         self._orgs: OrderedDict[uuid.UUID, OrgRoutes] = OrderedDict()
         self._lock = threading.Lock()
         self._generation = 0  # moves on every drop, so a load that raced a change is not kept
@@ -269,7 +268,7 @@ def _one_line(error: BaseException) -> str:
 
 def route_table(engine: Engine, settings: Settings) -> RouteTable:
     """The route table of `engine`'s database in this process, as `settings` configure it."""
-    return one_per_database(engine, RouteTable, settings.listen_url, float(settings.cache_max_age))
+    return one_per_database(engine, RouteTable, settings.listen_url_text, settings.cache_max_age)
 
 
 # --- changes made in this process ----------------------------------------------------------------

@@ -185,3 +185,11 @@ def test_a_worker_hears_new_jobs_on_its_listen_url_and_polls_when_it_cannot(pool
     assert asyncio.run(_heard(JobConnector(pooled_dsn, unreachable), notify, 1)) == []
     said = [r.getMessage() for r in caplog.records if r.name == "nectar.shared.jobs"]
     assert len(said) == 1 and "cannot listen for new jobs" in said[0], said
+
+
+def test_times_come_back_in_utc_with_no_startup_option(pooled):
+    """UTC is the database's own setting (migration 0024): PgBouncer refuses `options=-c TimeZone=UTC`."""
+    for role in (Role.APP, Role.MARKETING, Role.ADMIN):
+        with pooled.connect(role) as conn:
+            assert conn.execute("SHOW TimeZone").fetchone()[0] == "UTC"
+            assert conn.execute("SELECT now()").fetchone()[0].utcoffset().total_seconds() == 0

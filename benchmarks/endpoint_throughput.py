@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
+import os
 import re
 import shutil
 import socket
@@ -263,9 +264,13 @@ def main() -> None:
         rounds = []
         for _ in range(args.rounds):  # alternating, so all three see the same machine
             result = {}
-            for kind, url in urls.items():
+            for (kind, url), process in zip(urls.items(), processes, strict=True):
                 wait_for_quiet(server)
+                cpu_before = server_cpu_seconds(process.pid)
                 result[kind] = wrk(url, args.connections, args.seconds, script_path)
+                result[kind]["cpu_ms"] = (
+                    1000 * (server_cpu_seconds(process.pid) - cpu_before) / result[kind]["requests"]
+                )
             rounds.append(result)
         single = {}
         for kind, url in urls.items():
@@ -288,23 +293,28 @@ def main() -> None:
     )
     print(
         f"{'round':>6} {'bare req/s':>11} {'endpoint req/s':>15} {'ratio':>7} "
-        f"{'without metrics':>16} {'metrics cost':>13}"
+        f"{'without metrics':>16} {'metrics cost':>13}   server CPU per call: bare, endpoint, without metrics"
     )
-    ratios, costs = [], []
+    ratios, costs, cpu_costs = [], [], []
     for number, result in enumerate(rounds, 1):
         ratios.append(result["core"]["rps"] / result["bare"]["rps"])
         costs.append(1 - result["core"]["rps"] / result["core-no-metrics"]["rps"])
+        cpu_costs.append(1 - result["core-no-metrics"]["cpu_ms"] / result["core"]["cpu_ms"])
         print(
             f"{number:>6} {result['bare']['rps']:>11.0f} {result['core']['rps']:>15.0f} {ratios[-1]:>7.0%} "
-            f"{result['core-no-metrics']['rps']:>16.0f} {costs[-1]:>13.1%}"
+            f"{result['core-no-metrics']['rps']:>16.0f} {costs[-1]:>13.1%}   "
+            + ", ".join(f"{result[kind]['cpu_ms']:.3f} ms" for kind in urls)
         )
-    ratio, cost = statistics.median(ratios), statistics.median(costs)
+    ratio, cost, cpu_cost = statistics.median(ratios), statistics.median(costs), statistics.median(cpu_costs)
     print(
         f"\nthroughput ratio (median of rounds), metered, metrics on, tracing off: {ratio:.0%} of the bare route "
         f"(goal >= 60%: {'OK' if ratio >= 0.6 else 'MISSED'})"
     )
     print(
         f"cost of metrics on an endpoint call (median of rounds, A/B): {cost:.1%} (goal < 5%: {'OK' if cost < 0.05 else 'MISSED'})"
+    )
+    print(
+        f"the same A/B in the endpoint server's CPU time per call (less sensitive to a busy machine): {cpu_cost:.1%}"
     )
     print(
         f"p99 at one connection: bare {single['bare']['p99_ms']:.2f} ms, endpoint {single['core']['p99_ms']:.2f} ms"
@@ -319,6 +329,27 @@ def main() -> None:
     print(
         f"runs recorded: {recorded_runs(server)} for {answered} calls wrk counted (wrk leaves out those it cut off)"
     )
+
+
+def server_cpu_seconds(pid: int) -> float:
+    """CPU time used so far by gunicorn's master `pid` and its workers (user and system)."""
+    total = 0
+    for process in [pid, *_children(pid)]:
+        try:
+            fields = Path(f"/proc/{process}/stat").read_text().rsplit(")", 1)[1].split()
+        except FileNotFoundError:  # ended meanwhile
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        children = task / "children"
+        if children.exists():
+            found += [int(child) for child in children.read_text().split()]
+    return found
 
 
 def wait_for_quiet(server: EmbeddedServer, limit: float = 60.0) -> None:

@@ -15,6 +15,7 @@ from nectar.schema.migrate import alembic_config, downgrade, head_revision, upgr
 from nectar.schema.migrations.env_filters import include_name
 from nectar.shared.config import Role
 from nectar.shared.database import Base
+from tests.conftest import DatabaseUnderTest
 from tests.schema.tenant_rows import ensure_catalog, seed_tenant
 
 
@@ -96,17 +97,6 @@ def test_a_foreign_key_migration_checks_every_existing_row(empty_database):
         upgrade(empty_database, "0010")
 
 
-def _connect(url) -> psycopg.Connection:
-    return psycopg.connect(
-        host=url.host,
-        port=url.port,
-        user=url.username,
-        password=url.password,
-        dbname=url.database,
-        autocommit=True,
-    )
-
-
 def _row_counts(conn) -> dict[str, int]:
     return {
         table.name: conn.execute(f"SELECT count(*) FROM {table.name}").fetchone()[0]  # noqa: S608
@@ -129,8 +119,9 @@ def test_the_citus_keys_migration_keeps_every_row_and_guarantee_up_and_down(empt
     still refuse a reference across organizations and still cascade."""
     before = ScriptDirectory.from_config(alembic_config()).get_revision("0025").down_revision
     upgrade(empty_database, before)
+    migrated = DatabaseUnderTest(pg_server, empty_database.database)
     orgs = [uuid.uuid4(), uuid.uuid4()]
-    with _connect(pg_server.url(Role.ADMIN, empty_database.database)) as conn:
+    with migrated.connect(Role.ADMIN, autocommit=True) as conn:
         ensure_catalog(conn)
         parents = {org: seed_tenant(conn, org) for org in orgs}
         for org in orgs:
@@ -144,7 +135,7 @@ def test_the_citus_keys_migration_keeps_every_row_and_guarantee_up_and_down(empt
 
     upgrade(empty_database, "0025")
     org_a, org_b = orgs
-    with _connect(pg_server.url(Role.ADMIN, empty_database.database)) as conn:
+    with migrated.connect(Role.ADMIN, autocommit=True) as conn:
         assert _row_counts(conn) == seeded
         assert _primary_key(conn, "workflow_runs") == ["org_id", "id"]
         with pytest.raises(psycopg.errors.ForeignKeyViolation):
@@ -160,12 +151,12 @@ def test_the_citus_keys_migration_keeps_every_row_and_guarantee_up_and_down(empt
         )
 
     downgrade(empty_database, before)
-    with _connect(pg_server.url(Role.ADMIN, empty_database.database)) as conn:
+    with migrated.connect(Role.ADMIN, autocommit=True) as conn:
         assert _row_counts(conn) == seeded
         assert _primary_key(conn, "workflow_runs") == ["id"]
 
     upgrade(empty_database, "0025")
-    with _connect(pg_server.url(Role.ADMIN, empty_database.database)) as conn:
+    with migrated.connect(Role.ADMIN, autocommit=True) as conn:
         conn.execute("DELETE FROM organizations WHERE id = %s", (org_b,))
         left = _row_counts(conn)
         assert left["workflow_schedules"] == 1 and left["workflow_run_events"] == 1

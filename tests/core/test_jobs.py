@@ -116,6 +116,33 @@ def test_schedules_start_runs_once_per_due_time(browser, core_app, database):
     assert org
 
 
+def test_a_schedule_whose_workflow_is_gone_is_dropped_and_starts_nothing(core_app, database):
+    """Schedules refer to their organization, not their workflow (a reference table on Citus
+    cannot refer to a distributed one): the scheduler drops one whose workflow went."""
+    org, gone = uuid.uuid4(), uuid.uuid4()
+    due = datetime.now(UTC) - timedelta(minutes=1)
+    with database.connect(Role.ADMIN, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO organizations (id, name, slug) VALUES (%s, 'Gone', %s)", (org, f"gone-{org.hex}")
+        )
+        conn.execute(
+            "INSERT INTO workflow_schedules (workflow_id, organization_id, cron, next_run_at) "
+            "VALUES (%s, %s, '* * * * *', %s)",
+            (gone, org, due),
+        )
+    with core_app.app_context():
+        jobs.start_due_runs(db.session, now=datetime.now(UTC))
+        db.session.remove()
+    with database.connect(Role.ADMIN) as conn:
+        assert (
+            conn.execute(
+                "SELECT count(*) FROM workflow_schedules WHERE workflow_id = %s", (gone,)
+            ).fetchone()[0]
+            == 0
+        )
+        assert conn.execute("SELECT count(*) FROM workflow_runs WHERE org_id = %s", (org,)).fetchone()[0] == 0
+
+
 def test_a_run_whose_worker_died_is_handed_back_and_finished_by_another(browser, database):
     """A worker killed mid-run leaves its job 'doing' and the run 'running'. The stalled-job sweep
     hands the job back, and the run resumes from its journal and finishes."""

@@ -1,16 +1,22 @@
 """Migrations go up from empty, all the way down, and up again; and they match the models."""
 
+import uuid
+
+import psycopg
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, inspect
 from sqlalchemy.exc import IntegrityError
 
 from nectar.schema import models  # noqa: F401 - registers every table
-from nectar.schema.migrate import downgrade, head_revision, upgrade
+from nectar.schema.migrate import alembic_config, downgrade, head_revision, upgrade
 from nectar.schema.migrations.env_filters import include_name
 from nectar.shared.config import Role
 from nectar.shared.database import Base
+from tests.conftest import DatabaseUnderTest
+from tests.schema.tenant_rows import ensure_catalog, seed_tenant
 
 
 @pytest.fixture
@@ -89,3 +95,71 @@ def test_a_foreign_key_migration_checks_every_existing_row(empty_database):
         engine.dispose()
     with pytest.raises(IntegrityError, match="fk_workflow_runs_org_id_workflow_versions"):
         upgrade(empty_database, "0010")
+
+
+def _row_counts(conn) -> dict[str, int]:
+    return {
+        table.name: conn.execute(f"SELECT count(*) FROM {table.name}").fetchone()[0]  # noqa: S608
+        for table in Base.metadata.sorted_tables
+    }
+
+
+def _primary_key(conn, table: str) -> list[str]:
+    return conn.execute(
+        "SELECT ARRAY(SELECT a.attname FROM unnest(c.conkey) WITH ORDINALITY k(n, o) "
+        "JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = k.n ORDER BY k.o) "
+        "FROM pg_constraint c WHERE c.conrelid = %s::regclass AND c.contype = 'p'",
+        (table,),
+    ).fetchone()[0]
+
+
+def test_the_citus_keys_migration_keeps_every_row_and_guarantee_up_and_down(empty_database, pg_server):
+    """0031 remakes ten tenant tables' primary keys and the foreign keys that point at them. On a
+    database with rows in every table, going up and coming down keeps every row, and the keys
+    still refuse a reference across organizations and still cascade."""
+    before = ScriptDirectory.from_config(alembic_config()).get_revision("0031").down_revision
+    upgrade(empty_database, before)
+    migrated = DatabaseUnderTest(pg_server, empty_database.database)
+    orgs = [uuid.uuid4(), uuid.uuid4()]
+    with migrated.connect(Role.ADMIN, autocommit=True) as conn:
+        ensure_catalog(conn)
+        parents = {org: seed_tenant(conn, org) for org in orgs}
+        for org in orgs:
+            conn.execute(
+                "INSERT INTO workflow_schedules (workflow_id, organization_id, cron, next_run_at) "
+                "VALUES (%s, %s, '* * * * *', now())",
+                (parents[org]["workflow"], org),
+            )
+        seeded = _row_counts(conn)
+        assert _primary_key(conn, "workflow_runs") == ["id"]
+
+    upgrade(empty_database, "0031")
+    org_a, org_b = orgs
+    with migrated.connect(Role.ADMIN, autocommit=True) as conn:
+        assert _row_counts(conn) == seeded
+        assert _primary_key(conn, "workflow_runs") == ["org_id", "id"]
+        with pytest.raises(psycopg.errors.ForeignKeyViolation):
+            conn.execute(
+                "INSERT INTO workflow_run_events (org_id, run_id, name, source) VALUES (%s, %s, 'x', 'api')",
+                (org_a, parents[org_b]["run"]),
+            )
+        # A schedule whose workflow is gone: nothing cascades to it now; going down removes it.
+        conn.execute(
+            "INSERT INTO workflow_schedules (workflow_id, organization_id, cron, next_run_at) "
+            "VALUES (%s, %s, '* * * * *', now())",
+            (uuid.uuid4(), org_a),
+        )
+
+    downgrade(empty_database, before)
+    with migrated.connect(Role.ADMIN, autocommit=True) as conn:
+        assert _row_counts(conn) == seeded
+        assert _primary_key(conn, "workflow_runs") == ["id"]
+
+    upgrade(empty_database, "0031")
+    with migrated.connect(Role.ADMIN, autocommit=True) as conn:
+        conn.execute("DELETE FROM organizations WHERE id = %s", (org_b,))
+        left = _row_counts(conn)
+        assert left["workflow_schedules"] == 1 and left["workflow_run_events"] == 1
+        assert (
+            conn.execute("SELECT count(*) FROM workflow_runs WHERE org_id = %s", (org_a,)).fetchone()[0] == 1
+        )

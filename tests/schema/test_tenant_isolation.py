@@ -1,10 +1,11 @@
 """Row-level security under attack, as the real nectar_app_user role (never owner or superuser).
 
-The tenant tables are derived from the live schema (every table with an org_id column) and from
-the models; each one is attacked for reads, updates, deletes and inserts across organizations,
-through raw psycopg and through the ORM. Every connection goes through PgBouncer in transaction
-mode, as production's do, so consecutive transactions of one client land on server connections
-other clients used: a tenant setting that outlived its transaction would show.
+The tenant tables are derived from the live schema (every table that carries an organization,
+whatever its column is called: tests/schema/catalog.py) and from the models; each one is attacked
+for reads, updates, deletes and inserts across organizations, through raw psycopg and through the ORM.
+Every connection goes through PgBouncer in transaction mode, as production's do, so consecutive
+transactions of one client land on server connections other clients used: a tenant setting that
+outlived its transaction would show.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from nectar.schema import models
 from nectar.schema.access import CURRENT_ORG, SERVICE_ROLES, access_of
 from nectar.shared.config import Role
 from nectar.shared.database import Base, tenant_scope, tenant_transaction, user_scope
+from tests.schema.catalog import tables_carrying_an_organization
 from tests.schema.tenant_rows import ROW_BUILDERS, ensure_catalog, seed_tenant
 
 MODEL_TENANT_TABLES = {
@@ -29,6 +31,7 @@ MODEL_TENANT_TABLES = {
     for table in Base.metadata.sorted_tables
     if access_of(table).tenant_column
 }
+PLATFORM_TABLES = {table.name for table in Base.metadata.sorted_tables if table.info.get("platform_reason")}
 MODELS = {mapper.class_.__tablename__: mapper.class_ for mapper in Base.registry.mappers}
 RLS_VIOLATION = psycopg.errors.InsufficientPrivilege
 
@@ -49,20 +52,23 @@ def tenants(database):
     return orgs, parents
 
 
-def _tenant_tables_in_database(conn) -> dict[str, str]:
-    rows = conn.execute(
-        "SELECT c.relname FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid "
-        "WHERE c.relnamespace = 'public'::regnamespace AND c.relkind = 'r' AND a.attname = 'org_id' "
-        "AND NOT a.attisdropped"
-    ).fetchall()
-    return {name: "org_id" for (name,) in rows}
-
-
 def test_the_tenant_tables_of_the_schema_are_those_the_models_declare(database):
+    """Found by what they hold, whatever the column is called: a table that carries an
+    organization is a tenant table (row-level security on that column) or a platform table that
+    says why it is not."""
     with database.connect("postgres") as conn:
-        found = _tenant_tables_in_database(conn)
-    declared = {name: column for name, column in MODEL_TENANT_TABLES.items() if column == "org_id"}
-    assert found == declared, "a table has org_id without declaring tenant_column, or the reverse"
+        found = tables_carrying_an_organization(conn)
+    undeclared = {
+        table: columns
+        for table, columns in found.items()
+        if MODEL_TENANT_TABLES.get(table) not in columns and table not in PLATFORM_TABLES
+    }
+    assert undeclared == {}, "these carry an organization without tenant_column or platform_reason"
+    assert set(MODEL_TENANT_TABLES) <= set(found), "a declared tenant table carries no organization"
+    assert {table for table, columns in found.items() if "org_id" in columns} == {
+        table for table, column in MODEL_TENANT_TABLES.items() if column == "org_id"
+    }, "org_id names a tenant table's tenant column, nothing else"
+    assert {"workflow_schedules", "subscriptions", "usage_reports"} <= set(found) & PLATFORM_TABLES
     assert set(MODEL_TENANT_TABLES) == set(
         ROW_BUILDERS
     ), "every tenant table needs a row builder in tenant_rows.py"

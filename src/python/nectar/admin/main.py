@@ -7,6 +7,7 @@ from sqlalchemy import create_engine
 from nectar.admin import jobs
 from nectar.admin.app import SERVICE, create_app
 from nectar.admin.commands import create_staff_command, rotate_credentials_command
+from nectar.schema.distribution import citus_sql_command
 from nectar.schema.migrate import migrate_command
 from nectar.shared.cli import run_service_cli
 from nectar.shared.config import Service, load_settings
@@ -24,6 +25,7 @@ def _worker():
 def main(argv: list[str] | None = None) -> int:
     commands = {
         "migrate": migrate_command,
+        "citus-sql": citus_sql_command,
         "create-staff": create_staff_command,
         "rotate-credentials": rotate_credentials_command,
         "worker": worker_command(_worker),

@@ -5,6 +5,7 @@ import sys
 from nectar.core.alerts import jobs as alert_jobs
 from nectar.core.app import SERVICE, create_app
 from nectar.core.runs import jobs
+from nectar.schema.distribution import citus_sql_command
 from nectar.schema.migrate import migrate_command
 from nectar.shared.cli import run_service_cli
 from nectar.shared.config import load_settings
@@ -27,7 +28,7 @@ def _worker():
 
 
 def main(argv: list[str] | None = None) -> int:
-    commands = {"migrate": migrate_command, "worker": worker_command(_worker)}
+    commands = {"migrate": migrate_command, "citus-sql": citus_sql_command, "worker": worker_command(_worker)}
     return run_service_cli(SERVICE, create_app, commands, argv)
 
 

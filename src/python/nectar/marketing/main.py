@@ -7,6 +7,7 @@ from nectar.marketing.app import SERVICE, create_app
 from nectar.marketing.billing import jobs as billing_jobs
 from nectar.marketing.billing.config import load_billing_config
 from nectar.marketing.links import Links
+from nectar.schema.distribution import citus_sql_command
 from nectar.schema.migrate import migrate_command
 from nectar.shared.cli import run_service_cli
 from nectar.shared.config import load_settings, load_smtp_settings
@@ -27,7 +28,7 @@ def _worker():
 
 
 def main(argv: list[str] | None = None) -> int:
-    commands = {"migrate": migrate_command, "worker": worker_command(_worker)}
+    commands = {"migrate": migrate_command, "citus-sql": citus_sql_command, "worker": worker_command(_worker)}
     return run_service_cli(SERVICE, create_app, commands, argv)
 
 

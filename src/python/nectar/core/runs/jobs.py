@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 import procrastinate
 from croniter import croniter
 from flask import Flask
-from sqlalchemy import select, text, update
+from sqlalchemy import delete, select, text, update
 
 from nectar.core.contract.runs import LOST_RUN, QUEUE, RECOVER_TASK, RUN_TASK, WAKE_TASK
 from nectar.core.runs.queue import QueueFull, queue_run, schedule_activation
@@ -162,6 +162,11 @@ def start_due_runs(session, now: datetime | None = None, limit: int = 200) -> in
                         "scheduled run of workflow %s skipped: its organization's queue is full", workflow.id
                     )
         scope_session(session)
+        if workflow is None:  # its workflow is gone (no foreign key cascades here: the model says why)
+            session.execute(
+                delete(WorkflowSchedule).where(WorkflowSchedule.workflow_id == schedule.workflow_id)
+            )
+            continue
         session.execute(
             update(WorkflowSchedule)
             .where(WorkflowSchedule.workflow_id == schedule.workflow_id)

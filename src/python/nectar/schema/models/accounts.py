@@ -5,14 +5,29 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import Boolean, CheckConstraint, ForeignKey, Index, String, Text, cast, column, desc, text
+from sqlalchemy import (
+    Boolean,
+    CheckConstraint,
+    ForeignKey,
+    Index,
+    String,
+    Text,
+    UniqueConstraint,
+    cast,
+    column,
+    desc,
+    text,
+)
 from sqlalchemy.dialects.postgresql import ARRAY, CITEXT, INET, JSONB, UUID
 from sqlalchemy.orm import Mapped, mapped_column
 
 from nectar.schema.models.columns import (
+    IDENTIFIED_BY_ID,
     created_timestamp,
+    global_table,
     org_id,
     tenant_key,
+    tenant_row_id,
     tenant_table,
     timestamp,
     updated_timestamp,
@@ -30,7 +45,13 @@ class Organization(Base):
         CheckConstraint("status IN ('active', 'suspended')", name="status"),
         # Admin's dashboard counts the suspended ones from this small index.
         Index("ix_organizations_suspended", "id", postgresql_where=text("status = 'suspended'")),
-        {"info": {"service": "core", "tenant_column": "id"}},
+        global_table(
+            "core",
+            tenant_column="id",
+            platform_reason="the tenant root, one small row per organization: global tables refer to "
+            "it (users.last_org_id, subscriptions), which Citus allows only towards a reference "
+            "table, and its slug is unique across organizations",
+        ),
     )
 
     id: Mapped[uuid.UUID] = uuid_pk()
@@ -81,7 +102,11 @@ class User(Base):
         Index("ix_users_inactive", "id", postgresql_where=text("NOT is_active")),
         # An organization deleted clears it from its users without reading every user.
         Index("ix_users_last_org_id", "last_org_id", postgresql_where=text("last_org_id IS NOT NULL")),
-        {"info": {"service": "core"}},
+        global_table(
+            "core",
+            platform_reason="a person's login, one across every organization they belong to; "
+            "last_org_id only remembers where they were last",
+        ),
     )
 
     id: Mapped[uuid.UUID] = uuid_pk()
@@ -102,7 +127,7 @@ class User(Base):
 class UserSession(Base):
     __tablename__ = "user_sessions"
     # One row per signed-in browser: the cookie names the row, and signing out revokes it.
-    __table_args__ = (Index("ix_user_sessions_user_id", "user_id"), {"info": {"service": "core"}})
+    __table_args__ = (Index("ix_user_sessions_user_id", "user_id"), global_table("core"))
 
     id: Mapped[uuid.UUID] = uuid_pk()
     user_id: Mapped[uuid.UUID] = mapped_column(
@@ -142,7 +167,9 @@ class Invitation(Base):
         tenant_table(),
     )
 
-    id: Mapped[uuid.UUID] = uuid_pk()
+    __mapper_args__ = IDENTIFIED_BY_ID
+
+    id: Mapped[uuid.UUID] = tenant_row_id()
     org_id: Mapped[uuid.UUID] = org_id()
     email: Mapped[str] = mapped_column(CITEXT, nullable=False)
     role: Mapped[str] = mapped_column(String(20), nullable=False)
@@ -160,15 +187,19 @@ class ApiKey(Base):
     __table_args__ = (
         tenant_key("api_keys"),
         CheckConstraint("cardinality(scopes) > 0", name="scopes"),
+        # The token names its organization, so a key is looked up within it.
+        UniqueConstraint("org_id", "key_hash"),
         tenant_table(),
     )
 
-    id: Mapped[uuid.UUID] = uuid_pk()
+    __mapper_args__ = IDENTIFIED_BY_ID
+
+    id: Mapped[uuid.UUID] = tenant_row_id()
     org_id: Mapped[uuid.UUID] = org_id()
     name: Mapped[str] = mapped_column(String(100), nullable=False)
     # Shown in lists so people can tell keys apart; the secret itself is stored only as a hash.
     prefix: Mapped[str] = mapped_column(String(24), nullable=False)
-    key_hash: Mapped[str] = mapped_column(String(128), nullable=False, unique=True)
+    key_hash: Mapped[str] = mapped_column(String(128), nullable=False)
     created_by: Mapped[uuid.UUID | None] = mapped_column(
         UUID(as_uuid=True), ForeignKey("users.id", ondelete="SET NULL")
     )

@@ -19,13 +19,14 @@ from sqlalchemy.dialects.postgresql import UUID
 from sqlalchemy.orm import Mapped, mapped_column
 
 from nectar.schema.models.columns import (
+    IDENTIFIED_BY_ID,
     created_timestamp,
     org_id,
     same_tenant,
     tenant_key,
+    tenant_row_id,
     tenant_table,
     timestamp,
-    uuid_pk,
 )
 from nectar.shared.database import Base
 
@@ -48,7 +49,9 @@ class AlertRule(Base):
         tenant_table(),
     )
 
-    id: Mapped[uuid.UUID] = uuid_pk()
+    __mapper_args__ = IDENTIFIED_BY_ID
+
+    id: Mapped[uuid.UUID] = tenant_row_id()
     org_id: Mapped[uuid.UUID] = org_id()
     name: Mapped[str] = mapped_column(String(100), nullable=False)
     workflow_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))  # NULL: any workflow

@@ -21,7 +21,13 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import Mapped, mapped_column
 
-from nectar.schema.models.columns import created_timestamp, timestamp, updated_timestamp, uuid_pk
+from nectar.schema.models.columns import (
+    created_timestamp,
+    global_table,
+    timestamp,
+    updated_timestamp,
+    uuid_pk,
+)
 from nectar.shared.database import Base
 
 # none: not from our checkout (made in Stripe's dashboard, say); pending: core has not answered yet;
@@ -36,7 +42,11 @@ class Subscription(Base):
         CheckConstraint("interval_count >= 1", name="interval_count"),
         Index("ix_subscriptions_status", "status"),
         Index("ix_subscriptions_organization_id", "organization_id"),
-        {"info": {"service": "marketing"}},
+        global_table(
+            "marketing",
+            platform_reason="a Stripe subscription exists before the organization it pays for "
+            "(provisioning fills organization_id in), and marketing reads every one",
+        ),
     )
 
     id: Mapped[uuid.UUID] = uuid_pk()
@@ -86,7 +96,7 @@ class StripeEvent(Base):
     __tablename__ = "stripe_events"
     __table_args__ = (
         Index("ix_stripe_events_pending", "received_at", postgresql_where="processed_at IS NULL"),
-        {"info": {"service": "marketing"}},
+        global_table("marketing"),
     )
 
     id: Mapped[str] = mapped_column(String(255), primary_key=True)  # Stripe's evt_... id
@@ -113,7 +123,11 @@ class UsageReport(Base):
         UniqueConstraint("organization_id", "day", "meter"),
         CheckConstraint(f"status IN {USAGE_REPORT_STATES}", name="status"),
         Index("ix_usage_reports_refused", "day", postgresql_where="status = 'refused'"),
-        {"info": {"service": "marketing"}},
+        global_table(
+            "marketing",
+            platform_reason="marketing's record of what it billed, for every organization at once; "
+            "no organization reads it",
+        ),
     )
 
     id: Mapped[uuid.UUID] = uuid_pk()

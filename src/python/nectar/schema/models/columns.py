@@ -5,13 +5,24 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import DateTime, ForeignKey, ForeignKeyConstraint, UniqueConstraint, func, text
+from sqlalchemy import DateTime, ForeignKey, ForeignKeyConstraint, PrimaryKeyConstraint, func, text
 from sqlalchemy.dialects.postgresql import UUID
 from sqlalchemy.orm import Mapped, mapped_column
 
 
 def uuid_pk() -> Mapped[uuid.UUID]:
     return mapped_column(UUID(as_uuid=True), primary_key=True, server_default=text("gen_random_uuid()"))
+
+
+def tenant_row_id() -> Mapped[uuid.UUID]:
+    """The id of a tenant table's row: random, so unique in practice, but the key the database
+    enforces is `tenant_key`'s (org_id, id)."""
+    return mapped_column(UUID(as_uuid=True), nullable=False, server_default=text("gen_random_uuid()"))
+
+
+# A tenant table's rows are still known to the ORM by id alone (`session.get(Model, id)`, the
+# identity map), although the table's primary key is (org_id, id).
+IDENTIFIED_BY_ID = {"primary_key": ["id"]}
 
 
 def created_timestamp() -> Mapped[datetime]:
@@ -34,10 +45,11 @@ def org_id() -> Mapped[uuid.UUID]:
     )
 
 
-def tenant_key(table: str) -> UniqueConstraint:
-    """UNIQUE (org_id, id): the index every tenant table leads with org_id, and the target of
-    same-tenant foreign keys."""
-    return UniqueConstraint("org_id", "id", name=f"uq_{table}_org_id_id")
+def tenant_key(table: str) -> PrimaryKeyConstraint:
+    """PRIMARY KEY (org_id, id): a key Citus can enforce on a table distributed by org_id (each
+    key within one organization's shard), the index every tenant table leads with org_id, and the
+    target of same-tenant foreign keys. Goes with `tenant_row_id()` and `IDENTIFIED_BY_ID`."""
+    return PrimaryKeyConstraint("org_id", "id", name=f"pk_{table}")
 
 
 def same_tenant(column: str, parent: str, *, ondelete: str = "CASCADE") -> ForeignKeyConstraint:
@@ -47,7 +59,18 @@ def same_tenant(column: str, parent: str, *, ondelete: str = "CASCADE") -> Forei
 
 
 def tenant_table(service: str = "core", **extra) -> dict:
-    return {"info": {"service": service, "tenant_column": "org_id", **extra}}
+    """A tenant table: row-level security on org_id, and distributed by org_id on Citus."""
+    return {"info": {"service": service, "tenant_column": "org_id", "citus": "distributed", **extra}}
+
+
+def global_table(service: str, *, platform_reason: str | None = None, **extra) -> dict:
+    """A table every organization shares: a reference table on Citus (a copy on every node).
+    One that refers to organizations all the same gives `platform_reason`: why it is not a tenant
+    table (the schema tests find every such table and ask for it)."""
+    info = {"service": service, "citus": "reference", **extra}
+    if platform_reason:
+        info["platform_reason"] = platform_reason
+    return {"info": info}
 
 
 def max_length(column) -> int:

@@ -10,13 +10,15 @@ from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import Mapped, mapped_column
 
 from nectar.schema.models.columns import (
+    IDENTIFIED_BY_ID,
     created_timestamp,
+    global_table,
     org_id,
     tenant_key,
+    tenant_row_id,
     tenant_table,
     timestamp,
     updated_timestamp,
-    uuid_pk,
 )
 from nectar.shared.database import Base
 
@@ -24,7 +26,7 @@ from nectar.shared.database import Base
 class CatalogService(Base):
     __tablename__ = "catalog_services"
     # Platform-wide connector templates (REST, webhook, SMTP, Slack...): the same for every tenant.
-    __table_args__ = ({"info": {"service": "core"}},)
+    __table_args__ = (global_table("core"),)
 
     key: Mapped[str] = mapped_column(String(40), primary_key=True)
     name: Mapped[str] = mapped_column(String(100), nullable=False)
@@ -43,7 +45,9 @@ class IntegrationConnection(Base):
         tenant_table(),
     )
 
-    id: Mapped[uuid.UUID] = uuid_pk()
+    __mapper_args__ = IDENTIFIED_BY_ID
+
+    id: Mapped[uuid.UUID] = tenant_row_id()
     org_id: Mapped[uuid.UUID] = org_id()
     service_key: Mapped[str] = mapped_column(String(40), ForeignKey("catalog_services.key"), nullable=False)
     name: Mapped[str] = mapped_column(String(100), nullable=False)

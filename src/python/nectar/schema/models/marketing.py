@@ -10,7 +10,13 @@ from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Index, Integer, 
 from sqlalchemy.dialects.postgresql import CITEXT, INET, JSONB, UUID
 from sqlalchemy.orm import Mapped, mapped_column
 
-from nectar.schema.models.columns import created_timestamp, timestamp, updated_timestamp, uuid_pk
+from nectar.schema.models.columns import (
+    created_timestamp,
+    global_table,
+    timestamp,
+    updated_timestamp,
+    uuid_pk,
+)
 from nectar.shared.database import Base
 
 LEAD_STAGES = ("new", "contacted", "qualified", "won", "lost")
@@ -36,7 +42,7 @@ class Lead(Base):
             postgresql_using="gin",
             postgresql_ops={"company": "gin_trgm_ops"},
         ),
-        {"info": {"service": "marketing"}},
+        global_table("marketing"),
     )
 
     id: Mapped[uuid.UUID] = uuid_pk()
@@ -55,7 +61,7 @@ class Lead(Base):
 
 class LeadInquiry(Base):
     __tablename__ = "lead_inquiries"
-    __table_args__ = (Index("ix_lead_inquiries_lead_id", "lead_id"), {"info": {"service": "marketing"}})
+    __table_args__ = (Index("ix_lead_inquiries_lead_id", "lead_id"), global_table("marketing"))
 
     id: Mapped[uuid.UUID] = uuid_pk()
     lead_id: Mapped[uuid.UUID] = mapped_column(
@@ -72,7 +78,7 @@ class LeadInquiry(Base):
 class LeadNote(Base):
     __tablename__ = "lead_notes"
     # Written by staff in admin about a marketing lead.
-    __table_args__ = (Index("ix_lead_notes_lead_id", "lead_id"), {"info": {"service": "admin"}})
+    __table_args__ = (Index("ix_lead_notes_lead_id", "lead_id"), global_table("admin"))
 
     id: Mapped[uuid.UUID] = uuid_pk()
     lead_id: Mapped[uuid.UUID] = mapped_column(
@@ -91,7 +97,7 @@ class NewsletterSubscriber(Base):
         CheckConstraint("status IN ('pending', 'confirmed', 'unsubscribed')", name="status"),
         # Campaigns walk the confirmed subscribers in id order, a batch at a time.
         Index("ix_newsletter_subscribers_status_id", "status", "id"),
-        {"info": {"service": "marketing"}},
+        global_table("marketing"),
     )
 
     id: Mapped[uuid.UUID] = uuid_pk()
@@ -106,7 +112,7 @@ class NewsletterSubscriber(Base):
 
 class EmailTemplate(Base):
     __tablename__ = "email_templates"
-    __table_args__ = ({"info": {"service": "marketing"}},)
+    __table_args__ = (global_table("marketing"),)
 
     id: Mapped[uuid.UUID] = uuid_pk()
     key: Mapped[str] = mapped_column(String(100), nullable=False, unique=True)
@@ -121,7 +127,7 @@ class Campaign(Base):
     __tablename__ = "campaigns"
     __table_args__ = (
         CheckConstraint("status IN ('draft', 'scheduled', 'sending', 'sent', 'cancelled')", name="status"),
-        {"info": {"service": "marketing"}},
+        global_table("marketing"),
     )
 
     id: Mapped[uuid.UUID] = uuid_pk()
@@ -148,7 +154,7 @@ class BlogPost(Base):
     __table_args__ = (
         CheckConstraint("status IN ('draft', 'published')", name="status"),
         Index("ix_blog_posts_status_published_at", "status", "published_at"),
-        {"info": {"service": "marketing"}},
+        global_table("marketing"),
     )
 
     id: Mapped[uuid.UUID] = uuid_pk()
@@ -172,7 +178,7 @@ class EmailOutbox(Base):
         Index("ix_email_outbox_due", "next_attempt_at", postgresql_where="status = 'pending'"),
         Index("ix_email_outbox_status_created_at", "status", "created_at"),
         Index("ix_email_outbox_campaign_id", "campaign_id"),
-        {"info": {"service": "marketing", "inserters": ["core"]}},
+        global_table("marketing", inserters=["core"]),
     )
 
     id: Mapped[uuid.UUID] = uuid_pk()

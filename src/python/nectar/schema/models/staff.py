@@ -19,7 +19,13 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import CITEXT, INET, JSONB, UUID
 from sqlalchemy.orm import Mapped, mapped_column
 
-from nectar.schema.models.columns import created_timestamp, timestamp, updated_timestamp, uuid_pk
+from nectar.schema.models.columns import (
+    created_timestamp,
+    global_table,
+    timestamp,
+    updated_timestamp,
+    uuid_pk,
+)
 from nectar.shared.database import Base
 
 STAFF_ROLES = ("superadmin", "support", "read_only")
@@ -27,7 +33,7 @@ STAFF_ROLES = ("superadmin", "support", "read_only")
 
 class StaffUser(Base):
     __tablename__ = "staff_users"
-    __table_args__ = (CheckConstraint(f"role IN {STAFF_ROLES}", name="role"), {"info": {"service": "admin"}})
+    __table_args__ = (CheckConstraint(f"role IN {STAFF_ROLES}", name="role"), global_table("admin"))
 
     id: Mapped[uuid.UUID] = uuid_pk()
     email: Mapped[str] = mapped_column(CITEXT, nullable=False, unique=True)
@@ -47,7 +53,7 @@ class StaffUser(Base):
 class StaffSession(Base):
     __tablename__ = "staff_sessions"
     # One row per signed-in staff browser: the admin cookie names the row; signing out revokes it.
-    __table_args__ = (Index("ix_staff_sessions_staff_id", "staff_id"), {"info": {"service": "admin"}})
+    __table_args__ = (Index("ix_staff_sessions_staff_id", "staff_id"), global_table("admin"))
 
     id: Mapped[uuid.UUID] = uuid_pk()
     staff_id: Mapped[uuid.UUID] = mapped_column(
@@ -67,7 +73,7 @@ class AuditEntry(Base):
     __table_args__ = (
         Index("ix_audit_log_created_at", "created_at"),
         Index("ix_audit_log_target", "target"),
-        {"info": {"service": "admin", "append_only": True}},
+        global_table("admin", append_only=True),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
@@ -84,7 +90,7 @@ class AuditEntry(Base):
 class SystemSetting(Base):
     __tablename__ = "system_settings"
     # Feature flags and plan limits: edited by staff, read by every service.
-    __table_args__ = ({"info": {"service": "admin", "readers": ["core", "marketing"]}},)
+    __table_args__ = (global_table("admin", readers=["core", "marketing"]),)
 
     key: Mapped[str] = mapped_column(String(100), primary_key=True)
     value: Mapped[dict] = mapped_column(JSONB, nullable=False)

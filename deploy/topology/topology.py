@@ -478,25 +478,9 @@ def start_load_balancer(hosts: Hosts, work: Path) -> Path:
     return stats
 
 
-def server_states(stats: Path) -> dict[str, str]:
-    """HAProxy's view of each server, as "backend/server": "UP", "DOWN", "UP 1/2", ..."""
-    with socket.socket(socket.AF_UNIX) as conn:
-        conn.connect(str(stats))
-        conn.sendall(b"show stat\n")
-        raw = b""
-        while chunk := conn.recv(65536):
-            raw += chunk
-    lines = raw.decode().splitlines()
-    header = lines[0].lstrip("# ").split(",")
-    states = {}
-    for line in lines[1:]:
-        row = dict(zip(header, line.split(","), strict=False))
-        if row.get("svname") not in (None, "FRONTEND", "BACKEND"):
-            states[f"{row['pxname']}/{row['svname']}"] = row["status"]
-    return states
-
-
-def served_counts(stats: Path) -> dict[str, int]:
+def haproxy_servers(stats: Path) -> dict[str, dict[str, str]]:
+    """HAProxy's `show stat` for each server, as "backend/server": its row (status: "UP", "DOWN",
+    "UP 1/2" ...; stot: sessions it has served)."""
     with socket.socket(socket.AF_UNIX) as conn:
         conn.connect(str(stats))
         conn.sendall(b"show stat\n")
@@ -506,7 +490,15 @@ def served_counts(stats: Path) -> dict[str, int]:
     lines = raw.decode().splitlines()
     header = lines[0].lstrip("# ").split(",")
     rows = [dict(zip(header, line.split(","), strict=False)) for line in lines[1:] if line]
-    return {f"{r['pxname']}/{r['svname']}": int(r["stot"] or 0) for r in rows}
+    return {f"{r['pxname']}/{r['svname']}": r for r in rows if r["svname"] not in ("FRONTEND", "BACKEND")}
+
+
+def server_states(stats: Path) -> dict[str, str]:
+    return {name: row["status"] for name, row in haproxy_servers(stats).items()}
+
+
+def served(stats: Path, server: str) -> int:
+    return int(haproxy_servers(stats)[server]["stot"] or 0)
 
 
 # --- a browser, over HTTP ----------------------------------------------------------------------
@@ -739,7 +731,7 @@ def stop_a_core_host(hosts: Hosts, dist: Path, envs: dict, work: Path, stats: Pa
     drained = time.monotonic() - stopped_at
     time.sleep(2)
 
-    served_before = served_counts(stats)["core/core-1"]
+    served_before = served(stats, "core/core-1")
     restarted_at = time.monotonic()
     start_web(hosts, dist, envs, work, "core-1")
     ready = wait_for(
@@ -762,7 +754,7 @@ def stop_a_core_host(hosts: Hosts, dist: Path, envs: dict, work: Path, stats: Pa
         "drain_s": drained,
         "ready_after_restart_s": ready,
         "put_back_s": put_back,
-        "served_by_core_1_after": served_counts(stats)["core/core-1"] - served_before,
+        "served_by_core_1_after": served(stats, "core/core-1") - served_before,
     }
 
 
@@ -782,6 +774,9 @@ def run(args: argparse.Namespace, network: Network, hosts: Hosts, work: Path) ->
     timings = {}
     began = time.monotonic()
     network.create()
+    # From here on this program is the client host: what it reaches, it reaches over this network
+    # (from the machine's own namespace, these addresses would go out to its real network).
+    network.enter("client")
     say(f"network: {len(HOSTS)} hosts on {SUBNET}.0/24, bridged in {network.ns('switch')}")
     database = start_database(hosts, dist, work, args.pool_mode)
     migrate_env = base_environment(MIGRATION_DATABASE_URL=database.url("nectar_owner", POSTGRES_PORT))
@@ -796,8 +791,6 @@ def run(args: argparse.Namespace, network: Network, hosts: Hosts, work: Path) ->
     admin_env = host_environment(envs["admin"], "admin", work)
     hosts.run("admin", [str(dist / "admin.pex"), *staff], admin_env, stdin=PASSWORD + "\n")
     say("admin: a superadmin made (admin.pex create-staff); the hosts are starting")
-    # From here on this program is the client host: what it reaches, it reaches over the network.
-    network.enter("client")
     for host, service in WEB_HOSTS.items():
         url = f"http://{address(host)}:{PORTS[service]}/readyz"
         wait_for(f"{host}'s /readyz", lambda url=url: http_ok(url), 90, hosts)

@@ -149,21 +149,25 @@ class Network:
                 raise OSError(ctypes.get_errno(), f"setns into {self.ns(host)}")
 
     def destroy(self) -> None:
-        """Ends whatever still runs in the namespaces, then removes them."""
+        """Ends whatever still runs in the namespaces (and waits until it has), then removes them."""
         for host in [*HOSTS, "switch"]:
             ns = self.ns(host)
             if not Path(f"/run/netns/{ns}").exists():
                 continue
-            pids = subprocess.run(
-                ["ip", "netns", "pids", ns], capture_output=True, text=True, check=False
-            ).stdout.split()
-            for pid in pids:
-                if int(pid) != os.getpid():
+            deadline = time.monotonic() + 10
+            while (pids := self._pids(ns)) and time.monotonic() < deadline:
+                for pid in pids:
                     try:
-                        os.kill(int(pid), signal.SIGKILL)
+                        os.kill(pid, signal.SIGKILL)
                     except ProcessLookupError:
                         pass
+                time.sleep(0.1)
             subprocess.run(["ip", "netns", "del", ns], check=False)
+
+    @staticmethod
+    def _pids(ns: str) -> list[int]:
+        listed = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True, check=False)
+        return [pid for pid in map(int, listed.stdout.split()) if pid != os.getpid()]
 
 
 # --- processes on the hosts --------------------------------------------------------------------
@@ -233,7 +237,7 @@ class Hosts:
         for process in self.processes.values():
             if process.popen and process.popen.poll() is None:
                 process.popen.terminate()
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 3  # what has not ended by then, Network.destroy kills
         for process in self.processes.values():
             if process.popen:
                 try:
@@ -851,8 +855,8 @@ def main() -> int:
     # A signal (the run script's timeout, Ctrl-C) ends the run through the clean-up below.
     for number in (signal.SIGTERM, signal.SIGINT):
         signal.signal(number, lambda number, _frame: sys.exit(f"topology: stopped by signal {number}"))
-    work = Path(tempfile.mkdtemp(prefix="nectar-topology-"))
-    work.chmod(0o755)  # the database's own accounts read below it
+    work = Path(tempfile.gettempdir()) / f"nectar-{args.prefix}"  # the run script removes it too
+    work.mkdir(mode=0o755)  # the database's own accounts read below it
     (work / "logs").mkdir()
     network = Network(args.prefix)
     hosts = Hosts(network, work / "logs")

@@ -403,7 +403,7 @@ def lb_url(service: str) -> str:
     return f"http://{address('lb')}:{PORTS[service]}"
 
 
-def service_environments(database: Database, work: Path) -> dict[str, dict[str, str]]:
+def service_environments(database: Database) -> dict[str, dict[str, str]]:
     """Each service's environment file, as deploy/env/*.env.example describe them, for this network."""
     fernet = base64.urlsafe_b64encode(secrets.token_bytes(32)).decode()
     tokens = {"CORE_SERVICE_TOKEN": secrets.token_urlsafe(32), "CORE_ADMIN_TOKEN": secrets.token_urlsafe(32)}
@@ -786,7 +786,7 @@ def run(args: argparse.Namespace, network: Network, hosts: Hosts, work: Path) ->
     migrate_env = base_environment(MIGRATION_DATABASE_URL=database.url("nectar_owner", POSTGRES_PORT))
     hosts.run("worker", [str(dist / "core.pex"), "migrate"], migrate_env)
     say("db: migrated (core.pex migrate, directly as nectar_owner)")
-    envs = service_environments(database, work)
+    envs = service_environments(database)
     for host in WEB_HOSTS:
         start_web(hosts, dist, envs, work, host)
     start_workers(hosts, dist, envs, work)

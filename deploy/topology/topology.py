@@ -748,7 +748,7 @@ def stop_a_core_host(hosts: Hosts, dist: Path, envs: dict, work: Path, stats: Pa
         thread.join()
 
     failed = [(s, e, outcome) for s, e, outcome in load.results if outcome != "200"]
-    in_flight = [r for r in failed if r[0] < stopped_at]
+    in_flight = [(s, e, outcome) for s, e, outcome in failed if s < stopped_at < e]
     return {
         "requests": len(load.results),
         "failed": len(failed),

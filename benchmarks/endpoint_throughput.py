@@ -210,8 +210,9 @@ def count_round_trips(environ: dict[str, str], path: str) -> int:
     return trips.count
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def load_options(description: str) -> argparse.ArgumentParser:
+    """The options of every benchmark that loads endpoints with wrk."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--seconds", type=int, default=15)
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=3)
@@ -221,7 +222,20 @@ def main() -> None:
         default="production",
         help="PostgreSQL's: production (the default), or fsync, synchronous_commit and full_page_writes off",
     )
-    args = parser.parse_args()
+    return parser
+
+
+def post_script() -> Path:
+    """wrk's Lua script: every request POSTs BODY as JSON."""
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
+        script.write(
+            f'wrk.method = "POST"\nwrk.body = {json.dumps(json.dumps(BODY))}\nwrk.headers["Content-Type"] = "application/json"\n'
+        )
+    return Path(script.name)
+
+
+def main() -> None:
+    args = load_options(__doc__.split("\n\n")[0]).parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed: apt-get install wrk")
 
@@ -245,11 +259,7 @@ def main() -> None:
     try:
         for url in urls.values():
             wait_until_up(url)
-        with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
-            script.write(
-                f'wrk.method = "POST"\nwrk.body = {json.dumps(json.dumps(BODY))}\nwrk.headers["Content-Type"] = "application/json"\n'
-            )
-        script_path = Path(script.name)
+        script_path = post_script()
         rounds = []
         for _ in range(args.rounds):  # alternating, so all three see the same machine
             result = {}

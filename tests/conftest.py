@@ -13,7 +13,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import psycopg
@@ -23,15 +23,28 @@ from sqlalchemy.engine import URL
 from nectar.schema.migrate import upgrade
 from nectar.shared.config import DATABASE_NAME, Role, Service, Settings, load_settings, var_dir
 from nectar.shared.embedded_postgres import EmbeddedServer, ensure_embedded_server
+from tests.pgbouncer import Pooler, pgbouncer
 
 
 @dataclass(frozen=True)
 class DatabaseUnderTest:
+    """A test's database; `pooler`, if given, is the PgBouncer every service role's connection
+    goes through (migrations and LISTEN connect directly, as in production)."""
+
     server: EmbeddedServer
     name: str
+    pooler: Pooler | None = None
 
     def url(self, role: Role | str) -> URL:
+        direct = self.direct_url(role)
+        return direct if self.pooler is None or role == Role.OWNER else self.pooler.through(direct)
+
+    def direct_url(self, role: Role | str) -> URL:
         return self.server.url(role, self.name)
+
+    def through(self, pooler: Pooler) -> DatabaseUnderTest:
+        """The same database, reached through `pooler`."""
+        return replace(self, pooler=pooler)
 
     def connect(self, role: Role | str, **kwargs) -> psycopg.Connection:
         url = self.url(role)
@@ -47,6 +60,14 @@ class DatabaseUnderTest:
     def environ(self, **extra: str) -> dict[str, str]:
         """The environment a service process would get to use this database."""
         env = {role.url_variable: self.url(role).render_as_string(hide_password=False) for role in Role}
+        if self.pooler is not None:
+            env.update(
+                {
+                    role.listen_url_variable: self.direct_url(role).render_as_string(hide_password=False)
+                    for role in Role
+                    if role != Role.OWNER
+                }
+            )
         env.update(NECTAR_ENV="test", SECRET_KEY="test-secret-key-that-is-long-enough-to-pass")
         env.update(extra)
         return env
@@ -100,6 +121,18 @@ def database(pg_server: EmbeddedServer) -> Iterator[DatabaseUnderTest]:
     upgrade(test_database.url(Role.OWNER))
     yield test_database
     pg_server.drop_database(name)
+
+
+@pytest.fixture(scope="session")
+def pooler(pg_server: EmbeddedServer) -> Iterator[Pooler]:
+    """A PgBouncer in transaction mode in front of the test server, for this test process
+    (`database.through(pooler)` reaches the test database through it)."""
+    root = own_server_root("pgbouncer")
+    try:
+        with pgbouncer(pg_server, root) as running:
+            yield running
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

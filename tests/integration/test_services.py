@@ -12,7 +12,8 @@ from nectar.core import app as core_app
 from nectar.core import main as core_main
 from nectar.marketing import app as marketing_app
 from nectar.marketing import main as marketing_main
-from nectar.shared.config import Role, Service
+from nectar.shared.config import SERVICE_ROLES, Role, Service, load_settings
+from nectar.shared.jobs import job_statement
 
 SERVICES = list(Service)
 MODULES = {
@@ -201,3 +202,22 @@ def test_a_port_in_use_is_one_line(service, monkeypatch, capsys, database):
 def test_migrate_is_a_command_of_its_own(service, monkeypatch, capsys, database):
     code = _run_main(service, monkeypatch, capsys, database.environ(), ["migrate"])[0]
     assert code == 0
+
+
+def test_each_service_and_its_worker_work_through_pgbouncer(service, monkeypatch, capsys, database, pooler):
+    """As production runs them: the service's URL through PgBouncer in transaction mode, LISTEN on
+    a direct one. The worker runs a job of its queue (its upkeep) until the queue is empty."""
+    pooled = database.through(pooler)
+    app = _module(service, "app").create_app(load_settings(service, pooled.environ()))
+    ready = app.test_client().get("/readyz")
+    assert ready.status_code == 200 and ready.json["status"] == "ready", ready.json
+    role, queue = SERVICE_ROLES[service], str(service)
+    with pooled.connect(role, autocommit=True) as conn:
+        job = conn.execute(
+            *job_statement(f"{queue}.remove_old_jobs", {"timestamp": 0}, queue=queue)
+        ).fetchone()[0]
+    code, err = _run_main(service, monkeypatch, capsys, pooled.environ(), ["worker", "--once"])
+    assert code == 0 and "Traceback" not in err and "ERROR" not in err, err
+    with pooled.connect(role) as conn:
+        status = conn.execute("SELECT status FROM procrastinate_jobs WHERE id = %s", (job[0],)).fetchone()[0]
+    assert status == "succeeded", err

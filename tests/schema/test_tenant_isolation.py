@@ -2,7 +2,9 @@
 
 The tenant tables are derived from the live schema (every table with an org_id column) and from
 the models; each one is attacked for reads, updates, deletes and inserts across organizations,
-through raw psycopg and through the ORM.
+through raw psycopg and through the ORM. Every connection goes through PgBouncer in transaction
+mode, as production's do, so consecutive transactions of one client land on server connections
+other clients used: a tenant setting that outlived its transaction would show.
 """
 
 from __future__ import annotations
@@ -29,6 +31,12 @@ MODEL_TENANT_TABLES = {
 }
 MODELS = {mapper.class_.__tablename__: mapper.class_ for mapper in Base.registry.mappers}
 RLS_VIOLATION = psycopg.errors.InsufficientPrivilege
+
+
+@pytest.fixture(scope="module")
+def database(database, pooler):
+    """The test database, reached through PgBouncer in transaction mode."""
+    return database.through(pooler)
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,6 @@
 import pytest
 
-from nectar.shared.config import ConfigError, Role, Service, database_url, load_settings
+from nectar.shared.config import SERVICE_ROLES, ConfigError, Role, Service, database_url, load_settings
 
 VALID = "postgresql://nectar_app_user:secret@db.example:5432/nectarstudio_ai"
 ALL_URLS = {role.url_variable: VALID for role in Role}
@@ -129,3 +129,21 @@ def test_without_urls_reading_settings_names_what_to_do():
         ConfigError, match="MIGRATION_DATABASE_URL is not set; production needs database URLs"
     ):
         database_url(Role.OWNER, {"NECTAR_ENV": "production"})
+
+
+@pytest.mark.parametrize("service", list(Service))
+def test_each_service_listens_on_its_own_url_or_by_default_on_its_database_url(service):
+    role = SERVICE_ROLES[service]
+    assert load_settings(service, ALL_URLS).listen_url == load_settings(service, ALL_URLS).database_url
+    direct = VALID.replace("db.example:5432", "primary.example:5432")
+    settings = load_settings(service, {**ALL_URLS, role.listen_url_variable: direct})
+    assert settings.listen_url.host == "primary.example" and settings.database_url.host == "db.example"
+    with pytest.raises(ConfigError, match=f"^{role.listen_url_variable} is not a database URL"):
+        load_settings(service, {**ALL_URLS, role.listen_url_variable: "pgbouncer:6432"})
+
+
+def test_the_cache_bound_is_30_seconds_unless_set_within_an_hour():
+    assert load_settings(Service.CORE, ALL_URLS).cache_max_age == 30
+    assert load_settings(Service.CORE, {**ALL_URLS, "CACHE_MAX_AGE_SECONDS": "5"}).cache_max_age == 5
+    with pytest.raises(ConfigError, match="CACHE_MAX_AGE_SECONDS must be between 1 and 3600"):
+        load_settings(Service.CORE, {**ALL_URLS, "CACHE_MAX_AGE_SECONDS": "0"})

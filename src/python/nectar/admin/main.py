@@ -18,7 +18,7 @@ def _worker():
     settings = load_settings(SERVICE)
     check_connection(settings.database_url)
     jobs.bind(create_engine(settings.database_url, pool_pre_ping=True), settings.public_urls[Service.CORE])
-    return job_app(settings.database_url, jobs.blueprint), [jobs.QUEUE]
+    return job_app(settings.database_url, jobs.blueprint, listen_url=settings.listen_url), [jobs.QUEUE]
 
 
 def main(argv: list[str] | None = None) -> int:

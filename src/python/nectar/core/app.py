@@ -16,6 +16,7 @@ from nectar.core.api.views import api
 from nectar.core.api_keys.views import api_keys
 from nectar.core.builder.views import workflow_pages
 from nectar.core.dashboard import dashboard
+from nectar.core.endpoints.routing import route_table
 from nectar.core.endpoints.serve import NoSessionForTenantEndpoints, TenantEndpointCalls, tenant_endpoints
 from nectar.core.extensions import csrf, login_manager
 from nectar.core.org_mail.views import org_mail
@@ -25,6 +26,7 @@ from nectar.core.runs.views import approval_pages, run_signals
 from nectar.core.workflows.outbound import OutboundPolicy
 from nectar.schema.migrate import head_revision
 from nectar.shared.config import Service, Settings, load_settings
+from nectar.shared.database import db
 from nectar.shared.encryption import key_ring
 from nectar.shared.web import create_service_app, error_response
 
@@ -33,7 +35,13 @@ SERVICE = Service.CORE
 
 def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or load_settings(SERVICE)
-    app = create_service_app(settings, __package__, head_revision, middleware=TenantEndpointCalls)
+    app = create_service_app(
+        settings,
+        __package__,
+        head_revision,
+        middleware=TenantEndpointCalls,
+        ready_details=lambda: route_table(db.engine, settings).listener_state(),
+    )
     app.session_interface = NoSessionForTenantEndpoints()
     app.config.update(WTF_CSRF_TIME_LIMIT=None)  # tokens live as long as the session
     csrf.init_app(app)

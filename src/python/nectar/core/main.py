@@ -21,7 +21,7 @@ def _worker():
     settings = load_settings(SERVICE)
     check_connection(settings.database_url)
     jobs.bind(create_app(settings))
-    app = job_app(settings.database_url, *WORKER_BLUEPRINTS)
+    app = job_app(settings.database_url, *WORKER_BLUEPRINTS, listen_url=settings.listen_url)
     app.worker_defaults["concurrency"] = settings.worker_concurrency
     return app, [jobs.QUEUE]
 

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from nectar.core.contract.plans import month_after, plan_of
 from nectar.schema.models import UsageDay
+from nectar.shared.config import CACHE_MAX_AGE_SECONDS
 from nectar.shared.database import SET_TENANT_SQL, in_one_round_trip, one_per_database
 
 ENDPOINT_TRIGGER = "http"  # an endpoint call's run
@@ -106,10 +107,9 @@ def checked_period(first: date, last: date) -> tuple[date, date]:
     return first, last
 
 
-# How long a process trusts its count of an organization's runs this month: a quota is enforced
-# within this many seconds (plus the runs under way, which count when they end), without a
-# database round trip on each call.
-QUOTA_READ_EVERY = 30.0
+# A process trusts its count of an organization's runs this month for the settings' cache_max_age
+# (CACHE_MAX_AGE_SECONDS): a quota is enforced within that many seconds (plus the runs under way,
+# which count when they end), without a database round trip on each call.
 _MONTH_RUNS_SQL = "SELECT coalesce(sum(runs), 0) FROM usage_daily WHERE org_id = %(org)s AND day >= %(first)s"
 
 
@@ -135,9 +135,9 @@ class MonthlyRuns:
     def __init__(self, engine: Engine):
         self.engine, self._lock, self._read = engine, threading.Lock(), {}
 
-    def count(self, org_id: uuid.UUID, first: date) -> int:
+    def count(self, org_id: uuid.UUID, first: date, max_age: float = CACHE_MAX_AGE_SECONDS) -> int:
         known = self._read.get(org_id)  # one entry per organization: a new month replaces it
-        if known is not None and known[0] == first and time.monotonic() - known[1] < QUOTA_READ_EVERY:
+        if known is not None and known[0] == first and time.monotonic() - known[1] < max_age:
             return known[2]
         _, rows = in_one_round_trip(
             self.engine,
@@ -150,16 +150,20 @@ class MonthlyRuns:
 
 
 def quota_used_up(
-    engine: Engine, org_id: uuid.UUID, plan_key: str | None, under_way: int = 0
+    engine: Engine,
+    org_id: uuid.UUID,
+    plan_key: str | None,
+    under_way: int = 0,
+    max_age: float = CACHE_MAX_AGE_SECONDS,
 ) -> QuotaUsedUp | None:
     """Whether the organization may not start runs now: its plan has no overage and this month's
-    included runs are used, counting `under_way` runs that have not ended (QuotaUsedUp), or None.
-    Plans with overage return at once."""
+    included runs (as read at most `max_age` seconds ago) are used, counting `under_way` runs that
+    have not ended (QuotaUsedUp), or None. Plans with overage return at once."""
     plan = plan_of(plan_key)
     if plan.overage:
         return None
     first, _today = month_so_far(datetime.now(UTC).date())
-    if one_per_database(engine, MonthlyRuns).count(org_id, first) + under_way < plan.included.runs:
+    if one_per_database(engine, MonthlyRuns).count(org_id, first, max_age) + under_way < plan.included.runs:
         return None
     return QuotaUsedUp(
         plan.name, plan.included.runs, datetime.combine(month_after(first), time_of_day(), UTC)

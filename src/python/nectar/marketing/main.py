@@ -23,7 +23,7 @@ def _worker():
     engine = jobs.worker_engine(settings.database_url)
     jobs.bind(engine, Links(settings.secret_key, settings.public_url), smtp)
     billing_jobs.bind(engine, settings, billing)
-    return job_app(settings.database_url, jobs.blueprint), [jobs.QUEUE]
+    return job_app(settings.database_url, jobs.blueprint, listen_url=settings.listen_url), [jobs.QUEUE]
 
 
 def main(argv: list[str] | None = None) -> int:

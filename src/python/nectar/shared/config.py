@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from email.utils import getaddresses
 from enum import StrEnum
+from functools import cached_property
 from pathlib import Path
 
 from sqlalchemy.engine import URL, make_url
@@ -49,6 +50,11 @@ class Role(StrEnum):
             Role.MARKETING: "MARKETING_DATABASE_URL",
             Role.ADMIN: "ADMIN_DATABASE_URL",
         }[self]
+
+    @property
+    def listen_url_variable(self) -> str:
+        """Where this role LISTENs: a direct connection, since a transaction pooler cannot keep one."""
+        return self.url_variable.replace("_URL", "_LISTEN_URL")
 
     @property
     def attributes(self) -> str:
@@ -141,6 +147,20 @@ def database_url(role: Role, environ: Mapping[str, str] | None = None) -> URL:
             f"each role needs its own URL (README: Configuration)"
         )
     return parse_database_url(role.url_variable, raw)
+
+
+def listen_url(role: Role, environ: Mapping[str, str] | None = None) -> URL:
+    """The direct URL a process LISTENs on as `role` (<ROLE URL>_LISTEN_URL, e.g. DATABASE_LISTEN_URL):
+    behind PgBouncer in transaction mode the role's URL goes through the pooler, which cannot keep a
+    LISTEN. Default: the role's own URL."""
+    environ = os.environ if environ is None else environ
+    raw = env_str(environ, role.listen_url_variable)
+    return database_url(role, environ) if raw is None else parse_database_url(role.listen_url_variable, raw)
+
+
+# How old a per-process copy of database state may get (core's routes, API keys, suspensions, plans,
+# quota counts) when no notification of a change arrives: CACHE_MAX_AGE_SECONDS, at most this.
+CACHE_MAX_AGE_SECONDS = 30
 
 
 def var_dir(environ: Mapping[str, str] | None = None) -> Path:
@@ -258,6 +278,10 @@ class Settings:
     secret_key: str
     port: int
     database_url: URL
+    # A direct connection for LISTEN (<ROLE URL>_LISTEN_URL; default database_url).
+    listen_url: URL
+    # How stale a per-process copy of database state may be (CACHE_MAX_AGE_SECONDS).
+    cache_max_age: int = CACHE_MAX_AGE_SECONDS
     # Where each service reaches the others (HTTP contracts, health checks on the admin system page).
     service_urls: dict[Service, str] = field(default_factory=dict)
     # Credentials for core's service contract (/internal/v1), one per caller so each gets only its
@@ -283,6 +307,11 @@ class Settings:
     worker_concurrency: int = 4
     org_max_worker_runs: int = 2
     observability: Observability = field(default_factory=Observability)
+
+    @cached_property
+    def listen_url_text(self) -> str:
+        """listen_url as text, made once: a key that is cheap to hash on every call."""
+        return self.listen_url.render_as_string(hide_password=False)
 
     @property
     def public_url(self) -> str:
@@ -345,6 +374,8 @@ def load_settings(service: Service, environ: Mapping[str, str] | None = None) ->
         secret_key=secret_key,
         port=port,
         database_url=database_url(SERVICE_ROLES[service], environ),
+        listen_url=listen_url(SERVICE_ROLES[service], environ),
+        cache_max_age=env_int(environ, "CACHE_MAX_AGE_SECONDS", CACHE_MAX_AGE_SECONDS, low=1, high=3600),
         service_urls=service_urls,
         service_token=service_token,
         admin_service_token=admin_service_token,

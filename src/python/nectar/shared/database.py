@@ -14,7 +14,7 @@ import select
 import threading
 import uuid
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
@@ -222,19 +222,19 @@ _per_engine: weakref.WeakKeyDictionary[Engine, dict] = weakref.WeakKeyDictionary
 _per_database_lock = threading.Lock()
 
 
-def one_per_database(engine: Engine, kind: Callable[[Engine], T]) -> T:
-    """The single `kind(engine)` for `engine`'s database in this process, made on first use: for
-    helpers that hold threads and connections of their own. Tests make many apps (engines) on one
-    database and share one; a forked worker makes its own."""
+def one_per_database(engine: Engine, kind: Callable[..., T], *settings: Hashable) -> T:
+    """The single `kind(engine, *settings)` for `engine`'s database in this process, made on first
+    use: for helpers that hold threads and connections of their own. Tests make many apps (engines)
+    on one database and share one (one per distinct `settings`); a forked worker makes its own."""
     pid = os.getpid()
-    known = _per_engine.get(engine, {}).get(kind)
+    known = _per_engine.get(engine, {}).get((kind, settings))
     if known is not None and known[0] == pid:
         return known[1]
     with _per_database_lock:
-        key = (kind, pid, engine.url.render_as_string(hide_password=False))
+        key = (kind, pid, engine.url.render_as_string(hide_password=False), settings)
         if key not in _per_database:
-            _per_database[key] = kind(engine)
-        _per_engine.setdefault(engine, {})[kind] = (pid, _per_database[key])
+            _per_database[key] = kind(engine, *settings)
+        _per_engine.setdefault(engine, {})[(kind, settings)] = (pid, _per_database[key])
         return _per_database[key]
 
 
@@ -243,7 +243,7 @@ def all_per_database(kind: Callable[[Engine], T]) -> list[T]:
     pid = os.getpid()
     return [
         made
-        for (made_kind, made_pid, _), made in list(_per_database.items())
+        for (made_kind, made_pid, _, _), made in list(_per_database.items())
         if (made_kind, made_pid) == (kind, pid)
     ]
 
@@ -258,13 +258,25 @@ def engine_options(service: str) -> dict:
         "pool_size": 5,
         "max_overflow": 5,
         "pool_recycle": 300,
-        # Times come back in UTC whatever the server's zone, so every page labels them the same way.
-        "connect_args": {
-            "connect_timeout": 5,
-            "application_name": f"nectar-{service}",
-            "options": "-c TimeZone=UTC",
-        },
+        # No startup option (`options=-c ...`): PgBouncer refuses those. Times come back in UTC
+        # whatever the server's zone through the database's own setting (migration 0024).
+        "connect_args": {"connect_timeout": 5, "application_name": f"nectar-{service}"},
     }
+
+
+@event.listens_for(Pool, "connect")
+def _no_server_side_prepared_statements(dbapi_connection, _record) -> None:
+    """Every engine's connections (the services', workers', commands'): psycopg prepares a statement
+    on the server after its fifth run, and behind PgBouncer in transaction mode the next run may
+    land on a server connection that never saw it. Always off rather than a setting: the hot paths
+    send their statements as one simple query (in_one_round_trip), which is never prepared, and a
+    forgotten setting would fail only under load, after the fifth run."""
+    if isinstance(dbapi_connection, psycopg.Connection):
+        dbapi_connection.prepare_threshold = None
+
+
+# For connections made without an engine (procrastinate's pool, probes): the same promise.
+NO_PREPARED_STATEMENTS = {"prepare_threshold": None}
 
 
 @event.listens_for(Pool, "checkout")
@@ -313,7 +325,7 @@ def is_database_outage(error: BaseException) -> bool:
 def check_connection(url: URL, timeout: int = 5) -> None:
     """Connects once; raises ConfigError with a one-line reason when the database cannot be reached."""
     try:
-        with psycopg.connect(_libpq_dsn(url), connect_timeout=timeout) as conn:
+        with psycopg.connect(libpq_dsn(url), connect_timeout=timeout, **NO_PREPARED_STATEMENTS) as conn:
             conn.execute("SELECT 1")
     except psycopg.OperationalError as error:
         reason = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
@@ -321,7 +333,8 @@ def check_connection(url: URL, timeout: int = 5) -> None:
         raise ConfigError(f"cannot reach the database at {where} as {url.username}: {reason}") from None
 
 
-def _libpq_dsn(url: URL) -> str:
+def libpq_dsn(url: URL) -> str:
+    """`url` as libpq (and psycopg without SQLAlchemy) takes it, password included."""
     return url.set(drivername="postgresql").render_as_string(hide_password=False)
 
 

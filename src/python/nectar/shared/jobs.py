@@ -24,13 +24,14 @@ from datetime import datetime
 import procrastinate
 import psycopg
 from procrastinate.exceptions import ConnectorException
+from psycopg import sql
 from sqlalchemy import text
 from sqlalchemy.engine import URL
 from sqlalchemy.orm import Session
 
 from nectar.shared.cli import Command
 from nectar.shared.config import load_observability
-from nectar.shared.database import is_database_outage
+from nectar.shared.database import NO_PREPARED_STATEMENTS, is_database_outage, libpq_dsn
 from nectar.shared.logs import announce
 from nectar.shared.metrics import serve_worker_metrics, use_single_process_values
 
@@ -111,6 +112,7 @@ FINISHED_JOBS_KEPT_HOURS = 24
 HEARTBEAT_SECONDS = 2.0
 STALLED_AFTER_SECONDS = 10.0
 POLL_SECONDS = 0.2
+LISTEN_CHECK_SECONDS = 10.0  # a silent listening connection is checked this often
 WORKER_TIMING = {
     "update_heartbeat_interval": HEARTBEAT_SECONDS,
     "stalled_worker_timeout": STALLED_AFTER_SECONDS,
@@ -157,21 +159,60 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 class JobConnector(procrastinate.PsycopgConnector):
     """procrastinate's psycopg connector, which also knows how to ask whether the database answers
-    (without opening a pool, whose every failed attempt would be logged)."""
+    (without opening a pool, whose every failed attempt would be logged), and LISTENs for new jobs
+    on a direct connection of its own (`listen_conninfo`): behind PgBouncer in transaction mode
+    the pooled one would hear nothing."""
 
-    def __init__(self, conninfo: str):
+    def __init__(self, conninfo: str, listen_conninfo: str | None = None):
         # A query waits at most POOL_WAIT_SECONDS for a connection, so a worker notices an outage
         # within seconds and a stop is never held up by a pool waiting for the server.
-        super().__init__(conninfo=conninfo, min_size=1, max_size=4, timeout=POOL_WAIT_SECONDS)
+        super().__init__(
+            conninfo=conninfo,
+            min_size=1,
+            max_size=4,
+            timeout=POOL_WAIT_SECONDS,
+            kwargs=dict(NO_PREPARED_STATEMENTS),
+        )
         self.conninfo = conninfo
+        self.listen_conninfo = listen_conninfo or conninfo
+
+    async def listen_notify(self, on_notification, channels) -> None:
+        """procrastinate's LISTEN for new jobs, on the listen connection. Where that is the pool's
+        own database, losing it is an outage (raised, as procrastinate does). A listen URL of its own
+        that cannot be reached is said once and tried again with backoff while the worker goes on:
+        it finds jobs by polling every POLL_SECONDS anyway."""
+        if self.listen_conninfo == self.conninfo:
+            await super().listen_notify(on_notification, channels)
+            return
+        delay, said = RECONNECT_FIRST_SECONDS, False
+        while True:
+            try:
+                async with await _connection_of_its_own(self.listen_conninfo) as connection:
+                    for channel in channels:
+                        await connection.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
+                    if said:
+                        log.info("worker: listening for new jobs again")
+                    delay, said = RECONNECT_FIRST_SECONDS, False
+                    while True:
+                        async for notice in connection.notifies(timeout=LISTEN_CHECK_SECONDS):
+                            await on_notification(channel=notice.channel, payload=notice.payload)
+                        await connection.execute("SELECT 1")  # a connection lost without a word
+            except psycopg.Error as error:
+                if not said:
+                    log.warning(
+                        "worker: cannot listen for new jobs (%s); finding them by polling every %g s",
+                        _one_line(error),
+                        POLL_SECONDS,
+                    )
+                    said = True
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RECONNECT_MAX_SECONDS)
 
     async def database_answers(self) -> bool:
         """Whether one connection can be made and answers now; other errors (a wrong password,
         say) are raised, since waiting would not end them."""
         try:
-            async with await psycopg.AsyncConnection.connect(
-                self.conninfo, connect_timeout=PROBE_TIMEOUT_SECONDS, autocommit=True
-            ) as connection:
+            async with await _connection_of_its_own(self.conninfo) as connection:
                 await connection.execute("SELECT 1")
         except psycopg.Error as error:
             if is_database_outage(error):
@@ -180,10 +221,21 @@ class JobConnector(procrastinate.PsycopgConnector):
         return True
 
 
-def job_app(url: URL, *blueprints: procrastinate.Blueprint) -> procrastinate.App:
-    """procrastinate over the database at `url` with the blueprints' tasks."""
-    conninfo = url.set(drivername="postgresql").render_as_string(hide_password=False)
-    app = procrastinate.App(connector=JobConnector(conninfo))
+def _connection_of_its_own(conninfo: str) -> Awaitable[psycopg.AsyncConnection]:
+    """A connection outside procrastinate's pool, in autocommit; it prepares nothing on the server
+    (the URL may go through PgBouncer)."""
+    return psycopg.AsyncConnection.connect(
+        conninfo, autocommit=True, connect_timeout=PROBE_TIMEOUT_SECONDS, **NO_PREPARED_STATEMENTS
+    )
+
+
+def job_app(
+    url: URL, *blueprints: procrastinate.Blueprint, listen_url: URL | None = None
+) -> procrastinate.App:
+    """procrastinate over the database at `url` with the blueprints' tasks, listening for new jobs
+    on `listen_url` (default `url`; a direct connection where `url` goes through PgBouncer)."""
+    listen = libpq_dsn(listen_url) if listen_url is not None else None
+    app = procrastinate.App(connector=JobConnector(libpq_dsn(url), listen))
     for blueprint in blueprints:
         app.add_tasks_from(blueprint, namespace="")
     return app

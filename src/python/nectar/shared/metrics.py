@@ -42,6 +42,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import URL, Engine
 
 from nectar.shared.config import Observability, share_metrics_dir
+from nectar.shared.database import NO_PREPARED_STATEMENTS, libpq_dsn
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +152,7 @@ class DatabaseGauges:
     def __init__(
         self, url: URL, queues: tuple[str, ...], *, mail_outbox: bool = False, stripe_events: bool = False
     ):
-        self.conninfo = url.set(drivername="postgresql").render_as_string(hide_password=False)
+        self.conninfo = libpq_dsn(url)
         self.queues, self.mail_outbox, self.stripe_events = list(queues), mail_outbox, stripe_events
 
     def describe(self):
@@ -183,7 +184,9 @@ class DatabaseGauges:
             labels=["queue"],
         )
         families = [depth, age]
-        with psycopg.connect(self.conninfo, connect_timeout=CONNECT_TIMEOUT_SECONDS) as connection:
+        with psycopg.connect(
+            self.conninfo, connect_timeout=CONNECT_TIMEOUT_SECONDS, **NO_PREPARED_STATEMENTS
+        ) as connection:
             # SET LOCAL, not a startup option: PgBouncer in transaction mode refuses those.
             connection.execute(f"SET LOCAL statement_timeout = {STATEMENT_TIMEOUT_MS}")
             for queue, waiting, oldest in connection.execute(_QUEUE_SQL, (self.queues,)):

@@ -252,8 +252,12 @@ def security_headers(response):
     return response
 
 
-def health_blueprint(expected_revision: Callable[[], str]) -> Blueprint:
-    """`/healthz`: the process answers. `/readyz`: its role connects and the schema is at `expected_revision`."""
+def health_blueprint(
+    expected_revision: Callable[[], str], ready_details: Callable[[], dict] | None = None
+) -> Blueprint:
+    """`/healthz`: the process answers. `/readyz`: its role connects and the schema is at
+    `expected_revision`; `ready_details()`, if given, adds what works degraded without making the
+    service unready (core: whether it hears route changes)."""
     health = Blueprint("health", __name__)
 
     @health.get("/healthz")
@@ -287,7 +291,10 @@ def health_blueprint(expected_revision: Callable[[], str]) -> Blueprint:
                 schema=current,
                 expected_schema=expected,
             )
-        return jsonify(status="ready", service=service, database="up", schema=current, latency_ms=latency_ms)
+        details = ready_details() if ready_details is not None else {}
+        return jsonify(
+            status="ready", service=service, database="up", schema=current, latency_ms=latency_ms, **details
+        )
 
     return health
 
@@ -298,10 +305,12 @@ def create_service_app(
     expected_revision: Callable[[], str],
     *,
     middleware: Callable[[Flask], Callable] | None = None,
+    ready_details: Callable[[], dict] | None = None,
 ) -> Flask:
     """The Flask app every service starts from, configured from `settings`. `middleware(app)`, if
     given, wraps the app's WSGI callable inside the proxy handling, so it sees the client's
-    address and scheme as Flask's views do. Outermost: request ids, metrics and traces (observe_app)."""
+    address and scheme as Flask's views do. Outermost: request ids, metrics and traces (observe_app).
+    `ready_details` adds to a ready /readyz's answer (health_blueprint)."""
     app = Flask(import_name)
     app.request_class, app.json = CheckedRequest, StrictJSONProvider(app)
     secure_cookies = settings.environment == "production"
@@ -328,7 +337,7 @@ def create_service_app(
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
     db.init_app(app)
     app.register_blueprint(shared_ui)
-    app.register_blueprint(health_blueprint(expected_revision))
+    app.register_blueprint(health_blueprint(expected_revision, ready_details))
     app.register_error_handler(HTTPException, _handle_http_error)
     app.register_error_handler(LookupError, _handle_not_found)
     app.register_error_handler(DataError, _handle_data_error)

@@ -5,8 +5,13 @@ bound workflow versions, the organization's plan and staff's overrides of it, an
 PostgreSQL tells every process of each change: a trigger on those tables sends NOTIFY nectar_routes
 with the organization's id when the change commits (migration 0008), and the listening thread drops
 that organization. Changes made through this process's ORM sessions drop it at commit too, so the
-next call here sees them at once. While the process is not listening (starting, or the listening
-connection lost), nothing is kept and every call reads its route from the database.
+next call here sees them at once.
+
+Notifications can be lost (the listening connection cut without a word, DATABASE_LISTEN_URL
+unreachable), so nothing is kept longer than the settings' cache_max_age (CACHE_MAX_AGE_SECONDS,
+30 s by default): a revoked key, a suspension or a plan change takes effect within that bound
+whatever happens to notifications. LISTEN has a direct connection of its own (the listen URL):
+behind PgBouncer in transaction mode the pooled one would hear nothing.
 """
 
 from __future__ import annotations
@@ -20,18 +25,21 @@ from dataclasses import dataclass, field
 
 import psycopg
 from sqlalchemy import event
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import Session
 
 from nectar.core.api_keys.service import key_hash
 from nectar.core.endpoints.service import BoundEndpoint, Route, compile_path
 from nectar.core.workflows.definition import may_wait
 from nectar.schema.models import ApiKey, Endpoint, Organization, Workflow, WorkflowVersion
+from nectar.shared.config import Settings
 from nectar.shared.database import (
+    NO_PREPARED_STATEMENTS,
     SET_TENANT_SQL,
     all_per_database,
     in_one_round_trip,
     is_database_outage,
+    libpq_dsn,
     one_per_database,
 )
 
@@ -39,7 +47,9 @@ log = logging.getLogger(__name__)
 CHANNEL = "nectar_routes"
 MAX_ORGANIZATIONS = 2000  # organizations kept per process; the least recently called go first
 MAX_KEYS = 1000  # valid API-key hashes kept per organization
-LISTEN_WAIT_SECONDS = 2.0
+LISTEN_WAIT_SECONDS = 2.0  # how long a first /readyz waits for the listener's first attempt
+LISTEN_CONNECT_TIMEOUT = 5
+LISTEN_CHECK_SECONDS = 10.0  # a silent listening connection is checked this often
 
 # The organization's enabled endpoints with their workflow versions; no row when it is suspended
 # (or not visible: another organization's id finds nothing under row-level security).
@@ -64,6 +74,7 @@ class OrgRoutes:
     plan: str
     plan_overrides: dict
     by_method: dict[str, list[BoundEndpoint]]
+    read_at: float  # time.monotonic() when read: kept at most the table's max_age after
     valid_keys: set[str] = field(default_factory=set)
 
     def match(self, method: str, path: str) -> tuple[BoundEndpoint, dict] | None:
@@ -79,16 +90,21 @@ class OrgRoutes:
 
 
 class RouteTable:
-    """The routes of one database's organizations, for the threads of one process."""
+    """The routes of one database's organizations, for the threads of one process: each kept at
+    most `max_age` seconds, and dropped sooner when PostgreSQL notifies a change on `listen_url`."""
 
-    def __init__(self, engine: Engine):
-        self.engine = engine
+    def __init__(self, engine: Engine, listen_url: str, max_age: float):
+        self.engine, self.max_age = engine, max_age
+        listen = make_url(listen_url)
+        self._listen_dsn = libpq_dsn(listen)
+        self._listen_where = f"{listen.host or 'localhost'}:{listen.port or 5432}/{listen.database}"
         self._orgs: OrderedDict[uuid.UUID, OrgRoutes] = OrderedDict()
         self._lock = threading.Lock()
         self._generation = 0  # moves on every drop, so a load that raced a change is not kept
         self._listening = False
+        self._not_listening_because: str | None = None
         self._listener: threading.Thread | None = None
-        self._started = threading.Event()  # set once the listener first listened (or gave up)
+        self._tried = threading.Event()  # set once the listener's first attempt ended
 
     # --- lookups --------------------------------------------------------------------------------
 
@@ -109,10 +125,11 @@ class RouteTable:
     def _routes(self, org_id: uuid.UUID) -> OrgRoutes | None:
         with self._lock:
             routes = self._orgs.get(org_id)
-            if routes is not None:
+            if routes is not None and time.monotonic() - routes.read_at < self.max_age:
                 self._orgs.move_to_end(org_id)
                 return routes
-            generation, keep = self._generation, self._listening
+            generation = self._generation
+        read_at = time.monotonic()  # before the read: its age counts from what the database said
         rows = self._read(org_id, LOAD_SQL, ())
         if not rows:
             return None
@@ -132,9 +149,9 @@ class RouteTable:
                         may_wait(definition),
                     )
                 )
-        routes = OrgRoutes(rows[0][0], rows[0][1], by_method)
+        routes = OrgRoutes(rows[0][0], rows[0][1], by_method, read_at)
         with self._lock:
-            if keep and self._listening and generation == self._generation:
+            if generation == self._generation:
                 self._orgs[org_id] = routes
                 while len(self._orgs) > MAX_ORGANIZATIONS:
                     self._orgs.popitem(last=False)
@@ -148,7 +165,7 @@ class RouteTable:
             return True
         valid = self._read(org_id, KEY_SQL, (digest,))[0][0]
         if valid and len(routes.valid_keys) < MAX_KEYS:
-            routes.valid_keys.add(digest)  # a revocation drops the whole organization
+            routes.valid_keys.add(digest)  # kept as long as the routes: a revocation drops them all
         return valid
 
     def _read(self, org_id: uuid.UUID, query: str, params: tuple) -> list[tuple]:
@@ -165,56 +182,93 @@ class RouteTable:
             else:
                 self._orgs.pop(org_id, None)
 
+    def listener_state(self) -> dict[str, str]:
+        """For /readyz: whether changes are heard at once ("listening"), or only found when kept
+        routes expire ("degraded", with why)."""
+        self._ensure_listener()
+        self._tried.wait(LISTEN_WAIT_SECONDS)  # a process's first readiness check: its first attempt
+        with self._lock:
+            if self._listening:
+                return {"route_changes": "listening"}
+            because = self._not_listening_because or "still connecting"
+        return {
+            "route_changes": "degraded",
+            "route_changes_detail": f"not listening at {self._listen_where} ({because}); routes, API keys "
+            f"and suspensions are read again at least every {self.max_age:g} s",
+        }
+
     def _ensure_listener(self) -> None:
         if self._listener is None or not self._listener.is_alive():
             with self._lock:
                 if self._listener is None or not self._listener.is_alive():
                     self._listener = threading.Thread(target=self._listen, name="route-changes", daemon=True)
                     self._listener.start()
-        # The process's first calls wait (briefly) for it to listen, so their routes can be kept.
-        self._started.wait(LISTEN_WAIT_SECONDS)
 
     def _listen(self) -> None:
         """Listens for changes until the process ends; reconnects with backoff when the connection
-        is lost, keeping nothing meanwhile."""
-        backoff = 0.1
+        is lost or cannot be made. Said once when listening stops, and once when it starts again."""
+        backoff, said_stopped = 0.1, False
         while True:
+            conn = None
             try:
-                raw = self.engine.raw_connection()
-                conn = raw.driver_connection
-                raw.detach()  # a connection of its own for as long as it listens, outside the pool
-                conn.autocommit = True
+                conn = psycopg.connect(
+                    self._listen_dsn,
+                    autocommit=True,
+                    connect_timeout=LISTEN_CONNECT_TIMEOUT,
+                    application_name="nectar-core-listener",
+                    **NO_PREPARED_STATEMENTS,
+                )
                 conn.execute(f"LISTEN {CHANNEL}")
+                self.drop()  # what was read before listening may have missed a change
                 with self._lock:
-                    self._listening, backoff = True, 0.1
-                self._started.set()
-                for notice in conn.notifies():
-                    try:
-                        self.drop(uuid.UUID(notice.payload))
-                    except ValueError:
-                        self.drop()
+                    self._listening, self._not_listening_because = True, None
+                self._tried.set()
+                if said_stopped:
+                    log.info("route changes: listening again at %s", self._listen_where)
+                backoff, said_stopped = 0.1, False
+                while True:
+                    for notice in conn.notifies(timeout=LISTEN_CHECK_SECONDS):
+                        try:
+                            self.drop(uuid.UUID(notice.payload))
+                        except ValueError:
+                            self.drop()
+                    conn.execute("SELECT 1")  # a connection lost without a word is noticed
             except Exception as error:  # noqa: BLE001 - this thread must outlive anything but the process
+                reason = _one_line(error)
                 if not isinstance(error, psycopg.Error | OSError) and not is_database_outage(error):
                     log.exception("route changes: listening stopped")
-                elif self._listening:  # said once, not at every attempt to listen again in an outage
+                elif not said_stopped:  # once, not at every attempt during an outage
                     log.warning(
-                        "route changes: listening stopped (%s); reading routes from the database", error
+                        "route changes: not listening at %s (%s); serving on, with routes, API keys and "
+                        "suspensions read again at least every %g s (CACHE_MAX_AGE_SECONDS)",
+                        self._listen_where,
+                        reason,
+                        self.max_age,
                     )
-            with self._lock:
-                self._listening = False
-            self._started.set()  # calls go on without keeping routes until it listens again
-            self.drop()
-            try:
-                raw.close()
-            except Exception:  # noqa: BLE001, S110 - it is broken already
-                pass
+                said_stopped = True
+                with self._lock:
+                    was_listening = self._listening
+                    self._listening, self._not_listening_because = False, reason
+                if was_listening:
+                    self.drop()  # a change may have gone unheard
+            self._tried.set()
+            if conn is not None:
+                try:
+                    conn.close()
+                except Exception:  # noqa: BLE001, S110 - it is broken already
+                    pass
             time.sleep(backoff)
             backoff = min(backoff * 2, 5.0)
 
 
-def route_table(engine: Engine) -> RouteTable:
-    """The route table of `engine`'s database in this process."""
-    return one_per_database(engine, RouteTable)
+def _one_line(error: BaseException) -> str:
+    message = str(error).strip()
+    return message.splitlines()[-1] if message else type(error).__name__
+
+
+def route_table(engine: Engine, settings: Settings) -> RouteTable:
+    """The route table of `engine`'s database in this process, as `settings` configure it."""
+    return one_per_database(engine, RouteTable, settings.listen_url_text, settings.cache_max_age)
 
 
 # --- changes made in this process ----------------------------------------------------------------

@@ -206,7 +206,8 @@ def incoming_webhook(org_id: uuid.UUID, connection_id: uuid.UUID):
     }
     if isinstance(body, _RefusedBody):
         return _refused(body.bad)
-    if (used_up := quota_used_up(db.engine, org_id, org.plan)) is not None:
+    max_age = current_app.config["NECTAR_SETTINGS"].cache_max_age
+    if (used_up := quota_used_up(db.engine, org_id, org.plan, max_age=max_age)) is not None:
         return _quota_used_up(used_up)
     limit = service.rate_limit(org.plan, org.plan_overrides)
     with run_writer(db.engine).counts.admitted(org_id, limit) as admission:
@@ -323,13 +324,14 @@ def handle_call(org_id: uuid.UUID, path: str, request_: Request, body):
     if isinstance(body, _RefusedBody):
         return _refused(body.bad)
     method, headers, engine = request_.method, request_.headers, db.engine
+    settings = current_app.config["NECTAR_SETTINGS"]
     bearer = headers.get("Authorization", "").removeprefix("Bearer ").strip() or None
-    route = route_table(engine).find(org_id, method, path, bearer)
+    route = route_table(engine, settings).find(org_id, method, path, bearer)
     refusal = _refusal(route, method, path)
     if refusal is not None:
         return refusal
     # Refused before any tenant-defined work, so calls past a limit cost nothing to refuse.
-    if (used_up := quota_used_up(engine, org_id, route.plan)) is not None:
+    if (used_up := quota_used_up(engine, org_id, route.plan, max_age=settings.cache_max_age)) is not None:
         return _quota_used_up(used_up)
     limit, writer = service.rate_limit(route.plan, route.plan_overrides), run_writer(engine)
     with writer.counts.admitted(org_id, limit) as admission:

@@ -94,7 +94,13 @@ def queue_run(
         # Runs not ended count too: usage counts a run when it ends, and a burst of queued runs
         # would otherwise all start past the quota.
         org = session.get(Organization, org_id)
-        used_up = quota_used_up(session.get_bind(), org_id, org.plan if org else None, under_way=unfinished)
+        used_up = quota_used_up(
+            session.get_bind(),
+            org_id,
+            org.plan if org else None,
+            under_way=unfinished,
+            max_age=current_app.config["NECTAR_SETTINGS"].cache_max_age,
+        )
         if used_up is not None:
             raise QuotaReached(used_up)
     run_id = uuid.uuid4()

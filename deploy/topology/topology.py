@@ -78,6 +78,7 @@ POSTGRES_PORT, PGBOUNCER_PORT = 5432, 6432
 PORTS = {"core": 3001, "marketing": 5001, "admin": 4001}
 DATABASE_ROLE = {"core": "nectar_app_user", "marketing": "nectar_marketing", "admin": "nectar_admin"}
 URL_VARIABLE = {"core": "DATABASE_URL", "marketing": "MARKETING_DATABASE_URL", "admin": "ADMIN_DATABASE_URL"}
+LISTEN_URL_VARIABLE = {service: name.replace("_URL", "_LISTEN_URL") for service, name in URL_VARIABLE.items()}
 PASSWORD = "topology password long enough 42"  # noqa: S105 - for accounts made in this run only
 STAFF_EMAIL = "ops@example.com"
 CLONE_NEWNET = 0x40000000
@@ -308,7 +309,7 @@ print(POSTGRES_BIN_PATH)
 """
 
 
-def start_database(hosts: Hosts, dist: Path, work: Path, pool_mode: str) -> Database:
+def start_database(hosts: Hosts, dist: Path, work: Path) -> Database:
     """PostgreSQL as the development server makes it (dev.pex: initdb, the four roles with their
     passwords, the database), then started again as a database host runs it: on its network
     address too, for migrations and LISTEN; then PgBouncer in front, on deploy/'s settings."""
@@ -330,7 +331,6 @@ def start_database(hosts: Hosts, dist: Path, work: Path, pool_mode: str) -> Data
             f"-c listen_addresses=127.0.0.1,{address('db')}",
             "-c unix_socket_directories=''",
             "-c max_connections=120",
-            "-c timezone=UTC",
         ]
     )
     pg_ctl = [str(database.bin / "pg_ctl"), "-D", str(database.data), "-w", "-t", "60"]
@@ -359,15 +359,7 @@ def start_database(hosts: Hosts, dist: Path, work: Path, pool_mode: str) -> Data
         "logfile": str(bouncer / "pgbouncer.log"),
         "pidfile": str(bouncer / "pgbouncer.pid"),
         "auth_file": str(bouncer / "userlist.txt"),
-        "pool_mode": pool_mode,
-        # TODO(pool, issue 18 part 1): the services send `options=-c TimeZone=UTC`, which
-        # PgBouncer refuses; ignored here (the server's timezone is UTC) until they stop sending it.
-        "ignore_startup_parameters": "extra_float_digits, options",
     }
-    if pool_mode == "session":
-        # A session holds its server connection while the client keeps it (SQLAlchemy keeps five per
-        # process): room for every client connection of these hosts, within max_connections.
-        settings |= {"default_pool_size": "60", "max_db_connections": "100"}
     ini = bouncer / "pgbouncer.ini"
     ini.write_text(with_settings((REPO / "deploy/pgbouncer/pgbouncer.ini").read_text(), settings))
     for path in (bouncer, *bouncer.iterdir()):
@@ -375,7 +367,7 @@ def start_database(hosts: Hosts, dist: Path, work: Path, pool_mode: str) -> Data
         path.chmod(0o700 if path.is_dir() else 0o600)
     hosts.start("pgbouncer", "db", ["runuser", "-u", "postgres", "--", "pgbouncer", str(ini)], env)
     wait_for("PgBouncer", lambda: port_open(address("db"), PGBOUNCER_PORT), 20, hosts)
-    say(f"db: PgBouncer on {address('db')}:{PGBOUNCER_PORT}, {pool_mode} pooling")
+    say(f"db: PgBouncer on {address('db')}:{PGBOUNCER_PORT}, pooling by transaction")
     return database
 
 
@@ -440,6 +432,8 @@ def service_environments(database: Database) -> dict[str, dict[str, str]]:
             "SECRET_KEY": secrets.token_urlsafe(48),
             "PORT": str(PORTS[service]),
             URL_VARIABLE[service]: database.url(DATABASE_ROLE[service], PGBOUNCER_PORT),
+            # LISTEN (core's route changes, the workers' new jobs) straight to PostgreSQL.
+            LISTEN_URL_VARIABLE[service]: database.url(DATABASE_ROLE[service], POSTGRES_PORT),
         }
         for service in PORTS
     }
@@ -782,7 +776,7 @@ def run(args: argparse.Namespace, network: Network, hosts: Hosts, work: Path) ->
     # (from the machine's own namespace, these addresses would go out to its real network).
     network.enter("client")
     say(f"network: {len(HOSTS)} hosts on {SUBNET}.0/24, bridged in {network.ns('switch')}")
-    database = start_database(hosts, dist, work, args.pool_mode)
+    database = start_database(hosts, dist, work)
     migrate_env = base_environment(MIGRATION_DATABASE_URL=database.url("nectar_owner", POSTGRES_PORT))
     hosts.run("worker", [str(dist / "core.pex"), "migrate"], migrate_env)
     say("db: migrated (core.pex migrate, directly as nectar_owner)")
@@ -840,10 +834,6 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--prefix", default=f"ntopo{os.getpid()}", help="namespace names start with this")
     parser.add_argument("--dist", type=Path, default=REPO / "dist", help="where core.pex and the others are")
-    # TODO(pool, issue 18 part 1): transaction pooling (deploy/'s setting) once the services send no
-    # prepared statements and LISTEN directly; through PgBouncer 1.18 in transaction mode psycopg's
-    # prepared statements collide ("_pg3_0" already exists) and the workers stop.
-    parser.add_argument("--pool-mode", default="session", choices=["transaction", "session"])
     parser.add_argument("--keep-logs", type=Path, help="copy the hosts' logs here at the end")
     parser.add_argument(
         "--hold", type=float, default=0, help="seconds to keep a failed run's hosts up, to look"

@@ -1,9 +1,10 @@
 # Gunicorn settings for the core service in production: `core.pex serve --config deploy/gunicorn/core.py`.
-# The binary's defaults (bind 0.0.0.0:$PORT, gthread workers, logs to stdout) apply unless set here.
+# The binary's defaults (bind $HOST:$PORT, gthread workers, logs to stdout) apply unless set here.
 import multiprocessing
 import os
 
-bind = f"0.0.0.0:{os.environ.get('PORT', '3001')}"
+# HOST: the host's own address (its private network), as `serve` does without this file.
+bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '3001')}"  # noqa: S104
 workers = int(os.environ.get("WEB_CONCURRENCY", multiprocessing.cpu_count() * 2))
 worker_class = "gthread"
 threads = int(os.environ.get("WEB_THREADS", "4"))

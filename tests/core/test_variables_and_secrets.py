@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 import logging
 import re
+import threading
+import time
 import uuid
 
 import pytest
@@ -15,7 +17,6 @@ from cryptography.fernet import Fernet
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from sqlalchemy import event
 
 from nectar.admin.main import main as admin_main
 from nectar.core.app import create_app
@@ -377,42 +378,59 @@ def test_a_name_deleted_after_saving_fails_its_step_clearly(owner, upstream):
     assert browser.client.post(url, json={}).json["greeting"] == "welcome back!"
 
 
-def test_a_call_reads_nothing_more_unless_its_workflow_names_one(owner, upstream, app):
-    browser, _org_id, token = owner
+def test_a_call_reads_them_once_and_again_only_after_a_change(owner, upstream, database):
+    """With the variables table locked: a call whose workflow names none answers (it reads
+    nothing), and so does one whose workflow names some once a call has read them (they are kept
+    with the routes); after a change, the next call reads them again (it waits for the lock)."""
+    browser, org_id, token = owner
     _org_values(browser, token, upstream)
-    plain = _endpoint_url(
-        browser,
-        token,
-        _workflow(
-            browser,
-            token,
-            {"trigger": {"type": "http"}, "steps": [{"id": "r", "type": "respond", "body": "hi"}]},
-        )["id"],
-        "/plain",
-    )
+    respond = {"trigger": {"type": "http"}, "steps": [{"id": "r", "type": "respond", "body": "hi"}]}
+    plain = _endpoint_url(browser, token, _workflow(browser, token, respond)["id"], "/plain")
     reading = _endpoint_url(
         browser, token, _workflow(browser, token, _using_both(upstream))["id"], "/reading"
     )
-    for url in (plain, reading):  # routes loaded and cached
+    for url in (plain, reading):  # routes, and what the second reads, loaded and kept
         assert browser.client.post(url, json={}).status_code == 200
-    statements: list[str] = []
+    with database.connect(Role.ADMIN) as locker:
+        locker.execute("LOCK TABLE organization_variables IN ACCESS EXCLUSIVE MODE")
+        for url in (plain, reading):
+            call = _in_thread(lambda url=url: Browser(browser.app).client.post(url, json={}))
+            call.join(timeout=30)
+            assert not call.is_alive() and call.answer.status_code == 200, url
+        locker.rollback()
+        _put(browser, token, "variables", "GREETING", "changed", 200)
+        locker.execute("LOCK TABLE organization_variables IN ACCESS EXCLUSIVE MODE")
+        reading_call = _in_thread(lambda: Browser(browser.app).client.post(reading, json={}))
+        reading_call.join(timeout=1)
+        assert reading_call.is_alive(), "after a change it reads them again"
+        locker.rollback()
+    reading_call.join(timeout=30)
+    assert not reading_call.is_alive() and reading_call.answer.json["greeting"] == "changed!"
+    # A change made elsewhere (another process, or by hand) reaches this one as route changes do.
+    with database.connect(Role.ADMIN) as conn:
+        conn.execute(
+            "UPDATE organization_variables SET value = 'from elsewhere' WHERE org_id = %s AND name = 'GREETING'",
+            (org_id,),
+        )
+    deadline = time.monotonic() + 10
+    while (greeting := browser.client.post(reading, json={}).json["greeting"]) != "from elsewhere!":
+        assert time.monotonic() < deadline, greeting
+        time.sleep(0.05)
 
-    def note(_conn, _cursor, statement, *_args):
-        statements.append(statement)
 
-    with app.app_context():
-        engine = db.engine
-    event.listen(engine, "before_cursor_execute", note)
-    try:
-        browser.client.post(plain, json={})
-        plain_reads = [s for s in statements if "organization_variables" in s]
-        statements.clear()
-        browser.client.post(reading, json={})
-        reads = [s for s in statements if "organization_variables" in s]
-    finally:
-        event.remove(engine, "before_cursor_execute", note)
-    assert plain_reads == []
-    assert len(reads) == 1 and "organization_secrets" in reads[0], "one query reads both"
+class _Call(threading.Thread):
+    def __init__(self, call):
+        super().__init__(daemon=True)
+        self.call, self.answer = call, None
+
+    def run(self):
+        self.answer = self.call()
+
+
+def _in_thread(call) -> _Call:
+    thread = _Call(call)
+    thread.start()
+    return thread
 
 
 def test_another_organization_can_neither_read_nor_use_them(owner, app, upstream):

@@ -42,7 +42,6 @@ from nectar.core.runs.records import FINAL_STATUSES, FinishedRun, RunRequest, ch
 from nectar.core.runs.runner import CollectingEffects, outbound_policy, run_version
 from nectar.core.runs.writer import RecordingFailed, RunWriter, new_run_id, run_writer
 from nectar.core.usage import QuotaUsedUp, quota_used_up
-from nectar.core.variables.service import for_run
 from nectar.core.workflows import time_limit
 from nectar.core.workflows.definition import may_wait
 from nectar.core.workflows.engine import SYNC_LIMITS, execute, masked
@@ -475,11 +474,9 @@ def _call(
     effects = CollectingEffects(lambda: _scoped_session(org_id), outbound_policy(), Caller(org_id, run_id))
     endpoint = route.endpoint
     request_ = RunRequest(endpoint.workflow_id, endpoint.version_id, "http", trigger)
-    organization = None
-    if endpoint.reads_organization:  # as they are now: a changed secret is never served stale
-        keys = current_app.config["NECTAR_KEY_RING"]
-        organization = for_run(_scoped_session(org_id), keys, endpoint.definition)
-        db.session.commit()  # the run holds no connection while it runs
+    # Kept with the routes, and dropped with them on any change: never served stale. None read, no query.
+    keys = current_app.config["NECTAR_KEY_RING"]
+    organization = route_table(db.engine).organization_values(org_id, endpoint, keys)
     outcome = execute(
         endpoint.definition,
         request_.input,

@@ -148,8 +148,9 @@ class BoundEndpoint:
     version_id: uuid.UUID
     definition: dict
     waits: bool = False  # the workflow may wait (definition.may_wait): calls queue a run and answer 202
-    # It reads the organization's variables or secrets: a call reads them first (one query).
-    reads_organization: bool = False
+    # The organization's variables and secrets it reads (definition.organization_references): the
+    # route table reads them with the first call and keeps them (routing.py); none, no query.
+    reads: tuple = ()
 
 
 @dataclass(frozen=True)

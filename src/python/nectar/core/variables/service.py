@@ -15,11 +15,12 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import func, select, text
+from sqlalchemy import Engine, func, select, text
 from sqlalchemy.orm import Session
 
 from nectar.core.access import OrgContext, PermissionDenied
 from nectar.core.workflows.definition import (
+    OrganizationReference,
     Problem,
     organization_reference_problems,
     organization_references,
@@ -32,6 +33,7 @@ from nectar.schema.models.variables import (
     OrganizationSecret,
     OrganizationVariable,
 )
+from nectar.shared.database import SET_TENANT_SQL, in_one_round_trip
 from nectar.shared.encryption import DecryptionFailed, KeyRing
 
 MAX_PER_ORGANIZATION = 100  # variables, and secrets, each
@@ -151,25 +153,43 @@ def reference_problems(session: Session, definition: object) -> list[Problem]:
     return organization_reference_problems(definition, variables, secrets)
 
 
-# One round trip for what a run reads: only the names its document names.
-_FOR_RUN = text(
-    "SELECT 'vars', name, value, NULL FROM organization_variables WHERE name = ANY(:vars) "
+# What a run reads, in one query: only the names its document names (psycopg's parameter style).
+_FOR_RUN_SQL = (
+    "SELECT 'vars', name, value, NULL FROM organization_variables WHERE name = ANY(%s) "
     "UNION ALL SELECT 'secrets', name, NULL, value_ciphertext FROM organization_secrets "
-    "WHERE name = ANY(:secrets)"
+    "WHERE name = ANY(%s)"
 )
 
 
 def for_run(session: Session, keys: KeyRing, definition: dict) -> OrganizationValues | None:
-    """The variables and secrets `definition` names, as they are now (one query, the session
+    """The variables and secrets `definition` names, as they are now (one query on the session,
     scoped to the organization); None when it names none, with no query at all."""
-    references = organization_references(definition)
+    references = tuple(organization_references(definition))
     if not references:
         return None
-    wanted: dict[str, list[str]] = {"vars": [], "secrets": []}
-    for reference in references:
-        wanted[reference.root].append(reference.name)
+    rows = session.connection().exec_driver_sql(_FOR_RUN_SQL, _names(references)).all()
+    return _values(rows, keys, references)
+
+
+def for_call(engine: Engine, keys: KeyRing, org_id, references: tuple[OrganizationReference, ...]):
+    """for_run for an endpoint call, whose references its route keeps: the organization's scope
+    and the query in one round trip, on no session. None when there are no references."""
+    if not references:
+        return None
+    statements = [(SET_TENANT_SQL, (str(org_id),)), (_FOR_RUN_SQL, _names(references))]
+    return _values(in_one_round_trip(engine, statements)[1], keys, references)
+
+
+def _names(references) -> tuple[list[str], list[str]]:
+    return (
+        sorted({r.name for r in references if r.root == "vars"}),
+        sorted({r.name for r in references if r.root == "secrets"}),
+    )
+
+
+def _values(rows, keys: KeyRing, references) -> OrganizationValues:
     variables, secrets = {}, {}
-    for root, name, value, ciphertext in session.execute(_FOR_RUN, wanted):
+    for root, name, value, ciphertext in rows:
         if root == "vars":
             variables[name] = value
         else:
@@ -177,4 +197,4 @@ def for_run(session: Session, keys: KeyRing, definition: dict) -> OrganizationVa
                 secrets[name] = keys.decrypt(bytes(ciphertext)).decode()
             except DecryptionFailed:
                 continue  # its key was dropped: the steps that read it fail, as for a deleted one
-    return OrganizationValues(variables, secrets)
+    return OrganizationValues(variables, secrets, references)

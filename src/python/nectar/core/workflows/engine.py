@@ -48,7 +48,7 @@ from nectar.core.workflows.definition import (
     LOOP_LISTS,
     MAX_FOR_EACH_ITEMS,
     MAX_WAIT_SECONDS,
-    organization_references,
+    OrganizationReference,
     step_lists,
 )
 from nectar.core.workflows.expressions import (
@@ -105,10 +105,12 @@ class Effects(Protocol):
 @dataclass(frozen=True)
 class OrganizationValues:
     """The organization's variables and secrets a run's document names (nectar.core.variables),
-    read when the run starts: by name, those that exist."""
+    read when the run starts: by name, those that exist; with the document's `references`
+    (definition.organization_references) they were read for."""
 
     variables: dict[str, str] = field(default_factory=dict)
     secrets: dict[str, str] = field(default_factory=dict)
+    references: tuple[OrganizationReference, ...] = ()
 
     @property
     def masks(self) -> tuple[str, ...]:
@@ -349,7 +351,7 @@ class Run:
         self.context["secrets"] = dict(organization.secrets)
         self.secrets = organization.masks
         have = {"vars": organization.variables, "secrets": organization.secrets}
-        for reference in organization_references(self.definition):
+        for reference in organization.references:
             if not reference.local and reference.name not in have[reference.root]:
                 kind = "variable" if reference.root == "vars" else "secret"
                 self.missing.setdefault(

@@ -1,5 +1,7 @@
 """An organization's variables and secrets for its workflows (`vars.NAME`, `secrets.NAME`): one row
-per name, the organization leading the key; secrets encrypted under NECTAR_ENCRYPTION_KEYS.
+per name, the organization leading the key; secrets encrypted under NECTAR_ENCRYPTION_KEYS. Core's
+processes keep those its endpoints read with their routes, so a change notifies them as a route
+change does (0008's trigger).
 
 Revision ID: 0030
 Revises: 0028
@@ -18,6 +20,7 @@ branch_labels = None
 depends_on = None
 
 NAME_PATTERN = "^[A-Z_][A-Z0-9_]{0,63}$"
+TABLES = ("organization_variables", "organization_secrets")
 
 
 def _table(name: str, *columns, checks=()):
@@ -53,6 +56,11 @@ def upgrade() -> None:
         sa.Column("value_ciphertext", sa.LargeBinary(), nullable=False),
         sa.Column("key_id", sa.String(length=40), nullable=False),
     )
+    for table in TABLES:
+        op.execute(
+            f"CREATE TRIGGER route_change AFTER INSERT OR UPDATE OR DELETE ON {table} "
+            "FOR EACH ROW EXECUTE FUNCTION notify_route_change('org_id')"
+        )
 
 
 def downgrade() -> None:

@@ -19,31 +19,20 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from nectar.admin.main import main as admin_main
-from nectar.core.app import create_app
 from nectar.core.workflows.definition import ORGANIZATION_NAME_PATTERN
 from nectar.schema.models.variables import NAME_PATTERN
-from nectar.shared.config import Role, Service
+from nectar.shared.config import Role
 from nectar.shared.database import db
 from nectar.shared.tracing import use_tracer_provider
-from tests.core.conftest import SERVICE_TOKEN, Browser, drain_jobs
+from tests.core.conftest import Browser, drain_jobs
 from tests.core.test_api import _new_key
+from tests.core.test_integrations import _make_app
 from tests.core.upstream import serving
 from tests.forms import form_limit_problems
 
 KEY_A, KEY_B = Fernet.generate_key().decode(), Fernet.generate_key().decode()
 SECRET = "sk-live-" + uuid.uuid4().hex  # what must never come back
 spans = InMemorySpanExporter()
-
-
-def _make_app(settings_for, keys: str):
-    return create_app(
-        settings_for(
-            Service.CORE,
-            CORE_SERVICE_TOKEN=SERVICE_TOKEN,
-            NECTAR_OUTBOUND_ALLOWLIST="127.0.0.1/32",
-            NECTAR_ENCRYPTION_KEYS=keys,
-        )
-    )
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,8 @@
 """Which endpoint answers a call, without asking the database on every call.
 
 Each core process keeps the routes of the organizations it serves: their enabled endpoints with the
-bound workflow versions, the organization's plan and staff's overrides of it, and the API-key hashes it has seen valid.
+bound workflow versions, the organization's plan and staff's overrides of it, the API-key hashes it has
+seen valid, and the variables and secrets each endpoint's workflow reads, once a call has read them.
 PostgreSQL tells every process of each change: a trigger on those tables sends NOTIFY nectar_routes
 with the organization's id when the change commits (migration 0008), and the listening thread drops
 that organization. Changes made through this process's ORM sessions drop it at commit too, so the
@@ -31,8 +32,18 @@ from sqlalchemy.orm import Session
 
 from nectar.core.api_keys.service import key_hash
 from nectar.core.endpoints.service import BoundEndpoint, Route, compile_path
-from nectar.core.workflows.definition import may_wait
-from nectar.schema.models import ApiKey, Endpoint, Organization, Workflow, WorkflowVersion
+from nectar.core.variables.service import for_call
+from nectar.core.workflows.definition import may_wait, organization_references
+from nectar.core.workflows.engine import OrganizationValues
+from nectar.schema.models import (
+    ApiKey,
+    Endpoint,
+    Organization,
+    OrganizationSecret,
+    OrganizationVariable,
+    Workflow,
+    WorkflowVersion,
+)
 from nectar.shared.config import Settings
 from nectar.shared.database import (
     NO_PREPARED_STATEMENTS,
@@ -43,6 +54,7 @@ from nectar.shared.database import (
     libpq_dsn,
     one_per_database,
 )
+from nectar.shared.encryption import KeyRing
 
 log = logging.getLogger(__name__)
 CHANNEL = "nectar_routes"
@@ -79,6 +91,8 @@ class OrgRoutes:
     read_at: float  # time.monotonic() when read: kept at most the table's max_age after
     # Keys seen valid, by hash: their scopes and expiry.
     valid_keys: dict[str, tuple[tuple[str, ...], datetime | None]] = field(default_factory=dict)
+    # What each endpoint's workflow reads of the organization's variables and secrets, by endpoint id.
+    values: dict[uuid.UUID, OrganizationValues] = field(default_factory=dict)
 
     def match(self, method: str, path: str) -> tuple[BoundEndpoint, dict] | None:
         """The endpoint whose path matches, an exact path before any with parameters."""
@@ -125,6 +139,24 @@ class RouteTable:
         key_scopes = self._key_scopes(org_id, routes, bearer) if endpoint.auth != "public" else None
         return Route(endpoint, routes.plan, key_scopes, params, routes.plan_overrides)
 
+    def organization_values(
+        self, org_id: uuid.UUID, endpoint: BoundEndpoint, keys: KeyRing
+    ) -> OrganizationValues | None:
+        """The variables and secrets `endpoint`'s workflow reads (None: it reads none), kept with
+        the organization's routes and dropped with them when any changes."""
+        if not endpoint.reads:
+            return None
+        with self._lock:
+            routes, generation = self._orgs.get(org_id), self._generation
+            kept = routes.values.get(endpoint.id) if routes is not None else None
+        if kept is not None:
+            return kept
+        values = for_call(self.engine, keys, org_id, endpoint.reads)
+        with self._lock:
+            if routes is not None and self._orgs.get(org_id) is routes and generation == self._generation:
+                routes.values[endpoint.id] = values
+        return values
+
     def _routes(self, org_id: uuid.UUID) -> OrgRoutes | None:
         with self._lock:
             routes = self._orgs.get(org_id)
@@ -150,6 +182,7 @@ class RouteTable:
                         version_id,
                         definition,
                         may_wait(definition),
+                        tuple(organization_references(definition)),
                     )
                 )
         routes = OrgRoutes(rows[0][0], rows[0][1], by_method, read_at)
@@ -281,7 +314,15 @@ def route_table(engine: Engine, settings: Settings) -> RouteTable:
 
 # --- changes made in this process ----------------------------------------------------------------
 
-_ROUTE_MODELS = (Organization, Endpoint, Workflow, WorkflowVersion, ApiKey)
+_ROUTE_MODELS = (
+    Organization,
+    Endpoint,
+    Workflow,
+    WorkflowVersion,
+    ApiKey,
+    OrganizationVariable,
+    OrganizationSecret,
+)
 _CHANGED = "nectar_route_changes"
 
 

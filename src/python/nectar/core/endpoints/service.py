@@ -148,6 +148,9 @@ class BoundEndpoint:
     version_id: uuid.UUID
     definition: dict
     waits: bool = False  # the workflow may wait (definition.may_wait): calls queue a run and answer 202
+    # The organization's variables and secrets it reads (definition.organization_references): the
+    # route table reads them with the first call and keeps them (routing.py); none, no query.
+    reads: tuple = ()
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,6 @@ staging organization to a production one matched by name, each keeping its own c
 from __future__ import annotations
 
 import json
-import pytest
 
 from nectar.shared.config import Role
 
@@ -19,7 +18,12 @@ CALLER = {
 def seed(org, *, token="s3cret-token", base_url="https://crm.example.com") -> None:
     """An organization with a workflow, an endpoint on it and a REST connection with credentials."""
     api = org.browser.api
-    echo = api("POST", "/api/v1/workflows", token=org.key, json={"name": "echo", "definition": ECHO, "description": "says pong"})
+    echo = api(
+        "POST",
+        "/api/v1/workflows",
+        token=org.key,
+        json={"name": "echo", "definition": ECHO, "description": "says pong"},
+    )
     assert echo.status_code == 201, echo.json
     endpoint = {"method": "POST", "path": "/ping", "workflow_id": echo.json["id"], "auth": "api_key"}
     assert api("POST", "/api/v1/endpoints", token=org.key, json=endpoint).status_code == 201
@@ -49,14 +53,26 @@ def test_pull_writes_one_sorted_file_per_object_without_secrets_and_a_push_back_
     pulled = nectar("pull", str(tmp_path / "repo"), url=core_url, key=org.key)
     assert pulled.status == 0, pulled.err
     files = sorted(p.relative_to(tmp_path / "repo").as_posix() for p in (tmp_path / "repo").rglob("*.json"))
-    assert files == ["connections/crm.json", "endpoints/POST_-ping-" + files[1].split("-ping-")[1], "workflows/echo.json"]
+    assert files == [
+        "connections/crm.json",
+        "endpoints/POST_-ping-" + files[1].split("-ping-")[1],
+        "workflows/echo.json",
+    ]
     workflow_text = (tmp_path / "repo/workflows/echo.json").read_text()
     assert json.loads(workflow_text) == {"name": "echo", "description": "says pong", "definition": ECHO}
-    assert workflow_text == json.dumps(json.loads(workflow_text), indent=2, sort_keys=True) + "\n", "sorted keys"
+    assert (
+        workflow_text == json.dumps(json.loads(workflow_text), indent=2, sort_keys=True) + "\n"
+    ), "sorted keys"
     connection = json.loads((tmp_path / "repo/connections/crm.json").read_text())
-    assert connection == {"name": "crm", "service_key": "rest", "config": {"auth": "bearer", "base_url": "https://crm.example.com"}}
+    assert connection == {
+        "name": "crm",
+        "service_key": "rest",
+        "config": {"auth": "bearer", "base_url": "https://crm.example.com"},
+    }
     assert "s3cret-token" not in "".join(p.read_text() for p in (tmp_path / "repo").rglob("*.json"))
-    assert org.id not in "".join(p.read_text() for p in (tmp_path / "repo").rglob("*.json")), "names, never ids"
+    assert org.id not in "".join(
+        p.read_text() for p in (tmp_path / "repo").rglob("*.json")
+    ), "names, never ids"
 
     again = nectar("pull", str(tmp_path / "repo"), url=core_url, key=org.key)
     assert "0 file(s) changed" in again.out, "a second pull rewrites nothing"
@@ -71,7 +87,11 @@ def test_a_changed_file_is_a_diff_in_a_dry_run_and_is_applied_once(make_org, nec
     seed(org)
     repo = tmp_path / "repo"
     assert nectar("pull", str(repo), url=core_url, key=org.key).status == 0
-    changed = {"name": "echo", "description": "says pong", "definition": {**ECHO, "steps": [{**ECHO["steps"][0], "body": "PONG"}]}}
+    changed = {
+        "name": "echo",
+        "description": "says pong",
+        "definition": {**ECHO, "steps": [{**ECHO["steps"][0], "body": "PONG"}]},
+    }
     (repo / "workflows/echo.json").write_text(json.dumps(changed))
     (repo / "workflows/caller.json").write_text(json.dumps({"name": "caller", "definition": CALLER}))
 
@@ -99,8 +119,16 @@ def test_promotion_pushes_one_directory_to_staging_then_production_each_keeping_
     development, staging, production = make_org(), make_org(), make_org()
     seed(development, token="dev-token")
     # Staging has its own crm (another server, its own token); production has none yet.
-    connection = {"service_key": "rest", "name": "crm", "config": {"base_url": "https://crm.example.com", "auth": "bearer"}, "credentials": {"token": "staging-token"}}
-    assert staging.browser.api("POST", "/api/v1/connections", token=staging.key, json=connection).status_code == 201
+    connection = {
+        "service_key": "rest",
+        "name": "crm",
+        "config": {"base_url": "https://crm.example.com", "auth": "bearer"},
+        "credentials": {"token": "staging-token"},
+    }
+    assert (
+        staging.browser.api("POST", "/api/v1/connections", token=staging.key, json=connection).status_code
+        == 201
+    )
     repo = tmp_path / "repo"
     assert nectar("pull", str(repo), url=core_url, key=development.key).status == 0
 
@@ -131,12 +159,18 @@ def test_promotion_pushes_one_directory_to_staging_then_production_each_keeping_
     assert "Nothing to change" in again.out, "pushing again to production changes nothing"
 
 
-def test_prune_removes_what_the_directory_no_longer_has_and_keeps_workflows(make_org, nectar, core_url, tmp_path):
+def test_prune_removes_what_the_directory_no_longer_has_and_keeps_workflows(
+    make_org, nectar, core_url, tmp_path
+):
     org = make_org()
     seed(org)
     repo = tmp_path / "repo"
     assert nectar("pull", str(repo), url=core_url, key=org.key).status == 0
-    for path in [*repo.glob("endpoints/*.json"), *repo.glob("connections/*.json"), *repo.glob("workflows/*.json")]:
+    for path in [
+        *repo.glob("endpoints/*.json"),
+        *repo.glob("connections/*.json"),
+        *repo.glob("workflows/*.json"),
+    ]:
         path.unlink()
     without = nectar("push", str(repo), url=core_url, key=org.key)
     assert without.status == 0 and "Nothing to change" in without.out, "without --prune nothing is removed"
@@ -155,11 +189,15 @@ def test_invalid_json_names_the_file_and_line_and_nothing_is_sent(make_org, nect
     (repo / "workflows/bad.json").write_text('{\n  "name": "bad",\n  "definition": {,}\n}\n')
     result = nectar("push", str(repo), url=core_url, key=org.key)
     assert result.status == 1
-    assert result.err.strip().splitlines() == [f"nectar: {repo}/workflows/bad.json:3:18: invalid JSON: Expecting property name enclosed in double quotes."]
+    assert result.err.strip().splitlines() == [
+        f"nectar: {repo}/workflows/bad.json:3:18: invalid JSON: Expecting property name enclosed in double quotes."
+    ]
     assert listing(org, "workflows") == []
 
 
-def test_an_invalid_workflow_is_refused_with_its_problems_before_anything_is_applied(make_org, nectar, core_url, tmp_path):
+def test_an_invalid_workflow_is_refused_with_its_problems_before_anything_is_applied(
+    make_org, nectar, core_url, tmp_path
+):
     org = make_org()
     repo = tmp_path / "repo"
     (repo / "workflows").mkdir(parents=True)
@@ -183,12 +221,20 @@ def test_a_failure_midway_undoes_what_was_applied(make_org, nectar, core_url, tm
     assert nectar("pull", str(repo), url=core_url, key=org.key).status == 0
     before = workflow_named(org, "echo")
     changed = {**ECHO, "steps": [{**ECHO["steps"][0], "body": "changed"}]}
-    (repo / "workflows/echo.json").write_text(json.dumps({"name": "echo", "description": "says pong", "definition": changed}))
-    new_connection = {"name": "billing", "service_key": "rest", "config": {"base_url": "https://billing.example.com", "auth": "none"}}
+    (repo / "workflows/echo.json").write_text(
+        json.dumps({"name": "echo", "description": "says pong", "definition": changed})
+    )
+    new_connection = {
+        "name": "billing",
+        "service_key": "rest",
+        "config": {"base_url": "https://billing.example.com", "auth": "none"},
+    }
     (repo / "connections/billing.json").write_text(json.dumps(new_connection))
     # Only the server checks an endpoint's path (the API has no dry run for endpoints): it refuses
     # this one after the workflow and the connection were applied.
-    (repo / "endpoints/bad.json").write_text(json.dumps({"method": "GET", "path": "no-slash", "workflow": "echo"}))
+    (repo / "endpoints/bad.json").write_text(
+        json.dumps({"method": "GET", "path": "no-slash", "workflow": "echo"})
+    )
     result = nectar("push", str(repo), url=core_url, key=org.key)
     assert result.status == 1, result.out
     assert "Push failed at + endpoint 'GET no-slash'" in result.err and "Traceback" not in result.err

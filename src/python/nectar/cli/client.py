@@ -68,7 +68,9 @@ class Api:
             raise CliError(f"{self.base_url} did not answer within {TIMEOUT_SECONDS} seconds.") from None
         except requests.exceptions.RequestException as error:
             reason = type(error).__name__
-            raise CliError(f"Cannot reach {self.base_url} ({reason}): is the URL right and core running?") from None
+            raise CliError(
+                f"Cannot reach {self.base_url} ({reason}): is the URL right and core running?"
+            ) from None
 
 
 def refusal(method: str, response) -> ApiRefused:
@@ -96,9 +98,13 @@ def refusal(method: str, response) -> ApiRefused:
 def problem_lines(errors) -> list[str]:
     """The `errors` of a problem document (a list of {path, message} or a map of field to messages)."""
     if isinstance(errors, list):
-        return [f"{e.get('path', '')}: {e.get('message', '')}" if isinstance(e, dict) else str(e) for e in errors]
+        return [
+            f"{e.get('path', '')}: {e.get('message', '')}" if isinstance(e, dict) else str(e) for e in errors
+        ]
     if isinstance(errors, dict):
-        return [f"{field}: {', '.join(map(str, v)) if isinstance(v, list) else v}" for field, v in errors.items()]
+        return [
+            f"{field}: {', '.join(map(str, v)) if isinstance(v, list) else v}" for field, v in errors.items()
+        ]
     return []
 
 

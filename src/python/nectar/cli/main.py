@@ -42,12 +42,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    top = argparse.ArgumentParser(prog="nectar", description="Nectar Studio workflows as code, over the public API.")
+    top = argparse.ArgumentParser(
+        prog="nectar", description="Nectar Studio workflows as code, over the public API."
+    )
     commands = top.add_subparsers(required=True, metavar="COMMAND")
 
     login_command = commands.add_parser("login", help="store the server URL and an API key")
     login_command.add_argument("--url", help="core's address, e.g. https://core.example.com")
-    login_command.add_argument("--key-stdin", action="store_true", help="read the key from stdin, not a prompt")
+    login_command.add_argument(
+        "--key-stdin", action="store_true", help="read the key from stdin, not a prompt"
+    )
     login_command.set_defaults(command=login)
 
     pull_command = commands.add_parser("pull", help="write the organization's objects into DIR")
@@ -60,9 +64,13 @@ def parser() -> argparse.ArgumentParser:
     push_command.add_argument("--prune", action="store_true", help="also remove what DIR no longer has")
     push_command.set_defaults(command=push)
 
-    call_command = commands.add_parser("call", help="call an /api/v1 path or one of the organization's endpoints")
+    call_command = commands.add_parser(
+        "call", help="call an /api/v1 path or one of the organization's endpoints"
+    )
     call_command.add_argument("method", type=str.upper, metavar="METHOD")
-    call_command.add_argument("path", metavar="PATH", help="/api/v1/... or an endpoint's path, e.g. /orders/7")
+    call_command.add_argument(
+        "path", metavar="PATH", help="/api/v1/... or an endpoint's path, e.g. /orders/7"
+    )
     call_command.add_argument("-d", "--data", help="JSON body, @FILE, or - for stdin")
     call_command.set_defaults(command=call)
 
@@ -103,7 +111,9 @@ def read_login(path: Path) -> dict:
     except FileNotFoundError:
         return {}
     except (OSError, ValueError) as error:
-        raise CliError(f"{path}: cannot read the login ({type(error).__name__}); run `nectar login` again.") from None
+        raise CliError(
+            f"{path}: cannot read the login ({type(error).__name__}); run `nectar login` again."
+        ) from None
     return stored if isinstance(stored, dict) else {}
 
 
@@ -119,7 +129,9 @@ def login(args, settings: CliSettings) -> int:
         raise CliError("No API key given.")
     organization = Api(url, key).get("organization")  # proves the URL and key before storing them
     write_login(settings.config_file, {"url": url.rstrip("/"), "api_key": key})
-    print(f"Logged in to {organization.get('name', 'the organization')} at {url} (saved in {settings.config_file}).")
+    print(
+        f"Logged in to {organization.get('name', 'the organization')} at {url} (saved in {settings.config_file})."
+    )
     return 0
 
 
@@ -173,7 +185,9 @@ def call(args, settings: CliSettings) -> int:
     except ValueError:
         print(response.text)
     if not response.ok:
-        print(f"nectar: {args.method} {path} answered {response.status_code} {response.reason}", file=sys.stderr)
+        print(
+            f"nectar: {args.method} {path} answered {response.status_code} {response.reason}", file=sys.stderr
+        )
         return 1
     return 0
 
@@ -193,7 +207,9 @@ def _body(data: str | None) -> bytes | None:
     try:
         json.loads(text)
     except json.JSONDecodeError as error:
-        raise CliError(f"the body is not valid JSON (line {error.lineno}, column {error.colno}: {error.msg}).") from None
+        raise CliError(
+            f"the body is not valid JSON (line {error.lineno}, column {error.colno}: {error.msg})."
+        ) from None
     return text.encode()
 
 

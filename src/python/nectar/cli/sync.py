@@ -142,7 +142,9 @@ def make_plan(desired, current, *, prune: bool) -> Plan:
             if not prune:
                 continue
             if kind == "workflows":
-                plan.notes.append(f"workflow {key!r} is not in the directory; the API cannot delete workflows (kept)")
+                plan.notes.append(
+                    f"workflow {key!r} is not in the directory; the API cannot delete workflows (kept)"
+                )
                 continue
             plan.changes.append(Change(kind, key, "delete", current[kind][key].doc, None))
     return plan
@@ -178,7 +180,9 @@ def credentials_for(name: str, given: dict[str, str]) -> dict | None:
     return value
 
 
-def check(api: Api, plan: Plan, desired, current, given_credentials: dict[str, str], progress: Progress) -> None:
+def check(
+    api: Api, plan: Plan, desired, current, given_credentials: dict[str, str], progress: Progress
+) -> None:
     """Everything the push will send, checked before anything is: CliError listing every problem."""
     problems = []
     known_workflows = set(desired["workflows"]) | set(current["workflows"])
@@ -189,12 +193,22 @@ def check(api: Api, plan: Plan, desired, current, given_credentials: dict[str, s
         problems += [f"{change.file}: definition{line}" for line in problem_lines(answer.get("errors"))]
         for target in called_workflows(change.after["definition"]):
             if target not in known_workflows and not _is_uuid(target):
-                problems.append(f"{change.file}: calls workflow {target!r}, which is neither in the directory nor the organization")
+                problems.append(
+                    f"{change.file}: calls workflow {target!r}, which is neither in the directory nor the organization"
+                )
     for change in plan.changes:
-        named = change.after.get("workflow") if change.action != "delete" and change.kind != "workflows" else None
+        named = (
+            change.after.get("workflow") if change.action != "delete" and change.kind != "workflows" else None
+        )
         if named is not None and named not in known_workflows:
-            problems.append(f"{change.file}: no workflow named {change.after['workflow']!r} in the directory or the organization")
-    catalog = {entry["key"]: entry for entry in api.get("catalog")["items"]} if plan.of("connections", "create") or plan.of("connections", "update") else {}
+            problems.append(
+                f"{change.file}: no workflow named {change.after['workflow']!r} in the directory or the organization"
+            )
+    catalog = (
+        {entry["key"]: entry for entry in api.get("catalog")["items"]}
+        if plan.of("connections", "create") or plan.of("connections", "update")
+        else {}
+    )
     for change in plan.of("connections", "create") + plan.of("connections", "update"):
         entry = catalog.get(change.after["service_key"])
         if entry is None:
@@ -295,7 +309,9 @@ def _ordered_steps(api: Api, plan: Plan, current, given_credentials, journal: Jo
         return body
 
     def create_connection(change: Change):
-        made = api.post("connections", {**connection_body(change), "service_key": change.after["service_key"]})
+        made = api.post(
+            "connections", {**connection_body(change), "service_key": change.after["service_key"]}
+        )
         journal.applied(change.title, lambda: api.delete(f"connections/{made['id']}"))
 
     def update_connection(change: Change):
@@ -310,11 +326,16 @@ def _ordered_steps(api: Api, plan: Plan, current, given_credentials, journal: Jo
             body["description"] = change.after["description"]
         made = api.post("workflows", body)
         workflow_ids[change.key] = made["id"]
-        journal.applied(change.title, None, "the API cannot delete a workflow: delete it in the web app if unwanted")
+        journal.applied(
+            change.title, None, "the API cannot delete a workflow: delete it in the web app if unwanted"
+        )
 
     def update_workflow(change: Change):
         have = current["workflows"][change.key].raw
-        api.post(f"workflows/{have['id']}/versions", {"definition": change.after["definition"], "note": "nectar push"})
+        api.post(
+            f"workflows/{have['id']}/versions",
+            {"definition": change.after["definition"], "note": "nectar push"},
+        )
         back = {"version": have["current_version"]}
         journal.applied(change.title, lambda: api.post(f"workflows/{have['id']}/rollback", back))
 
@@ -339,7 +360,10 @@ def _ordered_steps(api: Api, plan: Plan, current, given_credentials, journal: Jo
     def delete_endpoint(change: Change):
         have = current["endpoints"][change.key]
         api.delete(f"endpoints/{have.raw['id']}")
-        old = {**endpoint_body(have.doc, have.raw.get("pinned_version")), "workflow_id": have.raw["workflow_id"]}
+        old = {
+            **endpoint_body(have.doc, have.raw.get("pinned_version")),
+            "workflow_id": have.raw["workflow_id"],
+        }
         journal.applied(change.title, lambda: api.post("endpoints", old))
 
     def delete_connection(change: Change):
@@ -377,7 +401,9 @@ def _calls_first(creates: list[Change]) -> list[Change]:
     ordered = []
     while pending:
         ready = [
-            c for key, c in sorted(pending.items()) if not set(called_workflows(c.after["definition"])) & (pending.keys() - {key})
+            c
+            for key, c in sorted(pending.items())
+            if not set(called_workflows(c.after["definition"])) & (pending.keys() - {key})
         ]
         ready = ready or [pending[min(pending)]]  # a cycle: the API refuses it, and says why
         for change in ready:
@@ -386,7 +412,16 @@ def _calls_first(creates: list[Change]) -> list[Change]:
     return ordered
 
 
-def push(api: Api, directory: Path, *, prune: bool, dry_run: bool, credentials: dict[str, str], out, progress: Progress) -> Plan:
+def push(
+    api: Api,
+    directory: Path,
+    *,
+    prune: bool,
+    dry_run: bool,
+    credentials: dict[str, str],
+    out,
+    progress: Progress,
+) -> Plan:
     desired = read_tree(directory)  # every file parsed and checked before the first request
     current = fetch_state(api, progress)
     plan = make_plan(desired, current, prune=prune)

@@ -117,7 +117,9 @@ def _check_fields(kind: str, path: Path, body: dict) -> None:
     if missing or unknown:
         parts = [f"missing {', '.join(missing)}"] if missing else []
         parts += [f"unknown field(s) {', '.join(unknown)}"] if unknown else []
-        raise CliError(f"{path}: {'; '.join(parts)} (a {kind[:-1]} has {', '.join(sorted(REQUIRED[kind] | OPTIONAL[kind]))}).")
+        raise CliError(
+            f"{path}: {'; '.join(parts)} (a {kind[:-1]} has {', '.join(sorted(REQUIRED[kind] | OPTIONAL[kind]))})."
+        )
     texts = [f for f in ("name", "service_key", "method", "path", "workflow") if f in body]
     for field in texts:
         if not isinstance(body[field], str) or not body[field].strip():

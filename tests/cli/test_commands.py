@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import stat
+import subprocess
 import sys
 
 from tests.cli.conftest import new_key
+from tests.core.conftest import drain_jobs
 from tests.serving import free_port
 
 ECHO = {
@@ -103,3 +106,44 @@ def test_call_reaches_an_endpoint_and_the_api_and_runs_show_what_ran(make_org, n
     assert f"run {run_id} is succeeded" in tailed.err
     unknown = nectar("runs", "show", "00000000-0000-0000-0000-000000000000", url=core_url, key=org.key)
     assert unknown.status == 1 and "No run 00000000-0000-0000-0000-000000000000" in unknown.err
+
+
+def test_runs_tail_follows_a_queued_run_until_it_ends(make_org, core_url, core_app):
+    """The CLI as a real process (`python -m nectar.cli.main`), following a run a worker runs later."""
+    org = make_org()
+    definition = {
+        "trigger": {"type": "manual"},
+        "steps": [{"id": "one", "type": "transform", "expression": "`1`"}],
+    }
+    made = org.browser.api(
+        "POST", "/api/v1/workflows", token=org.key, json={"name": "later", "definition": definition}
+    )
+    started = org.browser.api(
+        "POST", f"/api/v1/workflows/{made.json['id']}/runs", token=org.key, json={"input": {}}
+    )
+    assert started.status_code == 202, started.json
+    env = {
+        **os.environ,
+        "NECTAR_URL": core_url,
+        "NECTAR_API_KEY": org.key,
+        "PYTHONPATH": os.pathsep.join(sys.path),
+    }
+    tail = subprocess.Popen(
+        [sys.executable, "-m", "nectar.cli.main", "runs", "tail", started.json["id"]],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        first = tail.stderr.readline()  # the status it found: the run waits for a worker
+        assert "is queued" in first, first
+        assert tail.poll() is None, "tail waits while the run has not ended"
+        drain_jobs(core_app)
+        out, err = tail.communicate(timeout=60)
+    finally:
+        if tail.poll() is None:
+            tail.kill()
+    assert tail.returncode == 0, err
+    assert [json.loads(line)["step_id"] for line in out.splitlines()] == ["one"]
+    assert "is succeeded" in err and "Traceback" not in err

@@ -111,3 +111,14 @@ def problem_lines(errors) -> list[str]:
 def pretty(value) -> str:
     """JSON as the CLI prints and stores it: sorted keys, two-space indent, a final newline."""
     return json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+def json_object(text: str, source: str) -> dict:
+    """`text` parsed as a JSON object; CliError naming `source` (a file, a variable), line and column."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise CliError(f"{source}:{error.lineno}:{error.colno}: invalid JSON: {error.msg}.") from None
+    if not isinstance(value, dict):
+        raise CliError(f"{source}:1: expected a JSON object, found {type(value).__name__}.")
+    return value

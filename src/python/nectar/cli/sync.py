@@ -9,14 +9,13 @@ allows (see `undo`), and the command says exactly what stayed.
 from __future__ import annotations
 
 import difflib
-import json
 import re
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from nectar.cli.client import Api, ApiRefused, CliError, pretty, problem_lines
+from nectar.cli.client import Api, CliError, json_object, pretty, problem_lines
 from nectar.cli.tree import KINDS, key_of, read_tree, write_tree
 
 Progress = Callable[[str], None]
@@ -171,13 +170,7 @@ def credentials_for(name: str, given: dict[str, str]) -> dict | None:
     raw = given.get(variable.removeprefix("NECTAR_CONNECTION_"))
     if raw is None:
         return None
-    try:
-        value = json.loads(raw)
-    except json.JSONDecodeError as error:
-        raise CliError(f"{variable}: invalid JSON at line {error.lineno}: {error.msg}.") from None
-    if not isinstance(value, dict):
-        raise CliError(f"{variable}: expected a JSON object of credentials.")
-    return value
+    return json_object(raw, variable)
 
 
 def check(
@@ -374,24 +367,22 @@ def _ordered_steps(api: Api, plan: Plan, current, given_credentials, journal: Jo
         steps.append((change.title, lambda: action(change)))
 
     # Workflows first: a webhook connection and an endpoint name one (steps name connections, but
-    # only when they run).
-    for change in _calls_first(plan.of("workflows", "create")):
-        add(change, create_workflow)
-    for change in plan.of("workflows", "update"):
-        add(change, update_workflow)
-    for change in plan.of("connections", "create"):
-        add(change, create_connection)
-    for change in plan.of("connections", "update"):
-        add(change, update_connection)
-    for change in plan.of("endpoints", "create"):
-        add(change, create_endpoint)
-    for change in plan.of("endpoints", "update"):
-        add(change, update_endpoint)
-    for change in plan.of("endpoints", "delete"):
-        add(change, delete_endpoint)
-    # Last: a deleted connection's credentials cannot be put back if something after it failed.
-    for change in plan.of("connections", "delete"):
-        add(change, delete_connection)
+    # only when they run). Connections are deleted last: their credentials cannot be put back if
+    # something after them failed.
+    order = [
+        ("workflows", "create", create_workflow),
+        ("workflows", "update", update_workflow),
+        ("connections", "create", create_connection),
+        ("connections", "update", update_connection),
+        ("endpoints", "create", create_endpoint),
+        ("endpoints", "update", update_endpoint),
+        ("endpoints", "delete", delete_endpoint),
+        ("connections", "delete", delete_connection),
+    ]
+    for kind, action, step in order:
+        changes = plan.of(kind, action)
+        for change in _calls_first(changes) if (kind, action) == ("workflows", "create") else changes:
+            add(change, step)
     return steps
 
 
@@ -443,6 +434,3 @@ def push(
     applied = apply(api, plan, current, credentials, progress)
     out(f"Pushed: {applied} change(s) applied.")
     return plan
-
-
-__all__ = ["ApiRefused", "pull", "push"]

@@ -12,12 +12,11 @@ from one organization can be pushed to another.
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from nectar.cli.client import CliError, pretty
+from nectar.cli.client import CliError, json_object, pretty
 
 KINDS = ("connections", "workflows", "endpoints")
 # What each kind's file must hold, and what it may.
@@ -102,13 +101,7 @@ def _load(path: Path) -> dict:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as error:
         raise CliError(f"{path}: cannot read it ({error}).") from None
-    try:
-        body = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise CliError(f"{path}:{error.lineno}:{error.colno}: invalid JSON: {error.msg}.") from None
-    if not isinstance(body, dict):
-        raise CliError(f"{path}:1: expected a JSON object, found {type(body).__name__}.")
-    return body
+    return json_object(text, str(path))
 
 
 def _check_fields(kind: str, path: Path, body: dict) -> None:

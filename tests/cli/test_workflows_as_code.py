@@ -243,3 +243,46 @@ def test_a_failure_midway_undoes_what_was_applied(make_org, nectar, core_url, tm
     after = workflow_named(org, "echo")
     assert after["definition"] == before["definition"] == ECHO, "rolled back to what it was"
     assert len(listing(org, "endpoints")) == 1
+
+
+def test_a_webhook_names_its_workflow_and_a_new_connection_takes_its_credentials_from_the_environment(
+    make_org, nectar, core_url, tmp_path
+):
+    source, target = make_org(), make_org()
+    seed(source)
+    echo_id = workflow_named(source, "echo")["id"]
+    hook = {
+        "service_key": "webhook",
+        "name": "orders hook",
+        "config": {"workflow_id": echo_id},
+        "credentials": {"secret": "0123456789abcdef-source"},
+    }
+    assert source.browser.api("POST", "/api/v1/connections", token=source.key, json=hook).status_code == 201
+    repo = tmp_path / "repo"
+    assert nectar("pull", str(repo), url=core_url, key=source.key).status == 0
+    (hook_file,) = [p for p in repo.glob("connections/*.json") if "hook" in p.name]
+    assert json.loads(hook_file.read_text()) == {
+        "name": "orders hook",
+        "service_key": "webhook",
+        "config": {},
+        "workflow": "echo",
+    }
+
+    refused = nectar(
+        "push", str(repo), url=core_url, key=target.key, env={"NECTAR_CONNECTION_CRM": '{"token": "t"}'}
+    )
+    assert (
+        refused.status == 1
+        and "set NECTAR_CONNECTION_ORDERS_HOOK to its credentials (JSON: secret)" in refused.err
+    )
+    assert listing(target, "workflows") == [], "nothing was applied"
+    bad = nectar(
+        "push", str(repo), url=core_url, key=target.key, env={"NECTAR_CONNECTION_ORDERS_HOOK": "{oops"}
+    )
+    assert bad.status == 1 and "NECTAR_CONNECTION_ORDERS_HOOK:1:2: invalid JSON" in bad.err
+
+    secret = {"NECTAR_CONNECTION_ORDERS_HOOK": json.dumps({"secret": "0123456789abcdef-target"})}
+    pushed = nectar("push", str(repo), url=core_url, key=target.key, env=secret)
+    assert pushed.status == 0, pushed.err
+    (made,) = [c for c in listing(target, "connections") if c["name"] == "orders hook"]
+    assert made["config"] == {"workflow_id": workflow_named(target, "echo")["id"]} != {"workflow_id": echo_id}

@@ -18,12 +18,14 @@ from nectar.shared.database import check_connection
 from nectar.shared.encryption import DecryptionFailed, key_ring
 
 # Every column encrypted under NECTAR_ENCRYPTION_KEYS: (table, column, the column naming the key
-# that encrypted it, if the table keeps one). A column left out here would be unreadable once the
-# old key is dropped: staff TOTP seeds were, and locked every staff member out.
+# that encrypted it, if the table keeps one, and the table's key columns). A column left out here
+# would be unreadable once the old key is dropped: staff TOTP seeds were, and locked every staff
+# member out.
 ENCRYPTED_COLUMNS = (
-    ("integration_connections", "credentials_ciphertext", "key_id"),
-    ("alert_rules", "secret_ciphertext", "key_id"),
-    ("staff_users", "totp_secret_ciphertext", None),
+    ("integration_connections", "credentials_ciphertext", "key_id", ("id",)),
+    ("alert_rules", "secret_ciphertext", "key_id", ("id",)),
+    ("staff_users", "totp_secret_ciphertext", None, ("id",)),
+    ("organization_secrets", "value_ciphertext", "key_id", ("org_id", "name")),
 )
 
 
@@ -39,18 +41,19 @@ def _rotate(args: argparse.Namespace) -> int:
     keys = key_ring(settings)
     engine = create_engine(settings.database_url)
     try:
-        for table, column, _ in ENCRYPTED_COLUMNS:
+        for table, column, _, row_key in ENCRYPTED_COLUMNS:
             with engine.connect() as conn:
-                for row_id, ciphertext in _batch(conn, table, column, after=None, limit=None):
+                for *row_id, ciphertext in _batch(conn, table, column, row_key, after=None, limit=None):
                     try:
                         keys.decrypt(bytes(ciphertext))
                     except DecryptionFailed as failed:
+                        which = "/".join(str(part) for part in row_id)
                         raise ConfigError(
-                            f"{table}.{column} of {row_id}: {failed}; nothing was re-encrypted"
+                            f"{table}.{column} of {which}: {failed}; nothing was re-encrypted"
                         ) from None
         rotated = {
-            f"{table}.{column}": _rotate_column(engine, keys, table, column, key_column)
-            for table, column, key_column in ENCRYPTED_COLUMNS
+            f"{table}.{column}": _rotate_column(engine, keys, table, column, key_column, row_key)
+            for table, column, key_column, row_key in ENCRYPTED_COLUMNS
         }
     finally:
         engine.dispose()
@@ -61,33 +64,41 @@ def _rotate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _batch(conn, table: str, column: str, *, after, limit: int | None, lock: bool = False) -> list:
-    """(id, ciphertext) of the rows of `table` holding a secret in `column`, in id order from after
-    `after` (table and column are constants: no input reaches the SQL text)."""
-    statement = f"SELECT id, {column} FROM {table} WHERE {column} IS NOT NULL"  # noqa: S608
-    statement += " AND id > :after" if after is not None else ""
-    statement += " ORDER BY id" + (f" LIMIT {int(limit)}" if limit else "") + (" FOR UPDATE" if lock else "")
-    return conn.execute(text(statement), {"after": after}).all()
+def _batch(conn, table: str, column: str, row_key: tuple[str, ...], *, after, limit, lock=False) -> list:
+    """(*key, ciphertext) of the rows of `table` holding a secret in `column`, in key order from
+    after the key `after` (table and columns are constants: no input reaches the SQL text)."""
+    keys = ", ".join(row_key)
+    statement = f"SELECT {keys}, {column} FROM {table} WHERE {column} IS NOT NULL"  # noqa: S608
+    params = {f"a{n}": value for n, value in enumerate(after or ())}
+    if after is not None:
+        statement += f" AND ({keys}) > ({', '.join(f':{name}' for name in params)})"
+    statement += (
+        f" ORDER BY {keys}" + (f" LIMIT {int(limit)}" if limit else "") + (" FOR UPDATE" if lock else "")
+    )
+    return conn.execute(text(statement), params).all()
 
 
-def _rotate_column(engine, keys, table: str, column: str, key_column: str | None) -> int:
+def _rotate_column(
+    engine, keys, table: str, column: str, key_column: str | None, row_key: tuple[str, ...]
+) -> int:
     naming_key = f", {key_column} = :k" if key_column else ""
+    matching = " AND ".join(f"{name} = :r{n}" for n, name in enumerate(row_key))
     with engine.connect() as conn:
         counting = f"SELECT count(*) FROM {table} WHERE {column} IS NOT NULL"  # noqa: S608 - constants
         total = conn.execute(text(counting)).scalar()
     done, after = 0, None
     while True:
         with engine.begin() as conn:
-            rows = _batch(conn, table, column, after=after, limit=ROTATION_BATCH, lock=True)
-            for row_id, ciphertext in rows:
+            rows = _batch(conn, table, column, row_key, after=after, limit=ROTATION_BATCH, lock=True)
+            for *row_id, ciphertext in rows:
                 new, key_id = keys.rotate(bytes(ciphertext))
                 conn.execute(
-                    text(f"UPDATE {table} SET {column} = :c{naming_key} WHERE id = :id"),  # noqa: S608
-                    {"c": new, "k": key_id, "id": row_id},
+                    text(f"UPDATE {table} SET {column} = :c{naming_key} WHERE {matching}"),  # noqa: S608
+                    {"c": new, "k": key_id, **{f"r{n}": value for n, value in enumerate(row_id)}},
                 )
         if not rows:
             return done
-        done, after = done + len(rows), rows[-1][0]
+        done, after = done + len(rows), tuple(rows[-1][:-1])
         print(f"{table}.{column}: {done:,} of {total:,}", file=sys.stderr, flush=True)
 
 

@@ -10,6 +10,7 @@ from nectar.core.alerts.views import alert_pages
 from nectar.core.api import alerts as _alert_routes  # noqa: F401 - adds routes to `api`
 from nectar.core.api import integrations as _integration_routes  # noqa: F401 - adds routes to `api`
 from nectar.core.api import runs as _run_routes  # noqa: F401 - adds routes to `api`
+from nectar.core.api import variables as _variable_routes  # noqa: F401 - adds routes to `api`
 from nectar.core.api import workflows as _workflow_routes  # noqa: F401 - adds routes to `api`
 from nectar.core.api.schemas import schemas
 from nectar.core.api.views import api
@@ -23,6 +24,7 @@ from nectar.core.org_mail.views import org_mail
 from nectar.core.orgs.views import orgs
 from nectar.core.provisioning.views import service_api
 from nectar.core.runs.views import approval_pages, run_signals
+from nectar.core.variables.views import variable_pages
 from nectar.core.workflows.outbound import OutboundPolicy
 from nectar.schema.migrate import head_revision
 from nectar.shared.config import Service, Settings, load_settings
@@ -63,6 +65,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         approval_pages,
         run_signals,
         alert_pages,
+        variable_pages,
     ):
         app.register_blueprint(blueprint)
     # Services raise this; every page and API route answers it the same way (as create_service_app

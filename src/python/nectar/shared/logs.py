@@ -13,6 +13,9 @@ import logging
 import re
 import secrets
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import UTC, datetime
 
@@ -44,6 +47,55 @@ def bind_request_id(request_id: str | None):
 def unbind_request_id(token) -> None:
     """Restores the request id that was current before `bind_request_id` returned `token`."""
     _request_id.reset(token)
+
+
+_masked_values: ContextVar[tuple[str, ...]] = ContextVar("nectar_masked_values", default=())
+_factory_lock = threading.Lock()
+_plain_record_factory = None  # the record factory before masking's, once masking is installed
+MASK = "***"
+
+
+@contextmanager
+def masked_in_logs(values: tuple[str, ...]) -> Iterator[None]:
+    """Every log record made in this context (threads started from it with a copy of it too)
+    shows MASK where any of `values` (longest first) would be: its message and its exception's
+    text, whichever logger, handler or library made it. A workflow run's secrets, say."""
+    if not values:
+        yield
+        return
+    _install_masking()
+    token = _masked_values.set(values)
+    try:
+        yield
+    finally:
+        _masked_values.reset(token)
+
+
+def _install_masking() -> None:
+    """A record factory, not a filter: filters belong to one logger or handler, and a record
+    reaches others (pytest's, a library's) without them."""
+    global _plain_record_factory
+    with _factory_lock:
+        if _plain_record_factory is not None:
+            return
+        _plain_record_factory = logging.getLogRecordFactory()
+        logging.setLogRecordFactory(_masking_record)
+
+
+def _masking_record(*args, **kwargs) -> logging.LogRecord:
+    record = _plain_record_factory(*args, **kwargs)
+    values = _masked_values.get()
+    if values:
+        message, exception = record.getMessage(), None
+        if record.exc_info:
+            exception = logging.Formatter().formatException(record.exc_info)
+        for value in values:
+            message = message.replace(value, MASK)
+            exception = exception.replace(value, MASK) if exception else exception
+        record.msg, record.args = message, None
+        if exception:
+            record.exc_text = exception  # formatters use it rather than formatting exc_info again
+    return record
 
 
 class RequestIdFilter(logging.Filter):

@@ -20,6 +20,7 @@ from nectar.core.endpoints.openapi import organization_openapi
 from nectar.core.runs import queries as run_queries
 from nectar.core.runs.queue import queue_run
 from nectar.core.runs.records import TEST_TRIGGER, checked_idempotency_key
+from nectar.core.variables.service import reference_problems
 from nectar.schema.models import WorkflowVersion
 from nectar.schema.models.workflows import RUN_STATUSES
 from nectar.shared.bad_input import JsonObject
@@ -87,7 +88,8 @@ def workflow_schema():
 
 @api.post("/workflows/validate")
 def validate_document():
-    problems = workflows.problems_of(_ctx(), _body().get("definition"))
+    definition = _body().get("definition")
+    problems = workflows.problems_of(_ctx(), definition) or reference_problems(db.session, definition)
     return jsonify(valid=not problems, errors=[p.as_dict() for p in problems])
 
 

@@ -31,7 +31,7 @@ from sqlalchemy.orm import Session
 
 from nectar.core.api_keys.service import key_hash
 from nectar.core.endpoints.service import BoundEndpoint, Route, compile_path
-from nectar.core.workflows.definition import may_wait
+from nectar.core.workflows.definition import may_wait, organization_references
 from nectar.schema.models import ApiKey, Endpoint, Organization, Workflow, WorkflowVersion
 from nectar.shared.config import Settings
 from nectar.shared.database import (
@@ -150,6 +150,7 @@ class RouteTable:
                         version_id,
                         definition,
                         may_wait(definition),
+                        bool(organization_references(definition)),
                     )
                 )
         routes = OrgRoutes(rows[0][0], rows[0][1], by_method, read_at)

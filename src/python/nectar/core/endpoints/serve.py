@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 import time
 import uuid
+from dataclasses import replace
 
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from flask.sessions import SecureCookieSessionInterface
@@ -41,9 +42,10 @@ from nectar.core.runs.records import FINAL_STATUSES, FinishedRun, RunRequest, ch
 from nectar.core.runs.runner import CollectingEffects, outbound_policy, run_version
 from nectar.core.runs.writer import RecordingFailed, RunWriter, new_run_id, run_writer
 from nectar.core.usage import QuotaUsedUp, quota_used_up
+from nectar.core.variables.service import for_run
 from nectar.core.workflows import time_limit
 from nectar.core.workflows.definition import may_wait
-from nectar.core.workflows.engine import SYNC_LIMITS, execute
+from nectar.core.workflows.engine import SYNC_LIMITS, execute, masked
 from nectar.core.workflows.engine import Response as WorkflowResponse
 from nectar.core.workflows.expressions import ExpressionError, check_size, json_bytes
 from nectar.schema.models import IntegrationConnection, Organization, Workflow, WorkflowRun
@@ -468,13 +470,28 @@ def _sandboxed(response):
 def _call(
     org_id: uuid.UUID, route: service.Route, trigger: dict, admission: Admission, writer: RunWriter, deadline
 ):
-    """The hot path: no query before the workflow runs (the route is in memory), and its run is
-    written with others' in one round trip just after the answer (runs/writer.py)."""
+    """The hot path: no query before the workflow runs (the route is in memory) unless it reads
+    the organization's variables or secrets (one), and its run is written with others' in one
+    round trip just after the answer (runs/writer.py)."""
     run_id = new_run_id()
     effects = CollectingEffects(lambda: _scoped_session(org_id), outbound_policy(), Caller(org_id, run_id))
     endpoint = route.endpoint
     request_ = RunRequest(endpoint.workflow_id, endpoint.version_id, "http", trigger)
-    outcome = execute(endpoint.definition, request_.input, effects, deadline=deadline, tenant=org_id)
+    organization = None
+    if endpoint.reads_organization:  # as they are now: a changed secret is never served stale
+        keys = current_app.config["NECTAR_KEY_RING"]
+        organization = for_run(_scoped_session(org_id), keys, endpoint.definition)
+        db.session.commit()  # the run holds no connection while it runs
+    outcome = execute(
+        endpoint.definition,
+        request_.input,
+        effects,
+        deadline=deadline,
+        tenant=org_id,
+        organization=organization,
+    )
+    if organization is not None and organization.masks:  # the trigger is recorded too
+        request_ = replace(request_, input=masked(request_.input, organization.masks))
     run = FinishedRun(run_id, org_id, request_, outcome)
     try:
         writer.record(run, effects.emails, admission)

@@ -148,6 +148,8 @@ class BoundEndpoint:
     version_id: uuid.UUID
     definition: dict
     waits: bool = False  # the workflow may wait (definition.may_wait): calls queue a run and answer 202
+    # It reads the organization's variables or secrets: a call reads them first (one query).
+    reads_organization: bool = False
 
 
 @dataclass(frozen=True)

@@ -24,8 +24,17 @@ from nectar.core.runs.metrics import count_run
 from nectar.core.runs.queries import saved_definition
 from nectar.core.runs.queue import activation_job
 from nectar.core.runs.records import RunRequest, complete_run, fail_run, outcome_statement, record_run
+from nectar.core.variables.service import for_run
 from nectar.core.workflows import outbound
-from nectar.core.workflows.engine import SYNC_LIMITS, Limits, RunOutcome, RunStopped, StepFailed, execute
+from nectar.core.workflows.engine import (
+    SYNC_LIMITS,
+    Limits,
+    RunOutcome,
+    RunStopped,
+    StepFailed,
+    execute,
+    masked,
+)
 from nectar.shared.database import SET_TENANT_SQL, db, in_one_round_trip, is_database_outage, scope_session
 from nectar.shared.mail import Email, queue_email
 
@@ -157,6 +166,8 @@ def activate_run(
     session_lock = threading.RLock()  # parallel branches share the session (engine.py)
     try:
         definition = run.definition or saved_definition(session, org_id, run.version_id)
+        # Read at each activation: a variable changed meanwhile is read as it is now.
+        organization = for_run(session, current_app.config["NECTAR_KEY_RING"], definition)
         outcome = execute(
             definition,
             run.input or {},
@@ -172,6 +183,7 @@ def activate_run(
             now=now or (lambda: datetime.now(UTC)),
             inbox=RunInbox(session, run, run_links(), session_lock),
             tenant=org_id,
+            organization=organization,
         )
         return _settle(session, org_id, run, outcome)
     except Exception as error:  # noqa: BLE001 - a run must end recorded, whatever broke
@@ -230,6 +242,7 @@ def run_version(
     """Runs `definition` now and records the run in the session's transaction (uncommitted), with
     whatever its steps queued (emails, called runs)."""
     run_id = uuid.uuid4()
+    organization = for_run(session, current_app.config["NECTAR_KEY_RING"], definition)
     outcome = execute(
         definition,
         request.input,
@@ -238,5 +251,8 @@ def run_version(
         mode=mode,
         deadline=deadline,
         tenant=org_id,
+        organization=organization,
     )
+    if organization is not None and organization.masks:  # the trigger is recorded too
+        request = replace(request, input=masked(request.input, organization.masks))
     return record_run(session, org_id, request, outcome, rate_bucket, run_id), outcome

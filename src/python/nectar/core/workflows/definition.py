@@ -10,7 +10,8 @@ nested step lists; any step may name an `on_error` list and a `retry` policy; `w
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterator
+import re
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from functools import cache
 
@@ -784,6 +785,92 @@ def _first_field(node: dict) -> str | None:
     while node.get("type") in ("subexpression", "index_expression", "projection", "filter_projection"):
         node = node["children"][0]
     return node["value"] if node.get("type") == "field" else None
+
+
+# The roots an expression reads an organization's own values from (nectar.core.variables): `vars`
+# holds its variables, with what the run's `set` steps set laid over them; `secrets` its secrets.
+ORGANIZATION_ROOTS = ("vars", "secrets")
+# In a code step's JavaScript, which gets the context as `ctx`.
+_CODE_REFERENCE = re.compile(r"\bctx\s*\.\s*(vars|secrets)\s*\.\s*([A-Za-z_$][A-Za-z0-9_$]*)")
+
+
+@dataclass(frozen=True)
+class OrganizationReference:
+    """A step's read of one of its organization's variables (`vars.NAME`) or secrets
+    (`secrets.NAME`). `local`: a `set` step of the document sets that name too, so the run may
+    have it whether or not the organization does."""
+
+    step: str  # the step's id
+    path: str  # the JSON Pointer of the field that reads it
+    root: str  # "vars" or "secrets"
+    name: str
+    local: bool = False
+
+    def __str__(self) -> str:
+        return f"{self.root}.{self.name}"
+
+
+def organization_references(document: dict) -> list[OrganizationReference]:
+    """Every read of a named variable or secret in a valid document, in document order: in
+    expressions and templates, and in code steps' `ctx.vars.NAME`/`ctx.secrets.NAME`. A whole
+    `vars` or `secrets` (no name) is not one: it holds only what named reads brought."""
+    walked = list(_walk(document["steps"], ["steps"]))
+    local = {
+        name
+        for _, step in walked
+        if step["type"] == "set" and isinstance(step.get("values"), dict)
+        for name in step["values"]
+    }
+    found: list[OrganizationReference] = []
+    for path, step in walked:
+        for parts, text, bare in step_expressions(step):
+            if "vars" not in text and "secrets" not in text:
+                continue  # most fields read neither: no parsing
+            where = _pointer([*_parts_of(path), *parts])
+            for _offset, expression in expression_parts(text, bare):
+                try:
+                    parsed = compiled(expression).parsed
+                except (ExpressionError, jmespath.exceptions.JMESPathError):
+                    continue  # validate() reports it
+                for name, next_name in root_references(parsed):
+                    if name in ORGANIZATION_ROOTS and next_name is not None:
+                        found.append(
+                            OrganizationReference(
+                                step["id"], where, name, next_name, name == "vars" and next_name in local
+                            )
+                        )
+        if step["type"] == "code" and isinstance(step.get("source"), str):
+            for match in _CODE_REFERENCE.finditer(step["source"]):
+                root, name = match.groups()
+                found.append(
+                    OrganizationReference(
+                        step["id"], path + "/source", root, name, root == "vars" and name in local
+                    )
+                )
+    return found
+
+
+def organization_reference_problems(
+    document: dict, variables: Iterable[str], secrets: Iterable[str]
+) -> list[Problem]:
+    """A problem for each read of a variable or secret the organization does not have (and no
+    `set` step sets), naming the step and the name."""
+    have = {"vars": set(variables), "secrets": set(secrets)}
+    problems = []
+    for reference in organization_references(document):
+        if reference.local or reference.name in have[reference.root]:
+            continue
+        kind = "variable" if reference.root == "vars" else "secret"
+        close = difflib.get_close_matches(reference.name, sorted(have[reference.root]), n=1)
+        hint = f" (did you mean {reference.root}.{close[0]}?)" if close else ""
+        problems.append(
+            Problem(
+                reference.path,
+                f"step {reference.step!r} reads {reference}, but this organization has no {kind} "
+                f"named {reference.name!r}{hint}",
+            )
+        )
+    return problems
 
 
 MAX_EXPRESSION_PROBLEMS = 100

@@ -2,8 +2,11 @@
 is tested without a server and the same code serves endpoint calls and background runs.
 
 The context every expression sees: `trigger` (the input), `steps` (each finished step's output by
-id), `vars` (set by `set` steps), and inside loops `item` and `index`, inside `on_error` `error`.
-Any failure becomes a failed run with a clear error; nothing here raises to the caller.
+id), `vars` (the organization's variables the document names, with what `set` steps set laid
+over them), `secrets` (the organization's secrets it names), and inside loops `item` and `index`,
+inside `on_error` `error`. Any failure becomes a failed run with a clear error; nothing here raises
+to the caller. Secrets' values never leave a run in what it records or answers: records, errors,
+the output, the response, journaled outputs and a called run's input hold "***" in their place.
 
 Durable runs (asynchronous ones) replay: each activation executes the document from the start,
 and every step with an outside effect or a wait first asks the run's `Journal` whether it has
@@ -45,6 +48,7 @@ from nectar.core.workflows.definition import (
     LOOP_LISTS,
     MAX_FOR_EACH_ITEMS,
     MAX_WAIT_SECONDS,
+    organization_references,
     step_lists,
 )
 from nectar.core.workflows.expressions import (
@@ -56,6 +60,7 @@ from nectar.core.workflows.expressions import (
     render,
 )
 from nectar.core.workflows.outbound import OutboundRefused
+from nectar.shared.logs import MASK, masked_in_logs
 
 
 @dataclass(frozen=True)
@@ -95,6 +100,37 @@ class Effects(Protocol):
 
     def workflow_result(self, run_id: str) -> dict | None:
         """A called run's end: {"status", "output", "error"}; None while it has not ended."""
+
+
+@dataclass(frozen=True)
+class OrganizationValues:
+    """The organization's variables and secrets a run's document names (nectar.core.variables),
+    read when the run starts: by name, those that exist."""
+
+    variables: dict[str, str] = field(default_factory=dict)
+    secrets: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def masks(self) -> tuple[str, ...]:
+        """The secrets' values to mask (see `masked`), longest first."""
+        return tuple(sorted({value for value in self.secrets.values() if value}, key=len, reverse=True))
+
+
+def masked(value: Any, secrets: tuple[str, ...]) -> Any:
+    """`value` with every occurrence of each of `secrets` (longest first) in its text, keys
+    included, replaced by MASK."""
+    if not secrets:
+        return value
+    if isinstance(value, str):
+        for secret in secrets:
+            if secret in value:
+                value = value.replace(secret, MASK)
+        return value
+    if isinstance(value, dict):
+        return {masked(k, secrets): masked(v, secrets) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [masked(item, secrets) for item in value]
+    return value
 
 
 @dataclass
@@ -284,6 +320,7 @@ class Run:
         journal: Journal = NO_JOURNAL,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
         inbox: Inbox = NO_INBOX,
+        organization: OrganizationValues | None = None,
     ):
         self.definition, self.effects, self.limits, self.mode, self.clock = (
             definition,
@@ -295,11 +332,34 @@ class Run:
         self.journal, self.now, self.inbox = journal, now, inbox
         self.failed_key: str | None = None  # the step whose failure is on its way up, unhandled so far
         self.context: dict[str, Any] = {"trigger": trigger, "steps": {}, "vars": {}}
+        self.secrets: tuple[str, ...] = ()  # values to mask, longest first
+        self.missing: dict[str, str] = {}  # by step id: why the step cannot run (a name deleted since)
+        if organization is not None:
+            self._take(organization)
         self.records: list[StepRecord] = []
         self.shared = _Shared(asked_at=clock())
         self.deadline = clock() + limits.time_limit_seconds if deadline is None else deadline
         self.last_output: Any = None
         self.settled_only = False  # a branch of a decided parallel step: replays, never acts (_parallel)
+
+    def _take(self, organization: OrganizationValues) -> None:
+        """Puts the organization's values in the context, and notes each step that reads one the
+        organization no longer has: it fails when it runs (saving the document refused it then)."""
+        self.context["vars"] = dict(organization.variables)
+        self.context["secrets"] = dict(organization.secrets)
+        self.secrets = organization.masks
+        have = {"vars": organization.variables, "secrets": organization.secrets}
+        for reference in organization_references(self.definition):
+            if not reference.local and reference.name not in have[reference.root]:
+                kind = "variable" if reference.root == "vars" else "secret"
+                self.missing.setdefault(
+                    reference.step,
+                    f"{reference} does not exist: this organization has no {kind} named "
+                    f"{reference.name!r} (deleted after the workflow was saved?)",
+                )
+
+    def _masked(self, value: Any) -> Any:
+        return masked(value, self.secrets)
 
     def execute(self) -> RunOutcome:
         started = datetime.now(UTC)
@@ -323,9 +383,15 @@ class Run:
         records = [
             record for record in self.records if record is not None
         ]  # a limit or a wait can stop a step before its record
+        if self.secrets:
+            error, self.last_output = self._masked(error), self._masked(self.last_output)
+            if response is not None:
+                response = Response(
+                    response.status, self._masked(response.headers), self._masked(response.body)
+                )
         outcome = RunOutcome(status, self.last_output, error, response, records, started, datetime.now(UTC))
         if suspended is not None:
-            outcome.wake_at, outcome.waiting_for = suspended.wake_at, suspended.waiting_for
+            outcome.wake_at, outcome.waiting_for = suspended.wake_at, self._masked(suspended.waiting_for)
         if status == "failed":
             outcome.failed_step = self.failed_key
         return outcome
@@ -373,7 +439,8 @@ class Run:
                     delay *= retry.get("multiplier", 2.0)
                     continue
                 if durable:
-                    self.journal.save(key, Checkpoint("failed", None, str(failure), self.records[position]))
+                    error = self._masked(str(failure))
+                    self.journal.save(key, Checkpoint("failed", None, error, self.records[position]))
                 self._handle_failure(step, context, failure, path)
                 return
             try:
@@ -384,7 +451,9 @@ class Run:
                 self.failed_key = self.failed_key or key
                 raise StepFailed(str(failure)) from None
             if durable:
-                output = journaled(output)
+                # A journaled output holds no secret; the first activation goes on with what
+                # replays will read, so every activation takes the same path.
+                output = self._masked(journaled(output))
             self._record(position, step, attempt, "succeeded", step_input, output, None, started)
             if durable:
                 self.journal.save(key, Checkpoint("succeeded", output, None, self.records[position]))
@@ -460,15 +529,17 @@ class Run:
             position=position,
             attempt=attempt,
             status=status,
-            input=truncate(step_input, limit),
-            output=truncate(output, limit),
-            error=error,
+            input=truncate(self._masked(step_input), limit),
+            output=truncate(self._masked(output), limit),
+            error=self._masked(error),
             started_at=started,
             finished_at=datetime.now(UTC),
         )
 
     def _perform(self, step: dict, context: dict, key: str, path: str, attempt: int = 1) -> tuple[Any, Any]:
         kind = step["type"]
+        if self.missing and step["id"] in self.missing:
+            raise StepFailed(self.missing[step["id"]])
         if kind == "transform":
             return {"expression": step["expression"]}, evaluate(step["expression"], context)
         if kind == "set":
@@ -607,9 +678,9 @@ class Run:
             )
             waiting: dict[str, Any] = {"until": until.isoformat()}
             if step["type"] == "approval":
-                waiting["request"] = {
-                    "title": str(render(step["title"], context))[:200],
-                    "details": str(render(step.get("details", ""), context))[:5000],
+                waiting["request"] = {  # shown to people and kept: no secret
+                    "title": self._masked(str(render(step["title"], context)))[:200],
+                    "details": self._masked(str(render(step.get("details", ""), context)))[:5000],
                     "approver_role": step.get("approver_role", "admin"),
                 }
                 request = {**waiting["request"], "step": step["id"], "until": until}
@@ -678,6 +749,9 @@ class Run:
             run_input = render(step.get("input", {}), context)
             if not isinstance(run_input, dict):
                 raise StepFailed(f"input must be an object, got {type(run_input).__name__}")
+            # The called run's input is recorded as its trigger: it holds no secret (the called
+            # workflow reads the organization's secrets itself).
+            run_input = self._masked(run_input)
             run_id = self.effects.start_workflow(
                 step["workflow"], run_input, key=self.journal.effect_key(key)
             )
@@ -901,12 +975,17 @@ def execute(
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
     inbox: Inbox = NO_INBOX,
     tenant: object | None = None,
+    organization: OrganizationValues | None = None,
 ) -> RunOutcome:
     """Runs `definition` with `trigger` as input, resuming from `journal` (durable runs). Never
     raises: failures are a failed outcome, a wait not over yet a waiting one. `clock` measures the
     time limit, which ends by `deadline` (a `clock()` time) when given, for a call whose time limit
     began before the run (its body was checked first), and by the limit from now otherwise; `now`
     is the wall clock waits are set by; `inbox` brings events, decisions and cancellation (durable
-    runs). Code steps use the `tenant`'s share of the code sandboxes (code.tenant_share)."""
-    with code.tenant_share(tenant):
-        return Run(definition, trigger, effects, limits, mode, clock, deadline, journal, now, inbox).execute()
+    runs). Code steps use the `tenant`'s share of the code sandboxes (code.tenant_share).
+    `organization`: the variables and secrets the document names (None: it names none)."""
+    masks = organization.masks if organization is not None else ()
+    with code.tenant_share(tenant), masked_in_logs(masks):  # whatever logs during the run (a request URL)
+        return Run(
+            definition, trigger, effects, limits, mode, clock, deadline, journal, now, inbox, organization
+        ).execute()

@@ -31,6 +31,7 @@ from nectar.schema.models.marketing import (
 from nectar.schema.models.platform import RateLimitBucket
 from nectar.schema.models.staff import AuditEntry, StaffSession, StaffUser, SystemSetting
 from nectar.schema.models.usage import UsageDay
+from nectar.schema.models.variables import OrganizationSecret, OrganizationVariable
 from nectar.schema.models.workflows import (
     Endpoint,
     Workflow,
@@ -61,6 +62,8 @@ __all__ = [
     "Membership",
     "NewsletterSubscriber",
     "Organization",
+    "OrganizationSecret",
+    "OrganizationVariable",
     "RateLimitBucket",
     "StaffSession",
     "StaffUser",

@@ -286,3 +286,85 @@ def test_a_webhook_names_its_workflow_and_a_new_connection_takes_its_credentials
     assert pushed.status == 0, pushed.err
     (made,) = [c for c in listing(target, "connections") if c["name"] == "orders hook"]
     assert made["config"] == {"workflow_id": workflow_named(target, "echo")["id"]} != {"workflow_id": echo_id}
+
+
+GREETER = {
+    "trigger": {"type": "http"},
+    "steps": [
+        {"id": "token", "type": "transform", "expression": "secrets.TOKEN"},
+        {
+            "id": "r",
+            "type": "respond",
+            "status": 200,
+            "body": {"say": "{{ vars.GREETING }} {{ vars.PLACE }}"},
+        },
+    ],
+}
+
+
+def test_variables_and_secrets_promote_with_each_organization_keeping_its_own(
+    make_org, nectar, core_url, tmp_path, database, core_app
+):
+    development, staging, production = make_org(), make_org(), make_org()
+
+    def put(org, what, name, value):
+        answer = org.browser.api("PUT", f"/api/v1/{what}/{name}", token=org.key, json={"value": value})
+        assert answer.status_code in (200, 201), answer.json
+
+    put(development, "variables", "GREETING", "hello")
+    put(development, "variables", "PLACE", "development")
+    put(development, "secrets", "TOKEN", "development-secret")
+    made = development.browser.api(
+        "POST", "/api/v1/workflows", token=development.key, json={"name": "greeter", "definition": GREETER}
+    )
+    endpoint = {"method": "GET", "path": "/greet", "workflow_id": made.json["id"], "auth": "api_key"}
+    assert (
+        development.browser.api("POST", "/api/v1/endpoints", token=development.key, json=endpoint).status_code
+        == 201
+    )
+    repo = tmp_path / "repo"
+    assert nectar("pull", str(repo), url=core_url, key=development.key).status == 0
+    assert json.loads((repo / "variables/GREETING.json").read_text()) == {
+        "name": "GREETING",
+        "value": "hello",
+    }
+    assert json.loads((repo / "secrets/TOKEN.json").read_text()) == {"name": "TOKEN"}
+    assert "development-secret" not in "".join(p.read_text() for p in repo.rglob("*.json"))
+    # PLACE differs per environment: without a value, each organization keeps its own.
+    (repo / "variables/PLACE.json").write_text(json.dumps({"name": "PLACE"}))
+
+    put(staging, "variables", "PLACE", "staging")
+    refused = nectar("push", str(repo), url=core_url, key=staging.key)
+    assert refused.status == 1 and "set NECTAR_SECRET_TOKEN to its value" in refused.err
+    assert listing(staging, "workflows") == [] and [v["name"] for v in listing(staging, "variables")] == [
+        "PLACE"
+    ]
+    pushed = nectar(
+        "push", str(repo), url=core_url, key=staging.key, env={"NECTAR_SECRET_TOKEN": "staging-secret"}
+    )
+    assert pushed.status == 0, pushed.err
+
+    lacking = nectar(
+        "push", str(repo), url=core_url, key=production.key, env={"NECTAR_SECRET_TOKEN": "production-secret"}
+    )
+    assert lacking.status == 1 and "has no variable PLACE and the file gives no value" in lacking.err
+    put(production, "variables", "PLACE", "production")
+    pushed = nectar(
+        "push", str(repo), url=core_url, key=production.key, env={"NECTAR_SECRET_TOKEN": "production-secret"}
+    )
+    assert pushed.status == 0, pushed.err
+    again = nectar("push", str(repo), url=core_url, key=production.key)
+    assert "Nothing to change" in again.out, "an existing secret is not set again"
+
+    for org, place in ((staging, "staging"), (production, "production")):
+        called = nectar("call", "GET", "/greet", url=core_url, key=org.key)
+        assert json.loads(called.out) == {"say": f"hello {place}"}, called.err
+    with database.connect(Role.ADMIN) as conn:
+        rows = conn.execute(
+            "SELECT org_id::text, value_ciphertext FROM organization_secrets WHERE name = 'TOKEN'"
+        ).fetchall()
+    ring = core_app.config["NECTAR_KEY_RING"]
+    values = {
+        o: ring.decrypt(bytes(secret)).decode() for o, secret in rows if o in (staging.id, production.id)
+    }
+    assert values == {staging.id: "staging-secret", production.id: "production-secret"}

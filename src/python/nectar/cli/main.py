@@ -166,7 +166,7 @@ def push(args, settings: CliSettings) -> int:
         args.directory,
         prune=args.prune,
         dry_run=args.dry_run,
-        credentials=settings.connection_credentials,
+        given=sync.FromEnvironment(settings.connection_credentials, settings.secrets),
         out=print,
         progress=progress,
     )

@@ -1,4 +1,5 @@
-"""`pull` and `push`: an organization's workflows, endpoints and connections as a directory.
+"""`pull` and `push`: an organization's workflows, endpoints, connections, variables and secrets (their
+names) as a directory.
 
 A push reads and checks everything first (files, then the API's own validation of each workflow
 document, references by name, connections' credentials), prints the plan, and only then applies it;
@@ -19,7 +20,24 @@ from nectar.cli.client import Api, CliError, json_object, pretty, problem_lines
 from nectar.cli.tree import KINDS, key_of, read_tree, write_tree
 
 Progress = Callable[[str], None]
-SINGULAR = {"workflows": "workflow", "endpoints": "endpoint", "connections": "connection"}
+SINGULAR = {
+    "workflows": "workflow",
+    "endpoints": "endpoint",
+    "connections": "connection",
+    "variables": "variable",
+    "secrets": "secret",
+}
+# How the API says a workflow reads a variable or secret the organization lacks (see `check`).
+MISSING_VALUE = re.compile(r"has no (variable|secret) named '([A-Z0-9_]+)'")
+
+
+@dataclass(frozen=True)
+class FromEnvironment:
+    """What a push may send that is never in the directory: connections' credentials (JSON, by
+    NECTAR_CONNECTION_<NAME>) and secrets' values (by NECTAR_SECRET_<NAME>)."""
+
+    credentials: dict[str, str]
+    secrets: dict[str, str]
 
 
 # What an object looks like in the directory; the API's answers and the files are both brought to
@@ -65,6 +83,10 @@ class Current:
 def fetch_state(api: Api, progress: Progress) -> dict[str, dict[str, Current]]:
     """The organization's objects by kind and key (one request per workflow, for its definition)."""
     state: dict[str, dict[str, Current]] = {kind: {} for kind in KINDS}
+    for variable in api.get("variables")["items"]:
+        state["variables"][variable["name"]] = Current(_normalised("variables", variable), variable)
+    for secret in api.get("secrets")["items"]:
+        state["secrets"][secret["name"]] = Current({"name": secret["name"]}, secret)
     listed = api.get("workflows")["items"]
     names = {}
     for number, summary in enumerate(sorted(listed, key=lambda w: w["name"]), 1):
@@ -128,6 +150,8 @@ def make_plan(desired, current, *, prune: bool) -> Plan:
                 plan.changes.append(Change(kind, key, "create", None, after, item.file))
                 continue
             before = have.doc
+            if kind == "variables" and "value" not in after:
+                continue  # a value each organization sets for itself: the push only needs it there
             if kind == "workflows" and before.get("description") != after.get("description"):
                 # The API sets a workflow's description when it is created and has no way to change it.
                 plan.notes.append(
@@ -150,6 +174,10 @@ def make_plan(desired, current, *, prune: bool) -> Plan:
 
 
 def _normalised(kind: str, body: dict) -> dict:
+    if kind == "variables":  # without a value: the organization's own (one per environment)
+        return {k: v for k, v in body.items() if k in ("name", "value")}
+    if kind == "secrets":
+        return {"name": body["name"]}
     if kind == "workflows":
         return workflow_doc(body)
     if kind == "endpoints":
@@ -173,9 +201,7 @@ def credentials_for(name: str, given: dict[str, str]) -> dict | None:
     return json_object(raw, variable)
 
 
-def check(
-    api: Api, plan: Plan, desired, current, given_credentials: dict[str, str], progress: Progress
-) -> None:
+def check(api: Api, plan: Plan, desired, current, given: FromEnvironment, progress: Progress) -> None:
     """Everything the push will send, checked before anything is: CliError listing every problem."""
     problems = []
     known_workflows = set(desired["workflows"]) | set(current["workflows"])
@@ -183,7 +209,8 @@ def check(
     for number, change in enumerate(to_check, 1):
         progress(f"validating workflows {number}/{len(to_check)}")
         answer = api.post("workflows/validate", {"definition": change.after["definition"]})
-        problems += [f"{change.file}: definition{line}" for line in problem_lines(answer.get("errors"))]
+        errors = [e for e in answer.get("errors") or [] if not _provided(e, desired)]
+        problems += [f"{change.file}: definition{line}" for line in problem_lines(errors)]
         for target in called_workflows(change.after["definition"]):
             if target not in known_workflows and not _is_uuid(target):
                 problems.append(
@@ -197,6 +224,18 @@ def check(
             problems.append(
                 f"{change.file}: no workflow named {change.after['workflow']!r} in the directory or the organization"
             )
+    for change in plan.of("variables", "create"):
+        if "value" not in change.after:
+            problems.append(
+                f"{change.file}: the organization has no variable {change.key} and the file gives no value; "
+                "set it there first (each organization's own), or add a value"
+            )
+    for change in plan.of("secrets", "create"):
+        if change.key not in given.secrets:
+            problems.append(
+                f"{change.file}: the organization has no secret {change.key}; set NECTAR_SECRET_{change.key} "
+                "to its value to create it"
+            )
     catalog = (
         {entry["key"]: entry for entry in api.get("catalog")["items"]}
         if plan.of("connections", "create") or plan.of("connections", "update")
@@ -207,7 +246,7 @@ def check(
         if entry is None:
             problems.append(f"{change.file}: no connector {change.after['service_key']!r} in the catalog")
             continue
-        credentials = credentials_for(change.key, given_credentials)
+        credentials = credentials_for(change.key, given.credentials)
         if change.action == "update" and change.before["service_key"] != change.after["service_key"]:
             problems.append(
                 f"{change.file}: the organization's {change.key!r} is a {change.before['service_key']} connection; "
@@ -221,6 +260,16 @@ def check(
             )
     if problems:
         raise CliError("Nothing was pushed; fix these first:\n  " + "\n  ".join(problems))
+
+
+def _provided(error, desired) -> bool:
+    """Whether a validation problem is a variable or secret the organization lacks but the push
+    creates before the workflow (saving it is then checked again, by the API)."""
+    found = MISSING_VALUE.search(error.get("message", "")) if isinstance(error, dict) else None
+    return (
+        found is not None
+        and found.group(2) in desired["variables" if found.group(1) == "variable" else "secrets"]
+    )
 
 
 def called_workflows(definition) -> list[str]:
@@ -268,11 +317,11 @@ class Journal:
         return lines
 
 
-def apply(api: Api, plan: Plan, current, given_credentials: dict[str, str], progress: Progress) -> int:
+def apply(api: Api, plan: Plan, current, given: FromEnvironment, progress: Progress) -> int:
     """Applies the plan in dependency order (workflows, connections, endpoints, then removals);
     on a failure undoes what it applied and raises CliError saying what happened."""
     journal = Journal()
-    steps = _ordered_steps(api, plan, current, given_credentials, journal)
+    steps = _ordered_steps(api, plan, current, given, journal)
     try:
         for number, (title, step) in enumerate(steps, 1):
             progress(f"applying {number}/{len(steps)}: {title}")
@@ -287,7 +336,7 @@ def apply(api: Api, plan: Plan, current, given_credentials: dict[str, str], prog
     return len(steps)
 
 
-def _ordered_steps(api: Api, plan: Plan, current, given_credentials, journal: Journal):
+def _ordered_steps(api: Api, plan: Plan, current, given: FromEnvironment, journal: Journal):
     workflow_ids = {name: have.raw["id"] for name, have in current["workflows"].items()}
     steps = []
 
@@ -296,7 +345,7 @@ def _ordered_steps(api: Api, plan: Plan, current, given_credentials, journal: Jo
         if "workflow" in change.after:
             config["workflow_id"] = workflow_ids[change.after["workflow"]]
         body = {"name": change.after["name"], "config": config}
-        credentials = credentials_for(change.key, given_credentials)
+        credentials = credentials_for(change.key, given.credentials)
         if credentials is not None:
             body["credentials"] = credentials
         return body
@@ -363,13 +412,40 @@ def _ordered_steps(api: Api, plan: Plan, current, given_credentials, journal: Jo
         api.delete(f"connections/{current['connections'][change.key].raw['id']}")
         journal.applied(change.title, None, "its credentials are gone with it and are never readable")
 
+    def put_variable(name: str, value: str):
+        api.put(f"variables/{name}", {"value": value})
+
+    def create_variable(change: Change):
+        put_variable(change.key, change.after["value"])
+        journal.applied(change.title, lambda: api.delete(f"variables/{change.key}"))
+
+    def update_variable(change: Change):
+        put_variable(change.key, change.after["value"])
+        journal.applied(change.title, lambda: put_variable(change.key, change.before["value"]))
+
+    def delete_variable(change: Change):
+        api.delete(f"variables/{change.key}")
+        journal.applied(change.title, lambda: put_variable(change.key, change.before["value"]))
+
+    def create_secret(change: Change):
+        api.put(f"secrets/{change.key}", {"value": given.secrets[change.key]})
+        journal.applied(change.title, lambda: api.delete(f"secrets/{change.key}"))
+
+    def delete_secret(change: Change):
+        api.delete(f"secrets/{change.key}")
+        journal.applied(change.title, None, "a secret's value is never readable, so it cannot be put back")
+
     def add(change: Change, action):
         steps.append((change.title, lambda: action(change)))
 
-    # Workflows first: a webhook connection and an endpoint name one (steps name connections, but
-    # only when they run). Connections are deleted last: their credentials cannot be put back if
+    # Variables and secrets first (saving a workflow that reads one checks it exists), then
+    # workflows (a webhook connection and an endpoint name one; steps name connections only when
+    # they run). Connections and secrets are deleted last: what they hold cannot be put back if
     # something after them failed.
     order = [
+        ("variables", "create", create_variable),
+        ("variables", "update", update_variable),
+        ("secrets", "create", create_secret),
         ("workflows", "create", create_workflow),
         ("workflows", "update", update_workflow),
         ("connections", "create", create_connection),
@@ -377,7 +453,9 @@ def _ordered_steps(api: Api, plan: Plan, current, given_credentials, journal: Jo
         ("endpoints", "create", create_endpoint),
         ("endpoints", "update", update_endpoint),
         ("endpoints", "delete", delete_endpoint),
+        ("variables", "delete", delete_variable),
         ("connections", "delete", delete_connection),
+        ("secrets", "delete", delete_secret),
     ]
     for kind, action, step in order:
         changes = plan.of(kind, action)
@@ -409,14 +487,14 @@ def push(
     *,
     prune: bool,
     dry_run: bool,
-    credentials: dict[str, str],
+    given: FromEnvironment,
     out,
     progress: Progress,
 ) -> Plan:
     desired = read_tree(directory)  # every file parsed and checked before the first request
     current = fetch_state(api, progress)
     plan = make_plan(desired, current, prune=prune)
-    check(api, plan, desired, current, credentials, progress)
+    check(api, plan, desired, current, given, progress)
     for note in plan.notes:
         out(f"note: {note}")
     for change in plan.changes:
@@ -431,6 +509,6 @@ def push(
     if dry_run:
         out(f"{len(plan.changes)} change(s) would be made (dry run: nothing was sent).")
         return plan
-    applied = apply(api, plan, current, credentials, progress)
+    applied = apply(api, plan, current, given, progress)
     out(f"Pushed: {applied} change(s) applied.")
     return plan

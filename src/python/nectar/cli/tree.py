@@ -4,6 +4,8 @@ keys sorted and files named after the object, so a git diff shows what changed a
     workflows/<name>.json    {"name", "description", "definition"}
     endpoints/<METHOD>_<path>.json  {"method", "path", "workflow" (its name), "auth", ...}
     connections/<name>.json  {"name", "service_key", "config", "workflow" (a webhook's)}  (never credentials)
+    variables/<NAME>.json    {"name", "value"}  (without "value": each organization keeps its own)
+    secrets/<NAME>.json      {"name"}  (that the organization needs it; never its value)
 
 Objects are matched by name (an endpoint by method and path), never by id, so a directory pulled
 from one organization can be pushed to another.
@@ -18,14 +20,18 @@ from pathlib import Path
 
 from nectar.cli.client import CliError, json_object, pretty
 
-KINDS = ("connections", "workflows", "endpoints")
+KINDS = ("variables", "secrets", "connections", "workflows", "endpoints")
 # What each kind's file must hold, and what it may.
 REQUIRED = {
+    "variables": {"name"},
+    "secrets": {"name"},
     "workflows": {"name", "definition"},
     "endpoints": {"method", "path", "workflow"},
     "connections": {"name", "service_key"},
 }
 OPTIONAL = {
+    "variables": {"value"},
+    "secrets": set(),
     "workflows": {"description"},
     "endpoints": {"auth", "request_schema", "description"},
     "connections": {"config", "workflow"},
@@ -117,6 +123,8 @@ def _check_fields(kind: str, path: Path, body: dict) -> None:
     for field in texts:
         if not isinstance(body[field], str) or not body[field].strip():
             raise CliError(f"{path}: {field} must be a non-empty string.")
+    if kind == "variables" and not isinstance(body.get("value", ""), str):
+        raise CliError(f"{path}: value must be a string (variables hold text).")
     if kind == "workflows" and not isinstance(body["definition"], dict):
         raise CliError(f"{path}: definition must be a JSON object (a workflow document).")
     if kind == "connections" and not isinstance(body.get("config", {}), dict):

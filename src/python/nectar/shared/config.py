@@ -516,14 +516,16 @@ class CliSettings:
     api_key: str | None
     config_file: Path
     connection_credentials: dict[str, str]  # NECTAR_CONNECTION_<NAME>: that connection's credentials (JSON)
+    secrets: dict[str, str]  # NECTAR_SECRET_<NAME>: the value of secret NAME, for a push that creates it
 
 
 CONNECTION_CREDENTIALS_PREFIX = "NECTAR_CONNECTION_"
+SECRET_PREFIX = "NECTAR_SECRET_"  # noqa: S105 - a variable name, not a secret
 
 
 def load_cli_settings(environ: Mapping[str, str] | None = None) -> CliSettings:
     """Reads the CLI's settings: NECTAR_URL, NECTAR_API_KEY, NECTAR_CONFIG (default
-    ~/.config/nectar/config.json) and every NECTAR_CONNECTION_<NAME> variable."""
+    ~/.config/nectar/config.json) and every NECTAR_CONNECTION_<NAME> and NECTAR_SECRET_<NAME> variable."""
     environ = os.environ if environ is None else environ
     config_file = env_str(environ, "NECTAR_CONFIG")
     return CliSettings(
@@ -534,5 +536,10 @@ def load_cli_settings(environ: Mapping[str, str] | None = None) -> CliSettings:
             name.removeprefix(CONNECTION_CREDENTIALS_PREFIX): value
             for name, value in environ.items()
             if name.startswith(CONNECTION_CREDENTIALS_PREFIX) and value.strip()
+        },
+        secrets={
+            name.removeprefix(SECRET_PREFIX): value
+            for name, value in environ.items()
+            if name.startswith(SECRET_PREFIX) and value
         },
     )

@@ -1,8 +1,8 @@
 """An organization's variables and secrets for its workflows (`vars.NAME`, `secrets.NAME`): one row
 per name, the organization leading the key; secrets encrypted under NECTAR_ENCRYPTION_KEYS.
 
-Revision ID: 0030
-Revises: 0028
+Revision ID: 0031
+Revises: 0030
 Create Date: 2026-12-03
 """
 
@@ -12,8 +12,8 @@ from sqlalchemy.dialects import postgresql
 
 from nectar.schema.access import access_of, secure_table_sql
 
-revision = "0030"
-down_revision = "0028"
+revision = "0031"
+down_revision = "0030"
 branch_labels = None
 depends_on = None
 

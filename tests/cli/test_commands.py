@@ -12,7 +12,7 @@ import sys
 
 from tests.cli.conftest import new_key
 from tests.core.conftest import drain_jobs
-from tests.serving import free_port
+from tests.serving import free_port, served
 
 ECHO = {
     "trigger": {"type": "http"},
@@ -46,12 +46,21 @@ def test_login_keeps_the_url_and_key_for_its_owner_only_and_never_prints_the_key
     assert "nsk_not_a_key" not in refused.err
 
 
+def not_core(environ, start_response):
+    """A web server that is not core: a page for every address."""
+    start_response("200 OK", [("Content-Type", "text/html")])
+    return [b"<html><body>Welcome</body></html>"]
+
+
 def test_failures_are_one_line_each_with_a_nonzero_status(make_org, nectar, core_url, tmp_path):
     org = make_org()
     (tmp_path / "repo/workflows").mkdir(parents=True)
     (tmp_path / "repo/workflows/w.json").write_text(json.dumps({"name": "w", "definition": ECHO}))
     down = f"http://127.0.0.1:{free_port()}"
+    with served(not_core) as elsewhere:
+        not_json = nectar("pull", str(tmp_path / "out"), url=elsewhere, key=org.key)
     cases = {
+        "not core": (not_json, "did not answer with JSON: is"),
         "unreachable": (
             nectar("pull", str(tmp_path / "out"), url=down, key=org.key),
             f"Cannot reach {down}/",

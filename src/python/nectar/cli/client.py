@@ -49,7 +49,12 @@ class Api:
         response = self.send(method, "api/v1/" + path.lstrip("/"), body=body, params=params)
         if not response.ok:
             raise refusal(method, response)
-        return response.json() if response.content else {}
+        try:
+            return response.json() if response.content else {}
+        except ValueError:
+            raise CliError(
+                f"{response.url} did not answer with JSON: is {self.base_url} core's address?"
+            ) from None
 
     def send(self, method: str, path: str, *, body=None, params=None, data: bytes | None = None):
         """The raw response to `method path` (relative to the base URL); CliError when unreachable."""

@@ -164,19 +164,19 @@ def test_prune_removes_what_the_directory_no_longer_has_and_keeps_workflows(
 ):
     org = make_org()
     seed(org)
+    for what, value in (("variables", "plain"), ("secrets", "secret-value")):
+        answer = org.browser.api("PUT", f"/api/v1/{what}/OLD", token=org.key, json={"value": value})
+        assert answer.status_code == 201, answer.json
     repo = tmp_path / "repo"
     assert nectar("pull", str(repo), url=core_url, key=org.key).status == 0
-    for path in [
-        *repo.glob("endpoints/*.json"),
-        *repo.glob("connections/*.json"),
-        *repo.glob("workflows/*.json"),
-    ]:
+    for path in repo.glob("*/*.json"):
         path.unlink()
     without = nectar("push", str(repo), url=core_url, key=org.key)
     assert without.status == 0 and "Nothing to change" in without.out, "without --prune nothing is removed"
     pruned = nectar("push", "--prune", str(repo), url=core_url, key=org.key)
     assert pruned.status == 0, pruned.err
-    assert listing(org, "endpoints") == [] and listing(org, "connections") == []
+    for what in ("endpoints", "connections", "variables", "secrets"):
+        assert listing(org, what) == [], what
     assert "the API cannot delete workflows" in pruned.out
     assert [w["name"] for w in listing(org, "workflows")] == ["echo"]
 

@@ -36,6 +36,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CliError as error:
         print(f"nectar: {error}", file=sys.stderr)
         return 1
+    except EOFError:
+        print(
+            "nectar: the input ended before the answer (give --url, and the key with --key-stdin)",
+            file=sys.stderr,
+        )
+        return 1
     except KeyboardInterrupt:
         print("nectar: interrupted", file=sys.stderr)
         return 130

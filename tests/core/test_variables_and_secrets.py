@@ -19,6 +19,8 @@ from sqlalchemy import event
 
 from nectar.admin.main import main as admin_main
 from nectar.core.app import create_app
+from nectar.core.workflows.definition import ORGANIZATION_NAME_PATTERN
+from nectar.schema.models.variables import NAME_PATTERN
 from nectar.shared.config import Role, Service
 from nectar.shared.database import db
 from nectar.shared.tracing import use_tracer_provider
@@ -310,6 +312,19 @@ def _assert_nowhere(run_answer, org_id, database, caplog) -> None:
     ]
     assert recorded, "the calls were traced"
     assert not [span for span in recorded if SECRET in span]
+
+
+def test_only_names_an_organizations_variable_may_have_are_its_own(owner):
+    """`vars.lower_case` is the run's own, as before organizations had variables: null until a
+    `set` step sets it, never refused, never read from the database."""
+    assert ORGANIZATION_NAME_PATTERN == NAME_PATTERN  # the language's rule is the table's
+    browser, _org_id, token = owner
+    definition = {
+        "trigger": {"type": "http"},
+        "steps": [{"id": "r", "type": "respond", "body": {"unset": "{{ vars.not_set_anywhere }}"}}],
+    }
+    url = _endpoint_url(browser, token, _workflow(browser, token, definition)["id"])
+    assert browser.client.post(url, json={}).json == {"unset": None}
 
 
 def test_saving_refuses_a_name_the_organization_lacks_naming_the_step(owner, upstream):

@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import psycopg
 
-RowBuilder = Callable[[psycopg.Connection, uuid.UUID, dict], uuid.UUID | int]
+RowBuilder = Callable[[psycopg.Connection, uuid.UUID, dict], uuid.UUID | int | str]
 
 
 def _insert(conn: psycopg.Connection, sql: str, params: tuple) -> uuid.UUID | int:
@@ -145,6 +145,23 @@ def usage_day(conn, org, parents):
     )
 
 
+def organization_variable(conn, org, parents):
+    return _insert(
+        conn,
+        "INSERT INTO organization_variables (org_id, name, value) VALUES (%s, %s, 'v') RETURNING name",
+        (org, f"V_{uuid.uuid4().hex[:10].upper()}"),
+    )
+
+
+def organization_secret(conn, org, parents):
+    return _insert(
+        conn,
+        "INSERT INTO organization_secrets (org_id, name, value_ciphertext, key_id) "
+        "VALUES (%s, %s, 'not really encrypted', 'test') RETURNING name",
+        (org, f"S_{uuid.uuid4().hex[:10].upper()}"),
+    )
+
+
 ROW_BUILDERS: dict[str, RowBuilder] = {
     "organizations": organization,
     "memberships": membership,
@@ -161,6 +178,8 @@ ROW_BUILDERS: dict[str, RowBuilder] = {
     "email_suppressions": email_suppression,
     "alert_rules": alert_rule,
     "usage_daily": usage_day,
+    "organization_variables": organization_variable,
+    "organization_secrets": organization_secret,
 }
 
 
@@ -191,6 +210,8 @@ def seed_tenant(conn: psycopg.Connection, org: uuid.UUID) -> dict:
         "workflow_approvals",
         "alert_rules",
         "usage_daily",
+        "organization_variables",
+        "organization_secrets",
     ):
         ROW_BUILDERS[table](conn, org, parents)
     return parents

@@ -790,6 +790,12 @@ def _first_field(node: dict) -> str | None:
 # The roots an expression reads an organization's own values from (nectar.core.variables): `vars`
 # holds its variables, with what the run's `set` steps set laid over them; `secrets` its secrets.
 ORGANIZATION_ROOTS = ("vars", "secrets")
+# What an organization's variable may be named (as the organization_variables table checks; the
+# workflow language imports nothing of the schema). `vars.name` with any other name is the run's
+# own (a `set` step's, null until set), as it always was: documents saved before organizations
+# had variables read so, and keep working.
+ORGANIZATION_NAME_PATTERN = "^[A-Z_][A-Z0-9_]{0,63}$"
+_ORGANIZATION_NAME = re.compile(ORGANIZATION_NAME_PATTERN)
 # In a code step's JavaScript, which gets the context as `ctx`.
 _CODE_REFERENCE = re.compile(r"\bctx\s*\.\s*(vars|secrets)\s*\.\s*([A-Za-z_$][A-Za-z0-9_$]*)")
 
@@ -802,7 +808,7 @@ class OrganizationReference:
 
     step: str  # the step's id
     path: str  # the JSON Pointer of the field that reads it
-    root: str  # "vars" or "secrets"
+    root: str  # "vars" (a name an organization's variable may have) or "secrets" (any name)
     name: str
     local: bool = False
 
@@ -833,7 +839,7 @@ def organization_references(document: dict) -> list[OrganizationReference]:
                 except (ExpressionError, jmespath.exceptions.JMESPathError):
                     continue  # validate() reports it
                 for name, next_name in root_references(parsed):
-                    if name in ORGANIZATION_ROOTS and next_name is not None:
+                    if _organizations(name, next_name):
                         found.append(
                             OrganizationReference(
                                 step["id"], where, name, next_name, name == "vars" and next_name in local
@@ -842,12 +848,21 @@ def organization_references(document: dict) -> list[OrganizationReference]:
         if step["type"] == "code" and isinstance(step.get("source"), str):
             for match in _CODE_REFERENCE.finditer(step["source"]):
                 root, name = match.groups()
+                if not _organizations(root, name):
+                    continue
                 found.append(
                     OrganizationReference(
                         step["id"], path + "/source", root, name, root == "vars" and name in local
                     )
                 )
     return found
+
+
+def _organizations(root: str, name: str | None) -> bool:
+    """Whether `root.name` reads one of the organization's variables or secrets."""
+    if root == "secrets":
+        return name is not None
+    return root == "vars" and name is not None and _ORGANIZATION_NAME.fullmatch(name) is not None
 
 
 def organization_reference_problems(

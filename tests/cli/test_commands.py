@@ -82,6 +82,8 @@ def test_failures_are_one_line_each_with_a_nonzero_status(make_org, nectar, core
         assert len(said) == 1 and expected in said[0], (case, result.err)
         assert "Traceback" not in result.err
     assert org.browser.api("GET", "/api/v1/workflows", token=org.key).json["items"] == []
+    # Least privilege: a read key pulls.
+    assert nectar("pull", str(tmp_path / "out"), url=core_url, key=new_key(org.browser, "read")).status == 0
 
 
 def test_call_reaches_an_endpoint_and_the_api_and_runs_show_what_ran(make_org, nectar, core_url):

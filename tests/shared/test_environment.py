@@ -157,6 +157,7 @@ def variables_read_by_config(tmp_path) -> set[str]:
     config.load_smtp_settings(environ)
     config.load_stripe_settings(environ)
     config.running_pex(environ)
+    config.load_cli_settings(environ)
     return environ.asked
 
 

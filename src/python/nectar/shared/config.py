@@ -505,3 +505,41 @@ def load_stripe_settings(environ: Mapping[str, str] | None = None) -> StripeSett
         api_base=env_str(environ, "STRIPE_API_BASE", STRIPE_API_BASE).rstrip("/"),
         meter_event_name=env_str(environ, "STRIPE_METER_EVENT_NAME", STRIPE_METER_EVENT_NAME),
     )
+
+
+@dataclass(frozen=True)
+class CliSettings:
+    """What the `nectar` command-line tool takes from the environment: the server and key (over its
+    config file), where that file lives, and credentials for connections a push creates."""
+
+    url: str | None
+    api_key: str | None
+    config_file: Path
+    connection_credentials: dict[str, str]  # NECTAR_CONNECTION_<NAME>: that connection's credentials (JSON)
+    secrets: dict[str, str]  # NECTAR_SECRET_<NAME>: the value of secret NAME, for a push that creates it
+
+
+CONNECTION_CREDENTIALS_PREFIX = "NECTAR_CONNECTION_"
+SECRET_PREFIX = "NECTAR_SECRET_"  # noqa: S105 - a variable name, not a secret
+
+
+def load_cli_settings(environ: Mapping[str, str] | None = None) -> CliSettings:
+    """Reads the CLI's settings: NECTAR_URL, NECTAR_API_KEY, NECTAR_CONFIG (default
+    ~/.config/nectar/config.json) and every NECTAR_CONNECTION_<NAME> and NECTAR_SECRET_<NAME> variable."""
+    environ = os.environ if environ is None else environ
+    config_file = env_str(environ, "NECTAR_CONFIG")
+    return CliSettings(
+        url=env_str(environ, "NECTAR_URL"),
+        api_key=env_str(environ, "NECTAR_API_KEY"),
+        config_file=Path(config_file) if config_file else Path.home() / ".config" / "nectar" / "config.json",
+        connection_credentials={
+            name.removeprefix(CONNECTION_CREDENTIALS_PREFIX): value
+            for name, value in environ.items()
+            if name.startswith(CONNECTION_CREDENTIALS_PREFIX) and value.strip()
+        },
+        secrets={
+            name.removeprefix(SECRET_PREFIX): value
+            for name, value in environ.items()
+            if name.startswith(SECRET_PREFIX) and value
+        },
+    )

@@ -1,0 +1,370 @@
+"""`nectar pull` and `push` against a live core: one sorted JSON file per object, idempotent pushes,
+dry runs, pruning, all or nothing (checked first, undone on a failure midway), and promotion from a
+staging organization to a production one matched by name, each keeping its own credentials."""
+
+from __future__ import annotations
+
+import json
+
+from nectar.shared.config import Role
+
+ECHO = {"trigger": {"type": "http"}, "steps": [{"id": "r", "type": "respond", "status": 200, "body": "pong"}]}
+CALLER = {
+    "trigger": {"type": "manual"},
+    "steps": [{"id": "c", "type": "call_workflow", "workflow": "echo", "input": {}}],
+}
+
+
+def seed(org, *, token="s3cret-token", base_url="https://crm.example.com") -> None:
+    """An organization with a workflow, an endpoint on it and a REST connection with credentials."""
+    api = org.browser.api
+    echo = api(
+        "POST",
+        "/api/v1/workflows",
+        token=org.key,
+        json={"name": "echo", "definition": ECHO, "description": "says pong"},
+    )
+    assert echo.status_code == 201, echo.json
+    endpoint = {"method": "POST", "path": "/ping", "workflow_id": echo.json["id"], "auth": "api_key"}
+    assert api("POST", "/api/v1/endpoints", token=org.key, json=endpoint).status_code == 201
+    connection = {
+        "service_key": "rest",
+        "name": "crm",
+        "config": {"base_url": base_url, "auth": "bearer"},
+        "credentials": {"token": token},
+    }
+    assert api("POST", "/api/v1/connections", token=org.key, json=connection).status_code == 201, connection
+
+
+def listing(org, what: str) -> list[dict]:
+    return org.browser.api("GET", f"/api/v1/{what}", token=org.key).json["items"]
+
+
+def workflow_named(org, name: str) -> dict:
+    (found,) = [w for w in listing(org, "workflows") if w["name"] == name]
+    return org.browser.api("GET", f"/api/v1/workflows/{found['id']}", token=org.key).json
+
+
+def test_pull_writes_one_sorted_file_per_object_without_secrets_and_a_push_back_changes_nothing(
+    make_org, nectar, core_url, tmp_path
+):
+    org = make_org()
+    seed(org)
+    pulled = nectar("pull", str(tmp_path / "repo"), url=core_url, key=org.key)
+    assert pulled.status == 0, pulled.err
+    files = sorted(p.relative_to(tmp_path / "repo").as_posix() for p in (tmp_path / "repo").rglob("*.json"))
+    assert files == [
+        "connections/crm.json",
+        "endpoints/POST_-ping-" + files[1].split("-ping-")[1],
+        "workflows/echo.json",
+    ]
+    workflow_text = (tmp_path / "repo/workflows/echo.json").read_text()
+    assert json.loads(workflow_text) == {"name": "echo", "description": "says pong", "definition": ECHO}
+    assert (
+        workflow_text == json.dumps(json.loads(workflow_text), indent=2, sort_keys=True) + "\n"
+    ), "sorted keys"
+    connection = json.loads((tmp_path / "repo/connections/crm.json").read_text())
+    assert connection == {
+        "name": "crm",
+        "service_key": "rest",
+        "config": {"auth": "bearer", "base_url": "https://crm.example.com"},
+    }
+    assert "s3cret-token" not in "".join(p.read_text() for p in (tmp_path / "repo").rglob("*.json"))
+    assert org.id not in "".join(
+        p.read_text() for p in (tmp_path / "repo").rglob("*.json")
+    ), "names, never ids"
+
+    again = nectar("pull", str(tmp_path / "repo"), url=core_url, key=org.key)
+    assert "0 file(s) changed" in again.out, "a second pull rewrites nothing"
+    pushed = nectar("push", str(tmp_path / "repo"), url=core_url, key=org.key)
+    assert pushed.status == 0, pushed.err
+    assert "Nothing to change" in pushed.out
+    assert workflow_named(org, "echo")["current_version"] == 1
+
+
+def test_a_changed_file_is_a_diff_in_a_dry_run_and_is_applied_once(make_org, nectar, core_url, tmp_path):
+    org = make_org()
+    seed(org)
+    repo = tmp_path / "repo"
+    assert nectar("pull", str(repo), url=core_url, key=org.key).status == 0
+    changed = {
+        "name": "echo",
+        "description": "says pong",
+        "definition": {**ECHO, "steps": [{**ECHO["steps"][0], "body": "PONG"}]},
+    }
+    (repo / "workflows/echo.json").write_text(json.dumps(changed))
+    (repo / "workflows/caller.json").write_text(json.dumps({"name": "caller", "definition": CALLER}))
+
+    dry = nectar("push", "--dry-run", str(repo), url=core_url, key=org.key)
+    assert dry.status == 0, dry.err
+    assert "~ workflow 'echo'" in dry.out and "+ workflow 'caller'" in dry.out
+    lines = [line.replace(" ", "") for line in dry.out.splitlines()]
+    assert '-"body":"pong",' in lines and '+"body":"PONG",' in lines, dry.out
+    assert "dry run: nothing was sent" in dry.out
+    assert workflow_named(org, "echo")["current_version"] == 1 and len(listing(org, "workflows")) == 1
+
+    first = nectar("push", str(repo), url=core_url, key=org.key)
+    assert first.status == 0, first.err
+    assert "applying 2/2" in first.err, "progress goes to stderr"
+    assert workflow_named(org, "echo")["definition"]["steps"][0]["body"] == "PONG"
+    assert workflow_named(org, "caller")["definition"] == CALLER
+    second = nectar("push", str(repo), url=core_url, key=org.key)
+    assert second.status == 0 and "Nothing to change" in second.out
+    assert workflow_named(org, "echo")["current_version"] == 2, "the second push saved no version"
+
+
+def test_promotion_pushes_one_directory_to_staging_then_production_each_keeping_its_own_credentials(
+    make_org, nectar, core_url, tmp_path, database, core_app
+):
+    development, staging, production = make_org(), make_org(), make_org()
+    seed(development, token="dev-token")
+    # Staging has its own crm (another server, its own token); production has none yet.
+    connection = {
+        "service_key": "rest",
+        "name": "crm",
+        "config": {"base_url": "https://crm.example.com", "auth": "bearer"},
+        "credentials": {"token": "staging-token"},
+    }
+    assert (
+        staging.browser.api("POST", "/api/v1/connections", token=staging.key, json=connection).status_code
+        == 201
+    )
+    repo = tmp_path / "repo"
+    assert nectar("pull", str(repo), url=core_url, key=development.key).status == 0
+
+    assert nectar("push", str(repo), url=core_url, key=staging.key).status == 0
+    production_credentials = {"NECTAR_CONNECTION_CRM": json.dumps({"token": "production-token"})}
+    pushed = nectar("push", str(repo), url=core_url, key=production.key, env=production_credentials)
+    assert pushed.status == 0, pushed.err
+
+    for org in (staging, production):
+        assert {w["name"] for w in listing(org, "workflows")} == {"echo"}
+        (endpoint,) = listing(org, "endpoints")
+        assert endpoint["workflow_id"] == workflow_named(org, "echo")["id"], "matched by name, not id"
+        (crm,) = listing(org, "connections")
+        assert crm["has_credentials"]
+    with database.connect(Role.ADMIN) as conn:
+        rows = conn.execute(
+            "SELECT org_id::text, credentials_ciphertext FROM integration_connections WHERE name = 'crm'"
+        ).fetchall()
+    ring = core_app.config["NECTAR_KEY_RING"]
+    ours = {development.id, staging.id, production.id}
+    credentials = {o: json.loads(ring.decrypt(bytes(secret))) for o, secret in rows if o in ours}
+    assert credentials == {
+        development.id: {"token": "dev-token"},
+        staging.id: {"token": "staging-token"},
+        production.id: {"token": "production-token"},
+    }, "each organization keeps its own credentials"
+    again = nectar("push", str(repo), url=core_url, key=production.key)
+    assert "Nothing to change" in again.out, "pushing again to production changes nothing"
+
+
+def test_prune_removes_what_the_directory_no_longer_has_and_keeps_workflows(
+    make_org, nectar, core_url, tmp_path
+):
+    org = make_org()
+    seed(org)
+    for what, value in (("variables", "plain"), ("secrets", "secret-value")):
+        answer = org.browser.api("PUT", f"/api/v1/{what}/OLD", token=org.key, json={"value": value})
+        assert answer.status_code == 201, answer.json
+    repo = tmp_path / "repo"
+    assert nectar("pull", str(repo), url=core_url, key=org.key).status == 0
+    for path in repo.glob("*/*.json"):
+        path.unlink()
+    without = nectar("push", str(repo), url=core_url, key=org.key)
+    assert without.status == 0 and "Nothing to change" in without.out, "without --prune nothing is removed"
+    pruned = nectar("push", "--prune", str(repo), url=core_url, key=org.key)
+    assert pruned.status == 0, pruned.err
+    for what in ("endpoints", "connections", "variables", "secrets"):
+        assert listing(org, what) == [], what
+    assert "the API cannot delete workflows" in pruned.out
+    assert [w["name"] for w in listing(org, "workflows")] == ["echo"]
+
+
+def test_invalid_json_names_the_file_and_line_and_nothing_is_sent(make_org, nectar, core_url, tmp_path):
+    org = make_org()
+    repo = tmp_path / "repo"
+    (repo / "workflows").mkdir(parents=True)
+    (repo / "workflows/good.json").write_text(json.dumps({"name": "good", "definition": ECHO}))
+    (repo / "workflows/bad.json").write_text('{\n  "name": "bad",\n  "definition": {,}\n}\n')
+    result = nectar("push", str(repo), url=core_url, key=org.key)
+    assert result.status == 1
+    assert result.err.strip().splitlines() == [
+        f"nectar: {repo}/workflows/bad.json:3:18: invalid JSON: Expecting property name enclosed in double quotes."
+    ]
+    assert listing(org, "workflows") == []
+
+
+def test_an_invalid_workflow_is_refused_with_its_problems_before_anything_is_applied(
+    make_org, nectar, core_url, tmp_path
+):
+    org = make_org()
+    repo = tmp_path / "repo"
+    (repo / "workflows").mkdir(parents=True)
+    (repo / "workflows/good.json").write_text(json.dumps({"name": "good", "definition": ECHO}))
+    broken = {**ECHO, "steps": [{"id": "r", "type": "respond", "status": 999}]}
+    (repo / "workflows/broken.json").write_text(json.dumps({"name": "broken", "definition": broken}))
+    (repo / "endpoints").mkdir()
+    (repo / "endpoints/x.json").write_text(json.dumps({"method": "GET", "path": "/x", "workflow": "missing"}))
+    result = nectar("push", str(repo), url=core_url, key=org.key)
+    assert result.status == 1 and "Traceback" not in result.err
+    assert "Nothing was pushed" in result.err
+    assert "workflows/broken.json: definition/steps/0/status" in result.err
+    assert "endpoints/x.json: no workflow named 'missing'" in result.err
+    assert listing(org, "workflows") == []
+
+
+def test_a_failure_midway_undoes_what_was_applied(make_org, nectar, core_url, tmp_path):
+    org = make_org()
+    seed(org)
+    repo = tmp_path / "repo"
+    assert nectar("pull", str(repo), url=core_url, key=org.key).status == 0
+    before = workflow_named(org, "echo")
+    changed = {**ECHO, "steps": [{**ECHO["steps"][0], "body": "changed"}]}
+    (repo / "workflows/echo.json").write_text(
+        json.dumps({"name": "echo", "description": "says pong", "definition": changed})
+    )
+    new_connection = {
+        "name": "billing",
+        "service_key": "rest",
+        "config": {"base_url": "https://billing.example.com", "auth": "none"},
+    }
+    (repo / "connections/billing.json").write_text(json.dumps(new_connection))
+    # Only the server checks an endpoint's path (the API has no dry run for endpoints): it refuses
+    # this one after the workflow and the connection were applied.
+    (repo / "endpoints/bad.json").write_text(
+        json.dumps({"method": "GET", "path": "no-slash", "workflow": "echo"})
+    )
+    result = nectar("push", str(repo), url=core_url, key=org.key)
+    assert result.status == 1, result.out
+    assert "Push failed at + endpoint 'GET no-slash'" in result.err and "Traceback" not in result.err
+    assert "undone: + connection 'billing'" in result.err and "undone: ~ workflow 'echo'" in result.err
+    assert [c["name"] for c in listing(org, "connections")] == ["crm"]
+    after = workflow_named(org, "echo")
+    assert after["definition"] == before["definition"] == ECHO, "rolled back to what it was"
+    assert len(listing(org, "endpoints")) == 1
+
+
+def test_a_webhook_names_its_workflow_and_a_new_connection_takes_its_credentials_from_the_environment(
+    make_org, nectar, core_url, tmp_path
+):
+    source, target = make_org(), make_org()
+    seed(source)
+    echo_id = workflow_named(source, "echo")["id"]
+    hook = {
+        "service_key": "webhook",
+        "name": "orders hook",
+        "config": {"workflow_id": echo_id},
+        "credentials": {"secret": "0123456789abcdef-source"},
+    }
+    assert source.browser.api("POST", "/api/v1/connections", token=source.key, json=hook).status_code == 201
+    repo = tmp_path / "repo"
+    assert nectar("pull", str(repo), url=core_url, key=source.key).status == 0
+    (hook_file,) = [p for p in repo.glob("connections/*.json") if "hook" in p.name]
+    assert json.loads(hook_file.read_text()) == {
+        "name": "orders hook",
+        "service_key": "webhook",
+        "config": {},
+        "workflow": "echo",
+    }
+
+    refused = nectar(
+        "push", str(repo), url=core_url, key=target.key, env={"NECTAR_CONNECTION_CRM": '{"token": "t"}'}
+    )
+    assert (
+        refused.status == 1
+        and "set NECTAR_CONNECTION_ORDERS_HOOK to its credentials (JSON: secret)" in refused.err
+    )
+    assert listing(target, "workflows") == [], "nothing was applied"
+    bad = nectar(
+        "push", str(repo), url=core_url, key=target.key, env={"NECTAR_CONNECTION_ORDERS_HOOK": "{oops"}
+    )
+    assert bad.status == 1 and "NECTAR_CONNECTION_ORDERS_HOOK:1:2: invalid JSON" in bad.err
+
+    secret = {"NECTAR_CONNECTION_ORDERS_HOOK": json.dumps({"secret": "0123456789abcdef-target"})}
+    pushed = nectar("push", str(repo), url=core_url, key=target.key, env=secret)
+    assert pushed.status == 0, pushed.err
+    (made,) = [c for c in listing(target, "connections") if c["name"] == "orders hook"]
+    assert made["config"] == {"workflow_id": workflow_named(target, "echo")["id"]} != {"workflow_id": echo_id}
+
+
+GREETER = {
+    "trigger": {"type": "http"},
+    "steps": [
+        {"id": "token", "type": "transform", "expression": "secrets.TOKEN"},
+        {
+            "id": "r",
+            "type": "respond",
+            "status": 200,
+            "body": {"say": "{{ vars.GREETING }} {{ vars.PLACE }}"},
+        },
+    ],
+}
+
+
+def test_variables_and_secrets_promote_with_each_organization_keeping_its_own(
+    make_org, nectar, core_url, tmp_path, database, core_app
+):
+    development, staging, production = make_org(), make_org(), make_org()
+
+    def put(org, what, name, value):
+        answer = org.browser.api("PUT", f"/api/v1/{what}/{name}", token=org.key, json={"value": value})
+        assert answer.status_code in (200, 201), answer.json
+
+    put(development, "variables", "GREETING", "hello")
+    put(development, "variables", "PLACE", "development")
+    put(development, "secrets", "TOKEN", "development-secret")
+    made = development.browser.api(
+        "POST", "/api/v1/workflows", token=development.key, json={"name": "greeter", "definition": GREETER}
+    )
+    endpoint = {"method": "GET", "path": "/greet", "workflow_id": made.json["id"], "auth": "api_key"}
+    assert (
+        development.browser.api("POST", "/api/v1/endpoints", token=development.key, json=endpoint).status_code
+        == 201
+    )
+    repo = tmp_path / "repo"
+    assert nectar("pull", str(repo), url=core_url, key=development.key).status == 0
+    assert json.loads((repo / "variables/GREETING.json").read_text()) == {
+        "name": "GREETING",
+        "value": "hello",
+    }
+    assert json.loads((repo / "secrets/TOKEN.json").read_text()) == {"name": "TOKEN"}
+    assert "development-secret" not in "".join(p.read_text() for p in repo.rglob("*.json"))
+    # PLACE differs per environment: without a value, each organization keeps its own.
+    (repo / "variables/PLACE.json").write_text(json.dumps({"name": "PLACE"}))
+
+    put(staging, "variables", "PLACE", "staging")
+    refused = nectar("push", str(repo), url=core_url, key=staging.key)
+    assert refused.status == 1 and "set NECTAR_SECRET_TOKEN to its value" in refused.err
+    assert listing(staging, "workflows") == [] and [v["name"] for v in listing(staging, "variables")] == [
+        "PLACE"
+    ]
+    pushed = nectar(
+        "push", str(repo), url=core_url, key=staging.key, env={"NECTAR_SECRET_TOKEN": "staging-secret"}
+    )
+    assert pushed.status == 0, pushed.err
+
+    lacking = nectar(
+        "push", str(repo), url=core_url, key=production.key, env={"NECTAR_SECRET_TOKEN": "production-secret"}
+    )
+    assert lacking.status == 1 and "has no variable PLACE and the file gives no value" in lacking.err
+    put(production, "variables", "PLACE", "production")
+    pushed = nectar(
+        "push", str(repo), url=core_url, key=production.key, env={"NECTAR_SECRET_TOKEN": "production-secret"}
+    )
+    assert pushed.status == 0, pushed.err
+    again = nectar("push", str(repo), url=core_url, key=production.key)
+    assert "Nothing to change" in again.out, "an existing secret is not set again"
+
+    for org, place in ((staging, "staging"), (production, "production")):
+        called = nectar("call", "GET", "/greet", url=core_url, key=org.key)
+        assert json.loads(called.out) == {"say": f"hello {place}"}, called.err
+    with database.connect(Role.ADMIN) as conn:
+        rows = conn.execute(
+            "SELECT org_id::text, value_ciphertext FROM organization_secrets WHERE name = 'TOKEN'"
+        ).fetchall()
+    ring = core_app.config["NECTAR_KEY_RING"]
+    values = {
+        o: ring.decrypt(bytes(secret)).decode() for o, secret in rows if o in (staging.id, production.id)
+    }
+    assert values == {staging.id: "staging-secret", production.id: "production-secret"}

@@ -17,6 +17,7 @@ from nectar.core.builder import service as workflows
 from nectar.core.builder.service import InvalidWorkflow
 from nectar.core.endpoints import service as endpoints
 from nectar.core.endpoints.openapi import organization_openapi
+from nectar.core.integrations.connectors import operation_problems
 from nectar.core.runs import queries as run_queries
 from nectar.core.runs.queue import queue_run
 from nectar.core.runs.records import TEST_TRIGGER, checked_idempotency_key
@@ -87,7 +88,8 @@ def workflow_schema():
 
 @api.post("/workflows/validate")
 def validate_document():
-    problems = workflows.problems_of(_ctx(), _body().get("definition"))
+    definition = _body().get("definition")
+    problems = workflows.problems_of(_ctx(), definition) or operation_problems(db.session, definition)
     return jsonify(valid=not problems, errors=[p.as_dict() for p in problems])
 
 

@@ -15,6 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from nectar.core.access import OrgContext, PermissionDenied
+from nectar.core.integrations.connectors import operation_problems
 from nectar.core.runs.calls import find_workflow
 from nectar.core.runs.jobs import sync_schedule
 from nectar.core.runs.queries import version_of  # noqa: F401 - workflows.version_of for the pages and API
@@ -74,7 +75,9 @@ def save_version(
 ) -> WorkflowVersion:
     """Validates and stores `definition` as the next version, which becomes the current one."""
     require_editor(ctx)
-    problems = problems_of(ctx, definition) or _call_problems(session, workflow, definition)
+    problems = problems_of(ctx, definition) or (
+        _call_problems(session, workflow, definition) + operation_problems(session, definition)
+    )
     if problems:
         raise InvalidWorkflow(problems)
     number = (
@@ -153,7 +156,7 @@ def test_draft(session: Session, ctx: OrgContext, workflow: Workflow, definition
     returns its id. It runs like a manual run but is marked as a test (trigger "test") and keeps
     the document it ran; it counts towards no usage. Editors only, as saving is."""
     require_editor(ctx)
-    problems = problems_of(ctx, definition)
+    problems = problems_of(ctx, definition) or operation_problems(session, definition)
     if problems:
         raise InvalidWorkflow(problems)
     current = version_of(session, workflow.id, workflow.current_version)

@@ -192,6 +192,14 @@ def test_an_imported_operation_is_called_with_the_right_request_and_credentials(
     }
     assert (shown["method"], shown["body"], shown["api_key"]) == ("GET", None, API_KEY)
     assert (listed_request["path"], listed_request["query"]) == ("/v1/pets", {"limit": ["3"]})
+    runs = browser.api("GET", "/api/v1/runs", token=token).json["items"]
+    run = browser.api("GET", f"/api/v1/runs/{runs[0]['id']}", token=token).json
+    assert [step["input"]["url"] for step in run["steps"][:3]] == [
+        f"{upstream.url}/v1/pets",
+        f"{upstream.url}/v1/pets/a%20b%2F7",
+        f"{upstream.url}/v1/pets",
+    ]
+    assert API_KEY not in json.dumps(run), "the credential stays out of the run record"
 
 
 def test_the_published_document_imports_as_it_is_in_yaml(owner):
@@ -254,6 +262,13 @@ MISNAMED = [
     },
     {"id": "c", "type": "http_request", "connector": "petstore", "operation": "showPetById"},
     {"id": "d", "type": "http_request", "connector": "nope", "operation": "listPets"},
+    {
+        "id": "e",
+        "type": "http_request",
+        "connector": "petstore",
+        "operation": "listPets",
+        "query": {"limit": "many"},
+    },
 ]
 
 
@@ -271,6 +286,7 @@ def test_unknown_operations_parameters_and_connectors_are_named_at_save(owner, u
     assert "no query parameter 'limt' (it has: limit)" in problems["/steps/1/query/limt"]
     assert "'petId' is required" in problems["/steps/2/path_params"]
     assert "no imported connector 'nope'" in problems["/steps/3/connector"]
+    assert "'many' is not of type 'integer'" in problems["/steps/4/query/limit"]
 
 
 def test_a_base_url_at_a_private_address_is_refused_by_the_guard(owner):
@@ -383,3 +399,20 @@ def test_basic_credentials_follow_the_documents_scheme(owner, upstream):
     upstream.requests.clear()
     assert browser.client.post(endpoint["url"], json={}).status_code == 200
     assert upstream.requests[0]["authorization"] == "Basic " + base64.b64encode(b"ann:s3cret").decode()
+
+
+def test_a_required_header_parameter_is_checked(owner, upstream):
+    browser, token = owner
+    document = yaml.safe_load(PETSTORE)
+    document["paths"]["/pets"]["get"]["parameters"].append(
+        {"name": "X-Tenant", "in": "header", "required": True, "schema": {"type": "integer"}}
+    )
+    _import(browser, token, json.dumps(document), name="headed", base_url=upstream.url + "/v1")
+    step = {"id": "list", "type": "http_request", "connector": "headed", "operation": "listPets"}
+    problems = _save(browser, token, [step], status=422)["errors"]
+    assert problems == [
+        {"path": "/steps/0/headers", "message": "the header 'X-Tenant' is required by listPets"}
+    ]
+    problems = _save(browser, token, [{**step, "headers": {"x-tenant": "abc"}}], status=422)["errors"]
+    assert problems[0]["path"] == "/steps/0/headers/x-tenant"
+    _save(browser, token, [{**step, "headers": {"x-tenant": "42"}}])

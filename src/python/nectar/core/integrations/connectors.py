@@ -166,7 +166,9 @@ def _errors(connector: ImportedConnector, schema_at: str | None, value) -> list[
     """(JSON Pointer within `value`, message) for each way `value` breaks the schema at `schema_at`."""
     if schema_at is None:
         return []
-    check = json_schema.validator({"$ref": DOCUMENT_URI + "#" + schema_at}, registry=_registry(connector))
+    # Quoted: the pointer is read back unquoted, and paths may hold % or spaces.
+    reference = DOCUMENT_URI + "#" + quote(schema_at, safe="/~")
+    check = json_schema.validator({"$ref": reference}, registry=_registry(connector))
     try:
         return [(json_schema.pointer(e.absolute_path), e.message) for e in check.iter_errors(value)]
     except RecursionError:
@@ -188,7 +190,7 @@ def _value_errors(
 ) -> list[tuple[str, str]]:
     """The schema's complaints about `value`. When saving, a templated value is not known yet: what
     is said about it alone is left for the call. A parameter's text may stand for a number or true/false
-    (`"7"` from a URL), as it is sent as text anyway."""
+    (`"7"` from a URL), and a number for text, as it is sent as text anyway."""
     if saving and _templated(value):
         return []
     errors = _errors(connector, schema_at, value)
@@ -201,6 +203,9 @@ def _value_errors(
             return errors
         if isinstance(parsed, int | float | bool) and not _errors(connector, schema_at, parsed):
             return []
+    elif errors and text_may_be_json and isinstance(value, int | float | bool):
+        if not _errors(connector, schema_at, _as_text(value)):
+            return []  # 7 for a text parameter: sent as "7" all the same
     return errors
 
 
@@ -238,6 +243,7 @@ def _call_problems(
                 connector, declared[name]["schema"], value, saving=saving, text_may_be_json=True
             ):
                 problems.append((f"/{field}/{_escape(name)}{where}", message))
+    problems += _header_problems(connector, parameters.get("header", []), step_id, values, saving=saving)
     body, declared_body = values.get("body"), operation["body"]
     if declared_body is None or declared_body["schema"] is None:
         if body is not None and declared_body is None:
@@ -250,6 +256,30 @@ def _call_problems(
             connector, declared_body["schema"], body, saving=saving, text_may_be_json=False
         ):
             problems.append((f"/body{where}", message))
+    return problems
+
+
+def _header_problems(
+    connector, declared: list, step_id: str, values: dict, *, saving: bool
+) -> list[tuple[str, str]]:
+    """The operation's header parameters among the step's headers (by any case); other headers go
+    as they are."""
+    given = values.get("headers") or {}
+    if not isinstance(given, dict):
+        return []
+    by_name = {name.lower(): (name, value) for name, value in given.items()}
+    problems = []
+    for parameter in declared:
+        found = by_name.get(parameter["name"].lower())
+        if found is None:
+            if parameter["required"]:
+                problems.append(("/headers", f"the header {parameter['name']!r} is required by {step_id}"))
+            continue
+        name, value = found
+        for where, message in _value_errors(
+            connector, parameter["schema"], value, saving=saving, text_may_be_json=True
+        ):
+            problems.append((f"/headers/{_escape(name)}{where}", message))
     return problems
 
 
@@ -295,11 +325,7 @@ def prepare_call(session: Session, keys: KeyRing, step: dict, request: dict, loc
         secret = credentials_of(connection, keys) if connection is not None else None
         # Read here, while the session is held; the rest works on plain values.
         base_url, connector_name = connector.base_url, connector.name
-    values = {
-        "path_params": request.get("path_params"),
-        "query": request.get("query"),
-        "body": request.get("body"),
-    }
+    values = {key: request.get(key) for key in ("path_params", "query", "headers", "body")}
     problems = _call_problems(connector, operation, step["operation"], values, saving=False)
     if problems:
         where, message = problems[0]

@@ -389,9 +389,12 @@ class _Reader:
 def _at(document: dict, parts: list | None):
     value = document
     for key in parts or ():
-        if not isinstance(value, dict) or key not in value:
+        if isinstance(value, list) and str(key).isdigit() and int(key) < len(value):
+            value = value[int(key)]
+        elif isinstance(value, dict) and key in value:
+            value = value[key]
+        else:
             return None
-        value = value[key]
     return value
 
 

@@ -335,6 +335,21 @@ def test_a_base_url_at_a_private_address_is_refused_by_the_guard(owner):
             "/paths/~1pets/get/parameters/0/$ref",
             "only references inside the document",
         ),
+        (
+            {
+                "openapi": "3.0.3",
+                "info": {"title": "x"},
+                "servers": [{"url": "https://a.example"}],
+                "components": {"parameters": {"loop": {"$ref": "#/components/parameters/loop"}}},
+                "paths": {
+                    "/p": {
+                        "get": {"operationId": "p", "parameters": [{"$ref": "#/components/parameters/loop"}]}
+                    }
+                },
+            },
+            "/components/parameters/loop/$ref",
+            "a chain of more than 16 references",
+        ),
         ("a: " + "[" * 80 + "]" * 80, "/a/0/0/0", "nested more than 64 levels deep"),
         (
             "a: &x [1]\nb: &y [*x, *x, *x, *x, *x, *x, *x, *x, *x, *x]\n"

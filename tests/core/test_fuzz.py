@@ -97,6 +97,21 @@ def owner(app, database):
         token,
         json={"name": "fuzz", "channel": "email", "target": "ops@example.com"},
     )
+    connector = _api(
+        api,
+        "POST",
+        "/api/v1/connectors",
+        token,
+        json={
+            "name": "fuzz-api",
+            "document": {
+                "openapi": "3.1.0",
+                "info": {"title": "Fuzz"},
+                "servers": [{"url": "https://api.example.com"}],
+                "paths": {"/things": {"get": {"operationId": "listThings"}}},
+            },
+        },
+    )
     invitee = f"invitee-{uuid.uuid4().hex[:8]}@example.com"
     _api(api, "POST", "/api/v1/invitations", token, json={"email": invitee})  # its link is fuzzed
     spare = {"email": f"spare-{uuid.uuid4().hex[:8]}@example.com"}
@@ -127,6 +142,7 @@ def owner(app, database):
             "run_id": run["id"],
             "endpoint_id": endpoint["id"],
             "connection_id": hook["id"],
+            "connector_id": connector["id"],
             "invitation_id": invitation["id"],
             "rule_id": rule["id"],
             # Signed tokens (resume, approval and unsubscribe links) and names are fuzzed with values

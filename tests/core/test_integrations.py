@@ -73,10 +73,10 @@ def _rest(browser, token, upstream, name="upstream"):
     return created.json
 
 
-def test_the_catalog_offers_the_four_connectors(hub):
+def test_the_catalog_offers_the_five_connectors(hub):
     browser, _org, token, _app = hub
     keys = {c["key"] for c in browser.api("GET", "/api/v1/catalog", token=token).json["items"]}
-    assert keys == {"rest", "webhook", "smtp", "slack"}
+    assert keys == {"rest", "webhook", "smtp", "slack", "openapi"}
 
 
 def test_credentials_are_encrypted_and_never_returned(hub, upstream, database):

@@ -119,6 +119,15 @@ def integration_connection(conn, org, parents):
     )
 
 
+def imported_connector(conn, org, parents):
+    return _insert(
+        conn,
+        "INSERT INTO imported_connectors (org_id, name, title, base_url, document, operations, document_bytes) "
+        "VALUES (%s, %s, 'API', 'https://api.example.com', '{}', '{}', 2) RETURNING id",
+        (org, f"api-{uuid.uuid4().hex[:8]}"),
+    )
+
+
 def email_suppression(conn, org, parents):
     conn.execute(
         "INSERT INTO email_suppressions (org_id, address) VALUES (%s, %s)",
@@ -175,6 +184,7 @@ ROW_BUILDERS: dict[str, RowBuilder] = {
     "workflow_approvals": workflow_approval,
     "endpoints": endpoint,
     "integration_connections": integration_connection,
+    "imported_connectors": imported_connector,
     "email_suppressions": email_suppression,
     "alert_rules": alert_rule,
     "usage_daily": usage_day,
@@ -204,6 +214,7 @@ def seed_tenant(conn: psycopg.Connection, org: uuid.UUID) -> dict:
         "api_keys",
         "endpoints",
         "integration_connections",
+        "imported_connectors",
         "workflow_run_checkpoints",
         "email_suppressions",
         "workflow_run_events",

@@ -8,6 +8,7 @@ from nectar.core.access import PermissionDenied, resolve_request_scope
 from nectar.core.accounts.views import accounts
 from nectar.core.alerts.views import alert_pages
 from nectar.core.api import alerts as _alert_routes  # noqa: F401 - adds routes to `api`
+from nectar.core.api import connectors as _connector_routes  # noqa: F401 - adds routes to `api`
 from nectar.core.api import integrations as _integration_routes  # noqa: F401 - adds routes to `api`
 from nectar.core.api import runs as _run_routes  # noqa: F401 - adds routes to `api`
 from nectar.core.api import variables as _variable_routes  # noqa: F401 - adds routes to `api`

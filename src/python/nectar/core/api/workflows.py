@@ -20,7 +20,6 @@ from nectar.core.endpoints.openapi import organization_openapi
 from nectar.core.runs import queries as run_queries
 from nectar.core.runs.queue import queue_run
 from nectar.core.runs.records import TEST_TRIGGER, checked_idempotency_key
-from nectar.core.variables.service import reference_problems
 from nectar.schema.models import WorkflowVersion
 from nectar.schema.models.workflows import RUN_STATUSES
 from nectar.shared.bad_input import JsonObject
@@ -89,7 +88,7 @@ def workflow_schema():
 @api.post("/workflows/validate")
 def validate_document():
     definition = _body().get("definition")
-    problems = workflows.problems_of(_ctx(), definition) or reference_problems(db.session, definition)
+    problems = workflows.problems_of(_ctx(), definition) or workflows.organization_problems(db.session, definition)
     return jsonify(valid=not problems, errors=[p.as_dict() for p in problems])
 
 

@@ -15,6 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from nectar.core.access import OrgContext, PermissionDenied
+from nectar.core.integrations.connectors import operation_problems
 from nectar.core.runs.calls import find_workflow
 from nectar.core.runs.jobs import sync_schedule
 from nectar.core.runs.queries import version_of  # noqa: F401 - workflows.version_of for the pages and API
@@ -70,14 +71,20 @@ def create_workflow(
     return workflow
 
 
+def organization_problems(session: Session, definition: dict) -> list[Problem]:
+    """What `definition` uses of its organization that is not there or does not fit: variables and
+    secrets it reads, operations of imported connectors it calls."""
+    return reference_problems(session, definition) + operation_problems(session, definition)
+
+
 def save_version(
     session: Session, ctx: OrgContext, workflow: Workflow, definition: dict, user_id, note=None
 ) -> WorkflowVersion:
     """Validates and stores `definition` as the next version, which becomes the current one."""
     require_editor(ctx)
-    problems = problems_of(ctx, definition) or _call_problems(
-        session, workflow, definition
-    ) + reference_problems(session, definition)
+    problems = problems_of(ctx, definition) or (
+        _call_problems(session, workflow, definition) + organization_problems(session, definition)
+    )
     if problems:
         raise InvalidWorkflow(problems)
     number = (
@@ -156,7 +163,7 @@ def test_draft(session: Session, ctx: OrgContext, workflow: Workflow, definition
     returns its id. It runs like a manual run but is marked as a test (trigger "test") and keeps
     the document it ran; it counts towards no usage. Editors only, as saving is."""
     require_editor(ctx)
-    problems = problems_of(ctx, definition) or reference_problems(session, definition)
+    problems = problems_of(ctx, definition) or organization_problems(session, definition)
     if problems:
         raise InvalidWorkflow(problems)
     current = version_of(session, workflow.id, workflow.current_version)

@@ -11,8 +11,10 @@ from flask_login import current_user
 from nectar.core.access import current_org, org_required
 from nectar.core.builder import service
 from nectar.core.endpoints import service as endpoints
+from nectar.core.integrations import connectors
 from nectar.core.integrations import service as integrations
-from nectar.core.orgs.forms import naming_form
+from nectar.core.integrations.openapi_import import InvalidDocument
+from nectar.core.orgs.forms import ImportConnectorForm, naming_form
 from nectar.core.runs import queries as run_queries
 from nectar.core.workflows.definition import WORKFLOW_SCHEMA
 from nectar.schema.models import WorkflowVersion
@@ -163,3 +165,40 @@ def connections():
         connections=integrations.list_connections(db.session),
         name_max=integrations.NAME_MAX,
     )
+
+
+@workflow_pages.get("/org/connectors")
+@org_required()
+def connectors_page(form: ImportConnectorForm | None = None):
+    form = form or ImportConnectorForm(formdata=None)
+    page = render_template(
+        "core/integrations/connectors.html",
+        ctx=current_org(),
+        connectors=connectors.list_connectors(db.session),
+        form=form,
+    )
+    return page, form_status(form)
+
+
+@workflow_pages.post("/org/connectors")
+@org_required("admin")
+def import_connector():
+    form = ImportConnectorForm()
+    if not form.validate_on_submit():
+        return connectors_page(form)
+    try:
+        connectors.import_connector(
+            db.session,
+            current_org(),
+            name=form.name.data,
+            source=form.document.data,
+            base_url=form.base_url.data or None,
+            user_id=current_user.user.id,
+        )
+    except InvalidDocument as invalid:
+        db.session.rollback()
+        target = form.name if invalid.problems[0].path == "/name" else form.document
+        target.errors.extend(f"{p.path}: {p.message}" for p in invalid.problems[:10])
+        return connectors_page(form)
+    db.session.commit()
+    return redirect(url_for("workflow_pages.connectors_page"))

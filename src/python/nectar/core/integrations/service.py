@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 from nectar.core.access import OrgContext, PermissionDenied
 from nectar.core.workflows import json_schema, outbound
 from nectar.core.workflows.definition import Problem
-from nectar.schema.models import CatalogService, IntegrationConnection
+from nectar.schema.models import CatalogService, ImportedConnector, IntegrationConnection
 from nectar.schema.models.columns import max_length
 from nectar.shared.encryption import DecryptionFailed, KeyRing
 
@@ -48,7 +48,7 @@ def _problems(schema: dict, value, prefix: str) -> list[Problem]:
 
 
 # Config that says where credentials are sent.
-DESTINATION_KEYS = ("base_url", "host", "port")
+DESTINATION_KEYS = ("base_url", "host", "port", "connector")
 
 
 def save_connection(
@@ -72,6 +72,8 @@ def save_connection(
     name = (name or "").strip()
     problems = [] if 1 <= len(name) <= NAME_MAX else [Problem("/name", f"Use 1 to {NAME_MAX} characters.")]
     problems += _problems(template.config_schema, config, "/config")
+    if service_key == "openapi" and not problems and not _connector_exists(session, config["connector"]):
+        problems.append(Problem("/config/connector", f"No imported connector {config['connector']!r}."))
     if credentials is not None:
         problems += _problems(template.credentials_schema, credentials, "/credentials")
     elif connection is None:
@@ -93,6 +95,10 @@ def save_connection(
     except IntegrityError:
         raise InvalidConnection([Problem("/name", f"A connection named {name!r} exists already.")]) from None
     return connection
+
+
+def _connector_exists(session: Session, name: str) -> bool:
+    return session.scalar(select(ImportedConnector.id).where(ImportedConnector.name == name)) is not None
 
 
 def get_connection(session: Session, connection_id: uuid.UUID) -> IntegrationConnection:
@@ -131,22 +137,28 @@ def authorize(connection: IntegrationConnection, keys: KeyRing, url: str, header
     config, secret = connection.config, credentials_of(connection, keys)
     if not url.startswith(("http://", "https://")):
         url = config["base_url"].rstrip("/") + "/" + url.lstrip("/")
-    if not _within(url, config["base_url"]):
+    if not within_base(url, config["base_url"]):
         # Credentials only ever go to the connection's own service.
         raise ValueError(f"{url} is outside the connection's base URL {config['base_url']}")
     headers = dict(headers)
     auth = config["auth"]
-    if auth == "bearer":
-        headers["Authorization"] = f"Bearer {secret.get('token', '')}"
-    elif auth == "basic":
-        pair = f"{secret.get('username', '')}:{secret.get('password', '')}".encode()
-        headers["Authorization"] = "Basic " + base64.b64encode(pair).decode()
+    if auth in ("bearer", "basic"):
+        headers["Authorization"] = authorization(auth, secret)
     elif auth == "api_key":
         headers[config.get("api_key_header") or "X-API-Key"] = secret.get("api_key", "")
     return url, headers
 
 
-def _within(url: str, base: str) -> bool:
+def authorization(scheme: str, secret: dict) -> str:
+    """The Authorization header's value for `bearer` (a token) or `basic` (a user name and password)
+    credentials."""
+    if scheme == "bearer":
+        return f"Bearer {secret.get('token', '')}"
+    pair = f"{secret.get('username', '')}:{secret.get('password', '')}".encode()
+    return "Basic " + base64.b64encode(pair).decode()
+
+
+def within_base(url: str, base: str) -> bool:
     """Same scheme, host and port as the base, no user info, and under its path on a segment boundary."""
     from urllib3.util import parse_url
 
@@ -166,13 +178,27 @@ def test_connection(
     if not ctx.at_least("admin"):
         raise PermissionDenied("Only an admin or owner can test connections.")
     try:
-        message = _probe(connection, keys, policy)
+        if connection.service_key == "openapi":
+            message = _probe_connector(session, connection, policy)
+        else:
+            message = _probe(connection, keys, policy)
         ok = True
     except (outbound.OutboundRefused, DecryptionFailed, ValueError, OSError, smtplib.SMTPException) as error:
         ok, message = False, str(error) or type(error).__name__
     connection.last_tested_at, connection.last_test_ok = datetime.now(UTC), ok
     connection.last_test_error = None if ok else message[:1000]
     return ok, message
+
+
+def _probe_connector(session: Session, connection: IntegrationConnection, policy) -> str:
+    """An imported connector's operations differ too much for one safe call: its base URL is checked
+    against the outbound guard instead."""
+    name = connection.config["connector"]
+    base_url = session.scalar(select(ImportedConnector.base_url).where(ImportedConnector.name == name))
+    if base_url is None:
+        raise ValueError(f"no imported connector {name!r}")
+    outbound.check_url(base_url, policy)
+    return f"{base_url} may be called; each operation is checked when a step calls it"
 
 
 def _probe(connection: IntegrationConnection, keys: KeyRing, policy) -> str:

@@ -1,7 +1,7 @@
 """Organization forms; the service checks roles and values again on the server."""
 
 from flask_wtf import FlaskForm
-from wtforms import EmailField, HiddenField, SelectField, StringField
+from wtforms import EmailField, HiddenField, SelectField, StringField, TextAreaField
 from wtforms.validators import DataRequired, Length, Optional
 
 from nectar.schema.models import Organization
@@ -54,3 +54,17 @@ class ActionForm(FlaskForm):
     """A button-only form (switch, remove, revoke, leave, transfer): just the CSRF token."""
 
     target = HiddenField(validators=[Optional()])
+
+
+class ImportConnectorForm(FlaskForm):
+    """An OpenAPI document to import, pasted (or read from a chosen file into the field by the page)."""
+
+    name = StringField("Name", validators=[DataRequired("Name the connector."), Length(max=100)])
+    base_url = StringField(
+        "Base URL (optional: the document's first server otherwise)",
+        validators=[Optional(), Length(max=2000)],
+    )
+    document = TextAreaField(
+        "OpenAPI 3 document (JSON or YAML)",
+        validators=[DataRequired("Paste the document or choose its file.")],
+    )

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from flask import current_app
 from sqlalchemy.orm import Session
 
+from nectar.core.integrations.connectors import prepare_call
 from nectar.core.integrations.service import authorize, connection_named
 from nectar.core.org_mail.service import MailLimitReached, WorkflowMail
 from nectar.core.runs.calls import Caller, called_run_result, start_called_run, wake_caller
@@ -72,6 +73,20 @@ class LiveEffects:
         return self._mail
 
     def http(self, step: dict, request: dict) -> dict:
+        if "operation" in request:
+            call = prepare_call(
+                self.session, current_app.config["NECTAR_KEY_RING"], step, request, self._session_lock
+            )
+            request["method"], request["url"] = call.method, call.url  # recorded with the step
+            return outbound.send(
+                call.method,
+                call.url,
+                policy=self.policy,
+                headers=call.headers,
+                params=call.query,
+                body=call.body,
+                timeout=request["timeout_seconds"],
+            ).as_dict()
         url, headers = request["url"], request["headers"]
         if step.get("connection"):
             with self._session_lock:

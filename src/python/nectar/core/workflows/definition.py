@@ -140,9 +140,11 @@ WORKFLOW_SCHEMA: dict = {
                 {
                     "if": {"properties": {"type": {"const": "http_request"}}},
                     "then": {
-                        "description": "Calls an HTTP API. The output is the answer: status, headers and body "
+                        "description": "Calls an HTTP API, at a URL or as an operation of a connector imported "
+                        "from an OpenAPI document. The output is the answer: status, headers and body "
                         "(JSON when the answer is JSON). An answer of 400 or more fails the step.",
-                        "required": ["url"],
+                        "if": {"not": {"required": ["operation"]}},
+                        "then": {"required": ["url"]},
                         "properties": {
                             "method": {
                                 "enum": ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"],
@@ -171,6 +173,24 @@ WORKFLOW_SCHEMA: dict = {
                                 "type": "string",
                                 "maxLength": 100,
                                 "description": "The name of a connection (Connections page) whose credentials sign the request.",
+                            },
+                            "connector": {
+                                "type": "string",
+                                "maxLength": 100,
+                                "description": "The name of a connector imported from an OpenAPI document (Connectors "
+                                "page) whose `operation` the step calls; a connection bound to it may name it instead.",
+                            },
+                            "operation": {
+                                "type": "string",
+                                "maxLength": 200,
+                                "description": "The operationId to call, instead of `url` and `method`; `path_params`, "
+                                "`query` and `body` are checked against the operation when the workflow is saved "
+                                "and again before the call.",
+                            },
+                            "path_params": {
+                                "type": "object",
+                                "description": 'Values of the operation\'s path parameters, e.g. {"petId": '
+                                '"{{ trigger.params.id }}"}.',
                             },
                             "timeout_seconds": {
                                 "type": "number",
@@ -640,6 +660,14 @@ def calls_in(document: dict) -> Iterator[tuple[str, dict]]:
             yield path, step
 
 
+def operation_calls_in(document: dict) -> Iterator[tuple[str, dict]]:
+    """(path, step) of every http_request step of a valid document that calls an operation of an
+    imported connector, nested ones included."""
+    for path, step in _walk(document["steps"], ["steps"]):
+        if step["type"] == "http_request" and "operation" in step:
+            yield path, step
+
+
 def may_wait(document: dict) -> bool:
     """Whether a valid document has a step that can hold its run until later (a wait, an event, an
     approval, a call that waits for its output), wherever it is: such a workflow runs
@@ -664,6 +692,8 @@ def _flow_problems(document: dict) -> list[Problem]:
                         "call_workflow does not retry; give the called workflow's steps a retry",
                     )
                 )
+        if step["type"] == "http_request":
+            problems += _operation_step_problems(path, step)
         if step["type"] == "respond" and "/branches/" in path:  # inside a parallel step's branch
             problems.append(
                 Problem(
@@ -671,6 +701,26 @@ def _flow_problems(document: dict) -> list[Problem]:
                     "a branch of a parallel step cannot respond; respond after the parallel step",
                 )
             )
+    return problems
+
+
+def _operation_step_problems(path: str, step: dict) -> list[Problem]:
+    """An http_request step calls a URL or an imported operation, not a mix of both."""
+    if "operation" not in step:
+        return [
+            Problem(f"{path}/{field}", f"{field} goes with operation, which this step does not name")
+            for field in ("connector", "path_params")
+            if field in step
+        ]
+    problems = [
+        Problem(f"{path}/{field}", f"the operation decides the {field}; remove it or remove operation")
+        for field in ("url", "method")
+        if field in step
+    ]
+    if "connector" not in step and "connection" not in step:
+        problems.append(
+            Problem(f"{path}/operation", "name the connector (or a connection bound to it) of this operation")
+        )
     return problems
 
 

@@ -558,7 +558,7 @@ class Run:
         if kind == "http_request":
             request = {
                 "method": step.get("method", "GET"),
-                "url": render(step["url"], context),
+                "url": render(step.get("url", ""), context),
                 "headers": render(step.get("headers", {}), context),
                 "query": render(step.get("query"), context),
                 "body": render(step.get("body"), context),
@@ -566,6 +566,9 @@ class Run:
                     step.get("timeout_seconds", 10), max(0.1, self.deadline - self.clock())
                 ),
             }
+            if "operation" in step:  # an imported connector's operation: the effects build the URL
+                request["operation"] = step["operation"]
+                request["path_params"] = render(step.get("path_params", {}), context)
             # Each attempt its own key: a target that caches answers (failures too) under it
             # would otherwise answer every retry with the first failure.
             effect = key if attempt == 1 else f"{key}#{attempt}"

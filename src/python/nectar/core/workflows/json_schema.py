@@ -293,11 +293,12 @@ TenantValidator = validators.extend(
 )
 
 
-def validator(schema, *, check_formats: bool = False):
-    """A validator of data against `schema` that never fetches anything (no remote $ref) and
-    runs its patterns on RE2; `check_formats` asserts `format` (an annotation by default)."""
+def validator(schema, *, check_formats: bool = False, registry: Registry | None = None):
+    """A validator of data against `schema` that never fetches anything (no remote $ref: only
+    what `registry` holds) and runs its patterns on RE2; `check_formats` asserts `format` (an
+    annotation by default)."""
     return TenantValidator(
         schema,
-        registry=Registry(),
+        registry=registry or Registry(),
         format_checker=Draft202012Validator.FORMAT_CHECKER if check_formats else None,
     )

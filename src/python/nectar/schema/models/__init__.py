@@ -17,7 +17,7 @@ from nectar.schema.models.accounts import (
 )
 from nectar.schema.models.alerts import AlertRule
 from nectar.schema.models.billing import StripeEvent, Subscription, UsageReport
-from nectar.schema.models.integrations import CatalogService, IntegrationConnection
+from nectar.schema.models.integrations import CatalogService, ImportedConnector, IntegrationConnection
 from nectar.schema.models.marketing import (
     BlogPost,
     Campaign,
@@ -54,6 +54,7 @@ __all__ = [
     "EmailSuppression",
     "EmailTemplate",
     "Endpoint",
+    "ImportedConnector",
     "IntegrationConnection",
     "Invitation",
     "Lead",

@@ -1,11 +1,12 @@
-"""Core: the catalog of connector templates, and each organization's configured connections."""
+"""Core: the catalog of connector templates, each organization's configured connections, and the
+connectors it imported from OpenAPI documents."""
 
 from __future__ import annotations
 
 import uuid
 from datetime import datetime
 
-from sqlalchemy import Boolean, ForeignKey, LargeBinary, String, Text, UniqueConstraint
+from sqlalchemy import Boolean, ForeignKey, Integer, LargeBinary, String, Text, UniqueConstraint
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -63,3 +64,30 @@ class IntegrationConnection(Base):
     last_test_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = created_timestamp()
     updated_at: Mapped[datetime] = updated_timestamp()
+
+
+class ImportedConnector(Base):
+    """A third-party API described by an OpenAPI 3 document an organization imported: http_request
+    steps call its operations by operationId; a connection of the `openapi` template signs them."""
+
+    __tablename__ = "imported_connectors"
+    __table_args__ = (
+        tenant_key("imported_connectors"),
+        UniqueConstraint("org_id", "name"),
+        tenant_table(),
+    )
+
+    id: Mapped[uuid.UUID] = uuid_pk()
+    org_id: Mapped[uuid.UUID] = org_id()
+    name: Mapped[str] = mapped_column(String(100), nullable=False)
+    title: Mapped[str] = mapped_column(String(200), nullable=False)
+    # servers[0] (or the one chosen at import), its variables substituted; calls go under it only.
+    base_url: Mapped[str] = mapped_column(String(2000), nullable=False)
+    # The document as imported, and what calls need of it, by operationId (openapi_import.py).
+    document: Mapped[dict] = mapped_column(JSONB, nullable=False)
+    operations: Mapped[dict] = mapped_column(JSONB, nullable=False)
+    document_bytes: Mapped[int] = mapped_column(Integer, nullable=False)
+    created_by: Mapped[uuid.UUID | None] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("users.id", ondelete="SET NULL")
+    )
+    created_at: Mapped[datetime] = created_timestamp()

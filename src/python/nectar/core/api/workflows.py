@@ -88,7 +88,9 @@ def workflow_schema():
 @api.post("/workflows/validate")
 def validate_document():
     definition = _body().get("definition")
-    problems = workflows.problems_of(_ctx(), definition) or workflows.organization_problems(db.session, definition)
+    problems = workflows.problems_of(_ctx(), definition) or workflows.organization_problems(
+        db.session, definition
+    )
     return jsonify(valid=not problems, errors=[p.as_dict() for p in problems])
 
 

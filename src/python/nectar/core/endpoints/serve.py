@@ -477,8 +477,8 @@ def _call(
     endpoint = route.endpoint
     request_ = RunRequest(endpoint.workflow_id, endpoint.version_id, "http", trigger)
     # Kept with the routes, and dropped with them on any change: never served stale. None read, no query.
-    keys = current_app.config["NECTAR_KEY_RING"]
-    organization = route_table(db.engine).organization_values(org_id, endpoint, keys)
+    keys, settings = current_app.config["NECTAR_KEY_RING"], current_app.config["NECTAR_SETTINGS"]
+    organization = route_table(db.engine, settings).organization_values(org_id, endpoint, keys)
     outcome = execute(
         endpoint.definition,
         request_.input,

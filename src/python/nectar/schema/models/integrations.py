@@ -77,7 +77,9 @@ class ImportedConnector(Base):
         tenant_table(),
     )
 
-    id: Mapped[uuid.UUID] = uuid_pk()
+    __mapper_args__ = IDENTIFIED_BY_ID
+
+    id: Mapped[uuid.UUID] = tenant_row_id()
     org_id: Mapped[uuid.UUID] = org_id()
     name: Mapped[str] = mapped_column(String(100), nullable=False)
     title: Mapped[str] = mapped_column(String(200), nullable=False)

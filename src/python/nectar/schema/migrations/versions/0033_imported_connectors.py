@@ -66,8 +66,7 @@ def upgrade() -> None:
             name=op.f("fk_imported_connectors_created_by_users"),
             ondelete="SET NULL",
         ),
-        sa.PrimaryKeyConstraint("id", name=op.f("pk_imported_connectors")),
-        sa.UniqueConstraint("org_id", "id", name="uq_imported_connectors_org_id_id"),
+        sa.PrimaryKeyConstraint("org_id", "id", name=op.f("pk_imported_connectors")),
         sa.UniqueConstraint("org_id", "name", name=op.f("uq_imported_connectors_org_id_name")),
         info={"service": "core", "tenant_column": "org_id"},
     )

@@ -9,12 +9,6 @@ from flask import current_app, jsonify
 from nectar.core.alerts import service
 from nectar.core.api.views import _body, _ctx, _iso, _user_id, api
 from nectar.shared.database import db
-from nectar.shared.web import problem
-
-
-@api.errorhandler(service.InvalidRule)
-def _invalid_rule(error: service.InvalidRule):
-    return problem(422, "The alert rule is not valid.", errors=[p.as_dict() for p in error.problems])
 
 
 def rule_json(rule) -> dict:

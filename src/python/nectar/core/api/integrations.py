@@ -9,12 +9,6 @@ from flask import current_app, jsonify
 from nectar.core.api.views import _body, _ctx, _iso, _user_id, api
 from nectar.core.integrations import service
 from nectar.shared.database import db
-from nectar.shared.web import problem
-
-
-@api.errorhandler(service.InvalidConnection)
-def _invalid(error):
-    return problem(422, "The connection is not valid.", errors=[p.as_dict() for p in error.problems])
 
 
 def _keys():

@@ -8,11 +8,12 @@ import uuid
 from flask import g, jsonify, request
 from flask_login import current_user
 
-from nectar.core.api.views import ApiError, _iso, api
+from nectar.core.api.views import _iso, api
 from nectar.core.api.workflows import run_json, start_once, version_to_run_again
 from nectar.core.runs import queries as run_queries
 from nectar.core.runs import recovery, signals
 from nectar.shared.database import db
+from nectar.shared.rejection import InputRejected
 from nectar.shared.web import problem
 
 
@@ -28,7 +29,7 @@ def send_event(run_id: uuid.UUID, name: str):
     try:
         signals.check_event_name(name)
     except signals.Refused as refused:
-        raise ApiError(422, refused.detail, errors={"name": [refused.detail]}) from None
+        raise InputRejected(refused.detail, field="name") from None
     payload = signals.event_payload(request)
     event = signals.deliver_event(db.session, g.org_context.org_id, run_id, name, payload)
     db.session.commit()
@@ -43,9 +44,7 @@ def retry(run_id: uuid.UUID):
     body = request.get_json(silent=True) if request.data else {}
     choice = body.get("version", "original") if isinstance(body, dict) else None
     if choice not in ("original", "current"):
-        raise ApiError(
-            422, 'version is "original" or "current".', errors={"version": ['"original" or "current"']}
-        )
+        raise InputRejected('version is "original" or "current".', path="/version")
     version, as_test = version_to_run_again(run, choice == "current")
     return start_once(
         run.workflow_id,

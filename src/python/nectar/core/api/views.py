@@ -10,7 +10,6 @@ from flask_login import current_user
 from sqlalchemy import select
 
 from nectar.core.access import OrgContext, PermissionDenied
-from nectar.core.accounts.service import AccountError
 from nectar.core.api.openapi import openapi_document, with_scopes
 from nectar.core.api_keys import service as api_keys
 from nectar.core.api_keys.service import Scope
@@ -24,6 +23,7 @@ from nectar.core.usage import checked_period, daily_usage, month_so_far
 from nectar.schema.models import ApiKey, Invitation, Membership, Organization, User
 from nectar.shared.bad_input import JsonObject
 from nectar.shared.database import db
+from nectar.shared.rejection import InputRejected
 from nectar.shared.web import external_url, limit_reached, problem, problem_later
 
 api = Blueprint("api", __name__, url_prefix="/api/v1")
@@ -31,17 +31,6 @@ csrf.exempt(api)  # bearer requests carry no cookie; session requests are checke
 MAX_PER_PAGE = 100
 MAX_PAGE = 100_000
 UNSAFE = {"POST", "PUT", "PATCH", "DELETE"}
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, detail: str, **extra):
-        super().__init__(detail)
-        self.status, self.detail, self.extra = status, detail, extra
-
-
-@api.errorhandler(ApiError)
-def _api_error(error: ApiError):
-    return problem(error.status, error.detail, **error.extra)
 
 
 @api.errorhandler(PermissionDenied)
@@ -71,11 +60,6 @@ def _queue_full(error: QueueFull):
     if isinstance(error, QuotaReached):
         return limit_reached(str(error), error.limit, error.resets_at)
     return problem_later(429, str(error), error.retry_after)
-
-
-@api.errorhandler(orgs.OrgError)
-def _invalid(error):
-    return problem(422, str(error), errors={error.field or "body": [str(error)]})
 
 
 def needs(scope: Scope):
@@ -163,9 +147,11 @@ def _page() -> tuple[int, int]:
         page = int(request.args.get("page", 1))
         per_page = int(request.args.get("per_page", 50))
     except ValueError:
-        raise ApiError(400, "page and per_page must be whole numbers.") from None
+        raise InputRejected("page and per_page must be whole numbers.", field="page", status=400) from None
     if not 1 <= page <= MAX_PAGE or not 1 <= per_page <= MAX_PER_PAGE:
-        raise ApiError(400, f"page is 1 to {MAX_PAGE}; per_page is 1 to {MAX_PER_PAGE}.")
+        raise InputRejected(
+            f"page is 1 to {MAX_PAGE}; per_page is 1 to {MAX_PER_PAGE}.", field="page", status=400
+        )
     return page, per_page
 
 
@@ -186,7 +172,7 @@ def _body() -> JsonObject:
     views read its fields with their kind and limits checked (`text`, `whole_number`)."""
     data = request.get_json(silent=True)
     if not isinstance(data, dict):
-        raise ApiError(400, "Send a JSON object with Content-Type: application/json.")
+        raise InputRejected("Send a JSON object with Content-Type: application/json.", status=400)
     return JsonObject(data)
 
 
@@ -236,11 +222,11 @@ def usage():
         if "to" in request.args:
             last = date.fromisoformat(request.args["to"])
     except ValueError:
-        raise ApiError(400, "'from' and 'to' are dates: YYYY-MM-DD.") from None
+        raise InputRejected("'from' and 'to' are dates: YYYY-MM-DD.", field="from", status=400) from None
     try:
         first, last = checked_period(first, last)
     except ValueError as refused:
-        raise ApiError(400, str(refused)) from None
+        raise InputRejected(str(refused), field="from", status=400) from None
     days, total = daily_usage(db.session, first, last)
     return jsonify(
         {
@@ -305,8 +291,8 @@ def create_api_key():
     body = _body()
     name = body.get("name")
     if not isinstance(name, str):
-        raise ApiError(
-            422, "name is required.", errors={"name": [f"A string of 1 to {api_keys.NAME_MAX} characters."]}
+        raise InputRejected(
+            f"name is required: a string of 1 to {api_keys.NAME_MAX} characters.", path="/name"
         )
     scopes = _checked("scopes", api_keys.checked_scopes, body.get("scopes", [Scope.READ.value]))
     expires_at = _checked("expires_at", _expiry, body.get("expires_at"))
@@ -332,7 +318,7 @@ def _checked(field: str, check, *args):
     try:
         return check(*args)
     except ValueError as error:
-        raise ApiError(422, str(error), errors={field: [str(error)]}) from None
+        raise InputRejected(str(error), path=f"/{field}") from None
 
 
 @api.delete("/api-keys/<uuid:key_id>")
@@ -369,18 +355,15 @@ def create_invitation():
     body = _body()
     email, role = body.get("email"), body.get("role", "member")
     if not isinstance(email, str) or not isinstance(role, str):
-        raise ApiError(422, "email (string) is required; role is owner, admin or member.")
-    try:
-        invitation, sent = orgs.invite(
-            db.session,
-            _ctx(),
-            _accountable_user_id(),
-            email,
-            role,
-            lambda t: external_url("orgs.accept_invitation", token=t),
-        )
-    except AccountError as error:
-        raise ApiError(422, str(error), errors={"email": [str(error)]}) from None
+        raise InputRejected("email (string) is required; role is owner, admin or member.", path="/email")
+    invitation, sent = orgs.invite(
+        db.session,
+        _ctx(),
+        _accountable_user_id(),
+        email,
+        role,
+        lambda t: external_url("orgs.accept_invitation", token=t),
+    )
     db.session.commit()
     return jsonify(_invitation_json(invitation)), 201 if sent else 200
 

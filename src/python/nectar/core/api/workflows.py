@@ -11,10 +11,9 @@ from flask import g, jsonify, request
 from sqlalchemy.exc import IntegrityError
 
 from nectar.core.api.schemas import published_workflow_schema
-from nectar.core.api.views import ApiError, _body, _ctx, _iso, _user_id, api
+from nectar.core.api.views import _body, _ctx, _iso, _user_id, api
 from nectar.core.builder import preview as previews
 from nectar.core.builder import service as workflows
-from nectar.core.builder.service import InvalidWorkflow
 from nectar.core.endpoints import service as endpoints
 from nectar.core.endpoints.openapi import organization_openapi
 from nectar.core.runs import queries as run_queries
@@ -24,19 +23,10 @@ from nectar.schema.models import WorkflowVersion
 from nectar.schema.models.workflows import RUN_STATUSES
 from nectar.shared.bad_input import JsonObject
 from nectar.shared.database import db
-from nectar.shared.web import problem, problem_later
+from nectar.shared.rejection import InputRejected
+from nectar.shared.web import problem_later
 
 DESCRIPTION_MAX = 2000  # a workflow's or endpoint's description, as people write them
-
-
-@api.errorhandler(InvalidWorkflow)
-def _invalid_workflow(error: InvalidWorkflow):
-    return problem(422, "The workflow document is not valid.", errors=[p.as_dict() for p in error.problems])
-
-
-@api.errorhandler(endpoints.InvalidEndpoint)
-def _invalid_endpoint(error):
-    return problem(422, "The endpoint is not valid.", errors=[p.as_dict() for p in error.problems])
 
 
 def workflow_json(workflow, version=None) -> dict:
@@ -150,7 +140,7 @@ def save_version(workflow_id: uuid.UUID):
 def roll_back(workflow_id: uuid.UUID):
     to_version = _body().whole_number("version", minimum=1)
     if to_version is None:
-        raise ApiError(422, "version (a number) is required.")
+        raise InputRejected("version (a number) is required.", path="/version")
     workflow = workflows.get_workflow(db.session, workflow_id)
     version = workflows.roll_back(db.session, _ctx(), workflow, to_version, _user_id())
     db.session.commit()
@@ -165,10 +155,10 @@ def run_now(workflow_id: uuid.UUID):
     requested = body.whole_number("version", minimum=1)
     version = workflows.version_of(db.session, workflow.id, requested or workflow.current_version)
     if version is None:
-        raise ApiError(422, "No such version of this workflow.")
+        raise InputRejected("No such version of this workflow.", path="/version")
     run_input = body.get("input", {})
     if not isinstance(run_input, dict):
-        raise ApiError(422, "input must be a JSON object.")
+        raise InputRejected("input must be a JSON object.", path="/input")
     org_id = g.org_context.org_id
     return start_once(
         workflow.id,
@@ -219,9 +209,7 @@ def test_draft(workflow_id: uuid.UUID):
     workflow = workflows.get_workflow(db.session, workflow_id)
     run_input = body.get("input", {})
     if not isinstance(run_input, dict):
-        raise ApiError(
-            422, "input must be a JSON object.", errors=[{"path": "/input", "message": "not an object"}]
-        )
+        raise InputRejected("input must be a JSON object.", path="/input")
     run_id = workflows.test_draft(db.session, _ctx(), workflow, body.get("definition"), run_input)
     db.session.commit()
     return jsonify(run_json(run_queries.get_run(db.session, run_id), detail=True)), 202
@@ -243,11 +231,11 @@ def preview_expression(workflow_id: uuid.UUID):
     db.session.commit()
     text, pointer = body.get("text", ""), body.get("pointer", "")
     if not isinstance(text, str) or not isinstance(pointer, str):
-        raise ApiError(422, "text and pointer are strings.")
+        raise InputRejected("text and pointer are strings.", path="/text")
     try:
         run_id = uuid.UUID(body["run_id"]) if body.get("run_id") else None
     except (ValueError, TypeError):
-        raise ApiError(422, "run_id must be a run's id.") from None
+        raise InputRejected("run_id must be a run's id.", path="/run_id") from None
     sample = previews.sample_data(db.session, workflow_id, run_id)
     scope, context = previews.context_at(body.get("definition"), pointer, sample)
     result = previews.preview(text, bool(body.get("bare")), context)
@@ -264,9 +252,11 @@ def list_runs():
         before_time = datetime.fromisoformat(before) if before else None
         workflow_id = uuid.UUID(request.args["workflow_id"]) if request.args.get("workflow_id") else None
     except ValueError:
-        raise ApiError(400, "before is an ISO 8601 time; workflow_id a UUID.") from None
+        raise InputRejected(
+            "before is an ISO 8601 time; workflow_id a UUID.", field="before", status=400
+        ) from None
     if request.args.get("status") and request.args["status"] not in RUN_STATUSES:
-        raise ApiError(400, f"status is one of {', '.join(RUN_STATUSES)}.")
+        raise InputRejected(f"status is one of {', '.join(RUN_STATUSES)}.", field="status", status=400)
     runs = run_queries.list_runs(
         db.session,
         workflow_id=workflow_id,
@@ -281,7 +271,7 @@ def list_runs():
 def _limit() -> int:
     raw = request.args.get("limit", "50")
     if not raw.isdigit() or not 1 <= int(raw) <= 200:
-        raise ApiError(400, "limit is 1 to 200.")
+        raise InputRejected("limit is 1 to 200.", field="limit", status=400)
     return int(raw)
 
 
@@ -350,7 +340,7 @@ def _endpoint_fields(body: JsonObject) -> dict:
     try:
         workflow_id = uuid.UUID(str(body.get("workflow_id")))
     except ValueError:
-        raise ApiError(422, "workflow_id must be a workflow's id.") from None
+        raise InputRejected("workflow_id must be a workflow's id.", path="/workflow_id") from None
     return {
         "method": body.text("method", max_length=10, default=""),
         "path": body.text("path", max_length=300),

@@ -147,9 +147,7 @@ def test_bad_scopes_or_expiry_are_refused_naming_the_field(org):
     ]
     for body, field in cases:
         refused = browser.api("POST", "/api/v1/api-keys", token=admin, json=body)
-        assert (
-            refused.status_code == 422 and {"path": f"/{field}"}.items() <= refused.json["errors"][0].items()
-        ), (
+        assert refused.status_code == 422 and refused.json["errors"][0]["path"].startswith(f"/{field}"), (
             body,
             refused.json,
         )

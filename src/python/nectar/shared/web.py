@@ -25,7 +25,7 @@ from flask import (
 )
 from sqlalchemy import text
 from sqlalchemy.exc import DataError, SQLAlchemyError
-from werkzeug.exceptions import HTTPException, InternalServerError
+from werkzeug.exceptions import HTTPException, InternalServerError, MethodNotAllowed
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from nectar.shared.bad_input import CheckedRequest, StrictJSONProvider, check_address, check_body
@@ -153,7 +153,10 @@ def _handle_http_error(error: HTTPException):
     if isinstance(error, InternalServerError) and is_database_outage(error.original_exception):
         # Raised past the views (in an after_request hook, say), where Flask hands it on as a 500.
         return _handle_unexpected_error(error.original_exception)
-    return error_response(error.code or 500, error.description)
+    response = error_response(error.code or 500, error.description)
+    if isinstance(error, MethodNotAllowed) and error.valid_methods:
+        response.headers["Allow"] = ", ".join(error.valid_methods)  # RFC 9110: a 405 says what is
+    return response
 
 
 def _handle_not_found(error: LookupError):

@@ -8,6 +8,8 @@ import uuid
 from flask import g, jsonify, request
 from flask_login import current_user
 
+from nectar.core.api import models as m
+from nectar.core.api.declare import operation
 from nectar.core.api.views import _iso, api
 from nectar.core.api.workflows import run_json, start_once, version_to_run_again
 from nectar.core.runs import queries as run_queries
@@ -23,6 +25,7 @@ def _refused(error: signals.Refused):
 
 
 @api.post("/runs/<uuid:run_id>/events/<name>")
+@operation("Send an event to a run (any JSON body is its payload)", responses={202: m.Event})
 def send_event(run_id: uuid.UUID, name: str):
     """Sends event `name` with the request's JSON body as its payload; a wait_for_event step of
     that name takes it (now, if the run waits for it; or when the run gets there)."""
@@ -37,6 +40,12 @@ def send_event(run_id: uuid.UUID, name: str):
 
 
 @api.post("/runs/<uuid:run_id>/retry")
+@operation(
+    "Retry a failed run from the step that failed it",
+    body=m.RunAgain,
+    body_required=False,
+    responses={200: m.Run, 202: m.RunDetail},
+)
 def retry(run_id: uuid.UUID):
     """Retries a failed run from the step that failed it, keeping what the steps before it did, on
     the run's version (`"version": "original"`, the default) or the workflow's current one."""
@@ -56,6 +65,7 @@ def retry(run_id: uuid.UUID):
 
 
 @api.post("/runs/<uuid:run_id>/cancel")
+@operation("Cancel a run", responses={200: m.RunDetail})
 def cancel(run_id: uuid.UUID):
     """Cancels a run that has not ended; a running one stops before its next step that acts or waits."""
     principal = g.get("api_principal")

@@ -5,12 +5,14 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, date, datetime
 
-from flask import Blueprint, current_app, g, jsonify, request, url_for
+from flask import Blueprint, current_app, g, jsonify, render_template, request, url_for
 from flask_login import current_user
 from sqlalchemy import select
 
 from nectar.core.access import OrgContext, PermissionDenied
-from nectar.core.api.openapi import openapi_document, with_scopes
+from nectar.core.api import models as m
+from nectar.core.api.declare import operation
+from nectar.core.api.openapi import api_document
 from nectar.core.api_keys import service as api_keys
 from nectar.core.api_keys.service import Scope
 from nectar.core.dashboard import org_counts
@@ -81,7 +83,7 @@ def required_scope(view, method: str) -> Scope:
 
 @api.before_request
 def _authenticate():
-    if request.endpoint == "api.openapi":
+    if request.endpoint in ("api.openapi", "api.docs"):
         return None
     header = request.headers.get("Authorization", "")
     if header.startswith("Bearer "):
@@ -181,25 +183,19 @@ def _iso(value):
 
 
 @api.get("/openapi.json")
+@operation("This API's OpenAPI document", responses={200: m.Document}, public=True)
 def openapi():
-    return jsonify(with_scopes(openapi_document(), _scopes_by_operation()))
+    return jsonify(api_document(current_app))
 
 
-def _scopes_by_operation() -> dict[tuple[str, str], str]:
-    """The scope of each /api/v1 operation, by (OpenAPI path, lower-case method)."""
-    scopes = {}
-    for rule in current_app.url_map.iter_rules():
-        if rule.endpoint.startswith("api.") and rule.rule.startswith(api.url_prefix):
-            path = rule.rule.removeprefix(api.url_prefix)
-            for name in rule.arguments:
-                path = path.replace(f"<uuid:{name}>", f"{{{name}}}").replace(f"<{name}>", f"{{{name}}}")
-            view = current_app.view_functions[rule.endpoint]
-            for method in rule.methods - {"HEAD", "OPTIONS"}:
-                scopes[(path, method.lower())] = str(required_scope(view, method))
-    return scopes
+@api.get("/docs")
+@operation("This API's interactive documentation (an HTML page)", responses={200: None}, public=True)
+def docs():
+    return render_template("core/api/docs.html")
 
 
 @api.get("/organization")
+@operation("The organization", responses={200: m.Organization})
 def organization():
     org = _ctx().org
     return jsonify(
@@ -208,11 +204,13 @@ def organization():
 
 
 @api.get("/dashboard")
+@operation("Counts of what the organization has", responses={200: m.Counts})
 def dashboard():
     return jsonify(org_counts(db.session).as_dict())
 
 
 @api.get("/usage")
+@operation("Usage per UTC day", query=m.UsagePeriod, responses={200: m.UsageReport})
 def usage():
     """The organization's usage per UTC day, ?from= and ?to= (YYYY-MM-DD; this month so far by default)."""
     first, last = month_so_far(datetime.now(UTC).date())
@@ -239,6 +237,7 @@ def usage():
 
 
 @api.get("/members")
+@operation("Members, a page at a time", query=m.Paging, responses={200: m.MemberPage})
 @needs(Scope.ADMIN)
 def members():
     statement = (
@@ -259,6 +258,7 @@ def members():
 
 
 @api.delete("/members/<uuid:user_id>")
+@operation("Remove a member", responses={204: None})
 @needs(Scope.ADMIN)
 def remove_member(user_id: uuid.UUID):
     orgs.remove_member(db.session, _ctx(), _user_id(), user_id)
@@ -280,12 +280,24 @@ def _key_json(key: ApiKey) -> dict:
 
 
 @api.get("/api-keys")
+@operation("API keys, a page at a time", query=m.Paging, responses={200: m.ApiKeyPage})
 @needs(Scope.ADMIN)
 def list_api_keys():
     return _paginated(select(ApiKey).order_by(ApiKey.created_at.desc(), ApiKey.id), _key_json)
 
 
 @api.post("/api-keys")
+@operation(
+    "Create an API key",
+    body=m.NewApiKey,
+    responses={201: m.CreatedApiKey},
+    example={"name": "deploy bot", "scopes": ["workflows:write"], "expires_at": None},
+    links={
+        201: {
+            "RevokeApiKey": {"operationId": "revoke_api_key", "parameters": {"key_id": "$response.body#/id"}}
+        }
+    },
+)
 @needs(Scope.ADMIN)
 def create_api_key():
     body = _body()
@@ -322,6 +334,7 @@ def _checked(field: str, check, *args):
 
 
 @api.delete("/api-keys/<uuid:key_id>")
+@operation("Revoke an API key", responses={204: None})
 @needs(Scope.ADMIN)
 def revoke_api_key(key_id: uuid.UUID):
     api_keys.revoke_key(db.session, _ctx(), key_id)
@@ -340,6 +353,7 @@ def _invitation_json(invitation: Invitation) -> dict:
 
 
 @api.get("/invitations")
+@operation("Open invitations, a page at a time", query=m.Paging, responses={200: m.InvitationPage})
 @needs(Scope.ADMIN)
 def list_invitations():
     if not _ctx().at_least("admin"):
@@ -350,6 +364,20 @@ def list_invitations():
 
 
 @api.post("/invitations")
+@operation(
+    "Invite someone by email",
+    body=m.NewInvitation,
+    responses={200: m.Invitation, 201: m.Invitation},
+    example={"email": "ada@example.com", "role": "member"},
+    links={
+        201: {
+            "RevokeInvitation": {
+                "operationId": "revoke_invitation",
+                "parameters": {"invitation_id": "$response.body#/id"},
+            }
+        }
+    },
+)
 @needs(Scope.ADMIN)
 def create_invitation():
     body = _body()
@@ -369,6 +397,7 @@ def create_invitation():
 
 
 @api.delete("/invitations/<uuid:invitation_id>")
+@operation("Revoke an invitation", responses={204: None})
 @needs(Scope.ADMIN)
 def revoke_invitation(invitation_id: uuid.UUID):
     orgs.revoke_invitation(db.session, _ctx(), invitation_id)

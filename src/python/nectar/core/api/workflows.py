@@ -10,6 +10,8 @@ from datetime import datetime
 from flask import g, jsonify, request
 from sqlalchemy.exc import IntegrityError
 
+from nectar.core.api import models as m
+from nectar.core.api.declare import operation
 from nectar.core.api.schemas import published_workflow_schema
 from nectar.core.api.views import _body, _ctx, _iso, _user_id, api
 from nectar.core.builder import preview as previews
@@ -71,22 +73,45 @@ def run_json(run, *, detail: bool = False) -> dict:
 
 
 @api.get("/workflow-schema.json")
+@operation("The workflow language's JSON Schema", responses={200: m.Document})
 def workflow_schema():
     return jsonify(published_workflow_schema())
 
 
 @api.post("/workflows/validate")
+@operation(
+    "Check a workflow document without saving it", body=m.DraftDefinition, responses={200: m.Validation}
+)
 def validate_document():
     problems = workflows.problems_of(_ctx(), _body().get("definition"))
     return jsonify(valid=not problems, errors=[p.as_dict() for p in problems])
 
 
 @api.get("/workflows")
+@operation("Workflows", responses={200: m.WorkflowList})
 def list_workflows():
     return jsonify(items=[workflow_json(w) for w in workflows.list_workflows(db.session)])
 
 
 @api.post("/workflows")
+@operation(
+    "Create a workflow",
+    body=m.NewWorkflow,
+    responses={201: m.Workflow},
+    example={
+        "name": "Ping",
+        "definition": {
+            "trigger": {"type": "http"},
+            "steps": [{"id": "r", "type": "respond", "status": 200, "body": "pong"}],
+        },
+    },
+    links={
+        201: {
+            k: {"operationId": k, "parameters": {"workflow_id": "$response.body#/id"}}
+            for k in ("get_workflow", "list_versions", "run_now")
+        }
+    },
+)
 def create_workflow():
     body = _body()
     workflow = workflows.create_workflow(
@@ -102,6 +127,7 @@ def create_workflow():
 
 
 @api.get("/workflows/<uuid:workflow_id>")
+@operation("A workflow with its current definition", responses={200: m.WorkflowWithDefinition})
 def get_workflow(workflow_id: uuid.UUID):
     workflow = workflows.get_workflow(db.session, workflow_id)
     return jsonify(
@@ -110,6 +136,7 @@ def get_workflow(workflow_id: uuid.UUID):
 
 
 @api.get("/workflows/<uuid:workflow_id>/versions")
+@operation("A workflow's versions", responses={200: m.VersionList})
 def list_versions(workflow_id: uuid.UUID):
     workflows.get_workflow(db.session, workflow_id)
     return jsonify(
@@ -126,6 +153,9 @@ def list_versions(workflow_id: uuid.UUID):
 
 
 @api.post("/workflows/<uuid:workflow_id>/versions")
+@operation(
+    "Save a new version (it becomes the current one)", body=m.NewVersion, responses={201: m.VersionNumber}
+)
 def save_version(workflow_id: uuid.UUID):
     body = _body()
     workflow = workflows.get_workflow(db.session, workflow_id)
@@ -137,6 +167,12 @@ def save_version(workflow_id: uuid.UUID):
 
 
 @api.post("/workflows/<uuid:workflow_id>/rollback")
+@operation(
+    "Make an earlier version current again (as a new version)",
+    body=m.Rollback,
+    responses={201: m.VersionNumber},
+    example={"version": 1},
+)
 def roll_back(workflow_id: uuid.UUID):
     to_version = _body().whole_number("version", minimum=1)
     if to_version is None:
@@ -148,6 +184,14 @@ def roll_back(workflow_id: uuid.UUID):
 
 
 @api.post("/workflows/<uuid:workflow_id>/runs")
+@operation(
+    "Start a run",
+    body=m.RunRequest,
+    body_required=False,
+    responses={200: m.Run, 202: m.RunDetail},
+    example={"input": {"name": "Ada"}},
+    links={202: {"GetRun": {"operationId": "get_run", "parameters": {"run_id": "$response.body#/id"}}}},
+)
 def run_now(workflow_id: uuid.UUID):
     """A manual run with the given input, on the current version (or `version`)."""
     body = _body()
@@ -202,6 +246,7 @@ def start_once(
 
 
 @api.post("/workflows/<uuid:workflow_id>/test-runs")
+@operation("Run a draft as a test run", body=m.TestRunRequest, responses={202: m.RunDetail})
 def test_draft(workflow_id: uuid.UUID):
     """Runs `definition` (the builder's draft, saved or not) as a test run with `input`: recorded
     like any run, marked as a test, with the document it ran. Nothing is saved as a version."""
@@ -216,6 +261,7 @@ def test_draft(workflow_id: uuid.UUID):
 
 
 @api.post("/workflows/<uuid:workflow_id>/preview")
+@operation("Preview an expression over a run's data", body=m.PreviewRequest, responses={200: m.Preview})
 def preview_expression(workflow_id: uuid.UUID):
     """What `text` (a JMESPath expression when `bare`, else a {{ }} template) gives at `pointer` in
     `definition`, over the data of the run `run_id` (default: the workflow's newest run).
@@ -246,6 +292,7 @@ def preview_expression(workflow_id: uuid.UUID):
 
 
 @api.get("/runs")
+@operation("Runs, newest first", query=m.RunFilter, responses={200: m.RunList})
 def list_runs():
     before = request.args.get("before")
     try:
@@ -276,6 +323,7 @@ def _limit() -> int:
 
 
 @api.get("/runs/<uuid:run_id>")
+@operation("A run with its input, output and steps", responses={200: m.RunDetail})
 def get_run(run_id: uuid.UUID):
     return jsonify(run_json(run_queries.get_run(db.session, run_id), detail=True))
 
@@ -296,6 +344,9 @@ def version_to_run_again(run, use_current: bool) -> tuple[WorkflowVersion, bool]
 
 
 @api.post("/runs/<uuid:run_id>/rerun")
+@operation(
+    "Run the same input again", body=m.RunAgain, body_required=False, responses={200: m.Run, 202: m.RunDetail}
+)
 def rerun(run_id: uuid.UUID):
     """Runs the same input again from the start, on the original version or (`"version":
     "current"`) the workflow's current one."""
@@ -353,11 +404,23 @@ def _endpoint_fields(body: JsonObject) -> dict:
 
 
 @api.get("/endpoints")
+@operation("Endpoints", responses={200: m.EndpointList})
 def list_endpoints():
     return jsonify(items=[endpoint_json(e) for e in endpoints.list_endpoints(db.session)])
 
 
 @api.post("/endpoints")
+@operation(
+    "Create an endpoint",
+    body=m.EndpointFields,
+    responses={201: m.Endpoint},
+    example={
+        "method": "POST",
+        "path": "/orders",
+        "workflow_id": "00000000-0000-0000-0000-000000000000",
+        "auth": "api_key",
+    },
+)
 def create_endpoint():
     endpoint = endpoints.save_endpoint(db.session, _ctx(), **_endpoint_fields(_body()))
     db.session.commit()
@@ -365,6 +428,7 @@ def create_endpoint():
 
 
 @api.put("/endpoints/<uuid:endpoint_id>")
+@operation("Replace an endpoint", body=m.EndpointFields, responses={200: m.Endpoint})
 def update_endpoint(endpoint_id: uuid.UUID):
     endpoint = endpoints.get_endpoint(db.session, endpoint_id)
     endpoint = endpoints.save_endpoint(db.session, _ctx(), endpoint=endpoint, **_endpoint_fields(_body()))
@@ -373,6 +437,7 @@ def update_endpoint(endpoint_id: uuid.UUID):
 
 
 @api.delete("/endpoints/<uuid:endpoint_id>")
+@operation("Delete an endpoint", responses={204: None})
 def delete_endpoint(endpoint_id: uuid.UUID):
     endpoints.delete_endpoint(db.session, _ctx(), endpoint_id)
     db.session.commit()
@@ -380,5 +445,6 @@ def delete_endpoint(endpoint_id: uuid.UUID):
 
 
 @api.get("/endpoints/openapi.json")
+@operation("The OpenAPI document of the organization's endpoints", responses={200: m.Document})
 def endpoints_openapi():
     return jsonify(organization_openapi(_ctx().org, endpoints.list_endpoints(db.session)))

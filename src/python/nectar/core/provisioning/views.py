@@ -12,6 +12,9 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from nectar.core.accounts import service as accounts
+from nectar.core.api import models as m
+from nectar.core.api.declare import operation
+from nectar.core.api.openapi import internal_document
 from nectar.core.contract.client import API_PREFIX, PLANS
 from nectar.core.extensions import csrf
 from nectar.core.orgs import service as orgs
@@ -36,8 +39,16 @@ def _matches(given: str, expected: str | None) -> bool:
     return bool(expected) and hmac.compare_digest(given.encode(), expected.encode())
 
 
+@service_api.get("/openapi.json")
+@operation("This contract's OpenAPI document", responses={200: m.Document}, public=True)
+def openapi():
+    return jsonify(internal_document(current_app))
+
+
 @service_api.before_request
 def _authenticate():
+    if request.endpoint == "service_api.openapi":
+        return None  # the contract's shape is no secret; every call in it needs a credential
     settings = current_app.config["NECTAR_SETTINGS"]
     if not settings.service_token and not settings.admin_service_token:
         return problem(
@@ -74,6 +85,11 @@ def _organization(org_id: uuid.UUID) -> Organization | None:
 
 
 @service_api.post("/accounts")
+@operation(
+    "Provision an account and organization (marketing, after checkout)",
+    body=m.NewAccount,
+    responses={200: m.ProvisionedAccount, 201: m.ProvisionedAccount},
+)
 def create_account():
     body = _body()
     request_id = body.get("request_id")
@@ -136,6 +152,7 @@ def create_account():
 
 
 @service_api.post("/organizations/<uuid:org_id>/suspend")
+@operation("Suspend an organization", body=m.Suspension, responses={200: m.OrganizationPlan})
 def suspend(org_id: uuid.UUID):
     org = _organization_or_404(org_id)
     reason = str(_body().get("reason") or "").strip()[:500]
@@ -147,6 +164,7 @@ def suspend(org_id: uuid.UUID):
 
 
 @service_api.post("/organizations/<uuid:org_id>/reactivate")
+@operation("Reactivate an organization", responses={200: m.OrganizationPlan})
 def reactivate(org_id: uuid.UUID):
     org = _organization_or_404(org_id)
     org.status, org.suspended_reason = "active", None
@@ -155,11 +173,13 @@ def reactivate(org_id: uuid.UUID):
 
 
 @service_api.get("/organizations/<uuid:org_id>/plan")
+@operation("An organization's plan", responses={200: m.OrganizationPlan})
 def plan(org_id: uuid.UUID):
     return _plan_json(_organization_or_404(org_id))
 
 
 @service_api.put("/organizations/<uuid:org_id>/plan")
+@operation("Set an organization's plan", body=m.PlanChange, responses={200: m.OrganizationPlan})
 def set_plan(org_id: uuid.UUID):
     org = _organization_or_404(org_id)
     new_plan = _body().get("plan")
@@ -203,6 +223,11 @@ def _email_taken(email: str, user_id: uuid.UUID | None = None):
 
 
 @service_api.post("/users")
+@operation(
+    "Create a customer account (no password: they choose one from an email)",
+    body=m.NewUser,
+    responses={200: m.CustomerUser, 201: m.CustomerUser},
+)
 def create_user():
     body = _body()
     request_id = body.get("request_id")
@@ -246,6 +271,7 @@ def _organization_or_404(org_id: uuid.UUID) -> Organization:
 
 
 @service_api.patch("/users/<uuid:user_id>")
+@operation("Change a customer's email or name", body=m.UserChange, responses={200: m.CustomerUser})
 def update_user(user_id: uuid.UUID):
     user = _user_or_404(user_id)
     body = _body()
@@ -274,6 +300,7 @@ def update_user(user_id: uuid.UUID):
 
 
 @service_api.post("/users/<uuid:user_id>/deactivate")
+@operation("Deactivate a customer account", responses={200: m.CustomerUser})
 def deactivate_user(user_id: uuid.UUID):
     user = _user_or_404(user_id)
     user.is_active = False
@@ -283,6 +310,7 @@ def deactivate_user(user_id: uuid.UUID):
 
 
 @service_api.post("/users/<uuid:user_id>/reactivate")
+@operation("Reactivate a customer account", responses={200: m.CustomerUser})
 def reactivate_user(user_id: uuid.UUID):
     user = _user_or_404(user_id)
     user.is_active = True
@@ -291,6 +319,7 @@ def reactivate_user(user_id: uuid.UUID):
 
 
 @service_api.post("/users/<uuid:user_id>/password-reset")
+@operation("Email a customer a password reset link", responses={202: m.Queued})
 def send_password_reset(user_id: uuid.UUID):
     user = _user_or_404(user_id)
     if not user.is_active:

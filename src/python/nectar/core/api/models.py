@@ -418,7 +418,7 @@ class AlertRuleChange(Body):
 class NewAlertRule(AlertRuleChange):
     name: str = Field(min_length=1, max_length=100)
     channel: Literal[ALERT_CHANNELS]  # type: ignore[valid-type]
-    target: str = Field(max_length=2000)
+    target: str = Field(min_length=1, max_length=2000)
 
 
 class AlertRule(Answer):

@@ -427,7 +427,7 @@ def test_text_no_rule_can_store_is_refused_at_the_edge_and_nothing_is_stored(own
     body = {"name": "a\u0000b", "channel": "email", "target": "ops@example.com"}
     answer = browser.api("POST", "/api/v1/alert-rules", token=token, json=body)
     assert answer.status_code == 400, answer.json
-    assert [e["pointer"] for e in answer.json["errors"]] == ["/name"]
+    assert [e["path"] for e in answer.json["errors"]] == ["/name"]
     assert browser.api("GET", "/api/v1/alert-rules", token=token).json["items"] == []
 
 

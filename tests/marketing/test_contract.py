@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from nectar.marketing import contract
 from nectar.marketing.newsletter import campaigns
+from nectar.shared.rejection import InputRejected
 
 
 def test_compose_campaign_email_has_the_body_the_link_and_the_one_click_headers():
@@ -84,7 +85,7 @@ def test_a_test_send_queues_one_marked_copy_and_is_not_counted(
 def test_a_test_send_refuses_a_bad_address_or_an_unknown_campaign(marketing_engine, admin_db):
     campaign = _campaign(admin_db)
     with Session(marketing_engine) as session:
-        with pytest.raises(contract.InvalidAddress):
+        with pytest.raises(InputRejected):
             contract.queue_test_send(session, campaign, "not an address", secret_key="k", base_url="http://x")
         with pytest.raises(contract.CampaignNotFound):
             contract.queue_test_send(

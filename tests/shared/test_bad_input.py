@@ -11,9 +11,10 @@ from flask import Blueprint, jsonify, request
 from sqlalchemy import text
 
 from nectar.schema.models import Organization
-from nectar.shared.bad_input import MAX_JSON_DEPTH, BadInput, JsonObject, loads_json, text_charset
+from nectar.shared.bad_input import MAX_JSON_DEPTH, JsonObject, loads_json, text_charset
 from nectar.shared.config import Service
 from nectar.shared.database import db
+from nectar.shared.rejection import InputRejected
 from nectar.shared.web import DATABASE_REFUSED, create_service_app
 
 views = Blueprint("views", __name__)
@@ -61,7 +62,7 @@ def _json(client, body: str, content_type: str = "application/json"):
 def test_nul_and_lone_surrogates_anywhere_in_json_are_refused_naming_where(client, body, pointer):
     response = _json(client, body)
     assert response.status_code == 400 and response.mimetype == "application/problem+json"
-    assert response.json["errors"][0]["pointer"] == pointer, response.json
+    assert response.json["errors"][0]["path"] == pointer, response.json
 
 
 @pytest.mark.parametrize(
@@ -146,7 +147,7 @@ def test_a_value_longer_than_its_column_is_a_422_naming_it_before_the_database_s
         "/organizations", data={"name": "x" * 201, "slug": "fine"}, headers={"Accept": "application/json"}
     )
     assert response.status_code == 422, response.get_data(as_text=True)
-    assert response.json["errors"] == [{"field": "name", "detail": "name is at most 200 characters."}]
+    assert response.json["errors"] == [{"field": "name", "message": "name is at most 200 characters."}]
 
 
 def test_a_value_the_database_refuses_anyway_is_a_422_not_a_500(client):
@@ -165,14 +166,14 @@ def test_json_fields_are_read_with_their_kind_and_limits():
         lambda: body.whole_number("big"),
         lambda: body.whole_number("list"),
     ):
-        with pytest.raises(BadInput) as refused:
+        with pytest.raises(InputRejected) as refused:
             read()
         assert refused.value.status == 422 and refused.value.pointer.startswith("/")
 
 
 def test_loads_json_reads_utf16_and_refuses_what_is_not_text():
     assert loads_json('{"a": "é"}'.encode("utf-16")) == {"a": "é"}
-    with pytest.raises(BadInput, match="not UTF-8"):
+    with pytest.raises(InputRejected, match="not UTF-8"):
         loads_json(b'{"a": "\xff"}')
     assert json.loads('"\\ud800"') == "\ud800"  # what the standard library would have let through
 
@@ -180,6 +181,6 @@ def test_loads_json_reads_utf16_and_refuses_what_is_not_text():
 def test_text_charsets_are_named_by_their_codec():
     assert text_charset({}) == "utf-8" and text_charset({"charset": "UTF8"}) == "utf-8"
     assert text_charset({"charset": "no-such"}) == "utf-8"
-    with pytest.raises(BadInput) as refused:
+    with pytest.raises(InputRejected) as refused:
         text_charset({"charset": "base64"})
     assert refused.value.status == 415

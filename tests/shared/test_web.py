@@ -88,7 +88,7 @@ def test_a_json_body_is_judged_at_the_edge_and_still_read_raw_by_the_view(market
         headers={"Content-Type": "application/json", "Stripe-Signature": "t=1,v1=x"},
     )
     assert refused.status_code == 400 and refused.mimetype == "application/problem+json"
-    assert refused.json["errors"][0]["pointer"] == "/data/object/note"
+    assert refused.json["errors"][0]["path"] == "/data/object/note"
     clean = json.dumps({"id": "evt_1", "note": "ab"}).encode()
     unsigned = marketing.test_client().post(
         "/stripe/webhook",

@@ -16,6 +16,7 @@ from nectar.shared.cli import Command
 from nectar.shared.config import ConfigError, Service, load_settings
 from nectar.shared.database import check_connection
 from nectar.shared.encryption import DecryptionFailed, key_ring
+from nectar.shared.rejection import InputRejected
 
 # Every column encrypted under NECTAR_ENCRYPTION_KEYS: (table, column, the column naming the key
 # that encrypted it, if the table keeps one, and the table's key columns). A column left out here
@@ -128,7 +129,7 @@ def _create_staff(args: argparse.Namespace) -> int:
                 target=f"staff:{member.id}",
                 after={"email": member.email, "role": member.role, "display_name": member.display_name},
             )
-    except staff_service.StaffError as error:
+    except InputRejected as error:
         raise ConfigError(str(error)) from None
     except IntegrityError:
         raise ConfigError(f"a staff account with email {args.email} already exists") from None

@@ -19,27 +19,13 @@ from flask import Request
 from flask.json.provider import DefaultJSONProvider
 from werkzeug.datastructures import MultiDict
 
+from nectar.shared.rejection import InputRejected
+
 # Far more than data needs, and inside what jsonb and JSON encoders take (orjson stops at 254).
 MAX_JSON_DEPTH = 100
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")  # in a str only ever alone: JSON's pairs decode whole
 _FORM = "application/x-www-form-urlencoded"
 _MULTIPART = "multipart/form-data"
-
-
-class BadInput(ValueError):
-    """Input refused at the edge: why (`detail`), the status to answer (400, or 415 for a charset),
-    and where: a JSON Pointer into a JSON body, or the name of a field, parameter or header."""
-
-    def __init__(
-        self, detail: str, *, status: int = 400, pointer: str | None = None, field: str | None = None
-    ):
-        super().__init__(detail)
-        self.detail, self.status, self.pointer, self.field = detail, status, pointer, field
-
-    def as_error(self) -> dict[str, str]:
-        """The problem document's `errors` entry (RFC 9457): where, and why."""
-        where = {"pointer": self.pointer} if self.pointer is not None else {"field": self.field or "body"}
-        return {**where, "detail": self.detail}
 
 
 def refused_text(value: str) -> str | None:
@@ -53,28 +39,28 @@ def refused_text(value: str) -> str | None:
 
 
 def check_text(value: str, *, field: str | None = None, pointer: str | None = None, what: str = "") -> str:
-    """`value`, or BadInput naming where it came from when it cannot be stored as text."""
+    """`value`, or InputRejected naming where it came from when it cannot be stored as text."""
     reason = refused_text(value)
     if reason is not None:
         where = what or (f"The field “{_printable(field)}”" if field is not None else "The input")
-        raise BadInput(f"{where} holds {reason}.", pointer=pointer, field=field)
+        raise InputRejected(f"{where} holds {reason}.", path=pointer, field=field, status=400)
     return value
 
 
 def loads_json(raw: bytes | str, what: str = "The body") -> Any:
     """JSON as every service reads it: UTF-8 (or -16, -32) text holding data jsonb can store, so no
     NaN or Infinity, no nesting deeper than MAX_JSON_DEPTH and no NUL or lone surrogate in a string
-    or key. Raises BadInput with a JSON Pointer to the first offence."""
+    or key. Raises InputRejected with a JSON Pointer to the first offence."""
     try:
         text = raw.decode(json.detect_encoding(raw)) if isinstance(raw, bytes) else raw
     except UnicodeDecodeError:
-        raise BadInput(f"{what} is not UTF-8 text.") from None
+        raise InputRejected(f"{what} is not UTF-8 text.", status=400) from None
     try:
         value = _DECODER.decode(text)
     except RecursionError:
-        raise BadInput(f"{what} nests deeper than {MAX_JSON_DEPTH} levels.") from None
+        raise InputRejected(f"{what} nests deeper than {MAX_JSON_DEPTH} levels.", status=400) from None
     except ValueError as error:
-        raise BadInput(f"{what} is not valid JSON: {error}.") from None
+        raise InputRejected(f"{what} is not valid JSON: {error}.", status=400) from None
     _check_tree(value, what)
     return value
 
@@ -94,7 +80,9 @@ def _check_tree(value: Any, what: str) -> None:
     while pending:
         item, path, level = pending.pop()
         if level > MAX_JSON_DEPTH:
-            raise BadInput(f"{what} nests deeper than {MAX_JSON_DEPTH} levels.", pointer=_pointer(path))
+            raise InputRejected(
+                f"{what} nests deeper than {MAX_JSON_DEPTH} levels.", path=_pointer(path), status=400
+            )
         if isinstance(item, str):
             if refused_text(item) is not None:
                 check_text(item, pointer=_pointer(path), what=f"The value at {_pointer(path) or '/'}")
@@ -128,7 +116,7 @@ def text_charset(mimetype_params: dict[str, str]) -> str:
     except LookupError:
         return "utf-8"
     if not codec._is_text_encoding:  # noqa: SLF001 - the codecs module's own mark for str <-> bytes codecs
-        raise BadInput(
+        raise InputRejected(
             f"“{_printable(name)}” is not a text encoding; send UTF-8.", status=415, field="Content-Type"
         )
     return codec.name
@@ -140,7 +128,9 @@ def decode_text(raw: bytes, mimetype_params: dict[str, str], what: str = "The bo
     try:
         text = raw.decode(charset, errors="replace")
     except (UnicodeError, ValueError):  # a codec without "replace" (idna) that meets bytes it refuses
-        raise BadInput(f"{what} cannot be read as {charset}.", status=415, field="Content-Type") from None
+        raise InputRejected(
+            f"{what} cannot be read as {charset}.", status=415, field="Content-Type"
+        ) from None
     return check_text(text, what=what)
 
 
@@ -154,13 +144,13 @@ def check_address(request: Request) -> None:
         if "%" in query or not query.isascii():
             unquote_to_bytes(query).decode("utf-8")
     except UnicodeError:
-        raise BadInput("The address is not UTF-8 text.", field="address") from None
+        raise InputRejected("The address is not UTF-8 text.", field="address", status=400) from None
     check_text(request.path, field="path", what="The address")
     _check_fields(request.args, "query parameter")
     for key, value in environ.items():  # the headers, read as cheaply as core's tenant calls need
         if key.startswith("HTTP_") and isinstance(value, str) and "\x00" in value:
             name = key[5:].replace("_", "-").title()
-            raise BadInput(f"The header {name} holds a NUL character.", field=name)
+            raise InputRejected(f"The header {name} holds a NUL character.", field=name, status=400)
 
 
 def check_body(request: Request) -> None:
@@ -173,13 +163,15 @@ def check_body(request: Request) -> None:
         try:  # werkzeug would replace what is not UTF-8; a form is UTF-8 (HTML's rule), so refuse it
             unquote_to_bytes(request.get_data().replace(b"+", b" ")).decode("utf-8")
         except UnicodeError:
-            raise BadInput("The form is not UTF-8 text.", field="body") from None
+            raise InputRejected("The form is not UTF-8 text.", field="body", status=400) from None
         _check_fields(request.form, "field")
     elif request.mimetype == _MULTIPART:
         if request.files:
             name = next(iter(request.files))
-            raise BadInput(
-                f"The field “{_printable(name)}” is a file; this address takes text only.", field=name
+            raise InputRejected(
+                f"The field “{_printable(name)}” is a file; this address takes text only.",
+                field=name,
+                status=400,
             )
         _check_fields(request.form, "field")
     elif request.is_json and request.get_data():
@@ -202,15 +194,15 @@ MAX_EMAIL_LENGTH = 320
 
 class JsonObject(dict):
     """A JSON body's object, whose fields a view reads with their kind and limits checked: a field
-    that is not what it should be is a BadInput (422) naming it by JSON Pointer."""
+    that is not what it should be is a InputRejected (422) naming it by JSON Pointer."""
 
     def text(self, name: str, *, max_length: int, default: str | None = None) -> str | None:
         value = self.get(name, default)
         if value is not None and not isinstance(value, str):
-            raise BadInput(f"{name} must be a string.", status=422, pointer=_pointer((name,)))
+            raise InputRejected(f"{name} must be a string.", status=422, path=_pointer((name,)))
         if value is not None and len(value) > max_length:
-            raise BadInput(
-                f"{name} is at most {max_length:,} characters.", status=422, pointer=_pointer((name,))
+            raise InputRejected(
+                f"{name} is at most {max_length:,} characters.", status=422, path=_pointer((name,))
             )
         return value
 
@@ -220,7 +212,7 @@ class JsonObject(dict):
             return None
         if not isinstance(value, int) or isinstance(value, bool) or not minimum <= value <= maximum:
             detail = f"{name} must be a whole number from {minimum:,} to {maximum:,}."
-            raise BadInput(detail, status=422, pointer=_pointer((name,)))
+            raise InputRejected(detail, status=422, path=_pointer((name,)))
         return value
 
 
@@ -233,9 +225,9 @@ class StrictJSONProvider(DefaultJSONProvider):
 
 
 class CheckedRequest(Request):
-    """Flask's request, letting loads_json's BadInput through (Flask would make it a bare 400)."""
+    """Flask's request, letting loads_json's InputRejected through (Flask would make it a bare 400)."""
 
     def on_json_loading_failed(self, e: ValueError | None) -> Any:
-        if isinstance(e, BadInput):
+        if isinstance(e, InputRejected):
             raise e
         return super().on_json_loading_failed(e)

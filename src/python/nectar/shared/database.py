@@ -25,8 +25,9 @@ from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.orm import DeclarativeBase, Session, scoped_session
 from sqlalchemy.pool import Pool
 
-from nectar.shared.bad_input import BadInput, check_text
+from nectar.shared.bad_input import check_text
 from nectar.shared.config import ConfigError
+from nectar.shared.rejection import InputRejected
 
 TENANT_SETTING = "nectar.org_id"
 USER_SETTING = "nectar.user_id"
@@ -136,7 +137,7 @@ _INTEGER_RANGES = {"SmallInteger": 2**15, "Integer": 2**31, "BigInteger": 2**63}
 def _check_row_values(session: Session, _context, _instances) -> None:
     """Every value an ORM flush is about to write, checked against its column first: text that fits
     the column's String(n) and can be stored (no NUL), whole numbers inside the column's range. What
-    does not fit is a BadInput (422) naming the column, never a DataError from the database."""
+    does not fit is a InputRejected (422) naming the column, never a DataError from the database."""
     for row in (*session.new, *session.dirty):
         state = inspect(row)
         for attribute in state.mapper.column_attrs:
@@ -150,11 +151,11 @@ def _check_column_value(name: str, column_type, value) -> None:
         check_text(value, field=name)
         length = getattr(column_type, "length", None)
         if length is not None and len(value) > length:
-            raise BadInput(f"{name} is at most {length:,} characters.", status=422, field=name)
+            raise InputRejected(f"{name} is at most {length:,} characters.", status=422, field=name)
     elif isinstance(value, int) and not isinstance(value, bool):
         bound = _integer_bound(type(column_type))
         if bound is not None and not -bound <= value < bound:
-            raise BadInput(f"{name} is out of range.", status=422, field=name)
+            raise InputRejected(f"{name} is out of range.", status=422, field=name)
 
 
 @functools.cache  # every flush asks, for a handful of column types

@@ -25,13 +25,14 @@ from flask import (
 )
 from sqlalchemy import text
 from sqlalchemy.exc import DataError, SQLAlchemyError
-from werkzeug.exceptions import HTTPException, InternalServerError
+from werkzeug.exceptions import HTTPException, InternalServerError, MethodNotAllowed
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from nectar.shared.bad_input import BadInput, CheckedRequest, StrictJSONProvider, check_address, check_body
+from nectar.shared.bad_input import CheckedRequest, StrictJSONProvider, check_address, check_body
 from nectar.shared.config import Settings
 from nectar.shared.database import db, engine_options, is_database_outage
 from nectar.shared.observe import observe_app
+from nectar.shared.rejection import InputRejected
 
 PROBLEM_JSON = "application/problem+json"
 
@@ -95,7 +96,7 @@ def external_url(endpoint: str, **values) -> str:
 
 
 def wants_json() -> bool:
-    if request.path.startswith("/api/") or request.is_json:
+    if request.path.startswith(("/api/", "/internal/")) or request.is_json:
         return True
     best = request.accept_mimetypes.best_match(["text/html", "application/json", PROBLEM_JSON])
     return best in ("application/json", PROBLEM_JSON)
@@ -152,7 +153,10 @@ def _handle_http_error(error: HTTPException):
     if isinstance(error, InternalServerError) and is_database_outage(error.original_exception):
         # Raised past the views (in an after_request hook, say), where Flask hands it on as a 500.
         return _handle_unexpected_error(error.original_exception)
-    return error_response(error.code or 500, error.description)
+    response = error_response(error.code or 500, error.description)
+    if isinstance(error, MethodNotAllowed) and error.valid_methods:
+        response.headers["Allow"] = ", ".join(error.valid_methods)  # RFC 9110: a 405 says what is
+    return response
 
 
 def _handle_not_found(error: LookupError):
@@ -205,9 +209,12 @@ def keeps_raw_input(blueprint: Blueprint) -> Blueprint:
     return blueprint
 
 
-def bad_input_response(bad: BadInput):
-    """The refusal as the client wants it: a problem document naming where, or a page saying why."""
-    return error_response(bad.status, bad.detail, errors=[bad.as_error()])
+def rejection_response(rejected: InputRejected):
+    """The one answer to input rejected, in every service: a problem document with its status
+    (422, or 400/415 for input that could not be read) and an `errors` entry per problem, or, for
+    a browser, the error page saying why (forms show their problems on the page themselves:
+    nectar.shared.rejection.show_on_form)."""
+    return error_response(rejected.status, rejected.detail, errors=rejected.errors())
 
 
 def _refuse_bad_input():
@@ -217,8 +224,8 @@ def _refuse_bad_input():
         check_address(request)
         if request.blueprint not in current_app.config.get(RAW_INPUT_BLUEPRINTS, ()):
             check_body(request)
-    except BadInput as bad:
-        return bad_input_response(bad)
+    except InputRejected as bad:
+        return rejection_response(bad)
     return None
 
 
@@ -341,7 +348,7 @@ def create_service_app(
     app.register_error_handler(HTTPException, _handle_http_error)
     app.register_error_handler(LookupError, _handle_not_found)
     app.register_error_handler(DataError, _handle_data_error)
-    app.register_error_handler(BadInput, bad_input_response)
+    app.register_error_handler(InputRejected, rejection_response)
     app.register_error_handler(Exception, _handle_unexpected_error)
     app.before_request(_refuse_bad_input)
     app.after_request(security_headers)

@@ -21,19 +21,12 @@ from sqlalchemy.orm import Session
 from nectar.admin import audit
 from nectar.marketing.contract.campaigns import CONTENT_PLACEHOLDER
 from nectar.schema.models import BlogPost, Campaign, EmailTemplate, NewsletterSubscriber
+from nectar.shared.rejection import InputRejected
 
 SLUG = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
 TEMPLATE_KEY = re.compile(r"^[a-z0-9]+(?:[-_.][a-z0-9]+)*$")
 EDITABLE_CAMPAIGN = ("draft", "scheduled", "cancelled")
 CANCELLABLE_CAMPAIGN = ("scheduled", "sending")
-
-
-class ContentError(Exception):
-    """Input that cannot be stored; `field` names the form field it belongs next to."""
-
-    def __init__(self, message: str, field: str | None = None):
-        super().__init__(message)
-        self.field = field
 
 
 def slugify(title: str) -> str:
@@ -55,7 +48,7 @@ def _apply_changes(row, values: dict, action: str, target: str, flush=lambda: No
     them JSON-safe); an edit that changes nothing is refused."""
     before = {name: getattr(row, name) for name, value in values.items() if getattr(row, name) != value}
     if not before:
-        raise ContentError("Nothing changed.")
+        raise InputRejected("Nothing changed.")
     after = {name: values[name] for name in before}
     for name, value in values.items():
         setattr(row, name, value)
@@ -70,7 +63,7 @@ def _flush_unique(session: Session, constraint: str, message: str, field: str) -
             session.flush()
     except IntegrityError as error:
         if getattr(getattr(error.orig, "diag", None), "constraint_name", None) == constraint:
-            raise ContentError(message, field) from None
+            raise InputRejected(message, field) from None
         raise
 
 
@@ -110,10 +103,12 @@ def _post_values(session: Session, data: PostInput, post: BlogPost | None) -> di
     post_id = post.id if post else None
     slug = (data.slug or "").strip().lower() or slugify(data.title)
     if not SLUG.fullmatch(slug):
-        raise ContentError("Use lowercase letters, digits and single dashes (e.g. launch-notes).", "slug")
+        raise InputRejected(
+            "Use lowercase letters, digits and single dashes (e.g. launch-notes).", field="slug"
+        )
     taken = session.scalar(select(BlogPost.id).where(BlogPost.slug == slug, BlogPost.id != post_id))
     if taken:
-        raise ContentError(f"Another post already uses /{slug}; choose another address.", "slug")
+        raise InputRejected(f"Another post already uses /{slug}; choose another address.", field="slug")
     published_at = data.published_at
     if data.status == "published" and published_at is None:
         published_at = datetime.now(UTC)  # publish now
@@ -177,13 +172,15 @@ def get_template(session: Session, template_id: uuid.UUID) -> EmailTemplate:
 def _template_values(session: Session, data: TemplateInput, template_id: uuid.UUID | None) -> dict:
     key = data.key.strip().lower()
     if not TEMPLATE_KEY.fullmatch(key):
-        raise ContentError("Use lowercase letters and digits, joined by - _ or . (e.g. newsletter).", "key")
+        raise InputRejected(
+            "Use lowercase letters and digits, joined by - _ or . (e.g. newsletter).", field="key"
+        )
     if session.scalar(
         select(EmailTemplate.id).where(EmailTemplate.key == key, EmailTemplate.id != template_id)
     ):
-        raise ContentError(f"A template with the key {key} exists already.", "key")
+        raise InputRejected(f"A template with the key {key} exists already.", field="key")
     if not CONTENT_PLACEHOLDER.search(data.body_markdown):
-        raise ContentError("Put {content} where each campaign's own text goes.", "body_markdown")
+        raise InputRejected("Put {content} where each campaign's own text goes.", field="body_markdown")
     return {
         "key": key,
         "name": data.name.strip(),
@@ -250,7 +247,7 @@ def confirmed_subscribers(session: Session) -> int:
 
 def _campaign_values(session: Session, data: CampaignInput) -> dict:
     if data.template_id is not None and session.get(EmailTemplate, data.template_id) is None:
-        raise ContentError("That template no longer exists; choose another.", "template_id")
+        raise InputRejected("That template no longer exists; choose another.", field="template_id")
     return {
         "name": data.name.strip(),
         "subject": data.subject.strip(),
@@ -271,7 +268,7 @@ def create_campaign(session: Session, data: CampaignInput, staff_id: uuid.UUID |
 def update_campaign(session: Session, campaign_id: uuid.UUID, data: CampaignInput) -> Campaign:
     campaign = get_campaign(session, campaign_id, for_update=True)
     if campaign.status not in EDITABLE_CAMPAIGN:
-        raise ContentError(f"A campaign that is {campaign.status} can no longer be edited.")
+        raise InputRejected(f"A campaign that is {campaign.status} can no longer be edited.")
     values = _campaign_values(session, data)
     _apply_changes(campaign, values, "campaign.update", f"campaign:{campaign.id}")
     return campaign
@@ -281,12 +278,12 @@ def schedule_campaign(session: Session, campaign_id: uuid.UUID, when: datetime |
     """Hands the campaign to marketing's worker: `scheduled`, due at `when` (None: now)."""
     campaign = get_campaign(session, campaign_id, for_update=True)
     if campaign.status not in EDITABLE_CAMPAIGN:
-        raise ContentError(f"The campaign is {campaign.status}; it cannot be scheduled again.")
+        raise InputRejected(f"The campaign is {campaign.status}; it cannot be scheduled again.")
     now = datetime.now(UTC)
     if when is not None:
         when = as_utc(when)
         if when <= now:
-            raise ContentError("Choose a time in the future, or send it now.", "scheduled_at")
+            raise InputRejected("Choose a time in the future, or send it now.", field="scheduled_at")
     before = {"status": campaign.status, "scheduled_at": campaign.scheduled_at}
     campaign.status = "scheduled"
     campaign.scheduled_at = when or now
@@ -306,7 +303,7 @@ def cancel_campaign(session: Session, campaign_id: uuid.UUID) -> Campaign:
     still go out."""
     campaign = get_campaign(session, campaign_id, for_update=True)
     if campaign.status not in CANCELLABLE_CAMPAIGN:
-        raise ContentError(
+        raise InputRejected(
             f"The campaign is {campaign.status}; only a scheduled or sending one can be cancelled."
         )
     before = {"status": campaign.status, "scheduled_at": campaign.scheduled_at}

@@ -25,7 +25,6 @@ from nectar.admin.listing import paginate, read_page
 from nectar.admin.staff.access import current_staff
 from nectar.marketing.contract import (
     CampaignNotFound,
-    InvalidAddress,
     compose_campaign_email,
     queue_test_send,
     render_markdown,
@@ -34,6 +33,7 @@ from nectar.marketing.contract import (
 from nectar.schema.models import BlogPost, EmailTemplate
 from nectar.shared.config import Service
 from nectar.shared.database import db
+from nectar.shared.rejection import InputRejected, show_on_form
 from nectar.shared.web import form_status
 
 content = Blueprint("content", __name__, url_prefix="/content")
@@ -49,23 +49,16 @@ def _saving(form) -> bool:
     return form.validate_on_submit() and not _previewing()
 
 
-def _field_error(form, error: service.ContentError) -> None:
-    """Puts the error next to its field, or above the form when it belongs to none."""
-    if error.field and error.field in form:
-        form[error.field].errors = [*form[error.field].errors, str(error)]
-    else:
-        flash(str(error), "error")
-
-
 def _save(form, success: str, change, *args):
     """Runs one service change, `change(db.session, *args)`, and commits it with its audit row; on
     bad input, rolls back and shows why next to the field. Returns the changed object, or None.
     (A LookupError is the app's 404.)"""
     try:
         result = change(db.session, *args)
-    except service.ContentError as error:
+    except InputRejected as error:
         db.session.rollback()
-        _field_error(form, error)
+        for message in show_on_form(form, error):
+            flash(message, "error")
         return None
     db.session.commit()
     flash(success, "success")
@@ -295,9 +288,9 @@ def test_send(campaign_id: uuid.UUID):
     except CampaignNotFound:
         db.session.rollback()
         abort(404, "There is no such campaign.")
-    except InvalidAddress as error:
+    except InputRejected as error:
         db.session.rollback()
-        form.to_address.errors = [str(error)]
+        show_on_form(form, error, "to_address")
         return _campaign_page(campaign_id, test_form=form)
     audit.record(
         "campaign.test_send",

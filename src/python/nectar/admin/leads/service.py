@@ -20,6 +20,7 @@ from nectar.admin import audit
 from nectar.admin.listing import capped_counts, like_pattern
 from nectar.schema.models import Lead, LeadInquiry, LeadNote, StaffUser, Subscription
 from nectar.schema.models.marketing import LEAD_STAGES
+from nectar.shared.rejection import InputRejected
 
 NOTE_MAX = 5000
 BOARD_CARDS = 10
@@ -36,10 +37,6 @@ EXPORT_COLUMNS = (
     "created_at",
     "last_inquiry_at",
 )
-
-
-class LeadError(Exception):
-    """A change that cannot be made; the message says why, in a line."""
 
 
 @dataclass(frozen=True)
@@ -192,10 +189,10 @@ def assignable_staff(session: Session) -> list[StaffUser]:
 def change_stage(session: Session, lead_id: uuid.UUID, stage: str) -> Lead:
     """Moves the lead to `stage` in the pipeline."""
     if stage not in LEAD_STAGES:
-        raise LeadError(f"Choose one of the stages: {', '.join(LEAD_STAGES)}.")
+        raise InputRejected(f"Choose one of the stages: {', '.join(LEAD_STAGES)}.")
     lead = get_lead(session, lead_id, for_update=True)
     if lead.status == stage:
-        raise LeadError(f"{lead.email} is already {stage}.")
+        raise InputRejected(f"{lead.email} is already {stage}.")
     before = lead.status
     lead.status = stage
     audit.record("lead.stage", target=f"lead:{lead.id}", before={"stage": before}, after={"stage": stage})
@@ -209,9 +206,9 @@ def assign(session: Session, lead_id: uuid.UUID, staff_id: uuid.UUID | None) -> 
     if staff_id is not None:
         staff = session.get(StaffUser, staff_id)
         if staff is None or not staff.is_active or staff.role == "read_only":
-            raise LeadError("Choose an active staff member who may edit leads.")
+            raise InputRejected("Choose an active staff member who may edit leads.")
     if lead.assigned_staff_id == staff_id:
-        raise LeadError("The lead already has that owner.")
+        raise InputRejected("The lead already has that owner.")
     before = session.get(StaffUser, lead.assigned_staff_id) if lead.assigned_staff_id else None
     lead.assigned_staff_id = staff_id
     audit.record(
@@ -226,9 +223,9 @@ def assign(session: Session, lead_id: uuid.UUID, staff_id: uuid.UUID | None) -> 
 def add_note(session: Session, lead_id: uuid.UUID, staff_id: uuid.UUID, body: str) -> LeadNote:
     body = (body or "").strip()
     if not body:
-        raise LeadError("Write something in the note.")
+        raise InputRejected("Write something in the note.")
     if len(body) > NOTE_MAX:
-        raise LeadError(f"A note holds at most {NOTE_MAX:,} characters.")
+        raise InputRejected(f"A note holds at most {NOTE_MAX:,} characters.")
     lead = get_lead(session, lead_id)
     note = LeadNote(lead_id=lead.id, staff_id=staff_id, body=body)
     session.add(note)

@@ -23,6 +23,7 @@ from nectar.admin.listing import paginate, read_page
 from nectar.admin.staff.access import current_staff
 from nectar.schema.models.marketing import LEAD_STAGES
 from nectar.shared.database import db
+from nectar.shared.rejection import InputRejected
 from nectar.shared.web import FORM_REFUSED, form_status
 
 leads = Blueprint("leads", __name__, url_prefix="/leads")
@@ -111,7 +112,7 @@ def _write(success: str, change, *args):
     except LookupError:
         db.session.rollback()
         abort(404, "There is no such lead.")
-    except service.LeadError as error:
+    except InputRejected as error:
         db.session.rollback()
         flash(str(error), "error")
         return None

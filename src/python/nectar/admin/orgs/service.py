@@ -19,6 +19,7 @@ from nectar.admin.staff.access import current_staff
 from nectar.core.contract import PLANS, OrganizationPlan
 from nectar.core.contract.plans import FEATURE_NAMES, LIMIT_NAMES, Feature, entitlements, plan_of
 from nectar.schema.models import Membership, Organization, Subscription, User, Workflow
+from nectar.shared.rejection import InputRejected
 
 SORTS = {"created": Organization.created_at, "name": Organization.name, "plan": Organization.plan}
 DEFAULT_SORT = "-created"
@@ -140,35 +141,31 @@ def reactivate(org: Organization) -> OrganizationPlan:
     return plan
 
 
-class OverrideInvalid(ValueError):
-    """The override cannot be granted; `str()` says why, for the staff member."""
-
-
 MAX_LIMIT = 10**9
 
 
 def grant_override(org: Organization, name: str, raw_value: str | None, reason: str) -> dict:
     """Raises one of the organization's plan limits, or grants it a feature, and audits it (who,
     when, what, why). Core honours it at once (the organization's change notifies its caches).
-    Raises OverrideInvalid for an unknown name, a limit that is not above the plan's, or a
+    Raises InputRejected for an unknown name, a limit that is not above the plan's, or a
     feature the plan includes already."""
     plan = plan_of(org.plan)
     if name in LIMIT_NAMES:
         try:
             value = int((raw_value or "").strip().replace(",", "").replace("_", ""))
         except ValueError:
-            raise OverrideInvalid("Give the new limit as a whole number.") from None
+            raise InputRejected("Give the new limit as a whole number.") from None
         current = getattr(plan.limits, name)
         if not current < value <= MAX_LIMIT:
-            raise OverrideInvalid(
+            raise InputRejected(
                 f"An override raises the limit: above the {plan.name} plan's {current:,} and at most {MAX_LIMIT:,}."
             )
     elif name in FEATURE_NAMES:
         if plan.offers(Feature(name)):
-            raise OverrideInvalid(f"The {plan.name} plan includes {Feature(name).title} already.")
+            raise InputRejected(f"The {plan.name} plan includes {Feature(name).title} already.")
         value = True
     else:
-        raise OverrideInvalid("Choose a limit or a feature from the list.")
+        raise InputRejected("Choose a limit or a feature from the list.")
     staff = current_staff()
     entry = {
         "value": value,
@@ -192,7 +189,7 @@ def remove_override(org: Organization, name: str) -> None:
     overrides = dict(org.plan_overrides or {})
     before = overrides.pop(name, None)
     if before is None:
-        raise OverrideInvalid("This organization has no such override.")
+        raise InputRejected("This organization has no such override.")
     org.plan_overrides = overrides
     audit.record(
         "organization.plan_override_removed", f"organization:{org.id}", _override(name, before), None

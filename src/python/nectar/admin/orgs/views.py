@@ -14,6 +14,7 @@ from nectar.core.contract import PLANS, CoreRefused, CoreUnavailable
 from nectar.core.contract.plans import LIMIT_NAMES, Feature
 from nectar.schema.models import Organization
 from nectar.shared.database import db
+from nectar.shared.rejection import InputRejected, show_on_form
 
 orgs = Blueprint("orgs", __name__, url_prefix="/orgs")
 
@@ -67,8 +68,8 @@ def grant_override(org_id: uuid.UUID):
         return _show(org_id, SuspendForm(formdata=None), 422, form)
     try:
         service.grant_override(org, form.name.data, form.value.data, form.reason.data.strip())
-    except service.OverrideInvalid as invalid:
-        form.value.errors = [*form.value.errors, str(invalid)]
+    except InputRejected as invalid:
+        show_on_form(form, invalid, "value")
         return _show(org_id, SuspendForm(formdata=None), 422, form)
     db.session.commit()
     flash(f"{org.name}: {form.name.data.replace('_', ' ')} overridden; core applies it at once.", "success")
@@ -80,7 +81,7 @@ def remove_override(org_id: uuid.UUID, name: str):
     org = _org(org_id)
     try:
         service.remove_override(org, name)
-    except service.OverrideInvalid as invalid:
+    except InputRejected as invalid:
         abort(404, str(invalid))
     db.session.commit()
     flash(f"{org.name}: the {name.replace('_', ' ')} override is removed; the plan applies again.", "success")

@@ -12,12 +12,9 @@ from sqlalchemy.orm import Session
 from nectar.admin import audit
 from nectar.admin.listing import capped_counts, like_pattern
 from nectar.schema.models import EmailOutbox
+from nectar.shared.rejection import InputRejected
 
 STATUSES = ("pending", "sending", "sent", "failed")
-
-
-class OutboxError(Exception):
-    """A change that cannot be made; the message says why."""
 
 
 def status_counts(session: Session) -> dict[str, int]:
@@ -52,7 +49,7 @@ def retry(session: Session, message_id: uuid.UUID) -> EmailOutbox:
     if message is None:
         raise LookupError(f"no message {message_id}")
     if message.status != "failed":
-        raise OutboxError(f"Only a failed message can be retried; this one is {message.status}.")
+        raise InputRejected(f"Only a failed message can be retried; this one is {message.status}.")
     before = {"status": message.status, "attempts": message.attempts, "last_error": message.last_error}
     message.status = "pending"
     message.attempts = 0

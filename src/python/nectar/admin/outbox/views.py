@@ -11,6 +11,7 @@ from nectar.admin.listing import paginate, read_choice, read_page, read_text
 from nectar.admin.outbox import service
 from nectar.schema.models import EmailOutbox
 from nectar.shared.database import db
+from nectar.shared.rejection import InputRejected
 
 outbox = Blueprint("outbox", __name__, url_prefix="/outbox")
 PER_PAGE = 50
@@ -45,7 +46,7 @@ def retry(message_id: uuid.UUID):
     except LookupError:
         db.session.rollback()
         abort(404, "There is no such message.")
-    except service.OutboxError as error:
+    except InputRejected as error:
         db.session.rollback()
         flash(str(error), "error")
     else:

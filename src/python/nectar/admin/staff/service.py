@@ -24,6 +24,7 @@ from nectar.schema.models.staff import STAFF_ROLES
 from nectar.shared import signin, throttle
 from nectar.shared.encryption import KeyRing
 from nectar.shared.passwords import hash_password, password_problem
+from nectar.shared.rejection import InputRejected
 from nectar.shared.sessions import SessionStore
 
 ACCOUNT_LIMIT = throttle.Limit(events=5, window_seconds=900)
@@ -45,14 +46,6 @@ TOTP_ISSUER = "Nectar Studio admin"
 GENERATED_PASSWORD_BYTES = 18  # 24 URL-safe characters
 
 
-class StaffError(Exception):
-    """Bad input for a staff-account action; `field` names the form field it belongs to (or None)."""
-
-    def __init__(self, message: str, field: str | None = None):
-        super().__init__(message)
-        self.field = field
-
-
 SignInRefused = signin.SignInRefused  # what sign_in raises
 
 
@@ -60,7 +53,7 @@ def normalize_email(raw: str) -> str:
     try:
         return signin.normalize_email(raw)
     except signin.InvalidEmail as error:
-        raise StaffError(str(error), field="email") from None
+        raise InputRejected(str(error), field="email") from None
 
 
 def find_staff(session: Session, email: str) -> StaffUser | None:
@@ -76,12 +69,12 @@ def create_staff(
 ) -> StaffUser:
     email = normalize_email(email)
     if role not in STAFF_ROLES:
-        raise StaffError(f"role must be one of {', '.join(STAFF_ROLES)}, not {role!r}", field="role")
+        raise InputRejected(f"role must be one of {', '.join(STAFF_ROLES)}, not {role!r}", field="role")
     problem = password_problem(password)
     if problem:
-        raise StaffError(f"password: {problem}", field="password")
+        raise InputRejected(f"password: {problem}", field="password")
     if find_staff(session, email) is not None:
-        raise StaffError(f"a staff account with email {email} already exists", field="email")
+        raise InputRejected(f"a staff account with email {email} already exists", field="email")
     staff = StaffUser(
         id=uuid.uuid4(),
         email=email,
@@ -150,7 +143,7 @@ def totp_secret(keys: KeyRing, staff: StaffUser) -> str | None:
 def begin_totp_enrolment(keys: KeyRing, staff: StaffUser) -> str:
     """A new secret, stored encrypted but not active until a code from it is confirmed. Returns it."""
     if staff.totp_enabled_at is not None:
-        raise StaffError("Two-factor authentication is already on.")
+        raise InputRejected("Two-factor authentication is already on.")
     secret = pyotp.random_base32()
     staff.totp_secret_ciphertext, _ = keys.encrypt(secret.encode())
     staff.totp_last_step = None
@@ -178,12 +171,14 @@ def check_totp(session: Session, keys: KeyRing, staff: StaffUser, code: str) -> 
     refused = throttle.take(session, [counter], now)
     session.commit()
     if refused is not None:
-        raise StaffError("Too many wrong codes. Wait a few minutes and try again.", field="code")
+        raise InputRejected("Too many wrong codes. Wait a few minutes and try again.", field="code")
     secret = totp_secret(keys, staff)
     code = "".join(code.split())
     step = _matching_step(secret, code, now) if secret and code.isdigit() else None
     if step is None or not _claim_step(session, staff, step):
-        raise StaffError("That code is not right (or was already used). Enter the current one.", field="code")
+        raise InputRejected(
+            "That code is not right (or was already used). Enter the current one.", field="code"
+        )
     throttle.clear(session, counter[0])
 
 
@@ -216,16 +211,16 @@ def _matching_step(secret: str, code: str, now: float) -> int | None:
 
 def confirm_totp_enrolment(session: Session, keys: KeyRing, staff: StaffUser, code: str) -> None:
     if staff.totp_secret_ciphertext is None:
-        raise StaffError("Start the set-up again: there is no pending secret.", field="code")
+        raise InputRejected("Start the set-up again: there is no pending secret.", field="code")
     check_totp(session, keys, staff, code)
     staff.totp_enabled_at = datetime.now(UTC)
 
 
 def disable_totp(session: Session, keys: KeyRing, staff: StaffUser, code: str) -> None:
     if staff.role == "superadmin":
-        raise StaffError("Superadmins must keep two-factor authentication on.")
+        raise InputRejected("Superadmins must keep two-factor authentication on.")
     if staff.totp_enabled_at is None:
-        raise StaffError("Two-factor authentication is not on.")
+        raise InputRejected("Two-factor authentication is not on.")
     check_totp(session, keys, staff, code)
     staff.totp_secret_ciphertext = None
     staff.totp_enabled_at = None

@@ -9,6 +9,7 @@ from nectar.admin.staff import service
 from nectar.admin.staff.access import current_staff, live_session, sign_in_session
 from nectar.admin.staff.forms import CodeForm, SignInForm
 from nectar.shared.database import db
+from nectar.shared.rejection import InputRejected, show_on_form
 from nectar.shared.web import safe_next_path
 
 staff = Blueprint("staff", __name__)
@@ -58,9 +59,9 @@ def totp_verify():
     if form.validate_on_submit():
         try:
             service.check_totp(db.session, _keys(), live.staff, form.code.data)
-        except service.StaffError as error:
+        except InputRejected as error:
             db.session.commit()  # keep the failure count
-            form.code.errors.append(str(error))
+            show_on_form(form, error, "code")
         else:
             live.row.totp_verified = True
             db.session.commit()
@@ -84,9 +85,9 @@ def totp_setup():
     if form.validate_on_submit():
         try:
             service.confirm_totp_enrolment(db.session, _keys(), member, form.code.data)
-        except service.StaffError as error:
+        except InputRejected as error:
             db.session.commit()
-            form.code.errors.append(str(error))
+            show_on_form(form, error, "code")
         else:
             live.row.totp_verified = True
             audit.record("staff.totp_enabled", f"staff:{member.id}", {"totp": False}, {"totp": True})
@@ -112,9 +113,9 @@ def totp_disable():
     if form.validate_on_submit():
         try:
             service.disable_totp(db.session, _keys(), member, form.code.data)
-        except service.StaffError as error:
+        except InputRejected as error:
             db.session.commit()  # keep the failure count
-            form.code.errors.append(str(error))
+            show_on_form(form, error, "code")
         else:
             audit.record("staff.totp_disabled", f"staff:{member.id}", {"totp": True}, {"totp": False})
             db.session.commit()

@@ -20,8 +20,9 @@ from nectar.admin import audit
 from nectar.admin.listing import capped_counts
 from nectar.core.contract import PLANS
 from nectar.schema.models import SystemSetting
-from nectar.shared.bad_input import BadInput, loads_json
+from nectar.shared.bad_input import loads_json
 from nectar.shared.config import Service, Settings
+from nectar.shared.rejection import InputRejected
 from nectar.shared.tracing import service_call
 
 HEALTH_TIMEOUT_SECONDS = 2.0
@@ -126,46 +127,42 @@ def queue_depth(session: Session) -> list[tuple[str, str, int]]:
 KEY_PATTERN = re.compile(r"[a-z][a-z0-9_]{0,99}")
 
 
-class SettingInvalid(Exception):
-    """The value is not acceptable for this key; the message says why, for people."""
-
-
 def _retention(value: dict) -> None:
     days = value.get("days")
     if set(value) != {"days"} or not isinstance(days, int) or isinstance(days, bool) or not 1 <= days <= 3650:
-        raise SettingInvalid('Expected {"days": N} with N a whole number from 1 to 3650.')
+        raise InputRejected('Expected {"days": N} with N a whole number from 1 to 3650.')
 
 
 def _feature_flags(value: dict) -> None:
     for name, flag in value.items():
         if not KEY_PATTERN.fullmatch(name) or not isinstance(flag, bool):
-            raise SettingInvalid(f'Each flag is "name": true or false; {name!r} is not.')
+            raise InputRejected(f'Each flag is "name": true or false; {name!r} is not.')
 
 
 def _plan_limits(value: dict) -> None:
     for plan, limits in value.items():
         if plan not in PLANS:
-            raise SettingInvalid(f"Unknown plan {plan!r}; plans are {', '.join(PLANS)}.")
+            raise InputRejected(f"Unknown plan {plan!r}; plans are {', '.join(PLANS)}.")
         if not isinstance(limits, dict):
-            raise SettingInvalid(f"The limits of {plan} must be an object of name: number.")
+            raise InputRejected(f"The limits of {plan} must be an object of name: number.")
         for name, limit in limits.items():
             if not isinstance(limit, int) or isinstance(limit, bool) or limit < 0:
-                raise SettingInvalid(f"{plan}.{name} must be a whole number, 0 or more.")
+                raise InputRejected(f"{plan}.{name} must be a whole number, 0 or more.")
 
 
 def _billing_plans(value: dict) -> None:
     for plan, override in value.items():
         if plan not in PLANS or not isinstance(override, dict):
-            raise SettingInvalid(f"Expected plan: {{price_id, amount_cents}}; {plan!r} is not a plan object.")
+            raise InputRejected(f"Expected plan: {{price_id, amount_cents}}; {plan!r} is not a plan object.")
         unknown = set(override) - {"price_id", "amount_cents"}
         if unknown:
-            raise SettingInvalid(f"{plan}: unknown field(s) {', '.join(sorted(unknown))}.")
+            raise InputRejected(f"{plan}: unknown field(s) {', '.join(sorted(unknown))}.")
         amount = override.get("amount_cents")
         if amount is not None and (not isinstance(amount, int) or isinstance(amount, bool) or amount <= 0):
-            raise SettingInvalid(f"{plan}.amount_cents must be a whole number above 0.")
+            raise InputRejected(f"{plan}.amount_cents must be a whole number above 0.")
         price = override.get("price_id")
         if price is not None and (not isinstance(price, str) or not price.strip()):
-            raise SettingInvalid(f"{plan}.price_id must be a non-empty string.")
+            raise InputRejected(f"{plan}.price_id must be a non-empty string.")
 
 
 @dataclass(frozen=True)
@@ -198,13 +195,13 @@ KNOWN_SETTINGS = {
 def parse_value(key: str, raw: str) -> dict:
     """The JSON object typed for `key`, checked against that key's rules."""
     if not KEY_PATTERN.fullmatch(key):
-        raise SettingInvalid("A key is lower-case letters, digits and _, starting with a letter.")
+        raise InputRejected("A key is lower-case letters, digits and _, starting with a letter.")
     try:
         value = loads_json(raw, "The value")  # what jsonb can store: no NaN, no NUL, not too deep
-    except BadInput as bad:
-        raise SettingInvalid(bad.detail) from None
+    except InputRejected as bad:
+        raise InputRejected(bad.detail) from None
     if not isinstance(value, dict):
-        raise SettingInvalid("The value must be a JSON object ({...}).")
+        raise InputRejected("The value must be a JSON object ({...}).")
     known = KNOWN_SETTINGS.get(key)
     if known:
         known.validate(value)

@@ -12,6 +12,7 @@ from nectar.admin.system import service
 from nectar.admin.system.forms import SettingForm
 from nectar.schema.models import SystemSetting
 from nectar.shared.database import db
+from nectar.shared.rejection import InputRejected, show_on_form
 
 system = Blueprint("system", __name__, url_prefix="/system")
 
@@ -43,8 +44,8 @@ def edit_setting(key: str):
     if form.validate_on_submit():
         try:
             value = service.parse_value(key, form.value.data)
-        except service.SettingInvalid as error:
-            form.value.errors.append(str(error))
+        except InputRejected as error:
+            show_on_form(form, error, "value")
         else:
             changed = service.save_setting(db.session, key, value, current_staff().id)
             db.session.commit()

@@ -18,6 +18,7 @@ from nectar.schema.models import User, UserSession
 from nectar.shared import signin, throttle
 from nectar.shared.mail import Email, queue_email
 from nectar.shared.passwords import hash_password, password_problem
+from nectar.shared.rejection import InputRejected
 from nectar.shared.sessions import SessionStore
 from nectar.shared.tokens import TokenInvalid, fingerprint, make_token, read_token
 
@@ -41,14 +42,6 @@ SESSIONS = SessionStore(
 )
 
 
-class AccountError(Exception):
-    """Bad input for an account action: `field` names the form field it belongs to (or None)."""
-
-    def __init__(self, message: str, field: str | None = None):
-        super().__init__(message)
-        self.field = field
-
-
 SignInRefused = signin.SignInRefused  # what sign_in raises
 
 
@@ -56,7 +49,7 @@ def normalize_email(raw: str) -> str:
     try:
         return signin.normalize_email(raw)
     except signin.InvalidEmail as error:
-        raise AccountError(str(error), field="email") from None
+        raise InputRejected(str(error), field="email") from None
 
 
 def find_user(session: Session, email: str) -> User | None:
@@ -79,7 +72,7 @@ def request_signup(session: Session, email: str, links: SignUpLinks) -> None:
     signing up (the account is made there, with its password, once the link proved the inbox); an
     address with an account gets a note that someone tried, with links to sign in or reset the
     password. Both do the same work: one count, one lookup, one email queued (or, past the per-address
-    limit, none either way). Raises AccountError only for what is not an email address."""
+    limit, none either way). Raises InputRejected only for what is not an email address."""
     from flask import current_app
 
     email = normalize_email(email)
@@ -124,11 +117,11 @@ def signup_email(session: Session, secret_key: str, token: str) -> str:
 
 def create_verified_account(session: Session, email: str, password: str, display_name: str | None) -> User:
     """An account made from an emailed link (a sign-up link, an invitation): the link proved the
-    address, so it is verified. Raises AccountError for a weak password or a taken address."""
+    address, so it is verified. Raises InputRejected for a weak password or a taken address."""
     problem = password_problem(password)
     if problem:
-        raise AccountError(problem, field="password")
-    taken = AccountError(f"{email} has an account already. Sign in, or reset its password.", "email")
+        raise InputRejected(problem, field="password")
+    taken = InputRejected(f"{email} has an account already. Sign in, or reset its password.", field="email")
     if find_user(session, email) is not None:
         raise taken
     user = User(
@@ -207,7 +200,7 @@ def request_password_reset(session: Session, email: str, reset_link) -> None:
 
     try:
         email = normalize_email(email)
-    except AccountError:
+    except InputRejected:
         return
     if not email_allowed(session, "reset", email):
         return
@@ -273,7 +266,7 @@ def reset_password(session: Session, secret_key: str, token: str, new_password: 
     user = user_for_reset(session, secret_key, token)
     problem = password_problem(new_password)
     if problem:
-        raise AccountError(problem, field="password")
+        raise InputRejected(problem, field="password")
     user.password_hash = hash_password(new_password)
     if user.email_verified_at is None:
         user.email_verified_at = datetime.now(UTC)  # the reset link reached the inbox

@@ -16,6 +16,7 @@ from nectar.core.accounts.forms import (
 )
 from nectar.core.extensions import login_manager
 from nectar.shared.database import db
+from nectar.shared.rejection import InputRejected, show_on_form
 from nectar.shared.tokens import TokenInvalid
 from nectar.shared.web import external_url, form_status, safe_next_path
 
@@ -79,8 +80,8 @@ def signup():
         )
         try:
             service.request_signup(db.session, form.email.data, links)
-        except service.AccountError as error:
-            form.email.errors.append(str(error))
+        except InputRejected as error:
+            show_on_form(form, error, "email")
         else:
             db.session.commit()
             return render_template(
@@ -105,8 +106,8 @@ def finish_signup():
             user = service.create_verified_account(
                 db.session, email, form.password.data, form.display_name.data
             )
-        except service.AccountError as error:
-            form.password.errors.append(str(error))
+        except InputRejected as error:
+            show_on_form(form, error, "password")
         else:
             begin_session(user)
             flash(f"Welcome! Your account for {email} is ready.", "success")
@@ -202,8 +203,8 @@ def reset_password():
     if form.validate_on_submit():
         try:
             service.reset_password(db.session, current_app.secret_key, token, form.password.data)
-        except service.AccountError as error:
-            form.password.errors.append(str(error))
+        except InputRejected as error:
+            show_on_form(form, error, "password")
         else:
             db.session.commit()
             logout_user()

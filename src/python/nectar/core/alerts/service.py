@@ -36,6 +36,7 @@ from nectar.schema.models import AlertRule, Workflow
 from nectar.schema.models.alerts import ALERT_CHANNELS, MAX_WINDOW_MINUTES
 from nectar.schema.models.columns import max_length
 from nectar.shared.encryption import KeyRing
+from nectar.shared.rejection import InputRejected
 
 MAX_RULES = 50  # per organization
 MAX_THRESHOLD = 1000  # failures counted for one decision; more are "1000 or more"
@@ -50,10 +51,7 @@ TARGET_HELP = {
 }
 
 
-class InvalidRule(Exception):
-    def __init__(self, problems: list[Problem]):
-        super().__init__("; ".join(f"{p.path}: {p.message}" for p in problems))
-        self.problems = problems
+INVALID_RULE = "The alert rule is not valid."
 
 
 def _require_admin(ctx: OrgContext) -> None:
@@ -84,7 +82,9 @@ def create_rule(
         text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"), {"key": f"alerts:{ctx.org_id}"}
     )
     if session.scalar(select(func.count()).select_from(AlertRule)) >= MAX_RULES:
-        raise InvalidRule([Problem("/", f"An organization has at most {MAX_RULES} alert rules.")])
+        raise InputRejected(
+            INVALID_RULE, [Problem("/", f"An organization has at most {MAX_RULES} alert rules.")]
+        )
     rule = AlertRule(id=uuid.uuid4(), org_id=ctx.org_id, created_by=user_id, **values)
     secret = None
     if rule.channel == "webhook":
@@ -116,13 +116,15 @@ def _flush(session: Session, rule: AlertRule) -> None:
     except IntegrityError as error:
         if "uq_alert_rules_org_id_name" not in str(error.orig):
             raise
-        raise InvalidRule([Problem("/name", f"An alert rule named {rule.name!r} exists already.")]) from None
+        raise InputRejected(
+            INVALID_RULE, [Problem("/name", f"An alert rule named {rule.name!r} exists already.")]
+        ) from None
 
 
 def _checked(
     session: Session, data: dict, *, required: tuple[str, ...] = (), current: AlertRule | None = None
 ) -> dict:
-    """The rule's values from `data`, or InvalidRule naming every field that is wrong."""
+    """The rule's values from `data`, or InputRejected naming every field that is wrong."""
     unknown = (str(name).replace("~", "~0").replace("/", "~1") for name in data if name not in FIELDS)
     problems = [Problem(f"/{name}", "Unknown field.") for name in unknown]
     problems += [Problem(f"/{name}", "Required.") for name in required if name not in data]
@@ -146,7 +148,7 @@ def _checked(
         except ValueError as error:
             problems.append(Problem("/target", str(error)))
     if problems:
-        raise InvalidRule(problems)
+        raise InputRejected(INVALID_RULE, problems)
     return values
 
 

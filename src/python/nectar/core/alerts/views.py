@@ -14,6 +14,7 @@ from nectar.core.builder.service import list_workflows
 from nectar.core.orgs.forms import ActionForm
 from nectar.schema.models.alerts import MAX_WINDOW_MINUTES
 from nectar.shared.database import db
+from nectar.shared.rejection import InputRejected, show_on_form
 
 alert_pages = Blueprint("alert_pages", __name__)
 
@@ -59,11 +60,9 @@ def create():
         rule, secret = service.create_rule(
             db.session, current_org(), keys, form.rule_data(), current_user.user.id
         )
-    except service.InvalidRule as invalid:
+    except InputRejected as invalid:
         db.session.rollback()
-        for problem in invalid.problems:
-            field = getattr(form, problem.path.strip("/"), None)
-            (field.errors if field is not None else form.form_errors).append(problem.message)
+        form.form_errors.extend(show_on_form(form, invalid))
         return _page(form, status=422)
     db.session.commit()
     flash(f"Alert rule “{rule.name}” created.", "success")

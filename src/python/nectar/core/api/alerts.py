@@ -7,14 +7,10 @@ import uuid
 from flask import current_app, jsonify
 
 from nectar.core.alerts import service
+from nectar.core.api import models as m
+from nectar.core.api.declare import operation
 from nectar.core.api.views import _body, _ctx, _iso, _user_id, api
 from nectar.shared.database import db
-from nectar.shared.web import problem
-
-
-@api.errorhandler(service.InvalidRule)
-def _invalid_rule(error: service.InvalidRule):
-    return problem(422, "The alert rule is not valid.", errors=[p.as_dict() for p in error.problems])
 
 
 def rule_json(rule) -> dict:
@@ -36,11 +32,24 @@ def rule_json(rule) -> dict:
 
 
 @api.get("/alert-rules")
+@operation("Alert rules", responses={200: m.AlertRuleList})
 def list_alert_rules():
     return jsonify(items=[rule_json(r) for r in service.list_rules(db.session)])
 
 
 @api.post("/alert-rules")
+@operation(
+    "Create an alert rule",
+    body=m.NewAlertRule,
+    responses={201: m.AlertRule},
+    example={
+        "name": "Failures",
+        "channel": "email",
+        "target": "ops@example.com",
+        "threshold": 3,
+        "window_minutes": 60,
+    },
+)
 def create_alert_rule():
     keys = current_app.config["NECTAR_KEY_RING"]
     rule, secret = service.create_rule(db.session, _ctx(), keys, _body(), _user_id())
@@ -52,6 +61,7 @@ def create_alert_rule():
 
 
 @api.patch("/alert-rules/<uuid:rule_id>")
+@operation("Change an alert rule", body=m.AlertRuleChange, responses={200: m.AlertRule})
 def update_alert_rule(rule_id: uuid.UUID):
     rule = service.update_rule(db.session, _ctx(), service.get_rule(db.session, rule_id), _body())
     db.session.commit()
@@ -59,6 +69,7 @@ def update_alert_rule(rule_id: uuid.UUID):
 
 
 @api.delete("/alert-rules/<uuid:rule_id>")
+@operation("Delete an alert rule", responses={204: None})
 def delete_alert_rule(rule_id: uuid.UUID):
     service.delete_rule(db.session, _ctx(), rule_id)
     db.session.commit()

@@ -6,15 +6,11 @@ import uuid
 
 from flask import current_app, jsonify
 
+from nectar.core.api import models as m
+from nectar.core.api.declare import operation
 from nectar.core.api.views import _body, _ctx, _iso, _user_id, api
 from nectar.core.integrations import service
 from nectar.shared.database import db
-from nectar.shared.web import problem
-
-
-@api.errorhandler(service.InvalidConnection)
-def _invalid(error):
-    return problem(422, "The connection is not valid.", errors=[p.as_dict() for p in error.problems])
 
 
 def _keys():
@@ -38,6 +34,7 @@ def connection_json(connection) -> dict:
 
 
 @api.get("/catalog")
+@operation("The services one can connect", responses={200: m.Catalog})
 def list_catalog():
     return jsonify(
         items=[
@@ -54,11 +51,18 @@ def list_catalog():
 
 
 @api.get("/connections")
+@operation("Connections (never their credentials)", responses={200: m.ConnectionList})
 def list_connections():
     return jsonify(items=[connection_json(c) for c in service.list_connections(db.session)])
 
 
 @api.post("/connections")
+@operation(
+    "Create a connection",
+    body=m.NewConnection,
+    responses={201: m.Connection},
+    example={"service_key": "webhook", "name": "orders hook"},
+)
 def create_connection():
     body = _body()
     connection = service.save_connection(
@@ -76,6 +80,7 @@ def create_connection():
 
 
 @api.put("/connections/<uuid:connection_id>")
+@operation("Change a connection", body=m.ConnectionChange, responses={200: m.Connection})
 def update_connection(connection_id: uuid.UUID):
     body = _body()
     connection = service.get_connection(db.session, connection_id)
@@ -94,6 +99,7 @@ def update_connection(connection_id: uuid.UUID):
 
 
 @api.delete("/connections/<uuid:connection_id>")
+@operation("Delete a connection", responses={204: None})
 def delete_connection(connection_id: uuid.UUID):
     service.delete_connection(db.session, _ctx(), connection_id)
     db.session.commit()
@@ -101,6 +107,7 @@ def delete_connection(connection_id: uuid.UUID):
 
 
 @api.post("/connections/<uuid:connection_id>/test")
+@operation("Test a connection", responses={200: m.ConnectionTest})
 def test_connection(connection_id: uuid.UUID):
     connection = service.get_connection(db.session, connection_id)
     ok, message = service.test_connection(

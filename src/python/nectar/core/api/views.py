@@ -5,13 +5,14 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, date, datetime
 
-from flask import Blueprint, current_app, g, jsonify, request, url_for
+from flask import Blueprint, current_app, g, jsonify, render_template, request, url_for
 from flask_login import current_user
 from sqlalchemy import select
 
 from nectar.core.access import OrgContext, PermissionDenied
-from nectar.core.accounts.service import AccountError
-from nectar.core.api.openapi import openapi_document, with_scopes
+from nectar.core.api import models as m
+from nectar.core.api.declare import operation
+from nectar.core.api.openapi import api_document
 from nectar.core.api_keys import service as api_keys
 from nectar.core.api_keys.service import Scope
 from nectar.core.dashboard import org_counts
@@ -24,6 +25,7 @@ from nectar.core.usage import checked_period, daily_usage, month_so_far
 from nectar.schema.models import ApiKey, Invitation, Membership, Organization, User
 from nectar.shared.bad_input import JsonObject
 from nectar.shared.database import db
+from nectar.shared.rejection import InputRejected
 from nectar.shared.web import external_url, limit_reached, problem, problem_later
 
 api = Blueprint("api", __name__, url_prefix="/api/v1")
@@ -31,17 +33,6 @@ csrf.exempt(api)  # bearer requests carry no cookie; session requests are checke
 MAX_PER_PAGE = 100
 MAX_PAGE = 100_000
 UNSAFE = {"POST", "PUT", "PATCH", "DELETE"}
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, detail: str, **extra):
-        super().__init__(detail)
-        self.status, self.detail, self.extra = status, detail, extra
-
-
-@api.errorhandler(ApiError)
-def _api_error(error: ApiError):
-    return problem(error.status, error.detail, **error.extra)
 
 
 @api.errorhandler(PermissionDenied)
@@ -73,11 +64,6 @@ def _queue_full(error: QueueFull):
     return problem_later(429, str(error), error.retry_after)
 
 
-@api.errorhandler(orgs.OrgError)
-def _invalid(error):
-    return problem(422, str(error), errors={error.field or "body": [str(error)]})
-
-
 def needs(scope: Scope):
     """Marks an API view as needing `scope` of an API key; unmarked, a GET needs `read` and
     anything else `workflows:write` (see `required_scope`)."""
@@ -97,7 +83,7 @@ def required_scope(view, method: str) -> Scope:
 
 @api.before_request
 def _authenticate():
-    if request.endpoint == "api.openapi":
+    if request.endpoint in ("api.openapi", "api.docs"):
         return None
     header = request.headers.get("Authorization", "")
     if header.startswith("Bearer "):
@@ -163,9 +149,11 @@ def _page() -> tuple[int, int]:
         page = int(request.args.get("page", 1))
         per_page = int(request.args.get("per_page", 50))
     except ValueError:
-        raise ApiError(400, "page and per_page must be whole numbers.") from None
+        raise InputRejected("page and per_page must be whole numbers.", field="page", status=400) from None
     if not 1 <= page <= MAX_PAGE or not 1 <= per_page <= MAX_PER_PAGE:
-        raise ApiError(400, f"page is 1 to {MAX_PAGE}; per_page is 1 to {MAX_PER_PAGE}.")
+        raise InputRejected(
+            f"page is 1 to {MAX_PAGE}; per_page is 1 to {MAX_PER_PAGE}.", field="page", status=400
+        )
     return page, per_page
 
 
@@ -186,7 +174,7 @@ def _body() -> JsonObject:
     views read its fields with their kind and limits checked (`text`, `whole_number`)."""
     data = request.get_json(silent=True)
     if not isinstance(data, dict):
-        raise ApiError(400, "Send a JSON object with Content-Type: application/json.")
+        raise InputRejected("Send a JSON object with Content-Type: application/json.", status=400)
     return JsonObject(data)
 
 
@@ -195,25 +183,19 @@ def _iso(value):
 
 
 @api.get("/openapi.json")
+@operation("This API's OpenAPI document", responses={200: m.Document}, public=True)
 def openapi():
-    return jsonify(with_scopes(openapi_document(), _scopes_by_operation()))
+    return jsonify(api_document(current_app))
 
 
-def _scopes_by_operation() -> dict[tuple[str, str], str]:
-    """The scope of each /api/v1 operation, by (OpenAPI path, lower-case method)."""
-    scopes = {}
-    for rule in current_app.url_map.iter_rules():
-        if rule.endpoint.startswith("api.") and rule.rule.startswith(api.url_prefix):
-            path = rule.rule.removeprefix(api.url_prefix)
-            for name in rule.arguments:
-                path = path.replace(f"<uuid:{name}>", f"{{{name}}}").replace(f"<{name}>", f"{{{name}}}")
-            view = current_app.view_functions[rule.endpoint]
-            for method in rule.methods - {"HEAD", "OPTIONS"}:
-                scopes[(path, method.lower())] = str(required_scope(view, method))
-    return scopes
+@api.get("/docs")
+@operation("This API's interactive documentation (an HTML page)", responses={200: None}, public=True)
+def docs():
+    return render_template("core/api/docs.html")
 
 
 @api.get("/organization")
+@operation("The organization", responses={200: m.Organization})
 def organization():
     org = _ctx().org
     return jsonify(
@@ -222,11 +204,13 @@ def organization():
 
 
 @api.get("/dashboard")
+@operation("Counts of what the organization has", responses={200: m.Counts})
 def dashboard():
     return jsonify(org_counts(db.session).as_dict())
 
 
 @api.get("/usage")
+@operation("Usage per UTC day", query=m.UsagePeriod, responses={200: m.UsageReport})
 def usage():
     """The organization's usage per UTC day, ?from= and ?to= (YYYY-MM-DD; this month so far by default)."""
     first, last = month_so_far(datetime.now(UTC).date())
@@ -236,11 +220,11 @@ def usage():
         if "to" in request.args:
             last = date.fromisoformat(request.args["to"])
     except ValueError:
-        raise ApiError(400, "'from' and 'to' are dates: YYYY-MM-DD.") from None
+        raise InputRejected("'from' and 'to' are dates: YYYY-MM-DD.", field="from", status=400) from None
     try:
         first, last = checked_period(first, last)
     except ValueError as refused:
-        raise ApiError(400, str(refused)) from None
+        raise InputRejected(str(refused), field="from", status=400) from None
     days, total = daily_usage(db.session, first, last)
     return jsonify(
         {
@@ -253,6 +237,7 @@ def usage():
 
 
 @api.get("/members")
+@operation("Members, a page at a time", query=m.Paging, responses={200: m.MemberPage})
 @needs(Scope.ADMIN)
 def members():
     statement = (
@@ -273,6 +258,7 @@ def members():
 
 
 @api.delete("/members/<uuid:user_id>")
+@operation("Remove a member", responses={204: None})
 @needs(Scope.ADMIN)
 def remove_member(user_id: uuid.UUID):
     orgs.remove_member(db.session, _ctx(), _user_id(), user_id)
@@ -294,19 +280,31 @@ def _key_json(key: ApiKey) -> dict:
 
 
 @api.get("/api-keys")
+@operation("API keys, a page at a time", query=m.Paging, responses={200: m.ApiKeyPage})
 @needs(Scope.ADMIN)
 def list_api_keys():
     return _paginated(select(ApiKey).order_by(ApiKey.created_at.desc(), ApiKey.id), _key_json)
 
 
 @api.post("/api-keys")
+@operation(
+    "Create an API key",
+    body=m.NewApiKey,
+    responses={201: m.CreatedApiKey},
+    example={"name": "deploy bot", "scopes": ["workflows:write"], "expires_at": None},
+    links={
+        201: {
+            "RevokeApiKey": {"operationId": "revoke_api_key", "parameters": {"key_id": "$response.body#/id"}}
+        }
+    },
+)
 @needs(Scope.ADMIN)
 def create_api_key():
     body = _body()
     name = body.get("name")
     if not isinstance(name, str):
-        raise ApiError(
-            422, "name is required.", errors={"name": [f"A string of 1 to {api_keys.NAME_MAX} characters."]}
+        raise InputRejected(
+            f"name is required: a string of 1 to {api_keys.NAME_MAX} characters.", path="/name"
         )
     scopes = _checked("scopes", api_keys.checked_scopes, body.get("scopes", [Scope.READ.value]))
     expires_at = _checked("expires_at", _expiry, body.get("expires_at"))
@@ -332,10 +330,11 @@ def _checked(field: str, check, *args):
     try:
         return check(*args)
     except ValueError as error:
-        raise ApiError(422, str(error), errors={field: [str(error)]}) from None
+        raise InputRejected(str(error), path=f"/{field}") from None
 
 
 @api.delete("/api-keys/<uuid:key_id>")
+@operation("Revoke an API key", responses={204: None})
 @needs(Scope.ADMIN)
 def revoke_api_key(key_id: uuid.UUID):
     api_keys.revoke_key(db.session, _ctx(), key_id)
@@ -354,6 +353,7 @@ def _invitation_json(invitation: Invitation) -> dict:
 
 
 @api.get("/invitations")
+@operation("Open invitations, a page at a time", query=m.Paging, responses={200: m.InvitationPage})
 @needs(Scope.ADMIN)
 def list_invitations():
     if not _ctx().at_least("admin"):
@@ -364,28 +364,40 @@ def list_invitations():
 
 
 @api.post("/invitations")
+@operation(
+    "Invite someone by email",
+    body=m.NewInvitation,
+    responses={200: m.Invitation, 201: m.Invitation},
+    example={"email": "ada@example.com", "role": "member"},
+    links={
+        201: {
+            "RevokeInvitation": {
+                "operationId": "revoke_invitation",
+                "parameters": {"invitation_id": "$response.body#/id"},
+            }
+        }
+    },
+)
 @needs(Scope.ADMIN)
 def create_invitation():
     body = _body()
     email, role = body.get("email"), body.get("role", "member")
     if not isinstance(email, str) or not isinstance(role, str):
-        raise ApiError(422, "email (string) is required; role is owner, admin or member.")
-    try:
-        invitation, sent = orgs.invite(
-            db.session,
-            _ctx(),
-            _accountable_user_id(),
-            email,
-            role,
-            lambda t: external_url("orgs.accept_invitation", token=t),
-        )
-    except AccountError as error:
-        raise ApiError(422, str(error), errors={"email": [str(error)]}) from None
+        raise InputRejected("email (string) is required; role is owner, admin or member.", path="/email")
+    invitation, sent = orgs.invite(
+        db.session,
+        _ctx(),
+        _accountable_user_id(),
+        email,
+        role,
+        lambda t: external_url("orgs.accept_invitation", token=t),
+    )
     db.session.commit()
     return jsonify(_invitation_json(invitation)), 201 if sent else 200
 
 
 @api.delete("/invitations/<uuid:invitation_id>")
+@operation("Revoke an invitation", responses={204: None})
 @needs(Scope.ADMIN)
 def revoke_invitation(invitation_id: uuid.UUID):
     orgs.revoke_invitation(db.session, _ctx(), invitation_id)

@@ -10,11 +10,12 @@ from datetime import datetime
 from flask import g, jsonify, request
 from sqlalchemy.exc import IntegrityError
 
+from nectar.core.api import models as m
+from nectar.core.api.declare import operation
 from nectar.core.api.schemas import published_workflow_schema
-from nectar.core.api.views import ApiError, _body, _ctx, _iso, _user_id, api
+from nectar.core.api.views import _body, _ctx, _iso, _user_id, api
 from nectar.core.builder import preview as previews
 from nectar.core.builder import service as workflows
-from nectar.core.builder.service import InvalidWorkflow
 from nectar.core.endpoints import service as endpoints
 from nectar.core.endpoints.openapi import organization_openapi
 from nectar.core.runs import queries as run_queries
@@ -24,19 +25,10 @@ from nectar.schema.models import WorkflowVersion
 from nectar.schema.models.workflows import RUN_STATUSES
 from nectar.shared.bad_input import JsonObject
 from nectar.shared.database import db
-from nectar.shared.web import problem, problem_later
+from nectar.shared.rejection import InputRejected
+from nectar.shared.web import problem_later
 
 DESCRIPTION_MAX = 2000  # a workflow's or endpoint's description, as people write them
-
-
-@api.errorhandler(InvalidWorkflow)
-def _invalid_workflow(error: InvalidWorkflow):
-    return problem(422, "The workflow document is not valid.", errors=[p.as_dict() for p in error.problems])
-
-
-@api.errorhandler(endpoints.InvalidEndpoint)
-def _invalid_endpoint(error):
-    return problem(422, "The endpoint is not valid.", errors=[p.as_dict() for p in error.problems])
 
 
 def workflow_json(workflow, version=None) -> dict:
@@ -81,11 +73,15 @@ def run_json(run, *, detail: bool = False) -> dict:
 
 
 @api.get("/workflow-schema.json")
+@operation("The workflow language's JSON Schema", responses={200: m.Document})
 def workflow_schema():
     return jsonify(published_workflow_schema())
 
 
 @api.post("/workflows/validate")
+@operation(
+    "Check a workflow document without saving it", body=m.DraftDefinition, responses={200: m.Validation}
+)
 def validate_document():
     definition = _body().get("definition")
     problems = workflows.problems_of(_ctx(), definition) or workflows.organization_problems(
@@ -95,11 +91,30 @@ def validate_document():
 
 
 @api.get("/workflows")
+@operation("Workflows", responses={200: m.WorkflowList})
 def list_workflows():
     return jsonify(items=[workflow_json(w) for w in workflows.list_workflows(db.session)])
 
 
 @api.post("/workflows")
+@operation(
+    "Create a workflow",
+    body=m.NewWorkflow,
+    responses={201: m.Workflow},
+    example={
+        "name": "Ping",
+        "definition": {
+            "trigger": {"type": "http"},
+            "steps": [{"id": "r", "type": "respond", "status": 200, "body": "pong"}],
+        },
+    },
+    links={
+        201: {
+            k: {"operationId": k, "parameters": {"workflow_id": "$response.body#/id"}}
+            for k in ("get_workflow", "list_versions", "run_now")
+        }
+    },
+)
 def create_workflow():
     body = _body()
     workflow = workflows.create_workflow(
@@ -115,6 +130,7 @@ def create_workflow():
 
 
 @api.get("/workflows/<uuid:workflow_id>")
+@operation("A workflow with its current definition", responses={200: m.WorkflowWithDefinition})
 def get_workflow(workflow_id: uuid.UUID):
     workflow = workflows.get_workflow(db.session, workflow_id)
     return jsonify(
@@ -123,6 +139,7 @@ def get_workflow(workflow_id: uuid.UUID):
 
 
 @api.get("/workflows/<uuid:workflow_id>/versions")
+@operation("A workflow's versions", responses={200: m.VersionList})
 def list_versions(workflow_id: uuid.UUID):
     workflows.get_workflow(db.session, workflow_id)
     return jsonify(
@@ -139,6 +156,9 @@ def list_versions(workflow_id: uuid.UUID):
 
 
 @api.post("/workflows/<uuid:workflow_id>/versions")
+@operation(
+    "Save a new version (it becomes the current one)", body=m.NewVersion, responses={201: m.VersionNumber}
+)
 def save_version(workflow_id: uuid.UUID):
     body = _body()
     workflow = workflows.get_workflow(db.session, workflow_id)
@@ -150,10 +170,16 @@ def save_version(workflow_id: uuid.UUID):
 
 
 @api.post("/workflows/<uuid:workflow_id>/rollback")
+@operation(
+    "Make an earlier version current again (as a new version)",
+    body=m.Rollback,
+    responses={201: m.VersionNumber},
+    example={"version": 1},
+)
 def roll_back(workflow_id: uuid.UUID):
     to_version = _body().whole_number("version", minimum=1)
     if to_version is None:
-        raise ApiError(422, "version (a number) is required.")
+        raise InputRejected("version (a number) is required.", path="/version")
     workflow = workflows.get_workflow(db.session, workflow_id)
     version = workflows.roll_back(db.session, _ctx(), workflow, to_version, _user_id())
     db.session.commit()
@@ -161,6 +187,14 @@ def roll_back(workflow_id: uuid.UUID):
 
 
 @api.post("/workflows/<uuid:workflow_id>/runs")
+@operation(
+    "Start a run",
+    body=m.RunRequest,
+    body_required=False,
+    responses={200: m.Run, 202: m.RunDetail},
+    example={"input": {"name": "Ada"}},
+    links={202: {"GetRun": {"operationId": "get_run", "parameters": {"run_id": "$response.body#/id"}}}},
+)
 def run_now(workflow_id: uuid.UUID):
     """A manual run with the given input, on the current version (or `version`)."""
     body = _body()
@@ -168,10 +202,10 @@ def run_now(workflow_id: uuid.UUID):
     requested = body.whole_number("version", minimum=1)
     version = workflows.version_of(db.session, workflow.id, requested or workflow.current_version)
     if version is None:
-        raise ApiError(422, "No such version of this workflow.")
+        raise InputRejected("No such version of this workflow.", path="/version")
     run_input = body.get("input", {})
     if not isinstance(run_input, dict):
-        raise ApiError(422, "input must be a JSON object.")
+        raise InputRejected("input must be a JSON object.", path="/input")
     org_id = g.org_context.org_id
     return start_once(
         workflow.id,
@@ -215,6 +249,7 @@ def start_once(
 
 
 @api.post("/workflows/<uuid:workflow_id>/test-runs")
+@operation("Run a draft as a test run", body=m.TestRunRequest, responses={202: m.RunDetail})
 def test_draft(workflow_id: uuid.UUID):
     """Runs `definition` (the builder's draft, saved or not) as a test run with `input`: recorded
     like any run, marked as a test, with the document it ran. Nothing is saved as a version."""
@@ -222,15 +257,14 @@ def test_draft(workflow_id: uuid.UUID):
     workflow = workflows.get_workflow(db.session, workflow_id)
     run_input = body.get("input", {})
     if not isinstance(run_input, dict):
-        raise ApiError(
-            422, "input must be a JSON object.", errors=[{"path": "/input", "message": "not an object"}]
-        )
+        raise InputRejected("input must be a JSON object.", path="/input")
     run_id = workflows.test_draft(db.session, _ctx(), workflow, body.get("definition"), run_input)
     db.session.commit()
     return jsonify(run_json(run_queries.get_run(db.session, run_id), detail=True)), 202
 
 
 @api.post("/workflows/<uuid:workflow_id>/preview")
+@operation("Preview an expression over a run's data", body=m.PreviewRequest, responses={200: m.Preview})
 def preview_expression(workflow_id: uuid.UUID):
     """What `text` (a JMESPath expression when `bare`, else a {{ }} template) gives at `pointer` in
     `definition`, over the data of the run `run_id` (default: the workflow's newest run).
@@ -246,11 +280,11 @@ def preview_expression(workflow_id: uuid.UUID):
     db.session.commit()
     text, pointer = body.get("text", ""), body.get("pointer", "")
     if not isinstance(text, str) or not isinstance(pointer, str):
-        raise ApiError(422, "text and pointer are strings.")
+        raise InputRejected("text and pointer are strings.", path="/text")
     try:
         run_id = uuid.UUID(body["run_id"]) if body.get("run_id") else None
     except (ValueError, TypeError):
-        raise ApiError(422, "run_id must be a run's id.") from None
+        raise InputRejected("run_id must be a run's id.", path="/run_id") from None
     sample = previews.sample_data(db.session, workflow_id, run_id)
     scope, context = previews.context_at(body.get("definition"), pointer, sample)
     result = previews.preview(text, bool(body.get("bare")), context)
@@ -261,15 +295,18 @@ def preview_expression(workflow_id: uuid.UUID):
 
 
 @api.get("/runs")
+@operation("Runs, newest first", query=m.RunFilter, responses={200: m.RunList})
 def list_runs():
     before = request.args.get("before")
     try:
         before_time = datetime.fromisoformat(before) if before else None
         workflow_id = uuid.UUID(request.args["workflow_id"]) if request.args.get("workflow_id") else None
     except ValueError:
-        raise ApiError(400, "before is an ISO 8601 time; workflow_id a UUID.") from None
+        raise InputRejected(
+            "before is an ISO 8601 time; workflow_id a UUID.", field="before", status=400
+        ) from None
     if request.args.get("status") and request.args["status"] not in RUN_STATUSES:
-        raise ApiError(400, f"status is one of {', '.join(RUN_STATUSES)}.")
+        raise InputRejected(f"status is one of {', '.join(RUN_STATUSES)}.", field="status", status=400)
     runs = run_queries.list_runs(
         db.session,
         workflow_id=workflow_id,
@@ -284,11 +321,12 @@ def list_runs():
 def _limit() -> int:
     raw = request.args.get("limit", "50")
     if not raw.isdigit() or not 1 <= int(raw) <= 200:
-        raise ApiError(400, "limit is 1 to 200.")
+        raise InputRejected("limit is 1 to 200.", field="limit", status=400)
     return int(raw)
 
 
 @api.get("/runs/<uuid:run_id>")
+@operation("A run with its input, output and steps", responses={200: m.RunDetail})
 def get_run(run_id: uuid.UUID):
     return jsonify(run_json(run_queries.get_run(db.session, run_id), detail=True))
 
@@ -309,6 +347,9 @@ def version_to_run_again(run, use_current: bool) -> tuple[WorkflowVersion, bool]
 
 
 @api.post("/runs/<uuid:run_id>/rerun")
+@operation(
+    "Run the same input again", body=m.RunAgain, body_required=False, responses={200: m.Run, 202: m.RunDetail}
+)
 def rerun(run_id: uuid.UUID):
     """Runs the same input again from the start, on the original version or (`"version":
     "current"`) the workflow's current one."""
@@ -353,7 +394,7 @@ def _endpoint_fields(body: JsonObject) -> dict:
     try:
         workflow_id = uuid.UUID(str(body.get("workflow_id")))
     except ValueError:
-        raise ApiError(422, "workflow_id must be a workflow's id.") from None
+        raise InputRejected("workflow_id must be a workflow's id.", path="/workflow_id") from None
     return {
         "method": body.text("method", max_length=10, default=""),
         "path": body.text("path", max_length=300),
@@ -366,11 +407,23 @@ def _endpoint_fields(body: JsonObject) -> dict:
 
 
 @api.get("/endpoints")
+@operation("Endpoints", responses={200: m.EndpointList})
 def list_endpoints():
     return jsonify(items=[endpoint_json(e) for e in endpoints.list_endpoints(db.session)])
 
 
 @api.post("/endpoints")
+@operation(
+    "Create an endpoint",
+    body=m.EndpointFields,
+    responses={201: m.Endpoint},
+    example={
+        "method": "POST",
+        "path": "/orders",
+        "workflow_id": "00000000-0000-0000-0000-000000000000",
+        "auth": "api_key",
+    },
+)
 def create_endpoint():
     endpoint = endpoints.save_endpoint(db.session, _ctx(), **_endpoint_fields(_body()))
     db.session.commit()
@@ -378,6 +431,7 @@ def create_endpoint():
 
 
 @api.put("/endpoints/<uuid:endpoint_id>")
+@operation("Replace an endpoint", body=m.EndpointFields, responses={200: m.Endpoint})
 def update_endpoint(endpoint_id: uuid.UUID):
     endpoint = endpoints.get_endpoint(db.session, endpoint_id)
     endpoint = endpoints.save_endpoint(db.session, _ctx(), endpoint=endpoint, **_endpoint_fields(_body()))
@@ -386,6 +440,7 @@ def update_endpoint(endpoint_id: uuid.UUID):
 
 
 @api.delete("/endpoints/<uuid:endpoint_id>")
+@operation("Delete an endpoint", responses={204: None})
 def delete_endpoint(endpoint_id: uuid.UUID):
     endpoints.delete_endpoint(db.session, _ctx(), endpoint_id)
     db.session.commit()
@@ -393,5 +448,6 @@ def delete_endpoint(endpoint_id: uuid.UUID):
 
 
 @api.get("/endpoints/openapi.json")
+@operation("The OpenAPI document of the organization's endpoints", responses={200: m.Document})
 def endpoints_openapi():
     return jsonify(organization_openapi(_ctx().org, endpoints.list_endpoints(db.session)))

@@ -26,15 +26,13 @@ from nectar.core.workflows import code
 from nectar.core.workflows.definition import Problem, calls_in, validate
 from nectar.schema.models import User, Workflow, WorkflowVersion
 from nectar.schema.models.columns import max_length
+from nectar.shared.rejection import InputRejected
 
 NAME_MAX = max_length(Workflow.name)
 NOTE_MAX = max_length(WorkflowVersion.note)
 
 
-class InvalidWorkflow(Exception):
-    def __init__(self, problems: list[Problem]):
-        super().__init__("; ".join(f"{p.path}: {p.message}" for p in problems))
-        self.problems = problems
+INVALID_WORKFLOW = "The workflow document is not valid."
 
 
 def problems_of(ctx: OrgContext, definition: object) -> list[Problem]:
@@ -54,10 +52,10 @@ def create_workflow(
     require_editor(ctx)
     name = (name or "").strip()
     if not 1 <= len(name) <= NAME_MAX:
-        raise InvalidWorkflow([Problem("/name", f"Use 1 to {NAME_MAX} characters.")])
+        raise InputRejected(INVALID_WORKFLOW, [Problem("/name", f"Use 1 to {NAME_MAX} characters.")])
     problems = problems_of(ctx, definition)
     if problems:
-        raise InvalidWorkflow(problems)
+        raise InputRejected(INVALID_WORKFLOW, problems)
     workflow = Workflow(
         id=uuid.uuid4(), org_id=ctx.org_id, name=name, description=description, created_by=user_id
     )
@@ -66,7 +64,9 @@ def create_workflow(
         with session.begin_nested():
             session.flush()
     except IntegrityError:
-        raise InvalidWorkflow([Problem("/name", f"A workflow named {name!r} exists already.")]) from None
+        raise InputRejected(
+            INVALID_WORKFLOW, [Problem("/name", f"A workflow named {name!r} exists already.")]
+        ) from None
     save_version(session, ctx, workflow, definition, user_id, note="first version")
     return workflow
 
@@ -86,7 +86,7 @@ def save_version(
         _call_problems(session, workflow, definition) + organization_problems(session, definition)
     )
     if problems:
-        raise InvalidWorkflow(problems)
+        raise InputRejected(INVALID_WORKFLOW, problems)
     number = (
         session.scalar(
             select(func.max(WorkflowVersion.version)).where(WorkflowVersion.workflow_id == workflow.id)
@@ -165,7 +165,7 @@ def test_draft(session: Session, ctx: OrgContext, workflow: Workflow, definition
     require_editor(ctx)
     problems = problems_of(ctx, definition) or organization_problems(session, definition)
     if problems:
-        raise InvalidWorkflow(problems)
+        raise InputRejected(INVALID_WORKFLOW, problems)
     current = version_of(session, workflow.id, workflow.current_version)
     return queue_run(
         session, ctx.org_id, workflow.id, current.id, TEST_TRIGGER, run_input, definition=definition

@@ -19,6 +19,7 @@ from nectar.core.runs import queries as run_queries
 from nectar.core.workflows.definition import WORKFLOW_SCHEMA
 from nectar.schema.models import WorkflowVersion
 from nectar.shared.database import db
+from nectar.shared.rejection import InputRejected, show_on_form
 from nectar.shared.web import form_status
 
 workflow_pages = Blueprint("workflow_pages", __name__)
@@ -60,9 +61,9 @@ def create():
         workflow = service.create_workflow(
             db.session, current_org(), current_user.user.id, form.target.data, STARTER
         )
-    except service.InvalidWorkflow as invalid:
+    except InputRejected as invalid:
         db.session.rollback()
-        form.target.errors.append(str(invalid.problems[0].message))
+        show_on_form(form, invalid, "target")
         return index(form)
     db.session.commit()
     return redirect(url_for("workflow_pages.builder", workflow_id=workflow.id))

@@ -12,6 +12,7 @@ from urllib3.exceptions import ConnectTimeoutError, MaxRetryError
 from urllib3.util.retry import Retry
 
 from nectar.core.contract import plans
+from nectar.shared.rejection import Problem
 from nectar.shared.tracing import service_call
 
 API_PREFIX = "/internal/v1"
@@ -39,6 +40,17 @@ class CoreRefused(Exception):
         self.status, self.detail = status, detail
         # Per-field messages when core names the input at fault, e.g. {"email": ["..."]}.
         self.errors = errors or {}
+
+
+def _messages_by_field(errors: object) -> dict[str, list[str]]:
+    """A problem document's `errors` (entries with `path` or `field`, and `message`: see
+    nectar.shared.rejection) as messages per top-level field, for forms to show."""
+    by_field: dict[str, list[str]] = {}
+    for entry in errors if isinstance(errors, list) else ():
+        if isinstance(entry, dict) and isinstance(entry.get("message"), str):
+            where = Problem(entry.get("path"), entry["message"], entry.get("field")).name
+            by_field.setdefault(where, []).append(entry["message"])
+    return by_field
 
 
 @dataclass(frozen=True)
@@ -230,5 +242,5 @@ class CoreClient:
                 detail, errors = problem.get("detail") or response.reason, problem.get("errors")
             except (ValueError, AttributeError):
                 detail, errors = response.reason, None
-            raise CoreRefused(response.status_code, detail, errors if isinstance(errors, dict) else None)
+            raise CoreRefused(response.status_code, detail, _messages_by_field(errors))
         return response.json()

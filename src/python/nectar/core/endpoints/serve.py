@@ -48,9 +48,10 @@ from nectar.core.workflows.engine import SYNC_LIMITS, execute, masked
 from nectar.core.workflows.engine import Response as WorkflowResponse
 from nectar.core.workflows.expressions import ExpressionError, check_size, json_bytes
 from nectar.schema.models import IntegrationConnection, Organization, Workflow, WorkflowRun
-from nectar.shared.bad_input import BadInput, check_address, decode_text, loads_json, text_charset
+from nectar.shared.bad_input import check_address, decode_text, loads_json, text_charset
 from nectar.shared.database import db, scope_session
 from nectar.shared.observe import ROUTE_KEY
+from nectar.shared.rejection import InputRejected
 from nectar.shared.throttle import Limit, hit
 from nectar.shared.tokens import TokenInvalid, make_token, read_token
 from nectar.shared.web import (
@@ -170,7 +171,7 @@ def _answer(request_: Request, org_id: uuid.UUID, path: str) -> Response | RunAn
         else:
             check_address(request_)
             response = handle_call(org_id, path, request_, _read_body(request_))
-    except BadInput as bad:
+    except InputRejected as bad:
         response = _refused(bad)
     except HTTPException as error:
         response = problem(error.code or 500, error.description)
@@ -290,10 +291,10 @@ def _parsed_body(request_: Request, raw: bytes):
             text_charset(request_.mimetype_params)  # a declared charset must be one, even if JSON ignores it
             return check_size(loads_json(raw), "The body")
         return decode_text(raw, request_.mimetype_params)
-    except BadInput as bad:
+    except InputRejected as bad:
         return _RefusedBody(bad)
     except ExpressionError as error:
-        return _RefusedBody(BadInput(f"{error}."))
+        return _RefusedBody(InputRejected(f"{error}.", status=400))
 
 
 def _read_at_most(stream, limit: int) -> bytes:
@@ -312,12 +313,12 @@ def _read_at_most(stream, limit: int) -> bytes:
 class _RefusedBody:
     """A body the call cannot run with (not JSON, not text, too large a value), and why."""
 
-    def __init__(self, bad: BadInput):
+    def __init__(self, bad: InputRejected):
         self.bad = bad
 
 
-def _refused(bad: BadInput) -> Response:
-    return problem(bad.status, bad.detail, errors=[bad.as_error()])
+def _refused(bad: InputRejected) -> Response:
+    return problem(bad.status, bad.detail, errors=bad.errors())
 
 
 def handle_call(org_id: uuid.UUID, path: str, request_: Request, body):

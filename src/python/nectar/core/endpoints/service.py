@@ -20,6 +20,7 @@ from nectar.core.workflows import json_schema
 from nectar.core.workflows.definition import Problem
 from nectar.schema.models import Endpoint, Workflow
 from nectar.schema.models.columns import max_length
+from nectar.shared.rejection import InputRejected
 
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 PATH_MAX = max_length(Endpoint.path)
@@ -29,10 +30,7 @@ PATH_PATTERN = re.compile(r"^(/([A-Za-z0-9._~-]+|\{[a-z_][a-z0-9_]{0,39}\}))+/?$
 PLAN_RATE_LIMITS = {plan: limits.calls_per_minute for plan, limits in PLAN_LIMITS.items()}
 
 
-class InvalidEndpoint(Exception):
-    def __init__(self, problems: list[Problem]):
-        super().__init__("; ".join(f"{p.path}: {p.message}" for p in problems))
-        self.problems = problems
+INVALID_ENDPOINT = "The endpoint is not valid."
 
 
 @functools.lru_cache(maxsize=4096)  # every call matches its candidate rows' paths: compile each once
@@ -102,7 +100,7 @@ def save_endpoint(
     if session.get(Workflow, workflow_id) is None:
         problems.append(Problem("/workflow_id", "No such workflow in this organization."))
     if problems:
-        raise InvalidEndpoint(problems)
+        raise InputRejected(INVALID_ENDPOINT, problems)
     endpoint = endpoint or Endpoint(id=uuid.uuid4(), org_id=ctx.org_id)
     endpoint.method, endpoint.path, endpoint.workflow_id, endpoint.auth = method, path, workflow_id, auth
     endpoint.request_schema, endpoint.pinned_version, endpoint.description = (
@@ -115,7 +113,9 @@ def save_endpoint(
         with session.begin_nested():
             session.flush()
     except IntegrityError:
-        raise InvalidEndpoint([Problem("/path", f"{method} {path} exists already.")]) from None
+        raise InputRejected(
+            INVALID_ENDPOINT, [Problem("/path", f"{method} {path} exists already.")]
+        ) from None
     return endpoint
 
 

@@ -26,14 +26,12 @@ from nectar.core.workflows.definition import Problem
 from nectar.schema.models import CatalogService, ImportedConnector, IntegrationConnection
 from nectar.schema.models.columns import max_length
 from nectar.shared.encryption import DecryptionFailed, KeyRing
+from nectar.shared.rejection import InputRejected
 
 NAME_MAX = max_length(IntegrationConnection.name)
 
 
-class InvalidConnection(Exception):
-    def __init__(self, problems: list[Problem]):
-        super().__init__("; ".join(f"{p.path}: {p.message}" for p in problems))
-        self.problems = problems
+INVALID_CONNECTION = "The connection is not valid."
 
 
 def catalog(session: Session) -> list[CatalogService]:
@@ -68,7 +66,9 @@ def save_connection(
         raise PermissionDenied("Only an admin or owner can change connections.")
     template = session.get(CatalogService, service_key)
     if template is None:
-        raise InvalidConnection([Problem("/service_key", f"No connector {service_key!r} in the catalog.")])
+        raise InputRejected(
+            INVALID_CONNECTION, [Problem("/service_key", f"No connector {service_key!r} in the catalog.")]
+        )
     name = (name or "").strip()
     problems = [] if 1 <= len(name) <= NAME_MAX else [Problem("/name", f"Use 1 to {NAME_MAX} characters.")]
     problems += _problems(template.config_schema, config, "/config")
@@ -82,7 +82,7 @@ def save_connection(
         # Stored secrets were given for one server: never send them to a new one unasked.
         problems.append(Problem("/credentials", "The destination changed; enter the credentials again."))
     if problems:
-        raise InvalidConnection(problems)
+        raise InputRejected(INVALID_CONNECTION, problems)
     connection = connection or IntegrationConnection(id=uuid.uuid4(), org_id=ctx.org_id, created_by=user_id)
     connection.service_key, connection.name, connection.config = service_key, name, config
     if credentials is not None:
@@ -93,7 +93,9 @@ def save_connection(
         with session.begin_nested():
             session.flush()
     except IntegrityError:
-        raise InvalidConnection([Problem("/name", f"A connection named {name!r} exists already.")]) from None
+        raise InputRejected(
+            INVALID_CONNECTION, [Problem("/name", f"A connection named {name!r} exists already.")]
+        ) from None
     return connection
 
 

@@ -29,6 +29,7 @@ from nectar.schema.models import ApiKey, Invitation, Membership, Organization, U
 from nectar.shared import throttle
 from nectar.shared.database import scope_session, tenant_scope, user_scope
 from nectar.shared.mail import Email, queue_email, quoted
+from nectar.shared.rejection import InputRejected
 from nectar.shared.tokens import TokenInvalid, fingerprint, make_token, read_token
 
 INVITATION_DAYS = 7
@@ -45,14 +46,6 @@ class EmailNotConfirmed(PermissionDenied):
     organization."""
 
 
-class OrgError(Exception):
-    """Bad input for an organization action; `field` names the form field (or None)."""
-
-    def __init__(self, message: str, field: str | None = None):
-        super().__init__(message)
-        self.field = field
-
-
 def slugify(name: str) -> str:
     slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:63].strip("-")
     return slug or "org"
@@ -61,7 +54,7 @@ def slugify(name: str) -> str:
 def _check_name(name: str) -> str:
     name = (name or "").strip()
     if not 2 <= len(name) <= 200:
-        raise OrgError("Use 2 to 200 characters.", "name")
+        raise InputRejected("Use 2 to 200 characters.", field="name")
     return name
 
 
@@ -79,7 +72,7 @@ def create_organization(
     name = _check_name(name)
     base = slugify(slug or name)
     if slug is not None and not SLUG_PATTERN.fullmatch(slug):
-        raise OrgError("Use lowercase letters, digits and dashes.", "slug")
+        raise InputRejected("Use lowercase letters, digits and dashes.", field="slug")
     org_id = org_id or uuid.uuid4()
     with tenant_scope(session, org_id):
         for attempt in range(20):
@@ -96,9 +89,9 @@ def create_organization(
                 if getattr(error.orig.diag, "constraint_name", None) != "uq_organizations_slug":
                     raise  # the id or external_ref is taken: a concurrent provisioning retry
                 if slug is not None:
-                    raise OrgError("That address is taken; choose another.", "slug") from None
+                    raise InputRejected("That address is taken; choose another.", field="slug") from None
         else:
-            raise OrgError("Could not find a free address for this name; choose one.", "slug")
+            raise InputRejected("Could not find a free address for this name; choose one.", field="slug")
         session.add(Membership(org_id=org_id, user_id=owner_id, role="owner"))
         session.flush()
     return org
@@ -128,15 +121,17 @@ def update_settings(session: Session, ctx: OrgContext, name: str, slug: str, tim
     org = ctx.org
     org.name = _check_name(name)
     if not SLUG_PATTERN.fullmatch(slug or ""):
-        raise OrgError("Use lowercase letters, digits and dashes (at most 63).", "slug")
+        raise InputRejected("Use lowercase letters, digits and dashes (at most 63).", field="slug")
     if timezone not in zoneinfo.available_timezones():
-        raise OrgError("Choose a time zone from the list, such as Europe/Berlin or UTC.", "timezone")
+        raise InputRejected(
+            "Choose a time zone from the list, such as Europe/Berlin or UTC.", field="timezone"
+        )
     org.slug, org.timezone = slug, timezone
     try:
         with session.begin_nested():
             session.flush()
     except IntegrityError:
-        raise OrgError("That address is taken; choose another.", "slug") from None
+        raise InputRejected("That address is taken; choose another.", field="slug") from None
     return org
 
 
@@ -196,14 +191,14 @@ def invite(
 
     _require(ctx, "admin", "invite people")
     if role not in ROLE_RANK:
-        raise OrgError("Choose owner, admin or member.", "role")
+        raise InputRejected("Choose owner, admin or member.", field="role")
     if role == "owner":
         _require(ctx, "owner", "invite an owner")
     email = normalize_email(email)
     inviter = _confirmed_inviter(session, inviter_id)
     existing_user = session.scalar(select(User.id).where(User.email == email))
     if existing_user is not None and session.get(Membership, (ctx.org_id, existing_user)) is not None:
-        raise OrgError(f"{email} is already a member of {ctx.org.name}.", "email")
+        raise InputRejected(f"{email} is already a member of {ctx.org.name}.", field="email")
     # Two invitations to one address at once: the second waits, then finds the first pending.
     session.execute(
         text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"),
@@ -220,7 +215,9 @@ def invite(
     if pending is not None:
         return pending, False
     if is_suppressed(session, email):
-        raise OrgError(f"{email} asked to get no email from {ctx.org.name}; they cannot be invited.", "email")
+        raise InputRejected(
+            f"{email} asked to get no email from {ctx.org.name}; they cannot be invited.", field="email"
+        )
     _count_invitation(session, ctx.org_id, email)
     charge(session, ctx.org_id, ctx.org.plan)
     invitation = Invitation(
@@ -322,7 +319,7 @@ def invitation_from_token(session: Session, secret_key: str, token: str) -> tupl
 
 def accept_invitation(session: Session, invitation: Invitation, user: User) -> Membership:
     if user.email.lower() != invitation.email.lower():
-        raise OrgError(f"This invitation is for {invitation.email}; you are signed in as {user.email}.")
+        raise InputRejected(f"This invitation is for {invitation.email}; you are signed in as {user.email}.")
     membership = session.get(Membership, (invitation.org_id, user.id))
     if membership is None:
         membership = Membership(org_id=invitation.org_id, user_id=user.id, role=invitation.role)
@@ -335,12 +332,12 @@ def accept_invitation(session: Session, invitation: Invitation, user: User) -> M
 def change_role(session: Session, ctx: OrgContext, user_id: uuid.UUID, role: str) -> Membership:
     _require(ctx, "admin", "change roles")
     if role not in ROLE_RANK:
-        raise OrgError("Choose owner, admin or member.", "role")
+        raise InputRejected("Choose owner, admin or member.", field="role")
     membership = _membership(session, ctx, user_id)
     if "owner" in (role, membership.role):
         _require(ctx, "owner", "make or unmake owners")
     if membership.role == "owner" and role != "owner" and _owner_count(session) == 1:
-        raise OrgError("An organization needs an owner: make someone else owner first.")
+        raise InputRejected("An organization needs an owner: make someone else owner first.")
     if ROLE_RANK[role] < ROLE_RANK["admin"] <= ROLE_RANK[membership.role]:
         _revoke_left_behind(session, user_id)
     membership.role = role
@@ -373,7 +370,7 @@ def remove_member(
         if membership.role == "owner" and ctx.role != "owner":
             raise PermissionDenied("An admin cannot remove an owner.")
     if membership.role == "owner" and _owner_count(session) == 1:
-        raise OrgError("The last owner cannot leave: transfer ownership first.")
+        raise InputRejected("The last owner cannot leave: transfer ownership first.")
     _revoke_left_behind(session, user_id)
     session.delete(membership)
     session.flush()
@@ -382,7 +379,7 @@ def remove_member(
 def transfer_ownership(session: Session, ctx: OrgContext, acting_user: uuid.UUID, user_id: uuid.UUID) -> None:
     _require(ctx, "owner", "transfer ownership")
     if user_id == acting_user:
-        raise OrgError("You already own this organization.")
+        raise InputRejected("You already own this organization.")
     target = _membership(session, ctx, user_id)
     target.role = "owner"
     session.flush()

@@ -16,6 +16,7 @@ from nectar.core.org_mail.service import MailLimitReached
 from nectar.core.orgs import service
 from nectar.core.orgs.forms import ActionForm, CreateOrgForm, InviteForm, RoleForm, SettingsForm
 from nectar.shared.database import db
+from nectar.shared.rejection import InputRejected, show_on_form
 from nectar.shared.tokens import TokenInvalid
 from nectar.shared.web import external_url, form_status
 
@@ -36,9 +37,9 @@ def create():
     if form.validate_on_submit():
         try:
             org = service.create_organization(db.session, current_user.user.id, form.name.data)
-        except service.OrgError as error:
+        except InputRejected as error:
             db.session.rollback()
-            form.name.errors.append(str(error))
+            show_on_form(form, error, "name")
         else:
             choose_org(org.id)
             db.session.commit()
@@ -67,8 +68,8 @@ def settings():
     if form.validate_on_submit():
         try:
             service.update_settings(db.session, ctx, form.name.data, form.slug.data, form.timezone.data)
-        except service.OrgError as error:
-            getattr(form, error.field or "name").errors.append(str(error))
+        except InputRejected as error:
+            show_on_form(form, error, "name")
             db.session.rollback()
         else:
             db.session.commit()
@@ -115,9 +116,9 @@ def invite():
             form.role.data,
             lambda token: external_url("orgs.accept_invitation", token=token),
         )
-    except (service.OrgError, accounts.AccountError) as error:
+    except InputRejected as error:
         db.session.rollback()
-        (form[error.field] if error.field in form else form.email).errors.append(str(error))
+        show_on_form(form, error, "email")
         return _members_page(form)
     except (MailLimitReached, service.EmailNotConfirmed) as error:
         db.session.rollback()
@@ -186,7 +187,7 @@ def _checked_action() -> None:
 def _run(action, success: str) -> bool:
     try:
         action(current_org())
-    except service.OrgError as error:
+    except InputRejected as error:
         db.session.rollback()
         flash(str(error), "error")
         return False
@@ -209,7 +210,7 @@ def accept_invitation():
         if request.method == "POST" and ActionForm().validate_on_submit():
             try:
                 service.accept_invitation(db.session, invitation, current_user.user)
-            except service.OrgError as error:
+            except InputRejected as error:
                 return (
                     render_template(
                         "core/accounts/message.html", title="Not for this account", message=str(error)
@@ -234,8 +235,8 @@ def accept_invitation():
                 db.session, invitation.email, form.password.data, form.display_name.data
             )
             service.accept_invitation(db.session, invitation, user)
-        except (accounts.AccountError, service.OrgError) as error:
-            form.password.errors.append(str(error))
+        except InputRejected as error:
+            show_on_form(form, error, "password")
         else:
             begin_session(user)
             choose_org(org.id)

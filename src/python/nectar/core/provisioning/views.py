@@ -12,12 +12,16 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from nectar.core.accounts import service as accounts
+from nectar.core.api import models as m
+from nectar.core.api.declare import operation
+from nectar.core.api.openapi import internal_document
 from nectar.core.contract.client import API_PREFIX, PLANS
 from nectar.core.extensions import csrf
 from nectar.core.orgs import service as orgs
 from nectar.schema.models import Membership, Organization, User
 from nectar.shared.database import db, scope_session
-from nectar.shared.web import external_url, problem
+from nectar.shared.rejection import InputRejected
+from nectar.shared.web import external_url, problem, rejection_response
 
 service_api = Blueprint("service_api", __name__, url_prefix=API_PREFIX)
 csrf.exempt(service_api)
@@ -35,8 +39,16 @@ def _matches(given: str, expected: str | None) -> bool:
     return bool(expected) and hmac.compare_digest(given.encode(), expected.encode())
 
 
+@service_api.get("/openapi.json")
+@operation("This contract's OpenAPI document", responses={200: m.Document}, public=True)
+def openapi():
+    return jsonify(internal_document(current_app))
+
+
 @service_api.before_request
 def _authenticate():
+    if request.endpoint == "service_api.openapi":
+        return None  # the contract's shape is no secret; every call in it needs a credential
     settings = current_app.config["NECTAR_SETTINGS"]
     if not settings.service_token and not settings.admin_service_token:
         return problem(
@@ -73,21 +85,23 @@ def _organization(org_id: uuid.UUID) -> Organization | None:
 
 
 @service_api.post("/accounts")
+@operation(
+    "Provision an account and organization (marketing, after checkout)",
+    body=m.NewAccount,
+    responses={200: m.ProvisionedAccount, 201: m.ProvisionedAccount},
+)
 def create_account():
     body = _body()
     request_id = body.get("request_id")
     plan = body.get("plan") or "free"
-    display_name = body.get("display_name")
     if not isinstance(request_id, str) or not request_id.strip() or len(request_id) > 255:
-        return problem(422, "request_id is required, at most 255 characters (it makes retries safe).")
+        raise InputRejected(
+            "request_id is required, at most 255 characters (it makes retries safe).", path="/request_id"
+        )
     if plan not in PLANS:
-        return problem(422, f"plan must be one of {', '.join(PLANS)}.")
-    if display_name is not None and (not isinstance(display_name, str) or len(display_name) > 200):
-        return problem(422, "display_name must be a string of at most 200 characters.")
-    try:
-        email = accounts.normalize_email(str(body.get("email") or ""))
-    except accounts.AccountError as error:
-        return problem(422, str(error), errors={"email": [str(error)]})
+        raise InputRejected(f"plan must be one of {', '.join(PLANS)}.", path="/plan")
+    display_name = _display_name(body)
+    email = accounts.normalize_email(str(body.get("email") or ""))
     org_id = uuid.uuid5(REQUEST_NAMESPACE, request_id)
     if _organization(org_id) is not None:  # a retry: answer with what the first call made
         owner = db.session.scalar(select(Membership.user_id).where(Membership.role == "owner").limit(1))
@@ -115,9 +129,9 @@ def create_account():
             external_ref=request_id,
             org_id=org_id,
         )
-    except orgs.OrgError as error:
+    except InputRejected as error:
         db.session.rollback()
-        return problem(422, str(error), errors={"organization_name": [str(error)]})
+        raise InputRejected(error.detail, path="/organization_name") from None
     except IntegrityError:
         db.session.rollback()  # a concurrent retry made it first
         return problem(409, "This request_id is being provisioned already; retry.")
@@ -138,17 +152,19 @@ def create_account():
 
 
 @service_api.post("/organizations/<uuid:org_id>/suspend")
+@operation("Suspend an organization", body=m.Suspension, responses={200: m.OrganizationPlan})
 def suspend(org_id: uuid.UUID):
     org = _organization_or_404(org_id)
     reason = str(_body().get("reason") or "").strip()[:500]
     if not reason:
-        return problem(422, "A reason is required; the organization's members will see it.")
+        raise InputRejected("A reason is required; the organization's members will see it.", path="/reason")
     org.status, org.suspended_reason = "suspended", reason
     db.session.commit()
     return _plan_json(org)
 
 
 @service_api.post("/organizations/<uuid:org_id>/reactivate")
+@operation("Reactivate an organization", responses={200: m.OrganizationPlan})
 def reactivate(org_id: uuid.UUID):
     org = _organization_or_404(org_id)
     org.status, org.suspended_reason = "active", None
@@ -157,16 +173,18 @@ def reactivate(org_id: uuid.UUID):
 
 
 @service_api.get("/organizations/<uuid:org_id>/plan")
+@operation("An organization's plan", responses={200: m.OrganizationPlan})
 def plan(org_id: uuid.UUID):
     return _plan_json(_organization_or_404(org_id))
 
 
 @service_api.put("/organizations/<uuid:org_id>/plan")
+@operation("Set an organization's plan", body=m.PlanChange, responses={200: m.OrganizationPlan})
 def set_plan(org_id: uuid.UUID):
     org = _organization_or_404(org_id)
     new_plan = _body().get("plan")
     if new_plan not in PLANS:
-        return problem(422, f"plan must be one of {', '.join(PLANS)}.")
+        raise InputRejected(f"plan must be one of {', '.join(PLANS)}.", path="/plan")
     org.plan = new_plan
     db.session.commit()
     return _plan_json(org)
@@ -187,36 +205,38 @@ def _user_json(user: User, status: int = 200, created: bool = False):
     return body, status
 
 
-def _display_name(body: dict) -> tuple[str | None, object]:
-    """The display name from a request body, or a 422 problem: (value, None) or (None, problem)."""
+def _display_name(body: dict) -> str | None:
+    """The display name from a request body (None when absent or blank)."""
     name = body.get("display_name")
     if name is not None and (not isinstance(name, str) or len(name) > 200):
-        message = "display_name must be a string of at most 200 characters."
-        return None, problem(422, message, errors={"display_name": [message]})
-    return (name.strip() or None) if isinstance(name, str) else None, None
+        raise InputRejected("display_name must be a string of at most 200 characters.", path="/display_name")
+    return (name.strip() or None) if isinstance(name, str) else None
 
 
 def _email_taken(email: str, user_id: uuid.UUID | None = None):
     other = accounts.find_user(db.session, email)
     if other is not None and other.id != user_id:
-        message = "An account with this email already exists."
-        return problem(409, message, errors={"email": [message]})
+        return rejection_response(
+            InputRejected("An account with this email already exists.", path="/email", status=409)
+        )
     return None
 
 
 @service_api.post("/users")
+@operation(
+    "Create a customer account (no password: they choose one from an email)",
+    body=m.NewUser,
+    responses={200: m.CustomerUser, 201: m.CustomerUser},
+)
 def create_user():
     body = _body()
     request_id = body.get("request_id")
     if not isinstance(request_id, str) or not request_id.strip() or len(request_id) > 255:
-        return problem(422, "request_id is required, at most 255 characters (it makes retries safe).")
-    display_name, invalid = _display_name(body)
-    if invalid:
-        return invalid
-    try:
-        email = accounts.normalize_email(str(body.get("email") or ""))
-    except accounts.AccountError as error:
-        return problem(422, str(error), errors={"email": [str(error)]})
+        raise InputRejected(
+            "request_id is required, at most 255 characters (it makes retries safe).", path="/request_id"
+        )
+    display_name = _display_name(body)
+    email = accounts.normalize_email(str(body.get("email") or ""))
     user_id = uuid.uuid5(USER_REQUEST_NAMESPACE, request_id)
     existing = db.session.get(User, user_id)
     if existing is not None:  # a retry: answer with what the first call made
@@ -251,19 +271,14 @@ def _organization_or_404(org_id: uuid.UUID) -> Organization:
 
 
 @service_api.patch("/users/<uuid:user_id>")
+@operation("Change a customer's email or name", body=m.UserChange, responses={200: m.CustomerUser})
 def update_user(user_id: uuid.UUID):
     user = _user_or_404(user_id)
     body = _body()
     if "display_name" in body:
-        display_name, invalid = _display_name(body)
-        if invalid:
-            return invalid
-        user.display_name = display_name
+        user.display_name = _display_name(body)
     if "email" in body:
-        try:
-            email = accounts.normalize_email(str(body.get("email") or ""))
-        except accounts.AccountError as error:
-            return problem(422, str(error), errors={"email": [str(error)]})
+        email = accounts.normalize_email(str(body.get("email") or ""))
         if email != user.email:
             if taken := _email_taken(email, user.id):
                 return taken
@@ -285,6 +300,7 @@ def update_user(user_id: uuid.UUID):
 
 
 @service_api.post("/users/<uuid:user_id>/deactivate")
+@operation("Deactivate a customer account", responses={200: m.CustomerUser})
 def deactivate_user(user_id: uuid.UUID):
     user = _user_or_404(user_id)
     user.is_active = False
@@ -294,6 +310,7 @@ def deactivate_user(user_id: uuid.UUID):
 
 
 @service_api.post("/users/<uuid:user_id>/reactivate")
+@operation("Reactivate a customer account", responses={200: m.CustomerUser})
 def reactivate_user(user_id: uuid.UUID):
     user = _user_or_404(user_id)
     user.is_active = True
@@ -302,6 +319,7 @@ def reactivate_user(user_id: uuid.UUID):
 
 
 @service_api.post("/users/<uuid:user_id>/password-reset")
+@operation("Email a customer a password reset link", responses={202: m.Queued})
 def send_password_reset(user_id: uuid.UUID):
     user = _user_or_404(user_id)
     if not user.is_active:

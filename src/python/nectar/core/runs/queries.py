@@ -18,7 +18,7 @@ from nectar.core.runs.records import jsonb_text
 from nectar.core.runs.writer import run_writer
 from nectar.core.workflows.expressions import json_text
 from nectar.schema.models import WorkflowRun, WorkflowVersion
-from nectar.shared.bad_input import BadInput
+from nectar.shared.rejection import InputRejected
 
 
 def version_of(session: Session, workflow_id: uuid.UUID, number: int | None) -> WorkflowVersion | None:
@@ -75,7 +75,7 @@ def run_to_replay(
     """The run a request with Idempotency-Key `key` started before, whose answer is given again,
     or None. A key names one request: when the earlier one asked for something else (another kind
     of run, a re-run or retry of another run, another input or other `compared` fields of it),
-    BadInput (422), as the IETF Idempotency-Key draft answers; replaying it would hide that this
+    InputRejected (422), as the IETF Idempotency-Key draft answers; replaying it would hide that this
     request never ran. Inputs are compared as jsonb compares them (1e23 is the number it stored)."""
     earlier = run_for_key(session, workflow_id, key)
     if earlier is None:
@@ -88,7 +88,7 @@ def run_to_replay(
         },
     )
     if not same_input or (earlier.trigger, earlier.rerun_of) != (trigger, rerun_of):
-        raise BadInput(
+        raise InputRejected(
             "This Idempotency-Key was used for a different request; a new request needs a new key.",
             status=422,
             field="Idempotency-Key",

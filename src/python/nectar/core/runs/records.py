@@ -12,8 +12,9 @@ from sqlalchemy.orm import Session
 from nectar.core.runs.metrics import count_run
 from nectar.core.workflows.engine import RunOutcome, StepRecord
 from nectar.core.workflows.expressions import json_safe, json_text
-from nectar.shared.bad_input import BadInput, check_text
+from nectar.shared.bad_input import check_text
 from nectar.shared.jobs import QUEUED_ONCE
+from nectar.shared.rejection import InputRejected
 
 
 def sql_list(words: tuple[str, ...]) -> str:
@@ -34,19 +35,22 @@ INTERNAL_KEY_PREFIXES = ("schedule:", "call:", "alert:")
 
 
 def checked_idempotency_key(key: str | None) -> str | None:
-    """A caller's Idempotency-Key header, or BadInput (400) when it holds what no text may (NUL, a
+    """A caller's Idempotency-Key header, or InputRejected (400) when it holds what no text may (NUL, a
     lone surrogate), is longer than a run keeps or wears one of the platform's own prefixes."""
     if key is None:
         return None
     check_text(key, field="Idempotency-Key")
     if len(key) > IDEMPOTENCY_KEY_MAX:
-        raise BadInput(
-            f"Idempotency-Key is at most {IDEMPOTENCY_KEY_MAX} characters.", field="Idempotency-Key"
+        raise InputRejected(
+            f"Idempotency-Key is at most {IDEMPOTENCY_KEY_MAX} characters.",
+            field="Idempotency-Key",
+            status=400,
         )
     if key.startswith(INTERNAL_KEY_PREFIXES):
-        raise BadInput(
+        raise InputRejected(
             f"Idempotency-Key may not start with {' or '.join(INTERNAL_KEY_PREFIXES)}: those are the platform's.",
             field="Idempotency-Key",
+            status=400,
         )
     return key
 

@@ -21,6 +21,7 @@ from jsonschema import Draft202012Validator
 from nectar.core.workflows import code
 from nectar.core.workflows.expressions import ExpressionError, compiled, template_parts
 from nectar.core.workflows.json_schema import TenantValidator, pointer
+from nectar.shared.rejection import Problem  # noqa: F401 - where the workflow language's problems come from
 
 STEP_TYPES = (
     "http_request",
@@ -518,17 +519,6 @@ WORKFLOW_SCHEMA: dict = {
         },
     },
 }
-
-
-@dataclass(frozen=True)
-class Problem:
-    """One problem in a document: where (a JSON Pointer such as /steps/2/if) and what."""
-
-    path: str
-    message: str
-
-    def as_dict(self) -> dict[str, str]:
-        return {"path": self.path, "message": self.message}
 
 
 def _pointer(parts) -> str:

@@ -14,7 +14,8 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from nectar.marketing.billing.queue import enqueue_event
-from nectar.shared.bad_input import BadInput, loads_json
+from nectar.shared.bad_input import loads_json
+from nectar.shared.rejection import InputRejected
 
 WEBHOOK_PATH = "/stripe/webhook"
 TOLERANCE_SECONDS = 300
@@ -48,7 +49,7 @@ def verify(payload: bytes, header: str | None, secret: str) -> dict:
         raise InvalidWebhook("The signature is dated in the future; check the clock.")
     try:
         event = loads_json(body)
-    except BadInput as bad:
+    except InputRejected as bad:
         raise InvalidWebhook(bad.detail) from None
     data = event.get("data") if isinstance(event, dict) else None
     if not (

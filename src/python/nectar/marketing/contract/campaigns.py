@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from nectar.marketing.addresses import deliverable_address
 from nectar.shared.content import render_markdown
 from nectar.shared.mail import Email, queue_email, unsubscribe_headers
+from nectar.shared.rejection import InputRejected
 from nectar.shared.tokens import make_token
 
 CAMPAIGN_CATEGORY = "campaign"
@@ -34,10 +35,6 @@ FOOTER_TEXT = "You receive this because you subscribed to the Nectar Studio news
 
 class CampaignNotFound(LookupError):
     """No campaign has that id."""
-
-
-class InvalidAddress(ValueError):
-    """The address cannot receive mail; `str()` says why, for people."""
 
 
 def unsubscribe_token(secret_key: str, email: str) -> str:
@@ -144,12 +141,12 @@ def queue_test_send(
     The unsubscribe link is signed with `secret_key` and points at `base_url`; called inside a
     Flask app (admin's), they default to that app's SECRET_KEY and its MARKETING_API_URL. The link
     works on the marketing site when both services share SECRET_KEY (the dev launcher does so).
-    Raises InvalidAddress or CampaignNotFound.
+    Raises InputRejected or CampaignNotFound.
     """
     try:
         address = deliverable_address(to_address)
     except EmailNotValidError as error:
-        raise InvalidAddress(str(error)) from None
+        raise InputRejected(str(error), field="to_address") from None
     if secret_key is None or base_url is None:
         from flask import current_app
 

@@ -7,18 +7,11 @@ import uuid
 
 from flask import jsonify
 
-from nectar.core.api.views import ApiError, _body, _ctx, _iso, _user_id, api
+from nectar.core.api import models as m
+from nectar.core.api.declare import operation
+from nectar.core.api.views import _body, _ctx, _iso, _user_id, api
 from nectar.core.integrations import connectors
-from nectar.core.integrations.openapi_import import InvalidDocument
 from nectar.shared.database import db
-from nectar.shared.web import problem
-
-
-@api.errorhandler(InvalidDocument)
-def _invalid_document(error: InvalidDocument):
-    return problem(
-        422, "The OpenAPI document was not imported.", errors=[p.as_dict() for p in error.problems]
-    )
 
 
 def connector_json(connector, *, with_document: bool = False) -> dict:
@@ -46,25 +39,33 @@ def connector_json(connector, *, with_document: bool = False) -> dict:
 
 
 @api.get("/connectors")
+@operation("Connectors imported from OpenAPI documents", responses={200: m.ConnectorList})
 def list_connectors():
     return jsonify(items=[connector_json(c) for c in connectors.list_connectors(db.session)])
 
 
 @api.get("/connectors/<uuid:connector_id>")
+@operation("A connector, with its document", responses={200: m.ConnectorDetail})
 def get_connector(connector_id: uuid.UUID):
     return jsonify(connector_json(connectors.get_connector(db.session, connector_id), with_document=True))
 
 
 @api.post("/connectors")
+@operation(
+    "Import an OpenAPI 3 document as a connector",
+    body=m.NewConnector,
+    responses={201: m.Connector},
+    example={
+        "name": "petstore",
+        "document": "openapi: 3.0.0\ninfo: {title: Pets, version: '1'}\npaths: {}",
+        "base_url": "https://pets.example.com/v1",
+    },
+)
 def import_connector():
     body = _body()
-    document = body.get("document")
+    document = body.get("document")  # text or an object (the declared body checked which)
     if isinstance(document, dict):
         document = json.dumps(document)
-    if not isinstance(document, str):
-        raise ApiError(
-            422, "document must be the OpenAPI document: its text (JSON or YAML) or a JSON object."
-        )
     connector = connectors.import_connector(
         db.session,
         _ctx(),
@@ -78,6 +79,7 @@ def import_connector():
 
 
 @api.delete("/connectors/<uuid:connector_id>")
+@operation("Delete a connector", responses={204: None})
 def delete_connector(connector_id: uuid.UUID):
     connectors.delete_connector(db.session, _ctx(), connector_id)
     db.session.commit()

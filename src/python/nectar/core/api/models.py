@@ -498,3 +498,70 @@ class CustomerUser(Answer):
 
 class Queued(Answer):
     queued: bool
+
+
+# --- Variables and secrets ------------------------------------------------------------------------
+
+
+class Variable(Answer):
+    name: str
+    value: str
+    created_at: datetime
+    updated_at: datetime
+
+
+class VariableList(Answer):
+    items: list[Variable]
+
+
+class Secret(Answer):
+    """A secret as it is listed: its name and dates, never its value."""
+
+    name: str
+    created_at: datetime
+    updated_at: datetime
+
+
+class SecretList(Answer):
+    items: list[Secret]
+
+
+class NewValue(Body):
+    value: str = Field(description="The value (its limits: the 422 names /value when it breaks one)")
+
+
+# --- Connectors imported from OpenAPI documents ---------------------------------------------------
+
+
+class ConnectorOperation(Answer):
+    operation_id: str
+    method: str
+    path: str
+    summary: str | None
+    callable: bool = Field(description="false: its request body is not JSON, so steps cannot call it")
+
+
+class Connector(Answer):
+    id: uuid.UUID
+    name: str
+    title: str
+    base_url: str
+    document_bytes: int
+    created_at: datetime
+    operations: list[ConnectorOperation]
+
+
+class ConnectorDetail(Connector):
+    document: dict[str, Any]
+
+
+class ConnectorList(Answer):
+    items: list[Connector]
+
+
+class NewConnector(Body):
+    document: str | dict[str, Any] = Field(
+        description="The OpenAPI 3 document: its text (JSON or YAML) or an object"
+    )
+    name: str | None = Field(None, max_length=100, description="Default: from the document's title")
+    base_url: str | None = Field(None, max_length=2000, description="Default: the document's first server")

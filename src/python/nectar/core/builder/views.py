@@ -13,7 +13,6 @@ from nectar.core.builder import service
 from nectar.core.endpoints import service as endpoints
 from nectar.core.integrations import connectors
 from nectar.core.integrations import service as integrations
-from nectar.core.integrations.openapi_import import InvalidDocument
 from nectar.core.orgs.forms import ImportConnectorForm, naming_form
 from nectar.core.runs import queries as run_queries
 from nectar.core.workflows.definition import WORKFLOW_SCHEMA
@@ -196,7 +195,7 @@ def import_connector():
             base_url=form.base_url.data or None,
             user_id=current_user.user.id,
         )
-    except InvalidDocument as invalid:
+    except InputRejected as invalid:
         db.session.rollback()
         target = form.name if invalid.problems[0].path == "/name" else form.document
         target.errors.extend(f"{p.path}: {p.message}" for p in invalid.problems[:10])

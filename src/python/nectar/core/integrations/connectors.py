@@ -25,13 +25,14 @@ from sqlalchemy.orm import Session
 
 from nectar.core.access import OrgContext, PermissionDenied
 from nectar.core.integrations import openapi_import
-from nectar.core.integrations.openapi_import import DOCUMENT_URI, InvalidDocument
+from nectar.core.integrations.openapi_import import DOCUMENT_URI, NOT_IMPORTED
 from nectar.core.integrations.service import authorization, credentials_of, within_base
 from nectar.core.workflows import json_schema
 from nectar.core.workflows.definition import Problem, operation_calls_in
 from nectar.schema.models import ImportedConnector, IntegrationConnection
 from nectar.schema.models.columns import max_length
 from nectar.shared.encryption import KeyRing
+from nectar.shared.rejection import InputRejected
 
 NAME_MAX = max_length(ImportedConnector.name)
 OPENAPI_TEMPLATE = "openapi"
@@ -48,12 +49,12 @@ def import_connector(
     user_id=None,
 ) -> ImportedConnector:
     """Reads `source` (an OpenAPI 3 document, JSON or YAML) into a new connector named `name`;
-    raises InvalidDocument with every problem."""
+    raises InputRejected with every problem."""
     if not ctx.at_least("admin"):
         raise PermissionDenied("Only an admin or owner can import connectors.")
     name = (name or "").strip()
     if not 1 <= len(name) <= NAME_MAX:
-        raise InvalidDocument([Problem("/name", f"Use 1 to {NAME_MAX} characters.")])
+        raise InputRejected(NOT_IMPORTED, [Problem("/name", f"Use 1 to {NAME_MAX} characters.")])
     read = openapi_import.read_document(source, base_url or None)
     connector = ImportedConnector(
         id=uuid.uuid4(),
@@ -71,7 +72,9 @@ def import_connector(
         with session.begin_nested():
             session.flush()
     except IntegrityError:
-        raise InvalidDocument([Problem("/name", f"A connector named {name!r} exists already.")]) from None
+        raise InputRejected(
+            NOT_IMPORTED, [Problem("/name", f"A connector named {name!r} exists already.")]
+        ) from None
     return connector
 
 

@@ -22,6 +22,7 @@ from urllib3.util import parse_url
 
 from nectar.core.workflows.definition import Problem
 from nectar.core.workflows.json_schema import pointer
+from nectar.shared.rejection import InputRejected
 
 # Inside the 1 MiB every request of the service is held to (shared/web.py), with room for the
 # JSON or form around the document.
@@ -40,12 +41,8 @@ TEMPLATE_NAME = re.compile(r"\{([^{}/]+)\}")
 DOCUMENT_URI = "urn:nectar:imported-document"
 
 
-class InvalidDocument(Exception):
-    """The document cannot be imported; `problems` say where and why."""
-
-    def __init__(self, problems: list[Problem]):
-        super().__init__("; ".join(f"{p.path}: {p.message}" for p in problems))
-        self.problems = problems
+# Why an import is refused, with `problems` saying where in the document (InputRejected, 422).
+NOT_IMPORTED = "The OpenAPI document was not imported."
 
 
 @dataclass(frozen=True)
@@ -58,16 +55,17 @@ class ReadDocument:
 
 
 def read_document(source: bytes | str, base_url: str | None = None) -> ReadDocument:
-    """Parses and checks an OpenAPI 3 document (JSON or YAML); raises InvalidDocument. `base_url`,
+    """Parses and checks an OpenAPI 3 document (JSON or YAML); raises InputRejected. `base_url`,
     when given, replaces the document's servers."""
     raw = source.encode() if isinstance(source, str) else source
     if len(raw) > MAX_DOCUMENT_BYTES:
-        raise InvalidDocument(
-            [Problem("/", f"the document is {len(raw)} bytes; at most {MAX_DOCUMENT_BYTES} are accepted")]
+        raise InputRejected(
+            NOT_IMPORTED,
+            [Problem("/", f"the document is {len(raw)} bytes; at most {MAX_DOCUMENT_BYTES} are accepted")],
         )
     document = _parse(raw)
     if not isinstance(document, dict):
-        raise InvalidDocument([Problem("/", "expected an object: an OpenAPI 3.x document")])
+        raise InputRejected(NOT_IMPORTED, [Problem("/", "expected an object: an OpenAPI 3.x document")])
     _check_version(document)
     reader = _Reader(document)
     operations = reader.operations()
@@ -76,7 +74,7 @@ def read_document(source: bytes | str, base_url: str | None = None) -> ReadDocum
         reader.problems.append(Problem("/info/title", "missing: the API needs a title"))
     url = reader.base_url(base_url)
     if reader.problems:
-        raise InvalidDocument(reader.problems[:50])
+        raise InputRejected(NOT_IMPORTED, reader.problems[:50])
     return ReadDocument(document, title.strip()[:200], url, operations, len(raw))
 
 
@@ -84,7 +82,7 @@ def _parse(raw: bytes) -> object:
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as error:
-        raise InvalidDocument([Problem("/", f"not UTF-8 text (byte {error.start})")]) from None
+        raise InputRejected(NOT_IMPORTED, [Problem("/", f"not UTF-8 text (byte {error.start})")]) from None
     try:
         if text.lstrip().startswith("{"):
             loaded = json.loads(text)
@@ -92,14 +90,18 @@ def _parse(raw: bytes) -> object:
             # The safe loader builds only plain values; the C one where PyYAML has it.
             loaded = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # noqa: S506
     except json.JSONDecodeError as error:
-        raise InvalidDocument([Problem("/", f"not JSON: {error.msg} at line {error.lineno}")]) from None
+        raise InputRejected(
+            NOT_IMPORTED, [Problem("/", f"not JSON: {error.msg} at line {error.lineno}")]
+        ) from None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
         reason = getattr(error, "problem", None) or "not YAML"
-        raise InvalidDocument([Problem("/", f"neither JSON nor YAML: {reason}{where}")]) from None
+        raise InputRejected(NOT_IMPORTED, [Problem("/", f"neither JSON nor YAML: {reason}{where}")]) from None
     except RecursionError:
-        raise InvalidDocument([Problem("/", f"it nests more than {MAX_NESTING} levels deep")]) from None
+        raise InputRejected(
+            NOT_IMPORTED, [Problem("/", f"it nests more than {MAX_NESTING} levels deep")]
+        ) from None
     return _plain(loaded)
 
 
@@ -111,11 +113,13 @@ def _plain(loaded: object) -> object:
     def walk(value, path: list, depth: int):
         budget[0] -= 1
         if budget[0] < 0:
-            raise InvalidDocument(
-                [Problem("/", f"more than {MAX_VALUES} values (YAML aliases count each use)")]
+            raise InputRejected(
+                NOT_IMPORTED, [Problem("/", f"more than {MAX_VALUES} values (YAML aliases count each use)")]
             )
         if depth > MAX_NESTING:
-            raise InvalidDocument([Problem(pointer(path), f"nested more than {MAX_NESTING} levels deep")])
+            raise InputRejected(
+                NOT_IMPORTED, [Problem(pointer(path), f"nested more than {MAX_NESTING} levels deep")]
+            )
         if isinstance(value, dict):
             return {str(key): walk(item, [*path, str(key)], depth + 1) for key, item in value.items()}
         if isinstance(value, list):
@@ -123,11 +127,11 @@ def _plain(loaded: object) -> object:
         if isinstance(value, datetime | date):
             return value.isoformat()
         if isinstance(value, float) and value != value or value in (float("inf"), float("-inf")):
-            raise InvalidDocument([Problem(pointer(path) or "/", "not a JSON number")])
+            raise InputRejected(NOT_IMPORTED, [Problem(pointer(path) or "/", "not a JSON number")])
         if value is None or isinstance(value, str | int | float | bool):
             return value
-        raise InvalidDocument(
-            [Problem(pointer(path) or "/", f"a {type(value).__name__} is not a JSON value")]
+        raise InputRejected(
+            NOT_IMPORTED, [Problem(pointer(path) or "/", f"a {type(value).__name__} is not a JSON value")]
         )
 
     return walk(loaded, [], 0)
@@ -135,14 +139,15 @@ def _plain(loaded: object) -> object:
 
 def _check_version(document: dict) -> None:
     if "swagger" in document:
-        raise InvalidDocument(
-            [Problem("/swagger", f"expected OpenAPI 3.x at /openapi; this is Swagger {document['swagger']}")]
+        raise InputRejected(
+            NOT_IMPORTED,
+            [Problem("/swagger", f"expected OpenAPI 3.x at /openapi; this is Swagger {document['swagger']}")],
         )
     version = document.get("openapi")
     if version is None:
-        raise InvalidDocument([Problem("/openapi", "missing; expected 3.x")])
+        raise InputRejected(NOT_IMPORTED, [Problem("/openapi", "missing; expected 3.x")])
     if not isinstance(version, str) or not VERSION.match(version):
-        raise InvalidDocument([Problem("/openapi", f"expected 3.x, got {version!r}")])
+        raise InputRejected(NOT_IMPORTED, [Problem("/openapi", f"expected 3.x, got {version!r}")])
 
 
 class _Reader:
@@ -162,7 +167,9 @@ class _Reader:
                 return value, parts
             self.refs += 1
             if self.refs > MAX_REFS:
-                raise InvalidDocument([Problem(pointer(parts) + "/$ref", f"more than {MAX_REFS} references")])
+                raise InputRejected(
+                    NOT_IMPORTED, [Problem(pointer(parts) + "/$ref", f"more than {MAX_REFS} references")]
+                )
             target = value["$ref"]
             found = self.target(target, [*parts, "$ref"])
             if found is None:
@@ -199,8 +206,8 @@ class _Reader:
                 if "$ref" in item:
                     self.refs += 1
                     if self.refs > MAX_REFS:
-                        raise InvalidDocument(
-                            [Problem(pointer(at) + "/$ref", f"more than {MAX_REFS} references")]
+                        raise InputRejected(
+                            NOT_IMPORTED, [Problem(pointer(at) + "/$ref", f"more than {MAX_REFS} references")]
                         )
                     self.target(item["$ref"], [*at, "$ref"])
                 pending += [(inner, [*at, key]) for key, inner in item.items() if key != "$ref"]
@@ -247,7 +254,9 @@ class _Reader:
                     continue
                 first_at[operation_id] = pointer(at)
                 if len(found) >= MAX_OPERATIONS:
-                    raise InvalidDocument([Problem(pointer(at), f"more than {MAX_OPERATIONS} operations")])
+                    raise InputRejected(
+                        NOT_IMPORTED, [Problem(pointer(at), f"more than {MAX_OPERATIONS} operations")]
+                    )
                 found[operation_id] = self.operation(template, method, operation, at, shared)
         if not found and not self.problems:
             self.problem(["paths"], "no operations: nothing to call")

@@ -35,16 +35,16 @@ from nectar.schema.models.variables import (
 )
 from nectar.shared.database import SET_TENANT_SQL, in_one_round_trip
 from nectar.shared.encryption import DecryptionFailed, KeyRing
+from nectar.shared.rejection import InputRejected
 
 MAX_PER_ORGANIZATION = 100  # variables, and secrets, each
 MIN_SECRET_CHARS = 4
 _NAME = re.compile(NAME_PATTERN)
 
 
-class InvalidValue(Exception):
-    def __init__(self, problems: list[Problem]):
-        super().__init__("; ".join(p.message for p in problems))
-        self.problems = problems
+def rejected(problems: list[Problem]) -> InputRejected:
+    """The refusal of a name or value, with its problems (422)."""
+    return InputRejected("; ".join(p.message for p in problems), problems)
 
 
 @dataclass(frozen=True)
@@ -94,11 +94,11 @@ def listed(session: Session, kind: Kind) -> list:
 def put(
     session: Session, ctx: OrgContext, kind: Kind, name: object, value: object, keys: KeyRing | None = None
 ):
-    """Creates or replaces `name`; returns (row, created). Raises InvalidValue."""
+    """Creates or replaces `name`; returns (row, created). Raises InputRejected."""
     require_editor(ctx, kind)
     problems = problems_of(kind, name, value)
     if problems:
-        raise InvalidValue(problems)
+        raise rejected(problems)
     row = session.get(kind.model, (ctx.org_id, name))
     created = row is None
     if created:
@@ -108,7 +108,7 @@ def put(
             {"key": f"{kind.root}:{ctx.org_id}"},
         )
         if session.scalar(select(func.count()).select_from(kind.model)) >= MAX_PER_ORGANIZATION:
-            raise InvalidValue(
+            raise rejected(
                 [Problem("/name", f"An organization has at most {MAX_PER_ORGANIZATION} {kind.label}s.")]
             )
         row = kind.model(org_id=ctx.org_id, name=name)

@@ -10,6 +10,7 @@ from nectar.core.variables import service
 from nectar.core.variables.forms import SecretForm, VariableForm
 from nectar.core.variables.service import SECRETS, VARIABLES
 from nectar.shared.database import db
+from nectar.shared.rejection import InputRejected
 from nectar.shared.web import form_status
 
 variable_pages = Blueprint("variable_pages", __name__)
@@ -44,9 +45,9 @@ def _put(form, kind, keys=None) -> bool:
     name, value = (form.name.data or "").strip(), form.value.data or ""
     try:
         if not valid:
-            raise service.InvalidValue(service.problems_of(kind, name, value))
+            raise service.rejected(service.problems_of(kind, name, value))
         _row, created = service.put(db.session, current_org(), kind, name, value, keys)
-    except service.InvalidValue as invalid:
+    except InputRejected as invalid:
         for problem in invalid.problems:
             field = form.name if problem.path == "/name" else form.value
             if not field.errors:  # "Name the variable." says enough about an empty one

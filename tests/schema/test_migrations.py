@@ -98,9 +98,11 @@ def test_a_foreign_key_migration_checks_every_existing_row(empty_database):
 
 
 def _row_counts(conn) -> dict[str, int]:
+    """Rows of each table the database has at its revision (the models may know later ones)."""
     return {
         table.name: conn.execute(f"SELECT count(*) FROM {table.name}").fetchone()[0]  # noqa: S608
         for table in Base.metadata.sorted_tables
+        if conn.execute("SELECT to_regclass(%s)", (table.name,)).fetchone()[0] is not None
     }
 
 

@@ -15,7 +15,7 @@ import base64
 import json
 import uuid
 from pathlib import Path
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, quote
 
 import pytest
 import yaml
@@ -351,6 +351,12 @@ def test_a_base_url_at_a_private_address_is_refused_by_the_guard(owner):
             "a chain of more than 16 references",
         ),
         ("a: " + "[" * 80 + "]" * 80, "/a/0/0/0", "nested more than 64 levels deep"),
+        # Merge keys: PyYAML copies merged mappings before any limit counts them (nested, a bomb).
+        (
+            "a: &a {k0: 0, k1: 1}\nb: &b {<<: [*a, *a]}\nc: {<<: [*b, *b]}\n",
+            "/",
+            "merge keys (<<) are not accepted",
+        ),
         (
             "a: &x [1]\nb: &y [*x, *x, *x, *x, *x, *x, *x, *x, *x, *x]\n"
             + "".join(
@@ -431,3 +437,42 @@ def test_a_required_header_parameter_is_checked(owner, upstream):
     problems = _save(browser, token, [{**step, "headers": {"x-tenant": "abc"}}], status=422)["errors"]
     assert problems[0]["path"] == "/steps/0/headers/x-tenant"
     _save(browser, token, [{**step, "headers": {"x-tenant": "42"}}])
+
+
+def test_a_connector_its_connections_use_cannot_be_deleted(owner, upstream):
+    """Connections are bound to a connector by name and keep their credentials: deleting it and
+    importing another under that name, with another server, would hand them over."""
+    browser, token = owner
+    imported = _import(
+        browser, token, json.dumps(_with_key_and_body(PETSTORE)), base_url=upstream.url + "/v1"
+    )
+    connection = _connection(browser, token)
+    refused = browser.api("DELETE", f"/api/v1/connectors/{imported['id']}", token=token)
+    assert refused.status_code == 409 and "petstore-key" in refused.json["detail"], refused.json
+    assert browser.api("DELETE", f"/api/v1/connections/{connection['id']}", token=token).status_code == 204
+    assert browser.api("DELETE", f"/api/v1/connectors/{imported['id']}", token=token).status_code == 204
+
+
+def test_a_secret_in_a_path_parameter_is_masked_percent_encoded_too(owner, upstream):
+    browser, token = owner
+    secret = "tok:en/with+signs"
+    assert browser.api("PUT", "/api/v1/secrets/PET", token=token, json={"value": secret}).status_code == 201
+    _import(browser, token, json.dumps(_with_key_and_body(PETSTORE)), base_url=upstream.url + "/v1")
+    _connection(browser, token)
+    steps = [
+        {
+            "id": "shown",
+            "type": "http_request",
+            "connection": "petstore-key",
+            "operation": "showPetById",
+            "path_params": {"petId": "{{ secrets.PET }}"},
+        },
+        {"id": "r", "type": "respond", "body": "{{ steps.shown.body }}"},
+    ]
+    endpoint = _endpoint(browser, token, _save(browser, token, steps)["id"], path="/secret-pet")
+    answer = browser.client.post(endpoint["url"], json={})
+    assert answer.status_code == 200, answer.get_data(as_text=True)
+    runs = browser.api("GET", "/api/v1/runs", token=token).json["items"]
+    record = json.dumps(browser.api("GET", f"/api/v1/runs/{runs[0]['id']}", token=token).json)
+    for form in (secret, quote(secret, safe=""), quote(secret)):
+        assert form not in record and form not in answer.get_data(as_text=True), form

@@ -94,9 +94,25 @@ def connector_named(session: Session, name: str) -> ImportedConnector | None:
 
 
 def delete_connector(session: Session, ctx: OrgContext, connector_id: uuid.UUID) -> None:
+    """Removes a connector no connection uses. Connections are bound to it by name and keep their
+    credentials: a connector imported again under that name, with another server, would receive
+    them (InputRejected, 409, while any connection uses it)."""
     if not ctx.at_least("admin"):
         raise PermissionDenied("Only an admin or owner can remove connectors.")
-    session.delete(get_connector(session, connector_id))
+    connector = get_connector(session, connector_id)
+    users = session.scalars(
+        select(IntegrationConnection.name).where(
+            IntegrationConnection.service_key == "openapi",
+            IntegrationConnection.config["connector"].astext == connector.name,
+        )
+    ).all()
+    if users:
+        raise InputRejected(
+            f"Connections use this connector ({', '.join(sorted(users))}): delete them first.",
+            field="connector",
+            status=409,
+        )
+    session.delete(connector)
 
 
 # --- which connector and operation a step calls ------------------------------------------------

@@ -41,6 +41,20 @@ TEMPLATE_NAME = re.compile(r"\{([^{}/]+)\}")
 DOCUMENT_URI = "urn:nectar:imported-document"
 
 
+class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
+    """The safe loader (plain values only; the C one where PyYAML has it) without merge keys (<<):
+    PyYAML copies merged mappings before anything counts them, so nested merges of a few hundred
+    bytes grow to billions of entries. OpenAPI documents do not use them."""
+
+    def flatten_mapping(self, node):
+        for key, _value in node.value:
+            if key.tag == "tag:yaml.org,2002:merge":
+                raise yaml.constructor.ConstructorError(
+                    None, None, "merge keys (<<) are not accepted", key.start_mark
+                )
+        return super().flatten_mapping(node)
+
+
 # Why an import is refused, with `problems` saying where in the document (InputRejected, 422).
 NOT_IMPORTED = "The OpenAPI document was not imported."
 
@@ -88,7 +102,7 @@ def _parse(raw: bytes) -> object:
             loaded = json.loads(text)
         else:
             # The safe loader builds only plain values; the C one where PyYAML has it.
-            loaded = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # noqa: S506
+            loaded = yaml.load(text, Loader=_Loader)  # noqa: S506 - safe: see _Loader
     except json.JSONDecodeError as error:
         raise InputRejected(
             NOT_IMPORTED, [Problem("/", f"not JSON: {error.msg} at line {error.lineno}")]

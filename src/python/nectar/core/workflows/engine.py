@@ -41,6 +41,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
+from urllib.parse import quote, quote_plus
 
 from nectar.core.workflows import code, time_limit
 from nectar.core.workflows.definition import (
@@ -114,8 +115,12 @@ class OrganizationValues:
 
     @property
     def masks(self) -> tuple[str, ...]:
-        """The secrets' values to mask (see `masked`), longest first."""
-        return tuple(sorted({value for value in self.secrets.values() if value}, key=len, reverse=True))
+        """The secrets' values to mask (see `masked`), longest first: each as it is, and as a URL
+        carries it (a path parameter or query value is percent-encoded before it is recorded)."""
+        forms = set()
+        for value in filter(None, self.secrets.values()):
+            forms |= {value, quote(value, safe=""), quote(value), quote_plus(value)}
+        return tuple(sorted(forms, key=len, reverse=True))
 
 
 def masked(value: Any, secrets: tuple[str, ...]) -> Any:

@@ -150,11 +150,19 @@ def test_pages_answer_404_for_another_organizations_ids(two_orgs, database, meth
 @pytest.mark.parametrize(("method", "template"), API_ATTEMPTS)
 def test_api_routes_answer_404_for_another_organizations_ids(two_orgs, database, method, template):
     before = _b_state(database, two_orgs)
-    body = {
-        "definition": {"trigger": {"type": "http"}, "steps": [{"id": "x", "type": "respond"}]},
-        "version": 1,
+    # A body each operation takes (unknown fields are refused before anything is looked up).
+    bodies = {
+        "/api/v1/workflows/{b_workflow}/versions": {
+            "definition": {"trigger": {"type": "http"}, "steps": [{"id": "x", "type": "respond"}]}
+        },
+        "/api/v1/workflows/{b_workflow}/rollback": {"version": 1},
+        "/api/v1/endpoints/{b_endpoint}": {
+            "method": "GET",
+            "path": "/stolen",
+            "workflow_id": str(two_orgs["b_workflow"]),
+        },
     }
-    body.update(method="GET", path="/stolen", workflow_id=str(two_orgs["b_workflow"]))
+    body = bodies.get(template, {})
     response = two_orgs["a"].api(method, template.format(**two_orgs), token=two_orgs["a_token"], json=body)
     assert response.status_code == 404
     assert response.mimetype == "application/problem+json"

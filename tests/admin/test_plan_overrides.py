@@ -24,7 +24,9 @@ def test_staff_grant_api_keys_and_core_honours_it_until_taken_back(
     customer = CoreBrowser(core_app)
     customer.sign_up()
     org = customer.create_org(api_keys=False)
-    assert NOT_INCLUDED in customer.post("/org/api-keys", {"target": "CI", "scopes": "admin"}).get_data(as_text=True)
+    assert NOT_INCLUDED in customer.post("/org/api-keys", {"target": "CI", "scopes": "admin"}).get_data(
+        as_text=True
+    )
 
     staff = staff_browser("support")
     before = len(audit_rows())

@@ -224,7 +224,9 @@ def seed_tenant(conn: psycopg.Connection, org: uuid.UUID) -> dict:
         "organization_variables",
         "organization_secrets",
     ):
-        if conn.execute("SELECT to_regclass(%s)", (table,)).fetchone()[0] is not None:  # seeding an older revision
+        if (
+            conn.execute("SELECT to_regclass(%s)", (table,)).fetchone()[0] is not None
+        ):  # seeding an older revision
             ROW_BUILDERS[table](conn, org, parents)
     return parents
 

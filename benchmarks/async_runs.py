@@ -9,7 +9,8 @@ Measured, each with one and with two worker processes (`core.pex worker`, as dep
   as the API queues them), until all finished, against N no-op procrastinate jobs run by workers
   with the same settings (goal: at least 50%), in alternating rounds (no-op jobs, runs, no-op jobs,
   ...) after a warm-up round, so a change in the shared machine's load falls on both; the median of
-  the rounds' ratios is the figure;
+  the rounds' ratios is the figure; and the CPU time per job of the workers and PostgreSQL
+  together, for each kind (a figure other load on the machine moves less);
 - resume latency: from a wait's due time to the next step starting, p50 and p99 (goal: p99 < 1 s);
 - a 40-step run, queued to finished, on idle workers (goal: under 0.5 s).
 """
@@ -26,11 +27,12 @@ import threading
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
+from typing import NamedTuple
 
 import procrastinate
 import psycopg
 
-from benchmarks.servers import bench_server
+from benchmarks.servers import bench_server, cpu_seconds, postgres_cpu_seconds
 from nectar.core import main as core_binary
 from nectar.core.contract.runs import QUEUE, RUN_TASK
 from nectar.schema.migrate import upgrade
@@ -219,6 +221,7 @@ class Workers:
         return self
 
     def __exit__(self, *exc):
+        self.cpu_seconds = sum(cpu_seconds(process.pid) for process in self.processes)
         for process in self.processes:
             process.terminate()
         for process in self.processes:
@@ -240,23 +243,42 @@ def run_noop_worker() -> None:
     command.run(argparse.Namespace(once=False))
 
 
-def throughput(server, environ, made, runs: int, workers: int) -> tuple[float, float]:
-    """One round: `runs` no-op jobs, then `runs` runs, each drained by fresh workers; jobs per second of each."""
+class Round(NamedTuple):
+    """One round's figures for each kind of job: jobs per second, and CPU milliseconds per job of
+    the worker processes and of PostgreSQL (a figure other load on the machine moves less)."""
+
+    noop_rate: float
+    run_rate: float
+    noop_cpu_ms: tuple[float, float]  # workers, PostgreSQL
+    run_cpu_ms: tuple[float, float]
+
+
+def throughput(server, environ, made, runs: int, workers: int) -> Round:
+    """One round: `runs` no-op jobs, then `runs` runs, each drained by fresh workers."""
     with admin(server) as conn:  # each round counts only its own jobs and runs
         conn.execute("DELETE FROM procrastinate_jobs")
         conn.execute("DELETE FROM workflow_runs")
     vacuum_analyze(server)
-    with Workers(environ, workers, noop=True):
+    with Workers(environ, workers, noop=True) as noop_workers:
+        database_before = postgres_cpu_seconds(server)
         started = queue_noops(server, runs)
         wait_until(lambda: finished_noops(server) >= runs, 600)
         noop_rate = runs / (time.time() - started)
-    with Workers(environ, workers, noop=False):
+        noop_database = postgres_cpu_seconds(server) - database_before
+    with Workers(environ, workers, noop=False) as run_workers:
+        database_before = postgres_cpu_seconds(server)
         workflow = made["three"]
         items = {"items": [{"price": 3}, {"price": 4}]}
         started = queue_runs(server, workflow, runs, items)
         wait_until(lambda: finished_runs(server, workflow[1])[0] >= runs, 900)
         run_rate = runs / (finished_runs(server, workflow[1])[1] - started)
-    return noop_rate, run_rate
+        run_database = postgres_cpu_seconds(server) - database_before
+    return Round(
+        noop_rate,
+        run_rate,
+        (1000 * noop_workers.cpu_seconds / runs, 1000 * noop_database / runs),
+        (1000 * run_workers.cpu_seconds / runs, 1000 * run_database / runs),
+    )
 
 
 def resume_latencies(server, environ, made, runs: int) -> list[float]:
@@ -316,18 +338,27 @@ def main() -> None:
     # Not counted: on a fresh database procrastinate's table has no column statistics until
     # autovacuum gathers them mid-round, and its job fetch is planned blind meanwhile (several
     # times slower for jobs with locks); a database in service has them.
-    noop_rate, run_rate = throughput(server, environ, made, args.runs // args.rounds, 1)
-    print(f"  warm-up round, not counted: no-op jobs {noop_rate:,.0f}/s, runs {run_rate:,.0f}/s")
+    warm_up = throughput(server, environ, made, args.runs // args.rounds, 1)
+    print(
+        f"  warm-up round, not counted: no-op jobs {warm_up.noop_rate:,.0f}/s, runs {warm_up.run_rate:,.0f}/s"
+    )
     for count in (int(n) for n in args.workers.split(",")):
         rounds = [
             throughput(server, environ, made, args.runs // args.rounds, count) for _ in range(args.rounds)
         ]
-        noop_rate = sum(n for n, _ in rounds) / len(rounds)
-        run_rate = sum(r for _, r in rounds) / len(rounds)
-        ratios = sorted(r / n for n, r in rounds)
+        noop_rate = statistics.mean(r.noop_rate for r in rounds)
+        run_rate = statistics.mean(r.run_rate for r in rounds)
+        ratios = sorted(r.run_rate / r.noop_rate for r in rounds)
         print(
             f"  {count} worker(s): no-op jobs {noop_rate:,.0f}/s, runs {run_rate:,.0f}/s (means of the rounds); "
             f"ratio per round {', '.join(f'{x:.0%}' for x in ratios)}, median {statistics.median(ratios):.0%} (goal 50%)"
+        )
+        noop_cpu = [statistics.median(r.noop_cpu_ms[part] for r in rounds) for part in (0, 1)]
+        run_cpu = [statistics.median(r.run_cpu_ms[part] for r in rounds) for part in (0, 1)]
+        print(
+            f"    CPU per job (medians, workers + PostgreSQL): no-op {sum(noop_cpu):.2f} ms "
+            f"({noop_cpu[0]:.2f} + {noop_cpu[1]:.2f}), run {sum(run_cpu):.2f} ms ({run_cpu[0]:.2f} + "
+            f"{run_cpu[1]:.2f}); the ratio in CPU {sum(noop_cpu) / sum(run_cpu):.0%}"
         )
     latencies = resume_latencies(server, environ, made, 200)
     print(

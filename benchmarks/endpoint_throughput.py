@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
-import os
 import re
 import shutil
 import socket
@@ -35,7 +34,7 @@ from pathlib import Path
 import psycopg
 from flask import Flask, jsonify
 
-from benchmarks.servers import bench_server, durability
+from benchmarks.servers import bench_server, cpu_seconds, durability
 from nectar.schema.migrate import upgrade
 from nectar.shared.config import Role, Service, load_settings
 from nectar.shared.embedded_postgres import EmbeddedServer
@@ -266,10 +265,10 @@ def main() -> None:
             result = {}
             for (kind, url), process in zip(urls.items(), processes, strict=True):
                 wait_for_quiet(server)
-                cpu_before = server_cpu_seconds(process.pid)
+                cpu_before = cpu_seconds(process.pid)
                 result[kind] = wrk(url, args.connections, args.seconds, script_path)
                 result[kind]["cpu_ms"] = (
-                    1000 * (server_cpu_seconds(process.pid) - cpu_before) / result[kind]["requests"]
+                    1000 * (cpu_seconds(process.pid) - cpu_before) / result[kind]["requests"]
                 )
             rounds.append(result)
         single = {}
@@ -329,27 +328,6 @@ def main() -> None:
     print(
         f"runs recorded: {recorded_runs(server)} for {answered} calls wrk counted (wrk leaves out those it cut off)"
     )
-
-
-def server_cpu_seconds(pid: int) -> float:
-    """CPU time used so far by gunicorn's master `pid` and its workers (user and system)."""
-    total = 0
-    for process in [pid, *_children(pid)]:
-        try:
-            fields = Path(f"/proc/{process}/stat").read_text().rsplit(")", 1)[1].split()
-        except FileNotFoundError:  # ended meanwhile
-            continue
-        total += int(fields[11]) + int(fields[12])  # utime, stime
-    return total / os.sysconf("SC_CLK_TCK")
-
-
-def _children(pid: int) -> list[int]:
-    found = []
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        children = task / "children"
-        if children.exists():
-            found += [int(child) for child in children.read_text().split()]
-    return found
 
 
 def wait_for_quiet(server: EmbeddedServer, limit: float = 60.0) -> None:

@@ -368,7 +368,8 @@ def test_a_create_whose_answer_was_lost_is_retried_and_still_audited(
     wanted = unique_email()
     created = staff.post("/users/new", {"email": wanted, "request_id": str(uuid.uuid4())})
     assert created.status_code == 302, created.get_data(as_text=True)
-    assert gateway.calls == 2, "the first answer was lost, the retry got core's replay"
+    # At least one retry: on a loaded machine a replay can outlast the one-second time-out too.
+    assert gateway.calls >= 2, "the first answer was lost, a retry got core's replay"
     user_id = created.headers["Location"].rsplit("/", 1)[1]
     with database.connect(Role.ADMIN) as conn:
         assert conn.execute("SELECT count(*) FROM users WHERE email = %s", (wanted,)).fetchone()[0] == 1

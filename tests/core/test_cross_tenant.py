@@ -117,10 +117,12 @@ PAGE_ATTEMPTS = [
     ("post", "/org/invitations/{b_invitation}/revoke", {}),
     ("post", "/org/api-keys/{b_key}/revoke", {}),
     ("post", "/org/approvals/{b_approval}", {"decision": "approved"}),
+    ("post", "/org/workflows/{b_workflow}/delete", {"confirm": "yes"}),
 ]
 
 API_ATTEMPTS = [
     ("GET", "/api/v1/workflows/{b_workflow}"),
+    ("DELETE", "/api/v1/workflows/{b_workflow}"),
     ("GET", "/api/v1/workflows/{b_workflow}/versions"),
     ("POST", "/api/v1/workflows/{b_workflow}/versions"),
     ("POST", "/api/v1/workflows/{b_workflow}/rollback"),

@@ -138,6 +138,16 @@ def get_workflow(workflow_id: uuid.UUID):
     )
 
 
+@api.delete("/workflows/<uuid:workflow_id>")
+@operation("Delete a workflow nothing uses any more", responses={204: None})
+def delete_workflow(workflow_id: uuid.UUID):
+    """Refused (409, each user named in `errors`) while endpoints, connections, a schedule, alert
+    rules, other workflows' calls or unfinished runs use it; its finished runs go with it."""
+    workflows.delete_workflow(db.session, _ctx(), workflows.get_workflow(db.session, workflow_id))
+    db.session.commit()
+    return "", 204
+
+
 @api.get("/workflows/<uuid:workflow_id>/versions")
 @operation("A workflow's versions", responses={200: m.VersionList})
 def list_versions(workflow_id: uuid.UUID):

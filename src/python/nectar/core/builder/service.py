@@ -20,11 +20,20 @@ from nectar.core.runs.calls import find_workflow
 from nectar.core.runs.jobs import sync_schedule
 from nectar.core.runs.queries import version_of  # noqa: F401 - workflows.version_of for the pages and API
 from nectar.core.runs.queue import queue_run
-from nectar.core.runs.records import TEST_TRIGGER
+from nectar.core.runs.records import FINAL_STATUSES, TEST_TRIGGER
 from nectar.core.variables.service import reference_problems
 from nectar.core.workflows import code
 from nectar.core.workflows.definition import Problem, calls_in, validate
-from nectar.schema.models import User, Workflow, WorkflowVersion
+from nectar.schema.models import (
+    AlertRule,
+    Endpoint,
+    IntegrationConnection,
+    User,
+    Workflow,
+    WorkflowRun,
+    WorkflowSchedule,
+    WorkflowVersion,
+)
 from nectar.schema.models.columns import max_length
 from nectar.shared.rejection import InputRejected
 
@@ -170,6 +179,94 @@ def test_draft(session: Session, ctx: OrgContext, workflow: Workflow, definition
     return queue_run(
         session, ctx.org_id, workflow.id, current.id, TEST_TRIGGER, run_input, definition=definition
     )
+
+
+def delete_workflow(session: Session, ctx: OrgContext, workflow: Workflow) -> None:
+    """Deletes `workflow` when nothing uses it any more, else InputRejected (409) naming each user:
+    endpoints bound to it, connections that start it (webhooks), a schedule in its current version,
+    alert rules that watch it or start it on errors, other workflows whose current version calls
+    it, and its runs not yet ended. Editors only.
+    Finished runs' history goes with it (the foreign keys cascade through its versions to its runs,
+    their checkpoints, events and approvals); what they used stays counted (usage_daily)."""
+    require_editor(ctx)
+    users = still_used_by(session, workflow)
+    if users:
+        raise InputRejected(
+            f"Workflow {workflow.name!r} is still in use: " + "; ".join(p.message for p in users) + ".",
+            users,
+            status=409,
+        )
+    # The schedule index has no foreign key (see WorkflowSchedule): a schedule the check above
+    # found none of in the current version may still be a leftover row.
+    schedule = session.get(WorkflowSchedule, workflow.id)
+    if schedule is not None:
+        session.delete(schedule)
+    session.delete(workflow)
+    session.flush()
+
+
+def still_used_by(session: Session, workflow: Workflow) -> list[Problem]:
+    """What would break or vanish if `workflow` were deleted, one problem per kind (by `field`)."""
+    used = []
+
+    def uses(field: str, what: str, names) -> None:
+        names = sorted(names)
+        if names:
+            shown = ", ".join(names[:10]) + (f" and {len(names) - 10} more" if len(names) > 10 else "")
+            used.append(Problem(None, f"{what}: {shown}", field=field))
+
+    endpoints = session.execute(
+        select(Endpoint.method, Endpoint.path).where(Endpoint.workflow_id == workflow.id)
+    ).all()
+    uses("endpoints", "endpoints bound to it", (f"{method} {path}" for method, path in endpoints))
+    connections = session.scalars(
+        select(IntegrationConnection.name).where(
+            IntegrationConnection.config["workflow_id"].astext == str(workflow.id)
+        )
+    ).all()
+    uses("connections", "connections that start it", connections)
+    current = version_of(session, workflow.id, workflow.current_version)
+    trigger = (current.definition or {}).get("trigger") or {} if current else {}
+    if trigger.get("type") == "schedule":
+        uses("schedule", "its current version runs on a schedule", [repr(trigger.get("cron"))])
+    rules = session.scalars(
+        select(AlertRule.name).where(
+            (AlertRule.workflow_id == workflow.id)
+            | ((AlertRule.channel == "workflow") & (AlertRule.target == str(workflow.id)))
+        )
+    ).all()
+    uses("alert_rules", "alert rules that watch it or start it on errors", rules)
+    uses("callers", "workflows whose current version calls it", _callers(session, workflow))
+    unfinished = session.scalar(
+        select(func.count())
+        .select_from(WorkflowRun)
+        .where(WorkflowRun.workflow_id == workflow.id, WorkflowRun.status.not_in(FINAL_STATUSES))
+    )
+    if unfinished:
+        used.append(
+            Problem(None, f"{unfinished} of its runs have not ended (cancel them or wait)", field="runs")
+        )
+    return used
+
+
+def _callers(session: Session, workflow: Workflow) -> list[str]:
+    """Names of the other workflows whose current version has a call_workflow step naming
+    `workflow` (by id or by name, as find_workflow resolves them)."""
+    current_versions = session.execute(
+        select(Workflow.name, WorkflowVersion.definition)
+        .join(
+            WorkflowVersion,
+            (WorkflowVersion.workflow_id == Workflow.id)
+            & (WorkflowVersion.version == Workflow.current_version),
+        )
+        .where(Workflow.id != workflow.id)
+    ).all()
+    refs = {str(workflow.id), workflow.name}
+    return [
+        name
+        for name, definition in current_versions
+        if any(step.get("workflow") in refs for _, step in calls_in(definition))
+    ]
 
 
 def get_workflow(session: Session, workflow_id: uuid.UUID) -> Workflow:

@@ -113,6 +113,25 @@ def test_a_changed_file_is_a_diff_in_a_dry_run_and_is_applied_once(make_org, nec
     assert workflow_named(org, "echo")["current_version"] == 2, "the second push saved no version"
 
 
+def test_a_changed_description_is_updated_without_a_new_version(make_org, nectar, core_url, tmp_path):
+    org = make_org()
+    seed(org)
+    repo = tmp_path / "repo"
+    assert nectar("pull", str(repo), url=core_url, key=org.key).status == 0
+    (repo / "workflows/echo.json").write_text(
+        json.dumps({"name": "echo", "description": "answers pong", "definition": ECHO})
+    )
+    pushed = nectar("push", str(repo), url=core_url, key=org.key)
+    assert pushed.status == 0, pushed.err
+    assert "~ workflow 'echo'" in pushed.out and "cannot change" not in pushed.out
+    echo = workflow_named(org, "echo")
+    assert echo["description"] == "answers pong" and echo["current_version"] == 1
+    (repo / "workflows/echo.json").write_text(json.dumps({"name": "echo", "definition": ECHO}))
+    assert nectar("push", str(repo), url=core_url, key=org.key).status == 0
+    assert workflow_named(org, "echo")["description"] is None, "no description in the file: none"
+    assert "Nothing to change" in nectar("push", str(repo), url=core_url, key=org.key).out
+
+
 def test_promotion_pushes_one_directory_to_staging_then_production_each_keeping_its_own_credentials(
     make_org, nectar, core_url, tmp_path, database, core_app
 ):
@@ -222,7 +241,7 @@ def test_a_failure_midway_undoes_what_was_applied(make_org, nectar, core_url, tm
     before = workflow_named(org, "echo")
     changed = {**ECHO, "steps": [{**ECHO["steps"][0], "body": "changed"}]}
     (repo / "workflows/echo.json").write_text(
-        json.dumps({"name": "echo", "description": "says pong", "definition": changed})
+        json.dumps({"name": "echo", "description": "says changed", "definition": changed})
     )
     new_connection = {
         "name": "billing",
@@ -242,6 +261,7 @@ def test_a_failure_midway_undoes_what_was_applied(make_org, nectar, core_url, tm
     assert [c["name"] for c in listing(org, "connections")] == ["crm"]
     after = workflow_named(org, "echo")
     assert after["definition"] == before["definition"] == ECHO, "rolled back to what it was"
+    assert after["description"] == "says pong", "the description was put back too"
     assert len(listing(org, "endpoints")) == 1
 
 

@@ -123,6 +123,7 @@ PAGE_ATTEMPTS = [
 API_ATTEMPTS = [
     ("GET", "/api/v1/workflows/{b_workflow}"),
     ("DELETE", "/api/v1/workflows/{b_workflow}"),
+    ("PATCH", "/api/v1/workflows/{b_workflow}"),
     ("GET", "/api/v1/workflows/{b_workflow}/versions"),
     ("POST", "/api/v1/workflows/{b_workflow}/versions"),
     ("POST", "/api/v1/workflows/{b_workflow}/rollback"),
@@ -158,6 +159,7 @@ def test_api_routes_answer_404_for_another_organizations_ids(two_orgs, database,
             "definition": {"trigger": {"type": "http"}, "steps": [{"id": "x", "type": "respond"}]}
         },
         "/api/v1/workflows/{b_workflow}/rollback": {"version": 1},
+        "/api/v1/workflows/{b_workflow}": {"name": "stolen", "description": "stolen"},
         "/api/v1/endpoints/{b_endpoint}": {
             "method": "GET",
             "path": "/stolen",

@@ -152,13 +152,6 @@ def make_plan(desired, current, *, prune: bool) -> Plan:
             before = have.doc
             if kind == "variables" and "value" not in after:
                 continue  # a value each organization sets for itself: the push only needs it there
-            if kind == "workflows" and before.get("description") != after.get("description"):
-                # The API sets a workflow's description when it is created and has no way to change it.
-                plan.notes.append(
-                    f"workflow {key!r}: the description differs, and the API cannot change it (left as is)"
-                )
-                after = {**after, "description": before.get("description")}
-                after = {k: v for k, v in after.items() if v is not None}
             if before != after:
                 plan.changes.append(Change(kind, key, "update", before, after, item.file))
         for key in sorted(current[kind].keys() - desired[kind].keys()):
@@ -374,12 +367,19 @@ def _ordered_steps(api: Api, plan: Plan, current, given: FromEnvironment, journa
 
     def update_workflow(change: Change):
         have = current["workflows"][change.key].raw
-        api.post(
-            f"workflows/{have['id']}/versions",
-            {"definition": change.after["definition"], "note": "nectar push"},
-        )
-        back = {"version": have["current_version"]}
-        journal.applied(change.title, lambda: api.post(f"workflows/{have['id']}/rollback", back))
+        if change.after["definition"] != change.before["definition"]:
+            api.post(
+                f"workflows/{have['id']}/versions",
+                {"definition": change.after["definition"], "note": "nectar push"},
+            )
+            back = {"version": have["current_version"]}
+            journal.applied(change.title, lambda: api.post(f"workflows/{have['id']}/rollback", back))
+        if change.after.get("description") != change.before.get("description"):
+            api.patch(f"workflows/{have['id']}", {"description": change.after.get("description")})
+            old = {"description": change.before.get("description")}
+            journal.applied(
+                f"{change.title} (description)", lambda: api.patch(f"workflows/{have['id']}", old)
+            )
 
     def endpoint_body(doc: dict, pinned_version=None) -> dict:
         body = {k: v for k, v in doc.items() if k != "workflow"}

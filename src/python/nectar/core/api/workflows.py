@@ -138,6 +138,28 @@ def get_workflow(workflow_id: uuid.UUID):
     )
 
 
+@api.patch("/workflows/<uuid:workflow_id>")
+@operation(
+    "Rename a workflow or change its description",
+    body=m.WorkflowChange,
+    responses={200: m.Workflow},
+    example={"description": "Answers price checks for the shop"},
+)
+def update_workflow(workflow_id: uuid.UUID):
+    """Changes the fields the body names (its versions stay as they are). A new name must be free,
+    and no other workflow may call this one by its old name."""
+    body = _body()
+    changes = {}
+    if "name" in body:
+        changes["name"] = body.text("name", max_length=workflows.NAME_MAX)
+    if "description" in body:
+        changes["description"] = body.text("description", max_length=DESCRIPTION_MAX)
+    workflow = workflows.get_workflow(db.session, workflow_id)
+    workflows.change_workflow(db.session, _ctx(), workflow, **changes)
+    db.session.commit()
+    return jsonify(workflow_json(workflow))
+
+
 @api.delete("/workflows/<uuid:workflow_id>")
 @operation("Delete a workflow nothing uses any more", responses={204: None})
 def delete_workflow(workflow_id: uuid.UUID):

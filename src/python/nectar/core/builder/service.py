@@ -59,9 +59,7 @@ def create_workflow(
     session: Session, ctx: OrgContext, user_id, name: str, definition: dict, description=None
 ) -> Workflow:
     require_editor(ctx)
-    name = (name or "").strip()
-    if not 1 <= len(name) <= NAME_MAX:
-        raise InputRejected(INVALID_WORKFLOW, [Problem("/name", f"Use 1 to {NAME_MAX} characters.")])
+    name = _checked_name(name)
     problems = problems_of(ctx, definition)
     if problems:
         raise InputRejected(INVALID_WORKFLOW, problems)
@@ -69,6 +67,20 @@ def create_workflow(
         id=uuid.uuid4(), org_id=ctx.org_id, name=name, description=description, created_by=user_id
     )
     session.add(workflow)
+    _flush_name(session, name)
+    save_version(session, ctx, workflow, definition, user_id, note="first version")
+    return workflow
+
+
+def _checked_name(name: str | None) -> str:
+    name = (name or "").strip()
+    if not 1 <= len(name) <= NAME_MAX:
+        raise InputRejected(INVALID_WORKFLOW, [Problem("/name", f"Use 1 to {NAME_MAX} characters.")])
+    return name
+
+
+def _flush_name(session: Session, name: str) -> None:
+    """Writes the pending workflow; a name the organization has already is a 422 on /name."""
     try:
         with session.begin_nested():
             session.flush()
@@ -76,7 +88,34 @@ def create_workflow(
         raise InputRejected(
             INVALID_WORKFLOW, [Problem("/name", f"A workflow named {name!r} exists already.")]
         ) from None
-    save_version(session, ctx, workflow, definition, user_id, note="first version")
+
+
+_UNCHANGED = object()
+
+
+def change_workflow(
+    session: Session, ctx: OrgContext, workflow: Workflow, *, name=_UNCHANGED, description=_UNCHANGED
+) -> Workflow:
+    """Renames `workflow` and/or changes its description (None: none); its versions stay. A rename
+    is refused (409) while another workflow's current version calls it by its old name: that call
+    would find nothing (or, later, another workflow given that name)."""
+    require_editor(ctx)
+    if name is not _UNCHANGED:
+        name = _checked_name(name)
+        if name != workflow.name:
+            callers = _callers(session, workflow, refs={workflow.name})
+            if callers:
+                raise InputRejected(
+                    f"Workflows call {workflow.name!r} by its name: {', '.join(sorted(callers))}; "
+                    "make them call it by id (or the new name) first.",
+                    field="name",
+                    status=409,
+                )
+            workflow.name = name
+    if description is not _UNCHANGED:
+        workflow.description = description or None
+    workflow.updated_at = datetime.now(UTC)
+    _flush_name(session, workflow.name)
     return workflow
 
 
@@ -249,9 +288,9 @@ def still_used_by(session: Session, workflow: Workflow) -> list[Problem]:
     return used
 
 
-def _callers(session: Session, workflow: Workflow) -> list[str]:
+def _callers(session: Session, workflow: Workflow, refs: set[str] | None = None) -> list[str]:
     """Names of the other workflows whose current version has a call_workflow step naming
-    `workflow` (by id or by name, as find_workflow resolves them)."""
+    `workflow` by one of `refs` (default: its id or its name, as find_workflow resolves them)."""
     current_versions = session.execute(
         select(Workflow.name, WorkflowVersion.definition)
         .join(
@@ -261,7 +300,7 @@ def _callers(session: Session, workflow: Workflow) -> list[str]:
         )
         .where(Workflow.id != workflow.id)
     ).all()
-    refs = {str(workflow.id), workflow.name}
+    refs = refs or {str(workflow.id), workflow.name}
     return [
         name
         for name, definition in current_versions

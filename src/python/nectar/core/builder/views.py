@@ -83,6 +83,8 @@ def builder(workflow_id: uuid.UUID):
             "definition": current.definition if current else STARTER,
             "schema": WORKFLOW_SCHEMA,
             "editable": current_org().at_least("admin"),
+            # What an http_request step may call by operationId: the imported connectors' operations.
+            "operations": importable_operations(),
             # What one request may carry (the body limit), less room for the rest of the request.
             "max_document_chars": current_app.config["MAX_CONTENT_LENGTH"] - 16 * 1024,
         },
@@ -90,6 +92,22 @@ def builder(workflow_id: uuid.UUID):
         note_max=service.NOTE_MAX,
         authors=service.authors(db.session, versions),
     )
+
+
+def importable_operations() -> list[dict]:
+    """Each callable operation of the organization's imported connectors, for the builder's list."""
+    return [
+        {
+            "connector": connector.name,
+            "operation_id": operation_id,
+            "method": operation["method"],
+            "path": operation["path"],
+            "summary": operation["summary"],
+        }
+        for connector in connectors.list_connectors(db.session)
+        for operation_id, operation in sorted(connector.operations.items())
+        if not operation["unsupported"]
+    ]
 
 
 @workflow_pages.post("/org/workflows/<uuid:workflow_id>/delete")

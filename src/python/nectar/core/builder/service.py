@@ -228,6 +228,12 @@ def delete_workflow(session: Session, ctx: OrgContext, workflow: Workflow) -> No
     Finished runs' history goes with it (the foreign keys cascade through its versions to its runs,
     their checkpoints, events and approvals); what they used stays counted (usage_daily)."""
     require_editor(ctx)
+    # A run being queued holds a key-share lock on its version until it commits: locking the
+    # versions first means such a run is counted below (as not ended), or waits and then finds its
+    # version gone, rather than being deleted with the workflow unseen.
+    session.execute(
+        select(WorkflowVersion.id).where(WorkflowVersion.workflow_id == workflow.id).with_for_update()
+    )
     users = still_used_by(session, workflow)
     if users:
         raise InputRejected(

@@ -113,6 +113,25 @@ def test_a_changed_file_is_a_diff_in_a_dry_run_and_is_applied_once(make_org, nec
     assert workflow_named(org, "echo")["current_version"] == 2, "the second push saved no version"
 
 
+def test_a_changed_description_is_updated_without_a_new_version(make_org, nectar, core_url, tmp_path):
+    org = make_org()
+    seed(org)
+    repo = tmp_path / "repo"
+    assert nectar("pull", str(repo), url=core_url, key=org.key).status == 0
+    (repo / "workflows/echo.json").write_text(
+        json.dumps({"name": "echo", "description": "answers pong", "definition": ECHO})
+    )
+    pushed = nectar("push", str(repo), url=core_url, key=org.key)
+    assert pushed.status == 0, pushed.err
+    assert "~ workflow 'echo'" in pushed.out and "cannot change" not in pushed.out
+    echo = workflow_named(org, "echo")
+    assert echo["description"] == "answers pong" and echo["current_version"] == 1
+    (repo / "workflows/echo.json").write_text(json.dumps({"name": "echo", "definition": ECHO}))
+    assert nectar("push", str(repo), url=core_url, key=org.key).status == 0
+    assert workflow_named(org, "echo")["description"] is None, "no description in the file: none"
+    assert "Nothing to change" in nectar("push", str(repo), url=core_url, key=org.key).out
+
+
 def test_promotion_pushes_one_directory_to_staging_then_production_each_keeping_its_own_credentials(
     make_org, nectar, core_url, tmp_path, database, core_app
 ):
@@ -159,7 +178,7 @@ def test_promotion_pushes_one_directory_to_staging_then_production_each_keeping_
     assert "Nothing to change" in again.out, "pushing again to production changes nothing"
 
 
-def test_prune_removes_what_the_directory_no_longer_has_and_keeps_workflows(
+def test_prune_removes_what_the_directory_no_longer_has_workflows_included(
     make_org, nectar, core_url, tmp_path
 ):
     org = make_org()
@@ -177,8 +196,116 @@ def test_prune_removes_what_the_directory_no_longer_has_and_keeps_workflows(
     assert pruned.status == 0, pruned.err
     for what in ("endpoints", "connections", "variables", "secrets"):
         assert listing(org, what) == [], what
-    assert "the API cannot delete workflows" in pruned.out
-    assert [w["name"] for w in listing(org, "workflows")] == ["echo"]
+    assert "- workflow 'echo'" in pruned.out
+    assert listing(org, "workflows") == []
+
+
+NIGHTLY = {"trigger": {"type": "schedule", "cron": "0 3 * * *"}, "steps": ECHO["steps"]}
+
+
+def seed_for_pruning(org) -> None:
+    """echo (an endpoint on it, a webhook starting it), caller (calls echo), nightly (a schedule),
+    and a variable OLD."""
+    seed(org)
+    api = org.browser.api
+    for name, definition in (("caller", CALLER), ("nightly", NIGHTLY)):
+        made = api("POST", "/api/v1/workflows", token=org.key, json={"name": name, "definition": definition})
+        assert made.status_code == 201, made.json
+    hook = {
+        "service_key": "webhook",
+        "name": "hook",
+        "config": {"workflow_id": workflow_named(org, "echo")["id"]},
+        "credentials": {"secret": "w" * 20},
+    }
+    assert api("POST", "/api/v1/connections", token=org.key, json=hook).status_code == 201
+    assert api("PUT", "/api/v1/variables/OLD", token=org.key, json={"value": "x"}).status_code == 201
+
+
+def emptied(nectar, core_url, org, tmp_path):
+    repo = tmp_path / "repo"
+    assert nectar("pull", str(repo), url=core_url, key=org.key).status == 0
+    for path in repo.glob("*/*.json"):
+        path.unlink()
+    return repo
+
+
+def failing_at(monkeypatch, path: str, error: BaseException) -> None:
+    """The CLI's DELETE of `path` raises `error` (after everything before it was applied)."""
+    from nectar.cli.client import Api
+
+    real = Api.delete
+
+    def delete(self, asked: str):
+        if asked == path:
+            raise error
+        return real(self, asked)
+
+    monkeypatch.setattr(Api, "delete", delete)
+
+
+def test_prune_deletes_workflows_after_what_uses_them_and_a_failure_brings_them_back(
+    make_org, nectar, core_url, tmp_path, monkeypatch
+):
+    from nectar.cli.client import CliError
+
+    org = make_org()
+    seed_for_pruning(org)
+    repo = emptied(nectar, core_url, org, tmp_path)
+    with monkeypatch.context() as patched:
+        failing_at(patched, "variables/OLD", CliError("refused on purpose"))
+        failed = nectar("push", "--prune", str(repo), url=core_url, key=org.key)
+    assert failed.status == 1 and "Push failed at - variable 'OLD'" in failed.err, failed.err
+    for name in ("caller", "nightly"):
+        assert f"undone: - workflow '{name}'" in failed.err
+    assert {w["name"] for w in listing(org, "workflows")} == {"echo", "caller", "nightly"}
+    assert workflow_named(org, "nightly")["definition"] == NIGHTLY, "back with its schedule"
+    assert workflow_named(org, "caller")["definition"] == CALLER
+    (endpoint,) = listing(org, "endpoints")
+    assert endpoint["workflow_id"] == workflow_named(org, "echo")["id"], "the endpoint is back"
+
+    pruned = nectar("push", "--prune", str(repo), url=core_url, key=org.key)
+    assert pruned.status == 0, pruned.err
+    for what in ("workflows", "endpoints", "connections", "variables"):
+        assert listing(org, what) == [], what
+
+
+def test_ctrl_c_during_a_push_undoes_what_was_applied_and_exits_130_with_one_line(
+    make_org, nectar, core_url, tmp_path, monkeypatch
+):
+    org = make_org()
+    seed_for_pruning(org)
+    repo = emptied(nectar, core_url, org, tmp_path)
+    with monkeypatch.context() as patched:
+        failing_at(patched, "variables/OLD", KeyboardInterrupt())
+        interrupted = nectar("push", "--prune", str(repo), url=core_url, key=org.key)
+    assert interrupted.status == 130
+    (line,) = interrupted.err.strip().splitlines()[-1:]
+    assert line.startswith("nectar: interrupted at - variable 'OLD'; 3 applied step(s) undone"), line
+    assert [entry for entry in interrupted.err.splitlines() if entry.startswith("nectar:")] == [line]
+    assert {w["name"] for w in listing(org, "workflows")} == {"echo", "caller", "nightly"}
+    assert len(listing(org, "endpoints")) == 1 and len(listing(org, "connections")) == 2
+
+
+def test_prune_refuses_before_anything_when_a_workflow_it_would_delete_is_still_used(
+    make_org, nectar, core_url, tmp_path
+):
+    org = make_org()
+    seed_for_pruning(org)
+    echo_id = workflow_named(org, "echo")["id"]
+    rule = {"name": "page me", "channel": "workflow", "target": echo_id}
+    assert org.browser.api("POST", "/api/v1/alert-rules", token=org.key, json=rule).status_code == 201
+    queued = org.browser.api("POST", f"/api/v1/workflows/{echo_id}/runs", token=org.key, json={})
+    assert queued.status_code == 202
+    repo = tmp_path / "repo"
+    assert nectar("pull", str(repo), url=core_url, key=org.key).status == 0
+    (repo / "workflows/echo.json").unlink()  # caller, the endpoint and the webhook still name it
+    result = nectar("push", "--prune", str(repo), url=core_url, key=org.key)
+    assert result.status == 1 and "Nothing was pushed" in result.err
+    assert "workflows/caller.json: calls workflow 'echo', which --prune would delete" in result.err
+    assert "names workflow 'echo', which --prune would delete" in result.err
+    assert "alert rule 'page me' uses it" in result.err
+    assert "a run of it is still queued" in result.err
+    assert {w["name"] for w in listing(org, "workflows")} == {"echo", "caller", "nightly"}
 
 
 def test_invalid_json_names_the_file_and_line_and_nothing_is_sent(make_org, nectar, core_url, tmp_path):
@@ -222,7 +349,7 @@ def test_a_failure_midway_undoes_what_was_applied(make_org, nectar, core_url, tm
     before = workflow_named(org, "echo")
     changed = {**ECHO, "steps": [{**ECHO["steps"][0], "body": "changed"}]}
     (repo / "workflows/echo.json").write_text(
-        json.dumps({"name": "echo", "description": "says pong", "definition": changed})
+        json.dumps({"name": "echo", "description": "says changed", "definition": changed})
     )
     new_connection = {
         "name": "billing",
@@ -230,6 +357,7 @@ def test_a_failure_midway_undoes_what_was_applied(make_org, nectar, core_url, tm
         "config": {"base_url": "https://billing.example.com", "auth": "none"},
     }
     (repo / "connections/billing.json").write_text(json.dumps(new_connection))
+    (repo / "workflows/fresh.json").write_text(json.dumps({"name": "fresh", "definition": ECHO}))
     # Only the server checks an endpoint's path (the API has no dry run for endpoints): it refuses
     # this one after the workflow and the connection were applied.
     (repo / "endpoints/bad.json").write_text(
@@ -239,9 +367,12 @@ def test_a_failure_midway_undoes_what_was_applied(make_org, nectar, core_url, tm
     assert result.status == 1, result.out
     assert "Push failed at + endpoint 'GET no-slash'" in result.err and "Traceback" not in result.err
     assert "undone: + connection 'billing'" in result.err and "undone: ~ workflow 'echo'" in result.err
+    assert "undone: + workflow 'fresh'" in result.err
+    assert [w["name"] for w in listing(org, "workflows")] == ["echo"], "the new workflow was deleted"
     assert [c["name"] for c in listing(org, "connections")] == ["crm"]
     after = workflow_named(org, "echo")
     assert after["definition"] == before["definition"] == ECHO, "rolled back to what it was"
+    assert after["description"] == "says pong", "the description was put back too"
     assert len(listing(org, "endpoints")) == 1
 
 

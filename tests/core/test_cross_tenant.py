@@ -117,10 +117,13 @@ PAGE_ATTEMPTS = [
     ("post", "/org/invitations/{b_invitation}/revoke", {}),
     ("post", "/org/api-keys/{b_key}/revoke", {}),
     ("post", "/org/approvals/{b_approval}", {"decision": "approved"}),
+    ("post", "/org/workflows/{b_workflow}/delete", {"confirm": "yes"}),
 ]
 
 API_ATTEMPTS = [
     ("GET", "/api/v1/workflows/{b_workflow}"),
+    ("DELETE", "/api/v1/workflows/{b_workflow}"),
+    ("PATCH", "/api/v1/workflows/{b_workflow}"),
     ("GET", "/api/v1/workflows/{b_workflow}/versions"),
     ("POST", "/api/v1/workflows/{b_workflow}/versions"),
     ("POST", "/api/v1/workflows/{b_workflow}/rollback"),
@@ -156,6 +159,7 @@ def test_api_routes_answer_404_for_another_organizations_ids(two_orgs, database,
             "definition": {"trigger": {"type": "http"}, "steps": [{"id": "x", "type": "respond"}]}
         },
         "/api/v1/workflows/{b_workflow}/rollback": {"version": 1},
+        "/api/v1/workflows/{b_workflow}": {"name": "stolen", "description": "stolen"},
         "/api/v1/endpoints/{b_endpoint}": {
             "method": "GET",
             "path": "/stolen",

@@ -342,6 +342,47 @@ def test_endpoints_page_names_workflows_gives_full_urls_and_a_console(core, page
     assert page.problems == []
 
 
+SHOP_DOCUMENT = """openapi: 3.0.0
+info: {title: Shop, version: '1'}
+paths:
+  /shop/orders:
+    get:
+      operationId: listOrders
+      summary: The shop's orders
+      responses: {'200': {description: the orders}}
+"""
+
+
+def test_an_http_request_step_picks_an_imported_operation_from_a_list(core, page: Page):
+    page.goto(core["url"] + "/org/connectors")
+    page.get_by_label("Name").fill("shop")
+    page.get_by_label("Base URL").fill(core["upstream"])
+    page.get_by_label("OpenAPI 3 document").fill(SHOP_DOCUMENT)
+    page.get_by_role("button", name="Import").click()
+    expect(page.locator("#connector-shop")).to_contain_text("listOrders")
+
+    new_workflow(page, core["url"], "Shop orders")
+    add_step(page, "Add a step after greet", "http_request", "orders")
+    picker = panel_field(page, "Imported operation")
+    expect(picker.locator("option", has_text="shop · listOrders — GET /shop/orders")).to_have_count(1)
+    picker.select_option(label="shop · listOrders — GET /shop/orders: The shop's orders")
+    expect(panel_field(page, "operation")).to_have_value("listOrders")
+    expect(panel_field(page, "connector")).to_have_value("shop")
+    step = page.evaluate("() => nectarBuilder.doc.steps.find((s) => s.id === 'orders')")
+    assert step["operation"] == "listOrders" and step["connector"] == "shop"
+    assert "url" not in step and "method" not in step, "the operation decides them"
+    expect(page.locator(".valid")).to_have_text("✓ No problems found.")
+
+    page.get_by_role("button", name="Test the draft").click()
+    expect(page.locator(".test-status")).to_contain_text("Test run succeeded", timeout=30_000)
+    assert "/shop/orders" in core["requests"]
+    page.get_by_role("button", name="Save as new version").click()
+    expect(page.get_by_role("heading", level=1)).to_contain_text("v2")
+    builder_ready(page)
+    expect(panel_field(page, "Imported operation")).to_have_count(0)  # no step selected after a save
+    assert page.problems == []
+
+
 @pytest.mark.parametrize("width", [1280, 390])
 def test_the_builder_runs_and_endpoints_pages_are_accessible_at_both_widths(core, browser, width):
     page = new_page(browser, width=width, height=900 if width > 500 else 844)

@@ -41,6 +41,9 @@ class Api:
     def put(self, path: str, body: dict) -> dict:
         return self.json("PUT", path, body=body)
 
+    def patch(self, path: str, body: dict) -> dict:
+        return self.json("PATCH", path, body=body)
+
     def delete(self, path: str) -> None:
         self.json("DELETE", path)
 

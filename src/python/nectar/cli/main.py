@@ -42,8 +42,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
-    except KeyboardInterrupt:
-        print("nectar: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as interrupted:
+        print(f"nectar: {interrupted or 'interrupted'}", file=sys.stderr)
         return 130
 
 

@@ -152,22 +152,10 @@ def make_plan(desired, current, *, prune: bool) -> Plan:
             before = have.doc
             if kind == "variables" and "value" not in after:
                 continue  # a value each organization sets for itself: the push only needs it there
-            if kind == "workflows" and before.get("description") != after.get("description"):
-                # The API sets a workflow's description when it is created and has no way to change it.
-                plan.notes.append(
-                    f"workflow {key!r}: the description differs, and the API cannot change it (left as is)"
-                )
-                after = {**after, "description": before.get("description")}
-                after = {k: v for k, v in after.items() if v is not None}
             if before != after:
                 plan.changes.append(Change(kind, key, "update", before, after, item.file))
         for key in sorted(current[kind].keys() - desired[kind].keys()):
             if not prune:
-                continue
-            if kind == "workflows":
-                plan.notes.append(
-                    f"workflow {key!r} is not in the directory; the API cannot delete workflows (kept)"
-                )
                 continue
             plan.changes.append(Change(kind, key, "delete", current[kind][key].doc, None))
     return plan
@@ -224,6 +212,7 @@ def check(api: Api, plan: Plan, desired, current, given: FromEnvironment, progre
             problems.append(
                 f"{change.file}: no workflow named {change.after['workflow']!r} in the directory or the organization"
             )
+    problems += _deletion_problems(api, plan, desired, current)
     for change in plan.of("variables", "create"):
         if "value" not in change.after:
             problems.append(
@@ -262,6 +251,46 @@ def check(api: Api, plan: Plan, desired, current, given: FromEnvironment, progre
         raise CliError("Nothing was pushed; fix these first:\n  " + "\n  ".join(problems))
 
 
+def _deletion_problems(api: Api, plan: Plan, desired, current) -> list[str]:
+    """What would make the API refuse to delete a workflow `--prune` removes (see the API's
+    DELETE /workflows/{id}), found before anything is applied: what stays in the directory and
+    names it, alert rules on it, and its runs not ended. (A schedule is stopped by the push
+    itself, and endpoints and webhooks that the directory no longer has are deleted first.)"""
+    deleted = {
+        change.key: current["workflows"][change.key].raw["id"] for change in plan.of("workflows", "delete")
+    }
+    if not deleted:
+        return []
+    problems = []
+    refs = {**{name: name for name in deleted}, **{wid: name for name, wid in deleted.items()}}
+    for _key, item in sorted(desired["workflows"].items()):
+        for target in called_workflows(item.body.get("definition")):
+            if target in refs:
+                problems.append(f"{item.file}: calls workflow {refs[target]!r}, which --prune would delete")
+    for kind in ("endpoints", "connections"):
+        for _key, item in sorted(desired[kind].items()):
+            if item.body.get("workflow") in deleted:
+                problems.append(
+                    f"{item.file}: names workflow {item.body['workflow']!r}, which --prune would delete"
+                )
+    ids = {wid: name for name, wid in deleted.items()}
+    for rule in api.get("alert-rules")["items"]:
+        watched = rule.get("workflow_id") if rule.get("workflow_id") in ids else None
+        started = (
+            rule.get("target") if rule.get("channel") == "workflow" and rule.get("target") in ids else None
+        )
+        for wid in {watched, started} - {None}:
+            problems.append(
+                f"workflow {ids[wid]!r}: alert rule {rule['name']!r} uses it; delete the rule first"
+            )
+    for name, wid in sorted(deleted.items()):
+        for status in ("queued", "running", "waiting"):
+            if api.get("runs", workflow_id=wid, status=status, limit=1)["items"]:
+                problems.append(f"workflow {name!r}: a run of it is still {status}; wait for it or cancel it")
+                break
+    return problems
+
+
 def _provided(error, desired) -> bool:
     """Whether a validation problem is a variable or secret the organization lacks but the push
     creates before the workflow (saving it is then checked again, by the API)."""
@@ -292,6 +321,10 @@ def _is_uuid(text: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+class PushInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a push, after what was applied was undone: its one line says how far."""
 
 
 class Journal:
@@ -326,6 +359,13 @@ def apply(api: Api, plan: Plan, current, given: FromEnvironment, progress: Progr
         for number, (title, step) in enumerate(steps, 1):
             progress(f"applying {number}/{len(steps)}: {title}")
             step()
+    except KeyboardInterrupt:
+        report = journal.undo()
+        kept = [line.strip() for line in report if not line.lstrip().startswith("undone:")]
+        raise PushInterrupted(
+            f"interrupted at {title}; {len(report) - len(kept)} applied step(s) undone"
+            + (f", {len(kept)} not: " + "; ".join(kept) if kept else "")
+        ) from None
     except CliError as error:
         report = journal.undo()
         raise CliError(
@@ -368,22 +408,49 @@ def _ordered_steps(api: Api, plan: Plan, current, given: FromEnvironment, journa
             body["description"] = change.after["description"]
         made = api.post("workflows", body)
         workflow_ids[change.key] = made["id"]
-        journal.applied(
-            change.title, None, "the API cannot delete a workflow: delete it in the web app if unwanted"
-        )
+        journal.applied(change.title, lambda: remove_workflow(made["id"], change.after["definition"]))
+
+    def remove_workflow(workflow_id: str, definition: dict):
+        """Deletes a workflow; one on a schedule is first given a version without it (the API
+        keeps a scheduled workflow, so that a person deleting one sees it runs on its own)."""
+        if (definition.get("trigger") or {}).get("type") == "schedule":
+            unscheduled = {**definition, "trigger": {"type": "manual"}}
+            note = "nectar push: schedule stopped before deletion"
+            api.post(f"workflows/{workflow_id}/versions", {"definition": unscheduled, "note": note})
+        api.delete(f"workflows/{workflow_id}")
+
+    def delete_workflow(change: Change):
+        have = current["workflows"][change.key].raw
+        remove_workflow(have["id"], change.before["definition"])
+        del workflow_ids[change.key]
+
+        def recreate():
+            body = {"name": change.key, "definition": change.before["definition"]}
+            if change.before.get("description"):
+                body["description"] = change.before["description"]
+            workflow_ids[change.key] = api.post("workflows", body)["id"]
+
+        journal.applied(change.title, recreate)
 
     def update_workflow(change: Change):
         have = current["workflows"][change.key].raw
-        api.post(
-            f"workflows/{have['id']}/versions",
-            {"definition": change.after["definition"], "note": "nectar push"},
-        )
-        back = {"version": have["current_version"]}
-        journal.applied(change.title, lambda: api.post(f"workflows/{have['id']}/rollback", back))
+        if change.after["definition"] != change.before["definition"]:
+            api.post(
+                f"workflows/{have['id']}/versions",
+                {"definition": change.after["definition"], "note": "nectar push"},
+            )
+            back = {"version": have["current_version"]}
+            journal.applied(change.title, lambda: api.post(f"workflows/{have['id']}/rollback", back))
+        if change.after.get("description") != change.before.get("description"):
+            api.patch(f"workflows/{have['id']}", {"description": change.after.get("description")})
+            old = {"description": change.before.get("description")}
+            journal.applied(
+                f"{change.title} (description)", lambda: api.patch(f"workflows/{have['id']}", old)
+            )
 
     def endpoint_body(doc: dict, pinned_version=None) -> dict:
         body = {k: v for k, v in doc.items() if k != "workflow"}
-        body["workflow_id"] = workflow_ids[doc["workflow"]]
+        body["workflow_id"] = workflow_ids.get(doc["workflow"], doc["workflow"])
         if pinned_version is not None:
             body["pinned_version"] = pinned_version  # a pin is the organization's own: a push keeps it
         return body
@@ -402,11 +469,15 @@ def _ordered_steps(api: Api, plan: Plan, current, given: FromEnvironment, journa
     def delete_endpoint(change: Change):
         have = current["endpoints"][change.key]
         api.delete(f"endpoints/{have.raw['id']}")
-        old = {
-            **endpoint_body(have.doc, have.raw.get("pinned_version")),
-            "workflow_id": have.raw["workflow_id"],
-        }
-        journal.applied(change.title, lambda: api.post("endpoints", old))
+
+        def recreate():  # its workflow's id when undone: a pruned workflow comes back with a new one
+            body = endpoint_body(have.doc, have.raw.get("pinned_version"))
+            api.post(
+                "endpoints",
+                {**body, "workflow_id": workflow_ids.get(have.doc["workflow"], have.raw["workflow_id"])},
+            )
+
+        journal.applied(change.title, recreate)
 
     def delete_connection(change: Change):
         api.delete(f"connections/{current['connections'][change.key].raw['id']}")
@@ -440,39 +511,45 @@ def _ordered_steps(api: Api, plan: Plan, current, given: FromEnvironment, journa
 
     # Variables and secrets first (saving a workflow that reads one checks it exists), then
     # workflows (a webhook connection and an endpoint name one; steps name connections only when
-    # they run). Connections and secrets are deleted last: what they hold cannot be put back if
-    # something after them failed.
+    # they run). Workflows are deleted after the endpoints that use them and callers before the
+    # workflows they call (undone in reverse: a callee is back before its caller); one a pruned
+    # webhook starts only after that connection. Connections and secrets are deleted last: what
+    # they hold cannot be put back if something after them failed.
+    started_by_pruned = {c.before.get("workflow") for c in plan.of("connections", "delete")}
+    deletions = list(reversed(_calls_first(plan.of("workflows", "delete"), lambda c: c.before)))
     order = [
-        ("variables", "create", create_variable),
-        ("variables", "update", update_variable),
-        ("secrets", "create", create_secret),
-        ("workflows", "create", create_workflow),
-        ("workflows", "update", update_workflow),
-        ("connections", "create", create_connection),
-        ("connections", "update", update_connection),
-        ("endpoints", "create", create_endpoint),
-        ("endpoints", "update", update_endpoint),
-        ("endpoints", "delete", delete_endpoint),
-        ("variables", "delete", delete_variable),
-        ("connections", "delete", delete_connection),
-        ("secrets", "delete", delete_secret),
+        (create_variable, plan.of("variables", "create")),
+        (update_variable, plan.of("variables", "update")),
+        (create_secret, plan.of("secrets", "create")),
+        (create_workflow, _calls_first(plan.of("workflows", "create"))),
+        (update_workflow, plan.of("workflows", "update")),
+        (create_connection, plan.of("connections", "create")),
+        (update_connection, plan.of("connections", "update")),
+        (create_endpoint, plan.of("endpoints", "create")),
+        (update_endpoint, plan.of("endpoints", "update")),
+        (delete_endpoint, plan.of("endpoints", "delete")),
+        (delete_workflow, [c for c in deletions if c.key not in started_by_pruned]),
+        (delete_variable, plan.of("variables", "delete")),
+        (delete_connection, plan.of("connections", "delete")),
+        (delete_workflow, [c for c in deletions if c.key in started_by_pruned]),
+        (delete_secret, plan.of("secrets", "delete")),
     ]
-    for kind, action, step in order:
-        changes = plan.of(kind, action)
-        for change in _calls_first(changes) if (kind, action) == ("workflows", "create") else changes:
+    for step, changes in order:
+        for change in changes:
             add(change, step)
     return steps
 
 
-def _calls_first(creates: list[Change]) -> list[Change]:
-    """New workflows ordered so that one a call_workflow step names is created before its caller."""
-    pending = {c.key: c for c in creates}
+def _calls_first(changes: list[Change], doc=lambda c: c.after) -> list[Change]:
+    """Workflows ordered so that one a call_workflow step names comes before its caller (`doc`:
+    the side of each change whose definition counts)."""
+    pending = {c.key: c for c in changes}
     ordered = []
     while pending:
         ready = [
             c
             for key, c in sorted(pending.items())
-            if not set(called_workflows(c.after["definition"])) & (pending.keys() - {key})
+            if not set(called_workflows(doc(c)["definition"])) & (pending.keys() - {key})
         ]
         ready = ready or [pending[min(pending)]]  # a cycle: the API refuses it, and says why
         for change in ready:

@@ -209,6 +209,11 @@ class NewWorkflow(Body):
     description: str | None = Field(None, max_length=DESCRIPTION_MAX)
 
 
+class WorkflowChange(Body):
+    name: str = Field(None, min_length=1, max_length=200, description="unique in the organization")
+    description: str | None = Field(None, max_length=DESCRIPTION_MAX, description="null: none")
+
+
 class DraftDefinition(Body):
     definition: Any = Field(None, description="The workflow document (see /schemas/workflow-v1.json)")
 

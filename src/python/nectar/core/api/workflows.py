@@ -138,6 +138,38 @@ def get_workflow(workflow_id: uuid.UUID):
     )
 
 
+@api.patch("/workflows/<uuid:workflow_id>")
+@operation(
+    "Rename a workflow or change its description",
+    body=m.WorkflowChange,
+    responses={200: m.Workflow},
+    example={"description": "Answers price checks for the shop"},
+)
+def update_workflow(workflow_id: uuid.UUID):
+    """Changes the fields the body names (its versions stay as they are). A new name must be free,
+    and no other workflow may call this one by its old name."""
+    body = _body()
+    changes = {}
+    if "name" in body:
+        changes["name"] = body.text("name", max_length=workflows.NAME_MAX)
+    if "description" in body:
+        changes["description"] = body.text("description", max_length=DESCRIPTION_MAX)
+    workflow = workflows.get_workflow(db.session, workflow_id)
+    workflows.change_workflow(db.session, _ctx(), workflow, **changes)
+    db.session.commit()
+    return jsonify(workflow_json(workflow))
+
+
+@api.delete("/workflows/<uuid:workflow_id>")
+@operation("Delete a workflow nothing uses any more", responses={204: None})
+def delete_workflow(workflow_id: uuid.UUID):
+    """Refused (409, each user named in `errors`) while endpoints, connections, a schedule, alert
+    rules, other workflows' calls or unfinished runs use it; its finished runs go with it."""
+    workflows.delete_workflow(db.session, _ctx(), workflows.get_workflow(db.session, workflow_id))
+    db.session.commit()
+    return "", 204
+
+
 @api.get("/workflows/<uuid:workflow_id>/versions")
 @operation("A workflow's versions", responses={200: m.VersionList})
 def list_versions(workflow_id: uuid.UUID):

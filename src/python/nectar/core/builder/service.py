@@ -20,11 +20,20 @@ from nectar.core.runs.calls import find_workflow
 from nectar.core.runs.jobs import sync_schedule
 from nectar.core.runs.queries import version_of  # noqa: F401 - workflows.version_of for the pages and API
 from nectar.core.runs.queue import queue_run
-from nectar.core.runs.records import TEST_TRIGGER
+from nectar.core.runs.records import FINAL_STATUSES, TEST_TRIGGER
 from nectar.core.variables.service import reference_problems
 from nectar.core.workflows import code
 from nectar.core.workflows.definition import Problem, calls_in, validate
-from nectar.schema.models import User, Workflow, WorkflowVersion
+from nectar.schema.models import (
+    AlertRule,
+    Endpoint,
+    IntegrationConnection,
+    User,
+    Workflow,
+    WorkflowRun,
+    WorkflowSchedule,
+    WorkflowVersion,
+)
 from nectar.schema.models.columns import max_length
 from nectar.shared.rejection import InputRejected
 
@@ -50,9 +59,7 @@ def create_workflow(
     session: Session, ctx: OrgContext, user_id, name: str, definition: dict, description=None
 ) -> Workflow:
     require_editor(ctx)
-    name = (name or "").strip()
-    if not 1 <= len(name) <= NAME_MAX:
-        raise InputRejected(INVALID_WORKFLOW, [Problem("/name", f"Use 1 to {NAME_MAX} characters.")])
+    name = _checked_name(name)
     problems = problems_of(ctx, definition)
     if problems:
         raise InputRejected(INVALID_WORKFLOW, problems)
@@ -60,6 +67,20 @@ def create_workflow(
         id=uuid.uuid4(), org_id=ctx.org_id, name=name, description=description, created_by=user_id
     )
     session.add(workflow)
+    _flush_name(session, name)
+    save_version(session, ctx, workflow, definition, user_id, note="first version")
+    return workflow
+
+
+def _checked_name(name: str | None) -> str:
+    name = (name or "").strip()
+    if not 1 <= len(name) <= NAME_MAX:
+        raise InputRejected(INVALID_WORKFLOW, [Problem("/name", f"Use 1 to {NAME_MAX} characters.")])
+    return name
+
+
+def _flush_name(session: Session, name: str) -> None:
+    """Writes the pending workflow; a name the organization has already is a 422 on /name."""
     try:
         with session.begin_nested():
             session.flush()
@@ -67,7 +88,34 @@ def create_workflow(
         raise InputRejected(
             INVALID_WORKFLOW, [Problem("/name", f"A workflow named {name!r} exists already.")]
         ) from None
-    save_version(session, ctx, workflow, definition, user_id, note="first version")
+
+
+_UNCHANGED = object()
+
+
+def change_workflow(
+    session: Session, ctx: OrgContext, workflow: Workflow, *, name=_UNCHANGED, description=_UNCHANGED
+) -> Workflow:
+    """Renames `workflow` and/or changes its description (None: none); its versions stay. A rename
+    is refused (409) while another workflow's current version calls it by its old name: that call
+    would find nothing (or, later, another workflow given that name)."""
+    require_editor(ctx)
+    if name is not _UNCHANGED:
+        name = _checked_name(name)
+        if name != workflow.name:
+            callers = _callers(session, workflow, refs={workflow.name})
+            if callers:
+                raise InputRejected(
+                    f"Workflows call {workflow.name!r} by its name: {', '.join(sorted(callers))}; "
+                    "make them call it by id (or the new name) first.",
+                    field="name",
+                    status=409,
+                )
+            workflow.name = name
+    if description is not _UNCHANGED:
+        workflow.description = description or None
+    workflow.updated_at = datetime.now(UTC)
+    _flush_name(session, workflow.name)
     return workflow
 
 
@@ -170,6 +218,100 @@ def test_draft(session: Session, ctx: OrgContext, workflow: Workflow, definition
     return queue_run(
         session, ctx.org_id, workflow.id, current.id, TEST_TRIGGER, run_input, definition=definition
     )
+
+
+def delete_workflow(session: Session, ctx: OrgContext, workflow: Workflow) -> None:
+    """Deletes `workflow` when nothing uses it any more, else InputRejected (409) naming each user:
+    endpoints bound to it, connections that start it (webhooks), a schedule in its current version,
+    alert rules that watch it or start it on errors, other workflows whose current version calls
+    it, and its runs not yet ended. Editors only.
+    Finished runs' history goes with it (the foreign keys cascade through its versions to its runs,
+    their checkpoints, events and approvals); what they used stays counted (usage_daily)."""
+    require_editor(ctx)
+    # A run being queued holds a key-share lock on its version until it commits: locking the
+    # versions first means such a run is counted below (as not ended), or waits and then finds its
+    # version gone, rather than being deleted with the workflow unseen.
+    session.execute(
+        select(WorkflowVersion.id).where(WorkflowVersion.workflow_id == workflow.id).with_for_update()
+    )
+    users = still_used_by(session, workflow)
+    if users:
+        raise InputRejected(
+            f"Workflow {workflow.name!r} is still in use: " + "; ".join(p.message for p in users) + ".",
+            users,
+            status=409,
+        )
+    # The schedule index has no foreign key (see WorkflowSchedule): a schedule the check above
+    # found none of in the current version may still be a leftover row.
+    schedule = session.get(WorkflowSchedule, workflow.id)
+    if schedule is not None:
+        session.delete(schedule)
+    session.delete(workflow)
+    session.flush()
+
+
+def still_used_by(session: Session, workflow: Workflow) -> list[Problem]:
+    """What would break or vanish if `workflow` were deleted, one problem per kind (by `field`)."""
+    used = []
+
+    def uses(field: str, what: str, names) -> None:
+        names = sorted(names)
+        if names:
+            shown = ", ".join(names[:10]) + (f" and {len(names) - 10} more" if len(names) > 10 else "")
+            used.append(Problem(None, f"{what}: {shown}", field=field))
+
+    endpoints = session.execute(
+        select(Endpoint.method, Endpoint.path).where(Endpoint.workflow_id == workflow.id)
+    ).all()
+    uses("endpoints", "endpoints bound to it", (f"{method} {path}" for method, path in endpoints))
+    connections = session.scalars(
+        select(IntegrationConnection.name).where(
+            IntegrationConnection.config["workflow_id"].astext == str(workflow.id)
+        )
+    ).all()
+    uses("connections", "connections that start it", connections)
+    current = version_of(session, workflow.id, workflow.current_version)
+    trigger = (current.definition or {}).get("trigger") or {} if current else {}
+    if trigger.get("type") == "schedule":
+        uses("schedule", "its current version runs on a schedule", [repr(trigger.get("cron"))])
+    rules = session.scalars(
+        select(AlertRule.name).where(
+            (AlertRule.workflow_id == workflow.id)
+            | ((AlertRule.channel == "workflow") & (AlertRule.target == str(workflow.id)))
+        )
+    ).all()
+    uses("alert_rules", "alert rules that watch it or start it on errors", rules)
+    uses("callers", "workflows whose current version calls it", _callers(session, workflow))
+    unfinished = session.scalar(
+        select(func.count())
+        .select_from(WorkflowRun)
+        .where(WorkflowRun.workflow_id == workflow.id, WorkflowRun.status.not_in(FINAL_STATUSES))
+    )
+    if unfinished:
+        used.append(
+            Problem(None, f"{unfinished} of its runs have not ended (cancel them or wait)", field="runs")
+        )
+    return used
+
+
+def _callers(session: Session, workflow: Workflow, refs: set[str] | None = None) -> list[str]:
+    """Names of the other workflows whose current version has a call_workflow step naming
+    `workflow` by one of `refs` (default: its id or its name, as find_workflow resolves them)."""
+    current_versions = session.execute(
+        select(Workflow.name, WorkflowVersion.definition)
+        .join(
+            WorkflowVersion,
+            (WorkflowVersion.workflow_id == Workflow.id)
+            & (WorkflowVersion.version == Workflow.current_version),
+        )
+        .where(Workflow.id != workflow.id)
+    ).all()
+    refs = refs or {str(workflow.id), workflow.name}
+    return [
+        name
+        for name, definition in current_versions
+        if any(step.get("workflow") in refs for _, step in calls_in(definition))
+    ]
 
 
 def get_workflow(session: Session, workflow_id: uuid.UUID) -> Workflow:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import uuid
 
-from flask import Blueprint, abort, current_app, redirect, render_template, request, url_for
+from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
 from flask_login import current_user
 
 from nectar.core.access import current_org, org_required
@@ -83,6 +83,8 @@ def builder(workflow_id: uuid.UUID):
             "definition": current.definition if current else STARTER,
             "schema": WORKFLOW_SCHEMA,
             "editable": current_org().at_least("admin"),
+            # What an http_request step may call by operationId: the imported connectors' operations.
+            "operations": importable_operations(),
             # What one request may carry (the body limit), less room for the rest of the request.
             "max_document_chars": current_app.config["MAX_CONTENT_LENGTH"] - 16 * 1024,
         },
@@ -90,6 +92,44 @@ def builder(workflow_id: uuid.UUID):
         note_max=service.NOTE_MAX,
         authors=service.authors(db.session, versions),
     )
+
+
+def importable_operations() -> list[dict]:
+    """Each callable operation of the organization's imported connectors, for the builder's list."""
+    return [
+        {
+            "connector": connector.name,
+            "operation_id": operation_id,
+            "method": operation["method"],
+            "path": operation["path"],
+            "summary": operation["summary"],
+        }
+        for connector in connectors.list_connectors(db.session)
+        for operation_id, operation in sorted(connector.operations.items())
+        if not operation["unsupported"]
+    ]
+
+
+@workflow_pages.post("/org/workflows/<uuid:workflow_id>/delete")
+@org_required("admin")
+def delete(workflow_id: uuid.UUID):
+    """The builder's Delete button (a ticked confirmation box with it); a refusal is flashed on the
+    builder, naming what still uses the workflow."""
+    workflow = service.get_workflow(db.session, workflow_id)
+    back = redirect(url_for("workflow_pages.builder", workflow_id=workflow.id))
+    if request.form.get("confirm") != "yes":
+        flash("Tick the box to confirm the deletion.", "error")
+        return back
+    name = workflow.name
+    try:
+        service.delete_workflow(db.session, current_org(), workflow)
+    except InputRejected as refused:
+        db.session.rollback()
+        flash(refused.detail, "error")
+        return back
+    db.session.commit()
+    flash(f"Workflow {name!r} was deleted.", "success")
+    return redirect(url_for("workflow_pages.index"))
 
 
 @workflow_pages.get("/org/runs")

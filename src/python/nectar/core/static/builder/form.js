@@ -80,6 +80,7 @@ export function renderStepForm(host, step, path, ctx) {
     }
     form.appendChild(field(ctx, pointer + "/" + name, label, required, prop.description, (id, describedBy) =>
       control(ctx, id, describedBy, step, name, prop, pointer)));
+    if (step.type === "http_request" && name === "operation" && ctx.operations.length) form.appendChild(operationPicker(ctx, step));
   }
   if (info.oneOf) form.appendChild(h("p", { class: "muted help", text: "Give exactly one of: " + info.oneOf.map((o) => (o.required || []).join(", ")).join(" or ") + "." }));
 
@@ -119,6 +120,33 @@ export function renderStepForm(host, step, path, ctx) {
       h("p", { class: "muted", text: "Input" }), h("pre", { class: "token", text: JSON.stringify(r.input, null, 2) }),
       h("p", { class: "muted", text: r.error ? "Error" : "Output" }), h("pre", { class: "token", text: r.error ? r.error : JSON.stringify(r.output, null, 2) })));
   }
+}
+
+// An http_request step's operation chosen from the imported connectors' operations (by
+// operationId) instead of typed: it sets `operation` and `connector` (unless a connection names
+// the connector) and drops `url` and `method`, which the operation decides.
+function operationPicker(ctx, step) {
+  const id = nextId("op");
+  const select = h("select", { id, "data-field": "operation-picker" });
+  select.appendChild(h("option", { value: "", text: "(choose one, or type operation and connector)" }));
+  ctx.operations.forEach((op, index) => {
+    const chosen = step.operation === op.operation_id && (step.connector === op.connector || (!step.connector && step.connection));
+    const text = op.connector + " · " + op.operation_id + " — " + op.method + " " + op.path + (op.summary ? ": " + op.summary : "");
+    select.appendChild(h("option", { value: String(index), text, selected: chosen }));
+  });
+  select.addEventListener("change", () => {
+    if (select.value === "") return;
+    const op = ctx.operations[Number(select.value)];
+    ctx.change((s) => {
+      s.operation = op.operation_id;
+      if (!s.connection) s.connector = op.connector;
+      delete s.url;
+      delete s.method;
+    }, "operation");
+    ctx.redraw();
+  });
+  return h("div", { class: "field" }, h("label", { for: id }, "Imported operation"), select,
+    h("p", { class: "muted help", text: "An operation of a connector imported on the Connectors page." }));
 }
 
 function field(ctx, pointer, label, required, description, make) {

@@ -143,6 +143,7 @@ function drawPanel(focus) {
   const step = selected ? get(doc, selected) : null;
   const ctx = {
     model, expressions, problemsAt, record: step ? runRecords().get(step.id) : null,
+    operations: data.operations || [],
     change: (mutate, label) => fieldEdit(() => mutate(get(doc, selected)), "field " + label),
     changeDoc: (mutate, label) => fieldEdit(() => mutate(doc), label),
     changeType: (type) => edit("Change type", (d) => {

@@ -1,0 +1,168 @@
+"""Deleting a workflow: through the API and the builder's page, refused (409, naming each) while
+anything still uses it, never a server error, and its finished runs' history gone with it."""
+
+import re
+import uuid
+
+import pytest
+
+from nectar.shared.config import Role
+from tests.core.conftest import run_and_wait
+from tests.core.test_api import _new_key
+from tests.core.test_endpoints import _workflow
+from tests.core.test_orgs import _join
+
+RESPOND = {"trigger": {"type": "http"}, "steps": [{"id": "r", "type": "respond", "body": "ok"}]}
+
+
+@pytest.fixture
+def editor(browser):
+    browser.sign_up()
+    org = browser.create_org()
+    return browser, org, _new_key(browser)
+
+
+def _count(database, sql, *args) -> int:
+    with database.connect(Role.ADMIN) as conn:
+        return conn.execute(sql, args).fetchone()[0]
+
+
+def test_an_unused_workflow_is_deleted_with_its_versions_and_finished_runs(editor, database):
+    browser, _org, token = editor
+    workflow_id = _workflow(browser, token, RESPOND, name="Old")
+    browser.api(
+        "POST", f"/api/v1/workflows/{workflow_id}/versions", token=token, json={"definition": RESPOND}
+    )
+    assert run_and_wait(browser, token, workflow_id)["status"] == "succeeded"
+
+    deleted = browser.api("DELETE", f"/api/v1/workflows/{workflow_id}", token=token)
+    assert deleted.status_code == 204, deleted.get_data(as_text=True)
+    assert browser.api("GET", f"/api/v1/workflows/{workflow_id}", token=token).status_code == 404
+    assert browser.api("DELETE", f"/api/v1/workflows/{workflow_id}", token=token).status_code == 404
+    for table in ("workflow_versions", "workflow_runs"):
+        assert _count(database, f"SELECT count(*) FROM {table} WHERE workflow_id = %s", workflow_id) == 0
+    # The name is free again.
+    assert _workflow(browser, token, RESPOND, name="Old")
+
+
+def test_deletion_is_refused_naming_everything_that_still_uses_the_workflow(editor, database):
+    browser, _org, token = editor
+    target = _workflow(browser, token, RESPOND, name="Target")
+    caller = _workflow(
+        browser,
+        token,
+        {
+            "trigger": {"type": "http"},
+            "steps": [{"id": "c", "type": "call_workflow", "workflow": "Target"}],
+        },
+        name="Caller",
+    )
+    endpoint = browser.api(
+        "POST",
+        "/api/v1/endpoints",
+        token=token,
+        json={"method": "GET", "path": "/target", "workflow_id": target, "auth": "api_key"},
+    ).json
+    connection = browser.api(
+        "POST",
+        "/api/v1/connections",
+        token=token,
+        json={
+            "name": "hook",
+            "service_key": "webhook",
+            "config": {"workflow_id": target},
+            "credentials": {"secret": "s" * 20},
+        },
+    )
+    assert connection.status_code == 201, connection.json
+    rule = browser.api(
+        "POST",
+        "/api/v1/alert-rules",
+        token=token,
+        json={"name": "on errors", "channel": "workflow", "target": target},
+    )
+    assert rule.status_code == 201, rule.json
+    queued = browser.api("POST", f"/api/v1/workflows/{target}/runs", token=token, json={})
+    assert queued.status_code == 202
+    scheduled = {"trigger": {"type": "schedule", "cron": "0 3 * * *"}, "steps": RESPOND["steps"]}
+    saved = browser.api(
+        "POST", f"/api/v1/workflows/{target}/versions", token=token, json={"definition": scheduled}
+    )
+    assert saved.status_code == 201, saved.json
+
+    refused = browser.api("DELETE", f"/api/v1/workflows/{target}", token=token)
+    assert refused.status_code == 409
+    assert refused.mimetype == "application/problem+json"
+    errors = {e["field"]: e["message"] for e in refused.json["errors"]}
+    assert set(errors) == {"endpoints", "connections", "schedule", "alert_rules", "callers", "runs"}
+    assert "GET /target" in errors["endpoints"]
+    assert "hook" in errors["connections"]
+    assert "'0 3 * * *'" in errors["schedule"]
+    assert "on errors" in errors["alert_rules"]
+    assert "Caller" in errors["callers"]
+    assert "1 of its runs" in errors["runs"]
+    assert "Caller" in refused.json["detail"] and "GET /target" in refused.json["detail"]
+    assert _count(database, "SELECT count(*) FROM workflows WHERE id = %s", target) == 1
+
+    # Each taken away, the deletion goes through.
+    browser.api("DELETE", f"/api/v1/endpoints/{endpoint['id']}", token=token)
+    browser.api("DELETE", f"/api/v1/connections/{connection.json['id']}", token=token)
+    browser.api("DELETE", f"/api/v1/alert-rules/{rule.json['id']}", token=token)
+    browser.api("POST", f"/api/v1/workflows/{target}/versions", token=token, json={"definition": RESPOND})
+    browser.api("POST", f"/api/v1/workflows/{caller}/versions", token=token, json={"definition": RESPOND})
+    browser.api("POST", f"/api/v1/runs/{queued.json['id']}/cancel", token=token)
+    remaining = browser.api("DELETE", f"/api/v1/workflows/{target}", token=token)
+    assert remaining.status_code == 204, remaining.json
+    assert _count(database, "SELECT count(*) FROM workflow_schedules WHERE workflow_id = %s", target) == 0
+
+
+def test_a_key_without_workflows_write_cannot_delete(editor):
+    browser, _org, token = editor
+    workflow_id = _workflow(browser, token, RESPOND)
+    page = browser.post("/org/api-keys", {"target": "reader", "scopes": "read"}).get_data(as_text=True)
+    reader = re.search(r'id="new-token">(nsk_[^<]+)<', page).group(1)
+    refused = browser.api("DELETE", f"/api/v1/workflows/{workflow_id}", token=reader)
+    assert refused.status_code == 403
+    assert refused.json["required_scope"] == "workflows:write"
+
+
+def test_the_builder_page_deletes_after_confirmation_and_flashes_a_refusal(editor):
+    browser, _org, token = editor
+    workflow_id = _workflow(browser, token, RESPOND, name="Page one")
+    page = browser.get(f"/org/workflows/{workflow_id}").get_data(as_text=True)
+    assert f'action="/org/workflows/{workflow_id}/delete"' in page and 'name="confirm"' in page
+
+    unconfirmed = browser.post(f"/org/workflows/{workflow_id}/delete", {})
+    assert unconfirmed.status_code == 302
+    assert "Tick the box" in browser.get(unconfirmed.headers["Location"]).get_data(as_text=True)
+
+    browser.api(
+        "POST",
+        "/api/v1/endpoints",
+        token=token,
+        json={"method": "GET", "path": "/page-one", "workflow_id": workflow_id, "auth": "api_key"},
+    )
+    refused = browser.post(f"/org/workflows/{workflow_id}/delete", {"confirm": "yes"})
+    assert refused.status_code == 302
+    shown = browser.get(refused.headers["Location"]).get_data(as_text=True)
+    assert "still in use" in shown and "GET /page-one" in shown
+
+    other = _workflow(browser, token, RESPOND, name="Page two")
+    deleted = browser.post(f"/org/workflows/{other}/delete", {"confirm": "yes"})
+    assert deleted.status_code == 302 and deleted.headers["Location"].endswith("/org/workflows")
+    listing = browser.get("/org/workflows").get_data(as_text=True)
+    assert "was deleted" in listing and f"/org/workflows/{other}" not in listing
+
+
+def test_a_member_sees_no_delete_button_and_cannot_delete(editor, new_browser, outbox):
+    browser, _org, token = editor
+    workflow_id = _workflow(browser, token, RESPOND)
+    _email, member = _join(browser, new_browser, outbox)
+    assert "Delete workflow" not in member.get(f"/org/workflows/{workflow_id}").get_data(as_text=True)
+    assert member.post(f"/org/workflows/{workflow_id}/delete", {"confirm": "yes"}).status_code == 403
+
+
+def test_an_unknown_id_is_not_found(editor):
+    browser, _org, token = editor
+    assert browser.api("DELETE", f"/api/v1/workflows/{uuid.uuid4()}", token=token).status_code == 404
+    assert browser.post(f"/org/workflows/{uuid.uuid4()}/delete", {"confirm": "yes"}).status_code == 404

@@ -2,6 +2,8 @@
 anything still uses it, never a server error, and its finished runs' history gone with it."""
 
 import re
+import threading
+import time
 import uuid
 
 import pytest
@@ -166,3 +168,29 @@ def test_an_unknown_id_is_not_found(editor):
     browser, _org, token = editor
     assert browser.api("DELETE", f"/api/v1/workflows/{uuid.uuid4()}", token=token).status_code == 404
     assert browser.post(f"/org/workflows/{uuid.uuid4()}/delete", {"confirm": "yes"}).status_code == 404
+
+
+def test_a_run_started_while_the_workflow_is_being_deleted_is_a_404_not_a_server_error(editor, database):
+    """The deletion holds its workflow's versions locked until it commits; a run being queued
+    meanwhile waits on that lock and then finds its version gone."""
+    browser, org, token = editor
+    workflow_id = _workflow(browser, token, RESPOND, name="Going")
+    answers = []
+    with database.connect(Role.APP) as deleting:
+        deleting.execute("SELECT set_config('nectar.org_id', %s, true)", (str(org),))
+        deleting.execute("SELECT id FROM workflow_versions WHERE workflow_id = %s FOR UPDATE", (workflow_id,))
+        deleting.execute("DELETE FROM workflows WHERE id = %s", (workflow_id,))
+        starting = threading.Thread(
+            target=lambda: answers.append(
+                browser.api("POST", f"/api/v1/workflows/{workflow_id}/runs", token=token, json={})
+            )
+        )
+        starting.start()
+        deadline = time.monotonic() + 30
+        while not deleting.execute("SELECT count(*) FROM pg_locks WHERE NOT granted").fetchone()[0]:
+            assert time.monotonic() < deadline, "the run's insert never waited on the deletion"
+            time.sleep(0.05)
+        deleting.commit()
+        starting.join(30)
+    assert answers and answers[0].status_code == 404, answers and answers[0].get_data(as_text=True)
+    assert answers[0].json["status"] == 404

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from datetime import datetime
 
 from flask import g, jsonify, request
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from nectar.core.api import models as m
@@ -21,7 +22,7 @@ from nectar.core.endpoints.openapi import organization_openapi
 from nectar.core.runs import queries as run_queries
 from nectar.core.runs.queue import queue_run
 from nectar.core.runs.records import TEST_TRIGGER, checked_idempotency_key
-from nectar.schema.models import WorkflowVersion
+from nectar.schema.models import Workflow, WorkflowVersion
 from nectar.schema.models.workflows import RUN_STATUSES
 from nectar.shared.bad_input import JsonObject
 from nectar.shared.database import db
@@ -274,6 +275,9 @@ def start_once(
             run_id = start(key)
     except IntegrityError:  # the same key, sent at the same moment, was recorded first
         if (earlier := earlier_run()) is None:
+            # Or the workflow was deleted while the run waited on its version's lock.
+            if db.session.scalar(select(Workflow.id).where(Workflow.id == workflow_id)) is None:
+                raise LookupError("no such workflow") from None
             raise
         return jsonify(run_json(earlier)), 200
     db.session.commit()

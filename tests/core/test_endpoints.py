@@ -487,6 +487,41 @@ def test_an_allowlisted_address_is_reachable_and_redirects_are_not_followed(sett
         db.engine.dispose()
 
 
+def test_an_answer_nested_past_the_parsers_depth_fails_the_step_not_the_call(owner, settings_for):
+    """A target answering JSON nested thousands deep: its step fails (on_error applies), the call
+    answers as its workflow says and its run is recorded, never a 500 from the parser's recursion."""
+    from tests.serving import served
+
+    deep = b"[" * 5000 + b"]" * 5000
+
+    def nested(environ, start_response):
+        start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(deep)))])
+        return [deep]
+
+    app = create_app(
+        settings_for(Service.CORE, CORE_SERVICE_TOKEN=SERVICE_TOKEN, NECTAR_OUTBOUND_ALLOWLIST="127.0.0.1/32")
+    )
+    browser = Browser(app)
+    browser.sign_up()
+    org = browser.create_org()
+    token = _new_key(browser)
+    with served(nested) as url:
+        definition = {
+            "trigger": {"type": "http"},
+            "steps": [
+                {"id": "get", "type": "http_request", "url": url + "/deep"},
+                {"id": "r", "type": "respond", "status": 200, "body": {"kind": "{{ type(steps.get.body) }}"}},
+            ],
+        }
+        workflow_id = _workflow(browser, token, definition)
+        _endpoint(browser, token, workflow_id, method="GET", path="/deep")
+        answer = browser.client.get(f"/e/{org}/deep")
+    assert answer.status_code == 200, answer.get_data(as_text=True)
+    assert answer.json == {"kind": "string"}  # not JSON the run can hold: the text, as for any body
+    with app.app_context():
+        db.engine.dispose()
+
+
 # --- what a tenant endpoint may not do to the platform's origin or its callers ------------------
 
 

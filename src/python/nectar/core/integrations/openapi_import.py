@@ -22,6 +22,7 @@ from urllib3.util import parse_url
 
 from nectar.core.workflows.definition import Problem
 from nectar.core.workflows.json_schema import pointer
+from nectar.shared.bad_input import refused_text
 from nectar.shared.rejection import InputRejected
 
 # Inside the 1 MiB every request of the service is held to (shared/web.py), with room for the
@@ -116,6 +117,11 @@ def _parse(raw: bytes) -> object:
         raise InputRejected(
             NOT_IMPORTED, [Problem("/", f"it nests more than {MAX_NESTING} levels deep")]
         ) from None
+    except ValueError as error:  # a number past Python's 4300 digits; in YAML, a date that does not exist
+        reason = str(error).split(";")[0]
+        raise InputRejected(
+            NOT_IMPORTED, [Problem("/", f"a value it holds cannot be read ({reason})")]
+        ) from None
     return _plain(loaded)
 
 
@@ -142,6 +148,8 @@ def _plain(loaded: object) -> object:
             return value.isoformat()
         if isinstance(value, float) and value != value or value in (float("inf"), float("-inf")):
             raise InputRejected(NOT_IMPORTED, [Problem(pointer(path) or "/", "not a JSON number")])
+        if isinstance(value, str) and (reason := refused_text(value)):
+            raise InputRejected(NOT_IMPORTED, [Problem(pointer(path) or "/", f"the text holds {reason}")])
         if value is None or isinstance(value, str | int | float | bool):
             return value
         raise InputRejected(

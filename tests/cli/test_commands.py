@@ -158,3 +158,30 @@ def test_runs_tail_follows_a_queued_run_until_it_ends(make_org, core_url, core_a
     assert tail.returncode == 0, err
     assert [json.loads(line)["step_id"] for line in out.splitlines()] == ["one"]
     assert "is succeeded" in err and "Traceback" not in err
+
+
+def _answering(body: bytes):
+    """A server that answers every request 200 with `body` as JSON: a hostile or broken one."""
+
+    def app(environ, start_response):
+        start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+        return [body]
+
+    return app
+
+
+def test_a_server_answering_json_that_is_not_cores_is_one_line_not_a_traceback(nectar, tmp_path):
+    answers = {
+        "an empty object": b"{}",
+        "a list": b"[]",
+        "items that are not objects": b'{"items": [1, 2]}',
+        "names that are not text": b'{"items": [{"id": "x", "name": {"a": 1}}]}',
+        "nested past the parser's depth": b"[" * 100_000 + b"]" * 100_000,
+    }
+    for case, body in answers.items():
+        with served(_answering(body)) as hostile:
+            for argv in (("pull", str(tmp_path / "out")), ("runs", "list"), ("runs", "tail", "r")):
+                result = nectar(*argv, url=hostile, key="nsk_x_y")
+                assert result.status == 1, (case, argv, result)
+                said = [line for line in result.err.splitlines() if not line.startswith("… ")]
+                assert len(said) == 1 and "is not what core answers" in said[0], (case, argv, result.err)

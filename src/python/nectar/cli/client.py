@@ -55,6 +55,11 @@ class Api:
             raise CliError(
                 f"{response.url} did not answer with JSON: is {self.base_url} core's address?"
             ) from None
+        except RecursionError:
+            raise CliError(
+                f"{response.url}'s answer is not what core answers (JSON nested past any use): "
+                f"is {self.base_url} core's address?"
+            ) from None
 
     def send(self, method: str, path: str, *, body=None, params=None, data: bytes | None = None):
         """The raw response to `method path` (relative to the base URL); CliError when unreachable."""

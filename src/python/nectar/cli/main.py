@@ -36,6 +36,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CliError as error:
         print(f"nectar: {error}", file=sys.stderr)
         return 1
+    except (KeyError, IndexError, TypeError, AttributeError) as error:
+        # JSON without what core always sends (a broken or hostile server): one line all the same.
+        print(
+            f"nectar: the server's answer is not what core answers ({type(error).__name__}: {error}); "
+            "is the URL core's address?",
+            file=sys.stderr,
+        )
+        return 1
     except EOFError:
         print(
             "nectar: the input ended before the answer (give --url, and the key with --key-stdin)",

@@ -648,6 +648,36 @@ def test_input_text_cannot_hold_is_refused_before_the_workflow_runs(owner, datab
         assert runs.fetchone() == (0,)
 
 
+def test_response_headers_a_server_cannot_send_are_left_out_under_gunicorn(owner, database):
+    """A workflow's response headers come from its caller's input: a value with a control character
+    or one past Latin-1, or a name that is no HTTP token, is left out (as one with a line break is),
+    not a failed answer from gunicorn, which refuses to write them."""
+    import requests
+
+    from tests.serving import service_process
+
+    browser, _org, token = owner
+    answer_with_header = {
+        "trigger": {"type": "http"},
+        "steps": [
+            {
+                "id": "r",
+                "type": "respond",
+                "headers": {"X-Ref": "{{ trigger.body.ref }}", "Bad Name": "x", "X-Kept": "yes"},
+                "body": {"ok": True},
+            }
+        ],
+    }
+    path = _endpoint(browser, token, _workflow(browser, token, answer_with_header), path="/ref")["url"]
+    with service_process("nectar.core.main", database.environ(WEB_CONCURRENCY="1")) as url:
+        for ref in ("a\x01b", "snow \u2603", "tab\tand é"):
+            answer = requests.post(url + path, json={"ref": ref}, timeout=30)
+            assert answer.status_code == 200 and answer.json() == {"ok": True}, (ref, answer.text)
+            assert answer.headers["X-Kept"] == "yes" and "Bad Name" not in answer.headers
+            kept = answer.headers.get("X-Ref")
+            assert kept == (ref if ref.startswith("tab") else None), ref  # Latin-1 text is sent as it is
+
+
 def test_bodies_in_any_encoding_are_read_and_every_run_is_recorded(owner):
     """UTF-16 JSON (as json.loads reads it), a charset Python does not know (read as UTF-8), and
     bytes that are not UTF-8 (replaced): each call is answered and its run recorded."""

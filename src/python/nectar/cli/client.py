@@ -129,6 +129,10 @@ def json_object(text: str, source: str) -> dict:
         value = json.loads(text)
     except json.JSONDecodeError as error:
         raise CliError(f"{source}:{error.lineno}:{error.colno}: invalid JSON: {error.msg}.") from None
+    except RecursionError:
+        raise CliError(f"{source}:1: invalid JSON: nested deeper than Python reads.") from None
+    except ValueError as error:  # a number of more than 4300 digits
+        raise CliError(f"{source}:1: invalid JSON: {str(error).split(';')[0]}.") from None
     if not isinstance(value, dict):
         raise CliError(f"{source}:1: expected a JSON object, found {type(value).__name__}.")
     return value

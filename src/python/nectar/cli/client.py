@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from urllib.parse import urljoin
 
 import requests
@@ -116,6 +117,17 @@ def problem_lines(errors) -> list[str]:
             f"{field}: {', '.join(map(str, v)) if isinstance(v, list) else v}" for field, v in errors.items()
         ]
     return []
+
+
+# C0 and C1 control characters but tab and line feed: terminal escape sequences start with them.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def shown(text: str) -> str:
+    """`text` as the CLI writes it to a terminal: what a server sends is written by others (a run's
+    error can hold an anonymous caller's input), so control characters are shown escaped (\\x1b),
+    never obeyed."""
+    return _CONTROL.sub(lambda found: f"\\x{ord(found.group()):02x}", text)
 
 
 def pretty(value) -> str:

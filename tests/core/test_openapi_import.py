@@ -397,6 +397,22 @@ def test_values_no_document_can_hold_are_refused_not_a_server_error(owner, docum
     assert any(message in e["message"] for e in refused["errors"]), refused
 
 
+def test_yaml_aliases_that_repeat_a_long_text_are_refused_by_its_expanded_size(owner):
+    """Each use of an alias costs three bytes of the document and copies all of its text when the
+    document is stored: 100 KB used 100 times is 10 MB (450 KB used 100,000 times, within the
+    count of values, would be 45 GB)."""
+    browser, token = owner
+    copies = ", ".join(["*t"] * 100)
+    for bomb in (
+        PETSTORE + "\nx-text: &t " + "a" * 100_000 + f"\nx-copies: [{copies}]\n",
+        # A key, repeated (an explicit one: a plain key is at most 1024 characters).
+        PETSTORE + "\nx-key: &t\n  ? " + "k" * 100_000 + f"\n  : 1\nx-copies: [{copies}]\n",
+    ):
+        refused = _import(browser, token, bomb, name="aliases", status=422)
+        assert refused["errors"][0]["path"] == "/" and "characters of text" in refused["errors"][0]["message"]
+    assert browser.api("GET", "/api/v1/connectors", token=token).json["items"] == []
+
+
 def test_a_document_too_large_is_refused(owner):
     browser, token = owner
     big = PETSTORE + "\n# " + "x" * (950 * 1024)

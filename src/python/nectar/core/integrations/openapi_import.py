@@ -129,6 +129,15 @@ def _plain(loaded: object) -> object:
     """The parsed value as JSON: keys as text (YAML reads `200:` as a number), dates as ISO text;
     refuses what nests too deeply or, through YAML aliases, expands too far."""
     budget = [MAX_VALUES]
+    # A document's text holds its own; through aliases, a YAML one can repeat a long text at three
+    # bytes a use, and storing it copies each.
+    text_budget = [MAX_DOCUMENT_BYTES]
+
+    def spend_text(characters: int) -> None:
+        text_budget[0] -= characters
+        if text_budget[0] < 0:
+            message = f"more than {MAX_DOCUMENT_BYTES} characters of text (YAML aliases count each use)"
+            raise InputRejected(NOT_IMPORTED, [Problem("/", message)])
 
     def walk(value, path: list, depth: int):
         budget[0] -= 1
@@ -136,6 +145,10 @@ def _plain(loaded: object) -> object:
             raise InputRejected(
                 NOT_IMPORTED, [Problem("/", f"more than {MAX_VALUES} values (YAML aliases count each use)")]
             )
+        if isinstance(value, str):
+            spend_text(len(value))
+        elif isinstance(value, dict):
+            spend_text(sum(len(str(key)) for key in value))
         if depth > MAX_NESTING:
             raise InputRejected(
                 NOT_IMPORTED, [Problem(pointer(path), f"nested more than {MAX_NESTING} levels deep")]

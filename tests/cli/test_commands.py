@@ -158,3 +158,75 @@ def test_runs_tail_follows_a_queued_run_until_it_ends(make_org, core_url, core_a
     assert tail.returncode == 0, err
     assert [json.loads(line)["step_id"] for line in out.splitlines()] == ["one"]
     assert "is succeeded" in err and "Traceback" not in err
+
+
+def _answering(body: bytes):
+    """A server that answers every request 200 with `body` as JSON: a hostile or broken one."""
+
+    def app(environ, start_response):
+        start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+        return [body]
+
+    return app
+
+
+def test_a_server_answering_json_that_is_not_cores_is_one_line_not_a_traceback(nectar, tmp_path):
+    answers = {
+        "an empty object": b"{}",
+        "a list": b"[]",
+        "items that are not objects": b'{"items": [1, 2]}',
+        "names that are not text": b'{"items": [{"id": "x", "name": {"a": 1}}]}',
+        "nested past the parser's depth": b"[" * 100_000 + b"]" * 100_000,
+    }
+    for case, body in answers.items():
+        with served(_answering(body)) as hostile:
+            for argv in (("pull", str(tmp_path / "out")), ("runs", "list"), ("runs", "tail", "r")):
+                result = nectar(*argv, url=hostile, key="nsk_x_y")
+                assert result.status == 1, (case, argv, result)
+                said = [line for line in result.err.splitlines() if not line.startswith("… ")]
+                assert len(said) == 1 and "is not what core answers" in said[0], (case, argv, result.err)
+
+
+ESCAPES = "\x1b]52;c;ZWNobyBwd25lZA==\x07\x1b[2J\x9b31m"  # set the clipboard, clear the screen (C0 and C1)
+
+
+def _hostile_core(environ, start_response):
+    """Answers like core, with terminal escape sequences in every text a person reads."""
+    path = environ["PATH_INFO"]
+    status, body = "200 OK", {}
+    if path == "/api/v1/workflows":
+        body = {"items": [{"id": "w1", "name": "orders" + ESCAPES}]}
+    elif path == "/api/v1/runs":
+        body = {
+            "items": [
+                {
+                    "id": "r1",
+                    "workflow_id": "w1",
+                    "status": "failed" + ESCAPES,
+                    "trigger": "http",
+                    "queued_at": "t",
+                }
+            ]
+        }
+    elif path == "/api/v1/runs/r1":
+        body = {"id": "r1", "status": "failed", "error": "boom" + ESCAPES, "steps": []}
+    else:
+        status, body = "400 Bad Request", {"status": 400, "detail": "no" + ESCAPES}
+    payload = json.dumps(body).encode()
+    start_response(status, [("Content-Type", "application/json"), ("Content-Length", str(len(payload)))])
+    return [payload]
+
+
+def test_escape_sequences_in_what_a_server_sends_never_reach_the_terminal(nectar):
+    """Run errors, workflow names and problem details are written by others (a code step's error
+    can hold an anonymous caller's input): control characters are shown escaped, not obeyed."""
+    with served(_hostile_core) as hostile:
+        results = [
+            nectar("runs", "list", url=hostile, key="nsk_x_y"),
+            nectar("runs", "tail", "r1", url=hostile, key="nsk_x_y"),
+            nectar("call", "GET", "/api/v1/other", url=hostile, key="nsk_x_y"),
+        ]
+    for result in results:
+        shown = result.out + result.err
+        assert not any(c in shown for c in "\x1b\x07\x9b"), repr(shown)
+    assert "\\x1b]52;c;" in results[1].out  # shown, escaped

@@ -322,6 +322,26 @@ def test_invalid_json_names_the_file_and_line_and_nothing_is_sent(make_org, nect
     assert listing(org, "workflows") == []
 
 
+def test_json_python_cannot_read_names_the_file_and_nothing_is_sent(make_org, nectar, core_url, tmp_path):
+    """JSON that parses as text but not as values: nesting past the parser's depth, a number of more
+    than 4300 digits. One line naming the file, no traceback."""
+    org = make_org()
+    contents = {
+        "deep": "[" * 100_000 + "]" * 100_000,
+        "long": '{"name": "n", "definition": ' + "1" * 5000 + "}",
+    }
+    for case, text in contents.items():
+        repo = tmp_path / case
+        (repo / "workflows").mkdir(parents=True)
+        (repo / "workflows/odd.json").write_text(text)
+        result = nectar("push", str(repo), url=core_url, key=org.key)
+        assert result.status == 1, case
+        said = result.err.strip().splitlines()
+        assert len(said) == 1 and said[0].startswith(f"nectar: {repo}/workflows/odd.json:"), (case, said)
+        assert "invalid JSON" in said[0], (case, said)
+    assert listing(org, "workflows") == []
+
+
 def test_an_invalid_workflow_is_refused_with_its_problems_before_anything_is_applied(
     make_org, nectar, core_url, tmp_path
 ):

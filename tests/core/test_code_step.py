@@ -378,6 +378,26 @@ def test_checking_a_saved_source_runs_none_of_it():
     assert validate({"trigger": {"type": "manual"}, "steps": [code("for (;;) {}")]}) == []
 
 
+def test_a_source_that_closes_its_function_early_is_refused_and_none_of_it_runs():
+    """Checked as the body of a function, a source with a stray `})` would end that function and run
+    the rest at the top level of the script while it is checked: for ever, in a loop (two seconds per
+    step, then a new sandbox, all in the saving request), or silently, then saved."""
+    document = {
+        "trigger": {"type": "manual"},
+        "steps": [
+            code("}); for (;;) {} (function () {", "spin"),
+            code("}); globalThis.ran = 1; (function () {", "ran"),
+        ],
+    }
+    wf(code("return 1"))  # a sandbox is warm: what is timed is the checking
+    started = time.monotonic()
+    problems = validate(document)
+    assert time.monotonic() - started < code_module.SYNC_TIME_LIMIT_SECONDS  # the loop never ran
+    assert [problem.path for problem in problems] == ["/steps/0/source", "/steps/1/source"], problems
+    for problem in problems:
+        assert problem.message.startswith("SyntaxError: the code closes the function"), problem.message
+
+
 def test_code_in_parallel_branches_runs_at_the_same_time():
     busy = "const s = Date.now(); while (Date.now() - s < 1500) {} return [s, Date.now()]"
     document = wf(

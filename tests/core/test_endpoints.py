@@ -487,6 +487,41 @@ def test_an_allowlisted_address_is_reachable_and_redirects_are_not_followed(sett
         db.engine.dispose()
 
 
+def test_an_answer_nested_past_the_parsers_depth_fails_the_step_not_the_call(owner, settings_for):
+    """A target answering JSON nested thousands deep: its step fails (on_error applies), the call
+    answers as its workflow says and its run is recorded, never a 500 from the parser's recursion."""
+    from tests.serving import served
+
+    deep = b"[" * 5000 + b"]" * 5000
+
+    def nested(environ, start_response):
+        start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(deep)))])
+        return [deep]
+
+    app = create_app(
+        settings_for(Service.CORE, CORE_SERVICE_TOKEN=SERVICE_TOKEN, NECTAR_OUTBOUND_ALLOWLIST="127.0.0.1/32")
+    )
+    browser = Browser(app)
+    browser.sign_up()
+    org = browser.create_org()
+    token = _new_key(browser)
+    with served(nested) as url:
+        definition = {
+            "trigger": {"type": "http"},
+            "steps": [
+                {"id": "get", "type": "http_request", "url": url + "/deep"},
+                {"id": "r", "type": "respond", "status": 200, "body": {"kind": "{{ type(steps.get.body) }}"}},
+            ],
+        }
+        workflow_id = _workflow(browser, token, definition)
+        _endpoint(browser, token, workflow_id, method="GET", path="/deep")
+        answer = browser.client.get(f"/e/{org}/deep")
+    assert answer.status_code == 200, answer.get_data(as_text=True)
+    assert answer.json == {"kind": "string"}  # not JSON the run can hold: the text, as for any body
+    with app.app_context():
+        db.engine.dispose()
+
+
 # --- what a tenant endpoint may not do to the platform's origin or its callers ------------------
 
 
@@ -611,6 +646,36 @@ def test_input_text_cannot_hold_is_refused_before_the_workflow_runs(owner, datab
             "SELECT count(*) FROM workflow_runs WHERE workflow_id = %s", (endpoint["workflow_id"],)
         )
         assert runs.fetchone() == (0,)
+
+
+def test_response_headers_a_server_cannot_send_are_left_out_under_gunicorn(owner, database):
+    """A workflow's response headers come from its caller's input: a value with a control character
+    or one past Latin-1, or a name that is no HTTP token, is left out (as one with a line break is),
+    not a failed answer from gunicorn, which refuses to write them."""
+    import requests
+
+    from tests.serving import service_process
+
+    browser, _org, token = owner
+    answer_with_header = {
+        "trigger": {"type": "http"},
+        "steps": [
+            {
+                "id": "r",
+                "type": "respond",
+                "headers": {"X-Ref": "{{ trigger.body.ref }}", "Bad Name": "x", "X-Kept": "yes"},
+                "body": {"ok": True},
+            }
+        ],
+    }
+    path = _endpoint(browser, token, _workflow(browser, token, answer_with_header), path="/ref")["url"]
+    with service_process("nectar.core.main", database.environ(WEB_CONCURRENCY="1")) as url:
+        for ref in ("a\x01b", "snow \u2603", "tab\tand é"):
+            answer = requests.post(url + path, json={"ref": ref}, timeout=30)
+            assert answer.status_code == 200 and answer.json() == {"ok": True}, (ref, answer.text)
+            assert answer.headers["X-Kept"] == "yes" and "Bad Name" not in answer.headers
+            kept = answer.headers.get("X-Ref")
+            assert kept == (ref if ref.startswith("tab") else None), ref  # Latin-1 text is sent as it is
 
 
 def test_bodies_in_any_encoding_are_read_and_every_run_is_recorded(owner):

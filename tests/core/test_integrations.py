@@ -26,6 +26,8 @@ TOKEN = "upstream-bearer-token-1234567890"
 
 def _echo_authorization(path: str, headers: dict):
     authorized = headers.get("Authorization") == f"Bearer {TOKEN}"
+    if path == "/whoami":  # an API that says which credential it was given
+        return 200, {"X-Token": TOKEN}, {"token": TOKEN, "header": headers.get("Authorization")}
     return (200 if authorized else 401), {}, {"path": path, "authorized": authorized}
 
 
@@ -153,6 +155,21 @@ def test_a_workflow_calls_through_a_connection_with_its_credentials(hub, upstrea
     }
     leak = run_and_wait(browser, token, _workflow(browser, token, outside))
     assert leak["status"] == "failed" and "outside the connection's base URL" in leak["error"]
+
+
+def test_a_connections_credentials_echoed_by_its_service_are_masked_in_the_run(hub, upstream):
+    """Credentials are never shown: an answer that repeats them (an introspection call, an error that
+    quotes the key) is recorded with them masked, as a secret's value is."""
+    browser, _org, token, _app = hub
+    _rest(browser, token, upstream, "echoing")
+    definition = {
+        "trigger": {"type": "manual"},
+        "steps": [{"id": "get", "type": "http_request", "connection": "echoing", "url": "/whoami"}],
+    }
+    run = run_and_wait(browser, token, _workflow(browser, token, definition))
+    assert run["status"] == "succeeded", run
+    assert TOKEN not in json.dumps(run), run["steps"][0]["output"]
+    assert run["steps"][0]["output"]["body"]["token"] == "***"
 
 
 def test_keys_rotate_without_losing_credentials(hub, upstream, settings_for, database, monkeypatch, capsys):

@@ -375,6 +375,44 @@ def test_documents_that_are_not_openapi_3_are_refused_naming_the_place(owner, do
     assert found and message in found[0]["message"], refused
 
 
+@pytest.mark.parametrize(
+    ("document", "message"),
+    [
+        # Python's int() refuses more than 4300 digits with a ValueError that is no parse error.
+        ('{"openapi": "3.0.3", "x": ' + "1" * 5000 + "}", "(4300 digits)"),
+        ("openapi: 3.0.3\nx: " + "1" * 5000 + "\n", "(4300 digits)"),
+        ("openapi: 3.0.3\nx: 2026-13-45\n", "month must be in 1..12"),  # a YAML date that is none
+        # YAML's escapes make a NUL, which no text (nor jsonb) may hold.
+        (
+            'openapi: 3.0.3\ninfo: {title: t, x-note: "a\\0b"}\nservers: [{url: "https://a.example"}]\n'
+            "paths: {/p: {get: {operationId: p}}}\n",
+            "NUL",
+        ),
+    ],
+    ids=["long JSON number", "long YAML number", "impossible YAML date", "NUL in YAML"],
+)
+def test_values_no_document_can_hold_are_refused_not_a_server_error(owner, document, message):
+    browser, token = owner
+    refused = _import(browser, token, document, name=f"odd-{uuid.uuid4().hex[:6]}", status=422)
+    assert any(message in e["message"] for e in refused["errors"]), refused
+
+
+def test_yaml_aliases_that_repeat_a_long_text_are_refused_by_its_expanded_size(owner):
+    """Each use of an alias costs three bytes of the document and copies all of its text when the
+    document is stored: 100 KB used 100 times is 10 MB (450 KB used 100,000 times, within the
+    count of values, would be 45 GB)."""
+    browser, token = owner
+    copies = ", ".join(["*t"] * 100)
+    for bomb in (
+        PETSTORE + "\nx-text: &t " + "a" * 100_000 + f"\nx-copies: [{copies}]\n",
+        # A key, repeated (an explicit one: a plain key is at most 1024 characters).
+        PETSTORE + "\nx-key: &t\n  ? " + "k" * 100_000 + f"\n  : 1\nx-copies: [{copies}]\n",
+    ):
+        refused = _import(browser, token, bomb, name="aliases", status=422)
+        assert refused["errors"][0]["path"] == "/" and "characters of text" in refused["errors"][0]["message"]
+    assert browser.api("GET", "/api/v1/connectors", token=token).json["items"] == []
+
+
 def test_a_document_too_large_is_refused(owner):
     browser, token = owner
     big = PETSTORE + "\n# " + "x" * (950 * 1024)

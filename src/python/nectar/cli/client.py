@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from urllib.parse import urljoin
 
 import requests
@@ -57,6 +58,11 @@ class Api:
         except ValueError:
             raise CliError(
                 f"{response.url} did not answer with JSON: is {self.base_url} core's address?"
+            ) from None
+        except RecursionError:
+            raise CliError(
+                f"{response.url}'s answer is not what core answers (JSON nested past any use): "
+                f"is {self.base_url} core's address?"
             ) from None
 
     def send(self, method: str, path: str, *, body=None, params=None, data: bytes | None = None):
@@ -116,6 +122,17 @@ def problem_lines(errors) -> list[str]:
     return []
 
 
+# C0 and C1 control characters but tab and line feed: terminal escape sequences start with them.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def shown(text: str) -> str:
+    """`text` as the CLI writes it to a terminal: what a server sends is written by others (a run's
+    error can hold an anonymous caller's input), so control characters are shown escaped (\\x1b),
+    never obeyed."""
+    return _CONTROL.sub(lambda found: f"\\x{ord(found.group()):02x}", text)
+
+
 def pretty(value) -> str:
     """JSON as the CLI prints and stores it: sorted keys, two-space indent, a final newline."""
     return json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
@@ -127,6 +144,10 @@ def json_object(text: str, source: str) -> dict:
         value = json.loads(text)
     except json.JSONDecodeError as error:
         raise CliError(f"{source}:{error.lineno}:{error.colno}: invalid JSON: {error.msg}.") from None
+    except RecursionError:
+        raise CliError(f"{source}:1: invalid JSON: nested deeper than Python reads.") from None
+    except ValueError as error:  # a number of more than 4300 digits
+        raise CliError(f"{source}:1: invalid JSON: {str(error).split(';')[0]}.") from None
     if not isinstance(value, dict):
         raise CliError(f"{source}:1: expected a JSON object, found {type(value).__name__}.")
     return value

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from nectar.cli import sync
-from nectar.cli.client import Api, ApiRefused, CliError, pretty
+from nectar.cli.client import Api, ApiRefused, CliError, pretty, shown
 from nectar.shared.config import CliSettings, load_cli_settings
 
 FINISHED = ("succeeded", "failed", "cancelled")
@@ -34,7 +34,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.command(args, load_cli_settings()) or 0
     except CliError as error:
-        print(f"nectar: {error}", file=sys.stderr)
+        print(f"nectar: {shown(str(error))}", file=sys.stderr)
+        return 1
+    except (KeyError, IndexError, TypeError, AttributeError) as error:
+        # JSON without what core always sends (a broken or hostile server): one line all the same.
+        print(
+            f"nectar: the server's answer is not what core answers ({type(error).__name__}: {shown(str(error))}); "
+            "is the URL core's address?",
+            file=sys.stderr,
+        )
         return 1
     except EOFError:
         print(
@@ -98,7 +106,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def progress(message: str) -> None:
-    print(f"… {message}", file=sys.stderr, flush=True)
+    print(f"… {shown(message)}", file=sys.stderr, flush=True)
 
 
 def connect(settings: CliSettings) -> Api:
@@ -135,9 +143,8 @@ def login(args, settings: CliSettings) -> int:
         raise CliError("No API key given.")
     organization = Api(url, key).get("organization")  # proves the URL and key before storing them
     write_login(settings.config_file, {"url": url.rstrip("/"), "api_key": key})
-    print(
-        f"Logged in to {organization.get('name', 'the organization')} at {url} (saved in {settings.config_file})."
-    )
+    name = shown(str(organization.get("name", "the organization")))
+    print(f"Logged in to {name} at {url} (saved in {settings.config_file}).")
     return 0
 
 
@@ -173,7 +180,7 @@ def push(args, settings: CliSettings) -> int:
         prune=args.prune,
         dry_run=args.dry_run,
         given=sync.FromEnvironment(settings.connection_credentials, settings.secrets),
-        out=print,
+        out=lambda line: print(shown(line)),
         progress=progress,
     )
     return 0
@@ -187,9 +194,9 @@ def call(args, settings: CliSettings) -> int:
         path = f"/e/{api.get('organization')['id']}{path}"  # one of the organization's endpoints
     response = api.send(args.method, path, data=data)
     try:
-        print(pretty(response.json()), end="")
+        print(shown(pretty(response.json())), end="")
     except ValueError:
-        print(response.text)
+        print(shown(response.text))
     if not response.ok:
         print(
             f"nectar: {args.method} {path} answered {response.status_code} {response.reason}", file=sys.stderr
@@ -232,12 +239,12 @@ def runs_list_command(args, settings: CliSettings) -> int:
         params["workflow_id"] = ids[0]
     for run in api.get("runs", **params)["items"]:
         name = names.get(run["workflow_id"], run["workflow_id"])
-        print(f"{run['id']}  {run['status']:<9}  {run['trigger']:<8}  {run['queued_at']}  {name}")
+        print(shown(f"{run['id']}  {run['status']:<9}  {run['trigger']:<8}  {run['queued_at']}  {name}"))
     return 0
 
 
 def runs_show(args, settings: CliSettings) -> int:
-    print(pretty(_run(connect(settings), args.run_id)), end="")
+    print(shown(pretty(_run(connect(settings), args.run_id))), end="")
     return 0
 
 
@@ -248,14 +255,14 @@ def runs_tail(args, settings: CliSettings) -> int:
     while True:
         run = _run(api, args.run_id)
         for step in run.get("steps", [])[shown_steps:]:
-            print(json.dumps(step, sort_keys=True, ensure_ascii=False), flush=True)
+            print(shown(json.dumps(step, sort_keys=True, ensure_ascii=False)), flush=True)
         shown_steps = len(run.get("steps", []))
         if run["status"] != shown_status:
             shown_status = run["status"]
             progress(f"run {run['id']} is {shown_status}")
         if run["status"] in FINISHED:
             if run.get("error"):
-                print(f"error: {run['error']}", flush=True)
+                print(shown(f"error: {run['error']}"), flush=True)
             return 0 if run["status"] == "succeeded" else 1
         time.sleep(TAIL_POLL_SECONDS)
 

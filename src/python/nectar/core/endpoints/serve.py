@@ -432,6 +432,9 @@ FORWARDED_HEADERS = {
     "x-request-id",
     "idempotency-key",
 }
+# What HTTP/1.1 lets a header be (RFC 9110), as gunicorn checks it before writing an answer.
+_HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_HEADER_VALUE = re.compile(r"[ \t\x21-\x7e\x80-\xff]*")
 BLOCKED_RESPONSE_HEADERS = {
     "content-length",
     "transfer-encoding",
@@ -608,9 +611,15 @@ def _respond(run_id, status, error, response, output):
 
 
 def _copy_headers(answer: RunAnswer, headers: dict) -> None:
-    """The workflow's response headers, less those it may not set and any with a line break."""
+    """The workflow's response headers, less those it may not set and any HTTP cannot carry: a name
+    that is no token, a value with a line break or other control character or past Latin-1
+    (gunicorn would refuse the whole answer)."""
     for name, value in headers.items():
-        if name.lower() not in BLOCKED_RESPONSE_HEADERS and "\n" not in value and "\r" not in value:
+        if (
+            name.lower() not in BLOCKED_RESPONSE_HEADERS
+            and _HEADER_NAME.fullmatch(name)
+            and _HEADER_VALUE.fullmatch(value)
+        ):
             answer.headers[name] = value
 
 

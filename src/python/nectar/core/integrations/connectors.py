@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 from nectar.core.access import OrgContext, PermissionDenied
 from nectar.core.integrations import openapi_import
 from nectar.core.integrations.openapi_import import DOCUMENT_URI, NOT_IMPORTED
-from nectar.core.integrations.service import authorization, credentials_of, within_base
+from nectar.core.integrations.service import authorization, credential_texts, credentials_of, within_base
 from nectar.core.workflows import json_schema
 from nectar.core.workflows.definition import Problem, operation_calls_in
 from nectar.schema.models import ImportedConnector, IntegrationConnection
@@ -331,6 +331,7 @@ class PreparedCall:
     headers: dict
     query: dict
     body: object
+    credentials: tuple[str, ...] = ()  # what the answer must not show when recorded (credential_texts)
 
 
 def prepare_call(session: Session, keys: KeyRing, step: dict, request: dict, lock=None) -> PreparedCall:
@@ -361,9 +362,11 @@ def prepare_call(session: Session, keys: KeyRing, step: dict, request: dict, loc
         raise ValueError(f"{url} is outside the connector's base URL {base_url}; not sent")
     query = {name: _as_query(value) for name, value in (values["query"] or {}).items() if value is not None}
     headers = dict(request.get("headers") or {})
+    credentials: tuple[str, ...] = ()
     if secret is not None:
         _sign(operation, secret, headers, query, connector_name, step["operation"])
-    return PreparedCall(operation["method"], url, headers, query, values["body"])
+        credentials = tuple(credential_texts(secret, headers))
+    return PreparedCall(operation["method"], url, headers, query, values["body"], credentials)
 
 
 def _as_text(value) -> str:

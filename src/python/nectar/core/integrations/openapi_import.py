@@ -22,6 +22,7 @@ from urllib3.util import parse_url
 
 from nectar.core.workflows.definition import Problem
 from nectar.core.workflows.json_schema import pointer
+from nectar.shared.bad_input import refused_text
 from nectar.shared.rejection import InputRejected
 
 # Inside the 1 MiB every request of the service is held to (shared/web.py), with room for the
@@ -116,6 +117,11 @@ def _parse(raw: bytes) -> object:
         raise InputRejected(
             NOT_IMPORTED, [Problem("/", f"it nests more than {MAX_NESTING} levels deep")]
         ) from None
+    except ValueError as error:  # a number past Python's 4300 digits; in YAML, a date that does not exist
+        reason = str(error).split(";")[0]
+        raise InputRejected(
+            NOT_IMPORTED, [Problem("/", f"a value it holds cannot be read ({reason})")]
+        ) from None
     return _plain(loaded)
 
 
@@ -123,6 +129,15 @@ def _plain(loaded: object) -> object:
     """The parsed value as JSON: keys as text (YAML reads `200:` as a number), dates as ISO text;
     refuses what nests too deeply or, through YAML aliases, expands too far."""
     budget = [MAX_VALUES]
+    # A document's text holds its own; through aliases, a YAML one can repeat a long text at three
+    # bytes a use, and storing it copies each.
+    text_budget = [MAX_DOCUMENT_BYTES]
+
+    def spend_text(characters: int) -> None:
+        text_budget[0] -= characters
+        if text_budget[0] < 0:
+            message = f"more than {MAX_DOCUMENT_BYTES} characters of text (YAML aliases count each use)"
+            raise InputRejected(NOT_IMPORTED, [Problem("/", message)])
 
     def walk(value, path: list, depth: int):
         budget[0] -= 1
@@ -130,6 +145,10 @@ def _plain(loaded: object) -> object:
             raise InputRejected(
                 NOT_IMPORTED, [Problem("/", f"more than {MAX_VALUES} values (YAML aliases count each use)")]
             )
+        if isinstance(value, str):
+            spend_text(len(value))
+        elif isinstance(value, dict):
+            spend_text(sum(len(str(key)) for key in value))
         if depth > MAX_NESTING:
             raise InputRejected(
                 NOT_IMPORTED, [Problem(pointer(path), f"nested more than {MAX_NESTING} levels deep")]
@@ -142,6 +161,8 @@ def _plain(loaded: object) -> object:
             return value.isoformat()
         if isinstance(value, float) and value != value or value in (float("inf"), float("-inf")):
             raise InputRejected(NOT_IMPORTED, [Problem(pointer(path) or "/", "not a JSON number")])
+        if isinstance(value, str) and (reason := refused_text(value)):
+            raise InputRejected(NOT_IMPORTED, [Problem(pointer(path) or "/", f"the text holds {reason}")])
         if value is None or isinstance(value, str | int | float | bool):
             return value
         raise InputRejected(

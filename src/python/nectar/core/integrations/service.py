@@ -130,6 +130,15 @@ def credentials_of(connection: IntegrationConnection, keys: KeyRing) -> dict:
     return json.loads(keys.decrypt(connection.credentials_ciphertext))
 
 
+def credential_texts(secret: dict, headers: dict) -> list[str]:
+    """What of a connection's credentials an answer must not show when a run records it (a service
+    may repeat them: an introspection call, an error quoting the key): each value but a user name,
+    and the Authorization header's credential as sent (Basic's is base64)."""
+    texts = [value for name, value in secret.items() if name != "username" and isinstance(value, str)]
+    texts.append(str(headers.get("Authorization", "")).rpartition(" ")[2])
+    return [text for text in texts if len(text) >= 4]
+
+
 def authorize(connection: IntegrationConnection, keys: KeyRing, url: str, headers: dict) -> tuple[str, dict]:
     """A REST connection's base URL and auth applied to a step's request."""
     if connection.service_key != "rest":

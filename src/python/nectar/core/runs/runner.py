@@ -15,7 +15,7 @@ from flask import current_app
 from sqlalchemy.orm import Session
 
 from nectar.core.integrations.connectors import prepare_call
-from nectar.core.integrations.service import authorize, connection_named
+from nectar.core.integrations.service import authorize, connection_named, credential_texts, credentials_of
 from nectar.core.org_mail.service import MailLimitReached, WorkflowMail
 from nectar.core.runs.calls import Caller, called_run_result, start_called_run, wake_caller
 from nectar.core.runs.inbox import RunInbox
@@ -34,6 +34,7 @@ from nectar.core.workflows.engine import (
     RunStopped,
     StepFailed,
     execute,
+    mask_forms,
     masked,
 )
 from nectar.shared.database import SET_TENANT_SQL, db, in_one_round_trip, is_database_outage, scope_session
@@ -78,7 +79,7 @@ class LiveEffects:
                 self.session, current_app.config["NECTAR_KEY_RING"], step, request, self._session_lock
             )
             request["method"], request["url"] = call.method, call.url  # recorded with the step
-            return outbound.send(
+            answer = outbound.send(
                 call.method,
                 call.url,
                 policy=self.policy,
@@ -87,14 +88,17 @@ class LiveEffects:
                 body=call.body,
                 timeout=request["timeout_seconds"],
             ).as_dict()
-        url, headers = request["url"], request["headers"]
+            return masked(answer, mask_forms(call.credentials))  # recorded: no credential, echoed or not
+        url, headers, credentials = request["url"], request["headers"], []
         if step.get("connection"):
             with self._session_lock:
                 connection = connection_named(self.session, step["connection"])
             if connection is None:
                 raise ValueError(f"no connection named {step['connection']!r} in this organization")
-            url, headers = authorize(connection, current_app.config["NECTAR_KEY_RING"], url, headers)
-        return outbound.send(
+            keys = current_app.config["NECTAR_KEY_RING"]
+            url, headers = authorize(connection, keys, url, headers)
+            credentials = credential_texts(credentials_of(connection, keys), headers)
+        answer = outbound.send(
             request["method"],
             url,
             policy=self.policy,
@@ -103,6 +107,7 @@ class LiveEffects:
             body=request["body"],
             timeout=request["timeout_seconds"],
         ).as_dict()
+        return masked(answer, mask_forms(credentials))
 
     def email(self, to: str, subject: str, body: str, *, dedupe_key: str | None = None) -> dict:
         """Checks, counts and queues the message. A durable run's step gives a dedupe key: the

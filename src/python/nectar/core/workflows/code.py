@@ -611,8 +611,7 @@ def _handle(racer, request: dict, context_json: str) -> tuple[dict, bytes]:
     try:
         racer.set_hard_memory_limit(int(request.get("memory_mb", MAX_MEMORY_MB)) * 2**20)
         if request["op"] == "check":
-            racer.eval(_wrapped(request["source"], call=False), timeout_sec=left())
-            return {"ok": True, "reusable": True}, b"null"
+            return _check(racer, request["source"], left), b"null"
         racer.eval(f"__nectar_sandbox.give({json.dumps(context_json)})", timeout_sec=left())
         racer.eval(_wrapped(request["source"], call=True), timeout_sec=left())
         # Promises settle between evaluations, so finishing is one more, within what time is left.
@@ -628,6 +627,30 @@ def _handle(racer, request: dict, context_json: str) -> tuple[dict, bytes]:
     if not isinstance(result, str):
         return {"failed": "its result could not be read"}, b"null"
     return {"result": True, "reusable": True}, result.encode(errors="surrogatepass")
+
+
+def _check(racer, source: str, left) -> dict:
+    """The check op's answer, running none of `source`: the wrapped script throws before anything
+    (a syntax error anywhere is still found first, with its place), and the source is then compiled
+    alone as a function body, which a stray `})` cannot close to run the rest at the top level."""
+    from py_mini_racer import JSEvalException, JSParseException
+
+    try:
+        racer.eval("throw 0; " + _wrapped(source, call=False), timeout_sec=left())
+    except JSParseException:
+        raise
+    except JSEvalException:
+        pass  # the throw: the script parses
+    body = json.dumps(source)
+    try:
+        racer.eval(
+            f"new (Object.getPrototypeOf(async function () {{}}).constructor)('ctx', {body}); null",
+            timeout_sec=left(),
+        )
+    except JSEvalException:
+        message = "the code closes the function it is the body of (a stray } or ) ?)"
+        return {"syntax": {"name": "SyntaxError", "message": message}, "reusable": True}
+    return {"ok": True, "reusable": True}
 
 
 def _parse_error(text: str) -> dict:

@@ -115,12 +115,17 @@ class OrganizationValues:
 
     @property
     def masks(self) -> tuple[str, ...]:
-        """The secrets' values to mask (see `masked`), longest first: each as it is, and as a URL
-        carries it (a path parameter or query value is percent-encoded before it is recorded)."""
-        forms = set()
-        for value in filter(None, self.secrets.values()):
-            forms |= {value, quote(value, safe=""), quote(value), quote_plus(value)}
-        return tuple(sorted(forms, key=len, reverse=True))
+        """The secrets' values to mask (see `masked`), longest first (mask_forms)."""
+        return mask_forms(self.secrets.values())
+
+
+def mask_forms(values) -> tuple[str, ...]:
+    """Each of `values` to mask (see `masked`), longest first: as it is, and as a URL carries it (a
+    path parameter or query value is percent-encoded before it is recorded)."""
+    forms = set()
+    for value in filter(None, values):
+        forms |= {value, quote(value, safe=""), quote(value), quote_plus(value)}
+    return tuple(sorted(forms, key=len, reverse=True))
 
 
 def masked(value: Any, secrets: tuple[str, ...]) -> Any:

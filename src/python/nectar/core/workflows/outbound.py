@@ -234,7 +234,7 @@ def _decode(content: bytes, response: requests.Response) -> object:
     if "json" in response.headers.get("Content-Type", ""):
         try:
             return json.loads(content)
-        except ValueError:
+        except (ValueError, RecursionError):  # nested past the parser's depth: the text, as for bad JSON
             pass
     try:
         return content.decode(response.encoding or "utf-8", errors="replace")

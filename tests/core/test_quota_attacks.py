@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import pytest
 
+from nectar.core.runs import queue
 from nectar.core.usage import MonthlyRuns
+from nectar.shared.config import Role
 from nectar.shared.database import db, one_per_database
 from tests.core.conftest import drain_jobs
 from tests.core.test_usage_metering import _endpoint, _next_month, _organization, _used_this_month, _workflow
@@ -80,3 +84,34 @@ def test_a_queued_endpoint_call_past_the_quota_says_the_limit_and_when_it_resets
     refused = app.test_client().post(endpoint["url"], json={})
     assert refused.status_code == 429 and refused.mimetype == "application/problem+json"
     assert refused.json["limit"] == 1_000 and refused.json["resets_at"] == _next_month()
+
+
+def test_test_runs_are_bounded_per_hour_and_the_refusal_says_when_more_can_start(app, database, monkeypatch):
+    # Testing a draft is not usage, so looping test runs would be free work without a bound of its own.
+    monkeypatch.setattr(queue, "MAX_TEST_RUNS_PER_HOUR", 3)
+    browser, token, org = _organization(app)
+    workflow_id = _workflow(browser, token, [{"id": "x", "type": "transform", "expression": "`1`"}])
+    draft = browser.api("GET", f"/api/v1/workflows/{workflow_id}", token=token).json["definition"]
+    tests = f"/api/v1/workflows/{workflow_id}/test-runs"
+
+    answers = [browser.api("POST", tests, token=token, json={"definition": draft}) for _ in range(5)]
+    assert [a.status_code for a in answers] == [202, 202, 202, 429, 429]
+    refused = answers[-1]
+    assert refused.mimetype == "application/problem+json" and refused.json["limit"] == 3
+    resets_at = datetime.fromisoformat(refused.json["resets_at"])
+    assert datetime.now(UTC) < resets_at <= datetime.now(UTC) + timedelta(hours=1, seconds=1)
+    assert 1 <= int(refused.headers["Retry-After"]) <= 3601
+    with database.connect(Role.APP) as conn:
+        conn.execute("SELECT set_config('nectar.org_id', %s, true)", (str(org),))
+        assert conn.execute("SELECT count(*) FROM workflow_runs WHERE trigger = 'test'").fetchone()[0] == 3
+        # Runs that are not tests are not held back by it.
+        assert (
+            browser.api("POST", f"/api/v1/workflows/{workflow_id}/runs", token=token, json={}).status_code
+            == 202
+        )
+        # An hour on, the oldest have left the window and testing goes on.
+        conn.execute(
+            "UPDATE workflow_runs SET queued_at = queued_at - interval '61 minutes' WHERE trigger = 'test'"
+        )
+        conn.commit()
+    assert browser.api("POST", tests, token=token, json={"definition": draft}).status_code == 202

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from flask import current_app
 from sqlalchemy import text
@@ -50,6 +50,29 @@ class QuotaReached(QueueFull):
         self.retry_after = max(1, int(self.resets_at - time.time()))
 
 
+class TooManyTestRuns(QuotaReached):
+    """The organization started MAX_TEST_RUNS_PER_HOUR test runs within the last hour."""
+
+    def __init__(self, oldest_counted: datetime):
+        QueueFull.__init__(
+            self,
+            f"This organization started {MAX_TEST_RUNS_PER_HOUR} test runs within the last hour; "
+            "more can be started as they fall out of that hour.",
+        )
+        self.limit = MAX_TEST_RUNS_PER_HOUR
+        self.resets_at = (oldest_counted + TEST_RUNS_WINDOW).timestamp()
+        self.retry_after = max(1, int(self.resets_at - time.time()))
+
+
+# Testing a draft is not usage, so it has a bound of its own: a key that may write workflows could
+# otherwise loop test runs (and the runs they call, tests too) as free work past any quota.
+MAX_TEST_RUNS_PER_HOUR = 100
+TEST_RUNS_WINDOW = timedelta(hours=1)
+_RECENT_TEST_RUNS = text(
+    "SELECT count(*), min(queued_at) FROM (SELECT queued_at FROM workflow_runs WHERE org_id = :org_id "
+    "AND trigger = 'test' AND queued_at > now() - interval '1 hour' ORDER BY queued_at DESC LIMIT :most) t"
+)
+
 # Both counts in one index-only scan, each only as far as its limit needs.
 _UNFINISHED_RUNS = text(
     "SELECT count(*) FILTER (WHERE status = 'queued'), count(*) FROM (SELECT status FROM workflow_runs "
@@ -76,7 +99,8 @@ def queue_run(
     called by another one names it (`parent_run_id`) and how deeply calls are nested. A test run
     gives the `definition` it runs (a draft); others run their version's. QueueFull when the
     organization has MAX_QUEUED_RUNS waiting to start or MAX_UNFINISHED_RUNS not ended already,
-    QuotaReached when its plan's runs this month are used (nothing is written then)."""
+    QuotaReached when its plan's runs this month are used, TooManyTestRuns for a test run past
+    MAX_TEST_RUNS_PER_HOUR (nothing is written then)."""
     waiting, unfinished = session.execute(
         _UNFINISHED_RUNS, {"org_id": org_id, "most": MAX_UNFINISHED_RUNS}
     ).one()
@@ -90,7 +114,13 @@ def queue_run(
             f"This organization already has {MAX_UNFINISHED_RUNS:,} runs that have not ended (queued, running "
             "or waiting); new ones are refused until some end or are cancelled."
         )
-    if trigger != TEST_TRIGGER:  # testing a draft is not usage
+    if trigger == TEST_TRIGGER:
+        tested, oldest = session.execute(
+            _RECENT_TEST_RUNS, {"org_id": org_id, "most": MAX_TEST_RUNS_PER_HOUR}
+        ).one()
+        if tested >= MAX_TEST_RUNS_PER_HOUR:
+            raise TooManyTestRuns(oldest)
+    else:  # testing a draft is not usage
         # Runs not ended count too: usage counts a run when it ends, and a burst of queued runs
         # would otherwise all start past the quota.
         org = session.get(Organization, org_id)

@@ -61,7 +61,11 @@ def postgres_cpu_seconds(server: EmbeddedServer) -> float:
 
 def _descendants(pid: int) -> list[int]:
     found = []
-    for task in Path(f"/proc/{pid}/task").glob("*"):
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except FileNotFoundError:  # ended meanwhile (a backend whose connection closed)
+        return found
+    for task in tasks:
         try:
             children = [int(child) for child in (task / "children").read_text().split()]
         except FileNotFoundError:

@@ -194,3 +194,38 @@ def test_a_run_started_while_the_workflow_is_being_deleted_is_a_404_not_a_server
         starting.join(30)
     assert answers and answers[0].status_code == 404, answers and answers[0].get_data(as_text=True)
     assert answers[0].json["status"] == 404
+
+
+@pytest.mark.parametrize(
+    "spell",
+    [str.upper, lambda ref: ref.replace("-", ""), lambda ref: "{" + ref + "}"],
+    ids=["upper", "hex", "braces"],
+)
+def test_a_call_or_a_hook_naming_the_id_in_another_spelling_still_refuses_the_deletion(editor, spell):
+    # find_workflow and the webhook read these ids through uuid.UUID(), which takes any of these
+    # spellings: the refusal must see them as the same workflow, or the call and the hook break unseen.
+    browser, _org, token = editor
+    target = _workflow(browser, token, RESPOND, name="Target")
+    call = {
+        "trigger": {"type": "http"},
+        "steps": [{"id": "c", "type": "call_workflow", "workflow": spell(target)}],
+    }
+    _workflow(browser, token, call, name="Caller")
+    hook = browser.api(
+        "POST",
+        "/api/v1/connections",
+        token=token,
+        json={
+            "name": "hook",
+            "service_key": "webhook",
+            "config": {"workflow_id": target.upper()},
+            "credentials": {"secret": "s" * 20},
+        },
+    )
+    assert hook.status_code == 201, hook.json
+
+    refused = browser.api("DELETE", f"/api/v1/workflows/{target}", token=token)
+    assert refused.status_code == 409, refused.get_data(as_text=True)
+    errors = {e["field"]: e["message"] for e in refused.json["errors"]}
+    assert "Caller" in errors["callers"]
+    assert "hook" in errors["connections"]

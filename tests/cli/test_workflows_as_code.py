@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from nectar.shared.config import Role
 
 ECHO = {"trigger": {"type": "http"}, "steps": [{"id": "r", "type": "respond", "status": 200, "body": "pong"}]}
@@ -267,6 +269,31 @@ def test_prune_deletes_workflows_after_what_uses_them_and_a_failure_brings_them_
     assert pruned.status == 0, pruned.err
     for what in ("workflows", "endpoints", "connections", "variables"):
         assert listing(org, what) == [], what
+
+
+@pytest.mark.parametrize("error", ["refused", "ctrl-c"])
+def test_a_scheduled_workflow_whose_deletion_fails_keeps_its_schedule(
+    make_org, nectar, core_url, tmp_path, monkeypatch, error
+):
+    # Pruning a scheduled workflow first saves a version without the schedule; when the DELETE
+    # then fails (a run the schedule started since the check: 409) or is interrupted, that version
+    # is applied too and must be taken back, or the workflow silently stops running.
+    from nectar.cli.client import CliError
+
+    org = make_org()
+    seed_for_pruning(org)
+    repo = emptied(nectar, core_url, org, tmp_path)
+    nightly = workflow_named(org, "nightly")["id"]
+    with monkeypatch.context() as patched:
+        failing_at(
+            patched,
+            f"workflows/{nightly}",
+            CliError("a run of it has not ended") if error == "refused" else KeyboardInterrupt(),
+        )
+        failed = nectar("push", "--prune", str(repo), url=core_url, key=org.key)
+    assert failed.status == (1 if error == "refused" else 130), failed.err
+    assert workflow_named(org, "nightly")["definition"] == NIGHTLY, "still on its schedule"
+    assert {w["name"] for w in listing(org, "workflows")} == {"echo", "caller", "nightly"}
 
 
 def test_ctrl_c_during_a_push_undoes_what_was_applied_and_exits_130_with_one_line(

@@ -413,11 +413,20 @@ def _ordered_steps(api: Api, plan: Plan, current, given: FromEnvironment, journa
     def remove_workflow(workflow_id: str, definition: dict):
         """Deletes a workflow; one on a schedule is first given a version without it (the API
         keeps a scheduled workflow, so that a person deleting one sees it runs on its own)."""
-        if (definition.get("trigger") or {}).get("type") == "schedule":
-            unscheduled = {**definition, "trigger": {"type": "manual"}}
-            note = "nectar push: schedule stopped before deletion"
-            api.post(f"workflows/{workflow_id}/versions", {"definition": unscheduled, "note": note})
-        api.delete(f"workflows/{workflow_id}")
+        if (definition.get("trigger") or {}).get("type") != "schedule":
+            api.delete(f"workflows/{workflow_id}")
+            return
+        unscheduled = {**definition, "trigger": {"type": "manual"}}
+        note = "nectar push: schedule stopped before deletion"
+        saved = api.post(f"workflows/{workflow_id}/versions", {"definition": unscheduled, "note": note})
+        try:
+            api.delete(f"workflows/{workflow_id}")
+        except (CliError, KeyboardInterrupt):
+            # Not deleted (a run the schedule started since the check, say): the version before,
+            # the scheduled one (a version saved is always the current one), is current again,
+            # or the workflow would stay, silently no longer running on its schedule.
+            api.post(f"workflows/{workflow_id}/rollback", {"version": saved["version"] - 1})
+            raise
 
     def delete_workflow(change: Change):
         have = current["workflows"][change.key].raw

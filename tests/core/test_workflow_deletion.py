@@ -170,9 +170,14 @@ def test_an_unknown_id_is_not_found(editor):
     assert browser.post(f"/org/workflows/{uuid.uuid4()}/delete", {"confirm": "yes"}).status_code == 404
 
 
-def test_a_run_started_while_the_workflow_is_being_deleted_is_a_404_not_a_server_error(editor, database):
+@pytest.mark.parametrize(
+    ("path", "body"), [("runs", {}), ("test-runs", {"definition": RESPOND})], ids=["run", "test-run"]
+)
+def test_a_run_started_while_the_workflow_is_being_deleted_is_a_404_not_a_server_error(
+    editor, database, path, body
+):
     """The deletion holds its workflow's versions locked until it commits; a run being queued
-    meanwhile waits on that lock and then finds its version gone."""
+    meanwhile (a run or a draft's test run) waits on that lock and then finds its version gone."""
     browser, org, token = editor
     workflow_id = _workflow(browser, token, RESPOND, name="Going")
     answers = []
@@ -182,7 +187,7 @@ def test_a_run_started_while_the_workflow_is_being_deleted_is_a_404_not_a_server
         deleting.execute("DELETE FROM workflows WHERE id = %s", (workflow_id,))
         starting = threading.Thread(
             target=lambda: answers.append(
-                browser.api("POST", f"/api/v1/workflows/{workflow_id}/runs", token=token, json={})
+                browser.api("POST", f"/api/v1/workflows/{workflow_id}/{path}", token=token, json=body)
             )
         )
         starting.start()

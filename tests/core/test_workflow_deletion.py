@@ -234,3 +234,37 @@ def test_a_call_or_a_hook_naming_the_id_in_another_spelling_still_refuses_the_de
     errors = {e["field"]: e["message"] for e in refused.json["errors"]}
     assert "Caller" in errors["callers"]
     assert "hook" in errors["connections"]
+
+
+def test_an_endpoint_call_meeting_its_workflow_being_deleted_is_not_a_server_error(editor, database):
+    # A call routed just before its endpoint and workflow are deleted (prune deletes one right after
+    # the other; another process hears of it a moment later) queues its run on a version the
+    # deletion holds locked, then finds it gone. With an Idempotency-Key the run is recorded in the
+    # call's own transaction (without one, the answer is given and the record written after it).
+    browser, org, token = editor
+    workflow_id = _workflow(browser, token, RESPOND, name="Going")
+    endpoint = browser.api(
+        "POST",
+        "/api/v1/endpoints",
+        token=token,
+        json={"method": "POST", "path": "/going", "workflow_id": workflow_id, "auth": "public"},
+    ).json
+    assert browser.client.post(endpoint["url"], json={}).status_code == 200  # its route is cached
+    answers = []
+    with database.connect(Role.APP) as deleting:
+        deleting.execute("SELECT set_config('nectar.org_id', %s, true)", (str(org),))
+        deleting.execute("SELECT id FROM workflow_versions WHERE workflow_id = %s FOR UPDATE", (workflow_id,))
+        deleting.execute("DELETE FROM workflows WHERE id = %s", (workflow_id,))
+        calling = threading.Thread(
+            target=lambda: answers.append(
+                browser.client.post(endpoint["url"], json={}, headers={"Idempotency-Key": "k-1"})
+            )
+        )
+        calling.start()
+        deadline = time.monotonic() + 30
+        while not deleting.execute("SELECT count(*) FROM pg_locks WHERE NOT granted").fetchone()[0]:
+            assert time.monotonic() < deadline, "the call's insert never waited on the deletion"
+            time.sleep(0.05)
+        deleting.commit()
+        calling.join(30)
+    assert answers and answers[0].status_code == 404, answers and answers[0].get_data(as_text=True)

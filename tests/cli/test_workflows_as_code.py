@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from nectar.shared.config import Role
 
 ECHO = {"trigger": {"type": "http"}, "steps": [{"id": "r", "type": "respond", "status": 200, "body": "pong"}]}
@@ -267,6 +269,69 @@ def test_prune_deletes_workflows_after_what_uses_them_and_a_failure_brings_them_
     assert pruned.status == 0, pruned.err
     for what in ("workflows", "endpoints", "connections", "variables"):
         assert listing(org, what) == [], what
+
+
+def test_undoing_a_prune_puts_a_pinned_endpoint_back_on_the_version_it_ran(
+    make_org, nectar, core_url, tmp_path, monkeypatch
+):
+    # A pruned workflow comes back with a new id; recreated with only its current definition, an
+    # endpoint pinned to its version 2 came back pinned to a version that no longer ran what it did.
+    from nectar.cli.client import CliError
+
+    org = make_org()
+    seed_for_pruning(org)
+    api, echo = org.browser.api, workflow_named(org, "echo")["id"]
+    second = {**ECHO, "steps": [{**ECHO["steps"][0], "body": "pong 2"}]}
+    third = {**ECHO, "steps": [{**ECHO["steps"][0], "body": "pong 3"}]}
+    for definition in (second, third):
+        saved = api(
+            "POST", f"/api/v1/workflows/{echo}/versions", token=org.key, json={"definition": definition}
+        )
+        assert saved.status_code == 201, saved.json
+    (endpoint,) = listing(org, "endpoints")
+    pinned = {k: endpoint[k] for k in ("method", "path", "workflow_id", "auth")} | {"pinned_version": 2}
+    put = api("PUT", f"/api/v1/endpoints/{endpoint['id']}", token=org.key, json=pinned)
+    assert put.status_code == 200, put.json
+    (hook,) = [c for c in listing(org, "connections") if c["name"] == "hook"]  # echo goes before OLD
+    assert api("DELETE", f"/api/v1/connections/{hook['id']}", token=org.key).status_code == 204
+    repo = emptied(nectar, core_url, org, tmp_path)
+    with monkeypatch.context() as patched:
+        failing_at(patched, "variables/OLD", CliError("refused on purpose"))
+        failed = nectar("push", "--prune", str(repo), url=core_url, key=org.key)
+    assert failed.status == 1 and "NOT undone" not in failed.err, failed.err
+    assert "undone: - workflow 'echo'" in failed.err
+
+    back = workflow_named(org, "echo")
+    assert back["definition"] == third
+    (endpoint,) = listing(org, "endpoints")
+    assert endpoint["workflow_id"] == back["id"] and endpoint["pinned_version"] == 2
+    versions = api("GET", f"/api/v1/workflows/{back['id']}/versions", token=org.key).json["items"]
+    assert {v["version"]: v["definition"] for v in versions}[2] == second
+
+
+@pytest.mark.parametrize("error", ["refused", "ctrl-c"])
+def test_a_scheduled_workflow_whose_deletion_fails_keeps_its_schedule(
+    make_org, nectar, core_url, tmp_path, monkeypatch, error
+):
+    # Pruning a scheduled workflow first saves a version without the schedule; when the DELETE
+    # then fails (a run the schedule started since the check: 409) or is interrupted, that version
+    # is applied too and must be taken back, or the workflow silently stops running.
+    from nectar.cli.client import CliError
+
+    org = make_org()
+    seed_for_pruning(org)
+    repo = emptied(nectar, core_url, org, tmp_path)
+    nightly = workflow_named(org, "nightly")["id"]
+    with monkeypatch.context() as patched:
+        failing_at(
+            patched,
+            f"workflows/{nightly}",
+            CliError("a run of it has not ended") if error == "refused" else KeyboardInterrupt(),
+        )
+        failed = nectar("push", "--prune", str(repo), url=core_url, key=org.key)
+    assert failed.status == (1 if error == "refused" else 130), failed.err
+    assert workflow_named(org, "nightly")["definition"] == NIGHTLY, "still on its schedule"
+    assert {w["name"] for w in listing(org, "workflows")} == {"echo", "caller", "nightly"}
 
 
 def test_ctrl_c_during_a_push_undoes_what_was_applied_and_exits_130_with_one_line(

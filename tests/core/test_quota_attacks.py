@@ -115,3 +115,27 @@ def test_test_runs_are_bounded_per_hour_and_the_refusal_says_when_more_can_start
         )
         conn.commit()
     assert browser.api("POST", tests, token=token, json={"definition": draft}).status_code == 202
+
+
+def test_deleting_a_tested_workflow_does_not_give_its_test_runs_back(app, monkeypatch):
+    # A deleted workflow's test runs go with it: counted only from the runs table, the bound was
+    # handed back by each deletion (create, test to the limit, delete, again), free work without end.
+    monkeypatch.setattr(queue, "MAX_TEST_RUNS_PER_HOUR", 3)
+    browser, token, _org = _organization(app)
+    steps = [{"id": "x", "type": "transform", "expression": "`1`"}]
+    first = _workflow(browser, token, steps)
+    draft = browser.api("GET", f"/api/v1/workflows/{first}", token=token).json["definition"]
+    for _ in range(3):
+        tested = browser.api(
+            "POST", f"/api/v1/workflows/{first}/test-runs", token=token, json={"definition": draft}
+        )
+        assert tested.status_code == 202, tested.json
+    drain_jobs(app)
+    assert browser.api("DELETE", f"/api/v1/workflows/{first}", token=token).status_code == 204
+
+    second = _workflow(browser, token, steps)
+    refused = browser.api(
+        "POST", f"/api/v1/workflows/{second}/test-runs", token=token, json={"definition": draft}
+    )
+    assert refused.status_code == 429, refused.json
+    assert refused.json["limit"] == 3 and int(refused.headers["Retry-After"]) <= 3601

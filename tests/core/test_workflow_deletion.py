@@ -170,9 +170,14 @@ def test_an_unknown_id_is_not_found(editor):
     assert browser.post(f"/org/workflows/{uuid.uuid4()}/delete", {"confirm": "yes"}).status_code == 404
 
 
-def test_a_run_started_while_the_workflow_is_being_deleted_is_a_404_not_a_server_error(editor, database):
+@pytest.mark.parametrize(
+    ("path", "body"), [("runs", {}), ("test-runs", {"definition": RESPOND})], ids=["run", "test-run"]
+)
+def test_a_run_started_while_the_workflow_is_being_deleted_is_a_404_not_a_server_error(
+    editor, database, path, body
+):
     """The deletion holds its workflow's versions locked until it commits; a run being queued
-    meanwhile waits on that lock and then finds its version gone."""
+    meanwhile (a run or a draft's test run) waits on that lock and then finds its version gone."""
     browser, org, token = editor
     workflow_id = _workflow(browser, token, RESPOND, name="Going")
     answers = []
@@ -182,7 +187,7 @@ def test_a_run_started_while_the_workflow_is_being_deleted_is_a_404_not_a_server
         deleting.execute("DELETE FROM workflows WHERE id = %s", (workflow_id,))
         starting = threading.Thread(
             target=lambda: answers.append(
-                browser.api("POST", f"/api/v1/workflows/{workflow_id}/runs", token=token, json={})
+                browser.api("POST", f"/api/v1/workflows/{workflow_id}/{path}", token=token, json=body)
             )
         )
         starting.start()
@@ -194,3 +199,72 @@ def test_a_run_started_while_the_workflow_is_being_deleted_is_a_404_not_a_server
         starting.join(30)
     assert answers and answers[0].status_code == 404, answers and answers[0].get_data(as_text=True)
     assert answers[0].json["status"] == 404
+
+
+@pytest.mark.parametrize(
+    "spell",
+    [str.upper, lambda ref: ref.replace("-", ""), lambda ref: "{" + ref + "}"],
+    ids=["upper", "hex", "braces"],
+)
+def test_a_call_or_a_hook_naming_the_id_in_another_spelling_still_refuses_the_deletion(editor, spell):
+    # find_workflow and the webhook read these ids through uuid.UUID(), which takes any of these
+    # spellings: the refusal must see them as the same workflow, or the call and the hook break unseen.
+    browser, _org, token = editor
+    target = _workflow(browser, token, RESPOND, name="Target")
+    call = {
+        "trigger": {"type": "http"},
+        "steps": [{"id": "c", "type": "call_workflow", "workflow": spell(target)}],
+    }
+    _workflow(browser, token, call, name="Caller")
+    hook = browser.api(
+        "POST",
+        "/api/v1/connections",
+        token=token,
+        json={
+            "name": "hook",
+            "service_key": "webhook",
+            "config": {"workflow_id": target.upper()},
+            "credentials": {"secret": "s" * 20},
+        },
+    )
+    assert hook.status_code == 201, hook.json
+
+    refused = browser.api("DELETE", f"/api/v1/workflows/{target}", token=token)
+    assert refused.status_code == 409, refused.get_data(as_text=True)
+    errors = {e["field"]: e["message"] for e in refused.json["errors"]}
+    assert "Caller" in errors["callers"]
+    assert "hook" in errors["connections"]
+
+
+def test_an_endpoint_call_meeting_its_workflow_being_deleted_is_not_a_server_error(editor, database):
+    # A call routed just before its endpoint and workflow are deleted (prune deletes one right after
+    # the other; another process hears of it a moment later) queues its run on a version the
+    # deletion holds locked, then finds it gone. With an Idempotency-Key the run is recorded in the
+    # call's own transaction (without one, the answer is given and the record written after it).
+    browser, org, token = editor
+    workflow_id = _workflow(browser, token, RESPOND, name="Going")
+    endpoint = browser.api(
+        "POST",
+        "/api/v1/endpoints",
+        token=token,
+        json={"method": "POST", "path": "/going", "workflow_id": workflow_id, "auth": "public"},
+    ).json
+    assert browser.client.post(endpoint["url"], json={}).status_code == 200  # its route is cached
+    answers = []
+    with database.connect(Role.APP) as deleting:
+        deleting.execute("SELECT set_config('nectar.org_id', %s, true)", (str(org),))
+        deleting.execute("SELECT id FROM workflow_versions WHERE workflow_id = %s FOR UPDATE", (workflow_id,))
+        deleting.execute("DELETE FROM workflows WHERE id = %s", (workflow_id,))
+        calling = threading.Thread(
+            target=lambda: answers.append(
+                browser.client.post(endpoint["url"], json={}, headers={"Idempotency-Key": "k-1"})
+            )
+        )
+        calling.start()
+        deadline = time.monotonic() + 30
+        while not deleting.execute("SELECT count(*) FROM pg_locks WHERE NOT granted").fetchone()[0]:
+            assert time.monotonic() < deadline, "the call's insert never waited on the deletion"
+            time.sleep(0.05)
+        deleting.commit()
+        calling.join(30)
+    assert answers and answers[0].status_code == 404, answers and answers[0].get_data(as_text=True)

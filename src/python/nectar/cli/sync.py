@@ -413,22 +413,49 @@ def _ordered_steps(api: Api, plan: Plan, current, given: FromEnvironment, journa
     def remove_workflow(workflow_id: str, definition: dict):
         """Deletes a workflow; one on a schedule is first given a version without it (the API
         keeps a scheduled workflow, so that a person deleting one sees it runs on its own)."""
-        if (definition.get("trigger") or {}).get("type") == "schedule":
-            unscheduled = {**definition, "trigger": {"type": "manual"}}
-            note = "nectar push: schedule stopped before deletion"
-            api.post(f"workflows/{workflow_id}/versions", {"definition": unscheduled, "note": note})
-        api.delete(f"workflows/{workflow_id}")
+        if (definition.get("trigger") or {}).get("type") != "schedule":
+            api.delete(f"workflows/{workflow_id}")
+            return
+        unscheduled = {**definition, "trigger": {"type": "manual"}}
+        note = "nectar push: schedule stopped before deletion"
+        saved = api.post(f"workflows/{workflow_id}/versions", {"definition": unscheduled, "note": note})
+        try:
+            api.delete(f"workflows/{workflow_id}")
+        except (CliError, KeyboardInterrupt):
+            # Not deleted (a run the schedule started since the check, say): the version before,
+            # the scheduled one (a version saved is always the current one), is current again,
+            # or the workflow would stay, silently no longer running on its schedule.
+            api.post(f"workflows/{workflow_id}/rollback", {"version": saved["version"] - 1})
+            raise
 
     def delete_workflow(change: Change):
         have = current["workflows"][change.key].raw
+        # An endpoint pruned with it that is pinned to one of its versions comes back pinned to the
+        # same number: the versions up to the highest pin are put back first, so that number runs
+        # what it ran (not the current definition, nor a version that does not exist).
+        pins = [
+            e.raw["pinned_version"]
+            for e in current["endpoints"].values()
+            if e.raw["workflow_id"] == have["id"] and e.raw.get("pinned_version")
+        ]
+        earlier = []
+        if pins:
+            listed = api.get(f"workflows/{have['id']}/versions")["items"]
+            earlier = sorted((v for v in listed if v["version"] <= max(pins)), key=lambda v: v["version"])
         remove_workflow(have["id"], change.before["definition"])
         del workflow_ids[change.key]
 
         def recreate():
-            body = {"name": change.key, "definition": change.before["definition"]}
+            definitions = [v["definition"] for v in earlier] + [change.before["definition"]]
+            body = {"name": change.key, "definition": definitions[0]}
             if change.before.get("description"):
                 body["description"] = change.before["description"]
-            workflow_ids[change.key] = api.post("workflows", body)["id"]
+            made = api.post("workflows", body)["id"]
+            workflow_ids[change.key] = made
+            for definition in definitions[1:]:
+                api.post(
+                    f"workflows/{made}/versions", {"definition": definition, "note": "nectar push: undo"}
+                )
 
         journal.applied(change.title, recreate)
 

@@ -294,7 +294,13 @@ def test_draft(workflow_id: uuid.UUID):
     run_input = body.get("input", {})
     if not isinstance(run_input, dict):
         raise InputRejected("input must be a JSON object.", path="/input")
-    run_id = workflows.test_draft(db.session, _ctx(), workflow, body.get("definition"), run_input)
+    try:
+        with db.session.begin_nested():
+            run_id = workflows.test_draft(db.session, _ctx(), workflow, body.get("definition"), run_input)
+    except IntegrityError:  # the workflow was deleted while the run waited on its version's lock
+        if db.session.scalar(select(Workflow.id).where(Workflow.id == workflow_id)) is None:
+            raise LookupError("no such workflow") from None
+        raise
     db.session.commit()
     return jsonify(run_json(run_queries.get_run(db.session, run_id), detail=True)), 202
 

@@ -19,7 +19,7 @@ from nectar.core.integrations.connectors import operation_problems
 from nectar.core.runs.calls import find_workflow
 from nectar.core.runs.jobs import sync_schedule
 from nectar.core.runs.queries import version_of  # noqa: F401 - workflows.version_of for the pages and API
-from nectar.core.runs.queue import queue_run
+from nectar.core.runs.queue import keep_test_runs_counted, queue_run
 from nectar.core.runs.records import FINAL_STATUSES, TEST_TRIGGER
 from nectar.core.variables.service import reference_problems
 from nectar.core.workflows import code
@@ -226,7 +226,8 @@ def delete_workflow(session: Session, ctx: OrgContext, workflow: Workflow) -> No
     alert rules that watch it or start it on errors, other workflows whose current version calls
     it, and its runs not yet ended. Editors only.
     Finished runs' history goes with it (the foreign keys cascade through its versions to its runs,
-    their checkpoints, events and approvals); what they used stays counted (usage_daily)."""
+    their checkpoints, events and approvals); what they used stays counted (usage_daily), its
+    test runs of the last hour towards the bound on test runs (queue.keep_test_runs_counted)."""
     require_editor(ctx)
     # A run being queued holds a key-share lock on its version until it commits: locking the
     # versions first means such a run is counted below (as not ended), or waits and then finds its
@@ -246,6 +247,7 @@ def delete_workflow(session: Session, ctx: OrgContext, workflow: Workflow) -> No
     schedule = session.get(WorkflowSchedule, workflow.id)
     if schedule is not None:
         session.delete(schedule)
+    keep_test_runs_counted(session, ctx.org_id, workflow.id)
     session.delete(workflow)
     session.flush()
 
@@ -264,12 +266,14 @@ def still_used_by(session: Session, workflow: Workflow) -> list[Problem]:
         select(Endpoint.method, Endpoint.path).where(Endpoint.workflow_id == workflow.id)
     ).all()
     uses("endpoints", "endpoints bound to it", (f"{method} {path}" for method, path in endpoints))
-    connections = session.scalars(
-        select(IntegrationConnection.name).where(
-            IntegrationConnection.config["workflow_id"].astext == str(workflow.id)
+    # The hook reads its workflow_id through uuid.UUID(), which takes other spellings of the id
+    # (upper case, for one) than the one stored here: compared as UUIDs, not as text.
+    hooks = session.execute(
+        select(IntegrationConnection.name, IntegrationConnection.config["workflow_id"].astext).where(
+            IntegrationConnection.config.has_key("workflow_id")
         )
     ).all()
-    uses("connections", "connections that start it", connections)
+    uses("connections", "connections that start it", (n for n, ref in hooks if _names_id(ref, workflow)))
     current = version_of(session, workflow.id, workflow.current_version)
     trigger = (current.definition or {}).get("trigger") or {} if current else {}
     if trigger.get("type") == "schedule":
@@ -296,7 +300,8 @@ def still_used_by(session: Session, workflow: Workflow) -> list[Problem]:
 
 def _callers(session: Session, workflow: Workflow, refs: set[str] | None = None) -> list[str]:
     """Names of the other workflows whose current version has a call_workflow step naming
-    `workflow` by one of `refs` (default: its id or its name, as find_workflow resolves them)."""
+    `workflow` by one of `refs` (default: its name or its id in any spelling, as find_workflow
+    resolves them)."""
     current_versions = session.execute(
         select(Workflow.name, WorkflowVersion.definition)
         .join(
@@ -306,12 +311,26 @@ def _callers(session: Session, workflow: Workflow, refs: set[str] | None = None)
         )
         .where(Workflow.id != workflow.id)
     ).all()
-    refs = refs or {str(workflow.id), workflow.name}
+
+    def names_it(ref) -> bool:
+        if refs is not None:
+            return ref in refs
+        return ref == workflow.name or _names_id(ref, workflow)
+
     return [
         name
         for name, definition in current_versions
-        if any(step.get("workflow") in refs for _, step in calls_in(definition))
+        if any(names_it(step.get("workflow")) for _, step in calls_in(definition))
     ]
+
+
+def _names_id(ref: object, workflow: Workflow) -> bool:
+    """Whether `ref` is `workflow`'s id in any spelling uuid.UUID() reads (upper case, no hyphens,
+    braces, a urn:uuid: prefix)."""
+    try:
+        return isinstance(ref, str) and uuid.UUID(ref) == workflow.id
+    except ValueError:
+        return False
 
 
 def get_workflow(session: Session, workflow_id: uuid.UUID) -> Workflow:

@@ -554,28 +554,32 @@ def _run_once(org_id, workflow_id, version_id, definition, trigger, key, window:
     ):
         db.session.rollback()
         return _replay(earlier, queued), False
-    if queued:
-        try:
-            run_id = queue_run(db.session, org_id, workflow_id, version_id, "http", trigger, key=key)
-        except QuotaReached as used_up:  # as the quota check before it answers
-            db.session.rollback()
-            return limit_reached(str(used_up), used_up.limit, used_up.resets_at), False
-        except QueueFull as full:
-            db.session.rollback()
-            return problem_later(429, str(full), full.retry_after), False
-        hit(db.session, rate_key(org_id), _CALL_WINDOW, now=window)
-    else:
-        request_ = RunRequest(workflow_id, version_id, "http", trigger, idempotency_key=key)
-        bucket = rate_key(org_id), window
-        run_id, outcome = run_version(
-            db.session, org_id, request_, definition, rate_bucket=bucket, deadline=deadline
-        )
     try:
+        if queued:
+            try:
+                run_id = queue_run(db.session, org_id, workflow_id, version_id, "http", trigger, key=key)
+            except QuotaReached as used_up:  # as the quota check before it answers
+                db.session.rollback()
+                return limit_reached(str(used_up), used_up.limit, used_up.resets_at), False
+            except QueueFull as full:
+                db.session.rollback()
+                return problem_later(429, str(full), full.retry_after), False
+            hit(db.session, rate_key(org_id), _CALL_WINDOW, now=window)
+        else:
+            request_ = RunRequest(workflow_id, version_id, "http", trigger, idempotency_key=key)
+            bucket = rate_key(org_id), window
+            run_id, outcome = run_version(
+                db.session, org_id, request_, definition, rate_bucket=bucket, deadline=deadline
+            )
         db.session.commit()
     except IntegrityError:
-        # The same key arrived twice at once and the other delivery recorded first: answer as it did.
         db.session.rollback()
         scope_session(db.session, org_id=org_id)
+        if db.session.get(Workflow, workflow_id) is None:
+            # Routed just before its workflow was deleted: the run waited on the deletion's lock of
+            # the versions, then met their foreign key gone.
+            return problem(404, "This endpoint's workflow does not exist any more."), False
+        # The same key arrived twice at once and the other delivery recorded first: answer as it did.
         return (
             _replay(
                 run_to_replay(db.session, workflow_id, key, trigger, REPEATED_REQUEST, trigger="http"), queued

@@ -26,6 +26,7 @@ from nectar.core.runs.records import TEST_TRIGGER
 from nectar.core.usage import QuotaUsedUp, quota_used_up
 from nectar.core.workflows.expressions import json_safe
 from nectar.schema.models import Organization, WorkflowRun
+from nectar.shared import throttle
 from nectar.shared.jobs import job_statement
 
 MAX_QUEUED_RUNS = 10_000
@@ -73,6 +74,34 @@ _RECENT_TEST_RUNS = text(
     "AND trigger = 'test' AND queued_at > now() - interval '1 hour' ORDER BY queued_at DESC LIMIT :most) t"
 )
 
+# A deleted workflow's test runs go with it (their rows cascade), yet still count: deleting would
+# otherwise hand the bound back (create, test to the limit, delete, again). What they counted is kept
+# per hour in rate_limit_buckets (shared/throttle.py); this and the previous hour are read, so each
+# counts for at least the hour it would have as a row.
+_DELETED_TESTS = throttle.Limit(events=MAX_TEST_RUNS_PER_HOUR, window_seconds=3600)
+_RECENT_DELETED_TESTS = text(
+    "SELECT coalesce(sum(count), 0) FROM rate_limit_buckets WHERE key = :key AND window_start >= :since"
+)
+
+
+def _deleted_tests_key(org_id: uuid.UUID) -> str:
+    return f"core.deleted-test-runs:{org_id}"
+
+
+def keep_test_runs_counted(session, org_id: uuid.UUID, workflow_id: uuid.UUID) -> None:
+    """Before `workflow_id` is deleted: its test runs of the last hour stay counted towards
+    MAX_TEST_RUNS_PER_HOUR after their rows are gone."""
+    tested = session.scalar(
+        text(
+            "SELECT count(*) FROM workflow_runs WHERE org_id = :org_id AND workflow_id = :workflow_id "
+            "AND trigger = 'test' AND queued_at > now() - interval '1 hour'"
+        ),
+        {"org_id": org_id, "workflow_id": workflow_id},
+    )
+    if tested:
+        throttle.hit(session, _deleted_tests_key(org_id), _DELETED_TESTS, events=tested)
+
+
 # Both counts in one index-only scan, each only as far as its limit needs.
 _UNFINISHED_RUNS = text(
     "SELECT count(*) FILTER (WHERE status = 'queued'), count(*) FROM (SELECT status FROM workflow_runs "
@@ -118,8 +147,15 @@ def queue_run(
         tested, oldest = session.execute(
             _RECENT_TEST_RUNS, {"org_id": org_id, "most": MAX_TEST_RUNS_PER_HOUR}
         ).one()
-        if tested >= MAX_TEST_RUNS_PER_HOUR:
-            raise TooManyTestRuns(oldest)
+        deleted = session.scalar(
+            _RECENT_DELETED_TESTS,
+            {
+                "key": _deleted_tests_key(org_id),
+                "since": _DELETED_TESTS.window_start(time.time()) - _DELETED_TESTS.window_seconds,
+            },
+        )
+        if tested + deleted >= MAX_TEST_RUNS_PER_HOUR:
+            raise TooManyTestRuns(oldest or datetime.now(UTC))
     else:  # testing a draft is not usage
         # Runs not ended count too: usage counts a run when it ends, and a burst of queued runs
         # would otherwise all start past the quota.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -104,17 +106,38 @@ def test_test_runs_are_bounded_per_hour_and_the_refusal_says_when_more_can_start
     with database.connect(Role.APP) as conn:
         conn.execute("SELECT set_config('nectar.org_id', %s, true)", (str(org),))
         assert conn.execute("SELECT count(*) FROM workflow_runs WHERE trigger = 'test'").fetchone()[0] == 3
-        # Runs that are not tests are not held back by it.
-        assert (
-            browser.api("POST", f"/api/v1/workflows/{workflow_id}/runs", token=token, json={}).status_code
-            == 202
-        )
-        # An hour on, the oldest have left the window and testing goes on.
+    # Runs that are not tests are not held back by it.
+    assert (
+        browser.api("POST", f"/api/v1/workflows/{workflow_id}/runs", token=token, json={}).status_code == 202
+    )
+    # The next hour, testing goes on.
+    with database.connect(Role.ADMIN, autocommit=True) as conn:
         conn.execute(
-            "UPDATE workflow_runs SET queued_at = queued_at - interval '61 minutes' WHERE trigger = 'test'"
+            "UPDATE rate_limit_buckets SET window_start = window_start - 3600 WHERE key = %s",
+            (f"core.test-runs:{org}",),
         )
-        conn.commit()
     assert browser.api("POST", tests, token=token, json={"definition": draft}).status_code == 202
+
+
+def test_the_bound_on_test_runs_holds_under_concurrent_requests(app, monkeypatch):
+    monkeypatch.setattr(queue, "MAX_TEST_RUNS_PER_HOUR", 3)
+    browser, token, _org = _organization(app)
+    workflow_id = _workflow(browser, token, [{"id": "x", "type": "transform", "expression": "`1`"}])
+    draft = browser.api("GET", f"/api/v1/workflows/{workflow_id}", token=token).json["definition"]
+    start = threading.Barrier(12)
+
+    def test_run() -> int:
+        client = app.test_client()
+        start.wait(10)
+        return client.post(
+            f"/api/v1/workflows/{workflow_id}/test-runs",
+            headers={"Authorization": f"Bearer {token}"},
+            json={"definition": draft},
+        ).status_code
+
+    with ThreadPoolExecutor(12) as pool:
+        statuses = list(pool.map(lambda _: test_run(), range(12)))
+    assert sorted(statuses) == [202] * 3 + [429] * 9, statuses
 
 
 def test_deleting_a_tested_workflow_does_not_give_its_test_runs_back(app, monkeypatch):

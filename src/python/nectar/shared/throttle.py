@@ -31,16 +31,16 @@ class Limit:
         return max(1, int(self.window_start(now) + self.window_seconds - now))
 
 
-def hit(session: Session, key: str, limit: Limit, now: float | None = None, *, events: int = 1) -> int:
-    """Counts one event (or `events`) for `key` in the current window and returns the window's count."""
+def hit(session: Session, key: str, limit: Limit, now: float | None = None) -> int:
+    """Counts one event for `key` in the current window and returns the window's count."""
     now = time.time() if now is None else now
     return session.execute(
         text(
-            "INSERT INTO rate_limit_buckets (key, window_start, count) VALUES (:key, :start, :events) "
-            "ON CONFLICT (key, window_start) DO UPDATE SET count = rate_limit_buckets.count + :events "
+            "INSERT INTO rate_limit_buckets (key, window_start, count) VALUES (:key, :start, 1) "
+            "ON CONFLICT (key, window_start) DO UPDATE SET count = rate_limit_buckets.count + 1 "
             "RETURNING count"
         ),
-        {"key": key, "start": limit.window_start(now), "events": events},
+        {"key": key, "start": limit.window_start(now)},
     ).scalar_one()
 
 

@@ -19,7 +19,7 @@ from nectar.core.integrations.connectors import operation_problems
 from nectar.core.runs.calls import find_workflow
 from nectar.core.runs.jobs import sync_schedule
 from nectar.core.runs.queries import version_of  # noqa: F401 - workflows.version_of for the pages and API
-from nectar.core.runs.queue import keep_test_runs_counted, queue_run
+from nectar.core.runs.queue import queue_run
 from nectar.core.runs.records import FINAL_STATUSES, TEST_TRIGGER
 from nectar.core.variables.service import reference_problems
 from nectar.core.workflows import code
@@ -226,8 +226,8 @@ def delete_workflow(session: Session, ctx: OrgContext, workflow: Workflow) -> No
     alert rules that watch it or start it on errors, other workflows whose current version calls
     it, and its runs not yet ended. Editors only.
     Finished runs' history goes with it (the foreign keys cascade through its versions to its runs,
-    their checkpoints, events and approvals); what they used stays counted (usage_daily), its
-    test runs of the last hour towards the bound on test runs (queue.keep_test_runs_counted)."""
+    their checkpoints, events and approvals); what they used stays counted (usage_daily), and so
+    do its test runs towards their bound (queue.MAX_TEST_RUNS_PER_HOUR)."""
     require_editor(ctx)
     # A run being queued holds a key-share lock on its version until it commits: locking the
     # versions first means such a run is counted below (as not ended), or waits and then finds its
@@ -247,7 +247,6 @@ def delete_workflow(session: Session, ctx: OrgContext, workflow: Workflow) -> No
     schedule = session.get(WorkflowSchedule, workflow.id)
     if schedule is not None:
         session.delete(schedule)
-    keep_test_runs_counted(session, ctx.org_id, workflow.id)
     session.delete(workflow)
     session.flush()
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 from flask import current_app
 from sqlalchemy import text
@@ -52,54 +52,30 @@ class QuotaReached(QueueFull):
 
 
 class TooManyTestRuns(QuotaReached):
-    """The organization started MAX_TEST_RUNS_PER_HOUR test runs within the last hour."""
+    """The organization started MAX_TEST_RUNS_PER_HOUR test runs this hour."""
 
-    def __init__(self, oldest_counted: datetime):
+    def __init__(self, resets_at: float):
         QueueFull.__init__(
             self,
-            f"This organization started {MAX_TEST_RUNS_PER_HOUR} test runs within the last hour; "
-            "more can be started as they fall out of that hour.",
+            f"This organization started {MAX_TEST_RUNS_PER_HOUR} test runs this hour; "
+            "more can be started when the next one begins.",
         )
-        self.limit = MAX_TEST_RUNS_PER_HOUR
-        self.resets_at = (oldest_counted + TEST_RUNS_WINDOW).timestamp()
-        self.retry_after = max(1, int(self.resets_at - time.time()))
+        self.limit, self.resets_at = MAX_TEST_RUNS_PER_HOUR, resets_at
+        self.retry_after = max(1, int(resets_at - time.time()))
 
 
 # Testing a draft is not usage, so it has a bound of its own: a key that may write workflows could
-# otherwise loop test runs (and the runs they call, tests too) as free work past any quota.
+# otherwise loop test runs (and the runs they call, tests too) as free work past any quota. Counted
+# in rate_limit_buckets within the run's transaction (shared/throttle.py): the count holds under
+# concurrent requests, a run not queued after all is not counted, and deleting a workflow with its
+# runs gives nothing back.
 MAX_TEST_RUNS_PER_HOUR = 100
-TEST_RUNS_WINDOW = timedelta(hours=1)
-_RECENT_TEST_RUNS = text(
-    "SELECT count(*), min(queued_at) FROM (SELECT queued_at FROM workflow_runs WHERE org_id = :org_id "
-    "AND trigger = 'test' AND queued_at > now() - interval '1 hour' ORDER BY queued_at DESC LIMIT :most) t"
-)
-
-# A deleted workflow's test runs go with it (their rows cascade), yet still count: deleting would
-# otherwise hand the bound back (create, test to the limit, delete, again). What they counted is kept
-# per hour in rate_limit_buckets (shared/throttle.py); this and the previous hour are read, so each
-# counts for at least the hour it would have as a row.
-_DELETED_TESTS = throttle.Limit(events=MAX_TEST_RUNS_PER_HOUR, window_seconds=3600)
-_RECENT_DELETED_TESTS = text(
-    "SELECT coalesce(sum(count), 0) FROM rate_limit_buckets WHERE key = :key AND window_start >= :since"
-)
 
 
-def _deleted_tests_key(org_id: uuid.UUID) -> str:
-    return f"core.deleted-test-runs:{org_id}"
-
-
-def keep_test_runs_counted(session, org_id: uuid.UUID, workflow_id: uuid.UUID) -> None:
-    """Before `workflow_id` is deleted: its test runs of the last hour stay counted towards
-    MAX_TEST_RUNS_PER_HOUR after their rows are gone."""
-    tested = session.scalar(
-        text(
-            "SELECT count(*) FROM workflow_runs WHERE org_id = :org_id AND workflow_id = :workflow_id "
-            "AND trigger = 'test' AND queued_at > now() - interval '1 hour'"
-        ),
-        {"org_id": org_id, "workflow_id": workflow_id},
-    )
-    if tested:
-        throttle.hit(session, _deleted_tests_key(org_id), _DELETED_TESTS, events=tested)
+def _count_test_run(session, org_id: uuid.UUID) -> None:
+    limit, now = throttle.Limit(events=MAX_TEST_RUNS_PER_HOUR, window_seconds=3600), time.time()
+    if throttle.take(session, [(f"core.test-runs:{org_id}", limit)], now) is not None:
+        raise TooManyTestRuns(limit.window_start(now) + limit.window_seconds)
 
 
 # Both counts in one index-only scan, each only as far as its limit needs.
@@ -144,18 +120,7 @@ def queue_run(
             "or waiting); new ones are refused until some end or are cancelled."
         )
     if trigger == TEST_TRIGGER:
-        tested, oldest = session.execute(
-            _RECENT_TEST_RUNS, {"org_id": org_id, "most": MAX_TEST_RUNS_PER_HOUR}
-        ).one()
-        deleted = session.scalar(
-            _RECENT_DELETED_TESTS,
-            {
-                "key": _deleted_tests_key(org_id),
-                "since": _DELETED_TESTS.window_start(time.time()) - _DELETED_TESTS.window_seconds,
-            },
-        )
-        if tested + deleted >= MAX_TEST_RUNS_PER_HOUR:
-            raise TooManyTestRuns(oldest or datetime.now(UTC))
+        _count_test_run(session, org_id)
     else:  # testing a draft is not usage
         # Runs not ended count too: usage counts a run when it ends, and a burst of queued runs
         # would otherwise all start past the quota.

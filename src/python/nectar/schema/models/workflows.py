@@ -123,8 +123,6 @@ class WorkflowRun(Base):
         ),
         # Alert rules count an organization's failures of the last minutes (core/alerts).
         Index("ix_workflow_runs_failed", "org_id", "finished_at", postgresql_where=text("status = 'failed'")),
-        # An organization's test runs of the last hour, counted when it starts another (their bound).
-        Index("ix_workflow_runs_tests", "org_id", "queued_at", postgresql_where=text("trigger = 'test'")),
         # Admin's sweep for runs whose next activation was lost (core/contract/runs.py).
         Index("ix_workflow_runs_waiting_wake_at", "wake_at", postgresql_where=text("status = 'waiting'")),
         Index(

@@ -180,25 +180,34 @@ def test_a_run_started_while_the_workflow_is_being_deleted_is_a_404_not_a_server
     meanwhile (a run or a draft's test run) waits on that lock and then finds its version gone."""
     browser, org, token = editor
     workflow_id = _workflow(browser, token, RESPOND, name="Going")
+    answer = _sent_while_deleting(
+        database,
+        org,
+        workflow_id,
+        lambda: browser.api("POST", f"/api/v1/workflows/{workflow_id}/{path}", token=token, json=body),
+    )
+    assert answer.status_code == 404, answer.get_data(as_text=True)
+    assert answer.json["status"] == 404
+
+
+def _sent_while_deleting(database, org, workflow_id, send):
+    """`send()`'s answer, sent while a deletion of the workflow holds its versions locked (as
+    delete_workflow does) and committed once the request's insert waits on that lock."""
     answers = []
     with database.connect(Role.APP) as deleting:
         deleting.execute("SELECT set_config('nectar.org_id', %s, true)", (str(org),))
         deleting.execute("SELECT id FROM workflow_versions WHERE workflow_id = %s FOR UPDATE", (workflow_id,))
         deleting.execute("DELETE FROM workflows WHERE id = %s", (workflow_id,))
-        starting = threading.Thread(
-            target=lambda: answers.append(
-                browser.api("POST", f"/api/v1/workflows/{workflow_id}/{path}", token=token, json=body)
-            )
-        )
-        starting.start()
+        sending = threading.Thread(target=lambda: answers.append(send()))
+        sending.start()
         deadline = time.monotonic() + 30
         while not deleting.execute("SELECT count(*) FROM pg_locks WHERE NOT granted").fetchone()[0]:
-            assert time.monotonic() < deadline, "the run's insert never waited on the deletion"
+            assert time.monotonic() < deadline, "the request's insert never waited on the deletion"
             time.sleep(0.05)
         deleting.commit()
-        starting.join(30)
-    assert answers and answers[0].status_code == 404, answers and answers[0].get_data(as_text=True)
-    assert answers[0].json["status"] == 404
+        sending.join(30)
+    assert answers, "the request did not end"
+    return answers[0]
 
 
 @pytest.mark.parametrize(
@@ -250,21 +259,10 @@ def test_an_endpoint_call_meeting_its_workflow_being_deleted_is_not_a_server_err
         json={"method": "POST", "path": "/going", "workflow_id": workflow_id, "auth": "public"},
     ).json
     assert browser.client.post(endpoint["url"], json={}).status_code == 200  # its route is cached
-    answers = []
-    with database.connect(Role.APP) as deleting:
-        deleting.execute("SELECT set_config('nectar.org_id', %s, true)", (str(org),))
-        deleting.execute("SELECT id FROM workflow_versions WHERE workflow_id = %s FOR UPDATE", (workflow_id,))
-        deleting.execute("DELETE FROM workflows WHERE id = %s", (workflow_id,))
-        calling = threading.Thread(
-            target=lambda: answers.append(
-                browser.client.post(endpoint["url"], json={}, headers={"Idempotency-Key": "k-1"})
-            )
-        )
-        calling.start()
-        deadline = time.monotonic() + 30
-        while not deleting.execute("SELECT count(*) FROM pg_locks WHERE NOT granted").fetchone()[0]:
-            assert time.monotonic() < deadline, "the call's insert never waited on the deletion"
-            time.sleep(0.05)
-        deleting.commit()
-        calling.join(30)
-    assert answers and answers[0].status_code == 404, answers and answers[0].get_data(as_text=True)
+    answer = _sent_while_deleting(
+        database,
+        org,
+        workflow_id,
+        lambda: browser.client.post(endpoint["url"], json={}, headers={"Idempotency-Key": "k-1"}),
+    )
+    assert answer.status_code == 404, answer.get_data(as_text=True)

@@ -275,13 +275,18 @@ def start_once(
             run_id = start(key)
     except IntegrityError:  # the same key, sent at the same moment, was recorded first
         if (earlier := earlier_run()) is None:
-            # Or the workflow was deleted while the run waited on its version's lock.
-            if db.session.scalar(select(Workflow.id).where(Workflow.id == workflow_id)) is None:
-                raise LookupError("no such workflow") from None
+            _not_found_if_deleted(workflow_id)
             raise
         return jsonify(run_json(earlier)), 200
     db.session.commit()
     return jsonify(run_json(run_queries.get_run(db.session, run_id), detail=True)), 202
+
+
+def _not_found_if_deleted(workflow_id: uuid.UUID) -> None:
+    """After queueing a run failed on a key: LookupError (404) when the workflow was deleted while
+    the run waited on its version's lock (builder.service.delete_workflow)."""
+    if db.session.scalar(select(Workflow.id).where(Workflow.id == workflow_id)) is None:
+        raise LookupError("no such workflow")
 
 
 @api.post("/workflows/<uuid:workflow_id>/test-runs")
@@ -297,9 +302,8 @@ def test_draft(workflow_id: uuid.UUID):
     try:
         with db.session.begin_nested():
             run_id = workflows.test_draft(db.session, _ctx(), workflow, body.get("definition"), run_input)
-    except IntegrityError:  # the workflow was deleted while the run waited on its version's lock
-        if db.session.scalar(select(Workflow.id).where(Workflow.id == workflow_id)) is None:
-            raise LookupError("no such workflow") from None
+    except IntegrityError:
+        _not_found_if_deleted(workflow_id)
         raise
     db.session.commit()
     return jsonify(run_json(run_queries.get_run(db.session, run_id), detail=True)), 202

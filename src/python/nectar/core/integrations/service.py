@@ -139,8 +139,11 @@ def credential_texts(secret: dict, headers: dict) -> list[str]:
     return [text for text in texts if len(text) >= 4]
 
 
-def authorize(connection: IntegrationConnection, keys: KeyRing, url: str, headers: dict) -> tuple[str, dict]:
-    """A REST connection's base URL and auth applied to a step's request."""
+def authorize(
+    connection: IntegrationConnection, keys: KeyRing, url: str, headers: dict
+) -> tuple[str, dict, list[str]]:
+    """A REST connection's base URL and auth applied to a step's request, with what its answer must
+    not show when recorded (credential_texts)."""
     if connection.service_key != "rest":
         raise ValueError(
             f"connection {connection.name!r} is a {connection.service_key} connector, not a REST API"
@@ -157,7 +160,7 @@ def authorize(connection: IntegrationConnection, keys: KeyRing, url: str, header
         headers["Authorization"] = authorization(auth, secret)
     elif auth == "api_key":
         headers[config.get("api_key_header") or "X-API-Key"] = secret.get("api_key", "")
-    return url, headers
+    return url, headers, credential_texts(secret, headers)
 
 
 def authorization(scheme: str, secret: dict) -> str:
@@ -216,7 +219,7 @@ def _probe(connection: IntegrationConnection, keys: KeyRing, policy) -> str:
     kind, config = connection.service_key, connection.config
     secret = credentials_of(connection, keys)
     if kind == "rest":
-        url, headers = authorize(connection, keys, config.get("health_path") or "/", {})
+        url, headers, _ = authorize(connection, keys, config.get("health_path") or "/", {})
         result = outbound.send("GET", url, policy=policy, headers=headers, timeout=10)
         if result.status >= 400:
             raise ValueError(f"GET {url} answered {result.status}")

@@ -23,7 +23,7 @@ from sqlalchemy import text
 
 from nectar.core.contract.runs import QUEUE, RUN_TASK, WAKE_TASK
 from nectar.core.runs.records import TEST_TRIGGER
-from nectar.core.usage import QuotaUsedUp, quota_used_up
+from nectar.core.usage import quota_used_up
 from nectar.core.workflows.expressions import json_safe
 from nectar.schema.models import Organization, WorkflowRun
 from nectar.shared import throttle
@@ -43,25 +43,25 @@ class QueueFull(Exception):
 
 
 class QuotaReached(QueueFull):
-    """The organization's plan has no overage and this month's included runs are used (usage.py)."""
+    """A counted limit is reached until `resets_at` (a Unix time): the plan's runs this month when it
+    has no overage (usage.py), or the test runs of this hour (TooManyTestRuns)."""
 
-    def __init__(self, used_up: QuotaUsedUp):
-        super().__init__(str(used_up))
-        self.limit, self.resets_at = used_up.limit, used_up.resets_at.timestamp()
-        self.retry_after = max(1, int(self.resets_at - time.time()))
+    def __init__(self, detail: str, limit: int, resets_at: float):
+        super().__init__(detail)
+        self.limit, self.resets_at = limit, resets_at
+        self.retry_after = max(1, int(resets_at - time.time()))
 
 
 class TooManyTestRuns(QuotaReached):
     """The organization started MAX_TEST_RUNS_PER_HOUR test runs this hour."""
 
     def __init__(self, resets_at: float):
-        QueueFull.__init__(
-            self,
+        super().__init__(
             f"This organization started {MAX_TEST_RUNS_PER_HOUR} test runs this hour; "
             "more can be started when the next one begins.",
+            MAX_TEST_RUNS_PER_HOUR,
+            resets_at,
         )
-        self.limit, self.resets_at = MAX_TEST_RUNS_PER_HOUR, resets_at
-        self.retry_after = max(1, int(resets_at - time.time()))
 
 
 # Testing a draft is not usage, so it has a bound of its own: a key that may write workflows could
@@ -133,7 +133,7 @@ def queue_run(
             max_age=current_app.config["NECTAR_SETTINGS"].cache_max_age,
         )
         if used_up is not None:
-            raise QuotaReached(used_up)
+            raise QuotaReached(str(used_up), used_up.limit, used_up.resets_at.timestamp())
     run_id = uuid.uuid4()
     session.add(
         WorkflowRun(

@@ -15,7 +15,7 @@ from flask import current_app
 from sqlalchemy.orm import Session
 
 from nectar.core.integrations.connectors import prepare_call
-from nectar.core.integrations.service import authorize, connection_named, credential_texts, credentials_of
+from nectar.core.integrations.service import authorize, connection_named
 from nectar.core.org_mail.service import MailLimitReached, WorkflowMail
 from nectar.core.runs.calls import Caller, called_run_result, start_called_run, wake_caller
 from nectar.core.runs.inbox import RunInbox
@@ -95,9 +95,9 @@ class LiveEffects:
                 connection = connection_named(self.session, step["connection"])
             if connection is None:
                 raise ValueError(f"no connection named {step['connection']!r} in this organization")
-            keys = current_app.config["NECTAR_KEY_RING"]
-            url, headers = authorize(connection, keys, url, headers)
-            credentials = credential_texts(credentials_of(connection, keys), headers)
+            url, headers, credentials = authorize(
+                connection, current_app.config["NECTAR_KEY_RING"], url, headers
+            )
         answer = outbound.send(
             request["method"],
             url,

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -15,7 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from nectar.core.app import create_app
 from nectar.core.endpoints import service as endpoint_service
-from nectar.core.runs.writer import new_run_id, run_writer
+from nectar.core.runs.writer import run_writer
 from nectar.shared.config import Role, Service
 from nectar.shared.database import RoundTrips, db
 from tests.core.conftest import SERVICE_TOKEN, Browser, drain_jobs, run_and_wait
@@ -254,22 +253,6 @@ def _runs_counted(app, trigger: str, status: str) -> float:
             }:
                 return sample.value
     return 0.0
-
-
-def test_forked_workers_never_share_run_ids():
-    """Run ids come from a pool of random bytes; a gunicorn worker forked after the pool was filled
-    must not hand out the ids its parent (or a sibling) will."""
-    new_run_id()  # the pool is filled before the fork
-    read, write = os.pipe()
-    child = os.fork()
-    if child == 0:  # pragma: no cover - runs in the child, which must never return into pytest
-        try:
-            os.write(write, new_run_id().bytes)
-        finally:
-            os._exit(0)
-    os.waitpid(child, 0)
-    childs_id = uuid.UUID(bytes=os.read(read, 16))
-    assert childs_id != new_run_id() and childs_id.version == 4
 
 
 def test_the_same_idempotency_key_runs_once(owner, database):

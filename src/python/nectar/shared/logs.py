@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import re
-import secrets
 import sys
 import threading
 from collections.abc import Iterator
@@ -20,6 +19,7 @@ from contextvars import ContextVar
 from datetime import UTC, datetime
 
 from nectar.shared.config import Observability
+from nectar.shared.ids import random_id
 
 REQUEST_ID_HEADER = "X-Request-ID"
 # Bounded, and nothing a log line, a header or a terminal could be fooled by.
@@ -31,7 +31,7 @@ def accepted_request_id(offered: str | None) -> str:
     """The id a request goes by: the one it offered when sane, else a new one."""
     if offered and REQUEST_ID_PATTERN.fullmatch(offered):
         return offered
-    return secrets.token_hex(16)
+    return random_id().hex
 
 
 def current_request_id() -> str | None:

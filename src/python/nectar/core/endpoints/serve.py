@@ -40,7 +40,7 @@ from nectar.core.runs.queue import QueueFull, QuotaReached, queue_run
 from nectar.core.runs.rate_window import WINDOW_SECONDS, Admission, current_window, rate_key
 from nectar.core.runs.records import FINAL_STATUSES, FinishedRun, RunRequest, checked_idempotency_key
 from nectar.core.runs.runner import CollectingEffects, outbound_policy, run_version
-from nectar.core.runs.writer import RecordingFailed, RunWriter, new_run_id, run_writer
+from nectar.core.runs.writer import RecordingFailed, RunWriter, run_writer
 from nectar.core.usage import QuotaUsedUp, quota_used_up
 from nectar.core.workflows import time_limit
 from nectar.core.workflows.definition import may_wait
@@ -50,6 +50,7 @@ from nectar.core.workflows.expressions import ExpressionError, check_size, json_
 from nectar.schema.models import IntegrationConnection, Organization, Workflow, WorkflowRun
 from nectar.shared.bad_input import check_address, decode_text, loads_json, text_charset
 from nectar.shared.database import db, scope_session
+from nectar.shared.ids import random_id
 from nectar.shared.observe import ROUTE_KEY
 from nectar.shared.rejection import InputRejected
 from nectar.shared.throttle import Limit, hit
@@ -476,7 +477,7 @@ def _call(
     """The hot path: no query before the workflow runs (the route is in memory) unless it reads
     the organization's variables or secrets (one), and its run is written with others' in one
     round trip just after the answer (runs/writer.py)."""
-    run_id = new_run_id()
+    run_id = random_id()
     effects = CollectingEffects(lambda: _scoped_session(org_id), outbound_policy(), Caller(org_id, run_id))
     endpoint = route.endpoint
     request_ = RunRequest(endpoint.workflow_id, endpoint.version_id, "http", trigger)

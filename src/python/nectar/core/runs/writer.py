@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import atexit
 import logging
-import os
 import threading
 import time
 import uuid
@@ -49,30 +48,6 @@ WAIT_SECONDS = 30.0  # a request gives up on its run's write after this long
 
 class RecordingFailed(Exception):
     """The run ran but could not be written."""
-
-
-class _RunIds:
-    """Random (version 4) UUIDs, 256 per read of the OS's random source. A read per id is a system
-    call that lets go of the GIL, and under load getting it back costs more than the read. A
-    forked child starts with an empty pool, so processes never share ids."""
-
-    def __init__(self):
-        self._lock = threading.Lock()
-        self._pool: list[bytes] = []
-        os.register_at_fork(after_in_child=self._forget)
-
-    def _forget(self) -> None:
-        self._lock, self._pool = threading.Lock(), []
-
-    def __call__(self) -> uuid.UUID:
-        with self._lock:
-            if not self._pool:
-                block = os.urandom(16 * 256)
-                self._pool = [block[i : i + 16] for i in range(0, len(block), 16)]
-            return uuid.UUID(bytes=self._pool.pop(), version=4)
-
-
-new_run_id = _RunIds()
 
 
 @dataclass

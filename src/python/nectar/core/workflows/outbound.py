@@ -28,7 +28,15 @@ from urllib3.util import parse_url
 
 DEFAULT_TIMEOUT = 10.0
 MAX_RESPONSE_BYTES = 1024 * 1024
-_EXTRA_BLOCKED = [ipaddress.ip_network("100.64.0.0/10"), ipaddress.ip_network("fd00:ec2::/32")]
+_EXTRA_BLOCKED = [
+    ipaddress.ip_network("100.64.0.0/10"),
+    ipaddress.ip_network("fd00:ec2::/32"),
+    # Local-use NAT64 (RFC 8215): where it puts the IPv4 address depends on the prefix length its
+    # operator chose (/48 to /96), so the address it leads to cannot be known; refused whole.
+    ipaddress.ip_network("64:ff9b:1::/48"),
+]
+_NAT64_WELL_KNOWN = ipaddress.ip_network("64:ff9b::/96")
+_IPV4_COMPATIBLE = ipaddress.ip_network("::/96")
 
 
 class OutboundRefused(Exception):
@@ -55,20 +63,38 @@ class OutboundPolicy:
         return cls(allowlist=tuple(networks))
 
     def allows(self, address: str) -> bool:
+        return self.refused_part(address) is None
+
+    def refused_part(self, address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+        """What makes `address` refused: an IPv4 address it carries (an IPv6 address may route to
+        one, see _carried_ipv4), judged by the same rules, or itself; None if it is allowed."""
         ip = ipaddress.ip_address(address.split("%")[0])
         if any(ip in network for network in self.allowlist):
-            return True
-        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
-            ip = ip.ipv4_mapped
-        blocked = (
-            ip.is_private
-            or ip.is_loopback
-            or ip.is_link_local
-            or ip.is_multicast
-            or ip.is_reserved
-            or ip.is_unspecified
-        )
-        return not blocked and not any(ip in network for network in _EXTRA_BLOCKED)
+            return None
+        return next((part for part in (*_carried_ipv4(ip), ip) if _internal(part)), None)
+
+
+def _internal(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    return (
+        ip.is_private
+        or ip.is_loopback
+        or ip.is_link_local
+        or ip.is_multicast
+        or ip.is_reserved
+        or ip.is_unspecified
+        or any(ip in network for network in _EXTRA_BLOCKED)
+    )
+
+
+def _carried_ipv4(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
+    """The IPv4 addresses an IPv6 address leads to: IPv4-mapped, 6to4, Teredo (server and client),
+    NAT64's well-known prefix, IPv4-compatible."""
+    if isinstance(ip, ipaddress.IPv4Address):
+        return []
+    carried = [ip.ipv4_mapped, ip.sixtofour, *(ip.teredo or ())]
+    if ip in _NAT64_WELL_KNOWN or (ip in _IPV4_COMPATIBLE and int(ip) > 1):  # not :: or ::1
+        carried.append(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
+    return [address for address in carried if address is not None]
 
 
 @dataclass(frozen=True)
@@ -102,8 +128,12 @@ def check_url(url: str, policy: OutboundPolicy) -> str:
         raise OutboundUnavailable(f"the host {host!r} does not resolve") from None
     for info in infos:
         address = info[4][0]
-        if not policy.allows(address):
-            raise OutboundRefused(f"{host} resolves to {address}, a private or internal address; refused")
+        refused = policy.refused_part(address)
+        if refused is not None:
+            carried = f" (it carries {refused})" if refused.version == 4 and ":" in address else ""
+            raise OutboundRefused(
+                f"{host} resolves to {address}, a private or internal address{carried}; refused"
+            )
     return infos[0][4][0]
 
 

@@ -616,6 +616,57 @@ def test_unsafe_endpoint_definitions_are_refused(owner):
     assert twice.status_code == 422
 
 
+def test_a_pin_to_a_version_the_workflow_lacks_is_refused_when_saved(owner):
+    """Routing joins on the pinned version: a pin to a version that does not exist saved fine and
+    the endpoint then answered 404 to every call, with nothing said."""
+    browser, _org, token = owner
+    three = _workflow(browser, token, name="three versions")
+    for body in ("two", "three"):
+        changed = {
+            "trigger": {"type": "http"},
+            "steps": [{"id": "r", "type": "respond", "body": {"v": body}}],
+        }
+        saved = browser.api(
+            "POST", f"/api/v1/workflows/{three}/versions", token=token, json={"definition": changed}
+        )
+        assert saved.status_code == 201, saved.json
+    one = _workflow(browser, token, name="one version")
+    fields = {"method": "POST", "path": "/pinned", "workflow_id": three, "auth": "public"}
+
+    def refused(answer, workflow_name, version, last):
+        assert answer.status_code == 422, answer.json
+        assert answer.json["errors"] == [
+            {
+                "path": "/pinned_version",
+                "message": f"workflow {workflow_name!r} has no version {version}; its versions are 1-{last}",
+            }
+        ]
+
+    refused(
+        browser.api("POST", "/api/v1/endpoints", token=token, json={**fields, "pinned_version": 4}),
+        "three versions",
+        4,
+        3,
+    )
+    endpoint = _endpoint(browser, token, three, path="/pinned", pinned_version=2)
+    assert endpoint["pinned_version"] == 2
+    assert browser.client.post(endpoint["url"], json={}).get_json() == {"v": "two"}
+    # Moved to a workflow with fewer versions in the same request: the pin is checked against it.
+    moved = browser.api(
+        "PUT",
+        f"/api/v1/endpoints/{endpoint['id']}",
+        token=token,
+        json={**fields, "workflow_id": one, "pinned_version": 2},
+    )
+    refused(moved, "one version", 2, 1)
+    kept = browser.api("GET", "/api/v1/endpoints", token=token).json["items"]
+    assert [(e["workflow_id"], e["pinned_version"]) for e in kept] == [(three, 2)]
+    unpinned = browser.api(
+        "PUT", f"/api/v1/endpoints/{endpoint['id']}", token=token, json={**fields, "workflow_id": one}
+    )
+    assert unpinned.status_code == 200 and unpinned.json["pinned_version"] is None
+
+
 def test_input_text_cannot_hold_is_refused_before_the_workflow_runs(owner, database):
     browser, _org, token = owner
     endpoint = _endpoint(

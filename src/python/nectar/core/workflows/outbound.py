@@ -109,7 +109,8 @@ class HttpResult:
 
 def check_url(url: str, policy: OutboundPolicy) -> str:
     """Refuses a URL that may not be called; returns the checked address to connect to. A refusal
-    quotes the URL whole: a run masks its secrets in it before cutting it (engine.masked_and_cut)."""
+    never quotes the URL: it may hold a credential (a Slack webhook's URL is one), and a connection
+    test, outside any run, masks nothing."""
     # Parsed as urllib3 (and so requests) parses it, so the host checked is the host connected to;
     # userinfo and backslashes are refused outright, since URL parsers disagree about them.
     if "\\" in url or any(ord(c) < 33 for c in url):
@@ -117,9 +118,11 @@ def check_url(url: str, policy: OutboundPolicy) -> str:
     try:
         parts = parse_url(url)
     except LocationParseError:
-        raise OutboundRefused(f"not a URL: {url!r}") from None
+        raise OutboundRefused(
+            "not a URL: it could not be parsed (check its host and port); refused"
+        ) from None
     if parts.scheme not in ("http", "https") or not parts.host:
-        raise OutboundRefused(f"only http and https URLs with a host can be called, not {url!r}")
+        raise OutboundRefused("only http and https URLs with a host can be called; refused")
     if parts.auth:
         raise OutboundRefused("URLs with a user name or password in them are refused; use a connection")
     host = parts.host.strip("[]")

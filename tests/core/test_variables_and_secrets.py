@@ -327,6 +327,37 @@ def test_a_secret_that_spans_where_an_error_is_cut_leaves_no_part_of_itself(owne
             assert not [row for (row,) in rows if head in row], table
 
 
+def test_a_run_that_breaks_unexpectedly_records_the_error_masked(owner, database, monkeypatch):
+    """Whatever breaks a run outside its steps' own failures (a fault of core's) ends it failed
+    with the error's text, which may quote what the run rendered: it was never masked (and cut at
+    2000 characters, so a secret spanning the cut left its head even had it been)."""
+    from nectar.core.runs import runner
+
+    browser, org_id, token = owner
+    spanning = uuid.uuid4().hex + uuid.uuid4().hex
+    _put(browser, token, "secrets", "SPANNING", spanning, 201)
+    definition = {
+        "trigger": {"type": "manual"},
+        "steps": [{"id": "get", "type": "http_request", "url": "https://example.com/{{ secrets.SPANNING }}"}],
+    }
+    workflow = _workflow(browser, token, definition)
+
+    def broken(method, url, **kwargs):
+        # "the run could not be completed: RuntimeError: " is 46 characters: the secret spans 2000
+        raise RuntimeError("z" * 1924 + url)
+
+    monkeypatch.setattr(runner.outbound, "send", broken)
+    started = browser.api("POST", f"/api/v1/workflows/{workflow['id']}/runs", token=token, json={"input": {}})
+    assert started.status_code == 202, started.json
+    drain_jobs(browser.app)
+    run = browser.api("GET", f"/api/v1/runs/{started.json['id']}", token=token)
+    assert run.json["status"] == "failed" and "RuntimeError: zzz" in run.json["error"], run.json
+    assert spanning[:8] not in run.get_data(as_text=True)
+    with database.connect(Role.ADMIN) as conn:
+        rows = conn.execute("SELECT error FROM workflow_runs WHERE org_id = %s", (org_id,)).fetchall()
+    assert rows and not [error for (error,) in rows if spanning[:8] in error]
+
+
 def _assert_nowhere(run_answer, org_id, database, caplog) -> None:
     """The secret's value is in neither the run API's JSON, the stored run records, the log output
     nor any span (names, attributes, events)."""

@@ -2,7 +2,8 @@
 
 A tenant's workflow must not reach the platform's own network: loopback, private, link-local
 (cloud metadata at 169.254.169.254 included), carrier-grade NAT, multicast and reserved addresses
-are refused unless the NECTAR_OUTBOUND_ALLOWLIST setting names them. Every address a host name
+are refused unless the NECTAR_OUTBOUND_ALLOWLIST setting names them, and so is an IPv6 address that
+carries one of those IPv4 addresses (6to4, Teredo, NAT64, IPv4-mapped). Every address a host name
 resolves to is checked and the connection goes to the address that was checked (a DNS answer that
 changes between the check and the connection, DNS rebinding, cannot redirect it), while the Host
 header and TLS certificate check still use the name. Redirects are not followed, and responses are

@@ -309,6 +309,34 @@ def test_undoing_a_prune_puts_a_pinned_endpoint_back_on_the_version_it_ran(
     assert {v["version"]: v["definition"] for v in versions}[2] == second
 
 
+def test_an_endpoint_moved_to_another_workflow_leaves_its_pin_behind(make_org, nectar, core_url, tmp_path):
+    # A push keeps an endpoint's pin, a version number of its workflow: moved to another workflow,
+    # the pin meant nothing there (a version it may lack: core refuses that) and is dropped.
+    org = make_org()
+    seed(org)
+    api, echo = org.browser.api, workflow_named(org, "echo")["id"]
+    for body in ("pong 2", "pong 3"):
+        changed = {**ECHO, "steps": [{**ECHO["steps"][0], "body": body}]}
+        saved = api("POST", f"/api/v1/workflows/{echo}/versions", token=org.key, json={"definition": changed})
+        assert saved.status_code == 201, saved.json
+    other = api("POST", "/api/v1/workflows", token=org.key, json={"name": "other", "definition": ECHO})
+    assert other.status_code == 201, other.json
+    (endpoint,) = listing(org, "endpoints")
+    pinned = {k: endpoint[k] for k in ("method", "path", "workflow_id", "auth")} | {"pinned_version": 3}
+    assert api("PUT", f"/api/v1/endpoints/{endpoint['id']}", token=org.key, json=pinned).status_code == 200
+    repo = tmp_path / "repo"
+    assert nectar("pull", str(repo), url=core_url, key=org.key).status == 0
+    (endpoint_file,) = repo.glob("endpoints/*.json")
+    doc = json.loads(endpoint_file.read_text())
+    assert doc["workflow"] == "echo"
+    endpoint_file.write_text(json.dumps({**doc, "workflow": "other"}, indent=2, sort_keys=True) + "\n")
+
+    pushed = nectar("push", str(repo), url=core_url, key=org.key)
+    assert pushed.status == 0, pushed.err
+    (endpoint,) = listing(org, "endpoints")
+    assert endpoint["workflow_id"] == other.json["id"] and endpoint["pinned_version"] is None
+
+
 @pytest.mark.parametrize("error", ["refused", "ctrl-c"])
 def test_a_scheduled_workflow_whose_deletion_fails_keeps_its_schedule(
     make_org, nectar, core_url, tmp_path, monkeypatch, error

@@ -438,6 +438,14 @@ def _fetching(url):
         "http://10.0.0.1/",
         "http://[::1]/",
         "file:///etc/passwd",
+        # IPv6 forms that carry an IPv4 address: 6to4, NAT64 (well-known and local-use), Teredo
+        # (its client is stored inverted), IPv4-compatible
+        "http://[2002:7f00:1::]/",
+        "http://[2002:a9fe:a9fe::1]/",
+        "http://[64:ff9b::a9fe:a9fe]/",
+        "http://[64:ff9b:1:a00:1::]/",
+        "http://[2001:0:4136:e378:8000:63bf:80ff:fffe]/",
+        "http://[::a00:1]/",
     ],
 )
 def test_workflows_cannot_reach_internal_addresses(owner, upstream, target):
@@ -591,6 +599,57 @@ def test_unsafe_endpoint_definitions_are_refused(owner):
     assert twice.status_code == 422
 
 
+def test_a_pin_to_a_version_the_workflow_lacks_is_refused_when_saved(owner):
+    """Routing joins on the pinned version: a pin to a version that does not exist saved fine and
+    the endpoint then answered 404 to every call, with nothing said."""
+    browser, _org, token = owner
+    three = _workflow(browser, token, name="three versions")
+    for body in ("two", "three"):
+        changed = {
+            "trigger": {"type": "http"},
+            "steps": [{"id": "r", "type": "respond", "body": {"v": body}}],
+        }
+        saved = browser.api(
+            "POST", f"/api/v1/workflows/{three}/versions", token=token, json={"definition": changed}
+        )
+        assert saved.status_code == 201, saved.json
+    one = _workflow(browser, token, name="one version")
+    fields = {"method": "POST", "path": "/pinned", "workflow_id": three, "auth": "public"}
+
+    def refused(answer, workflow_name, version, last):
+        assert answer.status_code == 422, answer.json
+        assert answer.json["errors"] == [
+            {
+                "path": "/pinned_version",
+                "message": f"workflow {workflow_name!r} has no version {version}; its versions are 1-{last}",
+            }
+        ]
+
+    refused(
+        browser.api("POST", "/api/v1/endpoints", token=token, json={**fields, "pinned_version": 4}),
+        "three versions",
+        4,
+        3,
+    )
+    endpoint = _endpoint(browser, token, three, path="/pinned", pinned_version=2)
+    assert endpoint["pinned_version"] == 2
+    assert browser.client.post(endpoint["url"], json={}).get_json() == {"v": "two"}
+    # Moved to a workflow with fewer versions in the same request: the pin is checked against it.
+    moved = browser.api(
+        "PUT",
+        f"/api/v1/endpoints/{endpoint['id']}",
+        token=token,
+        json={**fields, "workflow_id": one, "pinned_version": 2},
+    )
+    refused(moved, "one version", 2, 1)
+    kept = browser.api("GET", "/api/v1/endpoints", token=token).json["items"]
+    assert [(e["workflow_id"], e["pinned_version"]) for e in kept] == [(three, 2)]
+    unpinned = browser.api(
+        "PUT", f"/api/v1/endpoints/{endpoint['id']}", token=token, json={**fields, "workflow_id": one}
+    )
+    assert unpinned.status_code == 200 and unpinned.json["pinned_version"] is None
+
+
 def test_input_text_cannot_hold_is_refused_before_the_workflow_runs(owner, database):
     browser, _org, token = owner
     endpoint = _endpoint(
@@ -706,6 +765,42 @@ def test_ambiguous_urls_are_refused_before_any_connection(url):
 
     with pytest.raises(OutboundRefused):
         check_url(url, OutboundPolicy())
+
+
+@pytest.mark.parametrize(
+    ("address", "embedded"),
+    [
+        ("2002:7f00:1::", "127.0.0.1"),
+        ("2002:a00:1:1::5", "10.0.0.1"),
+        ("2002:a9fe:a9fe::", "169.254.169.254"),
+        ("64:ff9b::a9fe:a9fe", "169.254.169.254"),
+        ("64:ff9b::7f00:1", "127.0.0.1"),
+        # local-use NAT64: where the IPv4 address sits depends on the operator's prefix length
+        ("64:ff9b:1:a00:1::", ""),
+        ("64:ff9b:1::808:808", ""),
+        ("2001:0:4136:e378:8000:63bf:80ff:fffe", "127.0.0.1"),  # Teredo client, stored inverted
+        ("2001:0:a00:1:8000:63bf:3fe3:c3f6", "10.0.0.1"),  # Teredo server
+        ("::7f00:1", "127.0.0.1"),
+        ("::a9fe:a9fe", "169.254.169.254"),
+    ],
+)
+def test_ipv6_addresses_that_carry_a_refused_ipv4_address_are_refused(address, embedded):
+    import ipaddress
+
+    from nectar.core.workflows.outbound import OutboundPolicy, OutboundRefused, check_url
+
+    with pytest.raises(OutboundRefused, match=f"private or internal address.*{embedded}") as refused:
+        check_url(f"http://[{address}]/", OutboundPolicy())
+    assert "refused" in str(refused.value)
+    # an allowlisted network still wins, as for any other address
+    allowed = check_url(f"http://[{address}]/", OutboundPolicy.from_setting(f"{address}/128"))
+    assert ipaddress.ip_address(allowed) == ipaddress.ip_address(address)
+
+
+def test_ipv6_addresses_that_carry_a_public_ipv4_address_pass():
+    from nectar.core.workflows.outbound import OutboundPolicy, check_url
+
+    assert check_url("http://[2002:808:808::1]/", OutboundPolicy()) == "2002:808:808::1"
 
 
 def test_a_dns_answer_that_changes_after_the_check_cannot_redirect_the_connection(monkeypatch):

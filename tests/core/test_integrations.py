@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import json
 import socket
+import uuid
 
 import pytest
 from cryptography.fernet import Fernet
@@ -132,6 +133,32 @@ def test_testing_a_connection_reports_success_or_the_error(hub, upstream):
     broken = _rest(browser, token, f"http://127.0.0.1:{dead}", "broken")
     failed = browser.api("POST", f"/api/v1/connections/{broken['id']}/test", token=token).json
     assert failed["ok"] is False and "could not reach" in failed["message"]
+
+
+def test_testing_a_slack_connection_with_a_broken_url_does_not_show_the_url(hub):
+    """A Slack webhook's URL is its credential, never shown again; a refusal quoted it (its first
+    100 characters), into the test's answer and the connection's last_test_error."""
+    browser, _org, token, _app = hub
+    token_part = uuid.uuid4().hex
+    created = browser.api(
+        "POST",
+        "/api/v1/connections",
+        token=token,
+        json={
+            "service_key": "slack",
+            "name": "team",
+            "config": {},
+            "credentials": {
+                "webhook_url": f"https://hooks.slack.com:99999/services/T0000/B0000/{token_part}"
+            },
+        },
+    )
+    assert created.status_code == 201, created.json
+    failed = browser.api("POST", f"/api/v1/connections/{created.json['id']}/test", token=token)
+    assert failed.json["ok"] is False and "not a URL" in failed.json["message"], failed.json
+    assert token_part[:8] not in failed.get_data(as_text=True)
+    listed = browser.api("GET", "/api/v1/connections", token=token)
+    assert token_part[:8] not in listed.get_data(as_text=True)
 
 
 def test_a_workflow_calls_through_a_connection_with_its_credentials(hub, upstream):

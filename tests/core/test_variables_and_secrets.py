@@ -278,6 +278,86 @@ def test_an_asynchronous_run_reads_them_and_a_failure_shows_only_masks(owner, up
     _assert_nowhere(run, org_id, database, caplog)
 
 
+# The secret spans character 1000 of a thrown message (where the sandbox cut it), then character
+# 4000 of the step's error (where the engine cuts what it records).
+@pytest.mark.parametrize("padding", [990, 3960])
+def test_a_secret_that_spans_where_an_error_is_cut_leaves_no_part_of_itself(owner, database, padding):
+    """Errors are cut to a length for the record: a secret that spanned the cut, cut before the
+    run's secrets were masked, no longer matched its mask and its first part was recorded (a URL
+    refused for its scheme was quoted cut at 100 characters, a thrown message at 1000)."""
+    browser, org_id, token = owner
+    spanning = uuid.uuid4().hex + uuid.uuid4().hex
+    _put(browser, token, "secrets", "SPANNING", spanning, 201)
+    _put(browser, token, "variables", "SCHEME", "ftp", 201)
+    definition = {
+        "trigger": {"type": "manual"},
+        "steps": [
+            {
+                # refused (its URL was quoted cut at 100 characters, the secret's head with it)
+                "id": "fetch",
+                "type": "http_request",
+                "url": "{{ vars.SCHEME }}://" + "x" * 84 + "{{ secrets.SPANNING }}/",
+                "on_error": [
+                    {
+                        "id": "throw",
+                        "type": "code",
+                        "source": f"throw new Error('y'.repeat({padding}) + ctx.secrets.SPANNING + 'z'.repeat(200))",
+                    }
+                ],
+            },
+        ],
+    }
+    workflow = _workflow(browser, token, definition)
+    started = browser.api("POST", f"/api/v1/workflows/{workflow['id']}/runs", token=token, json={"input": {}})
+    assert started.status_code == 202, started.json
+    drain_jobs(browser.app)
+    run = browser.api("GET", f"/api/v1/runs/{started.json['id']}", token=token)
+    assert run.json["status"] == "failed", run.json
+    steps = {step["step_id"]: step for step in run.json["steps"]}
+    assert "only http and https" in steps["fetch"]["error"]
+    assert "Error: yyy" in steps["throw"]["error"] and "***" in steps["throw"]["error"]
+    assert len(steps["throw"]["error"]) <= 4000 and len(run.json["error"]) <= 4000
+    head = spanning[:8]
+    assert head not in run.get_data(as_text=True)
+    with database.connect(Role.ADMIN) as conn:
+        for table in ("workflow_runs", "workflow_run_checkpoints", "workflow_run_events"):
+            rows = conn.execute(
+                f"SELECT row_to_json(t)::text FROM {table} t WHERE org_id = %s", (org_id,)
+            ).fetchall()
+            assert not [row for (row,) in rows if head in row], table
+
+
+def test_a_run_that_breaks_unexpectedly_records_the_error_masked(owner, database, monkeypatch):
+    """Whatever breaks a run outside its steps' own failures (a fault of core's) ends it failed
+    with the error's text, which may quote what the run rendered: it was never masked (and cut at
+    2000 characters, so a secret spanning the cut left its head even had it been)."""
+    from nectar.core.runs import runner
+
+    browser, org_id, token = owner
+    spanning = uuid.uuid4().hex + uuid.uuid4().hex
+    _put(browser, token, "secrets", "SPANNING", spanning, 201)
+    definition = {
+        "trigger": {"type": "manual"},
+        "steps": [{"id": "get", "type": "http_request", "url": "https://example.com/{{ secrets.SPANNING }}"}],
+    }
+    workflow = _workflow(browser, token, definition)
+
+    def broken(method, url, **kwargs):
+        # "the run could not be completed: RuntimeError: " is 46 characters: the secret spans 2000
+        raise RuntimeError("z" * 1924 + url)
+
+    monkeypatch.setattr(runner.outbound, "send", broken)
+    started = browser.api("POST", f"/api/v1/workflows/{workflow['id']}/runs", token=token, json={"input": {}})
+    assert started.status_code == 202, started.json
+    drain_jobs(browser.app)
+    run = browser.api("GET", f"/api/v1/runs/{started.json['id']}", token=token)
+    assert run.json["status"] == "failed" and "RuntimeError: zzz" in run.json["error"], run.json
+    assert spanning[:8] not in run.get_data(as_text=True)
+    with database.connect(Role.ADMIN) as conn:
+        rows = conn.execute("SELECT error FROM workflow_runs WHERE org_id = %s", (org_id,)).fetchall()
+    assert rows and not [error for (error,) in rows if spanning[:8] in error]
+
+
 def _assert_nowhere(run_answer, org_id, database, caplog) -> None:
     """The secret's value is in neither the run API's JSON, the stored run records, the log output
     nor any span (names, attributes, events)."""

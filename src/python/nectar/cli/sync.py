@@ -489,7 +489,11 @@ def _ordered_steps(api: Api, plan: Plan, current, given: FromEnvironment, journa
     def update_endpoint(change: Change):
         have = current["endpoints"][change.key]
         pinned = have.raw.get("pinned_version")
-        api.put(f"endpoints/{have.raw['id']}", endpoint_body(change.after, pinned))
+        body = endpoint_body(change.after, pinned)
+        if body["workflow_id"] != have.raw["workflow_id"]:
+            # A pin is a version of the workflow the endpoint leaves; the new one may lack it.
+            body.pop("pinned_version", None)
+        api.put(f"endpoints/{have.raw['id']}", body)
         old = {**endpoint_body(have.doc, pinned), "workflow_id": have.raw["workflow_id"]}
         journal.applied(change.title, lambda: api.put(f"endpoints/{have.raw['id']}", old))
 

@@ -9,7 +9,7 @@ import re
 import uuid
 from dataclasses import dataclass, field
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -18,7 +18,7 @@ from nectar.core.contract.plans import raised_limit
 from nectar.core.plans import PLAN_LIMITS
 from nectar.core.workflows import json_schema
 from nectar.core.workflows.definition import Problem
-from nectar.schema.models import Endpoint, Workflow
+from nectar.schema.models import Endpoint, Workflow, WorkflowVersion
 from nectar.schema.models.columns import max_length
 from nectar.shared.rejection import InputRejected
 
@@ -97,8 +97,11 @@ def save_endpoint(
         raise PermissionDenied("Only an admin or owner can change endpoints.")
     method = (method or "").upper()
     problems = _check(method, path, auth, request_schema)
-    if session.get(Workflow, workflow_id) is None:
+    workflow = session.get(Workflow, workflow_id)
+    if workflow is None:
         problems.append(Problem("/workflow_id", "No such workflow in this organization."))
+    elif pinned_version is not None:
+        problems += _pin_problems(session, workflow, pinned_version)
     if problems:
         raise InputRejected(INVALID_ENDPOINT, problems)
     endpoint = endpoint or Endpoint(id=uuid.uuid4(), org_id=ctx.org_id)
@@ -117,6 +120,23 @@ def save_endpoint(
             INVALID_ENDPOINT, [Problem("/path", f"{method} {path} exists already.")]
         ) from None
     return endpoint
+
+
+def _pin_problems(session: Session, workflow: Workflow, pinned_version: int) -> list[Problem]:
+    """Routing joins on the pinned version (routing.py): a pin to a version the workflow lacks would
+    make every call answer 404. Checked against the workflow this same request binds."""
+    pinned = select(WorkflowVersion.id).where(
+        WorkflowVersion.workflow_id == workflow.id, WorkflowVersion.version == pinned_version
+    )
+    if session.scalar(pinned) is not None:
+        return []
+    last = session.scalar(
+        select(func.max(WorkflowVersion.version)).where(WorkflowVersion.workflow_id == workflow.id)
+    )
+    versions = f"its versions are 1-{last}" if last else "it has no versions"
+    return [
+        Problem("/pinned_version", f"workflow {workflow.name!r} has no version {pinned_version}; {versions}")
+    ]
 
 
 def list_endpoints(session: Session) -> list[Endpoint]:

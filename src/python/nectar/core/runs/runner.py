@@ -36,6 +36,7 @@ from nectar.core.workflows.engine import (
     execute,
     mask_forms,
     masked,
+    masked_and_cut,
 )
 from nectar.shared.database import SET_TENANT_SQL, db, in_one_round_trip, is_database_outage, scope_session
 from nectar.shared.mail import Email, queue_email
@@ -184,6 +185,7 @@ def activate_run(
         return None  # already finished, or removed
     run, checkpoints = claimed
     session_lock = threading.RLock()  # parallel branches share the session (engine.py)
+    organization = None
     try:
         definition = run.definition or saved_definition(session, org_id, run.version_id)
         # Read at each activation: a variable changed meanwhile is read as it is now.
@@ -209,7 +211,7 @@ def activate_run(
     except Exception as error:  # noqa: BLE001 - a run must end recorded, whatever broke
         if is_database_outage(error):
             raise  # the database went away: the job is retried and the run resumes from its journal
-        _fail(session, org_id, run, error)
+        _fail(session, org_id, run, error, organization.masks if organization is not None else ())
         return None
 
 
@@ -236,11 +238,15 @@ def _settle(session: Session, org_id: uuid.UUID, run: ClaimedRun, outcome: RunOu
     return outcome
 
 
-def _fail(session: Session, org_id: uuid.UUID, run: ClaimedRun, error: Exception) -> None:
+def _fail(
+    session: Session, org_id: uuid.UUID, run: ClaimedRun, error: Exception, masks: tuple[str, ...]
+) -> None:
     run_id, called = run.id, run.parent_run_id is not None
     session.rollback()
     scope_session(session, org_id=org_id)
-    fail_run(session, run_id, f"the run could not be completed: {type(error).__name__}: {error}"[:2000])
+    # The error may quote what the run was doing (a URL it rendered): its secrets are masked first.
+    why = f"the run could not be completed: {type(error).__name__}: {error}"
+    fail_run(session, run_id, masked_and_cut(why, masks, 2000))
     if called:
         wake_caller(session, org_id, run_id)
     session.commit()

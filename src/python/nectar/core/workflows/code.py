@@ -416,13 +416,15 @@ _PRELUDE = r"""
   const { getPrototypeOf, keys, create, freeze, defineProperty } = Object;
   const apply = Reflect.apply, then = Promise.prototype.then, exec = RegExp.prototype.exec;
   const objectPrototype = Object.prototype, arrayPrototype = Array.prototype;
-  const isFinite = Number.isFinite, text = String, slice = String.prototype.slice, DateType = Date;
+  const isFinite = Number.isFinite, text = String, DateType = Date;
   const FRAME = /\n\s+at (?:[^\n]*\()?code\.js:(\d+):(\d+)/;
   const IDENTIFIER = /^[A-Za-z_$][A-Za-z0-9_$]*$/;
   let input = null, outcome = null;
 
-  function clip(shown) {
-    return shown.length > 1000 ? apply(slice, shown, [0, 1000]) + "..." : shown;
+  // Shown whole or not at all: the engine masks the run's secrets, then cuts what it records
+  // (engine.masked_and_cut); cut here first, a secret spanning the cut would escape its mask.
+  function whole(shown) {
+    return shown.length > MAX_SIZE ? `(${shown.length} characters, more than ${MAX_SIZE} characters: not shown)` : shown;
   }
 
   function describeError(error) {
@@ -430,13 +432,13 @@ _PRELUDE = r"""
       if (error !== null && typeof error === "object" && typeof error.stack === "string") {
         const frame = apply(exec, FRAME, [error.stack]);
         return {
-          name: clip(text(error.name)), message: clip(text(error.message)),
+          name: whole(text(error.name)), message: whole(text(error.message)),
           line: frame ? +frame[1] : null, column: frame ? +frame[2] : null,
         };
       }
       let shown = typeof error === "object" && error !== null ? stringify(error) : undefined;
       if (typeof shown !== "string") shown = typeof error === "string" ? stringify(error) : text(error);
-      return { thrown: clip(shown) };
+      return { thrown: whole(shown) };
     } catch (_) {
       return { thrown: "a value that cannot be shown" };
     }
@@ -623,7 +625,10 @@ def _handle(racer, request: dict, context_json: str) -> tuple[dict, bytes]:
     except JSParseException as error:
         return {"syntax": _parse_error(str(error)), "reusable": True}, b"null"
     except Exception as error:  # noqa: BLE001 - anything else the isolate did: report it, then retire
-        return {"failed": str(error).split("\n", 1)[0][:1000]}, b"null"
+        first_line = str(error).split("\n", 1)[0]  # shown whole or not at all, as whole() in the isolate
+        if len(first_line) > MAX_VALUE_SIZE:
+            first_line = f"({len(first_line)} characters, more than {MAX_VALUE_SIZE} characters: not shown)"
+        return {"failed": first_line}, b"null"
     if not isinstance(result, str):
         return {"failed": "its result could not be read"}, b"null"
     return {"result": True, "reusable": True}, result.encode(errors="surrogatepass")

@@ -83,6 +83,7 @@ DURABLE_STEP_TYPES = frozenset({"http_request", "send_email", "wait", "delay", "
 SIGNAL_STEP_TYPES = frozenset({"wait_for_event", "approval"})
 # A run that only computes asks whether it was cancelled at its next step once this much has passed.
 ASK_AGAIN_SECONDS = 1.0
+MAX_ERROR_CHARS = 4000  # of an error a run records (a step's, the run's)
 MAX_BRANCH_THREADS = 10  # threads one run's parallel steps may use at once; further branches run in turn
 
 
@@ -143,6 +144,16 @@ def masked(value: Any, secrets: tuple[str, ...]) -> Any:
     if isinstance(value, list | tuple):
         return [masked(item, secrets) for item in value]
     return value
+
+
+def masked_and_cut(text: str | None, secrets: tuple[str, ...], limit: int) -> str | None:
+    """`text` masked (see `masked`), then cut to `limit` characters: the one way a run shortens text
+    that may hold a secret (an error quoting a URL, a thrown message). Cut first, a secret spanning
+    the cut would lose its tail, match no mask, and its first part be recorded."""
+    if text is None:
+        return None
+    text = masked(text, secrets)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 @dataclass
@@ -395,8 +406,9 @@ class Run:
         records = [
             record for record in self.records if record is not None
         ]  # a limit or a wait can stop a step before its record
+        error = masked_and_cut(error, self.secrets, MAX_ERROR_CHARS)
         if self.secrets:
-            error, self.last_output = self._masked(error), self._masked(self.last_output)
+            self.last_output = self._masked(self.last_output)
             if response is not None:
                 response = Response(
                     response.status, self._masked(response.headers), self._masked(response.body)
@@ -451,7 +463,7 @@ class Run:
                     delay *= retry.get("multiplier", 2.0)
                     continue
                 if durable:
-                    error = self._masked(str(failure))
+                    error = masked_and_cut(str(failure), self.secrets, MAX_ERROR_CHARS)
                     self.journal.save(key, Checkpoint("failed", None, error, self.records[position]))
                 self._handle_failure(step, context, failure, path)
                 return
@@ -543,7 +555,7 @@ class Run:
             status=status,
             input=truncate(self._masked(step_input), limit),
             output=truncate(self._masked(output), limit),
-            error=self._masked(error),
+            error=masked_and_cut(error, self.secrets, MAX_ERROR_CHARS),
             started_at=started,
             finished_at=datetime.now(UTC),
         )
@@ -694,8 +706,10 @@ class Run:
             waiting: dict[str, Any] = {"until": until.isoformat()}
             if step["type"] == "approval":
                 waiting["request"] = {  # shown to people and kept: no secret
-                    "title": self._masked(str(render(step["title"], context)))[:200],
-                    "details": self._masked(str(render(step.get("details", ""), context)))[:5000],
+                    "title": masked_and_cut(str(render(step["title"], context)), self.secrets, 200),
+                    "details": masked_and_cut(
+                        str(render(step.get("details", ""), context)), self.secrets, 5000
+                    ),
                     "approver_role": step.get("approver_role", "admin"),
                 }
                 request = {**waiting["request"], "step": step["id"], "until": until}

@@ -2,7 +2,8 @@
 
 A tenant's workflow must not reach the platform's own network: loopback, private, link-local
 (cloud metadata at 169.254.169.254 included), carrier-grade NAT, multicast and reserved addresses
-are refused unless the NECTAR_OUTBOUND_ALLOWLIST setting names them. Every address a host name
+are refused unless the NECTAR_OUTBOUND_ALLOWLIST setting names them, and so is an IPv6 address that
+carries one of those IPv4 addresses (6to4, Teredo, NAT64, IPv4-mapped). Every address a host name
 resolves to is checked and the connection goes to the address that was checked (a DNS answer that
 changes between the check and the connection, DNS rebinding, cannot redirect it), while the Host
 header and TLS certificate check still use the name. Redirects are not followed, and responses are
@@ -28,7 +29,15 @@ from urllib3.util import parse_url
 
 DEFAULT_TIMEOUT = 10.0
 MAX_RESPONSE_BYTES = 1024 * 1024
-_EXTRA_BLOCKED = [ipaddress.ip_network("100.64.0.0/10"), ipaddress.ip_network("fd00:ec2::/32")]
+_EXTRA_BLOCKED = [
+    ipaddress.ip_network("100.64.0.0/10"),
+    ipaddress.ip_network("fd00:ec2::/32"),
+    # Local-use NAT64 (RFC 8215): where it puts the IPv4 address depends on the prefix length its
+    # operator chose (/48 to /96), so the address it leads to cannot be known; refused whole.
+    ipaddress.ip_network("64:ff9b:1::/48"),
+]
+_NAT64_WELL_KNOWN = ipaddress.ip_network("64:ff9b::/96")
+_IPV4_COMPATIBLE = ipaddress.ip_network("::/96")
 
 
 class OutboundRefused(Exception):
@@ -55,20 +64,38 @@ class OutboundPolicy:
         return cls(allowlist=tuple(networks))
 
     def allows(self, address: str) -> bool:
+        return self.refused_part(address) is None
+
+    def refused_part(self, address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+        """What makes `address` refused: an IPv4 address it carries (an IPv6 address may route to
+        one, see _carried_ipv4), judged by the same rules, or itself; None if it is allowed."""
         ip = ipaddress.ip_address(address.split("%")[0])
         if any(ip in network for network in self.allowlist):
-            return True
-        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
-            ip = ip.ipv4_mapped
-        blocked = (
-            ip.is_private
-            or ip.is_loopback
-            or ip.is_link_local
-            or ip.is_multicast
-            or ip.is_reserved
-            or ip.is_unspecified
-        )
-        return not blocked and not any(ip in network for network in _EXTRA_BLOCKED)
+            return None
+        return next((part for part in (*_carried_ipv4(ip), ip) if _internal(part)), None)
+
+
+def _internal(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    return (
+        ip.is_private
+        or ip.is_loopback
+        or ip.is_link_local
+        or ip.is_multicast
+        or ip.is_reserved
+        or ip.is_unspecified
+        or any(ip in network for network in _EXTRA_BLOCKED)
+    )
+
+
+def _carried_ipv4(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
+    """The IPv4 addresses an IPv6 address leads to: IPv4-mapped, 6to4, Teredo (server and client),
+    NAT64's well-known prefix, IPv4-compatible."""
+    if isinstance(ip, ipaddress.IPv4Address):
+        return []
+    carried = [ip.ipv4_mapped, ip.sixtofour, *(ip.teredo or ())]
+    if ip in _NAT64_WELL_KNOWN or (ip in _IPV4_COMPATIBLE and int(ip) > 1):  # not :: or ::1
+        carried.append(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
+    return [address for address in carried if address is not None]
 
 
 @dataclass(frozen=True)
@@ -82,7 +109,9 @@ class HttpResult:
 
 
 def check_url(url: str, policy: OutboundPolicy) -> str:
-    """Refuses a URL that may not be called; returns the checked address to connect to."""
+    """Refuses a URL that may not be called; returns the checked address to connect to. A refusal
+    never quotes the URL: it may hold a credential (a Slack webhook's URL is one), and a connection
+    test, outside any run, masks nothing."""
     # Parsed as urllib3 (and so requests) parses it, so the host checked is the host connected to;
     # userinfo and backslashes are refused outright, since URL parsers disagree about them.
     if "\\" in url or any(ord(c) < 33 for c in url):
@@ -90,9 +119,11 @@ def check_url(url: str, policy: OutboundPolicy) -> str:
     try:
         parts = parse_url(url)
     except LocationParseError:
-        raise OutboundRefused(f"not a URL: {url[:100]!r}") from None
+        raise OutboundRefused(
+            "not a URL: it could not be parsed (check its host and port); refused"
+        ) from None
     if parts.scheme not in ("http", "https") or not parts.host:
-        raise OutboundRefused(f"only http and https URLs with a host can be called, not {url[:100]!r}")
+        raise OutboundRefused("only http and https URLs with a host can be called; refused")
     if parts.auth:
         raise OutboundRefused("URLs with a user name or password in them are refused; use a connection")
     host = parts.host.strip("[]")
@@ -102,8 +133,12 @@ def check_url(url: str, policy: OutboundPolicy) -> str:
         raise OutboundUnavailable(f"the host {host!r} does not resolve") from None
     for info in infos:
         address = info[4][0]
-        if not policy.allows(address):
-            raise OutboundRefused(f"{host} resolves to {address}, a private or internal address; refused")
+        refused = policy.refused_part(address)
+        if refused is not None:
+            carried = f" (it carries {refused})" if refused.version == 4 and ":" in address else ""
+            raise OutboundRefused(
+                f"{host} resolves to {address}, a private or internal address{carried}; refused"
+            )
     return infos[0][4][0]
 
 

@@ -70,6 +70,13 @@ WORKFLOW = {
 }
 BODY = {"items": [{"price": 80}, {"price": 30}]}
 EXPECTED = {"total": 110, "tier": "big"}
+# `--workflow respond`: the least an endpoint's workflow can do, answering the same JSON at once. What
+# an endpoint costs beyond the bare route however little its workflow does (routing, limits, the
+# run recorded and metered, metrics).
+RESPOND_ONLY = {
+    "trigger": {"type": "http"},
+    "steps": [{"id": "answer", "type": "respond", "status": 200, "body": EXPECTED}],
+}
 GUNICORN = {
     "workers": 2,
     "worker_class": "gthread",
@@ -94,7 +101,7 @@ def admin_connection(server: EmbeddedServer) -> psycopg.Connection:
     return DatabaseUnderTest(server, DATABASE).connect(Role.ADMIN, autocommit=True)
 
 
-def seed(server: EmbeddedServer) -> str:
+def seed(server: EmbeddedServer, definition: dict = WORKFLOW) -> str:
     server.drop_database(DATABASE)
     server.create_database(DATABASE)
     upgrade(server.url(Role.OWNER, DATABASE))
@@ -110,7 +117,7 @@ def seed(server: EmbeddedServer) -> str:
         ).fetchone()[0]
         conn.execute(
             "INSERT INTO workflow_versions (org_id, workflow_id, version, definition) VALUES (%s, %s, 1, %s)",
-            (org, workflow, json.dumps(WORKFLOW)),
+            (org, workflow, json.dumps(definition)),
         )
         conn.execute(
             "INSERT INTO endpoints (org_id, method, path, workflow_id, auth) VALUES (%s, 'POST', '/orders/{id}/total', %s, 'public')",
@@ -217,12 +224,22 @@ def load_options(description: str) -> argparse.ArgumentParser:
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument(
+        "--workflow",
+        choices=("three-steps", "respond"),
+        default="three-steps",
+        help="the endpoint's workflow: transform, condition, respond (the goal's), or respond only (the floor)",
+    )
+    parser.add_argument(
         "--durability",
         choices=("production", "off"),
         default="production",
         help="PostgreSQL's: production (the default), or fsync, synchronous_commit and full_page_writes off",
     )
     return parser
+
+
+def chosen_workflow(args: argparse.Namespace) -> dict:
+    return RESPOND_ONLY if args.workflow == "respond" else WORKFLOW
 
 
 def post_script() -> Path:
@@ -240,7 +257,7 @@ def main() -> None:
         raise SystemExit("wrk is not installed: apt-get install wrk")
 
     server = bench_server(durable=args.durability == "production")
-    path = seed(server)
+    path = seed(server, chosen_workflow(args))
     environ = environ_for(server)
     trips = count_round_trips(environ, path)
 

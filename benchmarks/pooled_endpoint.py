@@ -22,6 +22,7 @@ from pathlib import Path
 from benchmarks.endpoint_throughput import (
     DATABASE,
     GUNICORN,
+    chosen_workflow,
     free_port,
     load_options,
     post_script,
@@ -50,7 +51,7 @@ def main() -> None:
             raise SystemExit(f"{tool} is not installed: apt-get install {package}")
 
     server = bench_server(durable=args.durability == "production")
-    path = seed(server)
+    path = seed(server, chosen_workflow(args))
     directory = Path(tempfile.mkdtemp(prefix="bench-pgbouncer-", dir=BENCH_SERVER.resolve().parent))
     try:
         with pgbouncer(server, directory, pool_size=args.pool_size) as pooler:

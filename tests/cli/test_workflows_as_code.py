@@ -337,6 +337,46 @@ def test_an_endpoint_moved_to_another_workflow_leaves_its_pin_behind(make_org, n
     assert endpoint["workflow_id"] == other.json["id"] and endpoint["pinned_version"] is None
 
 
+def test_undoing_a_move_off_a_pruned_workflow_puts_the_endpoint_back_on_it_pinned(
+    make_org, nectar, core_url, tmp_path, monkeypatch
+):
+    # The endpoint leaves echo for other and echo is pruned; a failure after that brings echo back
+    # with a new id: the endpoint's undo must bind it to that id (with its pin), not the gone one.
+    from nectar.cli.client import CliError
+
+    org = make_org()
+    seed(org)
+    api, echo = org.browser.api, workflow_named(org, "echo")["id"]
+    second = {**ECHO, "steps": [{**ECHO["steps"][0], "body": "pong 2"}]}
+    saved = api("POST", f"/api/v1/workflows/{echo}/versions", token=org.key, json={"definition": second})
+    assert saved.status_code == 201, saved.json
+    assert (
+        api(
+            "POST", "/api/v1/workflows", token=org.key, json={"name": "other", "definition": ECHO}
+        ).status_code
+        == 201
+    )
+    assert api("PUT", "/api/v1/variables/OLD", token=org.key, json={"value": "x"}).status_code == 201
+    (endpoint,) = listing(org, "endpoints")
+    pinned = {k: endpoint[k] for k in ("method", "path", "workflow_id", "auth")} | {"pinned_version": 1}
+    assert api("PUT", f"/api/v1/endpoints/{endpoint['id']}", token=org.key, json=pinned).status_code == 200
+    repo = tmp_path / "repo"
+    assert nectar("pull", str(repo), url=core_url, key=org.key).status == 0
+    (endpoint_file,) = repo.glob("endpoints/*.json")
+    doc = json.loads(endpoint_file.read_text())
+    endpoint_file.write_text(json.dumps({**doc, "workflow": "other"}, indent=2, sort_keys=True) + "\n")
+    (repo / "workflows/echo.json").unlink()
+    for path in repo.glob("variables/*.json"):
+        path.unlink()
+    with monkeypatch.context() as patched:
+        failing_at(patched, "variables/OLD", CliError("refused on purpose"))
+        failed = nectar("push", "--prune", str(repo), url=core_url, key=org.key)
+    assert failed.status == 1 and "NOT undone" not in failed.err, failed.err
+    back = workflow_named(org, "echo")
+    (endpoint,) = listing(org, "endpoints")
+    assert endpoint["workflow_id"] == back["id"] and endpoint["pinned_version"] == 1, endpoint
+
+
 @pytest.mark.parametrize("error", ["refused", "ctrl-c"])
 def test_a_scheduled_workflow_whose_deletion_fails_keeps_its_schedule(
     make_org, nectar, core_url, tmp_path, monkeypatch, error

@@ -478,6 +478,32 @@ def test_an_allowlisted_address_is_reachable_and_redirects_are_not_followed(sett
         db.engine.dispose()
 
 
+def test_an_outbound_call_ignores_the_workers_proxy_and_netrc(upstream, monkeypatch, tmp_path):
+    """requests honours HTTP(S)_PROXY and ~/.netrc by default: a proxy would resolve the tenant's
+    host itself (past the check and the pinned address) and a netrc entry would log the platform
+    in to whatever host a tenant names. Neither may reach a workflow's call."""
+    import ipaddress
+
+    from nectar.core.workflows import outbound
+
+    netrc = tmp_path / "netrc"
+    netrc.write_text("machine 127.0.0.1 login platform password platform-netrc-password\n")
+    netrc.chmod(0o600)
+
+    def echo(path, headers):
+        return 200, {}, {"from": "target", "authorization": headers.get("Authorization")}
+
+    with serving(echo) as target, serving(lambda path, headers: (200, {}, {"from": "proxy"})) as proxy:
+        for name in ("no_proxy", "NO_PROXY"):
+            monkeypatch.delenv(name, raising=False)
+        for name in ("http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY"):
+            monkeypatch.setenv(name, proxy)
+        monkeypatch.setenv("NETRC", str(netrc))
+        policy = outbound.OutboundPolicy(allowlist=(ipaddress.ip_network("127.0.0.1/32"),))
+        result = outbound.send("GET", f"{target}/x", policy=policy)
+    assert result.body == {"from": "target", "authorization": None}
+
+
 def test_an_answer_nested_past_the_parsers_depth_fails_the_step_not_the_call(owner, settings_for):
     """A target answering JSON nested thousands deep: its step fails (on_error applies), the call
     answers as its workflow says and its run is recorded, never a 500 from the parser's recursion."""

@@ -494,8 +494,13 @@ def _ordered_steps(api: Api, plan: Plan, current, given: FromEnvironment, journa
             # A pin is a version of the workflow the endpoint leaves; the new one may lack it.
             body.pop("pinned_version", None)
         api.put(f"endpoints/{have.raw['id']}", body)
-        old = {**endpoint_body(have.doc, pinned), "workflow_id": have.raw["workflow_id"]}
-        journal.applied(change.title, lambda: api.put(f"endpoints/{have.raw['id']}", old))
+
+        def undo():  # its workflow's id when undone: a workflow it left may have been pruned and put back
+            old = endpoint_body(have.doc, pinned)
+            old["workflow_id"] = workflow_ids.get(have.doc["workflow"], have.raw["workflow_id"])
+            api.put(f"endpoints/{have.raw['id']}", old)
+
+        journal.applied(change.title, undo)
 
     def delete_endpoint(change: Change):
         have = current["endpoints"][change.key]

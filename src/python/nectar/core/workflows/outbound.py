@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import os
 import socket
 import threading
 from dataclasses import dataclass, field
@@ -163,6 +164,11 @@ def send(
     adapter = _PinnedAdapter(address, limit)
     try:
         with requests.Session() as http:
+            # No proxy from the environment (it would resolve the host itself, past the check and
+            # the pinned address) and no ~/.netrc (its logins would go to any host a tenant names);
+            # a CA bundle the environment names is still trusted, as requests would.
+            http.trust_env = False
+            http.verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
             http.mount("http://", adapter)
             http.mount("https://", adapter)
             response = http.request(method, url, allow_redirects=False, stream=True, timeout=limit, **kwargs)

@@ -23,6 +23,7 @@ from nectar.core.app import create_app
 from nectar.core.runs import jobs
 from nectar.core.runs.writer import run_writer
 from nectar.core.usage import MonthlyRuns
+from nectar.core.workflows.outbound import OutboundPolicy
 from nectar.shared.config import Role, Service
 from nectar.shared.database import db, one_per_database
 from nectar.shared.encryption import parse_keys
@@ -292,9 +293,16 @@ def test_a_signed_webhook_arrives_verifiable_and_is_retried_after_a_500(owner, d
     assert stored["last_error"] is None and stored["last_delivered_at"]
 
 
-def test_a_slack_rule_posts_through_a_slack_connection(owner, tmp_path, monkeypatch):
+def test_a_slack_rule_posts_through_a_slack_connection(
+    owner, alerts_app, settings_for, tmp_path, monkeypatch
+):
     browser, org, token = owner
-    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(tmp_path / "ca.pem"))  # trust the local HTTPS server
+    # Trust the local HTTPS server's CA, named as an operator would (REQUESTS_CA_BUNDLE).
+    trusting = settings_for(
+        Service.CORE, NECTAR_OUTBOUND_ALLOWLIST="127.0.0.1/32", REQUESTS_CA_BUNDLE=str(tmp_path / "ca.pem")
+    )
+    policy = OutboundPolicy.from_setting(trusting.outbound_allowlist, trusting.outbound_ca_bundle)
+    monkeypatch.setitem(alerts_app.config, "NECTAR_OUTBOUND_POLICY", policy)
     workflow_id = _workflow(browser, token, _failing(), name="Nightly import")
     with receiving([200], tls=tmp_path) as (receiver, url):
         connection = browser.api(

@@ -50,7 +50,9 @@ def create_app(settings: Settings | None = None) -> Flask:
     csrf.init_app(app)
     login_manager.init_app(app)
     app.before_request(resolve_request_scope)
-    app.config["NECTAR_OUTBOUND_POLICY"] = OutboundPolicy.from_setting(settings.outbound_allowlist)
+    app.config["NECTAR_OUTBOUND_POLICY"] = OutboundPolicy.from_setting(
+        settings.outbound_allowlist, settings.outbound_ca_bundle
+    )
     app.config["NECTAR_KEY_RING"] = key_ring(settings)
     for blueprint in (
         dashboard,

@@ -295,6 +295,9 @@ class Settings:
     trusted_proxy_hops: int = 0
     # Private or internal networks workflow HTTP steps may reach anyway (NECTAR_OUTBOUND_ALLOWLIST, CIDRs).
     outbound_allowlist: str = ""
+    # CA certificates workflow and alert HTTPS calls trust instead of the bundled ones
+    # (REQUESTS_CA_BUNDLE, the name requests itself reads: a private CA); None: the bundled ones.
+    outbound_ca_bundle: str | None = None
     # Fernet keys for secrets at rest, newest first (NECTAR_ENCRYPTION_KEYS; see shared/encryption.py).
     encryption_keys: str = ""
     var_dir: Path = Path("var")
@@ -381,6 +384,7 @@ def load_settings(service: Service, environ: Mapping[str, str] | None = None) ->
         admin_service_token=admin_service_token,
         trusted_proxy_hops=env_int(environ, "TRUSTED_PROXY_HOPS", 0, low=0, high=5),
         outbound_allowlist=env_str(environ, "NECTAR_OUTBOUND_ALLOWLIST", ""),
+        outbound_ca_bundle=env_str(environ, "REQUESTS_CA_BUNDLE", "") or None,
         encryption_keys=env_str(environ, "NECTAR_ENCRYPTION_KEYS", ""),
         var_dir=var_dir(environ),
         public_urls=public_urls,

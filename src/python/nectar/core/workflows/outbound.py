@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import os
 import socket
 import threading
 from dataclasses import dataclass, field
@@ -55,14 +54,15 @@ class OutboundPolicy:
     allowlist: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = field(default_factory=tuple)
     max_response_bytes: int = MAX_RESPONSE_BYTES
     max_timeout: float = 30.0
+    ca_bundle: str | None = None  # CA certificates to trust instead of the bundled ones
 
     @classmethod
-    def from_setting(cls, raw: str | None) -> OutboundPolicy:
+    def from_setting(cls, raw: str | None, ca_bundle: str | None = None) -> OutboundPolicy:
         networks = []
         for item in (raw or "").split(","):
             if item.strip():
                 networks.append(ipaddress.ip_network(item.strip(), strict=False))
-        return cls(allowlist=tuple(networks))
+        return cls(allowlist=tuple(networks), ca_bundle=ca_bundle)
 
     def allows(self, address: str) -> bool:
         return self.refused_part(address) is None
@@ -166,9 +166,9 @@ def send(
         with requests.Session() as http:
             # No proxy from the environment (it would resolve the host itself, past the check and
             # the pinned address) and no ~/.netrc (its logins would go to any host a tenant names);
-            # a CA bundle the environment names is still trusted, as requests would.
+            # the CA bundle is the policy's (REQUESTS_CA_BUNDLE, read with the other settings).
             http.trust_env = False
-            http.verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
+            http.verify = policy.ca_bundle or True
             http.mount("http://", adapter)
             http.mount("https://", adapter)
             response = http.request(method, url, allow_redirects=False, stream=True, timeout=limit, **kwargs)

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from nectar.core.access import OrgContext, PermissionDenied
 from nectar.core.contract.plans import raised_limit
 from nectar.core.plans import PLAN_LIMITS
+from nectar.core.runs.queries import version_of
 from nectar.core.workflows import json_schema
 from nectar.core.workflows.definition import Problem
 from nectar.schema.models import Endpoint, Workflow, WorkflowVersion
@@ -125,10 +126,7 @@ def save_endpoint(
 def _pin_problems(session: Session, workflow: Workflow, pinned_version: int) -> list[Problem]:
     """Routing joins on the pinned version (routing.py): a pin to a version the workflow lacks would
     make every call answer 404. Checked against the workflow this same request binds."""
-    pinned = select(WorkflowVersion.id).where(
-        WorkflowVersion.workflow_id == workflow.id, WorkflowVersion.version == pinned_version
-    )
-    if session.scalar(pinned) is not None:
+    if version_of(session, workflow.id, pinned_version) is not None:
         return []
     last = session.scalar(
         select(func.max(WorkflowVersion.version)).where(WorkflowVersion.workflow_id == workflow.id)

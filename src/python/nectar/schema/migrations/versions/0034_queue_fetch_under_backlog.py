@@ -21,6 +21,8 @@ Revises: 0033
 Create Date: 2026-12-04
 """
 
+from importlib import resources
+
 from alembic import op
 
 revision = "0034"
@@ -81,62 +83,8 @@ END;
 $$
 """
 
-# procrastinate 3.10's own, put back by the downgrade.
-_PROCRASTINATE_FETCH = """
-CREATE OR REPLACE FUNCTION procrastinate_fetch_job_v2(
-    target_queue_names character varying[],
-    p_worker_id bigint
-)
-    RETURNS procrastinate_jobs
-    LANGUAGE plpgsql
-AS $$
-DECLARE
-	found_jobs procrastinate_jobs;
-BEGIN
-    WITH candidate AS (
-        SELECT jobs.*
-            FROM procrastinate_jobs AS jobs
-            WHERE
-                -- reject the job if its lock has earlier or higher priority jobs
-                NOT EXISTS (
-                    SELECT 1
-                        FROM procrastinate_jobs AS other_jobs
-                        WHERE
-                            jobs.lock IS NOT NULL
-                            AND other_jobs.lock = jobs.lock
-                            AND (
-                                -- job with same lock is already running
-                                other_jobs.status = 'doing'
-                                OR
-                                -- job with same lock is waiting and has higher priority (or same priority but was queued first)
-                                (
-                                    other_jobs.status = 'todo'
-                                    AND (
-                                        other_jobs.priority > jobs.priority
-                                        OR (
-                                        other_jobs.priority = jobs.priority
-                                        AND other_jobs.id < jobs.id
-                                        )
-                                    )
-                                )
-                            )
-                )
-                AND jobs.status = 'todo'
-                AND (target_queue_names IS NULL OR jobs.queue_name = ANY( target_queue_names ))
-                AND (jobs.scheduled_at IS NULL OR jobs.scheduled_at <= now())
-            ORDER BY jobs.priority DESC, jobs.id ASC LIMIT 1
-            FOR UPDATE OF jobs SKIP LOCKED
-    )
-    UPDATE procrastinate_jobs
-        SET status = 'doing', worker_id = p_worker_id
-        FROM candidate
-        WHERE procrastinate_jobs.id = candidate.id
-        RETURNING procrastinate_jobs.* INTO found_jobs;
-
- RETURN found_jobs;
-END;
-$$
-"""
+# procrastinate's own fetch, as its migration made it: the downgrade runs that again.
+PROCRASTINATES = "03.03.00_01_pre_priority_lock_fetch_job.sql"
 
 
 def upgrade() -> None:
@@ -149,6 +97,6 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    op.execute(_PROCRASTINATE_FETCH)
-    op.execute("COMMENT ON FUNCTION procrastinate_fetch_job_v2(character varying[], bigint) IS NULL")
+    # Dropped and created again (the mark goes with it), as procrastinate's migration does.
+    op.execute(resources.files("procrastinate.sql.migrations").joinpath(PROCRASTINATES).read_text())
     op.execute("DROP INDEX procrastinate_jobs_lock_todo_idx")

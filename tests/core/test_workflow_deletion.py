@@ -65,18 +65,7 @@ def test_deletion_is_refused_naming_everything_that_still_uses_the_workflow(edit
         token=token,
         json={"method": "GET", "path": "/target", "workflow_id": target, "auth": "api_key"},
     ).json
-    connection = browser.api(
-        "POST",
-        "/api/v1/connections",
-        token=token,
-        json={
-            "name": "hook",
-            "service_key": "webhook",
-            "config": {"workflow_id": target},
-            "credentials": {"secret": "s" * 20},
-        },
-    )
-    assert connection.status_code == 201, connection.json
+    hook_id = _hook(browser, token, target)
     rule = browser.api(
         "POST",
         "/api/v1/alert-rules",
@@ -108,7 +97,7 @@ def test_deletion_is_refused_naming_everything_that_still_uses_the_workflow(edit
 
     # Each taken away, the deletion goes through.
     browser.api("DELETE", f"/api/v1/endpoints/{endpoint['id']}", token=token)
-    browser.api("DELETE", f"/api/v1/connections/{connection.json['id']}", token=token)
+    browser.api("DELETE", f"/api/v1/connections/{hook_id}", token=token)
     browser.api("DELETE", f"/api/v1/alert-rules/{rule.json['id']}", token=token)
     browser.api("POST", f"/api/v1/workflows/{target}/versions", token=token, json={"definition": RESPOND})
     browser.api("POST", f"/api/v1/workflows/{caller}/versions", token=token, json={"definition": RESPOND})
@@ -225,18 +214,7 @@ def test_a_call_or_a_hook_naming_the_id_in_another_spelling_still_refuses_the_de
         "steps": [{"id": "c", "type": "call_workflow", "workflow": spell(target)}],
     }
     _workflow(browser, token, call, name="Caller")
-    hook = browser.api(
-        "POST",
-        "/api/v1/connections",
-        token=token,
-        json={
-            "name": "hook",
-            "service_key": "webhook",
-            "config": {"workflow_id": target.upper()},
-            "credentials": {"secret": "s" * 20},
-        },
-    )
-    assert hook.status_code == 201, hook.json
+    _hook(browser, token, target.upper())
 
     refused = browser.api("DELETE", f"/api/v1/workflows/{target}", token=token)
     assert refused.status_code == 409, refused.get_data(as_text=True)
@@ -266,3 +244,20 @@ def test_an_endpoint_call_meeting_its_workflow_being_deleted_is_not_a_server_err
         lambda: browser.client.post(endpoint["url"], json={}, headers={"Idempotency-Key": "k-1"}),
     )
     assert answer.status_code == 404, answer.get_data(as_text=True)
+
+
+def _hook(browser, token, workflow_ref: str) -> str:
+    """An incoming-webhook connection named "hook" that starts the workflow `workflow_ref` names: its id."""
+    connection = browser.api(
+        "POST",
+        "/api/v1/connections",
+        token=token,
+        json={
+            "name": "hook",
+            "service_key": "webhook",
+            "config": {"workflow_id": workflow_ref},
+            "credentials": {"secret": "s" * 20},
+        },
+    )
+    assert connection.status_code == 201, connection.json
+    return connection.json["id"]

@@ -297,14 +297,16 @@ def test_a_slack_rule_posts_through_a_slack_connection(
     owner, alerts_app, settings_for, tmp_path, monkeypatch
 ):
     browser, org, token = owner
-    # Trust the local HTTPS server's CA, named as an operator would (REQUESTS_CA_BUNDLE).
-    trusting = settings_for(
-        Service.CORE, NECTAR_OUTBOUND_ALLOWLIST="127.0.0.1/32", REQUESTS_CA_BUNDLE=str(tmp_path / "ca.pem")
-    )
-    policy = OutboundPolicy.from_setting(trusting.outbound_allowlist, trusting.outbound_ca_bundle)
-    monkeypatch.setitem(alerts_app.config, "NECTAR_OUTBOUND_POLICY", policy)
     workflow_id = _workflow(browser, token, _failing(), name="Nightly import")
     with receiving([200], tls=tmp_path) as (receiver, url):
+        # Trust the local HTTPS server's CA, named as an operator would (REQUESTS_CA_BUNDLE).
+        trusting = settings_for(
+            Service.CORE,
+            NECTAR_OUTBOUND_ALLOWLIST="127.0.0.1/32",
+            REQUESTS_CA_BUNDLE=str(tmp_path / "ca.pem"),
+        )
+        policy = OutboundPolicy.from_setting(trusting.outbound_allowlist, trusting.outbound_ca_bundle)
+        monkeypatch.setitem(alerts_app.config, "NECTAR_OUTBOUND_POLICY", policy)
         connection = browser.api(
             "POST",
             "/api/v1/connections",

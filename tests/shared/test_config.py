@@ -49,6 +49,15 @@ def test_production_needs_a_long_secret_key_and_real_database_urls():
     assert settings.is_production
 
 
+def test_a_ca_bundle_that_is_not_there_is_refused_at_start(tmp_path):
+    with pytest.raises(ConfigError, match="REQUESTS_CA_BUNDLE names .* which does not exist"):
+        load_settings(Service.CORE, {**ALL_URLS, "REQUESTS_CA_BUNDLE": str(tmp_path / "missing.pem")})
+    (tmp_path / "ca.pem").write_text("")
+    settings = load_settings(Service.CORE, {**ALL_URLS, "REQUESTS_CA_BUNDLE": str(tmp_path / "ca.pem")})
+    assert settings.outbound_ca_bundle == str(tmp_path / "ca.pem")
+    assert load_settings(Service.CORE, ALL_URLS).outbound_ca_bundle is None
+
+
 @pytest.mark.parametrize(
     ("service", "port"), [(Service.CORE, 3001), (Service.ADMIN, 4001), (Service.MARKETING, 5001)]
 )

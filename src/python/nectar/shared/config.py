@@ -330,6 +330,15 @@ class Settings:
         return self.environment == "test"
 
 
+def ca_bundle(environ: Mapping[str, str]) -> str | None:
+    """REQUESTS_CA_BUNDLE: a file or directory of CA certificates, refused at start when it is not
+    there (every HTTPS call a workflow makes would fail on it instead)."""
+    path = env_str(environ, "REQUESTS_CA_BUNDLE", "") or None
+    if path is not None and not Path(path).exists():
+        raise ConfigError(f"REQUESTS_CA_BUNDLE names {path!r}, which does not exist")
+    return path
+
+
 def load_settings(service: Service, environ: Mapping[str, str] | None = None) -> Settings:
     """Reads one service's settings; raises ConfigError with a one-line reason when they are unusable."""
     environ = os.environ if environ is None else environ
@@ -384,7 +393,7 @@ def load_settings(service: Service, environ: Mapping[str, str] | None = None) ->
         admin_service_token=admin_service_token,
         trusted_proxy_hops=env_int(environ, "TRUSTED_PROXY_HOPS", 0, low=0, high=5),
         outbound_allowlist=env_str(environ, "NECTAR_OUTBOUND_ALLOWLIST", ""),
-        outbound_ca_bundle=env_str(environ, "REQUESTS_CA_BUNDLE", "") or None,
+        outbound_ca_bundle=ca_bundle(environ),
         encryption_keys=env_str(environ, "NECTAR_ENCRYPTION_KEYS", ""),
         var_dir=var_dir(environ),
         public_urls=public_urls,

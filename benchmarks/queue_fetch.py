@@ -1,12 +1,15 @@
 """Benchmark: the job queue's fetch under one organization's backlog, procrastinate's own
-(`procrastinate_fetch_job_v2` as procrastinate 3.x ships it) against core's (migration 0034), on the
-same jobs in the same run.
+(`procrastinate_fetch_job_v2` as procrastinate 3.x ships it) against core's (migrations 0034 and
+0035), on the same jobs in the same run.
 
     ./pants run benchmarks/queue_fetch.py        # about 2 minutes
 
 A backlog of N runs goes round the organization's lanes (procrastinate locks: ORG_MAX_WORKER_RUNS,
 2 by default). The connection has fetched before, as a worker's has (PL/pgSQL then keeps a generic
-plan), and the statistics are those of the backlog as queued, before any of it ran. Measured:
+plan). The statistics are those of the backlog as queued, before any of it ran, and then those
+taken before it was queued, while only lock-free jobs of another queue waited: a burst that
+autovacuum has not caught up with (tests/core/test_queue_fetch.py also covers a worker's first
+fetches then). Measured:
 - a fetch that takes a job (a lane is free): a slot that finished asks for its next run;
 - a fetch that finds nothing (every lane busy): what each idle slot does every POLL_SECONDS.
 """
@@ -38,15 +41,25 @@ def procrastinates_fetch() -> str:
     )
 
 
-def queue_backlog(conn: psycopg.Connection, runs: int, lanes: int) -> None:
+def queue_backlog(conn: psycopg.Connection, runs: int, lanes: int, *, stale_statistics: bool) -> None:
+    """The backlog, with statistics taken once it was queued, or (`stale_statistics`) before: while
+    only lock-free jobs of another queue waited (a burst autovacuum has not caught up with)."""
     conn.execute("DELETE FROM procrastinate_jobs")
+    if stale_statistics:
+        conn.execute(
+            "INSERT INTO procrastinate_jobs (queue_name, task_name, args) "
+            "SELECT 'other', 'other.task', '{}' FROM generate_series(1, 2000)"
+        )
+        conn.execute("ANALYZE procrastinate_jobs")
+        conn.execute("DELETE FROM procrastinate_jobs")
     conn.execute(
         "INSERT INTO procrastinate_jobs (queue_name, task_name, lock, priority, args, status) "
         "SELECT 'core', 'core.run_workflow', 'lane:' || (i %% %s), -i, '{}', 'todo' "
         "FROM generate_series(1, %s) i",
         (lanes, runs),
     )
-    conn.execute("ANALYZE procrastinate_jobs")
+    if not stale_statistics:
+        conn.execute("ANALYZE procrastinate_jobs")
 
 
 def measure(conn: psycopg.Connection, fetch: str, calls: int) -> tuple[list[float], list[float]]:
@@ -82,26 +95,30 @@ def main() -> None:
     server.drop_database(DATABASE)
     server.create_database(DATABASE)
     upgrade(server.url(Role.OWNER, DATABASE))
-    print("ms per fetch call (median; max): procrastinate's own -> core's (migration 0034)")
+    print("ms per fetch call (median; max): procrastinate's own -> core's (migrations 0034, 0035)")
     with DatabaseUnderTest(server, DATABASE).connect(Role.OWNER) as conn:
         conn.execute(procrastinates_fetch())
         conn.commit()  # each case below is rolled back: the queue is left as it was
-        for runs in (int(n) for n in args.backlogs.split(",")):
-            for lanes in (int(n) for n in args.lanes.split(",")):
-                figures = {}
-                for name, fetch in (
-                    ("procrastinate's", "pg_temp.procrastinate_fetch_job_v2"),
-                    ("core's", "procrastinate_fetch_job_v2"),
-                ):
-                    queue_backlog(conn, runs, lanes)
-                    figures[name] = measure(conn, fetch, args.calls)
-                    conn.rollback()
-                (their_took, their_empty), (our_took, our_empty) = figures.values()
-                print(
-                    f"  {runs:>6} runs in {lanes} lanes: takes a job {_ms(their_took)} -> {_ms(our_took)}; "
-                    f"finds every lane busy {_ms(their_empty)} -> {_ms(our_empty)} "
-                    f"({statistics.median(their_empty) / statistics.median(our_empty):,.0f}x)"
-                )
+        for stale in (False, True):
+            print(
+                "  statistics taken before the backlog was queued" if stale else "  statistics of the backlog"
+            )
+            for runs in (int(n) for n in args.backlogs.split(",")):
+                for lanes in (int(n) for n in args.lanes.split(",")):
+                    figures = {}
+                    for name, fetch in (
+                        ("procrastinate's", "pg_temp.procrastinate_fetch_job_v2"),
+                        ("core's", "procrastinate_fetch_job_v2"),
+                    ):
+                        queue_backlog(conn, runs, lanes, stale_statistics=stale)
+                        figures[name] = measure(conn, fetch, args.calls)
+                        conn.rollback()
+                    (their_took, their_empty), (our_took, our_empty) = figures.values()
+                    print(
+                        f"    {runs:>6} runs in {lanes} lanes: takes a job {_ms(their_took)} -> {_ms(our_took)}; "
+                        f"finds every lane busy {_ms(their_empty)} -> {_ms(our_empty)} "
+                        f"({statistics.median(their_empty) / statistics.median(our_empty):,.0f}x)"
+                    )
 
 
 def _ms(values: list[float]) -> str:

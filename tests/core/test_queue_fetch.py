@@ -203,17 +203,19 @@ def test_a_fetch_from_a_burst_reads_a_few_pages_whatever_the_statistics_say(
         committed_queue.execute("ANALYZE procrastinate_jobs")
     with database.connect(Role.OWNER) as worker:  # a worker's connection: no plan cached yet
         worker.autocommit = True
-        running = [_fetch(worker, ["core"]) for _ in range(4)]
-        pages = []
-        for _ in range(20):  # a slot finishes its job and fetches the next
-            worker.execute(
-                "UPDATE procrastinate_jobs SET status = 'succeeded' WHERE id = %s", (running.pop(0),)
-            )
+        assert _fetch(worker, ["no-such-queue"]) is None  # a new connection reads the catalog once
+        running, pages = [], []
+        for _ in range(24):  # four slots fill, then each finishes its job and fetches the next
+            if len(running) == 4:
+                worker.execute(
+                    "UPDATE procrastinate_jobs SET status = 'succeeded' WHERE id = %s", (running.pop(0),)
+                )
             pages.append(_pages_read_by_a_fetch(worker, ["core"]))
             running.append(
                 worker.execute("SELECT max(id) FROM procrastinate_jobs WHERE status = 'doing'").fetchone()[0]
             )
-    assert max(pages) < 150, pages
+    # About 50 pages a fetch, 200 for the first one (it plans, reading the table's catalog entries).
+    assert max(pages) < 300, pages
 
 
 def test_procrastinate_still_fetches_through_the_function_core_replaced(database):

@@ -9,9 +9,11 @@ import psycopg
 import pytest
 
 from nectar.core.runs import jobs
+from nectar.core.runs.runner import activate_run
+from nectar.core.workflows.engine import ASYNC_LIMITS
 from nectar.shared.config import Role
 from nectar.shared.database import db
-from tests.core.conftest import drain_jobs, run_and_wait
+from tests.core.conftest import drain_jobs, org_id_of, run_and_wait
 from tests.core.test_api import _new_key
 from tests.core.test_endpoints import _workflow
 
@@ -32,10 +34,84 @@ def test_a_manual_run_is_queued_then_run_by_the_worker(browser, database):
     )
     run = run_and_wait(browser, token, workflow_id)
     assert run["status"] == "succeeded" and run["trigger"] == "manual"
+    # The activation ended its job with the run's outcome, once: the worker did not end it again.
+    assert _job_of(database, run["id"]) == ("succeeded", 1, ["deferred", "started", "succeeded"])
+
+
+def _job_of(database, run_id: str) -> tuple[str, int, list[str]]:
+    """The status, attempts and events of the run's (only) activation job."""
     with database.connect(Role.ADMIN) as conn:
-        assert conn.execute(
-            "SELECT status FROM procrastinate_jobs WHERE task_name = 'core.run_workflow'"
-        ).fetchall()[-1] == ("succeeded",)
+        job_id, status, attempts = conn.execute(
+            "SELECT id, status, attempts FROM procrastinate_jobs "
+            "WHERE task_name = 'core.run_workflow' AND args->>'run_id' = %s",
+            (run_id,),
+        ).fetchone()
+        events = conn.execute(
+            "SELECT type::text FROM procrastinate_events WHERE job_id = %s ORDER BY id", (job_id,)
+        ).fetchall()
+    return status, attempts, [event for (event,) in events]
+
+
+def test_an_activation_that_fails_after_its_job_ended_is_not_retried(browser, database, monkeypatch):
+    """The run's outcome and its job's end commit together; an error after that (here counting the
+    run) is logged, and neither the run nor its job is touched again: the run is not failed, the
+    job not retried."""
+    from nectar.core.runs import runner
+
+    def broken_count(trigger: str, status: str) -> None:
+        raise RuntimeError("metrics are broken")
+
+    monkeypatch.setattr(runner, "count_run", broken_count)
+    browser.sign_up()
+    browser.create_org()
+    token = _new_key(browser)
+    workflow_id = _workflow(
+        browser,
+        token,
+        {"trigger": {"type": "manual"}, "steps": [{"id": "s", "type": "set", "values": {"a": 1}}]},
+    )
+    run = run_and_wait(browser, token, workflow_id)
+    assert run["status"] == "succeeded" and run["error"] is None
+    assert _job_of(database, run["id"]) == ("succeeded", 1, ["deferred", "started", "succeeded"])
+
+
+def test_an_activation_whose_job_was_handed_back_leaves_that_job_to_find_the_run_done(browser, database):
+    """A worker taken for dead (no heartbeat) has its job handed back while its activation still
+    runs: the activation's outcome commits without ending the job, which runs again, finds the
+    run ended, and succeeds doing nothing."""
+    from nectar.shared.jobs import OwnJob, job_app
+
+    browser.sign_up()
+    browser.create_org()
+    token = _new_key(browser)
+    workflow_id = _workflow(
+        browser,
+        token,
+        {"trigger": {"type": "manual"}, "steps": [{"id": "s", "type": "set", "values": {"a": 1}}]},
+    )
+    run_id = browser.api(
+        "POST", f"/api/v1/workflows/{workflow_id}/runs", token=token, json={"input": {}}
+    ).json["id"]
+    with database.connect(Role.ADMIN) as conn:  # handed back: waiting to be taken again
+        job_id = conn.execute(
+            "SELECT id FROM procrastinate_jobs WHERE args->>'run_id' = %s AND status = 'todo'", (run_id,)
+        ).fetchone()[0]
+    worker = job_app(browser.app.config["NECTAR_SETTINGS"].database_url, jobs.blueprint)
+    with browser.app.app_context():
+        outcome = activate_run(
+            db.session,
+            org_id_of(browser),
+            uuid.UUID(run_id),
+            limits=ASYNC_LIMITS,
+            job=OwnJob(job_id, worker.job_manager),
+        )
+        db.session.remove()
+    assert outcome.status == "succeeded"
+    assert _job_of(database, run_id) == ("todo", 0, ["deferred"])
+    run = browser.api("GET", f"/api/v1/runs/{run_id}", token=token).json
+    drain_jobs(browser.app)
+    assert browser.api("GET", f"/api/v1/runs/{run_id}", token=token).json == run  # not run again
+    assert _job_of(database, run_id) == ("succeeded", 1, ["deferred", "started", "succeeded"])
 
 
 def test_a_failing_or_runaway_workflow_fails_its_run_and_the_worker_goes_on(browser):

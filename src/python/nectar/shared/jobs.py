@@ -19,11 +19,14 @@ import logging
 import signal
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import datetime
 
 import procrastinate
 import psycopg
+from procrastinate import manager
 from procrastinate.exceptions import ConnectorException
+from procrastinate.jobs import Job
 from psycopg import sql
 from sqlalchemy import text
 from sqlalchemy.engine import URL
@@ -229,6 +232,61 @@ def _connection_of_its_own(conninfo: str) -> Awaitable[psycopg.AsyncConnection]:
     )
 
 
+class JobManager(manager.JobManager):
+    """procrastinate's, which leaves alone the jobs whose tasks ended them themselves (OwnJob)."""
+
+    def __init__(self, connector: procrastinate.BaseConnector):
+        super().__init__(connector)
+        self.ended_by_their_task: set[int] = set()
+
+    async def finish_job(self, job: Job, *args, **kwargs) -> None:
+        if not self._ended_by_its_task(job):
+            await super().finish_job(job, *args, **kwargs)
+
+    async def retry_job(self, job: Job, *args, **kwargs) -> None:
+        if not self._ended_by_its_task(job):  # it failed after its end committed: nothing to retry
+            await super().retry_job(job, *args, **kwargs)
+
+    def _ended_by_its_task(self, job: Job) -> bool:
+        try:
+            self.ended_by_their_task.remove(job.id)
+        except KeyError:
+            return False
+        return True
+
+
+# The job succeeds, as the worker would mark it (procrastinate's function, its events and attempts),
+# unless it is no longer running: a worker taken for dead had it queued again, and that run of it
+# finds its work done.
+_END_OWN_JOB_SQL = (
+    "SELECT procrastinate_finish_job_v1(id, 'succeeded', false) FROM procrastinate_jobs "
+    "WHERE id = %(job)s AND status = 'doing'"
+)
+
+
+@dataclass(frozen=True)
+class OwnJob:
+    """The job a task is running, for a task whose last transaction ends it: that transaction
+    sends `end_statement`, and once it committed, `ended()` tells the worker not to end it again.
+    The job then ends with the task's work, atomically, and costs one transaction fewer."""
+
+    id: int
+    manager: JobManager
+
+    @property
+    def end_statement(self) -> tuple[str, dict]:
+        return _END_OWN_JOB_SQL, {"job": self.id}
+
+    def ended(self) -> None:
+        self.manager.ended_by_their_task.add(self.id)
+
+
+def own_job(context: procrastinate.JobContext) -> OwnJob:
+    """The running job of a task that takes its context (`pass_context=True`)."""
+    assert context.job.id is not None and isinstance(context.app.job_manager, JobManager)
+    return OwnJob(context.job.id, context.app.job_manager)
+
+
 def job_app(
     url: URL, *blueprints: procrastinate.Blueprint, listen_url: URL | None = None
 ) -> procrastinate.App:
@@ -236,6 +294,7 @@ def job_app(
     on `listen_url` (default `url`; a direct connection where `url` goes through PgBouncer)."""
     listen = libpq_dsn(listen_url) if listen_url is not None else None
     app = procrastinate.App(connector=JobConnector(libpq_dsn(url), listen))
+    app.job_manager = JobManager(app.connector)
     for blueprint in blueprints:
         app.add_tasks_from(blueprint, namespace="")
     return app

@@ -22,7 +22,7 @@ from nectar.core.runs.runner import activate_run
 from nectar.core.workflows.engine import ASYNC_LIMITS
 from nectar.schema.models import Workflow, WorkflowRun, WorkflowSchedule
 from nectar.shared.database import db, is_database_outage, scope_session
-from nectar.shared.jobs import add_queue_upkeep
+from nectar.shared.jobs import add_queue_upkeep, own_job
 
 blueprint = procrastinate.Blueprint()
 # Upkeep: a run whose worker died is handed back (activate_run resumes it from its journal), and
@@ -103,10 +103,12 @@ def recover_run(org_id: str, run_id: str) -> None:
         log.warning("run %s of organization %s had no activation coming; one is queued", run_id, org_id)
 
 
-@blueprint.task(name=RUN_TASK, queue=QUEUE, retry=ActivationRetry())
-def run_workflow(org_id: str, run_id: str) -> None:
+@blueprint.task(name=RUN_TASK, queue=QUEUE, retry=ActivationRetry(), pass_context=True)
+def run_workflow(context: procrastinate.JobContext, org_id: str, run_id: str) -> None:
     with bound_app_context():
-        activate_run(db.session, uuid.UUID(org_id), uuid.UUID(run_id), limits=ASYNC_LIMITS)
+        activate_run(
+            db.session, uuid.UUID(org_id), uuid.UUID(run_id), limits=ASYNC_LIMITS, job=own_job(context)
+        )
 
 
 @blueprint.periodic(cron="* * * * *")

@@ -242,7 +242,7 @@ _FAIL_RUN_SQL = f"""
     WITH failed AS (
         UPDATE workflow_runs SET status = 'failed', error = %(error)s, finished_at = COALESCE(finished_at, now()),
                wake_at = NULL, waiting_for = NULL
-        WHERE id = %(id)s AND status <> 'cancelled'  -- a cancellation stands
+        WHERE id = %(id)s AND status IN ('queued', 'running', 'waiting')  -- an end stands, a cancellation too
         RETURNING org_id, trigger, status
     ) {check_alerts_sql("failed")}
 """  # noqa: S608 - only constants are filled in
@@ -284,5 +284,6 @@ def complete_run(session: Session, run_id: uuid.UUID, outcome: RunOutcome) -> tu
 
 
 def fail_run(session: Session, run_id: uuid.UUID, error: str) -> None:
-    """Ends a run that is not cancelled as failed with `error`, in the session's transaction."""
+    """Ends a run that has not ended (nor been cancelled) as failed with `error`, in the session's
+    transaction: an error after a run's end committed leaves the run as it ended."""
     session.connection().exec_driver_sql(_FAIL_RUN_SQL, {"id": run_id, "error": error})

@@ -39,6 +39,7 @@ from nectar.core.workflows.engine import (
     masked_and_cut,
 )
 from nectar.shared.database import SET_TENANT_SQL, db, in_one_round_trip, is_database_outage, scope_session
+from nectar.shared.jobs import OwnJob
 from nectar.shared.mail import Email, queue_email
 
 UNSUBSCRIBED = "the recipient unsubscribed from this organization's email"
@@ -171,6 +172,7 @@ def activate_run(
     *,
     limits: Limits,
     now: Callable[[], datetime] | None = None,
+    job: OwnJob | None = None,
 ) -> RunOutcome | None:
     """Takes a queued or waiting run as far as it can go now (the worker's part), resuming from its
     journal: a run whose worker died goes on where its journal ends, repeating no effect it had
@@ -178,7 +180,8 @@ def activate_run(
     next activation. None when there was nothing to do. A workflow's own failures end as a failed
     run; the database's raise, and the job is retried. A run cancelled meanwhile stops before its
     next step that acts or waits, and ends cancelled whatever it reached. A called run that ends
-    wakes its caller if the caller waits for it."""
+    wakes its caller if the caller waits for it. The worker's `job` (this activation's) ends with
+    the outcome when it is written in one round trip."""
     scope_session(session, org_id=org_id)
     claimed = claim_run(session.get_bind(), org_id, run_id)
     if claimed is None:
@@ -207,7 +210,7 @@ def activate_run(
             tenant=org_id,
             organization=organization,
         )
-        return _settle(session, org_id, run, outcome)
+        return _settle(session, org_id, run, outcome, job)
     except Exception as error:  # noqa: BLE001 - a run must end recorded, whatever broke
         if is_database_outage(error):
             raise  # the database went away: the job is retried and the run resumes from its journal
@@ -215,16 +218,23 @@ def activate_run(
         return None
 
 
-def _settle(session: Session, org_id: uuid.UUID, run: ClaimedRun, outcome: RunOutcome) -> RunOutcome:
+def _settle(
+    session: Session, org_id: uuid.UUID, run: ClaimedRun, outcome: RunOutcome, job: OwnJob | None
+) -> RunOutcome:
     """Writes and commits the activation's outcome with what follows it: the run's own wake-up
     when it waits until a time; its caller's activation when it was called and has ended."""
     wake_up = [activation_job(org_id, run.id, outcome.wake_at)] if outcome.wake_at else []
     if run.parent_run_id is None:
         # The usual case, in one round trip (the worker's hot path), after whatever the steps
-        # left open (usually nothing: each step that writes commits with its checkpoint).
+        # left open (usually nothing: each step that writes commits with its checkpoint), and
+        # with the end of the worker's job.
         session.commit()
         statements = [(SET_TENANT_SQL, (str(org_id),)), outcome_statement(run.id, outcome), *wake_up]
+        if job is not None:
+            statements.append(job.end_statement)
         status, error = in_one_round_trip(session.get_bind(), statements)[1][0]
+        if job is not None:
+            job.ended()
     else:
         status, error = complete_run(session, run.id, outcome)
         for statement in wake_up:

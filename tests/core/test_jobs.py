@@ -75,43 +75,65 @@ def test_an_activation_that_fails_after_its_job_ended_is_not_retried(browser, da
     assert _job_of(database, run["id"]) == ("succeeded", 1, ["deferred", "started", "succeeded"])
 
 
-def test_an_activation_whose_job_was_handed_back_leaves_that_job_to_find_the_run_done(browser, database):
-    """A worker taken for dead (no heartbeat) has its job handed back while its activation still
-    runs: the activation's outcome commits without ending the job, which runs again, finds the
-    run ended, and succeeds doing nothing."""
+WAITS_AN_HOUR = {"trigger": {"type": "manual"}, "steps": [{"id": "d", "type": "delay", "seconds": 3600}]}
+SETS_A_VALUE = {"trigger": {"type": "manual"}, "steps": [{"id": "s", "type": "set", "values": {"a": 1}}]}
+
+
+@pytest.mark.parametrize(
+    "meanwhile, job_afterwards",
+    [
+        # The worker's own end would have ended it: running it again would repeat the activation
+        # (for a waiting run, a second wake-up).
+        ("handed back", ("succeeded", 0, ["deferred", "cancelled"])),
+        # That worker's to end.
+        ("taken by another worker", ("doing", 0, ["deferred", "started"])),
+    ],
+)
+@pytest.mark.parametrize("definition", [SETS_A_VALUE, WAITS_AN_HOUR], ids=["ends", "waits"])
+def test_an_activation_whose_worker_was_taken_for_dead_ends_its_job_only_if_no_one_else_took_it(
+    browser, database, meanwhile, job_afterwards, definition
+):
+    """A worker without a heartbeat is taken for dead, and the sweep hands its job back while its
+    activation still runs; another worker may take it. The activation's outcome commits either way."""
     from nectar.shared.jobs import OwnJob, job_app
 
     browser.sign_up()
     browser.create_org()
     token = _new_key(browser)
-    workflow_id = _workflow(
-        browser,
-        token,
-        {"trigger": {"type": "manual"}, "steps": [{"id": "s", "type": "set", "values": {"a": 1}}]},
-    )
+    workflow_id = _workflow(browser, token, definition)
     run_id = browser.api(
         "POST", f"/api/v1/workflows/{workflow_id}/runs", token=token, json={"input": {}}
     ).json["id"]
-    with database.connect(Role.ADMIN) as conn:  # handed back: waiting to be taken again
+    with database.connect(Role.ADMIN) as conn:
         job_id = conn.execute(
             "SELECT id FROM procrastinate_jobs WHERE args->>'run_id' = %s AND status = 'todo'", (run_id,)
         ).fetchone()[0]
+        if meanwhile == "taken by another worker":
+            other = conn.execute("INSERT INTO procrastinate_workers DEFAULT VALUES RETURNING id").fetchone()[
+                0
+            ]
+            conn.execute(
+                "UPDATE procrastinate_jobs SET status = 'doing', worker_id = %s WHERE id = %s",
+                (other, job_id),
+            )
     worker = job_app(browser.app.config["NECTAR_SETTINGS"].database_url, jobs.blueprint)
-    with browser.app.app_context():
+    with browser.app.app_context():  # the activation of the worker taken for dead
         outcome = activate_run(
             db.session,
             org_id_of(browser),
             uuid.UUID(run_id),
             limits=ASYNC_LIMITS,
-            job=OwnJob(job_id, worker.job_manager),
+            job=OwnJob(job_id, None, worker.job_manager),
         )
         db.session.remove()
-    assert outcome.status == "succeeded"
-    assert _job_of(database, run_id) == ("todo", 0, ["deferred"])
-    run = browser.api("GET", f"/api/v1/runs/{run_id}", token=token).json
-    drain_jobs(browser.app)
-    assert browser.api("GET", f"/api/v1/runs/{run_id}", token=token).json == run  # not run again
-    assert _job_of(database, run_id) == ("succeeded", 1, ["deferred", "started", "succeeded"])
+    assert outcome.status == ("waiting" if definition is WAITS_AN_HOUR else "succeeded")
+    assert _job_of(database, run_id) == job_afterwards
+    with database.connect(Role.ADMIN) as conn:
+        wake_ups = conn.execute(
+            "SELECT count(*) FROM procrastinate_jobs WHERE task_name = 'core.wake_run' AND args->>'run_id' = %s",
+            (run_id,),
+        ).fetchone()[0]
+    assert wake_ups == (1 if definition is WAITS_AN_HOUR else 0)
 
 
 def test_a_failing_or_runaway_workflow_fails_its_run_and_the_worker_goes_on(browser):

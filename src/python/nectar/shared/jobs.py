@@ -255,12 +255,13 @@ class JobManager(manager.JobManager):
         return True
 
 
-# The job succeeds, as the worker would mark it (procrastinate's function, its events and attempts),
-# unless it is no longer running: a worker taken for dead had it queued again, and that run of it
-# finds its work done.
+# The job succeeds, as the worker would mark it (procrastinate's function: its events, attempts).
+# Handed back to the queue meanwhile (its worker was taken for dead), it ends too, as the worker's
+# own end would have done: running it again would only repeat the activation. Taken by another
+# worker since, it is that worker's to end.
 _END_OWN_JOB_SQL = (
     "SELECT procrastinate_finish_job_v1(id, 'succeeded', false) FROM procrastinate_jobs "
-    "WHERE id = %(job)s AND status = 'doing'"
+    "WHERE id = %(job)s AND (status = 'todo' OR (status = 'doing' AND worker_id = %(worker)s))"
 )
 
 
@@ -271,11 +272,12 @@ class OwnJob:
     The job then ends with the task's work, atomically, and costs one transaction fewer."""
 
     id: int
+    worker_id: int | None  # the worker running it
     manager: JobManager
 
     @property
     def end_statement(self) -> tuple[str, dict]:
-        return _END_OWN_JOB_SQL, {"job": self.id}
+        return _END_OWN_JOB_SQL, {"job": self.id, "worker": self.worker_id}
 
     def ended(self) -> None:
         self.manager.ended_by_their_task.add(self.id)
@@ -284,7 +286,7 @@ class OwnJob:
 def own_job(context: procrastinate.JobContext) -> OwnJob:
     """The running job of a task that takes its context (`pass_context=True`)."""
     assert context.job.id is not None and isinstance(context.app.job_manager, JobManager)
-    return OwnJob(context.job.id, context.app.job_manager)
+    return OwnJob(context.job.id, context.job.worker_id, context.app.job_manager)
 
 
 def job_app(

@@ -232,9 +232,10 @@ def _settle(
         statements = [(SET_TENANT_SQL, (str(org_id),)), outcome_statement(run.id, outcome), *wake_up]
         if job is not None:
             statements.append(job.end_statement)
-        status, error = in_one_round_trip(session.get_bind(), statements)[1][0]
+        results = in_one_round_trip(session.get_bind(), statements)
         if job is not None:
             job.ended()
+        status, error = results[1][0]
     else:
         status, error = complete_run(session, run.id, outcome)
         for statement in wake_up:

@@ -17,20 +17,25 @@ from tests.core.conftest import drain_jobs, org_id_of, run_and_wait
 from tests.core.test_api import _new_key
 from tests.core.test_endpoints import _workflow
 
+WAITS_AN_HOUR = {"trigger": {"type": "manual"}, "steps": [{"id": "d", "type": "delay", "seconds": 3600}]}
+SETS_A_VALUE = {"trigger": {"type": "manual"}, "steps": [{"id": "s", "type": "set", "values": {"a": 1}}]}
 SCHEDULED = {
     "trigger": {"type": "schedule", "cron": "*/5 * * * *"},
     "steps": [{"id": "tick", "type": "set", "values": {"at": "{{ trigger.scheduled_for }}"}}],
 }
 
 
-def test_a_manual_run_is_queued_then_run_by_the_worker(browser, database):
+def _new_workflow(browser, definition: dict) -> tuple[str, str]:
+    """A new person's organization with one workflow: an API key and the workflow's id."""
     browser.sign_up()
     browser.create_org()
     token = _new_key(browser)
-    workflow_id = _workflow(
-        browser,
-        token,
-        {"trigger": {"type": "manual"}, "steps": [{"id": "wait", "type": "delay", "seconds": 0}]},
+    return token, _workflow(browser, token, definition)
+
+
+def test_a_manual_run_is_queued_then_run_by_the_worker(browser, database):
+    token, workflow_id = _new_workflow(
+        browser, {"trigger": {"type": "manual"}, "steps": [{"id": "wait", "type": "delay", "seconds": 0}]}
     )
     run = run_and_wait(browser, token, workflow_id)
     assert run["status"] == "succeeded" and run["trigger"] == "manual"
@@ -62,21 +67,10 @@ def test_an_activation_that_fails_after_its_job_ended_is_not_retried(browser, da
         raise RuntimeError("metrics are broken")
 
     monkeypatch.setattr(runner, "count_run", broken_count)
-    browser.sign_up()
-    browser.create_org()
-    token = _new_key(browser)
-    workflow_id = _workflow(
-        browser,
-        token,
-        {"trigger": {"type": "manual"}, "steps": [{"id": "s", "type": "set", "values": {"a": 1}}]},
-    )
+    token, workflow_id = _new_workflow(browser, SETS_A_VALUE)
     run = run_and_wait(browser, token, workflow_id)
     assert run["status"] == "succeeded" and run["error"] is None
     assert _job_of(database, run["id"]) == ("succeeded", 1, ["deferred", "started", "succeeded"])
-
-
-WAITS_AN_HOUR = {"trigger": {"type": "manual"}, "steps": [{"id": "d", "type": "delay", "seconds": 3600}]}
-SETS_A_VALUE = {"trigger": {"type": "manual"}, "steps": [{"id": "s", "type": "set", "values": {"a": 1}}]}
 
 
 @pytest.mark.parametrize(
@@ -97,10 +91,7 @@ def test_an_activation_whose_worker_was_taken_for_dead_ends_its_job_only_if_no_o
     activation still runs; another worker may take it. The activation's outcome commits either way."""
     from nectar.shared.jobs import OwnJob, job_app
 
-    browser.sign_up()
-    browser.create_org()
-    token = _new_key(browser)
-    workflow_id = _workflow(browser, token, definition)
+    token, workflow_id = _new_workflow(browser, definition)
     run_id = browser.api(
         "POST", f"/api/v1/workflows/{workflow_id}/runs", token=token, json={"input": {}}
     ).json["id"]
@@ -246,11 +237,8 @@ def test_a_run_whose_worker_died_is_handed_back_and_finished_by_another(browser,
     hands the job back, and the run resumes from its journal and finishes."""
     from nectar.shared.jobs import job_app
 
-    browser.sign_up()
-    browser.create_org()
-    token = _new_key(browser)
-    workflow_id = _workflow(
-        browser, token, {"trigger": {"type": "manual"}, "steps": [{"id": "s", "type": "set", "values": {}}]}
+    token, workflow_id = _new_workflow(
+        browser, {"trigger": {"type": "manual"}, "steps": [{"id": "s", "type": "set", "values": {}}]}
     )
     started = browser.api("POST", f"/api/v1/workflows/{workflow_id}/runs", token=token, json={"input": {}})
     run_id = started.json["id"]

@@ -17,6 +17,7 @@ fetches then). Measured:
 from __future__ import annotations
 
 import argparse
+import itertools
 import statistics
 import time
 from importlib import resources
@@ -99,26 +100,28 @@ def main() -> None:
     with DatabaseUnderTest(server, DATABASE).connect(Role.OWNER) as conn:
         conn.execute(procrastinates_fetch())
         conn.commit()  # each case below is rolled back: the queue is left as it was
-        for stale in (False, True):
+        cases = itertools.product(
+            (False, True), (int(n) for n in args.backlogs.split(",")), (int(n) for n in args.lanes.split(","))
+        )
+        for stale, group in itertools.groupby(cases, key=lambda case: case[0]):
             print(
                 "  statistics taken before the backlog was queued" if stale else "  statistics of the backlog"
             )
-            for runs in (int(n) for n in args.backlogs.split(",")):
-                for lanes in (int(n) for n in args.lanes.split(",")):
-                    figures = {}
-                    for name, fetch in (
-                        ("procrastinate's", "pg_temp.procrastinate_fetch_job_v2"),
-                        ("core's", "procrastinate_fetch_job_v2"),
-                    ):
-                        queue_backlog(conn, runs, lanes, stale_statistics=stale)
-                        figures[name] = measure(conn, fetch, args.calls)
-                        conn.rollback()
-                    (their_took, their_empty), (our_took, our_empty) = figures.values()
-                    print(
-                        f"    {runs:>6} runs in {lanes} lanes: takes a job {_ms(their_took)} -> {_ms(our_took)}; "
-                        f"finds every lane busy {_ms(their_empty)} -> {_ms(our_empty)} "
-                        f"({statistics.median(their_empty) / statistics.median(our_empty):,.0f}x)"
-                    )
+            for _, runs, lanes in group:
+                figures = {}
+                for name, fetch in (
+                    ("procrastinate's", "pg_temp.procrastinate_fetch_job_v2"),
+                    ("core's", "procrastinate_fetch_job_v2"),
+                ):
+                    queue_backlog(conn, runs, lanes, stale_statistics=stale)
+                    figures[name] = measure(conn, fetch, args.calls)
+                    conn.rollback()
+                (their_took, their_empty), (our_took, our_empty) = figures.values()
+                print(
+                    f"    {runs:>6} runs in {lanes} lanes: takes a job {_ms(their_took)} -> {_ms(our_took)}; "
+                    f"finds every lane busy {_ms(their_empty)} -> {_ms(our_empty)} "
+                    f"({statistics.median(their_empty) / statistics.median(our_empty):,.0f}x)"
+                )
 
 
 def _ms(values: list[float]) -> str:

@@ -72,6 +72,17 @@ class DatabaseUnderTest:
         env.update(extra)
         return env
 
+    def job_history(self, job_id: int) -> tuple[str, int, list[str]]:
+        """A procrastinate job's status, attempts and events (in order)."""
+        with self.connect(Role.ADMIN) as conn:
+            status, attempts = conn.execute(
+                "SELECT status, attempts FROM procrastinate_jobs WHERE id = %s", (job_id,)
+            ).fetchone()
+            events = conn.execute(
+                "SELECT type::text FROM procrastinate_events WHERE job_id = %s ORDER BY id", (job_id,)
+            ).fetchall()
+        return status, attempts, [event for (event,) in events]
+
 
 # The shared test server outlives each test process (the next one reuses it) and stops this long
 # after the last one ended.

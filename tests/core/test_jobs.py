@@ -44,17 +44,13 @@ def test_a_manual_run_is_queued_then_run_by_the_worker(browser, database):
 
 
 def _job_of(database, run_id: str) -> tuple[str, int, list[str]]:
-    """The status, attempts and events of the run's (only) activation job."""
+    """The history of the run's (only) activation job."""
     with database.connect(Role.ADMIN) as conn:
-        job_id, status, attempts = conn.execute(
-            "SELECT id, status, attempts FROM procrastinate_jobs "
-            "WHERE task_name = 'core.run_workflow' AND args->>'run_id' = %s",
+        job_id = conn.execute(
+            "SELECT id FROM procrastinate_jobs WHERE task_name = 'core.run_workflow' AND args->>'run_id' = %s",
             (run_id,),
-        ).fetchone()
-        events = conn.execute(
-            "SELECT type::text FROM procrastinate_events WHERE job_id = %s ORDER BY id", (job_id,)
-        ).fetchall()
-    return status, attempts, [event for (event,) in events]
+        ).fetchone()[0]
+    return database.job_history(job_id)
 
 
 def test_an_activation_that_fails_after_its_job_ended_is_not_retried(browser, database, monkeypatch):

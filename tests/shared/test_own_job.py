@@ -15,7 +15,7 @@ QUEUE = "own-job-test"
 
 def _run_once(database, *, fail_after_the_end: bool) -> tuple[str, int, list[str]]:
     """Queues one job of a task that ends its own job, runs the worker until the queue is empty,
-    and returns the job's status, attempts and events."""
+    and returns the job's history."""
     tasks = procrastinate.Blueprint()
 
     @tasks.task(name="test.ends_its_own_job", queue=QUEUE, pass_context=True, retry=3)
@@ -31,14 +31,7 @@ def _run_once(database, *, fail_after_the_end: bool) -> tuple[str, int, list[str
     with app.open():
         job_id = app.configure_task("test.ends_its_own_job").defer()
         app.run_worker(queues=[QUEUE], wait=False, install_signal_handlers=False)
-    with database.connect(Role.ADMIN) as conn:
-        status, attempts = conn.execute(
-            "SELECT status, attempts FROM procrastinate_jobs WHERE id = %s", (job_id,)
-        ).fetchone()
-        events = conn.execute(
-            "SELECT type::text FROM procrastinate_events WHERE job_id = %s ORDER BY id", (job_id,)
-        ).fetchall()
-    return status, attempts, [event for (event,) in events]
+    return database.job_history(job_id)
 
 
 ENDED_ONCE = ("succeeded", 1, ["deferred", "started", "succeeded"])
